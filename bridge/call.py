@@ -1,0 +1,313 @@
+"""One call, start to end: phone events -> audio -> Gladia session -> bot events.
+
+This is where the data-flow diagram becomes code. The call's own task is the only reader of the
+phone socket; it never awaits the network on the audio path (``SttSession.send_audio`` and
+``CallDelivery.submit`` are synchronous), so a slow Gladia or bot cannot delay the phone.
+
+1. Wait (bounded by ``server.start_timeout``) for the carrier's ``start``: call ids and parameters.
+2. Pick the STT profile (default, then the called number, then ``stt.*`` stream parameters),
+   build the transcoder, open the Gladia session and the delivery queue, post ``call.started``.
+3. Phone audio -> transcoder -> session, until ``stop``, a socket close or a protocol error.
+4. Flush, finish the session (last finals), post ``call.ended`` with the summary, log one
+   ``call.ended`` line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import structlog
+from pydantic import ValidationError
+
+from bridge.adapters.base import (
+    Audio,
+    CallStarted,
+    CallStopped,
+    Dtmf,
+    Gap,
+    Ignored,
+    MarkReached,
+    PhoneAdapter,
+    PhoneEvent,
+)
+from bridge.audio import Transcoder, make_transcoder
+from bridge.delivery import CallDelivery, Delivery
+from bridge.errors import PhoneProtocolError
+from bridge.settings import Settings, SttProfile
+from bridge.stt.protocol import init_request
+from bridge.stt.session import FinalUtterance, SessionReplaced, SttGaveUp, SttNotice, SttSession
+
+log = structlog.get_logger("bridge.call")
+
+PARAM_PREFIX = "stt."
+
+
+@dataclass(frozen=True, slots=True)
+class CallResult:
+    """How the phone side ended; the shell closes the socket with ``close_code`` if still open."""
+
+    reason: str
+    close_code: int = 1000
+    message: str = ""
+
+
+def stt_overrides(parameters: Mapping[str, str]) -> tuple[dict[str, Any], list[str]]:
+    """Profile overrides from stream parameters named ``stt.<field>[.<field>...]``.
+
+    Values are JSON when they parse (``0.2``, ``["fr","en"]``, ``true``) and strings otherwise.
+    Shortcuts: ``stt.language`` (one code or a comma list) and ``stt.custom_vocabulary`` (comma
+    list). Returns the overrides and the names of parameters that could not be used.
+    """
+    out: dict[str, Any] = {}
+    bad: list[str] = []
+    for name, raw in parameters.items():
+        if not name.startswith(PARAM_PREFIX):
+            continue
+        path = name[len(PARAM_PREFIX):].split(".")
+        if not all(path):
+            bad.append(name)
+            continue
+        try:
+            value: Any = json.loads(raw)
+        except ValueError:
+            value = raw
+        if path == ["language"]:
+            langs = [v.strip() for v in str(raw).split(",") if v.strip()]
+            out.setdefault("language_config", {})["languages"] = langs
+            continue
+        if path == ["custom_vocabulary"]:
+            words = [v.strip() for v in str(raw).split(",") if v.strip()]
+            rt = out.setdefault("realtime_processing", {})
+            rt["custom_vocabulary"] = True
+            rt["custom_vocabulary_config"] = {"vocabulary": words}
+            continue
+        node = out
+        for key in path[:-1]:
+            child = node.setdefault(key, {})
+            if not isinstance(child, dict):
+                bad.append(name)
+                break
+            node = child
+        else:
+            node[path[-1]] = value
+    return out, bad
+
+
+class Call:
+    """One phone stream's lifetime (see the module docstring)."""
+
+    def __init__(self, *, adapter: PhoneAdapter, settings: Settings, http: aiohttp.ClientSession,
+                 delivery: Delivery) -> None:
+        self.adapter = adapter
+        self.settings = settings
+        self.http = http
+        self.delivery = delivery
+        self.id = uuid.uuid4().hex
+        self.started: CallStarted | None = None
+        self.stt: SttSession | None = None
+        self.events: CallDelivery | None = None
+        self.transcoder: Transcoder | None = None
+        self.profile: SttProfile | None = None
+        self._t0 = time.monotonic()
+        self._warned_unknown: set[str] = set()
+        self.utterances = 0
+        self.dtmf = 0
+
+    # -- the call ------------------------------------------------------------------------------
+
+    async def run(self, messages: AsyncIterator[str | bytes]) -> CallResult:
+        """Drive the call from the phone socket's messages until it ends; never raises."""
+        structlog.contextvars.bind_contextvars(call_id=self.id, provider=self.adapter.provider)
+        result = CallResult("socket_closed", 1000)
+        try:
+            try:
+                async with asyncio.timeout(self.settings.server.start_timeout):
+                    while self.started is None:
+                        message = await anext(messages, None)
+                        if message is None:
+                            return CallResult("closed_before_start")
+                        for event in self.adapter.receive(message):
+                            if isinstance(event, CallStarted):
+                                self._begin(event)
+                            elif isinstance(event, CallStopped):
+                                return CallResult("stopped_before_start")
+            except TimeoutError:
+                log.warning("call.no_start", timeout=self.settings.server.start_timeout)
+                return CallResult("start_timeout", 1008, "no 'start' message in time")
+            except PhoneProtocolError as exc:
+                log.warning("call.bad_message", error=exc.reason, close_code=exc.close_code)
+                return CallResult("protocol_error", exc.close_code, exc.reason)
+
+            try:
+                async for message in messages:
+                    if self._handle(self.adapter.receive(message)):
+                        result = CallResult("stop")
+                        break
+            except PhoneProtocolError as exc:
+                log.warning("call.bad_message", error=exc.reason, close_code=exc.close_code)
+                result = CallResult("protocol_error", exc.close_code, exc.reason)
+            return result
+        finally:
+            if self.started is not None:
+                await self._end(result)
+            structlog.contextvars.unbind_contextvars("call_id", "provider", "call_sid", "stream_sid")
+
+    def _begin(self, started: CallStarted) -> None:
+        self.started = started
+        structlog.contextvars.bind_contextvars(call_sid=started.call_sid, stream_sid=started.stream_sid)
+        self.profile = self._profile(started)
+        target = self.profile.audio_format()
+        self.transcoder = make_transcoder(started.audio_format, target)
+        self.events = self.delivery.open(self.id)
+        self.events.submit("call.started", {"call": self._call_json(), "stt": {
+            "encoding": target.encoding, "sample_rate": target.sample_rate, "bit_depth": target.bit_depth}})
+        body = init_request(self.profile.request_body(), {
+            "bridge_call_id": self.id, "provider": started.provider,
+            "call_sid": started.call_sid, "stream_sid": started.stream_sid,
+        })
+        self.stt = SttSession(http=self.http, settings=self.settings.gladia, request_body=body,
+                              audio_format=target, on_notice=self._on_stt)
+        self.stt.start()
+        log.info("call.started", from_=self._param("from"), to=self._param("to"),
+                 encoding=target.encoding, sample_rate=target.sample_rate)
+
+    def _handle(self, events: list[PhoneEvent]) -> bool:
+        """Dispatch one message's events; True when the stream has ended."""
+        assert self.stt is not None and self.transcoder is not None and self.events is not None
+        for event in events:
+            match event:
+                case Audio():
+                    self.stt.send_audio(self.transcoder.feed(event.payload))
+                case CallStopped():
+                    return True
+                case Dtmf():
+                    self.dtmf += 1
+                    self.events.submit("call.dtmf", {"call": self._call_json(), "digit": event.digit})
+                case Gap():
+                    log.info("call.sequence_gap", expected=event.expected, received=event.received)
+                case MarkReached():
+                    log.debug("call.mark", name=event.name)
+                case Ignored():
+                    if event.unknown and event.kind not in self._warned_unknown:
+                        self._warned_unknown.add(event.kind)
+                        log.warning("call.unknown_event", event=event.kind)
+                case CallStarted():
+                    pass  # the adapter refuses a second start; nothing to do
+        return False
+
+    async def _end(self, result: CallResult) -> None:
+        assert self.stt is not None and self.transcoder is not None and self.events is not None
+        self.stt.send_audio(self.transcoder.flush())
+        await self.stt.finish(self.settings.gladia.finish_timeout)
+        summary = self.summary(result)
+        self.events.submit("call.ended", {"call": self._call_json(), "summary": summary})
+        self.events.close()
+        log.info("call.ended", **summary)
+
+    # -- STT notices (called from the session task; never awaits) -----------------------------
+
+    def _on_stt(self, notice: SttNotice) -> None:
+        assert self.events is not None
+        match notice:
+            case FinalUtterance():
+                self.utterances += 1
+                self.events.submit("utterance.final", {
+                    "call": self._call_json(),
+                    "utterance": _utterance_json(notice),
+                    "stt_session_id": notice.session_id,
+                })
+            case SessionReplaced():
+                self.events.submit("stt.session_replaced", {
+                    "call": self._call_json(), "old_stt_session_id": notice.old_session_id,
+                    "stt_session_id": notice.new_session_id, "reason": notice.reason,
+                })
+            case SttGaveUp():
+                self.events.submit("stt.failed", {"call": self._call_json(), "reason": notice.reason})
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def _param(self, name: str) -> str | None:
+        assert self.started is not None
+        for key, value in self.started.parameters.items():
+            if key.lower() == name:
+                return value
+        return None
+
+    def _profile(self, started: CallStarted) -> SttProfile:
+        stt = self.settings.stt
+        overrides, bad = stt_overrides(started.parameters)
+        called = self._param("to")
+        try:
+            return stt.profile_for(called, overrides)
+        except (ValidationError, ValueError) as exc:
+            log.warning("call.bad_stt_parameters", error=str(exc).splitlines()[0],
+                        parameters=sorted(k for k in started.parameters if k.startswith(PARAM_PREFIX)))
+        for name in bad:
+            log.warning("call.bad_stt_parameter", parameter=name)
+        return stt.profile_for(called)
+
+    def _call_json(self) -> dict[str, Any]:
+        assert self.started is not None
+        return {
+            "id": self.id,
+            "provider": self.started.provider,
+            "call_sid": self.started.call_sid,
+            "stream_sid": self.started.stream_sid,
+            "from": self._param("from"),
+            "to": self._param("to"),
+            "parameters": self.started.parameters,
+        }
+
+    def summary(self, result: CallResult) -> dict[str, Any]:
+        stt = self.stt
+        assert stt is not None and self.events is not None
+        replay = stt.replay
+        counters = self.adapter.counters
+        return {
+            "end_reason": result.reason,
+            "duration_s": round(time.monotonic() - self._t0, 3),
+            "phone_frames": counters.audio_frames,
+            "phone_bytes": counters.audio_bytes,
+            "phone_gaps": counters.gaps,
+            "stt_bytes": replay.appended_bytes,
+            "stt_bytes_sent": replay.sent_bytes,
+            "stt_sessions": len(stt.session_ids),
+            "stt_session_id": stt.session_id,
+            "stt_connections": stt.connections,
+            "stt_reconnects": stt.reconnects,
+            "stt_resent_bytes": replay.resent_bytes,
+            "stt_unacked_bytes": replay.unacked,
+            "stt_overflow_bytes": replay.overflow_bytes,
+            "stt_lost_bytes": replay.lost_bytes,
+            "stt_duplicate_finals_dropped": stt.duplicate_finals,
+            "stt_ended_normally": stt.ended_normally,
+            "stt_gave_up": stt.gave_up,
+            "utterances": self.utterances,
+            "dtmf": self.dtmf,
+            "webhook_delivered": self.events.counters.delivered,
+            "webhook_failed": self.events.counters.failed,
+            "webhook_dropped": self.events.counters.dropped,
+        }
+
+
+def _utterance_json(final: FinalUtterance) -> dict[str, Any]:
+    utt = final.utterance
+    shift = final.call_start - utt.start
+    return {
+        "id": final.id,
+        "text": utt.text.strip(),
+        "start": round(final.call_start, 3),
+        "end": round(final.call_end, 3),
+        "language": utt.language,
+        "confidence": utt.confidence,
+        "channel": utt.channel,
+        "words": [{"word": w.word.strip(), "start": round(w.start + shift, 3), "end": round(w.end + shift, 3),
+                   "confidence": w.confidence} for w in utt.words],
+    }

@@ -1,0 +1,227 @@
+"""Delivery: every call event goes to the bot webhook, signed, retried, in order, exactly once.
+
+One :class:`CallDelivery` per call holds that call's events in a bounded queue and one worker
+task posts them one at a time, so the bot sees them in ``sequence`` order. Each event has a
+stable ``webhook-id`` (``msg_<call id>_<sequence>``) kept across retries, so a bot that drops
+ids it has seen processes every event exactly once even when a retry crosses a slow 2xx.
+
+Signing follows Standard Webhooks (``webhook-id``, ``webhook-timestamp``, ``webhook-signature:
+v1,<base64 HMAC-SHA256 of "id.timestamp.body">``) with the ``standardwebhooks`` package. Retries:
+connection errors, timeouts, 408/425/429 and 5xx, with doubling backoff, until the event is
+``max_age`` seconds old; other 4xx answers are final. With no ``BOT_WEBHOOK_URL``, events are
+written to the log instead.
+
+:meth:`CallDelivery.submit` never awaits, so a slow bot cannot slow the audio path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import random
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import aiohttp
+import structlog
+from standardwebhooks.webhooks import Webhook
+
+from bridge.errors import DeliveryError, http_status_retryable
+from bridge.settings import WebhookSettings
+
+log = structlog.get_logger("bridge.delivery")
+
+
+@dataclass(slots=True)
+class PendingEvent:
+    webhook_id: str
+    type: str
+    sequence: int
+    body: str
+    created: float  # monotonic
+
+
+@dataclass(slots=True)
+class DeliveryCounters:
+    submitted: int = 0
+    delivered: int = 0
+    failed: int = 0
+    dropped: int = 0
+    attempts: int = 0
+    by_outcome: dict[str, int] = field(default_factory=dict)
+
+
+class Delivery:
+    """The app-wide webhook client: opens one :class:`CallDelivery` per call."""
+
+    def __init__(self, http: aiohttp.ClientSession, settings: WebhookSettings,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+        self.http = http
+        self.settings = settings
+        self.sleep = sleep
+        secret = settings.secret.get_secret_value() if settings.secret else None
+        self.signer = Webhook(secret) if secret else None
+        self.calls: set[CallDelivery] = set()
+
+    def open(self, call_id: str) -> CallDelivery:
+        """A delivery queue for one call (create it inside the call's log context)."""
+        delivery = CallDelivery(self, call_id)
+        self.calls.add(delivery)
+        return delivery
+
+    def headers(self, event: PendingEvent) -> dict[str, str]:
+        now = datetime.now(tz=UTC)
+        headers = {
+            "content-type": "application/json",
+            "user-agent": "telephony-gladia-bridge",
+            "webhook-id": event.webhook_id,
+            "webhook-timestamp": str(int(now.timestamp())),
+        }
+        if self.signer is not None:
+            headers["webhook-signature"] = self.signer.sign(event.webhook_id, now, event.body)
+        return headers
+
+    async def aclose(self, timeout: float) -> None:
+        """Wait up to ``timeout`` for every call's queue to drain, then cancel what is left."""
+        calls = list(self.calls)
+        for call in calls:
+            call.close()
+        tasks = [c.task for c in calls if c.task is not None and not c.task.done()]
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=timeout)
+            for task in pending:
+                task.cancel()
+            for task in pending:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+
+class CallDelivery:
+    """One call's ordered event queue and its worker."""
+
+    def __init__(self, owner: Delivery, call_id: str) -> None:
+        self._owner = owner
+        self.call_id = call_id
+        self._queue: deque[PendingEvent] = deque()
+        self._wake = asyncio.Event()
+        self._closed = False
+        self._sequence = 0
+        self.counters = DeliveryCounters()
+        self.task: asyncio.Task[None] | None = None
+        self.last_latency: float | None = None
+
+    def submit(self, type_: str, payload: dict[str, Any]) -> PendingEvent | None:
+        """Queue an event; returns it, or None when the queue is full (counted and logged)."""
+        self._sequence += 1
+        event = PendingEvent(
+            webhook_id=f"msg_{self.call_id}_{self._sequence}",
+            type=type_,
+            sequence=self._sequence,
+            body=json.dumps({"type": type_, "sequence": self._sequence,
+                             "timestamp": datetime.now(tz=UTC).isoformat(), **payload},
+                            separators=(",", ":"), ensure_ascii=False),
+            created=time.monotonic(),
+        )
+        self.counters.submitted += 1
+        if len(self._queue) >= self._owner.settings.max_pending_events:
+            self.counters.dropped += 1
+            log.error("webhook.queue_full", type=type_, sequence=event.sequence,
+                      bound=self._owner.settings.max_pending_events)
+            return None
+        self._queue.append(event)
+        if self.task is None:
+            self.task = asyncio.create_task(self._worker(), name=f"delivery-{self.call_id}")
+        self._wake.set()
+        return event
+
+    def close(self) -> None:
+        """No more events will come; the worker exits once the queue is drained."""
+        self._closed = True
+        self._wake.set()
+        if self.task is None:
+            self._owner.calls.discard(self)
+
+    async def wait(self, timeout: float | None = None) -> bool:
+        """Wait until the queue is drained (after :meth:`close`); True when everything was handled."""
+        if self.task is None:
+            return True
+        done, _ = await asyncio.wait({self.task}, timeout=timeout)
+        return bool(done)
+
+    @property
+    def pending(self) -> int:
+        return len(self._queue)
+
+    async def _worker(self) -> None:
+        try:
+            while True:
+                if not self._queue:
+                    if self._closed:
+                        return
+                    self._wake.clear()
+                    await self._wake.wait()
+                    continue
+                event = self._queue[0]
+                await self._deliver(event)
+                self._queue.popleft()
+        finally:
+            self._owner.calls.discard(self)
+
+    async def _deliver(self, event: PendingEvent) -> None:
+        settings = self._owner.settings
+        if not settings.url:
+            log.info("bot.event", webhook_id=event.webhook_id, type=event.type, body=json.loads(event.body))
+            self.counters.delivered += 1
+            return
+        attempt = 0
+        while True:
+            attempt += 1
+            self.counters.attempts += 1
+            started = time.monotonic()
+            try:
+                await self._post(event)
+            except DeliveryError as exc:
+                outcome = f"http_{exc.status}" if exc.status else "error"
+                self.counters.by_outcome[outcome] = self.counters.by_outcome.get(outcome, 0) + 1
+                age = time.monotonic() - event.created
+                if not exc.retryable:
+                    self.counters.failed += 1
+                    log.error("webhook.rejected", webhook_id=event.webhook_id, type=event.type,
+                              status=exc.status, error=str(exc))
+                    return
+                if age >= settings.max_age:
+                    self.counters.failed += 1
+                    log.error("webhook.gave_up", webhook_id=event.webhook_id, type=event.type,
+                              attempts=attempt, age=round(age, 1), error=str(exc))
+                    return
+                delay = min(settings.retry_initial_delay * 2 ** (attempt - 1), settings.retry_max_delay)
+                delay = min(delay * random.uniform(0.8, 1.2), max(0.0, settings.max_age - age))
+                log.warning("webhook.retry", webhook_id=event.webhook_id, attempt=attempt,
+                            status=exc.status, error=str(exc), delay=round(delay, 3))
+                await self._owner.sleep(delay)
+                continue
+            self.counters.by_outcome["delivered"] = self.counters.by_outcome.get("delivered", 0) + 1
+            self.counters.delivered += 1
+            self.last_latency = time.monotonic() - started
+            if attempt > 1:
+                log.info("webhook.delivered", webhook_id=event.webhook_id, attempts=attempt)
+            return
+
+    async def _post(self, event: PendingEvent) -> None:
+        settings = self._owner.settings
+        try:
+            async with self._owner.http.post(
+                settings.url, data=event.body.encode(), headers=self._owner.headers(event),
+                timeout=aiohttp.ClientTimeout(total=settings.timeout),
+            ) as resp:
+                if 200 <= resp.status < 300:
+                    return
+                raise DeliveryError(f"webhook answered {resp.status}",
+                                    retryable=http_status_retryable(resp.status), status=resp.status)
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise DeliveryError(f"{type(exc).__name__}: {exc}"[:200], retryable=True) from exc

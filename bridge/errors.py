@@ -1,0 +1,77 @@
+"""The bridge's exception tree, and the one place that decides what is retryable.
+
+    BridgeError
+     +-- ConfigError            bad settings; raised at start-up only
+     +-- PhoneProtocolError     the carrier broke its media-stream protocol (carries a close code)
+     +-- SttError               Gladia init/handshake failed (``retryable``, ``session_lost``)
+     +-- DeliveryError          a webhook POST failed (``retryable``, ``status``)
+
+Pure modules raise these; the I/O shell logs them and turns them into close codes and end reasons.
+"""
+
+from __future__ import annotations
+
+
+class BridgeError(Exception):
+    """Base of every error the bridge raises on purpose."""
+
+
+class ConfigError(BridgeError):
+    """A setting is missing or invalid. The message names the key."""
+
+
+class PhoneProtocolError(BridgeError):
+    """The phone side sent something the adapter cannot accept.
+
+    ``close_code`` is the WebSocket close code to answer with (RFC 6455 section 7.4.1):
+    1003 unsupported data (e.g. binary on a text-only dialect), 1007 invalid payload
+    (malformed JSON, bad base64, missing field), 1008 policy violation (out-of-order messages).
+    """
+
+    def __init__(self, reason: str, close_code: int = 1007) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.close_code = close_code
+
+
+class SttError(BridgeError):
+    """Talking to Gladia failed.
+
+    ``retryable``: trying the same thing again later may work (429, 5xx, network errors).
+    ``session_lost``: the live session cannot be resumed (its URL was refused or it closed for good);
+    a new session must be opened for the rest of the call.
+    """
+
+    def __init__(self, message: str, *, retryable: bool, status: int | None = None,
+                 session_lost: bool = False) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+        self.status = status
+        self.session_lost = session_lost
+
+
+class DeliveryError(BridgeError):
+    """A webhook POST did not get a 2xx."""
+
+    def __init__(self, message: str, *, retryable: bool, status: int | None = None) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+        self.status = status
+
+
+def http_status_retryable(status: int) -> bool:
+    """Whether an HTTP answer is worth retrying: 408, 425, 429 and every 5xx."""
+    return status in (408, 425, 429) or status >= 500
+
+
+def handshake_status_loses_session(status: int) -> bool:
+    """A session WebSocket handshake refused with 401/403/404 means the session is gone.
+
+    (Gladia answers 403 once a session can no longer be resumed; see the reference notes.)
+    """
+    return status in (401, 403, 404, 410)
+
+
+def close_code_loses_session(code: int) -> bool:
+    """Gladia close codes 4400-4499 end the session for good (as the official SDKs treat them)."""
+    return 4400 <= code <= 4499

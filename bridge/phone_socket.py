@@ -1,0 +1,111 @@
+"""The phone side's HTTP and WebSocket endpoints (aiohttp handlers; thin shell).
+
+* ``POST /twilio/voice``: a Twilio voice webhook; answers TwiML that connects the call to
+  ``/twilio/stream`` with the caller's From/To as ``<Parameter>``s.
+* ``GET /{carrier}/stream``: the media-stream WebSocket. Authenticated *before* the upgrade
+  (403 and nothing else on a bad signature), then handed to a :class:`~bridge.call.Call`.
+
+The handler's task is the only reader of the socket: it iterates messages into the call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import aiohttp
+import structlog
+from aiohttp import web
+
+from bridge.adapters import ADAPTERS
+from bridge.adapters.twilio import connect_stream_twiml, signature_valid
+from bridge.app_keys import CALLS, DELIVERY, DRAINING, HTTP, SETTINGS
+from bridge.call import Call
+
+log = structlog.get_logger("bridge.phone")
+
+# Form fields of Twilio's voice webhook passed on to the stream as <Parameter>s.
+_VOICE_PARAMETERS = ("From", "To", "CallSid", "Direction", "CallerName", "ForwardedFrom")
+
+
+def public_base(request: web.Request) -> str:
+    """External base URL: ``BRIDGE_PUBLIC_URL`` or, when unset, the request's own host and scheme."""
+    configured = request.app[SETTINGS].server.public_url
+    if configured:
+        return configured
+    proto = request.headers.get("X-Forwarded-Proto", request.scheme).split(",")[0].strip()
+    return f"{proto}://{request.host}"
+
+
+def stream_url(request: web.Request, carrier: str) -> str:
+    base = public_base(request)
+    scheme, rest = base.split("://", 1)
+    ws_scheme = "wss" if scheme in ("https", "wss") else "ws"
+    return f"{ws_scheme}://{rest}/{carrier}/stream"
+
+
+async def twilio_voice(request: web.Request) -> web.Response:
+    """TwiML for a Twilio number's voice URL: connect the call's audio to the bridge."""
+    settings = request.app[SETTINGS]
+    form = await request.post()
+    fields = {k: str(v) for k, v in form.items() if isinstance(v, str)}
+    token = settings.twilio.auth_token
+    if token is not None:
+        url = public_base(request) + request.path_qs
+        if not signature_valid(token.get_secret_value(), url, request.headers.get("X-Twilio-Signature"), fields):
+            log.warning("twilio.bad_signature", path=request.path)
+            raise web.HTTPForbidden(text="invalid X-Twilio-Signature\n")
+    parameters = {name: fields[name] for name in _VOICE_PARAMETERS if fields.get(name)}
+    twiml = connect_stream_twiml(stream_url(request, "twilio"), parameters)
+    return web.Response(text=twiml, content_type="text/xml")
+
+
+async def _messages(ws: web.WebSocketResponse) -> AsyncIterator[str | bytes]:
+    """Text and binary messages until the socket closes (errors end the iteration)."""
+    async for msg in ws:
+        if msg.type is aiohttp.WSMsgType.TEXT:
+            yield msg.data
+        elif msg.type is aiohttp.WSMsgType.BINARY:
+            yield msg.data
+        elif msg.type is aiohttp.WSMsgType.ERROR:
+            log.warning("phone.socket_error", error=str(ws.exception()), close_code=ws.close_code)
+            return
+
+
+async def phone_stream(request: web.Request) -> web.StreamResponse:
+    """A carrier's media-stream WebSocket: one call per socket."""
+    app = request.app
+    settings = app[SETTINGS]
+    carrier = request.match_info["carrier"]
+    make_adapter = ADAPTERS.get(carrier)
+    if make_adapter is None:
+        raise web.HTTPNotFound(text=f"unknown carrier {carrier!r}\n")
+    if app[DRAINING]:
+        raise web.HTTPServiceUnavailable(text="shutting down\n")
+    if len(app[CALLS]) >= settings.server.max_calls:
+        log.warning("phone.capacity_refused", max_calls=settings.server.max_calls)
+        raise web.HTTPServiceUnavailable(text="at capacity\n")
+    token = settings.twilio.auth_token
+    if carrier == "twilio" and token is not None:
+        url = stream_url(request, carrier)
+        if not signature_valid(token.get_secret_value(), url, request.headers.get("X-Twilio-Signature")):
+            log.warning("twilio.bad_signature", path=request.path)
+            raise web.HTTPForbidden(text="invalid X-Twilio-Signature\n")
+
+    ws = web.WebSocketResponse(max_msg_size=settings.server.max_message_bytes, autoping=True)
+    await ws.prepare(request)
+    call = Call(adapter=make_adapter(), settings=settings, http=app[HTTP], delivery=app[DELIVERY])
+    app[CALLS][call] = ws
+    try:
+        result = await call.run(_messages(ws))
+    finally:
+        app[CALLS].pop(call, None)
+    if not ws.closed:
+        await ws.close(code=result.close_code, message=result.message.encode()[:120])
+    return ws
+
+
+async def healthz(request: web.Request) -> web.Response:
+    app = request.app
+    status = 503 if app[DRAINING] else 200
+    return web.json_response({"status": "draining" if app[DRAINING] else "ok",
+                              "active_calls": len(app[CALLS])}, status=status)

@@ -1,0 +1,275 @@
+"""Settings: the only code that reads the environment and ``config/*.toml``.
+
+Precedence, lowest first: the packaged defaults in ``config/bridge.toml`` (or the file named by
+``BRIDGE_CONFIG``), then environment variables, then command-line flags. Everything is validated
+once at start-up; a bad value raises :class:`~bridge.errors.ConfigError` naming the key (and the
+environment variable it came from, when it did). Secrets are held as ``SecretStr`` so they never
+show up in a ``repr`` or a log line.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+from bridge.audio import AudioFormat, Encoding
+from bridge.errors import ConfigError
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "bridge.toml"
+
+# Environment variable -> dotted settings key. These names are public interface.
+ENV_KEYS: dict[str, str] = {
+    "BRIDGE_HOST": "server.host",
+    "BRIDGE_PORT": "server.port",
+    "BRIDGE_PUBLIC_URL": "server.public_url",
+    "BRIDGE_DATA_DIR": "server.data_dir",
+    "GLADIA_API_URL": "gladia.api_url",
+    "GLADIA_API_KEY": "gladia.api_key",
+    "BOT_WEBHOOK_URL": "webhook.url",
+    "BOT_WEBHOOK_SECRET": "webhook.secret",
+    "TWILIO_AUTH_TOKEN": "twilio.auth_token",
+    "BRIDGE_LOG_LEVEL": "log.level",
+    "BRIDGE_LOG_FORMAT": "log.format",
+}
+SECRET_KEYS = frozenset({"gladia.api_key", "webhook.secret", "twilio.auth_token"})
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ServerSettings(_Strict):
+    host: str = "0.0.0.0"
+    port: int = Field(8080, ge=0, le=65535)
+    public_url: str = ""
+    data_dir: Path = Path("./data")
+    max_message_bytes: int = Field(65536, ge=1024)
+    start_timeout: float = Field(10.0, gt=0)
+    shutdown_timeout: float = Field(30.0, ge=0)
+    max_calls: int = Field(1000, ge=1)
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str) -> str:
+        if value and urlsplit(value).scheme not in ("https", "http", "wss", "ws"):
+            raise ValueError("must be an absolute http(s) URL such as https://bridge.example.org")
+        return value.rstrip("/")
+
+
+class GladiaSettings(_Strict):
+    api_url: str = "https://api.gladia.io"
+    api_key: SecretStr | None = None
+    region: str = ""
+    http_timeout: float = Field(10.0, gt=0)
+    connect_timeout: float = Field(10.0, gt=0)
+    init_max_attempts: int = Field(6, ge=1)
+    chunk_ms: int = Field(20, ge=10, le=1000)
+    replay_buffer_seconds: float = Field(60.0, gt=0, le=3600)
+    reconnect_initial_delay: float = Field(0.1, ge=0)
+    reconnect_max_delay: float = Field(5.0, ge=0)
+    finish_timeout: float = Field(15.0, gt=0)
+
+    @field_validator("api_url")
+    @classmethod
+    def _api_url(cls, value: str) -> str:
+        if urlsplit(value).scheme not in ("https", "http"):
+            raise ValueError("must be an http(s) URL such as https://api.gladia.io")
+        return value.rstrip("/")
+
+
+class WebhookSettings(_Strict):
+    url: str = ""
+    secret: SecretStr | None = None
+    timeout: float = Field(5.0, gt=0)
+    retry_initial_delay: float = Field(0.5, ge=0)
+    retry_max_delay: float = Field(30.0, ge=0)
+    max_age: float = Field(600.0, gt=0)
+    max_pending_events: int = Field(10000, ge=1)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if value and urlsplit(value).scheme not in ("https", "http"):
+            raise ValueError("must be an http(s) URL")
+        return value
+
+    @field_validator("secret")
+    @classmethod
+    def _secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value():
+            return None
+        from standardwebhooks.webhooks import Webhook
+
+        try:
+            Webhook(value.get_secret_value())
+        except Exception as exc:  # the package raises plain errors for bad base64
+            raise ValueError("is not a Standard Webhooks secret (whsec_<base64>)") from exc
+        return value
+
+
+class TwilioSettings(_Strict):
+    auth_token: SecretStr | None = None
+
+
+class LogSettings(_Strict):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["auto", "json", "console"] = "auto"
+
+
+class SttProfile(BaseModel):
+    """A Gladia ``StreamingRequest`` body: the audio fields are checked, the rest passes through."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    encoding: Encoding = "wav/ulaw"
+    sample_rate: int = 8000
+    bit_depth: int = 8
+    channels: int = Field(1, ge=1, le=1)
+
+    def audio_format(self) -> AudioFormat:
+        """The Gladia-side audio format, checked against what the bridge can produce."""
+        return AudioFormat.gladia(self.encoding, self.sample_rate, self.bit_depth)
+
+    def request_body(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+class SttSettings(_Strict):
+    default: SttProfile = SttProfile()
+    numbers: dict[str, dict[str, Any]] = {}
+
+    def profile_for(self, called: str | None, overrides: Mapping[str, Any] | None = None) -> SttProfile:
+        """The per-call profile: default, then the called number's table, then ``overrides``.
+
+        Raises:
+            ValueError: the merged profile is not valid (the message names the field).
+        """
+        body = self.default.request_body()
+        if called and called in self.numbers:
+            body = deep_merge(body, self.numbers[called])
+        if overrides:
+            body = deep_merge(body, overrides)
+        profile = SttProfile.model_validate(body)
+        profile.audio_format()
+        return profile
+
+
+class Settings(_Strict):
+    server: ServerSettings = ServerSettings()
+    gladia: GladiaSettings = GladiaSettings()
+    webhook: WebhookSettings = WebhookSettings()
+    twilio: TwilioSettings = TwilioSettings()
+    log: LogSettings = LogSettings()
+    stt: SttSettings = SttSettings()
+    # True when GLADIA_API_URL was given explicitly (file, environment or flag).
+    gladia_url_explicit: bool = False
+
+    @classmethod
+    def load(
+        cls,
+        environ: Mapping[str, str] | None = None,
+        overrides: Mapping[str, Any] | None = None,
+        config_path: Path | None = None,
+    ) -> Settings:
+        """Build and validate the settings.
+
+        Args:
+            environ: the environment (``os.environ`` when None).
+            overrides: dotted keys from command-line flags, e.g. ``{"server.port": 9000}``.
+            config_path: TOML file with defaults; else ``BRIDGE_CONFIG``, else ``config/bridge.toml``.
+
+        Raises:
+            ConfigError: a value is missing or invalid; the message names each bad key.
+        """
+        env = dict(os.environ if environ is None else environ)
+        path = config_path or (Path(env["BRIDGE_CONFIG"]) if env.get("BRIDGE_CONFIG") else DEFAULT_CONFIG)
+        data: dict[str, Any] = {}
+        if path.exists():
+            try:
+                data = tomllib.loads(path.read_text())
+            except tomllib.TOMLDecodeError as exc:
+                raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+        elif config_path or env.get("BRIDGE_CONFIG"):
+            raise ConfigError(f"BRIDGE_CONFIG: file not found: {path}")
+        for dotted in SECRET_KEYS:
+            section, key = dotted.split(".")
+            if key in data.get(section, {}):
+                raise ConfigError(f"{dotted}: secrets are read from the environment only, not from {path}")
+        explicit_url = "api_url" in data.get("gladia", {}) and path != DEFAULT_CONFIG
+        sources: dict[str, str] = {}
+        for name, dotted in ENV_KEYS.items():
+            value = env.get(name)
+            if not value:  # unset and empty mean the same: the file's default
+                continue
+            _set_dotted(data, dotted, value)
+            sources[dotted] = name
+            explicit_url = explicit_url or dotted == "gladia.api_url"
+        for dotted, value in (overrides or {}).items():
+            if value is None:
+                continue
+            _set_dotted(data, dotted, value)
+            sources[dotted] = "--" + dotted.split(".")[-1].replace("_", "-")
+            explicit_url = explicit_url or dotted == "gladia.api_url"
+        data["gladia_url_explicit"] = explicit_url
+        try:
+            settings = cls.model_validate(data)
+        except ValidationError as exc:
+            raise ConfigError(_describe(exc, sources, path)) from None
+        for number in settings.stt.numbers:
+            try:
+                settings.stt.profile_for(number)
+            except (ValidationError, ValueError) as exc:
+                raise ConfigError(f"stt.numbers.{number!r}: {_first_line(exc)}") from None
+        try:
+            settings.stt.default.audio_format()
+        except ValueError as exc:
+            raise ConfigError(f"stt.default: {exc}") from None
+        return settings
+
+    def redacted(self) -> dict[str, Any]:
+        """The settings as a dict fit for a log line: secrets only say whether they are set."""
+        out = self.model_dump(mode="json", exclude={"stt"})
+        for dotted in SECRET_KEYS:
+            section, key = dotted.split(".")
+            out[section][key] = "set" if out[section].get(key) else "unset"
+        return out
+
+
+def deep_merge(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    """Merge ``extra`` into a copy of ``base``; nested tables merge, other values replace."""
+    out = copy.deepcopy(dict(base))
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+    section, key = dotted.split(".")
+    data.setdefault(section, {})[key] = value
+
+
+def _first_line(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        err = exc.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"])
+        return f"{loc}: {err['msg']}" if loc else err["msg"]
+    return str(exc)
+
+
+def _describe(exc: ValidationError, sources: Mapping[str, str], path: Path) -> str:
+    lines = ["invalid settings:"]
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"])
+        origin = sources.get(loc, str(path))
+        lines.append(f"  {loc} (from {origin}): {err['msg']}")
+    return "\n".join(lines)

@@ -1,0 +1,1 @@
+"""The speech-to-text stage: Gladia live v2 (pure wire format, replay buffer, asyncio session)."""

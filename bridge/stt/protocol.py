@@ -1,0 +1,223 @@
+"""Gladia live v2 wire format, sans-I/O: server messages in, typed events out.
+
+Shapes follow Gladia's OpenAPI ``StreamingRequest`` and the live v2 WebSocket messages. Every
+server message is a JSON text frame with ``type`` (and usually ``session_id``, ``created_at``,
+``data``). Tolerances, on purpose:
+
+* ``data`` may be ``null`` when ``error`` is set (an acknowledgment refused for quota, a failed
+  add-on): that becomes :class:`ServerError`, never a crash.
+* A standalone ``{"type": "error"}`` message is not in the spec but is handled, in any shape.
+* Unknown types become :class:`OtherMessage` so a new server feature cannot break a call.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from bridge.audio import AudioFormat
+
+
+class SttProtocolError(ValueError):
+    """A server message that is not JSON, not an object, or has no ``type``."""
+
+
+@dataclass(frozen=True, slots=True)
+class Word:
+    word: str
+    start: float
+    end: float
+    confidence: float
+
+
+@dataclass(frozen=True, slots=True)
+class Utterance:
+    start: float
+    end: float
+    text: str
+    language: str | None
+    confidence: float | None
+    channel: int
+    words: tuple[Word, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Transcript:
+    id: str
+    is_final: bool
+    utterance: Utterance
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    """Audio acknowledged: session-wide ``byte_range`` and ``time_range``."""
+
+    byte_start: int
+    byte_end: int
+    time_start: float
+    time_end: float
+
+
+@dataclass(frozen=True, slots=True)
+class StopAck:
+    recording_duration: float | None
+    recording_left_to_process: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechStart:
+    time: float
+    channel: int
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechEnd:
+    time: float
+    channel: int
+
+
+@dataclass(frozen=True, slots=True)
+class Lifecycle:
+    """``start_session``, ``start_recording``, ``end_recording`` or ``end_session``."""
+
+    kind: str
+
+
+@dataclass(frozen=True, slots=True)
+class PostProcessing:
+    """``post_transcript``, ``post_final_transcript`` and other ``post_*`` results (kept raw)."""
+
+    kind: str
+    data: Any
+
+
+@dataclass(frozen=True, slots=True)
+class ServerError:
+    """An ``error`` carried by a message (or a standalone error message)."""
+
+    kind: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class OtherMessage:
+    kind: str
+
+
+SttEvent = (Transcript | Ack | StopAck | SpeechStart | SpeechEnd | Lifecycle | PostProcessing
+            | ServerError | OtherMessage)
+
+_LIFECYCLE = frozenset({"start_session", "start_recording", "end_recording", "end_session"})
+
+
+def _num(value: Any, default: float = 0.0) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return default
+    return float(value)
+
+
+def _error_text(error: Any) -> str:
+    if isinstance(error, Mapping):
+        msg = error.get("message") or error.get("exception") or json.dumps(error)[:500]
+        return str(msg)
+    return str(error)[:500]
+
+
+def parse_utterance(data: Mapping[str, Any]) -> Utterance:
+    words = data.get("words")
+    parsed: list[Word] = []
+    if isinstance(words, list):
+        for w in words:
+            if isinstance(w, Mapping):
+                parsed.append(Word(str(w.get("word", "")), _num(w.get("start")), _num(w.get("end")),
+                                   _num(w.get("confidence"), 0.0)))
+    language = data.get("language")
+    confidence = data.get("confidence")
+    channel = data.get("channel", 0)
+    return Utterance(
+        start=_num(data.get("start")),
+        end=_num(data.get("end")),
+        text=str(data.get("text", "")),
+        language=language if isinstance(language, str) else None,
+        confidence=_num(confidence) if isinstance(confidence, (int, float)) else None,
+        channel=channel if isinstance(channel, int) and not isinstance(channel, bool) else 0,
+        words=tuple(parsed),
+    )
+
+
+def parse_server_message(text: str | bytes) -> SttEvent:
+    """Turn one server WebSocket message into an event.
+
+    Raises:
+        SttProtocolError: not JSON, not an object, or no string ``type``.
+    """
+    try:
+        msg = json.loads(text)
+    except (ValueError, RecursionError, UnicodeDecodeError):
+        raise SttProtocolError("server message is not valid JSON") from None
+    if not isinstance(msg, dict):
+        raise SttProtocolError("server message is not a JSON object")
+    kind = msg.get("type")
+    if not isinstance(kind, str):
+        raise SttProtocolError("server message has no 'type'")
+    data = msg.get("data")
+    error = msg.get("error")
+
+    if kind == "error":
+        return ServerError(kind, _error_text(error if error is not None else data))
+    if error is not None and error is not False and not isinstance(data, Mapping):
+        return ServerError(kind, _error_text(error))
+    if kind == "audio_chunk":
+        if msg.get("acknowledged") is False or not isinstance(data, Mapping):
+            return ServerError(kind, _error_text(error) if error else "audio chunk not acknowledged")
+        br, tr = data.get("byte_range"), data.get("time_range")
+        if (not isinstance(br, list) or len(br) != 2
+                or not all(isinstance(b, int) and not isinstance(b, bool) for b in br)):
+            return ServerError(kind, "acknowledgment without a valid byte_range")
+        times = tr if isinstance(tr, list) and len(tr) == 2 else [0.0, 0.0]
+        return Ack(br[0], br[1], _num(times[0]), _num(times[1]))
+    if kind == "transcript":
+        if not isinstance(data, Mapping) or not isinstance(data.get("utterance"), Mapping):
+            return ServerError(kind, "transcript without data.utterance")
+        return Transcript(str(data.get("id", "")), bool(data.get("is_final")), parse_utterance(data["utterance"]))
+    if kind == "stop_recording":
+        d = data if isinstance(data, Mapping) else {}
+        return StopAck(
+            _num(d.get("recording_duration")) if "recording_duration" in d else None,
+            _num(d.get("recording_left_to_process")) if "recording_left_to_process" in d else None,
+        )
+    if kind in ("speech_start", "speech_end"):
+        d = data if isinstance(data, Mapping) else {}
+        cls = SpeechStart if kind == "speech_start" else SpeechEnd
+        channel = d.get("channel", 0)
+        return cls(_num(d.get("time")), channel if isinstance(channel, int) else 0)
+    if kind in _LIFECYCLE:
+        return Lifecycle(kind)
+    if kind.startswith("post_"):
+        return PostProcessing(kind, data)
+    return OtherMessage(kind)
+
+
+def init_request(profile_body: Mapping[str, Any], metadata: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``POST /v2/live`` body for one call.
+
+    The profile's fields pass through; ``custom_metadata`` gets the call ids (merged over any the
+    profile has), and acknowledgments and final transcripts are forced on, because resume needs
+    the acknowledged byte offset and the bridge exists to deliver finals.
+    """
+    body = dict(profile_body)
+    body["custom_metadata"] = {**(body.get("custom_metadata") or {}), **metadata}
+    messages = dict(body.get("messages_config") or {})
+    messages["receive_acknowledgments"] = True
+    messages["receive_final_transcripts"] = True
+    body["messages_config"] = messages
+    return body
+
+
+STOP_RECORDING = json.dumps({"type": "stop_recording"})
+
+
+def seconds_of(fmt: AudioFormat, nbytes: int) -> float:
+    return nbytes / fmt.bytes_per_second

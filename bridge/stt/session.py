@@ -1,0 +1,366 @@
+"""One call's Gladia live v2 session, kept alive across network drops.
+
+Drives the pure pieces (:mod:`bridge.stt.protocol`, :mod:`bridge.stt.replay`) with aiohttp:
+
+1. ``POST {api_url}/v2/live`` with the call's ``StreamingRequest`` (retried with backoff on 429,
+   5xx and network errors); the answer's ``url`` is the session WebSocket.
+2. Stream audio as binary frames; every acknowledgment trims the replay buffer.
+3. On a close other than a normal end: reconnect to the *same* URL with backoff, resend from the
+   acknowledged offset, then continue live. Finals already delivered are never delivered again.
+4. The session is lost (handshake 401/403/404, close 4400-4499, or a server close 1000 before we
+   asked to stop): a new session is opened for the rest of the call, starting with the audio the
+   lost one had not acknowledged, and the call is told (``SessionReplaced``).
+5. At hang-up (:meth:`SttSession.finish`): flush, ``stop_recording`` (sent again after any
+   reconnect), wait for the last finals and ``end_session`` / close 1000, bounded in time.
+
+:meth:`SttSession.send_audio` never awaits: the phone socket is never slowed by Gladia.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import structlog
+
+from bridge.audio import AudioFormat
+from bridge.errors import (
+    SttError,
+    close_code_loses_session,
+    handshake_status_loses_session,
+    http_status_retryable,
+)
+from bridge.settings import GladiaSettings
+from bridge.stt.protocol import (
+    STOP_RECORDING,
+    Ack,
+    Lifecycle,
+    ServerError,
+    SttProtocolError,
+    Transcript,
+    Utterance,
+    parse_server_message,
+)
+from bridge.stt.replay import ReplayBuffer
+
+log = structlog.get_logger("bridge.stt")
+
+
+@dataclass(frozen=True, slots=True)
+class FinalUtterance:
+    """A final transcript, with times moved to call time (seconds since the call's first audio)."""
+
+    id: str
+    utterance: Utterance
+    session_id: str
+    call_start: float
+    call_end: float
+
+
+@dataclass(frozen=True, slots=True)
+class SessionReplaced:
+    old_session_id: str | None
+    new_session_id: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class SttGaveUp:
+    reason: str
+
+
+SttNotice = FinalUtterance | SessionReplaced | SttGaveUp
+
+
+@dataclass(frozen=True, slots=True)
+class _Session:
+    id: str
+    url: str
+    origin_bytes: int  # call-audio byte position of this session's byte 0
+
+
+class _Outcome:
+    ENDED = "ended"  # normal end: nothing more to do
+    RECONNECT = "reconnect"  # same session, new connection
+    LOST = "lost"  # the session cannot continue; open a new one
+
+
+class SttSession:
+    """See the module docstring. Create it, start :meth:`run` as a task, feed audio, :meth:`finish`."""
+
+    def __init__(
+        self,
+        *,
+        http: aiohttp.ClientSession,
+        settings: GladiaSettings,
+        request_body: dict[str, Any],
+        audio_format: AudioFormat,
+        on_notice: Callable[[SttNotice], None],
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self._http = http
+        self._settings = settings
+        self._body = request_body
+        self._format = audio_format
+        self._on_notice = on_notice
+        self._sleep = sleep
+        chunk = max(audio_format.bytes_for_ms(settings.chunk_ms), audio_format.sample_width)
+        self.replay = ReplayBuffer(
+            max_bytes=int(audio_format.bytes_per_second * settings.replay_buffer_seconds),
+            chunk_bytes=chunk,
+            frame_bytes=audio_format.sample_width,
+        )
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._session: _Session | None = None
+        self._seen_finals: set[str] = set()
+        self._last_final_end = -1.0
+        # counters for the call summary
+        self.session_ids: list[str] = []
+        self.connections = 0
+        self.reconnects = 0
+        self.init_failures = 0
+        self.finals = 0
+        self.duplicate_finals = 0
+        self.server_errors = 0
+        self.gave_up: str | None = None
+        self.ended_normally = False
+        self.abandoned = False
+        self._pending_replacement: tuple[str | None, str] | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def session_id(self) -> str | None:
+        return self._session.id if self._session else None
+
+    # -- called by the call, never awaits ----------------------------------------------------
+
+    def send_audio(self, data: bytes) -> None:
+        """Queue audio for the session (replay buffer). Non-blocking; bounded by the replay bound."""
+        if self.gave_up or not data:
+            return
+        dropped = self.replay.append(data)
+        if dropped and self.replay.overflow_bytes == dropped:
+            log.warning("stt.buffer_overflow", dropped_bytes=dropped,
+                        bound_seconds=self._settings.replay_buffer_seconds)
+        self._wake.set()
+
+    def start(self) -> None:
+        """Start the connection loop as a task (it inherits the caller's log context)."""
+        self._task = asyncio.create_task(self.run(), name="stt-session")
+
+    async def finish(self, timeout: float) -> None:
+        """Hang-up: send what is left and ``stop_recording``, then wait for the session to end.
+
+        Returns after ``end_session``/close 1000, or after ``timeout`` seconds (the session is then
+        abandoned, and ``abandoned`` is set for the call summary).
+        """
+        self._stopping = True
+        self._wake.set()
+        if self._task is None:
+            return
+        done, _ = await asyncio.wait({self._task}, timeout=timeout)
+        if not done:
+            self.abandoned = True
+            log.warning("stt.finish_timeout", session_id=self.session_id, timeout=timeout,
+                        unacked_bytes=self.replay.unacked)
+            await self.cancel()
+
+    async def cancel(self) -> None:
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    # -- the connection loop ------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Run the session until it ends normally, gives up, or is cancelled."""
+        failures = 0
+        while True:
+            if self._session is None:
+                try:
+                    self._session = await self._open_session()
+                except SttError as exc:
+                    self.init_failures += 1
+                    failures += 1
+                    if not exc.retryable or failures >= self._settings.init_max_attempts:
+                        self._give_up(f"init failed: {exc}")
+                        return
+                    log.warning("stt.init_retry", error=str(exc), status=exc.status, attempt=failures)
+                    await self._backoff(failures)
+                    continue
+                failures = 0
+            try:
+                async with asyncio.timeout(self._settings.connect_timeout):
+                    ws = await self._http.ws_connect(
+                        self._session.url,
+                        timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=5.0),
+                        max_msg_size=0,  # post_final_transcript of a long call can exceed 1 MiB
+                        autoclose=True,
+                        autoping=True,
+                        heartbeat=None,
+                    )
+            except aiohttp.WSServerHandshakeError as exc:
+                if handshake_status_loses_session(exc.status):
+                    self._lose_session(f"handshake refused with HTTP {exc.status}")
+                    continue
+                failures += 1
+                log.warning("stt.connect_failed", status=exc.status, attempt=failures)
+                await self._backoff(failures)
+                continue
+            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+                failures += 1
+                log.warning("stt.connect_failed", error=type(exc).__name__, attempt=failures)
+                await self._backoff(failures)
+                continue
+
+            self.connections += 1
+            resend = self.replay.rewind()
+            if self.connections > 1:
+                self.reconnects += 1
+                log.info("stt.reconnected", session_id=self._session.id, resend_bytes=resend,
+                         acked=self.replay.acked)
+            else:
+                log.info("stt.connected", session_id=self._session.id)
+            outcome, got_messages = await self._connection(ws)
+            if got_messages:
+                failures = 0
+            if outcome == _Outcome.ENDED:
+                self.ended_normally = True
+                return
+            if outcome == _Outcome.LOST:
+                self._lose_session(f"closed with code {ws.close_code}")
+                continue
+            failures += 1
+            log.info("stt.reconnecting", close_code=ws.close_code, attempt=failures)
+            await self._backoff(failures)
+
+    async def _open_session(self) -> _Session:
+        url = f"{self._settings.api_url}/v2/live"
+        params = {"region": self._settings.region} if self._settings.region else None
+        headers = {"x-gladia-version": "telephony-gladia-bridge"}
+        if self._settings.api_key is not None:
+            headers["x-gladia-key"] = self._settings.api_key.get_secret_value()
+        try:
+            async with self._http.post(
+                url, json=self._body, params=params, headers=headers,
+                timeout=aiohttp.ClientTimeout(total=self._settings.http_timeout),
+            ) as resp:
+                if resp.status not in (200, 201):
+                    detail = (await resp.text())[:300]
+                    raise SttError(f"POST /v2/live answered {resp.status}: {detail}",
+                                   retryable=http_status_retryable(resp.status), status=resp.status)
+                data = await resp.json(content_type=None)
+        except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
+            raise SttError(f"POST /v2/live failed: {type(exc).__name__}", retryable=True) from exc
+        if not isinstance(data, dict) or not isinstance(data.get("id"), str) or not isinstance(data.get("url"), str):
+            raise SttError("POST /v2/live answer has no id/url", retryable=True)
+        session = _Session(data["id"], data["url"], self.replay.call_position_of_base())
+        old = self.session_ids[-1] if self.session_ids else None
+        self.session_ids.append(session.id)
+        log.info("stt.session_created", session_id=session.id, replaces=old)
+        return session
+
+    def _lose_session(self, reason: str) -> None:
+        old = self._session.id if self._session else None
+        log.warning("stt.session_lost", session_id=old, reason=reason)
+        self._session = None
+        self._pending_replacement = (old, reason)
+        self.replay.restart_session()
+        self._seen_finals.clear()
+        self._last_final_end = -1.0
+
+    def _give_up(self, reason: str) -> None:
+        self.gave_up = reason
+        log.error("stt.gave_up", reason=reason)
+        self._on_notice(SttGaveUp(reason))
+
+    async def _backoff(self, attempt: int) -> None:
+        base = self._settings.reconnect_initial_delay * 2 ** max(0, attempt - 1)
+        delay = min(base, self._settings.reconnect_max_delay) * random.uniform(0.8, 1.2)
+        await self._sleep(delay)
+
+    async def _connection(self, ws: aiohttp.ClientWebSocketResponse) -> tuple[str, bool]:
+        """Pump one connection until it closes; returns (outcome, whether any message came)."""
+        assert self._session is not None
+        if self._pending_replacement is not None:
+            old, reason = self._pending_replacement
+            self._pending_replacement = None
+            self._on_notice(SessionReplaced(old, self._session.id, reason))
+        state = {"messages": 0, "ended": False}
+        sender = asyncio.create_task(self._send_loop(ws))
+        receiver = asyncio.create_task(self._receive_loop(ws, state))
+        try:
+            done, _ = await asyncio.wait({sender, receiver}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (sender, receiver):
+                if not task.done():
+                    task.cancel()
+            for task in (sender, receiver):
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            if not ws.closed:
+                with contextlib.suppress(Exception):
+                    await ws.close()
+        got = state["messages"] > 0
+        code = ws.close_code
+        if state["ended"] or (code == 1000 and self._stopping):
+            return _Outcome.ENDED, got
+        if code is not None and (close_code_loses_session(code) or code == 1000):
+            return _Outcome.LOST, got
+        return _Outcome.RECONNECT, got
+
+    async def _send_loop(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        stop_sent = False
+        while True:
+            self._wake.clear()
+            for piece in self.replay.pieces(flush=self._stopping):
+                await ws.send_bytes(piece)
+            if self._stopping and not stop_sent and self.replay.pending == 0:
+                await ws.send_str(STOP_RECORDING)
+                stop_sent = True
+            await self._wake.wait()
+
+    async def _receive_loop(self, ws: aiohttp.ClientWebSocketResponse, state: dict[str, Any]) -> None:
+        async for msg in ws:
+            if msg.type not in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
+                break
+            state["messages"] += 1
+            try:
+                event = parse_server_message(msg.data)
+            except SttProtocolError as exc:
+                self.server_errors += 1
+                log.warning("stt.bad_message", error=str(exc))
+                continue
+            match event:
+                case Ack():
+                    self.replay.ack(event.byte_start, event.byte_end)
+                case Transcript():
+                    if event.is_final:
+                        self._final(event)
+                case Lifecycle(kind="end_session"):
+                    state["ended"] = True
+                case ServerError():
+                    self.server_errors += 1
+                    log.warning("stt.server_error", kind=event.kind, message=event.message)
+                case _:
+                    pass
+
+    def _final(self, event: Transcript) -> None:
+        assert self._session is not None
+        utt = event.utterance
+        key = event.id or f"{utt.start:.3f}-{utt.end:.3f}"
+        if key in self._seen_finals or utt.end <= self._last_final_end:
+            self.duplicate_finals += 1
+            return
+        self._seen_finals.add(key)
+        self._last_final_end = utt.end
+        self.finals += 1
+        origin = self._session.origin_bytes / self._format.bytes_per_second
+        self._on_notice(FinalUtterance(event.id, utt, self._session.id, origin + utt.start, origin + utt.end))
