@@ -9,7 +9,7 @@ import aiohttp
 import structlog
 from aiohttp import web
 
-from bridge.app_keys import CALLS, DELIVERY, DRAINING, HTTP, SETTINGS
+from bridge.app_keys import SETTINGS, STATE, BridgeState
 from bridge.delivery import Delivery
 from bridge.phone_socket import healthz, phone_stream, twilio_voice
 from bridge.settings import Settings
@@ -21,8 +21,7 @@ def create_app(settings: Settings) -> web.Application:
     """Build the bridge application from validated settings."""
     app = web.Application(client_max_size=64 * 1024)
     app[SETTINGS] = settings
-    app[CALLS] = {}
-    app[DRAINING] = False
+    app[STATE] = BridgeState()
     app.router.add_get("/healthz", healthz)
     app.router.add_post("/twilio/voice", twilio_voice)
     app.router.add_get("/{carrier}/stream", phone_stream)
@@ -35,19 +34,21 @@ async def _http_client(app: web.Application) -> AsyncIterator[None]:
     """One client session (Gladia and webhooks) for the app's lifetime."""
     connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, ttl_dns_cache=300)
     async with aiohttp.ClientSession(connector=connector) as http:
-        app[HTTP] = http
-        app[DELIVERY] = Delivery(http, app[SETTINGS].webhook)
+        state = app[STATE]
+        state.http = http
+        state.delivery = Delivery(http, app[SETTINGS].webhook)
         yield
         # Anything still queued after the calls drained gets one last bounded chance.
-        await app[DELIVERY].aclose(timeout=app[SETTINGS].webhook.timeout)
+        await state.delivery.aclose(timeout=app[SETTINGS].webhook.timeout)
 
 
 async def _drain_calls(app: web.Application) -> None:
     """SIGTERM: refuse new calls, let running ones finish within ``server.shutdown_timeout``,
     then close the rest with 1001 (their STT sessions still finish and their events are sent)."""
     settings = app[SETTINGS]
-    app[DRAINING] = True
-    calls = app[CALLS]
+    state = app[STATE]
+    state.draining = True
+    calls = state.calls
     log.info("bridge.draining", active_calls=len(calls), timeout=settings.server.shutdown_timeout)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + settings.server.shutdown_timeout
@@ -60,5 +61,5 @@ async def _drain_calls(app: web.Application) -> None:
         finish_deadline = loop.time() + settings.gladia.finish_timeout + 1.0
         while calls and loop.time() < finish_deadline:
             await asyncio.sleep(0.05)
-    delivery = app[DELIVERY]
-    await delivery.aclose(timeout=max(1.0, settings.webhook.timeout * 2))
+    assert state.delivery is not None
+    await state.delivery.aclose(timeout=max(1.0, settings.webhook.timeout * 2))

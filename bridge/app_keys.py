@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import aiohttp
@@ -13,8 +14,16 @@ if TYPE_CHECKING:
     from bridge.call import Call
     from bridge.delivery import Delivery
 
+
+@dataclass
+class BridgeState:
+    """Mutable state of a running bridge (the app itself is frozen once started)."""
+
+    http: aiohttp.ClientSession | None = None
+    delivery: Delivery | None = None
+    calls: dict[Call, web.WebSocketResponse] = field(default_factory=dict)
+    draining: bool = False
+
+
 SETTINGS = web.AppKey("settings", Settings)
-HTTP = web.AppKey("http", aiohttp.ClientSession)
-DELIVERY: web.AppKey[Delivery] = web.AppKey("delivery")
-CALLS: web.AppKey[dict[Call, web.WebSocketResponse]] = web.AppKey("calls")
-DRAINING = web.AppKey("draining", bool)
+STATE = web.AppKey("state", BridgeState)

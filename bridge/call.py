@@ -175,7 +175,7 @@ class Call:
         self.stt = SttSession(http=self.http, settings=self.settings.gladia, request_body=body,
                               audio_format=target, on_notice=self._on_stt)
         self.stt.start()
-        log.info("call.started", from_=self._param("from"), to=self._param("to"),
+        log.info("call.started", caller=self._param("from"), called=self._param("to"),
                  encoding=target.encoding, sample_rate=target.sample_rate)
 
     def _handle(self, events: list[PhoneEvent]) -> bool:

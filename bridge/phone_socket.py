@@ -18,7 +18,7 @@ from aiohttp import web
 
 from bridge.adapters import ADAPTERS
 from bridge.adapters.twilio import connect_stream_twiml, signature_valid
-from bridge.app_keys import CALLS, DELIVERY, DRAINING, HTTP, SETTINGS
+from bridge.app_keys import SETTINGS, STATE
 from bridge.call import Call
 
 log = structlog.get_logger("bridge.phone")
@@ -79,9 +79,10 @@ async def phone_stream(request: web.Request) -> web.StreamResponse:
     make_adapter = ADAPTERS.get(carrier)
     if make_adapter is None:
         raise web.HTTPNotFound(text=f"unknown carrier {carrier!r}\n")
-    if app[DRAINING]:
+    state = app[STATE]
+    if state.draining:
         raise web.HTTPServiceUnavailable(text="shutting down\n")
-    if len(app[CALLS]) >= settings.server.max_calls:
+    if len(state.calls) >= settings.server.max_calls:
         log.warning("phone.capacity_refused", max_calls=settings.server.max_calls)
         raise web.HTTPServiceUnavailable(text="at capacity\n")
     token = settings.twilio.auth_token
@@ -93,19 +94,19 @@ async def phone_stream(request: web.Request) -> web.StreamResponse:
 
     ws = web.WebSocketResponse(max_msg_size=settings.server.max_message_bytes, autoping=True)
     await ws.prepare(request)
-    call = Call(adapter=make_adapter(), settings=settings, http=app[HTTP], delivery=app[DELIVERY])
-    app[CALLS][call] = ws
+    assert state.http is not None and state.delivery is not None
+    call = Call(adapter=make_adapter(), settings=settings, http=state.http, delivery=state.delivery)
+    state.calls[call] = ws
     try:
         result = await call.run(_messages(ws))
     finally:
-        app[CALLS].pop(call, None)
+        state.calls.pop(call, None)
     if not ws.closed:
         await ws.close(code=result.close_code, message=result.message.encode()[:120])
     return ws
 
 
 async def healthz(request: web.Request) -> web.Response:
-    app = request.app
-    status = 503 if app[DRAINING] else 200
-    return web.json_response({"status": "draining" if app[DRAINING] else "ok",
-                              "active_calls": len(app[CALLS])}, status=status)
+    state = request.app[STATE]
+    return web.json_response({"status": "draining" if state.draining else "ok",
+                              "active_calls": len(state.calls)}, status=503 if state.draining else 200)

@@ -1,0 +1,277 @@
+"""Small real servers the tests run on 127.0.0.1, with fault switches.
+
+``FakeGladia`` speaks Gladia's live v2 protocol (POST /v2/live, the session WebSocket, GET/DELETE
+/v2/live/{id}). Instead of recognising speech it "transcribes" fixed-size segments of the audio
+it has *kept*: each final's text carries the CRC-32 of its segment, so a single byte lost or
+duplicated anywhere changes the transcript. It keeps acknowledged audio only: bytes received but
+not yet acknowledged when a socket drops are discarded, as a server that resumes from the
+acknowledged offset would, so a client that resends from the wrong offset is caught.
+
+``FakeWebhook`` records every request it gets and can fail, slow down or time out on demand.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+import zlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+
+def segment_text(index: int, segment: bytes) -> str:
+    return f"segment {index} crc {zlib.crc32(segment):08x}"
+
+
+def expected_texts(audio: bytes, segment_bytes: int) -> list[str]:
+    """The finals FakeGladia gives for ``audio`` received intact."""
+    return [segment_text(i, audio[o:o + segment_bytes])
+            for i, o in enumerate(range(0, len(audio), segment_bytes))]
+
+
+@dataclass
+class FakeSession:
+    id: str
+    token: str
+    body: dict[str, Any]
+    bytes_per_second: int
+    audio: bytearray = field(default_factory=bytearray)  # kept (acknowledged) audio
+    unacked: bytearray = field(default_factory=bytearray)
+    chunks_since_ack: int = 0
+    connections: int = 0
+    received_bytes: int = 0  # every byte that arrived, including discarded ones
+    finals_sent: int = 0
+    stop_received: int = 0
+    ended: bool = False
+    closes: list[int | None] = field(default_factory=list)
+
+
+class FakeGladia:
+    def __init__(self, api_key: str | None = "test-key", segment_seconds: float = 1.0) -> None:
+        self.api_key = api_key
+        self.segment_seconds = segment_seconds
+        # fault switches
+        self.init_failures: list[int] = []  # statuses for the next POSTs
+        self.handshake_failures: list[int] = []  # statuses for the next WebSocket handshakes
+        self.drops: list[tuple[int, int | None]] = []  # (session bytes received, close code or None=abort)
+        self.ack_every = 1  # acknowledge every N chunks
+        self.inclusive_ranges = False  # send byte_range ends inclusive (asyncapi reading)
+        self.repeat_finals_on_resume = False
+        self.lose_session_after_drops = False  # refuse reconnects with 403 after a drop
+        # records
+        self.sessions: dict[str, FakeSession] = {}
+        self.init_headers: list[dict[str, str]] = []
+        self.app = web.Application()
+        self.app.router.add_post("/v2/live", self._init)
+        self.app.router.add_get("/v2/live", self._socket)
+        self.app.router.add_get("/v2/live/{id}", self._get)
+        self.app.router.add_delete("/v2/live/{id}", self._delete)
+        self.base_url = ""
+
+    # -- helpers for tests -----------------------------------------------------------------
+
+    def all_audio(self) -> bytes:
+        """The audio of every session, in creation order."""
+        return b"".join(bytes(s.audio) for s in self.sessions.values())
+
+    def segment_bytes(self, session: FakeSession) -> int:
+        return int(session.bytes_per_second * self.segment_seconds)
+
+    # -- REST ---------------------------------------------------------------------------------
+
+    def _error(self, status: int, message: str) -> web.Response:
+        return web.json_response({"timestamp": "2026-01-01T00:00:00.000Z", "path": "/v2/live",
+                                  "request_id": "G-fake", "statusCode": status, "message": message},
+                                 status=status)
+
+    async def _init(self, request: web.Request) -> web.Response:
+        self.init_headers.append(dict(request.headers))
+        if self.api_key is not None and request.headers.get("x-gladia-key") != self.api_key:
+            return self._error(401, "gladia key not found")
+        if self.init_failures:
+            status = self.init_failures.pop(0)
+            return self._error(status, "injected failure")
+        body = await request.json()
+        depth = body.get("bit_depth", 16) // 8
+        rate = body.get("sample_rate", 16000)
+        sid, token = str(uuid.uuid4()), str(uuid.uuid4())
+        self.sessions[sid] = FakeSession(sid, token, body, rate * depth)
+        host = request.host
+        return web.json_response({"id": sid, "created_at": "2026-01-01T00:00:00.000Z",
+                                  "url": f"ws://{host}/v2/live?token={token}"}, status=201)
+
+    async def _get(self, request: web.Request) -> web.Response:
+        session = self.sessions.get(request.match_info["id"])
+        if session is None:
+            return self._error(404, "not found")
+        return web.json_response({"id": session.id, "status": "done" if session.ended else "processing",
+                                  "kind": "live", "version": 2, "request_id": "G-fake",
+                                  "created_at": "2026-01-01T00:00:00.000Z"})
+
+    async def _delete(self, request: web.Request) -> web.Response:
+        if self.sessions.pop(request.match_info["id"], None) is None:
+            return self._error(404, "not found")
+        return web.Response(status=202)
+
+    # -- the session socket ---------------------------------------------------------------------
+
+    async def _socket(self, request: web.Request) -> web.StreamResponse:
+        token = request.query.get("token")
+        session = next((s for s in self.sessions.values() if s.token == token), None)
+        if session is None or session.ended:
+            return web.Response(status=404, text="session not found")
+        if self.handshake_failures:
+            return web.Response(status=self.handshake_failures.pop(0), text="injected failure")
+        ws = web.WebSocketResponse(max_msg_size=1024 * 1024)
+        await ws.prepare(request)
+        session.connections += 1
+        if session.connections > 1 and self.repeat_finals_on_resume and session.finals_sent:
+            last = session.finals_sent - 1
+            seg = self.segment_bytes(session)
+            await self._send_final(ws, session, last, bytes(session.audio[last * seg:(last + 1) * seg]))
+        async for msg in ws:
+            if msg.type is WSMsgType.BINARY:
+                dropped = await self._audio(ws, request, session, msg.data)
+                if dropped:
+                    return ws
+            elif msg.type is WSMsgType.TEXT:
+                data = json.loads(msg.data)
+                if data.get("type") == "stop_recording":
+                    session.stop_received += 1
+                    await self._finish(ws, session)
+                    return ws
+                if data.get("type") == "audio_chunk":
+                    import base64
+
+                    dropped = await self._audio(ws, request, session, base64.b64decode(data["data"]["chunk"]))
+                    if dropped:
+                        return ws
+        # the client went away: what was not acknowledged is not kept
+        session.unacked.clear()
+        session.closes.append(ws.close_code)
+        return ws
+
+    async def _audio(self, ws: web.WebSocketResponse, request: web.Request, session: FakeSession,
+                     data: bytes) -> bool:
+        session.unacked += data
+        session.received_bytes += len(data)
+        session.chunks_since_ack += 1
+        if session.chunks_since_ack >= self.ack_every:
+            await self._ack(ws, session)
+        for i, (threshold, code) in enumerate(self.drops):
+            if len(session.audio) + len(session.unacked) >= threshold:
+                del self.drops[i]
+                session.unacked.clear()
+                session.chunks_since_ack = 0
+                session.closes.append(code)
+                if self.lose_session_after_drops:
+                    self.handshake_failures.append(403)
+                if code is None:
+                    assert request.transport is not None
+                    request.transport.close()
+                else:
+                    await ws.close(code=code, message=b"injected drop")
+                return True
+        return False
+
+    async def _ack(self, ws: web.WebSocketResponse, session: FakeSession) -> None:
+        start = len(session.audio)
+        session.audio += session.unacked
+        session.unacked.clear()
+        session.chunks_since_ack = 0
+        end = len(session.audio)
+        if end == start:
+            return
+        bps = session.bytes_per_second
+        await ws.send_json({
+            "type": "audio_chunk", "session_id": session.id, "created_at": "2026-01-01T00:00:00.000Z",
+            "acknowledged": True, "error": None,
+            "data": {"byte_range": [start, end - 1 if self.inclusive_ranges else end],
+                     "time_range": [start / bps, end / bps]},
+        })
+        seg = self.segment_bytes(session)
+        while (session.finals_sent + 1) * seg <= len(session.audio):
+            k = session.finals_sent
+            await self._send_final(ws, session, k, bytes(session.audio[k * seg:(k + 1) * seg]))
+            session.finals_sent += 1
+
+    async def _send_final(self, ws: web.WebSocketResponse, session: FakeSession, k: int, segment: bytes) -> None:
+        seg = self.segment_bytes(session)
+        bps = session.bytes_per_second
+        start, end = k * seg / bps, (k * seg + len(segment)) / bps
+        text = segment_text(k, segment)
+        await ws.send_json({
+            "type": "transcript", "session_id": session.id, "created_at": "2026-01-01T00:00:00.000Z",
+            "data": {"id": f"00_{k:08d}", "is_final": True, "utterance": {
+                "start": start, "end": end, "confidence": 0.9, "channel": 0, "language": "en",
+                "text": " " + text,
+                "words": [{"word": " " + w, "start": start, "end": end, "confidence": 0.9} for w in text.split()],
+            }},
+        })
+
+    async def _finish(self, ws: web.WebSocketResponse, session: FakeSession) -> None:
+        await self._ack(ws, session)
+        bps = session.bytes_per_second
+        await ws.send_json({"type": "stop_recording", "session_id": session.id, "acknowledged": True,
+                            "error": None, "created_at": "2026-01-01T00:00:00.000Z",
+                            "data": {"recording_duration": len(session.audio) / bps,
+                                     "recording_left_to_process": 0}})
+        seg = self.segment_bytes(session)
+        k = session.finals_sent
+        if k * seg < len(session.audio):
+            await self._send_final(ws, session, k, bytes(session.audio[k * seg:]))
+            session.finals_sent += 1
+        await ws.send_json({"type": "post_final_transcript", "session_id": session.id,
+                            "created_at": "2026-01-01T00:00:00.000Z", "data": {"metadata": {}}})
+        await ws.send_json({"type": "end_session", "session_id": session.id,
+                            "created_at": "2026-01-01T00:00:00.000Z"})
+        session.ended = True
+        session.closes.append(1000)
+        await ws.close(code=1000)
+
+
+@dataclass
+class WebhookRequest:
+    headers: dict[str, str]
+    body: bytes
+    status: int
+
+    @property
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+class FakeWebhook:
+    def __init__(self) -> None:
+        self.requests: list[WebhookRequest] = []
+        self.fail_statuses: list[int] = []  # statuses for the next requests
+        self.delays: list[float] = []  # seconds to wait before answering the next requests
+        self.app = web.Application()
+        self.app.router.add_post("/hook", self._hook)
+        self.received = asyncio.Event()
+
+    @property
+    def delivered(self) -> list[WebhookRequest]:
+        """Requests answered 2xx, first delivery per webhook-id only (what a deduplicating bot keeps)."""
+        seen: set[str] = set()
+        out = []
+        for r in self.requests:
+            if 200 <= r.status < 300 and r.headers["webhook-id"] not in seen:
+                seen.add(r.headers["webhook-id"])
+                out.append(r)
+        return out
+
+    def events(self, type_: str | None = None) -> list[Any]:
+        return [r.json for r in self.delivered if type_ is None or r.json["type"] == type_]
+
+    async def _hook(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        if self.delays:
+            await asyncio.sleep(self.delays.pop(0))
+        status = self.fail_statuses.pop(0) if self.fail_statuses else 204
+        self.requests.append(WebhookRequest({k.lower(): v for k, v in request.headers.items()}, body, status))
+        self.received.set()
+        return web.Response(status=status)
