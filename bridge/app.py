@@ -26,7 +26,7 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_post("/twilio/voice", twilio_voice)
     app.router.add_get("/{carrier}/stream", phone_stream)
     app.cleanup_ctx.append(_http_client)
-    app.on_shutdown.append(_drain_calls)
+    app.on_shutdown.append(drain_calls)
     return app
 
 
@@ -42,14 +42,21 @@ async def _http_client(app: web.Application) -> AsyncIterator[None]:
         await state.delivery.aclose(timeout=app[SETTINGS].webhook.timeout)
 
 
-async def _drain_calls(app: web.Application) -> None:
+async def drain_calls(app: web.Application) -> None:
     """SIGTERM: refuse new calls, let running ones finish within ``server.shutdown_timeout``,
-    then close the rest with 1001 (their STT sessions still finish and their events are sent)."""
+    then close the rest with 1001 (their STT sessions still finish and their events are sent).
+
+    Must run *before* aiohttp's own shutdown: once that starts, aiohttp stops reading every
+    connection, WebSockets included, so a running call would hear nothing more from the phone.
+    ``bridge serve`` calls it from its signal handler; it is also an ``on_shutdown`` hook (quick
+    when the calls are already gone) for embedders that use ``web.run_app``.
+    """
     settings = app[SETTINGS]
     state = app[STATE]
-    state.draining = True
     calls = state.calls
-    log.info("bridge.draining", active_calls=len(calls), timeout=settings.server.shutdown_timeout)
+    if not state.draining:
+        log.info("bridge.draining", active_calls=len(calls), timeout=settings.server.shutdown_timeout)
+    state.draining = True
     loop = asyncio.get_running_loop()
     deadline = loop.time() + settings.server.shutdown_timeout
     while calls and loop.time() < deadline:

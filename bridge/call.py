@@ -197,7 +197,7 @@ class Call:
                 case Ignored():
                     if event.unknown and event.kind not in self._warned_unknown:
                         self._warned_unknown.add(event.kind)
-                        log.warning("call.unknown_event", event=event.kind)
+                        log.warning("call.unknown_event", event_type=event.kind)
                 case CallStarted():
                     pass  # the adapter refuses a second start; nothing to do
         return False

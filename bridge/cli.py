@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -52,10 +54,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def serve(settings: Settings) -> int:
-    from aiohttp import web
-
-    from bridge.app import create_app
-
     log = structlog.get_logger("bridge")
     if settings.gladia.api_key is None and not settings.gladia_url_explicit:
         print("bridge: GLADIA_API_KEY is not set: set it, or point GLADIA_API_URL at a "
@@ -71,16 +69,34 @@ def serve(settings: Settings) -> int:
         log.warning("bridge.no_public_url",
                     detail="BRIDGE_PUBLIC_URL unset: signatures are checked against the request's Host header")
     log.info("bridge.starting", version=__version__, settings=settings.redacted())
-    web.run_app(
-        create_app(settings),
-        host=settings.server.host,
-        port=settings.server.port,
-        shutdown_timeout=settings.server.shutdown_timeout + settings.gladia.finish_timeout + 5,
-        print=None,
-        access_log=None,
-    )
+    asyncio.run(_run(settings))
     log.info("bridge.stopped")
     return 0
+
+
+async def _run(settings: Settings) -> None:
+    """Serve until SIGTERM/SIGINT, then drain calls before aiohttp's shutdown (see drain_calls)."""
+    from aiohttp import web
+
+    from bridge.app import create_app, drain_calls
+
+    app = create_app(settings)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None,
+                           shutdown_timeout=settings.gladia.finish_timeout + 5)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.server.host, settings.server.port)
+    await site.start()
+    structlog.get_logger("bridge").info("bridge.listening", host=settings.server.host, port=settings.server.port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+        structlog.get_logger("bridge").info("bridge.stopping")
+        await drain_calls(app)
+    finally:
+        await runner.cleanup()
 
 
 if __name__ == "__main__":

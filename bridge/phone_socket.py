@@ -19,7 +19,7 @@ from aiohttp import web
 from bridge.adapters import ADAPTERS
 from bridge.adapters.twilio import connect_stream_twiml, signature_valid
 from bridge.app_keys import SETTINGS, STATE
-from bridge.call import Call
+from bridge.call import Call, CallResult
 
 log = structlog.get_logger("bridge.phone")
 
@@ -99,6 +99,9 @@ async def phone_stream(request: web.Request) -> web.StreamResponse:
     state.calls[call] = ws
     try:
         result = await call.run(_messages(ws))
+    except Exception:  # top of the call's task: a bug must end this call only, and say so
+        log.exception("call.crashed", call_id=call.id)
+        result = CallResult("internal_error", 1011, "internal error")
     finally:
         state.calls.pop(call, None)
     if not ws.closed:

@@ -1,0 +1,146 @@
+"""``bridge serve`` as a real process: start-up with the minimal settings, graceful SIGTERM, config errors."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from bridge.adapters.twilio import TwilioStreamWriter
+from tests.conftest import caller_audio, play_call, wait_for
+from tests.fakes import FakeGladia, FakeWebhook, expected_texts
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def minimal_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("BRIDGE_", "GLADIA_", "BOT_", "TWILIO_"))}
+    env.update(extra)
+    return env
+
+
+@pytest.fixture
+async def serve(fake_gladia: FakeGladia, webhook: tuple[FakeWebhook, str]) -> AsyncIterator[Any]:
+    procs: list[asyncio.subprocess.Process] = []
+
+    async def start(*args: str, **env: str) -> tuple[asyncio.subprocess.Process, str]:
+        port = free_port()
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bridge", "serve", "--host", "127.0.0.1", "--port", str(port), *args,
+            env=minimal_env(GLADIA_API_URL=fake_gladia.base_url, GLADIA_API_KEY="test-key",
+                            BOT_WEBHOOK_URL=webhook[1], **env),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, cwd=ROOT)
+        procs.append(proc)
+        base = f"http://127.0.0.1:{port}"
+        async with aiohttp.ClientSession() as http:
+            for _ in range(200):
+                try:
+                    async with http.get(base + "/healthz") as resp:
+                        if resp.status == 200:
+                            return proc, base
+                except aiohttp.ClientConnectionError:
+                    await asyncio.sleep(0.05)
+        raise AssertionError("bridge did not start")
+
+    yield start
+    for proc in procs:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+async def test_serve_starts_with_only_gladia_url_key_and_webhook(
+    serve: Any, fake_gladia: FakeGladia, webhook: tuple[FakeWebhook, str]
+) -> None:
+    """With GLADIA_API_URL, GLADIA_API_KEY and BOT_WEBHOOK_URL only, a call on /twilio/stream works."""
+    hook, _ = webhook
+    proc, base = await serve()
+    audio = caller_audio(2.0)
+    assert await play_call(base.replace("http", "ws") + "/twilio/stream", audio) == 1000
+    await wait_for(lambda: bool(hook.events("call.ended")))
+    assert fake_gladia.all_audio() == audio
+    assert [e["utterance"]["text"] for e in hook.events("utterance.final")] == expected_texts(audio, 8000)
+    assert "webhook-signature" not in hook.requests[0].headers  # no secret configured: unsigned, and warned
+    proc.send_signal(signal.SIGTERM)
+    out, _ = await asyncio.wait_for(proc.communicate(), 20)
+    assert proc.returncode == 0
+    text = out.decode()
+    assert "bridge.unsigned_webhook" in text and "test-key" not in text
+    assert '"event": "call.ended"' in text
+
+
+async def test_sigterm_lets_running_calls_finish(
+    serve: Any, fake_gladia: FakeGladia, webhook: tuple[FakeWebhook, str]
+) -> None:
+    """SIGTERM mid-call: new calls are refused, the running call streams to its end, every final is
+    delivered, then the process exits 0."""
+    hook, _ = webhook
+    proc, base = await serve()
+    url = base.replace("http", "ws") + "/twilio/stream"
+    audio = caller_audio(3.0)
+    call = asyncio.create_task(play_call(url, audio, pace=0.004))
+    await wait_for(lambda: any(s.received_bytes > 4000 for s in fake_gladia.sessions.values()))
+    proc.send_signal(signal.SIGTERM)
+    await asyncio.sleep(0.2)
+    async with aiohttp.ClientSession() as http:
+        with pytest.raises((aiohttp.WSServerHandshakeError, aiohttp.ClientConnectionError)):
+            await http.ws_connect(url)
+    code = await call
+    out, _ = await asyncio.wait_for(proc.communicate(), 20)
+    assert code == 1000, out.decode()
+    assert proc.returncode == 0
+    assert fake_gladia.all_audio() == audio
+    assert [e["utterance"]["text"] for e in hook.events("utterance.final")] == expected_texts(audio, 8000)
+    assert hook.events("call.ended")[0]["summary"]["end_reason"] == "stop"
+
+
+async def test_sigterm_closes_calls_that_outlive_the_bound(
+    serve: Any, fake_gladia: FakeGladia, webhook: tuple[FakeWebhook, str], tmp_path: Path
+) -> None:
+    """A call still running when server.shutdown_timeout expires is closed with 1001; its audio so far
+    is still transcribed and delivered, with call.ended."""
+    hook, _ = webhook
+    cfg = tmp_path / "bridge.toml"
+    cfg.write_text("[server]\nshutdown_timeout = 0.5\n")
+    proc, base = await serve(BRIDGE_CONFIG=str(cfg))
+    w = TwilioStreamWriter("CA" + "5" * 32, "MZ" + "5" * 32)
+    audio = caller_audio(1.5)
+    async with aiohttp.ClientSession() as http, http.ws_connect(base.replace("http", "ws") + "/twilio/stream") as ws:
+        await ws.send_str(w.connected())
+        await ws.send_str(w.start())
+        for i in range(0, len(audio), 160):
+            await ws.send_str(w.media(audio[i:i + 160]))
+        await wait_for(lambda: any(len(s.audio) == len(audio) for s in fake_gladia.sessions.values()))
+        proc.send_signal(signal.SIGTERM)
+        msg = await ws.receive(timeout=10)
+        assert msg.type is aiohttp.WSMsgType.CLOSE and msg.data == 1001
+    await asyncio.wait_for(proc.wait(), 20)
+    assert proc.returncode == 0
+    assert fake_gladia.all_audio() == audio
+    assert len(hook.events("utterance.final")) == 2
+    assert hook.events("call.ended")[0]["summary"]["end_reason"] == "socket_closed"
+
+
+async def test_bad_settings_exit_2_naming_the_key() -> None:
+    """A bad environment value stops start-up with exit code 2 and the key's name."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bridge", "serve", env=minimal_env(BRIDGE_PORT="http", GLADIA_API_KEY="k"),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=ROOT)
+    _, err = await asyncio.wait_for(proc.communicate(), 20)
+    assert proc.returncode == 2
+    assert b"server.port (from BRIDGE_PORT)" in err

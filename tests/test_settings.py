@@ -1,0 +1,89 @@
+"""Settings: file < environment < flags, validation errors that name the key, secrets kept out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bridge.errors import ConfigError
+from bridge.settings import Settings
+
+
+def test_defaults_come_from_the_packaged_file() -> None:
+    s = Settings.load(environ={})
+    assert s.server.port == 8080 and s.server.host == "0.0.0.0"
+    assert s.gladia.api_url == "https://api.gladia.io"
+    assert s.stt.default.encoding == "wav/ulaw" and s.stt.default.sample_rate == 8000
+    assert not s.gladia_url_explicit
+
+
+def test_environment_overrides_file_and_flags_override_environment() -> None:
+    env = {"BRIDGE_PORT": "9001", "GLADIA_API_URL": "http://127.0.0.1:1/", "BOT_WEBHOOK_URL": "http://127.0.0.1:2/h"}
+    s = Settings.load(environ=env, overrides={"server.port": 9002})
+    assert s.server.port == 9002
+    assert s.gladia.api_url == "http://127.0.0.1:1"
+    assert s.gladia_url_explicit
+    assert s.webhook.url == "http://127.0.0.1:2/h"
+
+
+@pytest.mark.parametrize(("env", "names"), [
+    ({"BRIDGE_PORT": "eighty"}, ["server.port", "BRIDGE_PORT"]),
+    ({"BRIDGE_PORT": "70000"}, ["server.port"]),
+    ({"GLADIA_API_URL": "ftp://x"}, ["gladia.api_url", "GLADIA_API_URL"]),
+    ({"BOT_WEBHOOK_URL": "not a url"}, ["webhook.url", "BOT_WEBHOOK_URL"]),
+    ({"BOT_WEBHOOK_SECRET": "whsec_!!!"}, ["webhook.secret", "BOT_WEBHOOK_SECRET"]),
+    ({"BRIDGE_LOG_LEVEL": "loud"}, ["log.level"]),
+    ({"BRIDGE_PUBLIC_URL": "bridge.example.org"}, ["server.public_url"]),
+])
+def test_bad_values_name_the_key(env: dict[str, str], names: list[str]) -> None:
+    with pytest.raises(ConfigError) as err:
+        Settings.load(environ=env)
+    for name in names:
+        assert name in str(err.value)
+
+
+def test_bad_values_in_a_file_name_the_key_and_file(tmp_path: Path) -> None:
+    cfg = tmp_path / "bridge.toml"
+    cfg.write_text('[gladia]\nchunk_ms = 0\n[stt.default]\nencoding = "wav/pcm"\nsample_rate = 44100\nbit_depth = 16\n')
+    with pytest.raises(ConfigError, match=r"gladia.chunk_ms \(from .*bridge.toml\)"):
+        Settings.load(environ={"BRIDGE_CONFIG": str(cfg)})
+    cfg.write_text('[stt.default]\nencoding = "wav/pcm"\nsample_rate = 44100\nbit_depth = 16\n')
+    with pytest.raises(ConfigError, match="stt.default: wav/pcm is supported at bit_depth 16"):
+        Settings.load(environ={"BRIDGE_CONFIG": str(cfg)})
+    cfg.write_text('[stt.numbers."+331".language_config]\nlanguages = "fr"\n[stt.numbers."+332"]\nencoding = "mp3"\n')
+    with pytest.raises(ConfigError, match=r"stt.numbers.'\+332': encoding"):
+        Settings.load(environ={"BRIDGE_CONFIG": str(cfg)})
+
+
+def test_secrets_are_refused_in_files(tmp_path: Path) -> None:
+    cfg = tmp_path / "bridge.toml"
+    cfg.write_text('[gladia]\napi_key = "abc"\n')
+    with pytest.raises(ConfigError, match="gladia.api_key: secrets are read from the environment only"):
+        Settings.load(environ={"BRIDGE_CONFIG": str(cfg)})
+
+
+def test_missing_config_file_is_an_error() -> None:
+    with pytest.raises(ConfigError, match="BRIDGE_CONFIG: file not found"):
+        Settings.load(environ={"BRIDGE_CONFIG": "/nonexistent/bridge.toml"})
+
+
+def test_secrets_never_show_in_repr_or_redacted_dump() -> None:
+    s = Settings.load(environ={"GLADIA_API_KEY": "gk-very-secret", "TWILIO_AUTH_TOKEN": "tw-very-secret",
+                               "BOT_WEBHOOK_SECRET": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"})
+    for text in (repr(s), str(s.redacted())):
+        assert "very-secret" not in text and "MfKQ9r8" not in text
+    assert s.redacted()["gladia"]["api_key"] == "set"
+    assert s.redacted()["webhook"]["secret"] == "set"
+
+
+def test_profiles_merge_default_number_and_overrides(tmp_path: Path) -> None:
+    cfg = tmp_path / "bridge.toml"
+    cfg.write_text(Path("config/bridge.toml").read_text()
+                   + '\n[stt.numbers."+33100".language_config]\nlanguages = ["fr"]\n')
+    s = Settings.load(environ={"BRIDGE_CONFIG": str(cfg)})
+    fr = s.stt.profile_for("+33100")
+    assert fr.request_body()["language_config"] == {"languages": ["fr"], "code_switching": False}
+    pcm = s.stt.profile_for("+33100", {"encoding": "wav/pcm", "bit_depth": 16, "sample_rate": 16000})
+    assert pcm.audio_format().bytes_per_second == 32000
+    assert s.stt.profile_for("+1999").request_body()["language_config"]["languages"] == ["en"]
