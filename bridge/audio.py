@@ -214,7 +214,8 @@ class Upsampler2x:
     def feed(self, pcm: bytes) -> bytes:
         x = np.frombuffer(pcm, dtype="<i2").astype(np.float64)
         y = self.feed_samples(x)
-        return np.clip(np.rint(y), -32768, 32767).astype("<i2").tobytes()
+        out: bytes = np.clip(np.rint(y), -32768, 32767).astype("<i2").tobytes()
+        return out
 
 
 class UlawToPcm16k:

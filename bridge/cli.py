@@ -19,7 +19,8 @@ from bridge.settings import Settings
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="bridge", description="Telephony media streams -> Gladia live v2 -> bot webhook")
+    parser = argparse.ArgumentParser(
+        prog="bridge", description="Telephony media streams -> Gladia live v2 -> bot webhook")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run the bridge (flags override the environment)")

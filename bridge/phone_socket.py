@@ -62,9 +62,7 @@ async def twilio_voice(request: web.Request) -> web.Response:
 async def _messages(ws: web.WebSocketResponse) -> AsyncIterator[str | bytes]:
     """Text and binary messages until the socket closes (errors end the iteration)."""
     async for msg in ws:
-        if msg.type is aiohttp.WSMsgType.TEXT:
-            yield msg.data
-        elif msg.type is aiohttp.WSMsgType.BINARY:
+        if msg.type is aiohttp.WSMsgType.TEXT or msg.type is aiohttp.WSMsgType.BINARY:
             yield msg.data
         elif msg.type is aiohttp.WSMsgType.ERROR:
             log.warning("phone.socket_error", error=str(ws.exception()), close_code=ws.close_code)

@@ -68,7 +68,8 @@ def make_bridge(aiohttp_server: Any, fake_gladia: FakeGladia, webhook: tuple[Fak
             "BOT_WEBHOOK_SECRET": WEBHOOK_SECRET,
         }
         env.update(environ or {})
-        settings = Settings.load(environ=env, overrides={**FAST, **{k.replace("__", "."): v for k, v in overrides.items()}})
+        flags = {k.replace("__", "."): v for k, v in overrides.items()}
+        settings = Settings.load(environ=env, overrides={**FAST, **flags})
         app: web.Application = create_app(settings)
         server: TestServer = await aiohttp_server(app, host="127.0.0.1")
         return server

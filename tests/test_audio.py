@@ -129,5 +129,5 @@ def test_silence_bytes_per_codec() -> None:
 ])
 def test_unsupported_gladia_formats_are_refused(encoding: str, rate: int, depth: int) -> None:
     """Formats the bridge cannot produce are refused with a message naming what is supported."""
-    with pytest.raises(ValueError, match="wav/|encoding"):
+    with pytest.raises(ValueError, match=r"wav/|encoding"):
         AudioFormat.gladia(encoding, rate, depth)

@@ -11,7 +11,7 @@ import pytest
 from twilio.request_validator import RequestValidator
 
 from bridge.adapters.twilio import TwilioStreamWriter
-from bridge.audio import ALAW_8K, PCM16_16K, PCM16_8K, ULAW_8K, AudioFormat, make_transcoder
+from bridge.audio import ALAW_8K, PCM16_8K, PCM16_16K, ULAW_8K, AudioFormat, make_transcoder
 from tests.conftest import BridgeFactory, caller_audio, play_call, wait_for
 from tests.fakes import FakeGladia, FakeWebhook, expected_texts
 
@@ -148,13 +148,12 @@ async def test_profile_per_called_number(
 async def test_voice_webhook_returns_twiml_for_the_stream(make_bridge: BridgeFactory) -> None:
     """POST /twilio/voice answers <Connect><Stream> to this bridge with From/To parameters."""
     server = await make_bridge()
-    async with aiohttp.ClientSession() as http:
-        async with http.post(server.make_url("/twilio/voice"),
-                             data={"From": "+15550001", "To": "+15550002", "CallSid": "CA1"},
-                             headers={"X-Forwarded-Proto": "https"}) as resp:
-            assert resp.status == 200
-            assert resp.content_type == "text/xml"
-            body = await resp.text()
+    async with aiohttp.ClientSession() as http, http.post(server.make_url("/twilio/voice"),
+                         data={"From": "+15550001", "To": "+15550002", "CallSid": "CA1"},
+                         headers={"X-Forwarded-Proto": "https"}) as resp:
+        assert resp.status == 200
+        assert resp.content_type == "text/xml"
+        body = await resp.text()
     host = f"{server.host}:{server.port}"
     assert f'<Stream url="wss://{host}/twilio/stream">' in body
     assert '<Parameter name="From" value="+15550001"/>' in body and '<Parameter name="To" value="+15550002"/>' in body
@@ -204,20 +203,19 @@ async def test_calls_beyond_the_limit_are_refused_cleanly(
     """With max_calls reached, a new stream gets HTTP 503 before the upgrade; /healthz counts calls."""
     server = await make_bridge(server__max_calls=1)
     w = TwilioStreamWriter("CA" + "4" * 32, "MZ" + "4" * 32)
-    async with aiohttp.ClientSession() as http:
-        async with http.ws_connect(stream_url(server)) as ws:
-            await ws.send_str(w.connected())
-            await ws.send_str(w.start())
-            await wait_for(lambda: True)
-            async with http.get(server.make_url("/healthz")) as resp:
-                health = await resp.json()
-            assert health == {"status": "ok", "active_calls": 1}
-            with pytest.raises(aiohttp.WSServerHandshakeError) as err:
-                await http.ws_connect(stream_url(server))
-            assert err.value.status == 503
-            await ws.send_str(w.stop())
-            async for _ in ws:
-                pass
+    async with aiohttp.ClientSession() as http, http.ws_connect(stream_url(server)) as ws:
+        await ws.send_str(w.connected())
+        await ws.send_str(w.start())
+        await wait_for(lambda: True)
+        async with http.get(server.make_url("/healthz")) as resp:
+            health = await resp.json()
+        assert health == {"status": "ok", "active_calls": 1}
+        with pytest.raises(aiohttp.WSServerHandshakeError) as err:
+            await http.ws_connect(stream_url(server))
+        assert err.value.status == 503
+        await ws.send_str(w.stop())
+        async for _ in ws:
+            pass
 
 
 async def test_unknown_carrier_route_is_404(make_bridge: BridgeFactory) -> None:

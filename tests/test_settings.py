@@ -49,7 +49,7 @@ def test_bad_values_in_a_file_name_the_key_and_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"gladia.chunk_ms \(from .*bridge.toml\)"):
         Settings.load(environ={"BRIDGE_CONFIG": str(cfg)})
     cfg.write_text('[stt.default]\nencoding = "wav/pcm"\nsample_rate = 44100\nbit_depth = 16\n')
-    with pytest.raises(ConfigError, match="stt.default: wav/pcm is supported at bit_depth 16"):
+    with pytest.raises(ConfigError, match=r"stt\.default: wav/pcm is supported at bit_depth 16"):
         Settings.load(environ={"BRIDGE_CONFIG": str(cfg)})
     cfg.write_text('[stt.numbers."+331".language_config]\nlanguages = "fr"\n[stt.numbers."+332"]\nencoding = "mp3"\n')
     with pytest.raises(ConfigError, match=r"stt.numbers.'\+332': encoding"):
@@ -59,7 +59,7 @@ def test_bad_values_in_a_file_name_the_key_and_file(tmp_path: Path) -> None:
 def test_secrets_are_refused_in_files(tmp_path: Path) -> None:
     cfg = tmp_path / "bridge.toml"
     cfg.write_text('[gladia]\napi_key = "abc"\n')
-    with pytest.raises(ConfigError, match="gladia.api_key: secrets are read from the environment only"):
+    with pytest.raises(ConfigError, match=r"gladia\.api_key: secrets are read from the environment only"):
         Settings.load(environ={"BRIDGE_CONFIG": str(cfg)})
 
 

@@ -91,7 +91,7 @@ def test_outbound_track_audio_is_ignored() -> None:
 def test_unknown_events_are_ignored_and_flagged() -> None:
     """A future Twilio event does not end the call; it is reported as unknown."""
     adapter = started()
-    assert adapter.receive('{"event": "newthing", "sequenceNumber": "2", "streamSid": "%s"}' % SID) == [
+    assert adapter.receive(json.dumps({"event": "newthing", "sequenceNumber": "2", "streamSid": SID})) == [
         Ignored("newthing", unknown=True)]
 
 

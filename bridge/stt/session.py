@@ -297,7 +297,7 @@ class SttSession:
         sender = asyncio.create_task(self._send_loop(ws))
         receiver = asyncio.create_task(self._receive_loop(ws, state))
         try:
-            done, _ = await asyncio.wait({sender, receiver}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({sender, receiver}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             for task in (sender, receiver):
                 if not task.done():

@@ -1,0 +1,23 @@
+# The bridge as a slim, non-root container: `docker run -p 8080:8080 -e GLADIA_API_KEY=... -e BOT_WEBHOOK_URL=... bridge`
+FROM python:3.11-slim AS build
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY bridge ./bridge
+RUN pip install --no-cache-dir --prefix=/install .
+
+FROM python:3.11-slim
+ENV PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    BRIDGE_CONFIG=/app/config/bridge.toml \
+    BRIDGE_DATA_DIR=/data
+COPY --from=build /install /usr/local
+WORKDIR /app
+COPY config ./config
+RUN useradd --system --uid 10001 --home-dir /app bridge \
+    && mkdir -p /data && chown bridge /data
+USER bridge
+EXPOSE 8080
+HEALTHCHECK --interval=10s --timeout=3s CMD python -c "import urllib.request,sys; sys.exit(urllib.request.urlopen('http://127.0.0.1:8080/healthz').status != 200)"
+# SIGTERM drains running calls (server.shutdown_timeout) before the process exits.
+STOPSIGNAL SIGTERM
+CMD ["bridge", "serve"]
