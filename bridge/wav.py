@@ -1,0 +1,91 @@
+"""WAV files in, 8 kHz mu-law out: what a phone call carries (pure).
+
+Reads RIFF/WAVE with PCM (8/16/24/32-bit), IEEE float, A-law or mu-law data at any sample rate and
+channel count (the stdlib ``wave`` module reads PCM only), mixes to mono and converts to 8 kHz mu-law.
+"""
+
+from __future__ import annotations
+
+import struct
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+
+from bridge.audio import kaiser_lowpass
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", DeprecationWarning)
+    import audioop
+
+_PCM, _FLOAT, _ALAW, _ULAW, _EXTENSIBLE = 1, 3, 6, 7, 0xFFFE
+
+
+class WavError(ValueError):
+    """Not a WAV file this reader understands; the message says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class Wav:
+    sample_rate: int
+    channels: int
+    samples: np.ndarray  # float64 in [-1, 1], mono
+
+    @property
+    def seconds(self) -> float:
+        return len(self.samples) / self.sample_rate
+
+
+def read_wav(data: bytes) -> Wav:
+    if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
+        raise WavError("not a RIFF/WAVE file")
+    pos, fmt, payload = 12, None, None
+    while pos + 8 <= len(data):
+        cid, size = data[pos:pos + 4], struct.unpack("<I", data[pos + 4:pos + 8])[0]
+        body = data[pos + 8:pos + 8 + size]
+        if cid == b"fmt ":
+            fmt = body
+        elif cid == b"data":
+            payload = body
+        pos += 8 + size + (size & 1)
+    if fmt is None or payload is None or len(fmt) < 16:
+        raise WavError("missing fmt or data chunk")
+    tag, channels, rate, _, block, bits = struct.unpack("<HHIIHH", fmt[:16])
+    if tag == _EXTENSIBLE and len(fmt) >= 26:
+        tag = struct.unpack("<H", fmt[24:26])[0]
+    if channels < 1 or rate < 1000:
+        raise WavError(f"unsupported header: {channels} channels at {rate} Hz")
+    payload = payload[: len(payload) - len(payload) % block] if block else payload
+    if tag == _ULAW:
+        x = np.frombuffer(audioop.ulaw2lin(payload, 2), dtype=np.int16) / 32768.0
+    elif tag == _ALAW:
+        x = np.frombuffer(audioop.alaw2lin(payload, 2), dtype=np.int16) / 32768.0
+    elif tag == _FLOAT and bits in (32, 64):
+        x = np.frombuffer(payload, dtype="<f4" if bits == 32 else "<f8").astype(np.float64)
+    elif tag == _PCM and bits == 8:
+        x = (np.frombuffer(payload, dtype=np.uint8).astype(np.float64) - 128) / 128
+    elif tag == _PCM and bits == 16:
+        x = np.frombuffer(payload, dtype="<i2") / 32768.0
+    elif tag == _PCM and bits == 24:
+        b = np.frombuffer(payload, dtype=np.uint8).reshape(-1, 3).astype(np.int32)
+        v = b[:, 0] | (b[:, 1] << 8) | (b[:, 2] << 16)
+        x = np.where(v >= 1 << 23, v - (1 << 24), v) / float(1 << 23)
+    elif tag == _PCM and bits == 32:
+        x = np.frombuffer(payload, dtype="<i4") / float(1 << 31)
+    else:
+        raise WavError(f"unsupported WAV encoding (format tag {tag}, {bits}-bit)")
+    if channels > 1:
+        x = x[: len(x) - len(x) % channels].reshape(-1, channels).mean(axis=1)
+    return Wav(rate, channels, x)
+
+
+def to_ulaw_8k(wav: Wav) -> bytes:
+    """The file's audio as a phone would carry it: 8 kHz G.711 mu-law."""
+    x = wav.samples
+    if wav.sample_rate != 8000:
+        if wav.sample_rate > 8000:
+            x = np.convolve(x, kaiser_lowpass(127, 0.45 * 8000 / wav.sample_rate, 8.0), mode="same")
+        positions = np.arange(0, len(x) - 1, wav.sample_rate / 8000)
+        x = np.interp(positions, np.arange(len(x)), x)
+    pcm = np.clip(np.rint(x * 32767), -32768, 32767).astype("<i2").tobytes()
+    return audioop.lin2ulaw(pcm, 2)
