@@ -97,3 +97,24 @@ async def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> None
     async with asyncio.timeout(timeout):
         while not predicate():
             await asyncio.sleep(0.01)
+
+
+@pytest.fixture(scope="session")
+def recognizer() -> Any:
+    """The real Whisper tiny.en recogniser, loaded once for the whole run."""
+    from bridge.local_stt.engine import WhisperRecognizer
+
+    return WhisperRecognizer(cpu_threads=1, workers=2)
+
+
+@pytest.fixture
+def make_stt_server(aiohttp_server: Any, recognizer: Any) -> Callable[..., Awaitable[tuple[Any, TestServer]]]:
+    """Start the local Gladia-compatible server on 127.0.0.1 (real engine); returns (server, test server)."""
+    from bridge.local_stt.server import LocalSttServer, ServerOptions
+
+    async def factory(**options: Any) -> tuple[Any, TestServer]:
+        stt = LocalSttServer(ServerOptions(**options), recognizer=recognizer)
+        server: TestServer = await aiohttp_server(stt.app, host="127.0.0.1")
+        return stt, server
+
+    return factory

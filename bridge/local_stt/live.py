@@ -64,7 +64,7 @@ class LiveSession:
                                    endpointing=max(r.endpointing, MIN_ENDPOINTING),
                                    max_duration=r.maximum_duration_without_endpointing)
         self._tail = bytearray()
-        self._ack_ends: deque[int] = deque(maxlen=256)
+        self._ack_ends: deque[int] = deque(maxlen=32)
         self._resync = False
         self._skip = 0
         self.last_partial_at = 0.0
@@ -127,10 +127,14 @@ class LiveSession:
         return out
 
     def _overlap(self, data: bytes) -> int:
-        """How many leading bytes of a reconnect's first audio the session already has."""
+        """How many leading bytes of a reconnect's first audio the session already has.
+
+        Candidates are the recently acknowledged offsets, smallest overlap first: in speech only the
+        true resend offset matches, and in silence the smallest guess skips or repeats the least.
+        """
         total = self.received_bytes
         tail_start = total - len(self._tail)
-        for end in sorted(set(self._ack_ends)):
+        for end in sorted(set(self._ack_ends), reverse=True):
             if end >= total or end < tail_start:
                 continue
             overlap = total - end

@@ -283,8 +283,11 @@ class LocalSttServer:
             return
         live.last_partial_at = live.segmenter.now
         audio_start, audio = current
+        index = live.segmenter.utterances  # the utterance in progress
         rec = await loop.run_in_executor(self.pool, recognizer.transcribe, audio)
-        message = live.partial_message(live.segmenter.utterances, audio_start, rec)
+        if live.segmenter.utterances != index:
+            return  # the utterance ended while decoding: its final is on the way, a partial would be stale
+        message = live.partial_message(index, audio_start, rec)
         if message is not None:
             await self._send(rt, [message])
 
