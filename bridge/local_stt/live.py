@@ -25,7 +25,8 @@ from bridge.local_stt.request import StreamingRequest
 from bridge.local_stt.segmenter import Segmenter, SpeechEnded, SpeechStarted, UtteranceAudio
 
 MIN_ENDPOINTING = 0.3  # seconds: below this, Whisper gets cut mid-word (Gladia's default is 0.05)
-TAIL_SECONDS = 30.0  # recent audio kept to recognise a resend after a reconnect
+TAIL_SECONDS = 10.0  # recent audio kept to recognise a resend after a reconnect
+MAX_RESEND_SECONDS = 2.0  # acknowledgments lost in flight at a drop cover well under this
 
 
 def now_iso() -> str:
@@ -129,18 +130,23 @@ class LiveSession:
     def _overlap(self, data: bytes) -> int:
         """How many leading bytes of a reconnect's first audio the session already has.
 
-        Candidates are the recently acknowledged offsets, smallest overlap first: in speech only the
-        true resend offset matches, and in silence the smallest guess skips or repeats the least.
+        Candidates are the recently acknowledged offsets (at most ``MAX_RESEND_SECONDS`` back),
+        smallest overlap first. Audio with no information (digital silence: one or two byte values)
+        proves nothing, so such a comparison never counts as a match: in doubt, nothing is skipped.
         """
         total = self.received_bytes
         tail_start = total - len(self._tail)
+        horizon = total - int(MAX_RESEND_SECONDS * self.bytes_per_second)
         for end in sorted(set(self._ack_ends), reverse=True):
-            if end >= total or end < tail_start:
+            if end >= total or end < max(tail_start, horizon):
                 continue
             overlap = total - end
             n = min(overlap, len(data))
             offset = end - tail_start
-            if self._tail[offset:offset + n] == data[:n]:
+            probe = data[:n]
+            if len(set(probe[:4096])) <= 2:
+                continue
+            if self._tail[offset:offset + n] == probe:
                 return overlap
         return 0
 
