@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
-from typing import Any
 
 import aiohttp
 import pytest

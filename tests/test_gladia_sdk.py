@@ -66,7 +66,7 @@ async def test_sdk_resumes_after_a_drop_with_the_same_transcript(make_stt_server
     proxy = TcpProxy(server.port)
     await proxy.start()
     try:
-        finals, end, errors = await run_sdk_session(f"http://127.0.0.1:{proxy.port}", proxy)
+        finals, end, _errors = await run_sdk_session(f"http://127.0.0.1:{proxy.port}", proxy)
     finally:
         await proxy.close()
     assert end.code == 1000

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import itertools
 import json
 from typing import Any
 
@@ -92,7 +93,7 @@ async def test_a_whole_session(make_stt_server: Any) -> None:
         assert types[0] == "start_session" and types[-1] == "end_session"
         acks = [m for m in messages if m["type"] == "audio_chunk"]
         assert acks[0]["data"]["byte_range"] == [0, 1600] and acks[0]["acknowledged"] is True
-        assert all(a["data"]["byte_range"][0] == b["data"]["byte_range"][1] for b, a in zip(acks, acks[1:]))
+        assert all(a["data"]["byte_range"][0] == b["data"]["byte_range"][1] for b, a in itertools.pairwise(acks))
         assert acks[-1]["data"]["byte_range"][1] == len(FIRST_SENTENCE)
         assert acks[-1]["data"]["time_range"][1] == pytest.approx(len(FIRST_SENTENCE) / 8000, abs=0.001)
         assert "speech_start" in types and "speech_end" in types

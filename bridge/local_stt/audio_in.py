@@ -53,7 +53,7 @@ class LinearResampler:
         frac = positions - base
         out = self._buf[idx] * (1 - frac) + self._buf[idx + 1] * frac
         self._next += self.step * n_out
-        drop = min(int(math.floor(self._next)) - self._buf_start, len(self._buf))
+        drop = min(math.floor(self._next) - self._buf_start, len(self._buf))
         if drop > 0:
             self._buf = self._buf[drop:]
             self._buf_start += drop

@@ -177,11 +177,11 @@ class LiveSession:
     # -- transcripts ------------------------------------------------------------------------------
 
     def utterance_json(self, utt: UtteranceAudio, rec: Recognition) -> dict[str, Any]:
-        words = [{"word": w.word, "start": round(utt.audio_start + w.start, 3),
-                  "end": round(utt.audio_start + w.end, 3), "confidence": round(w.confidence, 3)}
-                 for w in rec.words]
-        start = words[0]["start"] if words else utt.start
-        end = words[-1]["end"] if words else utt.end
+        words: list[dict[str, Any]] = [
+            {"word": w.word, "start": round(utt.audio_start + w.start, 3),
+             "end": round(utt.audio_start + w.end, 3), "confidence": round(w.confidence, 3)} for w in rec.words]
+        start: float = words[0]["start"] if words else utt.start
+        end: float = words[-1]["end"] if words else utt.end
         return {"start": max(start, 0.0), "end": end, "confidence": rec.confidence, "channel": 0,
                 "words": words, "text": (" " + rec.text) if rec.text else "", "language": rec.language}
 
