@@ -113,11 +113,16 @@ def _call(args: argparse.Namespace) -> int:
             print(f"bridge call: --param needs NAME=VALUE, got {item!r}", file=sys.stderr)
             return 2
         params[name] = value
+    import websockets
+
+    url = args.url
+    if url.startswith(("http://", "https://")):
+        url = "ws" + url[4:]  # http -> ws, https -> wss
     try:
-        report = asyncio.run(play_call(args.url, ulaw, realtime=args.realtime, parameters=params,
+        report = asyncio.run(play_call(url, ulaw, realtime=args.realtime, parameters=params,
                                        progress=sys.stderr))
-    except OSError as exc:
-        print(f"bridge call: cannot reach {args.url}: {exc}", file=sys.stderr)
+    except (OSError, websockets.InvalidURI, websockets.InvalidHandshake) as exc:
+        print(f"bridge call: cannot stream to {url}: {exc}", file=sys.stderr)
         return 1
     print_report(report)
     return 0 if report.close_code == 1000 else 1

@@ -1,0 +1,74 @@
+"""`bridge call`: a WAV file played as a Twilio call into a running bridge; the WAV reader."""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from bridge.wav import WavError, read_wav, to_ulaw_8k
+from tests.conftest import BridgeFactory, wait_for
+from tests.fakes import FakeGladia, FakeWebhook
+from tests.test_serve import ROOT, minimal_env
+
+
+def wav_bytes(samples: np.ndarray, rate: int, channels: int = 1, fmt: str = "pcm16") -> bytes:
+    if fmt == "pcm16":
+        tag, bits, data = 1, 16, np.clip(np.rint(samples * 32767), -32768, 32767).astype("<i2").tobytes()
+    else:
+        tag, bits, data = 3, 32, samples.astype("<f4").tobytes()
+    block = channels * bits // 8
+    header = struct.pack("<HHIIHH", tag, channels, rate, rate * block, block, bits)
+    return (b"RIFF" + struct.pack("<I", 36 + len(data)) + b"WAVE" + b"fmt " + struct.pack("<I", 16) + header
+            + b"data" + struct.pack("<I", len(data)) + data)
+
+
+def test_reader_handles_pcm_float_stereo_and_mulaw() -> None:
+    """PCM16 stereo at 44.1 kHz, float32 and the shipped mu-law sample all read to mono at their rate."""
+    t = np.arange(44100) / 44100
+    tone = 0.5 * np.sin(2 * np.pi * 440 * t)
+    stereo = np.repeat(tone, 2)
+    wav = read_wav(wav_bytes(stereo, 44100, channels=2))
+    assert wav.sample_rate == 44100 and wav.channels == 2 and len(wav.samples) == 44100
+    assert np.max(np.abs(wav.samples - tone)) < 1e-3
+    assert len(to_ulaw_8k(wav)) == pytest.approx(8000, abs=2)
+    assert read_wav(wav_bytes(tone, 16000, fmt="float")).seconds == pytest.approx(44100 / 16000)
+    sample = read_wav((ROOT / "bridge" / "samples" / "demo_call.wav").read_bytes())
+    assert sample.sample_rate == 8000 and sample.seconds > 20
+    with pytest.raises(WavError):
+        read_wav(b"RIFF\x00\x00\x00\x00WAVEjunk")
+
+
+async def test_bridge_call_plays_a_wav_into_the_bridge(
+    make_bridge: BridgeFactory, fake_gladia: FakeGladia, webhook: tuple[FakeWebhook, str], tmp_path: Path
+) -> None:
+    """The command converts the file to 8 kHz mu-law, streams it, and reports the bridge's close code."""
+    hook, _ = webhook
+    server: Any = await make_bridge()
+    t = np.arange(16000 * 2) / 16000
+    path = tmp_path / "call.wav"
+    path.write_bytes(wav_bytes(0.3 * np.sin(2 * np.pi * 300 * t), 16000))
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bridge", "call", str(path), "--fast", "--param", "stt.language=en",
+        "--url", str(server.make_url("/twilio/stream")), env=minimal_env(), cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 0, err.decode()
+    assert "bridge closed the stream with code 1000" in out.decode()
+    assert "2.0s" in err.decode()  # the progress bar reached the end
+    await wait_for(lambda: bool(hook.events("call.ended")))
+    assert fake_gladia.all_audio() == to_ulaw_8k(read_wav(path.read_bytes()))
+    assert hook.events("call.started")[0]["call"]["parameters"]["stt.language"] == "en"
+
+
+async def test_bridge_call_reports_a_missing_file(tmp_path: Path) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bridge", "call", str(tmp_path / "nope.wav"), env=minimal_env(), cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    _, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 2 and b"nope.wav" in err
