@@ -11,6 +11,7 @@ from aiohttp import web
 
 from bridge.app_keys import SETTINGS, STATE, BridgeState
 from bridge.delivery import Delivery
+from bridge.outbox import Outbox
 from bridge.phone_socket import healthz, phone_stream, twilio_voice
 from bridge.settings import Settings
 
@@ -35,11 +36,19 @@ async def _http_client(app: web.Application) -> AsyncIterator[None]:
     connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, ttl_dns_cache=300)
     async with aiohttp.ClientSession(connector=connector) as http:
         state = app[STATE]
+        settings = app[SETTINGS]
         state.http = http
-        state.delivery = Delivery(http, app[SETTINGS].webhook)
-        yield
-        # Anything still queued after the calls drained gets one last bounded chance.
-        await state.delivery.aclose(timeout=app[SETTINGS].webhook.timeout)
+        state.outbox = Outbox.in_dir(settings.server.data_dir) if settings.webhook.url else None
+        state.delivery = Delivery(http, settings.webhook, state.outbox)
+        state.delivery.recover()
+        try:
+            yield
+            # Anything still queued after the calls drained gets one last bounded chance; what is
+            # left stays in the outbox for the next start.
+            await state.delivery.aclose(timeout=settings.webhook.timeout)
+        finally:
+            if state.outbox is not None:
+                state.outbox.close()
 
 
 async def drain_calls(app: web.Application) -> None:

@@ -13,6 +13,7 @@ from bridge.settings import Settings
 if TYPE_CHECKING:
     from bridge.call import Call
     from bridge.delivery import Delivery
+    from bridge.outbox import Outbox
 
 
 @dataclass
@@ -21,6 +22,7 @@ class BridgeState:
 
     http: aiohttp.ClientSession | None = None
     delivery: Delivery | None = None
+    outbox: Outbox | None = None
     calls: dict[Call, web.WebSocketResponse] = field(default_factory=dict)
     draining: bool = False
 

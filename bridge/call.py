@@ -165,7 +165,7 @@ class Call:
         self.profile = self._profile(started)
         target = self.profile.audio_format()
         self.transcoder = make_transcoder(started.audio_format, target)
-        self.events = self.delivery.open(self.id)
+        self.events = self.delivery.open(self.id, self._call_json())
         self.events.submit("call.started", {"call": self._call_json(), "stt": {
             "encoding": target.encoding, "sample_rate": target.sample_rate, "bit_depth": target.bit_depth}})
         body = init_request(self.profile.request_body(), {

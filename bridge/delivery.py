@@ -11,6 +11,11 @@ connection errors, timeouts, 408/425/429 and 5xx, with doubling backoff, until t
 ``max_age`` seconds old; other 4xx answers are final. With no ``BOT_WEBHOOK_URL``, events are
 written to the log instead.
 
+Durability: with an :class:`~bridge.outbox.Outbox`, each event is stored before it is queued and
+removed after its 2xx; an event given up is kept there as dead. :meth:`Delivery.recover` (at
+start-up) sends what a previous process left pending, and ends calls that a crash cut short with a
+``call.ended`` whose ``end_reason`` is ``bridge_restarted``.
+
 :meth:`CallDelivery.submit` never awaits, so a slow bot cannot slow the audio path.
 """
 
@@ -32,6 +37,7 @@ import structlog
 from standardwebhooks.webhooks import Webhook
 
 from bridge.errors import DeliveryError, http_status_retryable
+from bridge.outbox import Outbox
 from bridge.settings import WebhookSettings
 
 log = structlog.get_logger("bridge.delivery")
@@ -43,7 +49,7 @@ class PendingEvent:
     type: str
     sequence: int
     body: str
-    created: float  # monotonic
+    created: float  # wall-clock seconds (the maximum age survives a restart)
 
 
 @dataclass(slots=True)
@@ -59,20 +65,52 @@ class DeliveryCounters:
 class Delivery:
     """The app-wide webhook client: opens one :class:`CallDelivery` per call."""
 
-    def __init__(self, http: aiohttp.ClientSession, settings: WebhookSettings,
+    def __init__(self, http: aiohttp.ClientSession, settings: WebhookSettings, outbox: Outbox | None = None,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
         self.http = http
         self.settings = settings
+        # Events only need to survive a crash when they go to a bot; log-only events are written at once.
+        self.outbox = outbox if settings.url else None
         self.sleep = sleep
+        self.dead_lettered = 0
         secret = settings.secret.get_secret_value() if settings.secret else None
         self.signer = Webhook(secret) if secret else None
         self.calls: set[CallDelivery] = set()
 
-    def open(self, call_id: str) -> CallDelivery:
+    def open(self, call_id: str, call_json: dict[str, Any] | None = None) -> CallDelivery:
         """A delivery queue for one call (create it inside the call's log context)."""
         delivery = CallDelivery(self, call_id)
         self.calls.add(delivery)
+        if self.outbox is not None and call_json is not None:
+            self.outbox.call_started(call_id, json.dumps(call_json))
         return delivery
+
+    def recover(self) -> int:
+        """Start delivering what a previous process left in the outbox; returns the number of events.
+
+        Calls that never recorded their end (the process died mid-call) get a ``call.ended`` with
+        ``end_reason: bridge_restarted`` after their last event.
+        """
+        if self.outbox is None:
+            return 0
+        for call_id, call_json, last_sequence in self.outbox.unfinished_calls():
+            sequence = last_sequence + 1
+            body = _body("call.ended", sequence, {"call": json.loads(call_json),
+                                                  "summary": {"end_reason": "bridge_restarted"}})
+            self.outbox.add(f"msg_{call_id}_{sequence}", call_id, sequence, "call.ended", body)
+            self.outbox.call_ended(call_id)
+        pending: dict[str, list[PendingEvent]] = {}
+        for stored in self.outbox.events(state="pending"):
+            pending.setdefault(stored.call_id, []).append(PendingEvent(
+                stored.webhook_id, stored.type, stored.sequence, stored.body, stored.created))
+        for call_id, events in pending.items():
+            delivery = CallDelivery(self, call_id)
+            self.calls.add(delivery)
+            delivery.resume(events)
+        count = sum(len(e) for e in pending.values())
+        if count:
+            log.info("webhook.recovering", events=count, calls=len(pending))
+        return count
 
     def headers(self, event: PendingEvent) -> dict[str, str]:
         now = datetime.now(tz=UTC)
@@ -116,16 +154,14 @@ class CallDelivery:
         self.last_latency: float | None = None
 
     def submit(self, type_: str, payload: dict[str, Any]) -> PendingEvent | None:
-        """Queue an event; returns it, or None when the queue is full (counted and logged)."""
+        """Store and queue an event; returns it, or None when the queue is full (counted and logged)."""
         self._sequence += 1
         event = PendingEvent(
             webhook_id=f"msg_{self.call_id}_{self._sequence}",
             type=type_,
             sequence=self._sequence,
-            body=json.dumps({"type": type_, "sequence": self._sequence,
-                             "timestamp": datetime.now(tz=UTC).isoformat(), **payload},
-                            separators=(",", ":"), ensure_ascii=False),
-            created=time.monotonic(),
+            body=_body(type_, self._sequence, payload),
+            created=time.time(),
         )
         self.counters.submitted += 1
         if len(self._queue) >= self._owner.settings.max_pending_events:
@@ -133,11 +169,24 @@ class CallDelivery:
             log.error("webhook.queue_full", type=type_, sequence=event.sequence,
                       bound=self._owner.settings.max_pending_events)
             return None
+        outbox = self._owner.outbox
+        if outbox is not None:
+            outbox.add(event.webhook_id, self.call_id, event.sequence, type_, event.body, event.created)
         self._queue.append(event)
+        self._start()
+        return event
+
+    def resume(self, events: list[PendingEvent]) -> None:
+        """Deliver events recovered from the outbox, then stop (the call is over)."""
+        self._queue.extend(events)
+        self._sequence = max((e.sequence for e in events), default=0)
+        self.close()
+        self._start()
+
+    def _start(self) -> None:
         if self.task is None:
             self.task = asyncio.create_task(self._worker(), name=f"delivery-{self.call_id}")
         self._wake.set()
-        return event
 
     def close(self) -> None:
         """No more events will come; the worker exits once the queue is drained."""
@@ -145,6 +194,8 @@ class CallDelivery:
         self._wake.set()
         if self.task is None:
             self._owner.calls.discard(self)
+            if self._owner.outbox is not None:
+                self._owner.outbox.call_ended(self.call_id)
 
     async def wait(self, timeout: float | None = None) -> bool:
         """Wait until the queue is drained (after :meth:`close`); True when everything was handled."""
@@ -171,6 +222,8 @@ class CallDelivery:
                 self._queue.popleft()
         finally:
             self._owner.calls.discard(self)
+            if self._closed and not self._queue and self._owner.outbox is not None:
+                self._owner.outbox.call_ended(self.call_id)
 
     async def _deliver(self, event: PendingEvent) -> None:
         settings = self._owner.settings
@@ -188,17 +241,12 @@ class CallDelivery:
             except DeliveryError as exc:
                 outcome = f"http_{exc.status}" if exc.status else "error"
                 self.counters.by_outcome[outcome] = self.counters.by_outcome.get(outcome, 0) + 1
-                age = time.monotonic() - event.created
-                if not exc.retryable:
-                    self.counters.failed += 1
-                    log.error("webhook.rejected", webhook_id=event.webhook_id, type=event.type,
-                              status=exc.status, error=str(exc))
+                age = time.time() - event.created
+                if not exc.retryable or age >= settings.max_age:
+                    self._dead(event, attempt, age, exc)
                     return
-                if age >= settings.max_age:
-                    self.counters.failed += 1
-                    log.error("webhook.gave_up", webhook_id=event.webhook_id, type=event.type,
-                              attempts=attempt, age=round(age, 1), error=str(exc))
-                    return
+                if self._owner.outbox is not None:
+                    self._owner.outbox.attempted(event.webhook_id, str(exc))
                 delay = min(settings.retry_initial_delay * 2 ** (attempt - 1), settings.retry_max_delay)
                 delay = min(delay * random.uniform(0.8, 1.2), max(0.0, settings.max_age - age))
                 log.warning("webhook.retry", webhook_id=event.webhook_id, attempt=attempt,
@@ -207,10 +255,21 @@ class CallDelivery:
                 continue
             self.counters.by_outcome["delivered"] = self.counters.by_outcome.get("delivered", 0) + 1
             self.counters.delivered += 1
+            if self._owner.outbox is not None:
+                self._owner.outbox.delivered(event.webhook_id)
             self.last_latency = time.monotonic() - started
             if attempt > 1:
                 log.info("webhook.delivered", webhook_id=event.webhook_id, attempts=attempt)
             return
+
+    def _dead(self, event: PendingEvent, attempts: int, age: float, exc: DeliveryError) -> None:
+        """Give an event up: counted, logged, and kept in the outbox as dead for ``bridge outbox``."""
+        self.counters.failed += 1
+        self._owner.dead_lettered += 1
+        if self._owner.outbox is not None:
+            self._owner.outbox.dead(event.webhook_id, str(exc))
+        log.error("webhook.dead_lettered", webhook_id=event.webhook_id, type=event.type, status=exc.status,
+                  retryable=exc.retryable, attempts=attempts, age=round(age, 1), error=str(exc))
 
     async def _post(self, event: PendingEvent) -> None:
         settings = self._owner.settings
@@ -225,3 +284,8 @@ class CallDelivery:
                                     retryable=http_status_retryable(resp.status), status=resp.status)
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise DeliveryError(f"{type(exc).__name__}: {exc}"[:200], retryable=True) from exc
+
+
+def _body(type_: str, sequence: int, payload: dict[str, Any]) -> str:
+    return json.dumps({"type": type_, "sequence": sequence, "timestamp": datetime.now(tz=UTC).isoformat(),
+                       **payload}, separators=(",", ":"), ensure_ascii=False)

@@ -15,6 +15,7 @@ import os
 import re
 import socket
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -115,10 +116,11 @@ async def run_demo(out: TextIO = sys.stdout, realtime: bool = True) -> DemoResul
     hook_app = web.Application()
     hook_app.router.add_post("/hook", hook)
     out.write("starting the local speech-to-text server (Whisper tiny.en, offline)...\n")
+    data_dir = tempfile.mkdtemp(prefix="bridge-demo-")  # the demo's outbox, not yours
     stt = LocalSttServer(ServerOptions())
     async with serving(stt.app) as stt_url, serving(hook_app) as hook_url:
         settings = Settings.load(environ={"GLADIA_API_URL": stt_url, "BOT_WEBHOOK_URL": hook_url + "/hook",
-                                          "BOT_WEBHOOK_SECRET": secret})
+                                          "BOT_WEBHOOK_SECRET": secret, "BRIDGE_DATA_DIR": data_dir})
         bridge_app = create_app(settings)
         async with serving(bridge_app) as bridge_url:
             stream = bridge_url.replace("http://", "ws://") + "/twilio/stream"

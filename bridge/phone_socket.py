@@ -109,5 +109,7 @@ async def phone_stream(request: web.Request) -> web.StreamResponse:
 
 async def healthz(request: web.Request) -> web.Response:
     state = request.app[STATE]
-    return web.json_response({"status": "draining" if state.draining else "ok",
-                              "active_calls": len(state.calls)}, status=503 if state.draining else 200)
+    body: dict[str, object] = {"status": "draining" if state.draining else "ok", "active_calls": len(state.calls)}
+    if state.outbox is not None:
+        body["outbox"] = state.outbox.counts()
+    return web.json_response(body, status=503 if state.draining else 200)

@@ -59,9 +59,11 @@ BridgeFactory = Callable[..., Awaitable[TestServer]]
 
 
 @pytest.fixture
-def make_bridge(aiohttp_server: Any, fake_gladia: FakeGladia, webhook: tuple[FakeWebhook, str]) -> BridgeFactory:
+def make_bridge(aiohttp_server: Any, fake_gladia: FakeGladia, webhook: tuple[FakeWebhook, str],
+                tmp_path: Any) -> BridgeFactory:
     async def factory(environ: dict[str, str] | None = None, **overrides: Any) -> TestServer:
         env = {
+            "BRIDGE_DATA_DIR": str(tmp_path / "data"),
             "GLADIA_API_URL": fake_gladia.base_url,
             "GLADIA_API_KEY": "test-key",
             "BOT_WEBHOOK_URL": webhook[1],
