@@ -7,6 +7,7 @@ import asyncio
 import os
 import signal
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,16 @@ def _parser() -> argparse.ArgumentParser:
     call.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                       help="a stream <Parameter> (repeatable), e.g. --param stt.language=en")
 
+    outbox = sub.add_parser("outbox", help="list or replay the bot events kept in the outbox")
+    outbox.add_argument("--config", type=Path, help="TOML file with defaults (for the data dir and webhook)")
+    outbox_sub = outbox.add_subparsers(dest="outbox_command", required=True)
+    listing = outbox_sub.add_parser("list", help="events waiting for delivery, or given up (--dead)")
+    listing.add_argument("--dead", action="store_true", help="only dead-lettered events")
+    listing.add_argument("--json", action="store_true", help="one JSON object per line, bodies included")
+    replay = outbox_sub.add_parser("replay", help="send dead-lettered events to BOT_WEBHOOK_URL again, now")
+    replay.add_argument("--webhook-id", help="only this event (default: every dead event)")
+    replay.add_argument("--timeout", type=float, default=60.0, help="seconds to keep trying (default 60)")
+
     demo = sub.add_parser("demo", help="a sample call through the bridge on the embedded defaults")
     demo.add_argument("--fast", dest="realtime", action="store_false", default=True,
                       help="play the sample faster than real time")
@@ -88,6 +99,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command == "call":
         return _call(args)
+    if args.command == "outbox":
+        try:
+            settings = Settings.load(config_path=args.config)
+        except ConfigError as exc:
+            print(f"bridge: {exc}", file=sys.stderr)
+            return 2
+        configure_logging("warning", "auto")
+        return _outbox(args, settings)
     if args.command == "demo":
         from bridge.demo import run_demo
 
@@ -95,6 +114,71 @@ def main(argv: Sequence[str] | None = None) -> int:
         asyncio.run(run_demo(realtime=args.realtime))
         return 0
     return 2
+
+
+def _outbox(args: argparse.Namespace, settings: Settings) -> int:
+    import json
+    import time
+
+    from bridge.outbox import Outbox
+
+    path = settings.server.data_dir / "outbox.sqlite3"
+    if not path.exists():
+        print(f"no outbox at {path} (BRIDGE_DATA_DIR)")
+        return 0
+    outbox = Outbox(path)
+    try:
+        if args.outbox_command == "list":
+            events = list(outbox.events(state="dead" if args.dead else None))
+            for e in events:
+                if args.json:
+                    print(json.dumps({"webhook_id": e.webhook_id, "call_id": e.call_id, "sequence": e.sequence,
+                                      "type": e.type, "state": e.state, "attempts": e.attempts,
+                                      "created": e.created, "last_error": e.last_error, "body": json.loads(e.body)}))
+                else:
+                    age = time.time() - e.created
+                    print(f"{e.state:7} {e.webhook_id}  {e.type:20} attempts={e.attempts} age={age:.0f}s"
+                          + (f"  last error: {e.last_error}" if e.last_error else ""))
+            if not args.json:
+                counts = outbox.counts()
+                print(f"{counts['pending']} pending, {counts['dead']} dead ({path})")
+            return 0
+        if not settings.webhook.url:
+            print("bridge outbox replay: BOT_WEBHOOK_URL is not set", file=sys.stderr)
+            return 2
+        wanted = [e for e in outbox.events(state="dead") if args.webhook_id in (None, e.webhook_id)]
+        if not wanted:
+            print("nothing to replay")
+            return 0
+        for e in wanted:
+            outbox.revive(e.webhook_id)
+        delivered, failed = asyncio.run(_replay(settings, outbox, wanted, args.timeout))
+        print(f"replayed {len(wanted)}: {delivered} delivered, {failed} dead again"
+              + (f", {len(wanted) - delivered - failed} still pending" if len(wanted) > delivered + failed else ""))
+        return 0 if delivered == len(wanted) else 1
+    finally:
+        outbox.close()
+
+
+async def _replay(settings: Settings, outbox: Any, events: list[Any], timeout: float) -> tuple[int, int]:
+    import aiohttp
+
+    from bridge.delivery import CallDelivery, Delivery, PendingEvent
+
+    async with aiohttp.ClientSession() as http:
+        delivery = Delivery(http, settings.webhook, outbox)
+        queues: list[CallDelivery] = []
+        by_call: dict[str, list[PendingEvent]] = {}
+        for e in sorted(events, key=lambda e: (e.call_id, e.sequence)):
+            by_call.setdefault(e.call_id, []).append(
+                PendingEvent(e.webhook_id, e.type, e.sequence, e.body, time.time()))
+        for call_id, pending in by_call.items():
+            queue = CallDelivery(delivery, call_id)
+            delivery.calls.add(queue)
+            queue.resume(pending)
+            queues.append(queue)
+        await delivery.aclose(timeout)
+        return sum(q.counters.delivered for q in queues), sum(q.counters.failed for q in queues)
 
 
 def _call(args: argparse.Namespace) -> int:

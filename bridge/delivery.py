@@ -180,7 +180,7 @@ class CallDelivery:
         """Deliver events recovered from the outbox, then stop (the call is over)."""
         self._queue.extend(events)
         self._sequence = max((e.sequence for e in events), default=0)
-        self.close()
+        self._closed = True
         self._start()
 
     def _start(self) -> None:

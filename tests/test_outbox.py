@@ -1,0 +1,167 @@
+"""The durable outbox: storage rules (pure SQLite), dead letters and `bridge outbox`, and delivery
+of everything pending after the bridge is SIGKILLed mid-call and started again."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from standardwebhooks.webhooks import Webhook
+
+from bridge.adapters.twilio import TwilioStreamWriter
+from bridge.outbox import Outbox
+from tests.conftest import WEBHOOK_SECRET, BridgeFactory, caller_audio, play_call, wait_for
+from tests.fakes import FakeGladia, FakeWebhook, expected_texts
+from tests.test_serve import ROOT, free_port, minimal_env
+
+
+def outbox_size(data: Path) -> int:
+    if not (data / "outbox.sqlite3").exists():
+        return 0
+    box = Outbox.in_dir(data)
+    try:
+        return sum(box.counts().values())
+    finally:
+        box.close()
+
+
+def test_outbox_keeps_events_until_delivered_in_call_order(tmp_path: Path) -> None:
+    """Events are listed per call in sequence order; delivered ones go; dead ones stay until revived."""
+    box = Outbox.in_dir(tmp_path)
+    box.call_started("c2", '{"id": "c2"}')
+    for call, seq in (("c2", 2), ("c1", 1), ("c2", 1), ("c1", 2)):
+        box.add(f"msg_{call}_{seq}", call, seq, "utterance.final", "{}")
+    box.add("msg_c1_1", "c1", 1, "utterance.final", "{}")  # the same id twice is stored once
+    assert [e.webhook_id for e in box.events()] == ["msg_c1_1", "msg_c1_2", "msg_c2_1", "msg_c2_2"]
+    box.delivered("msg_c1_1")
+    box.attempted("msg_c1_2", "webhook answered 503")
+    box.dead("msg_c1_2", "webhook answered 400")
+    assert box.counts() == {"pending": 2, "dead": 1}
+    (dead,) = box.events(state="dead")
+    assert dead.attempts == 1 and dead.last_error == "webhook answered 400"
+    assert box.unfinished_calls() == [("c2", '{"id": "c2"}', 2)]
+    box.call_ended("c2")
+    assert box.unfinished_calls() == []
+    assert box.revive() == 1 and box.counts() == {"pending": 3, "dead": 0}
+    box.close()
+    reopened = Outbox.in_dir(tmp_path)  # durable across processes
+    assert reopened.counts() == {"pending": 3, "dead": 0}
+
+
+async def test_rejected_events_are_dead_lettered_listed_and_replayed(
+    make_bridge: BridgeFactory, fake_gladia: FakeGladia, webhook: tuple[FakeWebhook, str], tmp_path: Path
+) -> None:
+    """A 400 from the bot dead-letters that event (kept, visible, counted); `bridge outbox replay`
+    sends it again once the bot accepts it, with the same webhook-id."""
+    hook, hook_url = webhook
+    hook.fail_statuses = [204, 400]
+    server: Any = await make_bridge()
+    await play_call(str(server.make_url("/twilio/stream")), caller_audio(2.0))
+    await wait_for(lambda: bool(hook.events("call.ended")))
+    async with aiohttp.ClientSession() as http, http.get(server.make_url("/healthz")) as resp:
+        assert (await resp.json())["outbox"] == {"pending": 0, "dead": 1}
+    rejected = [r for r in hook.requests if r.status == 400][0]
+    env = minimal_env(BRIDGE_DATA_DIR=str(tmp_path / "data"), BOT_WEBHOOK_URL=hook_url,
+                      BOT_WEBHOOK_SECRET=WEBHOOK_SECRET)
+
+    async def outbox_cmd(*args: str) -> tuple[int, str]:
+        proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "bridge", "outbox", *args, env=env,
+                                                    cwd=ROOT, stdout=asyncio.subprocess.PIPE,
+                                                    stderr=asyncio.subprocess.STDOUT)
+        out, _ = await asyncio.wait_for(proc.communicate(), 30)
+        return proc.returncode or 0, out.decode()
+
+    code, out = await outbox_cmd("list", "--dead")
+    assert code == 0 and rejected.headers["webhook-id"] in out and "0 pending, 1 dead" in out
+    code, out = await outbox_cmd("replay")
+    assert code == 0 and "1 delivered" in out, out
+    replayed = hook.requests[-1]
+    assert replayed.status == 204 and replayed.headers["webhook-id"] == rejected.headers["webhook-id"]
+    assert replayed.body == rejected.body
+    Webhook(WEBHOOK_SECRET).verify(replayed.body.decode(), replayed.headers)
+    code, out = await outbox_cmd("list")
+    assert "0 pending, 0 dead" in out
+
+
+async def test_events_older_than_max_age_are_dead_lettered(
+    make_bridge: BridgeFactory, fake_gladia: FakeGladia, webhook: tuple[FakeWebhook, str]
+) -> None:
+    """A bot down for longer than webhook.max_age: the events are given up, logged and kept as dead."""
+    hook, _ = webhook
+    hook.fail_statuses = [503] * 1000
+    server: Any = await make_bridge(webhook__max_age=1.0)
+    await play_call(str(server.make_url("/twilio/stream")), caller_audio(1.0))
+    async with aiohttp.ClientSession() as http:
+        async def dead() -> int:
+            async with http.get(server.make_url("/healthz")) as resp:
+                return int((await resp.json())["outbox"]["dead"])
+        for _ in range(200):
+            if await dead() == 3:  # call.started, one final, call.ended
+                break
+            await asyncio.sleep(0.05)
+        assert await dead() == 3
+
+
+async def test_sigkill_mid_call_then_restart_delivers_every_stored_event_once(
+    fake_gladia: FakeGladia, webhook: tuple[FakeWebhook, str], tmp_path: Path
+) -> None:
+    """The bot is down (503) while a call runs; the bridge is SIGKILLed mid-call with events pending.
+    Restarted on the same data dir with the bot back, it delivers every event the outbox had accepted
+    exactly once per webhook-id, in order per call, and ends the cut call with bridge_restarted."""
+    hook, hook_url = webhook
+    hook.fail_statuses = [503] * 10_000
+    data = tmp_path / "data"
+    env = minimal_env(GLADIA_API_URL=fake_gladia.base_url, GLADIA_API_KEY="test-key", BOT_WEBHOOK_URL=hook_url,
+                      BRIDGE_DATA_DIR=str(data))
+
+    async def start() -> tuple[asyncio.subprocess.Process, int]:
+        port = free_port()
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bridge", "serve", "--host", "127.0.0.1", "--port", str(port), env=env,
+            cwd=ROOT, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+        async with aiohttp.ClientSession() as http:
+            for _ in range(200):
+                try:
+                    async with http.get(f"http://127.0.0.1:{port}/healthz"):
+                        return proc, port
+                except aiohttp.ClientConnectionError:
+                    await asyncio.sleep(0.05)
+        raise AssertionError("bridge did not start")
+
+    proc, port = await start()
+    audio = caller_audio(3.0)
+    writer = TwilioStreamWriter("CA" + "7" * 32, "MZ" + "7" * 32, parameters={"From": "+1", "To": "+2"})
+    async with aiohttp.ClientSession() as http, http.ws_connect(f"ws://127.0.0.1:{port}/twilio/stream") as ws:
+        await ws.send_str(writer.connected())
+        await ws.send_str(writer.start())
+        for i in range(0, len(audio), 160):
+            await ws.send_str(writer.media(audio[i:i + 160]))
+        # the three finals reach the outbox while the bot refuses everything; kill the bridge mid-call
+        await wait_for(lambda: outbox_size(data) == 4)
+        proc.send_signal(signal.SIGKILL)
+        await proc.wait()
+    stored = Outbox.in_dir(data)
+    accepted = [e.webhook_id for e in stored.events()]
+    stored.close()
+    assert len(accepted) == 4  # call.started + three finals, none delivered
+    assert not [r for r in hook.requests if r.status < 300]
+
+    hook.fail_statuses = []
+    proc, _ = await start()
+    try:
+        await wait_for(lambda: bool(hook.events("call.ended")), timeout=20)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(proc.wait(), 20)
+    ok = Counter(r.headers["webhook-id"] for r in hook.requests if r.status < 300)
+    assert set(accepted) <= set(ok) and all(ok[i] == 1 for i in ok)
+    events = hook.events()
+    assert [e["sequence"] for e in events] == [1, 2, 3, 4, 5]
+    assert [e["utterance"]["text"] for e in events if e["type"] == "utterance.final"] == expected_texts(audio, 8000)
+    assert events[-1]["type"] == "call.ended" and events[-1]["summary"]["end_reason"] == "bridge_restarted"
+    assert events[-1]["call"]["call_sid"] == "CA" + "7" * 32
