@@ -10,6 +10,7 @@ import structlog
 from aiohttp import web
 
 from bridge.app_keys import SETTINGS, STATE, BridgeState
+from bridge.call import SuspendedCalls
 from bridge.delivery import Delivery
 from bridge.outbox import Outbox
 from bridge.phone_socket import healthz, phone_stream, twilio_voice
@@ -22,7 +23,7 @@ def create_app(settings: Settings) -> web.Application:
     """Build the bridge application from validated settings."""
     app = web.Application(client_max_size=64 * 1024)
     app[SETTINGS] = settings
-    app[STATE] = BridgeState()
+    app[STATE] = BridgeState(suspended=SuspendedCalls())
     app.router.add_get("/healthz", healthz)
     app.router.add_post("/twilio/voice", twilio_voice)
     app.router.add_get("/{carrier}/stream", phone_stream)
@@ -66,6 +67,8 @@ async def drain_calls(app: web.Application) -> None:
     if not state.draining:
         log.info("bridge.draining", active_calls=len(calls), timeout=settings.server.shutdown_timeout)
     state.draining = True
+    if state.suspended is not None:
+        state.suspended.closed = True  # a stream dropping from now on ends its call
     loop = asyncio.get_running_loop()
     deadline = loop.time() + settings.server.shutdown_timeout
     while calls and loop.time() < deadline:
@@ -77,5 +80,7 @@ async def drain_calls(app: web.Application) -> None:
         finish_deadline = loop.time() + settings.gladia.finish_timeout + 1.0
         while calls and loop.time() < finish_deadline:
             await asyncio.sleep(0.05)
+    if state.suspended is not None:
+        await state.suspended.end_all()
     assert state.delivery is not None
     await state.delivery.aclose(timeout=max(1.0, settings.webhook.timeout * 2))

@@ -11,7 +11,7 @@ from aiohttp import web
 from bridge.settings import Settings
 
 if TYPE_CHECKING:
-    from bridge.call import Call
+    from bridge.call import Call, SuspendedCalls
     from bridge.delivery import Delivery
     from bridge.outbox import Outbox
 
@@ -25,6 +25,7 @@ class BridgeState:
     outbox: Outbox | None = None
     calls: dict[Call, web.WebSocketResponse] = field(default_factory=dict)
     draining: bool = False
+    suspended: SuspendedCalls | None = None
 
 
 SETTINGS = web.AppKey("settings", Settings)

@@ -10,6 +10,12 @@ phone socket; it never awaits the network on the audio path (``SttSession.send_a
 3. Phone audio -> transcoder -> session, until ``stop``, a socket close or a protocol error.
 4. Flush, finish the session (last finals), post ``call.ended`` with the summary, log one
    ``call.ended`` line.
+
+Stream restarts: a carrier's stream that drops without ``stop`` (Twilio does not reconnect, but an
+application can re-issue the TwiML from a status callback) leaves the call *suspended* for
+``server.stream_restart_grace`` seconds, its Gladia session and delivery queue kept open. A new stream
+whose ``start`` names the same call (``callSid``) takes the call over: same call id, same Gladia
+session, same event sequence, and the bot gets ``call.stream_restarted``.
 """
 
 from __future__ import annotations
@@ -100,15 +106,58 @@ def stt_overrides(parameters: Mapping[str, str]) -> tuple[dict[str, Any], list[s
     return out, bad
 
 
+class SuspendedCalls:
+    """Calls whose stream dropped without ``stop``, waiting (bounded) for a new stream."""
+
+    def __init__(self) -> None:
+        self._calls: dict[tuple[str, str], tuple[Call, asyncio.TimerHandle]] = {}
+        self._ending: set[asyncio.Task[None]] = set()
+        self.closed = False  # set when the bridge stops: calls then end instead of waiting
+
+    def __len__(self) -> int:
+        return len(self._calls)
+
+    def suspend(self, call: Call, key: tuple[str, str], grace: float) -> None:
+        handle = asyncio.get_running_loop().call_later(grace, self._expire, key)
+        self._calls[key] = (call, handle)
+
+    def take(self, key: tuple[str, str]) -> Call | None:
+        entry = self._calls.pop(key, None)
+        if entry is None:
+            return None
+        entry[1].cancel()
+        return entry[0]
+
+    def _expire(self, key: tuple[str, str]) -> None:
+        entry = self._calls.pop(key, None)
+        if entry is not None:
+            task = asyncio.create_task(entry[0].end_suspended("stream_lost"))
+            self._ending.add(task)
+            task.add_done_callback(self._ending.discard)
+
+    async def end_all(self) -> None:
+        """Shutdown: end every suspended call now, and wait for calls already ending."""
+        self.closed = True
+        entries = list(self._calls.values())
+        self._calls.clear()
+        for _, handle in entries:
+            handle.cancel()
+        await asyncio.gather(*(call.end_suspended("stream_lost") for call, _ in entries), *self._ending,
+                             return_exceptions=True)
+
+
 class Call:
-    """One phone stream's lifetime (see the module docstring)."""
+    """One call's lifetime (see the module docstring)."""
 
     def __init__(self, *, adapter: PhoneAdapter, settings: Settings, http: aiohttp.ClientSession,
-                 delivery: Delivery) -> None:
+                 delivery: Delivery, suspended: SuspendedCalls | None = None) -> None:
         self.adapter = adapter
         self.settings = settings
         self.http = http
         self.delivery = delivery
+        self.suspended = suspended
+        self.streams = 1
+        self._earlier_phone = (0, 0, 0)  # frames, bytes, gaps of the call's earlier streams
         self.id = uuid.uuid4().hex
         self.started: CallStarted | None = None
         self.stt: SttSession | None = None
@@ -156,10 +205,47 @@ class Call:
             return result
         finally:
             if self.started is not None:
-                await self._end(result)
+                grace = self.settings.server.stream_restart_grace
+                if (result.reason == "socket_closed" and self.suspended is not None and grace > 0
+                        and not self.suspended.closed):
+                    log.info("call.stream_lost", waiting_for_restart=grace)
+                    self.suspended.suspend(self, (self.started.provider, self.started.call_sid), grace)
+                else:
+                    await self._end(result)
             structlog.contextvars.unbind_contextvars("call_id", "provider", "call_sid", "stream_sid")
 
+    async def end_suspended(self, reason: str) -> None:
+        """End a suspended call (no new stream came in time, or the bridge is stopping)."""
+        assert self.started is not None
+        structlog.contextvars.bind_contextvars(call_id=self.id, provider=self.started.provider,
+                                               call_sid=self.started.call_sid, stream_sid=self.started.stream_sid)
+        await self._end(CallResult(reason))
+
+    def _adopt(self, previous: Call, started: CallStarted) -> None:
+        """Take over a suspended call: its id, Gladia session, delivery queue and counters."""
+        self.id = previous.id
+        self.started = started
+        structlog.contextvars.bind_contextvars(call_id=self.id, call_sid=started.call_sid,
+                                               stream_sid=started.stream_sid)
+        self.stt, self.events, self.profile = previous.stt, previous.events, previous.profile
+        assert self.stt is not None and self.events is not None and self.profile is not None
+        self.stt.on_notice = self._on_stt
+        target = self.profile.audio_format()
+        same_format = previous.transcoder is not None and previous.transcoder.source == started.audio_format
+        self.transcoder = previous.transcoder if same_format else make_transcoder(started.audio_format, target)
+        self.utterances, self.dtmf, self._t0 = previous.utterances, previous.dtmf, previous._t0
+        self.streams = previous.streams + 1
+        c = previous.adapter.counters
+        f, b, g = previous._earlier_phone
+        self._earlier_phone = (f + c.audio_frames, b + c.audio_bytes, g + c.gaps)
+        self.events.submit("call.stream_restarted", {"call": self._call_json(), "streams": self.streams})
+        log.info("call.stream_restarted", streams=self.streams)
+
     def _begin(self, started: CallStarted) -> None:
+        previous = self.suspended.take((started.provider, started.call_sid)) if self.suspended else None
+        if previous is not None:
+            self._adopt(previous, started)
+            return
         self.started = started
         structlog.contextvars.bind_contextvars(call_sid=started.call_sid, stream_sid=started.stream_sid)
         self.profile = self._profile(started)
@@ -270,12 +356,14 @@ class Call:
         assert stt is not None and self.events is not None
         replay = stt.replay
         counters = self.adapter.counters
+        frames, nbytes, gaps = self._earlier_phone
         return {
             "end_reason": result.reason,
             "duration_s": round(time.monotonic() - self._t0, 3),
-            "phone_frames": counters.audio_frames,
-            "phone_bytes": counters.audio_bytes,
-            "phone_gaps": counters.gaps,
+            "phone_streams": self.streams,
+            "phone_frames": frames + counters.audio_frames,
+            "phone_bytes": nbytes + counters.audio_bytes,
+            "phone_gaps": gaps + counters.gaps,
             "stt_bytes": replay.appended_bytes,
             "stt_bytes_sent": replay.sent_bytes,
             "stt_sessions": len(stt.session_ids),

@@ -93,7 +93,8 @@ async def phone_stream(request: web.Request) -> web.StreamResponse:
     ws = web.WebSocketResponse(max_msg_size=settings.server.max_message_bytes, autoping=True)
     await ws.prepare(request)
     assert state.http is not None and state.delivery is not None
-    call = Call(adapter=make_adapter(), settings=settings, http=state.http, delivery=state.delivery)
+    call = Call(adapter=make_adapter(), settings=settings, http=state.http, delivery=state.delivery,
+                suspended=state.suspended)
     state.calls[call] = ws
     try:
         result = await call.run(_messages(ws))

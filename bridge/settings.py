@@ -54,6 +54,7 @@ class ServerSettings(_Strict):
     start_timeout: float = Field(10.0, gt=0)
     shutdown_timeout: float = Field(30.0, ge=0)
     max_calls: int = Field(1000, ge=1)
+    stream_restart_grace: float = Field(10.0, ge=0)
 
     @field_validator("public_url")
     @classmethod

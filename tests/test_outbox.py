@@ -65,7 +65,7 @@ async def test_rejected_events_are_dead_lettered_listed_and_replayed(
     await wait_for(lambda: bool(hook.events("call.ended")))
     async with aiohttp.ClientSession() as http, http.get(server.make_url("/healthz")) as resp:
         assert (await resp.json())["outbox"] == {"pending": 0, "dead": 1}
-    rejected = [r for r in hook.requests if r.status == 400][0]
+    rejected = next(r for r in hook.requests if r.status == 400)
     env = minimal_env(BRIDGE_DATA_DIR=str(tmp_path / "data"), BOT_WEBHOOK_URL=hook_url,
                       BOT_WEBHOOK_SECRET=WEBHOOK_SECRET)
 

@@ -107,7 +107,7 @@ class SttSession:
         self._settings = settings
         self._body = request_body
         self._format = audio_format
-        self._on_notice = on_notice
+        self.on_notice = on_notice
         self._sleep = sleep
         chunk = max(audio_format.bytes_for_ms(settings.chunk_ms), audio_format.sample_width)
         self.replay = ReplayBuffer(
@@ -279,7 +279,7 @@ class SttSession:
     def _give_up(self, reason: str) -> None:
         self.gave_up = reason
         log.error("stt.gave_up", reason=reason)
-        self._on_notice(SttGaveUp(reason))
+        self.on_notice(SttGaveUp(reason))
 
     async def _backoff(self, attempt: int) -> None:
         base = self._settings.reconnect_initial_delay * 2 ** max(0, attempt - 1)
@@ -292,7 +292,7 @@ class SttSession:
         if self._pending_replacement is not None:
             old, reason = self._pending_replacement
             self._pending_replacement = None
-            self._on_notice(SessionReplaced(old, self._session.id, reason))
+            self.on_notice(SessionReplaced(old, self._session.id, reason))
         state = {"messages": 0, "ended": False}
         sender = asyncio.create_task(self._send_loop(ws))
         receiver = asyncio.create_task(self._receive_loop(ws, state))
@@ -363,4 +363,4 @@ class SttSession:
         self._last_final_end = utt.end
         self.finals += 1
         origin = self._session.origin_bytes / self._format.bytes_per_second
-        self._on_notice(FinalUtterance(event.id, utt, self._session.id, origin + utt.start, origin + utt.end))
+        self.on_notice(FinalUtterance(event.id, utt, self._session.id, origin + utt.start, origin + utt.end))
