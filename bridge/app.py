@@ -13,6 +13,7 @@ from bridge.app_keys import SETTINGS, STATE, BridgeState
 from bridge.call import SuspendedCalls
 from bridge.delivery import Delivery
 from bridge.outbox import Outbox
+from bridge.stt.session import Admission
 from bridge.phone_socket import healthz, phone_stream, twilio_voice
 from bridge.settings import Settings
 
@@ -23,7 +24,7 @@ def create_app(settings: Settings) -> web.Application:
     """Build the bridge application from validated settings."""
     app = web.Application(client_max_size=64 * 1024)
     app[SETTINGS] = settings
-    app[STATE] = BridgeState(suspended=SuspendedCalls())
+    app[STATE] = BridgeState(suspended=SuspendedCalls(), admission=Admission(settings.gladia.max_sessions))
     app.router.add_get("/healthz", healthz)
     app.router.add_post("/twilio/voice", twilio_voice)
     app.router.add_get("/{carrier}/stream", phone_stream)

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from bridge.call import Call, SuspendedCalls
     from bridge.delivery import Delivery
     from bridge.outbox import Outbox
+    from bridge.stt.session import Admission
 
 
 @dataclass
@@ -26,6 +27,7 @@ class BridgeState:
     calls: dict[Call, web.WebSocketResponse] = field(default_factory=dict)
     draining: bool = False
     suspended: SuspendedCalls | None = None
+    admission: Admission | None = None
 
 
 SETTINGS = web.AppKey("settings", Settings)

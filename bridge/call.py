@@ -48,7 +48,7 @@ from bridge.delivery import CallDelivery, Delivery
 from bridge.errors import PhoneProtocolError
 from bridge.settings import Settings, SttProfile
 from bridge.stt.protocol import init_request
-from bridge.stt.session import FinalUtterance, SessionReplaced, SttGaveUp, SttNotice, SttSession
+from bridge.stt.session import Admission, FinalUtterance, SessionReplaced, SttGaveUp, SttNotice, SttSession
 
 log = structlog.get_logger("bridge.call")
 
@@ -150,7 +150,9 @@ class Call:
     """One call's lifetime (see the module docstring)."""
 
     def __init__(self, *, adapter: PhoneAdapter, settings: Settings, http: aiohttp.ClientSession,
-                 delivery: Delivery, suspended: SuspendedCalls | None = None) -> None:
+                 delivery: Delivery, suspended: SuspendedCalls | None = None,
+                 admission: Admission | None = None) -> None:
+        self.admission = admission
         self.adapter = adapter
         self.settings = settings
         self.http = http
@@ -259,7 +261,7 @@ class Call:
             "call_sid": started.call_sid, "stream_sid": started.stream_sid,
         })
         self.stt = SttSession(http=self.http, settings=self.settings.gladia, request_body=body,
-                              audio_format=target, on_notice=self._on_stt)
+                              audio_format=target, on_notice=self._on_stt, admission=self.admission)
         self.stt.start()
         log.info("call.started", caller=self._param("from"), called=self._param("to"),
                  encoding=target.encoding, sample_rate=target.sample_rate)
@@ -292,6 +294,8 @@ class Call:
         assert self.stt is not None and self.transcoder is not None and self.events is not None
         self.stt.send_audio(self.transcoder.flush())
         await self.stt.finish(self.settings.gladia.finish_timeout)
+        if not self.stt.ended_normally and not self.stt.gave_up:
+            await self.stt.recover_missed_finals()
         summary = self.summary(result)
         self.events.submit("call.ended", {"call": self._call_json(), "summary": summary})
         self.events.close()
@@ -377,6 +381,9 @@ class Call:
             "stt_duplicate_finals_dropped": stt.duplicate_finals,
             "stt_ended_normally": stt.ended_normally,
             "stt_gave_up": stt.gave_up,
+            "stt_queued_s": stt.queued_seconds,
+            "stt_keepalive_bytes": stt.keepalive_bytes,
+            "stt_recovered_finals": stt.recovered_finals,
             "utterances": self.utterances,
             "dtmf": self.dtmf,
             "webhook_delivered": self.events.counters.delivered,

@@ -94,7 +94,7 @@ async def phone_stream(request: web.Request) -> web.StreamResponse:
     await ws.prepare(request)
     assert state.http is not None and state.delivery is not None
     call = Call(adapter=make_adapter(), settings=settings, http=state.http, delivery=state.delivery,
-                suspended=state.suspended)
+                suspended=state.suspended, admission=state.admission)
     state.calls[call] = ws
     try:
         result = await call.run(_messages(ws))
@@ -111,6 +111,9 @@ async def phone_stream(request: web.Request) -> web.StreamResponse:
 async def healthz(request: web.Request) -> web.Response:
     state = request.app[STATE]
     body: dict[str, object] = {"status": "draining" if state.draining else "ok", "active_calls": len(state.calls)}
+    if state.admission is not None and state.admission.limit:
+        body["stt_sessions"] = {"active": state.admission.active, "waiting": state.admission.waiting,
+                                "limit": state.admission.limit}
     if state.outbox is not None:
         body["outbox"] = state.outbox.counts()
     return web.json_response(body, status=503 if state.draining else 200)

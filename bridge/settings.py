@@ -70,7 +70,9 @@ class GladiaSettings(_Strict):
     region: str = ""
     http_timeout: float = Field(10.0, gt=0)
     connect_timeout: float = Field(10.0, gt=0)
-    init_max_attempts: int = Field(6, ge=1)
+    init_retry_seconds: float = Field(60.0, ge=0)
+    max_sessions: int = Field(0, ge=0)
+    keepalive_seconds: float = Field(10.0, ge=0)
     chunk_ms: int = Field(20, ge=10, le=1000)
     replay_buffer_seconds: float = Field(60.0, gt=0, le=3600)
     reconnect_initial_delay: float = Field(0.1, ge=0)

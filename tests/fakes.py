@@ -61,6 +61,7 @@ class FakeGladia:
         self.inclusive_ranges = False  # send byte_range ends inclusive (asyncapi reading)
         self.repeat_finals_on_resume = False
         self.lose_session_after_drops = False  # refuse reconnects with 403 after a drop
+        self.crash_after_stop = False  # on stop_recording: cut the socket before the last finals
         # records
         self.sessions: dict[str, FakeSession] = {}
         self.init_headers: list[dict[str, str]] = []
@@ -107,9 +108,18 @@ class FakeGladia:
         session = self.sessions.get(request.match_info["id"])
         if session is None:
             return self._error(404, "not found")
-        return web.json_response({"id": session.id, "status": "done" if session.ended else "processing",
-                                  "kind": "live", "version": 2, "request_id": "G-fake",
-                                  "created_at": "2026-01-01T00:00:00.000Z"})
+        seg = self.segment_bytes(session)
+        bps = session.bytes_per_second
+        utterances = []
+        for k, offset in enumerate(range(0, len(session.audio), seg)):
+            segment = bytes(session.audio[offset:offset + seg])
+            start, end = offset / bps, (offset + len(segment)) / bps
+            utterances.append({"start": start, "end": end, "confidence": 0.9, "channel": 0, "language": "en",
+                               "text": " " + segment_text(k, segment), "words": []})
+        return web.json_response({
+            "id": session.id, "status": "done" if session.ended else "processing", "kind": "live", "version": 2,
+            "request_id": "G-fake", "created_at": "2026-01-01T00:00:00.000Z",
+            "result": {"transcription": {"utterances": utterances}} if session.ended else None})
 
     async def _delete(self, request: web.Request) -> web.Response:
         if self.sessions.pop(request.match_info["id"], None) is None:
@@ -141,6 +151,12 @@ class FakeGladia:
                 data = json.loads(msg.data)
                 if data.get("type") == "stop_recording":
                     session.stop_received += 1
+                    if self.crash_after_stop:
+                        await self._ack(ws, session)
+                        session.ended = True  # post-processed, but the socket dies before the last finals
+                        assert request.transport is not None
+                        request.transport.close()
+                        return ws
                     await self._finish(ws, session)
                     return ws
                 if data.get("type") == "audio_chunk":

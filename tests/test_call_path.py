@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
+import aiohttp
 import pytest
 from standardwebhooks.webhooks import Webhook
 
+from bridge.adapters.twilio import TwilioStreamWriter
 from tests.conftest import WEBHOOK_SECRET, BridgeFactory, caller_audio, play_call, wait_for
 from tests.fakes import FakeGladia, FakeWebhook, expected_texts
 
@@ -188,3 +191,64 @@ async def test_webhook_4xx_is_not_retried(
     assert seqs == list(range(1, len(seqs) + 1))  # sequence 2 was tried once, never again
     assert [r.status for r in hook.requests if r.json["sequence"] == 2] == [400]
     assert [e["type"] for e in hook.events()][-1] == "call.ended"
+
+
+async def test_missed_final_is_read_back_after_the_call(
+    make_bridge: BridgeFactory, fake_gladia: FakeGladia, webhook: tuple[FakeWebhook, str]
+) -> None:
+    """Gladia's socket dies after stop_recording, before the last final: the bridge reads the session
+    back with GET /v2/live/{id} and delivers the missing final, in order, before call.ended."""
+    hook, _ = webhook
+    fake_gladia.crash_after_stop = True
+    audio = caller_audio(2.5)
+    server = await make_bridge()
+    await play_call(stream_url(server), audio)
+    await wait_for(lambda: bool(hook.events("call.ended")))
+    assert len(fake_gladia.sessions) == 1
+    assert [e["utterance"]["text"] for e in hook.events("utterance.final")] == expected_texts(audio, 8000)
+    assert [e["type"] for e in hook.events()][-1] == "call.ended"
+    summary = hook.events("call.ended")[0]["summary"]
+    assert summary["stt_recovered_finals"] == 1 and not summary["stt_ended_normally"]
+
+
+async def test_session_cap_queues_calls_instead_of_failing_them(
+    make_bridge: BridgeFactory, fake_gladia: FakeGladia, webhook: tuple[FakeWebhook, str]
+) -> None:
+    """With gladia.max_sessions = 1, a second concurrent call waits for the first call's session to
+    end (its audio buffered) and is then transcribed in full."""
+    hook, _ = webhook
+    server = await make_bridge(gladia__max_sessions=1)
+    a, b = caller_audio(2.0, seed=1), caller_audio(2.0, seed=2)
+    first = asyncio.create_task(play_call(stream_url(server), a, call_sid="CA" + "a" * 32, pace=0.006))
+    await wait_for(lambda: len(fake_gladia.sessions) == 1)
+    second = asyncio.create_task(play_call(stream_url(server), b, call_sid="CA" + "b" * 32, pace=0.006))
+    await asyncio.sleep(0.3)
+    assert len(fake_gladia.sessions) == 1  # the second call is queued, not refused
+    await asyncio.gather(first, second)
+    await wait_for(lambda: len(hook.events("call.ended")) == 2)
+    audio_by_call = {s.body["custom_metadata"]["call_sid"]: bytes(s.audio) for s in fake_gladia.sessions.values()}
+    assert audio_by_call == {"CA" + "a" * 32: a, "CA" + "b" * 32: b}
+    queued = {e["call"]["call_sid"]: e["summary"]["stt_queued_s"] for e in hook.events("call.ended")}
+    assert queued["CA" + "b" * 32] > 0.2 and queued["CA" + "a" * 32] < 0.2
+
+
+async def test_silence_keeps_the_gladia_session_alive_during_holds(
+    make_bridge: BridgeFactory, fake_gladia: FakeGladia, webhook: tuple[FakeWebhook, str]
+) -> None:
+    """No phone audio for longer than gladia.keepalive_seconds: silence is sent to Gladia meanwhile."""
+    hook, _ = webhook
+    server = await make_bridge(gladia__keepalive_seconds=0.2)
+    writer = TwilioStreamWriter("CA" + "c" * 32, "MZ" + "c" * 32)
+    async with aiohttp.ClientSession() as http, http.ws_connect(stream_url(server)) as ws:
+        await ws.send_str(writer.connected())
+        await ws.send_str(writer.start())
+        await ws.send_str(writer.media(b"\x01" * 160))
+        await asyncio.sleep(0.7)  # a hold: the carrier sends nothing
+        await ws.send_str(writer.stop())
+        async for _ in ws:
+            pass
+    await wait_for(lambda: bool(hook.events("call.ended")))
+    (session,) = fake_gladia.sessions.values()
+    assert bytes(session.audio[:160]) == b"\x01" * 160
+    assert len(session.audio) >= 160 + 2 * 800 and set(session.audio[160:]) == {0xFF}  # mu-law silence
+    assert hook.events("call.ended")[0]["summary"]["stt_keepalive_bytes"] == len(session.audio) - 160

@@ -12,6 +12,14 @@ Drives the pure pieces (:mod:`bridge.stt.protocol`, :mod:`bridge.stt.replay`) wi
    lost one had not acknowledged, and the call is told (``SessionReplaced``).
 5. At hang-up (:meth:`SttSession.finish`): flush, ``stop_recording`` (sent again after any
    reconnect), wait for the last finals and ``end_session`` / close 1000, bounded in time.
+6. A session that did not end normally is read back with ``GET /v2/live/{id}`` after the call
+   (:meth:`SttSession.recover_missed_finals`) and finals never received are delivered.
+
+Admission: Gladia limits concurrent live sessions (30 on paid plans). With ``gladia.max_sessions``
+set, a call waits for a free slot (its audio buffered, bounded) instead of failing; ``POST /v2/live``
+answered 429 or 5xx is retried with backoff for up to ``gladia.init_retry_seconds``. During long
+stretches without phone audio, silence is sent every ``gladia.keepalive_seconds`` so Gladia's
+inactivity timeout (about 30 s) never closes the session.
 
 :meth:`SttSession.send_audio` never awaits: the phone socket is never slowed by Gladia.
 """
@@ -28,7 +36,7 @@ from typing import Any
 import aiohttp
 import structlog
 
-from bridge.audio import AudioFormat
+from bridge.audio import AudioFormat, silence
 from bridge.errors import (
     SttError,
     close_code_loses_session,
@@ -45,6 +53,7 @@ from bridge.stt.protocol import (
     Transcript,
     Utterance,
     parse_server_message,
+    parse_utterance,
 )
 from bridge.stt.replay import ReplayBuffer
 
@@ -77,6 +86,30 @@ class SttGaveUp:
 SttNotice = FinalUtterance | SessionReplaced | SttGaveUp
 
 
+class Admission:
+    """At most ``limit`` Gladia sessions at once for this bridge (0: no limit); the rest wait in order."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.active = 0
+        self.waiting = 0
+        self._sem = asyncio.Semaphore(limit) if limit > 0 else None
+
+    async def acquire(self) -> None:
+        if self._sem is not None:
+            self.waiting += 1
+            try:
+                await self._sem.acquire()
+            finally:
+                self.waiting -= 1
+        self.active += 1
+
+    def release(self) -> None:
+        self.active -= 1
+        if self._sem is not None:
+            self._sem.release()
+
+
 @dataclass(frozen=True, slots=True)
 class _Session:
     id: str
@@ -101,8 +134,10 @@ class SttSession:
         request_body: dict[str, Any],
         audio_format: AudioFormat,
         on_notice: Callable[[SttNotice], None],
+        admission: Admission | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
+        self._admission = admission or Admission(0)
         self._http = http
         self._settings = settings
         self._body = request_body
@@ -120,6 +155,8 @@ class SttSession:
         self._session: _Session | None = None
         self._seen_finals: set[str] = set()
         self._last_final_end = -1.0
+        self._sessions: list[tuple[_Session, bool]] = []  # (session, ended normally) for recovery
+        self._last_end_by_session: dict[str, float] = {}
         # counters for the call summary
         self.session_ids: list[str] = []
         self.connections = 0
@@ -130,6 +167,9 @@ class SttSession:
         self.server_errors = 0
         self.gave_up: str | None = None
         self.ended_normally = False
+        self.keepalive_bytes = 0
+        self.recovered_finals = 0
+        self.queued_seconds = 0.0
         self.abandoned = False
         self._pending_replacement: tuple[str | None, str] | None = None
         self._task: asyncio.Task[None] | None = None
@@ -181,7 +221,22 @@ class SttSession:
 
     async def run(self) -> None:
         """Run the session until it ends normally, gives up, or is cancelled."""
+        loop = asyncio.get_running_loop()
+        queued_at = loop.time()
+        if self._admission.limit and self._admission.active >= self._admission.limit:
+            log.info("stt.queued", active=self._admission.active, limit=self._admission.limit,
+                     waiting=self._admission.waiting + 1)
+        await self._admission.acquire()
+        self.queued_seconds = round(loop.time() - queued_at, 3)
+        try:
+            await self._run()
+        finally:
+            self._admission.release()
+
+    async def _run(self) -> None:
         failures = 0
+        init_failing_since: float | None = None
+        loop = asyncio.get_running_loop()
         while True:
             if self._session is None:
                 try:
@@ -189,13 +244,16 @@ class SttSession:
                 except SttError as exc:
                     self.init_failures += 1
                     failures += 1
-                    if not exc.retryable or failures >= self._settings.init_max_attempts:
+                    now = loop.time()
+                    init_failing_since = init_failing_since if init_failing_since is not None else now
+                    if not exc.retryable or now - init_failing_since >= self._settings.init_retry_seconds:
                         self._give_up(f"init failed: {exc}")
                         return
                     log.warning("stt.init_retry", error=str(exc), status=exc.status, attempt=failures)
                     await self._backoff(failures)
                     continue
                 failures = 0
+                init_failing_since = None
             try:
                 async with asyncio.timeout(self._settings.connect_timeout):
                     ws = await self._http.ws_connect(
@@ -208,6 +266,8 @@ class SttSession:
                     )
             except aiohttp.WSServerHandshakeError as exc:
                 if handshake_status_loses_session(exc.status):
+                    if self._session_over():
+                        return
                     self._lose_session(f"handshake refused with HTTP {exc.status}")
                     continue
                 failures += 1
@@ -233,8 +293,11 @@ class SttSession:
                 failures = 0
             if outcome == _Outcome.ENDED:
                 self.ended_normally = True
+                self._sessions.append((self._session, True))
                 return
             if outcome == _Outcome.LOST:
+                if self._session_over():
+                    return
                 self._lose_session(f"closed with code {ws.close_code}")
                 continue
             failures += 1
@@ -267,8 +330,19 @@ class SttSession:
         log.info("stt.session_created", session_id=session.id, replaces=old)
         return session
 
+    def _session_over(self) -> bool:
+        """At hang-up with every byte acknowledged, a session that cannot be resumed is simply over
+        (its last finals are read back after the call); no new session is needed."""
+        if not (self._stopping and self.replay.unacked == 0 and self._session is not None):
+            return False
+        log.warning("stt.session_ended_abnormally", session_id=self._session.id)
+        self._sessions.append((self._session, False))
+        return True
+
     def _lose_session(self, reason: str) -> None:
         old = self._session.id if self._session else None
+        if self._session is not None:
+            self._sessions.append((self._session, False))
         log.warning("stt.session_lost", session_id=old, reason=reason)
         self._session = None
         self._pending_replacement = (old, reason)
@@ -318,6 +392,7 @@ class SttSession:
 
     async def _send_loop(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         stop_sent = False
+        keepalive = self._settings.keepalive_seconds
         while True:
             self._wake.clear()
             for piece in self.replay.pieces(flush=self._stopping):
@@ -325,7 +400,15 @@ class SttSession:
             if self._stopping and not stop_sent and self.replay.pending == 0:
                 await ws.send_str(STOP_RECORDING)
                 stop_sent = True
-            await self._wake.wait()
+            try:
+                async with asyncio.timeout(keepalive if keepalive > 0 and not self._stopping else None):
+                    await self._wake.wait()
+            except TimeoutError:
+                # No phone audio for a while (hold, a stalled carrier): keep Gladia's session alive.
+                fill = silence(self._format, 100)
+                self.keepalive_bytes += len(fill)
+                self.replay.append(fill)
+                log.debug("stt.keepalive", bytes=len(fill))
 
     async def _receive_loop(self, ws: aiohttp.ClientWebSocketResponse, state: dict[str, Any]) -> None:
         async for msg in ws:
@@ -361,6 +444,60 @@ class SttSession:
             return
         self._seen_finals.add(key)
         self._last_final_end = utt.end
+        self._last_end_by_session[self._session.id] = utt.end
         self.finals += 1
         origin = self._session.origin_bytes / self._format.bytes_per_second
         self.on_notice(FinalUtterance(event.id, utt, self._session.id, origin + utt.start, origin + utt.end))
+
+    async def recover_missed_finals(self) -> int:
+        """After the call: read back every session that did not end normally and deliver the finals
+        it has that never arrived on the socket. Returns how many were delivered."""
+        sessions = list(self._sessions)
+        if self._session is not None and all(s.id != self._session.id for s, _ in sessions):
+            sessions.append((self._session, self.ended_normally))
+        recovered = 0
+        for session, ended in sessions:
+            if ended:
+                continue
+            try:
+                utterances = await self._fetch_utterances(session.id)
+            except SttError as exc:
+                log.warning("stt.recovery_failed", session_id=session.id, error=str(exc))
+                continue
+            last_end = self._last_end_by_session.get(session.id, -1.0)
+            origin = session.origin_bytes / self._format.bytes_per_second
+            for i, data in enumerate(utterances):
+                utt = parse_utterance(data)
+                if utt.end <= last_end + 1e-6 or not utt.text.strip():
+                    continue
+                last_end = utt.end
+                recovered += 1
+                self.on_notice(FinalUtterance(f"recovered_{i:08d}", utt, session.id,
+                                              origin + utt.start, origin + utt.end))
+        if recovered:
+            self.recovered_finals += recovered
+            log.info("stt.recovered_finals", count=recovered)
+        return recovered
+
+    async def _fetch_utterances(self, session_id: str) -> list[dict[str, Any]]:
+        headers = {}
+        if self._settings.api_key is not None:
+            headers["x-gladia-key"] = self._settings.api_key.get_secret_value()
+        url = f"{self._settings.api_url}/v2/live/{session_id}"
+        for attempt in range(3):
+            try:
+                async with self._http.get(url, headers=headers,
+                                          timeout=aiohttp.ClientTimeout(total=self._settings.http_timeout)) as resp:
+                    if resp.status != 200:
+                        raise SttError(f"GET /v2/live/{{id}} answered {resp.status}",
+                                       retryable=http_status_retryable(resp.status), status=resp.status)
+                    data = await resp.json(content_type=None)
+            except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
+                raise SttError(f"GET /v2/live/{{id}} failed: {type(exc).__name__}", retryable=True) from exc
+            result = data.get("result") if isinstance(data, dict) else None
+            if isinstance(result, dict):
+                transcription = result.get("transcription") or {}
+                utterances = transcription.get("utterances") if isinstance(transcription, dict) else None
+                return [u for u in utterances or [] if isinstance(u, dict)]
+            await self._sleep(0.5 * (attempt + 1))  # post-processing not done yet
+        return []
