@@ -13,9 +13,9 @@ from bridge.app_keys import SETTINGS, STATE, BridgeState
 from bridge.call import SuspendedCalls
 from bridge.delivery import Delivery
 from bridge.outbox import Outbox
-from bridge.stt.session import Admission
 from bridge.phone_socket import healthz, phone_stream, twilio_voice
 from bridge.settings import Settings
+from bridge.stt.session import Admission
 
 log = structlog.get_logger("bridge.app")
 
