@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import uuid
 import zlib
 from dataclasses import dataclass, field
@@ -62,8 +63,10 @@ class FakeGladia:
         self.repeat_finals_on_resume = False
         self.lose_session_after_drops = False  # refuse reconnects with 403 after a drop
         self.crash_after_stop = False  # on stop_recording: cut the socket before the last finals
+        self.init_down_until = 0.0  # monotonic time before which every POST fails (cycling 503/502/429/500)
         # records
         self.sessions: dict[str, FakeSession] = {}
+        self.init_refused = 0
         self.init_headers: list[dict[str, str]] = []
         self.app = web.Application()
         self.app.router.add_post("/v2/live", self._init)
@@ -95,6 +98,9 @@ class FakeGladia:
         if self.init_failures:
             status = self.init_failures.pop(0)
             return self._error(status, "injected failure")
+        if time.monotonic() < self.init_down_until:
+            self.init_refused += 1
+            return self._error((503, 502, 429, 500)[self.init_refused % 4], "injected outage")
         body = await request.json()
         depth = body.get("bit_depth", 16) // 8
         rate = body.get("sample_rate", 16000)
@@ -265,6 +271,8 @@ class FakeWebhook:
         self.requests: list[WebhookRequest] = []
         self.fail_statuses: list[int] = []  # statuses for the next requests
         self.delays: list[float] = []  # seconds to wait before answering the next requests
+        self.outage_until = 0.0  # monotonic time before which requests fail: 500, 503, or stall
+        self.outage_stall = 3.0  # seconds a stalled answer takes (longer than the bridge's timeout)
         self.app = web.Application()
         self.app.router.add_post("/hook", self._hook)
         self.received = asyncio.Event()
@@ -288,6 +296,11 @@ class FakeWebhook:
         if self.delays:
             await asyncio.sleep(self.delays.pop(0))
         status = self.fail_statuses.pop(0) if self.fail_statuses else 204
+        if time.monotonic() < self.outage_until:
+            mode = len(self.requests) % 3
+            if mode == 2:
+                await asyncio.sleep(self.outage_stall)  # the client has given up by now
+            status = (500, 503, 500)[mode]
         self.requests.append(WebhookRequest({k.lower(): v for k, v in request.headers.items()}, body, status))
         self.received.set()
         return web.Response(status=status)
