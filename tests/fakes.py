@@ -48,6 +48,7 @@ class FakeSession:
     stop_received: int = 0
     ended: bool = False
     closes: list[int | None] = field(default_factory=list)
+    next_drop_at: int = 0
 
 
 class FakeGladia:
@@ -58,6 +59,7 @@ class FakeGladia:
         self.init_failures: list[int] = []  # statuses for the next POSTs
         self.handshake_failures: list[int] = []  # statuses for the next WebSocket handshakes
         self.drops: list[tuple[int, int | None]] = []  # (session bytes received, close code or None=abort)
+        self.drop_every_bytes = 0  # per session: drop the socket each time this many more bytes arrived
         self.ack_every = 1  # acknowledge every N chunks
         self.inclusive_ranges = False  # send byte_range ends inclusive (asyncapi reading)
         self.repeat_finals_on_resume = False
@@ -183,21 +185,34 @@ class FakeGladia:
         session.chunks_since_ack += 1
         if session.chunks_since_ack >= self.ack_every:
             await self._ack(ws, session)
+        held = len(session.audio) + len(session.unacked)
+        if self.drop_every_bytes:
+            if session.next_drop_at == 0:
+                session.next_drop_at = self.drop_every_bytes
+            if held >= session.next_drop_at:
+                session.next_drop_at += self.drop_every_bytes
+                await self._drop(request, ws, session, (1011, None, 4500)[session.connections % 3])
+                return True
         for i, (threshold, code) in enumerate(self.drops):
-            if len(session.audio) + len(session.unacked) >= threshold:
+            if held >= threshold:
                 del self.drops[i]
-                session.unacked.clear()
-                session.chunks_since_ack = 0
-                session.closes.append(code)
-                if self.lose_session_after_drops:
-                    self.handshake_failures.append(403)
-                if code is None:
-                    assert request.transport is not None
-                    request.transport.close()
-                else:
-                    await ws.close(code=code, message=b"injected drop")
+                await self._drop(request, ws, session, code)
                 return True
         return False
+
+    async def _drop(self, request: web.Request, ws: web.WebSocketResponse, session: FakeSession,
+                    code: int | None) -> None:
+        """Lose the connection: what was not acknowledged is discarded, as a resuming server would."""
+        session.unacked.clear()
+        session.chunks_since_ack = 0
+        session.closes.append(code)
+        if self.lose_session_after_drops:
+            self.handshake_failures.append(403)
+        if code is None:
+            assert request.transport is not None
+            request.transport.close()
+        else:
+            await ws.close(code=code, message=b"injected drop")
 
     async def _ack(self, ws: web.WebSocketResponse, session: FakeSession) -> None:
         start = len(session.audio)
