@@ -18,11 +18,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bridge.demo import serving  # noqa: E402
-from bridge.log import configure_logging  # noqa: E402
-from tests.fakes import FakeGladia, FakeWebhook  # noqa: E402
-from tests.soak import run_waves, start_bridge  # noqa: E402
-from tests.test_serve import free_port  # noqa: E402
+from bridge.demo import serving
+from bridge.log import configure_logging
+from tests.fakes import FakeGladia, FakeWebhook
+from tests.soak import run_waves, start_bridge
+from tests.test_serve import free_port
 
 
 async def main(calls: int, minutes: float, call_seconds: float) -> None:
