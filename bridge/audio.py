@@ -4,15 +4,18 @@ Sans-I/O and stateful per call: a :class:`Transcoder` takes bytes with ``feed()`
 carrying filter state across frames, so feeding a call frame by frame gives exactly the bytes a
 one-shot conversion gives. Never consults a clock.
 
-Paths (phone G.711 mu-law 8 kHz in):
+The phone side is G.711 mu-law or A-law at 8 kHz, or 16-bit linear PCM (L16, little-endian) at the
+carrier's rate. By default the call's Gladia encoding is the native one whenever Gladia accepts it
+(:func:`native_gladia_format`), and bytes pass through untouched. Otherwise, for example for Twilio's
+mu-law into a profile that declares ``wav/pcm`` 16 kHz:
 
 ============================  ====================================================
 Gladia side                   what happens
 ============================  ====================================================
-``wav/ulaw`` 8000 Hz 8-bit    passthrough, no copy (the default)
-``wav/alaw`` 8000 Hz 8-bit    mu-law -> linear -> A-law (G.711 tables)
-``wav/pcm`` 16-bit 8000 Hz    mu-law -> linear 16-bit little-endian
-``wav/pcm`` 16-bit 16000 Hz   mu-law -> linear -> x2 polyphase FIR interpolator
+same as the phone             passthrough, no copy (the default for every carrier)
+same rate, other codec        G.711 decode / encode (e.g. mu-law -> A-law or PCM)
+x2 the rate (8 -> 16 kHz)     decode -> x2 polyphase FIR interpolator
+any other rate change         decode -> anti-alias FIR + interpolation (:class:`RateConverter`)
 ============================  ====================================================
 
 Why not ``audioop.ratecv`` for 8 -> 16 kHz: it is linear interpolation with no anti-imaging filter
@@ -83,11 +86,22 @@ class AudioFormat:
                                  f"(got {sample_rate} Hz, {bit_depth}-bit)")
             return cls("ulaw" if encoding == "wav/ulaw" else "alaw", 8000)
         if encoding == "wav/pcm":
-            if bit_depth != 16 or sample_rate not in (8000, 16000):
-                raise ValueError("wav/pcm is supported at bit_depth 16 and sample_rate 8000 or 16000 "
-                                 f"(got {sample_rate} Hz, {bit_depth}-bit)")
+            if bit_depth != 16 or sample_rate not in GLADIA_RATES:
+                raise ValueError("wav/pcm is supported at bit_depth 16 and sample_rate "
+                                 f"{'/'.join(map(str, GLADIA_RATES))} (got {sample_rate} Hz, {bit_depth}-bit)")
             return cls("pcm16", sample_rate)
-        raise ValueError(f"encoding must be wav/ulaw, wav/alaw or wav/pcm (got {encoding!r})")
+        raise ValueError(f"encoding must be native, wav/ulaw, wav/alaw or wav/pcm (got {encoding!r})")
+
+
+GLADIA_RATES = (8000, 16000, 32000, 44100, 48000)
+
+
+def native_gladia_format(native: AudioFormat) -> AudioFormat:
+    """What Gladia gets by default: the carrier's own format when Gladia accepts it (mu-law ->
+    ``wav/ulaw``, A-law -> ``wav/alaw``, L16 -> ``wav/pcm`` at the native rate), else 16 kHz PCM."""
+    if native.codec != "pcm16" or native.sample_rate in GLADIA_RATES:
+        return native
+    return AudioFormat("pcm16", 16000)
 
 
 ULAW_8K = AudioFormat("ulaw", 8000)
@@ -218,33 +232,78 @@ class Upsampler2x:
         return out
 
 
-class UlawToPcm16k:
-    """mu-law 8 kHz -> 16-bit PCM 16 kHz through :class:`Upsampler2x`."""
+class RateConverter:
+    """Streaming sample-rate converter for any ratio (float samples in, float samples out).
 
-    def __init__(self, source: AudioFormat) -> None:
-        self.source, self.target = source, PCM16_16K
-        self._up = Upsampler2x()
+    Going down, an anti-alias FIR (cut at 0.45 of the output rate) runs first; output samples are then
+    interpolated linearly at the output instants. All state is carried between calls, so the output
+    does not depend on how the input was split.
+    """
+
+    TAPS = 63
+
+    def __init__(self, in_rate: int, out_rate: int) -> None:
+        self.step = in_rate / out_rate
+        self._fir = kaiser_lowpass(self.TAPS, 0.45 * out_rate / in_rate, 8.0) if out_rate < in_rate else None
+        self._hist = np.zeros(self.TAPS - 1)
+        self._buf = np.zeros(0)
+        self._buf_start = 0  # input index of _buf[0]
+        self._next = 0.0  # input position of the next output sample
+
+    def feed(self, x: np.ndarray) -> np.ndarray:
+        if self._fir is not None:
+            xx = np.concatenate((self._hist, x))
+            y = np.convolve(xx, self._fir, mode="valid")
+            self._hist = xx[len(xx) - (self.TAPS - 1):]
+        else:
+            y = x
+        self._buf = np.concatenate((self._buf, y))
+        end = self._buf_start + len(self._buf)
+        if end - 1 <= self._next:
+            return np.zeros(0)
+        n_out = math.ceil((end - 1 - self._next) / self.step)
+        positions = self._next + self.step * np.arange(n_out)
+        base = np.floor(positions)
+        idx = base.astype(np.int64) - self._buf_start
+        frac = positions - base
+        out: np.ndarray = self._buf[idx] * (1 - frac) + self._buf[idx + 1] * frac
+        self._next += self.step * n_out
+        drop = min(int(math.floor(self._next)) - self._buf_start, len(self._buf))
+        if drop > 0:
+            self._buf = self._buf[drop:]
+            self._buf_start += drop
+        return out
+
+
+class Resampling:
+    """Codec and rate change: decode to 16-bit PCM, resample (x2 FIR, or :class:`RateConverter`), encode."""
+
+    def __init__(self, source: AudioFormat, target: AudioFormat) -> None:
+        self.source, self.target = source, target
+        self._up = Upsampler2x() if target.sample_rate == 2 * source.sample_rate else None
+        self._conv = None if self._up else RateConverter(source.sample_rate, target.sample_rate)
 
     def feed(self, data: bytes) -> bytes:
-        return self._up.feed(decode_to_pcm16(data, self.source.codec))
+        pcm = decode_to_pcm16(data, self.source.codec)
+        if self._up is not None:
+            out = self._up.feed(pcm)
+        else:
+            assert self._conv is not None
+            x = np.frombuffer(pcm, dtype="<i2").astype(np.float64)
+            out = np.clip(np.rint(self._conv.feed(x)), -32768, 32767).astype("<i2").tobytes()
+        return encode_from_pcm16(out, self.target.codec)
 
     def flush(self) -> bytes:
         return b""
 
 
 def make_transcoder(source: AudioFormat, target: AudioFormat) -> Transcoder:
-    """The converter from the phone's native format to the call's Gladia format.
-
-    Raises:
-        ValueError: no path between the two formats.
-    """
+    """The converter from the phone's native format to the call's Gladia format."""
     if source == target:
         return Passthrough(source)
     if source.sample_rate == target.sample_rate:
         return G711Transcoder(source, target)
-    if source.sample_rate == 8000 and target == PCM16_16K:
-        return UlawToPcm16k(source)
-    raise ValueError(f"no transcoding path from {source} to {target}")
+    return Resampling(source, target)
 
 
 def silence(fmt: AudioFormat, ms: float) -> bytes:

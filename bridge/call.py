@@ -176,7 +176,7 @@ class Call:
     async def run(self, messages: AsyncIterator[str | bytes]) -> CallResult:
         """Drive the call from the phone socket's messages until it ends; never raises."""
         structlog.contextvars.bind_contextvars(call_id=self.id, provider=self.adapter.provider)
-        result = CallResult("socket_closed", 1000)
+        result = CallResult("hangup" if self.adapter.close_ends_call else "socket_closed", 1000)
         try:
             try:
                 async with asyncio.timeout(self.settings.server.start_timeout):
@@ -232,7 +232,8 @@ class Call:
         self.stt, self.events, self.profile = previous.stt, previous.events, previous.profile
         assert self.stt is not None and self.events is not None and self.profile is not None
         self.stt.on_notice = self._on_stt
-        target = self.profile.audio_format()
+        target = self.profile.audio_format(started.audio_format)
+        assert target is not None
         same_format = previous.transcoder is not None and previous.transcoder.source == started.audio_format
         self.transcoder = previous.transcoder if same_format else make_transcoder(started.audio_format, target)
         self.utterances, self.dtmf, self._t0 = previous.utterances, previous.dtmf, previous._t0
@@ -251,12 +252,13 @@ class Call:
         self.started = started
         structlog.contextvars.bind_contextvars(call_sid=started.call_sid, stream_sid=started.stream_sid)
         self.profile = self._profile(started)
-        target = self.profile.audio_format()
+        target = self.profile.audio_format(started.audio_format)
+        assert target is not None
         self.transcoder = make_transcoder(started.audio_format, target)
         self.events = self.delivery.open(self.id, self._call_json())
         self.events.submit("call.started", {"call": self._call_json(), "stt": {
             "encoding": target.encoding, "sample_rate": target.sample_rate, "bit_depth": target.bit_depth}})
-        body = init_request(self.profile.request_body(), {
+        body = init_request(self.profile.request_body(target), {
             "bridge_call_id": self.id, "provider": started.provider,
             "call_sid": started.call_sid, "stream_sid": started.stream_sid,
         })
@@ -324,7 +326,11 @@ class Call:
     # -- helpers -------------------------------------------------------------------------------
 
     def _param(self, name: str) -> str | None:
+        """``from``/``to``: what the carrier said, else a stream parameter of that name (any case)."""
         assert self.started is not None
+        known = {"from": self.started.caller, "to": self.started.called}.get(name)
+        if known:
+            return known
         for key, value in self.started.parameters.items():
             if key.lower() == name:
                 return value

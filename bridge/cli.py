@@ -49,7 +49,12 @@ def _parser() -> argparse.ArgumentParser:
 
     call = sub.add_parser("call", help="play a WAV file as a Twilio call into a running bridge")
     call.add_argument("audio", type=Path, help="a WAV file (any rate and encoding; sent as 8 kHz mu-law)")
-    call.add_argument("--url", default="ws://127.0.0.1:8080/twilio/stream")
+    call.add_argument("--carrier", default="twilio",
+                      choices=("twilio", "signalwire", "telnyx", "plivo", "exotel", "vonage", "audiofork", "asterisk"),
+                      help="the dialect to speak (default twilio); the URL defaults to /<carrier>/stream")
+    call.add_argument("--url", help="the bridge's stream URL (default ws://127.0.0.1:8080/<carrier>/stream)")
+    call.add_argument("--rate", type=int, default=None,
+                      help="send 16-bit PCM at this rate, for carriers that offer it (e.g. --rate 16000)")
     pace = call.add_mutually_exclusive_group()
     pace.add_argument("--realtime", dest="realtime", action="store_true", default=True,
                       help="20 ms per frame, as a phone (default)")
@@ -199,13 +204,13 @@ def _call(args: argparse.Namespace) -> int:
         params[name] = value
     import websockets
 
-    url = args.url
+    url = args.url or f"ws://127.0.0.1:8080/{args.carrier}/stream"
     if url.startswith(("http://", "https://")):
         url = "ws" + url[4:]  # http -> ws, https -> wss
     try:
         report = asyncio.run(play_call(url, ulaw, realtime=args.realtime, parameters=params,
-                                       progress=sys.stderr))
-    except (OSError, websockets.InvalidURI, websockets.InvalidHandshake) as exc:
+                                       progress=sys.stderr, carrier=args.carrier, sample_rate=args.rate))
+    except (OSError, websockets.InvalidURI, websockets.InvalidHandshake, ValueError) as exc:
         print(f"bridge call: cannot stream to {url}: {exc}", file=sys.stderr)
         return 1
     print_report(report)

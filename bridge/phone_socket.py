@@ -10,13 +10,15 @@ The handler's task is the only reader of the socket: it iterates messages into t
 
 from __future__ import annotations
 
+import base64
+import hmac
 from collections.abc import AsyncIterator
 
 import aiohttp
 import structlog
 from aiohttp import web
 
-from bridge.adapters import ADAPTERS
+from bridge.adapters import ADAPTERS, make_adapter
 from bridge.adapters.twilio import connect_stream_twiml, signature_valid
 from bridge.app_keys import SETTINGS, STATE
 from bridge.call import Call, CallResult
@@ -59,6 +61,24 @@ async def twilio_voice(request: web.Request) -> web.Response:
     return web.Response(text=twiml, content_type="text/xml")
 
 
+def stream_token_valid(expected: str, authorization: str | None, header_token: str | None,
+                       query_token: str | None) -> bool:
+    """A carrier's shared secret, from ``Authorization: Bearer``, HTTP Basic (the password), an
+    ``X-Stream-Token`` header or ``?token=``; compared in constant time."""
+    candidates = [header_token or "", query_token or ""]
+    auth = (authorization or "").strip()
+    scheme, _, value = auth.partition(" ")
+    if scheme.lower() == "bearer":
+        candidates.append(value.strip())
+    elif scheme.lower() == "basic":
+        try:
+            candidates.append(base64.b64decode(value.strip(), validate=True).decode().partition(":")[2])
+        except (ValueError, UnicodeDecodeError):
+            pass
+    want = expected.encode()
+    return any(hmac.compare_digest(c.encode(), want) for c in candidates if c)
+
+
 async def _messages(ws: web.WebSocketResponse) -> AsyncIterator[str | bytes]:
     """Text and binary messages until the socket closes (errors end the iteration)."""
     async for msg in ws:
@@ -74,9 +94,9 @@ async def phone_stream(request: web.Request) -> web.StreamResponse:
     app = request.app
     settings = app[SETTINGS]
     carrier = request.match_info["carrier"]
-    make_adapter = ADAPTERS.get(carrier)
-    if make_adapter is None:
-        raise web.HTTPNotFound(text=f"unknown carrier {carrier!r}\n")
+    adapter = make_adapter(carrier, settings.carriers.audiofork_sample_rate)
+    if adapter is None:
+        raise web.HTTPNotFound(text=f"unknown carrier {carrier!r}; known: {', '.join(ADAPTERS)}\n")
     state = app[STATE]
     if state.draining:
         raise web.HTTPServiceUnavailable(text="shutting down\n")
@@ -89,11 +109,18 @@ async def phone_stream(request: web.Request) -> web.StreamResponse:
         if not signature_valid(token.get_secret_value(), url, request.headers.get("X-Twilio-Signature")):
             log.warning("twilio.bad_signature", path=request.path)
             raise web.HTTPForbidden(text="invalid X-Twilio-Signature\n")
+    shared = settings.carriers.tokens.get(carrier)
+    if shared is not None and not stream_token_valid(shared.get_secret_value(), request.headers.get("Authorization"),
+                                                     request.headers.get("X-Stream-Token"),
+                                                     request.query.get("token")):
+        log.warning("phone.bad_token", carrier=carrier)
+        raise web.HTTPForbidden(text="invalid or missing stream token\n")
 
-    ws = web.WebSocketResponse(max_msg_size=settings.server.max_message_bytes, autoping=True)
+    ws = web.WebSocketResponse(max_msg_size=settings.server.max_message_bytes, autoping=True,
+                               protocols=adapter.subprotocols)
     await ws.prepare(request)
     assert state.http is not None and state.delivery is not None
-    call = Call(adapter=make_adapter(), settings=settings, http=state.http, delivery=state.delivery,
+    call = Call(adapter=adapter, settings=settings, http=state.http, delivery=state.delivery,
                 suspended=state.suspended, admission=state.admission)
     state.calls[call] = ws
     try:

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
-from bridge.audio import AudioFormat, Encoding
+from bridge.audio import AudioFormat, native_gladia_format
 from bridge.errors import ConfigError
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "bridge.toml"
@@ -121,27 +121,52 @@ class TwilioSettings(_Strict):
     auth_token: SecretStr | None = None
 
 
+# Carriers authenticated by a shared secret: <NAME>_STREAM_TOKEN in the environment.
+TOKEN_CARRIERS = ("signalwire", "telnyx", "plivo", "exotel", "vonage", "audiofork", "asterisk")
+
+
+class CarrierSettings(_Strict):
+    audiofork_sample_rate: Literal[8000, 16000, 24000, 32000, 44100, 48000, 64000] = 8000
+    tokens: dict[str, SecretStr] = {}
+
+
 class LogSettings(_Strict):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["auto", "json", "console"] = "auto"
 
 
 class SttProfile(BaseModel):
-    """A Gladia ``StreamingRequest`` body: the audio fields are checked, the rest passes through."""
+    """A Gladia ``StreamingRequest`` body: the audio fields are checked, the rest passes through.
+
+    ``encoding = "native"`` (the default) sends the carrier's own audio whenever Gladia accepts it
+    (mu-law, A-law, or L16 at a rate Gladia takes), with no transcoding; ``sample_rate`` and
+    ``bit_depth`` then follow the carrier. An explicit encoding makes the bridge transcode to it.
+    """
 
     model_config = ConfigDict(extra="allow", frozen=True)
 
-    encoding: Encoding = "wav/ulaw"
+    encoding: Literal["native", "wav/ulaw", "wav/alaw", "wav/pcm"] = "native"
     sample_rate: int = 8000
     bit_depth: int = 8
     channels: int = Field(1, ge=1, le=1)
 
-    def audio_format(self) -> AudioFormat:
-        """The Gladia-side audio format, checked against what the bridge can produce."""
+    def audio_format(self, native: AudioFormat | None = None) -> AudioFormat | None:
+        """The Gladia-side audio format for a call whose phone audio is ``native``.
+
+        Returns None for a native profile when ``native`` is not known yet (start-up checks).
+
+        Raises:
+            ValueError: an explicit format the bridge cannot produce.
+        """
+        if self.encoding == "native":
+            return native_gladia_format(native) if native is not None else None
         return AudioFormat.gladia(self.encoding, self.sample_rate, self.bit_depth)
 
-    def request_body(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
+    def request_body(self, fmt: AudioFormat | None = None) -> dict[str, Any]:
+        body = self.model_dump(mode="json")
+        if fmt is not None:
+            body.update(encoding=fmt.encoding, sample_rate=fmt.sample_rate, bit_depth=fmt.bit_depth)
+        return body
 
 
 class SttSettings(_Strict):
@@ -169,6 +194,7 @@ class Settings(_Strict):
     gladia: GladiaSettings = GladiaSettings()
     webhook: WebhookSettings = WebhookSettings()
     twilio: TwilioSettings = TwilioSettings()
+    carriers: CarrierSettings = CarrierSettings()
     log: LogSettings = LogSettings()
     stt: SttSettings = SttSettings()
     # True when GLADIA_API_URL was given explicitly (file, environment or flag).
@@ -205,6 +231,12 @@ class Settings(_Strict):
             section, key = dotted.split(".")
             if key in data.get(section, {}):
                 raise ConfigError(f"{dotted}: secrets are read from the environment only, not from {path}")
+        if "tokens" in data.get("carriers", {}):
+            raise ConfigError(f"carriers.tokens: secrets are read from the environment only, not from {path}")
+        for carrier in TOKEN_CARRIERS:
+            token = env.get(f"{carrier.upper()}_STREAM_TOKEN")
+            if token:
+                data.setdefault("carriers", {}).setdefault("tokens", {})[carrier] = token
         explicit_url = "api_url" in data.get("gladia", {}) and path != DEFAULT_CONFIG
         sources: dict[str, str] = {}
         for name, dotted in ENV_KEYS.items():
@@ -242,6 +274,7 @@ class Settings(_Strict):
         for dotted in SECRET_KEYS:
             section, key = dotted.split(".")
             out[section][key] = "set" if out[section].get(key) else "unset"
+        out["carriers"]["tokens"] = sorted(out["carriers"]["tokens"])  # which carriers have one, not the values
         return out
 
 

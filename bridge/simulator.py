@@ -1,26 +1,106 @@
 """``bridge call``: play audio into a running bridge as a carrier's media stream would.
 
-Speaks the Twilio Media Streams dialect (20 ms mu-law frames as JSON text), paced in real time by
-default or as fast as the socket takes it, and reports what the bridge did: how the stream was
-closed, and anything the bridge sent back on the socket (audio, marks, clears).
+Speaks every dialect the bridge accepts (``--carrier``): Twilio Media Streams by default, SignalWire,
+Telnyx, Plivo, Exotel, Vonage, jambonz/FreeSWITCH audio forks and Asterisk chan_websocket, each with
+its own framing and native audio (converted from the input), paced in real time by default or as
+fast as the socket takes it. It reports what the bridge did: how the stream was closed, and anything
+the bridge sent back on the socket (audio, marks, clears).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import math
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TextIO
 
 import websockets
 
+from bridge.adapters.asterisk import AsteriskStreamWriter
+from bridge.adapters.audiofork import AudioForkStreamWriter
+from bridge.adapters.exotel import ExotelStreamWriter
+from bridge.adapters.plivo import PlivoStreamWriter
+from bridge.adapters.signalwire import SignalWireStreamWriter
+from bridge.adapters.telnyx import TelnyxStreamWriter
 from bridge.adapters.twilio import TwilioStreamWriter
+from bridge.adapters.vonage import VonageStreamWriter
+from bridge.audio import ULAW_8K, AudioFormat, make_transcoder
 
 FRAME_BYTES = 160  # 20 ms of 8 kHz mu-law
+CARRIERS = ("twilio", "signalwire", "telnyx", "plivo", "exotel", "vonage", "audiofork", "asterisk")
+
+
+@dataclass
+class Dialect:
+    """One carrier's stream as the simulator plays it."""
+
+    messages: Iterator[str | bytes]
+    audio_format: AudioFormat
+    native_audio: bytes  # what the carrier carries: the input converted to its format
+    frame_seconds: float
+    subprotocols: tuple[str, ...] = ()
+    sends_stop: bool = True
+
+
+def native(ulaw: bytes, fmt: AudioFormat) -> bytes:
+    """The 8 kHz mu-law input as the carrier would carry it."""
+    return make_transcoder(ULAW_8K, fmt).feed(ulaw)
+
+
+def dialect(carrier: str, ulaw: bytes, call_sid: str, stream_sid: str, parameters: dict[str, str],
+            sample_rate: int | None = None) -> Dialect:
+    """The messages ``carrier`` would send for a call carrying ``ulaw`` (8 kHz mu-law).
+
+    ``sample_rate`` picks L16 at that rate for carriers that offer it (SignalWire, Telnyx, Plivo,
+    Exotel, Vonage, audio forks, Asterisk); by default each uses its usual format.
+    """
+    caller, called = parameters.get("From", "+15550100"), parameters.get("To", "+15550199")
+    l16 = AudioFormat("pcm16", sample_rate) if sample_rate else None
+    if carrier == "twilio":
+        w = TwilioStreamWriter(call_sid, stream_sid, parameters=parameters)
+        return Dialect(w.call(ulaw, FRAME_BYTES), ULAW_8K, ulaw, 0.02)
+    if carrier == "signalwire":
+        fmt = l16 or ULAW_8K
+        audio = native(ulaw, fmt)
+        sw = SignalWireStreamWriter(call_sid, stream_sid, parameters=parameters, sample_rate=sample_rate)
+        return Dialect(sw.call(audio, fmt.bytes_for_ms(20)), fmt, audio, 0.02)
+    if carrier == "telnyx":
+        fmt = l16 or ULAW_8K
+        audio = native(ulaw, fmt)
+        tw = TelnyxStreamWriter(call_sid, stream_sid, caller, called, "L16" if l16 else "PCMU", fmt.sample_rate)
+        return Dialect(tw.call(audio, fmt.bytes_for_ms(20)), fmt, audio, 0.02)
+    if carrier == "plivo":
+        fmt = l16 or ULAW_8K
+        audio = native(ulaw, fmt)
+        pw = PlivoStreamWriter(call_sid, stream_sid, parameters=parameters, sample_rate=sample_rate)
+        return Dialect(pw.call(audio, fmt.bytes_for_ms(20)), fmt, audio, 0.02, sends_stop=False)
+    if carrier == "exotel":
+        fmt = l16 or AudioFormat("pcm16", 8000)
+        audio = native(ulaw, fmt)
+        ew = ExotelStreamWriter(call_sid, stream_sid, caller, called, fmt.sample_rate)
+        return Dialect(ew.call(audio, fmt.bytes_for_ms(100)), fmt, audio, 0.1)
+    if carrier == "vonage":
+        fmt = l16 or AudioFormat("pcm16", 16000)
+        audio = native(ulaw, fmt)
+        vw = VonageStreamWriter(call_sid, fmt.sample_rate, {"from": caller, "to": called})
+        return Dialect(vw.call(audio, fmt.bytes_for_ms(20)), fmt, audio, 0.02, sends_stop=False)
+    if carrier == "audiofork":
+        fmt = l16 or AudioFormat("pcm16", 8000)
+        audio = native(ulaw, fmt)
+        aw = AudioForkStreamWriter(call_sid, fmt.sample_rate, caller, called)
+        return Dialect(aw.call(audio, fmt.bytes_for_ms(20)), fmt, audio, 0.02, (aw.subprotocol,), sends_stop=False)
+    if carrier == "asterisk":
+        fmt = l16 or ULAW_8K
+        audio = native(ulaw, fmt)
+        name = "ulaw" if fmt == ULAW_8K else ("slin" if fmt.sample_rate == 8000 else f"slin{fmt.sample_rate // 1000}")
+        xw = AsteriskStreamWriter(call_sid, name)
+        return Dialect(xw.call(audio, fmt.bytes_for_ms(20)), fmt, audio, 0.02, sends_stop=False)
+    raise ValueError(f"unknown carrier {carrier!r}; known: {', '.join(CARRIERS)}")
 
 
 @dataclass
@@ -36,30 +116,41 @@ class CallReport:
     started_at: float = 0.0  # monotonic time the first audio frame was sent
 
 
-def _progress(out: TextIO, done: int, total: int) -> None:
+def _progress(out: TextIO, done: int, total: int, frame_seconds: float = 0.02) -> None:
     width = 30
     filled = int(width * done / max(total, 1))
-    out.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done * 0.02:6.1f}s / {total * 0.02:.1f}s")
+    out.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done * frame_seconds:6.1f}s / "
+              f"{total * frame_seconds:.1f}s")
     out.flush()
+
+
+def _is_audio(message: str | bytes, carrier: str) -> bool:
+    if isinstance(message, bytes):
+        return True
+    return '"event": "media"' in message[:40] or '"event":"media"' in message[:40]
 
 
 async def play_call(url: str, ulaw: bytes, *, realtime: bool = True, parameters: dict[str, str] | None = None,
                     headers: dict[str, str] | None = None, progress: TextIO | None = None,
-                    on_frame: Callable[[int, float], None] | None = None) -> CallReport:
-    """Play ``ulaw`` (8 kHz mu-law) as one Twilio call into ``url``; returns what happened.
+                    on_frame: Callable[[int, float], None] | None = None, carrier: str = "twilio",
+                    sample_rate: int | None = None, call_sid: str | None = None) -> CallReport:
+    """Play ``ulaw`` (8 kHz mu-law) as one call in ``carrier``'s dialect into ``url``.
 
     Args:
-        realtime: pace frames at 20 ms (a real call); otherwise send as fast as possible.
+        realtime: pace frames at their duration (a real call); otherwise send as fast as possible.
         on_frame: called with (frame index, monotonic send time) for each audio frame.
+        sample_rate: L16 at this rate, for carriers that offer it.
     """
-    call_sid = "CA" + uuid.uuid4().hex
-    stream_sid = "MZ" + uuid.uuid4().hex
-    writer = TwilioStreamWriter(call_sid, stream_sid,
-                                parameters=parameters or {"From": "+15550100", "To": "+15550199"})
-    report = CallReport(call_sid, stream_sid)
-    frames = [ulaw[i:i + FRAME_BYTES] for i in range(0, len(ulaw), FRAME_BYTES)]
+    is_twilio_like = carrier in ("twilio", "signalwire")
+    call_sid = call_sid or (("CA" if carrier == "twilio" else "") + uuid.uuid4().hex)
+    stream_sid = ("MZ" if carrier == "twilio" else "") + uuid.uuid4().hex
+    params = parameters or {"From": "+15550100", "To": "+15550199"}
+    play = dialect(carrier, ulaw, call_sid, stream_sid, params, sample_rate)
+    report = CallReport(call_sid, stream_sid if is_twilio_like or carrier in ("telnyx", "plivo", "exotel") else call_sid)
+    messages = list(play.messages)
     started = time.monotonic()
-    async with websockets.connect(url, additional_headers=headers, max_size=2**20) as ws:
+    async with websockets.connect(url, additional_headers=headers, max_size=2**20,
+                                  subprotocols=[websockets.Subprotocol(p) for p in play.subprotocols] or None) as ws:
 
         async def listen() -> None:
             try:
@@ -69,24 +160,28 @@ async def play_call(url: str, ulaw: bytes, *, realtime: bool = True, parameters:
                 pass
 
         listener = asyncio.create_task(listen())
-        await ws.send(writer.connected())
-        await ws.send(writer.start())
+        audio_total = math.ceil(len(play.native_audio) / play.audio_format.bytes_for_ms(play.frame_seconds * 1000))
         t0 = time.monotonic()
         report.started_at = t0
-        for i, frame in enumerate(frames):
-            if realtime:
-                delay = t0 + i * 0.02 - time.monotonic()
+        frame_index = 0
+        for message in messages:
+            is_audio = _is_audio(message, carrier)
+            if is_audio and realtime:
+                delay = t0 + frame_index * play.frame_seconds - time.monotonic()
                 if delay > 0:
                     await asyncio.sleep(delay)
-            await ws.send(writer.media(frame))
-            if on_frame is not None:
-                on_frame(i, time.monotonic())
-            report.frames_sent += 1
-            if progress is not None and (i % 10 == 0 or i == len(frames) - 1):
-                _progress(progress, i + 1, len(frames))
+            await ws.send(message)
+            if is_audio:
+                if on_frame is not None:
+                    on_frame(frame_index, time.monotonic())
+                frame_index += 1
+                report.frames_sent += 1
+                if progress is not None and (frame_index % 10 == 1 or frame_index == audio_total):
+                    _progress(progress, frame_index, audio_total, play.frame_seconds)
         if progress is not None:
             progress.write("\n")
-        await ws.send(writer.stop())
+        if not play.sends_stop:
+            await ws.close()  # this dialect has no stop message: hanging up is closing the socket
         await listener
         report.close_code = ws.close_code
         report.close_reason = ws.close_reason or ""

@@ -125,7 +125,7 @@ def test_silence_bytes_per_codec() -> None:
 
 
 @pytest.mark.parametrize(("encoding", "rate", "depth"), [
-    ("wav/ulaw", 16000, 8), ("wav/alaw", 8000, 16), ("wav/pcm", 44100, 16), ("wav/pcm", 8000, 24), ("mp3", 8000, 8),
+    ("wav/ulaw", 16000, 8), ("wav/alaw", 8000, 16), ("wav/pcm", 22050, 16), ("wav/pcm", 8000, 24), ("mp3", 8000, 8),
 ])
 def test_unsupported_gladia_formats_are_refused(encoding: str, rate: int, depth: int) -> None:
     """Formats the bridge cannot produce are refused with a message naming what is supported."""

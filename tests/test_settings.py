@@ -14,7 +14,10 @@ def test_defaults_come_from_the_packaged_file() -> None:
     s = Settings.load(environ={})
     assert s.server.port == 8080 and s.server.host == "0.0.0.0"
     assert s.gladia.api_url == "https://api.gladia.io"
-    assert s.stt.default.encoding == "wav/ulaw" and s.stt.default.sample_rate == 8000
+    assert s.stt.default.encoding == "native"
+    from bridge.audio import ULAW_8K, AudioFormat
+    assert s.stt.default.audio_format(ULAW_8K) == ULAW_8K
+    assert s.stt.default.audio_format(AudioFormat("pcm16", 24000)) == AudioFormat("pcm16", 16000)
     assert not s.gladia_url_explicit
 
 
@@ -45,10 +48,10 @@ def test_bad_values_name_the_key(env: dict[str, str], names: list[str]) -> None:
 
 def test_bad_values_in_a_file_name_the_key_and_file(tmp_path: Path) -> None:
     cfg = tmp_path / "bridge.toml"
-    cfg.write_text('[gladia]\nchunk_ms = 0\n[stt.default]\nencoding = "wav/pcm"\nsample_rate = 44100\nbit_depth = 16\n')
+    cfg.write_text('[gladia]\nchunk_ms = 0\n[stt.default]\nencoding = "wav/pcm"\nsample_rate = 22050\nbit_depth = 16\n')
     with pytest.raises(ConfigError, match=r"gladia.chunk_ms \(from .*bridge.toml\)"):
         Settings.load(environ={"BRIDGE_CONFIG": str(cfg)})
-    cfg.write_text('[stt.default]\nencoding = "wav/pcm"\nsample_rate = 44100\nbit_depth = 16\n')
+    cfg.write_text('[stt.default]\nencoding = "wav/pcm"\nsample_rate = 22050\nbit_depth = 16\n')
     with pytest.raises(ConfigError, match=r"stt\.default: wav/pcm is supported at bit_depth 16"):
         Settings.load(environ={"BRIDGE_CONFIG": str(cfg)})
     cfg.write_text('[stt.numbers."+331".language_config]\nlanguages = "fr"\n[stt.numbers."+332"]\nencoding = "mp3"\n')
@@ -85,5 +88,6 @@ def test_profiles_merge_default_number_and_overrides(tmp_path: Path) -> None:
     fr = s.stt.profile_for("+33100")
     assert fr.request_body()["language_config"] == {"languages": ["fr"], "code_switching": False}
     pcm = s.stt.profile_for("+33100", {"encoding": "wav/pcm", "bit_depth": 16, "sample_rate": 16000})
-    assert pcm.audio_format().bytes_per_second == 32000
+    fmt = pcm.audio_format()
+    assert fmt is not None and fmt.bytes_per_second == 32000
     assert s.stt.profile_for("+1999").request_body()["language_config"]["languages"] == ["en"]

@@ -30,6 +30,8 @@ class CallStarted:
     parameters: dict[str, str]
     audio_format: AudioFormat
     tracks: tuple[str, ...] = ()
+    caller: str | None = None  # the calling number, when the carrier says it
+    called: str | None = None  # the called number, when the carrier says it
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,10 +90,21 @@ class StreamCounters:
     ignored: dict[str, int] = field(default_factory=dict)
 
 
+class UnsupportedOperation(Exception):
+    """The dialect has no such outbound message (e.g. marks on jambonz)."""
+
+
 class PhoneAdapter(Protocol):
-    """One phone stream's protocol state machine."""
+    """One phone stream's protocol state machine.
+
+    Class attributes: ``provider`` (the route name), ``subprotocols`` (WebSocket subprotocols the
+    carrier asks for), ``close_ends_call`` (the dialect has no stop message: the socket closing is
+    the normal end of the call).
+    """
 
     provider: str
+    subprotocols: tuple[str, ...]
+    close_ends_call: bool
     state: StreamState
     counters: StreamCounters
 

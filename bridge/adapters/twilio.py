@@ -33,7 +33,8 @@ from bridge.adapters.base import (
     StreamCounters,
     StreamState,
 )
-from bridge.audio import ULAW_8K
+from bridge.adapters.common import json_object
+from bridge.audio import ULAW_8K, AudioFormat
 from bridge.errors import PhoneProtocolError
 
 PROVIDER = "twilio"
@@ -64,6 +65,8 @@ class TwilioAdapter:
     """State machine of one Twilio media stream (see the module docstring)."""
 
     provider = PROVIDER
+    subprotocols: tuple[str, ...] = ()
+    close_ends_call = False
 
     def __init__(self) -> None:
         self.state = StreamState.AWAITING_START
@@ -76,15 +79,8 @@ class TwilioAdapter:
 
     def receive(self, message: str | bytes) -> list[PhoneEvent]:
         """Parse one message; see :meth:`bridge.adapters.base.PhoneAdapter.receive`."""
-        if isinstance(message, bytes):
-            raise PhoneProtocolError("binary frame on a Twilio stream (Twilio sends JSON text)", 1003)
         self.counters.messages += 1
-        try:
-            msg = json.loads(message)
-        except (ValueError, RecursionError):
-            raise PhoneProtocolError("message is not valid JSON") from None
-        if not isinstance(msg, dict):
-            raise PhoneProtocolError("message is not a JSON object")
+        msg = self._parse(message)
         event = msg.get("event")
         if not isinstance(event, str):
             raise PhoneProtocolError("message has no 'event' string")
@@ -151,14 +147,7 @@ class TwilioAdapter:
         media_format = start.get("mediaFormat") or {}
         if not isinstance(media_format, dict):
             raise PhoneProtocolError("start.mediaFormat is not an object")
-        encoding = media_format.get("encoding", "audio/x-mulaw")
-        rate = media_format.get("sampleRate", 8000)
-        channels = media_format.get("channels", 1)
-        if encoding != "audio/x-mulaw" or rate != 8000 or channels != 1:
-            raise PhoneProtocolError(
-                f"unsupported mediaFormat {encoding}/{rate}/{channels}: Twilio streams are audio/x-mulaw 8000 mono",
-                1003,
-            )
+        audio_format = self._audio_format(media_format)
         tracks = start.get("tracks") or ["inbound"]
         if not isinstance(tracks, list):
             raise PhoneProtocolError("start.tracks is not a list")
@@ -171,9 +160,23 @@ class TwilioAdapter:
             stream_sid=stream_sid,
             account_sid=account if isinstance(account, str) else None,
             parameters=dict(params),
-            audio_format=ULAW_8K,
+            audio_format=audio_format,
             tracks=tuple(str(t) for t in tracks),
         )
+
+    def _parse(self, message: str | bytes) -> dict[str, Any]:
+        return json_object(message, "Twilio")
+
+    def _audio_format(self, media_format: dict[str, Any]) -> AudioFormat:
+        encoding = media_format.get("encoding", "audio/x-mulaw")
+        rate = media_format.get("sampleRate", 8000)
+        channels = media_format.get("channels", 1)
+        if encoding != "audio/x-mulaw" or rate != 8000 or channels != 1:
+            raise PhoneProtocolError(
+                f"unsupported mediaFormat {encoding}/{rate}/{channels}: Twilio streams are audio/x-mulaw 8000 mono",
+                1003,
+            )
+        return ULAW_8K
 
     def _media(self, msg: Mapping[str, Any]) -> PhoneEvent:
         media = _field(msg, "media", dict, "media")
@@ -251,10 +254,13 @@ def signature_valid(auth_token: str, url: str, header: str | None,
 class TwilioStreamWriter:
     """Builds the messages Twilio sends for one stream: ``connected``, ``start``, ``media``..., ``stop``."""
 
+    media_format: dict[str, Any] = {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}
+
     def __init__(self, call_sid: str, stream_sid: str, account_sid: str = "AC" + "0" * 32,
                  parameters: Mapping[str, str] | None = None) -> None:
         self.call_sid, self.stream_sid, self.account_sid = call_sid, stream_sid, account_sid
         self.parameters = dict(parameters or {})
+        self.bytes_per_ms = 8
         self._seq = 0
         self._chunk = 0
         self._timestamp_ms = 0
@@ -272,7 +278,7 @@ class TwilioStreamWriter:
             "start": {
                 "streamSid": self.stream_sid, "accountSid": self.account_sid, "callSid": self.call_sid,
                 "tracks": ["inbound"], "customParameters": self.parameters,
-                "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+                "mediaFormat": self.media_format,
             },
         })
 
@@ -283,7 +289,7 @@ class TwilioStreamWriter:
             "media": {"track": "inbound", "chunk": str(self._chunk), "timestamp": str(self._timestamp_ms),
                       "payload": base64.b64encode(ulaw).decode()},
         })
-        self._timestamp_ms += len(ulaw) // 8
+        self._timestamp_ms += len(ulaw) // self.bytes_per_ms
         return msg
 
     def dtmf(self, digit: str) -> str:

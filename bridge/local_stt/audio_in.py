@@ -7,12 +7,11 @@ sample or a frame anywhere: the remainder is carried to the next chunk.
 
 from __future__ import annotations
 
-import math
 import warnings
 
 import numpy as np
 
-from bridge.audio import Upsampler2x, kaiser_lowpass
+from bridge.audio import RateConverter, Upsampler2x
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -21,44 +20,7 @@ with warnings.catch_warnings():
 TARGET_RATE = 16000
 
 
-class LinearResampler:
-    """Streaming resampler for ratios other than x2: anti-alias FIR (when going down), then linear
-    interpolation at the output instants, with all state carried between calls."""
-
-    TAPS = 63
-
-    def __init__(self, in_rate: int, out_rate: int) -> None:
-        self.step = in_rate / out_rate
-        self._fir = kaiser_lowpass(self.TAPS, 0.45 * out_rate / in_rate, 8.0) if out_rate < in_rate else None
-        self._hist = np.zeros(self.TAPS - 1)
-        self._buf = np.zeros(0)
-        self._buf_start = 0  # input index of _buf[0]
-        self._next = 0.0  # input position of the next output sample
-
-    def feed(self, x: np.ndarray) -> np.ndarray:
-        if self._fir is not None:
-            xx = np.concatenate((self._hist, x))
-            y = np.convolve(xx, self._fir, mode="valid")
-            self._hist = xx[len(xx) - (self.TAPS - 1):]
-        else:
-            y = x
-        self._buf = np.concatenate((self._buf, y))
-        end = self._buf_start + len(self._buf)
-        if end - 1 <= self._next:
-            return np.zeros(0)
-        n_out = math.ceil((end - 1 - self._next) / self.step)
-        positions = self._next + self.step * np.arange(n_out)
-        base = np.floor(positions)
-        idx = base.astype(np.int64) - self._buf_start
-        frac = positions - base
-        out = self._buf[idx] * (1 - frac) + self._buf[idx + 1] * frac
-        self._next += self.step * n_out
-        drop = min(math.floor(self._next) - self._buf_start, len(self._buf))
-        if drop > 0:
-            self._buf = self._buf[drop:]
-            self._buf_start += drop
-        result: np.ndarray = out
-        return result
+LinearResampler = RateConverter  # the same streaming converter the bridge uses
 
 
 class InputDecoder:

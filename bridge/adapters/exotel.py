@@ -1,0 +1,151 @@
+"""Exotel Stream / Voicebot applets, sans-I/O: snake_case JSON carrying raw 16-bit PCM in base64.
+
+Messages: ``connected``, ``start`` (``start{stream_sid, call_sid, account_sid, from, to,
+custom_parameters, media_format{encoding: "audio/x-raw", sample_rate: "8000", bit_rate: "16"}}``,
+values as strings), ``media`` (about 100 ms each), ``dtmf``, ``mark`` and ``stop``. Authentication
+is HTTP Basic on the upgrade (``wss://KEY:TOKEN@host/...``). Outbound (Voicebot): ``media``,
+``mark``, ``clear``.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterator
+from typing import Any
+
+from bridge.adapters.base import (
+    Audio,
+    CallStarted,
+    CallStopped,
+    Dtmf,
+    Gap,
+    Ignored,
+    MarkReached,
+    PhoneEvent,
+    StreamCounters,
+    StreamState,
+)
+from bridge.adapters.common import b64_payload, count, int_field, json_object, require, string_map
+from bridge.audio import AudioFormat
+from bridge.errors import PhoneProtocolError
+
+
+class ExotelAdapter:
+    provider = "exotel"
+    subprotocols: tuple[str, ...] = ()
+    close_ends_call = False
+
+    def __init__(self) -> None:
+        self.state = StreamState.AWAITING_START
+        self.counters = StreamCounters()
+        self.stream_sid: str | None = None
+        self._next_seq: int | None = None
+        self._rest = b""
+
+    def receive(self, message: str | bytes) -> list[PhoneEvent]:
+        self.counters.messages += 1
+        msg = json_object(message, "Exotel")
+        event = msg.get("event")
+        if not isinstance(event, str):
+            raise PhoneProtocolError("message has no 'event' string")
+        if self.state is StreamState.ENDED:
+            raise PhoneProtocolError(f"{event!r} after stop", 1008)
+        events: list[PhoneEvent] = []
+        seq = int_field(msg, "sequence_number", "message")
+        if seq is not None:
+            if self._next_seq is not None and seq != self._next_seq:
+                self.counters.gaps += 1
+                events.append(Gap(self._next_seq, seq))
+            self._next_seq = seq + 1
+        if event == "connected":
+            return [Ignored("connected")]
+        if event == "start":
+            return [*events, self._start(msg)]
+        if event not in ("media", "dtmf", "mark", "stop"):
+            count(self.counters.ignored, event)
+            return [*events, Ignored(event, unknown=True)]
+        if self.state is StreamState.AWAITING_START:
+            raise PhoneProtocolError(f"{event!r} before 'start'", 1008)
+        sid = msg.get("stream_sid")
+        if sid is not None and sid != self.stream_sid:
+            raise PhoneProtocolError(f"stream_sid {sid!r} does not match the stream's", 1008)
+        if event == "media":
+            data = self._rest + b64_payload(require(msg, "media", dict, "media").get("payload"), "media.payload")
+            usable = len(data) - len(data) % 2  # whole 16-bit samples; an odd byte waits for the next chunk
+            self._rest = data[usable:]
+            self.counters.audio_frames += 1
+            self.counters.audio_bytes += usable
+            events.append(Audio(data[:usable]))
+        elif event == "dtmf":
+            events.append(Dtmf(str(require(msg, "dtmf", dict, "dtmf").get("digit", ""))))
+        elif event == "mark":
+            events.append(MarkReached(require(require(msg, "mark", dict, "mark"), "name", str, "mark")))
+        else:
+            self.state = StreamState.ENDED
+            stop = msg.get("stop")
+            reason = stop.get("reason") if isinstance(stop, dict) else None
+            events.append(CallStopped(str(reason or "stop")))
+        return events
+
+    def _start(self, msg: dict[str, Any]) -> CallStarted:
+        if self.state is not StreamState.AWAITING_START:
+            raise PhoneProtocolError("second 'start' on one stream", 1008)
+        start = require(msg, "start", dict, "start")
+        stream_sid = start.get("stream_sid") or msg.get("stream_sid")
+        if not isinstance(stream_sid, str) or not stream_sid:
+            raise PhoneProtocolError("start.stream_sid missing")
+        call_sid = require(start, "call_sid", str, "start")
+        fmt = start.get("media_format") or {}
+        if not isinstance(fmt, dict):
+            raise PhoneProtocolError("start.media_format is not an object")
+        rate = int_field(fmt, "sample_rate", "start.media_format") or 8000
+        bits = int_field(fmt, "bit_rate", "start.media_format") or 16
+        encoding = fmt.get("encoding", "audio/x-raw")
+        if encoding not in ("audio/x-raw", "raw", "slin") or bits != 16 or rate not in (8000, 16000, 24000):
+            raise PhoneProtocolError(f"unsupported media_format {fmt}", 1003)
+        self.stream_sid = stream_sid
+        self.state = StreamState.STREAMING
+        caller, called, account = start.get("from"), start.get("to"), start.get("account_sid")
+        return CallStarted(provider=self.provider, call_sid=call_sid, stream_sid=stream_sid,
+                           account_sid=account if isinstance(account, str) else None,
+                           parameters=string_map(start.get("custom_parameters"), "start.custom_parameters"),
+                           audio_format=AudioFormat("pcm16", rate),
+                           caller=caller if isinstance(caller, str) else None,
+                           called=called if isinstance(called, str) else None)
+
+    def audio_message(self, payload: bytes) -> str:
+        return json.dumps({"event": "media", "stream_sid": self.stream_sid,
+                           "media": {"payload": base64.b64encode(payload).decode()}})
+
+    def mark_message(self, name: str) -> str:
+        return json.dumps({"event": "mark", "stream_sid": self.stream_sid, "mark": {"name": name}})
+
+    def clear_message(self) -> str:
+        return json.dumps({"event": "clear", "stream_sid": self.stream_sid})
+
+
+class ExotelStreamWriter:
+    def __init__(self, call_sid: str, stream_sid: str, caller: str = "+15550100", called: str = "+15550199",
+                 sample_rate: int = 8000, parameters: dict[str, str] | None = None) -> None:
+        self.call_sid, self.stream_sid, self.caller, self.called = call_sid, stream_sid, caller, called
+        self.sample_rate, self.parameters = sample_rate, parameters or {}
+        self._seq = 0
+
+    def _next(self) -> str:
+        self._seq += 1
+        return str(self._seq)
+
+    def call(self, pcm: bytes, frame_bytes: int) -> Iterator[str]:
+        yield json.dumps({"event": "connected"})
+        yield json.dumps({"event": "start", "sequence_number": self._next(), "stream_sid": self.stream_sid,
+                          "start": {"stream_sid": self.stream_sid, "call_sid": self.call_sid, "account_sid": "acc",
+                                    "from": self.caller, "to": self.called, "custom_parameters": self.parameters,
+                                    "media_format": {"encoding": "audio/x-raw", "sample_rate": str(self.sample_rate),
+                                                     "bit_rate": "16"}}})
+        for n, i in enumerate(range(0, len(pcm), frame_bytes)):
+            yield json.dumps({"event": "media", "sequence_number": self._next(), "stream_sid": self.stream_sid,
+                              "media": {"chunk": str(n + 1), "timestamp": str(n * 20),
+                                        "payload": base64.b64encode(pcm[i:i + frame_bytes]).decode()}})
+        yield json.dumps({"event": "stop", "sequence_number": self._next(), "stream_sid": self.stream_sid,
+                          "stop": {"call_sid": self.call_sid, "account_sid": "acc", "reason": "callended"}})
