@@ -268,7 +268,7 @@ class RateConverter:
         frac = positions - base
         out: np.ndarray = self._buf[idx] * (1 - frac) + self._buf[idx + 1] * frac
         self._next += self.step * n_out
-        drop = min(int(math.floor(self._next)) - self._buf_start, len(self._buf))
+        drop = min(math.floor(self._next) - self._buf_start, len(self._buf))
         if drop > 0:
             self._buf = self._buf[drop:]
             self._buf_start += drop

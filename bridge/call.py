@@ -121,6 +121,11 @@ class SuspendedCalls:
         handle = asyncio.get_running_loop().call_later(grace, self._expire, key)
         self._calls[key] = (call, handle)
 
+    def track(self, task: asyncio.Task[None]) -> None:
+        """A call's end-of-call work, which shutdown must wait for."""
+        self._ending.add(task)
+        task.add_done_callback(self._ending.discard)
+
     def take(self, key: tuple[str, str]) -> Call | None:
         entry = self._calls.pop(key, None)
         if entry is None:
@@ -213,7 +218,13 @@ class Call:
                     log.info("call.stream_lost", waiting_for_restart=grace)
                     self.suspended.suspend(self, (self.started.provider, self.started.call_sid), grace)
                 else:
-                    await self._end(result)
+                    # The end of a call (last finals, call.ended) runs as its own task, shielded: it
+                    # completes even if the server cancels the handler when the phone hangs up
+                    # (aiohttp's handler_cancellation).
+                    end = asyncio.create_task(self._end(result), name=f"call-end-{self.id}")
+                    if self.suspended is not None:
+                        self.suspended.track(end)
+                    await asyncio.shield(end)
             structlog.contextvars.unbind_contextvars("call_id", "provider", "call_sid", "stream_sid")
 
     async def end_suspended(self, reason: str) -> None:

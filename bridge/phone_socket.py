@@ -11,6 +11,7 @@ The handler's task is the only reader of the socket: it iterates messages into t
 from __future__ import annotations
 
 import base64
+import contextlib
 import hmac
 from collections.abc import AsyncIterator
 
@@ -71,10 +72,8 @@ def stream_token_valid(expected: str, authorization: str | None, header_token: s
     if scheme.lower() == "bearer":
         candidates.append(value.strip())
     elif scheme.lower() == "basic":
-        try:
+        with contextlib.suppress(ValueError, UnicodeDecodeError):
             candidates.append(base64.b64decode(value.strip(), validate=True).decode().partition(":")[2])
-        except (ValueError, UnicodeDecodeError):
-            pass
     want = expected.encode()
     return any(hmac.compare_digest(c.encode(), want) for c in candidates if c)
 

@@ -98,7 +98,7 @@ def dialect(carrier: str, ulaw: bytes, call_sid: str, stream_sid: str, parameter
         fmt = l16 or ULAW_8K
         audio = native(ulaw, fmt)
         name = "ulaw" if fmt == ULAW_8K else ("slin" if fmt.sample_rate == 8000 else f"slin{fmt.sample_rate // 1000}")
-        xw = AsteriskStreamWriter(call_sid, name)
+        xw = AsteriskStreamWriter(call_sid, name, json_style=True, caller=caller, called=called)
         return Dialect(xw.call(audio, fmt.bytes_for_ms(20)), fmt, audio, 0.02, sends_stop=False)
     raise ValueError(f"unknown carrier {carrier!r}; known: {', '.join(CARRIERS)}")
 
@@ -141,12 +141,15 @@ async def play_call(url: str, ulaw: bytes, *, realtime: bool = True, parameters:
         on_frame: called with (frame index, monotonic send time) for each audio frame.
         sample_rate: L16 at this rate, for carriers that offer it.
     """
+    if url.startswith(("http://", "https://")):
+        url = "ws" + url[4:]  # http -> ws, https -> wss
     is_twilio_like = carrier in ("twilio", "signalwire")
     call_sid = call_sid or (("CA" if carrier == "twilio" else "") + uuid.uuid4().hex)
     stream_sid = ("MZ" if carrier == "twilio" else "") + uuid.uuid4().hex
     params = parameters or {"From": "+15550100", "To": "+15550199"}
     play = dialect(carrier, ulaw, call_sid, stream_sid, params, sample_rate)
-    report = CallReport(call_sid, stream_sid if is_twilio_like or carrier in ("telnyx", "plivo", "exotel") else call_sid)
+    has_stream_id = is_twilio_like or carrier in ("telnyx", "plivo", "exotel")
+    report = CallReport(call_sid, stream_sid if has_stream_id else call_sid)
     messages = list(play.messages)
     started = time.monotonic()
     async with websockets.connect(url, additional_headers=headers, max_size=2**20,

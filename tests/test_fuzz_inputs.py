@@ -1,4 +1,4 @@
-"""Generated bad input: the Twilio adapter and the Gladia parser only ever answer with their own
+"""Generated bad input: every carrier adapter and the Gladia parser only ever answer with their own
 typed errors (never a crash), whatever arrives."""
 
 from __future__ import annotations
@@ -7,9 +7,12 @@ import contextlib
 import json
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bridge.adapters import ADAPTERS, make_adapter
+from bridge.adapters.base import UnsupportedOperation
 from bridge.adapters.twilio import TwilioAdapter, TwilioStreamWriter
 from bridge.errors import PhoneProtocolError
 from bridge.stt.protocol import SttProtocolError, parse_server_message
@@ -64,3 +67,42 @@ gladia_like = st.fixed_dictionaries(
 def test_gladia_parser_never_crashes(message: str) -> None:
     with contextlib.suppress(SttProtocolError):
         parse_server_message(message)
+
+
+# Field names of every dialect, so generated messages reach each adapter's deeper branches.
+_EVENTS = ["connected", "start", "media", "dtmf", "mark", "stop", "error", "playedStream", "clearedAudio",
+           "websocket:connected", "websocket:dtmf", "websocket:notify", "MEDIA_START", "DTMF_END",
+           "MEDIA_MARK_PROCESSED", "other"]
+_KEYS = ["sequenceNumber", "sequence_number", "streamSid", "stream_sid", "stream_id", "streamId", "start", "media",
+         "dtmf", "mark", "stop", "name", "digit", "content-type", "callSid", "sampleRate", "mixType", "format",
+         "channel_id", "connection_id", "extra_headers", "rawEvent", "payload"]
+any_dialect = st.fixed_dictionaries({"event": st.sampled_from(_EVENTS)},
+                                    optional={k: json_values for k in _KEYS})
+asterisk_text = st.builds(lambda n, kv: n + " " + " ".join(f"{k}:{v}" for k, v in kv.items()),
+                          st.sampled_from(["MEDIA_START", "DTMF_END", "MEDIA_XOFF", "STATUS", "X"]),
+                          st.dictionaries(st.sampled_from(["format", "digit", "channel_id", "connection_id"]),
+                                          st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789", max_size=8),
+                                          max_size=3))
+
+
+@pytest.mark.parametrize("carrier", sorted(ADAPTERS))
+@settings(max_examples=400, deadline=None)
+@given(messages=st.lists(st.one_of(any_dialect.map(json.dumps), st.binary(max_size=700), st.text(max_size=80),
+                                   asterisk_text), max_size=8))
+def test_every_adapter_answers_bad_input_with_a_close_code(carrier: str, messages: list[str | bytes]) -> None:
+    adapter = make_adapter(carrier)
+    assert adapter is not None
+    for m in messages:
+        try:
+            events = adapter.receive(m)
+        except PhoneProtocolError as exc:
+            assert exc.close_code in (1003, 1007, 1008)
+            return
+        assert isinstance(events, list)
+    for build in (lambda: adapter.audio_message(b"\x00\x00"), lambda: adapter.mark_message("m"),
+                  adapter.clear_message):
+        try:
+            out = build()
+        except UnsupportedOperation:
+            continue
+        assert isinstance(out, (str, bytes))

@@ -144,14 +144,16 @@ class AsteriskAdapter:
 
 
 class AsteriskStreamWriter:
-    def __init__(self, channel_id: str, fmt: str = "ulaw", json_style: bool = False) -> None:
+    def __init__(self, channel_id: str, fmt: str = "ulaw", json_style: bool = False, caller: str = "+15550100",
+                 called: str = "+15550199") -> None:
         self.channel_id, self.fmt, self.json_style = channel_id, fmt, json_style
+        self.caller, self.called = caller, called
 
     def call(self, audio: bytes, frame_bytes: int) -> Iterator[str | bytes]:
         if self.json_style:
             yield json.dumps({"event": "MEDIA_START", "connection_id": "conn-1", "channel": "PJSIP/caller-00000001",
                               "channel_id": self.channel_id, "format": self.fmt, "optimal_frame_size": frame_bytes,
-                              "ptime": 20, "channel_variables": {"CALLERID(num)": "+15550100", "EXTEN": "+15550199"}})
+                              "ptime": 20, "channel_variables": {"CALLERID(num)": self.caller, "EXTEN": self.called}})
         else:
             yield (f"MEDIA_START connection_id:conn-1 channel:PJSIP/caller-00000001 channel_id:{self.channel_id} "
                    f"format:{self.fmt} optimal_frame_size:{frame_bytes} ptime:20")

@@ -50,5 +50,6 @@ class SignalWireStreamWriter(TwilioStreamWriter):
         super().__init__(call_sid, stream_sid, account_sid="00000000-0000-0000-0000-000000000001",
                          parameters=parameters)
         if sample_rate is not None:
-            self.media_format = {"encoding": "audio/x-L16", "sampleRate": sample_rate, "channels": 1}
+            self.media_format = {"encoding": "audio/x-L16", "sampleRate": sample_rate,  # type: ignore[misc]
+                                 "channels": 1}
             self.bytes_per_ms = sample_rate * 2 // 1000

@@ -18,7 +18,7 @@ import hashlib
 import hmac
 import json
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import Any, ClassVar
 from xml.sax.saxutils import quoteattr
 
 from bridge.adapters.base import (
@@ -155,7 +155,7 @@ class TwilioAdapter:
         self.stream_sid, self.call_sid = stream_sid, call_sid
         self.state = StreamState.STREAMING
         return CallStarted(
-            provider=PROVIDER,
+            provider=self.provider,
             call_sid=call_sid,
             stream_sid=stream_sid,
             account_sid=account if isinstance(account, str) else None,
@@ -254,7 +254,7 @@ def signature_valid(auth_token: str, url: str, header: str | None,
 class TwilioStreamWriter:
     """Builds the messages Twilio sends for one stream: ``connected``, ``start``, ``media``..., ``stop``."""
 
-    media_format: dict[str, Any] = {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}
+    media_format: ClassVar[dict[str, Any]] = {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}
 
     def __init__(self, call_sid: str, stream_sid: str, account_sid: str = "AC" + "0" * 32,
                  parameters: Mapping[str, str] | None = None) -> None:
