@@ -72,3 +72,25 @@ async def test_bridge_call_reports_a_missing_file(tmp_path: Path) -> None:
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     _, err = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode == 2 and b"nope.wav" in err
+
+
+async def test_bridge_call_speaks_other_dialects(
+    make_bridge: BridgeFactory, fake_gladia: FakeGladia, webhook: tuple[FakeWebhook, str], tmp_path: Path
+) -> None:
+    """--carrier vonage --rate 16000: the bridge's /vonage/stream gets binary L16, Gladia wav/pcm 16 kHz."""
+    hook, _ = webhook
+    server: Any = await make_bridge()
+    t = np.arange(8000) / 8000
+    path = tmp_path / "call.wav"
+    path.write_bytes(wav_bytes(0.3 * np.sin(2 * np.pi * 300 * t), 8000))
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bridge", "call", str(path), "--fast", "--carrier", "vonage", "--rate", "16000",
+        "--url", str(server.make_url("/vonage/stream")), env=minimal_env(), cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 0, err.decode()
+    await wait_for(lambda: bool(hook.events("call.ended")))
+    (session,) = fake_gladia.sessions.values()
+    assert (session.body["encoding"], session.body["sample_rate"]) == ("wav/pcm", 16000)
+    assert len(session.audio) == 32000
+    assert hook.events("call.ended")[0]["call"]["provider"] == "vonage"
