@@ -89,6 +89,7 @@ async def test_bridge_call_speaks_other_dialects(
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     out, err = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode == 0, err.decode()
+    assert "bridge closed the stream with code 1000" in out.decode()
     await wait_for(lambda: bool(hook.events("call.ended")))
     (session,) = fake_gladia.sessions.values()
     assert (session.body["encoding"], session.body["sample_rate"]) == ("wav/pcm", 16000)
