@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import binascii
-import json
 from collections.abc import Mapping
 from typing import Any
+
+import orjson  # about 3x faster than json on the per-frame path
 
 from bridge.errors import PhoneProtocolError
 
@@ -15,7 +16,7 @@ def json_object(message: str | bytes, dialect: str) -> dict[str, Any]:
     if isinstance(message, bytes):
         raise PhoneProtocolError(f"binary frame on a {dialect} stream ({dialect} sends JSON text)", 1003)
     try:
-        msg = json.loads(message)
+        msg = orjson.loads(message)
     except (ValueError, RecursionError):
         raise PhoneProtocolError("message is not valid JSON") from None
     if not isinstance(msg, dict):

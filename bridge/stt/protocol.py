@@ -17,6 +17,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from bridge.audio import AudioFormat
 
 
@@ -154,7 +156,7 @@ def parse_server_message(text: str | bytes) -> SttEvent:
         SttProtocolError: not JSON, not an object, or no string ``type``.
     """
     try:
-        msg = json.loads(text)
+        msg = orjson.loads(text)
     except (ValueError, RecursionError, UnicodeDecodeError):
         raise SttProtocolError("server message is not valid JSON") from None
     if not isinstance(msg, dict):

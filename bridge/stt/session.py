@@ -168,6 +168,8 @@ class SttSession:
         self.gave_up: str | None = None
         self.ended_normally = False
         self.keepalive_bytes = 0
+        self._appended_at_last_check = -1
+        self._keepalive_timer: asyncio.TimerHandle | None = None
         self.recovered_finals = 0
         self.queued_seconds = 0.0
         self.abandoned = False
@@ -393,22 +395,36 @@ class SttSession:
     async def _send_loop(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         stop_sent = False
         keepalive = self._settings.keepalive_seconds
-        while True:
-            self._wake.clear()
-            for piece in self.replay.pieces(flush=self._stopping):
-                await ws.send_bytes(piece)
-            if self._stopping and not stop_sent and self.replay.pending == 0:
-                await ws.send_str(STOP_RECORDING)
-                stop_sent = True
-            try:
-                async with asyncio.timeout(keepalive if keepalive > 0 and not self._stopping else None):
-                    await self._wake.wait()
-            except TimeoutError:
-                # No phone audio for a while (hold, a stalled carrier): keep Gladia's session alive.
-                fill = silence(self._format, 100)
-                self.keepalive_bytes += len(fill)
-                self.replay.append(fill)
-                log.debug("stt.keepalive", bytes=len(fill))
+        loop = asyncio.get_running_loop()
+        if keepalive > 0:
+            self._keepalive_timer = loop.call_later(keepalive, self._keepalive_check)
+        try:
+            while True:
+                self._wake.clear()
+                for piece in self.replay.pieces(flush=self._stopping):
+                    await ws.send_bytes(piece)
+                if self._stopping and not stop_sent and self.replay.pending == 0:
+                    await ws.send_str(STOP_RECORDING)
+                    stop_sent = True
+                await self._wake.wait()
+        finally:
+            if self._keepalive_timer is not None:
+                self._keepalive_timer.cancel()
+            self._keepalive_timer = None
+
+    def _keepalive_check(self) -> None:
+        """Every ``keepalive_seconds``: if no phone audio came meanwhile, send silence (a hold, a stalled
+        carrier) so Gladia's inactivity timeout never closes the session. One timer per session, not
+        one per frame."""
+        keepalive = self._settings.keepalive_seconds
+        if not self._stopping and self.replay.appended_bytes == self._appended_at_last_check:
+            fill = silence(self._format, 100)
+            self.keepalive_bytes += len(fill)
+            self.replay.append(fill)
+            self._wake.set()
+            log.debug("stt.keepalive", bytes=len(fill))
+        self._appended_at_last_check = self.replay.appended_bytes
+        self._keepalive_timer = asyncio.get_running_loop().call_later(keepalive, self._keepalive_check)
 
     async def _receive_loop(self, ws: aiohttp.ClientWebSocketResponse, state: dict[str, Any]) -> None:
         async for msg in ws:

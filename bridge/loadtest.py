@@ -1,0 +1,312 @@
+"""``bridge loadtest``: how many calls a bridge carries, what each costs, and the delay it adds.
+
+Three kinds of processes, all on this machine and loopback only:
+
+* a **load Gladia + bot** process: a Gladia live v2 server that acknowledges every chunk and sends a
+  final every 2 s of audio, and a webhook sink;
+* the **bridge** under test (``bridge serve``, started here unless ``--bridge-url`` is given), at
+  INFO logging with every feature on (resume buffer, acknowledgments, signing, outbox);
+* ``--generators`` **caller** processes playing N Twilio calls in real time (20 ms frames).
+
+Each phone frame carries its send time (``time.monotonic``, the same clock in every process) in its
+first bytes, so the fake Gladia measures the forward latency of every frame, and each final carries
+the time it was sent, so the sink measures final -> webhook latency. Prints one JSON line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import multiprocessing as mp
+import os
+import resource
+import signal
+import socket
+import struct
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp import WSMsgType, web
+
+FRAME = 160  # 20 ms of mu-law
+FINAL_EVERY = 16000  # bytes: a final every 2 s of audio
+_TS = struct.Struct("<d")
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+# -- the load Gladia and the bot -------------------------------------------------------------------
+
+
+@dataclass
+class _Stats:
+    frames: int = 0
+    forward: list[float] = field(default_factory=list)
+    finals_sent: int = 0
+    webhook: list[float] = field(default_factory=list)
+    webhook_finals: int = 0
+    sessions: int = 0
+
+
+def _gladia_and_bot(port_queue: Any, stop: Any, results: Any) -> None:
+    stats = _Stats()
+
+    async def create(request: web.Request) -> web.Response:
+        stats.sessions += 1
+        token = uuid.uuid4().hex
+        return web.json_response({"id": token, "created_at": "2026-01-01T00:00:00Z",
+                                  "url": f"ws://{request.host}/v2/live?token={token}"}, status=201)
+
+    async def session(request: web.Request) -> web.StreamResponse:
+        ws = web.WebSocketResponse(max_msg_size=2**20)
+        await ws.prepare(request)
+        sid = request.query.get("token", "")
+        received = 0
+        finals = 0
+        async for msg in ws:
+            if msg.type is WSMsgType.BINARY:
+                data: bytes = msg.data
+                now = time.monotonic()
+                start = received
+                received += len(data)
+                offset = (-start) % FRAME  # first frame boundary inside this chunk
+                while offset + _TS.size <= len(data):
+                    stats.forward.append(now - _TS.unpack_from(data, offset)[0])
+                    stats.frames += 1
+                    offset += FRAME
+                await ws.send_str(json.dumps({"type": "audio_chunk", "session_id": sid, "acknowledged": True,
+                                              "error": None, "created_at": "",
+                                              "data": {"byte_range": [start, received],
+                                                       "time_range": [start / 8000, received / 8000]}}))
+                while (finals + 1) * FINAL_EVERY <= received:
+                    finals += 1
+                    await _final(ws, sid, finals)
+            elif msg.type is WSMsgType.TEXT and "stop_recording" in msg.data:
+                if received > finals * FINAL_EVERY:
+                    finals += 1
+                    await _final(ws, sid, finals, end=received / 8000)
+                await ws.send_str(json.dumps({"type": "end_session", "session_id": sid, "created_at": ""}))
+                await ws.close(code=1000)
+        return ws
+
+    async def _final(ws: web.WebSocketResponse, sid: str, n: int, end: float | None = None) -> None:
+        stats.finals_sent += 1
+        end = end if end is not None else n * FINAL_EVERY / 8000
+        text = f"t={time.monotonic():.6f}"
+        await ws.send_str(json.dumps({"type": "transcript", "session_id": sid, "created_at": "", "data": {
+            "id": f"00_{n:08d}", "is_final": True, "utterance": {
+                "start": end - 2.0, "end": end, "confidence": 1.0, "channel": 0, "text": text, "language": "en",
+                "words": []}}}))
+
+    async def hook(request: web.Request) -> web.Response:
+        body = await request.json()
+        if body.get("type") == "utterance.final":
+            sent = float(body["utterance"]["text"].split("=")[1])
+            stats.webhook.append(time.monotonic() - sent)
+            stats.webhook_finals += 1
+        return web.Response(status=204)
+
+    async def main() -> None:
+        app = web.Application()
+        app.router.add_post("/v2/live", create)
+        app.router.add_get("/v2/live", session)
+        app.router.add_post("/hook", hook)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        port = _free_port()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        port_queue.put(port)
+        while not stop.is_set():
+            await asyncio.sleep(0.1)
+        results.put({"frames": stats.frames, "forward": stats.forward, "finals_sent": stats.finals_sent,
+                     "webhook": stats.webhook, "webhook_finals": stats.webhook_finals, "sessions": stats.sessions})
+        await runner.cleanup()
+
+    asyncio.run(main())
+
+
+# -- callers --------------------------------------------------------------------------------------------
+
+
+def _callers(url: str, calls: int, seconds: float, first: int, go_at: float, results: Any) -> None:
+    frames_per_call = int(seconds / 0.02)
+    silence = b"\xff" * FRAME
+
+    async def one(n: int) -> tuple[int, int | None]:
+        sid = f"MZ{first + n:032d}"
+        await asyncio.sleep(max(0.0, go_at - time.monotonic()) + (n % 50) * 0.0004)  # stagger within 20 ms
+        sent = 0
+        async with aiohttp.ClientSession() as http, http.ws_connect(url) as ws:
+            await ws.send_str(json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
+            await ws.send_str(json.dumps({"event": "start", "sequenceNumber": "1", "streamSid": sid, "start": {
+                "streamSid": sid, "accountSid": "AC0", "callSid": f"CA{first + n:032d}", "tracks": ["inbound"],
+                "customParameters": {}, "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000,
+                                                        "channels": 1}}}))
+            head = f'{{"event":"media","streamSid":"{sid}","media":{{"track":"inbound","payload":"'
+            t0 = time.monotonic()
+            for i in range(frames_per_call):
+                delay = t0 + i * 0.02 - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                frame = _TS.pack(time.monotonic()) + silence[_TS.size:]
+                await ws.send_str(head + base64.b64encode(frame).decode() + '"}}')
+                sent += 1
+            await ws.send_str(json.dumps({"event": "stop", "streamSid": sid, "stop": {}}))
+            async for _ in ws:
+                pass
+            return sent, ws.close_code
+
+    async def main() -> None:
+        outcomes = await asyncio.gather(*(one(n) for n in range(calls)), return_exceptions=True)
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        ok = [o for o in outcomes if isinstance(o, tuple)]
+        results.put({"frames_sent": sum(o[0] for o in ok), "failed_calls": len(outcomes) - len(ok),
+                     "cpu_s": usage.ru_utime + usage.ru_stime})
+
+    asyncio.run(main())
+
+
+# -- measuring the bridge ----------------------------------------------------------------------------------
+
+
+def _process_tree(pid: int) -> list[int]:
+    pids = [pid]
+    try:
+        for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+            pids.extend(_process_tree(int(child)))
+    except OSError:
+        pass
+    return pids
+
+
+def _cpu_seconds(pid: int) -> float:
+    total = 0.0
+    for p in _process_tree(pid):
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / _CLK_TCK
+    return total
+
+
+def _rss_bytes(pid: int) -> int:
+    total = 0
+    for p in _process_tree(pid):
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1]) * 1024
+        except OSError:
+            continue
+    return total
+
+
+async def _wait_healthy(base: str) -> None:
+    async with aiohttp.ClientSession() as http:
+        for _ in range(600):
+            try:
+                async with http.get(base + "/healthz") as resp:
+                    if resp.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.05)
+    raise RuntimeError(f"bridge at {base} did not become healthy")
+
+
+def run(calls: int, seconds: float, generators: int, workers: int, bridge_url: str | None) -> dict[str, Any]:
+    ctx = mp.get_context("spawn")
+    port_q, results, stop = ctx.Queue(), ctx.Queue(), ctx.Event()
+    fake = ctx.Process(target=_gladia_and_bot, args=(port_q, stop, results), daemon=True)
+    fake.start()
+    fake_port = port_q.get(timeout=30)
+    proc = None
+    if bridge_url is None:
+        port = _free_port()
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("BRIDGE_", "GLADIA_", "BOT_", "TWILIO_"))}
+        env.update(GLADIA_API_URL=f"http://127.0.0.1:{fake_port}", GLADIA_API_KEY="load",
+                   BOT_WEBHOOK_URL=f"http://127.0.0.1:{fake_port}/hook",
+                   BOT_WEBHOOK_SECRET="whsec_" + base64.b64encode(os.urandom(24)).decode(),
+                   BRIDGE_DATA_DIR=tempfile.mkdtemp(prefix="bridge-load-"), BRIDGE_LOG_LEVEL="info",
+                   BRIDGE_LOG_FORMAT="json", BRIDGE_WORKERS=str(workers))
+        proc = __import__("subprocess").Popen(
+            [sys.executable, "-m", "bridge", "serve", "--host", "127.0.0.1", "--port", str(port)],
+            env=env, stdout=__import__("subprocess").DEVNULL, stderr=__import__("subprocess").DEVNULL)
+        bridge_url = f"http://127.0.0.1:{port}"
+    asyncio.run(_wait_healthy(bridge_url))
+    pid = proc.pid if proc is not None else None
+    rss_idle = _rss_bytes(pid) if pid else 0
+    go_at = time.monotonic() + 2.0
+    per = [calls // generators + (1 if i < calls % generators else 0) for i in range(generators)]
+    gens = []
+    first = 0
+    for n in per:
+        g = ctx.Process(target=_callers, args=(bridge_url.replace("http", "ws") + "/twilio/stream", n, seconds,
+                                               first, go_at, results), daemon=True)
+        g.start()
+        gens.append(g)
+        first += n
+    # Measure the bridge over the steady middle of the run.
+    window_start, window_end = go_at + min(2.0, seconds * 0.2), go_at + seconds * 0.9
+    time.sleep(max(0.0, window_start - time.monotonic()))
+    cpu0, t0 = (_cpu_seconds(pid) if pid else 0.0), time.monotonic()
+    time.sleep(max(0.0, window_end - time.monotonic()))
+    cpu1, t1 = (_cpu_seconds(pid) if pid else 0.0), time.monotonic()
+    rss_busy = _rss_bytes(pid) if pid else 0
+    caller_results = [results.get(timeout=seconds + 120) for _ in gens]
+    for g in gens:
+        g.join(timeout=30)
+    time.sleep(1.0)  # let the last finals reach the sink
+    stop.set()
+    fake_result = results.get(timeout=60)
+    fake.join(timeout=30)
+    if proc is not None:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+    frames_sent = sum(r["frames_sent"] for r in caller_results)
+    gen_cpu = sum(r["cpu_s"] for r in caller_results)
+    call_seconds = calls * (t1 - t0)
+    frames_per_call = int(seconds / 0.02)
+    finals_expected = calls * -(-frames_per_call * FRAME // FINAL_EVERY)
+    elapsed = seconds + 2
+    return {
+        "calls": calls, "seconds": seconds, "workers": workers, "generators": generators, "cores": os.cpu_count(),
+        "bridge_cpu_ms_per_call_second": round((cpu1 - cpu0) * 1000 / call_seconds, 3) if pid else None,
+        "bridge_rss_kb_per_call": round((rss_busy - rss_idle) / 1024 / calls, 1) if pid else None,
+        "forward_latency_ms": {"p50": round(_pct(fake_result["forward"], 0.5) * 1000, 2),
+                               "p99": round(_pct(fake_result["forward"], 0.99) * 1000, 2),
+                               "max": round(max(fake_result["forward"], default=float("nan")) * 1000, 2)},
+        "final_to_webhook_ms": {"p50": round(_pct(fake_result["webhook"], 0.5) * 1000, 2),
+                                "p99": round(_pct(fake_result["webhook"], 0.99) * 1000, 2)},
+        "frames_sent": frames_sent, "frames_lost": frames_sent - fake_result["frames"],
+        "failed_calls": sum(r["failed_calls"] for r in caller_results),
+        "finals_delivered": fake_result["webhook_finals"], "finals_expected": finals_expected,
+        "generator_cpu_share": round(gen_cpu / (elapsed * generators), 3),
+        "generator_saturated": gen_cpu / (elapsed * generators) > 0.8,
+    }
+
+
+def main(calls: int, seconds: float, generators: int, workers: int, bridge_url: str | None) -> int:
+    result = run(calls, seconds, generators, workers, bridge_url)
+    print(json.dumps(result))
+    return 0 if result["frames_lost"] == 0 and result["failed_calls"] == 0 else 1
