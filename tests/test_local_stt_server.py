@@ -85,7 +85,7 @@ async def test_a_whole_session(make_stt_server: Any) -> None:
         async with http.ws_connect(session["url"]) as ws:
             for i in range(0, len(FIRST_SENTENCE), 1600):
                 await ws.send_bytes(FIRST_SENTENCE[i:i + 1600])
-                await asyncio.sleep(0.02)  # let partials be decoded while speech goes on
+                await asyncio.sleep(0.1)  # twice real time: partials get decoded while speech goes on
             await ws.send_str(json.dumps({"type": "stop_recording"}))
             messages = await collect(ws)
             assert ws.close_code == 1000
