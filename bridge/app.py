@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -12,6 +13,7 @@ from aiohttp import web
 from bridge.app_keys import SETTINGS, STATE, BridgeState
 from bridge.call import SuspendedCalls
 from bridge.delivery import Delivery
+from bridge.metrics import Metrics
 from bridge.outbox import Outbox
 from bridge.phone_socket import healthz, phone_stream, twilio_voice
 from bridge.settings import Settings
@@ -24,11 +26,14 @@ def create_app(settings: Settings) -> web.Application:
     """Build the bridge application from validated settings."""
     app = web.Application(client_max_size=64 * 1024)
     app[SETTINGS] = settings
-    app[STATE] = BridgeState(suspended=SuspendedCalls(), admission=Admission(settings.gladia.max_sessions))
+    app[STATE] = BridgeState(suspended=SuspendedCalls(), admission=Admission(settings.gladia.max_sessions),
+                             metrics=Metrics())
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics_endpoint)
     app.router.add_post("/twilio/voice", twilio_voice)
     app.router.add_get("/{carrier}/stream", phone_stream)
     app.cleanup_ctx.append(_http_client)
+    app.cleanup_ctx.append(_metrics_updates)
     app.on_shutdown.append(drain_calls)
     return app
 
@@ -41,7 +46,7 @@ async def _http_client(app: web.Application) -> AsyncIterator[None]:
         settings = app[SETTINGS]
         state.http = http
         state.outbox = Outbox.in_dir(settings.server.data_dir) if settings.webhook.url else None
-        state.delivery = Delivery(http, settings.webhook, state.outbox)
+        state.delivery = Delivery(http, settings.webhook, state.outbox, metrics=state.metrics)
         state.delivery.recover()
         try:
             yield
@@ -51,6 +56,36 @@ async def _http_client(app: web.Application) -> AsyncIterator[None]:
         finally:
             if state.outbox is not None:
                 state.outbox.close()
+
+
+async def metrics_endpoint(request: web.Request) -> web.Response:
+    metrics = request.app[STATE].metrics
+    assert metrics is not None
+    return web.Response(body=metrics.render(), content_type="text/plain", charset="utf-8",
+                        headers={"X-Content-Type-Options": "nosniff"})
+
+
+async def _metrics_updates(app: web.Application) -> AsyncIterator[None]:
+    """Once a second: live calls' counters into Prometheus, active calls, outbox depth."""
+    state = app[STATE]
+
+    async def loop() -> None:
+        metrics = state.metrics
+        assert metrics is not None
+        while True:
+            await asyncio.sleep(1.0)
+            metrics.active_calls.set(len(state.calls))
+            for call in list(state.calls):
+                metrics.update_call(call)
+            if state.outbox is not None:
+                for name, count in state.outbox.counts().items():
+                    metrics.outbox.labels(name).set(count)
+
+    task = asyncio.create_task(loop(), name="metrics")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 async def drain_calls(app: web.Application) -> None:

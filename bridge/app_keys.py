@@ -13,6 +13,7 @@ from bridge.settings import Settings
 if TYPE_CHECKING:
     from bridge.call import Call, SuspendedCalls
     from bridge.delivery import Delivery
+    from bridge.metrics import Metrics
     from bridge.outbox import Outbox
     from bridge.stt.session import Admission
 
@@ -28,6 +29,7 @@ class BridgeState:
     draining: bool = False
     suspended: SuspendedCalls | None = None
     admission: Admission | None = None
+    metrics: Metrics | None = None
 
 
 SETTINGS = web.AppKey("settings", Settings)

@@ -42,6 +42,7 @@ from bridge.adapters.base import (
     MarkReached,
     PhoneAdapter,
     PhoneEvent,
+    StreamCounters,
 )
 from bridge.audio import Transcoder, make_transcoder
 from bridge.delivery import CallDelivery, Delivery
@@ -359,6 +360,11 @@ class Call:
         for name in bad:
             log.warning("call.bad_stt_parameter", parameter=name)
         return stt.profile_for(called)
+
+    def phone_totals(self, counters: StreamCounters) -> tuple[int, int]:
+        """Audio frames and bytes of the whole call (every stream it had)."""
+        frames, nbytes, _ = self._earlier_phone
+        return frames + counters.audio_frames, nbytes + counters.audio_bytes
 
     def _call_json(self) -> dict[str, Any]:
         assert self.started is not None

@@ -37,6 +37,7 @@ import structlog
 from standardwebhooks.webhooks import Webhook
 
 from bridge.errors import DeliveryError, http_status_retryable
+from bridge.metrics import Metrics
 from bridge.outbox import Outbox
 from bridge.settings import WebhookSettings
 
@@ -66,7 +67,8 @@ class Delivery:
     """The app-wide webhook client: opens one :class:`CallDelivery` per call."""
 
     def __init__(self, http: aiohttp.ClientSession, settings: WebhookSettings, outbox: Outbox | None = None,
-                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep, metrics: Metrics | None = None) -> None:
+        self.metrics = metrics
         self.http = http
         self.settings = settings
         # Events only need to survive a crash when they go to a bot; log-only events are written at once.
@@ -241,6 +243,8 @@ class CallDelivery:
             except DeliveryError as exc:
                 outcome = f"http_{exc.status}" if exc.status else "error"
                 self.counters.by_outcome[outcome] = self.counters.by_outcome.get(outcome, 0) + 1
+                if self._owner.metrics is not None:
+                    self._owner.metrics.webhook.labels(outcome).inc()
                 age = time.time() - event.created
                 if not exc.retryable or age >= settings.max_age:
                     self._dead(event, attempt, age, exc)
@@ -255,6 +259,11 @@ class CallDelivery:
                 continue
             self.counters.by_outcome["delivered"] = self.counters.by_outcome.get("delivered", 0) + 1
             self.counters.delivered += 1
+            metrics = self._owner.metrics
+            if metrics is not None:
+                metrics.webhook.labels("delivered").inc()
+                metrics.webhook_latency.observe(time.monotonic() - started)
+                metrics.event_to_delivery.observe(max(0.0, time.time() - event.created))
             if self._owner.outbox is not None:
                 self._owner.outbox.delivered(event.webhook_id)
             self.last_latency = time.monotonic() - started
@@ -266,6 +275,8 @@ class CallDelivery:
         """Give an event up: counted, logged, and kept in the outbox as dead for ``bridge outbox``."""
         self.counters.failed += 1
         self._owner.dead_lettered += 1
+        if self._owner.metrics is not None:
+            self._owner.metrics.webhook.labels("dead_lettered").inc()
         if self._owner.outbox is not None:
             self._owner.outbox.dead(event.webhook_id, str(exc))
         log.error("webhook.dead_lettered", webhook_id=event.webhook_id, type=event.type, status=exc.status,

@@ -129,6 +129,9 @@ async def phone_stream(request: web.Request) -> web.StreamResponse:
         result = CallResult("internal_error", 1011, "internal error")
     finally:
         state.calls.pop(call, None)
+    if state.metrics is not None:
+        state.metrics.update_call(call, final=True)
+        state.metrics.calls.labels(carrier, result.reason).inc()
     if not ws.closed:
         await ws.close(code=result.close_code, message=result.message.encode()[:120])
     return ws

@@ -177,6 +177,10 @@ class SttSession:
         self._task: asyncio.Task[None] | None = None
 
     @property
+    def audio_format(self) -> AudioFormat:
+        return self._format
+
+    @property
     def session_id(self) -> str | None:
         return self._session.id if self._session else None
 

@@ -1,0 +1,96 @@
+"""Prometheus metrics (``GET /metrics``), kept off the per-frame path.
+
+Per-frame quantities (frames, bytes, resent bytes, reconnects) are counted by each call anyway; a
+once-a-second task adds every live call's increase to the Prometheus counters (and a call's last
+increase when it ends), so the audio path pays nothing for metrics. Webhook deliveries are observed
+as they happen (a few per call).
+
+With several worker processes (``bridge serve --workers N``) the counters live in
+``PROMETHEUS_MULTIPROC_DIR`` and ``/metrics`` on any worker reports the sum over all of them.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
+
+if TYPE_CHECKING:
+    from bridge.call import Call
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+LAG_BUCKETS = (0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+@dataclass
+class _Seen:
+    frames: int = 0
+    phone_bytes: int = 0
+    gladia_bytes: int = 0
+    resent: int = 0
+    reconnects: int = 0
+    finals: int = 0
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.multiprocess = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+        self.active_calls = Gauge("bridge_active_calls", "Phone streams in progress", registry=r,
+                                  multiprocess_mode="livesum")
+        self.calls = Counter("bridge_calls", "Calls ended, by carrier and end reason", ["provider", "end_reason"],
+                             registry=r)
+        self.frames = Counter("bridge_phone_frames", "Audio messages received from carriers", registry=r)
+        self.phone_bytes = Counter("bridge_phone_audio_bytes", "Audio bytes received from carriers", registry=r)
+        self.gladia_bytes = Counter("bridge_gladia_audio_bytes", "Audio bytes sent to Gladia, resends included",
+                                    registry=r)
+        self.reconnects = Counter("bridge_gladia_reconnects", "Gladia session WebSocket reconnections",
+                                  registry=r)
+        self.resent = Counter("bridge_gladia_resent_bytes", "Unacknowledged audio resent after a reconnect",
+                              registry=r)
+        self.ack_lag = Histogram("bridge_gladia_ack_lag_seconds",
+                                 "Audio sent but not yet acknowledged by Gladia, per call, sampled each second",
+                                 buckets=LAG_BUCKETS, registry=r)
+        self.finals = Counter("bridge_finals", "Final utterances received from Gladia", registry=r)
+        self.webhook = Counter("bridge_webhook_deliveries", "Webhook attempts by outcome", ["outcome"],
+                               registry=r)
+        self.webhook_latency = Histogram("bridge_webhook_request_seconds", "Duration of successful webhook POSTs",
+                                         buckets=LATENCY_BUCKETS, registry=r)
+        self.event_to_delivery = Histogram("bridge_event_to_delivery_seconds",
+                                           "From an event's creation (e.g. a final arriving) to its 2xx",
+                                           buckets=LATENCY_BUCKETS, registry=r)
+        self.outbox = Gauge("bridge_outbox_events", "Events stored in the outbox, by state", ["state"],
+                            registry=r, multiprocess_mode="livesum")
+        self._seen: dict[int, _Seen] = {}
+
+    def update_call(self, call: Call, final: bool = False) -> None:
+        """Add what ``call`` counted since the last update (``final``: the call is over)."""
+        seen = self._seen.setdefault(id(call), _Seen())
+        c = call.adapter.counters
+        frames, phone_bytes = call.phone_totals(c)
+        self.frames.inc(frames - seen.frames)
+        self.phone_bytes.inc(phone_bytes - seen.phone_bytes)
+        seen.frames, seen.phone_bytes = frames, phone_bytes
+        stt = call.stt
+        if stt is not None:
+            replay = stt.replay
+            self.gladia_bytes.inc(replay.sent_bytes - seen.gladia_bytes)
+            self.resent.inc(replay.resent_bytes - seen.resent)
+            self.reconnects.inc(stt.reconnects - seen.reconnects)
+            self.finals.inc(stt.finals - seen.finals)
+            seen.gladia_bytes, seen.resent = replay.sent_bytes, replay.resent_bytes
+            seen.reconnects, seen.finals = stt.reconnects, stt.finals
+            if not final and stt.connections:
+                self.ack_lag.observe(replay.unacked / stt.audio_format.bytes_per_second)
+        if final:
+            self._seen.pop(id(call), None)
+
+    def render(self) -> bytes:
+        if self.multiprocess:
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+            return bytes(generate_latest(registry))
+        return bytes(generate_latest(self.registry))

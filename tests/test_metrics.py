@@ -1,0 +1,49 @@
+"""GET /metrics: Prometheus counters for calls, audio, Gladia, finals, webhook and outbox."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import aiohttp
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.conftest import BridgeFactory, caller_audio, play_call, wait_for
+from tests.fakes import FakeGladia, FakeWebhook
+
+
+async def scrape(server: Any) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    async with aiohttp.ClientSession() as http, http.get(server.make_url("/metrics")) as resp:
+        assert resp.status == 200
+        text = await resp.text()
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+async def test_metrics_count_a_call_with_a_drop(
+    make_bridge: BridgeFactory, fake_gladia: FakeGladia, webhook: tuple[FakeWebhook, str]
+) -> None:
+    hook, _ = webhook
+    fake_gladia.drops = [(8_000, 1011)]
+    fake_gladia.ack_every = 5
+    server: Any = await make_bridge()
+    audio = caller_audio(2.0)
+    await play_call(str(server.make_url("/twilio/stream")), audio)
+    await wait_for(lambda: bool(hook.events("call.ended")))
+    m = await scrape(server)
+    assert m[("bridge_calls_total", (("end_reason", "stop"), ("provider", "twilio")))] == 1
+    assert m[("bridge_phone_frames_total", ())] == 100
+    assert m[("bridge_phone_audio_bytes_total", ())] == len(audio)
+    assert m[("bridge_gladia_reconnects_total", ())] == 1
+    assert m[("bridge_gladia_resent_bytes_total", ())] > 0
+    assert m[("bridge_gladia_audio_bytes_total", ())] == len(audio) + m[("bridge_gladia_resent_bytes_total", ())]
+    assert m[("bridge_finals_total", ())] == 2
+    await wait_for(lambda: len(hook.requests) == 4)
+    m = await scrape(server)
+    assert m[("bridge_webhook_deliveries_total", (("outcome", "delivered"),))] == 4
+    assert m[("bridge_webhook_request_seconds_count", ())] == 4
+    await asyncio.sleep(1.3)  # the once-a-second update sets the gauges
+    m = await scrape(server)
+    assert m[("bridge_outbox_events", (("state", "pending"),))] == 0
+    assert m[("bridge_outbox_events", (("state", "dead"),))] == 0
+    assert m[("bridge_active_calls", ())] == 0
