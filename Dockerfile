@@ -9,7 +9,8 @@ FROM python:3.11-slim
 ENV PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     BRIDGE_CONFIG=/app/config/bridge.toml \
-    BRIDGE_DATA_DIR=/data
+    BRIDGE_DATA_DIR=/data \
+    BRIDGE_WORKERS=auto
 COPY --from=build /install /usr/local
 WORKDIR /app
 COPY config ./config

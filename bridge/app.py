@@ -22,12 +22,18 @@ from bridge.stt.session import Admission
 log = structlog.get_logger("bridge.app")
 
 
-def create_app(settings: Settings) -> web.Application:
-    """Build the bridge application from validated settings."""
+def create_app(settings: Settings, worker: tuple[int, int] | None = None) -> web.Application:
+    """Build the bridge application from validated settings.
+
+    Args:
+        worker: ``(index, count)`` when this is one of several worker processes sharing the port;
+            each keeps its own outbox file, and worker 0 takes over the files of workers that no
+            longer exist.
+    """
     app = web.Application(client_max_size=64 * 1024)
     app[SETTINGS] = settings
     app[STATE] = BridgeState(suspended=SuspendedCalls(), admission=Admission(settings.gladia.max_sessions),
-                             metrics=Metrics())
+                             metrics=Metrics(), worker=worker)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics_endpoint)
     app.router.add_post("/twilio/voice", twilio_voice)
@@ -45,7 +51,7 @@ async def _http_client(app: web.Application) -> AsyncIterator[None]:
         state = app[STATE]
         settings = app[SETTINGS]
         state.http = http
-        state.outbox = Outbox.in_dir(settings.server.data_dir) if settings.webhook.url else None
+        state.outbox = _open_outbox(settings, state.worker) if settings.webhook.url else None
         state.delivery = Delivery(http, settings.webhook, state.outbox, metrics=state.metrics)
         state.delivery.recover()
         try:
@@ -56,6 +62,24 @@ async def _http_client(app: web.Application) -> AsyncIterator[None]:
         finally:
             if state.outbox is not None:
                 state.outbox.close()
+
+
+def _open_outbox(settings: Settings, worker: tuple[int, int] | None) -> Outbox:
+    data_dir = settings.server.data_dir
+    index, count = worker if worker is not None else (None, 1)
+    outbox = Outbox.in_dir(data_dir, index)
+    if index in (None, 0):
+        # Files no running process owns: a single-process file under workers, worker files under a
+        # single process, or workers beyond the current count.
+        orphans = [p for p in data_dir.glob("outbox-w*.sqlite3")
+                   if index is None or int(p.stem.split("-w")[1]) >= count]
+        if index is not None:
+            orphans.append(data_dir / "outbox.sqlite3")
+        for path in orphans:
+            if path.exists() and path != outbox.path:
+                moved = outbox.merge_from(path)
+                log.info("outbox.merged", path=str(path), events=moved)
+    return outbox
 
 
 async def metrics_endpoint(request: web.Request) -> web.Response:

@@ -30,6 +30,7 @@ class BridgeState:
     suspended: SuspendedCalls | None = None
     admission: Admission | None = None
     metrics: Metrics | None = None
+    worker: tuple[int, int] | None = None  # (index, count) under bridge serve --workers
 
 
 SETTINGS = web.AppKey("settings", Settings)

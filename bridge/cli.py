@@ -31,6 +31,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", dest="server.port", type=int)
     serve.add_argument("--public-url", dest="server.public_url")
     serve.add_argument("--data-dir", dest="server.data_dir")
+    serve.add_argument("--workers", dest="server.workers",
+                       help="processes sharing the port (SO_REUSEPORT); auto: one per core (default 1)")
     serve.add_argument("--gladia-api-url", dest="gladia.api_url")
     serve.add_argument("--webhook-url", dest="webhook.url")
     serve.add_argument("--log-level", dest="log.level")
@@ -251,12 +253,62 @@ def serve(settings: Settings) -> int:
         log.warning("bridge.no_public_url",
                     detail="BRIDGE_PUBLIC_URL unset: signatures are checked against the request's Host header")
     log.info("bridge.starting", version=__version__, settings=settings.redacted())
+    workers = settings.server.worker_count
+    if workers > 1:
+        return _serve_workers(settings, workers)
     run_loop(_run(settings))
     log.info("bridge.stopped")
     return 0
 
 
-async def _run(settings: Settings) -> None:
+def _worker_main(settings: Settings, index: int, count: int) -> None:
+    configure_logging(settings.log.level, settings.log.format)
+    structlog.contextvars.bind_contextvars(worker=index)
+    run_loop(_run(settings, (index, count)))
+
+
+def _serve_workers(settings: Settings, count: int) -> int:
+    """``--workers N``: N processes listening on the same port (the kernel spreads connections with
+    SO_REUSEPORT). This process only supervises: it forwards SIGTERM/SIGINT and waits."""
+    import multiprocessing as mp
+    import shutil
+
+    log = structlog.get_logger("bridge")
+    metrics_dir = settings.server.data_dir / f"prometheus-{os.getpid()}"
+    shutil.rmtree(metrics_dir, ignore_errors=True)
+    metrics_dir.mkdir(parents=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)  # inherited by the workers
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_worker_main, args=(settings, i, count), name=f"bridge-worker-{i}")
+             for i in range(count)]
+    for p in procs:
+        p.start()
+    log.info("bridge.workers_started", workers=count, pids=[p.pid for p in procs])
+    stopping = False
+
+    def forward(signum: int, _frame: Any) -> None:
+        nonlocal stopping
+        stopping = True
+        for p in procs:
+            if p.is_alive() and p.pid is not None:
+                os.kill(p.pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    code = 0
+    while any(p.is_alive() for p in procs):
+        for p in procs:
+            p.join(timeout=0.5)
+            if not p.is_alive() and p.exitcode not in (0, None) and not stopping:
+                log.error("bridge.worker_died", pid=p.pid, exitcode=p.exitcode)
+                code = 1
+                forward(signal.SIGTERM, None)
+    shutil.rmtree(metrics_dir, ignore_errors=True)
+    log.info("bridge.stopped")
+    return code
+
+
+async def _run(settings: Settings, worker: tuple[int, int] | None = None) -> None:
     """Serve until SIGTERM/SIGINT, then drain calls before aiohttp's shutdown (see drain_calls)."""
     from aiohttp import web
 
@@ -277,11 +329,11 @@ async def _run(settings: Settings) -> None:
         settings = settings.model_copy(update={"gladia": settings.gladia.model_copy(update={"api_url": url})})
         log.warning("bridge.embedded_stt", api_url=url,
                     detail="GLADIA_API_KEY and GLADIA_API_URL unset: using the local STT server (Whisper tiny.en)")
-    app = create_app(settings)
+    app = create_app(settings, worker)
     runner = web.AppRunner(app, handle_signals=False, access_log=None,
                            shutdown_timeout=settings.gladia.finish_timeout + 5)
     await runner.setup()
-    site = web.TCPSite(runner, settings.server.host, settings.server.port)
+    site = web.TCPSite(runner, settings.server.host, settings.server.port, reuse_port=worker is not None)
     await site.start()
     structlog.get_logger("bridge").info("bridge.listening", host=settings.server.host, port=settings.server.port)
     stop = asyncio.Event()

@@ -72,8 +72,28 @@ class Outbox:
         self._db.executescript(SCHEMA)
 
     @classmethod
-    def in_dir(cls, data_dir: Path) -> Outbox:
-        return cls(data_dir / "outbox.sqlite3")
+    def in_dir(cls, data_dir: Path, worker: int | None = None) -> Outbox:
+        """The outbox of a single-process bridge, or of worker ``worker`` of a multi-process one."""
+        return cls(data_dir / ("outbox.sqlite3" if worker is None else f"outbox-w{worker}.sqlite3"))
+
+    def merge_from(self, other: Path) -> int:
+        """Take over another outbox file's events and unfinished calls (a worker that no longer
+        exists, or a change between single- and multi-process), then delete that file."""
+        before = self.counts()
+        self._db.execute("ATTACH DATABASE ? AS other", (str(other),))
+        try:
+            self._db.execute("BEGIN")
+            self._db.execute("INSERT OR IGNORE INTO calls SELECT call_id, call_json, last_sequence FROM other.calls")
+            self._db.execute("INSERT OR IGNORE INTO events (webhook_id, call_id, sequence, type, body, created, "
+                             "attempts, state, last_error) SELECT webhook_id, call_id, sequence, type, body, created, "
+                             "attempts, state, last_error FROM other.events")
+            self._db.execute("COMMIT")
+        finally:
+            self._db.execute("DETACH DATABASE other")
+        for suffix in ("", "-wal", "-shm"):
+            Path(str(other) + suffix).unlink(missing_ok=True)
+        after = self.counts()
+        return sum(after.values()) - sum(before.values())
 
     def close(self) -> None:
         self._db.close()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import hmac
+import os
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -140,6 +141,8 @@ async def phone_stream(request: web.Request) -> web.StreamResponse:
 async def healthz(request: web.Request) -> web.Response:
     state = request.app[STATE]
     body: dict[str, object] = {"status": "draining" if state.draining else "ok", "active_calls": len(state.calls)}
+    if state.worker is not None:
+        body["worker"] = {"index": state.worker[0], "of": state.worker[1], "pid": os.getpid()}
     if state.admission is not None and state.admission.limit:
         body["stt_sessions"] = {"active": state.admission.active, "waiting": state.admission.waiting,
                                 "limit": state.admission.limit}

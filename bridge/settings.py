@@ -30,6 +30,7 @@ ENV_KEYS: dict[str, str] = {
     "BRIDGE_PORT": "server.port",
     "BRIDGE_PUBLIC_URL": "server.public_url",
     "BRIDGE_DATA_DIR": "server.data_dir",
+    "BRIDGE_WORKERS": "server.workers",
     "GLADIA_API_URL": "gladia.api_url",
     "GLADIA_API_KEY": "gladia.api_key",
     "BOT_WEBHOOK_URL": "webhook.url",
@@ -55,6 +56,18 @@ class ServerSettings(_Strict):
     shutdown_timeout: float = Field(30.0, ge=0)
     max_calls: int = Field(1000, ge=1)
     stream_restart_grace: float = Field(10.0, ge=0)
+    workers: int | Literal["auto"] = 1
+
+    @field_validator("workers")
+    @classmethod
+    def _workers(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and value < 1:
+            raise ValueError("must be at least 1, or auto (one per core)")
+        return value
+
+    @property
+    def worker_count(self) -> int:
+        return (os.cpu_count() or 1) if self.workers == "auto" else int(self.workers)
 
     @field_validator("public_url")
     @classmethod

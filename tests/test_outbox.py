@@ -165,3 +165,20 @@ async def test_sigkill_mid_call_then_restart_delivers_every_stored_event_once(
     assert [e["utterance"]["text"] for e in events if e["type"] == "utterance.final"] == expected_texts(audio, 8000)
     assert events[-1]["type"] == "call.ended" and events[-1]["summary"]["end_reason"] == "bridge_restarted"
     assert events[-1]["call"]["call_sid"] == "CA" + "7" * 32
+
+
+def test_an_orphaned_worker_outbox_is_merged(tmp_path: Path) -> None:
+    """Events of a worker that no longer runs move into a live outbox (same ids, order, unfinished calls)."""
+    orphan = Outbox.in_dir(tmp_path, 3)
+    orphan.call_started("c9", '{"id": "c9"}')
+    orphan.add("msg_c9_1", "c9", 1, "call.started", "{}")
+    orphan.add("msg_c9_2", "c9", 2, "utterance.final", "{}")
+    orphan.dead("msg_c9_2", "webhook answered 400")
+    orphan.close()
+    live = Outbox.in_dir(tmp_path, 0)
+    live.add("msg_c1_1", "c1", 1, "call.started", "{}")
+    assert live.merge_from(tmp_path / "outbox-w3.sqlite3") == 2
+    assert not (tmp_path / "outbox-w3.sqlite3").exists()
+    assert [(e.webhook_id, e.state) for e in live.events()] == [
+        ("msg_c1_1", "pending"), ("msg_c9_1", "pending"), ("msg_c9_2", "dead")]
+    assert live.unfinished_calls() == [("c9", '{"id": "c9"}', 2)]
