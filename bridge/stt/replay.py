@@ -49,7 +49,7 @@ class ReplayBuffer:
         self.cursor = 0
         self.end = 0
         self._high_water = 0  # furthest offset sent on any connection of this session
-        self._chunk_ends: deque[int] = deque(maxlen=4096)
+        self._chunk_ends: deque[int] = deque(maxlen=512)
         self._chunk_end_set: set[int] = set()
         self.inclusive_ranges: bool | None = None
         # counters (whole call)
@@ -125,6 +125,8 @@ class ReplayBuffer:
         return out
 
     def _remember_chunk_end(self, offset: int) -> None:
+        if self.inclusive_ranges is not None:
+            return  # the convention is known: nothing more to learn
         if len(self._chunk_ends) == self._chunk_ends.maxlen:
             self._chunk_end_set.discard(self._chunk_ends[0])
         self._chunk_ends.append(offset)
@@ -139,6 +141,9 @@ class ReplayBuffer:
                 self.inclusive_ranges = False
             elif byte_end + 1 in self._chunk_end_set:
                 self.inclusive_ranges = True
+            if self.inclusive_ranges is not None:
+                self._chunk_ends.clear()
+                self._chunk_end_set.clear()
         acked_to = byte_end + 1 if self.inclusive_ranges else byte_end
         if acked_to > self.cursor or byte_start > byte_end:
             # The server claims bytes this connection never sent: keep everything, count it.
