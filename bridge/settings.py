@@ -250,7 +250,10 @@ class Settings(_Strict):
             token = env.get(f"{carrier.upper()}_STREAM_TOKEN")
             if token:
                 data.setdefault("carriers", {}).setdefault("tokens", {})[carrier] = token
-        explicit_url = "api_url" in data.get("gladia", {}) and path != DEFAULT_CONFIG
+        # A config file that only repeats the documented default (config/bridge.toml, or a copy of it as
+        # in the Docker image) does not count as pointing at a Gladia server; anything else does.
+        file_url = str(data.get("gladia", {}).get("api_url", GladiaSettings().api_url)).rstrip("/")
+        explicit_url = file_url != GladiaSettings().api_url
         sources: dict[str, str] = {}
         for name, dotted in ENV_KEYS.items():
             value = env.get(name)

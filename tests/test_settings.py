@@ -91,3 +91,15 @@ def test_profiles_merge_default_number_and_overrides(tmp_path: Path) -> None:
     fmt = pcm.audio_format()
     assert fmt is not None and fmt.bytes_per_second == 32000
     assert s.stt.profile_for("+1999").request_body()["language_config"]["languages"] == ["en"]
+
+
+def test_a_copy_of_the_default_file_still_allows_the_embedded_stt(tmp_path: Path) -> None:
+    """Only an explicit Gladia URL (environment, flag, or a non-default value in a file) turns the
+    embedded local STT off: a copied config/bridge.toml (as in the Docker image) does not."""
+    copy = tmp_path / "bridge.toml"
+    copy.write_text(Path("config/bridge.toml").read_text())
+    assert not Settings.load(environ={"BRIDGE_CONFIG": str(copy)}).gladia_url_explicit
+    assert Settings.load(environ={"BRIDGE_CONFIG": str(copy), "GLADIA_API_URL": "https://api.gladia.io"}
+                         ).gladia_url_explicit
+    copy.write_text('[gladia]\napi_url = "http://127.0.0.1:9"\n')
+    assert Settings.load(environ={"BRIDGE_CONFIG": str(copy)}).gladia_url_explicit
