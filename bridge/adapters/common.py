@@ -69,3 +69,26 @@ def string_map(value: Any, where: str) -> dict[str, str]:
 
 def count(counters: dict[str, int], key: str) -> None:
     counters[key] = counters.get(key, 0) + 1
+
+
+class SequenceCheck:
+    """Counts every message of a stream (``sequenceNumber`` and the like) and reports skips.
+
+    Returns the expected and received numbers when a number was skipped, so the adapter can emit a
+    Gap event; messages without a number are not checked.
+    """
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        self.next: int | None = None
+        self.gaps = 0
+
+    def check(self, msg: Mapping[str, Any]) -> tuple[int, int] | None:
+        seq = int_field(msg, self.key, "message")
+        if seq is None:
+            return None
+        expected, self.next = self.next, seq + 1
+        if expected is not None and seq != expected:
+            self.gaps += 1
+            return expected, seq
+        return None

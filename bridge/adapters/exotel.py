@@ -26,7 +26,7 @@ from bridge.adapters.base import (
     StreamCounters,
     StreamState,
 )
-from bridge.adapters.common import b64_payload, count, int_field, json_object, require, string_map
+from bridge.adapters.common import SequenceCheck, b64_payload, count, int_field, json_object, require, string_map
 from bridge.audio import AudioFormat
 from bridge.errors import PhoneProtocolError
 
@@ -40,7 +40,7 @@ class ExotelAdapter:
         self.state = StreamState.AWAITING_START
         self.counters = StreamCounters()
         self.stream_sid: str | None = None
-        self._next_seq: int | None = None
+        self._sequence = SequenceCheck("sequence_number")
         self._rest = b""
 
     def receive(self, message: str | bytes) -> list[PhoneEvent]:
@@ -52,12 +52,10 @@ class ExotelAdapter:
         if self.state is StreamState.ENDED:
             raise PhoneProtocolError(f"{event!r} after stop", 1008)
         events: list[PhoneEvent] = []
-        seq = int_field(msg, "sequence_number", "message")
-        if seq is not None:
-            if self._next_seq is not None and seq != self._next_seq:
-                self.counters.gaps += 1
-                events.append(Gap(self._next_seq, seq))
-            self._next_seq = seq + 1
+        skipped = self._sequence.check(msg)
+        if skipped is not None:
+            self.counters.gaps += 1
+            events.append(Gap(*skipped))
         if event == "connected":
             return [Ignored("connected")]
         if event == "start":

@@ -25,7 +25,7 @@ from bridge.adapters.base import (
     StreamCounters,
     StreamState,
 )
-from bridge.adapters.common import b64_payload, count, int_field, json_object, require
+from bridge.adapters.common import SequenceCheck, b64_payload, count, int_field, json_object, require
 from bridge.audio import ULAW_8K, AudioFormat
 from bridge.errors import PhoneProtocolError
 
@@ -51,7 +51,7 @@ class PlivoAdapter:
         self.counters = StreamCounters()
         self.stream_id: str | None = None
         self.audio_format: AudioFormat = ULAW_8K
-        self._next_seq: int | None = None
+        self._sequence = SequenceCheck("sequenceNumber")
 
     def receive(self, message: str | bytes) -> list[PhoneEvent]:
         self.counters.messages += 1
@@ -60,12 +60,10 @@ class PlivoAdapter:
         if not isinstance(event, str):
             raise PhoneProtocolError("message has no 'event' string")
         events: list[PhoneEvent] = []
-        seq = int_field(msg, "sequenceNumber", "message")
-        if seq is not None:
-            if self._next_seq is not None and seq != self._next_seq:
-                self.counters.gaps += 1
-                events.append(Gap(self._next_seq, seq))
-            self._next_seq = seq + 1
+        skipped = self._sequence.check(msg)
+        if skipped is not None:
+            self.counters.gaps += 1
+            events.append(Gap(*skipped))
         if event == "start":
             events.append(self._start(msg))
             return events

@@ -33,7 +33,7 @@ from bridge.adapters.base import (
     StreamCounters,
     StreamState,
 )
-from bridge.adapters.common import json_object
+from bridge.adapters.common import SequenceCheck, json_object
 from bridge.audio import ULAW_8K, AudioFormat
 from bridge.errors import PhoneProtocolError
 
@@ -73,7 +73,7 @@ class TwilioAdapter:
         self.counters = StreamCounters()
         self.stream_sid: str | None = None
         self.call_sid: str | None = None
-        self._next_sequence: int | None = None
+        self._sequence = SequenceCheck("sequenceNumber")
 
     # -- inbound -------------------------------------------------------------------------
 
@@ -118,15 +118,11 @@ class TwilioAdapter:
         return events
 
     def _check_sequence(self, msg: Mapping[str, Any]) -> Gap | None:
-        seq = _int_string(msg, "sequenceNumber", "message")
-        if seq is None:
+        skipped = self._sequence.check(msg)
+        if skipped is None:
             return None
-        expected = self._next_sequence
-        self._next_sequence = seq + 1
-        if expected is not None and seq != expected:
-            self.counters.gaps += 1
-            return Gap(expected, seq)
-        return None
+        self.counters.gaps += 1
+        return Gap(*skipped)
 
     def _check_stream_sid(self, msg: Mapping[str, Any]) -> None:
         sid = msg.get("streamSid")
