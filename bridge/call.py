@@ -166,6 +166,7 @@ class Call:
         self.suspended = suspended
         self.streams = 1
         self._earlier_phone = (0, 0, 0)  # frames, bytes, gaps of the call's earlier streams
+        self.metrics_seen: object = None  # what bridge.metrics already reported for this call
         self.id = uuid.uuid4().hex
         self.started: CallStarted | None = None
         self.stt: SttSession | None = None
@@ -249,6 +250,7 @@ class Call:
         same_format = previous.transcoder is not None and previous.transcoder.source == started.audio_format
         self.transcoder = previous.transcoder if same_format else make_transcoder(started.audio_format, target)
         self.utterances, self.dtmf, self._t0 = previous.utterances, previous.dtmf, previous._t0
+        self.metrics_seen = previous.metrics_seen  # the earlier stream's counts were already reported
         self.streams = previous.streams + 1
         c = previous.adapter.counters
         f, b, g = previous._earlier_phone

@@ -81,6 +81,7 @@ def _parser() -> argparse.ArgumentParser:
                       help="caller processes (so the generator is never the bottleneck)")
     load.add_argument("--workers", type=int, default=1, help="bridge worker processes (bridge serve --workers)")
     load.add_argument("--bridge-url", help="test a running bridge instead of starting one (CPU/RSS not measured)")
+    load.add_argument("--config", help="BRIDGE_CONFIG for the bridge under test (your tunables, e.g. chunk_ms)")
 
     demo = sub.add_parser("demo", help="a sample call through the bridge on the embedded defaults")
     demo.add_argument("--fast", dest="realtime", action="store_false", default=True,
@@ -135,7 +136,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "loadtest":
         from bridge.loadtest import main as loadtest
 
-        return loadtest(args.calls, args.seconds, args.generators, args.workers, args.bridge_url)
+        return loadtest(args.calls, args.seconds, args.generators, args.workers, args.bridge_url, args.config)
     if args.command == "demo":
         from bridge.demo import run_demo
 

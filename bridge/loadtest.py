@@ -234,7 +234,8 @@ async def _wait_healthy(base: str) -> None:
     raise RuntimeError(f"bridge at {base} did not become healthy")
 
 
-def run(calls: int, seconds: float, generators: int, workers: int, bridge_url: str | None) -> dict[str, Any]:
+def run(calls: int, seconds: float, generators: int, workers: int, bridge_url: str | None,
+        config: str | None = None) -> dict[str, Any]:
     ctx = mp.get_context("spawn")
     port_q, results, stop = ctx.Queue(), ctx.Queue(), ctx.Event()
     fake = ctx.Process(target=_gladia_and_bot, args=(port_q, stop, results), daemon=True)
@@ -249,6 +250,8 @@ def run(calls: int, seconds: float, generators: int, workers: int, bridge_url: s
                    BOT_WEBHOOK_SECRET="whsec_" + base64.b64encode(os.urandom(24)).decode(),
                    BRIDGE_DATA_DIR=tempfile.mkdtemp(prefix="bridge-load-"), BRIDGE_LOG_LEVEL="info",
                    BRIDGE_LOG_FORMAT="json", BRIDGE_WORKERS=str(workers))
+        if config:
+            env["BRIDGE_CONFIG"] = config  # measure your own tunables (e.g. gladia.chunk_ms)
         proc = __import__("subprocess").Popen(
             [sys.executable, "-m", "bridge", "serve", "--host", "127.0.0.1", "--port", str(port)],
             env=env, stdout=__import__("subprocess").DEVNULL, stderr=__import__("subprocess").DEVNULL)
@@ -306,7 +309,8 @@ def run(calls: int, seconds: float, generators: int, workers: int, bridge_url: s
     }
 
 
-def main(calls: int, seconds: float, generators: int, workers: int, bridge_url: str | None) -> int:
-    result = run(calls, seconds, generators, workers, bridge_url)
+def main(calls: int, seconds: float, generators: int, workers: int, bridge_url: str | None,
+         config: str | None = None) -> int:
+    result = run(calls, seconds, generators, workers, bridge_url, config)
     print(json.dumps(result))
     return 0 if result["frames_lost"] == 0 and result["failed_calls"] == 0 else 1

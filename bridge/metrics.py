@@ -64,29 +64,30 @@ class Metrics:
                                            buckets=LATENCY_BUCKETS, registry=r)
         self.outbox = Gauge("bridge_outbox_events", "Events stored in the outbox, by state", ["state"],
                             registry=r, multiprocess_mode="livesum")
-        self._seen: dict[int, _Seen] = {}
-
     def update_call(self, call: Call, final: bool = False) -> None:
-        """Add what ``call`` counted since the last update (``final``: the call is over)."""
-        seen = self._seen.setdefault(id(call), _Seen())
+        """Add what ``call`` counted since the last update (``final``: the call is over).
+
+        What was already reported is kept on the call itself, so nothing outlives it here.
+        """
+        seen = call.metrics_seen
+        if not isinstance(seen, _Seen):
+            seen = call.metrics_seen = _Seen()
         c = call.adapter.counters
         frames, phone_bytes = call.phone_totals(c)
-        self.frames.inc(frames - seen.frames)
-        self.phone_bytes.inc(phone_bytes - seen.phone_bytes)
+        self.frames.inc(max(0, frames - seen.frames))
+        self.phone_bytes.inc(max(0, phone_bytes - seen.phone_bytes))
         seen.frames, seen.phone_bytes = frames, phone_bytes
         stt = call.stt
         if stt is not None:
             replay = stt.replay
-            self.gladia_bytes.inc(replay.sent_bytes - seen.gladia_bytes)
-            self.resent.inc(replay.resent_bytes - seen.resent)
-            self.reconnects.inc(stt.reconnects - seen.reconnects)
-            self.finals.inc(stt.finals - seen.finals)
+            self.gladia_bytes.inc(max(0, replay.sent_bytes - seen.gladia_bytes))
+            self.resent.inc(max(0, replay.resent_bytes - seen.resent))
+            self.reconnects.inc(max(0, stt.reconnects - seen.reconnects))
+            self.finals.inc(max(0, stt.finals - seen.finals))
             seen.gladia_bytes, seen.resent = replay.sent_bytes, replay.resent_bytes
             seen.reconnects, seen.finals = stt.reconnects, stt.finals
             if not final and stt.connections:
                 self.ack_lag.observe(replay.unacked / stt.audio_format.bytes_per_second)
-        if final:
-            self._seen.pop(id(call), None)
 
     def render(self) -> bytes:
         if self.multiprocess:
