@@ -14,81 +14,25 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-from bridge.adapters.base import (
-    Audio,
-    CallStarted,
-    CallStopped,
-    Dtmf,
-    Gap,
-    Ignored,
-    MarkReached,
-    PhoneEvent,
-    StreamCounters,
-    StreamState,
-)
-from bridge.adapters.common import SequenceCheck, b64_payload, count, int_field, json_object, require, string_map
+from bridge.adapters.base import CallStarted, Dtmf, MarkReached, PhoneEvent
+from bridge.adapters.common import b64_payload, int_field, require, string_map
+from bridge.adapters.json_dialect import JsonDialectAdapter
 from bridge.audio import AudioFormat
 from bridge.errors import PhoneProtocolError
 
 
-class ExotelAdapter:
+class ExotelAdapter(JsonDialectAdapter):
     provider = "exotel"
-    subprotocols: tuple[str, ...] = ()
-    close_ends_call = False
+    dialect = "Exotel"
+    stream_key = "stream_sid"
+    sequence_key = "sequence_number"
+    stream_events = frozenset({"media", "dtmf", "mark", "stop"})
 
     def __init__(self) -> None:
-        self.state = StreamState.AWAITING_START
-        self.counters = StreamCounters()
-        self.stream_sid: str | None = None
-        self._sequence = SequenceCheck("sequence_number")
+        super().__init__()
         self._rest = b""
 
-    def receive(self, message: str | bytes) -> list[PhoneEvent]:
-        self.counters.messages += 1
-        msg = json_object(message, "Exotel")
-        event = msg.get("event")
-        if not isinstance(event, str):
-            raise PhoneProtocolError("message has no 'event' string")
-        if self.state is StreamState.ENDED:
-            raise PhoneProtocolError(f"{event!r} after stop", 1008)
-        events: list[PhoneEvent] = []
-        skipped = self._sequence.check(msg)
-        if skipped is not None:
-            self.counters.gaps += 1
-            events.append(Gap(*skipped))
-        if event == "connected":
-            return [Ignored("connected")]
-        if event == "start":
-            return [*events, self._start(msg)]
-        if event not in ("media", "dtmf", "mark", "stop"):
-            count(self.counters.ignored, event)
-            return [*events, Ignored(event, unknown=True)]
-        if self.state is StreamState.AWAITING_START:
-            raise PhoneProtocolError(f"{event!r} before 'start'", 1008)
-        sid = msg.get("stream_sid")
-        if sid is not None and sid != self.stream_sid:
-            raise PhoneProtocolError(f"stream_sid {sid!r} does not match the stream's", 1008)
-        if event == "media":
-            data = self._rest + b64_payload(require(msg, "media", dict, "media").get("payload"), "media.payload")
-            usable = len(data) - len(data) % 2  # whole 16-bit samples; an odd byte waits for the next chunk
-            self._rest = data[usable:]
-            self.counters.audio_frames += 1
-            self.counters.audio_bytes += usable
-            events.append(Audio(data[:usable]))
-        elif event == "dtmf":
-            events.append(Dtmf(str(require(msg, "dtmf", dict, "dtmf").get("digit", ""))))
-        elif event == "mark":
-            events.append(MarkReached(require(require(msg, "mark", dict, "mark"), "name", str, "mark")))
-        else:
-            self.state = StreamState.ENDED
-            stop = msg.get("stop")
-            reason = stop.get("reason") if isinstance(stop, dict) else None
-            events.append(CallStopped(str(reason or "stop")))
-        return events
-
     def _start(self, msg: dict[str, Any]) -> CallStarted:
-        if self.state is not StreamState.AWAITING_START:
-            raise PhoneProtocolError("second 'start' on one stream", 1008)
         start = require(msg, "start", dict, "start")
         stream_sid = start.get("stream_sid") or msg.get("stream_sid")
         if not isinstance(stream_sid, str) or not stream_sid:
@@ -102,8 +46,6 @@ class ExotelAdapter:
         encoding = fmt.get("encoding", "audio/x-raw")
         if encoding not in ("audio/x-raw", "raw", "slin") or bits != 16 or rate not in (8000, 16000, 24000):
             raise PhoneProtocolError(f"unsupported media_format {fmt}", 1003)
-        self.stream_sid = stream_sid
-        self.state = StreamState.STREAMING
         caller, called, account = start.get("from"), start.get("to"), start.get("account_sid")
         return CallStarted(provider=self.provider, call_sid=call_sid, stream_sid=stream_sid,
                            account_sid=account if isinstance(account, str) else None,
@@ -112,15 +54,29 @@ class ExotelAdapter:
                            caller=caller if isinstance(caller, str) else None,
                            called=called if isinstance(called, str) else None)
 
+    def _stream_event(self, event: str, msg: dict[str, Any]) -> list[PhoneEvent]:
+        if event == "media":
+            data = self._rest + b64_payload(require(msg, "media", dict, "media").get("payload"), "media.payload")
+            usable = len(data) - len(data) % 2  # whole 16-bit samples; an odd byte waits for the next chunk
+            self._rest = data[usable:]
+            return [self._audio(data[:usable])]
+        if event == "dtmf":
+            return [Dtmf(str(require(msg, "dtmf", dict, "dtmf").get("digit", "")))]
+        if event == "mark":
+            return [MarkReached(require(require(msg, "mark", dict, "mark"), "name", str, "mark"))]
+        stop = msg.get("stop")
+        reason = stop.get("reason") if isinstance(stop, dict) else None
+        return [self._stopped(str(reason or "stop"))]
+
     def audio_message(self, payload: bytes) -> str:
-        return json.dumps({"event": "media", "stream_sid": self.stream_sid,
+        return json.dumps({"event": "media", "stream_sid": self.stream_id,
                            "media": {"payload": base64.b64encode(payload).decode()}})
 
     def mark_message(self, name: str) -> str:
-        return json.dumps({"event": "mark", "stream_sid": self.stream_sid, "mark": {"name": name}})
+        return json.dumps({"event": "mark", "stream_sid": self.stream_id, "mark": {"name": name}})
 
     def clear_message(self) -> str:
-        return json.dumps({"event": "clear", "stream_sid": self.stream_sid})
+        return json.dumps({"event": "clear", "stream_sid": self.stream_id})
 
 
 class ExotelStreamWriter:

@@ -14,18 +14,9 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-from bridge.adapters.base import (
-    Audio,
-    CallStarted,
-    Dtmf,
-    Gap,
-    Ignored,
-    MarkReached,
-    PhoneEvent,
-    StreamCounters,
-    StreamState,
-)
-from bridge.adapters.common import SequenceCheck, b64_payload, count, int_field, json_object, require
+from bridge.adapters.base import CallStarted, Dtmf, Ignored, MarkReached, PhoneEvent
+from bridge.adapters.common import b64_payload, int_field, require
+from bridge.adapters.json_dialect import JsonDialectAdapter
 from bridge.audio import ULAW_8K, AudioFormat
 from bridge.errors import PhoneProtocolError
 
@@ -41,60 +32,19 @@ def parse_extra_headers(value: Any) -> dict[str, str]:
     return out
 
 
-class PlivoAdapter:
+class PlivoAdapter(JsonDialectAdapter):
     provider = "plivo"
-    subprotocols: tuple[str, ...] = ()
+    dialect = "Plivo"
+    stream_key = "streamId"
+    sequence_key = "sequenceNumber"
+    stream_events = frozenset({"media", "dtmf", "playedStream", "clearedAudio"})
     close_ends_call = True
 
     def __init__(self) -> None:
-        self.state = StreamState.AWAITING_START
-        self.counters = StreamCounters()
-        self.stream_id: str | None = None
+        super().__init__()
         self.audio_format: AudioFormat = ULAW_8K
-        self._sequence = SequenceCheck("sequenceNumber")
-
-    def receive(self, message: str | bytes) -> list[PhoneEvent]:
-        self.counters.messages += 1
-        msg = json_object(message, "Plivo")
-        event = msg.get("event")
-        if not isinstance(event, str):
-            raise PhoneProtocolError("message has no 'event' string")
-        events: list[PhoneEvent] = []
-        skipped = self._sequence.check(msg)
-        if skipped is not None:
-            self.counters.gaps += 1
-            events.append(Gap(*skipped))
-        if event == "start":
-            events.append(self._start(msg))
-            return events
-        if event not in ("media", "dtmf", "playedStream", "clearedAudio"):
-            count(self.counters.ignored, event)
-            return [*events, Ignored(event, unknown=True)]
-        if self.state is StreamState.AWAITING_START:
-            raise PhoneProtocolError(f"{event!r} before 'start'", 1008)
-        sid = msg.get("streamId")
-        if sid is not None and sid != self.stream_id:
-            raise PhoneProtocolError(f"streamId {sid!r} does not match the stream's", 1008)
-        if event == "media":
-            media = require(msg, "media", dict, "media")
-            payload = b64_payload(media.get("payload"), "media.payload")
-            if media.get("track", "inbound") != "inbound":
-                count(self.counters.ignored, "outbound_media")
-                return [*events, Ignored("outbound_media")]
-            self.counters.audio_frames += 1
-            self.counters.audio_bytes += len(payload)
-            events.append(Audio(payload))
-        elif event == "dtmf":
-            events.append(Dtmf(require(require(msg, "dtmf", dict, "dtmf"), "digit", str, "dtmf")))
-        elif event == "playedStream":
-            events.append(MarkReached(require(msg, "name", str, "playedStream")))
-        else:
-            events.append(Ignored("clearedAudio"))
-        return events
 
     def _start(self, msg: dict[str, Any]) -> CallStarted:
-        if self.state is not StreamState.AWAITING_START:
-            raise PhoneProtocolError("second 'start' on one stream", 1008)
         start = require(msg, "start", dict, "start")
         stream_id = require(start, "streamId", str, "start")
         call_id = require(start, "callId", str, "start")
@@ -109,14 +59,25 @@ class PlivoAdapter:
             self.audio_format = AudioFormat("pcm16", rate)
         else:
             raise PhoneProtocolError(f"unsupported mediaFormat {encoding}/{rate}", 1003)
-        self.stream_id = stream_id
-        self.state = StreamState.STREAMING
         account = start.get("accountId")
         return CallStarted(provider=self.provider, call_sid=call_id, stream_sid=stream_id,
                            account_sid=account if isinstance(account, str) else None,
                            parameters=parse_extra_headers(msg.get("extra_headers")),
                            audio_format=self.audio_format,
                            tracks=tuple(str(t) for t in start.get("tracks") or ["inbound"]))
+
+    def _stream_event(self, event: str, msg: dict[str, Any]) -> list[PhoneEvent]:
+        if event == "media":
+            media = require(msg, "media", dict, "media")
+            payload = b64_payload(media.get("payload"), "media.payload")
+            if media.get("track", "inbound") != "inbound":
+                return [self._ignored("outbound_media")]
+            return [self._audio(payload)]
+        if event == "dtmf":
+            return [Dtmf(require(require(msg, "dtmf", dict, "dtmf"), "digit", str, "dtmf"))]
+        if event == "playedStream":
+            return [MarkReached(require(msg, "name", str, "playedStream"))]
+        return [Ignored("clearedAudio")]
 
     def audio_message(self, payload: bytes) -> str:
         content = "audio/x-mulaw" if self.audio_format.codec == "ulaw" else "audio/x-l16"

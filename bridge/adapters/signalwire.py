@@ -21,6 +21,7 @@ L16_RATES = (8000, 16000, 24000)
 
 class SignalWireAdapter(TwilioAdapter):
     provider = "signalwire"
+    dialect = "SignalWire"
 
     def _parse(self, message: str | bytes) -> dict[str, Any]:
         msg = json_object(message, "SignalWire")

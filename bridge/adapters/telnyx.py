@@ -15,19 +15,9 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-from bridge.adapters.base import (
-    Audio,
-    CallStarted,
-    CallStopped,
-    Dtmf,
-    Gap,
-    Ignored,
-    MarkReached,
-    PhoneEvent,
-    StreamCounters,
-    StreamState,
-)
-from bridge.adapters.common import b64_payload, count, int_field, json_object, require, string_map
+from bridge.adapters.base import CallStarted, Dtmf, Gap, MarkReached, PhoneEvent
+from bridge.adapters.common import b64_payload, int_field, require, string_map
+from bridge.adapters.json_dialect import JsonDialectAdapter
 from bridge.audio import ALAW_8K, ULAW_8K, AudioFormat
 from bridge.errors import PhoneProtocolError
 
@@ -70,52 +60,18 @@ class ChunkReorderer:
                 return out
 
 
-class TelnyxAdapter:
+class TelnyxAdapter(JsonDialectAdapter):
     provider = "telnyx"
-    subprotocols: tuple[str, ...] = ()
-    close_ends_call = False
+    dialect = "Telnyx"
+    stream_key = "stream_id"
+    stream_events = frozenset({"media", "dtmf", "mark", "stop"})
+    passive_events = frozenset({"connected", "error"})  # errors are Telnyx telling us about our messages
 
     def __init__(self) -> None:
-        self.state = StreamState.AWAITING_START
-        self.counters = StreamCounters()
-        self.stream_id: str | None = None
+        super().__init__()
         self._reorder = ChunkReorderer()
 
-    def receive(self, message: str | bytes) -> list[PhoneEvent]:
-        self.counters.messages += 1
-        msg = json_object(message, "Telnyx")
-        event = msg.get("event")
-        if not isinstance(event, str):
-            raise PhoneProtocolError("message has no 'event' string")
-        if self.state is StreamState.ENDED:
-            raise PhoneProtocolError(f"{event!r} after stop", 1008)
-        if event == "connected":
-            return [Ignored("connected")]
-        if event == "start":
-            return [self._start(msg)]
-        if event == "error":
-            count(self.counters.ignored, "error")
-            return [Ignored("error")]
-        if event not in ("media", "dtmf", "mark", "stop"):
-            count(self.counters.ignored, event)
-            return [Ignored(event, unknown=True)]
-        if self.state is StreamState.AWAITING_START:
-            raise PhoneProtocolError(f"{event!r} before 'start'", 1008)
-        sid = msg.get("stream_id")
-        if sid is not None and sid != self.stream_id:
-            raise PhoneProtocolError(f"stream_id {sid!r} does not match the stream's", 1008)
-        if event == "media":
-            return self._media(msg)
-        if event == "dtmf":
-            return [Dtmf(require(require(msg, "dtmf", dict, "dtmf"), "digit", str, "dtmf"))]
-        if event == "mark":
-            return [MarkReached(require(require(msg, "mark", dict, "mark"), "name", str, "mark"))]
-        self.state = StreamState.ENDED
-        return [CallStopped("stop")]
-
     def _start(self, msg: dict[str, Any]) -> CallStarted:
-        if self.state is not StreamState.AWAITING_START:
-            raise PhoneProtocolError("second 'start' on one stream", 1008)
         start = require(msg, "start", dict, "start")
         stream_id = msg.get("stream_id") or start.get("stream_id")
         if not isinstance(stream_id, str) or not stream_id:
@@ -131,22 +87,25 @@ class TelnyxAdapter:
         if codec is None or fmt.get("channels", 1) != 1 or (codec != "pcm16" and rate != 8000):
             raise PhoneProtocolError(f"unsupported media_format {fmt}", 1003)
         audio_format = {"ulaw": ULAW_8K, "alaw": ALAW_8K}.get(codec) or AudioFormat("pcm16", rate)
-        params = string_map(start.get("custom_parameters"), "start.custom_parameters")
-        caller, called = start.get("from"), start.get("to")
-        self.stream_id = stream_id
-        self.state = StreamState.STREAMING
+        caller, called, user = start.get("from"), start.get("to"), start.get("user_id")
         return CallStarted(provider=self.provider, call_sid=call_id, stream_sid=stream_id,
-                           account_sid=start.get("user_id") if isinstance(start.get("user_id"), str) else None,
-                           parameters=params, audio_format=audio_format,
+                           account_sid=user if isinstance(user, str) else None,
+                           parameters=string_map(start.get("custom_parameters"), "start.custom_parameters"),
+                           audio_format=audio_format,
                            caller=caller if isinstance(caller, str) else None,
                            called=called if isinstance(called, str) else None)
 
-    def _media(self, msg: dict[str, Any]) -> list[PhoneEvent]:
+    def _stream_event(self, event: str, msg: dict[str, Any]) -> list[PhoneEvent]:
+        if event == "dtmf":
+            return [Dtmf(require(require(msg, "dtmf", dict, "dtmf"), "digit", str, "dtmf"))]
+        if event == "mark":
+            return [MarkReached(require(require(msg, "mark", dict, "mark"), "name", str, "mark"))]
+        if event == "stop":
+            return [self._stopped()]
         media = require(msg, "media", dict, "media")
         payload = b64_payload(media.get("payload"), "media.payload")
         if media.get("track", "inbound") not in ("inbound", "inbound_track"):
-            count(self.counters.ignored, "outbound_media")
-            return [Ignored("outbound_media")]
+            return [self._ignored("outbound_media")]
         chunk = int_field(media, "chunk", "media")
         ordered = [(payload, None)] if chunk is None else self._reorder.push(chunk, payload)
         events: list[PhoneEvent] = []
@@ -154,9 +113,7 @@ class TelnyxAdapter:
             if gap is not None:
                 self.counters.gaps += 1
                 events.append(Gap(gap, gap + 1))
-            self.counters.audio_frames += 1
-            self.counters.audio_bytes += len(data)
-            events.append(Audio(data))
+            events.append(self._audio(data))
         return events
 
     def audio_message(self, payload: bytes) -> str:

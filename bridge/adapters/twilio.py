@@ -13,7 +13,6 @@ messages Twilio itself sends (used by ``bridge call`` and the tests to play a ca
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import hmac
 import json
@@ -21,19 +20,9 @@ from collections.abc import Iterator, Mapping
 from typing import Any, ClassVar
 from xml.sax.saxutils import quoteattr
 
-from bridge.adapters.base import (
-    Audio,
-    CallStarted,
-    CallStopped,
-    Dtmf,
-    Gap,
-    Ignored,
-    MarkReached,
-    PhoneEvent,
-    StreamCounters,
-    StreamState,
-)
-from bridge.adapters.common import SequenceCheck, json_object
+from bridge.adapters.base import CallStarted, Dtmf, MarkReached, PhoneEvent
+from bridge.adapters.common import b64_payload, int_field, require
+from bridge.adapters.json_dialect import JsonDialectAdapter
 from bridge.audio import ULAW_8K, AudioFormat
 from bridge.errors import PhoneProtocolError
 
@@ -41,127 +30,40 @@ PROVIDER = "twilio"
 _KNOWN_EVENTS = frozenset({"connected", "start", "media", "dtmf", "mark", "stop"})
 
 
-def _field(obj: Mapping[str, Any], key: str, kind: type, where: str) -> Any:
-    value = obj.get(key)
-    if not isinstance(value, kind):
-        raise PhoneProtocolError(f"{where}.{key} missing or not a {kind.__name__}")
-    return value
-
-
-def _int_string(obj: Mapping[str, Any], key: str, where: str) -> int | None:
-    """Twilio sends counters as strings holding integers; accept numbers too. None when absent."""
-    value = obj.get(key)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (str, int)):
-        raise PhoneProtocolError(f"{where}.{key} is not an integer string")
-    try:
-        return int(value)
-    except ValueError:
-        raise PhoneProtocolError(f"{where}.{key} is not an integer string") from None
-
-
-class TwilioAdapter:
+class TwilioAdapter(JsonDialectAdapter):
     """State machine of one Twilio media stream (see the module docstring)."""
 
     provider = PROVIDER
-    subprotocols: tuple[str, ...] = ()
-    close_ends_call = False
+    dialect = "Twilio"
+    stream_key = "streamSid"
+    sequence_key = "sequenceNumber"
+    stream_events = frozenset({"media", "dtmf", "mark", "stop"})
 
-    def __init__(self) -> None:
-        self.state = StreamState.AWAITING_START
-        self.counters = StreamCounters()
-        self.stream_sid: str | None = None
-        self.call_sid: str | None = None
-        self._sequence = SequenceCheck("sequenceNumber")
-
-    # -- inbound -------------------------------------------------------------------------
-
-    def receive(self, message: str | bytes) -> list[PhoneEvent]:
-        """Parse one message; see :meth:`bridge.adapters.base.PhoneAdapter.receive`."""
-        self.counters.messages += 1
-        msg = self._parse(message)
-        event = msg.get("event")
-        if not isinstance(event, str):
-            raise PhoneProtocolError("message has no 'event' string")
-        if self.state is StreamState.ENDED:
-            raise PhoneProtocolError(f"{event!r} after stop", 1008)
-
-        events: list[PhoneEvent] = []
-        if event != "connected":
-            gap = self._check_sequence(msg)
-            if gap is not None:
-                events.append(gap)
-
-        if event == "connected":
-            events.append(Ignored("connected"))
-        elif event == "start":
-            events.append(self._start(msg))
-        elif event not in _KNOWN_EVENTS:
-            self.counters.ignored[event] = self.counters.ignored.get(event, 0) + 1
-            events.append(Ignored(event, unknown=True))
-        elif self.state is StreamState.AWAITING_START:
-            raise PhoneProtocolError(f"{event!r} before 'start'", 1008)
-        else:
-            self._check_stream_sid(msg)
-            if event == "media":
-                events.append(self._media(msg))
-            elif event == "dtmf":
-                dtmf = _field(msg, "dtmf", dict, "dtmf")
-                events.append(Dtmf(_field(dtmf, "digit", str, "dtmf")))
-            elif event == "mark":
-                mark = _field(msg, "mark", dict, "mark")
-                events.append(MarkReached(_field(mark, "name", str, "mark")))
-            else:  # stop
-                self.state = StreamState.ENDED
-                events.append(CallStopped("stop"))
-        return events
-
-    def _check_sequence(self, msg: Mapping[str, Any]) -> Gap | None:
-        skipped = self._sequence.check(msg)
-        if skipped is None:
-            return None
-        self.counters.gaps += 1
-        return Gap(*skipped)
-
-    def _check_stream_sid(self, msg: Mapping[str, Any]) -> None:
-        sid = msg.get("streamSid")
-        if sid is not None and sid != self.stream_sid:
-            raise PhoneProtocolError(f"streamSid {sid!r} does not match the stream's {self.stream_sid!r}", 1008)
-
-    def _start(self, msg: Mapping[str, Any]) -> CallStarted:
-        if self.state is not StreamState.AWAITING_START:
-            raise PhoneProtocolError("second 'start' on one stream", 1008)
-        start = _field(msg, "start", dict, "start")
+    def _start(self, msg: dict[str, Any]) -> CallStarted:
+        start = require(msg, "start", dict, "start")
         stream_sid = start.get("streamSid") or msg.get("streamSid")
         if not isinstance(stream_sid, str) or not stream_sid:
             raise PhoneProtocolError("start.streamSid missing")
-        call_sid = _field(start, "callSid", str, "start")
+        call_sid = require(start, "callSid", str, "start")
         params = start.get("customParameters") or {}
         if not isinstance(params, dict) or not all(isinstance(v, str) for v in params.values()):
             raise PhoneProtocolError("start.customParameters is not an object of strings")
         media_format = start.get("mediaFormat") or {}
         if not isinstance(media_format, dict):
             raise PhoneProtocolError("start.mediaFormat is not an object")
-        audio_format = self._audio_format(media_format)
         tracks = start.get("tracks") or ["inbound"]
         if not isinstance(tracks, list):
             raise PhoneProtocolError("start.tracks is not a list")
         account = start.get("accountSid")
-        self.stream_sid, self.call_sid = stream_sid, call_sid
-        self.state = StreamState.STREAMING
         return CallStarted(
             provider=self.provider,
             call_sid=call_sid,
             stream_sid=stream_sid,
             account_sid=account if isinstance(account, str) else None,
             parameters=dict(params),
-            audio_format=audio_format,
+            audio_format=self._audio_format(media_format),
             tracks=tuple(str(t) for t in tracks),
         )
-
-    def _parse(self, message: str | bytes) -> dict[str, Any]:
-        return json_object(message, "Twilio")
 
     def _audio_format(self, media_format: dict[str, Any]) -> AudioFormat:
         encoding = media_format.get("encoding", "audio/x-mulaw")
@@ -174,34 +76,32 @@ class TwilioAdapter:
             )
         return ULAW_8K
 
-    def _media(self, msg: Mapping[str, Any]) -> PhoneEvent:
-        media = _field(msg, "media", dict, "media")
-        track = media.get("track", "inbound")
-        payload = _field(media, "payload", str, "media")
-        try:
-            audio = binascii.a2b_base64(payload, strict_mode=True)
-        except (binascii.Error, ValueError):
-            raise PhoneProtocolError("media.payload is not valid base64") from None
-        if track not in ("inbound", "inbound_track"):
-            # <Start><Stream track="both_tracks"> also streams what is played to the caller:
-            # not the caller's voice, so it is not transcribed.
-            self.counters.ignored["outbound_media"] = self.counters.ignored.get("outbound_media", 0) + 1
-            return Ignored("outbound_media")
-        self.counters.audio_frames += 1
-        self.counters.audio_bytes += len(audio)
-        return Audio(audio, _int_string(media, "timestamp", "media"))
+    def _stream_event(self, event: str, msg: dict[str, Any]) -> list[PhoneEvent]:
+        if event == "media":
+            media = require(msg, "media", dict, "media")
+            audio = b64_payload(media.get("payload"), "media.payload")
+            if media.get("track", "inbound") not in ("inbound", "inbound_track"):
+                # <Start><Stream track="both_tracks"> also streams what is played to the caller:
+                # not the caller's voice, so it is not transcribed.
+                return [self._ignored("outbound_media")]
+            return [self._audio(audio, int_field(media, "timestamp", "media"))]
+        if event == "dtmf":
+            return [Dtmf(require(require(msg, "dtmf", dict, "dtmf"), "digit", str, "dtmf"))]
+        if event == "mark":
+            return [MarkReached(require(require(msg, "mark", dict, "mark"), "name", str, "mark"))]
+        return [self._stopped()]
 
     # -- outbound (bidirectional <Connect><Stream> only) -----------------------------------
 
     def audio_message(self, payload: bytes) -> str:
-        return json.dumps({"event": "media", "streamSid": self.stream_sid,
+        return json.dumps({"event": "media", "streamSid": self.stream_id,
                            "media": {"payload": base64.b64encode(payload).decode()}})
 
     def mark_message(self, name: str) -> str:
-        return json.dumps({"event": "mark", "streamSid": self.stream_sid, "mark": {"name": name}})
+        return json.dumps({"event": "mark", "streamSid": self.stream_id, "mark": {"name": name}})
 
     def clear_message(self) -> str:
-        return json.dumps({"event": "clear", "streamSid": self.stream_sid})
+        return json.dumps({"event": "clear", "streamSid": self.stream_id})
 
 
 # -- TwiML and signatures ----------------------------------------------------------------
