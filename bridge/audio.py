@@ -306,6 +306,25 @@ def make_transcoder(source: AudioFormat, target: AudioFormat) -> Transcoder:
     return Resampling(source, target)
 
 
+def samples_to_float(raw: bytes, codec: Literal["ulaw", "alaw", "pcm"], bits: int = 16) -> np.ndarray:
+    """Interleaved samples -> float64 in [-1, 1): G.711, or little-endian PCM at 8 (unsigned, as in
+    WAV), 16, 24 or 32 bits. ``raw`` must hold whole samples."""
+    if codec in ("ulaw", "alaw"):
+        return np.frombuffer(decode_to_pcm16(raw, codec), dtype="<i2") / 32768.0
+    if bits == 8:
+        return (np.frombuffer(raw, dtype=np.uint8).astype(np.float64) - 128.0) / 128.0
+    if bits == 16:
+        return np.frombuffer(raw, dtype="<i2") / 32768.0
+    if bits == 24:
+        b = np.frombuffer(raw, dtype=np.uint8).reshape(-1, 3).astype(np.int32)
+        v = b[:, 0] | (b[:, 1] << 8) | (b[:, 2] << 16)
+        result: np.ndarray = np.where(v >= 1 << 23, v - (1 << 24), v) / float(1 << 23)
+        return result
+    if bits == 32:
+        return np.frombuffer(raw, dtype="<i4") / float(1 << 31)
+    raise ValueError(f"no {bits}-bit PCM")
+
+
 def silence(fmt: AudioFormat, ms: float) -> bytes:
     """Digital silence in ``fmt`` (mu-law 0xFF, A-law 0xD5, PCM zeros)."""
     n = fmt.bytes_for_ms(ms)

@@ -7,16 +7,11 @@ channel count (the stdlib ``wave`` module reads PCM only), mixes to mono and con
 from __future__ import annotations
 
 import struct
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
 
-from bridge.audio import kaiser_lowpass
-
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore", DeprecationWarning)
-    import audioop
+from bridge.audio import RateConverter, encode_from_pcm16, samples_to_float
 
 _PCM, _FLOAT, _ALAW, _ULAW, _EXTENSIBLE = 1, 3, 6, 7, 0xFFFE
 
@@ -56,24 +51,17 @@ def read_wav(data: bytes) -> Wav:
     if channels < 1 or rate < 1000:
         raise WavError(f"unsupported header: {channels} channels at {rate} Hz")
     payload = payload[: len(payload) - len(payload) % block] if block else payload
-    if tag == _ULAW:
-        x = np.frombuffer(audioop.ulaw2lin(payload, 2), dtype=np.int16) / 32768.0
-    elif tag == _ALAW:
-        x = np.frombuffer(audioop.alaw2lin(payload, 2), dtype=np.int16) / 32768.0
-    elif tag == _FLOAT and bits in (32, 64):
-        x = np.frombuffer(payload, dtype="<f4" if bits == 32 else "<f8").astype(np.float64)
-    elif tag == _PCM and bits == 8:
-        x = (np.frombuffer(payload, dtype=np.uint8).astype(np.float64) - 128) / 128
-    elif tag == _PCM and bits == 16:
-        x = np.frombuffer(payload, dtype="<i2") / 32768.0
-    elif tag == _PCM and bits == 24:
-        b = np.frombuffer(payload, dtype=np.uint8).reshape(-1, 3).astype(np.int32)
-        v = b[:, 0] | (b[:, 1] << 8) | (b[:, 2] << 16)
-        x = np.where(v >= 1 << 23, v - (1 << 24), v) / float(1 << 23)
-    elif tag == _PCM and bits == 32:
-        x = np.frombuffer(payload, dtype="<i4") / float(1 << 31)
-    else:
-        raise WavError(f"unsupported WAV encoding (format tag {tag}, {bits}-bit)")
+    try:
+        if tag in (_ULAW, _ALAW):
+            x = samples_to_float(payload, "ulaw" if tag == _ULAW else "alaw")
+        elif tag == _FLOAT and bits in (32, 64):
+            x = np.frombuffer(payload, dtype="<f4" if bits == 32 else "<f8").astype(np.float64)
+        elif tag == _PCM:
+            x = samples_to_float(payload, "pcm", bits)
+        else:
+            raise ValueError
+    except ValueError:
+        raise WavError(f"unsupported WAV encoding (format tag {tag}, {bits}-bit)") from None
     if channels > 1:
         x = x[: len(x) - len(x) % channels].reshape(-1, channels).mean(axis=1)
     return Wav(rate, channels, x)
@@ -83,9 +71,6 @@ def to_ulaw_8k(wav: Wav) -> bytes:
     """The file's audio as a phone would carry it: 8 kHz G.711 mu-law."""
     x = wav.samples
     if wav.sample_rate != 8000:
-        if wav.sample_rate > 8000:
-            x = np.convolve(x, kaiser_lowpass(127, 0.45 * 8000 / wav.sample_rate, 8.0), mode="same")
-        positions = np.arange(0, len(x) - 1, wav.sample_rate / 8000)
-        x = np.interp(positions, np.arange(len(x)), x)
+        x = RateConverter(wav.sample_rate, 8000).feed(x)
     pcm = np.clip(np.rint(x * 32767), -32768, 32767).astype("<i2").tobytes()
-    return audioop.lin2ulaw(pcm, 2)
+    return encode_from_pcm16(pcm, "ulaw")

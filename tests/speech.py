@@ -8,8 +8,8 @@ import warnings
 
 import numpy as np
 
+from bridge.audio import RateConverter
 from bridge.demo import sample_call, word_error_rate
-from bridge.local_stt.audio_in import LinearResampler
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -32,7 +32,7 @@ def encode_as(ulaw: bytes, encoding: str, bit_depth: int, rate: int, channels: i
     """Re-encode 8 kHz mu-law into a Gladia input format."""
     x = np.frombuffer(audioop.ulaw2lin(ulaw, 2), dtype=np.int16) / 32768.0
     if rate != 8000:
-        x = LinearResampler(8000, rate).feed(x)
+        x = RateConverter(8000, rate).feed(x)
     pcm16 = np.clip(np.rint(x * 32767), -32768, 32767).astype("<i2")
     if encoding == "wav/ulaw":
         out = np.frombuffer(audioop.lin2ulaw(pcm16.tobytes(), 2), dtype=np.uint8)

@@ -59,7 +59,7 @@ def test_signalwire_uuid_ids_l16_and_wrapped_events() -> None:
     wrapped = json.dumps({"timestamp": 1.0, "direction": "inbound", "eventType": "media", "rawEvent": {
         "event": "media", "sequenceNumber": "2", "streamSid": SW_SID,
         "media": {"track": "inbound", "chunk": "1", "timestamp": "0", "payload": B64}}})
-    assert a.receive(wrapped) == [Audio(b"\x01\x02\x03\x04", 0)]
+    assert a.receive(wrapped) == [Audio(b"\x01\x02\x03\x04")]
     dtmf = json.dumps({"event": "dtmf", "streamSid": SW_SID, "sequenceNumber": "3",
                        "dtmf": {"digit": "7", "duration": 250}})
     assert a.receive(dtmf) == [Dtmf("7")]

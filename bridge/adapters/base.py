@@ -39,7 +39,6 @@ class Audio:
     """Caller audio in the stream's native format (``CallStarted.audio_format``)."""
 
     payload: bytes
-    timestamp_ms: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -91,10 +91,10 @@ class JsonDialectAdapter:
 
     # -- helpers for dialects ----------------------------------------------------------------
 
-    def _audio(self, data: bytes, timestamp_ms: int | None = None) -> Audio:
+    def _audio(self, data: bytes) -> Audio:
         self.counters.audio_frames += 1
         self.counters.audio_bytes += len(data)
-        return Audio(data, timestamp_ms)
+        return Audio(data)
 
     def _ignored(self, kind: str) -> Ignored:
         count(self.counters.ignored, kind)

@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 from xml.sax.saxutils import quoteattr
 
 from bridge.adapters.base import CallStarted, Dtmf, MarkReached, PhoneEvent
-from bridge.adapters.common import b64_payload, int_field, require
+from bridge.adapters.common import b64_payload, require
 from bridge.adapters.json_dialect import JsonDialectAdapter
 from bridge.audio import ULAW_8K, AudioFormat
 from bridge.errors import PhoneProtocolError
@@ -84,7 +84,7 @@ class TwilioAdapter(JsonDialectAdapter):
                 # <Start><Stream track="both_tracks"> also streams what is played to the caller:
                 # not the caller's voice, so it is not transcribed.
                 return [self._ignored("outbound_media")]
-            return [self._audio(audio, int_field(media, "timestamp", "media"))]
+            return [self._audio(audio)]
         if event == "dtmf":
             return [Dtmf(require(require(msg, "dtmf", dict, "dtmf"), "digit", str, "dtmf"))]
         if event == "mark":

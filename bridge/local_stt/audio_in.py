@@ -7,20 +7,11 @@ sample or a frame anywhere: the remainder is carried to the next chunk.
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 
-from bridge.audio import RateConverter, Upsampler2x
-
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore", DeprecationWarning)
-    import audioop
+from bridge.audio import RateConverter, Upsampler2x, samples_to_float
 
 TARGET_RATE = 16000
-
-
-LinearResampler = RateConverter  # the same streaming converter the bridge uses
 
 
 class InputDecoder:
@@ -34,11 +25,11 @@ class InputDecoder:
         self.sample_rate = sample_rate
         self._rest = b""
         self._up: Upsampler2x | None = None
-        self._resampler: LinearResampler | None = None
+        self._resampler: RateConverter | None = None
         if sample_rate == 8000:
             self._up = Upsampler2x()
         elif sample_rate != TARGET_RATE:
-            self._resampler = LinearResampler(sample_rate, TARGET_RATE)
+            self._resampler = RateConverter(sample_rate, TARGET_RATE)
 
     def feed(self, data: bytes) -> np.ndarray:
         data = self._rest + data
@@ -56,17 +47,6 @@ class InputDecoder:
     def _to_float(self, raw: bytes) -> np.ndarray:
         if not raw:
             return np.zeros(0)
-        if self.encoding == "wav/ulaw":
-            return np.frombuffer(audioop.ulaw2lin(raw, 2), dtype=np.int16) / 32768.0
-        if self.encoding == "wav/alaw":
-            return np.frombuffer(audioop.alaw2lin(raw, 2), dtype=np.int16) / 32768.0
-        if self.width == 1:
-            return (np.frombuffer(raw, dtype=np.uint8).astype(np.float64) - 128.0) / 128.0
-        if self.width == 2:
-            return np.frombuffer(raw, dtype="<i2") / 32768.0
-        if self.width == 3:
-            b = np.frombuffer(raw, dtype=np.uint8).reshape(-1, 3).astype(np.int32)
-            v = b[:, 0] | (b[:, 1] << 8) | (b[:, 2] << 16)
-            v = np.where(v >= 1 << 23, v - (1 << 24), v)
-            return v / float(1 << 23)
-        return np.frombuffer(raw, dtype="<i4") / float(1 << 31)
+        if self.encoding in ("wav/ulaw", "wav/alaw"):
+            return samples_to_float(raw, "ulaw" if self.encoding == "wav/ulaw" else "alaw")
+        return samples_to_float(raw, "pcm", 8 * self.width)
