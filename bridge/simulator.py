@@ -124,12 +124,6 @@ def _progress(out: TextIO, done: int, total: int, frame_seconds: float = 0.02) -
     out.flush()
 
 
-def _is_audio(message: str | bytes, carrier: str) -> bool:
-    if isinstance(message, bytes):
-        return True
-    return '"event": "media"' in message[:40] or '"event":"media"' in message[:40]
-
-
 async def play_call(url: str, ulaw: bytes, *, realtime: bool = True, parameters: dict[str, str] | None = None,
                     headers: dict[str, str] | None = None, progress: TextIO | None = None,
                     on_frame: Callable[[int, float], None] | None = None, carrier: str = "twilio",
@@ -164,11 +158,13 @@ async def play_call(url: str, ulaw: bytes, *, realtime: bool = True, parameters:
 
         listener = asyncio.create_task(listen())
         audio_total = math.ceil(len(play.native_audio) / play.audio_format.bytes_for_ms(play.frame_seconds * 1000))
+        # Every dialect is: opening messages, one message per audio frame, then stop (if it has one).
+        first_audio = len(messages) - audio_total - (1 if play.sends_stop else 0)
         t0 = time.monotonic()
         report.started_at = t0
         frame_index = 0
-        for message in messages:
-            is_audio = _is_audio(message, carrier)
+        for n, message in enumerate(messages):
+            is_audio = first_audio <= n < first_audio + audio_total
             if is_audio and realtime:
                 delay = t0 + frame_index * play.frame_seconds - time.monotonic()
                 if delay > 0:
