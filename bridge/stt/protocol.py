@@ -149,7 +149,7 @@ def parse_utterance(data: Mapping[str, Any]) -> Utterance:
     )
 
 
-def parse_server_message(text: str | bytes) -> SttEvent:
+def parse_server_message(text: str | bytes | bytearray | memoryview) -> SttEvent:
     """Turn one server WebSocket message into an event.
 
     Raises:

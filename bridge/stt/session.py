@@ -1,10 +1,12 @@
 """One call's Gladia live v2 session, kept alive across network drops.
 
-Drives the pure pieces (:mod:`bridge.stt.protocol`, :mod:`bridge.stt.replay`) with aiohttp:
+Drives the pure pieces (:mod:`bridge.stt.protocol`, :mod:`bridge.stt.replay`): HTTP with aiohttp, the
+session WebSocket with :mod:`bridge.stt.connection` (callbacks, no task per frame):
 
 1. ``POST {api_url}/v2/live`` with the call's ``StreamingRequest`` (retried with backoff on 429,
    5xx and network errors); the answer's ``url`` is the session WebSocket.
-2. Stream audio as binary frames; every acknowledgment trims the replay buffer.
+2. Stream audio as binary frames, written as soon as the phone's frame is transcoded; every
+   acknowledgment trims the replay buffer.
 3. On a close other than a normal end: reconnect to the *same* URL with backoff, resend from the
    acknowledged offset, then continue live. Finals already delivered are never delivered again.
 4. The session is lost (handshake 401/403/404, close 4400-4499, or a server close 1000 before we
@@ -44,6 +46,7 @@ from bridge.errors import (
     http_status_retryable,
 )
 from bridge.settings import GladiaSettings
+from bridge.stt.connection import ConnectFailed, HandshakeRefused, SessionConnection, connect
 from bridge.stt.protocol import (
     STOP_RECORDING,
     Ack,
@@ -150,8 +153,10 @@ class SttSession:
             chunk_bytes=chunk,
             frame_bytes=audio_format.sample_width,
         )
-        self._wake = asyncio.Event()
+        self._conn: SessionConnection | None = None
         self._stopping = False
+        self._stop_sent = False  # on the current connection
+        self._ended = False  # end_session received on the current connection
         self._session: _Session | None = None
         self._seen_finals: set[str] = set()
         self._last_final_end = -1.0
@@ -194,7 +199,7 @@ class SttSession:
         if dropped and self.replay.overflow_bytes == dropped:
             log.warning("stt.buffer_overflow", dropped_bytes=dropped,
                         bound_seconds=self._settings.replay_buffer_seconds)
-        self._wake.set()
+        self._pump()
 
     def start(self) -> None:
         """Start the connection loop as a task (it inherits the caller's log context)."""
@@ -207,7 +212,7 @@ class SttSession:
         abandoned, and ``abandoned`` is set for the call summary).
         """
         self._stopping = True
-        self._wake.set()
+        self._pump()
         if self._task is None:
             return
         done, _ = await asyncio.wait({self._task}, timeout=timeout)
@@ -262,15 +267,9 @@ class SttSession:
                 init_failing_since = None
             try:
                 async with asyncio.timeout(self._settings.connect_timeout):
-                    ws = await self._http.ws_connect(
-                        self._session.url,
-                        timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=5.0),
-                        max_msg_size=0,  # post_final_transcript of a long call can exceed 1 MiB
-                        autoclose=True,
-                        autoping=True,
-                        heartbeat=None,
-                    )
-            except aiohttp.WSServerHandshakeError as exc:
+                    conn = await connect(self._session.url, on_message=self._on_message,
+                                         on_writable=self._pump, close_timeout=5.0)
+            except HandshakeRefused as exc:
                 if handshake_status_loses_session(exc.status):
                     if self._session_over():
                         return
@@ -280,9 +279,9 @@ class SttSession:
                 log.warning("stt.connect_failed", status=exc.status, attempt=failures)
                 await self._backoff(failures)
                 continue
-            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            except (ConnectFailed, TimeoutError) as exc:
                 failures += 1
-                log.warning("stt.connect_failed", error=type(exc).__name__, attempt=failures)
+                log.warning("stt.connect_failed", error=str(exc) or type(exc).__name__, attempt=failures)
                 await self._backoff(failures)
                 continue
 
@@ -294,8 +293,8 @@ class SttSession:
                          acked=self.replay.acked)
             else:
                 log.info("stt.connected", session_id=self._session.id)
-            outcome, got_messages = await self._connection(ws)
-            if got_messages:
+            outcome = await self._connection(conn)
+            if conn.messages:
                 failures = 0
             if outcome == _Outcome.ENDED:
                 self.ended_normally = True
@@ -304,10 +303,10 @@ class SttSession:
             if outcome == _Outcome.LOST:
                 if self._session_over():
                     return
-                self._lose_session(f"closed with code {ws.close_code}")
+                self._lose_session(f"closed with code {conn.close_code}")
                 continue
             failures += 1
-            log.info("stt.reconnecting", close_code=ws.close_code, attempt=failures)
+            log.info("stt.reconnecting", close_code=conn.close_code, attempt=failures)
             await self._backoff(failures)
 
     async def _open_session(self) -> _Session:
@@ -366,55 +365,48 @@ class SttSession:
         delay = min(base, self._settings.reconnect_max_delay) * random.uniform(0.8, 1.2)
         await self._sleep(delay)
 
-    async def _connection(self, ws: aiohttp.ClientWebSocketResponse) -> tuple[str, bool]:
-        """Pump one connection until it closes; returns (outcome, whether any message came)."""
+    async def _connection(self, conn: SessionConnection) -> str:
+        """Run one connection until it closes. Audio goes out from :meth:`_pump` (called by
+        :meth:`send_audio`), messages come in through :meth:`_on_message`: no task per frame."""
         assert self._session is not None
         if self._pending_replacement is not None:
             old, reason = self._pending_replacement
             self._pending_replacement = None
             self.on_notice(SessionReplaced(old, self._session.id, reason))
-        state = {"messages": 0, "ended": False}
-        sender = asyncio.create_task(self._send_loop(ws))
-        receiver = asyncio.create_task(self._receive_loop(ws, state))
-        try:
-            await asyncio.wait({sender, receiver}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in (sender, receiver):
-                if not task.done():
-                    task.cancel()
-            for task in (sender, receiver):
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
-            if not ws.closed:
-                with contextlib.suppress(Exception):
-                    await ws.close()
-        got = state["messages"] > 0
-        code = ws.close_code
-        if state["ended"] or (code == 1000 and self._stopping):
-            return _Outcome.ENDED, got
-        if code is not None and (close_code_loses_session(code) or code == 1000):
-            return _Outcome.LOST, got
-        return _Outcome.RECONNECT, got
-
-    async def _send_loop(self, ws: aiohttp.ClientWebSocketResponse) -> None:
-        stop_sent = False
+        self._ended = False
+        self._stop_sent = False
         keepalive = self._settings.keepalive_seconds
-        loop = asyncio.get_running_loop()
         if keepalive > 0:
-            self._keepalive_timer = loop.call_later(keepalive, self._keepalive_check)
+            self._keepalive_timer = asyncio.get_running_loop().call_later(keepalive, self._keepalive_check)
+        self._conn = conn
         try:
-            while True:
-                self._wake.clear()
-                for piece in self.replay.pieces(flush=self._stopping):
-                    await ws.send_bytes(piece)
-                if self._stopping and not stop_sent and self.replay.pending == 0:
-                    await ws.send_str(STOP_RECORDING)
-                    stop_sent = True
-                await self._wake.wait()
+            self._pump()
+            await asyncio.shield(conn.closed)
         finally:
+            self._conn = None
             if self._keepalive_timer is not None:
                 self._keepalive_timer.cancel()
-            self._keepalive_timer = None
+                self._keepalive_timer = None
+            if not conn.closed.done():  # cancelled (finish timed out): say goodbye, bounded
+                conn.close(1000)
+        code = conn.close_code
+        if self._ended or (code == 1000 and self._stopping):
+            return _Outcome.ENDED
+        if code is not None and (close_code_loses_session(code) or code == 1000):
+            return _Outcome.LOST
+        return _Outcome.RECONNECT
+
+    def _pump(self) -> None:
+        """Send what the replay buffer has for the current connection, then ``stop_recording`` once
+        everything is out at hang-up. Never blocks: a paused transport keeps the audio buffered."""
+        conn = self._conn
+        if conn is None or not conn.writable:
+            return
+        for piece in self.replay.pieces(flush=self._stopping):
+            conn.send_binary(piece)
+        if self._stopping and not self._stop_sent and self.replay.pending == 0:
+            conn.send_text(STOP_RECORDING)
+            self._stop_sent = True
 
     def _keepalive_check(self) -> None:
         """Every ``keepalive_seconds``: if no phone audio came meanwhile, send silence (a hold, a stalled
@@ -425,35 +417,32 @@ class SttSession:
             fill = silence(self._format, 100)
             self.keepalive_bytes += len(fill)
             self.replay.append(fill)
-            self._wake.set()
+            self._pump()
             log.debug("stt.keepalive", bytes=len(fill))
         self._appended_at_last_check = self.replay.appended_bytes
         self._keepalive_timer = asyncio.get_running_loop().call_later(keepalive, self._keepalive_check)
 
-    async def _receive_loop(self, ws: aiohttp.ClientWebSocketResponse, state: dict[str, Any]) -> None:
-        async for msg in ws:
-            if msg.type not in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
-                break
-            state["messages"] += 1
-            try:
-                event = parse_server_message(msg.data)
-            except SttProtocolError as exc:
+    def _on_message(self, data: bytes | bytearray | memoryview) -> None:
+        """One server message, straight from the connection's ``data_received``."""
+        try:
+            event = parse_server_message(data)
+        except SttProtocolError as exc:
+            self.server_errors += 1
+            log.warning("stt.bad_message", error=str(exc))
+            return
+        match event:
+            case Ack():
+                self.replay.ack(event.byte_start, event.byte_end)
+            case Transcript():
+                if event.is_final:
+                    self._final(event)
+            case Lifecycle(kind="end_session"):
+                self._ended = True
+            case ServerError():
                 self.server_errors += 1
-                log.warning("stt.bad_message", error=str(exc))
-                continue
-            match event:
-                case Ack():
-                    self.replay.ack(event.byte_start, event.byte_end)
-                case Transcript():
-                    if event.is_final:
-                        self._final(event)
-                case Lifecycle(kind="end_session"):
-                    state["ended"] = True
-                case ServerError():
-                    self.server_errors += 1
-                    log.warning("stt.server_error", kind=event.kind, message=event.message)
-                case _:
-                    pass
+                log.warning("stt.server_error", kind=event.kind, message=event.message)
+            case _:
+                pass
 
     def _final(self, event: Transcript) -> None:
         assert self._session is not None

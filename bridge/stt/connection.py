@@ -1,0 +1,206 @@
+"""One WebSocket connection to a Gladia session URL, driven by callbacks: no task per frame.
+
+The WebSocket protocol itself (handshake, framing, masking, ping/pong, closing handshake) is
+``websockets``' sans-I/O :class:`~websockets.client.ClientProtocol`; this module is the thin asyncio
+shell around it. Why not ``aiohttp``'s ``ws_connect`` like the rest of the bridge's client traffic:
+a call sends a frame to Gladia every 20 ms and gets an acknowledgment back for each, and with
+aiohttp each of those costs a task wake-up and a queue hand-off. Here a frame is written from the
+caller's stack (``transport.write`` never blocks) and each received message is handed to
+``on_message`` straight from ``data_received``, which is most of the bridge's CPU per call.
+
+Backpressure: ``writable`` turns false when the kernel and transport buffers pass the high-water
+mark; the session then keeps audio in its (bounded) replay buffer and ``on_writable`` tells it
+when to go on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import Callable
+from typing import cast
+
+import structlog
+from websockets.client import ClientProtocol
+from websockets.exceptions import InvalidStatus, InvalidURI
+from websockets.frames import Frame, Opcode
+from websockets.http11 import Response
+from websockets.protocol import State
+from websockets.uri import parse_uri
+
+log = structlog.get_logger("bridge.stt")
+
+USER_AGENT = "telephony-gladia-bridge"
+WRITE_HIGH_WATER = 256 * 1024
+
+
+class HandshakeRefused(Exception):
+    """The server answered the WebSocket upgrade with an HTTP status other than 101."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(f"WebSocket handshake refused with HTTP {status}")
+        self.status = status
+
+
+class ConnectFailed(Exception):
+    """No WebSocket connection: the TCP/TLS connection failed, or the handshake was not HTTP."""
+
+
+class SessionConnection(asyncio.Protocol):
+    """See the module docstring. Made by :func:`connect`."""
+
+    def __init__(self, ws: ClientProtocol, on_message: Callable[[bytes | bytearray | memoryview], None],
+                 on_writable: Callable[[], None], close_timeout: float) -> None:
+        self._ws = ws
+        self._on_message = on_message
+        self._on_writable = on_writable
+        self._close_timeout = close_timeout
+        self._transport: asyncio.Transport | None = None
+        self._abort_timer: asyncio.TimerHandle | None = None
+        loop = asyncio.get_running_loop()
+        self.handshake: asyncio.Future[None] = loop.create_future()
+        self.closed: asyncio.Future[None] = loop.create_future()
+        self.writable = True
+        self.messages = 0
+
+    # -- what the session uses ---------------------------------------------------------------
+
+    @property
+    def open(self) -> bool:
+        return self._ws.state is State.OPEN and self._transport is not None and not self._transport.is_closing()
+
+    @property
+    def close_code(self) -> int | None:
+        """The close code the server sent; 1006 if the connection ended without one; None while open."""
+        return self._ws.close_code
+
+    def send_binary(self, data: bytes) -> None:
+        if self.open:
+            self._ws.send_binary(data)
+            self._flush()
+
+    def send_text(self, text: str) -> None:
+        if self.open:
+            self._ws.send_text(text.encode())
+            self._flush()
+
+    def close(self, code: int = 1000) -> None:
+        """Start the closing handshake; the TCP connection is cut if it is not done in time."""
+        if self._ws.state is State.OPEN:
+            self._ws.send_close(code)
+            self._flush()
+        self._expect_close()
+
+    def abort(self) -> None:
+        if self._transport is not None:
+            self._transport.abort()
+
+    # -- asyncio.Protocol ----------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # (uvloop's transports are not asyncio.Transport subclasses; asyncio and uvloop both set TCP_NODELAY)
+        self._transport = transport = cast(asyncio.Transport, transport)
+        transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
+        request = self._ws.connect()
+        request.headers["User-Agent"] = USER_AGENT
+        self._ws.send_request(request)
+        self._flush()
+
+    def data_received(self, data: bytes) -> None:
+        self._ws.receive_data(data)
+        self._events()
+
+    def eof_received(self) -> bool:
+        self._ws.receive_eof()
+        self._events()
+        return False  # the WebSocket closing handshake is done or failed: close the transport
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._ws.receive_eof()  # idempotent: the protocol is now CLOSED
+        if self._abort_timer is not None:
+            self._abort_timer.cancel()
+        if not self.handshake.done():
+            self.handshake.set_exception(ConnectFailed(f"connection closed during the handshake: {exc}"))
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    def pause_writing(self) -> None:
+        self.writable = False
+
+    def resume_writing(self) -> None:
+        self.writable = True
+        self._on_writable()
+
+    # -- internals ------------------------------------------------------------------------------
+
+    def _events(self) -> None:
+        events = self._ws.events_received()
+        self._flush()  # pongs, the answer to a close frame, a half-close
+        if self._ws.close_expected():
+            self._expect_close()
+        for event in events:
+            if isinstance(event, Frame):
+                if event.opcode is Opcode.TEXT or event.opcode is Opcode.BINARY:
+                    self.messages += 1
+                    try:
+                        self._on_message(event.data)
+                    except Exception:  # a bug in handling one message must not cut the session
+                        log.exception("stt.message_handler_failed")
+            elif isinstance(event, Response):
+                self._handshake_done(event)
+        if self._ws.handshake_exc is not None and not self.handshake.done():  # not even an HTTP answer
+            self.handshake.set_exception(ConnectFailed(f"handshake failed: {self._ws.handshake_exc}"))
+
+    def _handshake_done(self, response: Response) -> None:
+        if self.handshake.done():
+            return
+        failure = self._ws.handshake_exc
+        if failure is None:
+            self.handshake.set_result(None)
+        elif isinstance(failure, InvalidStatus):
+            self.handshake.set_exception(HandshakeRefused(response.status_code))
+        else:
+            self.handshake.set_exception(ConnectFailed(f"handshake failed: {failure}"))
+
+    def _flush(self) -> None:
+        transport = self._transport
+        if transport is None:
+            return
+        for data in self._ws.data_to_send():
+            if data:
+                transport.write(data)
+            elif transport.can_write_eof():
+                transport.write_eof()
+
+    def _expect_close(self) -> None:
+        if self._abort_timer is None and self._transport is not None and not self.closed.done():
+            self._abort_timer = asyncio.get_running_loop().call_later(self._close_timeout, self.abort)
+
+
+async def connect(url: str, *, on_message: Callable[[bytes | bytearray | memoryview], None],
+                  on_writable: Callable[[], None], close_timeout: float = 5.0) -> SessionConnection:
+    """Open the WebSocket at ``url`` (``ws://`` or ``wss://``); bound it with ``asyncio.timeout``.
+
+    Raises:
+        HandshakeRefused: the server answered the upgrade with another HTTP status.
+        ConnectFailed: the URL is not a WebSocket URL, or the connection or handshake failed.
+    """
+    try:
+        uri = parse_uri(url)
+    except InvalidURI as exc:
+        raise ConnectFailed(f"not a WebSocket URL: {exc}") from None
+    ws = ClientProtocol(uri, max_size=None)  # a long call's post_final_transcript can exceed 1 MiB
+    loop = asyncio.get_running_loop()
+    context = ssl.create_default_context() if uri.secure else None
+    try:
+        _, conn = await loop.create_connection(
+            lambda: SessionConnection(ws, on_message, on_writable, close_timeout),
+            uri.host, uri.port, ssl=context, server_hostname=uri.host if context else None)
+    except OSError as exc:
+        raise ConnectFailed(f"{type(exc).__name__}: {exc}") from None
+    try:
+        await conn.handshake
+    except BaseException:
+        conn.abort()
+        raise
+    return conn

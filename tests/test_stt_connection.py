@@ -1,0 +1,155 @@
+"""The Gladia session WebSocket shell (bridge.stt.connection) against real aiohttp servers on 127.0.0.1:
+handshake outcomes, messages in order straight from the socket, pings, close codes, backpressure."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from bridge.stt.connection import ConnectFailed, HandshakeRefused, SessionConnection, connect
+from tests.test_serve import free_port
+
+
+async def _serve(aiohttp_server: Any, handler: Any) -> str:
+    app = web.Application()
+    app.router.add_get("/v2/live", handler)
+    server = await aiohttp_server(app, host="127.0.0.1")
+    return f"ws://127.0.0.1:{server.port}/v2/live?token=t"
+
+
+async def _open(url: str, got: list[bytes] | None = None, writable: asyncio.Event | None = None) -> SessionConnection:
+    async with asyncio.timeout(5):
+        return await connect(url, on_message=lambda data: (got if got is not None else []).append(bytes(data)),
+                             on_writable=writable.set if writable else (lambda: None), close_timeout=1.0)
+
+
+async def test_handshake_refused_carries_the_http_status(aiohttp_server: Any) -> None:
+    async def refuse(request: web.Request) -> web.Response:
+        return web.Response(status=403, text="session expired")
+
+    url = await _serve(aiohttp_server, refuse)
+    with pytest.raises(HandshakeRefused) as info:
+        await _open(url)
+    assert info.value.status == 403
+
+
+async def test_nobody_listening_and_bad_urls_are_connect_failures() -> None:
+    with pytest.raises(ConnectFailed):
+        await _open(f"ws://127.0.0.1:{free_port()}/v2/live")
+    with pytest.raises(ConnectFailed):
+        await _open("http://127.0.0.1:1/not-a-websocket-url")
+
+
+async def test_messages_arrive_in_order_pings_are_answered_and_the_close_code_is_kept(aiohttp_server: Any) -> None:
+    seen: list[Any] = []
+
+    async def session(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(autoping=False)
+        await ws.prepare(request)
+        await ws.ping(b"are you there")
+        seen.append(await ws.receive(timeout=5))  # the client's pong
+        for i in range(100):
+            await ws.send_str(f'{{"type":"audio_chunk","n":{i}}}')
+        await ws.send_bytes(b"\x00\x01")
+        msg = await ws.receive(timeout=5)
+        seen.append(msg.data)
+        await ws.close(code=4403, message=b"session gone")
+        return ws
+
+    url = await _serve(aiohttp_server, session)
+    got: list[bytes] = []
+    conn = await _open(url, got)
+    assert conn.open and conn.close_code is None
+    while not got:
+        await asyncio.sleep(0.01)
+    conn.send_binary(b"audio")
+    async with asyncio.timeout(5):
+        await conn.closed
+    assert seen[0].type is aiohttp.WSMsgType.PONG and seen[0].data == b"are you there"
+    assert seen[1] == b"audio"
+    assert got[:100] == [f'{{"type":"audio_chunk","n":{i}}}'.encode() for i in range(100)]
+    assert got[100] == b"\x00\x01"
+    assert conn.close_code == 4403
+    assert conn.messages == 101
+    conn.send_binary(b"after close")  # ignored, not an error
+
+
+async def test_a_cut_connection_reports_1006(aiohttp_server: Any) -> None:
+    async def session(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        await ws.receive(timeout=5)
+        assert request.transport is not None
+        request.transport.abort()  # no close frame
+        return ws
+
+    url = await _serve(aiohttp_server, session)
+    conn = await _open(url)
+    conn.send_binary(b"x" * 160)
+    async with asyncio.timeout(5):
+        await conn.closed
+    assert conn.close_code == 1006
+
+
+async def test_our_close_completes_the_closing_handshake(aiohttp_server: Any) -> None:
+    closed_with: list[int | None] = []
+
+    async def session(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        async for _ in ws:
+            pass
+        closed_with.append(ws.close_code)
+        return ws
+
+    url = await _serve(aiohttp_server, session)
+    conn = await _open(url)
+    conn.close(1000)
+    async with asyncio.timeout(5):
+        await conn.closed
+    assert conn.close_code == 1000
+    assert closed_with == [1000]
+
+
+@pytest.mark.timeout(30)
+async def test_a_server_that_stops_reading_pauses_writes_until_it_reads_again(aiohttp_server: Any) -> None:
+    """Backpressure: the connection says it is not writable (the session then keeps audio in its
+    bounded replay buffer) and calls back once the server reads again; nothing is lost on the way."""
+    reading = asyncio.Event()
+    received = bytearray()
+
+    async def session(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(max_msg_size=0)
+        await ws.prepare(request)
+        assert request.transport is not None
+        request.transport.pause_reading()
+        await reading.wait()
+        request.transport.resume_reading()
+        async for msg in ws:
+            received.extend(msg.data)
+        return ws
+
+    url = await _serve(aiohttp_server, session)
+    writable = asyncio.Event()
+    conn = await _open(url, writable=writable)
+    chunk = bytes(range(256)) * 256  # 64 KiB
+    sent = 0
+    while conn.writable and sent < 256 * 2**20:
+        conn.send_binary(chunk)
+        sent += len(chunk)
+        await asyncio.sleep(0)
+    assert not conn.writable, "the transport never reported backpressure"
+    reading.set()
+    async with asyncio.timeout(20):
+        await writable.wait()
+    assert conn.writable
+    conn.close(1000)
+    async with asyncio.timeout(20):
+        await conn.closed
+        while len(received) < sent:
+            await asyncio.sleep(0.01)
+    assert received == chunk * (sent // len(chunk))
