@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import os
 import signal
 import sys
@@ -321,6 +322,16 @@ def _serve_workers(settings: Settings, count: int) -> int:
     return code
 
 
+def _settle_gc() -> None:
+    """Everything alive once the server listens (modules, settings, the embedded STT model's objects)
+    lives as long as the process: move it out of the collector's sight, so full collections during
+    calls scan only the calls' own objects (they took 20-33 ms with 200 calls, stalling every call's
+    audio meanwhile). Young collections run less often: the per-frame objects die young anyway."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(10_000, 20, 20)
+
+
 async def _run(settings: Settings, worker: tuple[int, int] | None = None) -> None:
     """Serve until SIGTERM/SIGINT, then drain calls before aiohttp's shutdown (see drain_calls)."""
     from aiohttp import web
@@ -348,6 +359,7 @@ async def _run(settings: Settings, worker: tuple[int, int] | None = None) -> Non
     await runner.setup()
     site = web.TCPSite(runner, settings.server.host, settings.server.port, reuse_port=worker is not None)
     await site.start()
+    _settle_gc()
     structlog.get_logger("bridge").info("bridge.listening", host=settings.server.host, port=settings.server.port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
