@@ -35,6 +35,8 @@ from typing import Any
 import aiohttp
 from aiohttp import WSMsgType, web
 
+from bridge.cli import run_loop
+
 FRAME = 160  # 20 ms of mu-law
 FINAL_EVERY = 16000  # bytes: a final every 2 s of audio
 _TS = struct.Struct("<d")
@@ -141,7 +143,7 @@ def _gladia_and_bot(port_queue: Any, stop: Any, results: Any) -> None:
                      "webhook": stats.webhook, "webhook_finals": stats.webhook_finals, "sessions": stats.sessions})
         await runner.cleanup()
 
-    asyncio.run(main())
+    run_loop(main())
 
 
 # -- callers --------------------------------------------------------------------------------------------
@@ -182,7 +184,7 @@ def _callers(url: str, calls: int, seconds: float, first: int, go_at: float, res
         results.put({"frames_sent": sum(o[0] for o in ok), "failed_calls": len(outcomes) - len(ok),
                      "cpu_s": usage.ru_utime + usage.ru_stime})
 
-    asyncio.run(main())
+    run_loop(main())
 
 
 # -- measuring the bridge ----------------------------------------------------------------------------------

@@ -1,0 +1,32 @@
+"""`bridge loadtest`, the capacity-planning tool: a short run against a real `bridge serve` must carry
+every frame and final and report the figures it promises."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+
+import pytest
+
+from tests.test_serve import ROOT
+
+
+@pytest.mark.timeout(120)
+async def test_a_short_loadtest_carries_every_frame_and_final_and_reports_its_figures() -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bridge", "loadtest", "--calls", "6", "--seconds", "4", "--generators", "2",
+        cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 110)
+    assert proc.returncode == 0, err.decode()[-2000:]
+    result = json.loads(out.decode().strip().splitlines()[-1])
+    assert result["calls"] == 6 and result["workers"] == 1 and result["generators"] == 2
+    assert result["frames_sent"] == 6 * 200
+    assert result["frames_lost"] == 0 and result["failed_calls"] == 0
+    assert result["finals_delivered"] == result["finals_expected"] == 6 * 2
+    assert result["bridge_cpu_ms_per_call_second"] > 0
+    assert result["bridge_rss_kb_per_call"] is not None
+    forward = result["forward_latency_ms"]
+    assert 0 <= forward["p50"] <= forward["p99"] <= forward["max"]
+    assert 0 <= result["final_to_webhook_ms"]["p50"] <= result["final_to_webhook_ms"]["p99"]
+    assert 0 < result["generator_cpu_share"] < 1 and result["generator_saturated"] is False
