@@ -6,7 +6,8 @@ Three kinds of processes, all on this machine and loopback only:
   final every 2 s of audio, and a webhook sink;
 * the **bridge** under test (``bridge serve``, started here unless ``--bridge-url`` is given), at
   INFO logging with every feature on (resume buffer, acknowledgments, signing, outbox);
-* ``--generators`` **caller** processes playing N Twilio calls in real time (20 ms frames).
+* ``--generators`` **caller** processes playing N Twilio calls in real time (20 ms frames), their starts
+  spread evenly over the first 2 s (one final period), as real calls are not in lockstep.
 
 Each phone frame carries its send time (``time.monotonic``, the same clock in every process) in its
 first bytes, so the fake Gladia measures the forward latency of every frame, and each final carries
@@ -149,13 +150,16 @@ def _gladia_and_bot(port_queue: Any, stop: Any, results: Any) -> None:
 # -- callers --------------------------------------------------------------------------------------------
 
 
-def _callers(url: str, calls: int, seconds: float, first: int, go_at: float, results: Any) -> None:
+def _callers(url: str, calls: int, seconds: float, first: int, go_at: float, ramp: float, total: int,
+             results: Any) -> None:
     frames_per_call = int(seconds / 0.02)
     silence = b"\xff" * FRAME
 
     async def one(n: int) -> tuple[int, int | None]:
         sid = f"MZ{first + n:032d}"
-        await asyncio.sleep(max(0.0, go_at - time.monotonic()) + (n % 50) * 0.0004)  # stagger within 20 ms
+        # Calls start evenly spread over the ramp (one final period): real calls are not in lockstep, and
+        # in lockstep every call's final would land in the same millisecond, every 2 s.
+        await asyncio.sleep(max(0.0, go_at + (first + n) * ramp / total - time.monotonic()))
         sent = 0
         async with aiohttp.ClientSession() as http, http.ws_connect(url) as ws:
             await ws.send_str(json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
@@ -262,17 +266,18 @@ def run(calls: int, seconds: float, generators: int, workers: int, bridge_url: s
     pid = proc.pid if proc is not None else None
     rss_idle = _rss_bytes(pid) if pid else 0
     go_at = time.monotonic() + 2.0
+    ramp = min(FINAL_EVERY / 8000, seconds / 4)
     per = [calls // generators + (1 if i < calls % generators else 0) for i in range(generators)]
     gens = []
     first = 0
     for n in per:
         g = ctx.Process(target=_callers, args=(bridge_url.replace("http", "ws") + "/twilio/stream", n, seconds,
-                                               first, go_at, results), daemon=True)
+                                               first, go_at, ramp, calls, results), daemon=True)
         g.start()
         gens.append(g)
         first += n
     # Measure the bridge over the steady middle of the run.
-    window_start, window_end = go_at + min(2.0, seconds * 0.2), go_at + seconds * 0.9
+    window_start, window_end = go_at + ramp + min(2.0, seconds * 0.2), go_at + seconds * 0.9
     time.sleep(max(0.0, window_start - time.monotonic()))
     cpu0, t0 = (_cpu_seconds(pid) if pid else 0.0), time.monotonic()
     time.sleep(max(0.0, window_end - time.monotonic()))
@@ -293,9 +298,10 @@ def run(calls: int, seconds: float, generators: int, workers: int, bridge_url: s
     call_seconds = calls * (t1 - t0)
     frames_per_call = int(seconds / 0.02)
     finals_expected = calls * -(-frames_per_call * FRAME // FINAL_EVERY)
-    elapsed = seconds + 2
+    elapsed = seconds + ramp
     return {
         "calls": calls, "seconds": seconds, "workers": workers, "generators": generators, "cores": os.cpu_count(),
+        "ramp_s": ramp,
         "bridge_cpu_ms_per_call_second": round((cpu1 - cpu0) * 1000 / call_seconds, 3) if pid else None,
         "bridge_rss_kb_per_call": round((rss_busy - rss_idle) / 1024 / calls, 1) if pid else None,
         "forward_latency_ms": {"p50": round(_pct(fake_result["forward"], 0.5) * 1000, 2),
