@@ -153,3 +153,27 @@ async def test_a_server_that_stops_reading_pauses_writes_until_it_reads_again(ai
         while len(received) < sent:
             await asyncio.sleep(0.01)
     assert received == chunk * (sent // len(chunk))
+
+
+@pytest.mark.parametrize("size", [0, 1, 125, 126, 160, 65535, 65536, 500 * 1024])
+def test_audio_frames_parse_as_masked_binary_frames_of_every_length_class(size: int) -> None:
+    """The audio framing (done here, not by websockets) as an RFC 6455 server reads it: FIN, binary,
+    masked, every payload length encoding; two frames never share a mask."""
+    from websockets.frames import Frame, Opcode
+    from websockets.streams import StreamReader
+
+    from bridge.stt.connection import _masked_binary_frame
+
+    data = bytes(i % 251 for i in range(size))
+    first, second = _masked_binary_frame(data), _masked_binary_frame(data)
+    for wire in (first, second):
+        reader = StreamReader()
+        reader.feed_data(wire)
+        parser = Frame.parse(reader.read_exact, mask=True, max_size=None)
+        with pytest.raises(StopIteration) as done:
+            next(parser)
+        frame = done.value.value
+        assert frame.opcode is Opcode.BINARY and frame.fin and frame.data == data
+        assert not reader.buffer  # exactly one frame, nothing left over
+    header = 2 + (0 if size < 126 else 2 if size < 65536 else 8)
+    assert first[header:header + 4] != second[header:header + 4]

@@ -16,7 +16,9 @@ when to go on.
 from __future__ import annotations
 
 import asyncio
+import os
 import ssl
+import struct
 from collections.abc import Callable
 from typing import cast
 
@@ -27,6 +29,11 @@ from websockets.frames import Frame, Opcode
 from websockets.http11 import Response
 from websockets.protocol import State
 from websockets.uri import parse_uri
+
+try:
+    from websockets.speedups import apply_mask
+except ImportError:  # websockets built without its C extension (as websockets itself falls back)
+    from websockets.utils import apply_mask
 
 log = structlog.get_logger("bridge.stt")
 
@@ -44,6 +51,37 @@ class HandshakeRefused(Exception):
 
 class ConnectFailed(Exception):
     """No WebSocket connection: the TCP/TLS connection failed, or the handshake was not HTTP."""
+
+
+class _MaskKeys:
+    """Client frame masks from the OS's CSPRNG, drawn 1,024 at a time instead of one system call per frame."""
+
+    def __init__(self) -> None:
+        self._pool = b""
+        self._at = 0
+
+    def next(self) -> bytes:
+        if self._at >= len(self._pool):
+            self._pool, self._at = os.urandom(4096), 0
+        key = self._pool[self._at:self._at + 4]
+        self._at += 4
+        return key
+
+
+_MASKS = _MaskKeys()
+
+
+def _masked_binary_frame(data: bytes) -> bytes:
+    """A complete (FIN), masked binary frame as a client sends it."""
+    n = len(data)
+    if n < 126:
+        head = bytes((0x82, 0x80 | n))
+    elif n < 65536:
+        head = struct.pack("!BBH", 0x82, 0x80 | 126, n)
+    else:
+        head = struct.pack("!BBQ", 0x82, 0x80 | 127, n)
+    key = _MASKS.next()
+    return b"".join((head, key, apply_mask(data, key)))
 
 
 class SessionConnection(asyncio.Protocol):
@@ -75,9 +113,11 @@ class SessionConnection(asyncio.Protocol):
         return self._ws.close_code
 
     def send_binary(self, data: bytes) -> None:
+        """One binary message (audio). Framed here rather than by ``websockets``, which draws each
+        frame's mask from the OS with a system call; same bytes on the wire (RFC 6455 5.2, 5.3)."""
         if self.open:
-            self._ws.send_binary(data)
-            self._flush()
+            assert self._transport is not None
+            self._transport.write(_masked_binary_frame(data))
 
     def send_text(self, text: str) -> None:
         if self.open:

@@ -52,7 +52,7 @@ class Transcript:
     utterance: Utterance
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built for every chunk, and frozen dataclasses are slow to build
 class Ack:
     """Audio acknowledged: session-wide ``byte_range`` and ``time_range``."""
 
@@ -171,15 +171,15 @@ def parse_server_message(text: str | bytes | bytearray | memoryview) -> SttEvent
         return ServerError(kind, _error_text(error if error is not None else data))
     if error is not None and error is not False and not isinstance(data, Mapping):
         return ServerError(kind, _error_text(error))
-    if kind == "audio_chunk":
+    if kind == "audio_chunk":  # one per chunk sent: the hot path, kept lean
         if msg.get("acknowledged") is False or not isinstance(data, Mapping):
             return ServerError(kind, _error_text(error) if error else "audio chunk not acknowledged")
         br, tr = data.get("byte_range"), data.get("time_range")
-        if (not isinstance(br, list) or len(br) != 2
-                or not all(isinstance(b, int) and not isinstance(b, bool) for b in br)):
+        if type(br) is not list or len(br) != 2 or type(br[0]) is not int or type(br[1]) is not int:  # not bool
             return ServerError(kind, "acknowledgment without a valid byte_range")
-        times = tr if isinstance(tr, list) and len(tr) == 2 else [0.0, 0.0]
-        return Ack(br[0], br[1], _num(times[0]), _num(times[1]))
+        if type(tr) is list and len(tr) == 2:
+            return Ack(br[0], br[1], _num(tr[0]), _num(tr[1]))
+        return Ack(br[0], br[1], 0.0, 0.0)
     if kind == "transcript":
         if not isinstance(data, Mapping) or not isinstance(data.get("utterance"), Mapping):
             return ServerError(kind, "transcript without data.utterance")
