@@ -83,6 +83,9 @@ def _parser() -> argparse.ArgumentParser:
     load.add_argument("--workers", type=int, default=1, help="bridge worker processes (bridge serve --workers)")
     load.add_argument("--bridge-url", help="test a running bridge instead of starting one (CPU/RSS not measured)")
     load.add_argument("--config", help="BRIDGE_CONFIG for the bridge under test (your tunables, e.g. chunk_ms)")
+    load.add_argument("--reference", action="store_true",
+                      help="measure a bare aiohttp forwarder (no resume, outbox, signing, logging) instead of the "
+                           "bridge, under the same load: this machine's floor, to read the bridge's figures as ratios")
 
     demo = sub.add_parser("demo", help="a sample call through the bridge on the embedded defaults")
     demo.add_argument("--fast", dest="realtime", action="store_false", default=True,
@@ -137,7 +140,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "loadtest":
         from bridge.loadtest import main as loadtest
 
-        return loadtest(args.calls, args.seconds, args.generators, args.workers, args.bridge_url, args.config)
+        return loadtest(args.calls, args.seconds, args.generators, args.workers, args.bridge_url, args.config,
+                        args.reference)
     if args.command == "demo":
         from bridge.demo import run_demo
 

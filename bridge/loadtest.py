@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import orjson
 from aiohttp import WSMsgType, web
 
 from bridge.cli import run_loop
@@ -191,6 +192,63 @@ def _callers(url: str, calls: int, seconds: float, first: int, go_at: float, ram
     run_loop(main())
 
 
+# -- the reference forwarder -------------------------------------------------------------------------
+
+
+def _reference_forwarder(port: int, gladia_url: str, hook_url: str) -> None:
+    """``--reference``: the least any Twilio -> Gladia -> webhook forwarder on aiohttp does, measured under
+    the same load so the bridge's figures read as a ratio on any machine: parse the stream, open a session,
+    send each frame as it comes, read the acknowledgments, post each final. No resume buffer, no outbox,
+    no signing, no retries, no logging, no validation beyond what the load needs."""
+
+    async def stream(request: web.Request) -> web.WebSocketResponse:
+        phone = web.WebSocketResponse()
+        await phone.prepare(request)
+        http: aiohttp.ClientSession = request.app["http"]
+        gladia: aiohttp.ClientWebSocketResponse | None = None
+        reader: asyncio.Task[None] | None = None
+
+        async def read_gladia(ws: aiohttp.ClientWebSocketResponse) -> None:
+            async for msg in ws:
+                event = orjson.loads(msg.data)
+                if event["type"] == "transcript" and event["data"]["is_final"]:
+                    async with http.post(hook_url, json={"type": "utterance.final", "utterance": {
+                            "text": event["data"]["utterance"]["text"]}}) as resp:
+                        await resp.read()
+
+        async for msg in phone:
+            event = orjson.loads(msg.data)
+            if event["event"] == "media" and gladia is not None:
+                await gladia.send_bytes(base64.b64decode(event["media"]["payload"]))
+            elif event["event"] == "start":
+                async with http.post(gladia_url + "/v2/live", json={"encoding": "wav/ulaw", "sample_rate": 8000,
+                                                                    "bit_depth": 8, "channels": 1}) as resp:
+                    session = await resp.json()
+                gladia = await http.ws_connect(session["url"])
+                reader = asyncio.create_task(read_gladia(gladia))
+            elif event["event"] == "stop" and gladia is not None and reader is not None:
+                await gladia.send_str(json.dumps({"type": "stop_recording"}))
+                await reader
+                break
+        return phone
+
+    async def healthz(request: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
+
+    async def main() -> None:
+        app = web.Application()
+        app.router.add_get("/twilio/stream", stream)
+        app.router.add_get("/healthz", healthz)
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:  # a socket per call
+            app["http"] = http
+            runner = web.AppRunner(app, access_log=None)
+            await runner.setup()
+            await web.TCPSite(runner, "127.0.0.1", port).start()
+            await asyncio.Event().wait()
+
+    run_loop(main())
+
+
 # -- measuring the bridge ----------------------------------------------------------------------------------
 
 
@@ -241,14 +299,20 @@ async def _wait_healthy(base: str) -> None:
 
 
 def run(calls: int, seconds: float, generators: int, workers: int, bridge_url: str | None,
-        config: str | None = None) -> dict[str, Any]:
+        config: str | None = None, reference: bool = False) -> dict[str, Any]:
     ctx = mp.get_context("spawn")
     port_q, results, stop = ctx.Queue(), ctx.Queue(), ctx.Event()
     fake = ctx.Process(target=_gladia_and_bot, args=(port_q, stop, results), daemon=True)
     fake.start()
     fake_port = port_q.get(timeout=30)
-    proc = None
-    if bridge_url is None:
+    proc: Any = None
+    if reference:
+        port = _free_port()
+        proc = ctx.Process(target=_reference_forwarder, daemon=True, args=(
+            port, f"http://127.0.0.1:{fake_port}", f"http://127.0.0.1:{fake_port}/hook"))
+        proc.start()
+        bridge_url = f"http://127.0.0.1:{port}"
+    elif bridge_url is None:
         port = _free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith(("BRIDGE_", "GLADIA_", "BOT_", "TWILIO_"))}
         env.update(GLADIA_API_URL=f"http://127.0.0.1:{fake_port}", GLADIA_API_KEY="load",
@@ -290,7 +354,10 @@ def run(calls: int, seconds: float, generators: int, workers: int, bridge_url: s
     stop.set()
     fake_result = results.get(timeout=60)
     fake.join(timeout=30)
-    if proc is not None:
+    if reference:
+        proc.terminate()
+        proc.join(timeout=30)
+    elif proc is not None:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)
     frames_sent = sum(r["frames_sent"] for r in caller_results)
@@ -300,6 +367,7 @@ def run(calls: int, seconds: float, generators: int, workers: int, bridge_url: s
     finals_expected = calls * -(-frames_per_call * FRAME // FINAL_EVERY)
     elapsed = seconds + ramp
     return {
+        "under_test": "reference_forwarder" if reference else "bridge",
         "calls": calls, "seconds": seconds, "workers": workers, "generators": generators, "cores": os.cpu_count(),
         "ramp_s": ramp,
         "bridge_cpu_ms_per_call_second": round((cpu1 - cpu0) * 1000 / call_seconds, 3) if pid else None,
@@ -318,7 +386,7 @@ def run(calls: int, seconds: float, generators: int, workers: int, bridge_url: s
 
 
 def main(calls: int, seconds: float, generators: int, workers: int, bridge_url: str | None,
-         config: str | None = None) -> int:
-    result = run(calls, seconds, generators, workers, bridge_url, config)
+         config: str | None = None, reference: bool = False) -> int:
+    result = run(calls, seconds, generators, workers, bridge_url, config, reference)
     print(json.dumps(result))
     return 0 if result["frames_lost"] == 0 and result["failed_calls"] == 0 else 1

@@ -20,6 +20,7 @@ async def test_a_short_loadtest_carries_every_frame_and_final_and_reports_its_fi
     out, err = await asyncio.wait_for(proc.communicate(), 110)
     assert proc.returncode == 0, err.decode()[-2000:]
     result = json.loads(out.decode().strip().splitlines()[-1])
+    assert result["under_test"] == "bridge"
     assert result["calls"] == 6 and result["workers"] == 1 and result["generators"] == 2
     assert result["frames_sent"] == 6 * 200
     assert result["frames_lost"] == 0 and result["failed_calls"] == 0
@@ -30,3 +31,19 @@ async def test_a_short_loadtest_carries_every_frame_and_final_and_reports_its_fi
     assert 0 <= forward["p50"] <= forward["p99"] <= forward["max"]
     assert 0 <= result["final_to_webhook_ms"]["p50"] <= result["final_to_webhook_ms"]["p99"]
     assert 0 < result["generator_cpu_share"] < 1 and result["generator_saturated"] is False
+
+
+@pytest.mark.timeout(120)
+async def test_the_reference_forwarder_runs_under_the_same_load() -> None:
+    """`--reference` measures a bare forwarder under the identical load, so the bridge's figures can be read
+    as ratios on a noisy machine; it must carry the same frames and finals to be a fair floor."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bridge", "loadtest", "--calls", "4", "--seconds", "4", "--reference",
+        cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 110)
+    assert proc.returncode == 0, err.decode()[-2000:]
+    result = json.loads(out.decode().strip().splitlines()[-1])
+    assert result["under_test"] == "reference_forwarder"
+    assert result["frames_sent"] == 4 * 200 and result["frames_lost"] == 0
+    assert result["finals_delivered"] == result["finals_expected"] == 4 * 2
+    assert result["bridge_cpu_ms_per_call_second"] > 0
