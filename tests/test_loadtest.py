@@ -15,16 +15,16 @@ from tests.test_serve import ROOT
 @pytest.mark.timeout(120)
 async def test_a_short_loadtest_carries_every_frame_and_final_and_reports_its_figures() -> None:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bridge", "loadtest", "--calls", "6", "--seconds", "4", "--generators", "2",
+        sys.executable, "-m", "bridge", "loadtest", "--calls", "6", "--seconds", "6", "--generators", "2",
         cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     out, err = await asyncio.wait_for(proc.communicate(), 110)
     assert proc.returncode == 0, err.decode()[-2000:]
     result = json.loads(out.decode().strip().splitlines()[-1])
     assert result["under_test"] == "bridge"
     assert result["calls"] == 6 and result["workers"] == 1 and result["generators"] == 2
-    assert result["frames_sent"] == 6 * 200
+    assert result["frames_sent"] == 6 * 300
     assert result["frames_lost"] == 0 and result["failed_calls"] == 0
-    assert result["finals_delivered"] == result["finals_expected"] == 6 * 2
+    assert result["finals_delivered"] == result["finals_expected"] == 6 * 3
     assert result["bridge_cpu_ms_per_call_second"] > 0
     assert result["bridge_rss_kb_per_call"] is not None
     forward = result["forward_latency_ms"]
@@ -38,12 +38,12 @@ async def test_the_reference_forwarder_runs_under_the_same_load() -> None:
     """`--reference` measures a bare forwarder under the identical load, so the bridge's figures can be read
     as ratios on a noisy machine; it must carry the same frames and finals to be a fair floor."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bridge", "loadtest", "--calls", "4", "--seconds", "4", "--reference",
+        sys.executable, "-m", "bridge", "loadtest", "--calls", "6", "--seconds", "6", "--reference",
         cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     out, err = await asyncio.wait_for(proc.communicate(), 110)
     assert proc.returncode == 0, err.decode()[-2000:]
     result = json.loads(out.decode().strip().splitlines()[-1])
     assert result["under_test"] == "reference_forwarder"
-    assert result["frames_sent"] == 4 * 200 and result["frames_lost"] == 0
-    assert result["finals_delivered"] == result["finals_expected"] == 4 * 2
+    assert result["frames_sent"] == 6 * 300 and result["frames_lost"] == 0
+    assert result["finals_delivered"] == result["finals_expected"] == 6 * 3
     assert result["bridge_cpu_ms_per_call_second"] > 0
