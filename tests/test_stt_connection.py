@@ -177,3 +177,57 @@ def test_audio_frames_parse_as_masked_binary_frames_of_every_length_class(size: 
         assert not reader.buffer  # exactly one frame, nothing left over
     header = 2 + (0 if size < 126 else 2 if size < 65536 else 8)
     assert first[header:header + 4] != second[header:header + 4]
+
+
+async def test_wss_checks_the_certificate_and_then_carries_the_session(tmp_path: Any, monkeypatch: Any) -> None:
+    """Gladia's session URLs are wss://: the certificate is checked against the trust store (an unknown CA
+    is a connect failure, never an unchecked connection), and a trusted one carries the session."""
+    import ssl
+
+    import trustme
+
+    from bridge.stt import connection
+
+    ca = trustme.CA()
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_tls)
+    got_audio: list[bytes] = []
+
+    async def session(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        msg = await ws.receive(timeout=5)
+        got_audio.append(msg.data)
+        await ws.send_str('{"type":"end_session"}')
+        await ws.close()
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/v2/live", session)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port, ssl_context=server_tls).start()
+    url = f"wss://127.0.0.1:{port}/v2/live?token=t"
+    try:
+        other = tmp_path / "other-ca.pem"
+        trustme.CA().cert_pem.write_to_path(str(other))
+        monkeypatch.setenv("SSL_CERT_FILE", str(other))
+        connection._tls_context.cache_clear()
+        with pytest.raises(ConnectFailed, match=r"CERTIFICATE_VERIFY_FAILED|certificate verify failed"):
+            await _open(url)
+
+        ours = tmp_path / "our-ca.pem"
+        ca.cert_pem.write_to_path(str(ours))
+        monkeypatch.setenv("SSL_CERT_FILE", str(ours))
+        connection._tls_context.cache_clear()
+        got: list[bytes] = []
+        conn = await _open(url, got)
+        conn.send_binary(b"\xff" * 160)
+        async with asyncio.timeout(5):
+            await conn.closed
+        assert got_audio == [b"\xff" * 160]
+        assert got == [b'{"type":"end_session"}'] and conn.close_code == 1000
+    finally:
+        connection._tls_context.cache_clear()
+        await runner.cleanup()

@@ -16,6 +16,7 @@ when to go on.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import ssl
 import struct
@@ -217,6 +218,12 @@ class SessionConnection(asyncio.Protocol):
             self._abort_timer = asyncio.get_running_loop().call_later(self._close_timeout, self.abort)
 
 
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    """One TLS context for every session (building one loads the CA store: too slow per reconnect)."""
+    return ssl.create_default_context()
+
+
 async def connect(url: str, *, on_message: Callable[[bytes | bytearray | memoryview], None],
                   on_writable: Callable[[], None], close_timeout: float = 5.0) -> SessionConnection:
     """Open the WebSocket at ``url`` (``ws://`` or ``wss://``); bound it with ``asyncio.timeout``.
@@ -231,7 +238,7 @@ async def connect(url: str, *, on_message: Callable[[bytes | bytearray | memoryv
         raise ConnectFailed(f"not a WebSocket URL: {exc}") from None
     ws = ClientProtocol(uri, max_size=None)  # a long call's post_final_transcript can exceed 1 MiB
     loop = asyncio.get_running_loop()
-    context = ssl.create_default_context() if uri.secure else None
+    context = _tls_context() if uri.secure else None
     try:
         _, conn = await loop.create_connection(
             lambda: SessionConnection(ws, on_message, on_writable, close_timeout),
