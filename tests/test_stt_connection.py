@@ -231,3 +231,59 @@ async def test_wss_checks_the_certificate_and_then_carries_the_session(tmp_path:
     finally:
         connection._tls_context.cache_clear()
         await runner.cleanup()
+
+
+async def test_messages_in_the_same_packet_as_the_handshake_answer_are_not_lost(aiohttp_server: Any) -> None:
+    """A server may put messages (here end_session and its close) in the very packet that answers the
+    upgrade, before connect() has returned: the session must still see them. Here it must take the
+    session as ended by the server, not open a new one."""
+    from websockets.utils import accept_key
+
+    from bridge.audio import ULAW_8K
+    from bridge.settings import GladiaSettings
+    from bridge.stt.session import SttSession
+
+    class OnePacketServer(asyncio.Protocol):
+        def connection_made(self, transport: Any) -> None:
+            self.transport, self.buffer, self.upgraded = transport, b"", False
+
+        def data_received(self, data: bytes) -> None:
+            if self.upgraded:  # the client's answer to our close frame: end the TCP connection
+                self.transport.close()
+                return
+            self.buffer += data
+            if b"\r\n\r\n" not in self.buffer:
+                return
+            key = next(line.split(b":", 1)[1].strip().decode() for line in self.buffer.split(b"\r\n")
+                       if line.lower().startswith(b"sec-websocket-key:"))
+            end = b'{"type":"end_session","session_id":"s1"}'
+            self.transport.write(
+                b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                b"Sec-WebSocket-Accept: " + accept_key(key).encode() + b"\r\n\r\n"
+                + bytes((0x81, len(end))) + end + bytes((0x88, 2)) + (1000).to_bytes(2, "big"))
+            self.upgraded = True
+
+    loop = asyncio.get_running_loop()
+    ws_server = await loop.create_server(OnePacketServer, "127.0.0.1", 0)
+    ws_port = ws_server.sockets[0].getsockname()[1]
+    posts: list[int] = []
+
+    async def create(request: web.Request) -> web.Response:
+        posts.append(1)
+        return web.json_response({"id": f"s{len(posts)}", "url": f"ws://127.0.0.1:{ws_port}/v2/live"}, status=201)
+
+    app = web.Application()
+    app.router.add_post("/v2/live", create)
+    api = await aiohttp_server(app, host="127.0.0.1")
+    try:
+        async with aiohttp.ClientSession() as http:
+            session = SttSession(http=http, settings=GladiaSettings(api_url=f"http://127.0.0.1:{api.port}"),
+                                 request_body={}, audio_format=ULAW_8K, on_notice=lambda notice: None)
+            session.start()
+            session.send_audio(b"\xff" * 160)
+            assert session._task is not None
+            async with asyncio.timeout(5):
+                await asyncio.shield(session._task)
+        assert session.ended_normally and posts == [1] and session.connections == 1
+    finally:
+        ws_server.close()

@@ -265,6 +265,10 @@ class SttSession:
                     continue
                 failures = 0
                 init_failing_since = None
+            # Per connection; reset before connecting, since messages (even end_session) may arrive in the
+            # same packet as the handshake's answer, before connect() returns.
+            self._ended = False
+            self._stop_sent = False
             try:
                 async with asyncio.timeout(self._settings.connect_timeout):
                     conn = await connect(self._session.url, on_message=self._on_message,
@@ -373,8 +377,6 @@ class SttSession:
             old, reason = self._pending_replacement
             self._pending_replacement = None
             self.on_notice(SessionReplaced(old, self._session.id, reason))
-        self._ended = False
-        self._stop_sent = False
         keepalive = self._settings.keepalive_seconds
         if keepalive > 0:
             self._keepalive_timer = asyncio.get_running_loop().call_later(keepalive, self._keepalive_check)
