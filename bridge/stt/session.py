@@ -271,8 +271,7 @@ class SttSession:
             self._stop_sent = False
             try:
                 async with asyncio.timeout(self._settings.connect_timeout):
-                    conn = await connect(self._session.url, on_message=self._on_message,
-                                         on_writable=self._pump, close_timeout=5.0)
+                    conn = await connect(self._session.url, on_message=self._on_message, on_writable=self._pump)
             except HandshakeRefused as exc:
                 if handshake_status_loses_session(exc.status):
                     if self._session_over():
