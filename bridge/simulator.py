@@ -49,7 +49,8 @@ class Dialect:
 
 def native(ulaw: bytes, fmt: AudioFormat) -> bytes:
     """The 8 kHz mu-law input as the carrier would carry it."""
-    return make_transcoder(ULAW_8K, fmt).feed(ulaw)
+    transcoder = make_transcoder(ULAW_8K, fmt)
+    return transcoder.feed(ulaw) + transcoder.flush()
 
 
 def dialect(carrier: str, ulaw: bytes, call_sid: str, stream_sid: str, parameters: dict[str, str],

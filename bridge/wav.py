@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bridge.audio import RateConverter, encode_from_pcm16, samples_to_float
+from bridge.audio import encode_from_pcm16, resample, samples_to_float
 
 _PCM, _FLOAT, _ALAW, _ULAW, _EXTENSIBLE = 1, 3, 6, 7, 0xFFFE
 
@@ -69,8 +69,6 @@ def read_wav(data: bytes) -> Wav:
 
 def to_ulaw_8k(wav: Wav) -> bytes:
     """The file's audio as a phone would carry it: 8 kHz G.711 mu-law."""
-    x = wav.samples
-    if wav.sample_rate != 8000:
-        x = RateConverter(wav.sample_rate, 8000).feed(x)
+    x = resample(wav.samples, wav.sample_rate, 8000)
     pcm = np.clip(np.rint(x * 32767), -32768, 32767).astype("<i2").tobytes()
     return encode_from_pcm16(pcm, "ulaw")

@@ -14,7 +14,7 @@ from bridge.audio import (
     PCM16_16K,
     ULAW_8K,
     AudioFormat,
-    Upsampler2x,
+    RateConverter,
     make_transcoder,
     silence,
     tone_level_db,
@@ -85,36 +85,77 @@ def test_frame_by_frame_equals_one_shot(target: AudioFormat) -> None:
     assert len(whole) == len(data) * target.bytes_per_second // 8000
 
 
-def _upsample_tone(freq: float, seconds: float = 1.0, level: float = 0.5) -> np.ndarray:
-    t = np.arange(int(8000 * seconds)) / 8000
-    x = np.rint(level * 32767 * np.sin(2 * math.pi * freq * t)).astype("<i2").tobytes()
-    up = Upsampler2x()
-    out = b"".join(up.feed(x[i:i + 320]) for i in range(0, len(x), 320))
-    return np.frombuffer(out, dtype="<i2").astype(np.float64)[400:]  # skip the filter's start-up
+def _converted_tone(freq: float, in_rate: int, out_rate: int, level: float = 0.5) -> np.ndarray:
+    """One second of a tone through :class:`RateConverter`, fed in 20 ms pieces, ends trimmed."""
+    x = level * 32768 * np.sin(2 * math.pi * freq * np.arange(in_rate) / in_rate)  # 16-bit scale
+    conv = RateConverter(in_rate, out_rate)
+    step = in_rate // 50
+    y = np.concatenate([conv.feed(x[i:i + step]) for i in range(0, len(x), step)] + [conv.flush()])
+    assert len(y) == out_rate
+    return y[out_rate // 10: -out_rate // 10]
 
 
+@pytest.mark.parametrize(("in_rate", "out_rate"), [(8000, 16000), (8000, 44100), (8000, 48000)])
 @pytest.mark.parametrize("freq", [300.0, 1000.0, 3000.0, 3400.0])
-def test_upsampler_rejects_images_by_at_least_50_db(freq: float) -> None:
-    """8 -> 16 kHz: the mirror image at 8000 - f is at least 50 dB below the tone (ratecv: ~11 dB)."""
-    y = _upsample_tone(freq)
-    tone = tone_level_db(y, 16000, freq)
-    image = tone_level_db(y, 16000, 8000 - freq)
-    print(f"{freq:.0f} Hz: tone {tone:.2f} dBFS, image {image:.1f} dBFS, rejection {tone - image:.1f} dB")
-    assert tone - image >= 50.0
-    assert tone == pytest.approx(20 * math.log10(0.5), abs=0.5)  # pass band kept (no ratecv droop)
+def test_upsampling_rejects_images_by_at_least_70_db(freq: float, in_rate: int, out_rate: int) -> None:
+    """8 kHz up: the mirror images at k*8000 +- f are at least 70 dB below the tone (ratecv: ~11 dB,
+    linear interpolation ~21 dB), and the pass band is flat to 3.4 kHz."""
+    y = _converted_tone(freq, in_rate, out_rate)
+    tone = tone_level_db(y, out_rate, freq)
+    images = [k * in_rate + s * freq for k in range(1, out_rate // in_rate + 1) for s in (-1, 1)]
+    worst = max(tone_level_db(y, out_rate, f) for f in images if f < out_rate / 2)
+    print(f"{in_rate}->{out_rate} {freq:.0f} Hz: tone {tone:.2f} dBFS, worst image {worst:.1f} dBFS")
+    assert tone - worst >= 70.0
+    assert tone == pytest.approx(20 * math.log10(0.5), abs=0.1)
 
 
-def test_upsampler_adds_at_most_5_ms_of_delay() -> None:
-    """An impulse comes out (peak of the response) at most 5 ms later than its input position."""
-    x = np.zeros(800, dtype="<i2")
-    x[100] = 16000
-    up = Upsampler2x()
-    y = np.frombuffer(up.feed(x.tobytes()), dtype="<i2")
-    delay_samples = int(np.argmax(np.abs(y))) - 2 * 100
-    delay_ms = delay_samples / 16.0
-    print(f"upsampler delay: {delay_samples} samples at 16 kHz = {delay_ms:.2f} ms")
-    assert 0 <= delay_ms <= 5.0
-    assert delay_samples == up.delay_samples
+@pytest.mark.parametrize(("in_rate", "out_rate"), [(16000, 8000), (48000, 16000), (44100, 16000), (32000, 16000)])
+def test_downsampling_rejects_aliases_by_at_least_70_db(in_rate: int, out_rate: int) -> None:
+    """A tone above the output's Nyquist frequency is removed (its alias at least 70 dB down); a tone
+    below 0.45 of the output rate passes unchanged."""
+    above = 0.5 * out_rate + 0.1 * out_rate
+    y = _converted_tone(above, in_rate, out_rate)
+    alias = tone_level_db(y, out_rate, out_rate - above)
+    assert alias - 20 * math.log10(0.5) <= -70.0, alias
+    kept = 0.4 * out_rate
+    y = _converted_tone(kept, in_rate, out_rate)
+    assert tone_level_db(y, out_rate, kept) == pytest.approx(20 * math.log10(0.5), abs=0.1)
+
+
+@pytest.mark.parametrize(("in_rate", "out_rate"), [(8000, 16000), (16000, 8000), (8000, 44100), (48000, 16000)])
+def test_resampling_shifts_nothing_in_time_and_looks_ahead_at_most_5_ms(in_rate: int, out_rate: int) -> None:
+    """An impulse at input time t comes out centred at output time t (timestamps stay exact), and
+    the converter holds back at most 5 ms of input until it has the samples after it."""
+    x = np.zeros(in_rate // 10)
+    x[in_rate // 20] = 1.0  # at 50 ms
+    conv = RateConverter(in_rate, out_rate)
+    held = len(x) * out_rate // in_rate - len(conv.feed(x))
+    y = np.concatenate((np.zeros(0), conv.flush()))
+    print(f"{in_rate}->{out_rate}: look-ahead {conv.half_width / in_rate * 1000:.2f} ms")
+    assert conv.half_width / in_rate <= 0.005
+    assert held <= math.ceil(0.005 * out_rate) + 1
+    conv = RateConverter(in_rate, out_rate)
+    y = np.concatenate((conv.feed(x), conv.flush()))
+    peak = int(np.argmax(y))
+    assert abs(peak / out_rate - 0.05) <= 0.5 / min(in_rate, out_rate)
+
+
+def test_resampling_is_independent_of_how_the_input_is_split() -> None:
+    """Random piece sizes give the same samples as one call (state carried exactly)."""
+    x = np.random.default_rng(7).standard_normal(48000)
+    for in_rate, out_rate in [(44100, 16000), (8000, 16000), (48000, 16000), (16000, 24000)]:
+        whole = RateConverter(in_rate, out_rate)
+        a = np.concatenate((whole.feed(x[:in_rate]), whole.flush()))
+        split = RateConverter(in_rate, out_rate)
+        rng = random.Random(in_rate)
+        pieces, i = [], 0
+        while i < in_rate:
+            n = min(rng.randint(0, 700), in_rate - i)
+            pieces.append(split.feed(x[i:i + n]))
+            i += n
+        b = np.concatenate([*pieces, split.flush()])
+        assert len(a) == len(b) == out_rate
+        np.testing.assert_allclose(a, b, atol=1e-12)
 
 
 def test_silence_bytes_per_codec() -> None:

@@ -43,7 +43,7 @@ async def test_carrier_call_reaches_gladia_and_the_bot(
     transcoder = make_transcoder(play.audio_format, gladia_fmt)
     frame = play.audio_format.bytes_for_ms(play.frame_seconds * 1000)
     audio = play.native_audio
-    expected = b"".join(transcoder.feed(audio[i:i + frame]) for i in range(0, len(audio), frame))
+    expected = b"".join(transcoder.feed(audio[i:i + frame]) for i in range(0, len(audio), frame)) + transcoder.flush()
     if gladia_fmt == play.audio_format:
         assert expected == play.native_audio  # passthrough: the carrier's own bytes
     assert bytes(session.audio) == expected
@@ -68,9 +68,10 @@ async def test_declared_encoding_is_honoured_for_any_carrier(
     await wait_for(lambda: bool(hook.events("call.ended")))
     (session,) = fake_gladia.sessions.values()
     assert (session.body["encoding"], session.body["sample_rate"], session.body["bit_depth"]) == ("wav/ulaw", 8000, 8)
-    pcm16k = make_transcoder(ULAW_8K, AudioFormat("pcm16", 16000)).feed(ulaw)
+    up = make_transcoder(ULAW_8K, AudioFormat("pcm16", 16000))
+    pcm16k = up.feed(ulaw) + up.flush()  # what the simulated Vonage call carries
     expected = make_transcoder(AudioFormat("pcm16", 16000), ULAW_8K)
-    want = b"".join(expected.feed(pcm16k[i:i + 640]) for i in range(0, len(pcm16k), 640))
+    want = b"".join(expected.feed(pcm16k[i:i + 640]) for i in range(0, len(pcm16k), 640)) + expected.flush()
     assert bytes(session.audio) == want
 
 

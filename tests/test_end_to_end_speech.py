@@ -13,18 +13,16 @@ import pytest
 from bridge.simulator import play_call
 from tests.conftest import wait_for
 from tests.fakes import FakeWebhook
-from tests.speech import SENTENCES, ULAW, wer
+from tests.speech import SENTENCES, SPANS, ULAW, wer, words
 from tests.test_serve import ROOT, free_port, minimal_env
 
-# Measured on this sample with Whisper tiny.en: 26% (espeak voices on the telephone path are hard;
-# the reference notes measured 16-17% on another espeak set). The bound leaves room for noise.
-MAX_WER = 0.35
-
+pytestmark = pytest.mark.recognition
 
 @pytest.mark.timeout(120)
 async def test_speech_through_bridge_serve_with_the_embedded_stt(webhook: tuple[FakeWebhook, str]) -> None:
     """With no Gladia key or URL, `bridge serve` runs the local STT server in-process; a spoken call
-    reaches the bot as one final per sentence, in order, within the word error rate bound."""
+    reaches the bot as one final per sentence, in order, each on its sentence's time in the call, with
+    words and language. (Which words come back depends on the CPU: test_recognition_quality.py.)"""
     hook, hook_url = webhook
     port = free_port()
     proc = await asyncio.create_subprocess_exec(
@@ -50,15 +48,13 @@ async def test_speech_through_bridge_serve_with_the_embedded_stt(webhook: tuple[
     finals = hook.events("utterance.final")
     texts = [f["utterance"]["text"] for f in finals]
     print("\n".join(texts))
-    error = wer(" ".join(SENTENCES), " ".join(texts))
-    print(f"word error rate: {error:.1%}")
-    assert error <= MAX_WER
+    print(f"word error rate (reported, not asserted here): {wer(' '.join(SENTENCES), ' '.join(texts)):.1%}")
     assert len(finals) == len(SENTENCES)
-    starts = [f["utterance"]["start"] for f in finals]
-    assert starts == sorted(starts)
-    for final, sentence in zip(finals, SENTENCES, strict=True):
-        assert wer(sentence, final["utterance"]["text"]) <= 0.6, (sentence, final["utterance"]["text"])
-        assert final["utterance"]["words"] and final["utterance"]["language"] == "en"
+    for final, (start, end) in zip(finals, SPANS, strict=True):
+        utt = final["utterance"]
+        assert words(utt["text"]) and utt["words"] and utt["language"] == "en"
+        assert start - 0.35 <= utt["start"] < utt["end"] <= end + 0.35, (utt["start"], utt["end"], start, end)
+    assert [f["sequence"] for f in finals] == sorted(f["sequence"] for f in finals)
     assert hook.events("call.ended")[0]["summary"]["utterances"] == len(SENTENCES)
 
 

@@ -11,9 +11,24 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.speech import FIRST_SENTENCE, SENTENCES, ULAW, encode_as, wer
+from tests.speech import FIRST_SENTENCE, SPANS, ULAW, encode_as, words
+
+pytestmark = pytest.mark.recognition
+
+# What these tests assert is the server's plumbing: acknowledged ranges, one final per utterance,
+# timings, lifecycle. Recognition quality (which words come back) depends on the CPU's instruction
+# set and is asserted once, over the whole sample corpus, in test_recognition_quality.py.
 
 ULAW_REQUEST = {"encoding": "wav/ulaw", "sample_rate": 8000, "bit_depth": 8, "endpointing": 0.3}
+
+
+def assert_within_the_sentence(utterance: dict[str, Any], span: tuple[float, float]) -> None:
+    """The utterance and its words lie on the sentence's sound in the audio (VAD margins allowed)."""
+    start, end = span
+    assert start - 0.35 <= utterance["start"] < utterance["end"] <= end + 0.35, (utterance, span)
+    assert utterance["end"] - utterance["start"] >= 0.5 * (end - start)
+    for w in utterance.get("words", []):
+        assert start - 0.35 <= w["start"] <= w["end"] <= end + 0.35, (w, span)
 
 
 async def create(http: aiohttp.ClientSession, server: Any, body: dict[str, Any], **headers: str) -> dict[str, Any]:
@@ -101,8 +116,8 @@ async def test_a_whole_session(make_stt_server: Any) -> None:
         partials = [m["data"] for m in messages if m["type"] == "transcript" and not m["data"]["is_final"]]
         assert len(finals) == 1 and partials and partials[0]["id"] == finals[0]["id"]
         utt = finals[0]["utterance"]
-        assert wer(SENTENCES[0], utt["text"]) <= 0.5
-        assert utt["language"] == "en" and utt["words"] and 0.3 < utt["start"] < utt["end"] < 4.7
+        assert words(utt["text"]) and utt["language"] == "en" and utt["words"]
+        assert_within_the_sentence(utt, SPANS[0])
         assert utt["words"][0]["start"] >= utt["start"] - 0.01
         order = [t for t in types if t in ("stop_recording", "end_recording", "post_transcript",
                                              "post_final_transcript", "end_session")]
@@ -135,7 +150,8 @@ async def test_base64_audio_chunks_and_defaults(make_stt_server: Any) -> None:
     types = {m["type"] for m in messages}
     assert not types & {"start_session", "start_recording", "end_recording", "end_session"}
     finals = [m for m in messages if m["type"] == "transcript"]
-    assert len(finals) == 1 and wer(SENTENCES[0], finals[0]["data"]["utterance"]["text"]) <= 0.5
+    assert len(finals) == 1 and words(finals[0]["data"]["utterance"]["text"])
+    assert_within_the_sentence(finals[0]["data"]["utterance"], SPANS[0])
 
 
 @pytest.mark.parametrize(("encoding", "depth", "rate", "channels"), [
@@ -144,7 +160,8 @@ async def test_base64_audio_chunks_and_defaults(make_stt_server: Any) -> None:
 ])
 async def test_every_encoding_is_transcribed(make_stt_server: Any, encoding: str, depth: int, rate: int,
                                              channels: int) -> None:
-    """The same sentence in each format Gladia accepts gives a usable final, acknowledged in that format's bytes."""
+    """The same sentence in each format Gladia accepts gives one final, at the sentence's time in the
+    audio (so the format's bytes are turned into time correctly), acknowledged in that format's bytes."""
     _, server = await make_stt_server()
     audio = encode_as(FIRST_SENTENCE, encoding, depth, rate, channels)
     body = {"encoding": encoding, "bit_depth": depth, "sample_rate": rate, "channels": channels, "endpointing": 0.3}
@@ -156,16 +173,24 @@ async def test_every_encoding_is_transcribed(make_stt_server: Any, encoding: str
             messages = await collect(ws)
     acks = [m["data"]["byte_range"][1] for m in messages if m["type"] == "audio_chunk"]
     assert acks[-1] == len(audio)
-    finals = [m["data"]["utterance"]["text"] for m in messages if m["type"] == "transcript"]
-    assert finals and wer(SENTENCES[0], " ".join(finals)) <= 0.5
+    finals = [m["data"]["utterance"] for m in messages if m["type"] == "transcript"]
+    assert len(finals) == 1 and words(finals[0]["text"])
+    assert_within_the_sentence(finals[0], SPANS[0])
+    assert acks[-1] == len(audio) and messages[-1]["type"] != "error"
 
 
 async def test_resume_at_the_acknowledged_offset(make_stt_server: Any) -> None:
     """A dropped socket reconnects to the same URL; audio resent from an already-acknowledged offset is
-    recognised and skipped, so the session keeps exactly the caller's audio and the same transcript."""
+    recognised and skipped, so the session keeps exactly the caller's audio and the same transcript
+    as an unbroken session of the same audio."""
     stt, server = await make_stt_server()
     audio = ULAW[: 8000 * 10]
     async with aiohttp.ClientSession() as http:
+        unbroken = await create(http, server, ULAW_REQUEST)
+        async with http.ws_connect(unbroken["url"]) as ws:
+            await stream(ws, audio)
+            await ws.send_str(json.dumps({"type": "stop_recording"}))
+            reference = [m["data"]["utterance"]["text"] for m in await collect(ws) if m["type"] == "transcript"]
         session = await create(http, server, ULAW_REQUEST)
         first: list[dict[str, Any]] = []
         async with http.ws_connect(session["url"]) as ws:
@@ -187,8 +212,8 @@ async def test_resume_at_the_acknowledged_offset(make_stt_server: Any) -> None:
     acks = [m["data"]["byte_range"] for m in second if m["type"] == "audio_chunk"]
     assert acks[0][0] == 24000 and acks[-1][1] == len(audio)
     texts = [m["data"]["utterance"]["text"] for m in first + second if m["type"] == "transcript"]
-    assert len(texts) == 2
-    assert wer(" ".join(SENTENCES[:2]), " ".join(texts)) <= 0.4
+    assert len(texts) == 2 and all(words(t) for t in texts)
+    assert texts == reference
 
 
 async def test_unresumed_session_ends_after_the_grace_period(make_stt_server: Any) -> None:
@@ -207,7 +232,9 @@ async def test_unresumed_session_ends_after_the_grace_period(make_stt_server: An
                 break
             await asyncio.sleep(0.1)
         assert result["status"] == "done"
-        assert wer(SENTENCES[0], result["result"]["transcription"]["full_transcript"]) <= 0.5
+        assert words(result["result"]["transcription"]["full_transcript"])
+        (utt,) = result["result"]["transcription"]["utterances"]
+        assert_within_the_sentence(utt, SPANS[0])
         with pytest.raises(aiohttp.WSServerHandshakeError) as err:
             await http.ws_connect(session["url"])
         assert err.value.status == 403

@@ -124,7 +124,7 @@ async def test_per_call_encoding_from_stream_parameters(
     if fmt != ULAW_8K:
         assert session.body["language_config"]["languages"] == ["fr"]
     transcoder = make_transcoder(ULAW_8K, fmt)
-    expected = b"".join(transcoder.feed(audio[i:i + 160]) for i in range(0, len(audio), 160))
+    expected = b"".join(transcoder.feed(audio[i:i + 160]) for i in range(0, len(audio), 160)) + transcoder.flush()
     assert bytes(session.audio) == expected
     assert [e["utterance"]["text"] for e in hook.events("utterance.final")] == expected_texts(
         expected, fmt.bytes_per_second)

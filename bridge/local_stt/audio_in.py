@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from bridge.audio import RateConverter, Upsampler2x, samples_to_float
+from bridge.audio import RateConverter, samples_to_float
 
 TARGET_RATE = 16000
 
@@ -24,12 +24,7 @@ class InputDecoder:
         self.frame_bytes = self.width * channels
         self.sample_rate = sample_rate
         self._rest = b""
-        self._up: Upsampler2x | None = None
-        self._resampler: RateConverter | None = None
-        if sample_rate == 8000:
-            self._up = Upsampler2x()
-        elif sample_rate != TARGET_RATE:
-            self._resampler = RateConverter(sample_rate, TARGET_RATE)
+        self._resampler = RateConverter(sample_rate, TARGET_RATE) if sample_rate != TARGET_RATE else None
 
     def feed(self, data: bytes) -> np.ndarray:
         data = self._rest + data
@@ -38,11 +33,15 @@ class InputDecoder:
         x = self._to_float(data[:usable])
         if self.channels > 1:
             x = x.reshape(-1, self.channels).mean(axis=1)
-        if self._up is not None:
-            return (self._up.feed_samples(x * 32768.0) / 32768.0).astype(np.float32)
         if self._resampler is not None:
             return self._resampler.feed(x).astype(np.float32)
         return x.astype(np.float32)
+
+    def flush(self) -> np.ndarray:
+        """End of audio: the resampler's last few milliseconds (silence assumed after the end)."""
+        if self._resampler is None:
+            return np.zeros(0, dtype=np.float32)
+        return self._resampler.flush().astype(np.float32)
 
     def _to_float(self, raw: bytes) -> np.ndarray:
         if not raw:

@@ -167,7 +167,10 @@ class LiveSession:
     def stop(self) -> list[dict[str, Any]]:
         """``stop_recording``: close the utterance in progress; returns the acknowledgment."""
         self.state = "stopping"
-        out = self._segment_events(self.segmenter.flush())
+        out: list[dict[str, Any]] = []
+        for frame, prob in self.vad.feed(self.decoder.flush()):
+            out.extend(self._segment_events(self.segmenter.push(frame, prob)))
+        out.extend(self._segment_events(self.segmenter.flush()))
         if self.request.messages.receive_acknowledgments:
             pending = sum(len(u.audio) for u in self.to_decode) / 16000
             out.insert(0, self.envelope("stop_recording", acknowledged=True, error=None, data={
