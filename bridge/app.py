@@ -14,7 +14,7 @@ from bridge.app_keys import SETTINGS, STATE, BridgeState
 from bridge.call import SuspendedCalls
 from bridge.delivery import Delivery
 from bridge.metrics import Metrics
-from bridge.outbox import Outbox
+from bridge.outbox import Outbox, OutboxWriter
 from bridge.phone_socket import healthz, phone_stream, twilio_voice
 from bridge.settings import Settings
 from bridge.stt.session import Admission
@@ -51,9 +51,11 @@ async def _http_client(app: web.Application) -> AsyncIterator[None]:
         state = app[STATE]
         settings = app[SETTINGS]
         state.http = http
-        state.outbox = _open_outbox(settings, state.worker) if settings.webhook.url else None
+        state.outbox = _outbox_writer(settings, state.worker) if settings.webhook.url else None
         state.delivery = Delivery(http, settings.webhook, state.outbox, metrics=state.metrics)
         state.delivery.recover()
+        if state.outbox is not None:
+            state.outbox.start()
         try:
             yield
             # Anything still queued after the calls drained gets one last bounded chance; what is
@@ -61,7 +63,22 @@ async def _http_client(app: web.Application) -> AsyncIterator[None]:
             await state.delivery.aclose(timeout=settings.webhook.timeout)
         finally:
             if state.outbox is not None:
-                state.outbox.close()
+                await asyncio.to_thread(state.outbox.close, settings.webhook.timeout)
+
+
+def _outbox_writer(settings: Settings, worker: tuple[int, int] | None) -> OutboxWriter:
+    loop = asyncio.get_running_loop()
+
+    def state_changed(reason: str | None) -> None:  # called from the writer thread
+        if reason is None:
+            loop.call_soon_threadsafe(lambda: log.info("outbox.recovered", detail="outbox writes work again"))
+        else:
+            loop.call_soon_threadsafe(lambda: log.error(
+                "outbox.degraded", reason=reason,
+                detail="outbox writes fail: events are delivered from memory and kept queued until the disk "
+                       "takes them"))
+
+    return OutboxWriter(_open_outbox(settings, worker), on_state_change=state_changed)
 
 
 def _open_outbox(settings: Settings, worker: tuple[int, int] | None) -> Outbox:
@@ -102,8 +119,7 @@ async def _metrics_updates(app: web.Application) -> AsyncIterator[None]:
             for call in list(state.calls):
                 metrics.update_call(call)
             if state.outbox is not None:
-                for name, count in state.outbox.counts().items():
-                    metrics.outbox.labels(name).set(count)
+                metrics.update_outbox(state.outbox)
 
     task = asyncio.create_task(loop(), name="metrics")
     yield

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from bridge.call import Call, SuspendedCalls
     from bridge.delivery import Delivery
     from bridge.metrics import Metrics
-    from bridge.outbox import Outbox
+    from bridge.outbox import OutboxWriter
     from bridge.stt.session import Admission
 
 
@@ -24,7 +24,7 @@ class BridgeState:
 
     http: aiohttp.ClientSession | None = None
     delivery: Delivery | None = None
-    outbox: Outbox | None = None
+    outbox: OutboxWriter | None = None
     calls: dict[Call, web.WebSocketResponse] = field(default_factory=dict)
     draining: bool = False
     suspended: SuspendedCalls | None = None

@@ -208,12 +208,23 @@ def _outbox(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _replay(settings: Settings, outbox: Any, events: list[Any], timeout: float) -> tuple[int, int]:
+    from bridge.outbox import OutboxWriter
+
+    writer = OutboxWriter(outbox)
+    writer.start()
+    try:
+        return await _replay_with(settings, writer, events, timeout)
+    finally:
+        await asyncio.to_thread(writer.close)
+
+
+async def _replay_with(settings: Settings, writer: Any, events: list[Any], timeout: float) -> tuple[int, int]:
     import aiohttp
 
     from bridge.delivery import CallDelivery, Delivery, PendingEvent
 
     async with aiohttp.ClientSession() as http:
-        delivery = Delivery(http, settings.webhook, outbox)
+        delivery = Delivery(http, settings.webhook, writer)
         queues: list[CallDelivery] = []
         by_call: dict[str, list[PendingEvent]] = {}
         for e in sorted(events, key=lambda e: (e.call_id, e.sequence)):

@@ -11,10 +11,12 @@ connection errors, timeouts, 408/425/429 and 5xx, with doubling backoff, until t
 ``max_age`` seconds old; other 4xx answers are final. With no ``BOT_WEBHOOK_URL``, events are
 written to the log instead.
 
-Durability: with an :class:`~bridge.outbox.Outbox`, each event is stored before it is queued and
-removed after its 2xx; an event given up is kept there as dead. :meth:`Delivery.recover` (at
-start-up) sends what a previous process left pending, and ends calls that a crash cut short with a
-``call.ended`` whose ``end_reason`` is ``bridge_restarted``.
+Durability: with an :class:`~bridge.outbox.OutboxWriter`, each event's insert is queued for the
+outbox before the event is queued for delivery, and its delete after the 2xx; an event given up is
+kept there as dead. Delivery never waits for the disk (see :mod:`bridge.outbox` for when an event
+counts as accepted). :meth:`Delivery.recover` (at start-up) sends what a previous process left
+pending, and ends calls that a crash cut short with a ``call.ended`` whose ``end_reason`` is
+``bridge_restarted``.
 
 :meth:`CallDelivery.submit` never awaits, so a slow bot cannot slow the audio path.
 """
@@ -38,7 +40,7 @@ from standardwebhooks.webhooks import Webhook
 
 from bridge.errors import DeliveryError, http_status_retryable
 from bridge.metrics import Metrics
-from bridge.outbox import Outbox
+from bridge.outbox import OutboxWriter
 from bridge.settings import WebhookSettings
 
 log = structlog.get_logger("bridge.delivery")
@@ -66,7 +68,7 @@ class DeliveryCounters:
 class Delivery:
     """The app-wide webhook client: opens one :class:`CallDelivery` per call."""
 
-    def __init__(self, http: aiohttp.ClientSession, settings: WebhookSettings, outbox: Outbox | None = None,
+    def __init__(self, http: aiohttp.ClientSession, settings: WebhookSettings, outbox: OutboxWriter | None = None,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep, metrics: Metrics | None = None) -> None:
         self.metrics = metrics
         self.http = http
@@ -91,20 +93,24 @@ class Delivery:
         """Start delivering what a previous process left in the outbox; returns the number of events.
 
         Calls that never recorded their end (the process died mid-call) get a ``call.ended`` with
-        ``end_reason: bridge_restarted`` after their last event.
+        ``end_reason: bridge_restarted`` after their last event. Reads the store directly: call it
+        at start-up, before the writer thread starts.
         """
         if self.outbox is None:
             return 0
-        for call_id, call_json, last_sequence in self.outbox.unfinished_calls():
+        store = self.outbox.outbox
+        pending: dict[str, list[PendingEvent]] = {}
+        for stored in store.events(state="pending"):
+            pending.setdefault(stored.call_id, []).append(PendingEvent(
+                stored.webhook_id, stored.type, stored.sequence, stored.body, stored.created))
+        for call_id, call_json, last_sequence in store.unfinished_calls():
             sequence = last_sequence + 1
             body = _body("call.ended", sequence, {"call": json.loads(call_json),
                                                   "summary": {"end_reason": "bridge_restarted"}})
-            self.outbox.add(f"msg_{call_id}_{sequence}", call_id, sequence, "call.ended", body)
+            ended = PendingEvent(f"msg_{call_id}_{sequence}", "call.ended", sequence, body, time.time())
+            self.outbox.add(ended.webhook_id, call_id, sequence, "call.ended", body, ended.created)
             self.outbox.call_ended(call_id)
-        pending: dict[str, list[PendingEvent]] = {}
-        for stored in self.outbox.events(state="pending"):
-            pending.setdefault(stored.call_id, []).append(PendingEvent(
-                stored.webhook_id, stored.type, stored.sequence, stored.body, stored.created))
+            pending.setdefault(call_id, []).append(ended)
         for call_id, events in pending.items():
             delivery = CallDelivery(self, call_id)
             self.calls.add(delivery)
@@ -287,10 +293,17 @@ class CallDelivery:
         try:
             async with self._owner.http.post(
                 settings.url, data=event.body.encode(), headers=self._owner.headers(event),
-                timeout=aiohttp.ClientTimeout(total=settings.timeout),
+                timeout=aiohttp.ClientTimeout(total=settings.timeout), allow_redirects=False,
             ) as resp:
                 if 200 <= resp.status < 300:
                     return
+                if 300 <= resp.status < 400:
+                    # Never followed: a 301/302 would turn the POST into a body-less GET counted as
+                    # delivered, a 307/308 would send the signed transcript to another host.
+                    location = resp.headers.get("Location", "")[:200]
+                    raise DeliveryError(f"webhook answered {resp.status} (redirect to {location!r} not followed: "
+                                        "set BOT_WEBHOOK_URL to the final URL)", retryable=False,
+                                        status=resp.status)
                 raise DeliveryError(f"webhook answered {resp.status}",
                                     retryable=http_status_retryable(resp.status), status=resp.status)
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:

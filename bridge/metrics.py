@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 
 if TYPE_CHECKING:
     from bridge.call import Call
+    from bridge.outbox import OutboxWriter
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 LAG_BUCKETS = (0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -64,6 +65,27 @@ class Metrics:
                                            buckets=LATENCY_BUCKETS, registry=r)
         self.outbox = Gauge("bridge_outbox_events", "Events stored in the outbox, by state", ["state"],
                             registry=r, multiprocess_mode="livesum")
+        self.outbox_degraded = Gauge("bridge_outbox_degraded", "1 while outbox writes fail (events delivered "
+                                     "from memory, not yet on disk)", registry=r, multiprocess_mode="max")
+        self.outbox_write_failures = Counter("bridge_outbox_write_failures",
+                                             "Outbox commits that failed (disk full, read-only, locked)", registry=r)
+        self.outbox_queued = Gauge("bridge_outbox_queued_writes", "Outbox writes queued, not yet committed",
+                                   registry=r, multiprocess_mode="livesum")
+        self.outbox_dropped = Counter("bridge_outbox_dropped_writes",
+                                      "Outbox writes dropped because the queue was full (never on disk)", registry=r)
+        self._outbox_seen = (0, 0)
+
+    def update_outbox(self, writer: OutboxWriter) -> None:
+        """The outbox writer's state, once a second."""
+        for name, count in writer.counts().items():
+            self.outbox.labels(name).set(count)
+        self.outbox_degraded.set(1 if writer.degraded else 0)
+        self.outbox_queued.set(writer.queued)
+        failures, dropped = writer.write_failures, writer.dropped_ops
+        self.outbox_write_failures.inc(max(0, failures - self._outbox_seen[0]))
+        self.outbox_dropped.inc(max(0, dropped - self._outbox_seen[1]))
+        self._outbox_seen = (failures, dropped)
+
     def update_call(self, call: Call, final: bool = False) -> None:
         """Add what ``call`` counted since the last update (``final``: the call is over).
 

@@ -1,4 +1,4 @@
-"""The durable outbox: every bot event is on disk before it is sent, until the bot answers 2xx.
+"""The durable outbox: every bot event is kept on disk until the bot answers 2xx.
 
 An embedded SQLite database (WAL journal) under ``BRIDGE_DATA_DIR``. An event is inserted when the
 call produces it and deleted only after a 2xx; an event that keeps failing past the maximum age is
@@ -6,18 +6,33 @@ kept as *dead* (visible with ``bridge outbox list --dead``, sent again with ``br
 After a crash (even SIGKILL) the next start delivers what was pending, in order per call, with the
 same ``webhook-id``s.
 
-Synchronous on purpose: one insert or delete is tens of microseconds with WAL and
-``synchronous=NORMAL`` (commits are not fsynced; a power cut can lose the last commits, a process
-crash cannot), which is less than the JSON encoding of the event itself.
+:class:`Outbox` is the store (synchronous; the ``bridge outbox`` tool and start-up recovery use it).
+A running bridge writes through :class:`OutboxWriter`: the event loop only appends to a bounded
+in-memory queue, and one thread commits what has queued up in one transaction (group commit). So a
+slow, locked or full disk never delays the audio or a webhook; events are delivered from memory
+whether or not their row is written yet.
+
+**When an event is accepted** (survives a crash of the bridge process): when the writer thread's
+transaction holding its insert has committed, normally a few milliseconds after the call produced it.
+Commits are not fsynced (WAL, ``synchronous=NORMAL``): a power cut or kernel crash can lose the last
+commits, a process crash cannot. While writes fail (disk full, read-only, locked), the writer keeps
+the operations queued in memory (bounded) and retries every second; ``/healthz`` says ``degraded``
+with the reason, ``bridge_outbox_write_failures`` counts the failed commits, and one log line marks
+each change of state. Events produced meanwhile are still delivered, but are not accepted until the
+disk takes them; operations beyond the queue's bound are counted and never written.
 """
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
+import threading
 import time
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -65,6 +80,8 @@ class Outbox:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
+        # check_same_thread=False: start-up recovery runs on the loop's thread, then only the writer
+        # thread uses the connection.
         self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
@@ -95,6 +112,10 @@ class Outbox:
         after = self.counts()
         return sum(after.values()) - sum(before.values())
 
+    @property
+    def db(self) -> sqlite3.Connection:
+        return self._db
+
     def close(self) -> None:
         self._db.close()
 
@@ -109,21 +130,25 @@ class Outbox:
         return list(self._db.execute("SELECT call_id, call_json, last_sequence FROM calls").fetchall())
 
     def add(self, webhook_id: str, call_id: str, sequence: int, type_: str, body: str,
-            created: float | None = None) -> None:
-        self._db.execute(
+            created: float | None = None) -> int:
+        """Store a pending event; returns 1, or 0 when that webhook-id is already stored."""
+        return self._db.execute(
             "INSERT OR IGNORE INTO events (webhook_id, call_id, sequence, type, body, created) VALUES (?,?,?,?,?,?)",
-            (webhook_id, call_id, sequence, type_, body, time.time() if created is None else created))
+            (webhook_id, call_id, sequence, type_, body, time.time() if created is None else created)).rowcount
 
-    def delivered(self, webhook_id: str) -> None:
-        self._db.execute("DELETE FROM events WHERE webhook_id = ?", (webhook_id,))
+    def delivered(self, webhook_id: str) -> int:
+        """Forget a pending event; returns how many rows went (0 or 1)."""
+        return self._db.execute("DELETE FROM events WHERE webhook_id = ? AND state = 'pending'",
+                                (webhook_id,)).rowcount
 
     def attempted(self, webhook_id: str, error: str) -> None:
         self._db.execute("UPDATE events SET attempts = attempts + 1, last_error = ? WHERE webhook_id = ?",
                          (error[:500], webhook_id))
 
-    def dead(self, webhook_id: str, error: str) -> None:
-        self._db.execute("UPDATE events SET state = 'dead', last_error = ? WHERE webhook_id = ?",
-                         (error[:500], webhook_id))
+    def dead(self, webhook_id: str, error: str) -> int:
+        """A pending event becomes dead; returns how many rows changed (0 or 1)."""
+        return self._db.execute("UPDATE events SET state = 'dead', last_error = ? "
+                                "WHERE webhook_id = ? AND state = 'pending'", (error[:500], webhook_id)).rowcount
 
     def revive(self, webhook_id: str | None = None) -> int:
         """Dead events (one, or all) become pending again with a fresh age; returns how many."""
@@ -156,3 +181,182 @@ class Outbox:
         out = {"pending": 0, "dead": 0}
         out.update({state: n for state, n in rows})
         return out
+
+
+# One queued write: the Outbox method's name and its arguments.
+_Op = tuple[str, tuple[Any, ...]]
+
+
+class OutboxWriter:
+    """The bridge's outbox writes, off the event loop (see the module docstring).
+
+    Every method that changes the outbox only queues the change and returns; the writer thread
+    applies the queued changes in order, each batch in one transaction. ``on_state_change(reason)``
+    is called from the writer thread when writes start failing (``reason``) and when they work again
+    (``None``); ``on_failure()`` for every failed commit.
+    """
+
+    MAX_BATCH = 2000
+
+    def __init__(self, outbox: Outbox, *, max_queued: int = 200_000, retry_seconds: float = 1.0,
+                 on_state_change: Callable[[str | None], None] | None = None,
+                 on_failure: Callable[[], None] | None = None) -> None:
+        self.outbox = outbox
+        self.max_queued = max_queued
+        self.retry_seconds = retry_seconds
+        self._on_state_change = on_state_change
+        self._on_failure = on_failure
+        self._ops: deque[_Op] = deque()
+        self._cond = threading.Condition()
+        self._busy = False  # a batch is being written
+        self._closing = False
+        self._thread: threading.Thread | None = None
+        self._counts = {"pending": 0, "dead": 0}
+        self._counts_at = 0.0
+        # What the bridge reports: why writes fail (None when they work), failed commits, dropped ops.
+        self.degraded: str | None = None
+        self.write_failures = 0
+        self.dropped_ops = 0
+        self.committed_ops = 0
+
+    # -- queueing (event loop; never blocks on the disk) -------------------------------------
+
+    def call_started(self, call_id: str, call_json: str) -> None:
+        self._queue("call_started", call_id, call_json)
+
+    def call_ended(self, call_id: str) -> None:
+        self._queue("call_ended", call_id)
+
+    def add(self, webhook_id: str, call_id: str, sequence: int, type_: str, body: str,
+            created: float | None = None) -> None:
+        self._queue("add", webhook_id, call_id, sequence, type_, body, time.time() if created is None else created)
+
+    def delivered(self, webhook_id: str) -> None:
+        self._queue("delivered", webhook_id)
+
+    def attempted(self, webhook_id: str, error: str) -> None:
+        self._queue("attempted", webhook_id, error)
+
+    def dead(self, webhook_id: str, error: str) -> None:
+        self._queue("dead", webhook_id, error)
+
+    def _queue(self, name: str, *args: Any) -> None:
+        with self._cond:
+            if len(self._ops) >= self.max_queued:
+                self.dropped_ops += 1
+                return
+            self._ops.append((name, args))
+            self._cond.notify()
+
+    @property
+    def queued(self) -> int:
+        """Operations not yet committed (queued, or in the batch being written)."""
+        return len(self._ops) + (1 if self._busy else 0)
+
+    def counts(self) -> dict[str, int]:
+        """Pending and dead events as of the last commit (other processes' changes, e.g. ``bridge outbox
+        replay``, show within ten seconds)."""
+        return dict(self._counts)
+
+    # -- lifetime ----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._counts = self.outbox.counts()
+        self._counts_at = time.monotonic()
+        self._thread = threading.Thread(target=self._run, name="outbox-writer", daemon=True)
+        self._thread.start()
+
+    def flush(self, timeout: float) -> bool:
+        """Block until everything queued so far is committed, or ``timeout``; True when it was."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self._ops or self._busy:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(min(left, 0.05))
+        return True
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Write what is queued (bounded by ``timeout``), stop the thread, close the store."""
+        self.flush(timeout)
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout=max(0.1, self.retry_seconds + 0.5))
+        if self._ops:
+            self.dropped_ops += len(self._ops)
+        self.outbox.close()
+
+    # -- the writer thread -------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:  # never held during disk I/O: the event loop takes it to queue
+                if not self._ops and not self._closing:
+                    self._cond.wait(1.0)
+                if self._closing and (not self._ops or self.degraded is not None):
+                    return
+                batch = [self._ops.popleft() for _ in range(min(len(self._ops), self.MAX_BATCH))]
+                self._busy = bool(batch)
+            if not batch:
+                self._refresh_counts()
+                continue
+            try:
+                self._commit(batch)
+            except (sqlite3.Error, OSError) as exc:
+                with self._cond:
+                    self._ops.extendleft(reversed(batch))  # keep the order; try again
+                    self._busy = False
+                    self._cond.notify_all()
+                self.write_failures += 1
+                if self._on_failure is not None:
+                    self._on_failure()
+                reason = f"{type(exc).__name__}: {exc}"[:200]
+                if self.degraded is None:
+                    self.degraded = reason
+                    if self._on_state_change is not None:
+                        self._on_state_change(reason)
+                with self._cond:
+                    if not self._closing:
+                        self._cond.wait(self.retry_seconds)
+                continue
+            with self._cond:
+                self._busy = False
+                self.committed_ops += len(batch)
+                self._cond.notify_all()
+            if self.degraded is not None:
+                self.degraded = None
+                if self._on_state_change is not None:
+                    self._on_state_change(None)
+
+    def _commit(self, batch: list[_Op]) -> None:
+        db = self.outbox.db
+        pending = dead = 0
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for name, args in batch:
+                changed = getattr(self.outbox, name)(*args)
+                if name == "add":
+                    pending += changed
+                elif name == "delivered":
+                    pending -= changed
+                elif name == "dead":
+                    pending, dead = pending - changed, dead + changed
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        self._counts = {"pending": self._counts["pending"] + pending, "dead": self._counts["dead"] + dead}
+
+    def _refresh_counts(self) -> None:
+        """Recount from the file now and then, when idle (another process may have changed it)."""
+        now = time.monotonic()
+        if now - self._counts_at < 10.0:
+            return
+        self._counts_at = now
+        # A locked or failing disk: keep the last figures; the state change says why.
+        with contextlib.suppress(sqlite3.Error):
+            self._counts = self.outbox.counts()

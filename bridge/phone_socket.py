@@ -139,13 +139,21 @@ async def phone_stream(request: web.Request) -> web.StreamResponse:
 
 
 async def healthz(request: web.Request) -> web.Response:
+    """Liveness and state: ``ok``, ``degraded`` (working, with ``degraded`` saying what is wrong; still
+    200, nothing a restart would fix) or ``draining`` (503)."""
     state = request.app[STATE]
-    body: dict[str, object] = {"status": "draining" if state.draining else "ok", "active_calls": len(state.calls)}
+    problems = []
+    if state.outbox is not None and state.outbox.degraded:
+        problems.append(f"outbox writes failing: {state.outbox.degraded}")
+    status = "draining" if state.draining else ("degraded" if problems else "ok")
+    body: dict[str, object] = {"status": status, "active_calls": len(state.calls)}
+    if problems:
+        body["degraded"] = problems
     if state.worker is not None:
         body["worker"] = {"index": state.worker[0], "of": state.worker[1], "pid": os.getpid()}
     if state.admission is not None and state.admission.limit:
         body["stt_sessions"] = {"active": state.admission.active, "waiting": state.admission.waiting,
                                 "limit": state.admission.limit}
     if state.outbox is not None:
-        body["outbox"] = state.outbox.counts()
+        body["outbox"] = {**state.outbox.counts(), "queued_writes": state.outbox.queued}
     return web.json_response(body, status=503 if state.draining else 200)

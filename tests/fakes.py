@@ -49,6 +49,11 @@ class FakeSession:
     ended: bool = False
     closes: list[int | None] = field(default_factory=list)
     next_drop_at: int = 0
+    arrivals: list[float] = field(default_factory=list)  # monotonic time of each audio message
+
+    def longest_silence(self) -> float:
+        """The longest wait between two audio messages (seconds): how long the bridge stalled."""
+        return max((b - a for a, b in zip(self.arrivals, self.arrivals[1:], strict=False)), default=0.0)
 
 
 class FakeGladia:
@@ -180,6 +185,7 @@ class FakeGladia:
 
     async def _audio(self, ws: web.WebSocketResponse, request: web.Request, session: FakeSession,
                      data: bytes) -> bool:
+        session.arrivals.append(time.monotonic())
         session.unacked += data
         session.received_bytes += len(data)
         session.chunks_since_ack += 1
@@ -288,6 +294,7 @@ class FakeWebhook:
         self.delays: list[float] = []  # seconds to wait before answering the next requests
         self.outage_until = 0.0  # monotonic time before which requests fail: 500, 503, or stall
         self.outage_stall = 3.0  # seconds a stalled answer takes (longer than the bridge's timeout)
+        self.location: str | None = None  # a Location header on every answer (for 3xx statuses)
         self.app = web.Application()
         self.app.router.add_post("/hook", self._hook)
         self.received = asyncio.Event()
@@ -318,4 +325,4 @@ class FakeWebhook:
             status = (500, 503, 500)[mode]
         self.requests.append(WebhookRequest({k.lower(): v for k, v in request.headers.items()}, body, status))
         self.received.set()
-        return web.Response(status=status)
+        return web.Response(status=status, headers={"Location": self.location} if self.location else None)

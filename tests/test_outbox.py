@@ -4,17 +4,24 @@ of everything pending after the bridge is SIGKILLed mid-call and started again."
 from __future__ import annotations
 
 import asyncio
+import resource
 import signal
+import sqlite3
 import sys
+import threading
+import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 from standardwebhooks.webhooks import Webhook
 
 from bridge.adapters.twilio import TwilioStreamWriter
 from bridge.outbox import Outbox
+from tests.bridge_process import start_bridge
 from tests.conftest import WEBHOOK_SECRET, BridgeFactory, caller_audio, play_call, wait_for
 from tests.fakes import FakeGladia, FakeWebhook, expected_texts
 from tests.test_serve import ROOT, free_port, minimal_env
@@ -63,8 +70,14 @@ async def test_rejected_events_are_dead_lettered_listed_and_replayed(
     server: Any = await make_bridge()
     await play_call(str(server.make_url("/twilio/stream")), caller_audio(2.0))
     await wait_for(lambda: bool(hook.events("call.ended")))
-    async with aiohttp.ClientSession() as http, http.get(server.make_url("/healthz")) as resp:
-        assert (await resp.json())["outbox"] == {"pending": 0, "dead": 1}
+    async with aiohttp.ClientSession() as http:
+        for _ in range(200):  # outbox writes are committed by the writer thread, a few ms later
+            async with http.get(server.make_url("/healthz")) as resp:
+                outbox = (await resp.json())["outbox"]
+            if outbox["queued_writes"] == 0 and outbox["pending"] == 0:
+                break
+            await asyncio.sleep(0.01)
+        assert outbox == {"pending": 0, "dead": 1, "queued_writes": 0}
     rejected = next(r for r in hook.requests if r.status == 400)
     env = minimal_env(BRIDGE_DATA_DIR=str(tmp_path / "data"), BOT_WEBHOOK_URL=hook_url,
                       BOT_WEBHOOK_SECRET=WEBHOOK_SECRET)
@@ -182,3 +195,96 @@ def test_an_orphaned_worker_outbox_is_merged(tmp_path: Path) -> None:
     assert [(e.webhook_id, e.state) for e in live.events()] == [
         ("msg_c1_1", "pending"), ("msg_c9_1", "pending"), ("msg_c9_2", "dead")]
     assert live.unfinished_calls() == [("c9", '{"id": "c9"}', 2)]
+
+
+def _file_size_limit(limit: int) -> Callable[[], None]:
+    def apply() -> None:  # in the child, before exec: `ulimit -S -f`
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+    return apply
+
+
+@pytest.mark.timeout(90)
+async def test_a_full_disk_costs_no_transcript_and_ends_no_call(
+    fake_gladia: FakeGladia, webhook: tuple[FakeWebhook, str], tmp_path: Path
+) -> None:
+    """Attack: the bridge runs under `ulimit -S -f 256` (its outbox file soon cannot grow, like a full
+    disk). Every final still reaches the bot (delivered from memory), every call ends with 1000 and a
+    call.ended, /healthz says degraded with the reason, /metrics counts the failed writes, and the log
+    has one line for the change of state, not one per event."""
+    hook, hook_url = webhook
+    env = minimal_env(GLADIA_API_URL=fake_gladia.base_url, GLADIA_API_KEY="test-key", BOT_WEBHOOK_URL=hook_url,
+                      BRIDGE_DATA_DIR=str(tmp_path / "data"))
+    bridge = await start_bridge(env, preexec_fn=_file_size_limit(256 * 1024))
+    try:
+        calls = [caller_audio(5.0, seed=i) for i in range(6)]
+        codes = await asyncio.gather(*(
+            play_call(bridge.ws + "/twilio/stream", audio, call_sid=f"CA{i:032d}", stream_sid=f"MZ{i:032d}")
+            for i, audio in enumerate(calls)))
+        assert codes == [1000] * len(calls)
+        await wait_for(lambda: len(hook.events("call.ended")) == len(calls), timeout=30)
+        async with aiohttp.ClientSession() as http:
+            async with http.get(bridge.base + "/healthz") as resp:
+                health = await resp.json()
+                assert resp.status == 200
+            failures = 0.0
+            for _ in range(30):  # metrics are updated once a second
+                async with http.get(bridge.base + "/metrics") as resp:
+                    metrics = await resp.text()
+                failures = next(float(line.split()[-1]) for line in metrics.splitlines()
+                                if line.startswith("bridge_outbox_write_failures_total"))
+                if failures:
+                    break
+                await asyncio.sleep(0.1)
+    finally:
+        await bridge.stop()
+    assert health["status"] == "degraded" and "outbox writes failing" in health["degraded"][0]
+    assert "full" in health["degraded"][0] or "I/O" in health["degraded"][0], health
+    assert failures >= 1 and "bridge_outbox_degraded 1.0" in metrics
+    for i, audio in enumerate(calls):
+        finals = [e for e in hook.events("utterance.final") if e["call"]["call_sid"] == f"CA{i:032d}"]
+        assert [f["utterance"]["text"] for f in finals] == expected_texts(audio, 8000)
+    ended = hook.events("call.ended")
+    assert {e["summary"]["end_reason"] for e in ended} == {"stop"}
+    assert len(bridge.logs("outbox.degraded")) == 1
+    assert not bridge.logs("call.crashed") and not [line for line in bridge.lines if "Traceback" in line]
+
+
+@pytest.mark.timeout(90)
+async def test_a_locked_outbox_never_stalls_the_audio(
+    fake_gladia: FakeGladia, webhook: tuple[FakeWebhook, str], tmp_path: Path
+) -> None:
+    """Attack: another process holds the outbox's write lock for 8 s while a call streams in real time.
+    The audio reaches Gladia without a stall (SQLite's busy wait happens on the writer thread, not the
+    event loop), no final is lost, and the outbox catches up once the lock is gone."""
+    hook, hook_url = webhook
+    data = tmp_path / "data"
+    env = minimal_env(GLADIA_API_URL=fake_gladia.base_url, GLADIA_API_KEY="test-key", BOT_WEBHOOK_URL=hook_url,
+                      BRIDGE_DATA_DIR=str(data))
+    bridge = await start_bridge(env)
+    released = threading.Event()
+
+    def hold_the_lock() -> None:
+        db = sqlite3.connect(str(data / "outbox.sqlite3"), isolation_level=None)
+        db.execute("BEGIN IMMEDIATE")
+        time.sleep(8.0)
+        db.execute("COMMIT")
+        db.close()
+        released.set()
+
+    audio = caller_audio(12.0)
+    try:
+        call = asyncio.create_task(play_call(bridge.ws + "/twilio/stream", audio, pace=0.02))
+        await wait_for(lambda: bool(fake_gladia.sessions), timeout=10)
+        holder = asyncio.create_task(asyncio.to_thread(hold_the_lock))
+        assert await call == 1000
+        await holder
+        await wait_for(lambda: bool(hook.events("call.ended")), timeout=20)
+        await wait_for(lambda: outbox_size(data) == 0 and bool(bridge.logs("outbox.recovered")), timeout=20)
+    finally:
+        await bridge.stop()
+    (session,) = fake_gladia.sessions.values()
+    print(f"longest wait between audio messages at Gladia: {session.longest_silence() * 1000:.0f} ms")
+    assert session.longest_silence() < 0.5
+    assert bytes(session.audio) == audio
+    assert [e["utterance"]["text"] for e in hook.events("utterance.final")] == expected_texts(audio, 8000)
+    assert len(bridge.logs("outbox.degraded")) == 1 and len(bridge.logs("outbox.recovered")) == 1

@@ -320,7 +320,7 @@ class SttSession:
             headers["x-gladia-key"] = self._settings.api_key.get_secret_value()
         try:
             async with self._http.post(
-                url, json=self._body, params=params, headers=headers,
+                url, json=self._body, params=params, headers=headers, allow_redirects=False,
                 timeout=aiohttp.ClientTimeout(total=self._settings.http_timeout),
             ) as resp:
                 if resp.status not in (200, 201):
@@ -496,7 +496,7 @@ class SttSession:
         url = f"{self._settings.api_url}/v2/live/{session_id}"
         for attempt in range(3):
             try:
-                async with self._http.get(url, headers=headers,
+                async with self._http.get(url, headers=headers, allow_redirects=False,
                                           timeout=aiohttp.ClientTimeout(total=self._settings.http_timeout)) as resp:
                     if resp.status != 200:
                         raise SttError(f"GET /v2/live/{{id}} answered {resp.status}",
