@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import resource
+import secrets
 from collections.abc import AsyncIterator
+from typing import Any
 
 import aiohttp
 import structlog
@@ -32,8 +35,10 @@ def create_app(settings: Settings, worker: tuple[int, int] | None = None) -> web
     """
     app = web.Application(client_max_size=64 * 1024)
     app[SETTINGS] = settings
-    app[STATE] = BridgeState(suspended=SuspendedCalls(), admission=Admission(settings.gladia.max_sessions),
-                             metrics=Metrics(), worker=worker)
+    secret = settings.server.secret
+    app[STATE] = BridgeState(suspended=SuspendedCalls(settings.server.max_suspended_calls),
+                             admission=Admission(settings.gladia.max_sessions), metrics=Metrics(), worker=worker,
+                             resume_secret=secret.get_secret_value().encode() if secret else secrets.token_bytes(32))
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics_endpoint)
     app.router.add_post("/twilio/voice", twilio_voice)
@@ -42,6 +47,68 @@ def create_app(settings: Settings, worker: tuple[int, int] | None = None) -> web
     app.cleanup_ctx.append(_metrics_updates)
     app.on_shutdown.append(drain_calls)
     return app
+
+
+class _CappedServer(web.Server):
+    """aiohttp's connection manager, with a cap. Over ``limit`` connections, the oldest *idle* one (no
+    request in progress: an idle keep-alive, or a client still sending its headers) is closed to make
+    room; only when none is idle is the new connection closed. A flood of idle sockets therefore
+    never keeps a call or ``/healthz`` out. One log line per 10 s while the cap is being hit."""
+
+    limit = 10_000
+    evicted = 0
+    _logged_at = -1e9
+
+    def connection_made(self, handler: web.RequestHandler, transport: asyncio.Transport) -> None:
+        super().connection_made(handler, transport)
+        connections = self.connections
+        if len(connections) <= self.limit:
+            return
+        # RequestHandler._current_request is set while a request (a call's WebSocket) is handled.
+        victim = next((h for h in connections if h is not handler and getattr(h, "_current_request", 1) is None),
+                      handler)
+        victim.force_close()
+        self.evicted += 1
+        now = asyncio.get_running_loop().time()
+        if now - self._logged_at >= 10.0:
+            self._logged_at = now
+            log.warning("server.connection_cap", max_connections=self.limit, closed_so_far=self.evicted,
+                        closed="an idle connection" if victim is not handler else "the new connection")
+
+
+class BridgeRunner(web.AppRunner):
+    """The app's runner with the bridge's bounds on what an outsider can hold: HTTP keep-alive and
+    header reads end after ``server.keepalive_timeout`` (aiohttp's own default is an hour), at most
+    ``max_connections`` connections (see :class:`_CappedServer`)."""
+
+    def __init__(self, app: web.Application, settings: Settings, max_connections: int | None = None,
+                 **kwargs: Any) -> None:
+        kwargs.setdefault("access_log", None)
+        kwargs.setdefault("handle_signals", False)
+        super().__init__(app, keepalive_timeout=settings.server.keepalive_timeout, **kwargs)
+        self.max_connections = max_connections or settings.server.max_connections
+
+    async def _make_server(self) -> web.Server:
+        server = await super()._make_server()
+        server.__class__ = _CappedServer  # same object, with the capped connection_made
+        server.limit = self.max_connections  # type: ignore[attr-defined]
+        return server
+
+
+def raise_descriptor_limit(wanted_connections: int) -> int:
+    """Raise this process's soft limit on open files to the hard limit; return how many connections
+    fit under it (leaving room for Gladia sockets, webhooks and files: a call needs two descriptors)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+    usable = max(16, (soft - 256) // 2) if soft != resource.RLIM_INFINITY else wanted_connections
+    if usable < wanted_connections:
+        log.warning("server.descriptor_limit", open_files=soft, max_connections=usable,
+                    detail="server.max_connections lowered to fit the open-file limit (ulimit -n); a call needs "
+                           "two descriptors (the phone and Gladia)")
+    return min(wanted_connections, usable)
 
 
 async def _http_client(app: web.Application) -> AsyncIterator[None]:
@@ -116,6 +183,8 @@ async def _metrics_updates(app: web.Application) -> AsyncIterator[None]:
         while True:
             await asyncio.sleep(1.0)
             metrics.active_calls.set(len(state.calls))
+            if state.suspended is not None:
+                metrics.suspended_calls.set(len(state.suspended))
             for call in list(state.calls):
                 metrics.update_call(call)
             if state.outbox is not None:

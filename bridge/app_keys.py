@@ -31,6 +31,7 @@ class BridgeState:
     admission: Admission | None = None
     metrics: Metrics | None = None
     worker: tuple[int, int] | None = None  # (index, count) under bridge serve --workers
+    resume_secret: bytes = b""  # key of the calls' resume tokens (BRIDGE_SECRET, or random per process)
 
 
 SETTINGS = web.AppKey("settings", Settings)

@@ -116,6 +116,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ConfigError as exc:
             print(f"bridge: {exc}", file=sys.stderr)
             return 2
+        problem = _check_data_dir(settings)
+        if problem:
+            print(f"bridge: {problem}", file=sys.stderr)
+            return 2
         configure_logging(settings.log.level, settings.log.format)
         return serve(settings)
     if args.command == "stt-server":
@@ -149,6 +153,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         asyncio.run(run_demo(realtime=args.realtime))
         return 0
     return 2
+
+
+def _check_data_dir(settings: Settings) -> str | None:
+    """Whether ``BRIDGE_DATA_DIR`` can hold the outbox: None, or one line saying what is wrong."""
+    import sqlite3
+
+    from bridge.outbox import Outbox
+
+    data_dir = settings.server.data_dir
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        probe = data_dir / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+        if settings.webhook.url:
+            Outbox.in_dir(data_dir).close()
+    except (OSError, sqlite3.Error) as exc:
+        return f"BRIDGE_DATA_DIR {str(data_dir)!r} cannot hold the outbox: {exc.strerror or exc}" if isinstance(
+            exc, OSError) else f"BRIDGE_DATA_DIR {str(data_dir)!r}: outbox not usable: {exc}"
+    return None
 
 
 def _outbox(args: argparse.Namespace, settings: Settings) -> int:
@@ -351,7 +375,7 @@ async def _run(settings: Settings, worker: tuple[int, int] | None = None) -> Non
     """Serve until SIGTERM/SIGINT, then drain calls before aiohttp's shutdown (see drain_calls)."""
     from aiohttp import web
 
-    from bridge.app import create_app, drain_calls
+    from bridge.app import BridgeRunner, create_app, drain_calls, raise_descriptor_limit
 
     embedded = None
     log = structlog.get_logger("bridge")
@@ -369,8 +393,8 @@ async def _run(settings: Settings, worker: tuple[int, int] | None = None) -> Non
         log.warning("bridge.embedded_stt", api_url=url,
                     detail="GLADIA_API_KEY and GLADIA_API_URL unset: using the local STT server (Whisper tiny.en)")
     app = create_app(settings, worker)
-    runner = web.AppRunner(app, handle_signals=False, access_log=None,
-                           shutdown_timeout=settings.gladia.finish_timeout + 5)
+    runner = BridgeRunner(app, settings, max_connections=raise_descriptor_limit(settings.server.max_connections),
+                          shutdown_timeout=settings.gladia.finish_timeout + 5)
     await runner.setup()
     site = web.TCPSite(runner, settings.server.host, settings.server.port, reuse_port=worker is not None)
     await site.start()

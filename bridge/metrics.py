@@ -42,6 +42,8 @@ class Metrics:
         self.multiprocess = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
         self.active_calls = Gauge("bridge_active_calls", "Phone streams in progress", registry=r,
                                   multiprocess_mode="livesum")
+        self.suspended_calls = Gauge("bridge_suspended_calls", "Calls whose stream dropped, waiting for a restart",
+                                     registry=r, multiprocess_mode="livesum")
         self.calls = Counter("bridge_calls", "Calls ended, by carrier and end reason", ["provider", "end_reason"],
                              registry=r)
         self.frames = Counter("bridge_phone_frames", "Audio messages received from carriers", registry=r)

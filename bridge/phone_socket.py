@@ -10,11 +10,16 @@ The handler's task is the only reader of the socket: it iterates messages into t
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import binascii
 import contextlib
+import hashlib
 import hmac
+import json
 import os
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Mapping
 
 import aiohttp
 import structlog
@@ -23,7 +28,8 @@ from aiohttp import web
 from bridge.adapters import ADAPTERS, make_adapter
 from bridge.adapters.twilio import connect_stream_twiml, signature_valid
 from bridge.app_keys import SETTINGS, STATE
-from bridge.call import Call, CallResult
+from bridge.call import RESUME_PARAMETER, Call, CallResult, resume_token
+from bridge.errors import PhoneProtocolError
 
 log = structlog.get_logger("bridge.phone")
 
@@ -59,34 +65,86 @@ async def twilio_voice(request: web.Request) -> web.Response:
             log.warning("twilio.bad_signature", path=request.path)
             raise web.HTTPForbidden(text="invalid X-Twilio-Signature\n")
     parameters = {name: fields[name] for name in _VOICE_PARAMETERS if fields.get(name)}
+    if fields.get("CallSid"):  # lets a restarted stream of this call prove it is the same call
+        parameters[RESUME_PARAMETER] = resume_token(request.app[STATE].resume_secret, "twilio", fields["CallSid"])
     twiml = connect_stream_twiml(stream_url(request, "twilio"), parameters)
     return web.Response(text=twiml, content_type="text/xml")
 
 
-def stream_token_valid(expected: str, authorization: str | None, header_token: str | None,
-                       query_token: str | None) -> bool:
-    """A carrier's shared secret, from ``Authorization: Bearer``, HTTP Basic (the password), an
-    ``X-Stream-Token`` header or ``?token=``; compared in constant time."""
-    candidates = [header_token or "", query_token or ""]
-    auth = (authorization or "").strip()
+# Headers some carriers put their shared secret in, raw (Telnyx's stream_auth_token, as independent
+# integrations read it: Telnyx documents it only as "sent as part of the WebSocket connection").
+_TOKEN_HEADERS = ("X-Stream-Token", "X-Telnyx-Streaming-Auth-Token")
+
+
+def stream_token_valid(expected: str, headers: Mapping[str, str], query_token: str | None) -> bool:
+    """A carrier's shared secret, compared in constant time, from: ``Authorization`` with any scheme
+    (``Bearer <token>``, Vonage's custom ``ApiKey <token>``; the whole header value also counts, as
+    Vonage sends a custom value verbatim), HTTP Basic (the password), an ``X-Stream-Token`` or
+    ``X-Telnyx-Streaming-Auth-Token`` header, or ``?token=``."""
+    candidates = [headers.get(name, "") for name in _TOKEN_HEADERS] + [query_token or ""]
+    auth = (headers.get("Authorization") or "").strip()
     scheme, _, value = auth.partition(" ")
-    if scheme.lower() == "bearer":
+    candidates.append(auth)
+    if scheme.lower() == "basic":
+        with contextlib.suppress(ValueError):
+            candidates.append(aiohttp.BasicAuth.decode(auth).password)
+    elif value:
         candidates.append(value.strip())
-    elif scheme.lower() == "basic":
-        with contextlib.suppress(ValueError, UnicodeDecodeError):
-            candidates.append(base64.b64decode(value.strip(), validate=True).decode().partition(":")[2])
     want = expected.encode()
     return any(hmac.compare_digest(c.encode(), want) for c in candidates if c)
 
 
+def vonage_jwt_valid(secret: str, authorization: str | None, now: float) -> bool:
+    """Vonage's signed WebSocket request (NCCO ``authorization: {type: "vonage"}``): ``Bearer <JWT>``
+    signed HS256 with the account's signature secret, as Vonage signs its webhooks (the SDKs'
+    ``verify_webhook_token``), not expired. UNVERIFIED that the WebSocket uses that very scheme: it is
+    what Vonage documents for signed requests; a static token (``VONAGE_STREAM_TOKEN``) also works."""
+    scheme, _, token = (authorization or "").strip().partition(" ")
+    if scheme.lower() != "bearer" or token.count(".") != 2:
+        return False
+    head_b64, body_b64, sig_b64 = token.split(".")
+    try:
+        header = json.loads(_b64url(head_b64))
+        claims = json.loads(_b64url(body_b64))
+        signature = _b64url(sig_b64)
+    except (ValueError, binascii.Error):
+        return False
+    if not isinstance(header, dict) or header.get("alg") != "HS256" or not isinstance(claims, dict):
+        return False
+    want = hmac.new(secret.encode(), f"{head_b64}.{body_b64}".encode(), hashlib.sha256).digest()
+    if not hmac.compare_digest(signature, want):
+        return False
+    exp, nbf = claims.get("exp"), claims.get("nbf")
+    if isinstance(exp, int | float) and now >= exp:
+        return False
+    return not (isinstance(nbf, int | float) and now < nbf - 60)
+
+
+def _b64url(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
 async def _messages(ws: web.WebSocketResponse) -> AsyncIterator[str | bytes]:
-    """Text and binary messages until the socket closes (errors end the iteration)."""
-    async for msg in ws:
-        if msg.type is aiohttp.WSMsgType.TEXT or msg.type is aiohttp.WSMsgType.BINARY:
-            yield msg.data
-        elif msg.type is aiohttp.WSMsgType.ERROR:
-            log.warning("phone.socket_error", error=str(ws.exception()), close_code=ws.close_code)
-            return
+    """Text and binary messages until the socket closes.
+
+    A WebSocket protocol error from the carrier's side (a message over the size limit, invalid UTF-8
+    in a text message, a bad frame) is a protocol error of the call, not a dropped stream: it raises
+    :class:`PhoneProtocolError` with the close code aiohttp answered with (1009, 1007, 1002). A
+    connection reset is a dropped stream: the iteration ends.
+    """
+    try:
+        async for msg in ws:
+            if msg.type is aiohttp.WSMsgType.TEXT or msg.type is aiohttp.WSMsgType.BINARY:
+                yield msg.data
+            elif msg.type is aiohttp.WSMsgType.ERROR:
+                exc = ws.exception()
+                code = getattr(exc, "code", None)
+                if isinstance(code, int) and code in (1002, 1003, 1007, 1009):
+                    raise PhoneProtocolError(f"WebSocket: {exc}"[:120], code)
+                log.info("phone.socket_error", error=str(exc)[:200], close_code=ws.close_code)
+                return
+    except ConnectionError as exc:  # aiohttp's ClientConnectionResetError is one
+        log.info("phone.connection_reset", error=type(exc).__name__)
 
 
 async def phone_stream(request: web.Request) -> web.StreamResponse:
@@ -94,15 +152,25 @@ async def phone_stream(request: web.Request) -> web.StreamResponse:
     app = request.app
     settings = app[SETTINGS]
     carrier = request.match_info["carrier"]
-    adapter = make_adapter(carrier, settings.carriers.audiofork_sample_rate)
+    try:
+        adapter = make_adapter(carrier, settings.carriers.audiofork_sample_rate, request.query)
+    except ValueError as exc:
+        raise web.HTTPBadRequest(text=f"{exc}\n") from None
     if adapter is None:
         raise web.HTTPNotFound(text=f"unknown carrier {carrier!r}; known: {', '.join(ADAPTERS)}\n")
     state = app[STATE]
     if state.draining:
         raise web.HTTPServiceUnavailable(text="shutting down\n")
-    if len(state.calls) >= settings.server.max_calls:
-        log.warning("phone.capacity_refused", max_calls=settings.server.max_calls)
+    suspended = state.suspended
+    waiting = len(suspended) if suspended is not None else 0
+    if len(state.calls) + waiting >= settings.server.max_calls and not (
+            suspended is not None and suspended.shed_oldest("at server.max_calls")):
+        log.warning("phone.capacity_refused", max_calls=settings.server.max_calls, suspended_calls=waiting)
         raise web.HTTPServiceUnavailable(text="at capacity\n")
+    admission = state.admission
+    if (admission is not None and admission.limit and admission.active + admission.waiting >= admission.limit
+            and suspended is not None):
+        suspended.shed_oldest("no free Gladia session (gladia.max_sessions)")
     token = settings.twilio.auth_token
     if carrier == "twilio" and token is not None:
         url = stream_url(request, carrier)
@@ -110,19 +178,25 @@ async def phone_stream(request: web.Request) -> web.StreamResponse:
             log.warning("twilio.bad_signature", path=request.path)
             raise web.HTTPForbidden(text="invalid X-Twilio-Signature\n")
     shared = settings.carriers.tokens.get(carrier)
-    if shared is not None and not stream_token_valid(shared.get_secret_value(), request.headers.get("Authorization"),
-                                                     request.headers.get("X-Stream-Token"),
-                                                     request.query.get("token")):
-        log.warning("phone.bad_token", carrier=carrier)
-        raise web.HTTPForbidden(text="invalid or missing stream token\n")
+    signing = settings.carriers.vonage_signature_secret if carrier == "vonage" else None
+    if shared is not None or signing is not None:
+        ok = shared is not None and stream_token_valid(shared.get_secret_value(), request.headers,
+                                                       request.query.get("token"))
+        if not ok and signing is not None:
+            ok = vonage_jwt_valid(signing.get_secret_value(), request.headers.get("Authorization"), time.time())
+        if not ok:
+            log.warning("phone.bad_token", carrier=carrier)
+            raise web.HTTPForbidden(text="invalid or missing stream token\n")
 
     ws = web.WebSocketResponse(max_msg_size=settings.server.max_message_bytes, autoping=True,
-                               protocols=adapter.subprotocols)
+                               protocols=adapter.subprotocols, heartbeat=settings.server.ws_heartbeat or None)
     await ws.prepare(request)
+    adapter.subprotocol = ws.ws_protocol
     assert state.http is not None and state.delivery is not None
     call = Call(adapter=adapter, settings=settings, http=state.http, delivery=state.delivery,
-                suspended=state.suspended, admission=state.admission)
+                suspended=state.suspended, admission=state.admission, resume_secret=state.resume_secret)
     state.calls[call] = ws
+    watchdog = _watch_media(call, ws, settings.server.media_timeout)
     try:
         result = await call.run(_messages(ws))
     except Exception:  # top of the call's task: a bug must end this call only, and say so
@@ -130,12 +204,48 @@ async def phone_stream(request: web.Request) -> web.StreamResponse:
         result = CallResult("internal_error", 1011, "internal error")
     finally:
         state.calls.pop(call, None)
+        if watchdog is not None:
+            watchdog.cancel()
     if state.metrics is not None:
         state.metrics.update_call(call, final=True)
         state.metrics.calls.labels(carrier, result.reason).inc()
     if not ws.closed:
-        await ws.close(code=result.close_code, message=result.message.encode()[:120])
+        with contextlib.suppress(ConnectionError):  # the carrier may be gone already
+            await ws.close(code=result.close_code, message=result.message.encode()[:120])
     return ws
+
+
+class _MediaWatchdog:
+    """Ends a stream that started but sends no audio for ``timeout`` seconds (every carrier streams
+    continuously, silence included): one timer per call, checked every ``timeout / 2`` seconds."""
+
+    def __init__(self, call: Call, ws: web.WebSocketResponse, timeout: float) -> None:
+        self.call, self.ws, self.timeout = call, ws, timeout
+        self._frames = -1
+        self._quiet_since = 0.0
+        self._loop = asyncio.get_running_loop()
+        self._handle = self._loop.call_later(timeout / 2, self._check)
+        self._closing: asyncio.Task[bool] | None = None
+
+    def _check(self) -> None:
+        now = self._loop.time()
+        frames = self.call.adapter.counters.audio_frames
+        if frames != self._frames or self.call.started is None:  # before start: server.start_timeout
+            self._frames, self._quiet_since = frames, now
+        elif now - self._quiet_since >= self.timeout:
+            message = f"no audio for {self.timeout:g} s"
+            log.warning("call.media_timeout", call_id=self.call.id, timeout=self.timeout)
+            self.call.forced_end = CallResult("media_timeout", 1008, message)
+            self._closing = asyncio.create_task(self.ws.close(code=1008, message=message.encode()))
+            return
+        self._handle = self._loop.call_later(self.timeout / 2, self._check)
+
+    def cancel(self) -> None:
+        self._handle.cancel()
+
+
+def _watch_media(call: Call, ws: web.WebSocketResponse, timeout: float) -> _MediaWatchdog | None:
+    return _MediaWatchdog(call, ws, timeout) if timeout > 0 else None
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -146,7 +256,8 @@ async def healthz(request: web.Request) -> web.Response:
     if state.outbox is not None and state.outbox.degraded:
         problems.append(f"outbox writes failing: {state.outbox.degraded}")
     status = "draining" if state.draining else ("degraded" if problems else "ok")
-    body: dict[str, object] = {"status": status, "active_calls": len(state.calls)}
+    body: dict[str, object] = {"status": status, "active_calls": len(state.calls),
+                               "suspended_calls": len(state.suspended) if state.suspended is not None else 0}
     if problems:
         body["degraded"] = problems
     if state.worker is not None:

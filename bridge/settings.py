@@ -36,10 +36,13 @@ ENV_KEYS: dict[str, str] = {
     "BOT_WEBHOOK_URL": "webhook.url",
     "BOT_WEBHOOK_SECRET": "webhook.secret",
     "TWILIO_AUTH_TOKEN": "twilio.auth_token",
+    "BRIDGE_SECRET": "server.secret",
+    "VONAGE_SIGNATURE_SECRET": "carriers.vonage_signature_secret",
     "BRIDGE_LOG_LEVEL": "log.level",
     "BRIDGE_LOG_FORMAT": "log.format",
 }
-SECRET_KEYS = frozenset({"gladia.api_key", "webhook.secret", "twilio.auth_token"})
+SECRET_KEYS = frozenset({"gladia.api_key", "webhook.secret", "twilio.auth_token", "server.secret",
+                         "carriers.vonage_signature_secret"})
 
 
 class _Strict(BaseModel):
@@ -56,7 +59,17 @@ class ServerSettings(_Strict):
     shutdown_timeout: float = Field(30.0, ge=0)
     max_calls: int = Field(1000, ge=1)
     stream_restart_grace: float = Field(10.0, ge=0)
+    max_suspended_calls: int = Field(100, ge=0)
     workers: int | Literal["auto"] = 1
+    # Key of the per-call resume token (HMAC of the call id) a restarted stream must carry; unset: a
+    # random key per process. Set it when a restart may reach another process (fleet mode).
+    secret: SecretStr | None = None
+    keepalive_timeout: float = Field(15.0, gt=0)
+    max_connections: int = Field(10000, ge=16)
+    ws_heartbeat: float = Field(30.0, ge=0)
+    media_timeout: float = Field(30.0, ge=0)
+    max_audio_speed: float = Field(1.5, ge=0)
+    audio_burst_seconds: float = Field(30.0, ge=0)
 
     @field_validator("workers")
     @classmethod
@@ -141,6 +154,7 @@ TOKEN_CARRIERS = ("signalwire", "telnyx", "plivo", "exotel", "vonage", "audiofor
 class CarrierSettings(_Strict):
     audiofork_sample_rate: Literal[8000, 16000, 24000, 32000, 44100, 48000, 64000] = 8000
     tokens: dict[str, SecretStr] = {}
+    vonage_signature_secret: SecretStr | None = None
 
 
 class LogSettings(_Strict):
@@ -185,6 +199,18 @@ class SttProfile(BaseModel):
 class SttSettings(_Strict):
     default: SttProfile = SttProfile()
     numbers: dict[str, dict[str, Any]] = {}
+    # Profile fields a call may set with <Parameter name="stt.<field>">; anything else is refused.
+    per_call_parameters: tuple[str, ...] = ("language", "custom_vocabulary", "endpointing", "encoding",
+                                            "sample_rate", "bit_depth")
+
+    @field_validator("per_call_parameters")
+    @classmethod
+    def _per_call(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for name in value:
+            if not all(part.isidentifier() for part in name.split(".")):
+                raise ValueError(f"{name!r} is not a field name (dotted for a nested one, e.g. "
+                                 "language_config.code_switching)")
+        return value
 
     def profile_for(self, called: str | None, overrides: Mapping[str, Any] | None = None) -> SttProfile:
         """The per-call profile: default, then the called number's table, then ``overrides``.
@@ -282,6 +308,12 @@ class Settings(_Strict):
             settings.stt.default.audio_format()
         except ValueError as exc:
             raise ConfigError(f"stt.default: {exc}") from None
+        if settings.twilio.auth_token is not None and not settings.server.public_url:
+            # A Twilio signature covers the URL Twilio called. Without a configured public URL the
+            # bridge would have to trust the request's Host header, so a signature captured for any
+            # other host would replay here with a spoofed Host.
+            raise ConfigError("TWILIO_AUTH_TOKEN is set but BRIDGE_PUBLIC_URL is not: Twilio signatures can only "
+                              "be checked against the public URL Twilio calls (e.g. https://bridge.example.org)")
         return settings
 
     def redacted(self) -> dict[str, Any]:

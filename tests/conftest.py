@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -38,6 +39,22 @@ FAST = {
     "server.start_timeout": 2.0,
     "server.shutdown_timeout": 2.0,
 }
+
+
+@pytest.fixture(autouse=True)
+async def no_unhandled_loop_errors() -> AsyncIterator[None]:
+    """Every async test (the fault, attack and fuzz suites among them) fails if anything reaches the
+    event loop's exception handler: a task exception never retrieved, an error in a callback."""
+    loop = asyncio.get_running_loop()
+    errors: list[dict[str, Any]] = []
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _loop, context: errors.append(context))
+    yield
+    await asyncio.sleep(0)
+    gc.collect()  # "exception was never retrieved" is reported when the task is collected
+    await asyncio.sleep(0)
+    loop.set_exception_handler(previous)
+    assert not errors, [f"{e.get('message')}: {e.get('exception')!r}" for e in errors]
 
 
 @pytest.fixture

@@ -70,6 +70,7 @@ class FakeGladia:
         self.repeat_finals_on_resume = False
         self.lose_session_after_drops = False  # refuse reconnects with 403 after a drop
         self.crash_after_stop = False  # on stop_recording: cut the socket before the last finals
+        self.huge_message_bytes = 0  # once, before the first final: a transcript message this big
         self.init_down_until = 0.0  # monotonic time before which every POST fails (cycling 503/502/429/500)
         # records
         self.sessions: dict[str, FakeSession] = {}
@@ -242,6 +243,11 @@ class FakeGladia:
             session.finals_sent += 1
 
     async def _send_final(self, ws: web.WebSocketResponse, session: FakeSession, k: int, segment: bytes) -> None:
+        if self.huge_message_bytes:
+            size, self.huge_message_bytes = self.huge_message_bytes, 0
+            await ws.send_json({"type": "transcript", "session_id": session.id, "data": {
+                "id": "huge", "is_final": True, "utterance": {"start": 0.0, "end": 0.01, "text": "x" * size,
+                                                              "words": [], "language": "en"}}})
         seg = self.segment_bytes(session)
         bps = session.bytes_per_second
         start, end = k * seg / bps, (k * seg + len(segment)) / bps

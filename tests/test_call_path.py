@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import aiohttp
@@ -252,3 +253,38 @@ async def test_silence_keeps_the_gladia_session_alive_during_holds(
     assert bytes(session.audio[:160]) == b"\x01" * 160
     assert len(session.audio) >= 160 + 2 * 800 and set(session.audio[160:]) == {0xFF}  # mu-law silence
     assert hook.events("call.ended")[0]["summary"]["stt_keepalive_bytes"] == len(session.audio) - 160
+
+
+async def test_a_call_that_hangs_up_while_the_session_is_still_refused_tells_the_bot(
+    make_bridge: BridgeFactory, fake_gladia: FakeGladia, webhook: tuple[FakeWebhook, str]
+) -> None:
+    """Gladia answers POST /v2/live with 503 for longer than the call lasts plus gladia.finish_timeout:
+    after the hang-up the bridge keeps trying within finish_timeout, then the bot gets stt.failed
+    (it used to get a call.ended that said nothing of the lost transcript)."""
+    hook, _ = webhook
+    fake_gladia.init_down_until = time.monotonic() + 60
+    server = await make_bridge(gladia__finish_timeout=1.0)
+    assert await play_call(stream_url(server), caller_audio(0.5)) == 1000
+    await wait_for(lambda: bool(hook.events("call.ended")), timeout=10)
+    (failed,) = hook.events("stt.failed")
+    assert "no Gladia session" in failed["reason"]
+    assert [e["type"] for e in hook.events()] == ["call.started", "stt.failed", "call.ended"]
+    assert hook.events("call.ended")[0]["summary"]["stt_gave_up"]
+
+
+async def test_a_huge_gladia_message_is_refused_not_forwarded(
+    make_bridge: BridgeFactory, fake_gladia: FakeGladia, webhook: tuple[FakeWebhook, str]
+) -> None:
+    """Attack: the STT side sends a 10 MB transcript. The bridge refuses messages over 1 MiB (failing
+    that connection with 1009; the session carries on, or is read back after the call) instead of
+    turning it into a 10 MB webhook; every real final still reaches the bot."""
+    hook, _ = webhook
+    fake_gladia.huge_message_bytes = 10 * 1024 * 1024
+    fake_gladia.repeat_finals_on_resume = True
+    server = await make_bridge()
+    audio = caller_audio(3.0)
+    assert await play_call(stream_url(server), audio) == 1000
+    await wait_for(lambda: bool(hook.events("call.ended")))
+    assert max(len(r.body) for r in hook.requests) < 64 * 1024
+    assert "x" * 1000 not in str(hook.events())
+    assert [e["utterance"]["text"] for e in hook.events("utterance.final")] == expected_texts(audio, 8000)

@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import json
+import xml.etree.ElementTree as ET
 from typing import Any
 
 import aiohttp
 import pytest
+import structlog
 from twilio.request_validator import RequestValidator
 
 from bridge.adapters.twilio import TwilioStreamWriter
 from bridge.audio import ALAW_8K, PCM16_8K, PCM16_16K, ULAW_8K, AudioFormat, make_transcoder
+from bridge.log import processors as log_processors
 from tests.conftest import BridgeFactory, caller_audio, play_call, wait_for
 from tests.fakes import FakeGladia, FakeWebhook, expected_texts
+from tests.raw_ws import OP_PING, OP_TEXT, RawWebSocket
 
 
 def stream_url(server: Any) -> str:
@@ -181,6 +186,11 @@ async def test_twilio_signatures_are_enforced_on_both_endpoints(
                         {"X-Twilio-Signature": validator.compute_signature(public + "/twilio/voice", {})}):
             async with http.post(server.make_url("/twilio/voice"), data=form, headers=headers) as resp:
                 assert resp.status == 403
+        # a signature captured for another host, replayed with that Host header: refused
+        other = validator.compute_signature("https://other.example.org/twilio/voice", form)
+        async with http.post(server.make_url("/twilio/voice"), data=form,
+                             headers={"X-Twilio-Signature": other, "Host": "other.example.org"}) as resp:
+            assert resp.status == 403
         good = validator.compute_signature(public + "/twilio/voice", form)
         async with http.post(server.make_url("/twilio/voice"), data=form,
                              headers={"X-Twilio-Signature": good}) as resp:
@@ -225,3 +235,143 @@ async def test_unknown_carrier_route_is_404(make_bridge: BridgeFactory) -> None:
         with pytest.raises(aiohttp.WSServerHandshakeError) as err:
             await http.ws_connect(server.make_url("/nosuchcarrier/stream"))
         assert err.value.status == 404
+
+
+@pytest.mark.parametrize(("attack", "code"), [("oversized", 1009), ("invalid_utf8", 1007)])
+async def test_websocket_protocol_errors_end_the_call_as_a_protocol_error(
+    make_bridge: BridgeFactory, fake_gladia: FakeGladia, webhook: tuple[FakeWebhook, str], attack: str, code: int
+) -> None:
+    """Attack: after start, a message over the size limit (1009) or a text frame that is not UTF-8
+    (1007). The call ends at once as protocol_error with that code; it is not kept suspended as a
+    dropped stream that another stream could adopt."""
+    hook, _ = webhook
+    server: Any = await make_bridge(server__stream_restart_grace=30.0)
+    w = TwilioStreamWriter("CA" + "e" * 32, "MZ" + "e" * 32)
+    ws = await RawWebSocket.connect(server.port, "/twilio/stream")
+    ws.send_text(w.connected())
+    ws.send_text(w.start())
+    ws.send_text(w.media(b"\xff" * 160))
+    if attack == "oversized":
+        ws.send_text(json.dumps({"event": "media", "pad": "x" * 100_000}))
+    else:
+        ws.send(OP_TEXT, b'{"event": "media", "bad": "\xff\xfe"}')
+    assert await ws.close_code(timeout=10) == code
+    ws.writer.close()
+    await wait_for(lambda: bool(hook.events("call.ended")), timeout=5)
+    assert hook.events("call.ended")[0]["summary"]["end_reason"] == "protocol_error"
+
+
+async def test_a_client_that_pings_then_resets_is_a_dropped_stream_not_a_crash(
+    make_bridge: BridgeFactory, fake_gladia: FakeGladia, webhook: tuple[FakeWebhook, str]
+) -> None:
+    """Attack: a ping, then a TCP reset while the bridge answers it. The call is a dropped stream
+    (suspended, then ended after the grace), logged without a traceback, never call.crashed."""
+    hook, _ = webhook
+    server: Any = await make_bridge(server__stream_restart_grace=0.3)
+    w = TwilioStreamWriter("CA" + "d" * 32, "MZ" + "d" * 32)
+    with structlog.testing.capture_logs() as logs:
+        for _ in range(5):
+            ws = await RawWebSocket.connect(server.port, "/twilio/stream")
+            ws.send_text(w.connected())
+            ws.send_text(w.start())
+            ws.send_text(w.media(b"\xff" * 160))
+            for _ in range(20):
+                ws.send(OP_PING, b"x" * 100)
+            ws.reset()
+        await wait_for(lambda: len(hook.events("call.ended")) == 5, timeout=10)
+    assert {e["summary"]["end_reason"] for e in hook.events("call.ended")} == {"stream_lost"}
+    assert not [line for line in logs if line["event"] == "call.crashed" or "exc_info" in line], logs
+
+
+async def test_stream_parameters_set_only_the_allowed_stt_fields_within_bounds(
+    make_bridge: BridgeFactory, fake_gladia: FakeGladia, webhook: tuple[FakeWebhook, str]
+) -> None:
+    """Attack: stt.* stream parameters asking Gladia to post the transcript to another URL, paid
+    add-ons, another API key or region, a thousand languages, a 48 kHz encoding, a 20,000-deep JSON
+    value. Only the allowed fields within bounds reach POST /v2/live (here the language); the rest is
+    refused with one log line, and the call goes on normally."""
+    hook, _ = webhook
+    server = await make_bridge()
+    params = {
+        "From": "+1", "To": "+2",
+        "stt.language": "fr",
+        "stt.endpointing": "0.5",
+        "stt.callback_config.url": "https://attacker.example/collect",
+        "stt.callback": "true",
+        "stt.translation": "true",
+        "stt.realtime_processing.translation": "true",
+        "stt.api_key": "stolen", "stt.region": "eu-west",
+        "stt.custom_vocabulary": ",".join(f"w{i}" for i in range(1000)),
+        "stt.sample_rate": "48000",
+        "stt.maximum_duration_without_endpointing": "[" * 20_000 + "]" * 20_000,
+    }
+    audio = caller_audio(1.0)
+    with structlog.testing.capture_logs() as logs:
+        assert await play_call(stream_url(server), audio, parameters=params) == 1000
+        await wait_for(lambda: bool(hook.events("call.ended")))
+    (session,) = fake_gladia.sessions.values()
+    body = session.body
+    assert body["language_config"]["languages"] == ["fr"] and body["endpointing"] == 0.5
+    assert not {"callback_config", "callback", "translation", "api_key", "region"} & set(body)
+    assert "translation" not in body.get("realtime_processing", {}) and "custom_vocabulary" not in body.get(
+        "realtime_processing", {})
+    assert body["sample_rate"] == 8000 and body["maximum_duration_without_endpointing"] != "["
+    (refused,) = [line for line in logs if line["event"] == "call.stt_parameters_refused"]
+    assert refused["count"] == 9
+    assert not [line for line in logs if line["event"] == "call.crashed"]
+    assert bytes(session.audio) == audio
+
+
+async def test_twiml_stays_well_formed_whatever_the_form_fields_hold(make_bridge: BridgeFactory) -> None:
+    """Attack: control characters and markup in the voice webhook's fields (a caller name can hold
+    anything). The TwiML still parses as XML, with the characters XML cannot carry removed."""
+    server = await make_bridge()
+    form = {"CallSid": "CA\x001", "From": "+1\x07\x1b[31m555", "To": "+2", "CallerName": 'Bob"/><Hangup/>\x0c\ufffe'}
+    async with aiohttp.ClientSession() as http, http.post(server.make_url("/twilio/voice"), data=form) as resp:
+        twiml = ET.fromstring(await resp.text())
+    params = {p.attrib["name"]: p.attrib["value"] for p in twiml.iter("Parameter")}
+    assert params["From"] == "+1[31m555" and params["CallerName"] == 'Bob"/><Hangup/>'
+    assert [el.tag for el in twiml.iter()] == ["Response", "Connect", "Stream"] + ["Parameter"] * len(params)
+
+
+async def test_sequence_gaps_are_logged_in_aggregate(
+    make_bridge: BridgeFactory, fake_gladia: FakeGladia, webhook: tuple[FakeWebhook, str]
+) -> None:
+    """Attack: 500 media messages, each skipping a sequence number (it was one log line per gap). The
+    log has one line for the first gap (then one per 10 s); the summary counts all 500."""
+    hook, _ = webhook
+    server = await make_bridge()
+    w = TwilioStreamWriter("CA" + "5" * 32, "MZ" + "5" * 32)
+    with structlog.testing.capture_logs() as logs:
+        async with aiohttp.ClientSession() as http, http.ws_connect(stream_url(server)) as ws:
+            await ws.send_str(w.connected())
+            await ws.send_str(w.start())
+            for _ in range(500):
+                w._next()  # the message with this number never comes
+                await ws.send_str(w.media(b"\xff" * 160))
+            await ws.send_str(w.stop())
+            async for _ in ws:
+                pass
+        await wait_for(lambda: bool(hook.events("call.ended")))
+    assert len([line for line in logs if line["event"] == "call.sequence_gap"]) == 1
+    assert hook.events("call.ended")[0]["summary"]["phone_gaps"] == 500
+
+
+def test_tracebacks_in_the_log_carry_no_local_variables() -> None:
+    """An error's log line (the bridge's JSON processor chain) has the traceback, frames and lines,
+    but not the local variables: they hold phone numbers, stream parameters and bodies."""
+    out = io.StringIO()
+    log = structlog.wrap_logger(structlog.PrintLogger(out), processors=log_processors(use_console=False))
+
+    def handler(caller: str) -> None:
+        parameters = {"From": caller, "secret_note": "do-not-log-me"}
+        raise ValueError(f"bad parameters ({len(parameters)})")
+
+    try:
+        handler("+15551234567")
+    except ValueError:
+        log.exception("call.crashed")
+    line = json.loads(out.getvalue().strip().splitlines()[-1])
+    assert line["event"] == "call.crashed" and line["exception"][0]["exc_type"] == "ValueError"
+    assert "+15551234567" not in json.dumps(line) and "do-not-log-me" not in json.dumps(line)
+    assert any(frame["name"] == "handler" for frame in line["exception"][0]["frames"])

@@ -148,3 +148,23 @@ async def test_bad_settings_exit_2_naming_the_key() -> None:
     _, err = await asyncio.wait_for(proc.communicate(), 20)
     assert proc.returncode == 2
     assert b"server.port (from BRIDGE_PORT)" in err
+
+
+@pytest.mark.parametrize("where", ["a_file", "unwritable"])
+async def test_an_unusable_data_dir_exits_2_with_one_line(tmp_path: Path, where: str) -> None:
+    """BRIDGE_DATA_DIR that is a file, or that cannot be created (even as root: under /proc): exit 2
+    and one line naming it, not a traceback and exit 1."""
+    if where == "a_file":
+        data = tmp_path / "data"
+        data.write_text("not a directory")
+    else:
+        data = Path("/proc/bridge-test-data")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bridge", "serve",
+        env=minimal_env(BRIDGE_DATA_DIR=str(data), GLADIA_API_KEY="k", BOT_WEBHOOK_URL="http://127.0.0.1:9/h"),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=ROOT)
+    out, err = await asyncio.wait_for(proc.communicate(), 20)
+    lines = err.decode().strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1, err.decode()
+    assert lines[0].startswith("bridge: BRIDGE_DATA_DIR") and str(data) in lines[0]
+    assert b"Traceback" not in out + err

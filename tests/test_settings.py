@@ -73,11 +73,20 @@ def test_missing_config_file_is_an_error() -> None:
 
 def test_secrets_never_show_in_repr_or_redacted_dump() -> None:
     s = Settings.load(environ={"GLADIA_API_KEY": "gk-very-secret", "TWILIO_AUTH_TOKEN": "tw-very-secret",
-                               "BOT_WEBHOOK_SECRET": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"})
+                               "BOT_WEBHOOK_SECRET": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+                               "BRIDGE_SECRET": "br-very-secret", "BRIDGE_PUBLIC_URL": "https://bridge.example.org"})
     for text in (repr(s), str(s.redacted())):
         assert "very-secret" not in text and "MfKQ9r8" not in text
     assert s.redacted()["gladia"]["api_key"] == "set"
-    assert s.redacted()["webhook"]["secret"] == "set"
+    assert s.redacted()["webhook"]["secret"] == "set" and s.redacted()["server"]["secret"] == "set"
+
+
+def test_twilio_signatures_need_the_public_url() -> None:
+    """Attack: with BRIDGE_PUBLIC_URL unset, signatures were checked against the request's Host, so a
+    signature captured for another host replayed here with a spoofed Host. Now that is a start-up
+    error naming both settings."""
+    with pytest.raises(ConfigError, match="TWILIO_AUTH_TOKEN is set but BRIDGE_PUBLIC_URL is not"):
+        Settings.load(environ={"TWILIO_AUTH_TOKEN": "tw"})
 
 
 def test_profiles_merge_default_number_and_overrides(tmp_path: Path) -> None:

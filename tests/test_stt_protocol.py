@@ -80,11 +80,12 @@ def test_unparseable_messages_raise_protocol_errors(text: str) -> None:
 
 
 def test_init_request_forces_acks_and_merges_metadata() -> None:
-    """The profile passes through; call ids go in custom_metadata; acknowledgments are on."""
+    """The profile passes through; call ids go in custom_metadata; acknowledgments are on, post-processing
+    messages (the whole call's transcript again at the end) off."""
     body = init_request({"encoding": "wav/ulaw", "custom_metadata": {"team": "a"},
                          "messages_config": {"receive_acknowledgments": False, "receive_partial_transcripts": True}},
                         {"call_sid": "CA1"})
     assert body["custom_metadata"] == {"team": "a", "call_sid": "CA1"}
     assert body["messages_config"] == {"receive_acknowledgments": True, "receive_partial_transcripts": True,
-                                       "receive_final_transcripts": True}
+                                       "receive_final_transcripts": True, "receive_post_processing_events": False}
     assert body["encoding"] == "wav/ulaw"

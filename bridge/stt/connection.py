@@ -38,6 +38,8 @@ except ImportError:  # websockets built without its C extension (as websockets i
 
 log = structlog.get_logger("bridge.stt")
 
+MAX_MESSAGE = 1024 * 1024  # largest Gladia message accepted (a final of a 28 s utterance is tens of kB)
+
 USER_AGENT = "telephony-gladia-bridge"
 WRITE_HIGH_WATER = 256 * 1024
 
@@ -236,7 +238,9 @@ async def connect(url: str, *, on_message: Callable[[bytes | bytearray | memoryv
         uri = parse_uri(url)
     except InvalidURI as exc:
         raise ConnectFailed(f"not a WebSocket URL: {exc}") from None
-    ws = ClientProtocol(uri, max_size=None)  # a long call's post_final_transcript can exceed 1 MiB
+    # Bounded like the phone side: a message over MAX_MESSAGE fails the connection with 1009 (and the
+    # session reconnects). The bridge turns post-processing messages off (they carry a whole call).
+    ws = ClientProtocol(uri, max_size=MAX_MESSAGE)
     loop = asyncio.get_running_loop()
     context = _tls_context() if uri.secure else None
     try:

@@ -207,13 +207,16 @@ def init_request(profile_body: Mapping[str, Any], metadata: Mapping[str, Any]) -
 
     The profile's fields pass through; ``custom_metadata`` gets the call ids (merged over any the
     profile has), and acknowledgments and final transcripts are forced on, because resume needs
-    the acknowledged byte offset and the bridge exists to deliver finals.
+    the acknowledged byte offset and the bridge exists to deliver finals. Post-processing messages
+    are turned off: they repeat the whole call's transcript at the end (megabytes for a long call),
+    and the bridge reads a session back with ``GET /v2/live/{id}`` when it needs to.
     """
     body = dict(profile_body)
     body["custom_metadata"] = {**(body.get("custom_metadata") or {}), **metadata}
     messages = dict(body.get("messages_config") or {})
     messages["receive_acknowledgments"] = True
     messages["receive_final_transcripts"] = True
+    messages["receive_post_processing_events"] = False
     body["messages_config"] = messages
     return body
 

@@ -218,6 +218,8 @@ class SttSession:
         done, _ = await asyncio.wait({self._task}, timeout=timeout)
         if not done:
             self.abandoned = True
+            if self._session is None and not self.gave_up:  # still waiting for a slot or for POST /v2/live
+                self._give_up(f"no Gladia session could be opened within {timeout:g} s of the hang-up")
             log.warning("stt.finish_timeout", session_id=self.session_id, timeout=timeout,
                         unacked_bytes=self.replay.unacked)
             await self.cancel()
