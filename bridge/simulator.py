@@ -78,8 +78,8 @@ def dialect(carrier: str, ulaw: bytes, call_sid: str, stream_sid: str, parameter
     if carrier == "plivo":
         fmt = l16 or ULAW_8K
         audio = native(ulaw, fmt)
-        pw = PlivoStreamWriter(call_sid, stream_sid, parameters=parameters, sample_rate=sample_rate)
-        return Dialect(pw.call(audio, fmt.bytes_for_ms(20)), fmt, audio, 0.02, sends_stop=False)
+        pw = PlivoStreamWriter(call_sid, stream_sid, parameters=parameters, sample_rate=sample_rate, send_stop=True)
+        return Dialect(pw.call(audio, fmt.bytes_for_ms(20)), fmt, audio, 0.02)
     if carrier == "exotel":
         fmt = l16 or AudioFormat("pcm16", 8000)
         audio = native(ulaw, fmt)

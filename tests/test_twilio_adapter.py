@@ -155,8 +155,8 @@ def test_messages_after_stop_are_refused() -> None:
 def test_outbound_messages() -> None:
     """Audio back, mark and clear carry the stream's sid (for the bot reply loop)."""
     adapter = started()
-    assert json.loads(adapter.audio_message(b"\xff\xff")) == {
-        "event": "media", "streamSid": SID, "media": {"payload": "//8="}}
+    (message,) = adapter.audio_messages(b"\xff" * 160)  # 20 ms, Twilio's unit
+    assert json.loads(message) == {"event": "media", "streamSid": SID, "media": {"payload": "////" * 53 + "/w=="}}
     assert json.loads(adapter.mark_message("m1")) == {"event": "mark", "streamSid": SID, "mark": {"name": "m1"}}
     assert json.loads(adapter.clear_message()) == {"event": "clear", "streamSid": SID}
 

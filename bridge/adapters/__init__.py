@@ -7,7 +7,10 @@ An adapter takes each phone WebSocket message (text or bytes) and returns typed
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from bridge.adapters.asterisk import AsteriskAdapter
+from bridge.adapters.audiofork import RATES as AUDIOFORK_RATES
 from bridge.adapters.audiofork import AudioForkAdapter
 from bridge.adapters.base import PhoneAdapter
 from bridge.adapters.exotel import ExotelAdapter
@@ -29,9 +32,31 @@ ADAPTERS: dict[str, type[PhoneAdapter]] = {
 }
 
 
-def make_adapter(carrier: str, audiofork_sample_rate: int = 8000) -> PhoneAdapter | None:
-    """A fresh adapter for one stream on ``/{carrier}/stream``, or None for an unknown carrier."""
+def make_adapter(carrier: str, audiofork_sample_rate: int = 8000,
+                 query: Mapping[str, str] | None = None) -> PhoneAdapter | None:
+    """A fresh adapter for one stream on ``/{carrier}/stream``, or None for an unknown carrier.
+
+    FreeSWITCH forks say their rate and channel mix only in the command that started them
+    (``uuid_audio_fork <uuid> start <url> <mono|mixed|stereo> <8k|16k>``), never on the wire: the
+    route's query carries them (``/audiofork/stream?rate=16000&mix=stereo``), else the metadata (as
+    jambonz sends), else ``carriers.audiofork_sample_rate``.
+
+    Raises:
+        ValueError: a query value that is not a rate or mix the adapter knows (the message says which).
+    """
     if carrier == "audiofork":
-        return AudioForkAdapter(audiofork_sample_rate)
+        query = query or {}
+        rate_text = query.get("rate") or query.get("sample_rate") or query.get("sampleRate")
+        rate = audiofork_sample_rate
+        if rate_text:
+            text = rate_text.strip().lower()
+            digits = text.removesuffix("k")
+            rate = (int(digits) * (1000 if text.endswith("k") else 1)) if digits.isdigit() else -1
+            if rate not in AUDIOFORK_RATES:
+                raise ValueError(f"rate={rate_text!r}: one of {', '.join(map(str, AUDIOFORK_RATES))} (or 8k, 16k)")
+        mix = query.get("mix", "mono")
+        if mix not in ("mono", "mixed", "stereo"):
+            raise ValueError(f"mix={mix!r}: one of mono, mixed, stereo")
+        return AudioForkAdapter(rate, mix)
     cls = ADAPTERS.get(carrier)
     return cls() if cls is not None else None

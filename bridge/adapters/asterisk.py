@@ -1,27 +1,33 @@
 """Asterisk chan_websocket (20.16/21.11/22.6/23.0 and later), sans-I/O: text control messages and
 binary media frames in the channel's codec.
 
-Control messages come as plain text (``MEDIA_START connection_id:abc channel:PJSIP/x format:ulaw
-optimal_frame_size:160``) or, from 20.18/22.8/23.2, as JSON (``{"event": "MEDIA_START", ...}``);
-both are read. ``MEDIA_START`` gives the format (``ulaw``, ``alaw``, ``slin`` (8 kHz) or
-``slin16``/``slin24``/... 16-bit PCM), then binary frames carry raw audio (160 bytes per 20 ms for
-G.711). ``DTMF_END`` carries digits, ``MEDIA_MARK_PROCESSED`` reports a mark; flow-control and
-status messages are ignored. Hang-up closes the socket. Outbound: binary audio frames,
-``FLUSH_MEDIA`` (barge-in) and ``MARK_MEDIA``, in the style (plain or JSON) Asterisk used.
+Control messages come as plain text (``MEDIA_START connection_id:abc channel:WebSocket/abc/0x1
+channel_id:1761245643.1 format:ulaw optimal_frame_size:160 ptime:20``) or, from 20.18/22.8/23.2, as JSON
+(``{"event": "MEDIA_START", ..., "channel_variables": {...}}``); both are read. ``MEDIA_START`` gives the
+format (``ulaw``, ``alaw``, ``slin`` (8 kHz) or ``slin16``/``slin24``/... 16-bit PCM), then binary frames
+carry raw audio (160 bytes per 20 ms for G.711). ``DTMF_END digit:n channel_id:...`` carries digits;
+``MEDIA_MARK_PROCESSED <id>`` reports a mark (plain form positional: the id is the rest of the line;
+JSON ``correlation_id``); ``ERROR channel_id:... error_text:<text>`` (JSON ``error_text``), Asterisk's answer
+to a command it refused, is a carrier error (logged, not fatal); flow-control and status messages are
+ignored. Hang-up closes the socket. Outbound: binary audio frames, ``FLUSH_MEDIA`` (barge-in) and
+``MARK_MEDIA``, in the style (plain or JSON) Asterisk used.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from bridge.adapters.base import (
     Audio,
     CallStarted,
+    CarrierError,
     Dtmf,
     Ignored,
     MarkReached,
+    Outbound,
+    OutboundFraming,
     PhoneEvent,
     StreamCounters,
     StreamState,
@@ -60,7 +66,39 @@ def parse_control(text: str) -> dict[str, Any]:
     return out
 
 
-class AsteriskAdapter:
+def rest_of_line(text: str) -> str:
+    """A plain control message's text after its name (``MEDIA_MARK_PROCESSED a b:c`` -> ``a b:c``)."""
+    parts = text.strip().split(maxsplit=1)
+    return parts[1] if len(parts) > 1 else ""
+
+
+def _mark_id(msg: dict[str, Any], text: str) -> str:
+    """The id of ``MEDIA_MARK_PROCESSED``: JSON ``correlation_id``; plain, the rest of the line (what
+    ``MARK_MEDIA <id>`` sent, spaces and colons included), or after ``correlation_id:`` as some versions echo."""
+    if msg.get("_json"):
+        value = msg.get("correlation_id")
+        return "" if value is None else str(value)
+    rest = rest_of_line(text)
+    return rest.removeprefix("correlation_id:")
+
+
+def _error_text(msg: dict[str, Any], text: str) -> str:
+    """What an ``ERROR`` says: JSON ``error_text``; plain ``ERROR channel_id:<id> error_text:<text>`` (as
+    chan_websocket builds it), or ``ERROR <text>``."""
+    if msg.get("_json"):
+        value = msg.get("error_text")
+        detail = "" if value is None else str(value)
+    else:
+        rest = rest_of_line(text)
+        _, sep, after = rest.partition("error_text:")
+        detail = after if sep else rest
+    return detail.strip() or "ERROR without a text"
+
+
+MAX_MESSAGE = 65_500  # Asterisk hangs the call up on a bigger media message
+
+
+class AsteriskAdapter(Outbound):
     provider = "asterisk"
     subprotocols: tuple[str, ...] = ()
     close_ends_call = True
@@ -71,6 +109,7 @@ class AsteriskAdapter:
         self.audio_format = ULAW_8K
         self._json_style = False
         self._l16: L16Frames | None = None
+        self.optimal_frame_size = 0  # bytes, from MEDIA_START
 
     def receive(self, message: str | bytes) -> list[PhoneEvent]:
         self.counters.messages += 1
@@ -97,7 +136,9 @@ class AsteriskAdapter:
                 raise PhoneProtocolError("DTMF_END without a digit")
             return [Dtmf(digit)]
         if event == "MEDIA_MARK_PROCESSED":
-            return [MarkReached(str(msg.get("correlation_id", "")))]
+            return [MarkReached(_mark_id(msg, message))]
+        if event == "ERROR":
+            return [CarrierError(_error_text(msg, message))]
         kind = str(event)
         if kind not in _IGNORED:
             count(self.counters.ignored, kind)
@@ -117,6 +158,10 @@ class AsteriskAdapter:
         else:
             raise PhoneProtocolError(f"unsupported format {fmt!r} (use ulaw, alaw or slin*)", 1003)
         self._json_style = bool(msg.get("_json"))
+        try:
+            self.optimal_frame_size = max(0, int(msg.get("optimal_frame_size") or 0))
+        except (TypeError, ValueError):
+            self.optimal_frame_size = 0
         connection = str(msg.get("connection_id") or msg.get("channel_id") or "asterisk")
         call_id = str(msg.get("channel_id") or msg.get("channel") or connection)
         variables = msg.get("channel_variables")
@@ -133,29 +178,67 @@ class AsteriskAdapter:
             return json.dumps({"command": name, **fields})
         return " ".join([name, *(f"{k}:{v}" for k, v in fields.items())])
 
-    def audio_message(self, payload: bytes) -> bytes:
-        return payload
+    def _framing(self) -> OutboundFraming:
+        # Asterisk plays whole frames of optimal_frame_size (it drops a partial one) and hangs up on
+        # a message over 65,500 bytes.
+        frame = self.optimal_frame_size or self.audio_format.bytes_for_ms(20)
+        return OutboundFraming(frame, max_frames=max(1, min(50, MAX_MESSAGE // frame)))
+
+    def _audio_chunk_message(self, chunk: bytes) -> bytes:
+        return chunk
 
     def mark_message(self, name: str) -> str:
-        return self._command("MARK_MEDIA", correlation_id=name)
+        if self._json_style:
+            return self._command("MARK_MEDIA", correlation_id=name)
+        return f"MARK_MEDIA {name}"  # plain form: positional, the id is the rest of the line
 
     def clear_message(self) -> str:
+        self._drop_held_audio()
         return self._command("FLUSH_MEDIA")
 
 
 class AsteriskStreamWriter:
+    """chan_websocket's side of a call, as ``_create_event_MEDIA_START`` builds it: plain text
+    ``MEDIA_START connection_id:... channel:... channel_id:... format:... optimal_frame_size:... ptime:...`` or,
+    with ``json_style``, compact JSON that adds ``channel_variables``; then binary frames. Asterisk sends no
+    stop: the call ends when the socket closes.
+
+    ``channel_variables`` holds the WebSocket channel's variables: chan_websocket's own
+    (``MEDIA_WEBSOCKET_CONNECTION_ID``, ``MEDIA_WEBSOCKET_OPTIMAL_FRAME_SIZE``) plus ``variables``, those the
+    dialplan handed down; by default ``FROM`` and ``TO`` carry ``caller`` and ``called`` (Asterisk has no
+    caller number of its own in these messages).
+    """
+
     def __init__(self, channel_id: str, fmt: str = "ulaw", json_style: bool = False, caller: str = "+15550100",
-                 called: str = "+15550199") -> None:
+                 called: str = "+15550199", *, connection_id: str = "conn-1",
+                 variables: Mapping[str, str] | None = None) -> None:
         self.channel_id, self.fmt, self.json_style = channel_id, fmt, json_style
         self.caller, self.called = caller, called
+        self.connection_id = connection_id
+        self.channel = f"WebSocket/{connection_id}/0x7f3a5c0012a0"  # chan_websocket: WebSocket/<connection>/<%p>
+        self.variables = dict(variables) if variables is not None else {"FROM": caller, "TO": called}
+
+    def media_start(self, optimal_frame_size: int, ptime: int = 20) -> str:
+        if self.json_style:
+            channel_variables = {"MEDIA_WEBSOCKET_CONNECTION_ID": self.connection_id,
+                                 "MEDIA_WEBSOCKET_OPTIMAL_FRAME_SIZE": str(optimal_frame_size), **self.variables}
+            return _compact({"event": "MEDIA_START", "connection_id": self.connection_id, "channel": self.channel,
+                             "channel_id": self.channel_id, "format": self.fmt,
+                             "optimal_frame_size": optimal_frame_size, "ptime": ptime,
+                             "channel_variables": channel_variables})
+        return (f"MEDIA_START connection_id:{self.connection_id} channel:{self.channel} channel_id:{self.channel_id} "
+                f"format:{self.fmt} optimal_frame_size:{optimal_frame_size} ptime:{ptime}")
+
+    def dtmf(self, digit: str) -> str:
+        if self.json_style:
+            return _compact({"event": "DTMF_END", "channel_id": self.channel_id, "digit": digit})
+        return f"DTMF_END digit:{digit} channel_id:{self.channel_id}"
 
     def call(self, audio: bytes, frame_bytes: int) -> Iterator[str | bytes]:
-        if self.json_style:
-            yield json.dumps({"event": "MEDIA_START", "connection_id": "conn-1", "channel": "PJSIP/caller-00000001",
-                              "channel_id": self.channel_id, "format": self.fmt, "optimal_frame_size": frame_bytes,
-                              "ptime": 20, "channel_variables": {"CALLERID(num)": self.caller, "EXTEN": self.called}})
-        else:
-            yield (f"MEDIA_START connection_id:conn-1 channel:PJSIP/caller-00000001 channel_id:{self.channel_id} "
-                   f"format:{self.fmt} optimal_frame_size:{frame_bytes} ptime:20")
+        yield self.media_start(frame_bytes)
         for i in range(0, len(audio), frame_bytes):
             yield audio[i:i + frame_bytes]
+
+
+def _compact(obj: dict[str, Any]) -> str:
+    return json.dumps(obj, separators=(",", ":"))  # Asterisk's AST_JSON_COMPACT

@@ -10,7 +10,7 @@ import enum
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from bridge.audio import AudioFormat
+from bridge.audio import AudioFormat, silence
 
 
 class StreamState(enum.Enum):
@@ -71,13 +71,20 @@ class Ignored:
 
 
 @dataclass(frozen=True, slots=True)
+class CarrierError:
+    """The carrier reports an error (usually about a message the bridge sent): logged, not fatal."""
+
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
 class CallStopped:
     """The carrier ended the stream (hang-up or stream stopped)."""
 
     reason: str = "stop"
 
 
-PhoneEvent = CallStarted | Audio | Dtmf | MarkReached | Gap | Ignored | CallStopped
+PhoneEvent = CallStarted | Audio | Dtmf | MarkReached | Gap | Ignored | CarrierError | CallStopped
 
 
 @dataclass(slots=True)
@@ -93,6 +100,98 @@ class UnsupportedOperation(Exception):
     """The dialect has no such outbound message (e.g. marks on jambonz)."""
 
 
+@dataclass(frozen=True, slots=True)
+class OutboundFraming:
+    """How a carrier wants the audio it plays cut into messages: whole frames of ``frame_bytes`` (its
+    unit, in the outbound format), at least ``min_frames`` and at most ``max_frames`` per message."""
+
+    frame_bytes: int
+    min_frames: int = 1
+    max_frames: int = 50
+
+
+class AudioOut:
+    """Cuts outbound audio into chunks a carrier accepts (pure, one per stream).
+
+    :meth:`push` returns the chunks it can make now and holds back the rest (less than a frame, or
+    fewer than ``min_frames``) until more audio comes; :meth:`flush` pads what is held with silence up
+    to the next acceptable size; :meth:`drop` forgets it (a ``clear``).
+    """
+
+    def __init__(self, framing: OutboundFraming, silence_byte: int) -> None:
+        self.framing = framing
+        self.silence_byte = silence_byte
+        self._held = bytearray()
+
+    @property
+    def held(self) -> int:
+        return len(self._held)
+
+    def push(self, payload: bytes) -> list[bytes]:
+        self._held += payload
+        f = self.framing
+        smallest = f.frame_bytes * f.min_frames
+        out: list[bytes] = []
+        while len(self._held) >= smallest:
+            n = min(len(self._held) // f.frame_bytes, f.max_frames) * f.frame_bytes
+            out.append(bytes(self._held[:n]))
+            del self._held[:n]
+        return out
+
+    def flush(self) -> list[bytes]:
+        if not self._held:
+            return []
+        f = self.framing
+        size = max(-(-len(self._held) // f.frame_bytes), f.min_frames) * f.frame_bytes
+        self._held += bytes([self.silence_byte]) * (size - len(self._held))
+        out = self.push(b"")
+        self._held.clear()
+        return out
+
+    def drop(self) -> int:
+        dropped = len(self._held)
+        self._held.clear()
+        return dropped
+
+
+class Outbound:
+    """What every adapter shares for the way back: audio cut to the carrier's rules (an adapter says
+    how to wrap one chunk, and its framing if the carrier has rules), and the end-of-stream hook."""
+
+    audio_format: AudioFormat  # the stream's own format, known once it started
+    subprotocol: str | None = None  # the WebSocket subprotocol negotiated (the shell sets it)
+    _out: AudioOut | None = None
+
+    @property
+    def outbound_format(self) -> AudioFormat:
+        return self.audio_format  # most carriers play back what they send
+
+    def _framing(self) -> OutboundFraming:
+        return OutboundFraming(self.outbound_format.bytes_for_ms(20))  # 20 ms frames, up to 1 s a message
+
+    def _audio_chunk_message(self, chunk: bytes) -> str | bytes:
+        raise NotImplementedError  # each dialect wraps a chunk its own way
+
+    def _audio_out(self) -> AudioOut:
+        if self._out is None:
+            fmt = self.outbound_format
+            self._out = AudioOut(self._framing(), silence(fmt, 20)[0])
+        return self._out
+
+    def audio_messages(self, payload: bytes) -> list[str | bytes]:
+        return [self._audio_chunk_message(chunk) for chunk in self._audio_out().push(payload)]
+
+    def flush_audio(self) -> list[str | bytes]:
+        return [self._audio_chunk_message(chunk) for chunk in self._audio_out().flush()]
+
+    def _drop_held_audio(self) -> None:
+        if self._out is not None:
+            self._out.drop()
+
+    def close(self) -> list[PhoneEvent]:
+        return []
+
+
 class PhoneAdapter(Protocol):
     """One phone stream's protocol state machine.
 
@@ -103,6 +202,7 @@ class PhoneAdapter(Protocol):
 
     provider: str
     subprotocols: tuple[str, ...]
+    subprotocol: str | None  # the one negotiated for this stream (set by the shell after the upgrade)
     close_ends_call: bool
     state: StreamState
     counters: StreamCounters
@@ -115,14 +215,33 @@ class PhoneAdapter(Protocol):
         """
         ...
 
-    def audio_message(self, payload: bytes) -> str | bytes:
-        """A message that plays ``payload`` (native format) to the caller."""
+    def close(self) -> list[PhoneEvent]:
+        """The stream is over (after ``stop``, or the socket closed without it): the events the
+        adapter still holds (e.g. audio waiting to be put back in order), in order."""
+        ...
+
+    @property
+    def outbound_format(self) -> AudioFormat:
+        """The audio format the carrier plays back (what :meth:`audio_messages` takes)."""
+        ...
+
+    def audio_messages(self, payload: bytes) -> list[str | bytes]:
+        """Messages that play ``payload`` (in :attr:`outbound_format`) to the caller, cut the way the
+        carrier wants; audio short of its unit is held for the next call or :meth:`flush_audio`."""
+        ...
+
+    def flush_audio(self) -> list[str | bytes]:
+        """Messages for the audio held back, padded with silence to the carrier's unit."""
         ...
 
     def mark_message(self, name: str) -> str | bytes:
-        """A message asking the carrier to report when playback reaches this point."""
+        """A message asking the carrier to report when playback reaches this point.
+
+        Raises:
+            UnsupportedOperation: the dialect has no marks.
+        """
         ...
 
     def clear_message(self) -> str | bytes:
-        """A message that drops audio queued for playback (barge-in)."""
+        """A message that drops audio queued for playback (barge-in); audio held back is dropped too."""
         ...

@@ -1,10 +1,11 @@
-"""Exotel Stream / Voicebot applets, sans-I/O: snake_case JSON carrying raw 16-bit PCM in base64.
+"""Exotel Stream / Voicebot applets and ExoML ``<StartStream>``, sans-I/O: snake_case JSON, base64 audio.
 
 Messages: ``connected``, ``start`` (``start{stream_sid, call_sid, account_sid, from, to,
 custom_parameters, media_format{encoding: "audio/x-raw", sample_rate: "8000", bit_rate: "16"}}``,
-values as strings), ``media`` (about 100 ms each), ``dtmf``, ``mark`` and ``stop``. Authentication
-is HTTP Basic on the upgrade (``wss://KEY:TOKEN@host/...``). Outbound (Voicebot): ``media``,
-``mark``, ``clear``.
+values as strings), ``media`` (about 100 ms each), ``dtmf``, ``mark`` and ``stop``. The applets
+carry raw 16-bit PCM (8, 16 or 24 kHz); ExoML ``<StartStream>`` defaults to
+``audio/x-mulaw;rate=8000``, passed through as 8 kHz mu-law. Authentication is HTTP Basic on the
+upgrade (``wss://KEY:TOKEN@host/...``). Outbound (Voicebot): ``media``, ``mark``, ``clear``.
 """
 
 from __future__ import annotations
@@ -14,11 +15,39 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-from bridge.adapters.base import CallStarted, Dtmf, MarkReached, PhoneEvent
+from bridge.adapters.base import CallStarted, Dtmf, MarkReached, OutboundFraming, PhoneEvent
 from bridge.adapters.common import b64_payload, int_field, require, string_map
 from bridge.adapters.json_dialect import JsonDialectAdapter
-from bridge.audio import AudioFormat
+from bridge.audio import ULAW_8K, AudioFormat
 from bridge.errors import PhoneProtocolError
+
+RAW_ENCODINGS = frozenset({"audio/x-raw", "raw", "slin"})
+RAW_RATES = (8000, 16000, 24000)
+# UNVERIFIED: Exotel documents mu-law only as ExoML's contentType default "audio/x-mulaw;rate=8000",
+# not the media_format it then sends; every usual spelling of mu-law is accepted (a ";rate=8000"
+# suffix too), with bit_rate 8 and sample_rate 8000, or either absent.
+ULAW_ENCODINGS = frozenset({"audio/x-mulaw", "audio/mulaw", "mulaw", "ulaw", "audio/pcmu", "pcmu"})
+ACCEPTED = ("audio/x-raw (16-bit, 8000/16000/24000 Hz) or audio/x-mulaw (8-bit, 8000 Hz; also mulaw, "
+            "ulaw, audio/mulaw, audio/pcmu, pcmu)")
+
+
+def media_format(fmt: dict[str, Any]) -> AudioFormat:
+    """The audio format of a ``start.media_format``, or PhoneProtocolError 1003 naming what is accepted."""
+    raw_encoding = fmt.get("encoding", "audio/x-raw")
+    if not isinstance(raw_encoding, str):
+        raise PhoneProtocolError(f"start.media_format.encoding {raw_encoding!r} is not a string; "
+                                 f"accepted: {ACCEPTED}", 1003)
+    encoding, _, options = (part.strip() for part in raw_encoding.lower().partition(";"))
+    rate = int_field(fmt, "sample_rate", "start.media_format")
+    bits = int_field(fmt, "bit_rate", "start.media_format")
+    if encoding in ULAW_ENCODINGS:
+        if options.replace(" ", "") in ("", "rate=8000") and rate in (None, 8000) and bits in (None, 8):
+            return ULAW_8K
+    elif encoding in RAW_ENCODINGS and not options:
+        rate = rate or 8000
+        if (bits or 16) == 16 and rate in RAW_RATES:
+            return AudioFormat("pcm16", rate)
+    raise PhoneProtocolError(f"unsupported media_format {fmt}: accepted {ACCEPTED}", 1003)
 
 
 class ExotelAdapter(JsonDialectAdapter):
@@ -41,22 +70,20 @@ class ExotelAdapter(JsonDialectAdapter):
         fmt = start.get("media_format") or {}
         if not isinstance(fmt, dict):
             raise PhoneProtocolError("start.media_format is not an object")
-        rate = int_field(fmt, "sample_rate", "start.media_format") or 8000
-        bits = int_field(fmt, "bit_rate", "start.media_format") or 16
-        encoding = fmt.get("encoding", "audio/x-raw")
-        if encoding not in ("audio/x-raw", "raw", "slin") or bits != 16 or rate not in (8000, 16000, 24000):
-            raise PhoneProtocolError(f"unsupported media_format {fmt}", 1003)
         caller, called, account = start.get("from"), start.get("to"), start.get("account_sid")
         return CallStarted(provider=self.provider, call_sid=call_sid, stream_sid=stream_sid,
                            account_sid=account if isinstance(account, str) else None,
                            parameters=string_map(start.get("custom_parameters"), "start.custom_parameters"),
-                           audio_format=AudioFormat("pcm16", rate),
+                           audio_format=media_format(fmt),
                            caller=caller if isinstance(caller, str) else None,
                            called=called if isinstance(called, str) else None)
 
     def _stream_event(self, event: str, msg: dict[str, Any]) -> list[PhoneEvent]:
         if event == "media":
-            data = self._rest + b64_payload(require(msg, "media", dict, "media").get("payload"), "media.payload")
+            data = b64_payload(require(msg, "media", dict, "media").get("payload"), "media.payload")
+            if self.audio_format.sample_width == 1:
+                return [self._audio(data)]
+            data = self._rest + data
             usable = len(data) - len(data) % 2  # whole 16-bit samples; an odd byte waits for the next chunk
             self._rest = data[usable:]
             return [self._audio(data[:usable])]
@@ -68,38 +95,78 @@ class ExotelAdapter(JsonDialectAdapter):
         reason = stop.get("reason") if isinstance(stop, dict) else None
         return [self._stopped(str(reason or "stop"))]
 
-    def audio_message(self, payload: bytes) -> str:
+    def _framing(self) -> OutboundFraming:
+        # Exotel plays chunks of 3.2 kB ("100ms data", which is 16 kHz; 200 ms at 8 kHz) to 100 kB, in
+        # multiples of 320 bytes (the rule is stated in bytes, so it is applied as is to every format).
+        return OutboundFraming(320, min_frames=10, max_frames=100_000 // 320)
+
+    def _audio_chunk_message(self, chunk: bytes) -> str:
         return json.dumps({"event": "media", "stream_sid": self.stream_id,
-                           "media": {"payload": base64.b64encode(payload).decode()}})
+                           "media": {"payload": base64.b64encode(chunk).decode()}})
 
     def mark_message(self, name: str) -> str:
         return json.dumps({"event": "mark", "stream_sid": self.stream_id, "mark": {"name": name}})
 
     def clear_message(self) -> str:
+        self._drop_held_audio()
         return json.dumps({"event": "clear", "stream_sid": self.stream_id})
 
 
 class ExotelStreamWriter:
+    """Exotel's side of a stream: ``connected``, ``start``, ``media`` (timestamps advance by each chunk's
+    real duration, about 100 ms), ``dtmf``, ``mark``, ``stop``; raw 16-bit PCM by default, 8 kHz mu-law
+    (as ExoML ``<StartStream>`` sends by default) with ``ulaw=True``."""
+
     def __init__(self, call_sid: str, stream_sid: str, caller: str = "+15550100", called: str = "+15550199",
-                 sample_rate: int = 8000, parameters: dict[str, str] | None = None) -> None:
+                 sample_rate: int = 8000, parameters: dict[str, str] | None = None, *, ulaw: bool = False,
+                 account_sid: str = "acc") -> None:
         self.call_sid, self.stream_sid, self.caller, self.called = call_sid, stream_sid, caller, called
-        self.sample_rate, self.parameters = sample_rate, parameters or {}
+        self.sample_rate = 8000 if ulaw else sample_rate
+        self.parameters, self.ulaw, self.account_sid = parameters or {}, ulaw, account_sid
+        self.bytes_per_ms = 8 if ulaw else sample_rate * 2 // 1000
         self._seq = 0
+        self._chunk = 0
+        self._audio_ms = 0.0
 
     def _next(self) -> str:
         self._seq += 1
         return str(self._seq)
 
-    def call(self, pcm: bytes, frame_bytes: int) -> Iterator[str]:
-        yield json.dumps({"event": "connected"})
-        yield json.dumps({"event": "start", "sequence_number": self._next(), "stream_sid": self.stream_sid,
-                          "start": {"stream_sid": self.stream_sid, "call_sid": self.call_sid, "account_sid": "acc",
-                                    "from": self.caller, "to": self.called, "custom_parameters": self.parameters,
-                                    "media_format": {"encoding": "audio/x-raw", "sample_rate": str(self.sample_rate),
-                                                     "bit_rate": "16"}}})
-        for n, i in enumerate(range(0, len(pcm), frame_bytes)):
-            yield json.dumps({"event": "media", "sequence_number": self._next(), "stream_sid": self.stream_sid,
-                              "media": {"chunk": str(n + 1), "timestamp": str(n * 20),
-                                        "payload": base64.b64encode(pcm[i:i + frame_bytes]).decode()}})
-        yield json.dumps({"event": "stop", "sequence_number": self._next(), "stream_sid": self.stream_sid,
-                          "stop": {"call_sid": self.call_sid, "account_sid": "acc", "reason": "callended"}})
+    def connected(self) -> str:
+        return json.dumps({"event": "connected"})
+
+    def start(self) -> str:
+        # UNVERIFIED for mu-law: the media_format Exotel sends for an ExoML mu-law stream is not documented.
+        fmt = ({"encoding": "audio/x-mulaw", "sample_rate": "8000", "bit_rate": "8"} if self.ulaw
+               else {"encoding": "audio/x-raw", "sample_rate": str(self.sample_rate), "bit_rate": "16"})
+        return json.dumps({"event": "start", "sequence_number": self._next(), "stream_sid": self.stream_sid,
+                           "start": {"stream_sid": self.stream_sid, "call_sid": self.call_sid,
+                                     "account_sid": self.account_sid, "from": self.caller, "to": self.called,
+                                     "custom_parameters": self.parameters, "media_format": fmt}})
+
+    def media(self, payload: bytes) -> str:
+        self._chunk += 1
+        msg = json.dumps({"event": "media", "sequence_number": self._next(), "stream_sid": self.stream_sid,
+                          "media": {"chunk": str(self._chunk), "timestamp": str(int(self._audio_ms)),
+                                    "payload": base64.b64encode(payload).decode()}})
+        self._audio_ms += len(payload) / self.bytes_per_ms
+        return msg
+
+    def dtmf(self, digit: str, duration_ms: int = 250) -> str:
+        return json.dumps({"event": "dtmf", "sequence_number": self._next(), "stream_sid": self.stream_sid,
+                           "dtmf": {"digit": digit, "duration": str(duration_ms)}})
+
+    def mark(self, name: str) -> str:
+        return json.dumps({"event": "mark", "sequence_number": self._next(), "stream_sid": self.stream_sid,
+                           "mark": {"name": name}})
+
+    def stop(self, reason: str = "callended") -> str:
+        return json.dumps({"event": "stop", "sequence_number": self._next(), "stream_sid": self.stream_sid,
+                           "stop": {"call_sid": self.call_sid, "account_sid": self.account_sid, "reason": reason}})
+
+    def call(self, audio: bytes, frame_bytes: int) -> Iterator[str]:
+        yield self.connected()
+        yield self.start()
+        for i in range(0, len(audio), frame_bytes):
+            yield self.media(audio[i:i + frame_bytes])
+        yield self.stop()

@@ -17,15 +17,17 @@ from bridge.adapters.base import (
     CallStopped,
     Gap,
     Ignored,
+    Outbound,
     PhoneEvent,
     StreamCounters,
     StreamState,
 )
 from bridge.adapters.common import SequenceCheck, count, json_object
+from bridge.audio import ULAW_8K
 from bridge.errors import PhoneProtocolError
 
 
-class JsonDialectAdapter:
+class JsonDialectAdapter(Outbound):
     provider: str
     dialect: ClassVar[str]  # for error messages: "Twilio", "Telnyx", ...
     stream_key: ClassVar[str]  # the stream id field of each message
@@ -39,6 +41,7 @@ class JsonDialectAdapter:
         self.state = StreamState.AWAITING_START
         self.counters = StreamCounters()
         self.stream_id: str | None = None
+        self.audio_format = ULAW_8K  # until start says
         self._sequence = SequenceCheck(self.sequence_key) if self.sequence_key else None
 
     def receive(self, message: str | bytes) -> list[PhoneEvent]:
@@ -63,6 +66,7 @@ class JsonDialectAdapter:
                 raise PhoneProtocolError("second 'start' on one stream", 1008)
             started = self._start(msg)
             self.stream_id = started.stream_sid
+            self.audio_format = started.audio_format
             self.state = StreamState.STREAMING
             events.append(started)
         elif event not in self.stream_events:

@@ -1,63 +1,207 @@
 """Telnyx media streaming, sans-I/O: snake_case JSON with base64 RTP payloads, reordered by chunk.
 
 Messages: ``connected``, ``start`` (``stream_id`` top-level; ``start.call_control_id``, ``from``,
-``to``, ``media_format{encoding: PCMU|PCMA|L16 or audio/x-mulaw, sample_rate, channels}``), ``media``
+``to``, ``custom_parameters``, ``media_format{encoding, sample_rate, channels}``), ``media``
 (``media{track, chunk, timestamp, payload}``), ``dtmf``, ``mark``, ``error`` and ``stop``.
+
+Encodings (any case): ``PCMU``/``audio/x-mulaw``, ``PCMA``/``audio/x-alaw`` and ``L16``/``audio/x-l16``.
+Payloads are RTP payloads, so L16 is in network byte order (RFC 3551 section 4.5.11): it is swapped to
+the bridge's little-endian PCM on the way in. G722, OPUS and AMR-WB (which a ``default`` stream gets
+on an HD leg) are refused with the setting that avoids them.
+
 Telnyx does not guarantee order: media is re-ordered by ``chunk`` within a bounded window
 (``REORDER_WINDOW`` chunks, 100 ms at 20 ms per chunk); a chunk that never comes within the window is
-counted as a gap and the audio after it goes on.
+counted as a gap and the audio after it goes on. At ``stop`` (or when the socket closes without it)
+the chunks still held come out in order, each jump reported as a gap. With ``both_tracks`` the
+numbers seen on the outbound track count as present (not lost) for the inbound one, so one counter
+shared by both tracks does not look like a gap per chunk (the first wait tells a shared counter from
+one per track; after it the inbound audio flows without waiting).
 """
 
 from __future__ import annotations
 
 import base64
 import json
+from collections import deque
 from collections.abc import Iterator
 from typing import Any
 
 from bridge.adapters.base import CallStarted, Dtmf, Gap, MarkReached, PhoneEvent
-from bridge.adapters.common import b64_payload, int_field, require, string_map
+from bridge.adapters.common import b64_payload, int_field, require
 from bridge.adapters.json_dialect import JsonDialectAdapter
-from bridge.audio import ALAW_8K, ULAW_8K, AudioFormat
+from bridge.audio import ALAW_8K, ULAW_8K, AudioFormat, silence
 from bridge.errors import PhoneProtocolError
 
 REORDER_WINDOW = 5
 _ENCODINGS = {"PCMU": "ulaw", "AUDIO/X-MULAW": "ulaw", "PCMA": "alaw", "AUDIO/X-ALAW": "alaw",
               "L16": "pcm16", "AUDIO/X-L16": "pcm16"}
+# Short enough for a WebSocket close reason (123 bytes) with the codec's name in front.
+_CODEC_ADVICE = "set stream_codec, or TeXML <Stream codec>, to PCMU, PCMA or L16"
+_INBOUND_TRACKS = ("inbound", "inbound_track")
+_RECENT = 64  # how far back the reorderer remembers numbers, to tell shared chunk counters from separate ones
+_OTHER_CAP = 1024  # at most this many other-track numbers remembered
+
+Released = tuple[bytes, tuple[int, int] | None]  # a payload, and the (expected, received) jump before it
 
 
 class ChunkReorderer:
-    """Puts numbered chunks back in order, holding at most ``window`` early ones (pure)."""
+    """Puts numbered chunks back in order, holding at most ``window`` early ones (pure).
+
+    Numbering may start at 1 or 0. Numbers seen on the other track (:meth:`other`) are present but not
+    ours, so skipping them is not a gap: both tracks may share one counter. Whether they do is learnt
+    from the stream: a number seen on both tracks means a counter each (the other track is no longer
+    consulted); a wait that ends with only the other track's numbers skipped means one shared counter
+    (from then on those numbers are skipped without waiting). Until then nothing is skipped early.
+    """
 
     def __init__(self, window: int = REORDER_WINDOW) -> None:
         self.window = window
         self.expected: int | None = None
+        self.shared_counter: bool | None = None  # None: not known yet
         self._held: dict[int, bytes] = {}
+        self._other: set[int] = set()
+        self._ours: deque[int] = deque(maxlen=_RECENT)
+        self._emitted = False
         self.late = 0
         self.missing = 0
 
-    def push(self, chunk: int, payload: bytes) -> list[tuple[bytes, int | None]]:
-        """Returns ``(payload, gap_before)`` in order; ``gap_before`` is the first skipped chunk number."""
+    @property
+    def held(self) -> int:
+        return len(self._held)
+
+    def push(self, chunk: int, payload: bytes) -> list[Released]:
+        """Our chunk ``chunk``: the payloads now in order, each with the jump before it (if any)."""
+        if chunk in self._other:
+            self._separate()
         if self.expected is None:
-            # Numbering starts at 1; a chunk a little later than that may simply have overtaken chunk 1.
-            self.expected = 1 if chunk <= self.window else chunk
+            # Numbering starts at 1 or 0 (Telnyx does not say which); a chunk a little later than that may
+            # simply have overtaken the first ones.
+            self.expected = min(chunk, 1) if chunk <= self.window else chunk
+        elif chunk < self.expected and not self._emitted and self.expected - chunk <= self.window:
+            self.expected = chunk  # nothing came out yet: an earlier first chunk (e.g. 0) is still in time
         if chunk < self.expected or chunk in self._held:
             self.late += 1  # too late (or a duplicate): its place in the stream has passed
             return []
         self._held[chunk] = payload
-        out: list[tuple[bytes, int | None]] = []
-        while True:
+        self._ours.append(chunk)
+        return self._drain()
+
+    def other(self, chunk: int) -> list[Released]:
+        """Chunk ``chunk`` of the other track: not ours, and not lost either if the tracks share a counter."""
+        if self.shared_counter is False:
+            return []
+        if chunk in self._held or chunk in self._ours:
+            self._separate()
+            return []
+        if self.expected is not None and chunk < self.expected:
+            return []  # its place has passed already
+        self._other.add(chunk)
+        if len(self._other) > _OTHER_CAP:
+            self._other = set(sorted(self._other)[:_OTHER_CAP // 2])  # the nearest ones matter
+        return self._drain() if self.shared_counter and self.expected is not None else []
+
+    def flush(self) -> list[Released]:
+        """The end of the stream: every chunk still held, in order, with the jumps before them."""
+        out: list[Released] = []
+        while self._held:
+            out.append(self._jump(min(self._held)))
+        self._other.clear()
+        return out
+
+    def _separate(self) -> None:
+        self.shared_counter = False
+        self._other.clear()
+
+    def _drain(self) -> list[Released]:
+        out: list[Released] = []
+        while self._held:
+            assert self.expected is not None
             if self.expected in self._held:
-                out.append((self._held.pop(self.expected), None))
-                self.expected += 1
-            elif len(self._held) > self.window:
-                skipped_from = self.expected
-                self.expected = min(self._held)
-                self.missing += self.expected - skipped_from
-                out.append((self._held.pop(self.expected), skipped_from))
-                self.expected += 1
+                out.append(self._jump(self.expected))
+                continue
+            first = min(self._held)
+            if len(self._held) > self.window or (
+                    self.shared_counter and self._others_between(self.expected, first) == first - self.expected):
+                out.append(self._jump(first))  # waited enough, or only the other track's numbers in between
             else:
-                return out
+                break
+        if out and self._other:
+            self._forget_passed()
+        return out
+
+    def _forget_passed(self) -> None:
+        expected = self.expected
+        if expected is not None:
+            self._other = {n for n in self._other if n >= expected}
+
+    def _jump(self, chunk: int) -> Released:
+        """Take held ``chunk`` out, counting the numbers skipped to reach it that no track had."""
+        assert self.expected is not None
+        skipped = max(chunk - self.expected, 0)
+        while self.expected < chunk and self.expected in self._other:
+            self.expected += 1  # the other track's: the gap (if any) starts after them
+        lost = max(chunk - self.expected, 0) - self._others_between(self.expected, chunk)
+        if self.shared_counter is None and skipped and not lost:
+            self.shared_counter = True  # everything skipped was the other track's
+        gap = (self.expected, chunk) if lost > 0 else None
+        self.missing += lost
+        self.expected = chunk + 1
+        self._emitted = True
+        return self._held.pop(chunk), gap
+
+    def _others_between(self, start: int, stop: int) -> int:
+        """How many numbers in ``[start, stop)`` the other track had (cheap whatever the distance)."""
+        if stop <= start:
+            return 0
+        if stop - start <= len(self._other):
+            return sum(1 for n in range(start, stop) if n in self._other)
+        return sum(1 for n in self._other if start <= n < stop)
+
+
+class _NetworkOrder:
+    """L16 in network byte order to little-endian, keeping an odd trailing byte for the next payload."""
+
+    def __init__(self) -> None:
+        self._odd = b""
+
+    def feed(self, data: bytes) -> bytes:
+        if self._odd:
+            data, self._odd = self._odd + data, b""
+        n = len(data) & ~1
+        if n != len(data):
+            self._odd = data[n:]
+        return swap16(data[:n])
+
+
+def swap16(data: bytes) -> bytes:
+    """Swap the two bytes of each 16-bit sample (``len(data)`` must be even)."""
+    out = bytearray(len(data))
+    out[0::2] = data[1::2]
+    out[1::2] = data[0::2]
+    return bytes(out)
+
+
+def _codec(encoding: Any) -> str | None:
+    """The bridge codec for a ``media_format.encoding``: any case, MIME parameters ignored."""
+    if not isinstance(encoding, str):
+        return None
+    return _ENCODINGS.get(encoding.split(";", 1)[0].strip().upper())
+
+
+def _parameters(value: Any) -> dict[str, str]:
+    """``start.custom_parameters`` as name -> value: an object, or Call Control's list of ``{name, value}``.
+
+    Anything malformed (another type, an entry without a string name, a non-scalar value) is dropped:
+    parameters are extras, not a reason to refuse the stream.
+    """
+    if isinstance(value, dict):
+        pairs = list(value.items())
+    elif isinstance(value, list):
+        pairs = [(p.get("name"), p.get("value")) for p in value if isinstance(p, dict)]
+    else:
+        return {}
+    return {name: "" if v is None else str(v) for name, v in pairs
+            if isinstance(name, str) and name and (v is None or isinstance(v, (str, int, float, bool)))}
 
 
 class TelnyxAdapter(JsonDialectAdapter):
@@ -70,6 +214,7 @@ class TelnyxAdapter(JsonDialectAdapter):
     def __init__(self) -> None:
         super().__init__()
         self._reorder = ChunkReorderer()
+        self._swap: _NetworkOrder | None = None  # L16 only
 
     def _start(self, msg: dict[str, Any]) -> CallStarted:
         start = require(msg, "start", dict, "start")
@@ -82,15 +227,19 @@ class TelnyxAdapter(JsonDialectAdapter):
         fmt = start.get("media_format") or {}
         if not isinstance(fmt, dict):
             raise PhoneProtocolError("start.media_format is not an object")
-        codec = _ENCODINGS.get(str(fmt.get("encoding", "PCMU")).upper())
+        encoding = fmt.get("encoding", "PCMU")
+        codec = _codec(encoding)
+        if codec is None:
+            raise PhoneProtocolError(f"Telnyx codec {str(encoding)[:40]} is not supported: {_CODEC_ADVICE}", 1003)
         rate = int_field(fmt, "sample_rate", "start.media_format") or 8000
-        if codec is None or fmt.get("channels", 1) != 1 or (codec != "pcm16" and rate != 8000):
+        if fmt.get("channels", 1) != 1 or (codec != "pcm16" and rate != 8000):
             raise PhoneProtocolError(f"unsupported media_format {fmt}", 1003)
         audio_format = {"ulaw": ULAW_8K, "alaw": ALAW_8K}.get(codec) or AudioFormat("pcm16", rate)
+        self._swap = _NetworkOrder() if codec == "pcm16" else None
         caller, called, user = start.get("from"), start.get("to"), start.get("user_id")
         return CallStarted(provider=self.provider, call_sid=call_id, stream_sid=stream_id,
                            account_sid=user if isinstance(user, str) else None,
-                           parameters=string_map(start.get("custom_parameters"), "start.custom_parameters"),
+                           parameters=_parameters(start.get("custom_parameters")),
                            audio_format=audio_format,
                            caller=caller if isinstance(caller, str) else None,
                            called=called if isinstance(called, str) else None)
@@ -101,40 +250,71 @@ class TelnyxAdapter(JsonDialectAdapter):
         if event == "mark":
             return [MarkReached(require(require(msg, "mark", dict, "mark"), "name", str, "mark"))]
         if event == "stop":
-            return [self._stopped()]
+            events = self._released(self._reorder.flush())
+            events.append(self._stopped())
+            return events
         media = require(msg, "media", dict, "media")
         payload = b64_payload(media.get("payload"), "media.payload")
-        if media.get("track", "inbound") not in ("inbound", "inbound_track"):
-            return [self._ignored("outbound_media")]
         chunk = int_field(media, "chunk", "media")
-        ordered = [(payload, None)] if chunk is None else self._reorder.push(chunk, payload)
+        if media.get("track", "inbound") not in _INBOUND_TRACKS:
+            released = [] if chunk is None else self._reorder.other(chunk)
+            return [*self._released(released), self._ignored("outbound_media")]
+        return self._released([(payload, None)] if chunk is None else self._reorder.push(chunk, payload))
+
+    def _released(self, released: list[Released]) -> list[PhoneEvent]:
         events: list[PhoneEvent] = []
-        for data, gap in ordered:
+        for data, gap in released:
             if gap is not None:
                 self.counters.gaps += 1
-                events.append(Gap(gap, gap + 1))
-            events.append(self._audio(data))
+                events.append(Gap(*gap))
+            pcm = self._swap.feed(data) if self._swap is not None else data
+            if pcm:
+                events.append(self._audio(pcm))
         return events
 
-    def audio_message(self, payload: bytes) -> str:
-        return json.dumps({"event": "media", "media": {"payload": base64.b64encode(payload).decode()}})
+    def close(self) -> list[PhoneEvent]:
+        """The chunks still waiting for a missing one (the socket closed without ``stop``), in order."""
+        return self._released(self._reorder.flush())
+
+    @property
+    def outbound_format(self) -> AudioFormat:
+        # Telnyx plays back in the stream's bidirectional codec, PCMU unless the application chose
+        # another with stream_bidirectional_codec, whatever the inbound codec is.
+        return ULAW_8K
+
+    def _audio_chunk_message(self, chunk: bytes) -> str:
+        return json.dumps({"event": "media", "media": {"payload": base64.b64encode(chunk).decode()}})
 
     def mark_message(self, name: str) -> str:
         return json.dumps({"event": "mark", "mark": {"name": name}})
 
     def clear_message(self) -> str:
+        self._drop_held_audio()
         return json.dumps({"event": "clear"})
 
 
 class TelnyxStreamWriter:
-    """Telnyx's side of a stream (for ``bridge call --carrier telnyx`` and tests)."""
+    """Telnyx's side of a stream (for ``bridge call --carrier telnyx`` and tests), as Telnyx documents it.
+
+    Takes audio in the bridge's formats (L16 little-endian) and sends L16 in network byte order, as
+    RTP carries it. ``both_tracks`` adds an outbound (silent) chunk after each inbound one;
+    ``shared_chunk_counter`` numbers both tracks with one ``chunk`` counter instead of one each.
+    """
 
     def __init__(self, call_id: str, stream_id: str, caller: str = "+15550100", called: str = "+15550199",
-                 encoding: str = "PCMU", sample_rate: int = 8000) -> None:
+                 encoding: str = "PCMU", sample_rate: int = 8000, *, call_session_id: str | None = None,
+                 user_id: str = "3e6f995f-85f7-4705-9741-53b116d28237", client_state: str | None = None,
+                 tags: list[str] | None = None, both_tracks: bool = False, shared_chunk_counter: bool = False) -> None:
         self.call_id, self.stream_id, self.caller, self.called = call_id, stream_id, caller, called
         self.encoding, self.sample_rate = encoding, sample_rate
+        self.call_session_id = call_session_id or call_id
+        self.user_id, self.client_state, self.tags = user_id, client_state, tags
+        self.both_tracks, self.shared_chunk_counter = both_tracks, shared_chunk_counter
+        codec = _codec(encoding) or "ulaw"
+        self._format = {"ulaw": ULAW_8K, "alaw": ALAW_8K}.get(codec) or AudioFormat("pcm16", sample_rate)
         self._seq = 0
-        self._chunk = 0
+        self._chunks: dict[str, int] = {}
+        self._elapsed_ms: dict[str, float] = {}
 
     def _next(self) -> str:
         self._seq += 1
@@ -144,27 +324,41 @@ class TelnyxStreamWriter:
         return json.dumps({"event": "connected", "version": "1.0.0"})
 
     def start(self) -> str:
+        start: dict[str, Any] = {
+            "user_id": self.user_id, "call_control_id": self.call_id, "call_session_id": self.call_session_id,
+            "from": self.caller, "to": self.called, "client_state": self.client_state}
+        if self.tags is not None:
+            start["tags"] = self.tags
+        start["media_format"] = {"encoding": self.encoding, "sample_rate": self.sample_rate, "channels": 1}
         return json.dumps({"event": "start", "sequence_number": self._next(), "stream_id": self.stream_id,
-                           "start": {"user_id": "00000000-0000-0000-0000-000000000001",
-                                     "call_control_id": self.call_id, "call_session_id": self.call_id,
-                                     "from": self.caller, "to": self.called, "client_state": None,
-                                     "media_format": {"encoding": self.encoding, "sample_rate": self.sample_rate,
-                                                      "channels": 1}}})
+                           "start": start})
 
-    def media(self, payload: bytes) -> str:
-        self._chunk += 1
+    def media(self, payload: bytes, track: str = "inbound") -> str:
+        """One ``media`` message; ``payload`` in the bridge's format (L16 little-endian)."""
+        if self._format.codec == "pcm16":
+            if len(payload) % 2:
+                raise ValueError("an L16 payload holds whole 16-bit samples")
+            payload = swap16(payload)  # RTP's L16 is network byte order
+        counter = "both" if self.shared_chunk_counter else track
+        self._chunks[counter] = self._chunks.get(counter, 0) + 1
+        timestamp = self._elapsed_ms.get(track, 0.0)
+        self._elapsed_ms[track] = timestamp + len(payload) * 1000 / self._format.bytes_per_second
         return json.dumps({"event": "media", "sequence_number": self._next(), "stream_id": self.stream_id,
-                           "media": {"track": "inbound", "chunk": str(self._chunk), "timestamp": str(20 * self._chunk),
+                           "media": {"track": track, "chunk": str(self._chunks[counter]),
+                                     "timestamp": str(int(timestamp)),
                                      "payload": base64.b64encode(payload).decode()}})
 
     def stop(self) -> str:
         return json.dumps({"event": "stop", "sequence_number": self._next(), "stream_id": self.stream_id,
-                           "stop": {"user_id": "00000000-0000-0000-0000-000000000001",
-                                    "call_control_id": self.call_id}})
+                           "stop": {"user_id": self.user_id, "call_control_id": self.call_id}})
 
     def call(self, audio: bytes, frame_bytes: int) -> Iterator[str]:
         yield self.connected()
         yield self.start()
+        quiet = silence(self._format, 20)[:1]
         for i in range(0, len(audio), frame_bytes):
-            yield self.media(audio[i:i + frame_bytes])
+            frame = audio[i:i + frame_bytes]
+            yield self.media(frame)
+            if self.both_tracks:
+                yield self.media(quiet * len(frame), "outbound")
         yield self.stop()

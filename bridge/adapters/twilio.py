@@ -16,6 +16,7 @@ import base64
 import hashlib
 import hmac
 import json
+import re
 from collections.abc import Iterator, Mapping
 from typing import Any, ClassVar
 from xml.sax.saxutils import quoteattr
@@ -93,14 +94,15 @@ class TwilioAdapter(JsonDialectAdapter):
 
     # -- outbound (bidirectional <Connect><Stream> only) -----------------------------------
 
-    def audio_message(self, payload: bytes) -> str:
+    def _audio_chunk_message(self, chunk: bytes) -> str:
         return json.dumps({"event": "media", "streamSid": self.stream_id,
-                           "media": {"payload": base64.b64encode(payload).decode()}})
+                           "media": {"payload": base64.b64encode(chunk).decode()}})
 
     def mark_message(self, name: str) -> str:
         return json.dumps({"event": "mark", "streamSid": self.stream_id, "mark": {"name": name}})
 
     def clear_message(self) -> str:
+        self._drop_held_audio()
         return json.dumps({"event": "clear", "streamSid": self.stream_id})
 
 
@@ -114,7 +116,7 @@ def connect_stream_twiml(stream_url: str, parameters: Mapping[str, str]) -> str:
     back in ``start.customParameters``. Each parameter's name+value must stay under 500 characters.
     """
     params = "".join(
-        f"<Parameter name={quoteattr(name)} value={quoteattr(value[: 499 - len(name)])}/>"
+        f"<Parameter name={quoteattr(_xml_text(name))} value={quoteattr(_xml_text(value)[: 499 - len(name)])}/>"
         for name, value in parameters.items()
         if value
     )
@@ -122,6 +124,15 @@ def connect_stream_twiml(stream_url: str, parameters: Mapping[str, str]) -> str:
         '<?xml version="1.0" encoding="UTF-8"?>'
         f"<Response><Connect><Stream url={quoteattr(stream_url)}>{params}</Stream></Connect></Response>"
     )
+
+
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
+def _xml_text(text: str) -> str:
+    """``text`` without the characters XML 1.0 cannot carry at all (control characters, lone
+    surrogates): escaping does not help with those, the document would not parse."""
+    return _NOT_XML.sub("", text)
 
 
 def signature(auth_token: str, url: str, params: Mapping[str, str] | None = None) -> str:

@@ -3,7 +3,9 @@
 The first frame is ``{"event": "websocket:connected", "content-type": "audio/l16;rate=16000", ...}``
 with the NCCO's ``headers`` flattened into it (that is where an application passes the call's
 uuid, numbers and anything else). Then binary L16 little-endian mono frames, 20 ms each (320 bytes
-at 8 kHz, 640 at 16 kHz). Text events: ``websocket:dtmf``, ``websocket:notify`` (a notify action was
+at 8 kHz, 640 at 16 kHz). Text events: ``websocket:dtmf`` (documented flat,
+``{"event": "websocket:dtmf", "digit": "5", "duration": 260}``; a nested ``"dtmf": {"digit": ...}`` is read too,
+and a DTMF without a readable digit is ignored, never fatal), ``websocket:notify`` (a notify action was
 reached), ``websocket:cleared``. There is no stop message: the socket closing ends the call.
 Outbound: binary L16 frames, ``{"action": "clear"}``, ``{"action": "notify", "payload": ...}``.
 """
@@ -13,7 +15,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from bridge.adapters.base import (
@@ -21,6 +23,8 @@ from bridge.adapters.base import (
     Dtmf,
     Ignored,
     MarkReached,
+    Outbound,
+    OutboundFraming,
     PhoneEvent,
     StreamCounters,
     StreamState,
@@ -32,9 +36,29 @@ from bridge.errors import PhoneProtocolError
 
 _RATE = re.compile(r"rate\s*=\s*(\d+)")
 _ID_HEADERS = ("uuid", "call_uuid", "conversation_uuid", "callSid", "call_id")
+_UNREADABLE_DTMF = "websocket:dtmf without a digit"
 
 
-class VonageAdapter:
+def _readable_digit(value: Any) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        return None
+    digit = str(value).strip()
+    return digit or None
+
+
+def _dtmf_digit(msg: dict[str, Any]) -> str | None:
+    """The digit of a ``websocket:dtmf``: documented flat ``digit``, else a nested ``dtmf.digit`` (seen in
+    integrations), else ``dtmf`` itself when it is a scalar; None when none of them holds a digit."""
+    digit = _readable_digit(msg.get("digit"))
+    if digit is not None:
+        return digit
+    nested = msg.get("dtmf")
+    if isinstance(nested, dict):
+        return _readable_digit(nested.get("digit"))
+    return _readable_digit(nested)
+
+
+class VonageAdapter(Outbound):
     provider = "vonage"
     subprotocols: tuple[str, ...] = ()
     close_ends_call = True
@@ -59,10 +83,11 @@ class VonageAdapter:
         if self.state is StreamState.AWAITING_START:
             raise PhoneProtocolError(f"{event!r} before 'websocket:connected'", 1008)
         if event == "websocket:dtmf":
-            digit = msg.get("digit", msg.get("dtmf"))
-            if not isinstance(digit, (str, int)) or isinstance(digit, bool):
-                raise PhoneProtocolError("websocket:dtmf without a digit")
-            return [Dtmf(str(digit))]
+            digit = _dtmf_digit(msg)
+            if digit is None:  # one odd DTMF must not end the call: note it and go on
+                count(self.counters.ignored, _UNREADABLE_DTMF)
+                return [Ignored(_UNREADABLE_DTMF, unknown=True)]
+            return [Dtmf(digit)]
         if event == "websocket:notify":
             payload = msg.get("payload")
             name = payload.get("name") if isinstance(payload, dict) else payload
@@ -89,22 +114,47 @@ class VonageAdapter:
                            parameters=headers, audio_format=self.audio_format,
                            caller=headers.get("from"), called=headers.get("to"))
 
-    def audio_message(self, payload: bytes) -> bytes:
-        return payload
+    def _framing(self) -> OutboundFraming:
+        # Vonage: "each message is 320 or 640 bytes and contains 20ms of audio", exactly.
+        return OutboundFraming(self.audio_format.bytes_for_ms(20), max_frames=1)
+
+    def _audio_chunk_message(self, chunk: bytes) -> bytes:
+        return chunk
 
     def mark_message(self, name: str) -> str:
         return json.dumps({"action": "notify", "payload": {"name": name}})
 
     def clear_message(self) -> str:
+        self._drop_held_audio()
         return json.dumps({"action": "clear"})
 
 
 class VonageStreamWriter:
-    def __init__(self, call_id: str, sample_rate: int = 16000, headers: dict[str, str] | None = None) -> None:
-        self.call_id, self.sample_rate, self.headers = call_id, sample_rate, headers or {}
+    """Vonage's side of a websocket call, as documented: ``websocket:connected`` with the ``content-type`` and
+    the NCCO ``headers`` flattened to the top level, then 20 ms binary L16 frames; DTMF in the flat form.
+
+    ``id_header`` names the NCCO header the application uses to pass the call's uuid (``None``: no such
+    header, as in Vonage's own example); Vonage itself puts no call id in the message.
+    """
+
+    def __init__(self, call_id: str, sample_rate: int = 16000, headers: Mapping[str, str] | None = None, *,
+                 id_header: str | None = "uuid") -> None:
+        self.call_id, self.sample_rate = call_id, sample_rate
+        self.headers: dict[str, str] = {id_header: call_id} if id_header else {}
+        self.headers.update(headers or {})
+
+    def connected(self) -> str:
+        return _compact({"event": "websocket:connected", "content-type": f"audio/l16;rate={self.sample_rate}",
+                         **self.headers})
+
+    def dtmf(self, digit: str, duration: int = 260) -> str:
+        return _compact({"event": "websocket:dtmf", "digit": digit, "duration": duration})
 
     def call(self, pcm: bytes, frame_bytes: int) -> Iterator[str | bytes]:
-        yield json.dumps({"event": "websocket:connected", "content-type": f"audio/l16;rate={self.sample_rate}",
-                          "uuid": self.call_id, **self.headers})
+        yield self.connected()
         for i in range(0, len(pcm), frame_bytes):
             yield pcm[i:i + frame_bytes]
+
+
+def _compact(obj: dict[str, Any]) -> str:
+    return json.dumps(obj, separators=(",", ":"))
