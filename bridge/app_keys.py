@@ -8,14 +8,17 @@ from typing import TYPE_CHECKING
 import aiohttp
 from aiohttp import web
 
+from bridge.clock import SYSTEM_CLOCK, Clock
 from bridge.settings import Settings
 
 if TYPE_CHECKING:
-    from bridge.call import Call, SuspendedCalls
+    from bridge.call import Call
+    from bridge.calls import SuspendedCalls
     from bridge.delivery import Delivery
     from bridge.metrics import Metrics
     from bridge.outbox import OutboxWriter
-    from bridge.stt.session import Admission
+    from bridge.phone_stream import PhoneStream
+    from bridge.stt.admission import Admission
 
 
 @dataclass
@@ -25,13 +28,15 @@ class BridgeState:
     http: aiohttp.ClientSession | None = None
     delivery: Delivery | None = None
     outbox: OutboxWriter | None = None
-    calls: dict[Call, web.WebSocketResponse] = field(default_factory=dict)
+    calls: dict[PhoneStream, web.WebSocketResponse] = field(default_factory=dict)  # open phone streams
+    live_calls: dict[str, Call] = field(default_factory=dict)  # calls carried by one of them, by id
     draining: bool = False
     suspended: SuspendedCalls | None = None
     admission: Admission | None = None
     metrics: Metrics | None = None
     worker: tuple[int, int] | None = None  # (index, count) under bridge serve --workers
     resume_secret: bytes = b""  # key of the calls' resume tokens (BRIDGE_SECRET, or random per process)
+    clock: Clock = SYSTEM_CLOCK  # webhook ages and retry sleeps (virtual in tests)
 
 
 SETTINGS = web.AppKey("settings", Settings)

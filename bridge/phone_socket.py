@@ -25,11 +25,12 @@ import aiohttp
 import structlog
 from aiohttp import web
 
-from bridge.adapters import ADAPTERS, make_adapter
+from bridge.adapters import CARRIERS, make_adapter
 from bridge.adapters.twilio import connect_stream_twiml, signature_valid
 from bridge.app_keys import SETTINGS, STATE
-from bridge.call import RESUME_PARAMETER, Call, CallResult, resume_token
+from bridge.call import RESUME_PARAMETER, Call, resume_token
 from bridge.errors import PhoneProtocolError
+from bridge.phone_stream import CallResult, PhoneStream
 
 log = structlog.get_logger("bridge.phone")
 
@@ -157,7 +158,7 @@ async def phone_stream(request: web.Request) -> web.StreamResponse:
     except ValueError as exc:
         raise web.HTTPBadRequest(text=f"{exc}\n") from None
     if adapter is None:
-        raise web.HTTPNotFound(text=f"unknown carrier {carrier!r}; known: {', '.join(ADAPTERS)}\n")
+        raise web.HTTPNotFound(text=f"unknown carrier {carrier!r}; known: {', '.join(CARRIERS)}\n")
     state = app[STATE]
     if state.draining:
         raise web.HTTPServiceUnavailable(text="shutting down\n")
@@ -192,35 +193,74 @@ async def phone_stream(request: web.Request) -> web.StreamResponse:
                                protocols=adapter.subprotocols, heartbeat=settings.server.ws_heartbeat or None)
     await ws.prepare(request)
     adapter.subprotocol = ws.ws_protocol
-    assert state.http is not None and state.delivery is not None
-    call = Call(adapter=adapter, settings=settings, http=state.http, delivery=state.delivery,
-                suspended=state.suspended, admission=state.admission, resume_secret=state.resume_secret)
-    state.calls[call] = ws
-    watchdog = _watch_media(call, ws, settings.server.media_timeout)
+    stream = PhoneStream(adapter, settings.server)
+    state.calls[stream] = ws
+    watchdog = _MediaWatchdog(stream, ws, settings.server.media_timeout) if settings.server.media_timeout else None
+    structlog.contextvars.bind_contextvars(provider=adapter.provider)
     try:
-        result = await call.run(_messages(ws))
-    except Exception:  # top of the call's task: a bug must end this call only, and say so
-        log.exception("call.crashed", call_id=call.id)
-        result = CallResult("internal_error", 1011, "internal error")
+        result = await _carry(app, stream, _messages(ws))
     finally:
-        state.calls.pop(call, None)
+        state.calls.pop(stream, None)
         if watchdog is not None:
             watchdog.cancel()
-    if state.metrics is not None:
-        state.metrics.update_call(call, final=True)
-        state.metrics.calls.labels(carrier, result.reason).inc()
+        structlog.contextvars.unbind_contextvars("call_id", "provider", "call_sid", "stream_sid")
     if not ws.closed:
         with contextlib.suppress(ConnectionError):  # the carrier may be gone already
             await ws.close(code=result.close_code, message=result.message.encode()[:120])
     return ws
 
 
+async def _carry(app: web.Application, stream: PhoneStream, messages: AsyncIterator[str | bytes]) -> CallResult:
+    """One stream, start to end: wait for ``start``, take the call it restarts or begin a new one, run
+    it, then end the call or keep it suspended for a restart. Returns how the stream ended."""
+    settings, state = app[SETTINGS], app[STATE]
+    start = await stream.wait_for_start(messages)
+    if isinstance(start, CallResult):
+        return start
+    started = start.started
+    assert state.http is not None and state.delivery is not None and state.suspended is not None
+    suspended = state.suspended
+    key = (started.provider, started.call_sid)
+    call = suspended.take(key, started)
+    if call is None:
+        if suspended.waiting(key):
+            log.warning("call.restart_refused", call_sid=started.call_sid, waiting=suspended.waiting(key),
+                        detail="a stream names a suspended call without its resume token (bridge.resume) or "
+                               "from another account: started as a call of its own")
+        call = Call.begin(started, settings=settings, http=state.http, delivery=state.delivery,
+                          admission=state.admission, resume_secret=state.resume_secret)
+        if state.metrics is not None:
+            call.on_ended = state.metrics.call_ended
+    call.attach(stream)
+    state.live_calls[call.id] = call
+    result = stream.end_without_stop  # also what a cancelled handler (the peer vanished) means
+    try:
+        result = await call.run(stream, messages, start.rest)
+    except Exception:  # top of the stream's task: a bug must end this call only, and say so
+        log.exception("call.crashed", call_id=call.id)
+        result = CallResult("internal_error", 1011, "internal error")
+    finally:
+        # Whatever happened (cancellation included), the call is either waiting for a restart or ended.
+        state.live_calls.pop(call.id, None)
+        grace = settings.server.stream_restart_grace
+        if result.reason == "socket_closed" and grace > 0 and not suspended.closed:
+            log.info("call.stream_lost", waiting_for_restart=grace)
+            suspended.suspend(call, key, grace)
+        else:
+            # The end of a call (last finals, call.ended) runs as its own task, shielded: it completes
+            # even if the server cancels the handler when the phone hangs up.
+            end = asyncio.create_task(call.end(result), name=f"call-end-{call.id}")
+            suspended.track(end)
+            await asyncio.shield(end)
+    return result
+
+
 class _MediaWatchdog:
     """Ends a stream that started but sends no audio for ``timeout`` seconds (every carrier streams
-    continuously, silence included): one timer per call, checked every ``timeout / 2`` seconds."""
+    continuously, silence included): one timer per stream, checked every ``timeout / 2`` seconds."""
 
-    def __init__(self, call: Call, ws: web.WebSocketResponse, timeout: float) -> None:
-        self.call, self.ws, self.timeout = call, ws, timeout
+    def __init__(self, stream: PhoneStream, ws: web.WebSocketResponse, timeout: float) -> None:
+        self.stream, self.ws, self.timeout = stream, ws, timeout
         self._frames = -1
         self._quiet_since = 0.0
         self._loop = asyncio.get_running_loop()
@@ -229,23 +269,19 @@ class _MediaWatchdog:
 
     def _check(self) -> None:
         now = self._loop.time()
-        frames = self.call.adapter.counters.audio_frames
-        if frames != self._frames or self.call.started is None:  # before start: server.start_timeout
+        frames = self.stream.counters.audio_frames
+        if frames != self._frames or self.stream.started is None:  # before start: server.start_timeout
             self._frames, self._quiet_since = frames, now
         elif now - self._quiet_since >= self.timeout:
             message = f"no audio for {self.timeout:g} s"
-            log.warning("call.media_timeout", call_id=self.call.id, timeout=self.timeout)
-            self.call.forced_end = CallResult("media_timeout", 1008, message)
+            log.warning("call.media_timeout", call_id=self.stream.call_id, timeout=self.timeout)
+            self.stream.forced_end = CallResult("media_timeout", 1008, message)
             self._closing = asyncio.create_task(self.ws.close(code=1008, message=message.encode()))
             return
         self._handle = self._loop.call_later(self.timeout / 2, self._check)
 
     def cancel(self) -> None:
         self._handle.cancel()
-
-
-def _watch_media(call: Call, ws: web.WebSocketResponse, timeout: float) -> _MediaWatchdog | None:
-    return _MediaWatchdog(call, ws, timeout) if timeout > 0 else None
 
 
 async def healthz(request: web.Request) -> web.Response:

@@ -1,7 +1,8 @@
-"""Settings: the only code that reads the environment and ``config/*.toml``.
+"""Settings: the only code that reads the environment and a TOML settings file.
 
-Precedence, lowest first: the packaged defaults in ``config/bridge.toml`` (or the file named by
-``BRIDGE_CONFIG``), then environment variables, then command-line flags. Everything is validated
+Precedence, lowest first: the defaults held by the models below (the one source of them;
+``config/bridge.toml`` is a commented copy, checked by a test), then a TOML file when one is named
+(``BRIDGE_CONFIG`` or ``--config``), then environment variables, then command-line flags. Everything is validated
 once at start-up; a bad value raises :class:`~bridge.errors.ConfigError` naming the key (and the
 environment variable it came from, when it did). Secrets are held as ``SecretStr`` so they never
 show up in a ``repr`` or a log line.
@@ -9,7 +10,6 @@ show up in a ``repr`` or a log line.
 
 from __future__ import annotations
 
-import copy
 import os
 import tomllib
 from collections.abc import Mapping
@@ -19,10 +19,11 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
-from bridge.audio import AudioFormat, native_gladia_format
+from bridge.adapters import CARRIERS
 from bridge.errors import ConfigError
+from bridge.stt.profile import DEFAULT_PROFILE, SttProfile, deep_merge
 
-DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "bridge.toml"
+GLADIA_CLOUD = "https://api.gladia.io"
 
 # Environment variable -> dotted settings key. These names are public interface.
 ENV_KEYS: dict[str, str] = {
@@ -91,7 +92,9 @@ class ServerSettings(_Strict):
 
 
 class GladiaSettings(_Strict):
-    api_url: str = "https://api.gladia.io"
+    # None: no Gladia server named. With GLADIA_API_KEY that means Gladia's cloud (GLADIA_CLOUD);
+    # without a key, ``bridge serve`` runs the local Gladia-compatible server and points this at it.
+    api_url: str | None = None
     api_key: SecretStr | None = None
     region: str = ""
     http_timeout: float = Field(10.0, gt=0)
@@ -107,7 +110,9 @@ class GladiaSettings(_Strict):
 
     @field_validator("api_url")
     @classmethod
-    def _api_url(cls, value: str) -> str:
+    def _api_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
         if urlsplit(value).scheme not in ("https", "http"):
             raise ValueError("must be an http(s) URL such as https://api.gladia.io")
         return value.rstrip("/")
@@ -148,7 +153,7 @@ class TwilioSettings(_Strict):
 
 
 # Carriers authenticated by a shared secret: <NAME>_STREAM_TOKEN in the environment.
-TOKEN_CARRIERS = ("signalwire", "telnyx", "plivo", "exotel", "vonage", "audiofork", "asterisk")
+TOKEN_CARRIERS = tuple(name for name, carrier in CARRIERS.items() if carrier.shared_token)
 
 
 class CarrierSettings(_Strict):
@@ -162,42 +167,8 @@ class LogSettings(_Strict):
     format: Literal["auto", "json", "console"] = "auto"
 
 
-class SttProfile(BaseModel):
-    """A Gladia ``StreamingRequest`` body: the audio fields are checked, the rest passes through.
-
-    ``encoding = "native"`` (the default) sends the carrier's own audio whenever Gladia accepts it
-    (mu-law, A-law, or L16 at a rate Gladia takes), with no transcoding; ``sample_rate`` and
-    ``bit_depth`` then follow the carrier. An explicit encoding makes the bridge transcode to it.
-    """
-
-    model_config = ConfigDict(extra="allow", frozen=True)
-
-    encoding: Literal["native", "wav/ulaw", "wav/alaw", "wav/pcm"] = "native"
-    sample_rate: int = 8000
-    bit_depth: int = 8
-    channels: int = Field(1, ge=1, le=1)
-
-    def audio_format(self, native: AudioFormat | None = None) -> AudioFormat | None:
-        """The Gladia-side audio format for a call whose phone audio is ``native``.
-
-        Returns None for a native profile when ``native`` is not known yet (start-up checks).
-
-        Raises:
-            ValueError: an explicit format the bridge cannot produce.
-        """
-        if self.encoding == "native":
-            return native_gladia_format(native) if native is not None else None
-        return AudioFormat.gladia(self.encoding, self.sample_rate, self.bit_depth)
-
-    def request_body(self, fmt: AudioFormat | None = None) -> dict[str, Any]:
-        body = self.model_dump(mode="json")
-        if fmt is not None:
-            body.update(encoding=fmt.encoding, sample_rate=fmt.sample_rate, bit_depth=fmt.bit_depth)
-        return body
-
-
 class SttSettings(_Strict):
-    default: SttProfile = SttProfile()
+    default: SttProfile = DEFAULT_PROFILE
     numbers: dict[str, dict[str, Any]] = {}
     # Profile fields a call may set with <Parameter name="stt.<field>">; anything else is refused.
     per_call_parameters: tuple[str, ...] = ("language", "custom_vocabulary", "endpointing", "encoding",
@@ -236,8 +207,11 @@ class Settings(_Strict):
     carriers: CarrierSettings = CarrierSettings()
     log: LogSettings = LogSettings()
     stt: SttSettings = SttSettings()
-    # True when GLADIA_API_URL was given explicitly (file, environment or flag).
-    gladia_url_explicit: bool = False
+
+    @property
+    def uses_embedded_stt(self) -> bool:
+        """No Gladia server configured (no URL, no key): ``bridge serve`` runs the local STT server."""
+        return self.gladia.api_url is None
 
     @classmethod
     def load(
@@ -251,21 +225,21 @@ class Settings(_Strict):
         Args:
             environ: the environment (``os.environ`` when None).
             overrides: dotted keys from command-line flags, e.g. ``{"server.port": 9000}``.
-            config_path: TOML file with defaults; else ``BRIDGE_CONFIG``, else ``config/bridge.toml``.
+            config_path: a TOML settings file; else the one ``BRIDGE_CONFIG`` names; else none.
 
         Raises:
             ConfigError: a value is missing or invalid; the message names each bad key.
         """
         env = dict(os.environ if environ is None else environ)
-        path = config_path or (Path(env["BRIDGE_CONFIG"]) if env.get("BRIDGE_CONFIG") else DEFAULT_CONFIG)
+        path: Path | None = config_path or (Path(env["BRIDGE_CONFIG"]) if env.get("BRIDGE_CONFIG") else None)
         data: dict[str, Any] = {}
-        if path.exists():
+        if path is not None:
+            if not path.exists():
+                raise ConfigError(f"BRIDGE_CONFIG: file not found: {path}")
             try:
                 data = tomllib.loads(path.read_text())
             except tomllib.TOMLDecodeError as exc:
                 raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
-        elif config_path or env.get("BRIDGE_CONFIG"):
-            raise ConfigError(f"BRIDGE_CONFIG: file not found: {path}")
         for dotted in SECRET_KEYS:
             section, key = dotted.split(".")
             if key in data.get(section, {}):
@@ -273,13 +247,9 @@ class Settings(_Strict):
         if "tokens" in data.get("carriers", {}):
             raise ConfigError(f"carriers.tokens: secrets are read from the environment only, not from {path}")
         for carrier in TOKEN_CARRIERS:
-            token = env.get(f"{carrier.upper()}_STREAM_TOKEN")
+            token = env.get(CARRIERS[carrier].token_variable)
             if token:
                 data.setdefault("carriers", {}).setdefault("tokens", {})[carrier] = token
-        # A config file that only repeats the documented default (config/bridge.toml, or a copy of it as
-        # in the Docker image) does not count as pointing at a Gladia server; anything else does.
-        file_url = str(data.get("gladia", {}).get("api_url", GladiaSettings().api_url)).rstrip("/")
-        explicit_url = file_url != GladiaSettings().api_url
         sources: dict[str, str] = {}
         for name, dotted in ENV_KEYS.items():
             value = env.get(name)
@@ -287,14 +257,17 @@ class Settings(_Strict):
                 continue
             _set_dotted(data, dotted, value)
             sources[dotted] = name
-            explicit_url = explicit_url or dotted == "gladia.api_url"
         for dotted, value in (overrides or {}).items():
             if value is None:
                 continue
             _set_dotted(data, dotted, value)
             sources[dotted] = "--" + dotted.split(".")[-1].replace("_", "-")
-            explicit_url = explicit_url or dotted == "gladia.api_url"
-        data["gladia_url_explicit"] = explicit_url
+        default_profile = data.get("stt", {}).get("default")
+        if isinstance(default_profile, dict):  # a partial [stt.default] changes fields, keeps the rest
+            data["stt"]["default"] = deep_merge(DEFAULT_PROFILE.request_body(), default_profile)
+        gladia = data.setdefault("gladia", {})
+        if not gladia.get("api_url") and gladia.get("api_key"):
+            gladia["api_url"] = GLADIA_CLOUD  # a key and no URL: Gladia's own service
         try:
             settings = cls.model_validate(data)
         except ValidationError as exc:
@@ -326,17 +299,6 @@ class Settings(_Strict):
         return out
 
 
-def deep_merge(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
-    """Merge ``extra`` into a copy of ``base``; nested tables merge, other values replace."""
-    out = copy.deepcopy(dict(base))
-    for key, value in extra.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
-            out[key] = deep_merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
-
-
 def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
     section, key = dotted.split(".")
     data.setdefault(section, {})[key] = value
@@ -350,10 +312,10 @@ def _first_line(exc: Exception) -> str:
     return str(exc)
 
 
-def _describe(exc: ValidationError, sources: Mapping[str, str], path: Path) -> str:
+def _describe(exc: ValidationError, sources: Mapping[str, str], path: Path | None) -> str:
     lines = ["invalid settings:"]
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"])
-        origin = sources.get(loc, str(path))
+        origin = sources.get(loc, str(path) if path else "the defaults")
         lines.append(f"  {loc} (from {origin}): {err['msg']}")
     return "\n".join(lines)

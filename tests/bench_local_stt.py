@@ -23,8 +23,8 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bridge.demo import sample_call, serving
 from bridge.local_stt.server import LocalSttServer, ServerOptions
+from bridge.tools.demo import sample_call, serving
 
 REQUEST = {"encoding": "wav/ulaw", "sample_rate": 8000, "bit_depth": 8, "endpointing": 0.3}
 

@@ -18,8 +18,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bridge.demo import serving
 from bridge.log import configure_logging
+from bridge.tools.demo import serving
 from tests.fakes import FakeGladia, FakeWebhook
 from tests.soak import run_waves, start_bridge
 from tests.test_serve import free_port

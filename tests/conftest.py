@@ -13,10 +13,11 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from bridge.adapters.twilio import TwilioStreamWriter
 from bridge.app import create_app
+from bridge.clock import SYSTEM_CLOCK, Clock
 from bridge.log import configure_logging
 from bridge.settings import Settings
+from bridge.tools.writers.twilio import TwilioStreamWriter
 from tests.fakes import FakeGladia, FakeWebhook
 
 WEBHOOK_SECRET = "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"  # test-only value
@@ -78,7 +79,8 @@ BridgeFactory = Callable[..., Awaitable[TestServer]]
 @pytest.fixture
 def make_bridge(aiohttp_server: Any, fake_gladia: FakeGladia, webhook: tuple[FakeWebhook, str],
                 tmp_path: Any) -> BridgeFactory:
-    async def factory(environ: dict[str, str] | None = None, **overrides: Any) -> TestServer:
+    async def factory(environ: dict[str, str] | None = None, *, clock: Clock = SYSTEM_CLOCK,
+                      **overrides: Any) -> TestServer:
         env = {
             "BRIDGE_DATA_DIR": str(tmp_path / "data"),
             "GLADIA_API_URL": fake_gladia.base_url,
@@ -89,7 +91,7 @@ def make_bridge(aiohttp_server: Any, fake_gladia: FakeGladia, webhook: tuple[Fak
         env.update(environ or {})
         flags = {k.replace("__", "."): v for k, v in overrides.items()}
         settings = Settings.load(environ=env, overrides={**FAST, **flags})
-        app: web.Application = create_app(settings)
+        app: web.Application = create_app(settings, clock=clock)
         server: TestServer = await aiohttp_server(app, host="127.0.0.1")
         return server
 

@@ -17,6 +17,7 @@ import json
 import time
 import uuid
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -293,12 +294,34 @@ class WebhookRequest:
         return json.loads(self.body)
 
 
+class VirtualClock:
+    """A clock for the bridge's webhook retries whose ``sleep`` returns at once and moves time on:
+    a minute of backoff passes in milliseconds, while ages and outages still read as a minute.
+    ``time()`` is wall time, ``monotonic()`` the same offset on the monotonic clock."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+        self.slept = 0.0
+
+    def time(self) -> float:
+        return time.time() + self.offset
+
+    def monotonic(self) -> float:
+        return time.monotonic() + self.offset
+
+    async def sleep(self, seconds: float) -> None:
+        self.offset += seconds
+        self.slept += seconds
+        await asyncio.sleep(0)
+
+
 class FakeWebhook:
     def __init__(self) -> None:
         self.requests: list[WebhookRequest] = []
         self.fail_statuses: list[int] = []  # statuses for the next requests
         self.delays: list[float] = []  # seconds to wait before answering the next requests
-        self.outage_until = 0.0  # monotonic time before which requests fail: 500, 503, or stall
+        self.outage_until = 0.0  # clock() time before which requests fail: 500, 503, or stall
+        self.clock: Callable[[], float] = time.monotonic
         self.outage_stall = 3.0  # seconds a stalled answer takes (longer than the bridge's timeout)
         self.location: str | None = None  # a Location header on every answer (for 3xx statuses)
         self.app = web.Application()
@@ -324,7 +347,7 @@ class FakeWebhook:
         if self.delays:
             await asyncio.sleep(self.delays.pop(0))
         status = self.fail_statuses.pop(0) if self.fail_statuses else 204
-        if time.monotonic() < self.outage_until:
+        if self.clock() < self.outage_until:
             mode = len(self.requests) % 3
             if mode == 2:
                 await asyncio.sleep(self.outage_stall)  # the client has given up by now

@@ -8,7 +8,7 @@ import warnings
 import numpy as np
 
 from bridge.audio import resample
-from bridge.demo import normalised_words, sample_call, word_error_rate
+from bridge.tools.speech import normalised_words, sample_call, word_error_rate
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import pytest
 
-from bridge.adapters.asterisk import AsteriskAdapter, AsteriskStreamWriter
+from bridge.adapters.asterisk import AsteriskAdapter
 from bridge.adapters.base import Audio, CallStarted, CarrierError, Dtmf, Ignored, MarkReached
 from bridge.audio import ULAW_8K, AudioFormat
+from bridge.tools.writers.asterisk import AsteriskStreamWriter
 
 # _create_event_MEDIA_START, plain: "%s %s:%s %s:%s %s:%s %s:%s %s:%d %s:%d"
 PLAIN_START = ("MEDIA_START connection_id:conn-1 channel:WebSocket/conn-1/0x7f3a5c0012a0 channel_id:1761245643.1 "

@@ -11,9 +11,10 @@ import aiohttp
 import pytest
 
 from bridge.adapters import make_adapter
-from bridge.adapters.audiofork import AudioForkAdapter, AudioForkStreamWriter
+from bridge.adapters.audiofork import AudioForkAdapter
 from bridge.adapters.base import Audio, CallStarted
 from bridge.audio import AudioFormat
+from bridge.tools.writers.audiofork import AudioForkStreamWriter
 from tests.conftest import BridgeFactory, caller_audio, wait_for
 from tests.fakes import FakeGladia, FakeWebhook
 

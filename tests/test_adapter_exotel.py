@@ -11,9 +11,10 @@ from typing import Any
 import pytest
 
 from bridge.adapters.base import Audio, CallStarted, CallStopped, Dtmf, Gap, Ignored, MarkReached
-from bridge.adapters.exotel import ExotelAdapter, ExotelStreamWriter
+from bridge.adapters.exotel import ExotelAdapter
 from bridge.audio import ULAW_8K, AudioFormat
 from bridge.errors import PhoneProtocolError
+from bridge.tools.writers.exotel import ExotelStreamWriter
 
 SID = "b6d2a1c2e3f4a5b6c7d8e9f0a1b2c3d4"
 CALL = "a1c2e3f4b5d6c7e8f9a0b1c2d3e4f5a6"

@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 
 from bridge.adapters.base import Audio, CallStarted, CallStopped, Dtmf, Gap, Ignored, StreamState
-from bridge.adapters.plivo import PlivoAdapter, PlivoStreamWriter
+from bridge.adapters.plivo import PlivoAdapter
 from bridge.errors import PhoneProtocolError
+from bridge.tools.writers.plivo import PlivoStreamWriter
 
 CALL_ID = "c1d5e0e2-7a4b-4c0e-9c39-8b8f0b0f0c11"
 STREAM_ID = "20170ada-f610-433b-8758-c02a2aab3662"

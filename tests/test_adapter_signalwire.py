@@ -10,9 +10,10 @@ from typing import Any
 import pytest
 
 from bridge.adapters.base import Audio, CallStarted, CallStopped, Dtmf, Gap, Ignored, MarkReached, StreamState
-from bridge.adapters.signalwire import SignalWireAdapter, SignalWireStreamWriter
+from bridge.adapters.signalwire import SignalWireAdapter
 from bridge.audio import ULAW_8K, AudioFormat
 from bridge.errors import PhoneProtocolError
+from bridge.tools.writers.signalwire import SignalWireStreamWriter
 
 STREAM = "7d56cc11-536d-4a45-b4fb-ed3d55be843b"
 CALL = "76ac3c36-56da-4a3e-a0d6-b5f8df6da9ad"

@@ -15,9 +15,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bridge.adapters.base import Audio, CallStarted, CallStopped, Gap, Ignored, PhoneEvent
-from bridge.adapters.telnyx import REORDER_WINDOW, ChunkReorderer, TelnyxAdapter, TelnyxStreamWriter
+from bridge.adapters.telnyx import REORDER_WINDOW, ChunkReorderer, TelnyxAdapter
 from bridge.audio import ALAW_8K, ULAW_8K, AudioFormat
 from bridge.errors import PhoneProtocolError
+from bridge.tools.writers.telnyx import TelnyxStreamWriter
 
 STREAM_ID = "32de0dea-53cb-4b21-89a4-9e6a3eb1d9bb"
 CALL_CONTROL_ID = "v3:MdI91X4lWFEs7IgbBEOT9M4AigoY08M0WWZFISt1Yw2axZ_IiE4pqg"

@@ -9,8 +9,9 @@ import json
 import pytest
 
 from bridge.adapters.base import Audio, CallStarted, Dtmf, Ignored, StreamState
-from bridge.adapters.vonage import VonageAdapter, VonageStreamWriter
+from bridge.adapters.vonage import VonageAdapter
 from bridge.audio import AudioFormat
+from bridge.tools.writers.vonage import VonageStreamWriter
 
 # The guide's own example: NCCO headers {"language": "en-GB", "caller-id": "447700900123"} flattened.
 CONNECTED = '{"event":"websocket:connected","content-type":"audio/l16;rate=16000","language":"en-GB",' \

@@ -15,9 +15,10 @@ from bridge.adapters.exotel import ExotelAdapter
 from bridge.adapters.plivo import PlivoAdapter
 from bridge.adapters.signalwire import SignalWireAdapter
 from bridge.adapters.telnyx import TelnyxAdapter
-from bridge.adapters.twilio import TwilioAdapter, TwilioStreamWriter
+from bridge.adapters.twilio import TwilioAdapter
 from bridge.adapters.vonage import VonageAdapter
 from bridge.audio import ULAW_8K, AudioFormat
+from bridge.tools.writers.twilio import TwilioStreamWriter
 
 
 def b64(data: bytes) -> str:

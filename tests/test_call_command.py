@@ -95,3 +95,11 @@ async def test_bridge_call_speaks_other_dialects(
     assert (session.body["encoding"], session.body["sample_rate"]) == ("wav/pcm", 16000)
     assert len(session.audio) == 32000
     assert hook.events("call.ended")[0]["call"]["provider"] == "vonage"
+
+
+def test_the_player_speaks_every_carrier_the_bridge_routes() -> None:
+    """The call player has one dialect per carrier of bridge.adapters.CARRIERS (the one list)."""
+    from bridge.adapters import CARRIERS
+    from bridge.tools.player import DIALECTS
+
+    assert set(DIALECTS) == set(CARRIERS)

@@ -10,7 +10,7 @@ import aiohttp
 import pytest
 from standardwebhooks.webhooks import Webhook
 
-from bridge.adapters.twilio import TwilioStreamWriter
+from bridge.tools.writers.twilio import TwilioStreamWriter
 from tests.conftest import WEBHOOK_SECRET, BridgeFactory, caller_audio, play_call, wait_for
 from tests.fakes import FakeGladia, FakeWebhook, expected_texts
 

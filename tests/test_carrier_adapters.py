@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from bridge.adapters import ADAPTERS, make_adapter
+from bridge.adapters import CARRIERS, make_adapter
 from bridge.adapters.asterisk import AsteriskAdapter, parse_control
 from bridge.adapters.audiofork import AudioForkAdapter
 from bridge.adapters.base import (
@@ -296,8 +296,8 @@ def test_asterisk_malformed() -> None:
 
 def test_registry_has_every_route() -> None:
     """Each carrier has its route and a fresh adapter per stream."""
-    assert set(ADAPTERS) == {"twilio", "signalwire", "telnyx", "plivo", "exotel", "vonage", "audiofork", "asterisk"}
-    for name in ADAPTERS:
+    assert set(CARRIERS) == {"twilio", "signalwire", "telnyx", "plivo", "exotel", "vonage", "audiofork", "asterisk"}
+    for name in CARRIERS:
         a = make_adapter(name)
         assert a is not None and a.provider == name and a.state is StreamState.AWAITING_START
     assert make_adapter("nope") is None

@@ -9,9 +9,9 @@ from typing import Any
 
 import aiohttp
 
-from bridge.adapters.exotel import ExotelStreamWriter
-from bridge.adapters.plivo import PlivoStreamWriter
-from bridge.adapters.signalwire import SignalWireStreamWriter
+from bridge.tools.writers.exotel import ExotelStreamWriter
+from bridge.tools.writers.plivo import PlivoStreamWriter
+from bridge.tools.writers.signalwire import SignalWireStreamWriter
 from tests.conftest import BridgeFactory, caller_audio, wait_for
 from tests.fakes import FakeGladia, FakeWebhook, expected_texts
 

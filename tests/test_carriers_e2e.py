@@ -10,7 +10,7 @@ import aiohttp
 import pytest
 
 from bridge.audio import ULAW_8K, AudioFormat, make_transcoder, native_gladia_format
-from bridge.simulator import dialect, play_call
+from bridge.tools.player import dialect, play_call
 from tests.conftest import BridgeFactory, caller_audio, wait_for
 from tests.fakes import FakeGladia, FakeWebhook, expected_texts
 

@@ -10,7 +10,7 @@ import sys
 import aiohttp
 import pytest
 
-from bridge.simulator import play_call
+from bridge.tools.player import play_call
 from tests.conftest import wait_for
 from tests.fakes import FakeWebhook
 from tests.speech import SENTENCES, SPANS, ULAW, wer, words

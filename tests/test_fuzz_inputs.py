@@ -11,11 +11,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bridge.adapters import ADAPTERS, make_adapter
+from bridge.adapters import CARRIERS, make_adapter
 from bridge.adapters.base import UnsupportedOperation
-from bridge.adapters.twilio import TwilioAdapter, TwilioStreamWriter
+from bridge.adapters.twilio import TwilioAdapter
 from bridge.errors import PhoneProtocolError
 from bridge.stt.protocol import SttProtocolError, parse_server_message
+from bridge.tools.writers.twilio import TwilioStreamWriter
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
@@ -85,7 +86,7 @@ asterisk_text = st.builds(lambda n, kv: n + " " + " ".join(f"{k}:{v}" for k, v i
                                           max_size=3))
 
 
-@pytest.mark.parametrize("carrier", sorted(ADAPTERS))
+@pytest.mark.parametrize("carrier", sorted(CARRIERS))
 @settings(max_examples=400, deadline=None)
 @given(messages=st.lists(st.one_of(any_dialect.map(json.dumps), st.binary(max_size=700), st.text(max_size=80),
                                    asterisk_text), max_size=8))

@@ -3,8 +3,10 @@ event loop, no network library and no logger (rule 1 of the house style)."""
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -18,3 +20,61 @@ def test_pure_module_imports_no_io(module: str) -> None:
             "print(','.join(bad)); sys.exit(1 if bad else 0)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
     assert result.returncode == 0, f"{module} pulls in {result.stdout.strip()}"
+
+
+def test_the_core_loads_no_tool_and_no_local_engine() -> None:
+    """Importing the bridge application loads no user tool (demo, player, loadtest, writers) and no local
+    speech engine: a production install with a Gladia key carries none of them."""
+    heavy = ["bridge.tools", "bridge.local_stt", "faster_whisper", "ctranslate2", "onnxruntime", "av"]
+    code = ("import sys, bridge.app, bridge.cli; "
+            f"bad = sorted(m for m in sys.modules if any(m == h or m.startswith(h + '.') for h in {heavy!r})); "
+            "print(','.join(bad)); sys.exit(1 if bad else 0)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, f"bridge.app pulls in {result.stdout.strip()}"
+
+
+def _imports(path: Path, package_root: Path) -> set[str]:
+    """Every bridge module ``path`` imports, anywhere in the file (functions and TYPE_CHECKING blocks too)."""
+    tree = ast.parse(path.read_text())
+    module = ".".join(path.relative_to(package_root.parent).with_suffix("").parts).removesuffix(".__init__")
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parent = module.rsplit(".", node.level)[0] if path.name != "__init__.py" else module
+                base = f"{parent}.{base}" if base else parent
+            found.add(base)
+            found.update(f"{base}.{a.name}" for a in node.names)
+    return {m for m in found if m == "bridge" or m.startswith("bridge.")}
+
+
+def test_no_import_cycle_in_the_bridge() -> None:
+    """The modules of ``bridge/`` form no import cycle, counting every import (lazy ones inside functions
+    and TYPE_CHECKING ones included): each layer can be read, tested and replaced on its own."""
+    root = Path(__file__).resolve().parent.parent / "bridge"
+    modules = {".".join(p.relative_to(root.parent).with_suffix("").parts).removesuffix(".__init__"): p
+               for p in root.rglob("*.py")}
+    graph = {m: {i for i in _imports(p, root) if i in modules and i != m} for m, p in modules.items()}
+    # a package's __init__ importing its own modules is how packages re-export; it is not a cycle edge back
+    cycles = []
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(m: str) -> None:
+        state[m] = 1
+        stack.append(m)
+        for n in sorted(graph[m]):
+            if state.get(n) == 1:
+                cycles.append([*stack[stack.index(n):], n])
+            elif n not in state:
+                visit(n)
+        stack.pop()
+        state[m] = 2
+
+    for m in sorted(graph):
+        if m not in state:
+            visit(m)
+    assert not cycles, "\n".join(" -> ".join(c) for c in cycles)

@@ -15,7 +15,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from bridge.demo import normalised_words, word_error_rate
+from bridge.tools.speech import normalised_words, word_error_rate
 from tests.speech import SENTENCES, ULAW, encode_as
 
 pytestmark = pytest.mark.recognition

@@ -14,7 +14,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from bridge.adapters.twilio import TwilioStreamWriter
+from bridge.tools.writers.twilio import TwilioStreamWriter
 from tests.conftest import caller_audio, play_call, wait_for
 from tests.fakes import FakeGladia, FakeWebhook, expected_texts
 
@@ -168,3 +168,20 @@ async def test_an_unusable_data_dir_exits_2_with_one_line(tmp_path: Path, where:
     assert proc.returncode == 2 and len(lines) == 1, err.decode()
     assert lines[0].startswith("bridge: BRIDGE_DATA_DIR") and str(data) in lines[0]
     assert b"Traceback" not in out + err
+
+
+@pytest.mark.parametrize("command", [["serve"], ["demo"], ["stt-server"]])
+async def test_without_the_local_extra_and_without_gladia_settings_it_says_what_to_install(
+    command: list[str]
+) -> None:
+    """`bridge serve` with no Gladia settings (and `bridge demo`, `bridge stt-server`) on an install
+    without the `local` extra: exit 2 and one line saying what to install or set."""
+    code = ("import sys; sys.modules['faster_whisper'] = None; from bridge.cli import main; "
+            f"sys.exit(main({command!r}))")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", code, env=minimal_env(), cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    _out, err = await asyncio.wait_for(proc.communicate(), 30)
+    lines = err.decode().strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1, err.decode()
+    assert "pip install 'telephony-gladia-bridge[local]'" in lines[0] and "GLADIA_API_KEY" in lines[0]

@@ -11,7 +11,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from bridge.adapters.twilio import TwilioStreamWriter
+from bridge.tools.writers.twilio import TwilioStreamWriter
 from tests.bridge_process import start_bridge
 from tests.conftest import BridgeFactory, caller_audio, play_call, wait_for
 from tests.fakes import FakeGladia, FakeWebhook, expected_texts

@@ -7,18 +7,36 @@ from pathlib import Path
 import pytest
 
 from bridge.errors import ConfigError
-from bridge.settings import Settings
+from bridge.settings import SECRET_KEYS, Settings
 
 
-def test_defaults_come_from_the_packaged_file() -> None:
+def test_defaults_come_from_the_models() -> None:
+    """No file needed: the models hold every default (an installed, non-editable bridge runs the same
+    defaults as the repository and the image)."""
     s = Settings.load(environ={})
     assert s.server.port == 8080 and s.server.host == "0.0.0.0"
-    assert s.gladia.api_url == "https://api.gladia.io"
+    assert s.gladia.api_url is None and s.uses_embedded_stt  # no key, no URL: the local STT server
+    assert Settings.load(environ={"GLADIA_API_KEY": "k"}).gladia.api_url == "https://api.gladia.io"
     assert s.stt.default.encoding == "native"
+    assert s.stt.default.request_body()["endpointing"] == 0.3
+    assert s.stt.default.request_body()["language_config"] == {"languages": ["en"], "code_switching": False}
     from bridge.audio import ULAW_8K, AudioFormat
     assert s.stt.default.audio_format(ULAW_8K) == ULAW_8K
     assert s.stt.default.audio_format(AudioFormat("pcm16", 24000)) == AudioFormat("pcm16", 16000)
-    assert not s.gladia_url_explicit
+
+
+def test_the_toml_file_is_a_commented_copy_of_the_defaults() -> None:
+    """config/bridge.toml says what the models hold: read as settings it gives exactly Settings(), and
+    every setting is in it (as a key, or commented out where the default is no value or a secret)."""
+    path = Path(__file__).resolve().parent.parent / "config" / "bridge.toml"
+    assert Settings.load(environ={}, config_path=path) == Settings.load(environ={})
+    text = path.read_text()
+    for section in Settings.model_fields:
+        for field in type(getattr(Settings(), section)).model_fields:
+            if f"{section}.{field}" in SECRET_KEYS or field in ("tokens", "numbers"):
+                continue  # secrets (environment only) and per-number tables: described in comments
+            present = f"\n{field} =" in text or f"# {field} =" in text or f"[{section}.{field}]" in text
+            assert present, f"{section}.{field} is not in config/bridge.toml"
 
 
 def test_environment_overrides_file_and_flags_override_environment() -> None:
@@ -26,7 +44,7 @@ def test_environment_overrides_file_and_flags_override_environment() -> None:
     s = Settings.load(environ=env, overrides={"server.port": 9002})
     assert s.server.port == 9002
     assert s.gladia.api_url == "http://127.0.0.1:1"
-    assert s.gladia_url_explicit
+    assert not s.uses_embedded_stt
     assert s.webhook.url == "http://127.0.0.1:2/h"
 
 
@@ -103,12 +121,20 @@ def test_profiles_merge_default_number_and_overrides(tmp_path: Path) -> None:
 
 
 def test_a_copy_of_the_default_file_still_allows_the_embedded_stt(tmp_path: Path) -> None:
-    """Only an explicit Gladia URL (environment, flag, or a non-default value in a file) turns the
-    embedded local STT off: a copied config/bridge.toml (as in the Docker image) does not."""
+    """Only a Gladia URL or key (environment, flag, or a value in a file) turns the embedded local STT
+    off: a copied config/bridge.toml (as in the Docker image) does not."""
     copy = tmp_path / "bridge.toml"
     copy.write_text(Path("config/bridge.toml").read_text())
-    assert not Settings.load(environ={"BRIDGE_CONFIG": str(copy)}).gladia_url_explicit
-    assert Settings.load(environ={"BRIDGE_CONFIG": str(copy), "GLADIA_API_URL": "https://api.gladia.io"}
-                         ).gladia_url_explicit
+    assert Settings.load(environ={"BRIDGE_CONFIG": str(copy)}).uses_embedded_stt
+    assert not Settings.load(environ={"BRIDGE_CONFIG": str(copy), "GLADIA_API_URL": "https://api.gladia.io"}
+                             ).uses_embedded_stt
     copy.write_text('[gladia]\napi_url = "http://127.0.0.1:9"\n')
-    assert Settings.load(environ={"BRIDGE_CONFIG": str(copy)}).gladia_url_explicit
+    assert not Settings.load(environ={"BRIDGE_CONFIG": str(copy)}).uses_embedded_stt
+
+
+def test_a_partial_default_profile_keeps_the_other_defaults(tmp_path: Path) -> None:
+    """A file that sets one field of [stt.default] changes that field only."""
+    cfg = tmp_path / "bridge.toml"
+    cfg.write_text('[stt.default]\nendpointing = 0.5\n')
+    body = Settings.load(environ={"BRIDGE_CONFIG": str(cfg)}).stt.default.request_body()
+    assert body["endpointing"] == 0.5 and body["language_config"]["languages"] == ["en"]

@@ -14,10 +14,10 @@ from aiohttp.test_utils import TestServer
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from bridge.adapters.twilio import TwilioStreamWriter
 from bridge.app import create_app, drain_calls
 from bridge.app_keys import STATE
 from bridge.settings import Settings
+from bridge.tools.writers.twilio import TwilioStreamWriter
 from tests.conftest import FAST, WEBHOOK_SECRET, BridgeFactory, caller_audio, wait_for
 from tests.fakes import FakeGladia, FakeWebhook, expected_texts
 

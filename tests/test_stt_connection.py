@@ -241,7 +241,7 @@ async def test_messages_in_the_same_packet_as_the_handshake_answer_are_not_lost(
 
     from bridge.audio import ULAW_8K
     from bridge.settings import GladiaSettings
-    from bridge.stt.session import SttSession
+    from bridge.stt.stream import SttStream
 
     class OnePacketServer(asyncio.Protocol):
         def connection_made(self, transport: Any) -> None:
@@ -277,7 +277,7 @@ async def test_messages_in_the_same_packet_as_the_handshake_answer_are_not_lost(
     api = await aiohttp_server(app, host="127.0.0.1")
     try:
         async with aiohttp.ClientSession() as http:
-            session = SttSession(http=http, settings=GladiaSettings(api_url=f"http://127.0.0.1:{api.port}"),
+            session = SttStream(http=http, settings=GladiaSettings(api_url=f"http://127.0.0.1:{api.port}"),
                                  request_body={}, audio_format=ULAW_8K, on_notice=lambda notice: None)
             session.start()
             session.send_audio(b"\xff" * 160)

@@ -8,15 +8,10 @@ import json
 import pytest
 
 from bridge.adapters.base import Audio, CallStarted, CallStopped, Dtmf, Gap, Ignored, MarkReached, StreamState
-from bridge.adapters.twilio import (
-    TwilioAdapter,
-    TwilioStreamWriter,
-    connect_stream_twiml,
-    signature,
-    signature_valid,
-)
+from bridge.adapters.twilio import TwilioAdapter, connect_stream_twiml, signature, signature_valid
 from bridge.audio import ULAW_8K
 from bridge.errors import PhoneProtocolError
+from bridge.tools.writers.twilio import TwilioStreamWriter
 
 SID = "MZ00000000000000000000000000000001"
 CONNECTED = '{"event": "connected", "protocol": "Call", "version": "1.0.0"}'

@@ -8,6 +8,7 @@ An adapter takes each phone WebSocket message (text or bytes) and returns typed
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 from bridge.adapters.asterisk import AsteriskAdapter
 from bridge.adapters.audiofork import RATES as AUDIOFORK_RATES
@@ -20,16 +21,33 @@ from bridge.adapters.telnyx import TelnyxAdapter
 from bridge.adapters.twilio import TwilioAdapter
 from bridge.adapters.vonage import VonageAdapter
 
-ADAPTERS: dict[str, type[PhoneAdapter]] = {
-    "twilio": TwilioAdapter,
-    "signalwire": SignalWireAdapter,
-    "telnyx": TelnyxAdapter,
-    "plivo": PlivoAdapter,
-    "exotel": ExotelAdapter,
-    "vonage": VonageAdapter,
-    "audiofork": AudioForkAdapter,
-    "asterisk": AsteriskAdapter,
-}
+
+@dataclass(frozen=True, slots=True)
+class Carrier:
+    """One carrier the bridge speaks: its route (``/{name}/stream``), its adapter, and how it proves
+    itself on the upgrade (``<NAME>_STREAM_TOKEN``, or its own signature scheme)."""
+
+    name: str
+    title: str
+    adapter: type[PhoneAdapter]
+    shared_token: bool = True  # False: the carrier signs its requests (Twilio)
+
+    @property
+    def token_variable(self) -> str:
+        return f"{self.name.upper()}_STREAM_TOKEN"
+
+
+# The one list of carriers: routes, settings, the CLI and the tools all read it.
+CARRIERS: dict[str, Carrier] = {c.name: c for c in (
+    Carrier("twilio", "Twilio Media Streams", TwilioAdapter, shared_token=False),
+    Carrier("signalwire", "SignalWire cXML <Stream>", SignalWireAdapter),
+    Carrier("telnyx", "Telnyx media streaming", TelnyxAdapter),
+    Carrier("plivo", "Plivo Audio Streams", PlivoAdapter),
+    Carrier("exotel", "Exotel Stream / Voicebot", ExotelAdapter),
+    Carrier("vonage", "Vonage Voice API websocket", VonageAdapter),
+    Carrier("audiofork", "jambonz listen, FreeSWITCH mod_audio_fork / mod_audio_stream", AudioForkAdapter),
+    Carrier("asterisk", "Asterisk chan_websocket", AsteriskAdapter),
+)}
 
 
 def make_adapter(carrier: str, audiofork_sample_rate: int = 8000,
@@ -58,5 +76,5 @@ def make_adapter(carrier: str, audiofork_sample_rate: int = 8000,
         if mix not in ("mono", "mixed", "stereo"):
             raise ValueError(f"mix={mix!r}: one of mono, mixed, stereo")
         return AudioForkAdapter(rate, mix)
-    cls = ADAPTERS.get(carrier)
-    return cls() if cls is not None else None
+    known = CARRIERS.get(carrier)
+    return known.adapter() if known is not None else None

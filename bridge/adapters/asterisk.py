@@ -16,23 +16,19 @@ ignored. Hang-up closes the socket. Outbound: binary audio frames, ``FLUSH_MEDIA
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
 from typing import Any
 
 from bridge.adapters.base import (
-    Audio,
     CallStarted,
     CarrierError,
     Dtmf,
     Ignored,
     MarkReached,
-    Outbound,
     OutboundFraming,
     PhoneEvent,
-    StreamCounters,
     StreamState,
 )
-from bridge.adapters.binary import L16Frames
+from bridge.adapters.binary import BinaryDialectAdapter, L16Frames
 from bridge.adapters.common import count
 from bridge.audio import ALAW_8K, ULAW_8K, AudioFormat
 from bridge.errors import PhoneProtocolError
@@ -98,30 +94,16 @@ def _error_text(msg: dict[str, Any], text: str) -> str:
 MAX_MESSAGE = 65_500  # Asterisk hangs the call up on a bigger media message
 
 
-class AsteriskAdapter(Outbound):
+class AsteriskAdapter(BinaryDialectAdapter):
     provider = "asterisk"
-    subprotocols: tuple[str, ...] = ()
-    close_ends_call = True
+    start_name = "MEDIA_START"
 
     def __init__(self) -> None:
-        self.state = StreamState.AWAITING_START
-        self.counters = StreamCounters()
-        self.audio_format = ULAW_8K
+        super().__init__(ULAW_8K)
         self._json_style = False
-        self._l16: L16Frames | None = None
         self.optimal_frame_size = 0  # bytes, from MEDIA_START
 
-    def receive(self, message: str | bytes) -> list[PhoneEvent]:
-        self.counters.messages += 1
-        if isinstance(message, bytes):
-            if self.state is not StreamState.STREAMING:
-                raise PhoneProtocolError("media before MEDIA_START", 1008)
-            if self._l16 is not None:
-                audio = self._l16.feed(message)
-                return [audio] if audio is not None else []
-            self.counters.audio_frames += 1
-            self.counters.audio_bytes += len(message)
-            return [Audio(message)]
+    def _text(self, message: str) -> list[PhoneEvent]:
         if not message.strip():
             raise PhoneProtocolError("empty control message")
         msg = parse_control(message)
@@ -195,50 +177,3 @@ class AsteriskAdapter(Outbound):
     def clear_message(self) -> str:
         self._drop_held_audio()
         return self._command("FLUSH_MEDIA")
-
-
-class AsteriskStreamWriter:
-    """chan_websocket's side of a call, as ``_create_event_MEDIA_START`` builds it: plain text
-    ``MEDIA_START connection_id:... channel:... channel_id:... format:... optimal_frame_size:... ptime:...`` or,
-    with ``json_style``, compact JSON that adds ``channel_variables``; then binary frames. Asterisk sends no
-    stop: the call ends when the socket closes.
-
-    ``channel_variables`` holds the WebSocket channel's variables: chan_websocket's own
-    (``MEDIA_WEBSOCKET_CONNECTION_ID``, ``MEDIA_WEBSOCKET_OPTIMAL_FRAME_SIZE``) plus ``variables``, those the
-    dialplan handed down; by default ``FROM`` and ``TO`` carry ``caller`` and ``called`` (Asterisk has no
-    caller number of its own in these messages).
-    """
-
-    def __init__(self, channel_id: str, fmt: str = "ulaw", json_style: bool = False, caller: str = "+15550100",
-                 called: str = "+15550199", *, connection_id: str = "conn-1",
-                 variables: Mapping[str, str] | None = None) -> None:
-        self.channel_id, self.fmt, self.json_style = channel_id, fmt, json_style
-        self.caller, self.called = caller, called
-        self.connection_id = connection_id
-        self.channel = f"WebSocket/{connection_id}/0x7f3a5c0012a0"  # chan_websocket: WebSocket/<connection>/<%p>
-        self.variables = dict(variables) if variables is not None else {"FROM": caller, "TO": called}
-
-    def media_start(self, optimal_frame_size: int, ptime: int = 20) -> str:
-        if self.json_style:
-            channel_variables = {"MEDIA_WEBSOCKET_CONNECTION_ID": self.connection_id,
-                                 "MEDIA_WEBSOCKET_OPTIMAL_FRAME_SIZE": str(optimal_frame_size), **self.variables}
-            return _compact({"event": "MEDIA_START", "connection_id": self.connection_id, "channel": self.channel,
-                             "channel_id": self.channel_id, "format": self.fmt,
-                             "optimal_frame_size": optimal_frame_size, "ptime": ptime,
-                             "channel_variables": channel_variables})
-        return (f"MEDIA_START connection_id:{self.connection_id} channel:{self.channel} channel_id:{self.channel_id} "
-                f"format:{self.fmt} optimal_frame_size:{optimal_frame_size} ptime:{ptime}")
-
-    def dtmf(self, digit: str) -> str:
-        if self.json_style:
-            return _compact({"event": "DTMF_END", "channel_id": self.channel_id, "digit": digit})
-        return f"DTMF_END digit:{digit} channel_id:{self.channel_id}"
-
-    def call(self, audio: bytes, frame_bytes: int) -> Iterator[str | bytes]:
-        yield self.media_start(frame_bytes)
-        for i in range(0, len(audio), frame_bytes):
-            yield audio[i:i + frame_bytes]
-
-
-def _compact(obj: dict[str, Any]) -> str:
-    return json.dumps(obj, separators=(",", ":"))  # Asterisk's AST_JSON_COMPACT

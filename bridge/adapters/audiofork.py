@@ -20,20 +20,18 @@ from __future__ import annotations
 import base64
 import json
 import uuid
-from collections.abc import Iterator, Mapping
-from typing import Any, Literal
+from collections.abc import Mapping
+from typing import Any
 
 from bridge.adapters.base import (
     CallStarted,
     Dtmf,
     Ignored,
-    Outbound,
     PhoneEvent,
-    StreamCounters,
     StreamState,
     UnsupportedOperation,
 )
-from bridge.adapters.binary import L16Frames
+from bridge.adapters.binary import BinaryDialectAdapter, L16Frames
 from bridge.adapters.common import count
 from bridge.audio import AudioFormat
 from bridge.errors import PhoneProtocolError
@@ -52,30 +50,22 @@ def _call_id(meta: Mapping[str, Any]) -> str | None:
     return None
 
 
-class AudioForkAdapter(Outbound):
+class AudioForkAdapter(BinaryDialectAdapter):
     provider = "audiofork"
+    start_name = "the metadata"
     subprotocols: tuple[str, ...] = SUBPROTOCOLS
-    close_ends_call = True
 
     def __init__(self, default_sample_rate: int = 8000, default_mix: str = "mono") -> None:
-        self.state = StreamState.AWAITING_START
-        self.counters = StreamCounters()
+        super().__init__(AudioFormat("pcm16", default_sample_rate))
         self.default_sample_rate = default_sample_rate
         self.default_mix = default_mix
-        self.audio_format = AudioFormat("pcm16", default_sample_rate)
-        self._frames = L16Frames(self.counters)
+        self._frames = self._l16 = L16Frames(self.counters)
         self.subprotocol: str | None = None  # as negotiated: which module is on the other end
 
-    def receive(self, message: str | bytes) -> list[PhoneEvent]:
-        self.counters.messages += 1
-        events: list[PhoneEvent] = []
-        if isinstance(message, bytes):
-            if self.state is StreamState.AWAITING_START:
-                events.append(self._start({}))  # mod_audio_stream may send no metadata at all
-            audio = self._frames.feed(message)
-            if audio is not None:
-                events.append(audio)
-            return events
+    def _binary_first(self, data: bytes) -> list[PhoneEvent]:
+        return [self._start({})]  # mod_audio_stream may send no metadata at all
+
+    def _text(self, message: str) -> list[PhoneEvent]:
         try:
             msg: Any = json.loads(message)
         except (ValueError, RecursionError):
@@ -135,64 +125,3 @@ class AudioForkAdapter(Outbound):
             raise UnsupportedOperation("mod_audio_stream has no message that stops playback")
         self._drop_held_audio()
         return json.dumps({"type": "killAudio"})
-
-
-WriterStyle = Literal["jambonz", "audio_fork", "audio_stream"]
-_WRITER_SUBPROTOCOLS: dict[str, tuple[str, ...]] = {
-    "jambonz": ("audio.jambonz.org",), "audio_fork": ("audio.drachtio.org",), "audio_stream": ()}
-
-
-class AudioForkStreamWriter:
-    """An audio fork's side of a call: optional metadata text, then binary L16 frames; no stop.
-
-    ``style`` picks the sender and its metadata, as each documents it:
-
-    - ``jambonz`` (default): ``listen``'s ``{sampleRate, mixType}`` + the call info (``callSid``, ``direction``,
-      ``from``, ``to``, ``callId``, ``sbcCallid``, ``sipStatus`` (a number), ...) + the verb's ``metadata``
-      merged in at the top level, as ``lib/tasks/listen.js`` builds it; subprotocol ``audio.jambonz.org``.
-    - ``audio_fork``: drachtio's mod_audio_fork with its README's metadata ``{to, from, callid}`` (plus
-      ``metadata``); subprotocol ``audio.drachtio.org``.
-    - ``audio_stream``: amigniter's mod_audio_stream, no subprotocol; its metadata is whatever the application
-      passed (``metadata`` as JSON).
-
-    ``send_metadata=False`` starts with audio (mod_audio_stream's and mod_audio_fork's metadata are optional).
-    ``call_id`` is the SIP Call-ID (jambonz ``callId``, mod_audio_fork ``callid``).
-    """
-
-    subprotocol = "audio.jambonz.org"  # kept for callers that offer one subprotocol; see ``subprotocols``
-
-    def __init__(self, call_sid: str, sample_rate: int = 8000, caller: str = "+15550100",
-                 called: str = "+15550199", metadata: Mapping[str, Any] | None = None, *,
-                 style: WriterStyle = "jambonz", send_metadata: bool = True, mix_type: str = "mono",
-                 call_id: str | None = None) -> None:
-        self.call_sid, self.sample_rate, self.caller, self.called = call_sid, sample_rate, caller, called
-        self.metadata: dict[str, Any] = dict(metadata or {})
-        self.style, self.send_metadata, self.mix_type = style, send_metadata, mix_type
-        self.call_id = call_id or f"{call_sid}@192.0.2.10"
-        self.subprotocols = _WRITER_SUBPROTOCOLS[style]  # what the sender offers on the upgrade
-        if self.subprotocols:
-            self.subprotocol = self.subprotocols[0]
-
-    def metadata_message(self) -> str:
-        if self.style == "jambonz":
-            return _compact({
-                "sampleRate": self.sample_rate, "mixType": self.mix_type,
-                "callSid": self.call_sid, "direction": "inbound", "from": self.caller, "to": self.called,
-                "callId": self.call_id, "sbcCallid": f"sbc-{self.call_id}", "sipStatus": 200, "sipReason": "OK",
-                "callStatus": "in-progress", "accountSid": "bb845d4b-83a9-4cde-a6e9-50f3743bab3f",
-                "traceId": "f0c1d2e3a4b5c6d7e8f9a0b1c2d3e4f5",
-                "applicationSid": "0dddaabf-0a30-43e3-84e8-426873b1a78b", "fsSipAddress": "10.0.0.12:5060",
-                **self.metadata})
-        if self.style == "audio_fork":
-            return _compact({"to": self.called, "from": self.caller, "callid": self.call_id, **self.metadata})
-        return _compact(self.metadata)
-
-    def call(self, pcm: bytes, frame_bytes: int) -> Iterator[str | bytes]:
-        if self.send_metadata:
-            yield self.metadata_message()
-        for i in range(0, len(pcm), frame_bytes):
-            yield pcm[i:i + frame_bytes]
-
-
-def _compact(obj: Mapping[str, Any]) -> str:
-    return json.dumps(obj, separators=(",", ":"))  # as JSON.stringify writes it

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from collections.abc import Iterator, Mapping
 from typing import Any
 
 from bridge.adapters.base import (
@@ -23,13 +22,11 @@ from bridge.adapters.base import (
     Dtmf,
     Ignored,
     MarkReached,
-    Outbound,
     OutboundFraming,
     PhoneEvent,
-    StreamCounters,
     StreamState,
 )
-from bridge.adapters.binary import L16Frames
+from bridge.adapters.binary import BinaryDialectAdapter, L16Frames
 from bridge.adapters.common import count, json_object
 from bridge.audio import AudioFormat
 from bridge.errors import PhoneProtocolError
@@ -58,24 +55,15 @@ def _dtmf_digit(msg: dict[str, Any]) -> str | None:
     return _readable_digit(nested)
 
 
-class VonageAdapter(Outbound):
+class VonageAdapter(BinaryDialectAdapter):
     provider = "vonage"
-    subprotocols: tuple[str, ...] = ()
-    close_ends_call = True
+    start_name = "'websocket:connected'"
 
     def __init__(self) -> None:
-        self.state = StreamState.AWAITING_START
-        self.counters = StreamCounters()
-        self._frames = L16Frames(self.counters)
-        self.audio_format = AudioFormat("pcm16", 16000)
+        super().__init__(AudioFormat("pcm16", 16000))
+        self._l16 = L16Frames(self.counters)
 
-    def receive(self, message: str | bytes) -> list[PhoneEvent]:
-        self.counters.messages += 1
-        if isinstance(message, bytes):
-            if self.state is not StreamState.STREAMING:
-                raise PhoneProtocolError("audio before 'websocket:connected'", 1008)
-            audio = self._frames.feed(message)
-            return [audio] if audio is not None else []
+    def _text(self, message: str) -> list[PhoneEvent]:
         msg = json_object(message, "Vonage")
         event = msg.get("event")
         if event == "websocket:connected":
@@ -127,34 +115,3 @@ class VonageAdapter(Outbound):
     def clear_message(self) -> str:
         self._drop_held_audio()
         return json.dumps({"action": "clear"})
-
-
-class VonageStreamWriter:
-    """Vonage's side of a websocket call, as documented: ``websocket:connected`` with the ``content-type`` and
-    the NCCO ``headers`` flattened to the top level, then 20 ms binary L16 frames; DTMF in the flat form.
-
-    ``id_header`` names the NCCO header the application uses to pass the call's uuid (``None``: no such
-    header, as in Vonage's own example); Vonage itself puts no call id in the message.
-    """
-
-    def __init__(self, call_id: str, sample_rate: int = 16000, headers: Mapping[str, str] | None = None, *,
-                 id_header: str | None = "uuid") -> None:
-        self.call_id, self.sample_rate = call_id, sample_rate
-        self.headers: dict[str, str] = {id_header: call_id} if id_header else {}
-        self.headers.update(headers or {})
-
-    def connected(self) -> str:
-        return _compact({"event": "websocket:connected", "content-type": f"audio/l16;rate={self.sample_rate}",
-                         **self.headers})
-
-    def dtmf(self, digit: str, duration: int = 260) -> str:
-        return _compact({"event": "websocket:dtmf", "digit": digit, "duration": duration})
-
-    def call(self, pcm: bytes, frame_bytes: int) -> Iterator[str | bytes]:
-        yield self.connected()
-        for i in range(0, len(pcm), frame_bytes):
-            yield pcm[i:i + frame_bytes]
-
-
-def _compact(obj: dict[str, Any]) -> str:
-    return json.dumps(obj, separators=(",", ":"))

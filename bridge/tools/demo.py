@@ -12,15 +12,10 @@ import asyncio
 import base64
 import json
 import os
-import re
-import socket
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from importlib import resources
 from typing import Any, TextIO
 
 from aiohttp import web
@@ -28,68 +23,10 @@ from standardwebhooks.webhooks import Webhook
 
 from bridge.app import create_app, drain_calls
 from bridge.local_stt.server import LocalSttServer, ServerOptions
+from bridge.loop import serving
 from bridge.settings import Settings
-from bridge.simulator import play_call
-from bridge.wav import read_wav, to_ulaw_8k
-
-
-def sample_call() -> tuple[bytes, list[str]]:
-    """The shipped sample call (8 kHz mu-law) and the sentences spoken in it."""
-    folder = resources.files("bridge") / "samples"
-    wav = read_wav((folder / "demo_call.wav").read_bytes())
-    text = (folder / "demo_call.txt").read_text()
-    return to_ulaw_8k(wav), [line for line in text.splitlines() if line.strip()]
-
-
-def loopback_socket() -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    return sock
-
-
-@asynccontextmanager
-async def serving(app: web.Application) -> AsyncIterator[str]:
-    """Run ``app`` on a free loopback port; yields its base URL."""
-    runner = web.AppRunner(app, handle_signals=False, access_log=None)
-    await runner.setup()
-    sock = loopback_socket()
-    site = web.SockSite(runner, sock)
-    await site.start()
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        await runner.cleanup()
-
-
-_DIGIT_NAMES = {name: str(i) for i, name in enumerate(
-    ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"])}
-
-
-def normalised_words(text: str) -> list[str]:
-    """Words for scoring: lower case, punctuation dropped, and numbers as single digits on both
-    sides, so "four five six", "4, 5, 6" and "456" all score as ``4 5 6`` (Whisper writes spoken
-    digits either way, and that choice is not a recognition error)."""
-    out: list[str] = []
-    for word in re.sub(r"[^a-z0-9' ]+", " ", text.lower()).split():
-        if word in _DIGIT_NAMES:
-            out.append(_DIGIT_NAMES[word])
-        elif word.isdigit():
-            out.extend(word)
-        else:
-            out.append(word)
-    return out
-
-
-def word_error_rate(reference: list[str], hypothesis: list[str]) -> float:
-    """Levenshtein distance over words / reference length."""
-    prev = list(range(len(hypothesis) + 1))
-    for i, r in enumerate(reference, 1):
-        cur = [i] + [0] * len(hypothesis)
-        for j, h in enumerate(hypothesis, 1):
-            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (r != h))
-        prev = cur
-    return prev[-1] / max(1, len(reference))
+from bridge.tools.player import play_call
+from bridge.tools.speech import normalised_words, sample_call, word_error_rate
 
 
 @dataclass

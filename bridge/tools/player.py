@@ -21,18 +21,18 @@ from typing import TextIO
 
 import websockets
 
-from bridge.adapters.asterisk import AsteriskStreamWriter
-from bridge.adapters.audiofork import AudioForkStreamWriter
-from bridge.adapters.exotel import ExotelStreamWriter
-from bridge.adapters.plivo import PlivoStreamWriter
-from bridge.adapters.signalwire import SignalWireStreamWriter
-from bridge.adapters.telnyx import TelnyxStreamWriter
-from bridge.adapters.twilio import TwilioStreamWriter
-from bridge.adapters.vonage import VonageStreamWriter
+from bridge.adapters import CARRIERS
 from bridge.audio import ULAW_8K, AudioFormat, make_transcoder
+from bridge.tools.writers.asterisk import AsteriskStreamWriter
+from bridge.tools.writers.audiofork import AudioForkStreamWriter
+from bridge.tools.writers.exotel import ExotelStreamWriter
+from bridge.tools.writers.plivo import PlivoStreamWriter
+from bridge.tools.writers.signalwire import SignalWireStreamWriter
+from bridge.tools.writers.telnyx import TelnyxStreamWriter
+from bridge.tools.writers.twilio import TwilioStreamWriter
+from bridge.tools.writers.vonage import VonageStreamWriter
 
 FRAME_BYTES = 160  # 20 ms of 8 kHz mu-law
-CARRIERS = ("twilio", "signalwire", "telnyx", "plivo", "exotel", "vonage", "audiofork", "asterisk")
 
 
 @dataclass
@@ -53,6 +53,90 @@ def native(ulaw: bytes, fmt: AudioFormat) -> bytes:
     return transcoder.feed(ulaw) + transcoder.flush()
 
 
+Build = Callable[[bytes, str, str, dict[str, str], AudioFormat | None], Dialect]
+
+
+def _twilio(ulaw: bytes, call_sid: str, stream_sid: str, parameters: dict[str, str],
+            l16: AudioFormat | None) -> Dialect:
+    w = TwilioStreamWriter(call_sid, stream_sid, parameters=parameters)
+    return Dialect(w.call(ulaw, FRAME_BYTES), ULAW_8K, ulaw, 0.02)
+
+
+def _signalwire(ulaw: bytes, call_sid: str, stream_sid: str, parameters: dict[str, str],
+                l16: AudioFormat | None) -> Dialect:
+    fmt = l16 or ULAW_8K
+    audio = native(ulaw, fmt)
+    sw = SignalWireStreamWriter(call_sid, stream_sid, parameters=parameters,
+                                sample_rate=l16.sample_rate if l16 else None)
+    return Dialect(sw.call(audio, fmt.bytes_for_ms(20)), fmt, audio, 0.02)
+
+
+def _telnyx(ulaw: bytes, call_sid: str, stream_sid: str, parameters: dict[str, str],
+            l16: AudioFormat | None) -> Dialect:
+    fmt = l16 or ULAW_8K
+    audio = native(ulaw, fmt)
+    caller, called = _numbers(parameters)
+    tw = TelnyxStreamWriter(call_sid, stream_sid, caller, called, "L16" if l16 else "PCMU", fmt.sample_rate)
+    return Dialect(tw.call(audio, fmt.bytes_for_ms(20)), fmt, audio, 0.02)
+
+
+def _plivo(ulaw: bytes, call_sid: str, stream_sid: str, parameters: dict[str, str],
+           l16: AudioFormat | None) -> Dialect:
+    fmt = l16 or ULAW_8K
+    audio = native(ulaw, fmt)
+    pw = PlivoStreamWriter(call_sid, stream_sid, parameters=parameters, sample_rate=l16.sample_rate if l16 else None,
+                           send_stop=True)
+    return Dialect(pw.call(audio, fmt.bytes_for_ms(20)), fmt, audio, 0.02)
+
+
+def _exotel(ulaw: bytes, call_sid: str, stream_sid: str, parameters: dict[str, str],
+            l16: AudioFormat | None) -> Dialect:
+    fmt = l16 or AudioFormat("pcm16", 8000)
+    audio = native(ulaw, fmt)
+    caller, called = _numbers(parameters)
+    ew = ExotelStreamWriter(call_sid, stream_sid, caller, called, fmt.sample_rate)
+    return Dialect(ew.call(audio, fmt.bytes_for_ms(100)), fmt, audio, 0.1)
+
+
+def _vonage(ulaw: bytes, call_sid: str, stream_sid: str, parameters: dict[str, str],
+            l16: AudioFormat | None) -> Dialect:
+    fmt = l16 or AudioFormat("pcm16", 16000)
+    audio = native(ulaw, fmt)
+    caller, called = _numbers(parameters)
+    vw = VonageStreamWriter(call_sid, fmt.sample_rate, {"from": caller, "to": called})
+    return Dialect(vw.call(audio, fmt.bytes_for_ms(20)), fmt, audio, 0.02, sends_stop=False)
+
+
+def _audiofork(ulaw: bytes, call_sid: str, stream_sid: str, parameters: dict[str, str],
+               l16: AudioFormat | None) -> Dialect:
+    fmt = l16 or AudioFormat("pcm16", 8000)
+    audio = native(ulaw, fmt)
+    caller, called = _numbers(parameters)
+    aw = AudioForkStreamWriter(call_sid, fmt.sample_rate, caller, called)
+    return Dialect(aw.call(audio, fmt.bytes_for_ms(20)), fmt, audio, 0.02, (aw.subprotocol,), sends_stop=False)
+
+
+def _asterisk(ulaw: bytes, call_sid: str, stream_sid: str, parameters: dict[str, str],
+              l16: AudioFormat | None) -> Dialect:
+    fmt = l16 or ULAW_8K
+    audio = native(ulaw, fmt)
+    caller, called = _numbers(parameters)
+    name = "ulaw" if fmt == ULAW_8K else ("slin" if fmt.sample_rate == 8000 else f"slin{fmt.sample_rate // 1000}")
+    xw = AsteriskStreamWriter(call_sid, name, json_style=True, caller=caller, called=called)
+    return Dialect(xw.call(audio, fmt.bytes_for_ms(20)), fmt, audio, 0.02, sends_stop=False)
+
+
+def _numbers(parameters: dict[str, str]) -> tuple[str, str]:
+    return parameters.get("From", "+15550100"), parameters.get("To", "+15550199")
+
+
+# One entry per carrier in bridge.adapters.CARRIERS (tests/test_call_command.py checks they match).
+DIALECTS: dict[str, Build] = {
+    "twilio": _twilio, "signalwire": _signalwire, "telnyx": _telnyx, "plivo": _plivo, "exotel": _exotel,
+    "vonage": _vonage, "audiofork": _audiofork, "asterisk": _asterisk,
+}
+
+
 def dialect(carrier: str, ulaw: bytes, call_sid: str, stream_sid: str, parameters: dict[str, str],
             sample_rate: int | None = None) -> Dialect:
     """The messages ``carrier`` would send for a call carrying ``ulaw`` (8 kHz mu-law).
@@ -60,48 +144,10 @@ def dialect(carrier: str, ulaw: bytes, call_sid: str, stream_sid: str, parameter
     ``sample_rate`` picks L16 at that rate for carriers that offer it (SignalWire, Telnyx, Plivo,
     Exotel, Vonage, audio forks, Asterisk); by default each uses its usual format.
     """
-    caller, called = parameters.get("From", "+15550100"), parameters.get("To", "+15550199")
-    l16 = AudioFormat("pcm16", sample_rate) if sample_rate else None
-    if carrier == "twilio":
-        w = TwilioStreamWriter(call_sid, stream_sid, parameters=parameters)
-        return Dialect(w.call(ulaw, FRAME_BYTES), ULAW_8K, ulaw, 0.02)
-    if carrier == "signalwire":
-        fmt = l16 or ULAW_8K
-        audio = native(ulaw, fmt)
-        sw = SignalWireStreamWriter(call_sid, stream_sid, parameters=parameters, sample_rate=sample_rate)
-        return Dialect(sw.call(audio, fmt.bytes_for_ms(20)), fmt, audio, 0.02)
-    if carrier == "telnyx":
-        fmt = l16 or ULAW_8K
-        audio = native(ulaw, fmt)
-        tw = TelnyxStreamWriter(call_sid, stream_sid, caller, called, "L16" if l16 else "PCMU", fmt.sample_rate)
-        return Dialect(tw.call(audio, fmt.bytes_for_ms(20)), fmt, audio, 0.02)
-    if carrier == "plivo":
-        fmt = l16 or ULAW_8K
-        audio = native(ulaw, fmt)
-        pw = PlivoStreamWriter(call_sid, stream_sid, parameters=parameters, sample_rate=sample_rate, send_stop=True)
-        return Dialect(pw.call(audio, fmt.bytes_for_ms(20)), fmt, audio, 0.02)
-    if carrier == "exotel":
-        fmt = l16 or AudioFormat("pcm16", 8000)
-        audio = native(ulaw, fmt)
-        ew = ExotelStreamWriter(call_sid, stream_sid, caller, called, fmt.sample_rate)
-        return Dialect(ew.call(audio, fmt.bytes_for_ms(100)), fmt, audio, 0.1)
-    if carrier == "vonage":
-        fmt = l16 or AudioFormat("pcm16", 16000)
-        audio = native(ulaw, fmt)
-        vw = VonageStreamWriter(call_sid, fmt.sample_rate, {"from": caller, "to": called})
-        return Dialect(vw.call(audio, fmt.bytes_for_ms(20)), fmt, audio, 0.02, sends_stop=False)
-    if carrier == "audiofork":
-        fmt = l16 or AudioFormat("pcm16", 8000)
-        audio = native(ulaw, fmt)
-        aw = AudioForkStreamWriter(call_sid, fmt.sample_rate, caller, called)
-        return Dialect(aw.call(audio, fmt.bytes_for_ms(20)), fmt, audio, 0.02, (aw.subprotocol,), sends_stop=False)
-    if carrier == "asterisk":
-        fmt = l16 or ULAW_8K
-        audio = native(ulaw, fmt)
-        name = "ulaw" if fmt == ULAW_8K else ("slin" if fmt.sample_rate == 8000 else f"slin{fmt.sample_rate // 1000}")
-        xw = AsteriskStreamWriter(call_sid, name, json_style=True, caller=caller, called=called)
-        return Dialect(xw.call(audio, fmt.bytes_for_ms(20)), fmt, audio, 0.02, sends_stop=False)
-    raise ValueError(f"unknown carrier {carrier!r}; known: {', '.join(CARRIERS)}")
+    build = DIALECTS.get(carrier)
+    if build is None:
+        raise ValueError(f"unknown carrier {carrier!r}; known: {', '.join(CARRIERS)}")
+    return build(ulaw, call_sid, stream_sid, parameters, AudioFormat("pcm16", sample_rate) if sample_rate else None)
 
 
 @dataclass

@@ -37,7 +37,7 @@ import aiohttp
 import orjson
 from aiohttp import WSMsgType, web
 
-from bridge.cli import run_loop
+from bridge.loop import run_loop
 
 FRAME = 160  # 20 ms of mu-law
 FINAL_EVERY = 16000  # bytes: a final every 2 s of audio

@@ -1,7 +1,9 @@
-"""One call's Gladia live v2 session, kept alive across network drops.
+"""One call's speech-to-text stream: a Gladia live v2 session kept alive across network drops, and
+replaced by a new one (as many as it takes) when Gladia will not resume it.
 
-Drives the pure pieces (:mod:`bridge.stt.protocol`, :mod:`bridge.stt.replay`): HTTP with aiohttp, the
-session WebSocket with :mod:`bridge.stt.connection` (callbacks, no task per frame):
+Drives the pure pieces (:mod:`bridge.stt.protocol`, :mod:`bridge.stt.replay`, :mod:`bridge.stt.finals`):
+the REST side with :mod:`bridge.stt.gladia_api`, the session WebSocket with :mod:`bridge.stt.connection`
+(callbacks, no task per frame):
 
 1. ``POST {api_url}/v2/live`` with the call's ``StreamingRequest`` (retried with backoff on 429,
    5xx and network errors); the answer's ``url`` is the session WebSocket.
@@ -12,10 +14,10 @@ session WebSocket with :mod:`bridge.stt.connection` (callbacks, no task per fram
 4. The session is lost (handshake 401/403/404, close 4400-4499, or a server close 1000 before we
    asked to stop): a new session is opened for the rest of the call, starting with the audio the
    lost one had not acknowledged, and the call is told (``SessionReplaced``).
-5. At hang-up (:meth:`SttSession.finish`): flush, ``stop_recording`` (sent again after any
+5. At hang-up (:meth:`SttStream.finish`): flush, ``stop_recording`` (sent again after any
    reconnect), wait for the last finals and ``end_session`` / close 1000, bounded in time.
 6. A session that did not end normally is read back with ``GET /v2/live/{id}`` after the call
-   (:meth:`SttSession.recover_missed_finals`) and finals never received are delivered.
+   (:meth:`SttStream.recover_missed_finals`) and finals never received are delivered.
 
 Admission: Gladia limits concurrent live sessions (30 on paid plans). With ``gladia.max_sessions``
 set, a call waits for a free slot (its audio buffered, bounded) instead of failing; ``POST /v2/live``
@@ -23,14 +25,13 @@ answered 429 or 5xx is retried with backoff for up to ``gladia.init_retry_second
 stretches without phone audio, silence is sent every ``gladia.keepalive_seconds`` so Gladia's
 inactivity timeout (about 30 s) never closes the session.
 
-:meth:`SttSession.send_audio` never awaits: the phone socket is never slowed by Gladia.
+:meth:`SttStream.send_audio` never awaits: the phone socket is never slowed by Gladia.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -39,14 +40,13 @@ import aiohttp
 import structlog
 
 from bridge.audio import AudioFormat, silence
-from bridge.errors import (
-    SttError,
-    close_code_loses_session,
-    handshake_status_loses_session,
-    http_status_retryable,
-)
+from bridge.backoff import Backoff
+from bridge.errors import SttError, close_code_loses_session, handshake_status_loses_session
 from bridge.settings import GladiaSettings
+from bridge.stt.admission import Admission
 from bridge.stt.connection import ConnectFailed, HandshakeRefused, SessionConnection, connect
+from bridge.stt.finals import FinalsTracker
+from bridge.stt.gladia_api import GladiaApi
 from bridge.stt.protocol import (
     STOP_RECORDING,
     Ack,
@@ -89,30 +89,6 @@ class SttGaveUp:
 SttNotice = FinalUtterance | SessionReplaced | SttGaveUp
 
 
-class Admission:
-    """At most ``limit`` Gladia sessions at once for this bridge (0: no limit); the rest wait in order."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.active = 0
-        self.waiting = 0
-        self._sem = asyncio.Semaphore(limit) if limit > 0 else None
-
-    async def acquire(self) -> None:
-        if self._sem is not None:
-            self.waiting += 1
-            try:
-                await self._sem.acquire()
-            finally:
-                self.waiting -= 1
-        self.active += 1
-
-    def release(self) -> None:
-        self.active -= 1
-        if self._sem is not None:
-            self._sem.release()
-
-
 @dataclass(frozen=True, slots=True)
 class _Session:
     id: str
@@ -126,7 +102,7 @@ class _Outcome:
     LOST = "lost"  # the session cannot continue; open a new one
 
 
-class SttSession:
+class SttStream:
     """See the module docstring. Create it, start :meth:`run` as a task, feed audio, :meth:`finish`."""
 
     def __init__(
@@ -141,8 +117,9 @@ class SttSession:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self._admission = admission or Admission(0)
-        self._http = http
+        self._api = GladiaApi(http, settings)
         self._settings = settings
+        self._backoff_policy = Backoff(settings.reconnect_initial_delay, settings.reconnect_max_delay)
         self._body = request_body
         self._format = audio_format
         self.on_notice = on_notice
@@ -158,17 +135,14 @@ class SttSession:
         self._stop_sent = False  # on the current connection
         self._ended = False  # end_session received on the current connection
         self._session: _Session | None = None
-        self._seen_finals: set[str] = set()
-        self._last_final_end = -1.0
+        self._finals = FinalsTracker()
         self._sessions: list[tuple[_Session, bool]] = []  # (session, ended normally) for recovery
-        self._last_end_by_session: dict[str, float] = {}
         # counters for the call summary
         self.session_ids: list[str] = []
         self.connections = 0
         self.reconnects = 0
         self.init_failures = 0
         self.finals = 0
-        self.duplicate_finals = 0
         self.server_errors = 0
         self.gave_up: str | None = None
         self.ended_normally = False
@@ -184,6 +158,10 @@ class SttSession:
     @property
     def audio_format(self) -> AudioFormat:
         return self._format
+
+    @property
+    def duplicate_finals(self) -> int:
+        return self._finals.duplicates
 
     @property
     def session_id(self) -> str | None:
@@ -315,26 +293,8 @@ class SttSession:
             await self._backoff(failures)
 
     async def _open_session(self) -> _Session:
-        url = f"{self._settings.api_url}/v2/live"
-        params = {"region": self._settings.region} if self._settings.region else None
-        headers = {"x-gladia-version": "telephony-gladia-bridge"}
-        if self._settings.api_key is not None:
-            headers["x-gladia-key"] = self._settings.api_key.get_secret_value()
-        try:
-            async with self._http.post(
-                url, json=self._body, params=params, headers=headers, allow_redirects=False,
-                timeout=aiohttp.ClientTimeout(total=self._settings.http_timeout),
-            ) as resp:
-                if resp.status not in (200, 201):
-                    detail = (await resp.text())[:300]
-                    raise SttError(f"POST /v2/live answered {resp.status}: {detail}",
-                                   retryable=http_status_retryable(resp.status), status=resp.status)
-                data = await resp.json(content_type=None)
-        except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
-            raise SttError(f"POST /v2/live failed: {type(exc).__name__}", retryable=True) from exc
-        if not isinstance(data, dict) or not isinstance(data.get("id"), str) or not isinstance(data.get("url"), str):
-            raise SttError("POST /v2/live answer has no id/url", retryable=True)
-        session = _Session(data["id"], data["url"], self.replay.call_position_of_base())
+        live = await self._api.create(self._body)
+        session = _Session(live.id, live.url, self.replay.call_position_of_base())
         old = self.session_ids[-1] if self.session_ids else None
         self.session_ids.append(session.id)
         log.info("stt.session_created", session_id=session.id, replaces=old)
@@ -357,8 +317,7 @@ class SttSession:
         self._session = None
         self._pending_replacement = (old, reason)
         self.replay.restart_session()
-        self._seen_finals.clear()
-        self._last_final_end = -1.0
+        self._finals.new_session()
 
     def _give_up(self, reason: str) -> None:
         self.gave_up = reason
@@ -366,9 +325,7 @@ class SttSession:
         self.on_notice(SttGaveUp(reason))
 
     async def _backoff(self, attempt: int) -> None:
-        base = self._settings.reconnect_initial_delay * 2 ** max(0, attempt - 1)
-        delay = min(base, self._settings.reconnect_max_delay) * random.uniform(0.8, 1.2)
-        await self._sleep(delay)
+        await self._sleep(self._backoff_policy.delay(attempt))
 
     async def _connection(self, conn: SessionConnection) -> str:
         """Run one connection until it closes. Audio goes out from :meth:`_pump` (called by
@@ -450,13 +407,8 @@ class SttSession:
     def _final(self, event: Transcript) -> None:
         assert self._session is not None
         utt = event.utterance
-        key = event.id or f"{utt.start:.3f}-{utt.end:.3f}"
-        if key in self._seen_finals or utt.end <= self._last_final_end:
-            self.duplicate_finals += 1
+        if not self._finals.accept(self._session.id, event.id, utt):
             return
-        self._seen_finals.add(key)
-        self._last_final_end = utt.end
-        self._last_end_by_session[self._session.id] = utt.end
         self.finals += 1
         origin = self._session.origin_bytes / self._format.bytes_per_second
         self.on_notice(FinalUtterance(event.id, utt, self._session.id, origin + utt.start, origin + utt.end))
@@ -476,13 +428,8 @@ class SttSession:
             except SttError as exc:
                 log.warning("stt.recovery_failed", session_id=session.id, error=str(exc))
                 continue
-            last_end = self._last_end_by_session.get(session.id, -1.0)
             origin = session.origin_bytes / self._format.bytes_per_second
-            for i, data in enumerate(utterances):
-                utt = parse_utterance(data)
-                if utt.end <= last_end + 1e-6 or not utt.text.strip():
-                    continue
-                last_end = utt.end
+            for i, utt in self._finals.missed(session.id, [parse_utterance(u) for u in utterances]):
                 recovered += 1
                 self.on_notice(FinalUtterance(f"recovered_{i:08d}", utt, session.id,
                                               origin + utt.start, origin + utt.end))
@@ -492,24 +439,9 @@ class SttSession:
         return recovered
 
     async def _fetch_utterances(self, session_id: str) -> list[dict[str, Any]]:
-        headers = {}
-        if self._settings.api_key is not None:
-            headers["x-gladia-key"] = self._settings.api_key.get_secret_value()
-        url = f"{self._settings.api_url}/v2/live/{session_id}"
         for attempt in range(3):
-            try:
-                async with self._http.get(url, headers=headers, allow_redirects=False,
-                                          timeout=aiohttp.ClientTimeout(total=self._settings.http_timeout)) as resp:
-                    if resp.status != 200:
-                        raise SttError(f"GET /v2/live/{{id}} answered {resp.status}",
-                                       retryable=http_status_retryable(resp.status), status=resp.status)
-                    data = await resp.json(content_type=None)
-            except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
-                raise SttError(f"GET /v2/live/{{id}} failed: {type(exc).__name__}", retryable=True) from exc
-            result = data.get("result") if isinstance(data, dict) else None
-            if isinstance(result, dict):
-                transcription = result.get("transcription") or {}
-                utterances = transcription.get("utterances") if isinstance(transcription, dict) else None
-                return [u for u in utterances or [] if isinstance(u, dict)]
+            utterances = await self._api.utterances(session_id)
+            if utterances is not None:
+                return utterances
             await self._sleep(0.5 * (attempt + 1))  # post-processing not done yet
         return []

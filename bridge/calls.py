@@ -1,0 +1,104 @@
+"""The calls a bridge holds between streams: those whose stream dropped without ``stop`` wait here
+(bounded in number and in time) for a new stream that proves it belongs to them."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+import structlog
+
+from bridge.adapters.base import CallStarted
+from bridge.call import Call
+
+log = structlog.get_logger("bridge.call")
+
+
+@dataclass(eq=False, slots=True)
+class _Suspended:
+    call: Call
+    key: tuple[str, str]
+    since: float
+    timer: asyncio.TimerHandle | None = None
+
+
+class SuspendedCalls:
+    """Calls whose stream dropped without ``stop``, each waiting (bounded) for a new stream.
+
+    Several calls may wait under one carrier call id (Twilio allows several ``<Stream>``s on a call,
+    and each can drop). Every entry leaves exactly one way: taken by a new stream that proves it is
+    the same call, or ended (its grace ran out, it was shed to make room, or the bridge stopped).
+    """
+
+    def __init__(self, limit: int = 100) -> None:
+        self.limit = limit
+        self._by_key: dict[tuple[str, str], list[_Suspended]] = {}
+        self._entries: dict[_Suspended, None] = {}  # oldest first
+        self._ending: set[asyncio.Task[None]] = set()
+        self.closed = False  # set when the bridge stops: calls then end instead of waiting
+        self.shed = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def suspend(self, call: Call, key: tuple[str, str], grace: float) -> None:
+        loop = asyncio.get_running_loop()
+        entry = _Suspended(call, key, loop.time())
+        entry.timer = loop.call_later(grace, self._end, entry, "stream_lost")
+        self._by_key.setdefault(key, []).append(entry)
+        self._entries[entry] = None
+        while len(self._entries) > self.limit:
+            self.shed_oldest("too many suspended calls")
+
+    def track(self, task: asyncio.Task[None]) -> None:
+        """A call's end-of-call work, which shutdown must wait for."""
+        self._ending.add(task)
+        task.add_done_callback(self._ending.discard)
+
+    def waiting(self, key: tuple[str, str]) -> int:
+        return len(self._by_key.get(key, ()))
+
+    def take(self, key: tuple[str, str], started: CallStarted) -> Call | None:
+        """The oldest call suspended under ``key`` that ``started`` proves to be, taken off the list."""
+        for entry in self._by_key.get(key, ()):
+            if entry.call.accepts_restart(started):
+                self._remove(entry)
+                if entry.timer is not None:
+                    entry.timer.cancel()
+                return entry.call
+        return None
+
+    def shed_oldest(self, why: str) -> bool:
+        """End the longest-waiting suspended call to make room; False when there is none."""
+        entry = next(iter(self._entries), None)
+        if entry is None:
+            return False
+        self.shed += 1
+        log.warning("call.shed", call_id=entry.call.id, reason=why, suspended=len(self._entries))
+        self._end(entry, "shed")
+        return True
+
+    def _remove(self, entry: _Suspended) -> None:
+        self._entries.pop(entry, None)
+        siblings = self._by_key.get(entry.key, [])
+        if entry in siblings:
+            siblings.remove(entry)
+        if not siblings:
+            self._by_key.pop(entry.key, None)
+
+    def _end(self, entry: _Suspended, reason: str) -> None:
+        if entry not in self._entries:
+            return
+        self._remove(entry)
+        if entry.timer is not None:
+            entry.timer.cancel()
+        self.track(asyncio.create_task(entry.call.end_suspended(reason), name=f"call-end-{entry.call.id}"))
+
+    async def end_all(self) -> None:
+        """Shutdown: end every suspended call now, and wait for calls already ending."""
+        self.closed = True
+        for entry in list(self._entries):
+            self._end(entry, "stream_lost")
+        await asyncio.gather(*self._ending, return_exceptions=True)
+
+

@@ -1,0 +1,66 @@
+"""What Twilio sends on a stream, built from its documents (for ``bridge call`` and the tests)."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterator, Mapping
+from typing import Any, ClassVar
+
+
+class TwilioStreamWriter:
+    """Builds the messages Twilio sends for one stream: ``connected``, ``start``, ``media``..., ``stop``."""
+
+    media_format: ClassVar[dict[str, Any]] = {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}
+
+    def __init__(self, call_sid: str, stream_sid: str, account_sid: str = "AC" + "0" * 32,
+                 parameters: Mapping[str, str] | None = None) -> None:
+        self.call_sid, self.stream_sid, self.account_sid = call_sid, stream_sid, account_sid
+        self.parameters = dict(parameters or {})
+        self.bytes_per_ms = 8
+        self._seq = 0
+        self._chunk = 0
+        self._timestamp_ms = 0
+
+    def _next(self) -> str:
+        self._seq += 1
+        return str(self._seq)
+
+    def connected(self) -> str:
+        return json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"})
+
+    def start(self) -> str:
+        return json.dumps({
+            "event": "start", "sequenceNumber": self._next(), "streamSid": self.stream_sid,
+            "start": {
+                "streamSid": self.stream_sid, "accountSid": self.account_sid, "callSid": self.call_sid,
+                "tracks": ["inbound"], "customParameters": self.parameters,
+                "mediaFormat": self.media_format,
+            },
+        })
+
+    def media(self, ulaw: bytes) -> str:
+        self._chunk += 1
+        msg = json.dumps({
+            "event": "media", "sequenceNumber": self._next(), "streamSid": self.stream_sid,
+            "media": {"track": "inbound", "chunk": str(self._chunk), "timestamp": str(self._timestamp_ms),
+                      "payload": base64.b64encode(ulaw).decode()},
+        })
+        self._timestamp_ms += len(ulaw) // self.bytes_per_ms
+        return msg
+
+    def dtmf(self, digit: str) -> str:
+        return json.dumps({"event": "dtmf", "sequenceNumber": self._next(), "streamSid": self.stream_sid,
+                           "dtmf": {"track": "inbound_track", "digit": digit}})
+
+    def stop(self) -> str:
+        return json.dumps({"event": "stop", "sequenceNumber": self._next(), "streamSid": self.stream_sid,
+                           "stop": {"accountSid": self.account_sid, "callSid": self.call_sid}})
+
+    def call(self, ulaw: bytes, frame_bytes: int = 160) -> Iterator[str]:
+        """Every message of a whole call playing ``ulaw``, in 20 ms frames by default."""
+        yield self.connected()
+        yield self.start()
+        for i in range(0, len(ulaw), frame_bytes):
+            yield self.media(ulaw[i:i + frame_bytes])
+        yield self.stop()
