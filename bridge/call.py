@@ -54,11 +54,12 @@ from bridge.delivery import CallDelivery, Delivery
 from bridge.errors import PhoneProtocolError
 from bridge.phone_stream import CallResult, PhoneStream
 from bridge.settings import Settings
-from bridge.stats import CallStats
+from bridge.stats import CallStats, EndReason
 from bridge.stt.admission import Admission
+from bridge.stt.notices import FinalUtterance, SessionReplaced, SttGaveUp, SttNotice
 from bridge.stt.profile import PARAM_PREFIX, SttProfile, stt_overrides
 from bridge.stt.protocol import init_request
-from bridge.stt.stream import FinalUtterance, SessionReplaced, SttGaveUp, SttNotice, SttStream
+from bridge.stt.stream import SttStream
 
 log = structlog.get_logger("bridge.call")
 
@@ -207,7 +208,7 @@ class Call:
         if self.on_ended is not None:
             self.on_ended(self.id, stats)
 
-    async def end_suspended(self, reason: str) -> None:
+    async def end_suspended(self, reason: EndReason) -> None:
         """End a suspended call (no new stream came in time, it was shed, or the bridge is stopping)."""
         structlog.contextvars.bind_contextvars(call_id=self.id, provider=self.started.provider,
                                                call_sid=self.started.call_sid, stream_sid=self.started.stream_sid)
@@ -271,7 +272,7 @@ class Call:
             "parameters": {k: v for k, v in self.started.parameters.items() if k != RESUME_PARAMETER},
         }
 
-    def stats(self, end_reason: str | None = None) -> CallStats:
+    def stats(self, end_reason: EndReason | None = None) -> CallStats:
         """Every figure of the call now, as one frozen snapshot (``call.ended``'s summary is one)."""
         stt, replay, counters = self.stt, self.stt.replay, self._counters
         frames, nbytes, gaps = self._earlier

@@ -10,6 +10,7 @@ import structlog
 
 from bridge.adapters.base import CallStarted
 from bridge.call import Call
+from bridge.stats import EndReason
 
 log = structlog.get_logger("bridge.call")
 
@@ -86,7 +87,7 @@ class SuspendedCalls:
         if not siblings:
             self._by_key.pop(entry.key, None)
 
-    def _end(self, entry: _Suspended, reason: str) -> None:
+    def _end(self, entry: _Suspended, reason: EndReason) -> None:
         if entry not in self._entries:
             return
         self._remove(entry)

@@ -270,8 +270,9 @@ async def _replay_with(settings: Settings, writer: Any, events: list[Any], timeo
 
 
 def _call(args: argparse.Namespace) -> int:
+    from bridge.errors import WavError
     from bridge.tools.player import play_call, print_report
-    from bridge.wav import WavError, read_wav, to_ulaw_8k
+    from bridge.wav import read_wav, to_ulaw_8k
 
     try:
         ulaw = to_ulaw_8k(read_wav(args.audio.read_bytes()))

@@ -3,7 +3,15 @@
     BridgeError
      +-- ConfigError            bad settings; raised at start-up only
      +-- PhoneProtocolError     the carrier broke its media-stream protocol (carries a close code)
+     +-- UnsupportedOperation   the carrier's dialect has no such outbound message (e.g. marks on jambonz)
      +-- SttError               Gladia init/handshake failed (``retryable``, ``session_lost``)
+     +-- SttProtocolError       a Gladia message the bridge cannot read (also a ValueError)
+     +-- HandshakeRefused       the Gladia WebSocket upgrade got an HTTP status other than 101 (``status``)
+     +-- ConnectFailed          no Gladia WebSocket connection (TCP/TLS failed, or the answer was not HTTP)
+     +-- WavError               not a WAV file the tools can read (also a ValueError)
+     +-- ModelError             the local engine's model files are missing or not the pinned ones
+
+A failed webhook POST is not an exception: :mod:`bridge.webhook` returns it as an outcome.
 
 Pure modules raise these; the I/O shell logs them and turns them into close codes and end reasons.
 """
@@ -31,6 +39,10 @@ class PhoneProtocolError(BridgeError):
         super().__init__(reason)
         self.reason = reason
         self.close_code = close_code
+
+
+class UnsupportedOperation(BridgeError):
+    """The dialect has no such outbound message (e.g. marks on jambonz)."""
 
 
 class SttError(BridgeError):
@@ -65,3 +77,27 @@ def handshake_status_loses_session(status: int) -> bool:
 def close_code_loses_session(code: int) -> bool:
     """Gladia close codes 4400-4499 end the session for good (as the official SDKs treat them)."""
     return 4400 <= code <= 4499
+
+
+class SttProtocolError(BridgeError, ValueError):
+    """A Gladia server message that is not JSON, not an object, or has no ``type``."""
+
+
+class HandshakeRefused(BridgeError):
+    """The server answered the WebSocket upgrade with an HTTP status other than 101."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(f"WebSocket handshake refused with HTTP {status}")
+        self.status = status
+
+
+class ConnectFailed(BridgeError):
+    """No WebSocket connection: the TCP/TLS connection failed, or the handshake was not HTTP."""
+
+
+class WavError(BridgeError, ValueError):
+    """Not a WAV file this reader understands; the message says why."""
+
+
+class ModelError(BridgeError):
+    """The model files are missing or not the ones this release was tested with."""

@@ -32,7 +32,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -61,6 +61,9 @@ END;
 """
 
 
+EventState = Literal["pending", "dead"]  # delivered events are deleted
+
+
 @dataclass(frozen=True, slots=True)
 class StoredEvent:
     webhook_id: str
@@ -70,7 +73,7 @@ class StoredEvent:
     body: str
     created: float
     attempts: int
-    state: str
+    state: EventState
     last_error: str | None
 
 
@@ -160,10 +163,11 @@ class Outbox:
                                    "WHERE state = 'dead' AND webhook_id = ?", (now, webhook_id))
         return cur.rowcount
 
-    def events(self, state: str | None = None, call_id: str | None = None) -> Iterator[StoredEvent]:
+    def events(self, state: EventState | None = None, call_id: str | None = None) -> Iterator[StoredEvent]:
         """Stored events, oldest call first, in sequence order within a call."""
         sql = "SELECT webhook_id, call_id, sequence, type, body, created, attempts, state, last_error FROM events"
-        where, args = [], []
+        where: list[str] = []
+        args: list[str] = []
         if state is not None:
             where.append("state = ?")
             args.append(state)
@@ -172,7 +176,7 @@ class Outbox:
             args.append(call_id)
         if where:
             sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY call_id, sequence"
+        sql += " ORDER BY MIN(created) OVER (PARTITION BY call_id), call_id, sequence"
         for row in self._db.execute(sql, args).fetchall():
             yield StoredEvent(*row)
 
@@ -184,7 +188,8 @@ class Outbox:
 
 
 # One queued write: the Outbox method's name and its arguments.
-_Op = tuple[str, tuple[Any, ...]]
+OutboxOp = Literal["call_started", "call_ended", "add", "delivered", "attempted", "dead"]
+_Op = tuple[OutboxOp, tuple[Any, ...]]
 
 
 class OutboxWriter:
@@ -240,7 +245,7 @@ class OutboxWriter:
     def dead(self, webhook_id: str, error: str) -> None:
         self._queue("dead", webhook_id, error)
 
-    def _queue(self, name: str, *args: Any) -> None:
+    def _queue(self, name: OutboxOp, *args: Any) -> None:
         with self._cond:
             if len(self._ops) >= self.max_queued:
                 self.dropped_ops += 1

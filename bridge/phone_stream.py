@@ -24,6 +24,7 @@ from bridge.adapters.base import CallStarted, CallStopped, CarrierError, Gap, Ig
 from bridge.audio import AudioFormat, Transcoder, make_transcoder
 from bridge.errors import PhoneProtocolError
 from bridge.settings import ServerSettings
+from bridge.stats import EndReason
 
 log = structlog.get_logger("bridge.call")
 
@@ -32,7 +33,7 @@ log = structlog.get_logger("bridge.call")
 class CallResult:
     """How the phone side ended; the shell closes the socket with ``close_code`` if still open."""
 
-    reason: str
+    reason: EndReason
     close_code: int = 1000
     message: str = ""
 

@@ -4,7 +4,22 @@ snapshot, and the Prometheus metrics read the same snapshot (nothing else reache
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Literal
+
+EndReason = Literal[
+    "stop",                   # the carrier's stop message (or its documented equivalent)
+    "hangup",                 # the socket closed on a dialect where that is the hang-up
+    "socket_closed",          # the socket closed without a stop
+    "stream_lost",            # the socket dropped and no restart came in time (or the bridge shut down)
+    "shed",                   # a suspended call ended early to make room for another
+    "protocol_error",         # the carrier broke its protocol (close 1003/1007/1008/1009)
+    "media_timeout",          # no media for server.media_timeout seconds
+    "internal_error",         # a bug in the bridge (close 1011)
+    "closed_before_start",    # the socket closed before the call's start
+    "stopped_before_start",   # a stop before the start
+    "start_timeout",          # no start in time
+    "bridge_restarted",       # the process died mid-call; sent after the restart
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -12,7 +27,7 @@ class CallStats:
     """Every counter of a call: its phone streams, its Gladia sessions and its bot events. The field
     names are the keys of ``call.ended``'s ``summary`` (public interface)."""
 
-    end_reason: str | None
+    end_reason: EndReason | None
     duration_s: float
     phone_streams: int
     phone_frames: int

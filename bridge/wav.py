@@ -12,12 +12,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from bridge.audio import encode_from_pcm16, resample, samples_to_float
+from bridge.errors import WavError
 
 _PCM, _FLOAT, _ALAW, _ULAW, _EXTENSIBLE = 1, 3, 6, 7, 0xFFFE
-
-
-class WavError(ValueError):
-    """Not a WAV file this reader understands; the message says why."""
 
 
 @dataclass(frozen=True, slots=True)

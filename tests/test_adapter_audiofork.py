@@ -15,8 +15,8 @@ from bridge.adapters.audiofork import AudioForkAdapter
 from bridge.adapters.base import Audio, CallStarted
 from bridge.audio import AudioFormat
 from bridge.tools.writers.audiofork import AudioForkStreamWriter
-from tests.conftest import BridgeFactory, caller_audio, wait_for
-from tests.fakes import FakeGladia, FakeWebhook
+from tests.support.calls import BridgeFactory, caller_audio, wait_for
+from tests.support.fakes import FakeGladia, FakeWebhook
 
 # mod_audio_fork README: callerData = {to: '6173333456', from: '2061236666', callid: req.get('Call-Id')},
 # sent as JSON.stringify(callerData).

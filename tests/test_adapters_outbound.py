@@ -10,7 +10,7 @@ import pytest
 
 from bridge.adapters.asterisk import AsteriskAdapter
 from bridge.adapters.audiofork import AudioForkAdapter
-from bridge.adapters.base import AudioOut, OutboundFraming, UnsupportedOperation
+from bridge.adapters.base import AudioOut, OutboundFraming
 from bridge.adapters.exotel import ExotelAdapter
 from bridge.adapters.plivo import PlivoAdapter
 from bridge.adapters.signalwire import SignalWireAdapter
@@ -18,6 +18,7 @@ from bridge.adapters.telnyx import TelnyxAdapter
 from bridge.adapters.twilio import TwilioAdapter
 from bridge.adapters.vonage import VonageAdapter
 from bridge.audio import ULAW_8K, AudioFormat
+from bridge.errors import UnsupportedOperation
 from bridge.tools.writers.twilio import TwilioStreamWriter
 
 
@@ -113,7 +114,7 @@ def test_vonage_sends_exactly_one_20_ms_frame_per_message(rate: int) -> None:
     messages = a.audio_messages(b"\x02\x00" * (frame * 3 // 2 + 10))
     assert [len(m) for m in messages] == [frame] * 3 and all(isinstance(m, bytes) for m in messages)
     (tail,) = a.flush_audio()
-    assert len(tail) == frame and tail.endswith(b"\x00\x00")
+    assert isinstance(tail, bytes) and len(tail) == frame and tail.endswith(b"\x00\x00")
     assert json.loads(a.mark_message("m1")) == {"action": "notify", "payload": {"name": "m1"}}
     assert json.loads(a.clear_message()) == {"action": "clear"}
 

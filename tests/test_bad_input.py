@@ -12,8 +12,8 @@ import aiohttp
 import pytest
 
 from bridge.tools.writers.twilio import TwilioStreamWriter
-from tests.conftest import BridgeFactory, caller_audio, play_call, wait_for
-from tests.fakes import FakeGladia, FakeWebhook, expected_texts
+from tests.support.calls import BridgeFactory, caller_audio, play_call, wait_for
+from tests.support.fakes import FakeGladia, FakeWebhook, expected_texts
 
 CLEAR_CODES = {1000, 1003, 1007, 1008, 1009}
 

@@ -11,10 +11,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-from bridge.wav import WavError, read_wav, to_ulaw_8k
-from tests.conftest import BridgeFactory, wait_for
-from tests.fakes import FakeGladia, FakeWebhook
-from tests.test_serve import ROOT, minimal_env
+from bridge.errors import WavError
+from bridge.wav import read_wav, to_ulaw_8k
+from tests.support.calls import BridgeFactory, wait_for
+from tests.support.fakes import FakeGladia, FakeWebhook
+from tests.support.process import ROOT, minimal_env
 
 
 def wav_bytes(samples: np.ndarray, rate: int, channels: int = 1, fmt: str = "pcm16") -> bytes:
@@ -24,7 +25,7 @@ def wav_bytes(samples: np.ndarray, rate: int, channels: int = 1, fmt: str = "pcm
         tag, bits, data = 3, 32, samples.astype("<f4").tobytes()
     block = channels * bits // 8
     header = struct.pack("<HHIIHH", tag, channels, rate, rate * block, block, bits)
-    return (b"RIFF" + struct.pack("<I", 36 + len(data)) + b"WAVE" + b"fmt " + struct.pack("<I", 16) + header
+    return bytes(b"RIFF" + struct.pack("<I", 36 + len(data)) + b"WAVE" + b"fmt " + struct.pack("<I", 16) + header
             + b"data" + struct.pack("<I", len(data)) + data)
 
 

@@ -11,8 +11,8 @@ import pytest
 from standardwebhooks.webhooks import Webhook
 
 from bridge.tools.writers.twilio import TwilioStreamWriter
-from tests.conftest import WEBHOOK_SECRET, BridgeFactory, caller_audio, play_call, wait_for
-from tests.fakes import FakeGladia, FakeWebhook, expected_texts
+from tests.support.calls import WEBHOOK_SECRET, BridgeFactory, caller_audio, play_call, wait_for
+from tests.support.fakes import FakeGladia, FakeWebhook, expected_texts
 
 
 def stream_url(server: Any) -> str:

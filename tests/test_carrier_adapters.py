@@ -20,7 +20,6 @@ from bridge.adapters.base import (
     Ignored,
     MarkReached,
     StreamState,
-    UnsupportedOperation,
 )
 from bridge.adapters.exotel import ExotelAdapter
 from bridge.adapters.plivo import PlivoAdapter
@@ -28,7 +27,7 @@ from bridge.adapters.signalwire import SignalWireAdapter
 from bridge.adapters.telnyx import ChunkReorderer, TelnyxAdapter
 from bridge.adapters.vonage import VonageAdapter
 from bridge.audio import ALAW_8K, ULAW_8K, AudioFormat
-from bridge.errors import PhoneProtocolError
+from bridge.errors import PhoneProtocolError, UnsupportedOperation
 
 B64 = base64.b64encode(b"\x01\x02\x03\x04").decode()
 SW_SID = "4b2ca3ed-0c28-4c1e-a0d2-5b4d0f1f2a11"

@@ -13,8 +13,8 @@ import jwt  # PyJWT, here as an independent signer of Vonage-style HS256 tokens
 import pytest
 
 from bridge.phone_socket import stream_token_valid, vonage_jwt_valid
-from tests.conftest import BridgeFactory, wait_for
-from tests.fakes import FakeGladia, FakeWebhook
+from tests.support.calls import BridgeFactory, wait_for
+from tests.support.fakes import FakeGladia, FakeWebhook
 
 SECRET = "vonage-signature-secret-0123456789"
 
@@ -43,7 +43,7 @@ def test_vonage_signed_jwt_is_verified_with_the_signature_secret() -> None:
     assert vonage_jwt_valid(SECRET, f"Bearer {good}", now)
     assert not vonage_jwt_valid("another-secret", f"Bearer {good}", now)
     assert not vonage_jwt_valid(SECRET, f"Bearer {good}", now + 301)
-    none_alg = jwt.encode({"exp": int(now) + 300}, None, algorithm="none")
+    none_alg = jwt.encode({"exp": int(now) + 300}, "", algorithm="none")
     assert not vonage_jwt_valid(SECRET, f"Bearer {none_alg}", now)
     head, _, sig = good.split(".")
     forged_body = jwt.encode({"exp": int(now) + 9999}, "x" * 32, algorithm="HS256").split(".")[1]

@@ -12,8 +12,8 @@ import aiohttp
 from bridge.tools.writers.exotel import ExotelStreamWriter
 from bridge.tools.writers.plivo import PlivoStreamWriter
 from bridge.tools.writers.signalwire import SignalWireStreamWriter
-from tests.conftest import BridgeFactory, caller_audio, wait_for
-from tests.fakes import FakeGladia, FakeWebhook, expected_texts
+from tests.support.calls import BridgeFactory, caller_audio, wait_for
+from tests.support.fakes import FakeGladia, FakeWebhook, expected_texts
 
 CUSTOM = {"FirstName": "Jane", "stt.language": "fr"}
 

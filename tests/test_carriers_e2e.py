@@ -11,8 +11,8 @@ import pytest
 
 from bridge.audio import ULAW_8K, AudioFormat, make_transcoder, native_gladia_format
 from bridge.tools.player import dialect, play_call
-from tests.conftest import BridgeFactory, caller_audio, wait_for
-from tests.fakes import FakeGladia, FakeWebhook, expected_texts
+from tests.support.calls import BridgeFactory, caller_audio, wait_for
+from tests.support.fakes import FakeGladia, FakeWebhook, expected_texts
 
 CASES = [
     ("twilio", None), ("signalwire", None), ("signalwire", 16000), ("signalwire", 24000), ("telnyx", None),

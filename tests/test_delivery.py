@@ -8,8 +8,8 @@ import pytest
 import structlog
 from aiohttp.test_utils import TestServer
 
-from tests.conftest import BridgeFactory, caller_audio, play_call, wait_for
-from tests.fakes import FakeGladia, FakeWebhook
+from tests.support.calls import BridgeFactory, caller_audio, play_call, wait_for
+from tests.support.fakes import FakeGladia, FakeWebhook
 
 
 @pytest.mark.parametrize("status", [301, 302, 303, 307, 308])

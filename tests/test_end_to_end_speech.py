@@ -11,10 +11,10 @@ import aiohttp
 import pytest
 
 from bridge.tools.player import play_call
-from tests.conftest import wait_for
-from tests.fakes import FakeWebhook
-from tests.speech import SENTENCES, SPANS, ULAW, wer, words
-from tests.test_serve import ROOT, free_port, minimal_env
+from tests.support.calls import wait_for
+from tests.support.fakes import FakeWebhook
+from tests.support.process import ROOT, free_port, minimal_env
+from tests.support.speech import SENTENCES, SPANS, ULAW, wer, words
 
 pytestmark = pytest.mark.recognition
 

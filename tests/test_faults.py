@@ -18,9 +18,9 @@ import aiohttp
 import pytest
 
 from bridge.clock import Clock
-from tests.conftest import BridgeFactory, caller_audio, play_call, wait_for
-from tests.fakes import FakeGladia, FakeWebhook, VirtualClock, expected_texts
-from tests.test_serve import ROOT, free_port, minimal_env
+from tests.support.calls import BridgeFactory, caller_audio, play_call, wait_for
+from tests.support.fakes import FakeGladia, FakeWebhook, VirtualClock, expected_texts
+from tests.support.process import ROOT, free_port, minimal_env
 
 
 def url(server: Any) -> str:

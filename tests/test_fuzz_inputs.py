@@ -12,10 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bridge.adapters import CARRIERS, make_adapter
-from bridge.adapters.base import UnsupportedOperation
 from bridge.adapters.twilio import TwilioAdapter
-from bridge.errors import PhoneProtocolError
-from bridge.stt.protocol import SttProtocolError, parse_server_message
+from bridge.errors import PhoneProtocolError, SttProtocolError, UnsupportedOperation
+from bridge.stt.protocol import parse_server_message
 from bridge.tools.writers.twilio import TwilioStreamWriter
 
 json_values = st.recursive(

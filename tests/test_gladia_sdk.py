@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from gladiaio_sdk import GladiaClient
 
-from tests.proxy import TcpProxy
-from tests.speech import SPANS, ULAW, words
+from tests.support.proxy import TcpProxy
+from tests.support.speech import SPANS, ULAW, words
 
 pytestmark = pytest.mark.recognition
 
@@ -28,7 +28,12 @@ async def run_sdk_session(api_url: str, proxy: TcpProxy | None = None) -> tuple[
     session.on("message", messages.append)
     session.on("error", errors.append)
     session.on("connected", lambda _: connected.set())
-    session.on("ended", lambda m: ended.done() or ended.set_result(m))
+
+    def on_ended(message: Any) -> None:
+        if not ended.done():
+            ended.set_result(message)
+
+    session.on("ended", on_ended)
     await asyncio.wait_for(connected.wait(), 10)
     for i in range(0, len(AUDIO), 1600):
         session.send_audio(AUDIO[i:i + 1600])

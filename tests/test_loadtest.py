@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from tests.test_serve import ROOT
+from tests.support.process import ROOT
 
 
 @pytest.mark.timeout(120)

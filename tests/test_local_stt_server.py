@@ -11,7 +11,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.speech import FIRST_SENTENCE, SPANS, ULAW, encode_as, words
+from tests.support.speech import FIRST_SENTENCE, SPANS, ULAW, encode_as, words
 
 pytestmark = pytest.mark.recognition
 

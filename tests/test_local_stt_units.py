@@ -12,7 +12,7 @@ from bridge.audio import tone_level_db
 from bridge.local_stt.audio_in import InputDecoder
 from bridge.local_stt.request import StreamingRequest, parse_request
 from bridge.local_stt.segmenter import FRAME, Segmenter, SpeechEnded, SpeechStarted, UtteranceAudio
-from tests.speech import encode_as
+from tests.support.speech import encode_as
 
 
 @pytest.mark.parametrize(("body", "status", "needle"), [
@@ -87,6 +87,7 @@ def test_segmenter_endpointing_and_events() -> None:
     kinds = [type(e) for e in events]
     assert kinds == [SpeechStarted, SpeechEnded, UtteranceAudio]
     start, end, utt = events
+    assert isinstance(start, SpeechStarted) and isinstance(end, SpeechEnded)
     assert start.time == pytest.approx(10 * 0.032)
     assert end.time == pytest.approx(40 * 0.032)
     assert isinstance(utt, UtteranceAudio) and utt.start == start.time and utt.end == end.time

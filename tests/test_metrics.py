@@ -8,8 +8,8 @@ from typing import Any
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import BridgeFactory, caller_audio, play_call, wait_for
-from tests.fakes import FakeGladia, FakeWebhook
+from tests.support.calls import BridgeFactory, caller_audio, play_call, wait_for
+from tests.support.fakes import FakeGladia, FakeWebhook
 
 
 async def scrape(server: Any) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

@@ -22,10 +22,10 @@ from standardwebhooks.webhooks import Webhook
 from bridge.clock import Clock
 from bridge.outbox import Outbox
 from bridge.tools.writers.twilio import TwilioStreamWriter
-from tests.bridge_process import start_bridge
-from tests.conftest import WEBHOOK_SECRET, BridgeFactory, caller_audio, play_call, wait_for
-from tests.fakes import FakeGladia, FakeWebhook, VirtualClock, expected_texts
-from tests.test_serve import ROOT, free_port, minimal_env
+from tests.support.bridge_process import start_bridge
+from tests.support.calls import WEBHOOK_SECRET, BridgeFactory, caller_audio, play_call, wait_for
+from tests.support.fakes import FakeGladia, FakeWebhook, VirtualClock, expected_texts
+from tests.support.process import ROOT, free_port, minimal_env
 
 
 def outbox_size(data: Path) -> int:

@@ -16,9 +16,9 @@ from twilio.request_validator import RequestValidator
 from bridge.audio import ALAW_8K, PCM16_8K, PCM16_16K, ULAW_8K, AudioFormat, make_transcoder
 from bridge.log import processors as log_processors
 from bridge.tools.writers.twilio import TwilioStreamWriter
-from tests.conftest import BridgeFactory, caller_audio, play_call, wait_for
-from tests.fakes import FakeGladia, FakeWebhook, expected_texts
-from tests.raw_ws import OP_PING, OP_TEXT, RawWebSocket
+from tests.support.calls import BridgeFactory, caller_audio, play_call, wait_for
+from tests.support.fakes import FakeGladia, FakeWebhook, expected_texts
+from tests.support.raw_ws import OP_PING, OP_TEXT, RawWebSocket
 
 
 def stream_url(server: Any) -> str:

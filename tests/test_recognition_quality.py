@@ -16,7 +16,7 @@ import aiohttp
 import pytest
 
 from bridge.tools.speech import normalised_words, word_error_rate
-from tests.speech import SENTENCES, ULAW, encode_as
+from tests.support.speech import SENTENCES, ULAW, encode_as
 
 pytestmark = pytest.mark.recognition
 

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import socket
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -15,27 +13,9 @@ import aiohttp
 import pytest
 
 from bridge.tools.writers.twilio import TwilioStreamWriter
-from tests.conftest import caller_audio, play_call, wait_for
-from tests.fakes import FakeGladia, FakeWebhook, expected_texts
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def minimal_env(**extra: str) -> dict[str, str]:
-    """The test's environment without any bridge setting, plus ``extra``; data goes to a fresh temp dir."""
-    import tempfile
-
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("BRIDGE_", "GLADIA_", "BOT_", "TWILIO_"))}
-    env["BRIDGE_DATA_DIR"] = tempfile.mkdtemp(prefix="bridge-test-")
-    env.update(extra)
-    return env
+from tests.support.calls import caller_audio, play_call, wait_for
+from tests.support.fakes import FakeGladia, FakeWebhook, expected_texts
+from tests.support.process import ROOT, free_port, minimal_env
 
 
 @pytest.fixture

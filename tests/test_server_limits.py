@@ -12,10 +12,10 @@ import aiohttp
 import pytest
 
 from bridge.tools.writers.twilio import TwilioStreamWriter
-from tests.bridge_process import start_bridge
-from tests.conftest import BridgeFactory, caller_audio, play_call, wait_for
-from tests.fakes import FakeGladia, FakeWebhook, expected_texts
-from tests.test_serve import minimal_env
+from tests.support.bridge_process import start_bridge
+from tests.support.calls import BridgeFactory, caller_audio, play_call, wait_for
+from tests.support.fakes import FakeGladia, FakeWebhook, expected_texts
+from tests.support.process import minimal_env
 
 
 def _soft_and_hard_open_files(pid: int) -> tuple[str, str]:
@@ -98,7 +98,7 @@ async def test_a_stream_that_starts_then_sends_nothing_is_ended(
         await ws.send_str(w.start())
         await ws.send_str(w.media(b"\x7f" * 160))
         msg = await ws.receive(timeout=5)
-        assert msg.type is aiohttp.WSMsgType.CLOSE and ws.close_code == 1008 and "no audio" in msg.extra
+        assert msg.type is aiohttp.WSMsgType.CLOSE and ws.close_code == 1008 and "no audio" in (msg.extra or "")
     await wait_for(lambda: bool(hook.events("call.ended")), timeout=5)
     assert hook.events("call.ended")[0]["summary"]["end_reason"] == "media_timeout"
     (session,) = fake_gladia.sessions.values()

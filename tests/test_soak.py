@@ -1,14 +1,14 @@
 """Soak, CI length: 50 concurrent real-time calls in three waves with Gladia drops every 3 s of audio.
 Nothing is lost and the bridge's memory does not grow from wave to wave. The full-length run
-(50 calls for 10 minutes) is `tests/bench_soak.py`."""
+(50 calls for 10 minutes) is `benchmarks/bench_soak.py`."""
 
 from __future__ import annotations
 
 import pytest
 
-from tests.fakes import FakeGladia, FakeWebhook
-from tests.soak import run_waves, start_bridge
-from tests.test_serve import free_port, minimal_env
+from tests.support.fakes import FakeGladia, FakeWebhook
+from tests.support.process import free_port, minimal_env
+from tests.support.soak import run_waves, start_bridge
 
 
 @pytest.mark.timeout(240)

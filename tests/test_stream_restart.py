@@ -18,8 +18,8 @@ from bridge.app import create_app, drain_calls
 from bridge.app_keys import STATE
 from bridge.settings import Settings
 from bridge.tools.writers.twilio import TwilioStreamWriter
-from tests.conftest import FAST, WEBHOOK_SECRET, BridgeFactory, caller_audio, wait_for
-from tests.fakes import FakeGladia, FakeWebhook, expected_texts
+from tests.support.calls import FAST, WEBHOOK_SECRET, BridgeFactory, caller_audio, wait_for
+from tests.support.fakes import FakeGladia, FakeWebhook, expected_texts
 
 CALL_SID = "CA" + "8" * 32
 
@@ -157,10 +157,10 @@ async def test_two_dropped_streams_of_one_call_both_end_and_free_their_gladia_se
                 audio = caller_audio(1.0, seed=10 * round_ + i)
                 for k in range(0, len(audio), 160):
                     await ws.send_str(writer.media(audio[k:k + 160]))
-            await wait_for(lambda n=round_: sum(len(s.audio) for s in fake_gladia.sessions.values()) == 16000 * (n + 1))
+            await wait_for(lambda: sum(len(s.audio) for s in fake_gladia.sessions.values()) == 16000 * (round_ + 1))  # noqa: B023
             for ws in sockets:  # both drop
                 await ws.close()
-            await wait_for(lambda n=round_: len(hook.events("call.ended")) == 2 * (n + 1), timeout=10)
+            await wait_for(lambda: len(hook.events("call.ended")) == 2 * (round_ + 1), timeout=10)  # noqa: B023
     later = caller_audio(2.0, seed=99)
     await stream_part(url, "MZ" + "9" * 32, later, True, {"From": "+1", "To": "+2"}, call_sid="CA" + "7" * 32)
     await wait_for(lambda: len(hook.events("call.ended")) == 7, timeout=10)
@@ -245,7 +245,10 @@ async def _scenario(ops: list[tuple[str, int, int]], shutdown: bool) -> None:
                 await ws.close()
             if shutdown:
                 await drain_calls(app)
-            started = lambda: {e["call"]["id"] for e in hook.events("call.started")}  # noqa: E731
+
+            def started() -> set[str]:
+                return {e["call"]["id"] for e in hook.events("call.started")}
+
             await wait_for(lambda: {e["call"]["id"] for e in hook.events("call.ended")} == started(), timeout=15)
             await asyncio.sleep(0.3)  # nothing more may come
             state = app[STATE]

@@ -10,8 +10,9 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from bridge.stt.connection import ConnectFailed, HandshakeRefused, SessionConnection, connect
-from tests.test_serve import free_port
+from bridge.errors import ConnectFailed, HandshakeRefused
+from bridge.stt.connection import SessionConnection, connect
+from tests.support.process import free_port
 
 
 async def _serve(aiohttp_server: Any, handler: Any) -> str:

@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from bridge.errors import SttProtocolError
 from bridge.stt.protocol import (
     Ack,
     Lifecycle,
@@ -15,7 +16,6 @@ from bridge.stt.protocol import (
     SpeechEnd,
     SpeechStart,
     StopAck,
-    SttProtocolError,
     Transcript,
     init_request,
     parse_server_message,

@@ -18,8 +18,8 @@ from bridge.backoff import Backoff
 from bridge.delivery import CallDelivery, DeliveryContext, PendingEvent
 from bridge.settings import WebhookSettings
 from bridge.webhook import Delivered, Failed, WebhookClient, WebhookEvent, WebhookResponse
-from tests.conftest import WEBHOOK_SECRET
-from tests.fakes import VirtualClock
+from tests.support.calls import WEBHOOK_SECRET
+from tests.support.fakes import VirtualClock
 
 
 class ScriptedBot:
@@ -88,7 +88,7 @@ async def test_failures_say_whether_a_retry_may_work(bot: tuple[ScriptedBot, str
 
 
 async def test_no_answer_is_a_retryable_failure_without_status() -> None:
-    from tests.test_serve import free_port
+    from tests.support.process import free_port
 
     async with aiohttp.ClientSession() as http:
         outcome = await WebhookClient(http, f"http://127.0.0.1:{free_port()}/hook", secret=None,

@@ -11,9 +11,9 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import caller_audio, play_call, wait_for
-from tests.fakes import FakeGladia, FakeWebhook, expected_texts
-from tests.test_serve import ROOT, free_port, minimal_env
+from tests.support.calls import caller_audio, play_call, wait_for
+from tests.support.fakes import FakeGladia, FakeWebhook, expected_texts
+from tests.support.process import ROOT, free_port, minimal_env
 
 
 @pytest.mark.timeout(90)

@@ -29,12 +29,11 @@ from bridge.adapters.base import (
     Ignored,
     PhoneEvent,
     StreamState,
-    UnsupportedOperation,
 )
 from bridge.adapters.binary import BinaryDialectAdapter, L16Frames
 from bridge.adapters.common import count
 from bridge.audio import AudioFormat
-from bridge.errors import PhoneProtocolError
+from bridge.errors import PhoneProtocolError, UnsupportedOperation
 
 SUBPROTOCOLS = ("audio.jambonz.org", "audio.drachtio.org")
 RATES = (8000, 16000, 24000, 32000, 44100, 48000, 64000)

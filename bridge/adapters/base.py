@@ -96,10 +96,6 @@ class StreamCounters:
     ignored: dict[str, int] = field(default_factory=dict)
 
 
-class UnsupportedOperation(Exception):
-    """The dialect has no such outbound message (e.g. marks on jambonz)."""
-
-
 @dataclass(frozen=True, slots=True)
 class OutboundFraming:
     """How a carrier wants the audio it plays cut into messages: whole frames of ``frame_bytes`` (its

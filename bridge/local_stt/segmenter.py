@@ -61,7 +61,6 @@ class Segmenter:
         self._speech_start = 0.0
         self._last_voiced_end = 0.0
         self._silence = 0.0
-        self._post_frames = 0
         self.utterances = 0
 
     @property

@@ -31,6 +31,8 @@ from websockets.http11 import Response
 from websockets.protocol import State
 from websockets.uri import parse_uri
 
+from bridge.errors import ConnectFailed, HandshakeRefused
+
 try:
     from websockets.speedups import apply_mask
 except ImportError:  # websockets built without its C extension (as websockets itself falls back)
@@ -42,18 +44,6 @@ MAX_MESSAGE = 1024 * 1024  # largest Gladia message accepted (a final of a 28 s 
 
 USER_AGENT = "telephony-gladia-bridge"
 WRITE_HIGH_WATER = 256 * 1024
-
-
-class HandshakeRefused(Exception):
-    """The server answered the WebSocket upgrade with an HTTP status other than 101."""
-
-    def __init__(self, status: int) -> None:
-        super().__init__(f"WebSocket handshake refused with HTTP {status}")
-        self.status = status
-
-
-class ConnectFailed(Exception):
-    """No WebSocket connection: the TCP/TLS connection failed, or the handshake was not HTTP."""
 
 
 class _MaskKeys:

@@ -19,11 +19,7 @@ from typing import Any
 
 import orjson
 
-from bridge.audio import AudioFormat
-
-
-class SttProtocolError(ValueError):
-    """A server message that is not JSON, not an object, or has no ``type``."""
+from bridge.errors import SttProtocolError
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,7 +218,3 @@ def init_request(profile_body: Mapping[str, Any], metadata: Mapping[str, Any]) -
 
 
 STOP_RECORDING = json.dumps({"type": "stop_recording"})
-
-
-def seconds_of(fmt: AudioFormat, nbytes: int) -> float:
-    return nbytes / fmt.bytes_per_second

@@ -34,59 +34,44 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, assert_never
 
 import aiohttp
 import structlog
 
 from bridge.audio import AudioFormat, silence
 from bridge.backoff import Backoff
-from bridge.errors import SttError, close_code_loses_session, handshake_status_loses_session
+from bridge.errors import (
+    ConnectFailed,
+    HandshakeRefused,
+    SttError,
+    SttProtocolError,
+    close_code_loses_session,
+    handshake_status_loses_session,
+)
 from bridge.settings import GladiaSettings
 from bridge.stt.admission import Admission
-from bridge.stt.connection import ConnectFailed, HandshakeRefused, SessionConnection, connect
+from bridge.stt.connection import SessionConnection, connect
 from bridge.stt.finals import FinalsTracker
 from bridge.stt.gladia_api import GladiaApi
+from bridge.stt.notices import FinalUtterance, SessionReplaced, SttGaveUp, SttNotice
 from bridge.stt.protocol import (
     STOP_RECORDING,
     Ack,
     Lifecycle,
+    OtherMessage,
+    PostProcessing,
     ServerError,
-    SttProtocolError,
+    SpeechEnd,
+    SpeechStart,
+    StopAck,
     Transcript,
-    Utterance,
     parse_server_message,
-    parse_utterance,
 )
+from bridge.stt.recovery import recover_missed_finals
 from bridge.stt.replay import ReplayBuffer
 
 log = structlog.get_logger("bridge.stt")
-
-
-@dataclass(frozen=True, slots=True)
-class FinalUtterance:
-    """A final transcript, with times moved to call time (seconds since the call's first audio)."""
-
-    id: str
-    utterance: Utterance
-    session_id: str
-    call_start: float
-    call_end: float
-
-
-@dataclass(frozen=True, slots=True)
-class SessionReplaced:
-    old_session_id: str | None
-    new_session_id: str
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class SttGaveUp:
-    reason: str
-
-
-SttNotice = FinalUtterance | SessionReplaced | SttGaveUp
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,10 +81,9 @@ class _Session:
     origin_bytes: int  # call-audio byte position of this session's byte 0
 
 
-class _Outcome:
-    ENDED = "ended"  # normal end: nothing more to do
-    RECONNECT = "reconnect"  # same session, new connection
-    LOST = "lost"  # the session cannot continue; open a new one
+# How one connection ended: "ended" normally (nothing more to do), "reconnect" to the same session
+# on a new connection, or the session is "lost" (it cannot continue; open a new one).
+_Outcome = Literal["ended", "reconnect", "lost"]
 
 
 class SttStream:
@@ -279,18 +263,21 @@ class SttStream:
             outcome = await self._connection(conn)
             if conn.messages:
                 failures = 0
-            if outcome == _Outcome.ENDED:
-                self.ended_normally = True
-                self._sessions.append((self._session, True))
-                return
-            if outcome == _Outcome.LOST:
-                if self._session_over():
+            match outcome:
+                case "ended":
+                    self.ended_normally = True
+                    self._sessions.append((self._session, True))
                     return
-                self._lose_session(f"closed with code {conn.close_code}")
-                continue
-            failures += 1
-            log.info("stt.reconnecting", close_code=conn.close_code, attempt=failures)
-            await self._backoff(failures)
+                case "lost":
+                    if self._session_over():
+                        return
+                    self._lose_session(f"closed with code {conn.close_code}")
+                case "reconnect":
+                    failures += 1
+                    log.info("stt.reconnecting", close_code=conn.close_code, attempt=failures)
+                    await self._backoff(failures)
+                case _:
+                    assert_never(outcome)
 
     async def _open_session(self) -> _Session:
         live = await self._api.create(self._body)
@@ -327,7 +314,7 @@ class SttStream:
     async def _backoff(self, attempt: int) -> None:
         await self._sleep(self._backoff_policy.delay(attempt))
 
-    async def _connection(self, conn: SessionConnection) -> str:
+    async def _connection(self, conn: SessionConnection) -> _Outcome:
         """Run one connection until it closes. Audio goes out from :meth:`_pump` (called by
         :meth:`send_audio`), messages come in through :meth:`_on_message`: no task per frame."""
         assert self._session is not None
@@ -351,10 +338,10 @@ class SttStream:
                 conn.close(1000)
         code = conn.close_code
         if self._ended or (code == 1000 and self._stopping):
-            return _Outcome.ENDED
+            return "ended"
         if code is not None and (close_code_loses_session(code) or code == 1000):
-            return _Outcome.LOST
-        return _Outcome.RECONNECT
+            return "lost"
+        return "reconnect"
 
     def _pump(self) -> None:
         """Send what the replay buffer has for the current connection, then ``stop_recording`` once
@@ -396,13 +383,16 @@ class SttStream:
             case Transcript():
                 if event.is_final:
                     self._final(event)
-            case Lifecycle(kind="end_session"):
-                self._ended = True
+            case Lifecycle():
+                if event.kind == "end_session":
+                    self._ended = True
             case ServerError():
                 self.server_errors += 1
                 log.warning("stt.server_error", kind=event.kind, message=event.message)
+            case StopAck() | SpeechStart() | SpeechEnd() | PostProcessing() | OtherMessage():
+                pass  # nothing the bridge acts on
             case _:
-                pass
+                assert_never(event)
 
     def _final(self, event: Transcript) -> None:
         assert self._session is not None
@@ -415,33 +405,11 @@ class SttStream:
 
     async def recover_missed_finals(self) -> int:
         """After the call: read back every session that did not end normally and deliver the finals
-        it has that never arrived on the socket. Returns how many were delivered."""
+        it has that never arrived on the socket (:mod:`bridge.stt.recovery`). Returns how many."""
         sessions = list(self._sessions)
         if self._session is not None and all(s.id != self._session.id for s, _ in sessions):
             sessions.append((self._session, self.ended_normally))
-        recovered = 0
-        for session, ended in sessions:
-            if ended:
-                continue
-            try:
-                utterances = await self._fetch_utterances(session.id)
-            except SttError as exc:
-                log.warning("stt.recovery_failed", session_id=session.id, error=str(exc))
-                continue
-            origin = session.origin_bytes / self._format.bytes_per_second
-            for i, utt in self._finals.missed(session.id, [parse_utterance(u) for u in utterances]):
-                recovered += 1
-                self.on_notice(FinalUtterance(f"recovered_{i:08d}", utt, session.id,
-                                              origin + utt.start, origin + utt.end))
-        if recovered:
-            self.recovered_finals += recovered
-            log.info("stt.recovered_finals", count=recovered)
+        unfinished = [(s.id, s.origin_bytes / self._format.bytes_per_second) for s, ended in sessions if not ended]
+        recovered = await recover_missed_finals(self._api, self._finals, unfinished, self.on_notice, self._sleep)
+        self.recovered_finals += recovered
         return recovered
-
-    async def _fetch_utterances(self, session_id: str) -> list[dict[str, Any]]:
-        for attempt in range(3):
-            utterances = await self._api.utterances(session_id)
-            if utterances is not None:
-                return utterances
-            await self._sleep(0.5 * (attempt + 1))  # post-processing not done yet
-        return []

@@ -13,7 +13,7 @@ from typing import Any
 
 import aiohttp
 
-from tests.test_serve import ROOT, free_port
+from tests.support.process import ROOT, free_port
 
 
 @dataclass

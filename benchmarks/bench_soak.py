@@ -2,7 +2,7 @@
 dropping every session's socket every 3 s of audio; prints the bridge's memory after each wave and
 whether anything was lost.
 
-    .venv/bin/python tests/bench_soak.py [--calls 50] [--minutes 10] [--call-seconds 60]
+    .venv/bin/python benchmarks/bench_soak.py [--calls 50] [--minutes 10] [--call-seconds 60]
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bridge.log import configure_logging
-from bridge.tools.demo import serving
-from tests.fakes import FakeGladia, FakeWebhook
-from tests.soak import run_waves, start_bridge
-from tests.test_serve import free_port
+from bridge.loop import serving
+from tests.support.fakes import FakeGladia, FakeWebhook
+from tests.support.process import free_port
+from tests.support.soak import run_waves, start_bridge
 
 
 async def main(calls: int, minutes: float, call_seconds: float) -> None:

@@ -14,10 +14,10 @@ from typing import Any
 
 import aiohttp
 
-from tests.conftest import caller_audio, play_call
-from tests.fakes import FakeGladia, FakeWebhook, expected_texts
+from tests.support.calls import caller_audio, play_call
+from tests.support.fakes import FakeGladia, FakeWebhook, expected_texts
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def rss_kib(pid: int) -> int:

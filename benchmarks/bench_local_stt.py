@@ -1,6 +1,6 @@
 """Benchmark of the local STT server (not a test): real-time factor and final latency on this machine.
 
-    .venv/bin/python tests/bench_local_stt.py [--sessions N]
+    .venv/bin/python benchmarks/bench_local_stt.py [--sessions N]
 
 * RTF: the sample call (22.8 s, 8 kHz mu-law) sent as fast as possible; wall time until the last final
   divided by the audio duration (1 session, then N at once).
@@ -24,7 +24,8 @@ import aiohttp
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bridge.local_stt.server import LocalSttServer, ServerOptions
-from bridge.tools.demo import sample_call, serving
+from bridge.loop import serving
+from bridge.tools.speech import sample_call
 
 REQUEST = {"encoding": "wav/ulaw", "sample_rate": 8000, "bit_depth": 8, "endpointing": 0.3}
 
