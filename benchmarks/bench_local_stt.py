@@ -52,7 +52,7 @@ async def one_session(base: str, ulaw: bytes, realtime: bool) -> tuple[float, li
                     delay = t0 + (i // 160) * 0.02 - time.monotonic()
                     if delay > 0:
                         await asyncio.sleep(delay)
-                await ws.send_bytes(ulaw[i:i + 160])
+                await ws.send_bytes(ulaw[i : i + 160])
                 sent_at.append(time.monotonic())
             await ws.send_str(json.dumps({"type": "stop_recording"}))
             await reader
@@ -68,14 +68,25 @@ async def main(sessions: int) -> None:
         for n in sorted({1, sessions}):
             results = await asyncio.gather(*(one_session(base, ulaw, realtime=False) for _ in range(n)))
             wall = max(r[0] for r in results)
-            print(json.dumps({"measure": "rtf_fast", "sessions": n, "rtf_per_session": round(wall / seconds, 3),
-                              **machine}))
+            print(
+                json.dumps(
+                    {"measure": "rtf_fast", "sessions": n, "rtf_per_session": round(wall / seconds, 3), **machine}
+                )
+            )
         wall, latencies = await one_session(base, ulaw, realtime=True)
         lat = sorted(latencies)
-        print(json.dumps({"measure": "final_latency_realtime", "finals": len(lat),
-                          "latency_ms_median": round(lat[len(lat) // 2] * 1000),
-                          "latency_ms_max": round(lat[-1] * 1000), "endpointing_s": REQUEST["endpointing"],
-                          **machine}))
+        print(
+            json.dumps(
+                {
+                    "measure": "final_latency_realtime",
+                    "finals": len(lat),
+                    "latency_ms_median": round(lat[len(lat) // 2] * 1000),
+                    "latency_ms_max": round(lat[-1] * 1000),
+                    "endpointing_s": REQUEST["endpointing"],
+                    **machine,
+                }
+            )
+        )
 
 
 if __name__ == "__main__":

@@ -32,21 +32,41 @@ async def main(calls: int, minutes: float, call_seconds: float) -> None:
     async with serving(gladia.app) as gladia_url, serving(hook.app) as hook_url:
         gladia.base_url = gladia_url
         env = {k: v for k, v in os.environ.items() if not k.startswith(("BRIDGE_", "GLADIA_", "BOT_", "TWILIO_"))}
-        env.update(GLADIA_API_URL=gladia_url, GLADIA_API_KEY="test-key", BOT_WEBHOOK_URL=hook_url + "/hook",
-                   BRIDGE_DATA_DIR=tempfile.mkdtemp(prefix="bridge-soak-"))
+        env.update(
+            GLADIA_API_URL=gladia_url,
+            GLADIA_API_KEY="test-key",
+            BOT_WEBHOOK_URL=hook_url + "/hook",
+            BRIDGE_DATA_DIR=tempfile.mkdtemp(prefix="bridge-soak-"),
+        )
         port = free_port()
         proc = await start_bridge(env, port)
         try:
             waves = max(1, math.ceil(minutes * 60 / call_seconds))
-            result = await run_waves(port, proc.pid, gladia, hook, calls=calls, call_seconds=call_seconds,
-                                     waves=waves, report=lambda r: print(json.dumps(r), flush=True))
+            result = await run_waves(
+                port,
+                proc.pid,
+                gladia,
+                hook,
+                calls=calls,
+                call_seconds=call_seconds,
+                waves=waves,
+                report=lambda r: print(json.dumps(r), flush=True),
+            )
         finally:
             proc.terminate()
             await proc.wait()
     rss = result.rss_after_wave_kib
-    print(json.dumps({"calls": result.calls, "lost_calls": len(result.lost_calls), "rss_first_wave_mib":
-                      round(rss[0] / 1024, 1), "rss_last_wave_mib": round(rss[-1] / 1024, 1),
-                      "cores": os.cpu_count()}))
+    print(
+        json.dumps(
+            {
+                "calls": result.calls,
+                "lost_calls": len(result.lost_calls),
+                "rss_first_wave_mib": round(rss[0] / 1024, 1),
+                "rss_last_wave_mib": round(rss[-1] / 1024, 1),
+                "cores": os.cpu_count(),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -27,8 +27,9 @@ from bridge.stt.admission import Admission
 log = structlog.get_logger("bridge.app")
 
 
-def create_app(settings: Settings, worker: tuple[int, int] | None = None, *,
-               clock: Clock = SYSTEM_CLOCK) -> web.Application:
+def create_app(
+    settings: Settings, worker: tuple[int, int] | None = None, *, clock: Clock = SYSTEM_CLOCK
+) -> web.Application:
     """Build the bridge application from validated settings.
 
     Args:
@@ -38,15 +39,21 @@ def create_app(settings: Settings, worker: tuple[int, int] | None = None, *,
         clock: wall time and sleep for webhook ages and retries (tests pass a virtual one).
     """
     if settings.gladia.api_url is None:
-        raise ConfigError("gladia.api_url: no Gladia server (set GLADIA_API_URL or GLADIA_API_KEY; `bridge serve` "
-                          "runs the local one when neither is set)")
+        raise ConfigError(
+            "gladia.api_url: no Gladia server (set GLADIA_API_URL or GLADIA_API_KEY; `bridge serve` "
+            "runs the local one when neither is set)"
+        )
     app = web.Application(client_max_size=64 * 1024)
     app[SETTINGS] = settings
     secret = settings.server.secret
-    app[STATE] = BridgeState(suspended=SuspendedCalls(settings.server.max_suspended_calls),
-                             admission=Admission(settings.gladia.max_sessions), metrics=Metrics(), worker=worker,
-                             clock=clock,
-                             resume_secret=secret.get_secret_value().encode() if secret else secrets.token_bytes(32))
+    app[STATE] = BridgeState(
+        suspended=SuspendedCalls(settings.server.max_suspended_calls),
+        admission=Admission(settings.gladia.max_sessions),
+        metrics=Metrics(),
+        worker=worker,
+        clock=clock,
+        resume_secret=secret.get_secret_value().encode() if secret else secrets.token_bytes(32),
+    )
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics_endpoint)
     app.router.add_post("/twilio/voice", twilio_voice)
@@ -73,15 +80,20 @@ class _CappedServer(web.Server):
         if len(connections) <= self.limit:
             return
         # RequestHandler._current_request is set while a request (a call's WebSocket) is handled.
-        victim = next((h for h in connections if h is not handler and getattr(h, "_current_request", 1) is None),
-                      handler)
+        victim = next(
+            (h for h in connections if h is not handler and getattr(h, "_current_request", 1) is None), handler
+        )
         victim.force_close()
         self.evicted += 1
         now = asyncio.get_running_loop().time()
         if now - self._logged_at >= 10.0:
             self._logged_at = now
-            log.warning("server.connection_cap", max_connections=self.limit, closed_so_far=self.evicted,
-                        closed="an idle connection" if victim is not handler else "the new connection")
+            log.warning(
+                "server.connection_cap",
+                max_connections=self.limit,
+                closed_so_far=self.evicted,
+                closed="an idle connection" if victim is not handler else "the new connection",
+            )
 
 
 class BridgeRunner(web.AppRunner):
@@ -89,8 +101,9 @@ class BridgeRunner(web.AppRunner):
     header reads end after ``server.keepalive_timeout`` (aiohttp's own default is an hour), at most
     ``max_connections`` connections (see :class:`_CappedServer`)."""
 
-    def __init__(self, app: web.Application, settings: Settings, max_connections: int | None = None,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self, app: web.Application, settings: Settings, max_connections: int | None = None, **kwargs: Any
+    ) -> None:
         kwargs.setdefault("access_log", None)
         kwargs.setdefault("handle_signals", False)
         super().__init__(app, keepalive_timeout=settings.server.keepalive_timeout, **kwargs)
@@ -113,9 +126,13 @@ def raise_descriptor_limit(wanted_connections: int) -> int:
             soft = hard
     usable = max(16, (soft - 256) // 2) if soft != resource.RLIM_INFINITY else wanted_connections
     if usable < wanted_connections:
-        log.warning("server.descriptor_limit", open_files=soft, max_connections=usable,
-                    detail="server.max_connections lowered to fit the open-file limit (ulimit -n); a call needs "
-                           "two descriptors (the phone and Gladia)")
+        log.warning(
+            "server.descriptor_limit",
+            open_files=soft,
+            max_connections=usable,
+            detail="server.max_connections lowered to fit the open-file limit (ulimit -n); a call needs "
+            "two descriptors (the phone and Gladia)",
+        )
     return min(wanted_connections, usable)
 
 
@@ -127,8 +144,9 @@ async def _http_client(app: web.Application) -> AsyncIterator[None]:
         settings = app[SETTINGS]
         state.http = http
         state.outbox = _outbox_writer(settings, state.worker) if settings.webhook.url else None
-        state.delivery = Delivery(http, settings.webhook, state.outbox, metrics=state.metrics,
-                                  clock=state.clock.time, sleep=state.clock.sleep)
+        state.delivery = Delivery(
+            http, settings.webhook, state.outbox, metrics=state.metrics, clock=state.clock.time, sleep=state.clock.sleep
+        )
         state.delivery.recover()
         if state.outbox is not None:
             state.outbox.start()
@@ -149,10 +167,14 @@ def _outbox_writer(settings: Settings, worker: tuple[int, int] | None) -> Outbox
         if reason is None:
             loop.call_soon_threadsafe(lambda: log.info("outbox.recovered", detail="outbox writes work again"))
         else:
-            loop.call_soon_threadsafe(lambda: log.error(
-                "outbox.degraded", reason=reason,
-                detail="outbox writes fail: events are delivered from memory and kept queued until the disk "
-                       "takes them"))
+            loop.call_soon_threadsafe(
+                lambda: log.error(
+                    "outbox.degraded",
+                    reason=reason,
+                    detail="outbox writes fail: events are delivered from memory and kept queued until the disk "
+                    "takes them",
+                )
+            )
 
     return OutboxWriter(_open_outbox(settings, worker), on_state_change=state_changed)
 
@@ -164,8 +186,9 @@ def _open_outbox(settings: Settings, worker: tuple[int, int] | None) -> Outbox:
     if index in (None, 0):
         # Files no running process owns: a single-process file under workers, worker files under a
         # single process, or workers beyond the current count.
-        orphans = [p for p in data_dir.glob("outbox-w*.sqlite3")
-                   if index is None or int(p.stem.split("-w")[1]) >= count]
+        orphans = [
+            p for p in data_dir.glob("outbox-w*.sqlite3") if index is None or int(p.stem.split("-w")[1]) >= count
+        ]
         if index is not None:
             orphans.append(data_dir / "outbox.sqlite3")
         for path in orphans:
@@ -178,8 +201,9 @@ def _open_outbox(settings: Settings, worker: tuple[int, int] | None) -> Outbox:
 async def metrics_endpoint(request: web.Request) -> web.Response:
     metrics = request.app[STATE].metrics
     assert metrics is not None
-    return web.Response(body=metrics.render(), content_type="text/plain", charset="utf-8",
-                        headers={"X-Content-Type-Options": "nosniff"})
+    return web.Response(
+        body=metrics.render(), content_type="text/plain", charset="utf-8", headers={"X-Content-Type-Options": "nosniff"}
+    )
 
 
 async def _metrics_updates(app: web.Application) -> AsyncIterator[None]:
@@ -229,8 +253,10 @@ async def drain_calls(app: web.Application) -> None:
         await asyncio.sleep(0.05)
     if calls:
         log.warning("bridge.closing_calls", active_calls=len(calls))
-        await asyncio.gather(*(ws.close(code=1001, message=b"bridge shutting down")
-                               for ws in list(calls.values())), return_exceptions=True)
+        await asyncio.gather(
+            *(ws.close(code=1001, message=b"bridge shutting down") for ws in list(calls.values())),
+            return_exceptions=True,
+        )
         finish_deadline = loop.time() + settings.gladia.finish_timeout + 1.0
         while calls and loop.time() < finish_deadline:
             await asyncio.sleep(0.05)

@@ -84,13 +84,16 @@ class AudioFormat:
         """
         if encoding in ("wav/ulaw", "wav/alaw"):
             if sample_rate != 8000 or bit_depth != 8:
-                raise ValueError(f"{encoding} needs sample_rate 8000 and bit_depth 8 "
-                                 f"(got {sample_rate} Hz, {bit_depth}-bit)")
+                raise ValueError(
+                    f"{encoding} needs sample_rate 8000 and bit_depth 8 (got {sample_rate} Hz, {bit_depth}-bit)"
+                )
             return cls("ulaw" if encoding == "wav/ulaw" else "alaw", 8000)
         if encoding == "wav/pcm":
             if bit_depth != 16 or sample_rate not in GLADIA_RATES:
-                raise ValueError("wav/pcm is supported at bit_depth 16 and sample_rate "
-                                 f"{'/'.join(map(str, GLADIA_RATES))} (got {sample_rate} Hz, {bit_depth}-bit)")
+                raise ValueError(
+                    "wav/pcm is supported at bit_depth 16 and sample_rate "
+                    f"{'/'.join(map(str, GLADIA_RATES))} (got {sample_rate} Hz, {bit_depth}-bit)"
+                )
             return cls("pcm16", sample_rate)
         raise ValueError(f"encoding must be native, wav/ulaw, wav/alaw or wav/pcm (got {encoding!r})")
 
@@ -261,8 +264,8 @@ class RateConverter:
                 continue
             count = (stop - 1 - n0) // up + 1
             s = (n0 * down) // up - w + 1 - self._buf_start
-            seg = self._buf[s: s + (count - 1) * down + 2 * w]
-            out[n0 - first::up] = np.correlate(seg, self._table[(n0 * down) % up], "valid")[::down]
+            seg = self._buf[s : s + (count - 1) * down + 2 * w]
+            out[n0 - first :: up] = np.correlate(seg, self._table[(n0 * down) % up], "valid")[::down]
         return out
 
     def _gathered(self, first: int, stop: int) -> np.ndarray:

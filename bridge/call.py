@@ -75,25 +75,45 @@ def resume_token(secret: bytes, provider: str, call_sid: str) -> str:
 class Call:
     """One call's lifetime (see the module docstring). Build it with :meth:`begin`."""
 
-    def __init__(self, started: CallStarted, *, settings: Settings, http: aiohttp.ClientSession,
-                 delivery: Delivery, admission: Admission | None, resume_secret: bytes) -> None:
+    def __init__(
+        self,
+        started: CallStarted,
+        *,
+        settings: Settings,
+        http: aiohttp.ClientSession,
+        delivery: Delivery,
+        admission: Admission | None,
+        resume_secret: bytes,
+    ) -> None:
         self.id = uuid.uuid4().hex
         self.settings = settings
         self.resume_secret = resume_secret
         self.started = started  # the start of the stream carrying the call now (ids, parameters)
-        structlog.contextvars.bind_contextvars(call_id=self.id, provider=started.provider,
-                                               call_sid=started.call_sid, stream_sid=started.stream_sid)
+        structlog.contextvars.bind_contextvars(
+            call_id=self.id, provider=started.provider, call_sid=started.call_sid, stream_sid=started.stream_sid
+        )
         self.profile = self._profile(started)
         target = self.profile.audio_format(started.audio_format)
         assert target is not None  # a native profile always has a format once the stream's is known
         self.target: AudioFormat = target
         self.events: CallDelivery = delivery.open(self.id, self.call_json())
-        body = init_request(self.profile.request_body(target), {
-            "bridge_call_id": self.id, "provider": started.provider,
-            "call_sid": started.call_sid, "stream_sid": started.stream_sid,
-        })
-        self.stt = SttStream(http=http, settings=settings.gladia, request_body=body, audio_format=target,
-                              on_notice=self._on_stt, admission=admission)
+        body = init_request(
+            self.profile.request_body(target),
+            {
+                "bridge_call_id": self.id,
+                "provider": started.provider,
+                "call_sid": started.call_sid,
+                "stream_sid": started.stream_sid,
+            },
+        )
+        self.stt = SttStream(
+            http=http,
+            settings=settings.gladia,
+            request_body=body,
+            audio_format=target,
+            on_notice=self._on_stt,
+            admission=admission,
+        )
         self.streams = 0
         self._counters = StreamCounters()  # the current stream's
         self._earlier = (0, 0, 0)  # frames, bytes, gaps of the call's earlier streams
@@ -109,11 +129,21 @@ class Call:
         """A new call for a stream's ``start``: delivery and Gladia session opened, ``call.started`` posted."""
         call = cls(started, **deps)
         target = call.target
-        call.events.submit("call.started", {"call": call.call_json(), "stt": {
-            "encoding": target.encoding, "sample_rate": target.sample_rate, "bit_depth": target.bit_depth}})
+        call.events.submit(
+            "call.started",
+            {
+                "call": call.call_json(),
+                "stt": {"encoding": target.encoding, "sample_rate": target.sample_rate, "bit_depth": target.bit_depth},
+            },
+        )
         call.stt.start()
-        log.info("call.started", caller=call.param("from"), called=call.param("to"),
-                 encoding=target.encoding, sample_rate=target.sample_rate)
+        log.info(
+            "call.started",
+            caller=call.param("from"),
+            called=call.param("to"),
+            encoding=target.encoding,
+            sample_rate=target.sample_rate,
+        )
         return call
 
     # -- streams ------------------------------------------------------------------------------
@@ -138,8 +168,9 @@ class Call:
             f, b, g = self._earlier
             self._earlier = (f + c.audio_frames, b + c.audio_bytes, g + c.gaps)
             self.started = stream.started
-            structlog.contextvars.bind_contextvars(call_id=self.id, call_sid=self.started.call_sid,
-                                                   stream_sid=self.started.stream_sid)
+            structlog.contextvars.bind_contextvars(
+                call_id=self.id, call_sid=self.started.call_sid, stream_sid=self.started.stream_sid
+            )
             self.events.submit("call.stream_restarted", {"call": self.call_json(), "streams": self.streams + 1})
             log.info("call.stream_restarted", streams=self.streams + 1)
         self.streams += 1
@@ -148,8 +179,9 @@ class Call:
         self._counters = stream.counters
         stream.call_id = self.id
 
-    async def run(self, stream: PhoneStream, messages: AsyncIterator[str | bytes],
-                  first: list[PhoneEvent]) -> CallResult:
+    async def run(
+        self, stream: PhoneStream, messages: AsyncIterator[str | bytes], first: list[PhoneEvent]
+    ) -> CallResult:
         """Carry ``stream``'s messages (``first``: events already read with its ``start``) into the call
         until the stream ends; returns how it ended. A protocol error ends the stream, not the bridge."""
         result = stream.end_without_stop
@@ -210,8 +242,12 @@ class Call:
 
     async def end_suspended(self, reason: EndReason) -> None:
         """End a suspended call (no new stream came in time, it was shed, or the bridge is stopping)."""
-        structlog.contextvars.bind_contextvars(call_id=self.id, provider=self.started.provider,
-                                               call_sid=self.started.call_sid, stream_sid=self.started.stream_sid)
+        structlog.contextvars.bind_contextvars(
+            call_id=self.id,
+            provider=self.started.provider,
+            call_sid=self.started.call_sid,
+            stream_sid=self.started.stream_sid,
+        )
         await self.end(CallResult(reason))
 
     # -- STT notices (called from the session task; never awaits) -----------------------------
@@ -220,16 +256,24 @@ class Call:
         match notice:
             case FinalUtterance():
                 self.utterances += 1
-                self.events.submit("utterance.final", {
-                    "call": self.call_json(),
-                    "utterance": _utterance_json(notice),
-                    "stt_session_id": notice.session_id,
-                })
+                self.events.submit(
+                    "utterance.final",
+                    {
+                        "call": self.call_json(),
+                        "utterance": _utterance_json(notice),
+                        "stt_session_id": notice.session_id,
+                    },
+                )
             case SessionReplaced():
-                self.events.submit("stt.session_replaced", {
-                    "call": self.call_json(), "old_stt_session_id": notice.old_session_id,
-                    "stt_session_id": notice.new_session_id, "reason": notice.reason,
-                })
+                self.events.submit(
+                    "stt.session_replaced",
+                    {
+                        "call": self.call_json(),
+                        "old_stt_session_id": notice.old_session_id,
+                        "stt_session_id": notice.new_session_id,
+                        "reason": notice.reason,
+                    },
+                )
             case SttGaveUp():
                 self.events.submit("stt.failed", {"call": self.call_json(), "reason": notice.reason})
             case _:
@@ -256,8 +300,11 @@ class Call:
         try:
             return stt.profile_for(called, overrides)
         except (ValidationError, ValueError) as exc:
-            log.warning("call.bad_stt_parameters", error=str(exc).splitlines()[0][:200],
-                        parameters=sorted(k for k in started.parameters if k.startswith(PARAM_PREFIX))[:10])
+            log.warning(
+                "call.bad_stt_parameters",
+                error=str(exc).splitlines()[0][:200],
+                parameters=sorted(k for k in started.parameters if k.startswith(PARAM_PREFIX))[:10],
+            )
         return stt.profile_for(called)
 
     def call_json(self) -> dict[str, Any]:
@@ -321,6 +368,13 @@ def _utterance_json(final: FinalUtterance) -> dict[str, Any]:
         "language": utt.language,
         "confidence": utt.confidence,
         "channel": utt.channel,
-        "words": [{"word": w.word.strip(), "start": round(w.start + shift, 3), "end": round(w.end + shift, 3),
-                   "confidence": w.confidence} for w in utt.words],
+        "words": [
+            {
+                "word": w.word.strip(),
+                "start": round(w.start + shift, 3),
+                "end": round(w.end + shift, 3),
+                "confidence": w.confidence,
+            }
+            for w in utt.words
+        ],
     }

@@ -101,5 +101,3 @@ class SuspendedCalls:
         for entry in list(self._entries):
             self._end(entry, "stream_lost")
         await asyncio.gather(*self._ending, return_exceptions=True)
-
-

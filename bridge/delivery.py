@@ -77,21 +77,32 @@ class DeliveryContext:
 class Delivery:
     """The app-wide webhook delivery: opens one :class:`CallDelivery` per call."""
 
-    def __init__(self, http: aiohttp.ClientSession, settings: WebhookSettings, outbox: OutboxWriter | None = None,
-                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep, metrics: Metrics | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        http: aiohttp.ClientSession,
+        settings: WebhookSettings,
+        outbox: OutboxWriter | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        metrics: Metrics | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         secret = settings.secret.get_secret_value() if settings.secret else None
         client = WebhookClient(http, settings.url, secret=secret, timeout=settings.timeout) if settings.url else None
         self.context = DeliveryContext(
-            settings=settings, client=client,
+            settings=settings,
+            client=client,
             # Events only need to survive a crash when they go to a bot; log-only events are written at once.
             outbox=outbox if client is not None else None,
-            metrics=metrics, backoff=Backoff(settings.retry_initial_delay, settings.retry_max_delay),
-            clock=clock, sleep=sleep)
+            metrics=metrics,
+            backoff=Backoff(settings.retry_initial_delay, settings.retry_max_delay),
+            clock=clock,
+            sleep=sleep,
+        )
         self.calls: set[CallDelivery] = set()
 
-    def open(self, call_id: str, call_json: dict[str, Any] | None = None,
-             on_response: ResponseHandler | None = None) -> CallDelivery:
+    def open(
+        self, call_id: str, call_json: dict[str, Any] | None = None, on_response: ResponseHandler | None = None
+    ) -> CallDelivery:
         """A delivery queue for one call (create it inside the call's log context)."""
         delivery = CallDelivery(call_id, self.context, on_done=self.calls.discard, on_response=on_response)
         self.calls.add(delivery)
@@ -114,10 +125,12 @@ class Delivery:
         ended: list[PendingEvent] = []
         for call_id, call_json, last_sequence in store.unfinished_calls():
             sequence = last_sequence + 1
-            body = _body("call.ended", sequence, {"call": json.loads(call_json),
-                                                  "summary": {"end_reason": "bridge_restarted"}})
-            event = PendingEvent(f"msg_{call_id}_{sequence}", body, call_id, "call.ended", sequence,
-                                 self.context.clock())
+            body = _body(
+                "call.ended", sequence, {"call": json.loads(call_json), "summary": {"end_reason": "bridge_restarted"}}
+            )
+            event = PendingEvent(
+                f"msg_{call_id}_{sequence}", body, call_id, "call.ended", sequence, self.context.clock()
+            )
             outbox.add(event.webhook_id, call_id, sequence, event.type, body, event.created)
             outbox.call_ended(call_id)
             ended.append(event)
@@ -157,8 +170,14 @@ class Delivery:
 
 
 def _pending(stored: StoredEvent, created: float | None = None) -> PendingEvent:
-    return PendingEvent(stored.webhook_id, stored.body, stored.call_id, stored.type, stored.sequence,
-                        stored.created if created is None else created)
+    return PendingEvent(
+        stored.webhook_id,
+        stored.body,
+        stored.call_id,
+        stored.type,
+        stored.sequence,
+        stored.created if created is None else created,
+    )
 
 
 def replayed(stored: StoredEvent, now: float) -> PendingEvent:
@@ -169,8 +188,14 @@ def replayed(stored: StoredEvent, now: float) -> PendingEvent:
 class CallDelivery:
     """One call's ordered event queue and its worker."""
 
-    def __init__(self, call_id: str, context: DeliveryContext, *, on_done: Callable[[CallDelivery], None],
-                 on_response: ResponseHandler | None = None) -> None:
+    def __init__(
+        self,
+        call_id: str,
+        context: DeliveryContext,
+        *,
+        on_done: Callable[[CallDelivery], None],
+        on_response: ResponseHandler | None = None,
+    ) -> None:
         self.call_id = call_id
         self._ctx = context
         self._on_done = on_done
@@ -185,13 +210,20 @@ class CallDelivery:
     def submit(self, type_: str, payload: dict[str, Any]) -> PendingEvent | None:
         """Store and queue an event; returns it, or None when the queue is full (counted and logged)."""
         self._sequence += 1
-        event = PendingEvent(f"msg_{self.call_id}_{self._sequence}", _body(type_, self._sequence, payload),
-                             self.call_id, type_, self._sequence, self._ctx.clock())
+        event = PendingEvent(
+            f"msg_{self.call_id}_{self._sequence}",
+            _body(type_, self._sequence, payload),
+            self.call_id,
+            type_,
+            self._sequence,
+            self._ctx.clock(),
+        )
         self.counters.submitted += 1
         if len(self._queue) >= self._ctx.settings.max_pending_events:
             self.counters.dropped += 1
-            log.error("webhook.queue_full", type=type_, sequence=event.sequence,
-                      bound=self._ctx.settings.max_pending_events)
+            log.error(
+                "webhook.queue_full", type=type_, sequence=event.sequence, bound=self._ctx.settings.max_pending_events
+            )
             return None
         if self._ctx.outbox is not None:
             self._ctx.outbox.add(event.webhook_id, self.call_id, event.sequence, type_, event.body, event.created)
@@ -281,8 +313,14 @@ class CallDelivery:
                     if ctx.outbox is not None:
                         ctx.outbox.attempted(event.webhook_id, outcome.error)
                     delay = min(ctx.backoff.delay(attempt), max(0.0, ctx.settings.max_age - age))
-                    log.warning("webhook.retry", webhook_id=event.webhook_id, attempt=attempt,
-                                status=outcome.status, error=outcome.error, delay=round(delay, 3))
+                    log.warning(
+                        "webhook.retry",
+                        webhook_id=event.webhook_id,
+                        attempt=attempt,
+                        status=outcome.status,
+                        error=outcome.error,
+                        delay=round(delay, 3),
+                    )
                     await ctx.sleep(delay)
                 case _:
                     assert_never(outcome)
@@ -294,10 +332,21 @@ class CallDelivery:
             self._ctx.metrics.webhook.labels("dead_lettered").inc()
         if self._ctx.outbox is not None:
             self._ctx.outbox.dead(event.webhook_id, failure.error)
-        log.error("webhook.dead_lettered", webhook_id=event.webhook_id, type=event.type, status=failure.status,
-                  retryable=failure.retryable, attempts=attempts, age=round(age, 1), error=failure.error)
+        log.error(
+            "webhook.dead_lettered",
+            webhook_id=event.webhook_id,
+            type=event.type,
+            status=failure.status,
+            retryable=failure.retryable,
+            attempts=attempts,
+            age=round(age, 1),
+            error=failure.error,
+        )
 
 
 def _body(type_: str, sequence: int, payload: dict[str, Any]) -> str:
-    return json.dumps({"type": type_, "sequence": sequence, "timestamp": datetime.now(tz=UTC).isoformat(),
-                       **payload}, separators=(",", ":"), ensure_ascii=False)
+    return json.dumps(
+        {"type": type_, "sequence": sequence, "timestamp": datetime.now(tz=UTC).isoformat(), **payload},
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )

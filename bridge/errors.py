@@ -53,8 +53,7 @@ class SttError(BridgeError):
     a new session must be opened for the rest of the call.
     """
 
-    def __init__(self, message: str, *, retryable: bool, status: int | None = None,
-                 session_lost: bool = False) -> None:
+    def __init__(self, message: str, *, retryable: bool, status: int | None = None, session_lost: bool = False) -> None:
         super().__init__(message)
         self.retryable = retryable
         self.status = status

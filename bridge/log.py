@@ -28,7 +28,8 @@ def configure_logging(level: str = "info", fmt: Literal["auto", "json", "console
 def processors(use_console: bool) -> list[structlog.typing.Processor]:
     """The processor chain: context, level, UTC time, exception rendering, then the renderer."""
     renderer: structlog.typing.Processor = (
-        structlog.dev.ConsoleRenderer(exception_formatter=structlog.dev.plain_traceback) if use_console
+        structlog.dev.ConsoleRenderer(exception_formatter=structlog.dev.plain_traceback)
+        if use_console
         else structlog.processors.JSONRenderer()
     )
     chain: list[structlog.typing.Processor] = [
@@ -39,7 +40,8 @@ def processors(use_console: bool) -> list[structlog.typing.Processor]:
     if not use_console:
         # Tracebacks as data, without local variables: they hold phone numbers, stream parameters
         # and message bodies, which have no place in a log.
-        chain.append(structlog.processors.ExceptionRenderer(
-            structlog.tracebacks.ExceptionDictTransformer(show_locals=False)))
+        chain.append(
+            structlog.processors.ExceptionRenderer(structlog.tracebacks.ExceptionDictTransformer(show_locals=False))
+        )
     chain.append(renderer)
     return chain

@@ -40,41 +40,72 @@ class Metrics:
         self.registry = CollectorRegistry()
         r = self.registry
         self.multiprocess = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
-        self.active_calls = Gauge("bridge_active_calls", "Phone streams in progress", registry=r,
-                                  multiprocess_mode="livesum")
-        self.suspended_calls = Gauge("bridge_suspended_calls", "Calls whose stream dropped, waiting for a restart",
-                                     registry=r, multiprocess_mode="livesum")
-        self.calls = Counter("bridge_calls", "Calls ended, by carrier and end reason", ["provider", "end_reason"],
-                             registry=r)
+        self.active_calls = Gauge(
+            "bridge_active_calls", "Phone streams in progress", registry=r, multiprocess_mode="livesum"
+        )
+        self.suspended_calls = Gauge(
+            "bridge_suspended_calls",
+            "Calls whose stream dropped, waiting for a restart",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.calls = Counter(
+            "bridge_calls", "Calls ended, by carrier and end reason", ["provider", "end_reason"], registry=r
+        )
         self.frames = Counter("bridge_phone_frames", "Audio messages received from carriers", registry=r)
         self.phone_bytes = Counter("bridge_phone_audio_bytes", "Audio bytes received from carriers", registry=r)
-        self.gladia_bytes = Counter("bridge_gladia_audio_bytes", "Audio bytes sent to Gladia, resends included",
-                                    registry=r)
-        self.reconnects = Counter("bridge_gladia_reconnects", "Gladia session WebSocket reconnections",
-                                  registry=r)
-        self.resent = Counter("bridge_gladia_resent_bytes", "Unacknowledged audio resent after a reconnect",
-                              registry=r)
-        self.ack_lag = Histogram("bridge_gladia_ack_lag_seconds",
-                                 "Audio sent but not yet acknowledged by Gladia, per call, sampled each second",
-                                 buckets=LAG_BUCKETS, registry=r)
+        self.gladia_bytes = Counter(
+            "bridge_gladia_audio_bytes", "Audio bytes sent to Gladia, resends included", registry=r
+        )
+        self.reconnects = Counter("bridge_gladia_reconnects", "Gladia session WebSocket reconnections", registry=r)
+        self.resent = Counter("bridge_gladia_resent_bytes", "Unacknowledged audio resent after a reconnect", registry=r)
+        self.ack_lag = Histogram(
+            "bridge_gladia_ack_lag_seconds",
+            "Audio sent but not yet acknowledged by Gladia, per call, sampled each second",
+            buckets=LAG_BUCKETS,
+            registry=r,
+        )
         self.finals = Counter("bridge_finals", "Final utterances received from Gladia", registry=r)
-        self.webhook = Counter("bridge_webhook_deliveries", "Webhook attempts by outcome", ["outcome"],
-                               registry=r)
-        self.webhook_latency = Histogram("bridge_webhook_request_seconds", "Duration of successful webhook POSTs",
-                                         buckets=LATENCY_BUCKETS, registry=r)
-        self.event_to_delivery = Histogram("bridge_event_to_delivery_seconds",
-                                           "From an event's creation (e.g. a final arriving) to its 2xx",
-                                           buckets=LATENCY_BUCKETS, registry=r)
-        self.outbox = Gauge("bridge_outbox_events", "Events stored in the outbox, by state", ["state"],
-                            registry=r, multiprocess_mode="livesum")
-        self.outbox_degraded = Gauge("bridge_outbox_degraded", "1 while outbox writes fail (events delivered "
-                                     "from memory, not yet on disk)", registry=r, multiprocess_mode="max")
-        self.outbox_write_failures = Counter("bridge_outbox_write_failures",
-                                             "Outbox commits that failed (disk full, read-only, locked)", registry=r)
-        self.outbox_queued = Gauge("bridge_outbox_queued_writes", "Outbox writes queued, not yet committed",
-                                   registry=r, multiprocess_mode="livesum")
-        self.outbox_dropped = Counter("bridge_outbox_dropped_writes",
-                                      "Outbox writes dropped because the queue was full (never on disk)", registry=r)
+        self.webhook = Counter("bridge_webhook_deliveries", "Webhook attempts by outcome", ["outcome"], registry=r)
+        self.webhook_latency = Histogram(
+            "bridge_webhook_request_seconds",
+            "Duration of successful webhook POSTs",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.event_to_delivery = Histogram(
+            "bridge_event_to_delivery_seconds",
+            "From an event's creation (e.g. a final arriving) to its 2xx",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.outbox = Gauge(
+            "bridge_outbox_events",
+            "Events stored in the outbox, by state",
+            ["state"],
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.outbox_degraded = Gauge(
+            "bridge_outbox_degraded",
+            "1 while outbox writes fail (events delivered from memory, not yet on disk)",
+            registry=r,
+            multiprocess_mode="max",
+        )
+        self.outbox_write_failures = Counter(
+            "bridge_outbox_write_failures", "Outbox commits that failed (disk full, read-only, locked)", registry=r
+        )
+        self.outbox_queued = Gauge(
+            "bridge_outbox_queued_writes",
+            "Outbox writes queued, not yet committed",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.outbox_dropped = Counter(
+            "bridge_outbox_dropped_writes",
+            "Outbox writes dropped because the queue was full (never on disk)",
+            registry=r,
+        )
         self._outbox_seen = (0, 0)
         self._seen: dict[str, _Seen] = {}  # what was last reported for each live call
 

@@ -104,9 +104,11 @@ class Outbox:
         try:
             self._db.execute("BEGIN")
             self._db.execute("INSERT OR IGNORE INTO calls SELECT call_id, call_json, last_sequence FROM other.calls")
-            self._db.execute("INSERT OR IGNORE INTO events (webhook_id, call_id, sequence, type, body, created, "
-                             "attempts, state, last_error) SELECT webhook_id, call_id, sequence, type, body, created, "
-                             "attempts, state, last_error FROM other.events")
+            self._db.execute(
+                "INSERT OR IGNORE INTO events (webhook_id, call_id, sequence, type, body, created, "
+                "attempts, state, last_error) SELECT webhook_id, call_id, sequence, type, body, created, "
+                "attempts, state, last_error FROM other.events"
+            )
             self._db.execute("COMMIT")
         finally:
             self._db.execute("DETACH DATABASE other")
@@ -132,26 +134,30 @@ class Outbox:
         """Calls whose end was never recorded: (call id, call JSON, last event sequence)."""
         return list(self._db.execute("SELECT call_id, call_json, last_sequence FROM calls").fetchall())
 
-    def add(self, webhook_id: str, call_id: str, sequence: int, type_: str, body: str,
-            created: float | None = None) -> int:
+    def add(
+        self, webhook_id: str, call_id: str, sequence: int, type_: str, body: str, created: float | None = None
+    ) -> int:
         """Store a pending event; returns 1, or 0 when that webhook-id is already stored."""
         return self._db.execute(
             "INSERT OR IGNORE INTO events (webhook_id, call_id, sequence, type, body, created) VALUES (?,?,?,?,?,?)",
-            (webhook_id, call_id, sequence, type_, body, time.time() if created is None else created)).rowcount
+            (webhook_id, call_id, sequence, type_, body, time.time() if created is None else created),
+        ).rowcount
 
     def delivered(self, webhook_id: str) -> int:
         """Forget a pending event; returns how many rows went (0 or 1)."""
-        return self._db.execute("DELETE FROM events WHERE webhook_id = ? AND state = 'pending'",
-                                (webhook_id,)).rowcount
+        return self._db.execute("DELETE FROM events WHERE webhook_id = ? AND state = 'pending'", (webhook_id,)).rowcount
 
     def attempted(self, webhook_id: str, error: str) -> None:
-        self._db.execute("UPDATE events SET attempts = attempts + 1, last_error = ? WHERE webhook_id = ?",
-                         (error[:500], webhook_id))
+        self._db.execute(
+            "UPDATE events SET attempts = attempts + 1, last_error = ? WHERE webhook_id = ?", (error[:500], webhook_id)
+        )
 
     def dead(self, webhook_id: str, error: str) -> int:
         """A pending event becomes dead; returns how many rows changed (0 or 1)."""
-        return self._db.execute("UPDATE events SET state = 'dead', last_error = ? "
-                                "WHERE webhook_id = ? AND state = 'pending'", (error[:500], webhook_id)).rowcount
+        return self._db.execute(
+            "UPDATE events SET state = 'dead', last_error = ? WHERE webhook_id = ? AND state = 'pending'",
+            (error[:500], webhook_id),
+        ).rowcount
 
     def revive(self, webhook_id: str | None = None) -> int:
         """Dead events (one, or all) become pending again with a fresh age; returns how many."""
@@ -159,8 +165,10 @@ class Outbox:
         if webhook_id is None:
             cur = self._db.execute("UPDATE events SET state = 'pending', created = ? WHERE state = 'dead'", (now,))
         else:
-            cur = self._db.execute("UPDATE events SET state = 'pending', created = ? "
-                                   "WHERE state = 'dead' AND webhook_id = ?", (now, webhook_id))
+            cur = self._db.execute(
+                "UPDATE events SET state = 'pending', created = ? WHERE state = 'dead' AND webhook_id = ?",
+                (now, webhook_id),
+            )
         return cur.rowcount
 
     def events(self, state: EventState | None = None, call_id: str | None = None) -> Iterator[StoredEvent]:
@@ -203,9 +211,15 @@ class OutboxWriter:
 
     MAX_BATCH = 2000
 
-    def __init__(self, outbox: Outbox, *, max_queued: int = 200_000, retry_seconds: float = 1.0,
-                 on_state_change: Callable[[str | None], None] | None = None,
-                 on_failure: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        outbox: Outbox,
+        *,
+        max_queued: int = 200_000,
+        retry_seconds: float = 1.0,
+        on_state_change: Callable[[str | None], None] | None = None,
+        on_failure: Callable[[], None] | None = None,
+    ) -> None:
         self.outbox = outbox
         self.max_queued = max_queued
         self.retry_seconds = retry_seconds
@@ -232,8 +246,9 @@ class OutboxWriter:
     def call_ended(self, call_id: str) -> None:
         self._queue("call_ended", call_id)
 
-    def add(self, webhook_id: str, call_id: str, sequence: int, type_: str, body: str,
-            created: float | None = None) -> None:
+    def add(
+        self, webhook_id: str, call_id: str, sequence: int, type_: str, body: str, created: float | None = None
+    ) -> None:
         self._queue("add", webhook_id, call_id, sequence, type_, body, time.time() if created is None else created)
 
     def delivered(self, webhook_id: str) -> None:

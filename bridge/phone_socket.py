@@ -165,12 +165,17 @@ async def phone_stream(request: web.Request) -> web.StreamResponse:
     suspended = state.suspended
     waiting = len(suspended) if suspended is not None else 0
     if len(state.calls) + waiting >= settings.server.max_calls and not (
-            suspended is not None and suspended.shed_oldest("at server.max_calls")):
+        suspended is not None and suspended.shed_oldest("at server.max_calls")
+    ):
         log.warning("phone.capacity_refused", max_calls=settings.server.max_calls, suspended_calls=waiting)
         raise web.HTTPServiceUnavailable(text="at capacity\n")
     admission = state.admission
-    if (admission is not None and admission.limit and admission.active + admission.waiting >= admission.limit
-            and suspended is not None):
+    if (
+        admission is not None
+        and admission.limit
+        and admission.active + admission.waiting >= admission.limit
+        and suspended is not None
+    ):
         suspended.shed_oldest("no free Gladia session (gladia.max_sessions)")
     token = settings.twilio.auth_token
     if carrier == "twilio" and token is not None:
@@ -181,16 +186,21 @@ async def phone_stream(request: web.Request) -> web.StreamResponse:
     shared = settings.carriers.tokens.get(carrier)
     signing = settings.carriers.vonage_signature_secret if carrier == "vonage" else None
     if shared is not None or signing is not None:
-        ok = shared is not None and stream_token_valid(shared.get_secret_value(), request.headers,
-                                                       request.query.get("token"))
+        ok = shared is not None and stream_token_valid(
+            shared.get_secret_value(), request.headers, request.query.get("token")
+        )
         if not ok and signing is not None:
             ok = vonage_jwt_valid(signing.get_secret_value(), request.headers.get("Authorization"), time.time())
         if not ok:
             log.warning("phone.bad_token", carrier=carrier)
             raise web.HTTPForbidden(text="invalid or missing stream token\n")
 
-    ws = web.WebSocketResponse(max_msg_size=settings.server.max_message_bytes, autoping=True,
-                               protocols=adapter.subprotocols, heartbeat=settings.server.ws_heartbeat or None)
+    ws = web.WebSocketResponse(
+        max_msg_size=settings.server.max_message_bytes,
+        autoping=True,
+        protocols=adapter.subprotocols,
+        heartbeat=settings.server.ws_heartbeat or None,
+    )
     await ws.prepare(request)
     adapter.subprotocol = ws.ws_protocol
     stream = PhoneStream(adapter, settings.server)
@@ -224,11 +234,21 @@ async def _carry(app: web.Application, stream: PhoneStream, messages: AsyncItera
     call = suspended.take(key, started)
     if call is None:
         if suspended.waiting(key):
-            log.warning("call.restart_refused", call_sid=started.call_sid, waiting=suspended.waiting(key),
-                        detail="a stream names a suspended call without its resume token (bridge.resume) or "
-                               "from another account: started as a call of its own")
-        call = Call.begin(started, settings=settings, http=state.http, delivery=state.delivery,
-                          admission=state.admission, resume_secret=state.resume_secret)
+            log.warning(
+                "call.restart_refused",
+                call_sid=started.call_sid,
+                waiting=suspended.waiting(key),
+                detail="a stream names a suspended call without its resume token (bridge.resume) or "
+                "from another account: started as a call of its own",
+            )
+        call = Call.begin(
+            started,
+            settings=settings,
+            http=state.http,
+            delivery=state.delivery,
+            admission=state.admission,
+            resume_secret=state.resume_secret,
+        )
         if state.metrics is not None:
             call.on_ended = state.metrics.call_ended
     call.attach(stream)
@@ -292,15 +312,21 @@ async def healthz(request: web.Request) -> web.Response:
     if state.outbox is not None and state.outbox.degraded:
         problems.append(f"outbox writes failing: {state.outbox.degraded}")
     status = "draining" if state.draining else ("degraded" if problems else "ok")
-    body: dict[str, object] = {"status": status, "active_calls": len(state.calls),
-                               "suspended_calls": len(state.suspended) if state.suspended is not None else 0}
+    body: dict[str, object] = {
+        "status": status,
+        "active_calls": len(state.calls),
+        "suspended_calls": len(state.suspended) if state.suspended is not None else 0,
+    }
     if problems:
         body["degraded"] = problems
     if state.worker is not None:
         body["worker"] = {"index": state.worker[0], "of": state.worker[1], "pid": os.getpid()}
     if state.admission is not None and state.admission.limit:
-        body["stt_sessions"] = {"active": state.admission.active, "waiting": state.admission.waiting,
-                                "limit": state.admission.limit}
+        body["stt_sessions"] = {
+            "active": state.admission.active,
+            "waiting": state.admission.waiting,
+            "limit": state.admission.limit,
+        }
     if state.outbox is not None:
         body["outbox"] = {**state.outbox.counts(), "queued_writes": state.outbox.queued}
     return web.json_response(body, status=503 if state.draining else 200)

@@ -89,7 +89,7 @@ class PhoneStream:
                     for i, event in enumerate(events):
                         if isinstance(event, CallStarted):
                             self.started = event
-                            return StreamStart(event, events[i + 1:])
+                            return StreamStart(event, events[i + 1 :])
                         if isinstance(event, CallStopped):
                             return CallResult("stopped_before_start")
         except TimeoutError:
@@ -135,8 +135,11 @@ class PhoneStream:
         allowance = rate * (server.audio_burst_seconds + server.max_audio_speed * elapsed)
         if self._audio_bytes > allowance:
             speed = self._audio_bytes / rate / max(elapsed, 1e-3)
-            raise PhoneProtocolError(f"audio faster than real time ({self._audio_bytes / rate:.0f} s of audio in "
-                                     f"{elapsed:.1f} s, {speed:.0f}x)", 1008)
+            raise PhoneProtocolError(
+                f"audio faster than real time ({self._audio_bytes / rate:.0f} s of audio in "
+                f"{elapsed:.1f} s, {speed:.0f}x)",
+                1008,
+            )
         self._audio_allowance = allowance + rate  # look again after one more second of audio
 
     def note(self, event: Gap | CarrierError | Ignored) -> None:
@@ -148,8 +151,9 @@ class PhoneStream:
                 self._gaps_unlogged += 1
                 now = time.monotonic()
                 if now - self._gap_logged_at >= 10.0:
-                    log.info("call.sequence_gap", expected=event.expected, received=event.received,
-                             gaps=self._gaps_unlogged)
+                    log.info(
+                        "call.sequence_gap", expected=event.expected, received=event.received, gaps=self._gaps_unlogged
+                    )
                     self._gap_logged_at, self._gaps_unlogged = now, 0
             case CarrierError():
                 self._carrier_errors += 1

@@ -42,8 +42,9 @@ ENV_KEYS: dict[str, str] = {
     "BRIDGE_LOG_LEVEL": "log.level",
     "BRIDGE_LOG_FORMAT": "log.format",
 }
-SECRET_KEYS = frozenset({"gladia.api_key", "webhook.secret", "twilio.auth_token", "server.secret",
-                         "carriers.vonage_signature_secret"})
+SECRET_KEYS = frozenset(
+    {"gladia.api_key", "webhook.secret", "twilio.auth_token", "server.secret", "carriers.vonage_signature_secret"}
+)
 
 
 class _Strict(BaseModel):
@@ -171,16 +172,23 @@ class SttSettings(_Strict):
     default: SttProfile = DEFAULT_PROFILE
     numbers: dict[str, dict[str, Any]] = {}
     # Profile fields a call may set with <Parameter name="stt.<field>">; anything else is refused.
-    per_call_parameters: tuple[str, ...] = ("language", "custom_vocabulary", "endpointing", "encoding",
-                                            "sample_rate", "bit_depth")
+    per_call_parameters: tuple[str, ...] = (
+        "language",
+        "custom_vocabulary",
+        "endpointing",
+        "encoding",
+        "sample_rate",
+        "bit_depth",
+    )
 
     @field_validator("per_call_parameters")
     @classmethod
     def _per_call(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         for name in value:
             if not all(part.isidentifier() for part in name.split(".")):
-                raise ValueError(f"{name!r} is not a field name (dotted for a nested one, e.g. "
-                                 "language_config.code_switching)")
+                raise ValueError(
+                    f"{name!r} is not a field name (dotted for a nested one, e.g. language_config.code_switching)"
+                )
         return value
 
     def profile_for(self, called: str | None, overrides: Mapping[str, Any] | None = None) -> SttProfile:
@@ -285,8 +293,10 @@ class Settings(_Strict):
             # A Twilio signature covers the URL Twilio called. Without a configured public URL the
             # bridge would have to trust the request's Host header, so a signature captured for any
             # other host would replay here with a spoofed Host.
-            raise ConfigError("TWILIO_AUTH_TOKEN is set but BRIDGE_PUBLIC_URL is not: Twilio signatures can only "
-                              "be checked against the public URL Twilio calls (e.g. https://bridge.example.org)")
+            raise ConfigError(
+                "TWILIO_AUTH_TOKEN is set but BRIDGE_PUBLIC_URL is not: Twilio signatures can only "
+                "be checked against the public URL Twilio calls (e.g. https://bridge.example.org)"
+            )
         return settings
 
     def redacted(self) -> dict[str, Any]:

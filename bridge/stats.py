@@ -7,18 +7,18 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 EndReason = Literal[
-    "stop",                   # the carrier's stop message (or its documented equivalent)
-    "hangup",                 # the socket closed on a dialect where that is the hang-up
-    "socket_closed",          # the socket closed without a stop
-    "stream_lost",            # the socket dropped and no restart came in time (or the bridge shut down)
-    "shed",                   # a suspended call ended early to make room for another
-    "protocol_error",         # the carrier broke its protocol (close 1003/1007/1008/1009)
-    "media_timeout",          # no media for server.media_timeout seconds
-    "internal_error",         # a bug in the bridge (close 1011)
-    "closed_before_start",    # the socket closed before the call's start
-    "stopped_before_start",   # a stop before the start
-    "start_timeout",          # no start in time
-    "bridge_restarted",       # the process died mid-call; sent after the restart
+    "stop",  # the carrier's stop message (or its documented equivalent)
+    "hangup",  # the socket closed on a dialect where that is the hang-up
+    "socket_closed",  # the socket closed without a stop
+    "stream_lost",  # the socket dropped and no restart came in time (or the bridge shut down)
+    "shed",  # a suspended call ended early to make room for another
+    "protocol_error",  # the carrier broke its protocol (close 1003/1007/1008/1009)
+    "media_timeout",  # no media for server.media_timeout seconds
+    "internal_error",  # a bug in the bridge (close 1011)
+    "closed_before_start",  # the socket closed before the call's start
+    "stopped_before_start",  # a stop before the start
+    "start_timeout",  # no start in time
+    "bridge_restarted",  # the process died mid-call; sent after the restart
 ]
 
 

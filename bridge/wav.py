@@ -33,8 +33,8 @@ def read_wav(data: bytes) -> Wav:
         raise WavError("not a RIFF/WAVE file")
     pos, fmt, payload = 12, None, None
     while pos + 8 <= len(data):
-        cid, size = data[pos:pos + 4], struct.unpack("<I", data[pos + 4:pos + 8])[0]
-        body = data[pos + 8:pos + 8 + size]
+        cid, size = data[pos : pos + 4], struct.unpack("<I", data[pos + 4 : pos + 8])[0]
+        body = data[pos + 8 : pos + 8 + size]
         if cid == b"fmt ":
             fmt = body
         elif cid == b"data":

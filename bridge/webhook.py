@@ -74,8 +74,15 @@ PostOutcome = Delivered | Failed
 class WebhookClient:
     """POSTs events to one URL, signed when a secret is set."""
 
-    def __init__(self, http: aiohttp.ClientSession, url: str, *, secret: str | None, timeout: float,
-                 max_response_bytes: int = MAX_RESPONSE_BYTES) -> None:
+    def __init__(
+        self,
+        http: aiohttp.ClientSession,
+        url: str,
+        *,
+        secret: str | None,
+        timeout: float,
+        max_response_bytes: int = MAX_RESPONSE_BYTES,
+    ) -> None:
         self.http = http
         self.url = url
         self.timeout = timeout
@@ -98,20 +105,33 @@ class WebhookClient:
         started = time.monotonic()
         try:
             async with self.http.post(
-                self.url, data=event.body.encode(), headers=self.headers(event),
-                timeout=aiohttp.ClientTimeout(total=self.timeout), allow_redirects=False,
+                self.url,
+                data=event.body.encode(),
+                headers=self.headers(event),
+                timeout=aiohttp.ClientTimeout(total=self.timeout),
+                allow_redirects=False,
             ) as resp:
                 if 200 <= resp.status < 300:
                     body = await resp.content.read(self.max_response_bytes + 1)
-                    return Delivered(WebhookResponse(
-                        status=resp.status, content_type=resp.headers.get("Content-Type", ""),
-                        body=body[:self.max_response_bytes], truncated=len(body) > self.max_response_bytes,
-                    ), latency=time.monotonic() - started)
+                    return Delivered(
+                        WebhookResponse(
+                            status=resp.status,
+                            content_type=resp.headers.get("Content-Type", ""),
+                            body=body[: self.max_response_bytes],
+                            truncated=len(body) > self.max_response_bytes,
+                        ),
+                        latency=time.monotonic() - started,
+                    )
                 if 300 <= resp.status < 400:
                     location = resp.headers.get("Location", "")[:200]
-                    return Failed(f"webhook answered {resp.status} (redirect to {location!r} not followed: "
-                                  "set BOT_WEBHOOK_URL to the final URL)", retryable=False, status=resp.status)
-                return Failed(f"webhook answered {resp.status}", retryable=http_status_retryable(resp.status),
-                              status=resp.status)
+                    return Failed(
+                        f"webhook answered {resp.status} (redirect to {location!r} not followed: "
+                        "set BOT_WEBHOOK_URL to the final URL)",
+                        retryable=False,
+                        status=resp.status,
+                    )
+                return Failed(
+                    f"webhook answered {resp.status}", retryable=http_status_retryable(resp.status), status=resp.status
+                )
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             return Failed(f"{type(exc).__name__}: {exc}"[:200], retryable=True)

@@ -52,13 +52,13 @@ async def webhook(aiohttp_server: Any) -> tuple[FakeWebhook, str]:
     return fake, str(server.make_url("/hook"))
 
 
-
-
 @pytest.fixture
-def make_bridge(aiohttp_server: Any, fake_gladia: FakeGladia, webhook: tuple[FakeWebhook, str],
-                tmp_path: Any) -> BridgeFactory:
-    async def factory(environ: dict[str, str] | None = None, *, clock: Clock = SYSTEM_CLOCK,
-                      **overrides: Any) -> TestServer:
+def make_bridge(
+    aiohttp_server: Any, fake_gladia: FakeGladia, webhook: tuple[FakeWebhook, str], tmp_path: Any
+) -> BridgeFactory:
+    async def factory(
+        environ: dict[str, str] | None = None, *, clock: Clock = SYSTEM_CLOCK, **overrides: Any
+    ) -> TestServer:
         env = {
             "BRIDGE_DATA_DIR": str(tmp_path / "data"),
             "GLADIA_API_URL": fake_gladia.base_url,

@@ -12,16 +12,22 @@ from bridge.audio import ULAW_8K, AudioFormat
 from bridge.tools.writers.asterisk import AsteriskStreamWriter
 
 # _create_event_MEDIA_START, plain: "%s %s:%s %s:%s %s:%s %s:%s %s:%d %s:%d"
-PLAIN_START = ("MEDIA_START connection_id:conn-1 channel:WebSocket/conn-1/0x7f3a5c0012a0 channel_id:1761245643.1 "
-               "format:ulaw optimal_frame_size:160 ptime:20")
+PLAIN_START = (
+    "MEDIA_START connection_id:conn-1 channel:WebSocket/conn-1/0x7f3a5c0012a0 channel_id:1761245643.1 "
+    "format:ulaw optimal_frame_size:160 ptime:20"
+)
 # The driver page's example (older form: no channel_id, no ptime).
-DOC_START = ("MEDIA_START connection_id:e226e283-c90a-4ea9-9e37-389000b9ef47 channel:WebSocket/connectionid "
-             "format:ulaw optimal_frame_size:160")
+DOC_START = (
+    "MEDIA_START connection_id:e226e283-c90a-4ea9-9e37-389000b9ef47 channel:WebSocket/connectionid "
+    "format:ulaw optimal_frame_size:160"
+)
 # _create_event_MEDIA_START, JSON (AST_JSON_COMPACT), channel_variables = the channel's variables.
-JSON_START = ('{"event":"MEDIA_START","connection_id":"conn-1","channel":"WebSocket/conn-1/0x7f3a5c0012a0",'
-              '"channel_id":"1761245643.1","format":"slin16","optimal_frame_size":640,"ptime":20,'
-              '"channel_variables":{"MEDIA_WEBSOCKET_CONNECTION_ID":"conn-1",'
-              '"MEDIA_WEBSOCKET_OPTIMAL_FRAME_SIZE":"640","FROM":"+15550100","TO":"+15550199"}}')
+JSON_START = (
+    '{"event":"MEDIA_START","connection_id":"conn-1","channel":"WebSocket/conn-1/0x7f3a5c0012a0",'
+    '"channel_id":"1761245643.1","format":"slin16","optimal_frame_size":640,"ptime":20,'
+    '"channel_variables":{"MEDIA_WEBSOCKET_CONNECTION_ID":"conn-1",'
+    '"MEDIA_WEBSOCKET_OPTIMAL_FRAME_SIZE":"640","FROM":"+15550100","TO":"+15550199"}}'
+)
 
 
 def plain() -> AsteriskAdapter:
@@ -72,13 +78,16 @@ def test_dtmf_end_in_both_styles() -> None:
     assert json_style().receive('{"event":"DTMF_END","channel_id":"1761245643.1","digit":"#"}') == [Dtmf("#")]
 
 
-@pytest.mark.parametrize(("message", "name"), [
-    ("MEDIA_MARK_PROCESSED m1", "m1"),
-    ("MEDIA_MARK_PROCESSED reply 3", "reply 3"),
-    ("MEDIA_MARK_PROCESSED reply-3: after the greeting", "reply-3: after the greeting"),
-    ("MEDIA_MARK_PROCESSED correlation_id:m1", "m1"),
-    ("MEDIA_MARK_PROCESSED correlation_id:reply 3", "reply 3"),
-])
+@pytest.mark.parametrize(
+    ("message", "name"),
+    [
+        ("MEDIA_MARK_PROCESSED m1", "m1"),
+        ("MEDIA_MARK_PROCESSED reply 3", "reply 3"),
+        ("MEDIA_MARK_PROCESSED reply-3: after the greeting", "reply-3: after the greeting"),
+        ("MEDIA_MARK_PROCESSED correlation_id:m1", "m1"),
+        ("MEDIA_MARK_PROCESSED correlation_id:reply 3", "reply 3"),
+    ],
+)
 def test_plain_mark_processed_id_is_the_rest_of_the_line(message: str, name: str) -> None:
     """Plain MEDIA_MARK_PROCESSED <id>: the id is everything after the name (spaces, colons), or after
     correlation_id: as some versions echo it."""
@@ -102,12 +111,17 @@ def test_a_mark_the_bridge_sends_comes_back_with_its_whole_name() -> None:
     assert adapter.receive(echoed) == [MarkReached("reply 7: bye")]
 
 
-@pytest.mark.parametrize(("message", "detail"), [
-    ("ERROR channel_id:1761245643.1 error_text:FLUSH_MEDIA not supported in passthrough mode",
-     "FLUSH_MEDIA not supported in passthrough mode"),
-    ("ERROR channel_id:1761245643.1 error_text:Unable to parse JSON command", "Unable to parse JSON command"),
-    ("ERROR Unable to parse JSON command", "Unable to parse JSON command"),
-])
+@pytest.mark.parametrize(
+    ("message", "detail"),
+    [
+        (
+            "ERROR channel_id:1761245643.1 error_text:FLUSH_MEDIA not supported in passthrough mode",
+            "FLUSH_MEDIA not supported in passthrough mode",
+        ),
+        ("ERROR channel_id:1761245643.1 error_text:Unable to parse JSON command", "Unable to parse JSON command"),
+        ("ERROR Unable to parse JSON command", "Unable to parse JSON command"),
+    ],
+)
 def test_plain_error_is_a_carrier_error(message: str, detail: str) -> None:
     """Plain ERROR (as _create_event_ERROR builds it, or ERROR <text>) is a CarrierError with its text."""
     assert plain().receive(message) == [CarrierError(detail)]
@@ -115,8 +129,9 @@ def test_plain_error_is_a_carrier_error(message: str, detail: str) -> None:
 
 def test_json_error_is_a_carrier_error() -> None:
     """{"event":"ERROR","channel_id":...,"error_text":...} is a CarrierError with error_text, not unknown."""
-    message = ('{"event":"ERROR","channel_id":"1761245643.1",'
-               '"error_text":"MARK_MEDIA not supported in passthrough mode"}')
+    message = (
+        '{"event":"ERROR","channel_id":"1761245643.1","error_text":"MARK_MEDIA not supported in passthrough mode"}'
+    )
     assert json_style().receive(message) == [CarrierError("MARK_MEDIA not supported in passthrough mode")]
 
 
@@ -128,11 +143,18 @@ def test_error_without_text_is_still_a_carrier_error() -> None:
     assert isinstance(json_event, CarrierError) and json_event.detail
 
 
-@pytest.mark.parametrize("message", [
-    "MEDIA_XOFF", "MEDIA_XON", "QUEUE_DRAINED", "MEDIA_BUFFERING_COMPLETED", "MEDIA_BUFFERING_COMPLETED buf 1",
-    "STATUS channel_id:1761245643.1 queue_length:43 xon_level:800 xoff_level:900 queue_full:false "
-    "bulk_media:true media_paused:false",
-])
+@pytest.mark.parametrize(
+    "message",
+    [
+        "MEDIA_XOFF",
+        "MEDIA_XON",
+        "QUEUE_DRAINED",
+        "MEDIA_BUFFERING_COMPLETED",
+        "MEDIA_BUFFERING_COMPLETED buf 1",
+        "STATUS channel_id:1761245643.1 queue_length:43 xon_level:800 xoff_level:900 queue_full:false "
+        "bulk_media:true media_paused:false",
+    ],
+)
 def test_flow_control_and_status_notifications_are_known_and_ignored(message: str) -> None:
     """MEDIA_XOFF/XON, QUEUE_DRAINED, MEDIA_BUFFERING_COMPLETED and STATUS are ignored as known events."""
     (event,) = plain().receive(message)

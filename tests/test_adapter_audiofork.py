@@ -22,13 +22,15 @@ from tests.support.fakes import FakeGladia, FakeWebhook
 # sent as JSON.stringify(callerData).
 README_METADATA = '{"to":"6173333456","from":"2061236666","callid":"a84b4c76e66710@pc33.atlanta.example.com"}'
 # jambonz listen: Object.assign({sampleRate, mixType}, callInfo.toJSON(), verb metadata), JSON.stringify'd.
-JAMBONZ_METADATA = ('{"sampleRate":16000,"mixType":"mixed","callSid":"9f1ad5e2-27a6-4c2b-9d3b-8c0c1f2e6b11",'
-                    '"direction":"inbound","from":"+15550100","to":"+15550199",'
-                    '"callId":"a84b4c76e66710@192.0.2.10","sbcCallid":"sbc-a84b4c76e66710@192.0.2.10",'
-                    '"sipStatus":200,"sipReason":"OK","callStatus":"in-progress",'
-                    '"accountSid":"bb845d4b-83a9-4cde-a6e9-50f3743bab3f","traceId":"f0c1d2e3a4b5c6d7e8f9a0b1c2d3e4f5",'
-                    '"applicationSid":"0dddaabf-0a30-43e3-84e8-426873b1a78b","fsSipAddress":"10.0.0.12:5060",'
-                    '"bot":"sales"}')
+JAMBONZ_METADATA = (
+    '{"sampleRate":16000,"mixType":"mixed","callSid":"9f1ad5e2-27a6-4c2b-9d3b-8c0c1f2e6b11",'
+    '"direction":"inbound","from":"+15550100","to":"+15550199",'
+    '"callId":"a84b4c76e66710@192.0.2.10","sbcCallid":"sbc-a84b4c76e66710@192.0.2.10",'
+    '"sipStatus":200,"sipReason":"OK","callStatus":"in-progress",'
+    '"accountSid":"bb845d4b-83a9-4cde-a6e9-50f3743bab3f","traceId":"f0c1d2e3a4b5c6d7e8f9a0b1c2d3e4f5",'
+    '"applicationSid":"0dddaabf-0a30-43e3-84e8-426873b1a78b","fsSipAddress":"10.0.0.12:5060",'
+    '"bot":"sales"}'
+)
 
 
 def start_of(adapter: AudioForkAdapter, message: str | bytes) -> CallStarted:
@@ -81,11 +83,14 @@ def test_route_defaults_apply_when_metadata_has_no_rate_or_mix() -> None:
     assert adapter.receive(b"\x10\x00\x20\x00") == [Audio(b"\x18\x00")]  # stereo: two legs mixed down
 
 
-@pytest.mark.parametrize(("meta", "rate", "channels"), [
-    ({"sample_rate": 16000, "mixType": "stereo"}, 16000, 2),
-    ({"sampleRate": "24000", "mixType": "mono"}, 24000, 1),
-    ({"sampleRate": 8000, "mixType": "mixed"}, 8000, 1),
-])
+@pytest.mark.parametrize(
+    ("meta", "rate", "channels"),
+    [
+        ({"sample_rate": 16000, "mixType": "stereo"}, 16000, 2),
+        ({"sampleRate": "24000", "mixType": "mono"}, 24000, 1),
+        ({"sampleRate": 8000, "mixType": "mixed"}, 8000, 1),
+    ],
+)
 def test_sample_rate_spellings_and_mix_types(meta: dict[str, Any], rate: int, channels: int) -> None:
     """sampleRate or sample_rate (number or text) set the rate; stereo is two channels, mono/mixed one."""
     adapter = AudioForkAdapter(default_sample_rate=8000, default_mix="stereo" if channels == 1 else "mono")
@@ -105,12 +110,20 @@ def test_binary_first_frame_starts_the_call_and_is_its_first_audio() -> None:
 
 def test_writer_sends_the_documented_metadata() -> None:
     """AudioForkStreamWriter: jambonz listen's metadata, mod_audio_fork README's, or none (binary first)."""
-    jambonz = AudioForkStreamWriter("9f1ad5e2-27a6-4c2b-9d3b-8c0c1f2e6b11", 16000, "+15550100", "+15550199",
-                                    {"bot": "sales"}, mix_type="mixed", call_id="a84b4c76e66710@192.0.2.10")
+    jambonz = AudioForkStreamWriter(
+        "9f1ad5e2-27a6-4c2b-9d3b-8c0c1f2e6b11",
+        16000,
+        "+15550100",
+        "+15550199",
+        {"bot": "sales"},
+        mix_type="mixed",
+        call_id="a84b4c76e66710@192.0.2.10",
+    )
     assert jambonz.subprotocols == ("audio.jambonz.org",)
     assert list(jambonz.call(bytes(640), 640)) == [JAMBONZ_METADATA, bytes(640)]
-    fork = AudioForkStreamWriter("s1", 8000, "2061236666", "6173333456", style="audio_fork",
-                                 call_id="a84b4c76e66710@pc33.atlanta.example.com")
+    fork = AudioForkStreamWriter(
+        "s1", 8000, "2061236666", "6173333456", style="audio_fork", call_id="a84b4c76e66710@pc33.atlanta.example.com"
+    )
     assert fork.subprotocols == ("audio.drachtio.org",) and fork.metadata_message() == README_METADATA
     bare = AudioForkStreamWriter("s2", style="audio_stream", send_metadata=False)
     assert bare.subprotocols == () and list(bare.call(bytes(640), 320)) == [bytes(320), bytes(320)]
@@ -118,7 +131,11 @@ def test_writer_sends_the_documented_metadata() -> None:
 
 @pytest.mark.parametrize(("query", "rate"), [("", 8000), ("?rate=16000", 16000)])
 async def test_mod_audio_stream_without_metadata_reaches_gladia_whole(
-    make_bridge: BridgeFactory, fake_gladia: FakeGladia, webhook: tuple[FakeWebhook, str], query: str, rate: int,
+    make_bridge: BridgeFactory,
+    fake_gladia: FakeGladia,
+    webhook: tuple[FakeWebhook, str],
+    query: str,
+    rate: int,
 ) -> None:
     """A fork that starts with binary audio (no metadata, no subprotocol) gets every byte to Gladia, the
     first 20 ms frame included (it was lost before: 31,680 of 32,000 bytes at 8 kHz)."""

@@ -21,14 +21,37 @@ CALL = "a1c2e3f4b5d6c7e8f9a0b1c2d3e4f5a6"
 
 
 def start(media_format: dict[str, str]) -> str:
-    return json.dumps({"event": "start", "sequence_number": "1", "stream_sid": SID, "start": {
-        "stream_sid": SID, "call_sid": CALL, "account_sid": "exotel1", "from": "09999999999", "to": "08888888888",
-        "custom_parameters": {"lang": "hi"}, "media_format": media_format}})
+    return json.dumps(
+        {
+            "event": "start",
+            "sequence_number": "1",
+            "stream_sid": SID,
+            "start": {
+                "stream_sid": SID,
+                "call_sid": CALL,
+                "account_sid": "exotel1",
+                "from": "09999999999",
+                "to": "08888888888",
+                "custom_parameters": {"lang": "hi"},
+                "media_format": media_format,
+            },
+        }
+    )
 
 
 def media(seq: int, payload: bytes) -> str:
-    return json.dumps({"event": "media", "sequence_number": str(seq), "stream_sid": SID, "media": {
-        "chunk": str(seq - 1), "timestamp": str((seq - 2) * 100), "payload": base64.b64encode(payload).decode()}})
+    return json.dumps(
+        {
+            "event": "media",
+            "sequence_number": str(seq),
+            "stream_sid": SID,
+            "media": {
+                "chunk": str(seq - 1),
+                "timestamp": str((seq - 2) * 100),
+                "payload": base64.b64encode(payload).decode(),
+            },
+        }
+    )
 
 
 def started(media_format: dict[str, str]) -> tuple[ExotelAdapter, CallStarted]:
@@ -69,15 +92,19 @@ def test_raw_pcm_applet_streams_are_unchanged(rate: str) -> None:
     assert event.audio_format == AudioFormat("pcm16", int(rate))
 
 
-@pytest.mark.parametrize("media_format", [
-    {"encoding": "audio/x-alaw", "sample_rate": "8000", "bit_rate": "8"},
-    {"encoding": "audio/x-mulaw", "sample_rate": "16000", "bit_rate": "8"},
-    {"encoding": "audio/x-mulaw;rate=16000"},
-    {"encoding": "audio/x-mulaw", "sample_rate": "8000", "bit_rate": "16"},
-    {"encoding": "audio/x-raw", "sample_rate": "11025", "bit_rate": "16"},
-    {"encoding": "audio/x-raw", "sample_rate": "8000", "bit_rate": "8"},
-    {"encoding": "opus", "sample_rate": "16000"},
-], ids=lambda f: "/".join(f.values()))
+@pytest.mark.parametrize(
+    "media_format",
+    [
+        {"encoding": "audio/x-alaw", "sample_rate": "8000", "bit_rate": "8"},
+        {"encoding": "audio/x-mulaw", "sample_rate": "16000", "bit_rate": "8"},
+        {"encoding": "audio/x-mulaw;rate=16000"},
+        {"encoding": "audio/x-mulaw", "sample_rate": "8000", "bit_rate": "16"},
+        {"encoding": "audio/x-raw", "sample_rate": "11025", "bit_rate": "16"},
+        {"encoding": "audio/x-raw", "sample_rate": "8000", "bit_rate": "8"},
+        {"encoding": "opus", "sample_rate": "16000"},
+    ],
+    ids=lambda f: "/".join(f.values()),
+)
 def test_other_formats_are_refused_with_1003_naming_what_is_accepted(media_format: dict[str, str]) -> None:
     """Anything but raw 16-bit PCM (8/16/24 kHz) or 8 kHz mu-law: unsupported data (1003), and the
     reason names both accepted formats."""
@@ -96,11 +123,18 @@ def test_documented_voicebot_call() -> None:
     pcm = b"\x01\x00" * 800  # 100 ms at 8 kHz
     messages = [
         media(2, pcm),
-        json.dumps({"event": "dtmf", "sequence_number": "3", "stream_sid": SID,
-                    "dtmf": {"digit": "5", "duration": "250"}}),
+        json.dumps(
+            {"event": "dtmf", "sequence_number": "3", "stream_sid": SID, "dtmf": {"digit": "5", "duration": "250"}}
+        ),
         json.dumps({"event": "mark", "sequence_number": "4", "stream_sid": SID, "mark": {"name": "greeting"}}),
-        json.dumps({"event": "stop", "sequence_number": "5", "stream_sid": SID,
-                    "stop": {"call_sid": CALL, "account_sid": "exotel1", "reason": "callended"}}),
+        json.dumps(
+            {
+                "event": "stop",
+                "sequence_number": "5",
+                "stream_sid": SID,
+                "stop": {"call_sid": CALL, "account_sid": "exotel1", "reason": "callended"},
+            }
+        ),
     ]
     events = [e for m in messages for e in a.receive(m)]
     assert events == [Audio(pcm), Dtmf("5"), MarkReached("greeting"), CallStopped("callended")]
@@ -108,17 +142,38 @@ def test_documented_voicebot_call() -> None:
 
 
 def expected_call(pcm: bytes, media_format: dict[str, str], step_ms: int) -> list[dict[str, Any]]:
-    chunks = [pcm[i:i + len(pcm) // 3] for i in range(0, len(pcm), len(pcm) // 3)]
+    chunks = [pcm[i : i + len(pcm) // 3] for i in range(0, len(pcm), len(pcm) // 3)]
     return [
         {"event": "connected"},
-        {"event": "start", "sequence_number": "1", "stream_sid": SID, "start": {
-            "stream_sid": SID, "call_sid": CALL, "account_sid": "exotel1", "from": "09999999999",
-            "to": "08888888888", "custom_parameters": {"lang": "hi"}, "media_format": media_format}},
-        *({"event": "media", "sequence_number": str(n + 2), "stream_sid": SID, "media": {
-            "chunk": str(n + 1), "timestamp": str(n * step_ms), "payload": base64.b64encode(c).decode()}}
-          for n, c in enumerate(chunks)),
-        {"event": "stop", "sequence_number": "5", "stream_sid": SID,
-         "stop": {"call_sid": CALL, "account_sid": "exotel1", "reason": "callended"}},
+        {
+            "event": "start",
+            "sequence_number": "1",
+            "stream_sid": SID,
+            "start": {
+                "stream_sid": SID,
+                "call_sid": CALL,
+                "account_sid": "exotel1",
+                "from": "09999999999",
+                "to": "08888888888",
+                "custom_parameters": {"lang": "hi"},
+                "media_format": media_format,
+            },
+        },
+        *(
+            {
+                "event": "media",
+                "sequence_number": str(n + 2),
+                "stream_sid": SID,
+                "media": {"chunk": str(n + 1), "timestamp": str(n * step_ms), "payload": base64.b64encode(c).decode()},
+            }
+            for n, c in enumerate(chunks)
+        ),
+        {
+            "event": "stop",
+            "sequence_number": "5",
+            "stream_sid": SID,
+            "stop": {"call_sid": CALL, "account_sid": "exotel1", "reason": "callended"},
+        },
     ]
 
 
@@ -130,17 +185,26 @@ def test_writer_sends_exotels_documented_messages() -> None:
     w = ExotelStreamWriter(CALL, SID, "09999999999", "08888888888", 8000, {"lang": "hi"}, account_sid="exotel1")
     raw = {"encoding": "audio/x-raw", "sample_rate": "8000", "bit_rate": "16"}
     assert [json.loads(m) for m in w.call(pcm, 1600)] == expected_call(pcm, raw, 100)
-    assert json.loads(w.dtmf("5")) == {"event": "dtmf", "sequence_number": "6", "stream_sid": SID,
-                                       "dtmf": {"digit": "5", "duration": "250"}}
-    assert json.loads(w.mark("greeting")) == {"event": "mark", "sequence_number": "7", "stream_sid": SID,
-                                              "mark": {"name": "greeting"}}
+    assert json.loads(w.dtmf("5")) == {
+        "event": "dtmf",
+        "sequence_number": "6",
+        "stream_sid": SID,
+        "dtmf": {"digit": "5", "duration": "250"},
+    }
+    assert json.loads(w.mark("greeting")) == {
+        "event": "mark",
+        "sequence_number": "7",
+        "stream_sid": SID,
+        "mark": {"name": "greeting"},
+    }
 
     w16 = ExotelStreamWriter(CALL, SID, "09999999999", "08888888888", 16000, {"lang": "hi"}, account_sid="exotel1")
     raw16 = {"encoding": "audio/x-raw", "sample_rate": "16000", "bit_rate": "16"}
     assert [json.loads(m) for m in w16.call(pcm * 2, 3200)] == expected_call(pcm * 2, raw16, 100)
 
     ulaw = bytes(range(256)) * 3 + b"\x00" * 96  # three chunks of 288 bytes: 36 ms each
-    wu = ExotelStreamWriter(CALL, SID, "09999999999", "08888888888", parameters={"lang": "hi"}, ulaw=True,
-                            account_sid="exotel1")
+    wu = ExotelStreamWriter(
+        CALL, SID, "09999999999", "08888888888", parameters={"lang": "hi"}, ulaw=True, account_sid="exotel1"
+    )
     mulaw = {"encoding": "audio/x-mulaw", "sample_rate": "8000", "bit_rate": "8"}
     assert [json.loads(m) for m in wu.call(ulaw, 288)] == expected_call(ulaw, mulaw, 36)

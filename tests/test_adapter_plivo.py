@@ -21,24 +21,46 @@ ULAW = bytes(range(160))
 
 def start(custom: Any = None, extra_headers: str = "team=support;lang=en") -> str:
     """Plivo's start: extra_headers beside start, customParameters inside it (Java SDK's StartData)."""
-    body: dict[str, Any] = {"callId": CALL_ID, "streamId": STREAM_ID, "accountId": "MA00000000000000000A",
-                            "tracks": ["inbound"], "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000}}
+    body: dict[str, Any] = {
+        "callId": CALL_ID,
+        "streamId": STREAM_ID,
+        "accountId": "MA00000000000000000A",
+        "tracks": ["inbound"],
+        "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000},
+    }
     if custom is not None:
         body["customParameters"] = custom
     return json.dumps({"event": "start", "sequenceNumber": 1, "start": body, "extra_headers": extra_headers})
 
 
 def media(seq: int, payload: bytes = ULAW) -> str:
-    return json.dumps({"event": "media", "sequenceNumber": seq, "streamId": STREAM_ID,
-                       "media": {"track": "inbound", "timestamp": "1705312200000", "chunk": seq - 1,
-                                 "payload": base64.b64encode(payload).decode()},
-                       "extra_headers": "team=support;lang=en"})
+    return json.dumps(
+        {
+            "event": "media",
+            "sequenceNumber": seq,
+            "streamId": STREAM_ID,
+            "media": {
+                "track": "inbound",
+                "timestamp": "1705312200000",
+                "chunk": seq - 1,
+                "payload": base64.b64encode(payload).decode(),
+            },
+            "extra_headers": "team=support;lang=en",
+        }
+    )
 
 
 def stop(seq: int, **extra: Any) -> str:
     """Plivo's stop, as its Go example server reads it (stop{callId, streamId, tracks})."""
-    return json.dumps({"event": "stop", "sequenceNumber": seq, "streamId": STREAM_ID,
-                       "stop": {"callId": CALL_ID, "streamId": STREAM_ID, "tracks": ["inbound"]}, **extra})
+    return json.dumps(
+        {
+            "event": "stop",
+            "sequenceNumber": seq,
+            "streamId": STREAM_ID,
+            "stop": {"callId": CALL_ID, "streamId": STREAM_ID, "tracks": ["inbound"]},
+            **extra,
+        }
+    )
 
 
 def started(custom: Any = None, extra_headers: str = "team=support;lang=en") -> tuple[PlivoAdapter, CallStarted]:
@@ -108,8 +130,14 @@ def test_stop_for_another_stream_is_refused_with_1008() -> None:
 def test_documented_call_in_order_has_no_gap() -> None:
     """start, media, dtmf, media, stop with consecutive sequence numbers: audio, digit, stop, no gap."""
     a, _ = started({"FirstName": "Jane"})
-    dtmf = json.dumps({"event": "dtmf", "sequenceNumber": 3, "streamId": STREAM_ID,
-                       "dtmf": {"track": "inbound", "digit": "5", "timestamp": "1705312200020"}})
+    dtmf = json.dumps(
+        {
+            "event": "dtmf",
+            "sequenceNumber": 3,
+            "streamId": STREAM_ID,
+            "dtmf": {"track": "inbound", "digit": "5", "timestamp": "1705312200020"},
+        }
+    )
     events = [e for m in (media(2), dtmf, media(4), stop(5)) for e in a.receive(m)]
     assert events == [Audio(ULAW), Dtmf("5"), Audio(ULAW), CallStopped("stop")]
     assert not any(isinstance(e, (Gap, Ignored)) for e in events) and a.counters.gaps == 0
@@ -118,22 +146,56 @@ def test_documented_call_in_order_has_no_gap() -> None:
 def test_writer_sends_plivos_documented_messages() -> None:
     """PlivoStreamWriter's start (customParameters, extra_headers), media, dtmf and final stop are
     Plivo's messages field by field; media timestamps advance by each frame's duration."""
-    w = PlivoStreamWriter(CALL_ID, STREAM_ID, parameters={"team": "support", "lang": "en"},
-                          custom_parameters={"FirstName": "Jane"}, send_stop=True, account_id="MA00000000000000000A")
+    w = PlivoStreamWriter(
+        CALL_ID,
+        STREAM_ID,
+        parameters={"team": "support", "lang": "en"},
+        custom_parameters={"FirstName": "Jane"},
+        send_stop=True,
+        account_id="MA00000000000000000A",
+    )
     messages = [json.loads(m) for m in w.call(ULAW * 2, 160)]
-    assert messages[0] == {"event": "start", "sequenceNumber": 1, "start": {
-        "callId": CALL_ID, "streamId": STREAM_ID, "accountId": "MA00000000000000000A", "tracks": ["inbound"],
-        "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000}, "customParameters": {"FirstName": "Jane"}},
-        "extra_headers": "team=support;lang=en"}
+    assert messages[0] == {
+        "event": "start",
+        "sequenceNumber": 1,
+        "start": {
+            "callId": CALL_ID,
+            "streamId": STREAM_ID,
+            "accountId": "MA00000000000000000A",
+            "tracks": ["inbound"],
+            "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000},
+            "customParameters": {"FirstName": "Jane"},
+        },
+        "extra_headers": "team=support;lang=en",
+    }
     payload = base64.b64encode(ULAW).decode()
     assert messages[1:3] == [
-        {"event": "media", "sequenceNumber": 2, "streamId": STREAM_ID, "extra_headers": "team=support;lang=en",
-         "media": {"track": "inbound", "timestamp": "1700000000000", "chunk": 1, "payload": payload}},
-        {"event": "media", "sequenceNumber": 3, "streamId": STREAM_ID, "extra_headers": "team=support;lang=en",
-         "media": {"track": "inbound", "timestamp": "1700000000020", "chunk": 2, "payload": payload}}]
-    assert messages[3] == {"event": "stop", "sequenceNumber": 4, "streamId": STREAM_ID,
-                           "stop": {"callId": CALL_ID, "streamId": STREAM_ID, "tracks": ["inbound"]}}
+        {
+            "event": "media",
+            "sequenceNumber": 2,
+            "streamId": STREAM_ID,
+            "extra_headers": "team=support;lang=en",
+            "media": {"track": "inbound", "timestamp": "1700000000000", "chunk": 1, "payload": payload},
+        },
+        {
+            "event": "media",
+            "sequenceNumber": 3,
+            "streamId": STREAM_ID,
+            "extra_headers": "team=support;lang=en",
+            "media": {"track": "inbound", "timestamp": "1700000000020", "chunk": 2, "payload": payload},
+        },
+    ]
+    assert messages[3] == {
+        "event": "stop",
+        "sequenceNumber": 4,
+        "streamId": STREAM_ID,
+        "stop": {"callId": CALL_ID, "streamId": STREAM_ID, "tracks": ["inbound"]},
+    }
     assert len(messages) == 4
-    assert json.loads(w.dtmf("7")) == {"event": "dtmf", "sequenceNumber": 5, "streamId": STREAM_ID,
-                                       "dtmf": {"track": "inbound", "digit": "7", "timestamp": "1700000000040"}}
+    assert json.loads(w.dtmf("7")) == {
+        "event": "dtmf",
+        "sequenceNumber": 5,
+        "streamId": STREAM_ID,
+        "dtmf": {"track": "inbound", "digit": "7", "timestamp": "1700000000040"},
+    }
     assert json.loads(w.stop("call_hangup"))["reason"] == "call_hangup"

@@ -21,44 +21,92 @@ ACCOUNT = "b08dacad-2f6c-4de1-93d6-cc732e0c69c5"
 L16_20MS = bytes(range(240)) * 4  # 960 bytes: 20 ms of L16 at 24 kHz (the page's 1280 base64 characters)
 
 CONNECTED: dict[str, Any] = {
-    "timestamp": "2025-09-26T16:25:04.792Z", "direction": "inbound", "eventType": "connected",
-    "rawEvent": {"event": "connected", "protocol": "Call", "version": "0.2.0"}}
+    "timestamp": "2025-09-26T16:25:04.792Z",
+    "direction": "inbound",
+    "eventType": "connected",
+    "rawEvent": {"event": "connected", "protocol": "Call", "version": "0.2.0"},
+}
 
 
 def start(media_format: dict[str, Any] | None = None, tracks: list[str] | None = None) -> dict[str, Any]:
-    return {"timestamp": "2025-09-26T16:25:04.794Z", "direction": "inbound", "eventType": "start",
-            "streamSid": STREAM, "callSid": CALL, "sequenceNumber": "1",
-            "rawEvent": {"event": "start", "sequenceNumber": "1", "start": {
-                "streamSid": STREAM, "accountSid": ACCOUNT, "callSid": CALL, "tracks": tracks or ["inbound"],
-                "mediaFormat": media_format or {"encoding": "audio/x-L16", "sampleRate": 24000, "channels": 1}}}}
+    return {
+        "timestamp": "2025-09-26T16:25:04.794Z",
+        "direction": "inbound",
+        "eventType": "start",
+        "streamSid": STREAM,
+        "callSid": CALL,
+        "sequenceNumber": "1",
+        "rawEvent": {
+            "event": "start",
+            "sequenceNumber": "1",
+            "start": {
+                "streamSid": STREAM,
+                "accountSid": ACCOUNT,
+                "callSid": CALL,
+                "tracks": tracks or ["inbound"],
+                "mediaFormat": media_format or {"encoding": "audio/x-L16", "sampleRate": 24000, "channels": 1},
+            },
+        },
+    }
 
 
 def media(seq: int, payload: bytes = L16_20MS, track: str = "inbound") -> dict[str, Any]:
-    return {"timestamp": "2025-09-26T16:25:24.821Z", "direction": "inbound", "eventType": "media",
-            "streamSid": STREAM, "sequenceNumber": str(seq),
-            "rawEvent": {"event": "media", "sequenceNumber": str(seq), "media": {
-                "track": track, "chunk": str(seq - 1), "timestamp": str((seq - 2) * 20),
-                "payload": base64.b64encode(payload).decode()}}}
+    return {
+        "timestamp": "2025-09-26T16:25:24.821Z",
+        "direction": "inbound",
+        "eventType": "media",
+        "streamSid": STREAM,
+        "sequenceNumber": str(seq),
+        "rawEvent": {
+            "event": "media",
+            "sequenceNumber": str(seq),
+            "media": {
+                "track": track,
+                "chunk": str(seq - 1),
+                "timestamp": str((seq - 2) * 20),
+                "payload": base64.b64encode(payload).decode(),
+            },
+        },
+    }
 
 
 def dtmf(seq: int, digit: str = "8") -> dict[str, Any]:
     """The page's DTMF: sequenceNumber on the envelope only, none in rawEvent."""
-    return {"timestamp": "2025-09-26T16:25:15.123Z", "direction": "inbound", "eventType": "dtmf",
-            "streamSid": STREAM, "sequenceNumber": str(seq),
-            "rawEvent": {"event": "dtmf", "streamSid": STREAM, "dtmf": {"duration": 2700, "digit": digit}}}
+    return {
+        "timestamp": "2025-09-26T16:25:15.123Z",
+        "direction": "inbound",
+        "eventType": "dtmf",
+        "streamSid": STREAM,
+        "sequenceNumber": str(seq),
+        "rawEvent": {"event": "dtmf", "streamSid": STREAM, "dtmf": {"duration": 2700, "digit": digit}},
+    }
 
 
 MARK: dict[str, Any] = {
-    "timestamp": "2025-09-26T16:25:24.740Z", "direction": "inbound", "eventType": "mark", "streamSid": STREAM,
-    "rawEvent": {"event": "mark", "streamSid": STREAM, "mark": {"name": "item_CK5XvgANb1jVorf5VQlKQ:43500"}}}
+    "timestamp": "2025-09-26T16:25:24.740Z",
+    "direction": "inbound",
+    "eventType": "mark",
+    "streamSid": STREAM,
+    "rawEvent": {"event": "mark", "streamSid": STREAM, "mark": {"name": "item_CK5XvgANb1jVorf5VQlKQ:43500"}},
+}
 CLEAR: dict[str, Any] = {
-    "timestamp": "2025-09-26T16:25:12.018Z", "direction": "outbound", "eventType": "clear", "streamSid": STREAM,
-    "rawEvent": {"event": "clear", "streamSid": STREAM}}
+    "timestamp": "2025-09-26T16:25:12.018Z",
+    "direction": "outbound",
+    "eventType": "clear",
+    "streamSid": STREAM,
+    "rawEvent": {"event": "clear", "streamSid": STREAM},
+}
 
 
 def stop(seq: int) -> dict[str, Any]:
-    return {"timestamp": "2025-09-26T16:25:24.863Z", "direction": "inbound", "eventType": "stop",
-            "streamSid": STREAM, "sequenceNumber": str(seq), "rawEvent": {"event": "stop", "sequenceNumber": str(seq)}}
+    return {
+        "timestamp": "2025-09-26T16:25:24.863Z",
+        "direction": "inbound",
+        "eventType": "stop",
+        "streamSid": STREAM,
+        "sequenceNumber": str(seq),
+        "rawEvent": {"event": "stop", "sequenceNumber": str(seq)},
+    }
 
 
 def feed(a: SignalWireAdapter, *messages: dict[str, Any]) -> list[Any]:
@@ -81,8 +129,13 @@ def test_documented_wrapped_call_has_no_false_gap() -> None:
     started_event = events[1]
     assert isinstance(started_event, CallStarted) and started_event.audio_format == AudioFormat("pcm16", 24000)
     assert (started_event.call_sid, started_event.stream_sid, started_event.account_sid) == (CALL, STREAM, ACCOUNT)
-    assert events[2:] == [Audio(L16_20MS), Dtmf("8"), Audio(L16_20MS),
-                          MarkReached("item_CK5XvgANb1jVorf5VQlKQ:43500"), CallStopped("stop")]
+    assert events[2:] == [
+        Audio(L16_20MS),
+        Dtmf("8"),
+        Audio(L16_20MS),
+        MarkReached("item_CK5XvgANb1jVorf5VQlKQ:43500"),
+        CallStopped("stop"),
+    ]
     assert a.counters.gaps == 0 and a.state is StreamState.ENDED
 
 
@@ -113,8 +166,13 @@ def test_clear_acknowledgement_is_passive() -> None:
     assert a.counters.ignored == {}
 
 
-@pytest.mark.parametrize("media_format", [{"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 2},
-                                          {"encoding": "audio/x-L16", "sampleRate": 16000, "channels": 2}])
+@pytest.mark.parametrize(
+    "media_format",
+    [
+        {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 2},
+        {"encoding": "audio/x-L16", "sampleRate": 16000, "channels": 2},
+    ],
+)
 def test_two_channels_for_both_tracks_keep_the_inbound_track(media_format: dict[str, Any]) -> None:
     """channels 2 (both_tracks) is accepted; inbound media is the caller's audio, outbound is dropped."""
     a = SignalWireAdapter()
@@ -122,15 +180,19 @@ def test_two_channels_for_both_tracks_keep_the_inbound_track(media_format: dict[
     assert isinstance(event, CallStarted) and event.tracks == ("inbound", "outbound")
     assert event.audio_format == (ULAW_8K if media_format["sampleRate"] == 8000 else AudioFormat("pcm16", 16000))
     assert feed(a, media(2, b"\x01" * 160), media(3, b"\x02" * 160, "outbound"), media(4, b"\x03" * 160)) == [
-        Audio(b"\x01" * 160), Ignored("outbound_media"), Audio(b"\x03" * 160)]
+        Audio(b"\x01" * 160),
+        Ignored("outbound_media"),
+        Audio(b"\x03" * 160),
+    ]
 
 
 @pytest.mark.parametrize("channels", [0, 3, "2"])
 def test_other_channel_counts_are_refused_with_1003(channels: Any) -> None:
     """Only 1 or 2 channels are accepted; anything else is unsupported data (1003)."""
     with pytest.raises(PhoneProtocolError) as err:
-        SignalWireAdapter().receive(json.dumps(start({"encoding": "audio/x-mulaw", "sampleRate": 8000,
-                                                      "channels": channels})))
+        SignalWireAdapter().receive(
+            json.dumps(start({"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": channels}))
+        )
     assert err.value.close_code == 1003
 
 
@@ -156,12 +218,32 @@ def test_writer_sends_signalwires_documented_messages() -> None:
     plain = SignalWireStreamWriter(CALL, STREAM, parameters={"FirstName": "Jane"}, account_sid=ACCOUNT)
     connected, started_msg, media_msg, stop_msg = (json.loads(m) for m in plain.call(b"\xff" * 160))
     assert connected == {"event": "connected", "protocol": "Call", "version": "0.2.0"}
-    assert started_msg == {"event": "start", "sequenceNumber": "1", "start": {
-        "streamSid": STREAM, "accountSid": ACCOUNT, "callSid": CALL, "tracks": ["inbound"],
-        "customParameters": {"FirstName": "Jane"},
-        "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}}}
-    assert media_msg == {"event": "media", "sequenceNumber": "2", "media": {
-        "track": "inbound", "chunk": "1", "timestamp": "0", "payload": base64.b64encode(b"\xff" * 160).decode()}}
+    assert started_msg == {
+        "event": "start",
+        "sequenceNumber": "1",
+        "start": {
+            "streamSid": STREAM,
+            "accountSid": ACCOUNT,
+            "callSid": CALL,
+            "tracks": ["inbound"],
+            "customParameters": {"FirstName": "Jane"},
+            "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+        },
+    }
+    assert media_msg == {
+        "event": "media",
+        "sequenceNumber": "2",
+        "media": {
+            "track": "inbound",
+            "chunk": "1",
+            "timestamp": "0",
+            "payload": base64.b64encode(b"\xff" * 160).decode(),
+        },
+    }
     assert stop_msg == {"event": "stop", "sequenceNumber": "3"}
-    assert json.loads(plain.dtmf("1")) == {"event": "dtmf", "sequenceNumber": "4", "streamSid": STREAM,
-                                           "dtmf": {"duration": 2700, "digit": "1"}}
+    assert json.loads(plain.dtmf("1")) == {
+        "event": "dtmf",
+        "sequenceNumber": "4",
+        "streamSid": STREAM,
+        "dtmf": {"duration": 2700, "digit": "1"},
+    }

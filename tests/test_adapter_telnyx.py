@@ -30,23 +30,45 @@ CONNECTED = '{"event": "connected", "version": "1.0.0"}'
 
 def start_message(encoding: str = "PCMU", sample_rate: int = 8000, **extra: Any) -> str:
     """The documented ``start``: sequence_number "1", stream_id at the top, the call's ids inside."""
-    start = {"user_id": USER_ID, "call_control_id": CALL_CONTROL_ID, "call_session_id": CALL_SESSION_ID,
-             "from": "+13122010094", "to": "+13122123456", "client_state": "aGF2ZSBhIG5pY2UgZGF5ID1d",
-             "tags": ["support"], "media_format": {"encoding": encoding, "sample_rate": sample_rate, "channels": 1}}
+    start = {
+        "user_id": USER_ID,
+        "call_control_id": CALL_CONTROL_ID,
+        "call_session_id": CALL_SESSION_ID,
+        "from": "+13122010094",
+        "to": "+13122123456",
+        "client_state": "aGF2ZSBhIG5pY2UgZGF5ID1d",
+        "tags": ["support"],
+        "media_format": {"encoding": encoding, "sample_rate": sample_rate, "channels": 1},
+    }
     start.update(extra)
     return json.dumps({"event": "start", "sequence_number": "1", "stream_id": STREAM_ID, "start": start})
 
 
 def media_message(chunk: int, payload: bytes, track: str = "inbound", seq: int | None = None) -> str:
     """The documented ``media``: strings for sequence_number, chunk and timestamp, base64 RTP payload."""
-    return json.dumps({"event": "media", "sequence_number": str(seq if seq is not None else chunk + 1),
-                       "stream_id": STREAM_ID, "media": {"track": track, "chunk": str(chunk),
-                                                         "timestamp": str(20 * chunk),
-                                                         "payload": base64.b64encode(payload).decode()}})
+    return json.dumps(
+        {
+            "event": "media",
+            "sequence_number": str(seq if seq is not None else chunk + 1),
+            "stream_id": STREAM_ID,
+            "media": {
+                "track": track,
+                "chunk": str(chunk),
+                "timestamp": str(20 * chunk),
+                "payload": base64.b64encode(payload).decode(),
+            },
+        }
+    )
 
 
-STOP = json.dumps({"event": "stop", "sequence_number": "999", "stream_id": STREAM_ID,
-                   "stop": {"user_id": USER_ID, "call_control_id": CALL_CONTROL_ID}})
+STOP = json.dumps(
+    {
+        "event": "stop",
+        "sequence_number": "999",
+        "stream_id": STREAM_ID,
+        "stop": {"user_id": USER_ID, "call_control_id": CALL_CONTROL_ID},
+    }
+)
 
 
 def started(encoding: str = "PCMU", sample_rate: int = 8000) -> TelnyxAdapter:
@@ -76,6 +98,7 @@ def chunk_payload(n: int) -> bytes:
 
 
 # -- H1: L16 is network byte order ----------------------------------------------------------------
+
 
 @pytest.mark.parametrize("encoding", ["L16", "audio/x-l16", "l16", "AUDIO/X-L16"])
 def test_l16_payload_is_swapped_from_network_order(encoding: str) -> None:
@@ -107,14 +130,20 @@ def test_g711_payload_passes_through_unchanged(encoding: str, fmt: AudioFormat) 
 
 # -- M1: the reorder buffer is flushed at the end -------------------------------------------------
 
+
 def test_stop_flushes_chunks_held_behind_a_lost_one() -> None:
     """100 chunks, 97 never sent: at stop chunks 98-100 come out in order after a Gap, then CallStopped."""
     a = started()
     events = [e for n in range(1, 101) if n != 97 for e in a.receive(media_message(n, chunk_payload(n)))]
     assert audio_of(events) == b"".join(chunk_payload(n) for n in range(1, 97))  # 98-100 wait for 97
     at_stop = a.receive(STOP)
-    assert at_stop == [Gap(97, 98), Audio(chunk_payload(98)), Audio(chunk_payload(99)), Audio(chunk_payload(100)),
-                       CallStopped("stop")]
+    assert at_stop == [
+        Gap(97, 98),
+        Audio(chunk_payload(98)),
+        Audio(chunk_payload(99)),
+        Audio(chunk_payload(100)),
+        CallStopped("stop"),
+    ]
     assert a.counters.gaps == 1 and a.counters.audio_bytes == 99 * 160
     assert a.close() == []  # handed over once
 
@@ -124,8 +153,13 @@ def test_close_without_stop_returns_the_held_chunks() -> None:
     a = started()
     for n in (1, 2, 4, 5, 7):  # 3 and 6 never come
         a.receive(media_message(n, chunk_payload(n)))
-    assert a.close() == [Gap(3, 4), Audio(chunk_payload(4)), Audio(chunk_payload(5)), Gap(6, 7),
-                         Audio(chunk_payload(7))]
+    assert a.close() == [
+        Gap(3, 4),
+        Audio(chunk_payload(4)),
+        Audio(chunk_payload(5)),
+        Gap(6, 7),
+        Audio(chunk_payload(7)),
+    ]
     assert a.counters.gaps == 2
     assert a.close() == []
 
@@ -139,6 +173,7 @@ def test_flush_keeps_an_l16_stream_in_network_order() -> None:
 
 
 # -- chunk numbering: from 0 or from 1 -------------------------------------------------------------
+
 
 @pytest.mark.parametrize("order", [(0, 1, 2, 3), (0, 2, 1, 3), (2, 0, 1, 3), (3, 0, 2, 1)])
 def test_numbering_from_zero_keeps_chunk_zero(order: tuple[int, ...]) -> None:
@@ -168,20 +203,30 @@ def test_reorderer_reports_the_jump_and_counts_the_missing_numbers() -> None:
 
 # -- M8: codecs -----------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("codec", ["G722", "OPUS", "AMR-WB"])
 def test_other_telnyx_codecs_are_refused_with_the_setting_that_avoids_them(codec: str) -> None:
     """G722, OPUS and AMR-WB (e.g. a 'default' stream on an HD leg) close with 1003 naming the fix."""
     err = refusal(TelnyxAdapter(), start_message(codec, 16000))
     assert err.close_code == 1003
-    assert err.reason == (f"Telnyx codec {codec} is not supported: set stream_codec, or TeXML <Stream codec>, "
-                          "to PCMU, PCMA or L16")
+    assert err.reason == (
+        f"Telnyx codec {codec} is not supported: set stream_codec, or TeXML <Stream codec>, to PCMU, PCMA or L16"
+    )
     assert len(err.reason.encode()) <= 120  # it is the close reason the carrier gets
 
 
-@pytest.mark.parametrize(("encoding", "rate", "fmt"), [
-    ("pcmu", 8000, ULAW_8K), ("Pcma", 8000, ALAW_8K), ("audio/x-mulaw", 8000, ULAW_8K),
-    ("AUDIO/X-MULAW", 8000, ULAW_8K), ("audio/x-alaw", 8000, ALAW_8K),
-    ("audio/x-l16", 16000, AudioFormat("pcm16", 16000)), ("L16", 16000, AudioFormat("pcm16", 16000))])
+@pytest.mark.parametrize(
+    ("encoding", "rate", "fmt"),
+    [
+        ("pcmu", 8000, ULAW_8K),
+        ("Pcma", 8000, ALAW_8K),
+        ("audio/x-mulaw", 8000, ULAW_8K),
+        ("AUDIO/X-MULAW", 8000, ULAW_8K),
+        ("audio/x-alaw", 8000, ALAW_8K),
+        ("audio/x-l16", 16000, AudioFormat("pcm16", 16000)),
+        ("L16", 16000, AudioFormat("pcm16", 16000)),
+    ],
+)
 def test_encodings_are_accepted_in_any_case_and_spelling(encoding: str, rate: int, fmt: AudioFormat) -> None:
     """PCMU, PCMA and L16 are accepted in any case and as audio/x-mulaw, audio/x-alaw and audio/x-l16."""
     (start,) = TelnyxAdapter().receive(start_message(encoding, rate))
@@ -194,6 +239,7 @@ def test_g711_at_another_rate_is_refused() -> None:
 
 
 # -- L3: custom parameters --------------------------------------------------------------------------
+
 
 def test_custom_parameters_as_call_control_list() -> None:
     """Call Control's custom_parameters list of {name, value} becomes a name -> value mapping."""
@@ -208,10 +254,17 @@ def test_custom_parameters_as_object() -> None:
     assert isinstance(start, CallStarted) and start.parameters == {"FirstName": "Ada", "n": "1"}
 
 
-@pytest.mark.parametrize(("value", "expected"), [
-    ("name=value", {}), (5, {}), (None, {}), ([1, "x", {"value": "no name"}, {"name": 3, "value": "v"}], {}),
-    ([{"name": "ok", "value": "v"}, {"name": "nested", "value": {"a": 1}}], {"ok": "v"}),
-    ({"ok": "v", "nested": {"a": 1}, "list": [1]}, {"ok": "v"})])
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("name=value", {}),
+        (5, {}),
+        (None, {}),
+        ([1, "x", {"value": "no name"}, {"name": 3, "value": "v"}], {}),
+        ([{"name": "ok", "value": "v"}, {"name": "nested", "value": {"a": 1}}], {"ok": "v"}),
+        ({"ok": "v", "nested": {"a": 1}, "list": [1]}, {"ok": "v"}),
+    ],
+)
 def test_malformed_custom_parameters_are_dropped_not_refused(value: Any, expected: dict[str, str]) -> None:
     """Malformed custom_parameters (or entries of them) are dropped; the stream itself is accepted."""
     (start,) = TelnyxAdapter().receive(start_message(custom_parameters=value))
@@ -219,6 +272,7 @@ def test_malformed_custom_parameters_are_dropped_not_refused(value: Any, expecte
 
 
 # -- L4: both tracks ----------------------------------------------------------------------------------
+
 
 def test_both_tracks_with_one_shared_chunk_counter() -> None:
     """both_tracks numbered by one counter (inbound odd, outbound even): exactly the inbound audio and
@@ -242,8 +296,9 @@ def test_both_tracks_shared_counter_reordered_and_one_chunk_lost() -> None:
     chunk is one gap, the outbound numbers around it are not."""
     a = started()
     order = [1, 3, 2, 5, 4, 6, 8, 7, 10, 12, 11, 13, 14, 15, 16, 17, 18, 19, 20, 21]  # 9 (inbound) is lost
-    events = [e for n in order for e in a.receive(media_message(n, chunk_payload(n), "outbound" if n % 2 == 0
-                                                                  else "inbound"))]
+    events = [
+        e for n in order for e in a.receive(media_message(n, chunk_payload(n), "outbound" if n % 2 == 0 else "inbound"))
+    ]
     events += a.receive(STOP)
     assert audio_of(events) == b"".join(chunk_payload(n) for n in range(1, 22, 2) if n != 9)
     assert gaps_of(events) == [Gap(9, 11)] and a.counters.gaps == 1
@@ -291,10 +346,16 @@ def test_reorderer_never_reorders_or_repeats(ops: list[tuple[bool, int]]) -> Non
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.integers(1, 60), st.integers(0, 1), st.booleans(), st.integers(-3, 3),
-       st.lists(st.floats(0, 2.5), min_size=240, max_size=240))
+@given(
+    st.integers(1, 60),
+    st.integers(0, 1),
+    st.booleans(),
+    st.integers(-3, 3),
+    st.lists(st.floats(0, 2.5), min_size=240, max_size=240),
+)
 def test_reorderer_keeps_every_chunk_displaced_less_than_the_window(
-        n: int, base: int, shared: bool, lead: int, jitter: list[float]) -> None:
+    n: int, base: int, shared: bool, lead: int, jitter: list[float]
+) -> None:
     """Both tracks, each message displaced by under the window, one counter or one each, numbered
     from 0 or 1 (chunk 0 not overtaken by chunk 1, which would come out at once): every inbound chunk
     comes out, in order, without a gap."""
@@ -315,6 +376,7 @@ def test_reorderer_keeps_every_chunk_displaced_less_than_the_window(
 
 # -- the simulator's writer against the documented messages ---------------------------------------
 
+
 def _shape(value: Any) -> Any:
     """Keys and value types of a message, recursively (to compare with the documented literal)."""
     if isinstance(value, dict):
@@ -325,17 +387,45 @@ def _shape(value: Any) -> Any:
 def test_writer_messages_are_the_documented_ones() -> None:
     """TelnyxStreamWriter writes connected, start, media and stop as Telnyx documents them, L16 in
     network byte order, and can number both tracks with one counter."""
-    documented_start = {"event": "start", "sequence_number": "1", "stream_id": "uuid", "start": {
-        "user_id": "uuid", "call_control_id": "v3:…", "call_session_id": "uuid", "from": "+1…", "to": "+1…",
-        "client_state": "base64", "tags": ["…"], "media_format": {"encoding": "PCMU", "sample_rate": 8000,
-                                                                   "channels": 1}}}
-    documented_media = {"event": "media", "sequence_number": "4", "stream_id": "uuid",
-                        "media": {"track": "inbound", "chunk": "2", "timestamp": "5", "payload": "<base64>"}}
-    documented_stop = {"event": "stop", "sequence_number": "5", "stream_id": "uuid",
-                       "stop": {"user_id": "uuid", "call_control_id": "v3:…"}}
+    documented_start = {
+        "event": "start",
+        "sequence_number": "1",
+        "stream_id": "uuid",
+        "start": {
+            "user_id": "uuid",
+            "call_control_id": "v3:…",
+            "call_session_id": "uuid",
+            "from": "+1…",
+            "to": "+1…",
+            "client_state": "base64",
+            "tags": ["…"],
+            "media_format": {"encoding": "PCMU", "sample_rate": 8000, "channels": 1},
+        },
+    }
+    documented_media = {
+        "event": "media",
+        "sequence_number": "4",
+        "stream_id": "uuid",
+        "media": {"track": "inbound", "chunk": "2", "timestamp": "5", "payload": "<base64>"},
+    }
+    documented_stop = {
+        "event": "stop",
+        "sequence_number": "5",
+        "stream_id": "uuid",
+        "stop": {"user_id": "uuid", "call_control_id": "v3:…"},
+    }
 
-    w = TelnyxStreamWriter(CALL_CONTROL_ID, STREAM_ID, "+13122010094", "+13122123456", "L16", 16000,
-                           call_session_id=CALL_SESSION_ID, client_state="aGF2ZQ==", tags=["support"])
+    w = TelnyxStreamWriter(
+        CALL_CONTROL_ID,
+        STREAM_ID,
+        "+13122010094",
+        "+13122123456",
+        "L16",
+        16000,
+        call_session_id=CALL_SESSION_ID,
+        client_state="aGF2ZQ==",
+        tags=["support"],
+    )
     samples = [1, -2, 0x1234, 300]
     messages = [json.loads(m) for m in w.call(struct.pack("<4h", *samples), 4)]
     connected, start, first, second, stop = messages
@@ -355,8 +445,18 @@ def test_writer_messages_are_the_documented_ones() -> None:
     shared = TelnyxStreamWriter("c", "s", both_tracks=True, shared_chunk_counter=True)
     media = [json.loads(m)["media"] for m in list(shared.call(b"\x01" * 480, 160))[2:-1]]
     assert [(m["track"], m["chunk"]) for m in media] == [
-        ("inbound", "1"), ("outbound", "2"), ("inbound", "3"), ("outbound", "4"), ("inbound", "5"), ("outbound", "6")]
+        ("inbound", "1"),
+        ("outbound", "2"),
+        ("inbound", "3"),
+        ("outbound", "4"),
+        ("inbound", "5"),
+        ("outbound", "6"),
+    ]
     apart = TelnyxStreamWriter("c", "s", both_tracks=True)
     media = [json.loads(m)["media"] for m in list(apart.call(b"\x01" * 320, 160))[2:-1]]
     assert [(m["track"], m["chunk"]) for m in media] == [
-        ("inbound", "1"), ("outbound", "1"), ("inbound", "2"), ("outbound", "2")]
+        ("inbound", "1"),
+        ("outbound", "1"),
+        ("inbound", "2"),
+        ("outbound", "2"),
+    ]

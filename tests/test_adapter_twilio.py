@@ -15,19 +15,37 @@ from bridge.tools.writers.twilio import TwilioStreamWriter
 
 SID = "MZ00000000000000000000000000000001"
 CONNECTED = '{"event": "connected", "protocol": "Call", "version": "1.0.0"}'
-START = json.dumps({
-    "event": "start", "sequenceNumber": "1", "streamSid": SID,
-    "start": {"streamSid": SID, "accountSid": "AC00000000000000000000000000000001",
-              "callSid": "CA00000000000000000000000000000001", "tracks": ["inbound"],
-              "customParameters": {"From": "+15550001", "To": "+15550002"},
-              "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}},
-})
+START = json.dumps(
+    {
+        "event": "start",
+        "sequenceNumber": "1",
+        "streamSid": SID,
+        "start": {
+            "streamSid": SID,
+            "accountSid": "AC00000000000000000000000000000001",
+            "callSid": "CA00000000000000000000000000000001",
+            "tracks": ["inbound"],
+            "customParameters": {"From": "+15550001", "To": "+15550002"},
+            "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+        },
+    }
+)
 
 
 def media(seq: int, payload: bytes, track: str = "inbound") -> str:
-    return json.dumps({"event": "media", "sequenceNumber": str(seq), "streamSid": SID,
-                       "media": {"track": track, "chunk": str(seq - 1), "timestamp": str(20 * (seq - 2)),
-                                 "payload": base64.b64encode(payload).decode()}})
+    return json.dumps(
+        {
+            "event": "media",
+            "sequenceNumber": str(seq),
+            "streamSid": SID,
+            "media": {
+                "track": track,
+                "chunk": str(seq - 1),
+                "timestamp": str(20 * (seq - 2)),
+                "payload": base64.b64encode(payload).decode(),
+            },
+        }
+    )
 
 
 def started() -> TwilioAdapter:
@@ -42,17 +60,27 @@ def test_a_whole_stream_gives_the_expected_events() -> None:
     adapter = TwilioAdapter()
     assert adapter.receive(CONNECTED) == [Ignored("connected")]
     (start,) = adapter.receive(START)
-    assert start == CallStarted(provider="twilio", call_sid="CA00000000000000000000000000000001",
-                                stream_sid=SID, account_sid="AC00000000000000000000000000000001",
-                                parameters={"From": "+15550001", "To": "+15550002"},
-                                audio_format=ULAW_8K, tracks=("inbound",))
+    assert start == CallStarted(
+        provider="twilio",
+        call_sid="CA00000000000000000000000000000001",
+        stream_sid=SID,
+        account_sid="AC00000000000000000000000000000001",
+        parameters={"From": "+15550001", "To": "+15550002"},
+        audio_format=ULAW_8K,
+        tracks=("inbound",),
+    )
     assert adapter.receive(media(2, b"\xff" * 160)) == [Audio(b"\xff" * 160)]
-    assert adapter.receive(json.dumps({"event": "dtmf", "streamSid": SID, "sequenceNumber": "3",
-                                       "dtmf": {"track": "inbound_track", "digit": "7"}})) == [Dtmf("7")]
-    assert adapter.receive(json.dumps({"event": "mark", "streamSid": SID, "sequenceNumber": "4",
-                                       "mark": {"name": "utt-1"}})) == [MarkReached("utt-1")]
-    stop = json.dumps({"event": "stop", "sequenceNumber": "5", "streamSid": SID,
-                       "stop": {"accountSid": "AC0", "callSid": "CA0"}})
+    assert adapter.receive(
+        json.dumps(
+            {"event": "dtmf", "streamSid": SID, "sequenceNumber": "3", "dtmf": {"track": "inbound_track", "digit": "7"}}
+        )
+    ) == [Dtmf("7")]
+    assert adapter.receive(
+        json.dumps({"event": "mark", "streamSid": SID, "sequenceNumber": "4", "mark": {"name": "utt-1"}})
+    ) == [MarkReached("utt-1")]
+    stop = json.dumps(
+        {"event": "stop", "sequenceNumber": "5", "streamSid": SID, "stop": {"accountSid": "AC0", "callSid": "CA0"}}
+    )
     assert adapter.receive(stop) == [CallStopped("stop")]
     assert adapter.state is StreamState.ENDED
     assert adapter.counters.audio_bytes == 160
@@ -87,21 +115,32 @@ def test_unknown_events_are_ignored_and_flagged() -> None:
     """A future Twilio event does not end the call; it is reported as unknown."""
     adapter = started()
     assert adapter.receive(json.dumps({"event": "newthing", "sequenceNumber": "2", "streamSid": SID})) == [
-        Ignored("newthing", unknown=True)]
+        Ignored("newthing", unknown=True)
+    ]
 
 
-@pytest.mark.parametrize(("message", "code", "match"), [
-    ("not json", 1007, "not valid JSON"),
-    ("[1, 2]", 1007, "not a JSON object"),
-    ('{"no_event": 1}', 1007, "no 'event'"),
-    ('{"event": "start", "sequenceNumber": "1"}', 1007, "start.start"),
-    ('{"event": "start", "start": {"streamSid": "MZ1"}}', 1007, "callSid"),
-    ('{"event": "start", "start": {"streamSid": "MZ1", "callSid": "CA1", "customParameters": {"a": 1}}}',
-     1007, "customParameters"),
-    ('{"event": "start", "start": {"streamSid": "MZ1", "callSid": "CA1", '
-     '"mediaFormat": {"encoding": "audio/x-l16", "sampleRate": 16000, "channels": 1}}}', 1003, "mediaFormat"),
-    ('{"event": "start", "sequenceNumber": "x", "start": {}}', 1007, "sequenceNumber"),
-])
+@pytest.mark.parametrize(
+    ("message", "code", "match"),
+    [
+        ("not json", 1007, "not valid JSON"),
+        ("[1, 2]", 1007, "not a JSON object"),
+        ('{"no_event": 1}', 1007, "no 'event'"),
+        ('{"event": "start", "sequenceNumber": "1"}', 1007, "start.start"),
+        ('{"event": "start", "start": {"streamSid": "MZ1"}}', 1007, "callSid"),
+        (
+            '{"event": "start", "start": {"streamSid": "MZ1", "callSid": "CA1", "customParameters": {"a": 1}}}',
+            1007,
+            "customParameters",
+        ),
+        (
+            '{"event": "start", "start": {"streamSid": "MZ1", "callSid": "CA1", '
+            '"mediaFormat": {"encoding": "audio/x-l16", "sampleRate": 16000, "channels": 1}}}',
+            1003,
+            "mediaFormat",
+        ),
+        ('{"event": "start", "sequenceNumber": "x", "start": {}}', 1007, "sequenceNumber"),
+    ],
+)
 def test_malformed_messages_before_start(message: str, code: int, match: str) -> None:
     """Each malformed message is refused with a close code and a reason that names the problem."""
     with pytest.raises(PhoneProtocolError, match=match) as err:
@@ -117,15 +156,24 @@ def test_media_before_start_is_a_policy_violation() -> None:
     assert err.value.close_code == 1008
 
 
-@pytest.mark.parametrize(("message", "code", "match"), [
-    (media(2, b"").replace('"payload": ""', '"payload": "@@not base64@@"'), 1007, "base64"),
-    (json.dumps({"event": "media", "streamSid": SID, "sequenceNumber": "2", "media": {"track": "inbound"}}),
-     1007, "payload"),
-    (json.dumps({"event": "media", "streamSid": "MZother", "sequenceNumber": "2",
-                 "media": {"payload": ""}}), 1008, "streamSid"),
-    (START, 1008, "second 'start'"),
-    (json.dumps({"event": "dtmf", "streamSid": SID, "sequenceNumber": "2", "dtmf": {}}), 1007, "digit"),
-])
+@pytest.mark.parametrize(
+    ("message", "code", "match"),
+    [
+        (media(2, b"").replace('"payload": ""', '"payload": "@@not base64@@"'), 1007, "base64"),
+        (
+            json.dumps({"event": "media", "streamSid": SID, "sequenceNumber": "2", "media": {"track": "inbound"}}),
+            1007,
+            "payload",
+        ),
+        (
+            json.dumps({"event": "media", "streamSid": "MZother", "sequenceNumber": "2", "media": {"payload": ""}}),
+            1008,
+            "streamSid",
+        ),
+        (START, 1008, "second 'start'"),
+        (json.dumps({"event": "dtmf", "streamSid": SID, "sequenceNumber": "2", "dtmf": {}}), 1007, "digit"),
+    ],
+)
 def test_malformed_messages_while_streaming(message: str, code: int, match: str) -> None:
     """Bad base64, missing fields, a foreign streamSid or a second start are refused."""
     with pytest.raises(PhoneProtocolError, match=match) as err:
@@ -159,16 +207,23 @@ def test_outbound_messages() -> None:
 def test_twiml_connects_the_stream_with_parameters() -> None:
     """The TwiML is a <Connect><Stream> with escaped <Parameter>s (empty ones left out)."""
     xml = connect_stream_twiml("wss://b.example/twilio/stream", {"From": "+1<2>", "To": "+3", "X": ""})
-    assert xml.endswith('<Response><Connect><Stream url="wss://b.example/twilio/stream">'
-                        '<Parameter name="From" value="+1&lt;2&gt;"/><Parameter name="To" value="+3"/>'
-                        "</Stream></Connect></Response>")
+    assert xml.endswith(
+        '<Response><Connect><Stream url="wss://b.example/twilio/stream">'
+        '<Parameter name="From" value="+1&lt;2&gt;"/><Parameter name="To" value="+3"/>'
+        "</Stream></Connect></Response>"
+    )
 
 
 def test_signature_known_vector() -> None:
     """HMAC-SHA1 over URL + sorted form fields (Twilio's documented example, token 12345)."""
     url = "https://mycompany.com/myapp.php?foo=1&bar=2"
-    params = {"CallSid": "CA1234567890ABCDE", "Caller": "+12349013030", "Digits": "1234",
-              "From": "+12349013030", "To": "+18005551212"}
+    params = {
+        "CallSid": "CA1234567890ABCDE",
+        "Caller": "+12349013030",
+        "Digits": "1234",
+        "From": "+12349013030",
+        "To": "+18005551212",
+    }
     assert signature("12345", url, params) == "0/KCTR6DLpKmkAf8muzZqo1nDgQ="
     assert signature_valid("12345", url, "0/KCTR6DLpKmkAf8muzZqo1nDgQ=", params)
     assert not signature_valid("12345", url, "0/KCTR6DLpKmkAf8muzZqo1nDgQ=", {**params, "Digits": "9"})
@@ -193,8 +248,10 @@ def test_signature_matches_the_official_request_validator(seed: int) -> None:
     rng = random.Random(seed)
     token = rng.randbytes(16).hex()
     url = f"https://bridge{seed}.example.org/twilio/voice" + (f"?q={rng.randint(0, 99)}" if seed % 2 else "")
-    params = {rng.choice(["From", "To", "CallSid", "Digits", "x"]) + str(i): rng.randbytes(6).hex()
-              for i in range(rng.randint(0, 6))}
+    params = {
+        rng.choice(["From", "To", "CallSid", "Digits", "x"]) + str(i): rng.randbytes(6).hex()
+        for i in range(rng.randint(0, 6))
+    }
     expected = RequestValidator(token).compute_signature(url, params)
     assert signature(token, url, params) == expected
     assert signature_valid(token, url, expected, params)

@@ -14,10 +14,14 @@ from bridge.audio import AudioFormat
 from bridge.tools.writers.vonage import VonageStreamWriter
 
 # The guide's own example: NCCO headers {"language": "en-GB", "caller-id": "447700900123"} flattened.
-CONNECTED = '{"event":"websocket:connected","content-type":"audio/l16;rate=16000","language":"en-GB",' \
-            '"caller-id":"447700900123"}'
-CONNECTED_8K_WITH_IDS = ('{"event":"websocket:connected","content-type":"audio/l16;rate=8000",'
-                         '"uuid":"aaaaaaaa-bbbb-cccc-dddd-0123456789ab","from":"442079460000","to":"447700900123"}')
+CONNECTED = (
+    '{"event":"websocket:connected","content-type":"audio/l16;rate=16000","language":"en-GB",'
+    '"caller-id":"447700900123"}'
+)
+CONNECTED_8K_WITH_IDS = (
+    '{"event":"websocket:connected","content-type":"audio/l16;rate=8000",'
+    '"uuid":"aaaaaaaa-bbbb-cccc-dddd-0123456789ab","from":"442079460000","to":"447700900123"}'
+)
 DTMF_FLAT = '{"event":"websocket:dtmf","digit":"5","duration":260}'
 DTMF_NESTED = '{"event":"websocket:dtmf","dtmf":{"digit":"9","duration":260}}'
 
@@ -63,20 +67,23 @@ def test_nested_dtmf_gives_the_digit() -> None:
     assert started().receive(DTMF_NESTED) == [Dtmf("9")]
 
 
-@pytest.mark.parametrize("message", [
-    '{"event":"websocket:dtmf"}',
-    '{"event":"websocket:dtmf","duration":260}',
-    '{"event":"websocket:dtmf","digit":"","duration":260}',
-    '{"event":"websocket:dtmf","digit":null}',
-    '{"event":"websocket:dtmf","digit":true}',
-    '{"event":"websocket:dtmf","digit":["5"]}',
-    '{"event":"websocket:dtmf","digit":{"value":"5"}}',
-    '{"event":"websocket:dtmf","dtmf":{}}',
-    '{"event":"websocket:dtmf","dtmf":{"digit":null,"duration":260}}',
-    '{"event":"websocket:dtmf","dtmf":{"digit":{"x":1}}}',
-    '{"event":"websocket:dtmf","dtmf":["9"]}',
-    '{"event":"websocket:dtmf","dtmf":false}',
-])
+@pytest.mark.parametrize(
+    "message",
+    [
+        '{"event":"websocket:dtmf"}',
+        '{"event":"websocket:dtmf","duration":260}',
+        '{"event":"websocket:dtmf","digit":"","duration":260}',
+        '{"event":"websocket:dtmf","digit":null}',
+        '{"event":"websocket:dtmf","digit":true}',
+        '{"event":"websocket:dtmf","digit":["5"]}',
+        '{"event":"websocket:dtmf","digit":{"value":"5"}}',
+        '{"event":"websocket:dtmf","dtmf":{}}',
+        '{"event":"websocket:dtmf","dtmf":{"digit":null,"duration":260}}',
+        '{"event":"websocket:dtmf","dtmf":{"digit":{"x":1}}}',
+        '{"event":"websocket:dtmf","dtmf":["9"]}',
+        '{"event":"websocket:dtmf","dtmf":false}',
+    ],
+)
 def test_dtmf_without_a_readable_digit_is_ignored_and_the_call_goes_on(message: str) -> None:
     """Any DTMF shape without a readable digit gives one Ignored event, never a PhoneProtocolError."""
     adapter = started()
@@ -89,14 +96,19 @@ def test_dtmf_without_a_readable_digit_is_ignored_and_the_call_goes_on(message: 
 
 def test_writer_sends_the_documented_messages() -> None:
     """VonageStreamWriter's first frame, DTMF and audio frames are the guide's literal messages."""
-    writer = VonageStreamWriter("aaaaaaaa-bbbb-cccc-dddd-0123456789ab", 16000,
-                                {"language": "en-GB", "caller-id": "447700900123"}, id_header=None)
+    writer = VonageStreamWriter(
+        "aaaaaaaa-bbbb-cccc-dddd-0123456789ab",
+        16000,
+        {"language": "en-GB", "caller-id": "447700900123"},
+        id_header=None,
+    )
     pcm = bytes(640 * 3)
     messages = list(writer.call(pcm, 640))
     assert messages[0] == CONNECTED
     assert list(json.loads(str(messages[0]))) == ["event", "content-type", "language", "caller-id"]
     assert messages[1:] == [bytes(640)] * 3
     assert writer.dtmf("5") == DTMF_FLAT
-    with_id = VonageStreamWriter("aaaaaaaa-bbbb-cccc-dddd-0123456789ab", 8000,
-                                 {"from": "442079460000", "to": "447700900123"})
+    with_id = VonageStreamWriter(
+        "aaaaaaaa-bbbb-cccc-dddd-0123456789ab", 8000, {"from": "442079460000", "to": "447700900123"}
+    )
     assert with_id.connected() == CONNECTED_8K_WITH_IDS  # the uuid as the application's first NCCO header

@@ -46,18 +46,34 @@ def test_twilio_and_signalwire_media_mark_clear() -> None:
         audio = bytes(range(256)) * 10  # 2,560 bytes: 16 frames of 160, then 0 left
         (message,) = adapter.audio_messages(audio)
         assert json.loads(message) == {"event": "media", "streamSid": "MZ1", "media": {"payload": b64(audio)}}
-        assert adapter.audio_messages(b"\xff" * 8000 * 2) == adapter.audio_messages(b"")[:0] + [
-            json.dumps({"event": "media", "streamSid": "MZ1", "media": {"payload": b64(b"\xff" * 8000)}})] * 2
-        assert json.loads(adapter.mark_message("greeting")) == {"event": "mark", "streamSid": "MZ1",
-                                                                "mark": {"name": "greeting"}}
+        assert (
+            adapter.audio_messages(b"\xff" * 8000 * 2)
+            == adapter.audio_messages(b"")[:0]
+            + [json.dumps({"event": "media", "streamSid": "MZ1", "media": {"payload": b64(b"\xff" * 8000)}})] * 2
+        )
+        assert json.loads(adapter.mark_message("greeting")) == {
+            "event": "mark",
+            "streamSid": "MZ1",
+            "mark": {"name": "greeting"},
+        }
         assert json.loads(adapter.clear_message()) == {"event": "clear", "streamSid": "MZ1"}
 
 
 def _telnyx(encoding: str, rate: int = 8000) -> TelnyxAdapter:
     a = TelnyxAdapter()
-    a.receive(json.dumps({"event": "start", "sequence_number": "1", "stream_id": "32de0dea",
-                          "start": {"call_control_id": "v3:abc", "media_format": {
-                              "encoding": encoding, "sample_rate": rate, "channels": 1}}}))
+    a.receive(
+        json.dumps(
+            {
+                "event": "start",
+                "sequence_number": "1",
+                "stream_id": "32de0dea",
+                "start": {
+                    "call_control_id": "v3:abc",
+                    "media_format": {"encoding": encoding, "sample_rate": rate, "channels": 1},
+                },
+            }
+        )
+    )
     return a
 
 
@@ -77,12 +93,27 @@ def test_telnyx_plays_back_in_the_bidirectional_codec(inbound: str) -> None:
 def test_plivo_play_audio_checkpoint_clear_audio() -> None:
     """Plivo: playAudio with contentType and sampleRate (no streamId), checkpoint and clearAudio with it."""
     a = PlivoAdapter()
-    a.receive(json.dumps({"sequenceNumber": 0, "event": "start", "start": {
-        "callId": "c1", "streamId": "s1", "accountId": "a1", "tracks": ["inbound"],
-        "mediaFormat": {"encoding": "audio/x-l16", "sampleRate": 16000}}, "extra_headers": ""}))
+    a.receive(
+        json.dumps(
+            {
+                "sequenceNumber": 0,
+                "event": "start",
+                "start": {
+                    "callId": "c1",
+                    "streamId": "s1",
+                    "accountId": "a1",
+                    "tracks": ["inbound"],
+                    "mediaFormat": {"encoding": "audio/x-l16", "sampleRate": 16000},
+                },
+                "extra_headers": "",
+            }
+        )
+    )
     (message,) = a.audio_messages(b"\x01\x00" * 320)
-    assert json.loads(message) == {"event": "playAudio", "media": {
-        "contentType": "audio/x-l16", "sampleRate": 16000, "payload": b64(b"\x01\x00" * 320)}}
+    assert json.loads(message) == {
+        "event": "playAudio",
+        "media": {"contentType": "audio/x-l16", "sampleRate": 16000, "payload": b64(b"\x01\x00" * 320)},
+    }
     assert json.loads(a.mark_message("cp")) == {"event": "checkpoint", "streamId": "s1", "name": "cp"}
     assert json.loads(a.clear_message()) == {"event": "clearAudio", "streamId": "s1"}
 
@@ -90,15 +121,32 @@ def test_plivo_play_audio_checkpoint_clear_audio() -> None:
 def test_exotel_chunks_are_3200_to_100000_bytes_in_multiples_of_320() -> None:
     """Exotel: media messages of at least 3.2 kB and at most 100 kB, each a multiple of 320 bytes."""
     a = ExotelAdapter()
-    a.receive(json.dumps({"event": "start", "sequence_number": "1", "stream_sid": "b6d2", "start": {
-        "stream_sid": "b6d2", "call_sid": "c", "account_sid": "x", "from": "1", "to": "2",
-        "media_format": {"encoding": "audio/x-raw", "sample_rate": "8000", "bit_rate": "16"}}}))
+    a.receive(
+        json.dumps(
+            {
+                "event": "start",
+                "sequence_number": "1",
+                "stream_sid": "b6d2",
+                "start": {
+                    "stream_sid": "b6d2",
+                    "call_sid": "c",
+                    "account_sid": "x",
+                    "from": "1",
+                    "to": "2",
+                    "media_format": {"encoding": "audio/x-raw", "sample_rate": "8000", "bit_rate": "16"},
+                },
+            }
+        )
+    )
     assert a.audio_messages(b"\x00" * 3000) == []
     messages = a.audio_messages(b"\x01" * 200_000)
     sizes = [len(base64.b64decode(json.loads(m)["media"]["payload"])) for m in messages]
     assert all(3200 <= s <= 100_000 and s % 320 == 0 for s in sizes) and sum(sizes) == 203_000 - 203_000 % 320
-    assert json.loads(messages[0]) == {"event": "media", "stream_sid": "b6d2",
-                                       "media": {"payload": b64((b"\x00" * 3000 + b"\x01" * 200_000)[:sizes[0]])}}
+    assert json.loads(messages[0]) == {
+        "event": "media",
+        "stream_sid": "b6d2",
+        "media": {"payload": b64((b"\x00" * 3000 + b"\x01" * 200_000)[: sizes[0]])},
+    }
     (tail,) = a.flush_audio()
     assert len(base64.b64decode(json.loads(tail)["media"]["payload"])) == 3200  # padded to the minimum
     assert json.loads(a.mark_message("m")) == {"event": "mark", "stream_sid": "b6d2", "mark": {"name": "m"}}
@@ -123,16 +171,28 @@ def test_asterisk_frames_are_whole_optimal_frames_under_65500_bytes() -> None:
     """Asterisk drops a partial frame and hangs up on a message over 65,500 bytes; marks are positional
     in the plain form, JSON commands otherwise."""
     plain = AsteriskAdapter()
-    plain.receive("MEDIA_START connection_id:abc channel:PJSIP/alice-1 channel_id:17.1 format:slin16 "
-                  "optimal_frame_size:640 ptime:20")
+    plain.receive(
+        "MEDIA_START connection_id:abc channel:PJSIP/alice-1 channel_id:17.1 format:slin16 "
+        "optimal_frame_size:640 ptime:20"
+    )
     messages = plain.audio_messages(b"\x00" * 100_000)
     assert all(isinstance(m, bytes) and len(m) % 640 == 0 and len(m) <= 65_500 for m in messages)
     assert sum(len(m) for m in messages) == 100_000 - 100_000 % 640
     assert plain.mark_message("end of greeting") == "MARK_MEDIA end of greeting"
     assert plain.clear_message() == "FLUSH_MEDIA"
     js = AsteriskAdapter()
-    js.receive(json.dumps({"event": "MEDIA_START", "connection_id": "c", "channel_id": "9.9", "format": "ulaw",
-                           "optimal_frame_size": 160, "ptime": 20}))
+    js.receive(
+        json.dumps(
+            {
+                "event": "MEDIA_START",
+                "connection_id": "c",
+                "channel_id": "9.9",
+                "format": "ulaw",
+                "optimal_frame_size": 160,
+                "ptime": 20,
+            }
+        )
+    )
     assert js.audio_messages(b"\xff" * 170) == [b"\xff" * 160]
     assert json.loads(js.mark_message("m1")) == {"command": "MARK_MEDIA", "correlation_id": "m1"}
     assert json.loads(js.clear_message()) == {"command": "FLUSH_MEDIA"}
@@ -145,8 +205,10 @@ def test_jambonz_and_mod_audio_fork_play_audio_and_kill_audio() -> None:
     a.subprotocol = "audio.drachtio.org"
     a.receive(json.dumps({"callSid": "x", "sampleRate": 8000}))
     (message,) = a.audio_messages(b"\x00\x01" * 160)
-    assert json.loads(message) == {"type": "playAudio", "data": {
-        "audioContent": b64(b"\x00\x01" * 160), "audioContentType": "raw", "sampleRate": 8000}}
+    assert json.loads(message) == {
+        "type": "playAudio",
+        "data": {"audioContent": b64(b"\x00\x01" * 160), "audioContentType": "raw", "sampleRate": 8000},
+    }
     assert json.loads(a.clear_message()) == {"type": "killAudio"}
     with pytest.raises(UnsupportedOperation):
         a.mark_message("m")
@@ -158,8 +220,10 @@ def test_mod_audio_stream_understands_only_stream_audio() -> None:
     a = AudioForkAdapter(default_sample_rate=16000)
     a.receive(b"\x00\x00" * 320)
     (message,) = a.audio_messages(b"\x00\x01" * 320)
-    assert json.loads(message) == {"type": "streamAudio", "data": {
-        "audioDataType": "raw", "sampleRate": 16000, "audioData": b64(b"\x00\x01" * 320)}}
+    assert json.loads(message) == {
+        "type": "streamAudio",
+        "data": {"audioDataType": "raw", "sampleRate": 16000, "audioData": b64(b"\x00\x01" * 320)},
+    }
     with pytest.raises(UnsupportedOperation):
         a.clear_message()
     with pytest.raises(UnsupportedOperation):

@@ -80,7 +80,7 @@ def test_frame_by_frame_equals_one_shot(target: AudioFormat) -> None:
     one = make_transcoder(ULAW_8K, target)
     many = make_transcoder(ULAW_8K, target)
     whole = one.feed(data) + one.flush()
-    framed = b"".join(many.feed(data[i:i + 160]) for i in range(0, len(data), 160)) + many.flush()
+    framed = b"".join(many.feed(data[i : i + 160]) for i in range(0, len(data), 160)) + many.flush()
     assert whole == framed
     assert len(whole) == len(data) * target.bytes_per_second // 8000
 
@@ -90,9 +90,9 @@ def _converted_tone(freq: float, in_rate: int, out_rate: int, level: float = 0.5
     x = level * 32768 * np.sin(2 * math.pi * freq * np.arange(in_rate) / in_rate)  # 16-bit scale
     conv = RateConverter(in_rate, out_rate)
     step = in_rate // 50
-    y = np.concatenate([conv.feed(x[i:i + step]) for i in range(0, len(x), step)] + [conv.flush()])
+    y = np.concatenate([conv.feed(x[i : i + step]) for i in range(0, len(x), step)] + [conv.flush()])
     assert len(y) == out_rate
-    return y[out_rate // 10: -out_rate // 10]
+    return y[out_rate // 10 : -out_rate // 10]
 
 
 @pytest.mark.parametrize(("in_rate", "out_rate"), [(8000, 16000), (8000, 44100), (8000, 48000)])
@@ -151,7 +151,7 @@ def test_resampling_is_independent_of_how_the_input_is_split() -> None:
         pieces, i = [], 0
         while i < in_rate:
             n = min(rng.randint(0, 700), in_rate - i)
-            pieces.append(split.feed(x[i:i + n]))
+            pieces.append(split.feed(x[i : i + n]))
             i += n
         b = np.concatenate([*pieces, split.flush()])
         assert len(a) == len(b) == out_rate
@@ -165,9 +165,16 @@ def test_silence_bytes_per_codec() -> None:
     assert silence(PCM16_16K, 20) == b"\x00" * 640
 
 
-@pytest.mark.parametrize(("encoding", "rate", "depth"), [
-    ("wav/ulaw", 16000, 8), ("wav/alaw", 8000, 16), ("wav/pcm", 22050, 16), ("wav/pcm", 8000, 24), ("mp3", 8000, 8),
-])
+@pytest.mark.parametrize(
+    ("encoding", "rate", "depth"),
+    [
+        ("wav/ulaw", 16000, 8),
+        ("wav/alaw", 8000, 16),
+        ("wav/pcm", 22050, 16),
+        ("wav/pcm", 8000, 24),
+        ("mp3", 8000, 8),
+    ],
+)
 def test_unsupported_gladia_formats_are_refused(encoding: str, rate: int, depth: int) -> None:
     """Formats the bridge cannot produce are refused with a message naming what is supported."""
     with pytest.raises(ValueError, match=r"wav/|encoding"):

@@ -90,13 +90,14 @@ async def test_a_thousand_generated_bad_streams(
 
         await asyncio.gather(*(one(s) for s in streams))
     closed = [c for c in codes if c is not None]
-    print(f"{len(streams)} streams, {sum(len(s) for s in streams)} messages: close codes {sorted(set(closed))}, "
-          f"{codes.count(None)} left open by the caller")
+    print(
+        f"{len(streams)} streams, {sum(len(s) for s in streams)} messages: close codes {sorted(set(closed))}, "
+        f"{codes.count(None)} left open by the caller"
+    )
     assert set(closed) <= CLEAR_CODES
     assert {1003, 1007, 1008, 1009} <= set(closed)
     assert await good == 1000
-    await wait_for(lambda: any(e["call"]["call_sid"] == "CA" + "e" * 32 for e in hook.events("call.ended")),
-                   timeout=30)
+    await wait_for(lambda: any(e["call"]["call_sid"] == "CA" + "e" * 32 for e in hook.events("call.ended")), timeout=30)
     session = next(s for s in fake_gladia.sessions.values() if s.body["custom_metadata"]["call_sid"] == "CA" + "e" * 32)
     assert bytes(session.audio) == good_audio
     texts = [e["utterance"]["text"] for e in hook.events("utterance.final") if e["call"]["call_sid"] == "CA" + "e" * 32]
@@ -111,4 +112,3 @@ async def test_a_thousand_generated_bad_streams(
                 break
             await asyncio.sleep(0.05)
         assert health == {**health, "status": "ok", "active_calls": 0}
-

@@ -25,8 +25,17 @@ def wav_bytes(samples: np.ndarray, rate: int, channels: int = 1, fmt: str = "pcm
         tag, bits, data = 3, 32, samples.astype("<f4").tobytes()
     block = channels * bits // 8
     header = struct.pack("<HHIIHH", tag, channels, rate, rate * block, block, bits)
-    return bytes(b"RIFF" + struct.pack("<I", 36 + len(data)) + b"WAVE" + b"fmt " + struct.pack("<I", 16) + header
-            + b"data" + struct.pack("<I", len(data)) + data)
+    return bytes(
+        b"RIFF"
+        + struct.pack("<I", 36 + len(data))
+        + b"WAVE"
+        + b"fmt "
+        + struct.pack("<I", 16)
+        + header
+        + b"data"
+        + struct.pack("<I", len(data))
+        + data
+    )
 
 
 def test_reader_handles_pcm_float_stereo_and_mulaw() -> None:
@@ -55,9 +64,21 @@ async def test_bridge_call_plays_a_wav_into_the_bridge(
     path = tmp_path / "call.wav"
     path.write_bytes(wav_bytes(0.3 * np.sin(2 * np.pi * 300 * t), 16000))
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bridge", "call", str(path), "--fast", "--param", "stt.language=en",
-        "--url", str(server.make_url("/twilio/stream")), env=minimal_env(), cwd=ROOT,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        sys.executable,
+        "-m",
+        "bridge",
+        "call",
+        str(path),
+        "--fast",
+        "--param",
+        "stt.language=en",
+        "--url",
+        str(server.make_url("/twilio/stream")),
+        env=minimal_env(),
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     out, err = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode == 0, err.decode()
     assert "bridge closed the stream with code 1000" in out.decode()
@@ -69,8 +90,16 @@ async def test_bridge_call_plays_a_wav_into_the_bridge(
 
 async def test_bridge_call_reports_a_missing_file(tmp_path: Path) -> None:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bridge", "call", str(tmp_path / "nope.wav"), env=minimal_env(), cwd=ROOT,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        sys.executable,
+        "-m",
+        "bridge",
+        "call",
+        str(tmp_path / "nope.wav"),
+        env=minimal_env(),
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     _, err = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode == 2 and b"nope.wav" in err
 
@@ -85,9 +114,23 @@ async def test_bridge_call_speaks_other_dialects(
     path = tmp_path / "call.wav"
     path.write_bytes(wav_bytes(0.3 * np.sin(2 * np.pi * 300 * t), 8000))
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bridge", "call", str(path), "--fast", "--carrier", "vonage", "--rate", "16000",
-        "--url", str(server.make_url("/vonage/stream")), env=minimal_env(), cwd=ROOT,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        sys.executable,
+        "-m",
+        "bridge",
+        "call",
+        str(path),
+        "--fast",
+        "--carrier",
+        "vonage",
+        "--rate",
+        "16000",
+        "--url",
+        str(server.make_url("/vonage/stream")),
+        env=minimal_env(),
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     out, err = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode == 0, err.decode()
     assert "bridge closed the stream with code 1000" in out.decode()

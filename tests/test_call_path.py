@@ -61,8 +61,11 @@ async def test_clean_call_delivers_every_final_signed_and_in_order(
 @pytest.mark.parametrize("ack_every", [1, 7])
 @pytest.mark.parametrize("inclusive", [False, True])
 async def test_drops_mid_utterance_lose_and_duplicate_nothing(
-    make_bridge: BridgeFactory, fake_gladia: FakeGladia, webhook: tuple[FakeWebhook, str],
-    ack_every: int, inclusive: bool,
+    make_bridge: BridgeFactory,
+    fake_gladia: FakeGladia,
+    webhook: tuple[FakeWebhook, str],
+    ack_every: int,
+    inclusive: bool,
 ) -> None:
     """Several drops (abrupt, 1011, 4500, 1006-style) mid-utterance: Gladia ends with exactly the
     caller's audio, and every final reaches the bot once, in order."""

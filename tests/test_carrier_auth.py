@@ -51,23 +51,26 @@ def test_vonage_signed_jwt_is_verified_with_the_signature_secret() -> None:
     assert not vonage_jwt_valid(SECRET, f"Basic {good}", now) and not vonage_jwt_valid(SECRET, None, now)
 
 
-async def test_upgrades_with_the_documented_credentials(
-    make_bridge: BridgeFactory, fake_gladia: FakeGladia
-) -> None:
+async def test_upgrades_with_the_documented_credentials(make_bridge: BridgeFactory, fake_gladia: FakeGladia) -> None:
     """Over real sockets: Telnyx with its header, Vonage with a signed JWT (no static token set) or a
     custom ApiKey value; wrong ones get 403 before any audio."""
-    server: Any = await make_bridge(environ={"TELNYX_STREAM_TOKEN": "tx-token", "VONAGE_STREAM_TOKEN": "X9Z",
-                                             "VONAGE_SIGNATURE_SECRET": SECRET})
+    server: Any = await make_bridge(
+        environ={"TELNYX_STREAM_TOKEN": "tx-token", "VONAGE_STREAM_TOKEN": "X9Z", "VONAGE_SIGNATURE_SECRET": SECRET}
+    )
     token = jwt.encode({"exp": int(time.time()) + 60}, SECRET, algorithm="HS256")
     async with aiohttp.ClientSession() as http:
-        for carrier, headers in (("telnyx", {"X-Telnyx-Streaming-Auth-Token": "tx-token"}),
-                                 ("vonage", {"Authorization": f"Bearer {token}"}),
-                                 ("vonage", {"Authorization": "ApiKey X9Z"})):
+        for carrier, headers in (
+            ("telnyx", {"X-Telnyx-Streaming-Auth-Token": "tx-token"}),
+            ("vonage", {"Authorization": f"Bearer {token}"}),
+            ("vonage", {"Authorization": "ApiKey X9Z"}),
+        ):
             ws = await http.ws_connect(server.make_url(f"/{carrier}/stream"), headers=headers)
             await ws.close()
         bad = jwt.encode({"exp": int(time.time()) + 60}, "not-the-signature-secret-0123456789", algorithm="HS256")
-        for carrier, headers in (("telnyx", {"X-Telnyx-Streaming-Auth-Token": "nope"}),
-                                 ("vonage", {"Authorization": f"Bearer {bad}"})):
+        for carrier, headers in (
+            ("telnyx", {"X-Telnyx-Streaming-Auth-Token": "nope"}),
+            ("vonage", {"Authorization": f"Bearer {bad}"}),
+        ):
             with pytest.raises(aiohttp.WSServerHandshakeError) as err:
                 await http.ws_connect(server.make_url(f"/{carrier}/stream"), headers=headers)
             assert err.value.status == 403
@@ -83,11 +86,13 @@ async def test_fork_rate_comes_from_the_route(
     hook, _ = webhook
     server: Any = await make_bridge()
     pcm = b"\x01\x02" * (rate // 50) * 10  # 200 ms
-    async with aiohttp.ClientSession() as http, http.ws_connect(
-            str(server.make_url("/audiofork/stream")) + query, protocols=("audio.drachtio.org",)) as ws:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.ws_connect(str(server.make_url("/audiofork/stream")) + query, protocols=("audio.drachtio.org",)) as ws,
+    ):
         await ws.send_str(json.dumps({"to": "+15550002", "from": "+15550001", "callid": "fs-uuid-1"}))
         for i in range(0, len(pcm), rate // 50 * 2):
-            await ws.send_bytes(pcm[i:i + rate // 50 * 2])
+            await ws.send_bytes(pcm[i : i + rate // 50 * 2])
     await wait_for(lambda: bool(hook.events("call.ended")))
     (session,) = fake_gladia.sessions.values()
     assert session.body["sample_rate"] == rate and bytes(session.audio) == pcm

@@ -28,8 +28,9 @@ async def stream(url: str, messages: Iterable[str]) -> int | None:
         return ws.close_code
 
 
-async def check_call(hook: FakeWebhook, fake_gladia: FakeGladia, audio: bytes, carrier: str,
-                     parameters: dict[str, str]) -> dict[str, Any]:
+async def check_call(
+    hook: FakeWebhook, fake_gladia: FakeGladia, audio: bytes, carrier: str, parameters: dict[str, str]
+) -> dict[str, Any]:
     """Gladia got ``audio`` unchanged as 8 kHz mu-law with the stt.language parameter applied; the bot
     got the call's parameters, numbers, the digit 5 and an end by stop without a gap. The summary."""
     await wait_for(lambda: bool(hook.events("call.ended")), timeout=20)
@@ -57,12 +58,21 @@ async def test_plivo_custom_parameters_dtmf_and_stop_reach_the_bot(
     hook, _ = webhook
     server: Any = await make_bridge()
     ulaw = caller_audio(2.0, seed=51)
-    w = PlivoStreamWriter("plivo-call-1", "20170ada-f610-433b-8758-c02a2aab3662",
-                          parameters={"From": "+15550100", "To": "+15550199"}, custom_parameters=CUSTOM,
-                          send_stop=True)
+    w = PlivoStreamWriter(
+        "plivo-call-1",
+        "20170ada-f610-433b-8758-c02a2aab3662",
+        parameters={"From": "+15550100", "To": "+15550199"},
+        custom_parameters=CUSTOM,
+        send_stop=True,
+    )
     half = len(ulaw) // 2
-    messages = [w.start(), *(w.media(ulaw[i:i + 160]) for i in range(0, half, 160)), w.dtmf("5"),
-                *(w.media(ulaw[i:i + 160]) for i in range(half, len(ulaw), 160)), w.stop()]
+    messages = [
+        w.start(),
+        *(w.media(ulaw[i : i + 160]) for i in range(0, half, 160)),
+        w.dtmf("5"),
+        *(w.media(ulaw[i : i + 160]) for i in range(half, len(ulaw), 160)),
+        w.stop(),
+    ]
     assert await stream(str(server.make_url("/plivo/stream")), messages) == 1000
     await check_call(hook, fake_gladia, ulaw, "plivo", {"From": "+15550100", "To": "+15550199", **CUSTOM})
 
@@ -77,8 +87,14 @@ async def test_exotel_exoml_mulaw_stream_reaches_gladia_unchanged(
     ulaw = caller_audio(2.0, seed=52)
     w = ExotelStreamWriter("exotel-call-1", "b6d2a1c2e3f4", "+15550100", "+15550199", parameters=CUSTOM, ulaw=True)
     half = len(ulaw) // 2
-    messages = [w.connected(), w.start(), *(w.media(ulaw[i:i + 800]) for i in range(0, half, 800)), w.dtmf("5"),
-                *(w.media(ulaw[i:i + 800]) for i in range(half, len(ulaw), 800)), w.stop()]
+    messages = [
+        w.connected(),
+        w.start(),
+        *(w.media(ulaw[i : i + 800]) for i in range(0, half, 800)),
+        w.dtmf("5"),
+        *(w.media(ulaw[i : i + 800]) for i in range(half, len(ulaw), 800)),
+        w.stop(),
+    ]
     assert await stream(str(server.make_url("/exotel/stream")), messages) == 1000
     await check_call(hook, fake_gladia, ulaw, "exotel", CUSTOM)
 
@@ -92,11 +108,19 @@ async def test_signalwire_wrapped_call_with_dtmf_and_clear_ack_has_no_gap(
     server: Any = await make_bridge()
     ulaw = caller_audio(2.0, seed=53)
     params = {"From": "+15550100", "To": "+15550199", **CUSTOM}
-    w = SignalWireStreamWriter("76ac3c36-56da-4a3e-a0d6-b5f8df6da9ad", "7d56cc11-536d-4a45-b4fb-ed3d55be843b",
-                               parameters=params, wrapped=True)
+    w = SignalWireStreamWriter(
+        "76ac3c36-56da-4a3e-a0d6-b5f8df6da9ad", "7d56cc11-536d-4a45-b4fb-ed3d55be843b", parameters=params, wrapped=True
+    )
     half = len(ulaw) // 2
-    messages = [w.connected(), w.start(), *(w.media(ulaw[i:i + 160]) for i in range(0, half, 160)), w.dtmf("5"),
-                w.clear(), *(w.media(ulaw[i:i + 160]) for i in range(half, len(ulaw), 160)), w.stop()]
+    messages = [
+        w.connected(),
+        w.start(),
+        *(w.media(ulaw[i : i + 160]) for i in range(0, half, 160)),
+        w.dtmf("5"),
+        w.clear(),
+        *(w.media(ulaw[i : i + 160]) for i in range(half, len(ulaw), 160)),
+        w.stop(),
+    ]
     assert await stream(str(server.make_url("/signalwire/stream")), messages) == 1000
     await check_call(hook, fake_gladia, ulaw, "signalwire", params)
 
@@ -110,10 +134,15 @@ async def test_signalwire_both_tracks_two_channels_transcribes_the_caller_only(
     server: Any = await make_bridge()
     ulaw = caller_audio(2.0, seed=54)
     params = {"From": "+15550100", "To": "+15550199", **CUSTOM}
-    w = SignalWireStreamWriter("c0ffee00-1111-2222-3333-444455556666", "4b2ca3ed-0c28-4c1e-a0d2-5b4d0f1f2a11",
-                               parameters=params, wrapped=True, channels=2)
+    w = SignalWireStreamWriter(
+        "c0ffee00-1111-2222-3333-444455556666",
+        "4b2ca3ed-0c28-4c1e-a0d2-5b4d0f1f2a11",
+        parameters=params,
+        wrapped=True,
+        channels=2,
+    )
     half = len(ulaw) // 2
-    frames = [ulaw[i:i + 160] for i in range(0, len(ulaw), 160)]
+    frames = [ulaw[i : i + 160] for i in range(0, len(ulaw), 160)]
     messages = [w.connected(), w.start()]
     for n, frame in enumerate(frames):
         messages += [w.media(frame), w.media(b"\x7f" * 160, track="outbound")]

@@ -15,16 +15,31 @@ from tests.support.calls import BridgeFactory, caller_audio, wait_for
 from tests.support.fakes import FakeGladia, FakeWebhook, expected_texts
 
 CASES = [
-    ("twilio", None), ("signalwire", None), ("signalwire", 16000), ("signalwire", 24000), ("telnyx", None),
-    ("telnyx", 16000), ("plivo", None), ("plivo", 16000), ("exotel", None), ("exotel", 16000),
-    ("vonage", None), ("vonage", 8000), ("audiofork", None), ("audiofork", 16000), ("asterisk", None),
+    ("twilio", None),
+    ("signalwire", None),
+    ("signalwire", 16000),
+    ("signalwire", 24000),
+    ("telnyx", None),
+    ("telnyx", 16000),
+    ("plivo", None),
+    ("plivo", 16000),
+    ("exotel", None),
+    ("exotel", 16000),
+    ("vonage", None),
+    ("vonage", 8000),
+    ("audiofork", None),
+    ("audiofork", 16000),
+    ("asterisk", None),
     ("asterisk", 16000),
 ]
 
 
 @pytest.mark.parametrize(("carrier", "rate"), CASES)
 async def test_carrier_call_reaches_gladia_and_the_bot(
-    make_bridge: BridgeFactory, fake_gladia: FakeGladia, webhook: tuple[FakeWebhook, str], carrier: str,
+    make_bridge: BridgeFactory,
+    fake_gladia: FakeGladia,
+    webhook: tuple[FakeWebhook, str],
+    carrier: str,
     rate: int | None,
 ) -> None:
     hook, _ = webhook
@@ -32,8 +47,15 @@ async def test_carrier_call_reaches_gladia_and_the_bot(
     server: Any = await make_bridge()
     call_sid = f"{carrier}-call-1"
     play = dialect(carrier, ulaw, call_sid, "s", {"From": "+1", "To": "+2"}, rate)
-    report = await play_call(str(server.make_url(f"/{carrier}/stream")), ulaw, carrier=carrier, sample_rate=rate,
-                             realtime=False, call_sid=call_sid, parameters={"From": "+1", "To": "+2"})
+    report = await play_call(
+        str(server.make_url(f"/{carrier}/stream")),
+        ulaw,
+        carrier=carrier,
+        sample_rate=rate,
+        realtime=False,
+        call_sid=call_sid,
+        parameters={"From": "+1", "To": "+2"},
+    )
     assert report.close_code == 1000
     await wait_for(lambda: bool(hook.events("call.ended")), timeout=20)
 
@@ -43,7 +65,7 @@ async def test_carrier_call_reaches_gladia_and_the_bot(
     transcoder = make_transcoder(play.audio_format, gladia_fmt)
     frame = play.audio_format.bytes_for_ms(play.frame_seconds * 1000)
     audio = play.native_audio
-    expected = b"".join(transcoder.feed(audio[i:i + frame]) for i in range(0, len(audio), frame)) + transcoder.flush()
+    expected = b"".join(transcoder.feed(audio[i : i + frame]) for i in range(0, len(audio), frame)) + transcoder.flush()
     if gladia_fmt == play.audio_format:
         assert expected == play.native_audio  # passthrough: the carrier's own bytes
     assert bytes(session.audio) == expected
@@ -71,7 +93,7 @@ async def test_declared_encoding_is_honoured_for_any_carrier(
     up = make_transcoder(ULAW_8K, AudioFormat("pcm16", 16000))
     pcm16k = up.feed(ulaw) + up.flush()  # what the simulated Vonage call carries
     expected = make_transcoder(AudioFormat("pcm16", 16000), ULAW_8K)
-    want = b"".join(expected.feed(pcm16k[i:i + 640]) for i in range(0, len(pcm16k), 640)) + expected.flush()
+    want = b"".join(expected.feed(pcm16k[i : i + 640]) for i in range(0, len(pcm16k), 640)) + expected.flush()
     assert bytes(session.audio) == want
 
 
@@ -98,8 +120,12 @@ async def test_shared_secret_is_required_when_configured(
                 await http.ws_connect(url, headers=headers)
             assert err.value.status == 403
         basic = "Basic " + base64.b64encode(b"key:s3cret-token").decode()
-        for headers, query in (({"Authorization": "Bearer s3cret-token"}, ""), ({"Authorization": basic}, ""),
-                               ({"X-Stream-Token": "s3cret-token"}, ""), ({}, "?token=s3cret-token")):
+        for headers, query in (
+            ({"Authorization": "Bearer s3cret-token"}, ""),
+            ({"Authorization": basic}, ""),
+            ({"X-Stream-Token": "s3cret-token"}, ""),
+            ({}, "?token=s3cret-token"),
+        ):
             ws = await http.ws_connect(str(url) + query, headers=headers)
             await ws.close()
     assert fake_gladia.sessions == {}

@@ -14,7 +14,10 @@ from tests.support.fakes import FakeGladia, FakeWebhook
 
 @pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
 async def test_a_redirecting_bot_gets_nothing_followed(
-    make_bridge: BridgeFactory, fake_gladia: FakeGladia, webhook: tuple[FakeWebhook, str], aiohttp_server: Any,
+    make_bridge: BridgeFactory,
+    fake_gladia: FakeGladia,
+    webhook: tuple[FakeWebhook, str],
+    aiohttp_server: Any,
     status: int,
 ) -> None:
     """Attack: the bot answers 3xx with a Location on another host. The bridge follows nothing (a

@@ -18,6 +18,7 @@ from tests.support.speech import SENTENCES, SPANS, ULAW, wer, words
 
 pytestmark = pytest.mark.recognition
 
+
 @pytest.mark.timeout(120)
 async def test_speech_through_bridge_serve_with_the_embedded_stt(webhook: tuple[FakeWebhook, str]) -> None:
     """With no Gladia key or URL, `bridge serve` runs the local STT server in-process; a spoken call
@@ -26,9 +27,19 @@ async def test_speech_through_bridge_serve_with_the_embedded_stt(webhook: tuple[
     hook, hook_url = webhook
     port = free_port()
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bridge", "serve", "--host", "127.0.0.1", "--port", str(port),
-        env=minimal_env(BOT_WEBHOOK_URL=hook_url), cwd=ROOT,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        sys.executable,
+        "-m",
+        "bridge",
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        env=minimal_env(BOT_WEBHOOK_URL=hook_url),
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
     try:
         async with aiohttp.ClientSession() as http:
             for _ in range(300):
@@ -63,8 +74,15 @@ async def test_the_demo_command_prints_the_utterances() -> None:
     """`bridge demo` (the README's run command) plays the sample call in real time and prints what the
     bot heard, then the summary with end-of-speech -> webhook latency."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bridge", "demo", env=minimal_env(), cwd=ROOT,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        sys.executable,
+        "-m",
+        "bridge",
+        "demo",
+        env=minimal_env(),
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
     out, _ = await asyncio.wait_for(proc.communicate(), 100)
     text = out.decode()
     print(text)

@@ -125,8 +125,9 @@ async def test_bot_failing_stalling_and_timing_out_for_a_minute(
     hook.clock = clock.monotonic
     hook.outage_until = clock.monotonic() + 60.0
     hook.outage_stall = 1.0
-    server = await make_bridge(clock=Clock(time=clock.time, sleep=clock.sleep),
-                               webhook__retry_max_delay=1.0, webhook__timeout=0.3)
+    server = await make_bridge(
+        clock=Clock(time=clock.time, sleep=clock.sleep), webhook__retry_max_delay=1.0, webhook__timeout=0.3
+    )
     audios = [caller_audio(3.0, seed=20 + i) for i in range(3)]
     await asyncio.gather(*(play_call(url(server), a, call_sid=f"CA{i:032d}") for i, a in enumerate(audios)))
     await wait_for(lambda: len(hook.events("call.ended")) == 3, timeout=50)
@@ -134,8 +135,11 @@ async def test_bot_failing_stalling_and_timing_out_for_a_minute(
     assert clock.slept >= 40.0  # most of the minute passed in retry sleeps, not in real time
     events = delivered_once_in_order(hook)
     for i, audio in enumerate(audios):
-        texts = [e["utterance"]["text"] for e in events
-                 if e["type"] == "utterance.final" and e["call"]["call_sid"] == f"CA{i:032d}"]
+        texts = [
+            e["utterance"]["text"]
+            for e in events
+            if e["type"] == "utterance.final" and e["call"]["call_sid"] == f"CA{i:032d}"
+        ]
         assert texts == expected_texts(audio, 8000)
 
 
@@ -146,9 +150,19 @@ async def test_sigterm_with_20_calls_running(fake_gladia: FakeGladia, webhook: t
     hook, hook_url = webhook
     port = free_port()
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bridge", "serve", "--host", "127.0.0.1", "--port", str(port), cwd=ROOT,
+        sys.executable,
+        "-m",
+        "bridge",
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        cwd=ROOT,
         env=minimal_env(GLADIA_API_URL=fake_gladia.base_url, GLADIA_API_KEY="test-key", BOT_WEBHOOK_URL=hook_url),
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
     async with aiohttp.ClientSession() as http:
         for _ in range(200):
             try:
@@ -157,10 +171,14 @@ async def test_sigterm_with_20_calls_running(fake_gladia: FakeGladia, webhook: t
             except aiohttp.ClientConnectionError:
                 await asyncio.sleep(0.05)
     audios = [caller_audio(4.0, seed=100 + i) for i in range(20)]
-    calls = [asyncio.create_task(play_call(f"ws://127.0.0.1:{port}/twilio/stream", a, call_sid=f"CA{i:032d}",
-                                           pace=0.02)) for i, a in enumerate(audios)]
-    await wait_for(lambda: len(fake_gladia.sessions) == 20 and all(
-        s.received_bytes > 8000 for s in fake_gladia.sessions.values()), timeout=20)
+    calls = [
+        asyncio.create_task(play_call(f"ws://127.0.0.1:{port}/twilio/stream", a, call_sid=f"CA{i:032d}", pace=0.02))
+        for i, a in enumerate(audios)
+    ]
+    await wait_for(
+        lambda: len(fake_gladia.sessions) == 20 and all(s.received_bytes > 8000 for s in fake_gladia.sessions.values()),
+        timeout=20,
+    )
     proc.send_signal(signal.SIGTERM)
     codes = await asyncio.gather(*calls)
     assert codes == [1000] * 20
@@ -170,6 +188,9 @@ async def test_sigterm_with_20_calls_running(fake_gladia: FakeGladia, webhook: t
     events = delivered_once_in_order(hook)
     for i, audio in enumerate(audios):
         assert sessions[f"CA{i:032d}"] == audio
-        texts = [e["utterance"]["text"] for e in events
-                 if e["type"] == "utterance.final" and e["call"]["call_sid"] == f"CA{i:032d}"]
+        texts = [
+            e["utterance"]["text"]
+            for e in events
+            if e["type"] == "utterance.final" and e["call"]["call_sid"] == f"CA{i:032d}"
+        ]
         assert texts == expected_texts(audio, 8000)

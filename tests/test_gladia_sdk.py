@@ -36,7 +36,7 @@ async def run_sdk_session(api_url: str, proxy: TcpProxy | None = None) -> tuple[
     session.on("ended", on_ended)
     await asyncio.wait_for(connected.wait(), 10)
     for i in range(0, len(AUDIO), 1600):
-        session.send_audio(AUDIO[i:i + 1600])
+        session.send_audio(AUDIO[i : i + 1600])
         await asyncio.sleep(0.005)
         if proxy is not None and i == 32000:
             await asyncio.sleep(0.05)
@@ -48,8 +48,7 @@ async def run_sdk_session(api_url: str, proxy: TcpProxy | None = None) -> tuple[
     end = await asyncio.wait_for(ended, 30)
     # The SDK has no close() of its own for its HTTP client (a known defect): close it here.
     await live._http_client.close()
-    finals = [m.data.utterance.text for m in messages
-              if getattr(m, "type", None) == "transcript" and m.data.is_final]
+    finals = [m.data.utterance.text for m in messages if getattr(m, "type", None) == "transcript" and m.data.is_final]
     return finals, end, errors
 
 

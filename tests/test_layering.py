@@ -16,8 +16,10 @@ FORBIDDEN = ["asyncio", "aiohttp", "structlog", "websockets"]
 
 @pytest.mark.parametrize("module", PURE)
 def test_pure_module_imports_no_io(module: str) -> None:
-    code = (f"import sys, {module}; bad = [m for m in {FORBIDDEN!r} if m in sys.modules]; "
-            "print(','.join(bad)); sys.exit(1 if bad else 0)")
+    code = (
+        f"import sys, {module}; bad = [m for m in {FORBIDDEN!r} if m in sys.modules]; "
+        "print(','.join(bad)); sys.exit(1 if bad else 0)"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
     assert result.returncode == 0, f"{module} pulls in {result.stdout.strip()}"
 
@@ -26,9 +28,11 @@ def test_the_core_loads_no_tool_and_no_local_engine() -> None:
     """Importing the bridge application loads no user tool (demo, player, loadtest, writers) and no local
     speech engine: a production install with a Gladia key carries none of them."""
     heavy = ["bridge.tools", "bridge.local_stt", "faster_whisper", "ctranslate2", "onnxruntime", "av"]
-    code = ("import sys, bridge.app, bridge.cli; "
-            f"bad = sorted(m for m in sys.modules if any(m == h or m.startswith(h + '.') for h in {heavy!r})); "
-            "print(','.join(bad)); sys.exit(1 if bad else 0)")
+    code = (
+        "import sys, bridge.app, bridge.cli; "
+        f"bad = sorted(m for m in sys.modules if any(m == h or m.startswith(h + '.') for h in {heavy!r})); "
+        "print(','.join(bad)); sys.exit(1 if bad else 0)"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, f"bridge.app pulls in {result.stdout.strip()}"
 
@@ -55,8 +59,10 @@ def test_no_import_cycle_in_the_bridge() -> None:
     """The modules of ``bridge/`` form no import cycle, counting every import (lazy ones inside functions
     and TYPE_CHECKING ones included): each layer can be read, tested and replaced on its own."""
     root = Path(__file__).resolve().parent.parent / "bridge"
-    modules = {".".join(p.relative_to(root.parent).with_suffix("").parts).removesuffix(".__init__"): p
-               for p in root.rglob("*.py")}
+    modules = {
+        ".".join(p.relative_to(root.parent).with_suffix("").parts).removesuffix(".__init__"): p
+        for p in root.rglob("*.py")
+    }
     graph = {m: {i for i in _imports(p, root) if i in modules and i != m} for m, p in modules.items()}
     # a package's __init__ importing its own modules is how packages re-export; it is not a cycle edge back
     cycles = []
@@ -68,7 +74,7 @@ def test_no_import_cycle_in_the_bridge() -> None:
         stack.append(m)
         for n in sorted(graph[m]):
             if state.get(n) == 1:
-                cycles.append([*stack[stack.index(n):], n])
+                cycles.append([*stack[stack.index(n) :], n])
             elif n not in state:
                 visit(n)
         stack.pop()

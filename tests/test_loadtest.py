@@ -15,8 +15,20 @@ from tests.support.process import ROOT
 @pytest.mark.timeout(120)
 async def test_a_short_loadtest_carries_every_frame_and_final_and_reports_its_figures() -> None:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bridge", "loadtest", "--calls", "6", "--seconds", "6", "--generators", "2",
-        cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        sys.executable,
+        "-m",
+        "bridge",
+        "loadtest",
+        "--calls",
+        "6",
+        "--seconds",
+        "6",
+        "--generators",
+        "2",
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     out, err = await asyncio.wait_for(proc.communicate(), 110)
     assert proc.returncode == 0, err.decode()[-2000:]
     result = json.loads(out.decode().strip().splitlines()[-1])
@@ -38,8 +50,19 @@ async def test_the_reference_forwarder_runs_under_the_same_load() -> None:
     """`--reference` measures a bare forwarder under the identical load, so the bridge's figures can be read
     as ratios on a noisy machine; it must carry the same frames and finals to be a fair floor."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bridge", "loadtest", "--calls", "6", "--seconds", "6", "--reference",
-        cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        sys.executable,
+        "-m",
+        "bridge",
+        "loadtest",
+        "--calls",
+        "6",
+        "--seconds",
+        "6",
+        "--reference",
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     out, err = await asyncio.wait_for(proc.communicate(), 110)
     assert proc.returncode == 0, err.decode()[-2000:]
     result = json.loads(out.decode().strip().splitlines()[-1])

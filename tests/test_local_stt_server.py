@@ -40,7 +40,7 @@ async def create(http: aiohttp.ClientSession, server: Any, body: dict[str, Any],
 
 async def stream(ws: aiohttp.ClientWebSocketResponse, audio: bytes, chunk: int = 1600) -> None:
     for i in range(0, len(audio), chunk):
-        await ws.send_bytes(audio[i:i + chunk])
+        await ws.send_bytes(audio[i : i + chunk])
 
 
 async def collect(ws: aiohttp.ClientWebSocketResponse) -> list[dict[str, Any]]:
@@ -93,13 +93,12 @@ async def test_a_whole_session(make_stt_server: Any) -> None:
     then on stop_recording the stop ack, post-processing, end_session and close 1000; the result is
     readable with GET and can be deleted."""
     _, server = await make_stt_server()
-    body = {**ULAW_REQUEST, "messages_config": {"receive_partial_transcripts": True,
-                                                "receive_lifecycle_events": True}}
+    body = {**ULAW_REQUEST, "messages_config": {"receive_partial_transcripts": True, "receive_lifecycle_events": True}}
     async with aiohttp.ClientSession() as http:
         session = await create(http, server, body)
         async with http.ws_connect(session["url"]) as ws:
             for i in range(0, len(FIRST_SENTENCE), 1600):
-                await ws.send_bytes(FIRST_SENTENCE[i:i + 1600])
+                await ws.send_bytes(FIRST_SENTENCE[i : i + 1600])
                 await asyncio.sleep(0.1)  # twice real time: partials get decoded while speech goes on
             await ws.send_str(json.dumps({"type": "stop_recording"}))
             messages = await collect(ws)
@@ -119,8 +118,11 @@ async def test_a_whole_session(make_stt_server: Any) -> None:
         assert words(utt["text"]) and utt["language"] == "en" and utt["words"]
         assert_within_the_sentence(utt, SPANS[0])
         assert utt["words"][0]["start"] >= utt["start"] - 0.01
-        order = [t for t in types if t in ("stop_recording", "end_recording", "post_transcript",
-                                             "post_final_transcript", "end_session")]
+        order = [
+            t
+            for t in types
+            if t in ("stop_recording", "end_recording", "post_transcript", "post_final_transcript", "end_session")
+        ]
         assert order == ["stop_recording", "end_recording", "post_transcript", "post_final_transcript", "end_session"]
         post = next(m for m in messages if m["type"] == "post_final_transcript")["data"]
         assert post["transcription"]["utterances"][0]["text"] == utt["text"]
@@ -143,7 +145,7 @@ async def test_base64_audio_chunks_and_defaults(make_stt_server: Any) -> None:
         session = await create(http, server, ULAW_REQUEST)
         async with http.ws_connect(session["url"]) as ws:
             for i in range(0, len(FIRST_SENTENCE), 4000):
-                chunk = base64.b64encode(FIRST_SENTENCE[i:i + 4000]).decode()
+                chunk = base64.b64encode(FIRST_SENTENCE[i : i + 4000]).decode()
                 await ws.send_str(json.dumps({"type": "audio_chunk", "data": {"chunk": chunk}}))
             await ws.send_str(json.dumps({"type": "stop_recording"}))
             messages = await collect(ws)
@@ -154,12 +156,20 @@ async def test_base64_audio_chunks_and_defaults(make_stt_server: Any) -> None:
     assert_within_the_sentence(finals[0]["data"]["utterance"], SPANS[0])
 
 
-@pytest.mark.parametrize(("encoding", "depth", "rate", "channels"), [
-    ("wav/alaw", 8, 8000, 1), ("wav/pcm", 16, 16000, 1), ("wav/pcm", 16, 44100, 1),
-    ("wav/pcm", 24, 48000, 1), ("wav/pcm", 32, 32000, 2), ("wav/pcm", 8, 8000, 1),
-])
-async def test_every_encoding_is_transcribed(make_stt_server: Any, encoding: str, depth: int, rate: int,
-                                             channels: int) -> None:
+@pytest.mark.parametrize(
+    ("encoding", "depth", "rate", "channels"),
+    [
+        ("wav/alaw", 8, 8000, 1),
+        ("wav/pcm", 16, 16000, 1),
+        ("wav/pcm", 16, 44100, 1),
+        ("wav/pcm", 24, 48000, 1),
+        ("wav/pcm", 32, 32000, 2),
+        ("wav/pcm", 8, 8000, 1),
+    ],
+)
+async def test_every_encoding_is_transcribed(
+    make_stt_server: Any, encoding: str, depth: int, rate: int, channels: int
+) -> None:
     """The same sentence in each format Gladia accepts gives one final, at the sentence's time in the
     audio (so the format's bytes are turned into time correctly), acknowledged in that format's bytes."""
     _, server = await make_stt_server()
@@ -195,8 +205,9 @@ async def test_resume_at_the_acknowledged_offset(make_stt_server: Any) -> None:
         first: list[dict[str, Any]] = []
         async with http.ws_connect(session["url"]) as ws:
             await stream(ws, audio[:24000])  # drop mid-sentence
-            while not any(m.get("data", {}) and m["type"] == "audio_chunk"
-                          and m["data"]["byte_range"][1] == 24000 for m in first):
+            while not any(
+                m.get("data", {}) and m["type"] == "audio_chunk" and m["data"]["byte_range"][1] == 24000 for m in first
+            ):
                 msg = await ws.receive(timeout=10)
                 first.append(json.loads(msg.data))
             await ws.close(code=4500)  # a non-normal close: the session stays resumable

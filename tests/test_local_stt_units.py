@@ -15,20 +15,23 @@ from bridge.local_stt.segmenter import FRAME, Segmenter, SpeechEnded, SpeechStar
 from tests.support.speech import encode_as
 
 
-@pytest.mark.parametrize(("body", "status", "needle"), [
-    (b"not json", 400, "JSON"),
-    (b"[1]", 400, "object"),
-    (json.dumps({"encodig": "wav/pcm"}).encode(), 400, "property encodig should not exist"),
-    (json.dumps({"channels": "two"}).encode(), 400, "channels"),
-    (json.dumps({"encoding": "mp3"}).encode(), 422, "encoding"),
-    (json.dumps({"sample_rate": 22050}).encode(), 422, "sample_rate"),
-    (json.dumps({"bit_depth": 12}).encode(), 422, "bit_depth"),
-    (json.dumps({"endpointing": 0}).encode(), 422, "endpointing"),
-    (json.dumps({"maximum_duration_without_endpointing": 90}).encode(), 422, "maximum_duration"),
-    (json.dumps({"channels": 9}).encode(), 422, "channels"),
-    (json.dumps({"language_config": {"languages": ["xx"]}}).encode(), 422, "xx"),
-    (json.dumps({"pre_processing": {"speech_threshold": 2}}).encode(), 422, "speech_threshold"),
-])
+@pytest.mark.parametrize(
+    ("body", "status", "needle"),
+    [
+        (b"not json", 400, "JSON"),
+        (b"[1]", 400, "object"),
+        (json.dumps({"encodig": "wav/pcm"}).encode(), 400, "property encodig should not exist"),
+        (json.dumps({"channels": "two"}).encode(), 400, "channels"),
+        (json.dumps({"encoding": "mp3"}).encode(), 422, "encoding"),
+        (json.dumps({"sample_rate": 22050}).encode(), 422, "sample_rate"),
+        (json.dumps({"bit_depth": 12}).encode(), 422, "bit_depth"),
+        (json.dumps({"endpointing": 0}).encode(), 422, "endpointing"),
+        (json.dumps({"maximum_duration_without_endpointing": 90}).encode(), 422, "maximum_duration"),
+        (json.dumps({"channels": 9}).encode(), 422, "channels"),
+        (json.dumps({"language_config": {"languages": ["xx"]}}).encode(), 422, "xx"),
+        (json.dumps({"pre_processing": {"speech_threshold": 2}}).encode(), 422, "speech_threshold"),
+    ],
+)
 def test_invalid_requests_get_gladia_error_bodies(body: bytes, status: int, needle: str) -> None:
     """Malformed bodies get 400, unacceptable values 422, each with Gladia's error body and a reason."""
     result = parse_request(body)
@@ -50,8 +53,14 @@ def test_valid_request_defaults() -> None:
 
 
 FORMATS = [
-    ("wav/ulaw", 8, 8000, 1), ("wav/alaw", 8, 8000, 1), ("wav/pcm", 8, 16000, 1), ("wav/pcm", 16, 8000, 1),
-    ("wav/pcm", 16, 16000, 1), ("wav/pcm", 16, 44100, 1), ("wav/pcm", 24, 48000, 1), ("wav/pcm", 32, 32000, 2),
+    ("wav/ulaw", 8, 8000, 1),
+    ("wav/alaw", 8, 8000, 1),
+    ("wav/pcm", 8, 16000, 1),
+    ("wav/pcm", 16, 8000, 1),
+    ("wav/pcm", 16, 16000, 1),
+    ("wav/pcm", 16, 44100, 1),
+    ("wav/pcm", 24, 48000, 1),
+    ("wav/pcm", 32, 32000, 2),
     ("wav/pcm", 16, 16000, 8),
 ]
 
@@ -68,7 +77,7 @@ def test_every_input_format_decodes_to_16k_mono(encoding: str, depth: int, rate:
     tone = audioop.lin2ulaw(np.rint(0.5 * 32767 * np.sin(2 * math.pi * 1000 * t)).astype("<i2").tobytes(), 2)
     data = encode_as(tone, encoding, depth, rate, channels)
     dec = InputDecoder(encoding, depth, rate, channels)
-    out = np.concatenate([dec.feed(data[i:i + 333]) for i in range(0, len(data), 333)] + [dec.flush()])
+    out = np.concatenate([dec.feed(data[i : i + 333]) for i in range(0, len(data), 333)] + [dec.flush()])
     assert abs(len(out) - 16000) <= 1
     y = out[400:].astype(np.float64) * 32768
     assert tone_level_db(y, 16000, 1000) == pytest.approx(-6.0, abs=1.0)

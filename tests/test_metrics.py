@@ -16,8 +16,11 @@ async def scrape(server: Any) -> dict[tuple[str, tuple[tuple[str, str], ...]], f
     async with aiohttp.ClientSession() as http, http.get(server.make_url("/metrics")) as resp:
         assert resp.status == 200
         text = await resp.text()
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
 
 
 async def test_metrics_count_a_call_with_a_drop(

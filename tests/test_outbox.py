@@ -80,13 +80,22 @@ async def test_rejected_events_are_dead_lettered_listed_and_replayed(
             await asyncio.sleep(0.01)
         assert outbox == {"pending": 0, "dead": 1, "queued_writes": 0}
     rejected = next(r for r in hook.requests if r.status == 400)
-    env = minimal_env(BRIDGE_DATA_DIR=str(tmp_path / "data"), BOT_WEBHOOK_URL=hook_url,
-                      BOT_WEBHOOK_SECRET=WEBHOOK_SECRET)
+    env = minimal_env(
+        BRIDGE_DATA_DIR=str(tmp_path / "data"), BOT_WEBHOOK_URL=hook_url, BOT_WEBHOOK_SECRET=WEBHOOK_SECRET
+    )
 
     async def outbox_cmd(*args: str) -> tuple[int, str]:
-        proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "bridge", "outbox", *args, env=env,
-                                                    cwd=ROOT, stdout=asyncio.subprocess.PIPE,
-                                                    stderr=asyncio.subprocess.STDOUT)
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "bridge",
+            "outbox",
+            *args,
+            env=env,
+            cwd=ROOT,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
         out, _ = await asyncio.wait_for(proc.communicate(), 30)
         return proc.returncode or 0, out.decode()
 
@@ -113,9 +122,11 @@ async def test_events_older_than_max_age_are_dead_lettered(
     server: Any = await make_bridge(clock=Clock(time=clock.time, sleep=clock.sleep), webhook__retry_max_delay=30.0)
     await play_call(str(server.make_url("/twilio/stream")), caller_audio(1.0))
     async with aiohttp.ClientSession() as http:
+
         async def dead() -> int:
             async with http.get(server.make_url("/healthz")) as resp:
                 return int((await resp.json())["outbox"]["dead"])
+
         for _ in range(200):
             if await dead() == 3:  # call.started, one final, call.ended
                 break
@@ -133,14 +144,29 @@ async def test_sigkill_mid_call_then_restart_delivers_every_stored_event_once(
     hook, hook_url = webhook
     hook.fail_statuses = [503] * 10_000
     data = tmp_path / "data"
-    env = minimal_env(GLADIA_API_URL=fake_gladia.base_url, GLADIA_API_KEY="test-key", BOT_WEBHOOK_URL=hook_url,
-                      BRIDGE_DATA_DIR=str(data))
+    env = minimal_env(
+        GLADIA_API_URL=fake_gladia.base_url,
+        GLADIA_API_KEY="test-key",
+        BOT_WEBHOOK_URL=hook_url,
+        BRIDGE_DATA_DIR=str(data),
+    )
 
     async def start() -> tuple[asyncio.subprocess.Process, int]:
         port = free_port()
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bridge", "serve", "--host", "127.0.0.1", "--port", str(port), env=env,
-            cwd=ROOT, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+            sys.executable,
+            "-m",
+            "bridge",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            env=env,
+            cwd=ROOT,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
         async with aiohttp.ClientSession() as http:
             for _ in range(200):
                 try:
@@ -157,7 +183,7 @@ async def test_sigkill_mid_call_then_restart_delivers_every_stored_event_once(
         await ws.send_str(writer.connected())
         await ws.send_str(writer.start())
         for i in range(0, len(audio), 160):
-            await ws.send_str(writer.media(audio[i:i + 160]))
+            await ws.send_str(writer.media(audio[i : i + 160]))
         # the three finals reach the outbox while the bot refuses everything; kill the bridge mid-call
         await wait_for(lambda: outbox_size(data) == 4)
         proc.send_signal(signal.SIGKILL)
@@ -197,13 +223,17 @@ def test_an_orphaned_worker_outbox_is_merged(tmp_path: Path) -> None:
     assert live.merge_from(tmp_path / "outbox-w3.sqlite3") == 2
     assert not (tmp_path / "outbox-w3.sqlite3").exists()
     assert [(e.webhook_id, e.state) for e in live.events()] == [
-        ("msg_c1_1", "pending"), ("msg_c9_1", "pending"), ("msg_c9_2", "dead")]
+        ("msg_c1_1", "pending"),
+        ("msg_c9_1", "pending"),
+        ("msg_c9_2", "dead"),
+    ]
     assert live.unfinished_calls() == [("c9", '{"id": "c9"}', 2)]
 
 
 def _file_size_limit(limit: int) -> Callable[[], None]:
     def apply() -> None:  # in the child, before exec: `ulimit -S -f`
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+
     return apply
 
 
@@ -217,8 +247,12 @@ async def test_a_full_disk_costs_no_transcript_and_ends_no_call(
     writes, and the log has one line per change of state (degraded, then recovered if SQLite finds
     room again by reusing its journal), not one per event."""
     hook, hook_url = webhook
-    env = minimal_env(GLADIA_API_URL=fake_gladia.base_url, GLADIA_API_KEY="test-key", BOT_WEBHOOK_URL=hook_url,
-                      BRIDGE_DATA_DIR=str(tmp_path / "data"))
+    env = minimal_env(
+        GLADIA_API_URL=fake_gladia.base_url,
+        GLADIA_API_KEY="test-key",
+        BOT_WEBHOOK_URL=hook_url,
+        BRIDGE_DATA_DIR=str(tmp_path / "data"),
+    )
     bridge = await start_bridge(env, preexec_fn=_file_size_limit(128 * 1024))
     seen: list[dict[str, Any]] = []
 
@@ -233,17 +267,23 @@ async def test_a_full_disk_costs_no_transcript_and_ends_no_call(
         async with aiohttp.ClientSession() as http:
             watcher = asyncio.create_task(watch_health(http))
             calls = [caller_audio(5.0, seed=i) for i in range(6)]
-            codes = await asyncio.gather(*(
-                play_call(bridge.ws + "/twilio/stream", audio, call_sid=f"CA{i:032d}", stream_sid=f"MZ{i:032d}")
-                for i, audio in enumerate(calls)))
+            codes = await asyncio.gather(
+                *(
+                    play_call(bridge.ws + "/twilio/stream", audio, call_sid=f"CA{i:032d}", stream_sid=f"MZ{i:032d}")
+                    for i, audio in enumerate(calls)
+                )
+            )
             assert codes == [1000] * len(calls)
             await wait_for(lambda: len(hook.events("call.ended")) == len(calls), timeout=30)
             failures = 0.0
             for _ in range(30):  # metrics are updated once a second
                 async with http.get(bridge.base + "/metrics") as resp:
                     metrics = await resp.text()
-                failures = next(float(line.split()[-1]) for line in metrics.splitlines()
-                                if line.startswith("bridge_outbox_write_failures_total"))
+                failures = next(
+                    float(line.split()[-1])
+                    for line in metrics.splitlines()
+                    if line.startswith("bridge_outbox_write_failures_total")
+                )
                 if failures:
                     break
                 await asyncio.sleep(0.1)
@@ -274,8 +314,12 @@ async def test_a_locked_outbox_never_stalls_the_audio(
     event loop), no final is lost, and the outbox catches up once the lock is gone."""
     hook, hook_url = webhook
     data = tmp_path / "data"
-    env = minimal_env(GLADIA_API_URL=fake_gladia.base_url, GLADIA_API_KEY="test-key", BOT_WEBHOOK_URL=hook_url,
-                      BRIDGE_DATA_DIR=str(data))
+    env = minimal_env(
+        GLADIA_API_URL=fake_gladia.base_url,
+        GLADIA_API_KEY="test-key",
+        BOT_WEBHOOK_URL=hook_url,
+        BRIDGE_DATA_DIR=str(data),
+    )
     bridge = await start_bridge(env)
     released = threading.Event()
 

@@ -58,8 +58,7 @@ async def test_bad_input_gets_clear_close_codes_and_leaves_other_calls_untouched
     media_ok = w.media(b"\xff" * 160)
     cases: dict[str, tuple[list[str | bytes], int, str]] = {
         "malformed JSON": ([w.connected(), w.start(), "{not json"], 1007, "JSON"),
-        "bad base64": ([w.connected(), w.start(), media_ok.replace('"payload": "', '"payload": "***')], 1007,
-                       "base64"),
+        "bad base64": ([w.connected(), w.start(), media_ok.replace('"payload": "', '"payload": "***')], 1007, "base64"),
         "media before start": ([w.connected(), media_ok], 1008, "before 'start'"),
         "binary frame": ([b"\x00\x01\x02"], 1003, "binary"),
         "oversized": ([w.connected(), w.start(), json.dumps({"event": "media", "pad": "x" * 100_000})], 1009, ""),
@@ -73,11 +72,13 @@ async def test_bad_input_gets_clear_close_codes_and_leaves_other_calls_untouched
 
     assert await good == 1000
     await wait_for(lambda: any(e["call"]["call_sid"] == "CA" + "9" * 32 for e in hook.events("call.ended")))
-    good_session = next(s for s in fake_gladia.sessions.values()
-                        if s.body["custom_metadata"]["call_sid"] == "CA" + "9" * 32)
+    good_session = next(
+        s for s in fake_gladia.sessions.values() if s.body["custom_metadata"]["call_sid"] == "CA" + "9" * 32
+    )
     assert bytes(good_session.audio) == good_audio
-    good_finals = [e["utterance"]["text"] for e in hook.events("utterance.final")
-                   if e["call"]["call_sid"] == "CA" + "9" * 32]
+    good_finals = [
+        e["utterance"]["text"] for e in hook.events("utterance.final") if e["call"]["call_sid"] == "CA" + "9" * 32
+    ]
     assert good_finals == expected_texts(good_audio, 8000)
     ended = {e["call"]["call_sid"]: e["summary"]["end_reason"] for e in hook.events("call.ended")}
     assert ended["CA" + "9" * 32] == "stop"
@@ -96,7 +97,7 @@ async def test_unknown_events_do_not_end_the_call(
         await ws.send_str(w.start())
         await ws.send_str(json.dumps({"event": "brand_new", "streamSid": w.stream_sid}))
         for i in range(0, len(audio), 160):
-            await ws.send_str(w.media(audio[i:i + 160]))
+            await ws.send_str(w.media(audio[i : i + 160]))
         await ws.send_str(w.dtmf("5"))
         await ws.send_str(w.stop())
         async for _ in ws:
@@ -107,15 +108,21 @@ async def test_unknown_events_do_not_end_the_call(
     assert [e["digit"] for e in hook.events("call.dtmf")] == ["5"]
 
 
-@pytest.mark.parametrize(("params", "fmt"), [
-    ({"stt.encoding": "wav/pcm", "stt.bit_depth": "16", "stt.sample_rate": "16000"}, PCM16_16K),
-    ({"stt.encoding": "wav/pcm", "stt.bit_depth": "16"}, PCM16_8K),
-    ({"stt.encoding": "wav/alaw"}, ALAW_8K),
-    ({"stt.encoding": "mp3"}, ULAW_8K),  # invalid: logged, the default profile is used
-])
+@pytest.mark.parametrize(
+    ("params", "fmt"),
+    [
+        ({"stt.encoding": "wav/pcm", "stt.bit_depth": "16", "stt.sample_rate": "16000"}, PCM16_16K),
+        ({"stt.encoding": "wav/pcm", "stt.bit_depth": "16"}, PCM16_8K),
+        ({"stt.encoding": "wav/alaw"}, ALAW_8K),
+        ({"stt.encoding": "mp3"}, ULAW_8K),  # invalid: logged, the default profile is used
+    ],
+)
 async def test_per_call_encoding_from_stream_parameters(
-    make_bridge: BridgeFactory, fake_gladia: FakeGladia, webhook: tuple[FakeWebhook, str],
-    params: dict[str, str], fmt: AudioFormat,
+    make_bridge: BridgeFactory,
+    fake_gladia: FakeGladia,
+    webhook: tuple[FakeWebhook, str],
+    params: dict[str, str],
+    fmt: AudioFormat,
 ) -> None:
     """<Parameter name="stt.*"> picks the call's Gladia encoding; Gladia gets the transcoded bytes."""
     hook, _ = webhook
@@ -129,10 +136,11 @@ async def test_per_call_encoding_from_stream_parameters(
     if fmt != ULAW_8K:
         assert session.body["language_config"]["languages"] == ["fr"]
     transcoder = make_transcoder(ULAW_8K, fmt)
-    expected = b"".join(transcoder.feed(audio[i:i + 160]) for i in range(0, len(audio), 160)) + transcoder.flush()
+    expected = b"".join(transcoder.feed(audio[i : i + 160]) for i in range(0, len(audio), 160)) + transcoder.flush()
     assert bytes(session.audio) == expected
     assert [e["utterance"]["text"] for e in hook.events("utterance.final")] == expected_texts(
-        expected, fmt.bytes_per_second)
+        expected, fmt.bytes_per_second
+    )
 
 
 async def test_profile_per_called_number(
@@ -141,8 +149,9 @@ async def test_profile_per_called_number(
     """A [stt.numbers."<To>"] table applies to calls to that number."""
     hook, _ = webhook
     cfg = tmp_path / "bridge.toml"
-    cfg.write_text('[stt.numbers."+33100".language_config]\nlanguages = ["fr"]\n'
-                   '[stt.numbers."+33100"]\nendpointing = 0.1\n')
+    cfg.write_text(
+        '[stt.numbers."+33100".language_config]\nlanguages = ["fr"]\n[stt.numbers."+33100"]\nendpointing = 0.1\n'
+    )
     server = await make_bridge(environ={"BRIDGE_CONFIG": str(cfg)})
     await play_call(stream_url(server), caller_audio(0.5), parameters={"From": "+1", "To": "+33100"})
     await wait_for(lambda: bool(hook.events("call.ended")))
@@ -153,9 +162,14 @@ async def test_profile_per_called_number(
 async def test_voice_webhook_returns_twiml_for_the_stream(make_bridge: BridgeFactory) -> None:
     """POST /twilio/voice answers <Connect><Stream> to this bridge with From/To parameters."""
     server = await make_bridge()
-    async with aiohttp.ClientSession() as http, http.post(server.make_url("/twilio/voice"),
-                         data={"From": "+15550001", "To": "+15550002", "CallSid": "CA1"},
-                         headers={"X-Forwarded-Proto": "https"}) as resp:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(
+            server.make_url("/twilio/voice"),
+            data={"From": "+15550001", "To": "+15550002", "CallSid": "CA1"},
+            headers={"X-Forwarded-Proto": "https"},
+        ) as resp,
+    ):
         assert resp.status == 200
         assert resp.content_type == "text/xml"
         body = await resp.text()
@@ -182,18 +196,23 @@ async def test_twilio_signatures_are_enforced_on_both_endpoints(
     validator = RequestValidator(token)
     form = {"From": "+15550001", "To": "+15550002", "CallSid": "CA1"}
     async with aiohttp.ClientSession() as http:
-        for headers in ({}, {"X-Twilio-Signature": "bad"},
-                        {"X-Twilio-Signature": validator.compute_signature(public + "/twilio/voice", {})}):
+        for headers in (
+            {},
+            {"X-Twilio-Signature": "bad"},
+            {"X-Twilio-Signature": validator.compute_signature(public + "/twilio/voice", {})},
+        ):
             async with http.post(server.make_url("/twilio/voice"), data=form, headers=headers) as resp:
                 assert resp.status == 403
         # a signature captured for another host, replayed with that Host header: refused
         other = validator.compute_signature("https://other.example.org/twilio/voice", form)
-        async with http.post(server.make_url("/twilio/voice"), data=form,
-                             headers={"X-Twilio-Signature": other, "Host": "other.example.org"}) as resp:
+        async with http.post(
+            server.make_url("/twilio/voice"),
+            data=form,
+            headers={"X-Twilio-Signature": other, "Host": "other.example.org"},
+        ) as resp:
             assert resp.status == 403
         good = validator.compute_signature(public + "/twilio/voice", form)
-        async with http.post(server.make_url("/twilio/voice"), data=form,
-                             headers={"X-Twilio-Signature": good}) as resp:
+        async with http.post(server.make_url("/twilio/voice"), data=form, headers={"X-Twilio-Signature": good}) as resp:
             assert resp.status == 200
         for headers in ({}, {"X-Twilio-Signature": "bad"}):
             with pytest.raises(aiohttp.WSServerHandshakeError) as err:
@@ -201,8 +220,9 @@ async def test_twilio_signatures_are_enforced_on_both_endpoints(
             assert err.value.status == 403
     assert fake_gladia.sessions == {} and hook.requests == []
     wss = "wss://bridge.example.org/twilio/stream"
-    code = await play_call(stream_url(server), caller_audio(0.5),
-                           headers={"X-Twilio-Signature": validator.compute_signature(wss, {})})
+    code = await play_call(
+        stream_url(server), caller_audio(0.5), headers={"X-Twilio-Signature": validator.compute_signature(wss, {})}
+    )
     assert code == 1000
     assert len(fake_gladia.sessions) == 1
 
@@ -293,14 +313,16 @@ async def test_stream_parameters_set_only_the_allowed_stt_fields_within_bounds(
     hook, _ = webhook
     server = await make_bridge()
     params = {
-        "From": "+1", "To": "+2",
+        "From": "+1",
+        "To": "+2",
         "stt.language": "fr",
         "stt.endpointing": "0.5",
         "stt.callback_config.url": "https://attacker.example/collect",
         "stt.callback": "true",
         "stt.translation": "true",
         "stt.realtime_processing.translation": "true",
-        "stt.api_key": "stolen", "stt.region": "eu-west",
+        "stt.api_key": "stolen",
+        "stt.region": "eu-west",
         "stt.custom_vocabulary": ",".join(f"w{i}" for i in range(1000)),
         "stt.sample_rate": "48000",
         "stt.maximum_duration_without_endpointing": "[" * 20_000 + "]" * 20_000,
@@ -314,7 +336,8 @@ async def test_stream_parameters_set_only_the_allowed_stt_fields_within_bounds(
     assert body["language_config"]["languages"] == ["fr"] and body["endpointing"] == 0.5
     assert not {"callback_config", "callback", "translation", "api_key", "region"} & set(body)
     assert "translation" not in body.get("realtime_processing", {}) and "custom_vocabulary" not in body.get(
-        "realtime_processing", {})
+        "realtime_processing", {}
+    )
     assert body["sample_rate"] == 8000 and body["maximum_duration_without_endpointing"] != "["
     (refused,) = [line for line in logs if line["event"] == "call.stt_parameters_refused"]
     assert refused["count"] == 9

@@ -23,8 +23,14 @@ pytestmark = pytest.mark.recognition
 # Every format path into the recogniser: G.711 at 8 kHz, and PCM at each depth and rate (the 32 kHz one
 # in two channels, mixed down by the server).
 FORMATS = [
-    ("wav/ulaw", 8, 8000, 1), ("wav/alaw", 8, 8000, 1), ("wav/pcm", 8, 8000, 1), ("wav/pcm", 16, 8000, 1),
-    ("wav/pcm", 16, 16000, 1), ("wav/pcm", 16, 44100, 1), ("wav/pcm", 24, 48000, 1), ("wav/pcm", 32, 32000, 2),
+    ("wav/ulaw", 8, 8000, 1),
+    ("wav/alaw", 8, 8000, 1),
+    ("wav/pcm", 8, 8000, 1),
+    ("wav/pcm", 16, 8000, 1),
+    ("wav/pcm", 16, 16000, 1),
+    ("wav/pcm", 16, 44100, 1),
+    ("wav/pcm", 24, 48000, 1),
+    ("wav/pcm", 32, 32000, 2),
 ]
 
 # Corpus WER (5 sentences x 8 formats = 400 words), measured on a 2-core Intel Xeon with AVX-512
@@ -42,22 +48,24 @@ MAX_CORPUS_WER = 0.30
 
 def test_scoring_normalises_case_punctuation_and_digits() -> None:
     """Spoken digits score the same written as words or figures, with any separators."""
-    assert normalised_words("Four five SIX.") == normalised_words("4, 5, 6") == normalised_words("456") == [
-        "4", "5", "6"]
+    assert (
+        normalised_words("Four five SIX.") == normalised_words("4, 5, 6") == normalised_words("456") == ["4", "5", "6"]
+    )
     assert normalised_words("It's on the third of November!") == ["it's", "on", "the", "third", "of", "november"]
     ref = normalised_words("my account number is four five six")
     assert word_error_rate(ref, normalised_words("My count number is 4-5-6.")) == pytest.approx(1 / 7)
 
 
-async def transcribe(http: aiohttp.ClientSession, base: str, audio: bytes, body: dict[str, Any],
-                     chunk: int) -> list[str]:
+async def transcribe(
+    http: aiohttp.ClientSession, base: str, audio: bytes, body: dict[str, Any], chunk: int
+) -> list[str]:
     async with http.post(f"{base}/v2/live", json=body) as resp:
         assert resp.status == 201, await resp.text()
         session = await resp.json()
     texts: list[str] = []
     async with http.ws_connect(session["url"]) as ws:
         for i in range(0, len(audio), chunk):
-            await ws.send_bytes(audio[i:i + chunk])
+            await ws.send_bytes(audio[i : i + chunk])
         await ws.send_str(json.dumps({"type": "stop_recording"}))
         async for msg in ws:
             if msg.type is aiohttp.WSMsgType.TEXT:
@@ -79,12 +87,17 @@ async def test_corpus_word_error_rate_in_every_format(make_stt_server: Any) -> N
         jobs = []
         for encoding, depth, rate, channels in FORMATS:
             audio = ULAW if encoding == "wav/ulaw" else encode_as(ULAW, encoding, depth, rate, channels)
-            body = {"encoding": encoding, "bit_depth": depth, "sample_rate": rate, "channels": channels,
-                    "endpointing": 0.3}
+            body = {
+                "encoding": encoding,
+                "bit_depth": depth,
+                "sample_rate": rate,
+                "channels": channels,
+                "endpointing": 0.3,
+            }
             jobs.append(transcribe(http, base, audio, body, chunk=(rate * channels * max(1, depth // 8)) // 10))
         results = []
         for pair in range(0, len(jobs), 2):  # two sessions at a time: the server's two decode threads
-            results += await asyncio.gather(*jobs[pair:pair + 2])
+            results += await asyncio.gather(*jobs[pair : pair + 2])
     for (encoding, depth, rate, channels), texts in zip(FORMATS, results, strict=True):
         error = word_error_rate(reference, normalised_words(" ".join(texts)))
         print(f"{encoding} {depth}-bit {rate} Hz x{channels}: WER {error:.1%}  {texts}")

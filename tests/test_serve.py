@@ -25,10 +25,22 @@ async def serve(fake_gladia: FakeGladia, webhook: tuple[FakeWebhook, str]) -> As
     async def start(*args: str, **env: str) -> tuple[asyncio.subprocess.Process, str]:
         port = free_port()
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bridge", "serve", "--host", "127.0.0.1", "--port", str(port), *args,
-            env=minimal_env(GLADIA_API_URL=fake_gladia.base_url, GLADIA_API_KEY="test-key",
-                            BOT_WEBHOOK_URL=webhook[1], **env),
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, cwd=ROOT)
+            sys.executable,
+            "-m",
+            "bridge",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            *args,
+            env=minimal_env(
+                GLADIA_API_URL=fake_gladia.base_url, GLADIA_API_KEY="test-key", BOT_WEBHOOK_URL=webhook[1], **env
+            ),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            cwd=ROOT,
+        )
         procs.append(proc)
         base = f"http://127.0.0.1:{port}"
         async with aiohttp.ClientSession() as http:
@@ -108,7 +120,7 @@ async def test_sigterm_closes_calls_that_outlive_the_bound(
         await ws.send_str(w.connected())
         await ws.send_str(w.start())
         for i in range(0, len(audio), 160):
-            await ws.send_str(w.media(audio[i:i + 160]))
+            await ws.send_str(w.media(audio[i : i + 160]))
         await wait_for(lambda: any(len(s.audio) == len(audio) for s in fake_gladia.sessions.values()))
         proc.send_signal(signal.SIGTERM)
         msg = await ws.receive(timeout=10)
@@ -123,8 +135,15 @@ async def test_sigterm_closes_calls_that_outlive_the_bound(
 async def test_bad_settings_exit_2_naming_the_key() -> None:
     """A bad environment value stops start-up with exit code 2 and the key's name."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bridge", "serve", env=minimal_env(BRIDGE_PORT="http", GLADIA_API_KEY="k"),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=ROOT)
+        sys.executable,
+        "-m",
+        "bridge",
+        "serve",
+        env=minimal_env(BRIDGE_PORT="http", GLADIA_API_KEY="k"),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        cwd=ROOT,
+    )
     _, err = await asyncio.wait_for(proc.communicate(), 20)
     assert proc.returncode == 2
     assert b"server.port (from BRIDGE_PORT)" in err
@@ -140,9 +159,15 @@ async def test_an_unusable_data_dir_exits_2_with_one_line(tmp_path: Path, where:
     else:
         data = Path("/proc/bridge-test-data")
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bridge", "serve",
+        sys.executable,
+        "-m",
+        "bridge",
+        "serve",
         env=minimal_env(BRIDGE_DATA_DIR=str(data), GLADIA_API_KEY="k", BOT_WEBHOOK_URL="http://127.0.0.1:9/h"),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=ROOT)
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        cwd=ROOT,
+    )
     out, err = await asyncio.wait_for(proc.communicate(), 20)
     lines = err.decode().strip().splitlines()
     assert proc.returncode == 2 and len(lines) == 1, err.decode()
@@ -151,16 +176,19 @@ async def test_an_unusable_data_dir_exits_2_with_one_line(tmp_path: Path, where:
 
 
 @pytest.mark.parametrize("command", [["serve"], ["demo"], ["stt-server"]])
-async def test_without_the_local_extra_and_without_gladia_settings_it_says_what_to_install(
-    command: list[str]
-) -> None:
+async def test_without_the_local_extra_and_without_gladia_settings_it_says_what_to_install(command: list[str]) -> None:
     """`bridge serve` with no Gladia settings (and `bridge demo`, `bridge stt-server`) on an install
     without the `local` extra: exit 2 and one line saying what to install or set."""
-    code = ("import sys; sys.modules['faster_whisper'] = None; from bridge.cli import main; "
-            f"sys.exit(main({command!r}))")
+    code = f"import sys; sys.modules['faster_whisper'] = None; from bridge.cli import main; sys.exit(main({command!r}))"
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", code, env=minimal_env(), cwd=ROOT,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        sys.executable,
+        "-c",
+        code,
+        env=minimal_env(),
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     _out, err = await asyncio.wait_for(proc.communicate(), 30)
     lines = err.decode().strip().splitlines()
     assert proc.returncode == 2 and len(lines) == 1, err.decode()

@@ -37,8 +37,12 @@ async def test_idle_and_slow_connections_are_timed_out_and_capped(
     hook, hook_url = webhook
     config = tmp_path / "bridge.toml"
     config.write_text("[server]\nkeepalive_timeout = 1.0\nmax_connections = 40\n")
-    env = minimal_env(GLADIA_API_URL=fake_gladia.base_url, GLADIA_API_KEY="test-key", BOT_WEBHOOK_URL=hook_url,
-                      BRIDGE_CONFIG=str(config))
+    env = minimal_env(
+        GLADIA_API_URL=fake_gladia.base_url,
+        GLADIA_API_KEY="test-key",
+        BOT_WEBHOOK_URL=hook_url,
+        BRIDGE_CONFIG=str(config),
+    )
     bridge = await start_bridge(env)
     streams: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
     try:
@@ -112,11 +116,14 @@ async def test_a_peer_that_never_answers_pings_is_dropped(
     The WebSocket heartbeat closes it long before the media timeout; the call is a dropped stream and
     ends after the grace."""
     hook, _ = webhook
-    server: Any = await make_bridge(server__ws_heartbeat=0.3, server__stream_restart_grace=0.2,
-                                    server__media_timeout=10.0)
+    server: Any = await make_bridge(
+        server__ws_heartbeat=0.3, server__stream_restart_grace=0.2, server__media_timeout=10.0
+    )
     w = TwilioStreamWriter("CA" + "b" * 32, "MZ" + "b" * 32)
-    async with aiohttp.ClientSession() as http, http.ws_connect(str(server.make_url("/twilio/stream")),
-                                                                 autoping=False) as ws:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.ws_connect(str(server.make_url("/twilio/stream")), autoping=False) as ws,
+    ):
         await ws.send_str(w.connected())
         await ws.send_str(w.start())
         loop = asyncio.get_running_loop()
@@ -148,8 +155,9 @@ async def test_audio_faster_than_real_time_is_refused(
     server: Any = await make_bridge(server__audio_burst_seconds=2.0)
     url = str(server.make_url("/twilio/stream"))
     legit = caller_audio(3.0, seed=5)
-    legit_call = asyncio.create_task(play_call(url, legit, call_sid="CA" + "1" * 32, stream_sid="MZ" + "1" * 32,
-                                               pace=0.02))
+    legit_call = asyncio.create_task(
+        play_call(url, legit, call_sid="CA" + "1" * 32, stream_sid="MZ" + "1" * 32, pace=0.02)
+    )
     flood = caller_audio(60.0, seed=6)
     w = TwilioStreamWriter("CA" + "6" * 32, "MZ" + "6" * 32)
     async with aiohttp.ClientSession() as http, http.ws_connect(url) as ws:
@@ -160,7 +168,7 @@ async def test_audio_faster_than_real_time_is_refused(
             if ws.closed:
                 break
             try:
-                await ws.send_str(w.media(flood[i:i + 160]))
+                await ws.send_str(w.media(flood[i : i + 160]))
             except ConnectionError:
                 break
             if i % 16000 == 0:
@@ -170,11 +178,13 @@ async def test_audio_faster_than_real_time_is_refused(
         assert ws.close_code == 1008 and "faster than real time" in str(msg.extra), (ws.close_code, msg)
     assert await legit_call == 1000
     await wait_for(lambda: len(hook.events("call.ended")) == 2, timeout=10)
-    flood_session = next(s for s in fake_gladia.sessions.values()
-                         if s.body["custom_metadata"]["call_sid"] == "CA" + "6" * 32)
+    flood_session = next(
+        s for s in fake_gladia.sessions.values() if s.body["custom_metadata"]["call_sid"] == "CA" + "6" * 32
+    )
     assert flood_session.received_bytes <= 8000 * (2.0 + 1.5 * elapsed + 1.0)
     ended = {e["call"]["call_sid"]: e["summary"]["end_reason"] for e in hook.events("call.ended")}
     assert ended == {"CA" + "6" * 32: "protocol_error", "CA" + "1" * 32: "stop"}
-    legit_finals = [e["utterance"]["text"] for e in hook.events("utterance.final")
-                    if e["call"]["call_sid"] == "CA" + "1" * 32]
+    legit_finals = [
+        e["utterance"]["text"] for e in hook.events("utterance.final") if e["call"]["call_sid"] == "CA" + "1" * 32
+    ]
     assert legit_finals == expected_texts(legit, 8000)

@@ -21,6 +21,7 @@ def test_defaults_come_from_the_models() -> None:
     assert s.stt.default.request_body()["endpointing"] == 0.3
     assert s.stt.default.request_body()["language_config"] == {"languages": ["en"], "code_switching": False}
     from bridge.audio import ULAW_8K, AudioFormat
+
     assert s.stt.default.audio_format(ULAW_8K) == ULAW_8K
     assert s.stt.default.audio_format(AudioFormat("pcm16", 24000)) == AudioFormat("pcm16", 16000)
 
@@ -48,15 +49,18 @@ def test_environment_overrides_file_and_flags_override_environment() -> None:
     assert s.webhook.url == "http://127.0.0.1:2/h"
 
 
-@pytest.mark.parametrize(("env", "names"), [
-    ({"BRIDGE_PORT": "eighty"}, ["server.port", "BRIDGE_PORT"]),
-    ({"BRIDGE_PORT": "70000"}, ["server.port"]),
-    ({"GLADIA_API_URL": "ftp://x"}, ["gladia.api_url", "GLADIA_API_URL"]),
-    ({"BOT_WEBHOOK_URL": "not a url"}, ["webhook.url", "BOT_WEBHOOK_URL"]),
-    ({"BOT_WEBHOOK_SECRET": "whsec_!!!"}, ["webhook.secret", "BOT_WEBHOOK_SECRET"]),
-    ({"BRIDGE_LOG_LEVEL": "loud"}, ["log.level"]),
-    ({"BRIDGE_PUBLIC_URL": "bridge.example.org"}, ["server.public_url"]),
-])
+@pytest.mark.parametrize(
+    ("env", "names"),
+    [
+        ({"BRIDGE_PORT": "eighty"}, ["server.port", "BRIDGE_PORT"]),
+        ({"BRIDGE_PORT": "70000"}, ["server.port"]),
+        ({"GLADIA_API_URL": "ftp://x"}, ["gladia.api_url", "GLADIA_API_URL"]),
+        ({"BOT_WEBHOOK_URL": "not a url"}, ["webhook.url", "BOT_WEBHOOK_URL"]),
+        ({"BOT_WEBHOOK_SECRET": "whsec_!!!"}, ["webhook.secret", "BOT_WEBHOOK_SECRET"]),
+        ({"BRIDGE_LOG_LEVEL": "loud"}, ["log.level"]),
+        ({"BRIDGE_PUBLIC_URL": "bridge.example.org"}, ["server.public_url"]),
+    ],
+)
 def test_bad_values_name_the_key(env: dict[str, str], names: list[str]) -> None:
     with pytest.raises(ConfigError) as err:
         Settings.load(environ=env)
@@ -90,9 +94,15 @@ def test_missing_config_file_is_an_error() -> None:
 
 
 def test_secrets_never_show_in_repr_or_redacted_dump() -> None:
-    s = Settings.load(environ={"GLADIA_API_KEY": "gk-very-secret", "TWILIO_AUTH_TOKEN": "tw-very-secret",
-                               "BOT_WEBHOOK_SECRET": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
-                               "BRIDGE_SECRET": "br-very-secret", "BRIDGE_PUBLIC_URL": "https://bridge.example.org"})
+    s = Settings.load(
+        environ={
+            "GLADIA_API_KEY": "gk-very-secret",
+            "TWILIO_AUTH_TOKEN": "tw-very-secret",
+            "BOT_WEBHOOK_SECRET": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+            "BRIDGE_SECRET": "br-very-secret",
+            "BRIDGE_PUBLIC_URL": "https://bridge.example.org",
+        }
+    )
     for text in (repr(s), str(s.redacted())):
         assert "very-secret" not in text and "MfKQ9r8" not in text
     assert s.redacted()["gladia"]["api_key"] == "set"
@@ -109,8 +119,9 @@ def test_twilio_signatures_need_the_public_url() -> None:
 
 def test_profiles_merge_default_number_and_overrides(tmp_path: Path) -> None:
     cfg = tmp_path / "bridge.toml"
-    cfg.write_text(Path("config/bridge.toml").read_text()
-                   + '\n[stt.numbers."+33100".language_config]\nlanguages = ["fr"]\n')
+    cfg.write_text(
+        Path("config/bridge.toml").read_text() + '\n[stt.numbers."+33100".language_config]\nlanguages = ["fr"]\n'
+    )
     s = Settings.load(environ={"BRIDGE_CONFIG": str(cfg)})
     fr = s.stt.profile_for("+33100")
     assert fr.request_body()["language_config"] == {"languages": ["fr"], "code_switching": False}
@@ -126,8 +137,9 @@ def test_a_copy_of_the_default_file_still_allows_the_embedded_stt(tmp_path: Path
     copy = tmp_path / "bridge.toml"
     copy.write_text(Path("config/bridge.toml").read_text())
     assert Settings.load(environ={"BRIDGE_CONFIG": str(copy)}).uses_embedded_stt
-    assert not Settings.load(environ={"BRIDGE_CONFIG": str(copy), "GLADIA_API_URL": "https://api.gladia.io"}
-                             ).uses_embedded_stt
+    assert not Settings.load(
+        environ={"BRIDGE_CONFIG": str(copy), "GLADIA_API_URL": "https://api.gladia.io"}
+    ).uses_embedded_stt
     copy.write_text('[gladia]\napi_url = "http://127.0.0.1:9"\n')
     assert not Settings.load(environ={"BRIDGE_CONFIG": str(copy)}).uses_embedded_stt
 
@@ -135,6 +147,6 @@ def test_a_copy_of_the_default_file_still_allows_the_embedded_stt(tmp_path: Path
 def test_a_partial_default_profile_keeps_the_other_defaults(tmp_path: Path) -> None:
     """A file that sets one field of [stt.default] changes that field only."""
     cfg = tmp_path / "bridge.toml"
-    cfg.write_text('[stt.default]\nendpointing = 0.5\n')
+    cfg.write_text("[stt.default]\nendpointing = 0.5\n")
     body = Settings.load(environ={"BRIDGE_CONFIG": str(cfg)}).stt.default.request_body()
     assert body["endpointing"] == 0.5 and body["language_config"]["languages"] == ["en"]

@@ -16,11 +16,11 @@ async def test_fifty_calls_in_waves_with_drops(fake_gladia: FakeGladia, webhook:
     hook, hook_url = webhook
     fake_gladia.drop_every_bytes = 24_000  # every 3 s of audio, each session
     port = free_port()
-    proc = await start_bridge(minimal_env(GLADIA_API_URL=fake_gladia.base_url, GLADIA_API_KEY="test-key",
-                                          BOT_WEBHOOK_URL=hook_url), port)
+    proc = await start_bridge(
+        minimal_env(GLADIA_API_URL=fake_gladia.base_url, GLADIA_API_KEY="test-key", BOT_WEBHOOK_URL=hook_url), port
+    )
     try:
-        result = await run_waves(port, proc.pid, fake_gladia, hook, calls=50, call_seconds=8.0, waves=3,
-                                 report=print)
+        result = await run_waves(port, proc.pid, fake_gladia, hook, calls=50, call_seconds=8.0, waves=3, report=print)
     finally:
         proc.terminate()
         await proc.wait()

@@ -34,14 +34,21 @@ async def voice_parameters(server: Any, call_sid: str, account_sid: str = "AC" +
     return {p.attrib["name"]: p.attrib["value"] for p in twiml.iter("Parameter")}
 
 
-async def stream_part(url: str, stream_sid: str, audio: bytes, stop: bool, parameters: dict[str, str],
-                      call_sid: str = CALL_SID, account_sid: str = "AC" + "0" * 32) -> None:
+async def stream_part(
+    url: str,
+    stream_sid: str,
+    audio: bytes,
+    stop: bool,
+    parameters: dict[str, str],
+    call_sid: str = CALL_SID,
+    account_sid: str = "AC" + "0" * 32,
+) -> None:
     writer = TwilioStreamWriter(call_sid, stream_sid, account_sid=account_sid, parameters=parameters)
     async with aiohttp.ClientSession() as http, http.ws_connect(url) as ws:
         await ws.send_str(writer.connected())
         await ws.send_str(writer.start())
         for i in range(0, len(audio), 160):
-            await ws.send_str(writer.media(audio[i:i + 160]))
+            await ws.send_str(writer.media(audio[i : i + 160]))
         if stop:
             await ws.send_str(writer.stop())
             async for _ in ws:
@@ -69,8 +76,9 @@ async def test_a_new_stream_for_the_same_call_attaches_to_its_gladia_session(
     (session,) = fake_gladia.sessions.values()
     assert bytes(session.audio) == audio
     events = hook.events()
-    assert [e["type"] for e in events] == (["call.started", "utterance.final", "call.stream_restarted"]
-                                           + ["utterance.final"] * 2 + ["call.ended"])
+    assert [e["type"] for e in events] == (
+        ["call.started", "utterance.final", "call.stream_restarted"] + ["utterance.final"] * 2 + ["call.ended"]
+    )
     assert [e["sequence"] for e in events] == list(range(1, len(events) + 1))
     assert len({e["call"]["id"] for e in events}) == 1
     assert events[2]["call"]["stream_sid"] == "MZ" + "2" * 32 and events[2]["streams"] == 2
@@ -88,8 +96,9 @@ async def test_a_dropped_stream_with_no_restart_ends_after_the_grace_period(
     hook, _ = webhook
     server: Any = await make_bridge(server__stream_restart_grace=0.3)
     audio = caller_audio(2.0)
-    await stream_part(str(server.make_url("/twilio/stream")), "MZ" + "3" * 32, audio, False,
-                      await voice_parameters(server, CALL_SID))
+    await stream_part(
+        str(server.make_url("/twilio/stream")), "MZ" + "3" * 32, audio, False, await voice_parameters(server, CALL_SID)
+    )
     await wait_for(lambda: bool(hook.events("call.ended")))
     assert hook.events("call.ended")[0]["summary"]["end_reason"] == "stream_lost"
     assert fake_gladia.all_audio() == audio
@@ -131,8 +140,9 @@ async def test_a_stream_cannot_take_over_a_suspended_call_without_its_resume_tok
     assert by_call[started[1]["call"]["id"]]["summary"]["end_reason"] == "stop"
     assert not hook.events("call.stream_restarted")
     assert [bytes(s.audio) for s in fake_gladia.sessions.values()] == [victim, attacker]
-    victim_texts = [e["utterance"]["text"] for e in hook.events("utterance.final")
-                    if e["call"]["id"] == started[0]["call"]["id"]]
+    victim_texts = [
+        e["utterance"]["text"] for e in hook.events("utterance.final") if e["call"]["id"] == started[0]["call"]["id"]
+    ]
     assert victim_texts == expected_texts(victim, 8000)
 
 
@@ -156,7 +166,7 @@ async def test_two_dropped_streams_of_one_call_both_end_and_free_their_gladia_se
             for i, (ws, writer) in enumerate(zip(sockets, writers, strict=True)):
                 audio = caller_audio(1.0, seed=10 * round_ + i)
                 for k in range(0, len(audio), 160):
-                    await ws.send_str(writer.media(audio[k:k + 160]))
+                    await ws.send_str(writer.media(audio[k : k + 160]))
             await wait_for(lambda: sum(len(s.audio) for s in fake_gladia.sessions.values()) == 16000 * (round_ + 1))  # noqa: B023
             for ws in sockets:  # both drop
                 await ws.close()
@@ -200,8 +210,11 @@ async def test_suspended_calls_count_against_max_calls_and_are_shed_first(
 
 # -- every call ends exactly once, whatever the interleaving ------------------------------------
 
-OPS = st.lists(st.tuples(st.sampled_from(["start", "drop", "stop", "audio"]), st.integers(0, 3),
-                         st.sampled_from([0, 1])), min_size=1, max_size=10)
+OPS = st.lists(
+    st.tuples(st.sampled_from(["start", "drop", "stop", "audio"]), st.integers(0, 3), st.sampled_from([0, 1])),
+    min_size=1,
+    max_size=10,
+)
 
 
 async def _scenario(ops: list[tuple[str, int, int]], shutdown: bool) -> None:
@@ -213,11 +226,17 @@ async def _scenario(ops: list[tuple[str, int, int]], shutdown: bool) -> None:
     loop.set_exception_handler(lambda _loop, context: loop_errors.append(context))
     async with TestServer(gladia.app, host="127.0.0.1") as g, TestServer(hook.app, host="127.0.0.1") as h:
         gladia.base_url = str(g.make_url("")).rstrip("/")
-        settings_ = Settings.load(environ={"GLADIA_API_URL": gladia.base_url, "GLADIA_API_KEY": "test-key",
-                                           "BOT_WEBHOOK_URL": str(h.make_url("/hook")),
-                                           "BOT_WEBHOOK_SECRET": WEBHOOK_SECRET, "BRIDGE_DATA_DIR": tempfile.mkdtemp(),
-                                           "BRIDGE_SECRET": "property-test"},
-                                  overrides={**FAST, "server.stream_restart_grace": 0.2, "gladia.max_sessions": 3})
+        settings_ = Settings.load(
+            environ={
+                "GLADIA_API_URL": gladia.base_url,
+                "GLADIA_API_KEY": "test-key",
+                "BOT_WEBHOOK_URL": str(h.make_url("/hook")),
+                "BOT_WEBHOOK_SECRET": WEBHOOK_SECRET,
+                "BRIDGE_DATA_DIR": tempfile.mkdtemp(),
+                "BRIDGE_SECRET": "property-test",
+            },
+            overrides={**FAST, "server.stream_restart_grace": 0.2, "gladia.max_sessions": 3},
+        )
         app = create_app(settings_)
         async with TestServer(app, host="127.0.0.1") as b, aiohttp.ClientSession() as http:
             url = str(b.make_url("/twilio/stream"))
@@ -266,11 +285,22 @@ async def _scenario(ops: list[tuple[str, int, int]], shutdown: bool) -> None:
 # (then the grace, or a shutdown), and a restart that takes one of two suspended calls.
 @example(ops=[("start", 0, 0), ("start", 1, 0), ("audio", 0, 0), ("drop", 0, 0), ("drop", 1, 0)], shutdown=False)
 @example(ops=[("start", 0, 0), ("start", 1, 0), ("drop", 0, 0), ("drop", 1, 0)], shutdown=True)
-@example(ops=[("start", 0, 0), ("start", 1, 0), ("drop", 0, 0), ("drop", 1, 0), ("start", 2, 0),
-              ("audio", 2, 0), ("stop", 2, 0)], shutdown=False)
+@example(
+    ops=[
+        ("start", 0, 0),
+        ("start", 1, 0),
+        ("drop", 0, 0),
+        ("drop", 1, 0),
+        ("start", 2, 0),
+        ("audio", 2, 0),
+        ("stop", 2, 0),
+    ],
+    shutdown=False,
+)
 @pytest.mark.timeout(240)
-def test_every_call_ends_exactly_once_whatever_the_interleaving(ops: list[tuple[str, int, int]],
-                                                                shutdown: bool) -> None:
+def test_every_call_ends_exactly_once_whatever_the_interleaving(
+    ops: list[tuple[str, int, int]], shutdown: bool
+) -> None:
     """Property: random start/audio/drop/stop sequences over four sockets and two callSids (several
     streams per call, restarts with the right token), then the grace or a shutdown: every call that
     started ends exactly once, no call is left suspended or holding a Gladia slot, and the event

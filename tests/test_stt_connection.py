@@ -24,8 +24,12 @@ async def _serve(aiohttp_server: Any, handler: Any) -> str:
 
 async def _open(url: str, got: list[bytes] | None = None, writable: asyncio.Event | None = None) -> SessionConnection:
     async with asyncio.timeout(5):
-        return await connect(url, on_message=lambda data: (got if got is not None else []).append(bytes(data)),
-                             on_writable=writable.set if writable else (lambda: None), close_timeout=1.0)
+        return await connect(
+            url,
+            on_message=lambda data: (got if got is not None else []).append(bytes(data)),
+            on_writable=writable.set if writable else (lambda: None),
+            close_timeout=1.0,
+        )
 
 
 async def test_handshake_refused_carries_the_http_status(aiohttp_server: Any) -> None:
@@ -177,7 +181,7 @@ def test_audio_frames_parse_as_masked_binary_frames_of_every_length_class(size: 
         assert frame.opcode is Opcode.BINARY and frame.fin and frame.data == data
         assert not reader.buffer  # exactly one frame, nothing left over
     header = 2 + (0 if size < 126 else 2 if size < 65536 else 8)
-    assert first[header:header + 4] != second[header:header + 4]
+    assert first[header : header + 4] != second[header : header + 4]
 
 
 async def test_wss_checks_the_certificate_and_then_carries_the_session(tmp_path: Any, monkeypatch: Any) -> None:
@@ -255,13 +259,22 @@ async def test_messages_in_the_same_packet_as_the_handshake_answer_are_not_lost(
             self.buffer += data
             if b"\r\n\r\n" not in self.buffer:
                 return
-            key = next(line.split(b":", 1)[1].strip().decode() for line in self.buffer.split(b"\r\n")
-                       if line.lower().startswith(b"sec-websocket-key:"))
+            key = next(
+                line.split(b":", 1)[1].strip().decode()
+                for line in self.buffer.split(b"\r\n")
+                if line.lower().startswith(b"sec-websocket-key:")
+            )
             end = b'{"type":"end_session","session_id":"s1"}'
             self.transport.write(
                 b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                b"Sec-WebSocket-Accept: " + accept_key(key).encode() + b"\r\n\r\n"
-                + bytes((0x81, len(end))) + end + bytes((0x88, 2)) + (1000).to_bytes(2, "big"))
+                b"Sec-WebSocket-Accept: "
+                + accept_key(key).encode()
+                + b"\r\n\r\n"
+                + bytes((0x81, len(end)))
+                + end
+                + bytes((0x88, 2))
+                + (1000).to_bytes(2, "big")
+            )
             self.upgraded = True
 
     loop = asyncio.get_running_loop()
@@ -278,8 +291,13 @@ async def test_messages_in_the_same_packet_as_the_handshake_answer_are_not_lost(
     api = await aiohttp_server(app, host="127.0.0.1")
     try:
         async with aiohttp.ClientSession() as http:
-            session = SttStream(http=http, settings=GladiaSettings(api_url=f"http://127.0.0.1:{api.port}"),
-                                 request_body={}, audio_format=ULAW_8K, on_notice=lambda notice: None)
+            session = SttStream(
+                http=http,
+                settings=GladiaSettings(api_url=f"http://127.0.0.1:{api.port}"),
+                request_body={},
+                audio_format=ULAW_8K,
+                on_notice=lambda notice: None,
+            )
             session.start()
             session.send_audio(b"\xff" * 160)
             assert session._task is not None

@@ -51,7 +51,7 @@ def test_random_drops_and_acks_keep_the_server_copy_exact(seed: int, inclusive: 
     server = FakeServer()
     audio = rng.randbytes(160 * 400)
     for i in range(0, len(audio), 160):
-        buf.append(audio[i:i + 160])
+        buf.append(audio[i : i + 160])
         for piece in buf.pieces():
             server.receive(piece)
         roll = rng.random()

@@ -34,8 +34,12 @@ class ScriptedBot:
     async def _hook(self, request: web.Request) -> web.Response:
         self.received.append(({k.lower(): v for k, v in request.headers.items()}, await request.read()))
         status, body, content_type = self.script.pop(0) if self.script else (204, b"", "")
-        return web.Response(status=status, body=body or None, content_type=content_type or None,
-                            headers={"Location": "http://127.0.0.1:9/elsewhere"} if 300 <= status < 400 else None)
+        return web.Response(
+            status=status,
+            body=body or None,
+            content_type=content_type or None,
+            headers={"Location": "http://127.0.0.1:9/elsewhere"} if 300 <= status < 400 else None,
+        )
 
 
 @pytest.fixture
@@ -52,8 +56,7 @@ async def test_a_delivered_event_is_signed_and_brings_the_bots_answer_home(bot: 
     async with aiohttp.ClientSession() as http:
         outcome = await WebhookClient(http, url, secret=WEBHOOK_SECRET, timeout=2.0).post(event)
     assert isinstance(outcome, Delivered) and outcome.outcome == "delivered"
-    assert outcome.response == WebhookResponse(200, "application/json",
-                                               b'{"actions":[{"type":"say","text":"Hello"}]}')
+    assert outcome.response == WebhookResponse(200, "application/json", b'{"actions":[{"type":"say","text":"Hello"}]}')
     headers, body = fake.received[0]
     assert body == event.body.encode()
     Webhook(WEBHOOK_SECRET).verify(body, headers)  # the official verifier accepts it (raises otherwise)
@@ -65,18 +68,29 @@ async def test_a_long_answer_is_cut_at_the_bound(bot: tuple[ScriptedBot, str]) -
     fake.script = [(200, b"x" * 5000, "text/plain")]
     async with aiohttp.ClientSession() as http:
         outcome = await WebhookClient(http, url, secret=None, timeout=2.0, max_response_bytes=1000).post(
-            WebhookEvent("msg_c1_1", "{}"))
+            WebhookEvent("msg_c1_1", "{}")
+        )
     assert isinstance(outcome, Delivered)
     assert outcome.response.body == b"x" * 1000 and outcome.response.truncated
     assert "webhook-signature" not in fake.received[0][0]
 
 
-@pytest.mark.parametrize(("status", "retryable", "label"), [
-    (503, True, "http_503"), (429, True, "http_429"), (408, True, "http_408"), (500, True, "http_500"),
-    (404, False, "http_404"), (400, False, "http_400"), (307, False, "http_307"), (301, False, "http_301"),
-])
-async def test_failures_say_whether_a_retry_may_work(bot: tuple[ScriptedBot, str], status: int, retryable: bool,
-                                                     label: str) -> None:
+@pytest.mark.parametrize(
+    ("status", "retryable", "label"),
+    [
+        (503, True, "http_503"),
+        (429, True, "http_429"),
+        (408, True, "http_408"),
+        (500, True, "http_500"),
+        (404, False, "http_404"),
+        (400, False, "http_400"),
+        (307, False, "http_307"),
+        (301, False, "http_301"),
+    ],
+)
+async def test_failures_say_whether_a_retry_may_work(
+    bot: tuple[ScriptedBot, str], status: int, retryable: bool, label: str
+) -> None:
     fake, url = bot
     fake.script = [(status, b"", "")]
     async with aiohttp.ClientSession() as http:
@@ -91,8 +105,9 @@ async def test_no_answer_is_a_retryable_failure_without_status() -> None:
     from tests.support.process import free_port
 
     async with aiohttp.ClientSession() as http:
-        outcome = await WebhookClient(http, f"http://127.0.0.1:{free_port()}/hook", secret=None,
-                                      timeout=2.0).post(WebhookEvent("msg_c1_1", "{}"))
+        outcome = await WebhookClient(http, f"http://127.0.0.1:{free_port()}/hook", secret=None, timeout=2.0).post(
+            WebhookEvent("msg_c1_1", "{}")
+        )
     assert isinstance(outcome, Failed) and outcome.retryable and outcome.status is None
     assert outcome.outcome == "error"
 
@@ -107,9 +122,15 @@ async def test_each_answer_reaches_the_call_in_event_order(bot: tuple[ScriptedBo
     done = asyncio.Event()
     async with aiohttp.ClientSession() as http:
         settings = WebhookSettings(url=url)
-        context = DeliveryContext(settings=settings, client=WebhookClient(http, url, secret=None, timeout=2.0),
-                                  outbox=None, metrics=None, backoff=Backoff(1.0, 1.0, jitter=0.0),
-                                  clock=clock.time, sleep=clock.sleep)
+        context = DeliveryContext(
+            settings=settings,
+            client=WebhookClient(http, url, secret=None, timeout=2.0),
+            outbox=None,
+            metrics=None,
+            backoff=Backoff(1.0, 1.0, jitter=0.0),
+            clock=clock.time,
+            sleep=clock.sleep,
+        )
 
         def on_response(event: PendingEvent, response: WebhookResponse) -> None:
             answers.append((event.sequence, response.body))

@@ -21,9 +21,21 @@ async def test_two_workers_share_the_port(fake_gladia: FakeGladia, webhook: tupl
     hook, hook_url = webhook
     port = free_port()
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bridge", "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "2",
+        sys.executable,
+        "-m",
+        "bridge",
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "2",
         env=minimal_env(GLADIA_API_URL=fake_gladia.base_url, GLADIA_API_KEY="test-key", BOT_WEBHOOK_URL=hook_url),
-        cwd=ROOT, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+        cwd=ROOT,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         pids: set[int] = set()
@@ -39,18 +51,24 @@ async def test_two_workers_share_the_port(fake_gladia: FakeGladia, webhook: tupl
         assert len(pids) == 2  # both workers answer on the one port
 
         audios = [caller_audio(2.0, seed=300 + i) for i in range(8)]
-        codes = await asyncio.gather(*(play_call(base.replace("http", "ws") + "/twilio/stream", a,
-                                                 call_sid=f"CA{i:032d}") for i, a in enumerate(audios)))
+        codes = await asyncio.gather(
+            *(
+                play_call(base.replace("http", "ws") + "/twilio/stream", a, call_sid=f"CA{i:032d}")
+                for i, a in enumerate(audios)
+            )
+        )
         assert codes == [1000] * 8
         await wait_for(lambda: len(hook.events("call.ended")) == 8)
         for i, audio in enumerate(audios):
-            texts = [e["utterance"]["text"] for e in hook.events("utterance.final")
-                     if e["call"]["call_sid"] == f"CA{i:032d}"]
+            texts = [
+                e["utterance"]["text"] for e in hook.events("utterance.final") if e["call"]["call_sid"] == f"CA{i:032d}"
+            ]
             assert texts == expected_texts(audio, 8000)
         async with aiohttp.ClientSession() as http, http.get(base + "/metrics") as resp:
             text = await resp.text()
-        calls = sum(s.value for f in text_string_to_metric_families(text) for s in f.samples
-                    if s.name == "bridge_calls_total")
+        calls = sum(
+            s.value for f in text_string_to_metric_families(text) for s in f.samples if s.name == "bridge_calls_total"
+        )
         assert calls == 8  # whichever worker answers, the metrics cover both
     finally:
         proc.send_signal(signal.SIGTERM)

@@ -38,20 +38,24 @@ class Carrier:
 
 
 # The one list of carriers: routes, settings, the CLI and the tools all read it.
-CARRIERS: dict[str, Carrier] = {c.name: c for c in (
-    Carrier("twilio", "Twilio Media Streams", TwilioAdapter, shared_token=False),
-    Carrier("signalwire", "SignalWire cXML <Stream>", SignalWireAdapter),
-    Carrier("telnyx", "Telnyx media streaming", TelnyxAdapter),
-    Carrier("plivo", "Plivo Audio Streams", PlivoAdapter),
-    Carrier("exotel", "Exotel Stream / Voicebot", ExotelAdapter),
-    Carrier("vonage", "Vonage Voice API websocket", VonageAdapter),
-    Carrier("audiofork", "jambonz listen, FreeSWITCH mod_audio_fork / mod_audio_stream", AudioForkAdapter),
-    Carrier("asterisk", "Asterisk chan_websocket", AsteriskAdapter),
-)}
+CARRIERS: dict[str, Carrier] = {
+    c.name: c
+    for c in (
+        Carrier("twilio", "Twilio Media Streams", TwilioAdapter, shared_token=False),
+        Carrier("signalwire", "SignalWire cXML <Stream>", SignalWireAdapter),
+        Carrier("telnyx", "Telnyx media streaming", TelnyxAdapter),
+        Carrier("plivo", "Plivo Audio Streams", PlivoAdapter),
+        Carrier("exotel", "Exotel Stream / Voicebot", ExotelAdapter),
+        Carrier("vonage", "Vonage Voice API websocket", VonageAdapter),
+        Carrier("audiofork", "jambonz listen, FreeSWITCH mod_audio_fork / mod_audio_stream", AudioForkAdapter),
+        Carrier("asterisk", "Asterisk chan_websocket", AsteriskAdapter),
+    )
+}
 
 
-def make_adapter(carrier: str, audiofork_sample_rate: int = 8000,
-                 query: Mapping[str, str] | None = None) -> PhoneAdapter | None:
+def make_adapter(
+    carrier: str, audiofork_sample_rate: int = 8000, query: Mapping[str, str] | None = None
+) -> PhoneAdapter | None:
     """A fresh adapter for one stream on ``/{carrier}/stream``, or None for an unknown carrier.
 
     FreeSWITCH forks say their rate and channel mix only in the command that started them

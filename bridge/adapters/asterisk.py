@@ -33,10 +33,18 @@ from bridge.adapters.common import count
 from bridge.audio import ALAW_8K, ULAW_8K, AudioFormat
 from bridge.errors import PhoneProtocolError
 
-_SLIN_RATES = {"slin": 8000, "slin12": 12000, "slin16": 16000, "slin24": 24000, "slin32": 32000,
-               "slin44": 44100, "slin48": 48000, "slin96": 96000, "slin192": 192000}
-_IGNORED = frozenset({"MEDIA_XOFF", "MEDIA_XON", "STATUS", "QUEUE_DRAINED", "MEDIA_BUFFERING_COMPLETED",
-                      "DTMF_BEGIN"})
+_SLIN_RATES = {
+    "slin": 8000,
+    "slin12": 12000,
+    "slin16": 16000,
+    "slin24": 24000,
+    "slin32": 32000,
+    "slin44": 44100,
+    "slin48": 48000,
+    "slin96": 96000,
+    "slin192": 192000,
+}
+_IGNORED = frozenset({"MEDIA_XOFF", "MEDIA_XON", "STATUS", "QUEUE_DRAINED", "MEDIA_BUFFERING_COMPLETED", "DTMF_BEGIN"})
 
 
 def parse_control(text: str) -> dict[str, Any]:
@@ -151,9 +159,16 @@ class AsteriskAdapter(BinaryDialectAdapter):
         if msg.get("channel"):
             params.setdefault("channel", str(msg["channel"]))
         self.state = StreamState.STREAMING
-        return CallStarted(provider=self.provider, call_sid=call_id, stream_sid=connection, account_sid=None,
-                           parameters=params, audio_format=self.audio_format,
-                           caller=params.get("CALLERID(num)"), called=params.get("EXTEN"))
+        return CallStarted(
+            provider=self.provider,
+            call_sid=call_id,
+            stream_sid=connection,
+            account_sid=None,
+            parameters=params,
+            audio_format=self.audio_format,
+            caller=params.get("CALLERID(num)"),
+            called=params.get("EXTEN"),
+        )
 
     def _command(self, name: str, **fields: str) -> str:
         if self._json_style:

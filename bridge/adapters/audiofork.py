@@ -100,21 +100,29 @@ class AudioForkAdapter(BinaryDialectAdapter):
                 params.update({f"{key}.{k}": str(v) for k, v in value.items() if isinstance(v, (str, int, float))})
         self.state = StreamState.STREAMING
         caller, called = meta.get("from"), meta.get("to")
-        return CallStarted(provider=self.provider, call_sid=str(call_id), stream_sid=str(call_id), account_sid=None,
-                           parameters=params, audio_format=self.audio_format,
-                           caller=caller if isinstance(caller, str) else None,
-                           called=called if isinstance(called, str) else None)
+        return CallStarted(
+            provider=self.provider,
+            call_sid=str(call_id),
+            stream_sid=str(call_id),
+            account_sid=None,
+            parameters=params,
+            audio_format=self.audio_format,
+            caller=caller if isinstance(caller, str) else None,
+            called=called if isinstance(called, str) else None,
+        )
 
     def _audio_chunk_message(self, chunk: bytes) -> str:
         audio = base64.b64encode(chunk).decode()
         rate = self.audio_format.sample_rate
         if self.subprotocol is None:
             # No subprotocol: amigniter's mod_audio_stream, which understands only streamAudio.
-            return json.dumps({"type": "streamAudio", "data": {
-                "audioDataType": "raw", "sampleRate": rate, "audioData": audio}})
+            return json.dumps(
+                {"type": "streamAudio", "data": {"audioDataType": "raw", "sampleRate": rate, "audioData": audio}}
+            )
         # jambonz and drachtio's mod_audio_fork: playAudio (sampleRate a number: the module reads an int).
-        return json.dumps({"type": "playAudio", "data": {
-            "audioContent": audio, "audioContentType": "raw", "sampleRate": rate}})
+        return json.dumps(
+            {"type": "playAudio", "data": {"audioContent": audio, "audioContentType": "raw", "sampleRate": rate}}
+        )
 
     def mark_message(self, name: str) -> str:
         raise UnsupportedOperation("jambonz/FreeSWITCH audio forks have no marks")

@@ -26,16 +26,19 @@ RAW_RATES = (8000, 16000, 24000)
 # not the media_format it then sends; every usual spelling of mu-law is accepted (a ";rate=8000"
 # suffix too), with bit_rate 8 and sample_rate 8000, or either absent.
 ULAW_ENCODINGS = frozenset({"audio/x-mulaw", "audio/mulaw", "mulaw", "ulaw", "audio/pcmu", "pcmu"})
-ACCEPTED = ("audio/x-raw (16-bit, 8000/16000/24000 Hz) or audio/x-mulaw (8-bit, 8000 Hz; also mulaw, "
-            "ulaw, audio/mulaw, audio/pcmu, pcmu)")
+ACCEPTED = (
+    "audio/x-raw (16-bit, 8000/16000/24000 Hz) or audio/x-mulaw (8-bit, 8000 Hz; also mulaw, "
+    "ulaw, audio/mulaw, audio/pcmu, pcmu)"
+)
 
 
 def media_format(fmt: dict[str, Any]) -> AudioFormat:
     """The audio format of a ``start.media_format``, or PhoneProtocolError 1003 naming what is accepted."""
     raw_encoding = fmt.get("encoding", "audio/x-raw")
     if not isinstance(raw_encoding, str):
-        raise PhoneProtocolError(f"start.media_format.encoding {raw_encoding!r} is not a string; "
-                                 f"accepted: {ACCEPTED}", 1003)
+        raise PhoneProtocolError(
+            f"start.media_format.encoding {raw_encoding!r} is not a string; accepted: {ACCEPTED}", 1003
+        )
     encoding, _, options = (part.strip() for part in raw_encoding.lower().partition(";"))
     rate = int_field(fmt, "sample_rate", "start.media_format")
     bits = int_field(fmt, "bit_rate", "start.media_format")
@@ -70,12 +73,16 @@ class ExotelAdapter(JsonDialectAdapter):
         if not isinstance(fmt, dict):
             raise PhoneProtocolError("start.media_format is not an object")
         caller, called, account = start.get("from"), start.get("to"), start.get("account_sid")
-        return CallStarted(provider=self.provider, call_sid=call_sid, stream_sid=stream_sid,
-                           account_sid=account if isinstance(account, str) else None,
-                           parameters=string_map(start.get("custom_parameters"), "start.custom_parameters"),
-                           audio_format=media_format(fmt),
-                           caller=caller if isinstance(caller, str) else None,
-                           called=called if isinstance(called, str) else None)
+        return CallStarted(
+            provider=self.provider,
+            call_sid=call_sid,
+            stream_sid=stream_sid,
+            account_sid=account if isinstance(account, str) else None,
+            parameters=string_map(start.get("custom_parameters"), "start.custom_parameters"),
+            audio_format=media_format(fmt),
+            caller=caller if isinstance(caller, str) else None,
+            called=called if isinstance(called, str) else None,
+        )
 
     def _stream_event(self, event: str, msg: dict[str, Any]) -> list[PhoneEvent]:
         if event == "media":
@@ -100,8 +107,9 @@ class ExotelAdapter(JsonDialectAdapter):
         return OutboundFraming(320, min_frames=10, max_frames=100_000 // 320)
 
     def _audio_chunk_message(self, chunk: bytes) -> str:
-        return json.dumps({"event": "media", "stream_sid": self.stream_id,
-                           "media": {"payload": base64.b64encode(chunk).decode()}})
+        return json.dumps(
+            {"event": "media", "stream_sid": self.stream_id, "media": {"payload": base64.b64encode(chunk).decode()}}
+        )
 
     def mark_message(self, name: str) -> str:
         return json.dumps({"event": "mark", "stream_sid": self.stream_id, "mark": {"name": name}})

@@ -77,8 +77,9 @@ class JsonDialectAdapter(Outbound):
         else:
             sid = msg.get(self.stream_key)
             if sid is not None and sid != self.stream_id:
-                raise PhoneProtocolError(f"{self.stream_key} {sid!r} does not match the stream's "
-                                         f"{self.stream_id!r}", 1008)
+                raise PhoneProtocolError(
+                    f"{self.stream_key} {sid!r} does not match the stream's {self.stream_id!r}", 1008
+                )
             events.extend(self._stream_event(event, msg))
         return events
 

@@ -66,11 +66,15 @@ class PlivoAdapter(JsonDialectAdapter):
         # model, start.customParameters (an object of strings); the object wins on a name in both.
         parameters = parse_extra_headers(msg.get("extra_headers"))
         parameters.update(string_map(start.get("customParameters"), "start.customParameters"))
-        return CallStarted(provider=self.provider, call_sid=call_id, stream_sid=stream_id,
-                           account_sid=account if isinstance(account, str) else None,
-                           parameters=parameters,
-                           audio_format=self.audio_format,
-                           tracks=tuple(str(t) for t in start.get("tracks") or ["inbound"]))
+        return CallStarted(
+            provider=self.provider,
+            call_sid=call_id,
+            stream_sid=stream_id,
+            account_sid=account if isinstance(account, str) else None,
+            parameters=parameters,
+            audio_format=self.audio_format,
+            tracks=tuple(str(t) for t in start.get("tracks") or ["inbound"]),
+        )
 
     def _stream_event(self, event: str, msg: dict[str, Any]) -> list[PhoneEvent]:
         if event == "media":
@@ -92,9 +96,16 @@ class PlivoAdapter(JsonDialectAdapter):
 
     def _audio_chunk_message(self, chunk: bytes) -> str:
         content = "audio/x-mulaw" if self.audio_format.codec == "ulaw" else "audio/x-l16"
-        return json.dumps({"event": "playAudio", "media": {
-            "contentType": content, "sampleRate": self.audio_format.sample_rate,
-            "payload": base64.b64encode(chunk).decode()}})
+        return json.dumps(
+            {
+                "event": "playAudio",
+                "media": {
+                    "contentType": content,
+                    "sampleRate": self.audio_format.sample_rate,
+                    "payload": base64.b64encode(chunk).decode(),
+                },
+            }
+        )
 
     def mark_message(self, name: str) -> str:
         return json.dumps({"event": "checkpoint", "streamId": self.stream_id, "name": name})

@@ -52,5 +52,8 @@ class SignalWireAdapter(TwilioAdapter):
             return ULAW_8K
         if encoding.lower() == "audio/x-l16" and rate in L16_RATES:
             return AudioFormat("pcm16", int(rate))
-        raise PhoneProtocolError(f"unsupported mediaFormat {encoding}/{rate}: audio/x-mulaw 8000 or "
-                                 f"audio/x-L16 {'/'.join(map(str, L16_RATES))} accepted", 1003)
+        raise PhoneProtocolError(
+            f"unsupported mediaFormat {encoding}/{rate}: audio/x-mulaw 8000 or "
+            f"audio/x-L16 {'/'.join(map(str, L16_RATES))} accepted",
+            1003,
+        )

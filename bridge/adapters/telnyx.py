@@ -32,8 +32,14 @@ from bridge.audio import ALAW_8K, ULAW_8K, AudioFormat
 from bridge.errors import PhoneProtocolError
 
 REORDER_WINDOW = 5
-_ENCODINGS = {"PCMU": "ulaw", "AUDIO/X-MULAW": "ulaw", "PCMA": "alaw", "AUDIO/X-ALAW": "alaw",
-              "L16": "pcm16", "AUDIO/X-L16": "pcm16"}
+_ENCODINGS = {
+    "PCMU": "ulaw",
+    "AUDIO/X-MULAW": "ulaw",
+    "PCMA": "alaw",
+    "AUDIO/X-ALAW": "alaw",
+    "L16": "pcm16",
+    "AUDIO/X-L16": "pcm16",
+}
 # Short enough for a WebSocket close reason (123 bytes) with the codec's name in front.
 _CODEC_ADVICE = "set stream_codec, or TeXML <Stream codec>, to PCMU, PCMA or L16"
 _INBOUND_TRACKS = ("inbound", "inbound_track")
@@ -96,7 +102,7 @@ class ChunkReorderer:
             return []  # its place has passed already
         self._other.add(chunk)
         if len(self._other) > _OTHER_CAP:
-            self._other = set(sorted(self._other)[:_OTHER_CAP // 2])  # the nearest ones matter
+            self._other = set(sorted(self._other)[: _OTHER_CAP // 2])  # the nearest ones matter
         return self._drain() if self.shared_counter and self.expected is not None else []
 
     def flush(self) -> list[Released]:
@@ -120,7 +126,8 @@ class ChunkReorderer:
                 continue
             first = min(self._held)
             if len(self._held) > self.window or (
-                    self.shared_counter and self._others_between(self.expected, first) == first - self.expected):
+                self.shared_counter and self._others_between(self.expected, first) == first - self.expected
+            ):
                 out.append(self._jump(first))  # waited enough, or only the other track's numbers in between
             else:
                 break
@@ -199,8 +206,11 @@ def _parameters(value: Any) -> dict[str, str]:
         pairs = [(p.get("name"), p.get("value")) for p in value if isinstance(p, dict)]
     else:
         return {}
-    return {name: "" if v is None else str(v) for name, v in pairs
-            if isinstance(name, str) and name and (v is None or isinstance(v, (str, int, float, bool)))}
+    return {
+        name: "" if v is None else str(v)
+        for name, v in pairs
+        if isinstance(name, str) and name and (v is None or isinstance(v, (str, int, float, bool)))
+    }
 
 
 class TelnyxAdapter(JsonDialectAdapter):
@@ -236,12 +246,16 @@ class TelnyxAdapter(JsonDialectAdapter):
         audio_format = {"ulaw": ULAW_8K, "alaw": ALAW_8K}.get(codec) or AudioFormat("pcm16", rate)
         self._swap = _NetworkOrder() if codec == "pcm16" else None
         caller, called, user = start.get("from"), start.get("to"), start.get("user_id")
-        return CallStarted(provider=self.provider, call_sid=call_id, stream_sid=stream_id,
-                           account_sid=user if isinstance(user, str) else None,
-                           parameters=_parameters(start.get("custom_parameters")),
-                           audio_format=audio_format,
-                           caller=caller if isinstance(caller, str) else None,
-                           called=called if isinstance(called, str) else None)
+        return CallStarted(
+            provider=self.provider,
+            call_sid=call_id,
+            stream_sid=stream_id,
+            account_sid=user if isinstance(user, str) else None,
+            parameters=_parameters(start.get("custom_parameters")),
+            audio_format=audio_format,
+            caller=caller if isinstance(caller, str) else None,
+            called=called if isinstance(called, str) else None,
+        )
 
     def _stream_event(self, event: str, msg: dict[str, Any]) -> list[PhoneEvent]:
         if event == "dtmf":

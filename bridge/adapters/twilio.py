@@ -95,8 +95,9 @@ class TwilioAdapter(JsonDialectAdapter):
     # -- outbound (bidirectional <Connect><Stream> only) -----------------------------------
 
     def _audio_chunk_message(self, chunk: bytes) -> str:
-        return json.dumps({"event": "media", "streamSid": self.stream_id,
-                           "media": {"payload": base64.b64encode(chunk).decode()}})
+        return json.dumps(
+            {"event": "media", "streamSid": self.stream_id, "media": {"payload": base64.b64encode(chunk).decode()}}
+        )
 
     def mark_message(self, name: str) -> str:
         return json.dumps({"event": "mark", "streamSid": self.stream_id, "mark": {"name": name}})
@@ -142,8 +143,7 @@ def signature(auth_token: str, url: str, params: Mapping[str, str] | None = None
     return base64.b64encode(digest).decode()
 
 
-def signature_valid(auth_token: str, url: str, header: str | None,
-                    params: Mapping[str, str] | None = None) -> bool:
+def signature_valid(auth_token: str, url: str, header: str | None, params: Mapping[str, str] | None = None) -> bool:
     """Check a request's X-Twilio-Signature against the public ``url``, in constant time.
 
     Twilio's security page says a WebSocket handshake may be signed with a trailing ``/``

@@ -94,13 +94,21 @@ class VonageAdapter(BinaryDialectAdapter):
         if not content_type.startswith("audio/l16") or rate not in (8000, 16000, 24000):
             raise PhoneProtocolError(f"unsupported content-type {content_type!r}", 1003)
         self.audio_format = AudioFormat("pcm16", rate)
-        headers = {k: str(v) for k, v in msg.items()
-                   if k not in ("event", "content-type") and isinstance(v, (str, int, float))}
+        headers = {
+            k: str(v) for k, v in msg.items() if k not in ("event", "content-type") and isinstance(v, (str, int, float))
+        }
         call_id = next((headers[k] for k in _ID_HEADERS if headers.get(k)), None) or f"vonage-{uuid.uuid4().hex}"
         self.state = StreamState.STREAMING
-        return CallStarted(provider=self.provider, call_sid=call_id, stream_sid=call_id, account_sid=None,
-                           parameters=headers, audio_format=self.audio_format,
-                           caller=headers.get("from"), called=headers.get("to"))
+        return CallStarted(
+            provider=self.provider,
+            call_sid=call_id,
+            stream_sid=call_id,
+            account_sid=None,
+            parameters=headers,
+            audio_format=self.audio_format,
+            caller=headers.get("from"),
+            called=headers.get("to"),
+        )
 
     def _framing(self) -> OutboundFraming:
         # Vonage: "each message is 320 or 640 bytes and contains 20ms of audio", exactly.

@@ -1,9 +1,9 @@
 """A local speech-to-text server that speaks Gladia's live v2 protocol, for running without a key.
 
-    request.py    StreamingRequest validation, Gladia's error bodies (pure)
-    audio_in.py   any Gladia input format -> float32 mono 16 kHz, streaming (pure)
-    segmenter.py  voice activity -> speech_start / speech_end / utterances, endpointing (pure)
-    engine.py     the recogniser interface; faster-whisper (Whisper tiny.en) and Silero VAD (ONNX)
-    live.py       one live session: byte offsets, acknowledgments, transcripts, resume, results
-    server.py     aiohttp routes: POST/GET/DELETE /v2/live[/{id}] and the session WebSocket
+request.py    StreamingRequest validation, Gladia's error bodies (pure)
+audio_in.py   any Gladia input format -> float32 mono 16 kHz, streaming (pure)
+segmenter.py  voice activity -> speech_start / speech_end / utterances, endpointing (pure)
+engine.py     the recogniser interface; faster-whisper (Whisper tiny.en) and Silero VAD (ONNX)
+live.py       one live session: byte offsets, acknowledgments, transcripts, resume, results
+server.py     aiohttp routes: POST/GET/DELETE /v2/live[/{id}] and the session WebSocket
 """

@@ -63,8 +63,15 @@ def _sha256(path: Path) -> str:
 class WhisperRecognizer:
     name = "faster-whisper/tiny.en"
 
-    def __init__(self, *, cpu_threads: int = 1, workers: int = 1, beam_size: int = 5,
-                 model_path: Path | None = None, verify: bool = True) -> None:
+    def __init__(
+        self,
+        *,
+        cpu_threads: int = 1,
+        workers: int = 1,
+        beam_size: int = 5,
+        model_path: Path | None = None,
+        verify: bool = True,
+    ) -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a model hub
         from faster_whisper import WhisperModel
 
@@ -78,15 +85,26 @@ class WhisperRecognizer:
         if verify and _sha256(model_bin) != MODEL_SHA256:
             raise ModelError(f"{model_bin} does not match the pinned SHA-256 {MODEL_SHA256[:12]}...")
         self.beam_size = beam_size
-        self._model = WhisperModel(str(model_path), device="cpu", compute_type="int8",
-                                   cpu_threads=cpu_threads, num_workers=workers, local_files_only=True)
+        self._model = WhisperModel(
+            str(model_path),
+            device="cpu",
+            compute_type="int8",
+            cpu_threads=cpu_threads,
+            num_workers=workers,
+            local_files_only=True,
+        )
 
     def transcribe(self, audio: np.ndarray, language: str | None = None) -> Recognition:
         if len(audio) < 1600:  # under 0.1 s: nothing to say
             return Recognition("", (), "en", 0.0)
         segments, _info = self._model.transcribe(
-            audio.astype(np.float32), language="en", beam_size=self.beam_size, word_timestamps=True,
-            condition_on_previous_text=False, vad_filter=False, without_timestamps=False,
+            audio.astype(np.float32),
+            language="en",
+            beam_size=self.beam_size,
+            word_timestamps=True,
+            condition_on_previous_text=False,
+            vad_filter=False,
+            without_timestamps=False,
         )
         words: list[Word] = []
         texts: list[str] = []
@@ -113,8 +131,8 @@ class SileroVad:
         opts.intra_op_num_threads = 1
         opts.log_severity_level = 4
         self._session = onnxruntime.InferenceSession(
-            os.path.join(get_assets_path(), "silero_vad_v6.onnx"), providers=["CPUExecutionProvider"],
-            sess_options=opts)
+            os.path.join(get_assets_path(), "silero_vad_v6.onnx"), providers=["CPUExecutionProvider"], sess_options=opts
+        )
         self._lock = threading.Lock()
 
     def stream(self) -> VadStream:
@@ -141,11 +159,11 @@ class VadStream:
         if n == 0:
             return []
         frames = self._pending[: n * SileroVad.FRAME].reshape(n, SileroVad.FRAME)
-        self._pending = self._pending[n * SileroVad.FRAME:]
+        self._pending = self._pending[n * SileroVad.FRAME :]
         out: list[tuple[np.ndarray, float]] = []
         for frame in frames:
             x = np.concatenate((self._context, frame))[None, :]
             probs, self._h, self._c = self._vad.run(x, self._h, self._c)
-            self._context = frame[-SileroVad.CONTEXT:]
+            self._context = frame[-SileroVad.CONTEXT :]
             out.append((frame, float(np.ravel(probs)[0])))
         return out

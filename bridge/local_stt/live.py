@@ -61,9 +61,11 @@ class LiveSession:
         self.bytes_per_second = r.sample_rate * r.sample_width * r.channels
         threshold = r.pre_processing.speech_threshold if r.pre_processing else 0.6
         # Silero's probabilities sit lower than Gladia's scale; map Gladia's default 0.6 to 0.5.
-        self.segmenter = Segmenter(threshold=max(0.2, min(0.9, threshold - 0.1)),
-                                   endpointing=max(r.endpointing, MIN_ENDPOINTING),
-                                   max_duration=r.maximum_duration_without_endpointing)
+        self.segmenter = Segmenter(
+            threshold=max(0.2, min(0.9, threshold - 0.1)),
+            endpointing=max(r.endpointing, MIN_ENDPOINTING),
+            max_duration=r.maximum_duration_without_endpointing,
+        )
         self._tail = bytearray()
         self._ack_ends: deque[int] = deque(maxlen=32)
         self._resync = False
@@ -120,9 +122,17 @@ class LiveSession:
         self._ack_ends.append(self.received_bytes)
         if m.receive_acknowledgments:
             bps = self.bytes_per_second
-            out.append(self.envelope("audio_chunk", acknowledged=True, error=None, data={
-                "byte_range": [start, self.received_bytes],
-                "time_range": [round(start / bps, 3), round(self.received_bytes / bps, 3)]}))
+            out.append(
+                self.envelope(
+                    "audio_chunk",
+                    acknowledged=True,
+                    error=None,
+                    data={
+                        "byte_range": [start, self.received_bytes],
+                        "time_range": [round(start / bps, 3), round(self.received_bytes / bps, 3)],
+                    },
+                )
+            )
         for frame, prob in self.vad.feed(self.decoder.feed(data)):
             out.extend(self._segment_events(self.segmenter.push(frame, prob)))
         return out
@@ -146,7 +156,7 @@ class LiveSession:
             probe = data[:n]
             if len(set(probe[:4096])) <= 2:
                 continue
-            if self._tail[offset:offset + n] == probe:
+            if self._tail[offset : offset + n] == probe:
                 return overlap
         return 0
 
@@ -173,20 +183,43 @@ class LiveSession:
         out.extend(self._segment_events(self.segmenter.flush()))
         if self.request.messages.receive_acknowledgments:
             pending = sum(len(u.audio) for u in self.to_decode) / 16000
-            out.insert(0, self.envelope("stop_recording", acknowledged=True, error=None, data={
-                "recording_duration": round(self.duration, 3), "recording_left_to_process": round(pending, 3)}))
+            out.insert(
+                0,
+                self.envelope(
+                    "stop_recording",
+                    acknowledged=True,
+                    error=None,
+                    data={
+                        "recording_duration": round(self.duration, 3),
+                        "recording_left_to_process": round(pending, 3),
+                    },
+                ),
+            )
         return out
 
     # -- transcripts ------------------------------------------------------------------------------
 
     def utterance_json(self, utt: UtteranceAudio, rec: Recognition) -> dict[str, Any]:
         words: list[dict[str, Any]] = [
-            {"word": w.word, "start": round(utt.audio_start + w.start, 3),
-             "end": round(utt.audio_start + w.end, 3), "confidence": round(w.confidence, 3)} for w in rec.words]
+            {
+                "word": w.word,
+                "start": round(utt.audio_start + w.start, 3),
+                "end": round(utt.audio_start + w.end, 3),
+                "confidence": round(w.confidence, 3),
+            }
+            for w in rec.words
+        ]
         start: float = words[0]["start"] if words else utt.start
         end: float = words[-1]["end"] if words else utt.end
-        return {"start": max(start, 0.0), "end": end, "confidence": rec.confidence, "channel": 0,
-                "words": words, "text": (" " + rec.text) if rec.text else "", "language": rec.language}
+        return {
+            "start": max(start, 0.0),
+            "end": end,
+            "confidence": rec.confidence,
+            "channel": 0,
+            "words": words,
+            "text": (" " + rec.text) if rec.text else "",
+            "language": rec.language,
+        }
 
     def final_message(self, utt: UtteranceAudio, rec: Recognition) -> dict[str, Any] | None:
         """Record a recognised utterance; the final transcript message, if the client wants it."""
@@ -196,20 +229,23 @@ class LiveSession:
         self.finals.append(Final(utt.index, utterance))
         if not self.request.messages.receive_final_transcripts:
             return None
-        return self.envelope("transcript", data={"id": f"00_{utt.index:08d}", "is_final": True,
-                                                 "utterance": utterance})
+        return self.envelope("transcript", data={"id": f"00_{utt.index:08d}", "is_final": True, "utterance": utterance})
 
     def partial_message(self, index: int, audio_start: float, rec: Recognition) -> dict[str, Any] | None:
         if not rec.text or not self.request.messages.receive_partial_transcripts:
             return None
         utt = UtteranceAudio(index, audio_start, audio_start, audio_start, audio=None)  # type: ignore[arg-type]
-        return self.envelope("transcript", data={"id": f"00_{index:08d}", "is_final": False,
-                                                 "utterance": self.utterance_json(utt, rec)})
+        return self.envelope(
+            "transcript", data={"id": f"00_{index:08d}", "is_final": False, "utterance": self.utterance_json(utt, rec)}
+        )
 
     def transcription(self) -> dict[str, Any]:
         utterances = [f.utterance for f in sorted(self.finals, key=lambda f: f.index)]
-        return {"full_transcript": " ".join(u["text"].strip() for u in utterances),
-                "languages": ["en"], "utterances": utterances}
+        return {
+            "full_transcript": " ".join(u["text"].strip() for u in utterances),
+            "languages": ["en"],
+            "utterances": utterances,
+        }
 
     def end_messages(self) -> list[dict[str, Any]]:
         """After the last final: end_recording, post-processing results, end_session."""
@@ -219,29 +255,51 @@ class LiveSession:
             out.append(self.envelope("end_recording", data={"recording_duration": round(self.duration, 3)}))
         if m.receive_post_processing_events:
             out.append(self.envelope("post_transcript", data=self.transcription()))
-            out.append(self.envelope("post_final_transcript", data={
-                "metadata": self.metadata(), "transcription": self.transcription()}))
+            out.append(
+                self.envelope(
+                    "post_final_transcript", data={"metadata": self.metadata(), "transcription": self.transcription()}
+                )
+            )
         if m.receive_lifecycle_events:
             out.append(self.envelope("end_session"))
         return out
 
     def metadata(self) -> dict[str, Any]:
         channels = self.request.channels
-        return {"audio_duration": round(self.duration, 3), "number_of_distinct_channels": channels,
-                "billing_time": round(self.duration * channels, 3), "transcription_time": 0.0}
+        return {
+            "audio_duration": round(self.duration, 3),
+            "number_of_distinct_channels": channels,
+            "billing_time": round(self.duration * channels, 3),
+            "transcription_time": 0.0,
+        }
 
     def result(self) -> dict[str, Any]:
         """``GET /v2/live/{id}`` (StreamingResponse)."""
         done = self.state == "done"
         return {
-            "id": self.id, "request_id": "G-" + self.id[:8], "version": 2, "kind": "live",
+            "id": self.id,
+            "request_id": "G-" + self.id[:8],
+            "version": 2,
+            "kind": "live",
             "status": "done" if done else "processing",
-            "created_at": self.created_at, "completed_at": self.completed_at,
-            "custom_metadata": self.request.custom_metadata, "error_code": None,
+            "created_at": self.created_at,
+            "completed_at": self.completed_at,
+            "custom_metadata": self.request.custom_metadata,
+            "error_code": None,
             "post_session_metadata": {},
-            "file": {"id": self.id, "filename": None, "source": None, "audio_duration": round(self.duration, 3),
-                     "number_of_channels": self.request.channels},
+            "file": {
+                "id": self.id,
+                "filename": None,
+                "source": None,
+                "audio_duration": round(self.duration, 3),
+                "number_of_channels": self.request.channels,
+            },
             "request_params": self.request.model_dump(mode="json"),
-            "result": {"metadata": self.metadata(), "transcription": self.transcription(),
-                       "messages": list(self.messages_log)} if done else None,
+            "result": {
+                "metadata": self.metadata(),
+                "transcription": self.transcription(),
+                "messages": list(self.messages_log),
+            }
+            if done
+            else None,
         }

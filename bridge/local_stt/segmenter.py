@@ -123,7 +123,8 @@ class Segmenter:
         audio = np.concatenate(self._utt) if self._utt else np.zeros(0, dtype=np.float32)
         keep = int((speech_end + POST_ROLL_S - self._utt_audio_start) * RATE)
         audio = audio[: max(0, keep)]
-        utt = UtteranceAudio(self.utterances, round(self._speech_start, 3), round(speech_end, 3),
-                             self._utt_audio_start, audio)
+        utt = UtteranceAudio(
+            self.utterances, round(self._speech_start, 3), round(speech_end, 3), self._utt_audio_start, audio
+        )
         self.utterances += 1
         return utt

@@ -81,11 +81,19 @@ class LocalSttServer:
     async def _lifetime(self, app: web.Application) -> AsyncIterator[None]:
         loop = asyncio.get_running_loop()
         if self.recognizer is None:
-            self.recognizer = await loop.run_in_executor(None, lambda: WhisperRecognizer(
-                cpu_threads=1, workers=self.options.workers, beam_size=self.options.beam_size))
+            self.recognizer = await loop.run_in_executor(
+                None,
+                lambda: WhisperRecognizer(
+                    cpu_threads=1, workers=self.options.workers, beam_size=self.options.beam_size
+                ),
+            )
         self.vad = await loop.run_in_executor(None, SileroVad)
-        log.info("stt_server.ready", engine=self.recognizer.name, max_sessions=self.options.max_sessions,
-                 workers=self.options.workers)
+        log.info(
+            "stt_server.ready",
+            engine=self.recognizer.name,
+            max_sessions=self.options.max_sessions,
+            workers=self.options.workers,
+        )
         yield
         for rt in list(self.sessions.values()):
             if rt.decoder is not None:
@@ -114,9 +122,14 @@ class LocalSttServer:
             return web.json_response(body, status=status)
         if self.active_sessions >= self.options.max_sessions:
             log.warning("stt_server.at_capacity", max_sessions=self.options.max_sessions)
-            return web.json_response(error_body(
-                429, f"Too many concurrent sessions: this server recognises {self.options.max_sessions} "
-                     "in real time", request.path), status=429)
+            return web.json_response(
+                error_body(
+                    429,
+                    f"Too many concurrent sessions: this server recognises {self.options.max_sessions} in real time",
+                    request.path,
+                ),
+                status=429,
+            )
         assert self.vad is not None
         sid, token = str(uuid.uuid4()), str(uuid.uuid4())
         rt = _Runtime(LiveSession(sid, token, parsed, self.vad.stream()))
@@ -126,8 +139,13 @@ class LocalSttServer:
         proto = request.headers.get("X-Forwarded-Proto", request.scheme).split(",")[0].strip()
         scheme = "wss" if proto in ("https", "wss") else "ws"
         url = f"{scheme}://{request.host}/v2/live?token={token}"
-        log.info("stt_server.session_created", session_id=sid, encoding=parsed.encoding,
-                 sample_rate=parsed.sample_rate, bit_depth=parsed.bit_depth)
+        log.info(
+            "stt_server.session_created",
+            session_id=sid,
+            encoding=parsed.encoding,
+            sample_rate=parsed.sample_rate,
+            bit_depth=parsed.bit_depth,
+        )
         return web.json_response({"id": sid, "created_at": rt.live.created_at, "url": url}, status=201)
 
     async def _get(self, request: web.Request) -> web.Response:
@@ -145,8 +163,9 @@ class LocalSttServer:
         if rt is None:
             return web.json_response(error_body(404, "session not found", request.path), status=404)
         if rt.live.state != "done":
-            return web.json_response(error_body(403, "a live session cannot be deleted before it ends",
-                                                request.path), status=403)
+            return web.json_response(
+                error_body(403, "a live session cannot be deleted before it ends", request.path), status=403
+            )
         del self.sessions[rt.live.id]
         return web.Response(status=202)
 
@@ -158,8 +177,9 @@ class LocalSttServer:
         if rt is None:
             return web.json_response(error_body(404, "session not found", request.path), status=404)
         if rt.live.state == "done":
-            return web.json_response(error_body(403, "session has ended and cannot be resumed", request.path),
-                                     status=403)
+            return web.json_response(
+                error_body(403, "session has ended and cannot be resumed", request.path), status=403
+            )
         ws = web.WebSocketResponse(max_msg_size=MAX_FRAME)
         await ws.prepare(request)
         if rt.ws is not None and not rt.ws.closed:
@@ -265,8 +285,13 @@ class LocalSttServer:
                     await self._send(rt, live.end_messages())
                     live.state = "done"
                     live.completed_at = now_iso()
-                    log.info("stt_server.session_done", session_id=live.id, audio_seconds=round(live.duration, 2),
-                             finals=len(live.finals), duplicate_bytes=live.duplicate_bytes)
+                    log.info(
+                        "stt_server.session_done",
+                        session_id=live.id,
+                        audio_seconds=round(live.duration, 2),
+                        finals=len(live.finals),
+                        duplicate_bytes=live.duplicate_bytes,
+                    )
                     if rt.ws is not None and not rt.ws.closed:
                         await rt.ws.close(code=1000)
                     return

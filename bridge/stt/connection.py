@@ -56,7 +56,7 @@ class _MaskKeys:
     def next(self) -> bytes:
         if self._at >= len(self._pool):
             self._pool, self._at = os.urandom(4096), 0
-        key = self._pool[self._at:self._at + 4]
+        key = self._pool[self._at : self._at + 4]
         self._at += 4
         return key
 
@@ -80,8 +80,13 @@ def _masked_binary_frame(data: bytes) -> bytes:
 class SessionConnection(asyncio.Protocol):
     """See the module docstring. Made by :func:`connect`."""
 
-    def __init__(self, ws: ClientProtocol, on_message: Callable[[bytes | bytearray | memoryview], None],
-                 on_writable: Callable[[], None], close_timeout: float) -> None:
+    def __init__(
+        self,
+        ws: ClientProtocol,
+        on_message: Callable[[bytes | bytearray | memoryview], None],
+        on_writable: Callable[[], None],
+        close_timeout: float,
+    ) -> None:
         self._ws = ws
         self._on_message = on_message
         self._on_writable = on_writable
@@ -216,8 +221,13 @@ def _tls_context() -> ssl.SSLContext:
     return ssl.create_default_context()
 
 
-async def connect(url: str, *, on_message: Callable[[bytes | bytearray | memoryview], None],
-                  on_writable: Callable[[], None], close_timeout: float = 5.0) -> SessionConnection:
+async def connect(
+    url: str,
+    *,
+    on_message: Callable[[bytes | bytearray | memoryview], None],
+    on_writable: Callable[[], None],
+    close_timeout: float = 5.0,
+) -> SessionConnection:
     """Open the WebSocket at ``url`` (``ws://`` or ``wss://``); bound it with ``asyncio.timeout``.
 
     Raises:
@@ -236,7 +246,11 @@ async def connect(url: str, *, on_message: Callable[[bytes | bytearray | memoryv
     try:
         _, conn = await loop.create_connection(
             lambda: SessionConnection(ws, on_message, on_writable, close_timeout),
-            uri.host, uri.port, ssl=context, server_hostname=uri.host if context else None)
+            uri.host,
+            uri.port,
+            ssl=context,
+            server_hostname=uri.host if context else None,
+        )
     except OSError as exc:
         raise ConnectFailed(f"{type(exc).__name__}: {exc}") from None
     try:

@@ -44,8 +44,11 @@ class GladiaApi:
         async with self._request("POST", "/v2/live", "POST /v2/live", json=body, params=params) as resp:
             if resp.status not in (200, 201):
                 detail = (await resp.text())[:300]
-                raise SttError(f"POST /v2/live answered {resp.status}: {detail}",
-                               retryable=http_status_retryable(resp.status), status=resp.status)
+                raise SttError(
+                    f"POST /v2/live answered {resp.status}: {detail}",
+                    retryable=http_status_retryable(resp.status),
+                    status=resp.status,
+                )
             data = await resp.json(content_type=None)
         if not isinstance(data, dict) or not isinstance(data.get("id"), str) or not isinstance(data.get("url"), str):
             raise SttError("POST /v2/live answer has no id/url", retryable=True)
@@ -60,8 +63,11 @@ class GladiaApi:
         """
         async with self._request("GET", f"/v2/live/{session_id}", "GET /v2/live/{id}") as resp:
             if resp.status != 200:
-                raise SttError(f"GET /v2/live/{{id}} answered {resp.status}",
-                               retryable=http_status_retryable(resp.status), status=resp.status)
+                raise SttError(
+                    f"GET /v2/live/{{id}} answered {resp.status}",
+                    retryable=http_status_retryable(resp.status),
+                    status=resp.status,
+                )
             data = await resp.json(content_type=None)
         result = data.get("result") if isinstance(data, dict) else None
         if not isinstance(result, dict):
@@ -71,13 +77,16 @@ class GladiaApi:
         return [u for u in utterances or [] if isinstance(u, dict)]
 
     @asynccontextmanager
-    async def _request(self, method: str, path: str, name: str,
-                       **kwargs: Any) -> AsyncIterator[aiohttp.ClientResponse]:
+    async def _request(self, method: str, path: str, name: str, **kwargs: Any) -> AsyncIterator[aiohttp.ClientResponse]:
         """The one place where a failure to talk to Gladia becomes an :class:`SttError`."""
         try:
             async with self._http.request(
-                method, self._base + path, headers=self._headers, allow_redirects=False,
-                timeout=aiohttp.ClientTimeout(total=self._settings.http_timeout), **kwargs,
+                method,
+                self._base + path,
+                headers=self._headers,
+                allow_redirects=False,
+                timeout=aiohttp.ClientTimeout(total=self._settings.http_timeout),
+                **kwargs,
             ) as resp:
                 yield resp
         except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:

@@ -50,10 +50,15 @@ class SttProfile(BaseModel):
         return body
 
 
-DEFAULT_PROFILE = SttProfile.model_validate({
-    "encoding": "native", "channels": 1, "endpointing": 0.3, "maximum_duration_without_endpointing": 15,
-    "language_config": {"languages": ["en"], "code_switching": False},
-})
+DEFAULT_PROFILE = SttProfile.model_validate(
+    {
+        "encoding": "native",
+        "channels": 1,
+        "endpointing": 0.3,
+        "maximum_duration_without_endpointing": 15,
+        "language_config": {"languages": ["en"], "code_switching": False},
+    }
+)
 
 
 def deep_merge(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
@@ -121,7 +126,7 @@ def stt_overrides(parameters: Mapping[str, str], allowed: Collection[str]) -> tu
     for name, raw in parameters.items():
         if not name.startswith(PARAM_PREFIX):
             continue
-        path = name[len(PARAM_PREFIX):]
+        path = name[len(PARAM_PREFIX) :]
         if path not in allowed:
             refused.append(f"{name[:64]}: not in stt.per_call_parameters")
             continue

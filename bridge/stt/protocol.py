@@ -104,8 +104,9 @@ class OtherMessage:
     kind: str
 
 
-SttEvent = (Transcript | Ack | StopAck | SpeechStart | SpeechEnd | Lifecycle | PostProcessing
-            | ServerError | OtherMessage)
+SttEvent = (
+    Transcript | Ack | StopAck | SpeechStart | SpeechEnd | Lifecycle | PostProcessing | ServerError | OtherMessage
+)
 
 _LIFECYCLE = frozenset({"start_session", "start_recording", "end_recording", "end_session"})
 
@@ -129,8 +130,11 @@ def parse_utterance(data: Mapping[str, Any]) -> Utterance:
     if isinstance(words, list):
         for w in words:
             if isinstance(w, Mapping):
-                parsed.append(Word(str(w.get("word", "")), _num(w.get("start")), _num(w.get("end")),
-                                   _num(w.get("confidence"), 0.0)))
+                parsed.append(
+                    Word(
+                        str(w.get("word", "")), _num(w.get("start")), _num(w.get("end")), _num(w.get("confidence"), 0.0)
+                    )
+                )
     language = data.get("language")
     confidence = data.get("confidence")
     channel = data.get("channel", 0)

@@ -24,9 +24,13 @@ log = structlog.get_logger("bridge.stt")
 READ_BACK_ATTEMPTS = 3
 
 
-async def recover_missed_finals(api: GladiaApi, finals: FinalsTracker, sessions: list[tuple[str, float]],
-                                on_notice: Callable[[SttNotice], None],
-                                sleep: Callable[[float], Awaitable[None]]) -> int:
+async def recover_missed_finals(
+    api: GladiaApi,
+    finals: FinalsTracker,
+    sessions: list[tuple[str, float]],
+    on_notice: Callable[[SttNotice], None],
+    sleep: Callable[[float], Awaitable[None]],
+) -> int:
     """Read back each ``(session id, call-time origin in seconds)`` and deliver its missed finals;
     returns how many were delivered. A session that cannot be read is logged and skipped."""
     recovered = 0
@@ -44,8 +48,9 @@ async def recover_missed_finals(api: GladiaApi, finals: FinalsTracker, sessions:
     return recovered
 
 
-async def _read_back(api: GladiaApi, session_id: str,
-                     sleep: Callable[[float], Awaitable[None]]) -> list[dict[str, Any]]:
+async def _read_back(
+    api: GladiaApi, session_id: str, sleep: Callable[[float], Awaitable[None]]
+) -> list[dict[str, Any]]:
     for attempt in range(READ_BACK_ATTEMPTS):
         utterances = await api.utterances(session_id)
         if utterances is not None:

@@ -115,7 +115,7 @@ class ReplayBuffer:
                 if n == 0:
                     break
             start = self.cursor - self.base
-            out.append(bytes(self._buf[start:start + n]))
+            out.append(bytes(self._buf[start : start + n]))
             self.cursor += n
             self.sent_bytes += n
             if resending:

@@ -159,8 +159,9 @@ class SttStream:
             return
         dropped = self.replay.append(data)
         if dropped and self.replay.overflow_bytes == dropped:
-            log.warning("stt.buffer_overflow", dropped_bytes=dropped,
-                        bound_seconds=self._settings.replay_buffer_seconds)
+            log.warning(
+                "stt.buffer_overflow", dropped_bytes=dropped, bound_seconds=self._settings.replay_buffer_seconds
+            )
         self._pump()
 
     def start(self) -> None:
@@ -182,8 +183,9 @@ class SttStream:
             self.abandoned = True
             if self._session is None and not self.gave_up:  # still waiting for a slot or for POST /v2/live
                 self._give_up(f"no Gladia session could be opened within {timeout:g} s of the hang-up")
-            log.warning("stt.finish_timeout", session_id=self.session_id, timeout=timeout,
-                        unacked_bytes=self.replay.unacked)
+            log.warning(
+                "stt.finish_timeout", session_id=self.session_id, timeout=timeout, unacked_bytes=self.replay.unacked
+            )
             await self.cancel()
 
     async def cancel(self) -> None:
@@ -199,8 +201,12 @@ class SttStream:
         loop = asyncio.get_running_loop()
         queued_at = loop.time()
         if self._admission.limit and self._admission.active >= self._admission.limit:
-            log.info("stt.queued", active=self._admission.active, limit=self._admission.limit,
-                     waiting=self._admission.waiting + 1)
+            log.info(
+                "stt.queued",
+                active=self._admission.active,
+                limit=self._admission.limit,
+                waiting=self._admission.waiting + 1,
+            )
         await self._admission.acquire()
         self.queued_seconds = round(loop.time() - queued_at, 3)
         try:
@@ -256,8 +262,7 @@ class SttStream:
             resend = self.replay.rewind()
             if self.connections > 1:
                 self.reconnects += 1
-                log.info("stt.reconnected", session_id=self._session.id, resend_bytes=resend,
-                         acked=self.replay.acked)
+                log.info("stt.reconnected", session_id=self._session.id, resend_bytes=resend, acked=self.replay.acked)
             else:
                 log.info("stt.connected", session_id=self._session.id)
             outcome = await self._connection(conn)

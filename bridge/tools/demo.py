@@ -57,8 +57,10 @@ async def run_demo(out: TextIO = sys.stdout, realtime: bool = True) -> DemoResul
             latency = time.monotonic() - frame_times[frame] if frame >= 0 else float("nan")
             result.utterances.append(utt)
             result.latencies.append(latency)
-            out.write(f"  bot heard [{utt['start']:6.2f}s-{utt['end']:6.2f}s] {utt['text']!r}"
-                      f"   (+{latency * 1000:.0f} ms after end of speech)\n")
+            out.write(
+                f"  bot heard [{utt['start']:6.2f}s-{utt['end']:6.2f}s] {utt['text']!r}"
+                f"   (+{latency * 1000:.0f} ms after end of speech)\n"
+            )
             out.flush()
         elif event["type"] == "call.ended":
             result.summary = event["summary"]
@@ -71,26 +73,33 @@ async def run_demo(out: TextIO = sys.stdout, realtime: bool = True) -> DemoResul
     data_dir = tempfile.mkdtemp(prefix="bridge-demo-")  # the demo's outbox, not yours
     stt = LocalSttServer(ServerOptions())
     async with serving(stt.app) as stt_url, serving(hook_app) as hook_url:
-        settings = Settings.load(environ={"GLADIA_API_URL": stt_url, "BOT_WEBHOOK_URL": hook_url + "/hook",
-                                          "BOT_WEBHOOK_SECRET": secret, "BRIDGE_DATA_DIR": data_dir})
+        settings = Settings.load(
+            environ={
+                "GLADIA_API_URL": stt_url,
+                "BOT_WEBHOOK_URL": hook_url + "/hook",
+                "BOT_WEBHOOK_SECRET": secret,
+                "BRIDGE_DATA_DIR": data_dir,
+            }
+        )
         bridge_app = create_app(settings)
         async with serving(bridge_app) as bridge_url:
             stream = bridge_url.replace("http://", "ws://") + "/twilio/stream"
             out.write(f"bridge on {bridge_url}, STT on {stt_url}, bot webhook on {hook_url}/hook\n")
-            out.write(f"playing the sample call ({len(ulaw) / 8000:.1f} s, {len(sentences)} sentences) "
-                      f"into {stream}\n")
-            report = await play_call(stream, ulaw, realtime=realtime,
-                                     on_frame=lambda i, t: frame_times.append(t))
+            out.write(f"playing the sample call ({len(ulaw) / 8000:.1f} s, {len(sentences)} sentences) into {stream}\n")
+            report = await play_call(stream, ulaw, realtime=realtime, on_frame=lambda i, t: frame_times.append(t))
             await asyncio.wait_for(ended.wait(), timeout=60)
             await drain_calls(bridge_app)
     heard = " ".join(u["text"] for u in result.utterances)
     result.wer = word_error_rate(normalised_words(" ".join(sentences)), normalised_words(heard))
     lat = sorted(result.latencies)
     out.write("\nsummary\n")
-    out.write(f"  call closed with code {report.close_code}; {len(result.utterances)} utterances delivered "
-              f"({len(sentences)} sentences spoken); word error rate {result.wer:.0%}\n")
+    out.write(
+        f"  call closed with code {report.close_code}; {len(result.utterances)} utterances delivered "
+        f"({len(sentences)} sentences spoken); word error rate {result.wer:.0%}\n"
+    )
     if lat:
-        out.write(f"  end of speech -> webhook: median {lat[len(lat) // 2] * 1000:.0f} ms, "
-                  f"max {lat[-1] * 1000:.0f} ms\n")
+        out.write(
+            f"  end of speech -> webhook: median {lat[len(lat) // 2] * 1000:.0f} ms, max {lat[-1] * 1000:.0f} ms\n"
+        )
     out.write(f"  events: {', '.join(result.events)}\n")
     return result

@@ -77,8 +77,10 @@ def _gladia_and_bot(port_queue: Any, stop: Any, results: Any) -> None:
     async def create(request: web.Request) -> web.Response:
         stats.sessions += 1
         token = uuid.uuid4().hex
-        return web.json_response({"id": token, "created_at": "2026-01-01T00:00:00Z",
-                                  "url": f"ws://{request.host}/v2/live?token={token}"}, status=201)
+        return web.json_response(
+            {"id": token, "created_at": "2026-01-01T00:00:00Z", "url": f"ws://{request.host}/v2/live?token={token}"},
+            status=201,
+        )
 
     async def session(request: web.Request) -> web.StreamResponse:
         ws = web.WebSocketResponse(max_msg_size=2**20)
@@ -97,10 +99,18 @@ def _gladia_and_bot(port_queue: Any, stop: Any, results: Any) -> None:
                     stats.forward.append(now - _TS.unpack_from(data, offset)[0])
                     stats.frames += 1
                     offset += FRAME
-                await ws.send_str(json.dumps({"type": "audio_chunk", "session_id": sid, "acknowledged": True,
-                                              "error": None, "created_at": "",
-                                              "data": {"byte_range": [start, received],
-                                                       "time_range": [start / 8000, received / 8000]}}))
+                await ws.send_str(
+                    json.dumps(
+                        {
+                            "type": "audio_chunk",
+                            "session_id": sid,
+                            "acknowledged": True,
+                            "error": None,
+                            "created_at": "",
+                            "data": {"byte_range": [start, received], "time_range": [start / 8000, received / 8000]},
+                        }
+                    )
+                )
                 while (finals + 1) * FINAL_EVERY <= received:
                     finals += 1
                     await _final(ws, sid, finals)
@@ -116,10 +126,28 @@ def _gladia_and_bot(port_queue: Any, stop: Any, results: Any) -> None:
         stats.finals_sent += 1
         end = end if end is not None else n * FINAL_EVERY / 8000
         text = f"t={time.monotonic():.6f}"
-        await ws.send_str(json.dumps({"type": "transcript", "session_id": sid, "created_at": "", "data": {
-            "id": f"00_{n:08d}", "is_final": True, "utterance": {
-                "start": end - 2.0, "end": end, "confidence": 1.0, "channel": 0, "text": text, "language": "en",
-                "words": []}}}))
+        await ws.send_str(
+            json.dumps(
+                {
+                    "type": "transcript",
+                    "session_id": sid,
+                    "created_at": "",
+                    "data": {
+                        "id": f"00_{n:08d}",
+                        "is_final": True,
+                        "utterance": {
+                            "start": end - 2.0,
+                            "end": end,
+                            "confidence": 1.0,
+                            "channel": 0,
+                            "text": text,
+                            "language": "en",
+                            "words": [],
+                        },
+                    },
+                }
+            )
+        )
 
     async def hook(request: web.Request) -> web.Response:
         body = await request.json()
@@ -141,8 +169,16 @@ def _gladia_and_bot(port_queue: Any, stop: Any, results: Any) -> None:
         port_queue.put(port)
         while not stop.is_set():
             await asyncio.sleep(0.1)
-        results.put({"frames": stats.frames, "forward": stats.forward, "finals_sent": stats.finals_sent,
-                     "webhook": stats.webhook, "webhook_finals": stats.webhook_finals, "sessions": stats.sessions})
+        results.put(
+            {
+                "frames": stats.frames,
+                "forward": stats.forward,
+                "finals_sent": stats.finals_sent,
+                "webhook": stats.webhook,
+                "webhook_finals": stats.webhook_finals,
+                "sessions": stats.sessions,
+            }
+        )
         await runner.cleanup()
 
     run_loop(main())
@@ -151,8 +187,9 @@ def _gladia_and_bot(port_queue: Any, stop: Any, results: Any) -> None:
 # -- callers --------------------------------------------------------------------------------------------
 
 
-def _callers(url: str, calls: int, seconds: float, first: int, go_at: float, ramp: float, total: int,
-             results: Any) -> None:
+def _callers(
+    url: str, calls: int, seconds: float, first: int, go_at: float, ramp: float, total: int, results: Any
+) -> None:
     frames_per_call = int(seconds / 0.02)
     silence = b"\xff" * FRAME
 
@@ -164,17 +201,30 @@ def _callers(url: str, calls: int, seconds: float, first: int, go_at: float, ram
         sent = 0
         async with aiohttp.ClientSession() as http, http.ws_connect(url) as ws:
             await ws.send_str(json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
-            await ws.send_str(json.dumps({"event": "start", "sequenceNumber": "1", "streamSid": sid, "start": {
-                "streamSid": sid, "accountSid": "AC0", "callSid": f"CA{first + n:032d}", "tracks": ["inbound"],
-                "customParameters": {}, "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000,
-                                                        "channels": 1}}}))
+            await ws.send_str(
+                json.dumps(
+                    {
+                        "event": "start",
+                        "sequenceNumber": "1",
+                        "streamSid": sid,
+                        "start": {
+                            "streamSid": sid,
+                            "accountSid": "AC0",
+                            "callSid": f"CA{first + n:032d}",
+                            "tracks": ["inbound"],
+                            "customParameters": {},
+                            "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+                        },
+                    }
+                )
+            )
             head = f'{{"event":"media","streamSid":"{sid}","media":{{"track":"inbound","payload":"'
             t0 = time.monotonic()
             for i in range(frames_per_call):
                 delay = t0 + i * 0.02 - time.monotonic()
                 if delay > 0:
                     await asyncio.sleep(delay)
-                frame = _TS.pack(time.monotonic()) + silence[_TS.size:]
+                frame = _TS.pack(time.monotonic()) + silence[_TS.size :]
                 await ws.send_str(head + base64.b64encode(frame).decode() + '"}}')
                 sent += 1
             await ws.send_str(json.dumps({"event": "stop", "streamSid": sid, "stop": {}}))
@@ -186,8 +236,13 @@ def _callers(url: str, calls: int, seconds: float, first: int, go_at: float, ram
         outcomes = await asyncio.gather(*(one(n) for n in range(calls)), return_exceptions=True)
         usage = resource.getrusage(resource.RUSAGE_SELF)
         ok = [o for o in outcomes if isinstance(o, tuple)]
-        results.put({"frames_sent": sum(o[0] for o in ok), "failed_calls": len(outcomes) - len(ok),
-                     "cpu_s": usage.ru_utime + usage.ru_stime})
+        results.put(
+            {
+                "frames_sent": sum(o[0] for o in ok),
+                "failed_calls": len(outcomes) - len(ok),
+                "cpu_s": usage.ru_utime + usage.ru_stime,
+            }
+        )
 
     run_loop(main())
 
@@ -212,8 +267,10 @@ def _reference_forwarder(port: int, gladia_url: str, hook_url: str) -> None:
             async for msg in ws:
                 event = orjson.loads(msg.data)
                 if event["type"] == "transcript" and event["data"]["is_final"]:
-                    async with http.post(hook_url, json={"type": "utterance.final", "utterance": {
-                            "text": event["data"]["utterance"]["text"]}}) as resp:
+                    async with http.post(
+                        hook_url,
+                        json={"type": "utterance.final", "utterance": {"text": event["data"]["utterance"]["text"]}},
+                    ) as resp:
                         await resp.read()
 
         async for msg in phone:
@@ -221,8 +278,10 @@ def _reference_forwarder(port: int, gladia_url: str, hook_url: str) -> None:
             if event["event"] == "media" and gladia is not None:
                 await gladia.send_bytes(base64.b64decode(event["media"]["payload"]))
             elif event["event"] == "start":
-                async with http.post(gladia_url + "/v2/live", json={"encoding": "wav/ulaw", "sample_rate": 8000,
-                                                                    "bit_depth": 8, "channels": 1}) as resp:
+                async with http.post(
+                    gladia_url + "/v2/live",
+                    json={"encoding": "wav/ulaw", "sample_rate": 8000, "bit_depth": 8, "channels": 1},
+                ) as resp:
                     session = await resp.json()
                 gladia = await http.ws_connect(session["url"])
                 reader = asyncio.create_task(read_gladia(gladia))
@@ -298,8 +357,15 @@ async def _wait_healthy(base: str) -> None:
     raise RuntimeError(f"bridge at {base} did not become healthy")
 
 
-def run(calls: int, seconds: float, generators: int, workers: int, bridge_url: str | None,
-        config: str | None = None, reference: bool = False) -> dict[str, Any]:
+def run(
+    calls: int,
+    seconds: float,
+    generators: int,
+    workers: int,
+    bridge_url: str | None,
+    config: str | None = None,
+    reference: bool = False,
+) -> dict[str, Any]:
     ctx = mp.get_context("spawn")
     port_q, results, stop = ctx.Queue(), ctx.Queue(), ctx.Event()
     fake = ctx.Process(target=_gladia_and_bot, args=(port_q, stop, results), daemon=True)
@@ -308,23 +374,34 @@ def run(calls: int, seconds: float, generators: int, workers: int, bridge_url: s
     proc: Any = None
     if reference:
         port = _free_port()
-        proc = ctx.Process(target=_reference_forwarder, daemon=True, args=(
-            port, f"http://127.0.0.1:{fake_port}", f"http://127.0.0.1:{fake_port}/hook"))
+        proc = ctx.Process(
+            target=_reference_forwarder,
+            daemon=True,
+            args=(port, f"http://127.0.0.1:{fake_port}", f"http://127.0.0.1:{fake_port}/hook"),
+        )
         proc.start()
         bridge_url = f"http://127.0.0.1:{port}"
     elif bridge_url is None:
         port = _free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith(("BRIDGE_", "GLADIA_", "BOT_", "TWILIO_"))}
-        env.update(GLADIA_API_URL=f"http://127.0.0.1:{fake_port}", GLADIA_API_KEY="load",
-                   BOT_WEBHOOK_URL=f"http://127.0.0.1:{fake_port}/hook",
-                   BOT_WEBHOOK_SECRET="whsec_" + base64.b64encode(os.urandom(24)).decode(),
-                   BRIDGE_DATA_DIR=tempfile.mkdtemp(prefix="bridge-load-"), BRIDGE_LOG_LEVEL="info",
-                   BRIDGE_LOG_FORMAT="json", BRIDGE_WORKERS=str(workers))
+        env.update(
+            GLADIA_API_URL=f"http://127.0.0.1:{fake_port}",
+            GLADIA_API_KEY="load",
+            BOT_WEBHOOK_URL=f"http://127.0.0.1:{fake_port}/hook",
+            BOT_WEBHOOK_SECRET="whsec_" + base64.b64encode(os.urandom(24)).decode(),
+            BRIDGE_DATA_DIR=tempfile.mkdtemp(prefix="bridge-load-"),
+            BRIDGE_LOG_LEVEL="info",
+            BRIDGE_LOG_FORMAT="json",
+            BRIDGE_WORKERS=str(workers),
+        )
         if config:
             env["BRIDGE_CONFIG"] = config  # measure your own tunables (e.g. gladia.chunk_ms)
         proc = __import__("subprocess").Popen(
             [sys.executable, "-m", "bridge", "serve", "--host", "127.0.0.1", "--port", str(port)],
-            env=env, stdout=__import__("subprocess").DEVNULL, stderr=__import__("subprocess").DEVNULL)
+            env=env,
+            stdout=__import__("subprocess").DEVNULL,
+            stderr=__import__("subprocess").DEVNULL,
+        )
         bridge_url = f"http://127.0.0.1:{port}"
     asyncio.run(_wait_healthy(bridge_url))
     pid = proc.pid if proc is not None else None
@@ -335,8 +412,11 @@ def run(calls: int, seconds: float, generators: int, workers: int, bridge_url: s
     gens = []
     first = 0
     for n in per:
-        g = ctx.Process(target=_callers, args=(bridge_url.replace("http", "ws") + "/twilio/stream", n, seconds,
-                                               first, go_at, ramp, calls, results), daemon=True)
+        g = ctx.Process(
+            target=_callers,
+            args=(bridge_url.replace("http", "ws") + "/twilio/stream", n, seconds, first, go_at, ramp, calls, results),
+            daemon=True,
+        )
         g.start()
         gens.append(g)
         first += n
@@ -368,25 +448,42 @@ def run(calls: int, seconds: float, generators: int, workers: int, bridge_url: s
     elapsed = seconds + ramp
     return {
         "under_test": "reference_forwarder" if reference else "bridge",
-        "calls": calls, "seconds": seconds, "workers": workers, "generators": generators, "cores": os.cpu_count(),
+        "calls": calls,
+        "seconds": seconds,
+        "workers": workers,
+        "generators": generators,
+        "cores": os.cpu_count(),
         "ramp_s": ramp,
         "bridge_cpu_ms_per_call_second": round((cpu1 - cpu0) * 1000 / call_seconds, 3) if pid else None,
         "bridge_rss_kb_per_call": round((rss_busy - rss_idle) / 1024 / calls, 1) if pid else None,
-        "forward_latency_ms": {"p50": round(_pct(fake_result["forward"], 0.5) * 1000, 2),
-                               "p99": round(_pct(fake_result["forward"], 0.99) * 1000, 2),
-                               "max": round(max(fake_result["forward"], default=float("nan")) * 1000, 2)},
-        "final_to_webhook_ms": {"p50": round(_pct(fake_result["webhook"], 0.5) * 1000, 2),
-                                "p99": round(_pct(fake_result["webhook"], 0.99) * 1000, 2)},
-        "frames_sent": frames_sent, "frames_lost": frames_sent - fake_result["frames"],
+        "forward_latency_ms": {
+            "p50": round(_pct(fake_result["forward"], 0.5) * 1000, 2),
+            "p99": round(_pct(fake_result["forward"], 0.99) * 1000, 2),
+            "max": round(max(fake_result["forward"], default=float("nan")) * 1000, 2),
+        },
+        "final_to_webhook_ms": {
+            "p50": round(_pct(fake_result["webhook"], 0.5) * 1000, 2),
+            "p99": round(_pct(fake_result["webhook"], 0.99) * 1000, 2),
+        },
+        "frames_sent": frames_sent,
+        "frames_lost": frames_sent - fake_result["frames"],
         "failed_calls": sum(r["failed_calls"] for r in caller_results),
-        "finals_delivered": fake_result["webhook_finals"], "finals_expected": finals_expected,
+        "finals_delivered": fake_result["webhook_finals"],
+        "finals_expected": finals_expected,
         "generator_cpu_share": round(gen_cpu / (elapsed * generators), 3),
         "generator_saturated": gen_cpu / (elapsed * generators) > 0.8,
     }
 
 
-def main(calls: int, seconds: float, generators: int, workers: int, bridge_url: str | None,
-         config: str | None = None, reference: bool = False) -> int:
+def main(
+    calls: int,
+    seconds: float,
+    generators: int,
+    workers: int,
+    bridge_url: str | None,
+    config: str | None = None,
+    reference: bool = False,
+) -> int:
     result = run(calls, seconds, generators, workers, bridge_url, config, reference)
     print(json.dumps(result))
     return 0 if result["frames_lost"] == 0 and result["failed_calls"] == 0 else 1

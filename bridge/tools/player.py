@@ -56,23 +56,27 @@ def native(ulaw: bytes, fmt: AudioFormat) -> bytes:
 Build = Callable[[bytes, str, str, dict[str, str], AudioFormat | None], Dialect]
 
 
-def _twilio(ulaw: bytes, call_sid: str, stream_sid: str, parameters: dict[str, str],
-            l16: AudioFormat | None) -> Dialect:
+def _twilio(
+    ulaw: bytes, call_sid: str, stream_sid: str, parameters: dict[str, str], l16: AudioFormat | None
+) -> Dialect:
     w = TwilioStreamWriter(call_sid, stream_sid, parameters=parameters)
     return Dialect(w.call(ulaw, FRAME_BYTES), ULAW_8K, ulaw, 0.02)
 
 
-def _signalwire(ulaw: bytes, call_sid: str, stream_sid: str, parameters: dict[str, str],
-                l16: AudioFormat | None) -> Dialect:
+def _signalwire(
+    ulaw: bytes, call_sid: str, stream_sid: str, parameters: dict[str, str], l16: AudioFormat | None
+) -> Dialect:
     fmt = l16 or ULAW_8K
     audio = native(ulaw, fmt)
-    sw = SignalWireStreamWriter(call_sid, stream_sid, parameters=parameters,
-                                sample_rate=l16.sample_rate if l16 else None)
+    sw = SignalWireStreamWriter(
+        call_sid, stream_sid, parameters=parameters, sample_rate=l16.sample_rate if l16 else None
+    )
     return Dialect(sw.call(audio, fmt.bytes_for_ms(20)), fmt, audio, 0.02)
 
 
-def _telnyx(ulaw: bytes, call_sid: str, stream_sid: str, parameters: dict[str, str],
-            l16: AudioFormat | None) -> Dialect:
+def _telnyx(
+    ulaw: bytes, call_sid: str, stream_sid: str, parameters: dict[str, str], l16: AudioFormat | None
+) -> Dialect:
     fmt = l16 or ULAW_8K
     audio = native(ulaw, fmt)
     caller, called = _numbers(parameters)
@@ -80,17 +84,18 @@ def _telnyx(ulaw: bytes, call_sid: str, stream_sid: str, parameters: dict[str, s
     return Dialect(tw.call(audio, fmt.bytes_for_ms(20)), fmt, audio, 0.02)
 
 
-def _plivo(ulaw: bytes, call_sid: str, stream_sid: str, parameters: dict[str, str],
-           l16: AudioFormat | None) -> Dialect:
+def _plivo(ulaw: bytes, call_sid: str, stream_sid: str, parameters: dict[str, str], l16: AudioFormat | None) -> Dialect:
     fmt = l16 or ULAW_8K
     audio = native(ulaw, fmt)
-    pw = PlivoStreamWriter(call_sid, stream_sid, parameters=parameters, sample_rate=l16.sample_rate if l16 else None,
-                           send_stop=True)
+    pw = PlivoStreamWriter(
+        call_sid, stream_sid, parameters=parameters, sample_rate=l16.sample_rate if l16 else None, send_stop=True
+    )
     return Dialect(pw.call(audio, fmt.bytes_for_ms(20)), fmt, audio, 0.02)
 
 
-def _exotel(ulaw: bytes, call_sid: str, stream_sid: str, parameters: dict[str, str],
-            l16: AudioFormat | None) -> Dialect:
+def _exotel(
+    ulaw: bytes, call_sid: str, stream_sid: str, parameters: dict[str, str], l16: AudioFormat | None
+) -> Dialect:
     fmt = l16 or AudioFormat("pcm16", 8000)
     audio = native(ulaw, fmt)
     caller, called = _numbers(parameters)
@@ -98,8 +103,9 @@ def _exotel(ulaw: bytes, call_sid: str, stream_sid: str, parameters: dict[str, s
     return Dialect(ew.call(audio, fmt.bytes_for_ms(100)), fmt, audio, 0.1)
 
 
-def _vonage(ulaw: bytes, call_sid: str, stream_sid: str, parameters: dict[str, str],
-            l16: AudioFormat | None) -> Dialect:
+def _vonage(
+    ulaw: bytes, call_sid: str, stream_sid: str, parameters: dict[str, str], l16: AudioFormat | None
+) -> Dialect:
     fmt = l16 or AudioFormat("pcm16", 16000)
     audio = native(ulaw, fmt)
     caller, called = _numbers(parameters)
@@ -107,8 +113,9 @@ def _vonage(ulaw: bytes, call_sid: str, stream_sid: str, parameters: dict[str, s
     return Dialect(vw.call(audio, fmt.bytes_for_ms(20)), fmt, audio, 0.02, sends_stop=False)
 
 
-def _audiofork(ulaw: bytes, call_sid: str, stream_sid: str, parameters: dict[str, str],
-               l16: AudioFormat | None) -> Dialect:
+def _audiofork(
+    ulaw: bytes, call_sid: str, stream_sid: str, parameters: dict[str, str], l16: AudioFormat | None
+) -> Dialect:
     fmt = l16 or AudioFormat("pcm16", 8000)
     audio = native(ulaw, fmt)
     caller, called = _numbers(parameters)
@@ -116,8 +123,9 @@ def _audiofork(ulaw: bytes, call_sid: str, stream_sid: str, parameters: dict[str
     return Dialect(aw.call(audio, fmt.bytes_for_ms(20)), fmt, audio, 0.02, (aw.subprotocol,), sends_stop=False)
 
 
-def _asterisk(ulaw: bytes, call_sid: str, stream_sid: str, parameters: dict[str, str],
-              l16: AudioFormat | None) -> Dialect:
+def _asterisk(
+    ulaw: bytes, call_sid: str, stream_sid: str, parameters: dict[str, str], l16: AudioFormat | None
+) -> Dialect:
     fmt = l16 or ULAW_8K
     audio = native(ulaw, fmt)
     caller, called = _numbers(parameters)
@@ -132,13 +140,25 @@ def _numbers(parameters: dict[str, str]) -> tuple[str, str]:
 
 # One entry per carrier in bridge.adapters.CARRIERS (tests/test_call_command.py checks they match).
 DIALECTS: dict[str, Build] = {
-    "twilio": _twilio, "signalwire": _signalwire, "telnyx": _telnyx, "plivo": _plivo, "exotel": _exotel,
-    "vonage": _vonage, "audiofork": _audiofork, "asterisk": _asterisk,
+    "twilio": _twilio,
+    "signalwire": _signalwire,
+    "telnyx": _telnyx,
+    "plivo": _plivo,
+    "exotel": _exotel,
+    "vonage": _vonage,
+    "audiofork": _audiofork,
+    "asterisk": _asterisk,
 }
 
 
-def dialect(carrier: str, ulaw: bytes, call_sid: str, stream_sid: str, parameters: dict[str, str],
-            sample_rate: int | None = None) -> Dialect:
+def dialect(
+    carrier: str,
+    ulaw: bytes,
+    call_sid: str,
+    stream_sid: str,
+    parameters: dict[str, str],
+    sample_rate: int | None = None,
+) -> Dialect:
     """The messages ``carrier`` would send for a call carrying ``ulaw`` (8 kHz mu-law).
 
     ``sample_rate`` picks L16 at that rate for carriers that offer it (SignalWire, Telnyx, Plivo,
@@ -166,15 +186,23 @@ class CallReport:
 def _progress(out: TextIO, done: int, total: int, frame_seconds: float = 0.02) -> None:
     width = 30
     filled = int(width * done / max(total, 1))
-    out.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done * frame_seconds:6.1f}s / "
-              f"{total * frame_seconds:.1f}s")
+    out.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done * frame_seconds:6.1f}s / {total * frame_seconds:.1f}s")
     out.flush()
 
 
-async def play_call(url: str, ulaw: bytes, *, realtime: bool = True, parameters: dict[str, str] | None = None,
-                    headers: dict[str, str] | None = None, progress: TextIO | None = None,
-                    on_frame: Callable[[int, float], None] | None = None, carrier: str = "twilio",
-                    sample_rate: int | None = None, call_sid: str | None = None) -> CallReport:
+async def play_call(
+    url: str,
+    ulaw: bytes,
+    *,
+    realtime: bool = True,
+    parameters: dict[str, str] | None = None,
+    headers: dict[str, str] | None = None,
+    progress: TextIO | None = None,
+    on_frame: Callable[[int, float], None] | None = None,
+    carrier: str = "twilio",
+    sample_rate: int | None = None,
+    call_sid: str | None = None,
+) -> CallReport:
     """Play ``ulaw`` (8 kHz mu-law) as one call in ``carrier``'s dialect into ``url``.
 
     Args:
@@ -193,8 +221,12 @@ async def play_call(url: str, ulaw: bytes, *, realtime: bool = True, parameters:
     report = CallReport(call_sid, stream_sid if has_stream_id else call_sid)
     messages = list(play.messages)
     started = time.monotonic()
-    async with websockets.connect(url, additional_headers=headers, max_size=2**20,
-                                  subprotocols=[websockets.Subprotocol(p) for p in play.subprotocols] or None) as ws:
+    async with websockets.connect(
+        url,
+        additional_headers=headers,
+        max_size=2**20,
+        subprotocols=[websockets.Subprotocol(p) for p in play.subprotocols] or None,
+    ) as ws:
 
         async def listen() -> None:
             try:
@@ -238,10 +270,14 @@ async def play_call(url: str, ulaw: bytes, *, realtime: bool = True, parameters:
 
 def print_report(report: CallReport, out: TextIO = sys.stdout) -> None:
     out.write(f"call {report.call_sid} stream {report.stream_sid}\n")
-    out.write(f"sent {report.frames_sent} frames ({report.seconds_of_audio:.1f} s of audio) "
-              f"in {report.elapsed:.1f} s\n")
-    out.write(f"bridge closed the stream with code {report.close_code}"
-              + (f" ({report.close_reason})" if report.close_reason else "") + "\n")
+    out.write(
+        f"sent {report.frames_sent} frames ({report.seconds_of_audio:.1f} s of audio) in {report.elapsed:.1f} s\n"
+    )
+    out.write(
+        f"bridge closed the stream with code {report.close_code}"
+        + (f" ({report.close_reason})" if report.close_reason else "")
+        + "\n"
+    )
     for message in report.received:
         try:
             event = json.loads(message).get("event", "?")

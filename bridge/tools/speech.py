@@ -16,8 +16,10 @@ def sample_call() -> tuple[bytes, list[str]]:
     return to_ulaw_8k(wav), [line for line in text.splitlines() if line.strip()]
 
 
-_DIGIT_NAMES = {name: str(i) for i, name in enumerate(
-    ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"])}
+_DIGIT_NAMES = {
+    name: str(i)
+    for i, name in enumerate(["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"])
+}
 
 
 def normalised_words(text: str) -> list[str]:

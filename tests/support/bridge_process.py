@@ -55,14 +55,29 @@ class BridgeProcess:
         return self.proc.returncode or 0
 
 
-async def start_bridge(env: dict[str, str], *args: str, preexec_fn: Callable[[], None] | None = None,
-                       port: int | None = None) -> BridgeProcess:
+async def start_bridge(
+    env: dict[str, str], *args: str, preexec_fn: Callable[[], None] | None = None, port: int | None = None
+) -> BridgeProcess:
     """Start ``bridge serve`` with ``env`` (nothing else of the test's environment) and wait for /healthz."""
     port = port or free_port()
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bridge", "serve", "--host", "127.0.0.1", "--port", str(port), "--log-format", "json",
-        *args, env=env, cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-        preexec_fn=preexec_fn)
+        sys.executable,
+        "-m",
+        "bridge",
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--log-format",
+        "json",
+        *args,
+        env=env,
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        preexec_fn=preexec_fn,
+    )
     bridge = BridgeProcess(proc, port)
 
     async def read() -> None:

@@ -34,9 +34,17 @@ FAST = {
 }
 
 
-async def play_call(url: str, ulaw: bytes, *, call_sid: str = "CA" + "1" * 32, stream_sid: str = "MZ" + "1" * 32,
-                    parameters: dict[str, str] | None = None, frame_bytes: int = 160,
-                    pace: float = 0.0, headers: dict[str, str] | None = None) -> int | None:
+async def play_call(
+    url: str,
+    ulaw: bytes,
+    *,
+    call_sid: str = "CA" + "1" * 32,
+    stream_sid: str = "MZ" + "1" * 32,
+    parameters: dict[str, str] | None = None,
+    frame_bytes: int = 160,
+    pace: float = 0.0,
+    headers: dict[str, str] | None = None,
+) -> int | None:
     """Play a whole Twilio call into ``url``; returns the close code the bridge ended it with."""
     writer = TwilioStreamWriter(call_sid, stream_sid, parameters=parameters or {"From": "+15550001", "To": "+15550002"})
     async with aiohttp.ClientSession() as http, http.ws_connect(url, headers=headers) as ws:

@@ -30,8 +30,7 @@ def segment_text(index: int, segment: bytes) -> str:
 
 def expected_texts(audio: bytes, segment_bytes: int) -> list[str]:
     """The finals FakeGladia gives for ``audio`` received intact."""
-    return [segment_text(i, audio[o:o + segment_bytes])
-            for i, o in enumerate(range(0, len(audio), segment_bytes))]
+    return [segment_text(i, audio[o : o + segment_bytes]) for i, o in enumerate(range(0, len(audio), segment_bytes))]
 
 
 @dataclass
@@ -96,9 +95,16 @@ class FakeGladia:
     # -- REST ---------------------------------------------------------------------------------
 
     def _error(self, status: int, message: str) -> web.Response:
-        return web.json_response({"timestamp": "2026-01-01T00:00:00.000Z", "path": "/v2/live",
-                                  "request_id": "G-fake", "statusCode": status, "message": message},
-                                 status=status)
+        return web.json_response(
+            {
+                "timestamp": "2026-01-01T00:00:00.000Z",
+                "path": "/v2/live",
+                "request_id": "G-fake",
+                "statusCode": status,
+                "message": message,
+            },
+            status=status,
+        )
 
     async def _init(self, request: web.Request) -> web.Response:
         self.init_headers.append(dict(request.headers))
@@ -116,8 +122,10 @@ class FakeGladia:
         sid, token = str(uuid.uuid4()), str(uuid.uuid4())
         self.sessions[sid] = FakeSession(sid, token, body, rate * depth)
         host = request.host
-        return web.json_response({"id": sid, "created_at": "2026-01-01T00:00:00.000Z",
-                                  "url": f"ws://{host}/v2/live?token={token}"}, status=201)
+        return web.json_response(
+            {"id": sid, "created_at": "2026-01-01T00:00:00.000Z", "url": f"ws://{host}/v2/live?token={token}"},
+            status=201,
+        )
 
     async def _get(self, request: web.Request) -> web.Response:
         session = self.sessions.get(request.match_info["id"])
@@ -127,14 +135,30 @@ class FakeGladia:
         bps = session.bytes_per_second
         utterances = []
         for k, offset in enumerate(range(0, len(session.audio), seg)):
-            segment = bytes(session.audio[offset:offset + seg])
+            segment = bytes(session.audio[offset : offset + seg])
             start, end = offset / bps, (offset + len(segment)) / bps
-            utterances.append({"start": start, "end": end, "confidence": 0.9, "channel": 0, "language": "en",
-                               "text": " " + segment_text(k, segment), "words": []})
-        return web.json_response({
-            "id": session.id, "status": "done" if session.ended else "processing", "kind": "live", "version": 2,
-            "request_id": "G-fake", "created_at": "2026-01-01T00:00:00.000Z",
-            "result": {"transcription": {"utterances": utterances}} if session.ended else None})
+            utterances.append(
+                {
+                    "start": start,
+                    "end": end,
+                    "confidence": 0.9,
+                    "channel": 0,
+                    "language": "en",
+                    "text": " " + segment_text(k, segment),
+                    "words": [],
+                }
+            )
+        return web.json_response(
+            {
+                "id": session.id,
+                "status": "done" if session.ended else "processing",
+                "kind": "live",
+                "version": 2,
+                "request_id": "G-fake",
+                "created_at": "2026-01-01T00:00:00.000Z",
+                "result": {"transcription": {"utterances": utterances}} if session.ended else None,
+            }
+        )
 
     async def _delete(self, request: web.Request) -> web.Response:
         if self.sessions.pop(request.match_info["id"], None) is None:
@@ -156,7 +180,7 @@ class FakeGladia:
         if session.connections > 1 and self.repeat_finals_on_resume and session.finals_sent:
             last = session.finals_sent - 1
             seg = self.segment_bytes(session)
-            await self._send_final(ws, session, last, bytes(session.audio[last * seg:(last + 1) * seg]))
+            await self._send_final(ws, session, last, bytes(session.audio[last * seg : (last + 1) * seg]))
         async for msg in ws:
             if msg.type is WSMsgType.BINARY:
                 dropped = await self._audio(ws, request, session, msg.data)
@@ -185,8 +209,7 @@ class FakeGladia:
         session.closes.append(ws.close_code)
         return ws
 
-    async def _audio(self, ws: web.WebSocketResponse, request: web.Request, session: FakeSession,
-                     data: bytes) -> bool:
+    async def _audio(self, ws: web.WebSocketResponse, request: web.Request, session: FakeSession, data: bytes) -> bool:
         session.arrivals.append(time.monotonic())
         session.unacked += data
         session.received_bytes += len(data)
@@ -208,8 +231,9 @@ class FakeGladia:
                 return True
         return False
 
-    async def _drop(self, request: web.Request, ws: web.WebSocketResponse, session: FakeSession,
-                    code: int | None) -> None:
+    async def _drop(
+        self, request: web.Request, ws: web.WebSocketResponse, session: FakeSession, code: int | None
+    ) -> None:
         """Lose the connection: what was not acknowledged is discarded, as a resuming server would."""
         session.unacked.clear()
         session.chunks_since_ack = 0
@@ -231,53 +255,93 @@ class FakeGladia:
         if end == start:
             return
         bps = session.bytes_per_second
-        await ws.send_json({
-            "type": "audio_chunk", "session_id": session.id, "created_at": "2026-01-01T00:00:00.000Z",
-            "acknowledged": True, "error": None,
-            "data": {"byte_range": [start, end - 1 if self.inclusive_ranges else end],
-                     "time_range": [start / bps, end / bps]},
-        })
+        await ws.send_json(
+            {
+                "type": "audio_chunk",
+                "session_id": session.id,
+                "created_at": "2026-01-01T00:00:00.000Z",
+                "acknowledged": True,
+                "error": None,
+                "data": {
+                    "byte_range": [start, end - 1 if self.inclusive_ranges else end],
+                    "time_range": [start / bps, end / bps],
+                },
+            }
+        )
         seg = self.segment_bytes(session)
         while (session.finals_sent + 1) * seg <= len(session.audio):
             k = session.finals_sent
-            await self._send_final(ws, session, k, bytes(session.audio[k * seg:(k + 1) * seg]))
+            await self._send_final(ws, session, k, bytes(session.audio[k * seg : (k + 1) * seg]))
             session.finals_sent += 1
 
     async def _send_final(self, ws: web.WebSocketResponse, session: FakeSession, k: int, segment: bytes) -> None:
         if self.huge_message_bytes:
             size, self.huge_message_bytes = self.huge_message_bytes, 0
-            await ws.send_json({"type": "transcript", "session_id": session.id, "data": {
-                "id": "huge", "is_final": True, "utterance": {"start": 0.0, "end": 0.01, "text": "x" * size,
-                                                              "words": [], "language": "en"}}})
+            await ws.send_json(
+                {
+                    "type": "transcript",
+                    "session_id": session.id,
+                    "data": {
+                        "id": "huge",
+                        "is_final": True,
+                        "utterance": {"start": 0.0, "end": 0.01, "text": "x" * size, "words": [], "language": "en"},
+                    },
+                }
+            )
         seg = self.segment_bytes(session)
         bps = session.bytes_per_second
         start, end = k * seg / bps, (k * seg + len(segment)) / bps
         text = segment_text(k, segment)
-        await ws.send_json({
-            "type": "transcript", "session_id": session.id, "created_at": "2026-01-01T00:00:00.000Z",
-            "data": {"id": f"00_{k:08d}", "is_final": True, "utterance": {
-                "start": start, "end": end, "confidence": 0.9, "channel": 0, "language": "en",
-                "text": " " + text,
-                "words": [{"word": " " + w, "start": start, "end": end, "confidence": 0.9} for w in text.split()],
-            }},
-        })
+        await ws.send_json(
+            {
+                "type": "transcript",
+                "session_id": session.id,
+                "created_at": "2026-01-01T00:00:00.000Z",
+                "data": {
+                    "id": f"00_{k:08d}",
+                    "is_final": True,
+                    "utterance": {
+                        "start": start,
+                        "end": end,
+                        "confidence": 0.9,
+                        "channel": 0,
+                        "language": "en",
+                        "text": " " + text,
+                        "words": [
+                            {"word": " " + w, "start": start, "end": end, "confidence": 0.9} for w in text.split()
+                        ],
+                    },
+                },
+            }
+        )
 
     async def _finish(self, ws: web.WebSocketResponse, session: FakeSession) -> None:
         await self._ack(ws, session)
         bps = session.bytes_per_second
-        await ws.send_json({"type": "stop_recording", "session_id": session.id, "acknowledged": True,
-                            "error": None, "created_at": "2026-01-01T00:00:00.000Z",
-                            "data": {"recording_duration": len(session.audio) / bps,
-                                     "recording_left_to_process": 0}})
+        await ws.send_json(
+            {
+                "type": "stop_recording",
+                "session_id": session.id,
+                "acknowledged": True,
+                "error": None,
+                "created_at": "2026-01-01T00:00:00.000Z",
+                "data": {"recording_duration": len(session.audio) / bps, "recording_left_to_process": 0},
+            }
+        )
         seg = self.segment_bytes(session)
         k = session.finals_sent
         if k * seg < len(session.audio):
-            await self._send_final(ws, session, k, bytes(session.audio[k * seg:]))
+            await self._send_final(ws, session, k, bytes(session.audio[k * seg :]))
             session.finals_sent += 1
-        await ws.send_json({"type": "post_final_transcript", "session_id": session.id,
-                            "created_at": "2026-01-01T00:00:00.000Z", "data": {"metadata": {}}})
-        await ws.send_json({"type": "end_session", "session_id": session.id,
-                            "created_at": "2026-01-01T00:00:00.000Z"})
+        await ws.send_json(
+            {
+                "type": "post_final_transcript",
+                "session_id": session.id,
+                "created_at": "2026-01-01T00:00:00.000Z",
+                "data": {"metadata": {}},
+            }
+        )
+        await ws.send_json({"type": "end_session", "session_id": session.id, "created_at": "2026-01-01T00:00:00.000Z"})
         session.ended = True
         session.closes.append(1000)
         await ws.close(code=1000)

@@ -20,8 +20,7 @@ def minimal_env(**extra: str) -> dict[str, str]:
     """The test's environment without any bridge setting, plus ``extra``; data goes to a fresh temp dir."""
     import tempfile
 
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("BRIDGE_", "GLADIA_", "BOT_", "TWILIO_"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BRIDGE_", "GLADIA_", "BOT_", "TWILIO_"))}
     env["BRIDGE_DATA_DIR"] = tempfile.mkdtemp(prefix="bridge-test-")
     env.update(extra)
     return env

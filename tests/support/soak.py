@@ -36,8 +36,21 @@ class SoakResult:
 
 async def start_bridge(env: dict[str, str], port: int) -> asyncio.subprocess.Process:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bridge", "serve", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
-        env=env, cwd=ROOT, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+        sys.executable,
+        "-m",
+        "bridge",
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+        env=env,
+        cwd=ROOT,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
     async with aiohttp.ClientSession() as http:
         for _ in range(300):
             try:
@@ -48,8 +61,17 @@ async def start_bridge(env: dict[str, str], port: int) -> asyncio.subprocess.Pro
     raise RuntimeError("bridge did not start")
 
 
-async def run_waves(port: int, pid: int, gladia: FakeGladia, hook: FakeWebhook, *, calls: int, call_seconds: float,
-                    waves: int, report: Callable[[dict[str, Any]], None] | None = None) -> SoakResult:
+async def run_waves(
+    port: int,
+    pid: int,
+    gladia: FakeGladia,
+    hook: FakeWebhook,
+    *,
+    calls: int,
+    call_seconds: float,
+    waves: int,
+    report: Callable[[dict[str, Any]], None] | None = None,
+) -> SoakResult:
     """``waves`` rounds of ``calls`` concurrent real-time calls; after each, wait for every call.ended."""
     result = SoakResult()
     url = f"ws://127.0.0.1:{port}/twilio/stream"
@@ -65,9 +87,15 @@ async def run_waves(port: int, pid: int, gladia: FakeGladia, hook: FakeWebhook, 
             await asyncio.sleep(0.1)
         result.rss_after_wave_kib.append(rss_kib(pid))
         if report is not None:
-            report({"wave": wave + 1, "calls_done": result.calls, "rss_mib": round(rss_kib(pid) / 1024, 1),
+            report(
+                {
+                    "wave": wave + 1,
+                    "calls_done": result.calls,
+                    "rss_mib": round(rss_kib(pid) / 1024, 1),
                     "wave_seconds": round(time.monotonic() - started, 1),
-                    "gladia_reconnects": sum(s.connections - 1 for s in gladia.sessions.values())})
+                    "gladia_reconnects": sum(s.connections - 1 for s in gladia.sessions.values()),
+                }
+            )
     by_call: dict[str, list[str]] = {}
     for e in hook.events("utterance.final"):
         by_call.setdefault(e["call"]["call_sid"], []).append(e["utterance"]["text"])

@@ -13,6 +13,12 @@ from bridge.tools.writers.twilio import TwilioStreamWriter
 from bridge.tools.writers.vonage import VonageStreamWriter
 
 __all__ = [
-    "AsteriskStreamWriter", "AudioForkStreamWriter", "ExotelStreamWriter", "PlivoStreamWriter",
-    "SignalWireStreamWriter", "TelnyxStreamWriter", "TwilioStreamWriter", "VonageStreamWriter",
+    "AsteriskStreamWriter",
+    "AudioForkStreamWriter",
+    "ExotelStreamWriter",
+    "PlivoStreamWriter",
+    "SignalWireStreamWriter",
+    "TelnyxStreamWriter",
+    "TwilioStreamWriter",
+    "VonageStreamWriter",
 ]

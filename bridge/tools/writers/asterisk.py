@@ -19,9 +19,17 @@ class AsteriskStreamWriter:
     caller number of its own in these messages).
     """
 
-    def __init__(self, channel_id: str, fmt: str = "ulaw", json_style: bool = False, caller: str = "+15550100",
-                 called: str = "+15550199", *, connection_id: str = "conn-1",
-                 variables: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        channel_id: str,
+        fmt: str = "ulaw",
+        json_style: bool = False,
+        caller: str = "+15550100",
+        called: str = "+15550199",
+        *,
+        connection_id: str = "conn-1",
+        variables: Mapping[str, str] | None = None,
+    ) -> None:
         self.channel_id, self.fmt, self.json_style = channel_id, fmt, json_style
         self.caller, self.called = caller, called
         self.connection_id = connection_id
@@ -30,14 +38,27 @@ class AsteriskStreamWriter:
 
     def media_start(self, optimal_frame_size: int, ptime: int = 20) -> str:
         if self.json_style:
-            channel_variables = {"MEDIA_WEBSOCKET_CONNECTION_ID": self.connection_id,
-                                 "MEDIA_WEBSOCKET_OPTIMAL_FRAME_SIZE": str(optimal_frame_size), **self.variables}
-            return _compact({"event": "MEDIA_START", "connection_id": self.connection_id, "channel": self.channel,
-                             "channel_id": self.channel_id, "format": self.fmt,
-                             "optimal_frame_size": optimal_frame_size, "ptime": ptime,
-                             "channel_variables": channel_variables})
-        return (f"MEDIA_START connection_id:{self.connection_id} channel:{self.channel} channel_id:{self.channel_id} "
-                f"format:{self.fmt} optimal_frame_size:{optimal_frame_size} ptime:{ptime}")
+            channel_variables = {
+                "MEDIA_WEBSOCKET_CONNECTION_ID": self.connection_id,
+                "MEDIA_WEBSOCKET_OPTIMAL_FRAME_SIZE": str(optimal_frame_size),
+                **self.variables,
+            }
+            return _compact(
+                {
+                    "event": "MEDIA_START",
+                    "connection_id": self.connection_id,
+                    "channel": self.channel,
+                    "channel_id": self.channel_id,
+                    "format": self.fmt,
+                    "optimal_frame_size": optimal_frame_size,
+                    "ptime": ptime,
+                    "channel_variables": channel_variables,
+                }
+            )
+        return (
+            f"MEDIA_START connection_id:{self.connection_id} channel:{self.channel} channel_id:{self.channel_id} "
+            f"format:{self.fmt} optimal_frame_size:{optimal_frame_size} ptime:{ptime}"
+        )
 
     def dtmf(self, digit: str) -> str:
         if self.json_style:
@@ -47,7 +68,7 @@ class AsteriskStreamWriter:
     def call(self, audio: bytes, frame_bytes: int) -> Iterator[str | bytes]:
         yield self.media_start(frame_bytes)
         for i in range(0, len(audio), frame_bytes):
-            yield audio[i:i + frame_bytes]
+            yield audio[i : i + frame_bytes]
 
 
 def _compact(obj: dict[str, Any]) -> str:

@@ -8,7 +8,10 @@ from typing import Any, Literal
 
 WriterStyle = Literal["jambonz", "audio_fork", "audio_stream"]
 _WRITER_SUBPROTOCOLS: dict[str, tuple[str, ...]] = {
-    "jambonz": ("audio.jambonz.org",), "audio_fork": ("audio.drachtio.org",), "audio_stream": ()}
+    "jambonz": ("audio.jambonz.org",),
+    "audio_fork": ("audio.drachtio.org",),
+    "audio_stream": (),
+}
 
 
 class AudioForkStreamWriter:
@@ -30,10 +33,19 @@ class AudioForkStreamWriter:
 
     subprotocol = "audio.jambonz.org"  # kept for callers that offer one subprotocol; see ``subprotocols``
 
-    def __init__(self, call_sid: str, sample_rate: int = 8000, caller: str = "+15550100",
-                 called: str = "+15550199", metadata: Mapping[str, Any] | None = None, *,
-                 style: WriterStyle = "jambonz", send_metadata: bool = True, mix_type: str = "mono",
-                 call_id: str | None = None) -> None:
+    def __init__(
+        self,
+        call_sid: str,
+        sample_rate: int = 8000,
+        caller: str = "+15550100",
+        called: str = "+15550199",
+        metadata: Mapping[str, Any] | None = None,
+        *,
+        style: WriterStyle = "jambonz",
+        send_metadata: bool = True,
+        mix_type: str = "mono",
+        call_id: str | None = None,
+    ) -> None:
         self.call_sid, self.sample_rate, self.caller, self.called = call_sid, sample_rate, caller, called
         self.metadata: dict[str, Any] = dict(metadata or {})
         self.style, self.send_metadata, self.mix_type = style, send_metadata, mix_type
@@ -44,14 +56,26 @@ class AudioForkStreamWriter:
 
     def metadata_message(self) -> str:
         if self.style == "jambonz":
-            return _compact({
-                "sampleRate": self.sample_rate, "mixType": self.mix_type,
-                "callSid": self.call_sid, "direction": "inbound", "from": self.caller, "to": self.called,
-                "callId": self.call_id, "sbcCallid": f"sbc-{self.call_id}", "sipStatus": 200, "sipReason": "OK",
-                "callStatus": "in-progress", "accountSid": "bb845d4b-83a9-4cde-a6e9-50f3743bab3f",
-                "traceId": "f0c1d2e3a4b5c6d7e8f9a0b1c2d3e4f5",
-                "applicationSid": "0dddaabf-0a30-43e3-84e8-426873b1a78b", "fsSipAddress": "10.0.0.12:5060",
-                **self.metadata})
+            return _compact(
+                {
+                    "sampleRate": self.sample_rate,
+                    "mixType": self.mix_type,
+                    "callSid": self.call_sid,
+                    "direction": "inbound",
+                    "from": self.caller,
+                    "to": self.called,
+                    "callId": self.call_id,
+                    "sbcCallid": f"sbc-{self.call_id}",
+                    "sipStatus": 200,
+                    "sipReason": "OK",
+                    "callStatus": "in-progress",
+                    "accountSid": "bb845d4b-83a9-4cde-a6e9-50f3743bab3f",
+                    "traceId": "f0c1d2e3a4b5c6d7e8f9a0b1c2d3e4f5",
+                    "applicationSid": "0dddaabf-0a30-43e3-84e8-426873b1a78b",
+                    "fsSipAddress": "10.0.0.12:5060",
+                    **self.metadata,
+                }
+            )
         if self.style == "audio_fork":
             return _compact({"to": self.called, "from": self.caller, "callid": self.call_id, **self.metadata})
         return _compact(self.metadata)
@@ -60,7 +84,7 @@ class AudioForkStreamWriter:
         if self.send_metadata:
             yield self.metadata_message()
         for i in range(0, len(pcm), frame_bytes):
-            yield pcm[i:i + frame_bytes]
+            yield pcm[i : i + frame_bytes]
 
 
 def _compact(obj: Mapping[str, Any]) -> str:

@@ -16,9 +16,17 @@ class PlivoStreamWriter:
     without it the stream ends by the socket closing, which Plivo may also do.
     """
 
-    def __init__(self, call_id: str, stream_id: str, parameters: dict[str, str] | None = None,
-                 sample_rate: int | None = None, *, custom_parameters: Mapping[str, str] | None = None,
-                 send_stop: bool = False, account_id: str = "MA0000") -> None:
+    def __init__(
+        self,
+        call_id: str,
+        stream_id: str,
+        parameters: dict[str, str] | None = None,
+        sample_rate: int | None = None,
+        *,
+        custom_parameters: Mapping[str, str] | None = None,
+        send_stop: bool = False,
+        account_id: str = "MA0000",
+    ) -> None:
         self.call_id, self.stream_id = call_id, stream_id
         self.parameters = parameters or {}
         self.custom_parameters = dict(custom_parameters) if custom_parameters is not None else None
@@ -40,32 +48,60 @@ class PlivoStreamWriter:
         return ";".join(f"{k}={v}" for k, v in self.parameters.items())
 
     def start(self) -> str:
-        fmt = ({"encoding": "audio/x-l16", "sampleRate": self.sample_rate} if self.sample_rate
-               else {"encoding": "audio/x-mulaw", "sampleRate": 8000})
-        start: dict[str, Any] = {"callId": self.call_id, "streamId": self.stream_id, "accountId": self.account_id,
-                                 "tracks": ["inbound"], "mediaFormat": fmt}
+        fmt = (
+            {"encoding": "audio/x-l16", "sampleRate": self.sample_rate}
+            if self.sample_rate
+            else {"encoding": "audio/x-mulaw", "sampleRate": 8000}
+        )
+        start: dict[str, Any] = {
+            "callId": self.call_id,
+            "streamId": self.stream_id,
+            "accountId": self.account_id,
+            "tracks": ["inbound"],
+            "mediaFormat": fmt,
+        }
         if self.custom_parameters is not None:
             start["customParameters"] = self.custom_parameters
-        return json.dumps({"event": "start", "sequenceNumber": self._next(), "start": start,
-                           "extra_headers": self.extra_headers})
+        return json.dumps(
+            {"event": "start", "sequenceNumber": self._next(), "start": start, "extra_headers": self.extra_headers}
+        )
 
     def media(self, payload: bytes) -> str:
         self._chunk += 1
-        msg = json.dumps({"event": "media", "sequenceNumber": self._next(), "streamId": self.stream_id,
-                          "media": {"track": "inbound", "timestamp": str(self.epoch_ms + int(self._audio_ms)),
-                                    "chunk": self._chunk, "payload": base64.b64encode(payload).decode()},
-                          "extra_headers": self.extra_headers})
+        msg = json.dumps(
+            {
+                "event": "media",
+                "sequenceNumber": self._next(),
+                "streamId": self.stream_id,
+                "media": {
+                    "track": "inbound",
+                    "timestamp": str(self.epoch_ms + int(self._audio_ms)),
+                    "chunk": self._chunk,
+                    "payload": base64.b64encode(payload).decode(),
+                },
+                "extra_headers": self.extra_headers,
+            }
+        )
         self._audio_ms += len(payload) / self.bytes_per_ms
         return msg
 
     def dtmf(self, digit: str) -> str:
-        return json.dumps({"event": "dtmf", "sequenceNumber": self._next(), "streamId": self.stream_id,
-                           "dtmf": {"track": "inbound", "digit": digit,
-                                    "timestamp": str(self.epoch_ms + int(self._audio_ms))}})
+        return json.dumps(
+            {
+                "event": "dtmf",
+                "sequenceNumber": self._next(),
+                "streamId": self.stream_id,
+                "dtmf": {"track": "inbound", "digit": digit, "timestamp": str(self.epoch_ms + int(self._audio_ms))},
+            }
+        )
 
     def stop(self, reason: str | None = None) -> str:
-        msg: dict[str, Any] = {"event": "stop", "sequenceNumber": self._next(), "streamId": self.stream_id,
-                               "stop": {"callId": self.call_id, "streamId": self.stream_id, "tracks": ["inbound"]}}
+        msg: dict[str, Any] = {
+            "event": "stop",
+            "sequenceNumber": self._next(),
+            "streamId": self.stream_id,
+            "stop": {"callId": self.call_id, "streamId": self.stream_id, "tracks": ["inbound"]},
+        }
         if reason is not None:
             msg["reason"] = reason
         return json.dumps(msg)
@@ -73,6 +109,6 @@ class PlivoStreamWriter:
     def call(self, audio: bytes, frame_bytes: int) -> Iterator[str]:
         yield self.start()
         for i in range(0, len(audio), frame_bytes):
-            yield self.media(audio[i:i + frame_bytes])
+            yield self.media(audio[i : i + frame_bytes])
         if self.send_stop:
             yield self.stop()

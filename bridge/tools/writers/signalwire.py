@@ -19,15 +19,25 @@ class SignalWireStreamWriter:
     ``sequenceNumber`` (in the envelope form only the envelope has it, and unwrapped there is none).
     """
 
-    def __init__(self, call_sid: str, stream_sid: str, parameters: Mapping[str, str] | None = None,
-                 sample_rate: int | None = None, *, wrapped: bool = False, channels: int = 1,
-                 account_sid: str = "00000000-0000-0000-0000-000000000001") -> None:
+    def __init__(
+        self,
+        call_sid: str,
+        stream_sid: str,
+        parameters: Mapping[str, str] | None = None,
+        sample_rate: int | None = None,
+        *,
+        wrapped: bool = False,
+        channels: int = 1,
+        account_sid: str = "00000000-0000-0000-0000-000000000001",
+    ) -> None:
         self.call_sid, self.stream_sid, self.account_sid = call_sid, stream_sid, account_sid
         self.parameters = dict(parameters or {})
         self.wrapped = wrapped
         self.media_format: dict[str, Any] = (
-            {"encoding": "audio/x-L16", "sampleRate": sample_rate, "channels": channels} if sample_rate
-            else {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": channels})
+            {"encoding": "audio/x-L16", "sampleRate": sample_rate, "channels": channels}
+            if sample_rate
+            else {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": channels}
+        )
         self.tracks = ["inbound", "outbound"] if channels == 2 else ["inbound"]
         self.bytes_per_ms = sample_rate * 2 // 1000 if sample_rate else 8
         self.clock = datetime(2025, 9, 26, 16, 25, 4, 792000, tzinfo=UTC)  # the envelope's wall clock
@@ -43,28 +53,48 @@ class SignalWireStreamWriter:
         if not self.wrapped:
             return json.dumps(raw)
         now = self.clock + timedelta(milliseconds=self._audio_ms)
-        return json.dumps({"timestamp": now.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-                           "direction": direction, "eventType": raw["event"], **envelope, "rawEvent": raw})
+        return json.dumps(
+            {
+                "timestamp": now.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+                "direction": direction,
+                "eventType": raw["event"],
+                **envelope,
+                "rawEvent": raw,
+            }
+        )
 
     def connected(self) -> str:
         return self._message({"event": "connected", "protocol": "Call", "version": "0.2.0"}, {})
 
     def start(self) -> str:
         seq = self._next()
-        start: dict[str, Any] = {"streamSid": self.stream_sid, "accountSid": self.account_sid,
-                                 "callSid": self.call_sid, "tracks": self.tracks}
+        start: dict[str, Any] = {
+            "streamSid": self.stream_sid,
+            "accountSid": self.account_sid,
+            "callSid": self.call_sid,
+            "tracks": self.tracks,
+        }
         if self.parameters:  # "Appears only when parameters are defined."
             start["customParameters"] = self.parameters
         start["mediaFormat"] = self.media_format
-        return self._message({"event": "start", "sequenceNumber": seq, "start": start},
-                             {"streamSid": self.stream_sid, "callSid": self.call_sid, "sequenceNumber": seq})
+        return self._message(
+            {"event": "start", "sequenceNumber": seq, "start": start},
+            {"streamSid": self.stream_sid, "callSid": self.call_sid, "sequenceNumber": seq},
+        )
 
     def media(self, payload: bytes, track: str = "inbound") -> str:
         seq = self._next()
         self._chunk += 1
-        raw = {"event": "media", "sequenceNumber": seq,
-               "media": {"track": track, "chunk": str(self._chunk), "timestamp": str(int(self._audio_ms)),
-                         "payload": base64.b64encode(payload).decode()}}
+        raw = {
+            "event": "media",
+            "sequenceNumber": seq,
+            "media": {
+                "track": track,
+                "chunk": str(self._chunk),
+                "timestamp": str(int(self._audio_ms)),
+                "payload": base64.b64encode(payload).decode(),
+            },
+        }
         msg = self._message(raw, {"streamSid": self.stream_sid, "sequenceNumber": seq})
         if track == "inbound":  # both tracks share one clock
             self._audio_ms += len(payload) / self.bytes_per_ms
@@ -80,23 +110,26 @@ class SignalWireStreamWriter:
 
     def mark(self, name: str) -> str:
         """The acknowledgement of a mark the server sent (no sequenceNumber in the document's example)."""
-        return self._message({"event": "mark", "streamSid": self.stream_sid, "mark": {"name": name}},
-                             {"streamSid": self.stream_sid})
+        return self._message(
+            {"event": "mark", "streamSid": self.stream_sid, "mark": {"name": name}}, {"streamSid": self.stream_sid}
+        )
 
     def clear(self) -> str:
         """The acknowledgement of a ``clear`` the server sent."""
-        return self._message({"event": "clear", "streamSid": self.stream_sid}, {"streamSid": self.stream_sid},
-                             direction="outbound")
+        return self._message(
+            {"event": "clear", "streamSid": self.stream_sid}, {"streamSid": self.stream_sid}, direction="outbound"
+        )
 
     def stop(self) -> str:
         seq = self._next()
-        return self._message({"event": "stop", "sequenceNumber": seq},
-                             {"streamSid": self.stream_sid, "sequenceNumber": seq})
+        return self._message(
+            {"event": "stop", "sequenceNumber": seq}, {"streamSid": self.stream_sid, "sequenceNumber": seq}
+        )
 
     def call(self, audio: bytes, frame_bytes: int = 160) -> Iterator[str]:
         """Every message of a whole call playing ``audio`` (in the stream's format)."""
         yield self.connected()
         yield self.start()
         for i in range(0, len(audio), frame_bytes):
-            yield self.media(audio[i:i + frame_bytes])
+            yield self.media(audio[i : i + frame_bytes])
         yield self.stop()

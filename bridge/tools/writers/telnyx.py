@@ -19,10 +19,22 @@ class TelnyxStreamWriter:
     ``shared_chunk_counter`` numbers both tracks with one ``chunk`` counter instead of one each.
     """
 
-    def __init__(self, call_id: str, stream_id: str, caller: str = "+15550100", called: str = "+15550199",
-                 encoding: str = "PCMU", sample_rate: int = 8000, *, call_session_id: str | None = None,
-                 user_id: str = "3e6f995f-85f7-4705-9741-53b116d28237", client_state: str | None = None,
-                 tags: list[str] | None = None, both_tracks: bool = False, shared_chunk_counter: bool = False) -> None:
+    def __init__(
+        self,
+        call_id: str,
+        stream_id: str,
+        caller: str = "+15550100",
+        called: str = "+15550199",
+        encoding: str = "PCMU",
+        sample_rate: int = 8000,
+        *,
+        call_session_id: str | None = None,
+        user_id: str = "3e6f995f-85f7-4705-9741-53b116d28237",
+        client_state: str | None = None,
+        tags: list[str] | None = None,
+        both_tracks: bool = False,
+        shared_chunk_counter: bool = False,
+    ) -> None:
         self.call_id, self.stream_id, self.caller, self.called = call_id, stream_id, caller, called
         self.encoding, self.sample_rate = encoding, sample_rate
         self.call_session_id = call_session_id or call_id
@@ -43,13 +55,19 @@ class TelnyxStreamWriter:
 
     def start(self) -> str:
         start: dict[str, Any] = {
-            "user_id": self.user_id, "call_control_id": self.call_id, "call_session_id": self.call_session_id,
-            "from": self.caller, "to": self.called, "client_state": self.client_state}
+            "user_id": self.user_id,
+            "call_control_id": self.call_id,
+            "call_session_id": self.call_session_id,
+            "from": self.caller,
+            "to": self.called,
+            "client_state": self.client_state,
+        }
         if self.tags is not None:
             start["tags"] = self.tags
         start["media_format"] = {"encoding": self.encoding, "sample_rate": self.sample_rate, "channels": 1}
-        return json.dumps({"event": "start", "sequence_number": self._next(), "stream_id": self.stream_id,
-                           "start": start})
+        return json.dumps(
+            {"event": "start", "sequence_number": self._next(), "stream_id": self.stream_id, "start": start}
+        )
 
     def media(self, payload: bytes, track: str = "inbound") -> str:
         """One ``media`` message; ``payload`` in the bridge's format (L16 little-endian)."""
@@ -61,21 +79,36 @@ class TelnyxStreamWriter:
         self._chunks[counter] = self._chunks.get(counter, 0) + 1
         timestamp = self._elapsed_ms.get(track, 0.0)
         self._elapsed_ms[track] = timestamp + len(payload) * 1000 / self._format.bytes_per_second
-        return json.dumps({"event": "media", "sequence_number": self._next(), "stream_id": self.stream_id,
-                           "media": {"track": track, "chunk": str(self._chunks[counter]),
-                                     "timestamp": str(int(timestamp)),
-                                     "payload": base64.b64encode(payload).decode()}})
+        return json.dumps(
+            {
+                "event": "media",
+                "sequence_number": self._next(),
+                "stream_id": self.stream_id,
+                "media": {
+                    "track": track,
+                    "chunk": str(self._chunks[counter]),
+                    "timestamp": str(int(timestamp)),
+                    "payload": base64.b64encode(payload).decode(),
+                },
+            }
+        )
 
     def stop(self) -> str:
-        return json.dumps({"event": "stop", "sequence_number": self._next(), "stream_id": self.stream_id,
-                           "stop": {"user_id": self.user_id, "call_control_id": self.call_id}})
+        return json.dumps(
+            {
+                "event": "stop",
+                "sequence_number": self._next(),
+                "stream_id": self.stream_id,
+                "stop": {"user_id": self.user_id, "call_control_id": self.call_id},
+            }
+        )
 
     def call(self, audio: bytes, frame_bytes: int) -> Iterator[str]:
         yield self.connected()
         yield self.start()
         quiet = silence(self._format, 20)[:1]
         for i in range(0, len(audio), frame_bytes):
-            frame = audio[i:i + frame_bytes]
+            frame = audio[i : i + frame_bytes]
             yield self.media(frame)
             if self.both_tracks:
                 yield self.media(quiet * len(frame), "outbound")

@@ -13,8 +13,13 @@ class TwilioStreamWriter:
 
     media_format: ClassVar[dict[str, Any]] = {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}
 
-    def __init__(self, call_sid: str, stream_sid: str, account_sid: str = "AC" + "0" * 32,
-                 parameters: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        call_sid: str,
+        stream_sid: str,
+        account_sid: str = "AC" + "0" * 32,
+        parameters: Mapping[str, str] | None = None,
+    ) -> None:
         self.call_sid, self.stream_sid, self.account_sid = call_sid, stream_sid, account_sid
         self.parameters = dict(parameters or {})
         self.bytes_per_ms = 8
@@ -30,37 +35,64 @@ class TwilioStreamWriter:
         return json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"})
 
     def start(self) -> str:
-        return json.dumps({
-            "event": "start", "sequenceNumber": self._next(), "streamSid": self.stream_sid,
-            "start": {
-                "streamSid": self.stream_sid, "accountSid": self.account_sid, "callSid": self.call_sid,
-                "tracks": ["inbound"], "customParameters": self.parameters,
-                "mediaFormat": self.media_format,
-            },
-        })
+        return json.dumps(
+            {
+                "event": "start",
+                "sequenceNumber": self._next(),
+                "streamSid": self.stream_sid,
+                "start": {
+                    "streamSid": self.stream_sid,
+                    "accountSid": self.account_sid,
+                    "callSid": self.call_sid,
+                    "tracks": ["inbound"],
+                    "customParameters": self.parameters,
+                    "mediaFormat": self.media_format,
+                },
+            }
+        )
 
     def media(self, ulaw: bytes) -> str:
         self._chunk += 1
-        msg = json.dumps({
-            "event": "media", "sequenceNumber": self._next(), "streamSid": self.stream_sid,
-            "media": {"track": "inbound", "chunk": str(self._chunk), "timestamp": str(self._timestamp_ms),
-                      "payload": base64.b64encode(ulaw).decode()},
-        })
+        msg = json.dumps(
+            {
+                "event": "media",
+                "sequenceNumber": self._next(),
+                "streamSid": self.stream_sid,
+                "media": {
+                    "track": "inbound",
+                    "chunk": str(self._chunk),
+                    "timestamp": str(self._timestamp_ms),
+                    "payload": base64.b64encode(ulaw).decode(),
+                },
+            }
+        )
         self._timestamp_ms += len(ulaw) // self.bytes_per_ms
         return msg
 
     def dtmf(self, digit: str) -> str:
-        return json.dumps({"event": "dtmf", "sequenceNumber": self._next(), "streamSid": self.stream_sid,
-                           "dtmf": {"track": "inbound_track", "digit": digit}})
+        return json.dumps(
+            {
+                "event": "dtmf",
+                "sequenceNumber": self._next(),
+                "streamSid": self.stream_sid,
+                "dtmf": {"track": "inbound_track", "digit": digit},
+            }
+        )
 
     def stop(self) -> str:
-        return json.dumps({"event": "stop", "sequenceNumber": self._next(), "streamSid": self.stream_sid,
-                           "stop": {"accountSid": self.account_sid, "callSid": self.call_sid}})
+        return json.dumps(
+            {
+                "event": "stop",
+                "sequenceNumber": self._next(),
+                "streamSid": self.stream_sid,
+                "stop": {"accountSid": self.account_sid, "callSid": self.call_sid},
+            }
+        )
 
     def call(self, ulaw: bytes, frame_bytes: int = 160) -> Iterator[str]:
         """Every message of a whole call playing ``ulaw``, in 20 ms frames by default."""
         yield self.connected()
         yield self.start()
         for i in range(0, len(ulaw), frame_bytes):
-            yield self.media(ulaw[i:i + frame_bytes])
+            yield self.media(ulaw[i : i + frame_bytes])
         yield self.stop()

@@ -15,15 +15,22 @@ class VonageStreamWriter:
     header, as in Vonage's own example); Vonage itself puts no call id in the message.
     """
 
-    def __init__(self, call_id: str, sample_rate: int = 16000, headers: Mapping[str, str] | None = None, *,
-                 id_header: str | None = "uuid") -> None:
+    def __init__(
+        self,
+        call_id: str,
+        sample_rate: int = 16000,
+        headers: Mapping[str, str] | None = None,
+        *,
+        id_header: str | None = "uuid",
+    ) -> None:
         self.call_id, self.sample_rate = call_id, sample_rate
         self.headers: dict[str, str] = {id_header: call_id} if id_header else {}
         self.headers.update(headers or {})
 
     def connected(self) -> str:
-        return _compact({"event": "websocket:connected", "content-type": f"audio/l16;rate={self.sample_rate}",
-                         **self.headers})
+        return _compact(
+            {"event": "websocket:connected", "content-type": f"audio/l16;rate={self.sample_rate}", **self.headers}
+        )
 
     def dtmf(self, digit: str, duration: int = 260) -> str:
         return _compact({"event": "websocket:dtmf", "digit": digit, "duration": duration})
@@ -31,7 +38,7 @@ class VonageStreamWriter:
     def call(self, pcm: bytes, frame_bytes: int) -> Iterator[str | bytes]:
         yield self.connected()
         for i in range(0, len(pcm), frame_bytes):
-            yield pcm[i:i + frame_bytes]
+            yield pcm[i : i + frame_bytes]
 
 
 def _compact(obj: dict[str, Any]) -> str:
