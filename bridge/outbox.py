@@ -172,7 +172,8 @@ class Outbox:
         return cur.rowcount
 
     def events(self, state: EventState | None = None, call_id: str | None = None) -> Iterator[StoredEvent]:
-        """Stored events, oldest call first, in sequence order within a call."""
+        """Stored events grouped by call (in call-id order; calls are delivered independently), in
+        sequence order within a call."""
         sql = "SELECT webhook_id, call_id, sequence, type, body, created, attempts, state, last_error FROM events"
         where: list[str] = []
         args: list[str] = []
@@ -184,7 +185,7 @@ class Outbox:
             args.append(call_id)
         if where:
             sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY MIN(created) OVER (PARTITION BY call_id), call_id, sequence"
+        sql += " ORDER BY call_id, sequence"
         for row in self._db.execute(sql, args).fetchall():
             yield StoredEvent(*row)
 
