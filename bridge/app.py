@@ -21,6 +21,8 @@ from bridge.errors import ConfigError
 from bridge.metrics import Metrics
 from bridge.outbox import Outbox, OutboxWriter
 from bridge.phone_socket import healthz, phone_stream, twilio_voice
+from bridge.reply.api import add_routes as add_bot_api
+from bridge.reply.tts import OpenAiSpeech, PiperSpeech, Speaker
 from bridge.settings import Settings
 from bridge.stt.admission import Admission
 
@@ -54,6 +56,7 @@ def create_app(
         clock=clock,
         resume_secret=secret.get_secret_value().encode() if secret else secrets.token_bytes(32),
     )
+    add_bot_api(app)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics_endpoint)
     app.router.add_post("/twilio/voice", twilio_voice)
@@ -150,6 +153,7 @@ async def _http_client(app: web.Application) -> AsyncIterator[None]:
         state.delivery.recover()
         if state.outbox is not None:
             state.outbox.start()
+        state.speaker = _speaker(settings, http)
         try:
             yield
             # Anything still queued after the calls drained gets one last bounded chance; what is
@@ -158,6 +162,36 @@ async def _http_client(app: web.Application) -> AsyncIterator[None]:
         finally:
             if state.outbox is not None:
                 await asyncio.to_thread(state.outbox.close, settings.webhook.timeout)
+            if state.speaker is not None:
+                await state.speaker.engine.aclose()
+
+
+def _speaker(settings: Settings, http: aiohttp.ClientSession) -> Speaker | None:
+    """Speech for `say`: the configured TTS endpoint, else the embedded Piper voice (local extra)."""
+    tts = settings.tts
+    cache = tts.cache_mb * 1024 * 1024
+    if tts.api_url:
+        key = tts.api_key.get_secret_value() if tts.api_key else None
+        return Speaker(
+            OpenAiSpeech(
+                http,
+                tts.api_url,
+                api_key=key,
+                voice=tts.voice,
+                model=tts.model,
+                sample_rate=tts.sample_rate,
+                timeout=tts.timeout,
+            ),
+            cache_bytes=cache,
+        )
+    if PiperSpeech.available():
+        return Speaker(PiperSpeech(), cache_bytes=cache)
+    log.info(
+        "tts.unavailable",
+        detail="no TTS_API_URL and no embedded voice (the local extra): `say` actions "
+        "fail with action.failed; `play` and `audio` work",
+    )
+    return None
 
 
 def _outbox_writer(settings: Settings, worker: tuple[int, int] | None) -> OutboxWriter:

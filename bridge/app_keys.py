@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -18,7 +19,10 @@ if TYPE_CHECKING:
     from bridge.metrics import Metrics
     from bridge.outbox import OutboxWriter
     from bridge.phone_stream import PhoneStream
+    from bridge.reply.tts import Speaker
     from bridge.stt.admission import Admission
+
+MAX_ENDED_REMEMBERED = 10_000
 
 
 @dataclass
@@ -37,6 +41,13 @@ class BridgeState:
     worker: tuple[int, int] | None = None  # (index, count) under bridge serve --workers
     resume_secret: bytes = b""  # key of the calls' resume tokens (BRIDGE_SECRET, or random per process)
     clock: Clock = SYSTEM_CLOCK  # webhook ages and retry sleeps (virtual in tests)
+    speaker: Speaker | None = None  # speech for `say` (None: no engine installed or configured)
+    ended_calls: OrderedDict[str, None] = field(default_factory=OrderedDict)  # recent ids: /v1/ answers 409
+
+    def call_ended(self, call_id: str) -> None:
+        self.ended_calls[call_id] = None
+        while len(self.ended_calls) > MAX_ENDED_REMEMBERED:
+            self.ended_calls.popitem(last=False)
 
 
 SETTINGS = web.AppKey("settings", Settings)

@@ -50,16 +50,28 @@ from bridge.adapters.base import (
     StreamCounters,
 )
 from bridge.audio import AudioFormat, Transcoder
-from bridge.delivery import CallDelivery, Delivery
-from bridge.errors import PhoneProtocolError
+from bridge.delivery import CallDelivery, Delivery, PendingEvent
+from bridge.errors import ActionError, PhoneProtocolError
 from bridge.phone_stream import CallResult, PhoneStream
+from bridge.reply.actions import parse_actions
+from bridge.reply.bot_socket import BotSocket
+from bridge.reply.call_reply import CallReply
+from bridge.reply.tts import Speaker
 from bridge.settings import Settings
 from bridge.stats import CallStats, EndReason
 from bridge.stt.admission import Admission
-from bridge.stt.notices import FinalUtterance, SessionReplaced, SttGaveUp, SttNotice
+from bridge.stt.notices import (
+    CallerSpeech,
+    FinalUtterance,
+    PartialUtterance,
+    SessionReplaced,
+    SttGaveUp,
+    SttNotice,
+)
 from bridge.stt.profile import PARAM_PREFIX, SttProfile, stt_overrides
 from bridge.stt.protocol import init_request
 from bridge.stt.stream import SttStream
+from bridge.webhook import WebhookResponse
 
 log = structlog.get_logger("bridge.call")
 
@@ -84,6 +96,7 @@ class Call:
         delivery: Delivery,
         admission: Admission | None,
         resume_secret: bytes,
+        speaker: Speaker | None = None,
     ) -> None:
         self.id = uuid.uuid4().hex
         self.settings = settings
@@ -96,7 +109,12 @@ class Call:
         target = self.profile.audio_format(started.audio_format)
         assert target is not None  # a native profile always has a format once the stream's is known
         self.target: AudioFormat = target
-        self.events: CallDelivery = delivery.open(self.id, self.call_json())
+        self.reply = CallReply(
+            self.id, settings=settings.reply, speaker=speaker, http=http, emit=self._emit, on_hangup=self._bot_hung_up
+        )
+        self.events: CallDelivery = delivery.open(self.id, self.call_json(), on_response=self._bot_answered)
+        self.bot_socket = BotSocket(settings.bot_ws, http, self.id, self.reply.apply) if settings.bot_ws.url else None
+        self._stream: PhoneStream | None = None
         body = init_request(
             self.profile.request_body(target),
             {
@@ -129,7 +147,7 @@ class Call:
         """A new call for a stream's ``start``: delivery and Gladia session opened, ``call.started`` posted."""
         call = cls(started, **deps)
         target = call.target
-        call.events.submit(
+        call._post(
             "call.started",
             {
                 "call": call.call_json(),
@@ -171,13 +189,15 @@ class Call:
             structlog.contextvars.bind_contextvars(
                 call_id=self.id, call_sid=self.started.call_sid, stream_sid=self.started.stream_sid
             )
-            self.events.submit("call.stream_restarted", {"call": self.call_json(), "streams": self.streams + 1})
+            self._post("call.stream_restarted", {"call": self.call_json(), "streams": self.streams + 1})
             log.info("call.stream_restarted", streams=self.streams + 1)
         self.streams += 1
         stream.use_transcoder(self.target, previous=self._transcoder)
         self._transcoder = stream.transcoder
         self._counters = stream.counters
         stream.call_id = self.id
+        self._stream = stream
+        self.reply.attach(stream.adapter, stream.send)
 
     async def run(
         self, stream: PhoneStream, messages: AsyncIterator[str | bytes], first: list[PhoneEvent]
@@ -209,11 +229,12 @@ class Call:
                     return True
                 case Dtmf():
                     self.dtmf += 1
-                    self.events.submit("call.dtmf", {"call": self.call_json(), "digit": event.digit})
+                    self._post("call.dtmf", {"call": self.call_json(), "digit": event.digit})
+                    self.reply.caller_dtmf()
                 case Gap() | CarrierError() | Ignored():
                     stream.note(event)
                 case MarkReached():
-                    log.debug("call.mark", name=event.name)
+                    self.reply.mark_reached(event.name)
                 case CallStarted():
                     pass  # the adapter refuses a second start; nothing to do
                 case _:
@@ -229,13 +250,16 @@ class Call:
         self._ended = True
         if self._transcoder is not None:
             self.stt.send_audio(self._transcoder.flush())
+        await self.reply.close()  # what was playing is reported interrupted before call.ended
         await self.stt.finish(self.settings.gladia.finish_timeout)
         if not self.stt.ended_normally and not self.stt.gave_up:
             await self.stt.recover_missed_finals()
         stats = self.stats(result.reason)
         summary = stats.summary()
-        self.events.submit("call.ended", {"call": self.call_json(), "summary": summary})
+        self._post("call.ended", {"call": self.call_json(), "summary": summary})
         self.events.close()
+        if self.bot_socket is not None:
+            await self.bot_socket.close()
         log.info("call.ended", **summary)
         if self.on_ended is not None:
             self.on_ended(self.id, stats)
@@ -256,16 +280,18 @@ class Call:
         match notice:
             case FinalUtterance():
                 self.utterances += 1
-                self.events.submit(
+                during = self.reply.caller_final(notice.id, notice.utterance.text)
+                self._post(
                     "utterance.final",
                     {
                         "call": self.call_json(),
                         "utterance": _utterance_json(notice),
                         "stt_session_id": notice.session_id,
+                        "during_playback": during,
                     },
                 )
             case SessionReplaced():
-                self.events.submit(
+                self._post(
                     "stt.session_replaced",
                     {
                         "call": self.call_json(),
@@ -275,9 +301,48 @@ class Call:
                     },
                 )
             case SttGaveUp():
-                self.events.submit("stt.failed", {"call": self.call_json(), "reason": notice.reason})
+                self._post("stt.failed", {"call": self.call_json(), "reason": notice.reason})
+            case CallerSpeech():
+                self.reply.caller_speech(notice.started)
+                if notice.started and self.bot_socket is not None:
+                    self.bot_socket.realtime("speech.started", {"call_id": self.id})
+            case PartialUtterance():
+                self.reply.caller_words(notice.text)
+                if self.bot_socket is not None:
+                    self.bot_socket.realtime("utterance.partial", {"call_id": self.id, "text": notice.text})
             case _:
                 assert_never(notice)
+
+    # -- the way back ----------------------------------------------------------------------------
+
+    def _post(self, type_: str, payload: dict[str, Any]) -> None:
+        """A bot event: to the webhook (durable, ordered) and, when there is one, the bot's socket."""
+        event = self.events.submit(type_, payload)
+        if event is not None and self.bot_socket is not None:
+            self.bot_socket.send_event(event.body)
+
+    def _emit(self, type_: str, payload: dict[str, Any]) -> None:
+        self._post(type_, {"call": self.call_json(), **payload})
+
+    def _bot_answered(self, event: PendingEvent, response: WebhookResponse) -> None:
+        """The bot's 2xx answer to an event: its ``{"actions": [...]}``, applied once per webhook-id."""
+        body = response.body.strip()
+        if not body:
+            return
+        if response.truncated:
+            self.reply.fail(None, "webhook answer over 64 KiB: not applied")
+            return
+        try:
+            actions = parse_actions(body)
+        except ActionError as exc:
+            log.warning("reply.bad_answer", webhook_id=event.webhook_id, error=str(exc))
+            self.reply.fail(None, f"webhook answer to {event.webhook_id}: {exc}")
+            return
+        self.reply.apply(actions, key=event.webhook_id)
+
+    def _bot_hung_up(self) -> None:
+        if self._stream is not None:
+            self._stream.hang_up()
 
     # -- what the call says about itself ---------------------------------------------------------
 
@@ -351,6 +416,7 @@ class Call:
             webhook_delivered=self.events.counters.delivered,
             webhook_failed=self.events.counters.failed,
             webhook_dropped=self.events.counters.dropped,
+            **self.reply.figures(),
             provider=self.started.provider,
             stt_finals=stt.finals,
             stt_bytes_per_second=self.target.bytes_per_second,

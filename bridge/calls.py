@@ -42,6 +42,10 @@ class SuspendedCalls:
     def __len__(self) -> int:
         return len(self._entries)
 
+    def find(self, call_id: str) -> Call | None:
+        """A waiting call by its bridge call id (the bot API may still act on it)."""
+        return next((e.call for e in self._entries if e.call.id == call_id), None)
+
     def suspend(self, call: Call, key: tuple[str, str], grace: float) -> None:
         loop = asyncio.get_running_loop()
         entry = _Suspended(call, key, loop.time())

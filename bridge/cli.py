@@ -72,6 +72,20 @@ def _parser() -> argparse.ArgumentParser:
     )
     call.add_argument("--url", help="the bridge's stream URL (default ws://127.0.0.1:8080/<carrier>/stream)")
     call.add_argument(
+        "--save-reply",
+        type=Path,
+        default=None,
+        help="play what the bridge sends back like a Twilio phone (marks echoed, clears honoured) and save "
+        "what the caller heard to this WAV (Twilio and SignalWire mu-law)",
+    )
+    call.add_argument(
+        "--linger",
+        type=float,
+        default=None,
+        help="after the audio, keep the call open (silence) while the bridge still plays back, up to this "
+        "many seconds (default 10 with --save-reply, else 0)",
+    )
+    call.add_argument(
         "--rate",
         type=int,
         default=None,
@@ -117,6 +131,12 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="measure a bare aiohttp forwarder (no resume, outbox, signing, logging) instead of the "
         "bridge, under the same load: this machine's floor, to read the bridge's figures as ratios",
+    )
+    load.add_argument(
+        "--reply",
+        action="store_true",
+        help="the bot answers every final with 2 s of audio (play); the callers play it back like phones "
+        "and count underruns (gaps over 40 ms inside a reply)",
     )
 
     demo = sub.add_parser("demo", help="a sample call through the bridge on the embedded defaults")
@@ -173,7 +193,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         from bridge.tools.loadtest import main as loadtest
 
         return loadtest(
-            args.calls, args.seconds, args.generators, args.workers, args.bridge_url, args.config, args.reference
+            args.calls,
+            args.seconds,
+            args.generators,
+            args.workers,
+            args.bridge_url,
+            args.config,
+            args.reference,
+            args.reply,
         )
     if args.command == "demo":
         from bridge.tools.demo import run_demo
@@ -324,7 +351,7 @@ async def _replay_with(settings: Settings, writer: Any, events: list[Any], timeo
 
 def _call(args: argparse.Namespace) -> int:
     from bridge.errors import WavError
-    from bridge.tools.player import play_call, print_report
+    from bridge.tools.player import play_call, print_reply, print_report, reply_wav
     from bridge.wav import read_wav, to_ulaw_8k
 
     try:
@@ -344,6 +371,12 @@ def _call(args: argparse.Namespace) -> int:
     url = args.url or f"ws://127.0.0.1:8080/{args.carrier}/stream"
     if url.startswith(("http://", "https://")):
         url = "ws" + url[4:]  # http -> ws, https -> wss
+    if args.save_reply is not None and (args.carrier not in ("twilio", "signalwire") or args.rate):
+        print(
+            "bridge call: --save-reply listens like a Twilio phone: --carrier twilio or signalwire, mu-law",
+            file=sys.stderr,
+        )
+        return 2
     try:
         report = asyncio.run(
             play_call(
@@ -354,12 +387,18 @@ def _call(args: argparse.Namespace) -> int:
                 progress=sys.stderr,
                 carrier=args.carrier,
                 sample_rate=args.rate,
+                listen_reply=args.save_reply is not None,
+                linger=args.linger if args.linger is not None else (10.0 if args.save_reply else 0.0),
             )
         )
     except (OSError, websockets.InvalidURI, websockets.InvalidHandshake, ValueError) as exc:
         print(f"bridge call: cannot stream to {url}: {exc}", file=sys.stderr)
         return 1
     print_report(report)
+    if args.save_reply is not None and report.ear is not None:
+        print_reply(report.ear)
+        args.save_reply.write_bytes(reply_wav(report.ear))
+        print(f"saved what the caller heard to {args.save_reply}")
     return 0 if report.close_code == 1000 else 1
 
 

@@ -10,6 +10,8 @@
      +-- ConnectFailed          no Gladia WebSocket connection (TCP/TLS failed, or the answer was not HTTP)
      +-- WavError               not a WAV file the tools can read (also a ValueError)
      +-- ModelError             the local engine's model files are missing or not the pinned ones
+     +-- ActionError            a bot's action request that cannot be accepted (names the field; ``too_large``)
+     +-- TtsError               speech synthesis failed (the embedded engine, or the TTS endpoint)
 
 A failed webhook POST is not an exception: :mod:`bridge.webhook` returns it as an outcome.
 
@@ -100,3 +102,16 @@ class WavError(BridgeError, ValueError):
 
 class ModelError(BridgeError):
     """The model files are missing or not the ones this release was tested with."""
+
+
+class ActionError(BridgeError):
+    """A bot's action request the bridge cannot accept; the message names the field. ``too_large``:
+    over a size bound (HTTP 413) rather than malformed (HTTP 422)."""
+
+    def __init__(self, message: str, *, too_large: bool = False) -> None:
+        super().__init__(message)
+        self.too_large = too_large
+
+
+class TtsError(BridgeError):
+    """Speech synthesis failed (the engine, or the TTS endpoint's answer); the action fails."""

@@ -19,7 +19,7 @@ import hmac
 import json
 import os
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 
 import aiohttp
 import structlog
@@ -31,6 +31,7 @@ from bridge.app_keys import SETTINGS, STATE
 from bridge.call import RESUME_PARAMETER, Call, resume_token
 from bridge.errors import PhoneProtocolError
 from bridge.phone_stream import CallResult, PhoneStream
+from bridge.stats import CallStats
 
 log = structlog.get_logger("bridge.phone")
 
@@ -68,7 +69,7 @@ async def twilio_voice(request: web.Request) -> web.Response:
     parameters = {name: fields[name] for name in _VOICE_PARAMETERS if fields.get(name)}
     if fields.get("CallSid"):  # lets a restarted stream of this call prove it is the same call
         parameters[RESUME_PARAMETER] = resume_token(request.app[STATE].resume_secret, "twilio", fields["CallSid"])
-    twiml = connect_stream_twiml(stream_url(request, "twilio"), parameters)
+    twiml = connect_stream_twiml(stream_url(request, "twilio"), parameters, settings.twilio.after_stream_url)
     return web.Response(text=twiml, content_type="text/xml")
 
 
@@ -204,6 +205,8 @@ async def phone_stream(request: web.Request) -> web.StreamResponse:
     await ws.prepare(request)
     adapter.subprotocol = ws.ws_protocol
     stream = PhoneStream(adapter, settings.server)
+    stream.send = _sender(ws)
+    stream.hang_up = lambda: _hang_up(stream, ws)
     state.calls[stream] = ws
     watchdog = _MediaWatchdog(stream, ws, settings.server.media_timeout) if settings.server.media_timeout else None
     structlog.contextvars.bind_contextvars(provider=adapter.provider)
@@ -218,6 +221,31 @@ async def phone_stream(request: web.Request) -> web.StreamResponse:
         with contextlib.suppress(ConnectionError):  # the carrier may be gone already
             await ws.close(code=result.close_code, message=result.message.encode()[:120])
     return ws
+
+
+def _sender(ws: web.WebSocketResponse) -> Callable[[str | bytes], Awaitable[None]]:
+    async def send(message: str | bytes) -> None:
+        if ws.closed:
+            return
+        if isinstance(message, str):
+            await ws.send_str(message)
+        else:
+            await ws.send_bytes(message)
+
+    return send
+
+
+def _hang_up(stream: PhoneStream, ws: web.WebSocketResponse) -> None:
+    """The bot hung up: close the stream (Twilio then runs what follows </Connect>: <Hangup/>)."""
+    if stream.forced_end is None:
+        stream.forced_end = CallResult("bot_hangup", 1000, "hung up by the bot")
+    if not ws.closed:
+        task = asyncio.create_task(ws.close(code=1000, message=b"hung up by the bot"), name="phone-hangup")
+        _closing.add(task)
+        task.add_done_callback(_closing.discard)
+
+
+_closing: set[asyncio.Task[bool]] = set()
 
 
 async def _carry(app: web.Application, stream: PhoneStream, messages: AsyncIterator[str | bytes]) -> CallResult:
@@ -248,9 +276,16 @@ async def _carry(app: web.Application, stream: PhoneStream, messages: AsyncItera
             delivery=state.delivery,
             admission=state.admission,
             resume_secret=state.resume_secret,
+            speaker=state.speaker,
         )
-        if state.metrics is not None:
-            call.on_ended = state.metrics.call_ended
+        metrics = state.metrics
+
+        def ended(call_id: str, stats: CallStats) -> None:
+            state.call_ended(call_id)
+            if metrics is not None:
+                metrics.call_ended(call_id, stats)
+
+        call.on_ended = ended
     call.attach(stream)
     state.live_calls[call.id] = call
     result = stream.end_without_stop  # also what a cancelled handler (the peer vanished) means

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 import structlog
@@ -58,6 +58,10 @@ class PhoneStream:
         self.started: CallStarted | None = None
         self.forced_end: CallResult | None = None  # set by the shell when it ends the stream itself
         self.call_id: str | None = None  # the call it carries, once attached
+        # The way back, set by the shell that owns the socket: send one message; end the stream
+        # because the bot hung up (the socket closes, the call ends with `bot_hangup`).
+        self.send: Callable[[str | bytes], Awaitable[None]] = _nowhere
+        self.hang_up: Callable[[], None] = lambda: None
         self._t0 = time.monotonic()
         self._audio_bytes = 0
         self._audio_allowance = 0.0  # bytes the stream may have sent before the rate is checked again
@@ -167,3 +171,7 @@ class PhoneStream:
     def flush(self) -> bytes:
         """The transcoder's last few milliseconds, at the end of the call."""
         return self.transcoder.flush() if self.transcoder is not None else b""
+
+
+async def _nowhere(message: str | bytes) -> None:
+    """A stream with no socket to answer on (tests of the reading side)."""

@@ -41,9 +41,27 @@ ENV_KEYS: dict[str, str] = {
     "VONAGE_SIGNATURE_SECRET": "carriers.vonage_signature_secret",
     "BRIDGE_LOG_LEVEL": "log.level",
     "BRIDGE_LOG_FORMAT": "log.format",
+    "BRIDGE_API_TOKEN": "reply.api_token",
+    "BRIDGE_PLAY_URL_HOSTS": "reply.play_url_hosts",
+    "TWILIO_AFTER_STREAM_URL": "twilio.after_stream_url",
+    "BOT_WS_URL": "bot_ws.url",
+    "BOT_WS_TOKEN": "bot_ws.token",
+    "TTS_API_URL": "tts.api_url",
+    "TTS_API_KEY": "tts.api_key",
+    "TTS_VOICE": "tts.voice",
+    "TTS_MODEL": "tts.model",
 }
 SECRET_KEYS = frozenset(
-    {"gladia.api_key", "webhook.secret", "twilio.auth_token", "server.secret", "carriers.vonage_signature_secret"}
+    {
+        "gladia.api_key",
+        "webhook.secret",
+        "twilio.auth_token",
+        "server.secret",
+        "carriers.vonage_signature_secret",
+        "reply.api_token",
+        "bot_ws.token",
+        "tts.api_key",
+    }
 )
 
 
@@ -151,6 +169,71 @@ class WebhookSettings(_Strict):
 
 class TwilioSettings(_Strict):
     auth_token: SecretStr | None = None
+    # Where the call goes when the bot hangs up or the stream ends (a <Redirect> after </Connect>);
+    # empty: <Hangup/>.
+    after_stream_url: str = ""
+
+    @field_validator("after_stream_url")
+    @classmethod
+    def _after(cls, value: str) -> str:
+        if value and urlsplit(value).scheme not in ("https", "http"):
+            raise ValueError("must be an http(s) URL")
+        return value
+
+
+class ReplySettings(_Strict):
+    """The way back to the caller: playout, barge-in, the bot's REST API (see bridge.reply)."""
+
+    lead_ms: float = Field(300.0, ge=40, le=5000)  # audio sent ahead of what the caller hears
+    chunk_ms: float = Field(100.0, ge=20, le=1000)  # audio per message (at least the carrier's minimum)
+    mark_grace: float = Field(10.0, gt=0)  # s a lost mark may hold an action after the clock says it played
+    stale_replies: Literal["drop", "play"] = "drop"  # a reply to an utterance the caller has moved past
+    barge_in: bool = True
+    min_words: int = Field(2, ge=1, le=10)
+    false_interruption_timeout: float = Field(2.0, gt=0, le=10)
+    echo_guard_ms: int = Field(300, ge=0, le=5000)
+    api_token: SecretStr | None = None  # BRIDGE_API_TOKEN: unset, /v1/ answers 403
+    play_url_hosts: tuple[str, ...] = ()  # hosts a `play` url may name (https only); nothing else is fetched
+    max_play_bytes: int = Field(8 * 1024 * 1024, ge=1024)
+
+    @field_validator("play_url_hosts", mode="before")
+    @classmethod
+    def _hosts(cls, value: Any) -> Any:
+        if isinstance(value, str):  # BRIDGE_PLAY_URL_HOSTS=prompts.example.com,cdn.example.com
+            return tuple(h.strip().lower() for h in value.split(",") if h.strip())
+        return value
+
+
+class TtsSettings(_Strict):
+    """Speech out. No api_url: the embedded Piper voice (``local`` extra)."""
+
+    api_url: str = ""  # an OpenAI-compatible server: POST {api_url}/v1/audio/speech
+    api_key: SecretStr | None = None
+    voice: str = "alloy"
+    model: str = "tts-1"
+    sample_rate: int = Field(24000, ge=8000, le=48000)  # of the endpoint's raw PCM
+    timeout: float = Field(10.0, gt=0)
+    cache_mb: int = Field(32, ge=0)
+
+    @field_validator("api_url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if value and urlsplit(value).scheme not in ("https", "http"):
+            raise ValueError("must be an http(s) URL")
+        return value.rstrip("/")
+
+
+class BotWsSettings(_Strict):
+    url: str = ""  # BOT_WS_URL: the bridge dials it once per call
+    token: SecretStr | None = None
+    reconnect_max_delay: float = Field(5.0, gt=0)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if value and urlsplit(value).scheme not in ("wss", "ws"):
+            raise ValueError("must be a ws(s) URL")
+        return value
 
 
 # Carriers authenticated by a shared secret: <NAME>_STREAM_TOKEN in the environment.
@@ -215,6 +298,9 @@ class Settings(_Strict):
     carriers: CarrierSettings = CarrierSettings()
     log: LogSettings = LogSettings()
     stt: SttSettings = SttSettings()
+    reply: ReplySettings = ReplySettings()
+    tts: TtsSettings = TtsSettings()
+    bot_ws: BotWsSettings = BotWsSettings()
 
     @property
     def uses_embedded_stt(self) -> bool:

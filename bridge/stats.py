@@ -19,6 +19,7 @@ EndReason = Literal[
     "stopped_before_start",  # a stop before the start
     "start_timeout",  # no start in time
     "bridge_restarted",  # the process died mid-call; sent after the restart
+    "bot_hangup",  # the bot's hangup action
 ]
 
 
@@ -54,6 +55,13 @@ class CallStats:
     webhook_delivered: int
     webhook_failed: int
     webhook_dropped: int
+    reply_actions: int = 0  # bot actions accepted
+    reply_failed: int = 0  # action.failed (TTS, fetch, stale, a capability the carrier lacks)
+    reply_played_ms: int = 0  # audio the caller heard from the bot
+    reply_interrupted: int = 0  # playback.interrupted
+    reply_underruns: int = 0  # gaps over 40 ms inside a reply (audio came late)
+    reply_cleared_ms: int = 0  # sent to the carrier, then cleared before it played
+    barge_in_resumed: int = 0  # false interruptions: paused, then played on
     # Not in the summary: what the metrics need besides it.
     provider: str = ""
     stt_finals: int = 0

@@ -204,14 +204,32 @@ def test_outbound_messages() -> None:
     assert json.loads(adapter.clear_message()) == {"event": "clear", "streamSid": SID}
 
 
-def test_twiml_connects_the_stream_with_parameters() -> None:
-    """The TwiML is a <Connect><Stream> with escaped <Parameter>s (empty ones left out)."""
+def test_twiml_connects_the_stream_with_parameters_then_hangs_up() -> None:
+    """The TwiML is what the official SDK builds: a <Connect><Stream> with escaped <Parameter>s (empty
+    ones left out), then <Hangup/> (or a <Redirect>) for when the stream ends."""
+    from xml.etree.ElementTree import canonicalize
+
+    from twilio.twiml.voice_response import Connect, VoiceResponse
+
+    def official(after_url: str) -> str:
+        response = VoiceResponse()
+        connect = Connect()
+        stream = connect.stream(url="wss://b.example/twilio/stream")
+        stream.parameter(name="From", value="+1<2>")
+        stream.parameter(name="To", value="+3")
+        response.append(connect)
+        if after_url:
+            response.redirect(after_url)
+        else:
+            response.hangup()
+        return canonicalize(str(response))
+
     xml = connect_stream_twiml("wss://b.example/twilio/stream", {"From": "+1<2>", "To": "+3", "X": ""})
-    assert xml.endswith(
-        '<Response><Connect><Stream url="wss://b.example/twilio/stream">'
-        '<Parameter name="From" value="+1&lt;2&gt;"/><Parameter name="To" value="+3"/>'
-        "</Stream></Connect></Response>"
+    assert canonicalize(xml) == official("")
+    xml = connect_stream_twiml(
+        "wss://b.example/twilio/stream", {"From": "+1<2>", "To": "+3"}, "https://app.example/next?a=1&b=2"
     )
+    assert canonicalize(xml) == official("https://app.example/next?a=1&b=2")
 
 
 def test_signature_known_vector() -> None:

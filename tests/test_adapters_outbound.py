@@ -180,6 +180,7 @@ def test_asterisk_frames_are_whole_optimal_frames_under_65500_bytes() -> None:
     assert sum(len(m) for m in messages) == 100_000 - 100_000 % 640
     assert plain.mark_message("end of greeting") == "MARK_MEDIA end of greeting"
     assert plain.clear_message() == "FLUSH_MEDIA"
+    assert plain.hangup_message() == "HANGUP"  # the chan_websocket command that ends the call
     js = AsteriskAdapter()
     js.receive(
         json.dumps(
@@ -196,6 +197,7 @@ def test_asterisk_frames_are_whole_optimal_frames_under_65500_bytes() -> None:
     assert js.audio_messages(b"\xff" * 170) == [b"\xff" * 160]
     assert json.loads(js.mark_message("m1")) == {"command": "MARK_MEDIA", "correlation_id": "m1"}
     assert json.loads(js.clear_message()) == {"command": "FLUSH_MEDIA"}
+    assert json.loads(js.hangup_message()) == {"command": "HANGUP"}
 
 
 def test_jambonz_and_mod_audio_fork_play_audio_and_kill_audio() -> None:
@@ -212,6 +214,26 @@ def test_jambonz_and_mod_audio_fork_play_audio_and_kill_audio() -> None:
     assert json.loads(a.clear_message()) == {"type": "killAudio"}
     with pytest.raises(UnsupportedOperation):
         a.mark_message("m")
+    assert not a.supports_marks and a.hangup_message() is None  # closing the socket ends the fork
+    jambonz = AudioForkAdapter()
+    jambonz.subprotocol = "audio.jambonz.org"
+    jambonz.receive(json.dumps({"callSid": "x", "sampleRate": 8000}))
+    (message,) = jambonz.audio_messages(b"\x00\x01" * 160)
+    assert json.loads(message)["data"]["queuePlay"] is True  # queued behind the chunk playing, not replacing it
+
+
+def test_every_other_dialect_hangs_up_by_closing_and_echoes_marks() -> None:
+    """Only Asterisk has a hang-up command; the others end the stream by closing it (Twilio's TwiML then
+    runs <Hangup/>). Every dialect but the forks echoes marks, so playback is confirmed by the carrier."""
+    for adapter in (
+        TwilioAdapter(),
+        PlivoAdapter(),
+        ExotelAdapter(),
+        VonageAdapter(),
+        TelnyxAdapter(),
+        SignalWireAdapter(),
+    ):
+        assert adapter.hangup_message() is None and adapter.supports_marks, type(adapter).__name__
 
 
 def test_mod_audio_stream_understands_only_stream_audio() -> None:

@@ -147,3 +147,42 @@ def test_the_player_speaks_every_carrier_the_bridge_routes() -> None:
     from bridge.tools.player import DIALECTS
 
     assert set(DIALECTS) == set(CARRIERS)
+
+
+async def test_bridge_call_saves_what_the_caller_heard(
+    make_bridge: BridgeFactory, fake_gladia: FakeGladia, webhook: tuple[FakeWebhook, str], tmp_path: Path
+) -> None:
+    """`--save-reply`: the command plays the bridge's answer like a Twilio phone (marks echoed), keeps
+    the call open while it plays, saves what the caller heard as a WAV and prints the marks."""
+    hook, _ = webhook
+    fake_gladia.segment_seconds = 3600.0  # no transcripts: nothing interrupts the answer
+    hook.answer = lambda e: (
+        {"actions": [{"type": "say", "id": "hi", "text": "Hello. Thanks for calling."}]}
+        if e["type"] == "call.started"
+        else None
+    )
+    server: Any = await make_bridge()
+    audio, reply = tmp_path / "call.wav", tmp_path / "reply.wav"
+    audio.write_bytes(wav_bytes(np.zeros(8000), 8000))  # one second of silence from the caller
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bridge",
+        "call",
+        str(audio),
+        "--save-reply",
+        str(reply),
+        "--url",
+        str(server.make_url("/twilio/stream")),
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    text = out.decode()
+    assert proc.returncode == 0, text + err.decode()
+    assert "2 marks echoed" in text and "saved what the caller heard" in text
+    heard = read_wav(reply.read_bytes())
+    (finished,) = hook.events("playback.finished")
+    assert heard.sample_rate == 8000 and heard.seconds * 1000 == pytest.approx(finished["played_ms"], abs=40)
+    assert np.max(np.abs(heard.samples)) > 0.05  # speech, not silence

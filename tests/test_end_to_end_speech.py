@@ -71,8 +71,9 @@ async def test_speech_through_bridge_serve_with_the_embedded_stt(webhook: tuple[
 
 @pytest.mark.timeout(120)
 async def test_the_demo_command_prints_the_utterances() -> None:
-    """`bridge demo` (the README's run command) plays the sample call in real time and prints what the
-    bot heard, then the summary with end-of-speech -> webhook latency."""
+    """`bridge demo` (the README's run command) is a conversation: each sentence of the sample call is
+    a turn, the bot's spoken answer reaches the phone and is transcribed back, one answer is
+    interrupted by the caller, and the summary has both latencies."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -90,3 +91,8 @@ async def test_the_demo_command_prints_the_utterances() -> None:
     assert text.count("bot heard") == len(SENTENCES)
     assert "end of speech -> webhook: median" in text
     assert "call closed with code 1000" in text
+    assert text.count("caller heard:") == len(SENTENCES)
+    heard = [line.split("caller heard:", 1)[1].strip() for line in text.splitlines() if "caller heard:" in line]
+    assert all(heard), heard  # every answer reached the phone and was heard as words
+    assert "the caller spoke over reply-1: interrupted" in text and "1 answer interrupted" in text
+    assert "turn latency (end of caller speech -> first bot audio at the phone): median" in text

@@ -10,7 +10,18 @@ from pathlib import Path
 
 import pytest
 
-PURE = ["bridge.adapters.twilio", "bridge.adapters.base", "bridge.audio", "bridge.stt.protocol", "bridge.stt.replay"]
+PURE = [
+    "bridge.adapters.twilio",
+    "bridge.adapters.base",
+    "bridge.audio",
+    "bridge.stt.protocol",
+    "bridge.stt.replay",
+    "bridge.reply.actions",
+    "bridge.reply.playout",
+    "bridge.reply.bargein",
+    "bridge.reply.dtmf",
+    "bridge.tools.ear",
+]
 FORBIDDEN = ["asyncio", "aiohttp", "structlog", "websockets"]
 
 
@@ -27,7 +38,7 @@ def test_pure_module_imports_no_io(module: str) -> None:
 def test_the_core_loads_no_tool_and_no_local_engine() -> None:
     """Importing the bridge application loads no user tool (demo, player, loadtest, writers) and no local
     speech engine: a production install with a Gladia key carries none of them."""
-    heavy = ["bridge.tools", "bridge.local_stt", "faster_whisper", "ctranslate2", "onnxruntime", "av"]
+    heavy = ["bridge.tools", "bridge.local_stt", "faster_whisper", "ctranslate2", "onnxruntime", "av", "piper"]
     code = (
         "import sys, bridge.app, bridge.cli; "
         f"bad = sorted(m for m in sys.modules if any(m == h or m.startswith(h + '.') for h in {heavy!r})); "

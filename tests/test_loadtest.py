@@ -70,3 +70,32 @@ async def test_the_reference_forwarder_runs_under_the_same_load() -> None:
     assert result["frames_sent"] == 6 * 300 and result["frames_lost"] == 0
     assert result["finals_delivered"] == result["finals_expected"] == 6 * 3
     assert result["bridge_cpu_ms_per_call_second"] > 0
+
+
+@pytest.mark.timeout(120)
+async def test_a_loadtest_with_replies_plays_them_back_without_underruns_and_stops_cleanly() -> None:
+    """`--reply`: the bot answers every final with 2 s of audio; every caller plays it back like a phone
+    (marks echoed), hears it without a gap inside a reply, and the bridge still stops on SIGTERM (a
+    call ending while its reply task wakes up once hung the bridge's shutdown)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bridge",
+        "loadtest",
+        "--calls",
+        "6",
+        "--seconds",
+        "8",
+        "--reply",
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 110)
+    assert proc.returncode == 0, err.decode()[-2000:]
+    result = json.loads(out.decode().strip().splitlines()[-1])
+    assert result["reply"] is True and result["frames_lost"] == 0 and result["failed_calls"] == 0
+    assert result["finals_delivered"] == result["finals_expected"] == 6 * 4
+    # each call hears the replies to its finals at 2 s and 4 s whole, and most of the one at 6 s
+    assert result["reply_seconds_heard"] >= 6 * 4.5, result
+    assert result["reply_underruns"] == 0 and result["reply_marks_echoed"] >= 6 * 2

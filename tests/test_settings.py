@@ -150,3 +150,13 @@ def test_a_partial_default_profile_keeps_the_other_defaults(tmp_path: Path) -> N
     cfg.write_text("[stt.default]\nendpointing = 0.5\n")
     body = Settings.load(environ={"BRIDGE_CONFIG": str(cfg)}).stt.default.request_body()
     assert body["endpointing"] == 0.5 and body["language_config"]["languages"] == ["en"]
+
+
+def test_the_example_environment_names_every_variable() -> None:
+    """config/example.env lists every environment variable the settings read."""
+    from bridge.settings import ENV_KEYS, TOKEN_CARRIERS
+
+    text = (Path(__file__).resolve().parent.parent / "config" / "example.env").read_text()
+    names = set(ENV_KEYS) | {f"{c.upper()}_STREAM_TOKEN" for c in TOKEN_CARRIERS}
+    missing = sorted(n for n in names if f"\n{n}=" not in text)
+    assert not missing, f"not in config/example.env: {missing}"

@@ -192,3 +192,6 @@ class AsteriskAdapter(BinaryDialectAdapter):
     def clear_message(self) -> str:
         self._drop_held_audio()
         return self._command("FLUSH_MEDIA")
+
+    def hangup_message(self) -> str:
+        return self._command("HANGUP")

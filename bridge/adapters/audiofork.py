@@ -120,9 +120,17 @@ class AudioForkAdapter(BinaryDialectAdapter):
                 {"type": "streamAudio", "data": {"audioDataType": "raw", "sampleRate": rate, "audioData": audio}}
             )
         # jambonz and drachtio's mod_audio_fork: playAudio (sampleRate a number: the module reads an int).
-        return json.dumps(
-            {"type": "playAudio", "data": {"audioContent": audio, "audioContentType": "raw", "sampleRate": rate}}
-        )
+        data: dict[str, object] = {"audioContent": audio, "audioContentType": "raw", "sampleRate": rate}
+        if self.subprotocol == "audio.jambonz.org":
+            # A playAudio replaces what jambonz is playing unless queued (at most 10 queued): the bridge
+            # paces its audio a few chunks ahead, so each one must queue behind the last. UNVERIFIED
+            # that the flag is read inside data (jambonz lib/tasks/listen.js _onPlayAudio reads it there).
+            data["queuePlay"] = True
+        return json.dumps({"type": "playAudio", "data": data})
+
+    @property
+    def supports_marks(self) -> bool:
+        return False
 
     def mark_message(self, name: str) -> str:
         raise UnsupportedOperation("jambonz/FreeSWITCH audio forks have no marks")

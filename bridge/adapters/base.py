@@ -184,6 +184,17 @@ class Outbound:
         if self._out is not None:
             self._out.drop()
 
+    @property
+    def outbound_framing(self) -> OutboundFraming:
+        return self._framing()
+
+    @property
+    def supports_marks(self) -> bool:
+        return True
+
+    def hangup_message(self) -> str | bytes | None:
+        return None  # closing the socket is the hang-up (or ends the stream; the carrier's app decides)
+
     def close(self) -> list[PhoneEvent]:
         return []
 
@@ -239,5 +250,24 @@ class PhoneAdapter(Protocol):
         ...
 
     def clear_message(self) -> str | bytes:
-        """A message that drops audio queued for playback (barge-in); audio held back is dropped too."""
+        """A message that drops audio queued for playback (barge-in); audio held back is dropped too.
+
+        Raises:
+            UnsupportedOperation: the dialect cannot drop queued audio.
+        """
+        ...
+
+    @property
+    def outbound_framing(self) -> OutboundFraming:
+        """How the carrier wants played audio cut: its frame, and fewest and most frames a message."""
+        ...
+
+    @property
+    def supports_marks(self) -> bool:
+        """Whether :meth:`mark_message` works (the carrier echoes marks when playback reaches them)."""
+        ...
+
+    def hangup_message(self) -> str | bytes | None:
+        """A message that hangs the call up, sent before the bridge closes the socket; None when
+        closing the socket is how the dialect ends it."""
         ...

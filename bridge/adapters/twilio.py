@@ -19,7 +19,7 @@ import json
 import re
 from collections.abc import Mapping
 from typing import Any
-from xml.sax.saxutils import quoteattr
+from xml.sax.saxutils import escape, quoteattr
 
 from bridge.adapters.base import CallStarted, Dtmf, MarkReached, PhoneEvent
 from bridge.adapters.common import b64_payload, require
@@ -110,8 +110,10 @@ class TwilioAdapter(JsonDialectAdapter):
 # -- TwiML and signatures ----------------------------------------------------------------
 
 
-def connect_stream_twiml(stream_url: str, parameters: Mapping[str, str]) -> str:
-    """TwiML that connects the call to ``stream_url`` (bidirectional) with ``<Parameter>``s.
+def connect_stream_twiml(stream_url: str, parameters: Mapping[str, str], after_url: str = "") -> str:
+    """TwiML that connects the call to ``stream_url`` (bidirectional) with ``<Parameter>``s, then, once
+    the stream ends (the caller hung up, or the bot did and the bridge closed the stream), hangs up,
+    or with ``after_url`` redirects there (Twilio runs what follows ``</Connect>`` when it ends).
 
     Twilio drops query strings from stream URLs, so per-call data travels as parameters and comes
     back in ``start.customParameters``. Each parameter's name+value must stay under 500 characters.
@@ -121,9 +123,10 @@ def connect_stream_twiml(stream_url: str, parameters: Mapping[str, str]) -> str:
         for name, value in parameters.items()
         if value
     )
+    after = f"<Redirect>{escape(_xml_text(after_url))}</Redirect>" if after_url else "<Hangup/>"
     return (
         '<?xml version="1.0" encoding="UTF-8"?>'
-        f"<Response><Connect><Stream url={quoteattr(stream_url)}>{params}</Stream></Connect></Response>"
+        f"<Response><Connect><Stream url={quoteattr(stream_url)}>{params}</Stream></Connect>{after}</Response>"
     )
 
 

@@ -31,4 +31,19 @@ class SttGaveUp:
     reason: str
 
 
-SttNotice = FinalUtterance | SessionReplaced | SttGaveUp
+@dataclass(frozen=True, slots=True)
+class CallerSpeech:
+    """The caller started (``started``) or stopped speaking, by Gladia's speech events: what barge-in
+    reacts to before any word is recognised."""
+
+    started: bool
+
+
+@dataclass(frozen=True, slots=True)
+class PartialUtterance:
+    """A partial transcript (when the profile asks for them): words before the final."""
+
+    text: str
+
+
+SttNotice = FinalUtterance | SessionReplaced | SttGaveUp | CallerSpeech | PartialUtterance

@@ -54,7 +54,14 @@ from bridge.stt.admission import Admission
 from bridge.stt.connection import SessionConnection, connect
 from bridge.stt.finals import FinalsTracker
 from bridge.stt.gladia_api import GladiaApi
-from bridge.stt.notices import FinalUtterance, SessionReplaced, SttGaveUp, SttNotice
+from bridge.stt.notices import (
+    CallerSpeech,
+    FinalUtterance,
+    PartialUtterance,
+    SessionReplaced,
+    SttGaveUp,
+    SttNotice,
+)
 from bridge.stt.protocol import (
     STOP_RECORDING,
     Ack,
@@ -388,13 +395,19 @@ class SttStream:
             case Transcript():
                 if event.is_final:
                     self._final(event)
+                else:
+                    self.on_notice(PartialUtterance(event.utterance.text))
             case Lifecycle():
                 if event.kind == "end_session":
                     self._ended = True
             case ServerError():
                 self.server_errors += 1
                 log.warning("stt.server_error", kind=event.kind, message=event.message)
-            case StopAck() | SpeechStart() | SpeechEnd() | PostProcessing() | OtherMessage():
+            case SpeechStart():
+                self.on_notice(CallerSpeech(started=True))
+            case SpeechEnd():
+                self.on_notice(CallerSpeech(started=False))
+            case StopAck() | PostProcessing() | OtherMessage():
                 pass  # nothing the bridge acts on
             case _:
                 assert_never(event)

@@ -12,6 +12,11 @@ Three kinds of processes, all on this machine and loopback only:
 Each phone frame carries its send time (``time.monotonic``, the same clock in every process) in its
 first bytes, so the fake Gladia measures the forward latency of every frame, and each final carries
 the time it was sent, so the sink measures final -> webhook latency. Prints one JSON line.
+
+``--reply``: the bot answers every final with 2 s of audio (a ``play`` of an inline WAV), and each
+caller plays what comes back like a Twilio phone (real-time playback, mark echoes): the line adds the
+seconds of reply audio played and the **underruns**, gaps over 40 ms inside a reply that a paced
+listener would hear. Compare its CPU with a run without ``--reply``, side by side.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ import orjson
 from aiohttp import WSMsgType, web
 
 from bridge.loop import run_loop
+from bridge.tools.ear import TwilioEar
 
 FRAME = 160  # 20 ms of mu-law
 FINAL_EVERY = 16000  # bytes: a final every 2 s of audio
@@ -71,8 +77,23 @@ class _Stats:
     sessions: int = 0
 
 
-def _gladia_and_bot(port_queue: Any, stop: Any, results: Any) -> None:
+def _reply_wav(seconds: float = 2.0) -> str:
+    """A 2 s, 440 Hz mu-law WAV at 8 kHz, base64: what the load bot plays back for every final."""
+    from bridge.audio import encode_from_pcm16
+
+    n = int(8000 * seconds)
+    pcm = b"".join(
+        struct.pack("<h", int(8000 * __import__("math").sin(6.283185307 * 440 * i / 8000))) for i in range(n)
+    )
+    data = encode_from_pcm16(pcm, "ulaw")
+    fmt = struct.pack("<HHIIHH", 7, 1, 8000, 8000, 1, 8)
+    wav = b"RIFF" + struct.pack("<I", 36 + len(data)) + b"WAVE" + b"fmt " + struct.pack("<I", 16) + fmt
+    return base64.b64encode(wav + b"data" + struct.pack("<I", len(data)) + data).decode()
+
+
+def _gladia_and_bot(port_queue: Any, stop: Any, results: Any, reply: bool = False) -> None:
     stats = _Stats()
+    answer = json.dumps({"actions": [{"type": "play", "audio": _reply_wav(), "interrupt": "none"}]}) if reply else ""
 
     async def create(request: web.Request) -> web.Response:
         stats.sessions += 1
@@ -155,6 +176,8 @@ def _gladia_and_bot(port_queue: Any, stop: Any, results: Any) -> None:
             sent = float(body["utterance"]["text"].split("=")[1])
             stats.webhook.append(time.monotonic() - sent)
             stats.webhook_finals += 1
+            if answer:
+                return web.Response(text=answer, content_type="application/json")
         return web.Response(status=204)
 
     async def main() -> None:
@@ -188,10 +211,38 @@ def _gladia_and_bot(port_queue: Any, stop: Any, results: Any) -> None:
 
 
 def _callers(
-    url: str, calls: int, seconds: float, first: int, go_at: float, ramp: float, total: int, results: Any
+    url: str,
+    calls: int,
+    seconds: float,
+    first: int,
+    go_at: float,
+    ramp: float,
+    total: int,
+    results: Any,
+    reply: bool = False,
 ) -> None:
     frames_per_call = int(seconds / 0.02)
     silence = b"\xff" * FRAME
+    heard = {"reply_seconds_heard": 0.0, "underruns": 0, "marks_echoed": 0}
+
+    async def listen(ws: aiohttp.ClientWebSocketResponse, ear: TwilioEar, echoes: list[str]) -> None:
+        """Play back like a phone: real-time playback clock, marks due when reached, and a gap over
+        40 ms between two pieces of audio with no mark between them (inside one reply) is an underrun."""
+        after_mark = True
+        async for msg in ws:
+            if msg.type is not WSMsgType.TEXT:
+                continue
+            now = time.monotonic()
+            head = msg.data[:40]
+            if '"media"' in head:
+                if not after_mark and now > ear.finished_at() + 0.04:
+                    heard["underruns"] += 1
+                after_mark = False
+            elif '"mark"' in head:
+                after_mark = True
+            echoes.extend(ear.receive(msg.data, now))
+        heard["reply_seconds_heard"] += len(ear.heard()) / 8000
+        heard["marks_echoed"] += len(ear.marks)
 
     async def one(n: int) -> tuple[int, int | None]:
         sid = f"MZ{first + n:032d}"
@@ -219,6 +270,9 @@ def _callers(
                 )
             )
             head = f'{{"event":"media","streamSid":"{sid}","media":{{"track":"inbound","payload":"'
+            echoes: list[str] = []
+            ear = TwilioEar()
+            listener = asyncio.create_task(listen(ws, ear, echoes)) if reply else None
             t0 = time.monotonic()
             for i in range(frames_per_call):
                 delay = t0 + i * 0.02 - time.monotonic()
@@ -227,9 +281,17 @@ def _callers(
                 frame = _TS.pack(time.monotonic()) + silence[_TS.size :]
                 await ws.send_str(head + base64.b64encode(frame).decode() + '"}}')
                 sent += 1
+                if listener is not None:
+                    echoes.extend(ear.due(time.monotonic()))
+                    while echoes:
+                        name = echoes.pop(0)
+                        await ws.send_str(f'{{"event":"mark","streamSid":"{sid}","mark":{{"name":"{name}"}}}}')
             await ws.send_str(json.dumps({"event": "stop", "streamSid": sid, "stop": {}}))
-            async for _ in ws:
-                pass
+            if listener is not None:
+                await listener
+            else:
+                async for _ in ws:
+                    pass
             return sent, ws.close_code
 
     async def main() -> None:
@@ -241,6 +303,7 @@ def _callers(
                 "frames_sent": sum(o[0] for o in ok),
                 "failed_calls": len(outcomes) - len(ok),
                 "cpu_s": usage.ru_utime + usage.ru_stime,
+                **heard,
             }
         )
 
@@ -365,10 +428,11 @@ def run(
     bridge_url: str | None,
     config: str | None = None,
     reference: bool = False,
+    reply: bool = False,
 ) -> dict[str, Any]:
     ctx = mp.get_context("spawn")
     port_q, results, stop = ctx.Queue(), ctx.Queue(), ctx.Event()
-    fake = ctx.Process(target=_gladia_and_bot, args=(port_q, stop, results), daemon=True)
+    fake = ctx.Process(target=_gladia_and_bot, args=(port_q, stop, results, reply and not reference), daemon=True)
     fake.start()
     fake_port = port_q.get(timeout=30)
     proc: Any = None
@@ -414,7 +478,17 @@ def run(
     for n in per:
         g = ctx.Process(
             target=_callers,
-            args=(bridge_url.replace("http", "ws") + "/twilio/stream", n, seconds, first, go_at, ramp, calls, results),
+            args=(
+                bridge_url.replace("http", "ws") + "/twilio/stream",
+                n,
+                seconds,
+                first,
+                go_at,
+                ramp,
+                calls,
+                results,
+                reply and not reference,
+            ),
             daemon=True,
         )
         g.start()
@@ -472,6 +546,16 @@ def run(
         "finals_expected": finals_expected,
         "generator_cpu_share": round(gen_cpu / (elapsed * generators), 3),
         "generator_saturated": gen_cpu / (elapsed * generators) > 0.8,
+        **(
+            {
+                "reply": True,
+                "reply_seconds_heard": round(sum(r["reply_seconds_heard"] for r in caller_results), 1),
+                "reply_underruns": sum(r["underruns"] for r in caller_results),
+                "reply_marks_echoed": sum(r["marks_echoed"] for r in caller_results),
+            }
+            if reply and not reference
+            else {}
+        ),
     }
 
 
@@ -483,7 +567,8 @@ def main(
     bridge_url: str | None,
     config: str | None = None,
     reference: bool = False,
+    reply: bool = False,
 ) -> int:
-    result = run(calls, seconds, generators, workers, bridge_url, config, reference)
+    result = run(calls, seconds, generators, workers, bridge_url, config, reference, reply)
     print(json.dumps(result))
     return 0 if result["frames_lost"] == 0 and result["failed_calls"] == 0 else 1

@@ -10,19 +10,21 @@ the bridge sent back on the socket (audio, marks, clears).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TextIO
+from typing import Any, TextIO
 
 import websockets
 
 from bridge.adapters import CARRIERS
-from bridge.audio import ULAW_8K, AudioFormat, make_transcoder
+from bridge.audio import ULAW_8K, AudioFormat, make_transcoder, silence
+from bridge.tools.ear import TwilioEar
 from bridge.tools.writers.asterisk import AsteriskStreamWriter
 from bridge.tools.writers.audiofork import AudioForkStreamWriter
 from bridge.tools.writers.exotel import ExotelStreamWriter
@@ -45,6 +47,7 @@ class Dialect:
     frame_seconds: float
     subprotocols: tuple[str, ...] = ()
     sends_stop: bool = True
+    writer: TwilioStreamWriter | SignalWireStreamWriter | None = None  # Twilio-like: mark echoes, more media
 
 
 def native(ulaw: bytes, fmt: AudioFormat) -> bytes:
@@ -60,7 +63,7 @@ def _twilio(
     ulaw: bytes, call_sid: str, stream_sid: str, parameters: dict[str, str], l16: AudioFormat | None
 ) -> Dialect:
     w = TwilioStreamWriter(call_sid, stream_sid, parameters=parameters)
-    return Dialect(w.call(ulaw, FRAME_BYTES), ULAW_8K, ulaw, 0.02)
+    return Dialect(w.call(ulaw, FRAME_BYTES), ULAW_8K, ulaw, 0.02, writer=w)
 
 
 def _signalwire(
@@ -71,7 +74,7 @@ def _signalwire(
     sw = SignalWireStreamWriter(
         call_sid, stream_sid, parameters=parameters, sample_rate=l16.sample_rate if l16 else None
     )
-    return Dialect(sw.call(audio, fmt.bytes_for_ms(20)), fmt, audio, 0.02)
+    return Dialect(sw.call(audio, fmt.bytes_for_ms(20)), fmt, audio, 0.02, writer=sw)
 
 
 def _telnyx(
@@ -181,6 +184,7 @@ class CallReport:
     close_reason: str = ""
     received: list[str] = field(default_factory=list)
     started_at: float = 0.0  # monotonic time the first audio frame was sent
+    ear: TwilioEar | None = None  # what the caller heard (Twilio-like dialects, when asked)
 
 
 def _progress(out: TextIO, done: int, total: int, frame_seconds: float = 0.02) -> None:
@@ -202,6 +206,8 @@ async def play_call(
     carrier: str = "twilio",
     sample_rate: int | None = None,
     call_sid: str | None = None,
+    listen_reply: bool = False,
+    linger: float = 0.0,
 ) -> CallReport:
     """Play ``ulaw`` (8 kHz mu-law) as one call in ``carrier``'s dialect into ``url``.
 
@@ -209,6 +215,10 @@ async def play_call(
         realtime: pace frames at their duration (a real call); otherwise send as fast as possible.
         on_frame: called with (frame index, monotonic send time) for each audio frame.
         sample_rate: L16 at this rate, for carriers that offer it.
+        listen_reply: play what the bridge sends back like a Twilio phone (real-time playback, mark
+            echoes, clears) into ``report.ear`` (Twilio and SignalWire dialects).
+        linger: after the audio, keep the call open (sending silence) up to this many seconds while
+            the bridge still plays something back.
     """
     if url.startswith(("http://", "https://")):
         url = "ws" + url[4:]  # http -> ws, https -> wss
@@ -219,7 +229,11 @@ async def play_call(
     play = dialect(carrier, ulaw, call_sid, stream_sid, params, sample_rate)
     has_stream_id = is_twilio_like or carrier in ("telnyx", "plivo", "exotel")
     report = CallReport(call_sid, stream_sid if has_stream_id else call_sid)
+    writer = play.writer
+    ear = report.ear = TwilioEar() if listen_reply and writer is not None and play.audio_format == ULAW_8K else None
     messages = list(play.messages)
+    if linger and realtime and writer is not None:
+        messages.pop()  # the stop: sent after the reply has played (numbered after the silence)
     started = time.monotonic()
     async with websockets.connect(
         url,
@@ -228,18 +242,25 @@ async def play_call(
         subprotocols=[websockets.Subprotocol(p) for p in play.subprotocols] or None,
     ) as ws:
 
+        async def answer(names: list[str]) -> None:
+            for name in names:
+                assert writer is not None
+                await ws.send(writer.mark(name))
+
         async def listen() -> None:
             try:
                 async for message in ws:
                     report.received.append(message if isinstance(message, str) else f"<{len(message)} bytes>")
+                    if ear is not None and isinstance(message, str):
+                        await answer(ear.receive(message, time.monotonic() - t0))
             except websockets.ConnectionClosed:
                 pass
 
+        t0 = time.monotonic()
         listener = asyncio.create_task(listen())
         audio_total = math.ceil(len(play.native_audio) / play.audio_format.bytes_for_ms(play.frame_seconds * 1000))
         # Every dialect is: opening messages, one message per audio frame, then stop (if it has one).
         first_audio = len(messages) - audio_total - (1 if play.sends_stop else 0)
-        t0 = time.monotonic()
         report.started_at = t0
         frame_index = 0
         for n, message in enumerate(messages):
@@ -250,6 +271,8 @@ async def play_call(
                     await asyncio.sleep(delay)
             await ws.send(message)
             if is_audio:
+                if ear is not None:
+                    await answer(ear.due(time.monotonic() - t0))
                 if on_frame is not None:
                     on_frame(frame_index, time.monotonic())
                 frame_index += 1
@@ -258,6 +281,10 @@ async def play_call(
                     _progress(progress, frame_index, audio_total, play.frame_seconds)
         if progress is not None:
             progress.write("\n")
+        if linger and realtime and writer is not None:
+            with contextlib.suppress(websockets.ConnectionClosed):  # the bridge may hang up first
+                await _linger(ws, play, writer, ear, t0, frame_index, linger, answer)
+                await ws.send(writer.stop())
         if not play.sends_stop:
             await ws.close()  # this dialect has no stop message: hanging up is closing the socket
         await listener
@@ -266,6 +293,66 @@ async def play_call(
     report.seconds_of_audio = len(ulaw) / 8000
     report.elapsed = time.monotonic() - started
     return report
+
+
+async def _linger(
+    ws: Any,
+    play: Dialect,
+    writer: TwilioStreamWriter | SignalWireStreamWriter,
+    ear: TwilioEar | None,
+    t0: float,
+    frames: int,
+    linger: float,
+    answer: Callable[[list[str]], Awaitable[None]],
+) -> None:
+    """Silence after the caller's audio while the bridge is still playing something back: until it has
+    sent nothing for 2 s and the phone has played it all, or ``linger`` seconds."""
+    quiet = silence(play.audio_format, play.frame_seconds * 1000)
+    end = time.monotonic() + linger
+    while time.monotonic() < end:
+        now = time.monotonic() - t0
+        if ear is not None:
+            await answer(ear.due(now))
+            idle = now - max((t for t, _ in ear.marks), default=0.0)
+            if ear.played and now > ear.finished_at() + 0.5 and idle > 2.0:
+                return
+        await ws.send(writer.media(quiet))
+        frames += 1
+        await asyncio.sleep(max(0.0, t0 + frames * play.frame_seconds - time.monotonic()))
+
+
+def reply_wav(ear: TwilioEar) -> bytes:
+    """What the caller heard, as a 16-bit PCM WAV at 8 kHz."""
+    import struct
+
+    from bridge.audio import decode_to_pcm16
+
+    pcm = decode_to_pcm16(ear.heard(), "ulaw")
+    header = struct.pack("<HHIIHH", 1, 1, 8000, 16000, 2, 16)
+    return (
+        b"RIFF"
+        + struct.pack("<I", 36 + len(pcm))
+        + b"WAVE"
+        + b"fmt "
+        + struct.pack("<I", 16)
+        + header
+        + b"data"
+        + struct.pack("<I", len(pcm))
+        + pcm
+    )
+
+
+def print_reply(ear: TwilioEar, out: TextIO = sys.stdout) -> None:
+    out.write(
+        f"reply: {len(ear.heard()) / 8000:.1f} s heard, {len(ear.marks)} marks echoed "
+        f"({', '.join(name for _, name in ear.marks[:8])}{', ...' if len(ear.marks) > 8 else ''}), "
+        f"{len(ear.clears)} clears"
+        + (f" (at {', '.join(f'{t:.1f}' for t in ear.clears)} s)" if ear.clears else "")
+        + "\n"
+    )
+    first = ear.first_audio_at()
+    if first is not None:
+        out.write(f"first reply audio {first:.2f} s after the call started\n")
 
 
 def print_report(report: CallReport, out: TextIO = sys.stdout) -> None:

@@ -46,3 +46,29 @@ def word_error_rate(reference: list[str], hypothesis: list[str]) -> float:
             cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (r != h))
         prev = cur
     return prev[-1] / max(1, len(reference))
+
+
+def speech_turns(ulaw: bytes, min_gap: float = 0.6) -> list[tuple[bytes, float]]:
+    """The sample call cut at its pauses: one piece per sentence (with a little silence either side)
+    and, for each, where its speech ends within the piece (seconds)."""
+    import numpy as np
+
+    from bridge.audio import samples_to_float
+
+    x = samples_to_float(ulaw, "ulaw")
+    frame = 160
+    rms = np.sqrt(np.mean(x[: len(x) // frame * frame].reshape(-1, frame) ** 2, axis=1))
+    voiced = rms > max(0.01, float(np.percentile(rms, 90)) * 0.1)
+    spans: list[list[int]] = []
+    for i, v in enumerate(voiced):
+        if not v:
+            continue
+        if spans and i - spans[-1][1] <= min_gap / 0.02:
+            spans[-1][1] = i
+        else:
+            spans.append([i, i])
+    pieces = []
+    for start, end in spans:
+        a, b = max(0, start - 10) * frame, min(len(voiced), end + 16) * frame
+        pieces.append((ulaw[a:b], ((end + 1) * frame - a) / 8000))
+    return pieces

@@ -71,6 +71,9 @@ class FakeGladia:
         self.lose_session_after_drops = False  # refuse reconnects with 403 after a drop
         self.crash_after_stop = False  # on stop_recording: cut the socket before the last finals
         self.huge_message_bytes = 0  # once, before the first final: a transcript message this big
+        # (seconds of session audio, server message): sent once the session has acknowledged that much
+        # audio, e.g. speech_start / speech_end events and partial transcripts for barge-in tests
+        self.script: list[tuple[float, dict[str, Any]]] = []
         self.init_down_until = 0.0  # monotonic time before which every POST fails (cycling 503/502/429/500)
         # records
         self.sessions: dict[str, FakeSession] = {}
@@ -273,6 +276,9 @@ class FakeGladia:
             k = session.finals_sent
             await self._send_final(ws, session, k, bytes(session.audio[k * seg : (k + 1) * seg]))
             session.finals_sent += 1
+        while self.script and self.script[0][0] * bps <= len(session.audio):
+            _, message = self.script.pop(0)
+            await ws.send_json({"session_id": session.id, "created_at": "2026-01-01T00:00:00.000Z", **message})
 
     async def _send_final(self, ws: web.WebSocketResponse, session: FakeSession, k: int, segment: bytes) -> None:
         if self.huge_message_bytes:
@@ -388,6 +394,8 @@ class FakeWebhook:
         self.clock: Callable[[], float] = time.monotonic
         self.outage_stall = 3.0  # seconds a stalled answer takes (longer than the bridge's timeout)
         self.location: str | None = None  # a Location header on every answer (for 3xx statuses)
+        # the bot's answer body to an event (a JSON value, e.g. {"actions": [...]}), by what it is given
+        self.answer: Callable[[dict[str, Any]], Any] | None = None
         self.app = web.Application()
         self.app.router.add_post("/hook", self._hook)
         self.received = asyncio.Event()
@@ -418,4 +426,8 @@ class FakeWebhook:
             status = (500, 503, 500)[mode]
         self.requests.append(WebhookRequest({k.lower(): v for k, v in request.headers.items()}, body, status))
         self.received.set()
-        return web.Response(status=status, headers={"Location": self.location} if self.location else None)
+        headers = {"Location": self.location} if self.location else None
+        answer = self.answer(json.loads(body)) if self.answer is not None and status < 300 else None
+        if answer is not None:
+            return web.json_response(answer, status=200 if status == 204 else status, headers=headers)
+        return web.Response(status=status, headers=headers)

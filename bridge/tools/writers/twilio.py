@@ -79,6 +79,12 @@ class TwilioStreamWriter:
             }
         )
 
+    def mark(self, name: str) -> str:
+        """Twilio's echo of a mark the server sent, once the audio before it has played."""
+        return json.dumps(
+            {"event": "mark", "sequenceNumber": self._next(), "streamSid": self.stream_sid, "mark": {"name": name}}
+        )
+
     def stop(self) -> str:
         return json.dumps(
             {

@@ -1,0 +1,1 @@
+"""The way back: the bot's actions, speech out, the playout clock, barge-in."""

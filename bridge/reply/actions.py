@@ -1,0 +1,203 @@
+"""The bot's action vocabulary (pure): what a bot may ask the bridge to do on a call.
+
+One vocabulary for every channel: the ``{"actions": [...]}`` body of a webhook answer, ``POST
+/v1/calls/{call_id}/actions`` and the bot WebSocket. :func:`parse_actions` validates a request and
+returns typed actions, each with an ``id`` (the bot's, or one the bridge assigns); a bad request
+raises :class:`~bridge.errors.ActionError` whose message names the bad field (HTTP 422), or
+``too_large`` (HTTP 413).
+
+=============  ===============================================================================
+``say``        speak ``text`` (``voice``; ``interrupt``: speech|dtmf|any|none; ``queue``:
+               append|replace; ``in_reply_to``: the utterance id it answers). On the WebSocket
+               also streamed: ``stream_id`` + ``last`` (speaking starts at the first sentence).
+``play``       play a WAV: ``audio`` (base64) or ``url`` (https, hosts in ``BRIDGE_PLAY_URL_HOSTS``)
+``audio``      (WebSocket) the bot's own TTS: ``stream_id``, ``audio`` (base64 PCM16 LE mono),
+               ``sample_rate``, ``last``
+``stop``       drop the queue and clear what the carrier holds
+``mark``       ``name``: a ``playback.mark`` event when playback reaches this point
+``dtmf``       ``digits`` (0-9 * # A-D, ``w`` = 500 ms pause)
+``hangup``     ``after``: now | playback (the default: when the carrier confirms the last audio played)
+``configure``  ``barge_in`` settings, ``voice``, ``stale_replies``
+=============  ===============================================================================
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import secrets
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
+
+from bridge.errors import ActionError
+
+MAX_ACTIONS = 32  # per request
+MAX_TEXT_CHARS = 4000  # per say
+MAX_AUDIO_BYTES = 4 * 1024 * 1024  # decoded, per play/audio action
+MAX_REQUEST_BYTES = 8 * 1024 * 1024  # the whole JSON body (base64 audio included)
+
+Interrupt = Literal["speech", "dtmf", "any", "none"]
+QueueMode = Literal["append", "replace"]
+
+
+class _Action(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(default_factory=lambda: "act_" + secrets.token_hex(8), min_length=1, max_length=64)
+
+
+class _Playable(_Action):
+    interrupt: Interrupt = "speech"
+    queue: QueueMode = "append"
+    in_reply_to: str | None = Field(None, max_length=128)
+
+
+class Say(_Playable):
+    type: Literal["say"]
+    text: str = Field(max_length=MAX_TEXT_CHARS)
+    voice: str | None = Field(None, max_length=128)
+    stream_id: str | None = Field(None, min_length=1, max_length=64)  # WebSocket: streamed text
+    last: bool = True  # streamed text: this piece ends the stream
+
+    @model_validator(mode="after")
+    def _has_text(self) -> Say:
+        if self.stream_id is None and not self.text.strip():
+            raise ValueError("say needs a non-empty 'text'")
+        return self
+
+
+def _decoded(value: str, field: str) -> bytes:
+    if len(value) > MAX_AUDIO_BYTES * 4 // 3 + 4:
+        raise ValueError(f"'{field}' is over {MAX_AUDIO_BYTES // (1024 * 1024)} MiB")
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ValueError(f"'{field}' is not base64: {exc}") from exc
+
+
+class Play(_Playable):
+    type: Literal["play"]
+    audio: bytes | None = None  # a WAV file (base64 in JSON)
+    url: str | None = Field(None, max_length=2048)
+
+    @field_validator("audio", mode="before")
+    @classmethod
+    def _base64(cls, value: Any) -> Any:
+        return _decoded(value, "audio") if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Play:
+        if (self.audio is None) == (self.url is None):
+            raise ValueError("play needs exactly one of 'audio' (base64 WAV) and 'url'")
+        if self.url is not None and not self.url.startswith("https://"):
+            raise ValueError("play 'url' must be https://")
+        return self
+
+
+class AudioChunk(_Playable):
+    type: Literal["audio"]
+    stream_id: str = Field(min_length=1, max_length=64)
+    audio: bytes = b""  # PCM16 little-endian mono (base64 in JSON)
+    sample_rate: Literal[8000, 16000, 22050, 24000, 32000, 44100, 48000]
+    last: bool = False
+
+    @field_validator("audio", mode="before")
+    @classmethod
+    def _base64(cls, value: Any) -> Any:
+        return _decoded(value, "audio") if isinstance(value, str) else value
+
+    @field_validator("audio")
+    @classmethod
+    def _whole_samples(cls, value: bytes) -> bytes:
+        if len(value) % 2:
+            raise ValueError("'audio' must be whole 16-bit samples (an even number of bytes)")
+        return value
+
+
+class Stop(_Action):
+    type: Literal["stop"]
+
+
+class Mark(_Action):
+    type: Literal["mark"]
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:\-]+$")
+
+
+class SendDtmf(_Action):
+    type: Literal["dtmf"]
+    digits: str = Field(min_length=1, max_length=32, pattern=r"^[0-9*#A-Dw]+$")
+
+
+class Hangup(_Action):
+    type: Literal["hangup"]
+    after: Literal["now", "playback"] = "playback"
+
+
+class BargeIn(BaseModel):
+    """Barge-in policy (all optional in a ``configure``; unset keeps the current value)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool | None = None
+    min_words: int | None = Field(None, ge=1, le=10)  # words that confirm an interruption
+    false_interruption_timeout: float | None = Field(None, gt=0, le=10)  # s before a paused reply resumes
+    echo_guard_ms: int | None = Field(None, ge=0, le=5000)  # speech this soon after playback starts is echo
+
+
+class Configure(_Action):
+    type: Literal["configure"]
+    barge_in: BargeIn | None = None
+    voice: str | None = Field(None, max_length=128)
+    stale_replies: Literal["drop", "play"] | None = None
+
+
+Action = Annotated[
+    Say | Play | AudioChunk | Stop | Mark | SendDtmf | Hangup | Configure,
+    Field(discriminator="type"),
+]
+_ACTIONS = TypeAdapter(list[Action])
+ACTION_TYPES = ("say", "play", "audio", "stop", "mark", "dtmf", "hangup", "configure")
+
+
+def parse_actions(body: bytes | str | dict[str, Any] | list[Any]) -> list[Action]:
+    """``{"actions": [...]}`` (or the list alone) to typed actions.
+
+    Raises:
+        ActionError: not JSON, not that shape, an unknown type or a bad field (the message names
+            it, e.g. ``actions[1].text``), or too large (``too_large``).
+    """
+    if isinstance(body, bytes | str):
+        if len(body) > MAX_REQUEST_BYTES:
+            raise ActionError(f"request body over {MAX_REQUEST_BYTES // (1024 * 1024)} MiB", too_large=True)
+        try:
+            body = json.loads(body)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ActionError(f"body is not JSON: {exc}") from exc
+    items = body.get("actions") if isinstance(body, dict) else body
+    if isinstance(body, dict) and set(body) - {"actions"}:
+        raise ActionError(f'unknown key(s) {sorted(set(body) - {"actions"})}: the body is {{"actions": [...]}}')
+    if not isinstance(items, list):
+        raise ActionError('the body must be {"actions": [...]}')
+    if len(items) > MAX_ACTIONS:
+        raise ActionError(f"{len(items)} actions in one request; at most {MAX_ACTIONS}", too_large=True)
+    for i, item in enumerate(items):
+        if not isinstance(item, dict) or item.get("type") not in ACTION_TYPES:
+            kind = item.get("type") if isinstance(item, dict) else type(item).__name__
+            raise ActionError(f"actions[{i}].type: {kind!r} is not one of {', '.join(ACTION_TYPES)}")
+    try:
+        return _ACTIONS.validate_python(items)
+    except ValidationError as exc:
+        raise ActionError(_first_error(exc)) from None
+
+
+def _first_error(exc: ValidationError) -> str:
+    err = exc.errors(include_url=False, include_input=False)[0]
+    loc = err["loc"]
+    path = f"actions[{loc[0]}]" if loc else "actions"
+    # loc is (index, type tag, field...): the tag is the action's type, not a field the bot wrote
+    for part in loc[2:]:
+        path += f"[{part}]" if isinstance(part, int) else f".{part}"
+    message = str(err["msg"]).removeprefix("Value error, ")
+    return f"{path}: {message}"

@@ -1,0 +1,561 @@
+"""One call's way back to the caller: the bot's actions in, paced audio out (the I/O shell).
+
+Drives the pure pieces: :class:`~bridge.reply.playout.Playout` (what is sent when, what was heard),
+:class:`~bridge.reply.bargein.BargeIn` (what the caller's voice and keys do to it) and the TTS
+:class:`~bridge.reply.tts.Speaker`. One task per call, :meth:`CallReply.run`, does all the sending:
+it wakes when the playout or barge-in has something due (about ten times a second while audio
+plays, never while the call is quiet) or when an action, a mark echo or caller speech came in.
+Nothing here is awaited by the phone's reading task: the caller's audio never waits for the way back.
+
+Actions are produced in order by a second task (synthesis is one sentence at a time, off the event
+loop; the first sentence plays while the next is synthesised). ``stop``, ``hangup after=now``,
+``configure`` and a ``queue: replace`` act at once; the others wait their turn. Every ``say``,
+``play`` and ``audio`` action ends with one ``playback.finished``, ``playback.interrupted`` or
+``action.failed`` event; ``mark`` actions with ``playback.mark``.
+
+Exactly once: a webhook answer's actions are applied once per ``webhook-id`` (a retried event that
+the bot answered twice), a REST request's once per ``Idempotency-Key``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import OrderedDict, deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Literal, assert_never
+from urllib.parse import urlsplit
+
+import aiohttp
+import numpy as np
+import structlog
+
+from bridge.adapters.base import PhoneAdapter
+from bridge.audio import AudioFormat, make_transcoder
+from bridge.errors import TtsError, UnsupportedOperation, WavError
+from bridge.reply.actions import (
+    Action,
+    AudioChunk,
+    Configure,
+    Hangup,
+    Mark,
+    Play,
+    Say,
+    SendDtmf,
+    Stop,
+)
+from bridge.reply.bargein import BargeIn, BargeInPolicy
+from bridge.reply.dtmf import dtmf_pcm16
+from bridge.reply.playout import (
+    BotMarkPlayed,
+    HangupNow,
+    Output,
+    PlaybackFinished,
+    PlaybackInterrupted,
+    PlaybackStarted,
+    Playout,
+    Segment,
+    SendAudio,
+    SendClear,
+    SendMark,
+)
+from bridge.reply.tts import SentenceBuffer, Speaker
+from bridge.settings import ReplySettings
+from bridge.wav import read_wav
+
+log = structlog.get_logger("bridge.reply")
+
+Emit = Callable[[str, dict[str, Any]], None]  # (event type, payload without "call") -> the bot
+Send = Callable[[str | bytes], Awaitable[None]]  # one message to the carrier
+ActionStatus = Literal["queued", "done", "failed"]
+MAX_PENDING_ACTIONS = 256  # queued and not yet produced, per call
+MAX_KEYS = 1024  # remembered webhook-ids and idempotency keys, per call
+MAX_STREAM_BYTES = 16 * 1024 * 1024  # a bot's own streamed audio not yet played
+
+
+@dataclass(slots=True)
+class ReplyCounters:
+    actions: int = 0
+    failed: int = 0
+    played_ms: float = 0.0
+    interrupted: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ActionResult:
+    id: str
+    status: ActionStatus
+    error: str | None = None
+
+    def json(self) -> dict[str, Any]:
+        return {"id": self.id, "status": self.status} | ({"error": self.error} if self.error else {})
+
+
+class CallReply:
+    """See the module docstring. ``emit`` posts a bot event; ``on_hangup`` ends the call."""
+
+    def __init__(
+        self,
+        call_id: str,
+        *,
+        settings: ReplySettings,
+        speaker: Speaker | None,
+        http: aiohttp.ClientSession | None,
+        emit: Emit,
+        on_hangup: Callable[[], None],
+    ) -> None:
+        self.call_id = call_id
+        self.settings = settings
+        self.speaker = speaker
+        self.http = http
+        self.emit = emit
+        self.on_hangup = on_hangup
+        self.policy = BargeInPolicy(
+            settings.barge_in, settings.min_words, settings.false_interruption_timeout, settings.echo_guard_ms
+        )
+        self.stale_replies = settings.stale_replies
+        self.voice: str | None = None
+        self._adapter: PhoneAdapter | None = None
+        self._send: Send | None = None
+        self.playout: Playout | None = None
+        self.barge_in: BargeIn | None = None
+        self._format: AudioFormat | None = None
+        self._pending: deque[Action] = deque()  # to produce, in order
+        self._producing: Action | None = None
+        self._cancel_production = False
+        self._wake = asyncio.Event()
+        self._produce = asyncio.Event()
+        self._out: deque[Output] = deque()  # from synchronous handlers, sent by the run task
+        self._keys: OrderedDict[str, list[ActionResult]] = OrderedDict()
+        self._finals: deque[str] = deque(maxlen=64)  # the caller's latest utterance ids
+        self._streams: dict[str, SentenceBuffer] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._messages: deque[str | bytes] = deque()  # to the carrier, in order
+        self._hangup = False
+        self._closed = False
+        self.counters = ReplyCounters()
+        self._earlier_playouts = (0, 0.0, 0)  # underruns, cleared ms, resumed: of streams before this one
+        self.turn_started: float | None = None  # when the latest final arrived (turn latency)
+        self.first_audio_after_final: list[float] = []  # seconds, final -> first reply audio sent
+
+    # -- the stream that carries the call -------------------------------------------------------
+
+    def attach(self, adapter: PhoneAdapter, send: Send) -> None:
+        """The phone stream that carries the call now (its first, or a restarted one). Audio that was
+        playing on a previous stream is reported interrupted (reason ``stop``): it is gone with it."""
+        if self.playout is not None:
+            if self.playout.playing:
+                self._dispatch(self.playout.interrupt(time.monotonic(), "stop", only_interruptible=False))
+            self._earlier_playouts = self._playout_figures()
+        self._adapter, self._send = adapter, send
+        fmt = adapter.outbound_format
+        self._format = fmt
+        framing = adapter.outbound_framing
+        frame, min_bytes = framing.frame_bytes, framing.frame_bytes * framing.min_frames
+        silence_byte = 0xFF if fmt.codec == "ulaw" else (0xD5 if fmt.codec == "alaw" else 0)
+        self.playout = Playout(
+            bytes_per_ms=fmt.bytes_per_second / 1000.0,
+            frame_bytes=frame,
+            silence_byte=silence_byte,
+            min_bytes=min_bytes,
+            lead_ms=self.settings.lead_ms,
+            chunk_ms=self.settings.chunk_ms,
+            marks=adapter.supports_marks,
+            mark_grace=self.settings.mark_grace,
+        )
+        self.barge_in = BargeIn(self.playout, self.policy)
+        if not self._tasks:
+            self._tasks = [
+                asyncio.create_task(self._run(), name=f"reply-{self.call_id}"),
+                asyncio.create_task(self._producer(), name=f"reply-produce-{self.call_id}"),
+            ]
+        self._wake.set()
+
+    # -- actions in ---------------------------------------------------------------------------
+
+    def apply(self, actions: list[Action], key: str | None = None) -> list[ActionResult]:
+        """Accept a request's actions (already validated). ``key``: a webhook-id or an
+        Idempotency-Key; a key seen before returns its first results and applies nothing."""
+        if key is not None and key in self._keys:
+            return self._keys[key]  # the first answer, nothing applied twice
+        results = [self._accept(action) for action in actions]
+        self.counters.actions += sum(r.status != "failed" for r in results)
+        if key is not None:
+            self._keys[key] = results
+            while len(self._keys) > MAX_KEYS:
+                self._keys.popitem(last=False)
+        self._produce.set()
+        self._wake.set()
+        return results
+
+    def _accept(self, action: Action) -> ActionResult:
+        if self._closed:
+            return ActionResult(action.id, "failed", "the call has ended")
+        now = time.monotonic()
+        match action:
+            case Stop():
+                self._drop_pending("stop")
+                self._interrupt(now, "stop")
+                return ActionResult(action.id, "done")
+            case Hangup(after="now"):
+                self._drop_pending("hangup")
+                self._interrupt(now, "hangup")
+                self._out.append(HangupNow())
+                return ActionResult(action.id, "done")
+            case Configure():
+                if action.barge_in is not None:
+                    self.policy = self.policy.updated(action.barge_in)
+                    if self.barge_in is not None:
+                        self.barge_in.policy = self.policy
+                if action.voice is not None:
+                    self.voice = action.voice
+                if action.stale_replies is not None:
+                    self.stale_replies = action.stale_replies
+                return ActionResult(action.id, "done")
+            case Play(url=str() as url) if not self._url_allowed(url):
+                error = f"play url host {urlsplit(url).hostname!r} is not in BRIDGE_PLAY_URL_HOSTS"
+                self.fail(action.id, error)
+                return ActionResult(action.id, "failed", error)
+            case Say() | Play() | AudioChunk() | Mark() | SendDtmf() | Hangup():
+                if len(self._pending) >= MAX_PENDING_ACTIONS:
+                    error = f"more than {MAX_PENDING_ACTIONS} actions waiting on this call"
+                    self.fail(action.id, error)
+                    return ActionResult(action.id, "failed", error)
+                if isinstance(action, Say | Play | AudioChunk) and action.queue == "replace":
+                    self._drop_pending("replace")
+                    self._interrupt(now, "replace")
+                self._pending.append(action)
+                return ActionResult(action.id, "queued")
+            case _:
+                assert_never(action)
+
+    def fail(self, action_id: str | None, error: str) -> None:
+        """``action.failed``: an action (or, with no id, a whole answer) the bridge could not carry out."""
+        self.counters.failed += 1
+        self.emit("action.failed", {"action_id": action_id, "error": error})
+
+    def _url_allowed(self, url: str) -> bool:
+        host = (urlsplit(url).hostname or "").lower()
+        return bool(host) and host in self.settings.play_url_hosts
+
+    def _drop_pending(self, reason: Literal["stop", "replace", "hangup"]) -> None:
+        """Actions not yet produced end without a sound (played_ms 0); one being produced stops."""
+        for action in self._pending:
+            if isinstance(action, Say | Play | AudioChunk):
+                self.emit(
+                    "playback.interrupted", {"action_id": action.id, "played_ms": 0, "heard_text": "", "reason": reason}
+                )
+        self._pending.clear()
+        self._streams.clear()
+        if self._producing is not None:
+            self._cancel_production = True
+
+    def _interrupt(self, now: float, reason: Literal["stop", "replace", "hangup"]) -> None:
+        if self.playout is not None:
+            self._out.extend(self.playout.interrupt(now, reason, only_interruptible=False))
+        if self.barge_in is not None:
+            self.barge_in.stopped()
+
+    # -- what the call tells us ---------------------------------------------------------------
+
+    def mark_reached(self, name: str) -> None:
+        if self.playout is not None:
+            self._out.extend(self.playout.mark_reached(name, time.monotonic()))
+            self._wake.set()
+
+    def caller_speech(self, started: bool) -> None:
+        if self.barge_in is None:
+            return
+        now = time.monotonic()
+        self._out.extend(self.barge_in.speech_started(now) if started else self.barge_in.speech_ended(now))
+        self._wake.set()
+
+    def caller_words(self, text: str) -> None:
+        if self.barge_in is not None:
+            self._out.extend(self.barge_in.words(text, time.monotonic()))
+            self._wake.set()
+
+    def caller_final(self, utterance_id: str, text: str) -> str | None:
+        """A final of the caller: barge-in words, the latest turn (stale replies). Returns the action
+        the caller heard while saying it (``during_playback``), or None."""
+        during = self.playout.current_action if self.playout is not None and self.playout.playing else None
+        self._finals.append(utterance_id)
+        self.turn_started = time.monotonic()
+        self.caller_words(text)
+        return during
+
+    def caller_dtmf(self) -> None:
+        if self.barge_in is not None:
+            self._out.extend(self.barge_in.dtmf(time.monotonic()))
+            self._wake.set()
+
+    def _playout_figures(self) -> tuple[int, float, int]:
+        u, c, r = self._earlier_playouts
+        if self.playout is None or self.barge_in is None:
+            return u, c, r
+        cleared_ms = self.playout.counters.cleared_bytes / self.playout.bytes_per_ms
+        return u + self.playout.counters.underruns, c + cleared_ms, r + self.barge_in.counters.resumed
+
+    def figures(self) -> dict[str, int]:
+        """The reply loop's part of ``call.ended``'s summary."""
+        underruns, cleared_ms, resumed = self._playout_figures()
+        return {
+            "reply_actions": self.counters.actions,
+            "reply_failed": self.counters.failed,
+            "reply_played_ms": round(self.counters.played_ms),
+            "reply_interrupted": self.counters.interrupted,
+            "reply_underruns": underruns,
+            "reply_cleared_ms": round(cleared_ms),
+            "barge_in_resumed": resumed,
+        }
+
+    def state(self) -> dict[str, Any]:
+        """For ``GET /v1/calls/{id}``: listening, speaking or paused; the queue; what was heard."""
+        playout = self.playout
+        now = time.monotonic()
+        if playout is not None and playout.paused:
+            status = "paused"
+        elif (playout is not None and playout.playing) or self._producing is not None or self._pending:
+            status = "speaking"
+        else:
+            status = "listening"
+        queue = playout.queued_actions if playout is not None else []
+        queue += [
+            a.id for a in ([self._producing] if self._producing else []) + list(self._pending) if a.id not in queue
+        ]
+        return {
+            "state": status,
+            "queue": queue,
+            "played_ms": round(playout.heard_ms(now)) if playout is not None else 0,
+        }
+
+    async def close(self) -> None:
+        """The call is over: what was playing or queued is reported interrupted (``hangup``)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._drop_pending("hangup")
+        if self.playout is not None:
+            self._dispatch(self.playout.interrupt(time.monotonic(), "hangup", only_interruptible=False), send=False)
+        for task in self._tasks:
+            task.cancel()
+        if self._tasks:
+            _, stuck = await asyncio.wait(self._tasks, timeout=5.0)
+            if stuck:  # never expected: say so rather than hold the call's end
+                log.error("reply.task_stuck", tasks=sorted(t.get_name() for t in stuck))
+
+    # -- the sending task ---------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        while True:
+            await self._flush()
+            playout, barge_in = self.playout, self.barge_in
+            assert playout is not None and barge_in is not None
+            now = time.monotonic()
+            self._out.extend(barge_in.tick(now))
+            self._out.extend(playout.tick(now))
+            if self._out:
+                continue
+            due = [t for t in (playout.next_due(), barge_in.next_due()) if t is not None]
+            self._wake.clear()
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that lands as
+            # the wake-up does, and close() would then wait for this task forever.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(0.0, min(due) - time.monotonic()) if due else None):
+                    await self._wake.wait()
+
+    async def _flush(self) -> None:
+        while self._out:
+            self._dispatch([self._out.popleft()])
+            await self._send_queued()
+
+    def _dispatch(self, outputs: list[Output], *, send: bool = True) -> None:
+        adapter = self._adapter
+        for out in outputs:
+            match out:
+                case SendAudio():
+                    if send and adapter is not None:
+                        if self.turn_started is not None:
+                            self.first_audio_after_final.append(time.monotonic() - self.turn_started)
+                            self.turn_started = None
+                        self._messages.extend(adapter.audio_messages(out.data))
+                case SendMark():
+                    if send and adapter is not None:
+                        self._messages.append(adapter.mark_message(out.name))
+                case SendClear():
+                    if send and adapter is not None:
+                        with contextlib.suppress(UnsupportedOperation):  # pausing still stops the sending
+                            self._messages.append(adapter.clear_message())
+                case PlaybackStarted():
+                    self.emit("playback.started", {"action_id": out.action_id})
+                case PlaybackFinished():
+                    self.counters.played_ms += out.played_ms
+                    self.emit("playback.finished", {"action_id": out.action_id, "played_ms": out.played_ms})
+                case PlaybackInterrupted():
+                    self.counters.played_ms += out.played_ms
+                    self.counters.interrupted += 1
+                    self.emit(
+                        "playback.interrupted",
+                        {
+                            "action_id": out.action_id,
+                            "played_ms": out.played_ms,
+                            "heard_text": out.heard_text,
+                            "reason": out.reason,
+                        },
+                    )
+                case BotMarkPlayed():
+                    self.emit("playback.mark", {"name": out.name})
+                case HangupNow():
+                    if send and adapter is not None:
+                        message = adapter.hangup_message()
+                        if message is not None:
+                            self._messages.append(message)
+                    self._hangup = True
+                case _:
+                    assert_never(out)
+
+    async def _send_queued(self) -> None:
+        send = self._send
+        while self._messages:
+            message = self._messages.popleft()
+            if send is not None:
+                try:
+                    await send(message)
+                except (ConnectionError, RuntimeError):  # the socket is closing: the call ends anyway
+                    self._messages.clear()
+        if self._hangup:
+            self._hangup = False
+            log.info("reply.hangup")
+            self.on_hangup()
+
+    # -- producing audio, in order --------------------------------------------------------------
+
+    async def _producer(self) -> None:
+        while True:
+            if not self._pending:
+                self._produce.clear()
+                await self._produce.wait()
+                continue
+            action = self._pending.popleft()
+            self._producing, self._cancel_production = action, False
+            try:
+                await self._produce_one(action)
+            except (TtsError, WavError, ValueError) as exc:
+                error = str(exc)[:300]
+                log.warning("reply.action_failed", action_id=action.id, error=error)
+                self.fail(action.id, error)
+            finally:
+                self._producing = None
+            self._wake.set()
+
+    async def _produce_one(self, action: Action) -> None:
+        match action:
+            case Say():
+                await self._say(action)
+            case Play():
+                await self._play(action)
+            case AudioChunk():
+                self._audio_chunk(action)
+            case Mark():
+                self._add(Segment(action.id, b"", bot_mark=action.name))
+            case SendDtmf():
+                pcm = await asyncio.to_thread(dtmf_pcm16, action.digits)
+                self._add(Segment(action.id, self._to_outbound(pcm, 8000), text="", interrupt="none"))
+            case Hangup():
+                if self.playout is not None:
+                    self._out.extend(self.playout.hangup_after_playback(time.monotonic()))
+            case Stop() | Configure():
+                pass  # applied when accepted
+            case _:
+                assert_never(action)
+
+    def _stale(self, action: Say | Play | AudioChunk) -> bool:
+        """A reply to an utterance the caller has moved past (another final came after it)."""
+        if action.in_reply_to is None or self.stale_replies == "play" or not self._finals:
+            return False
+        if action.in_reply_to not in self._finals or action.in_reply_to == self._finals[-1]:
+            return False
+        error = (
+            f"stale reply: in_reply_to {action.in_reply_to!r} but the caller spoke again since "
+            f"(latest utterance {self._finals[-1]!r}); set stale_replies to play to keep such replies"
+        )
+        log.info("reply.stale_dropped", action_id=action.id, in_reply_to=action.in_reply_to)
+        self.fail(action.id, error)
+        return True
+
+    async def _say(self, action: Say) -> None:
+        if action.stream_id is not None:
+            buffer = self._streams.setdefault(action.stream_id, SentenceBuffer())
+            texts = buffer.push(action.text, action.last)
+            if action.last:
+                self._streams.pop(action.stream_id, None)
+        else:
+            texts = None
+        if self.speaker is None:
+            raise TtsError("no speech engine: install the local extra (pip install '.[local]') or set TTS_API_URL")
+        if self._stale(action):
+            return
+        from bridge.reply.tts import sentences
+
+        parts = texts if texts is not None else sentences(action.text)
+        action_id = action.stream_id or action.id  # a streamed say is one action: its stream
+        last_piece = action.last
+        if not parts and last_piece:
+            self._add(Segment(action_id, b"", last=True, interrupt=action.interrupt))  # the stream's end
+        for i, text in enumerate(parts):
+            if self._cancel_production:
+                return
+            speech = await self.speaker.sentence(text, action.voice or self.voice)
+            if self._cancel_production:
+                return
+            audio = await asyncio.to_thread(self._to_outbound, speech.pcm, speech.sample_rate)
+            self._add(
+                Segment(
+                    action_id, audio, text=text, last=last_piece and i == len(parts) - 1, interrupt=action.interrupt
+                )
+            )
+
+    async def _play(self, action: Play) -> None:
+        if self._stale(action):
+            return
+        data = action.audio if action.audio is not None else await self._fetch(action.url or "")
+        wav = await asyncio.to_thread(read_wav, data)
+        pcm = (np.clip(wav.samples, -1.0, 1.0) * 32767).astype("<i2").tobytes()
+        audio = await asyncio.to_thread(self._to_outbound, pcm, wav.sample_rate)
+        if not self._cancel_production:
+            self._add(Segment(action.id, audio, interrupt=action.interrupt))
+
+    def _audio_chunk(self, action: AudioChunk) -> None:
+        if self.playout is None:
+            return
+        audio = self._to_outbound(action.audio, action.sample_rate) if action.audio else b""
+        # the pieces of one stream are one action, named by the stream
+        self._add(Segment(action.stream_id, audio, last=action.last, interrupt=action.interrupt))
+
+    async def _fetch(self, url: str) -> bytes:
+        if not self._url_allowed(url) or self.http is None:
+            raise ValueError(f"play url host {urlsplit(url).hostname!r} is not in BRIDGE_PLAY_URL_HOSTS")
+        limit = self.settings.max_play_bytes
+        try:
+            async with self.http.get(url, allow_redirects=False, timeout=aiohttp.ClientTimeout(total=10)) as resp:
+                if resp.status != 200:
+                    raise ValueError(f"play url answered {resp.status}")
+                data = await resp.content.read(limit + 1)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise ValueError(f"play url failed: {type(exc).__name__}: {exc}"[:200]) from exc
+        if len(data) > limit:
+            raise ValueError(f"play url body over {limit} bytes (reply.max_play_bytes)")
+        return data
+
+    def _to_outbound(self, pcm: bytes, rate: int) -> bytes:
+        assert self._format is not None
+        transcoder = make_transcoder(AudioFormat("pcm16", rate), self._format)
+        return transcoder.feed(pcm) + transcoder.flush()
+
+    def _add(self, segment: Segment) -> None:
+        if self.playout is None or self._closed:
+            return
+        self._out.extend(self.playout.add(segment, time.monotonic()))
+        self._wake.set()

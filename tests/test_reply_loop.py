@@ -1,0 +1,384 @@
+"""The bot talks back, end to end on loopback: a Twilio phone (real-time playback, mark echoes, clears),
+the bridge with the embedded TTS (Piper), a bot that answers with actions, Gladia faked with scripted
+speech events (or the real local recogniser to hear what the caller heard)."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import itertools
+import json
+from collections.abc import Callable
+from typing import Any
+
+import aiohttp
+import numpy as np
+import pytest
+import structlog
+from aiohttp import web
+
+from bridge.audio import samples_to_float
+from bridge.tools.speech import normalised_words
+from tests.support.calls import BridgeFactory, wait_for
+from tests.support.fakes import FakeGladia, FakeWebhook
+from tests.support.phone import PhoneCall, phone_call
+
+pytestmark = pytest.mark.timeout(90)
+
+WELCOME = "Welcome to the bridge bank. How can I help you today?"
+LONG = (
+    "Your balance is one thousand two hundred dollars. Your last payment was to the electricity company. "
+    "Would you like to hear the other payments of this month?"
+)
+TOKEN = "test-api-token-0123456789"
+
+
+def stream_url(server: Any) -> str:
+    return str(server.make_url("/twilio/stream"))
+
+
+def answer_to(event_type: str, actions: list[dict[str, Any]]) -> Callable[[dict[str, Any]], Any]:
+    def answer(event: dict[str, Any]) -> Any:
+        return {"actions": actions} if event["type"] == event_type else None
+
+    return answer
+
+
+def events(hook: FakeWebhook, *types: str) -> list[dict[str, Any]]:
+    return [e for e in hook.events() if e["type"] in types]
+
+
+def quiet(fake_gladia: FakeGladia) -> None:
+    """No transcripts from the fake's one-second segments: only the scripted speech events count."""
+    fake_gladia.segment_seconds = 3600.0
+
+
+def speech(at: float, started: bool) -> tuple[float, dict[str, Any]]:
+    return at, {"type": "speech_start" if started else "speech_end", "data": {"time": at, "channel": 0}}
+
+
+def partial(at: float, text: str) -> tuple[float, dict[str, Any]]:
+    utterance = {
+        "start": at - 0.5,
+        "end": at,
+        "text": text,
+        "words": [],
+        "language": "en",
+        "confidence": 0.9,
+        "channel": 0,
+    }
+    return at, {"type": "transcript", "data": {"id": f"p_{at}", "is_final": False, "utterance": utterance}}
+
+
+def heard_seconds(call: PhoneCall) -> float:
+    return len(call.ear.heard()) / 8000
+
+
+@pytest.mark.recognition
+async def test_a_say_is_spoken_and_the_caller_hears_the_words(
+    make_bridge: BridgeFactory, fake_gladia: FakeGladia, webhook: tuple[FakeWebhook, str], recognizer: Any
+) -> None:
+    """The bot answers call.started with a say: the caller hears it (transcribed back by the local
+    recogniser from what the phone played), one sentence at a time, marked, and the bot learns it played."""
+    hook, _ = webhook
+    quiet(fake_gladia)
+    hook.answer = answer_to("call.started", [{"type": "say", "id": "welcome", "text": WELCOME}])
+    server = await make_bridge()
+    call = await phone_call(stream_url(server), b"", until=lambda c: bool(hook.events("playback.finished")))
+    started, finished = hook.events("playback.started"), hook.events("playback.finished")
+    assert [e["action_id"] for e in started] == ["welcome"] and [e["action_id"] for e in finished] == ["welcome"]
+    assert len(call.texts("mark")) == 2  # one mark per sentence
+    heard = call.ear.heard()
+    assert finished[0]["played_ms"] == pytest.approx(len(heard) / 8, abs=40)
+    audio = samples_to_float(heard, "ulaw")
+    from bridge.audio import resample
+
+    text = recognizer.transcribe(resample(audio, 8000, 16000).astype(np.float32)).text
+    said, got = normalised_words(WELCOME), normalised_words(text)
+    assert sum(w in got for w in said) >= 0.6 * len(said), (text, WELCOME)
+    first = call.ear.first_audio_at()
+    assert first is not None and first < 2.0  # the first sentence plays while the next is synthesised
+
+
+async def test_barge_in_pauses_confirms_and_reports_what_was_heard(
+    make_bridge: BridgeFactory, fake_gladia: FakeGladia, webhook: tuple[FakeWebhook, str]
+) -> None:
+    """The caller speaks over a long reply: speech start pauses it (a clear at once), two words confirm
+    it, the rest is dropped and playback.interrupted says what the caller heard."""
+    hook, _ = webhook
+    quiet(fake_gladia)
+    fake_gladia.script = [speech(4.0, True), partial(4.6, "wait a second")]
+    hook.answer = answer_to("call.started", [{"type": "say", "id": "balance", "text": LONG}])
+    server = await make_bridge()
+    call = await phone_call(
+        stream_url(server), b"", until=lambda c: bool(hook.events("playback.interrupted")), max_seconds=20
+    )
+    (interrupted,) = hook.events("playback.interrupted")
+    assert interrupted["action_id"] == "balance" and interrupted["reason"] == "speech"
+    assert not hook.events("playback.finished")
+    heard_words = interrupted["heard_text"].split()
+    assert heard_words and LONG.split()[: len(heard_words)] == heard_words  # a prefix, in order
+    assert len(heard_words) < len(LONG.split())
+    (clear_at, _) = next((t, m) for t, m in call.received if '"clear"' in m)
+    assert 3.9 < clear_at < 4.6  # paused on speech start, before any word
+    # what the bridge says was heard is what the phone played, to within the lead
+    assert interrupted["played_ms"] == pytest.approx(heard_seconds(call) * 1000, abs=350)
+    await wait_for(lambda: bool(hook.events("call.ended")))
+    summary = hook.events("call.ended")[0]["summary"]
+    assert summary["reply_interrupted"] == 1 and summary["reply_actions"] == 1
+    assert 0 < summary["reply_cleared_ms"] <= 400  # a clear throws away at most the lead (and a chunk)
+
+
+async def test_a_false_start_resumes_where_it_paused(
+    make_bridge: BridgeFactory, fake_gladia: FakeGladia, webhook: tuple[FakeWebhook, str]
+) -> None:
+    """A cough: speech starts and stops without a word. The reply pauses, then after
+    false_interruption_timeout plays on from where it stopped: the caller hears every sentence once."""
+    hook, _ = webhook
+    quiet(fake_gladia)
+    fake_gladia.script = [speech(3.0, True), speech(3.3, False)]
+    hook.answer = answer_to("call.started", [{"type": "say", "id": "balance", "text": LONG}])
+    server = await make_bridge(reply__false_interruption_timeout=1.0)
+    call = await phone_call(
+        stream_url(server), b"", until=lambda c: bool(hook.events("playback.finished")), max_seconds=30
+    )
+    assert not hook.events("playback.interrupted")
+    (finished,) = hook.events("playback.finished")
+    assert len(call.ear.clears) == 1
+    # nothing lost, nothing played twice: what the phone played is the whole reply
+    assert finished["played_ms"] == pytest.approx(heard_seconds(call) * 1000, abs=40)
+    times = [t for t, m in call.received if '"media"' in m]
+    assert any(b - a > 0.8 for a, b in itertools.pairwise(times))  # the pause
+    await wait_for(lambda: bool(hook.events("call.ended")))
+    summary = hook.events("call.ended")[0]["summary"]
+    assert summary["barge_in_resumed"] == 1 and summary["reply_underruns"] == 0
+    assert summary["reply_played_ms"] == finished["played_ms"]
+
+
+async def test_hangup_after_playback_waits_for_the_last_mark(
+    make_bridge: BridgeFactory, fake_gladia: FakeGladia, webhook: tuple[FakeWebhook, str]
+) -> None:
+    """say + hangup(after=playback): the bridge closes the stream only once the carrier has echoed the
+    goodbye's last mark (late here), never on a timer; the call ends with bot_hangup."""
+    hook, _ = webhook
+    quiet(fake_gladia)
+    hook.answer = answer_to(
+        "call.started",
+        [{"type": "say", "text": "Thank you for calling. Goodbye."}, {"type": "hangup", "after": "playback"}],
+    )
+    server = await make_bridge()
+    call = await phone_call(stream_url(server), b"", until=lambda c: False, max_seconds=20, mark_delay=1.5)
+    assert call.closed_by_bridge_at is not None and call.ws.close_code == 1000
+    last_mark = max(t for t, _ in call.ear.marks)
+    assert call.closed_by_bridge_at >= last_mark + 1.5 - 0.1  # after the (delayed) echo went out
+    assert call.closed_by_bridge_at > call.ear.finished_at()
+    await wait_for(lambda: bool(hook.events("call.ended")))
+    assert hook.events("call.ended")[0]["summary"]["end_reason"] == "bot_hangup"
+    assert [e["type"] for e in events(hook, "playback.started", "playback.finished")] == [
+        "playback.started",
+        "playback.finished",
+    ]
+
+
+async def test_a_key_press_interrupts_audio_that_allows_it(
+    make_bridge: BridgeFactory, fake_gladia: FakeGladia, webhook: tuple[FakeWebhook, str]
+) -> None:
+    hook, _ = webhook
+    quiet(fake_gladia)
+    hook.answer = answer_to("call.started", [{"type": "say", "id": "menu", "text": LONG, "interrupt": "dtmf"}])
+    server = await make_bridge()
+    sent: list[float] = []
+
+    def press(call: PhoneCall, t: float) -> list[str]:
+        if t > 3.0 and not sent:
+            sent.append(t)
+            return [
+                json.dumps(
+                    {
+                        "event": "dtmf",
+                        "streamSid": "MZ" + "1" * 32,
+                        "sequenceNumber": "999",
+                        "dtmf": {"track": "inbound_track", "digit": "1"},
+                    }
+                )
+            ]
+        return []
+
+    await phone_call(
+        stream_url(server), b"", until=lambda c: bool(hook.events("playback.interrupted")), max_seconds=20, events=press
+    )
+    (interrupted,) = hook.events("playback.interrupted")
+    assert interrupted["reason"] == "dtmf" and interrupted["heard_text"]
+    assert hook.events("call.dtmf")[0]["digit"] == "1"
+
+
+async def test_a_retried_event_applies_its_answer_once(
+    make_bridge: BridgeFactory, fake_gladia: FakeGladia, webhook: tuple[FakeWebhook, str]
+) -> None:
+    """The bot's first answer to call.started comes after the bridge gave up waiting (it retries): the
+    bot answers the retry with the same actions; the reply plays once."""
+    hook, _ = webhook
+    quiet(fake_gladia)
+    hook.delays = [2.5]  # the bridge's webhook timeout is 2 s in the tests
+    hook.answer = answer_to("call.started", [{"type": "say", "id": "greet", "text": "Hello."}])
+    server = await make_bridge()
+    with structlog.testing.capture_logs() as logs:
+        await phone_call(
+            stream_url(server), b"", until=lambda c: bool(hook.events("playback.finished")), max_seconds=20
+        )
+    retried = {line["webhook_id"] for line in logs if line["event"] == "webhook.retry"}
+    started_id = hook.requests[0].headers["webhook-id"]
+    assert hook.requests[0].json["type"] == "call.started" and retried == {started_id}
+    assert [e["action_id"] for e in hook.events("playback.started")] == ["greet"]
+
+
+# -- the REST channel ----------------------------------------------------------------------------
+
+
+async def _api(
+    http: aiohttp.ClientSession,
+    server: Any,
+    method: str,
+    path: str,
+    body: Any = None,
+    token: str | None = TOKEN,
+    **headers: str,
+) -> tuple[int, Any]:
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    raw = body if isinstance(body, bytes) else (json.dumps(body).encode() if body is not None else None)
+    data = io.BytesIO(raw) if raw is not None else None
+    async with http.request(method, server.make_url(path), data=data, headers=headers) as resp:
+        return resp.status, await resp.json()
+
+
+async def test_the_rest_api_acts_on_a_running_call(
+    make_bridge: BridgeFactory, fake_gladia: FakeGladia, webhook: tuple[FakeWebhook, str]
+) -> None:
+    """Bearer auth, 404/409/413/422, Idempotency-Key, the allowlist for play urls, stale replies, state."""
+    hook, _ = webhook
+    server = await make_bridge({"BRIDGE_API_TOKEN": TOKEN, "BRIDGE_PLAY_URL_HOSTS": "prompts.example.com"})
+    results: dict[str, Any] = {}
+
+    async def bot(http: aiohttp.ClientSession) -> None:
+        await wait_for(lambda: len(hook.events("utterance.final")) >= 2, timeout=15)
+        call_id = hook.events("call.started")[0]["call"]["id"]
+        u1, u2 = (e["utterance"]["id"] for e in hook.events("utterance.final")[:2])
+        path = f"/v1/calls/{call_id}/actions"
+        results["no token"] = await _api(http, server, "POST", path, {"actions": []}, token=None)
+        results["bad token"] = await _api(http, server, "POST", path, {"actions": []}, token="nope")
+        results["unknown"] = await _api(http, server, "POST", "/v1/calls/nope/actions", {"actions": []})
+        results["bad body"] = await _api(http, server, "POST", path, {"actions": [{"type": "say"}]})
+        results["too big"] = await _api(http, server, "POST", path, b"x" * (9 * 1024 * 1024))
+        results["outside"] = await _api(
+            http, server, "POST", path, {"actions": [{"type": "play", "url": "https://evil.example/a.wav"}]}
+        )
+        stale = {"actions": [{"type": "say", "id": "late", "text": "About that.", "in_reply_to": u1}]}
+        results["stale"] = await _api(http, server, "POST", path, stale)
+        fresh = {"actions": [{"type": "say", "id": "now", "text": "Yes.", "in_reply_to": u2, "interrupt": "none"}]}
+        results["first"] = await _api(http, server, "POST", path, fresh, **{"Idempotency-Key": "k1"})
+        results["repeat"] = await _api(http, server, "POST", path, fresh, **{"Idempotency-Key": "k1"})
+        results["list"] = await _api(http, server, "GET", "/v1/calls")
+        results["one"] = await _api(http, server, "GET", f"/v1/calls/{call_id}")
+        await wait_for(lambda: bool(hook.events("playback.finished")), timeout=15)
+        results["call_id"] = call_id
+
+    async with aiohttp.ClientSession() as http:
+        task = asyncio.create_task(bot(http))
+        await phone_call(stream_url(server), b"", until=lambda c: task.done(), max_seconds=40)
+        await task
+        await wait_for(lambda: bool(hook.events("call.ended")))
+        results["ended"] = await _api(
+            http, server, "POST", f"/v1/calls/{results['call_id']}/actions", {"actions": [{"type": "stop"}]}
+        )
+    assert results["no token"][0] == 401 and results["bad token"][0] == 401
+    assert results["unknown"][0] == 404
+    assert results["bad body"][0] == 422 and "actions[0].text" in results["bad body"][1]["error"]
+    assert results["too big"][0] == 413
+    status, body = results["outside"]
+    assert status == 202 and body["actions"][0]["status"] == "failed"
+    assert "evil.example" in body["actions"][0]["error"]
+    assert results["stale"][0] == 202
+    failures = {e["action_id"]: e["error"] for e in hook.events("action.failed")}
+    assert "stale reply" in failures["late"] and "late" not in [e["action_id"] for e in hook.events("playback.started")]
+    assert results["first"] == (202, {"actions": [{"id": "now", "status": "queued"}]})
+    assert results["repeat"] == results["first"]
+    assert [e["action_id"] for e in hook.events("playback.started")] == ["now"]  # applied once
+    assert [c["id"] for c in results["list"][1]["calls"]] == [results["call_id"]]
+    assert results["one"][1]["state"] in ("speaking", "listening") and "queue" in results["one"][1]
+    assert results["ended"][0] == 409
+
+
+async def test_the_api_is_off_without_a_token(make_bridge: BridgeFactory) -> None:
+    server = await make_bridge()
+    async with aiohttp.ClientSession() as http:
+        status, body = await _api(http, server, "GET", "/v1/calls")
+    assert status == 403 and "BRIDGE_API_TOKEN" in body["error"]
+
+
+# -- the bot WebSocket ---------------------------------------------------------------------------
+
+
+class FakeBotSocket:
+    """A bot reached by WebSocket: records what the bridge sends, answers call.started with a streamed
+    say, and drops its first connection once the reply has started (the bridge must dial again)."""
+
+    def __init__(self) -> None:
+        self.received: list[dict[str, Any]] = []
+        self.headers: list[dict[str, str]] = []
+        self.queries: list[dict[str, str]] = []
+        self.app = web.Application()
+        self.app.router.add_get("/bot", self._socket)
+
+    def types(self) -> list[str]:
+        return [m.get("type", "") for m in self.received]
+
+    async def _socket(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        self.headers.append(dict(request.headers))
+        self.queries.append(dict(request.query))
+        first = len(self.headers) == 1
+        async for msg in ws:
+            data = json.loads(msg.data)
+            self.received.append(data)
+            if data["type"] == "call.started":
+                for piece, last in (("Hello there. How ", False), ("can I help?", True)):
+                    await ws.send_str(
+                        json.dumps({"actions": [{"type": "say", "stream_id": "s1", "text": piece, "last": last}]})
+                    )
+            if data["type"] == "playback.started" and first:
+                await ws.close()
+        return ws
+
+
+async def test_the_bot_websocket_streams_text_and_survives_a_drop(
+    make_bridge: BridgeFactory, fake_gladia: FakeGladia, webhook: tuple[FakeWebhook, str], aiohttp_server: Any
+) -> None:
+    """BOT_WS_URL: the bridge dials the bot for the call (bearer token, call id), sends its events and
+    the real-time speech.started, speaks a streamed say as one action, and when the bot's socket drops
+    it dials again and sends what the bot had not seen."""
+    hook, _ = webhook
+    quiet(fake_gladia)
+    fake_gladia.script = [speech(5.0, True), speech(5.2, False)]
+    bot = FakeBotSocket()
+    bot_server = await aiohttp_server(bot.app, host="127.0.0.1")
+    ws_url = str(bot_server.make_url("/bot")).replace("http://", "ws://")
+    server = await make_bridge({"BOT_WS_URL": ws_url, "BOT_WS_TOKEN": "bot-token"})
+    await phone_call(
+        stream_url(server),
+        b"",
+        until=lambda c: bool(hook.events("playback.finished")) and "speech.started" in bot.types(),
+        max_seconds=20,
+    )
+    await wait_for(lambda: "call.ended" in bot.types(), timeout=10)
+    assert len(bot.headers) == 2 and all(h["Authorization"] == "Bearer bot-token" for h in bot.headers)
+    call_id = hook.events("call.started")[0]["call"]["id"]
+    assert bot.queries[0] == {"call_id": call_id}
+    assert bot.types().count("actions.accepted") == 2
+    durable = [m for m in bot.received if "sequence" in m]
+    assert [m["sequence"] for m in durable] == sorted({m["sequence"] for m in durable})  # in order, once
+    assert [e["type"] for e in hook.events()] == [m["type"] for m in durable]  # the same events as the webhook
+    (finished,) = hook.events("playback.finished")
+    assert finished["action_id"] == "s1"
+    assert [e["action_id"] for e in hook.events("playback.started")] == ["s1"]
