@@ -38,7 +38,9 @@ from bridge.settings import Settings
 from bridge.tools.loadtest import _reply_wav
 from bridge.tools.phone import TwilioPhone
 from bridge.tools.speech import sample_call, speech_turns
+from tests.support.bridge_process import start_bridge
 from tests.support.fakes import FakeGladia, FakeWebhook
+from tests.support.process import minimal_env
 
 SENTENCES = [
     "Your current balance is one thousand two hundred and five dollars.",
@@ -97,36 +99,29 @@ async def bridge_share(turns: int, calls: int = 8) -> dict[str, Any]:
     shares: list[float] = []
     async with serving(gladia.app) as gladia_url, serving(hook.app) as hook_url:
         gladia.base_url = gladia_url
-        settings = Settings.load(
-            environ={
-                "GLADIA_API_URL": gladia_url,
-                "GLADIA_API_KEY": "test-key",
-                "BOT_WEBHOOK_URL": hook_url + "/hook",
-                "BRIDGE_DATA_DIR": tempfile.mkdtemp(prefix="bench-reply-"),
-            }
-        )
-        async with serving(create_app(settings)) as bridge_url:
-            url = bridge_url.replace("http://", "ws://") + "/twilio/stream"
+        # the bridge in its own process (bridge serve), as in production: its loop is its own
+        env = minimal_env(GLADIA_API_URL=gladia_url, GLADIA_API_KEY="test-key", BOT_WEBHOOK_URL=hook_url + "/hook")
+        bridge = await start_bridge(env)
+        try:
+            url = bridge.ws + "/twilio/stream"
             seconds = turns / calls * 1.5 + 1.0
 
             async def one(n: int) -> None:
                 sid = f"CA{n:032d}"
                 async with TwilioPhone.dial(url, call_sid=sid, stream_sid=f"MZ{n:032d}") as phone:
-                    seen = 0
                     await phone.wait(lambda: phone.now > seconds, seconds + 5)
-                    # first audio of each answer: the first media after each playback mark run
                     media = [t for t, m in phone.received if '"media"' in m[:40]]
-                    finals = sorted(t for (s, _), t in sent_at.items() if s == sid)
-                    for f in finals:
+                    for f in sorted(t for (s, _), t in sent_at.items() if s == sid):
                         first = next((t for t in media if phone.t0 + t >= f), None)
                         if first is not None:
                             shares.append((phone.t0 + first - f) * 1000)
-                            seen += 1
-                    del seen
 
             await asyncio.gather(*(one(n) for n in range(calls)))
+        finally:
+            await bridge.stop()
     return {
         "figure": "bridge_share_ms",
+        "bridge": "bridge serve, its own process",
         "turns": len(shares),
         "calls_at_once": calls,
         "median": round(statistics.median(shares), 2),

@@ -72,7 +72,8 @@ Send = Callable[[str | bytes], Awaitable[None]]  # one message to the carrier
 ActionStatus = Literal["queued", "done", "failed"]
 MAX_PENDING_ACTIONS = 256  # queued and not yet produced, per call
 MAX_KEYS = 1024  # remembered webhook-ids and idempotency keys, per call
-MAX_STREAM_BYTES = 16 * 1024 * 1024  # a bot's own streamed audio not yet played
+MAX_QUEUED_SECONDS = 300.0  # audio waiting to be played on one call; more is refused (action.failed)
+INLINE_DECODE_BYTES = 64 * 1024  # WAVs up to this size are decoded on the loop (a few ms at most)
 
 
 @dataclass(slots=True)
@@ -521,11 +522,17 @@ class CallReply:
         if self._stale(action):
             return
         data = action.audio if action.audio is not None else await self._fetch(action.url or "")
-        wav = await asyncio.to_thread(read_wav, data)
-        pcm = (np.clip(wav.samples, -1.0, 1.0) * 32767).astype("<i2").tobytes()
-        audio = await asyncio.to_thread(self._to_outbound, pcm, wav.sample_rate)
+        if len(data) <= INLINE_DECODE_BYTES:  # a prompt of a few seconds: cheaper than a thread hop
+            audio = self._wav_to_outbound(data)
+        else:
+            audio = await asyncio.to_thread(self._wav_to_outbound, data)
         if not self._cancel_production:
             self._add(Segment(action.id, audio, interrupt=action.interrupt))
+
+    def _wav_to_outbound(self, data: bytes) -> bytes:
+        wav = read_wav(data)
+        pcm = (np.clip(wav.samples, -1.0, 1.0) * 32767).astype("<i2").tobytes()
+        return self._to_outbound(pcm, wav.sample_rate)
 
     def _audio_chunk(self, action: AudioChunk) -> None:
         if self.playout is None:
@@ -556,6 +563,10 @@ class CallReply:
 
     def _add(self, segment: Segment) -> None:
         if self.playout is None or self._closed:
+            return
+        queued_ms = self.playout.queued_bytes / self.playout.bytes_per_ms
+        if queued_ms + len(segment.audio) / self.playout.bytes_per_ms > MAX_QUEUED_SECONDS * 1000:
+            self.fail(segment.action_id, f"over {MAX_QUEUED_SECONDS:.0f} s of audio waiting on this call: refused")
             return
         self._out.extend(self.playout.add(segment, time.monotonic()))
         self._wake.set()

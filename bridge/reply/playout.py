@@ -208,6 +208,11 @@ class Playout:
         return seg.interrupt if seg is not None else None
 
     @property
+    def queued_bytes(self) -> int:
+        """Audio queued and not yet sent."""
+        return sum(len(s.audio) - s.sent for s in self._queue)
+
+    @property
     def queued_actions(self) -> list[str]:
         return list(dict.fromkeys(s.action_id for s in itertools.chain(self._unconfirmed, self._queue)))
 
