@@ -132,6 +132,10 @@ class AudioForkAdapter(BinaryDialectAdapter):
     def supports_marks(self) -> bool:
         return False
 
+    @property
+    def supports_clear(self) -> bool:
+        return self.subprotocol is not None  # mod_audio_stream has no killAudio
+
     def mark_message(self, name: str) -> str:
         raise UnsupportedOperation("jambonz/FreeSWITCH audio forks have no marks")
 

@@ -192,6 +192,10 @@ class Outbound:
     def supports_marks(self) -> bool:
         return True
 
+    @property
+    def supports_clear(self) -> bool:
+        return True
+
     def hangup_message(self) -> str | bytes | None:
         return None  # closing the socket is the hang-up (or ends the stream; the carrier's app decides)
 
@@ -260,6 +264,11 @@ class PhoneAdapter(Protocol):
     @property
     def outbound_framing(self) -> OutboundFraming:
         """How the carrier wants played audio cut: its frame, and fewest and most frames a message."""
+        ...
+
+    @property
+    def supports_clear(self) -> bool:
+        """Whether :meth:`clear_message` works (the carrier can drop audio it holds)."""
         ...
 
     @property

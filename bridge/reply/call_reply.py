@@ -199,6 +199,13 @@ class CallReply:
             case Stop():
                 self._drop_pending("stop")
                 self._interrupt(now, "stop")
+                if self._adapter is not None and not self._adapter.supports_clear:
+                    error = (
+                        f"{self._adapter.provider}: the carrier cannot drop audio it already holds; the queue "
+                        f"was dropped, up to {self.settings.lead_ms:.0f} ms already sent still plays"
+                    )
+                    self.fail(action.id, error)
+                    return ActionResult(action.id, "failed", error)
                 return ActionResult(action.id, "done")
             case Hangup(after="now"):
                 self._drop_pending("hangup")
