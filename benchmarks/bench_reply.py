@@ -35,7 +35,7 @@ from bridge.log import configure_logging
 from bridge.loop import serving
 from bridge.reply.tts import PiperSpeech
 from bridge.settings import Settings
-from bridge.tools.loadtest import _reply_wav
+from bridge.tools.load_peers import reply_wav
 from bridge.tools.phone import TwilioPhone
 from bridge.tools.speech import sample_call, speech_turns
 from tests.support.bridge_process import start_bridge
@@ -82,7 +82,7 @@ async def tts_first_audio() -> dict[str, Any]:
 
 async def bridge_share(turns: int, calls: int = 8) -> dict[str, Any]:
     gladia, hook = FakeGladia(segment_seconds=1.5), FakeWebhook()
-    wav = _reply_wav(0.5)
+    wav = reply_wav(0.5)
     sent_at: dict[tuple[str, str], float] = {}  # (call sid, utterance id) -> when the final left Gladia
     hook.answer = lambda e: (
         {"actions": [{"type": "play", "id": f"r{e['utterance']['id']}", "audio": wav, "interrupt": "none"}]}

@@ -1,19 +1,15 @@
-"""The ``bridge`` command: ``bridge serve`` runs the bridge."""
+"""The ``bridge`` command line: arguments, settings, and which module does what each command asks
+(``bridge serve``: :mod:`bridge.serve`; the user tools: :mod:`bridge.tools`)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import os
-import signal
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
-
-import structlog
 
 from bridge import __version__
 from bridge.adapters import CARRIERS
@@ -166,6 +162,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"bridge: {problem}", file=sys.stderr)
             return 2
         configure_logging(settings.log.level, settings.log.format)
+        from bridge.serve import serve
+
         return serve(settings)
     if args.command in ("stt-server", "demo") and (problem := _missing_local_engine(f"bridge {args.command}")):
         print(f"bridge: {problem}", file=sys.stderr)
@@ -188,7 +186,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"bridge: {exc}", file=sys.stderr)
             return 2
         configure_logging("warning", "auto")
-        return _outbox(args, settings)
+        from bridge.tools.outbox import outbox_command
+
+        return outbox_command(args, settings)
     if args.command == "loadtest":
         from bridge.tools.loadtest import main as loadtest
 
@@ -254,101 +254,6 @@ def _check_data_dir(settings: Settings) -> str | None:
     return None
 
 
-def _outbox(args: argparse.Namespace, settings: Settings) -> int:
-    import json
-
-    from bridge.outbox import Outbox
-
-    data_dir = settings.server.data_dir
-    paths = sorted(p for p in [data_dir / "outbox.sqlite3", *data_dir.glob("outbox-w*.sqlite3")] if p.exists())
-    if not paths:
-        print(f"no outbox in {data_dir} (BRIDGE_DATA_DIR)")
-        return 0
-    if args.outbox_command == "replay" and not settings.webhook.url:
-        print("bridge outbox replay: BOT_WEBHOOK_URL is not set", file=sys.stderr)
-        return 2
-    status = 0
-    replayed = delivered_total = failed_total = 0
-    pending = dead = 0
-    for path in paths:  # one file per worker process under bridge serve --workers
-        outbox = Outbox(path)
-        try:
-            if args.outbox_command == "list":
-                for e in outbox.events(state="dead" if args.dead else None):
-                    if args.json:
-                        print(
-                            json.dumps(
-                                {
-                                    "webhook_id": e.webhook_id,
-                                    "call_id": e.call_id,
-                                    "sequence": e.sequence,
-                                    "type": e.type,
-                                    "state": e.state,
-                                    "attempts": e.attempts,
-                                    "created": e.created,
-                                    "last_error": e.last_error,
-                                    "body": json.loads(e.body),
-                                }
-                            )
-                        )
-                    else:
-                        age = time.time() - e.created
-                        print(
-                            f"{e.state:7} {e.webhook_id}  {e.type:20} attempts={e.attempts} age={age:.0f}s"
-                            + (f"  last error: {e.last_error}" if e.last_error else "")
-                        )
-                counts = outbox.counts()
-                pending, dead = pending + counts["pending"], dead + counts["dead"]
-                continue
-            wanted = [e for e in outbox.events(state="dead") if args.webhook_id in (None, e.webhook_id)]
-            for e in wanted:
-                outbox.revive(e.webhook_id)
-            if wanted:
-                delivered, failed = asyncio.run(_replay(settings, outbox, wanted, args.timeout))
-                replayed += len(wanted)
-                delivered_total += delivered
-                failed_total += failed
-        finally:
-            outbox.close()
-    if args.outbox_command == "list":
-        if not args.json:
-            print(f"{pending} pending, {dead} dead ({', '.join(str(p) for p in paths)})")
-        return 0
-    if not replayed:
-        print("nothing to replay")
-        return 0
-    left = replayed - delivered_total - failed_total
-    print(
-        f"replayed {replayed}: {delivered_total} delivered, {failed_total} dead again"
-        + (f", {left} still pending" if left else "")
-    )
-    return status if delivered_total == replayed else 1
-
-
-async def _replay(settings: Settings, outbox: Any, events: list[Any], timeout: float) -> tuple[int, int]:
-    from bridge.outbox import OutboxWriter
-
-    writer = OutboxWriter(outbox)
-    writer.start()
-    try:
-        return await _replay_with(settings, writer, events, timeout)
-    finally:
-        await asyncio.to_thread(writer.close)
-
-
-async def _replay_with(settings: Settings, writer: Any, events: list[Any], timeout: float) -> tuple[int, int]:
-    import aiohttp
-
-    from bridge.delivery import Delivery, replayed
-
-    async with aiohttp.ClientSession() as http:
-        delivery = Delivery(http, settings.webhook, writer)
-        now = time.time()
-        calls = delivery.redeliver(replayed(e, now) for e in events)
-        await delivery.aclose(timeout)
-        return sum(c.counters.delivered for c in calls), sum(c.counters.failed for c in calls)
-
-
 def _call(args: argparse.Namespace) -> int:
     from bridge.errors import WavError
     from bridge.tools.player import play_call, print_reply, print_report, reply_wav
@@ -400,136 +305,6 @@ def _call(args: argparse.Namespace) -> int:
         args.save_reply.write_bytes(reply_wav(report.ear))
         print(f"saved what the caller heard to {args.save_reply}")
     return 0 if report.close_code == 1000 else 1
-
-
-def serve(settings: Settings) -> int:
-    log = structlog.get_logger("bridge")
-    if not settings.webhook.url:
-        log.warning("bridge.no_webhook", detail="BOT_WEBHOOK_URL unset: events are written to the log")
-    elif settings.webhook.secret is None:
-        log.warning("bridge.unsigned_webhook", detail="BOT_WEBHOOK_SECRET unset: events are sent unsigned")
-    if settings.twilio.auth_token is None:
-        log.warning("bridge.no_twilio_auth", detail="TWILIO_AUTH_TOKEN unset: Twilio signatures are not checked")
-    elif not settings.server.public_url:
-        log.warning(
-            "bridge.no_public_url",
-            detail="BRIDGE_PUBLIC_URL unset: signatures are checked against the request's Host header",
-        )
-    log.info("bridge.starting", version=__version__, settings=settings.redacted())
-    workers = settings.server.worker_count
-    if workers > 1:
-        return _serve_workers(settings, workers)
-    run_loop(_run(settings))
-    log.info("bridge.stopped")
-    return 0
-
-
-def _worker_main(settings: Settings, index: int, count: int) -> None:
-    configure_logging(settings.log.level, settings.log.format)
-    structlog.contextvars.bind_contextvars(worker=index)
-    run_loop(_run(settings, (index, count)))
-
-
-def _serve_workers(settings: Settings, count: int) -> int:
-    """``--workers N``: N processes listening on the same port (the kernel spreads connections with
-    SO_REUSEPORT). This process only supervises: it forwards SIGTERM/SIGINT and waits."""
-    import multiprocessing as mp
-    import shutil
-
-    log = structlog.get_logger("bridge")
-    metrics_dir = settings.server.data_dir / f"prometheus-{os.getpid()}"
-    shutil.rmtree(metrics_dir, ignore_errors=True)
-    metrics_dir.mkdir(parents=True)
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)  # inherited by the workers
-    ctx = mp.get_context("spawn")
-    procs = [
-        ctx.Process(target=_worker_main, args=(settings, i, count), name=f"bridge-worker-{i}") for i in range(count)
-    ]
-    for p in procs:
-        p.start()
-    log.info("bridge.workers_started", workers=count, pids=[p.pid for p in procs])
-    stopping = False
-
-    def forward(signum: int, _frame: Any) -> None:
-        nonlocal stopping
-        stopping = True
-        for p in procs:
-            if p.is_alive() and p.pid is not None:
-                os.kill(p.pid, signal.SIGTERM)
-
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
-    code = 0
-    while any(p.is_alive() for p in procs):
-        for p in procs:
-            p.join(timeout=0.5)
-            if not p.is_alive() and p.exitcode not in (0, None) and not stopping:
-                log.error("bridge.worker_died", pid=p.pid, exitcode=p.exitcode)
-                code = 1
-                forward(signal.SIGTERM, None)
-    shutil.rmtree(metrics_dir, ignore_errors=True)
-    log.info("bridge.stopped")
-    return code
-
-
-def _settle_gc() -> None:
-    """Everything alive once the server listens (modules, settings, the embedded STT model's objects)
-    lives as long as the process: move it out of the collector's sight, so full collections during
-    calls scan only the calls' own objects (they took 20-33 ms with 200 calls, stalling every call's
-    audio meanwhile). Young collections run less often: the per-frame objects die young anyway."""
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(10_000, 20, 20)
-
-
-async def _run(settings: Settings, worker: tuple[int, int] | None = None) -> None:
-    """Serve until SIGTERM/SIGINT, then drain calls before aiohttp's shutdown (see drain_calls)."""
-    from aiohttp import web
-
-    from bridge.app import BridgeRunner, create_app, drain_calls, raise_descriptor_limit
-
-    embedded = None
-    log = structlog.get_logger("bridge")
-    if settings.uses_embedded_stt:
-        # No Gladia account configured: run the local Gladia-compatible server in this process.
-        from bridge.local_stt.server import LocalSttServer
-        from bridge.loop import loopback_socket
-
-        embedded = web.AppRunner(LocalSttServer().app, handle_signals=False, access_log=None)
-        await embedded.setup()
-        sock = loopback_socket()
-        await web.SockSite(embedded, sock).start()
-        url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-        settings = settings.model_copy(update={"gladia": settings.gladia.model_copy(update={"api_url": url})})
-        log.warning(
-            "bridge.embedded_stt",
-            api_url=url,
-            detail="GLADIA_API_KEY and GLADIA_API_URL unset: using the local STT server (Whisper tiny.en)",
-        )
-    app = create_app(settings, worker)
-    runner = BridgeRunner(
-        app,
-        settings,
-        max_connections=raise_descriptor_limit(settings.server.max_connections),
-        shutdown_timeout=settings.gladia.finish_timeout + 5,
-    )
-    await runner.setup()
-    site = web.TCPSite(runner, settings.server.host, settings.server.port, reuse_port=worker is not None)
-    await site.start()
-    _settle_gc()
-    structlog.get_logger("bridge").info("bridge.listening", host=settings.server.host, port=settings.server.port)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        await stop.wait()
-        structlog.get_logger("bridge").info("bridge.stopping")
-        await drain_calls(app)
-    finally:
-        await runner.cleanup()
-        if embedded is not None:
-            await embedded.cleanup()
 
 
 if __name__ == "__main__":

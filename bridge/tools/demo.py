@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
@@ -90,28 +92,11 @@ async def _one_way(out: TextIO, realtime: bool) -> DemoResult:
             ended.set()
         return web.Response(status=204)
 
-    hook_app = web.Application()
-    hook_app.router.add_post("/hook", hook)
-    out.write("starting the local speech-to-text server (Whisper tiny.en, offline)...\n")
-    data_dir = tempfile.mkdtemp(prefix="bridge-demo-")  # the demo's outbox, not yours
-    stt = LocalSttServer(ServerOptions())
-    async with serving(stt.app) as stt_url, serving(hook_app) as hook_url:
-        settings = Settings.load(
-            environ={
-                "GLADIA_API_URL": stt_url,
-                "BOT_WEBHOOK_URL": hook_url + "/hook",
-                "BOT_WEBHOOK_SECRET": secret,
-                "BRIDGE_DATA_DIR": data_dir,
-            }
-        )
-        bridge_app = create_app(settings)
-        async with serving(bridge_app) as bridge_url:
-            stream = bridge_url.replace("http://", "ws://") + "/twilio/stream"
-            out.write(f"bridge on {bridge_url}, STT on {stt_url}, bot webhook on {hook_url}/hook\n")
-            out.write(f"playing the sample call ({len(ulaw) / 8000:.1f} s, {len(sentences)} sentences) into {stream}\n")
-            report = await play_call(stream, ulaw, realtime=realtime, on_frame=lambda i, t: frame_times.append(t))
-            await asyncio.wait_for(ended.wait(), timeout=60)
-            await drain_calls(bridge_app)
+    async with _on_loopback(hook, secret, out) as (bridge_app, stream, _):
+        out.write(f"playing the sample call ({len(ulaw) / 8000:.1f} s, {len(sentences)} sentences) into {stream}\n")
+        report = await play_call(stream, ulaw, realtime=realtime, on_frame=lambda i, t: frame_times.append(t))
+        await asyncio.wait_for(ended.wait(), timeout=60)
+        await drain_calls(bridge_app)
     heard = " ".join(u["text"] for u in result.utterances)
     result.wer = word_error_rate(normalised_words(" ".join(sentences)), normalised_words(heard))
     lat = sorted(result.latencies)
@@ -185,47 +170,30 @@ async def _conversation(out: TextIO) -> DemoResult:
             ended.set()
         return web.Response(status=204)
 
-    hook_app = web.Application()
-    hook_app.router.add_post("/hook", hook)
-    out.write("starting the local speech-to-text server (Whisper tiny.en, offline)...\n")
-    data_dir = tempfile.mkdtemp(prefix="bridge-demo-")  # the demo's outbox, not yours
-    stt = LocalSttServer(ServerOptions())
-    async with serving(stt.app) as stt_url, serving(hook_app) as hook_url:
-        settings = Settings.load(
-            environ={
-                "GLADIA_API_URL": stt_url,
-                "BOT_WEBHOOK_URL": hook_url + "/hook",
-                "BOT_WEBHOOK_SECRET": secret,
-                "BRIDGE_DATA_DIR": data_dir,
-            }
-        )
-        bridge_app = create_app(settings)
-        async with serving(bridge_app) as bridge_url:
-            stream = bridge_url.replace("http://", "ws://") + "/twilio/stream"
-            out.write(f"bridge on {bridge_url}, STT on {stt_url}, demo bot on {hook_url}/hook\n")
-            out.write(f"a conversation of {len(turns)} turns (the sample call's sentences) on {stream}\n")
-            async with TwilioPhone.dial(stream) as phone:
-                phone_ref.append(phone)
-                for n, (audio, speech_end) in enumerate(turns):
-                    start = phone.now
-                    await phone.say(audio)
-                    speech_ends.append(start + speech_end)
-                    done = ends.setdefault(f"reply-{n}", asyncio.Event())
-                    if n == OVERLAP_TURN and n + 1 < len(turns):
-                        await phone.wait(lambda n=n: f"reply-{n}" in started_at, 15.0)  # type: ignore[misc]
-                        await phone.wait(lambda: False, OVERLAP_AFTER)  # listening, then speaking over it
-                    else:
-                        await phone.wait(done.is_set, 20.0)
-                        await phone.wait(lambda: False, 0.4)
-            report_close = phone.ws.close_code  # the phone hung up (stop); the bridge closed the stream
-            await asyncio.wait_for(ended.wait(), timeout=60)
-            await drain_calls(bridge_app)
-            replies = _bursts(phone)
-            for n, heard_audio in enumerate(replies[: len(ANSWERS)]):
-                heard = await asyncio.to_thread(_transcribe, stt, heard_audio)
-                result.replies.append((ANSWERS[n], heard))
-            for n, (start, _) in enumerate(_burst_starts(phone)[: len(speech_ends)]):
-                result.turn_latencies.append(start - speech_ends[n])
+    async with _on_loopback(hook, secret, out) as (bridge_app, stream, stt):
+        out.write(f"a conversation of {len(turns)} turns (the sample call's sentences) on {stream}\n")
+        async with TwilioPhone.dial(stream) as phone:
+            phone_ref.append(phone)
+            for n, (audio, speech_end) in enumerate(turns):
+                start = phone.now
+                await phone.say(audio)
+                speech_ends.append(start + speech_end)
+                done = ends.setdefault(f"reply-{n}", asyncio.Event())
+                if n == OVERLAP_TURN and n + 1 < len(turns):
+                    await phone.wait(lambda n=n: f"reply-{n}" in started_at, 15.0)  # type: ignore[misc]
+                    await phone.wait(lambda: False, OVERLAP_AFTER)  # listening, then speaking over it
+                else:
+                    await phone.wait(done.is_set, 20.0)
+                    await phone.wait(lambda: False, 0.4)
+        report_close = phone.ws.close_code  # the phone hung up (stop); the bridge closed the stream
+        await asyncio.wait_for(ended.wait(), timeout=60)
+        await drain_calls(bridge_app)
+        replies = _bursts(phone)
+        for n, heard_audio in enumerate(replies[: len(ANSWERS)]):
+            heard = await asyncio.to_thread(_transcribe, stt, heard_audio)
+            result.replies.append((ANSWERS[n], heard))
+        for n, (start, _) in enumerate(_burst_starts(phone)[: len(speech_ends)]):
+            result.turn_latencies.append(start - speech_ends[n])
     out.write("\nwhat the bot said / what the caller heard (transcribed from the phone by the local engine)\n")
     for said, heard in result.replies:
         out.write(f"  bot said:     {said}\n  caller heard: {heard}\n")
@@ -240,6 +208,30 @@ async def _conversation(out: TextIO) -> DemoResult:
     _median_max(out, "end of speech -> webhook", result.latencies)
     _median_max(out, "turn latency (end of caller speech -> first bot audio at the phone)", result.turn_latencies)
     return result
+
+
+@contextlib.asynccontextmanager
+async def _on_loopback(
+    hook: Callable[[web.Request], Awaitable[web.StreamResponse]], secret: str, out: TextIO
+) -> AsyncIterator[tuple[web.Application, str, LocalSttServer]]:
+    """The local STT server, the demo bot (``hook``) and the bridge on free loopback ports; yields the
+    bridge's app, its Twilio stream URL and the STT server."""
+    hook_app = web.Application()
+    hook_app.router.add_post("/hook", hook)
+    out.write("starting the local speech-to-text server (Whisper tiny.en, offline)...\n")
+    data_dir = tempfile.mkdtemp(prefix="bridge-demo-")  # the demo's outbox, not yours
+    stt = LocalSttServer(ServerOptions())
+    async with serving(stt.app) as stt_url, serving(hook_app) as hook_url:
+        env = {
+            "GLADIA_API_URL": stt_url,
+            "BOT_WEBHOOK_URL": hook_url + "/hook",
+            "BOT_WEBHOOK_SECRET": secret,
+            "BRIDGE_DATA_DIR": data_dir,
+        }
+        bridge_app = create_app(Settings.load(environ=env))
+        async with serving(bridge_app) as bridge_url:
+            out.write(f"bridge on {bridge_url}, STT on {stt_url}, demo bot on {hook_url}/hook\n")
+            yield bridge_app, bridge_url.replace("http://", "ws://") + "/twilio/stream", stt
 
 
 def _median_max(out: TextIO, label: str, values: list[float]) -> None:

@@ -1,0 +1,346 @@
+"""The processes a load test runs besides the bridge (``bridge loadtest``): the load Gladia and bot,
+the callers, and the reference forwarder. Each runs in its own process (``multiprocessing`` spawn)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import resource
+import socket
+import struct
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import orjson
+from aiohttp import WSMsgType, web
+
+from bridge.loop import run_loop
+from bridge.tools.ear import TwilioEar
+
+FRAME = 160  # 20 ms of mu-law
+FINAL_EVERY = 16000  # bytes: a final every 2 s of audio
+_TS = struct.Struct("<d")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+# -- the load Gladia and the bot -------------------------------------------------------------------
+
+
+@dataclass
+class _Stats:
+    frames: int = 0
+    forward: list[float] = field(default_factory=list)
+    finals_sent: int = 0
+    webhook: list[float] = field(default_factory=list)
+    webhook_finals: int = 0
+    sessions: int = 0
+
+
+def reply_wav(seconds: float = 2.0) -> str:
+    """A 2 s, 440 Hz mu-law WAV at 8 kHz, base64: what the load bot plays back for every final."""
+    from bridge.audio import encode_from_pcm16
+
+    n = int(8000 * seconds)
+    pcm = b"".join(
+        struct.pack("<h", int(8000 * __import__("math").sin(6.283185307 * 440 * i / 8000))) for i in range(n)
+    )
+    data = encode_from_pcm16(pcm, "ulaw")
+    fmt = struct.pack("<HHIIHH", 7, 1, 8000, 8000, 1, 8)
+    wav = b"RIFF" + struct.pack("<I", 36 + len(data)) + b"WAVE" + b"fmt " + struct.pack("<I", 16) + fmt
+    return base64.b64encode(wav + b"data" + struct.pack("<I", len(data)) + data).decode()
+
+
+def gladia_and_bot(port_queue: Any, stop: Any, results: Any, reply: bool = False) -> None:
+    stats = _Stats()
+    answer = json.dumps({"actions": [{"type": "play", "audio": reply_wav(), "interrupt": "none"}]}) if reply else ""
+
+    async def create(request: web.Request) -> web.Response:
+        stats.sessions += 1
+        token = uuid.uuid4().hex
+        return web.json_response(
+            {"id": token, "created_at": "2026-01-01T00:00:00Z", "url": f"ws://{request.host}/v2/live?token={token}"},
+            status=201,
+        )
+
+    async def session(request: web.Request) -> web.StreamResponse:
+        ws = web.WebSocketResponse(max_msg_size=2**20)
+        await ws.prepare(request)
+        sid = request.query.get("token", "")
+        received = 0
+        finals = 0
+        async for msg in ws:
+            if msg.type is WSMsgType.BINARY:
+                data: bytes = msg.data
+                now = time.monotonic()
+                start = received
+                received += len(data)
+                offset = (-start) % FRAME  # first frame boundary inside this chunk
+                while offset + _TS.size <= len(data):
+                    stats.forward.append(now - _TS.unpack_from(data, offset)[0])
+                    stats.frames += 1
+                    offset += FRAME
+                await ws.send_str(
+                    json.dumps(
+                        {
+                            "type": "audio_chunk",
+                            "session_id": sid,
+                            "acknowledged": True,
+                            "error": None,
+                            "created_at": "",
+                            "data": {"byte_range": [start, received], "time_range": [start / 8000, received / 8000]},
+                        }
+                    )
+                )
+                while (finals + 1) * FINAL_EVERY <= received:
+                    finals += 1
+                    await _final(ws, sid, finals)
+            elif msg.type is WSMsgType.TEXT and "stop_recording" in msg.data:
+                if received > finals * FINAL_EVERY:
+                    finals += 1
+                    await _final(ws, sid, finals, end=received / 8000)
+                await ws.send_str(json.dumps({"type": "end_session", "session_id": sid, "created_at": ""}))
+                await ws.close(code=1000)
+        return ws
+
+    async def _final(ws: web.WebSocketResponse, sid: str, n: int, end: float | None = None) -> None:
+        stats.finals_sent += 1
+        end = end if end is not None else n * FINAL_EVERY / 8000
+        text = f"t={time.monotonic():.6f}"
+        await ws.send_str(
+            json.dumps(
+                {
+                    "type": "transcript",
+                    "session_id": sid,
+                    "created_at": "",
+                    "data": {
+                        "id": f"00_{n:08d}",
+                        "is_final": True,
+                        "utterance": {
+                            "start": end - 2.0,
+                            "end": end,
+                            "confidence": 1.0,
+                            "channel": 0,
+                            "text": text,
+                            "language": "en",
+                            "words": [],
+                        },
+                    },
+                }
+            )
+        )
+
+    async def hook(request: web.Request) -> web.Response:
+        body = await request.json()
+        if body.get("type") == "utterance.final":
+            sent = float(body["utterance"]["text"].split("=")[1])
+            stats.webhook.append(time.monotonic() - sent)
+            stats.webhook_finals += 1
+            if answer:
+                return web.Response(text=answer, content_type="application/json")
+        return web.Response(status=204)
+
+    async def main() -> None:
+        app = web.Application()
+        app.router.add_post("/v2/live", create)
+        app.router.add_get("/v2/live", session)
+        app.router.add_post("/hook", hook)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        port = free_port()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        port_queue.put(port)
+        while not stop.is_set():
+            await asyncio.sleep(0.1)
+        results.put(
+            {
+                "frames": stats.frames,
+                "forward": stats.forward,
+                "finals_sent": stats.finals_sent,
+                "webhook": stats.webhook,
+                "webhook_finals": stats.webhook_finals,
+                "sessions": stats.sessions,
+            }
+        )
+        await runner.cleanup()
+
+    run_loop(main())
+
+
+# -- callers --------------------------------------------------------------------------------------------
+
+
+def callers(
+    url: str,
+    calls: int,
+    seconds: float,
+    first: int,
+    go_at: float,
+    ramp: float,
+    total: int,
+    results: Any,
+    reply: bool = False,
+) -> None:
+    frames_per_call = int(seconds / 0.02)
+    silence = b"\xff" * FRAME
+    heard = {"reply_seconds_heard": 0.0, "underruns": 0, "marks_echoed": 0}
+
+    async def listen(ws: aiohttp.ClientWebSocketResponse, ear: TwilioEar, echoes: list[str]) -> None:
+        """Play back like a phone: real-time playback clock, marks due when reached, and a gap over
+        40 ms between two pieces of audio with no mark between them (inside one reply) is an underrun."""
+        after_mark = True
+        async for msg in ws:
+            if msg.type is not WSMsgType.TEXT:
+                continue
+            now = time.monotonic()
+            head = msg.data[:40]
+            if '"media"' in head:
+                if not after_mark and now > ear.finished_at() + 0.04:
+                    heard["underruns"] += 1
+                after_mark = False
+            elif '"mark"' in head:
+                after_mark = True
+            echoes.extend(ear.receive(msg.data, now))
+        heard["reply_seconds_heard"] += len(ear.heard()) / 8000
+        heard["marks_echoed"] += len(ear.marks)
+
+    async def one(n: int) -> tuple[int, int | None]:
+        sid = f"MZ{first + n:032d}"
+        # Calls start evenly spread over the ramp (one final period): real calls are not in lockstep, and
+        # in lockstep every call's final would land in the same millisecond, every 2 s.
+        await asyncio.sleep(max(0.0, go_at + (first + n) * ramp / total - time.monotonic()))
+        sent = 0
+        async with aiohttp.ClientSession() as http, http.ws_connect(url) as ws:
+            await ws.send_str(json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
+            await ws.send_str(
+                json.dumps(
+                    {
+                        "event": "start",
+                        "sequenceNumber": "1",
+                        "streamSid": sid,
+                        "start": {
+                            "streamSid": sid,
+                            "accountSid": "AC0",
+                            "callSid": f"CA{first + n:032d}",
+                            "tracks": ["inbound"],
+                            "customParameters": {},
+                            "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+                        },
+                    }
+                )
+            )
+            head = f'{{"event":"media","streamSid":"{sid}","media":{{"track":"inbound","payload":"'
+            echoes: list[str] = []
+            ear = TwilioEar()
+            listener = asyncio.create_task(listen(ws, ear, echoes)) if reply else None
+            t0 = time.monotonic()
+            for i in range(frames_per_call):
+                delay = t0 + i * 0.02 - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                frame = _TS.pack(time.monotonic()) + silence[_TS.size :]
+                await ws.send_str(head + base64.b64encode(frame).decode() + '"}}')
+                sent += 1
+                if listener is not None:
+                    echoes.extend(ear.due(time.monotonic()))
+                    while echoes:
+                        name = echoes.pop(0)
+                        await ws.send_str(f'{{"event":"mark","streamSid":"{sid}","mark":{{"name":"{name}"}}}}')
+            await ws.send_str(json.dumps({"event": "stop", "streamSid": sid, "stop": {}}))
+            if listener is not None:
+                await listener
+            else:
+                async for _ in ws:
+                    pass
+            return sent, ws.close_code
+
+    async def main() -> None:
+        outcomes = await asyncio.gather(*(one(n) for n in range(calls)), return_exceptions=True)
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        ok = [o for o in outcomes if isinstance(o, tuple)]
+        results.put(
+            {
+                "frames_sent": sum(o[0] for o in ok),
+                "failed_calls": len(outcomes) - len(ok),
+                "cpu_s": usage.ru_utime + usage.ru_stime,
+                **heard,
+            }
+        )
+
+    run_loop(main())
+
+
+# -- the reference forwarder -------------------------------------------------------------------------
+
+
+def reference_forwarder(port: int, gladia_url: str, hook_url: str) -> None:
+    """``--reference``: the least any Twilio -> Gladia -> webhook forwarder on aiohttp does, measured under
+    the same load so the bridge's figures read as a ratio on any machine: parse the stream, open a session,
+    send each frame as it comes, read the acknowledgments, post each final. No resume buffer, no outbox,
+    no signing, no retries, no logging, no validation beyond what the load needs."""
+
+    async def stream(request: web.Request) -> web.WebSocketResponse:
+        phone = web.WebSocketResponse()
+        await phone.prepare(request)
+        http: aiohttp.ClientSession = request.app["http"]
+        gladia: aiohttp.ClientWebSocketResponse | None = None
+        reader: asyncio.Task[None] | None = None
+
+        async def read_gladia(ws: aiohttp.ClientWebSocketResponse) -> None:
+            async for msg in ws:
+                event = orjson.loads(msg.data)
+                if event["type"] == "transcript" and event["data"]["is_final"]:
+                    async with http.post(
+                        hook_url,
+                        json={"type": "utterance.final", "utterance": {"text": event["data"]["utterance"]["text"]}},
+                    ) as resp:
+                        await resp.read()
+
+        async for msg in phone:
+            event = orjson.loads(msg.data)
+            if event["event"] == "media" and gladia is not None:
+                await gladia.send_bytes(base64.b64decode(event["media"]["payload"]))
+            elif event["event"] == "start":
+                async with http.post(
+                    gladia_url + "/v2/live",
+                    json={"encoding": "wav/ulaw", "sample_rate": 8000, "bit_depth": 8, "channels": 1},
+                ) as resp:
+                    session = await resp.json()
+                gladia = await http.ws_connect(session["url"])
+                reader = asyncio.create_task(read_gladia(gladia))
+            elif event["event"] == "stop" and gladia is not None and reader is not None:
+                await gladia.send_str(json.dumps({"type": "stop_recording"}))
+                await reader
+                break
+        return phone
+
+    async def healthz(request: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
+
+    async def main() -> None:
+        app = web.Application()
+        app.router.add_get("/twilio/stream", stream)
+        app.router.add_get("/healthz", healthz)
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:  # a socket per call
+            app["http"] = http
+            runner = web.AppRunner(app, access_log=None)
+            await runner.setup()
+            await web.TCPSite(runner, "127.0.0.1", port).start()
+            await asyncio.Event().wait()
+
+    run_loop(main())
