@@ -33,6 +33,12 @@ class _Seen:
     resent: int = 0
     reconnects: int = 0
     finals: int = 0
+    reply_actions: int = 0
+    reply_failed: int = 0
+    reply_played_ms: int = 0
+    reply_interrupted: int = 0
+    reply_underruns: int = 0
+    barge_in_resumed: int = 0
 
 
 class Metrics:
@@ -106,6 +112,20 @@ class Metrics:
             "Outbox writes dropped because the queue was full (never on disk)",
             registry=r,
         )
+        self.reply_actions = Counter("bridge_reply_actions", "Bot actions accepted (say, play, mark...)", registry=r)
+        self.reply_failed = Counter("bridge_reply_actions_failed", "action.failed events sent to bots", registry=r)
+        self.reply_played = Counter(
+            "bridge_reply_played_seconds", "Audio the callers heard from their bots", registry=r
+        )
+        self.reply_interrupted = Counter(
+            "bridge_reply_interrupted", "Bot audio interrupted (barge-in, stop, replace, hang-up)", registry=r
+        )
+        self.reply_underruns = Counter(
+            "bridge_reply_underruns", "Gaps over 40 ms inside a bot's reply (its audio came late)", registry=r
+        )
+        self.barge_in_resumed = Counter(
+            "bridge_barge_in_resumed", "False interruptions: bot audio paused by caller noise, then resumed", registry=r
+        )
         self._outbox_seen = (0, 0)
         self._seen: dict[str, _Seen] = {}  # what was last reported for each live call
 
@@ -134,6 +154,15 @@ class Metrics:
         seen.frames, seen.phone_bytes = stats.phone_frames, stats.phone_bytes
         seen.gladia_bytes, seen.resent = stats.stt_bytes_sent, stats.stt_resent_bytes
         seen.reconnects, seen.finals = stats.stt_reconnects, stats.stt_finals
+        self.reply_actions.inc(max(0, stats.reply_actions - seen.reply_actions))
+        self.reply_failed.inc(max(0, stats.reply_failed - seen.reply_failed))
+        self.reply_played.inc(max(0, stats.reply_played_ms - seen.reply_played_ms) / 1000)
+        self.reply_interrupted.inc(max(0, stats.reply_interrupted - seen.reply_interrupted))
+        self.reply_underruns.inc(max(0, stats.reply_underruns - seen.reply_underruns))
+        self.barge_in_resumed.inc(max(0, stats.barge_in_resumed - seen.barge_in_resumed))
+        seen.reply_actions, seen.reply_failed = stats.reply_actions, stats.reply_failed
+        seen.reply_played_ms, seen.reply_interrupted = stats.reply_played_ms, stats.reply_interrupted
+        seen.reply_underruns, seen.barge_in_resumed = stats.reply_underruns, stats.barge_in_resumed
         if not final and stats.stt_connections and stats.stt_bytes_per_second:
             self.ack_lag.observe(stats.stt_unacked_bytes / stats.stt_bytes_per_second)
 

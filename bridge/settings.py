@@ -185,6 +185,7 @@ class ReplySettings(_Strict):
     """The way back to the caller: playout, barge-in, the bot's REST API (see bridge.reply)."""
 
     lead_ms: float = Field(300.0, ge=40, le=5000)  # audio sent ahead of what the caller hears
+    lead_ms_by_carrier: dict[str, float] = {}  # a carrier's own lead, e.g. {exotel = 400}
     chunk_ms: float = Field(100.0, ge=20, le=1000)  # audio per message (at least the carrier's minimum)
     mark_grace: float = Field(10.0, gt=0)  # s a lost mark may hold an action after the clock says it played
     stale_replies: Literal["drop", "play"] = "drop"  # a reply to an utterance the caller has moved past
@@ -195,6 +196,16 @@ class ReplySettings(_Strict):
     api_token: SecretStr | None = None  # BRIDGE_API_TOKEN: unset, /v1/ answers 403
     play_url_hosts: tuple[str, ...] = ()  # hosts a `play` url may name (https only); nothing else is fetched
     max_play_bytes: int = Field(8 * 1024 * 1024, ge=1024)
+
+    @field_validator("lead_ms_by_carrier")
+    @classmethod
+    def _leads(cls, value: dict[str, float]) -> dict[str, float]:
+        for carrier, lead in value.items():
+            if carrier not in CARRIERS:
+                raise ValueError(f"{carrier!r} is not a carrier ({', '.join(CARRIERS)})")
+            if not 40 <= lead <= 5000:
+                raise ValueError(f"{carrier}: {lead} ms is outside 40-5000")
+        return value
 
     @field_validator("play_url_hosts", mode="before")
     @classmethod

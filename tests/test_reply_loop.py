@@ -178,6 +178,11 @@ async def test_hangup_after_playback_waits_for_the_last_mark(
         "playback.started",
         "playback.finished",
     ]
+    async with aiohttp.ClientSession() as http, http.get(server.make_url("/metrics")) as resp:
+        metrics = await resp.text()
+    values = {line.split()[0]: float(line.split()[1]) for line in metrics.splitlines() if line.startswith("bridge_")}
+    assert values["bridge_reply_actions_total"] == 2.0  # the say and the hangup
+    assert values["bridge_reply_played_seconds_total"] > 1.0 and values["bridge_reply_interrupted_total"] == 0.0
 
 
 async def test_a_key_press_interrupts_audio_that_allows_it(

@@ -160,3 +160,13 @@ def test_the_example_environment_names_every_variable() -> None:
     names = set(ENV_KEYS) | {f"{c.upper()}_STREAM_TOKEN" for c in TOKEN_CARRIERS}
     missing = sorted(n for n in names if f"\n{n}=" not in text)
     assert not missing, f"not in config/example.env: {missing}"
+
+
+def test_a_carriers_own_lead_is_checked_by_name(tmp_path: Path) -> None:
+    path = tmp_path / "bridge.toml"
+    path.write_text("[reply]\nlead_ms_by_carrier = { exotel = 400.0 }\n")
+    assert Settings.load(environ={}, config_path=path).reply.lead_ms_by_carrier == {"exotel": 400.0}
+    path.write_text("[reply]\nlead_ms_by_carrier = { twillio = 400.0 }\n")
+    with pytest.raises(ConfigError) as err:
+        Settings.load(environ={}, config_path=path)
+    assert "reply.lead_ms_by_carrier" in str(err.value) and "'twillio' is not a carrier" in str(err.value)

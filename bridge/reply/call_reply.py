@@ -161,7 +161,7 @@ class CallReply:
             frame_bytes=frame,
             silence_byte=silence_byte,
             min_bytes=min_bytes,
-            lead_ms=self.settings.lead_ms,
+            lead_ms=self.settings.lead_ms_by_carrier.get(adapter.provider, self.settings.lead_ms),
             chunk_ms=self.settings.chunk_ms,
             marks=adapter.supports_marks,
             mark_grace=self.settings.mark_grace,
