@@ -12,6 +12,11 @@
   caller starts speaking over a long answer; the time from the start of the caller's speech (as sent)
   to the phone receiving the ``clear``. Median and max.
 
+* ``echo``: a speakerphone: the phone's microphone hears its own loudspeaker (the bot's answer, 100 ms
+  late, at -20, -12 and -6 dB) and nothing else. With the local STT, how often the bot's answer was
+  paused or interrupted by its own voice: with the echo guard as configured (300 ms after playback
+  starts, and words that are the words being played), and with the time guard off.
+
 The CPU cost of replies at scale is `bridge loadtest --calls 200 --reply` next to the same run
 without `--reply` (the ratio, side by side on one machine).
 """
@@ -169,10 +174,59 @@ async def barge_in(trials: int) -> dict[str, Any]:
     }
 
 
+async def echo(gains_db: tuple[float, ...] = (-20.0, -12.0, -6.0)) -> list[dict[str, Any]]:
+    from bridge.local_stt.server import LocalSttServer, ServerOptions
+
+    results = []
+    stt = LocalSttServer(ServerOptions())
+    async with serving(stt.app) as stt_url:
+        for guard_ms in (300, 0):
+            for gain_db in gains_db:
+                results.append(await _echo_trial(stt_url, guard_ms, gain_db))
+    return results
+
+
+async def _echo_trial(stt_url: str, guard_ms: int, gain_db: float) -> dict[str, Any]:
+    """One call: the bot says three sentences; the phone sends back only its loudspeaker's echo."""
+    hook = FakeWebhook()
+    answer = " ".join(SENTENCES[:3])
+    hook.answer = lambda e: (
+        {"actions": [{"type": "say", "id": "answer", "text": answer}]} if e["type"] == "call.started" else None
+    )
+
+    def over() -> list[Any]:
+        return hook.events("playback.finished") + hook.events("playback.interrupted")
+
+    async with serving(hook.app) as hook_url:
+        env = {
+            "GLADIA_API_URL": stt_url,
+            "BOT_WEBHOOK_URL": hook_url + "/hook",
+            "BRIDGE_DATA_DIR": tempfile.mkdtemp(prefix="bench-echo-"),
+        }
+        settings = Settings.load(environ=env, overrides={"reply.echo_guard_ms": guard_ms})
+        async with serving(create_app(settings)) as bridge_url:
+            url = bridge_url.replace("http://", "ws://") + "/twilio/stream"
+            async with TwilioPhone.dial(url) as phone:
+                await phone.wait(lambda: bool(over()), 40, echo=(10 ** (gain_db / 20), 0.1))
+                clears = len(phone.ear.clears)
+        await asyncio.sleep(0.5)
+    ended = over()
+    return {
+        "figure": "echo",
+        "echo_db": gain_db,
+        "echo_guard_ms": guard_ms,
+        "paused": clears,
+        "interrupted": bool(hook.events("playback.interrupted")),
+        "played_ms": ended[0]["played_ms"] if ended else None,
+    }
+
+
 async def main(turns: int, barge_ins: int) -> None:
     configure_logging("warning", "json")
     for figure in (tts_first_audio(), bridge_share(turns), barge_in(barge_ins)):
         print(json.dumps(await figure), flush=True)
+    for line in await echo():
+        print(json.dumps(line), flush=True)
 
 
 if __name__ == "__main__":

@@ -47,7 +47,8 @@ def words_of(text: str) -> list[str]:
 
 def is_echo(heard: list[str], playing: str) -> bool:
     """Whether the caller's words are the bot's own words coming back: most of them (at least two
-    thirds, and at least two) are in the sentence being played."""
+    thirds, and at least two) are in what was just played (the sentence playing and the ones before
+    it: after a pause the words that came back are those already heard)."""
     if len(heard) < 2:
         return False
     played = set(words_of(playing))
@@ -109,7 +110,7 @@ class BargeIn:
             return []
         if self._paused_at is None and not (self.playout.playing and self._interruptible("speech")):
             return []
-        if is_echo(heard, self.playout.current_text(now)):
+        if is_echo(heard, self.playout.recent_text(now)):
             self.counters.echo_ignored += 1
             return []
         self._paused_at = self._speech_ended_at = None

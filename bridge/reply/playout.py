@@ -179,6 +179,7 @@ class Playout:
         self._mark_ids = itertools.count(1)
         self._hangup_pending = False
         self._after_clear = False
+        self._recent: deque[str] = deque(maxlen=3)  # the texts of the last sentences that began playing
 
     # -- state -------------------------------------------------------------------------------
 
@@ -243,6 +244,13 @@ class Playout:
         if self._run_start is None:
             return 0.0
         return max(0.0, min(self._run_sent_ms, (now - self._run_start) * 1000.0))
+
+    def recent_text(self, now: float) -> str:
+        """The sentences the caller may be hearing or just heard (the echo guard compares caller words
+        with these): the last ones that began playing, whole, and the one playing now."""
+        current = self.current_text(now)
+        recent = list(self._recent)
+        return " ".join(recent + ([current] if current and current not in recent else []))
 
     def current_text(self, now: float) -> str:
         """The sentence the caller hears now ("" when none): the echo guard compares speech with it."""
@@ -372,6 +380,8 @@ class Playout:
                 return
             if seg.sent == 0:
                 seg.start_ms = self._run_sent_ms
+                if seg.text:
+                    self._recent.append(seg.text)
                 state = self._actions[seg.action_id]
                 if not state.started:
                     state.started = True

@@ -75,6 +75,22 @@ class TwilioEar:
         """What the caller heard, in order (mu-law), without the gaps between replies."""
         return b"".join(p.audio for p in self.played)
 
+    def audio_at(self, t: float, nbytes: int) -> bytes:
+        """The mu-law the phone's loudspeaker plays from ``t`` for ``nbytes`` samples (silence, 0xFF,
+        where nothing plays): what a speakerphone's microphone picks up as echo."""
+        out = bytearray(b"\xff" * nbytes)
+        end = t + nbytes / BYTES_PER_SECOND
+        for p in self.played:
+            p_end = p.start + len(p.audio) / BYTES_PER_SECOND
+            if p_end <= t or p.start >= end:
+                continue
+            src = max(0, round((t - p.start) * BYTES_PER_SECOND))
+            dst = max(0, round((p.start - t) * BYTES_PER_SECOND))
+            n = min(len(p.audio) - src, nbytes - dst)
+            if n > 0:
+                out[dst : dst + n] = p.audio[src : src + n]
+        return bytes(out)
+
     def first_audio_at(self) -> float | None:
         return self.played[0].start if self.played else None
 

@@ -84,17 +84,27 @@ class TwilioPhone:
             await self._frame(ulaw[i : i + FRAME].ljust(FRAME, b"\xff"))
 
     async def wait(
-        self, until: Callable[[], bool], timeout: float, each: Callable[[float], list[str]] | None = None
+        self,
+        until: Callable[[], bool],
+        timeout: float,
+        each: Callable[[float], list[str]] | None = None,
+        echo: tuple[float, float] | None = None,
     ) -> bool:
         """Silence, in real time, until ``until()`` holds (True) or ``timeout`` seconds (False);
-        ``each(t)`` may add messages (e.g. DTMF events) before each frame."""
+        ``each(t)`` may add messages (e.g. DTMF events) before each frame. ``echo=(gain, delay)``: instead
+        of silence, what the phone is playing, ``delay`` seconds late and scaled by ``gain`` (a
+        speakerphone's microphone hearing its loudspeaker)."""
         end = time.monotonic() + timeout
         while not until():
             if self.closed or time.monotonic() >= end:
                 return until()
             for message in each(self.now) if each is not None else ():
                 await self.send(message)
-            await self._frame(SILENCE)
+            if echo is None:
+                await self._frame(SILENCE)
+            else:
+                gain, delay = echo
+                await self._frame(_echo(self.ear.audio_at(self.now - delay, FRAME), gain))
         return True
 
     async def send(self, message: str) -> None:
@@ -139,3 +149,12 @@ class TwilioPhone:
                 self.received.append((now, msg.data))
                 self._answer(self.ear.receive(msg.data, now))
         self.closed_by_bridge_at = self.now
+
+
+def _echo(ulaw: bytes, gain: float) -> bytes:
+    import numpy as np
+
+    from bridge.audio import decode_to_pcm16, encode_from_pcm16
+
+    pcm = np.frombuffer(decode_to_pcm16(ulaw, "ulaw"), dtype="<i2").astype(np.float64) * gain
+    return encode_from_pcm16(np.clip(pcm, -32768, 32767).astype("<i2").tobytes(), "ulaw")
