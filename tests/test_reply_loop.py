@@ -5,9 +5,11 @@ speech events (or the real local recogniser to hear what the caller heard)."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import io
 import itertools
 import json
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -387,3 +389,99 @@ async def test_the_bot_websocket_streams_text_and_survives_a_drop(
     (finished,) = hook.events("playback.finished")
     assert finished["action_id"] == "s1"
     assert [e["action_id"] for e in hook.events("playback.started")] == ["s1"]
+
+
+# -- another dialect: Asterisk chan_websocket (binary audio, text commands) -----------------------------
+
+
+async def test_asterisk_hears_the_answer_and_is_hung_up_by_command(
+    make_bridge: BridgeFactory, fake_gladia: FakeGladia, webhook: tuple[FakeWebhook, str]
+) -> None:
+    """On Asterisk the answer goes out as binary ulaw frames, a MARK_MEDIA follows each sentence (the
+    phone answers MEDIA_MARK_PROCESSED when it has played it), and the hang-up is the HANGUP command,
+    sent only after the last mark came back."""
+    from bridge.tools.writers.asterisk import AsteriskStreamWriter
+
+    hook, _ = webhook
+    quiet(fake_gladia)
+    hook.answer = answer_to(
+        "call.started", [{"type": "say", "text": "Thank you for calling. Goodbye."}, {"type": "hangup"}]
+    )
+    server = await make_bridge()
+    writer = AsteriskStreamWriter("1700000000.1")
+    heard = bytearray()
+    log: list[tuple[float, str]] = []  # (time, what): commands in, echoes out
+    async with aiohttp.ClientSession() as http, http.ws_connect(server.make_url("/asterisk/stream")) as ws:
+        await ws.send_str(writer.media_start(160))
+        t0 = time.monotonic()
+        busy_until = 0.0
+        pending: list[tuple[float, str]] = []
+
+        async def listen() -> None:
+            nonlocal busy_until
+            async for msg in ws:
+                now = time.monotonic() - t0
+                if msg.type is aiohttp.WSMsgType.BINARY:
+                    heard.extend(msg.data)
+                    busy_until = max(now, busy_until) + len(msg.data) / 8000
+                elif msg.type is aiohttp.WSMsgType.TEXT:
+                    log.append((now, msg.data))
+                    if msg.data.startswith("MARK_MEDIA "):
+                        pending.append((max(now, busy_until), msg.data.split(" ", 1)[1]))
+
+        listener = asyncio.create_task(listen())
+        frames = 0
+        while not ws.closed and time.monotonic() - t0 < 20:
+            now = time.monotonic() - t0
+            for due, name in [p for p in pending if p[0] <= now]:
+                pending.remove((due, name))
+                await ws.send_str(f"MEDIA_MARK_PROCESSED {name}")
+                log.append((now, f"echo {name}"))
+            await ws.send_bytes(b"\xff" * 160)
+            frames += 1
+            await asyncio.sleep(max(0.0, t0 + frames * 0.02 - time.monotonic()))
+        await asyncio.wait_for(listener, 5)
+    commands = [what for _, what in log]
+    assert sum(c.startswith("MARK_MEDIA") for c in commands) == 2
+    assert commands[-1] == "HANGUP" and commands[-2].startswith("echo ")  # the last mark came back first
+    await wait_for(lambda: bool(hook.events("call.ended")))
+    (finished,) = hook.events("playback.finished")
+    assert finished["played_ms"] == pytest.approx(len(heard) / 8, abs=20)
+    assert hook.events("call.ended")[0]["summary"]["end_reason"] == "bot_hangup"
+
+
+async def test_a_bots_own_audio_streams_in_pieces_as_one_action(
+    make_bridge: BridgeFactory, fake_gladia: FakeGladia, webhook: tuple[FakeWebhook, str]
+) -> None:
+    """`audio` pieces (PCM16 at 24 kHz here, as a bot's own TTS sends them) with one stream_id play as
+    one action named by the stream, resampled to the carrier's 8 kHz mu-law, nothing lost."""
+    hook, _ = webhook
+    quiet(fake_gladia)
+    server = await make_bridge({"BRIDGE_API_TOKEN": TOKEN})
+    tone = (0.3 * np.sin(2 * np.pi * 440 * np.arange(24000) / 24000) * 32767).astype("<i2").tobytes()  # 1 s
+    pieces = [tone[i : i + 16000] for i in range(0, len(tone), 16000)]
+
+    async def bot(http: aiohttp.ClientSession) -> None:
+        await wait_for(lambda: bool(hook.events("call.started")), timeout=10)
+        path = f"/v1/calls/{hook.events('call.started')[0]['call']['id']}/actions"
+        for n, piece in enumerate(pieces):
+            action = {
+                "type": "audio",
+                "stream_id": "tts-1",
+                "sample_rate": 24000,
+                "audio": base64.b64encode(piece).decode(),
+                "last": n == len(pieces) - 1,
+            }
+            status, _ = await _api(http, server, "POST", path, {"actions": [action]})
+            assert status == 202
+            await asyncio.sleep(0.2)  # pieces come faster than they play: no gap, one action
+
+    async with aiohttp.ClientSession() as http:
+        task = asyncio.create_task(bot(http))
+        call = await phone_call(
+            stream_url(server), b"", until=lambda c: bool(hook.events("playback.finished")), max_seconds=15
+        )
+        await task
+    (finished,) = hook.events("playback.finished")
+    assert finished["action_id"] == "tts-1" and [e["action_id"] for e in hook.events("playback.started")] == ["tts-1"]
+    assert finished["played_ms"] == pytest.approx(1000, abs=25) == pytest.approx(heard_seconds(call) * 1000, abs=25)

@@ -33,7 +33,7 @@ import numpy as np
 import structlog
 
 from bridge.adapters.base import PhoneAdapter
-from bridge.audio import AudioFormat, make_transcoder
+from bridge.audio import AudioFormat, Transcoder, make_transcoder
 from bridge.errors import TtsError, UnsupportedOperation, WavError
 from bridge.reply.actions import (
     Action,
@@ -72,6 +72,7 @@ Send = Callable[[str | bytes], Awaitable[None]]  # one message to the carrier
 ActionStatus = Literal["queued", "done", "failed"]
 MAX_PENDING_ACTIONS = 256  # queued and not yet produced, per call
 MAX_KEYS = 1024  # remembered webhook-ids and idempotency keys, per call
+MAX_AUDIO_STREAMS = 16  # a bot's own audio streams open at once on one call
 MAX_QUEUED_SECONDS = 300.0  # audio waiting to be played on one call; more is refused (action.failed)
 INLINE_DECODE_BYTES = 64 * 1024  # WAVs up to this size are decoded on the loop (a few ms at most)
 
@@ -132,6 +133,7 @@ class CallReply:
         self._keys: OrderedDict[str, list[ActionResult]] = OrderedDict()
         self._finals: deque[str] = deque(maxlen=64)  # the caller's latest utterance ids
         self._streams: dict[str, SentenceBuffer] = {}
+        self._audio_streams: dict[tuple[str, int], Transcoder] = {}  # a bot's own audio, by stream
         self._tasks: list[asyncio.Task[None]] = []
         self._messages: deque[str | bytes] = deque()  # to the carrier, in order
         self._hangup = False
@@ -257,6 +259,7 @@ class CallReply:
                 )
         self._pending.clear()
         self._streams.clear()
+        self._audio_streams.clear()
         if self._producing is not None:
             self._cancel_production = True
 
@@ -542,10 +545,23 @@ class CallReply:
         return self._to_outbound(pcm, wav.sample_rate)
 
     def _audio_chunk(self, action: AudioChunk) -> None:
-        if self.playout is None:
+        """A piece of the bot's own audio. The pieces of one stream are one action, named by the stream,
+        converted by one transcoder (no seams between pieces), flushed with the last."""
+        if self.playout is None or self._format is None:
             return
-        audio = self._to_outbound(action.audio, action.sample_rate) if action.audio else b""
-        # the pieces of one stream are one action, named by the stream
+        key = (action.stream_id, action.sample_rate)
+        transcoder = self._audio_streams.get(key)
+        if transcoder is None:
+            if len(self._audio_streams) >= MAX_AUDIO_STREAMS:
+                self.fail(action.stream_id, f"more than {MAX_AUDIO_STREAMS} audio streams open on this call")
+                return
+            transcoder = self._audio_streams[key] = make_transcoder(
+                AudioFormat("pcm16", action.sample_rate), self._format
+            )
+        audio = transcoder.feed(action.audio)
+        if action.last:
+            audio += transcoder.flush()
+            del self._audio_streams[key]
         self._add(Segment(action.stream_id, audio, last=action.last, interrupt=action.interrupt))
 
     async def _fetch(self, url: str) -> bytes:
