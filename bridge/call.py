@@ -43,6 +43,7 @@ from bridge.adapters.base import (
     CallStopped,
     CarrierError,
     Dtmf,
+    FlowControl,
     Gap,
     Ignored,
     MarkReached,
@@ -235,6 +236,8 @@ class Call:
                     stream.note(event)
                 case MarkReached():
                     self.reply.mark_reached(event.name)
+                case FlowControl():
+                    self.reply.flow(event.paused)
                 case CallStarted():
                     pass  # the adapter refuses a second start; nothing to do
                 case _:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from bridge.adapters.asterisk import AsteriskAdapter
-from bridge.adapters.base import Audio, CallStarted, CarrierError, Dtmf, Ignored, MarkReached
+from bridge.adapters.base import Audio, CallStarted, CarrierError, Dtmf, FlowControl, Ignored, MarkReached
 from bridge.audio import ULAW_8K, AudioFormat
 from bridge.tools.writers.asterisk import AsteriskStreamWriter
 
@@ -143,11 +143,17 @@ def test_error_without_text_is_still_a_carrier_error() -> None:
     assert isinstance(json_event, CarrierError) and json_event.detail
 
 
+def test_flow_control_says_when_the_frame_queue_is_full_and_has_room_again() -> None:
+    """MEDIA_XOFF (the queue near its high-water mark) and MEDIA_XON (back below the low one): the
+    bridge stops sending audio between them."""
+    assert plain().receive("MEDIA_XOFF") == [FlowControl(paused=True)]
+    assert plain().receive("MEDIA_XON") == [FlowControl(paused=False)]
+    assert json_style().receive('{"event":"MEDIA_XOFF","channel_id":"1761245643.1"}') == [FlowControl(paused=True)]
+
+
 @pytest.mark.parametrize(
     "message",
     [
-        "MEDIA_XOFF",
-        "MEDIA_XON",
         "QUEUE_DRAINED",
         "MEDIA_BUFFERING_COMPLETED",
         "MEDIA_BUFFERING_COMPLETED buf 1",
@@ -156,7 +162,7 @@ def test_error_without_text_is_still_a_carrier_error() -> None:
     ],
 )
 def test_flow_control_and_status_notifications_are_known_and_ignored(message: str) -> None:
-    """MEDIA_XOFF/XON, QUEUE_DRAINED, MEDIA_BUFFERING_COMPLETED and STATUS are ignored as known events."""
+    """QUEUE_DRAINED, MEDIA_BUFFERING_COMPLETED and STATUS are ignored as known events."""
     (event,) = plain().receive(message)
     assert isinstance(event, Ignored) and not event.unknown
 

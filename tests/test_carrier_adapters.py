@@ -402,7 +402,7 @@ def test_asterisk_plain_and_json_control() -> None:
     assert isinstance(start, CallStarted) and start.call_sid == "1761245643.1" and start.audio_format == ULAW_8K
     assert plain.receive(b"\xff" * 160) == [Audio(b"\xff" * 160)]
     assert plain.receive("DTMF_END digit:4") == [Dtmf("4")]
-    assert plain.receive("MEDIA_XOFF")[0] == Ignored("MEDIA_XOFF")
+    assert plain.receive("QUEUE_DRAINED")[0] == Ignored("QUEUE_DRAINED")
     assert plain.clear_message() == "FLUSH_MEDIA" and plain.mark_message("m1") == "MARK_MEDIA m1"
     js = AsteriskAdapter()
     js.receive(

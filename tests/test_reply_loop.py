@@ -394,24 +394,20 @@ async def test_the_bot_websocket_streams_text_and_survives_a_drop(
 # -- another dialect: Asterisk chan_websocket (binary audio, text commands) -----------------------------
 
 
-async def test_asterisk_hears_the_answer_and_is_hung_up_by_command(
-    make_bridge: BridgeFactory, fake_gladia: FakeGladia, webhook: tuple[FakeWebhook, str]
-) -> None:
-    """On Asterisk the answer goes out as binary ulaw frames, a MARK_MEDIA follows each sentence (the
-    phone answers MEDIA_MARK_PROCESSED when it has played it), and the hang-up is the HANGUP command,
-    sent only after the last mark came back."""
+async def asterisk_phone(
+    url: str, seconds: float = 20, xoff: tuple[float, float] | None = None
+) -> tuple[bytearray, list[tuple[float, str]], list[float]]:
+    """An Asterisk channel on chan_websocket (plain text): streams silence, plays the binary audio it
+    gets at real time, answers MEDIA_MARK_PROCESSED when a mark's audio has played, until the bridge
+    closes. ``xoff=(at, for)``: MEDIA_XOFF at that time, MEDIA_XON that long after. Returns the audio
+    heard, the text log (commands in, what it sent) and when each binary message arrived."""
     from bridge.tools.writers.asterisk import AsteriskStreamWriter
 
-    hook, _ = webhook
-    quiet(fake_gladia)
-    hook.answer = answer_to(
-        "call.started", [{"type": "say", "text": "Thank you for calling. Goodbye."}, {"type": "hangup"}]
-    )
-    server = await make_bridge()
     writer = AsteriskStreamWriter("1700000000.1")
     heard = bytearray()
-    log: list[tuple[float, str]] = []  # (time, what): commands in, echoes out
-    async with aiohttp.ClientSession() as http, http.ws_connect(server.make_url("/asterisk/stream")) as ws:
+    log: list[tuple[float, str]] = []
+    arrivals: list[float] = []
+    async with aiohttp.ClientSession() as http, http.ws_connect(url) as ws:
         await ws.send_str(writer.media_start(160))
         t0 = time.monotonic()
         busy_until = 0.0
@@ -423,6 +419,7 @@ async def test_asterisk_hears_the_answer_and_is_hung_up_by_command(
                 now = time.monotonic() - t0
                 if msg.type is aiohttp.WSMsgType.BINARY:
                     heard.extend(msg.data)
+                    arrivals.append(now)
                     busy_until = max(now, busy_until) + len(msg.data) / 8000
                 elif msg.type is aiohttp.WSMsgType.TEXT:
                     log.append((now, msg.data))
@@ -431,8 +428,14 @@ async def test_asterisk_hears_the_answer_and_is_hung_up_by_command(
 
         listener = asyncio.create_task(listen())
         frames = 0
-        while not ws.closed and time.monotonic() - t0 < 20:
+        flow = list(xoff or ())
+        while not ws.closed and time.monotonic() - t0 < seconds:
             now = time.monotonic() - t0
+            if flow and now >= flow[0]:
+                command = "MEDIA_XOFF" if len(flow) == 2 else "MEDIA_XON"
+                await ws.send_str(command)
+                log.append((now, command))
+                flow = [now + flow[1]] if len(flow) == 2 else []
             for due, name in [p for p in pending if p[0] <= now]:
                 pending.remove((due, name))
                 await ws.send_str(f"MEDIA_MARK_PROCESSED {name}")
@@ -441,6 +444,22 @@ async def test_asterisk_hears_the_answer_and_is_hung_up_by_command(
             frames += 1
             await asyncio.sleep(max(0.0, t0 + frames * 0.02 - time.monotonic()))
         await asyncio.wait_for(listener, 5)
+    return heard, log, arrivals
+
+
+async def test_asterisk_hears_the_answer_and_is_hung_up_by_command(
+    make_bridge: BridgeFactory, fake_gladia: FakeGladia, webhook: tuple[FakeWebhook, str]
+) -> None:
+    """On Asterisk the answer goes out as binary ulaw frames, a MARK_MEDIA follows each sentence (the
+    phone answers MEDIA_MARK_PROCESSED when it has played it), and the hang-up is the HANGUP command,
+    sent only after the last mark came back."""
+    hook, _ = webhook
+    quiet(fake_gladia)
+    hook.answer = answer_to(
+        "call.started", [{"type": "say", "text": "Thank you for calling. Goodbye."}, {"type": "hangup"}]
+    )
+    server = await make_bridge()
+    heard, log, _ = await asterisk_phone(str(server.make_url("/asterisk/stream")))
     commands = [what for _, what in log]
     assert sum(c.startswith("MARK_MEDIA") for c in commands) == 2
     assert commands[-1] == "HANGUP" and commands[-2].startswith("echo ")  # the last mark came back first
@@ -448,6 +467,24 @@ async def test_asterisk_hears_the_answer_and_is_hung_up_by_command(
     (finished,) = hook.events("playback.finished")
     assert finished["played_ms"] == pytest.approx(len(heard) / 8, abs=20)
     assert hook.events("call.ended")[0]["summary"]["end_reason"] == "bot_hangup"
+
+
+async def test_asterisk_flow_control_holds_the_audio_until_xon(
+    make_bridge: BridgeFactory, fake_gladia: FakeGladia, webhook: tuple[FakeWebhook, str]
+) -> None:
+    """MEDIA_XOFF: not one frame until MEDIA_XON; then the answer goes on and ends whole."""
+    hook, _ = webhook
+    quiet(fake_gladia)
+    hook.answer = answer_to("call.started", [{"type": "say", "text": LONG}, {"type": "hangup"}])
+    server = await make_bridge()
+    heard, log, arrivals = await asterisk_phone(str(server.make_url("/asterisk/stream")), seconds=30, xoff=(2.0, 1.5))
+    xoff_at = next(t for t, what in log if what == "MEDIA_XOFF")
+    xon_at = next(t for t, what in log if what == "MEDIA_XON")
+    assert xon_at - xoff_at >= 1.4
+    assert not [t for t in arrivals if xoff_at + 0.05 < t < xon_at]  # nothing sent while the queue is full
+    assert any(t > xon_at for t in arrivals)
+    (finished,) = hook.events("playback.finished")
+    assert finished["played_ms"] == pytest.approx(len(heard) / 8, abs=20)
 
 
 async def test_a_bots_own_audio_streams_in_pieces_as_one_action(

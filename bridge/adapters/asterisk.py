@@ -22,6 +22,7 @@ from bridge.adapters.base import (
     CallStarted,
     CarrierError,
     Dtmf,
+    FlowControl,
     Ignored,
     MarkReached,
     OutboundFraming,
@@ -44,7 +45,7 @@ _SLIN_RATES = {
     "slin96": 96000,
     "slin192": 192000,
 }
-_IGNORED = frozenset({"MEDIA_XOFF", "MEDIA_XON", "STATUS", "QUEUE_DRAINED", "MEDIA_BUFFERING_COMPLETED", "DTMF_BEGIN"})
+_IGNORED = frozenset({"STATUS", "QUEUE_DRAINED", "MEDIA_BUFFERING_COMPLETED", "DTMF_BEGIN"})
 
 
 def parse_control(text: str) -> dict[str, Any]:
@@ -127,6 +128,8 @@ class AsteriskAdapter(BinaryDialectAdapter):
             return [Dtmf(digit)]
         if event == "MEDIA_MARK_PROCESSED":
             return [MarkReached(_mark_id(msg, message))]
+        if event in ("MEDIA_XOFF", "MEDIA_XON"):  # the frame queue is nearly full / has room again
+            return [FlowControl(paused=event == "MEDIA_XOFF")]
         if event == "ERROR":
             return [CarrierError(_error_text(msg, message))]
         kind = str(event)

@@ -84,7 +84,14 @@ class CallStopped:
     reason: str = "stop"
 
 
-PhoneEvent = CallStarted | Audio | Dtmf | MarkReached | Gap | Ignored | CarrierError | CallStopped
+@dataclass(frozen=True, slots=True)
+class FlowControl:
+    """The carrier's playback queue is full (``paused``) or has room again: Asterisk's MEDIA_XOFF/XON."""
+
+    paused: bool
+
+
+PhoneEvent = CallStarted | Audio | Dtmf | MarkReached | Gap | Ignored | CarrierError | CallStopped | FlowControl
 
 
 @dataclass(slots=True)

@@ -137,6 +137,7 @@ class CallReply:
         self._tasks: list[asyncio.Task[None]] = []
         self._messages: deque[str | bytes] = deque()  # to the carrier, in order
         self._hangup = False
+        self._flow_paused = False
         self._closed = False
         self.counters = ReplyCounters()
         self._earlier_playouts = (0, 0.0, 0)  # underruns, cleared ms, resumed: of streams before this one
@@ -276,6 +277,14 @@ class CallReply:
             self._out.extend(self.playout.mark_reached(name, time.monotonic()))
             self._wake.set()
 
+    def flow(self, paused: bool) -> None:
+        """The carrier's playback queue is full (Asterisk MEDIA_XOFF) or has room again (MEDIA_XON):
+        nothing is sent meanwhile. With the playout's lead the queue never gets near full; a carrier
+        that says so anyway is obeyed."""
+        self._flow_paused = paused
+        log.info("reply.flow_control", paused=paused)
+        self._wake.set()
+
     def caller_speech(self, started: bool) -> None:
         if self.barge_in is None:
             return
@@ -361,6 +370,10 @@ class CallReply:
 
     async def _run(self) -> None:
         while True:
+            if self._flow_paused:  # the carrier asked for no more audio: wait for its XON
+                self._wake.clear()
+                await self._wake.wait()
+                continue
             await self._flush()
             playout, barge_in = self.playout, self.barge_in
             assert playout is not None and barge_in is not None
