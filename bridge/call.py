@@ -139,6 +139,7 @@ class Call:
         self._transcoder: Transcoder | None = None  # the current stream's (flushed at the end)
         self._t0 = time.monotonic()
         self._ended = False
+        self._last_posted = False  # call.ended went out
         self.utterances = 0
         self.dtmf = 0
         self.on_ended: Callable[[str, CallStats], None] | None = None  # e.g. the metrics' last update
@@ -319,7 +320,12 @@ class Call:
     # -- the way back ----------------------------------------------------------------------------
 
     def _post(self, type_: str, payload: dict[str, Any]) -> None:
-        """A bot event: to the webhook (durable, ordered) and, when there is one, the bot's socket."""
+        """A bot event: to the webhook (durable, ordered) and, when there is one, the bot's socket.
+        ``call.ended`` is the call's last event: anything after it (e.g. a bad answer to it) is logged."""
+        if self._last_posted:
+            log.info("bot.event_after_end", type=type_, detail="the call has ended: not sent")
+            return
+        self._last_posted = type_ == "call.ended"
         event = self.events.submit(type_, payload)
         if event is not None and self.bot_socket is not None:
             self.bot_socket.send_event(event.body)

@@ -522,3 +522,20 @@ async def test_a_bots_own_audio_streams_in_pieces_as_one_action(
     (finished,) = hook.events("playback.finished")
     assert finished["action_id"] == "tts-1" and [e["action_id"] for e in hook.events("playback.started")] == ["tts-1"]
     assert finished["played_ms"] == pytest.approx(1000, abs=25) == pytest.approx(heard_seconds(call) * 1000, abs=25)
+
+
+async def test_nothing_follows_call_ended_not_even_a_bad_answer_to_it(
+    make_bridge: BridgeFactory, fake_gladia: FakeGladia, webhook: tuple[FakeWebhook, str]
+) -> None:
+    """A bot answering call.ended with a bad action list gets no event after call.ended (it would sit
+    in the outbox of a finished call): call.ended stays the call's last event."""
+    hook, _ = webhook
+    quiet(fake_gladia)
+    hook.answer = answer_to("call.ended", [{"type": "sing"}])
+    server = await make_bridge()
+    await phone_call(stream_url(server), b"\xff" * 8000, until=lambda c: True, max_seconds=5)
+    await wait_for(lambda: bool(hook.events("call.ended")))
+    await asyncio.sleep(0.5)
+    assert hook.events()[-1]["type"] == "call.ended" and not hook.events("action.failed")
+    async with aiohttp.ClientSession() as http, http.get(server.make_url("/healthz")) as resp:
+        assert (await resp.json())["outbox"]["pending"] == 0
