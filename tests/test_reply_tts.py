@@ -98,3 +98,15 @@ async def test_the_openai_compatible_engine_asks_for_raw_pcm_and_reads_the_strea
     }
     assert speech.sample_rate == 24000 and speech.pcm == b"\x01\x02" * 7200  # whole samples only
     assert seen[1]["voice"] == "alloy"
+
+
+def test_streamed_text_without_a_sentence_end_is_cut_not_hoarded() -> None:
+    """A bot streaming words with no full stop: the buffer never holds more than a long sentence."""
+    buffer = SentenceBuffer()
+    out: list[str] = []
+    for _ in range(200):
+        out += buffer.push("and then some more words, ", False)
+        assert len(buffer._text) <= 300
+    out += buffer.push("end.", True)
+    assert all(len(s) <= 300 for s in out) and " ".join(out).endswith("end.")
+    assert " ".join(out).count("more words") == 200

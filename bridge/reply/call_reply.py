@@ -72,7 +72,7 @@ Send = Callable[[str | bytes], Awaitable[None]]  # one message to the carrier
 ActionStatus = Literal["queued", "done", "failed"]
 MAX_PENDING_ACTIONS = 256  # queued and not yet produced, per call
 MAX_KEYS = 1024  # remembered webhook-ids and idempotency keys, per call
-MAX_AUDIO_STREAMS = 16  # a bot's own audio streams open at once on one call
+MAX_AUDIO_STREAMS = 16  # a bot's streamed says, and its own audio streams, open at once on one call
 MAX_QUEUED_SECONDS = 300.0  # audio waiting to be played on one call; more is refused (action.failed)
 INLINE_DECODE_BYTES = 64 * 1024  # WAVs up to this size are decoded on the loop (a few ms at most)
 
@@ -511,6 +511,8 @@ class CallReply:
 
     async def _say(self, action: Say) -> None:
         if action.stream_id is not None:
+            if action.stream_id not in self._streams and len(self._streams) >= MAX_AUDIO_STREAMS:
+                raise ValueError(f"more than {MAX_AUDIO_STREAMS} streamed says open on this call")
             buffer = self._streams.setdefault(action.stream_id, SentenceBuffer())
             texts = buffer.push(action.text, action.last)
             if action.last:

@@ -83,7 +83,11 @@ class SentenceBuffer:
             done, self._text = sentences(self._text), ""
             return done
         *complete, self._text = _SENTENCE_END.split(self._text)
-        return [s for part in complete for s in sentences(part)]
+        done = [s for part in complete for s in sentences(part)]
+        if len(self._text) > MAX_SENTENCE_CHARS:  # no sentence end in sight: cut it, as sentences() would
+            *long, self._text = sentences(self._text)
+            done += long
+        return done
 
 
 class Speaker:
