@@ -230,3 +230,16 @@ def test_an_action_whose_audio_comes_late_counts_an_underrun() -> None:
     q.add(Segment("a1", tone(300), last=False), now=0.0)
     q.add(Segment("a1", tone(300)), now=0.1)  # in time
     assert q.counters.underruns == 0
+
+
+def test_marks_that_never_come_back_are_not_hoarded() -> None:
+    """Plivo sends no checkpoint echo after a clear: a long call of barge-ins keeps a bounded memory."""
+    p = ulaw()
+    t = 0.0
+    for _ in range(400):
+        p.add(Segment("a", tone(100), text="Hi."), now=t)
+        p.add(Segment("b", tone(1000), text="More."), now=t)
+        t += 0.2
+        p.tick(t)
+        p.interrupt(t, "stop")  # the marks sent so far will never be echoed
+    assert len(p._cleared_marks) <= 256

@@ -40,6 +40,7 @@ from typing import Literal
 from bridge.reply.actions import Interrupt
 
 InterruptReason = Literal["speech", "dtmf", "stop", "replace", "hangup"]
+MAX_CLEARED_MARKS = 256
 UNDERRUN_MS = 40.0  # a gap in an action's audio longer than this is an underrun
 
 
@@ -175,7 +176,9 @@ class Playout:
         self._run_start: float | None = None  # None: idle (nothing playing)
         self._run_sent_ms = 0.0
         self._paused = False
-        self._cleared_marks: set[str] = set()
+        # marks whose echo, if it comes, means nothing (cleared, or given up on); Plivo never echoes a
+        # cleared checkpoint, so the oldest are forgotten past MAX_CLEARED_MARKS
+        self._cleared_marks: dict[str, None] = {}
         self._mark_ids = itertools.count(1)
         self._hangup_pending = False
         self._after_clear = False
@@ -290,7 +293,7 @@ class Playout:
     def mark_reached(self, name: str, now: float) -> list[Output]:
         """The carrier echoed a mark: the segment before it played to the end."""
         if name in self._cleared_marks:
-            self._cleared_marks.discard(name)
+            del self._cleared_marks[name]
             return []
         out: list[Output] = []
         for i, seg in enumerate(self._unconfirmed):
@@ -436,8 +439,13 @@ class Playout:
             if self.marks:
                 self.counters.missing_marks += 1
                 if seg.mark is not None:
-                    self._cleared_marks.add(seg.mark)  # a late echo, if it ever comes, changes nothing
+                    self._forget_mark(seg.mark)  # a late echo, if it ever comes, changes nothing
             self._confirm(self._unconfirmed.popleft(), out)
+
+    def _forget_mark(self, name: str) -> None:
+        self._cleared_marks[name] = None
+        while len(self._cleared_marks) > MAX_CLEARED_MARKS:
+            del self._cleared_marks[next(iter(self._cleared_marks))]
 
     def _confirm(self, seg: Segment, out: list[Output]) -> None:
         state = self._actions.get(seg.action_id)
@@ -466,7 +474,7 @@ class Playout:
         for seg in self._unconfirmed:
             end = seg.start_ms + self._ms(len(seg.audio))
             if seg.mark is not None:
-                self._cleared_marks.add(seg.mark)
+                self._forget_mark(seg.mark)
             if end <= heard:
                 self._confirm(seg, out)
             else:
