@@ -539,3 +539,78 @@ async def test_nothing_follows_call_ended_not_even_a_bad_answer_to_it(
     assert hook.events()[-1]["type"] == "call.ended" and not hook.events("action.failed")
     async with aiohttp.ClientSession() as http, http.get(server.make_url("/healthz")) as resp:
         assert (await resp.json())["outbox"]["pending"] == 0
+
+
+# -- another dialect: Plivo (checkpoints that a clear silences) -------------------------------------------
+
+
+async def test_plivo_barge_in_then_a_goodbye_despite_checkpoints_a_clear_never_answers(
+    make_bridge: BridgeFactory, fake_gladia: FakeGladia, webhook: tuple[FakeWebhook, str]
+) -> None:
+    """Plivo answers a checkpoint (playedStream) only when its audio played: after the caller barges in
+    (clearAudio -> clearedAudio), the checkpoints of the dropped audio never come back. The interruption
+    is reported, and the goodbye that follows is confirmed by its own checkpoint, after which the bot's
+    hang-up closes the stream."""
+    from bridge.tools.writers.plivo import PlivoStreamWriter
+
+    hook, _ = webhook
+    quiet(fake_gladia)
+    fake_gladia.script = [speech(3.0, True), partial(3.5, "no thanks")]
+
+    def bot(event: dict[str, Any]) -> Any:
+        if event["type"] == "call.started":
+            return {"actions": [{"type": "say", "id": "offer", "text": LONG}]}
+        if event["type"] == "playback.interrupted":
+            return {"actions": [{"type": "say", "id": "bye", "text": "Okay. Goodbye."}, {"type": "hangup"}]}
+        return None
+
+    hook.answer = bot
+    server = await make_bridge()
+    writer = PlivoStreamWriter("plivo-call-1", "plivo-stream-1")
+    heard = bytearray()
+    log: list[tuple[float, str]] = []
+    async with aiohttp.ClientSession() as http, http.ws_connect(server.make_url("/plivo/stream")) as ws:
+        await ws.send_str(writer.start())
+        t0 = time.monotonic()
+        busy_until = 0.0
+        pending: list[tuple[float, str]] = []
+        replies: list[str] = []
+
+        async def listen() -> None:
+            nonlocal busy_until
+            async for msg in ws:
+                now = time.monotonic() - t0
+                data = json.loads(msg.data)
+                log.append((now, data["event"]))
+                if data["event"] == "playAudio":
+                    audio = base64.b64decode(data["media"]["payload"])
+                    heard.extend(audio)
+                    busy_until = max(now, busy_until) + len(audio) / 8000
+                elif data["event"] == "checkpoint":
+                    pending.append((max(now, busy_until), data["name"]))
+                elif data["event"] == "clearAudio":
+                    pending.clear()  # dropped audio: its checkpoints are never answered
+                    busy_until = now
+                    replies.append(writer.cleared_audio())
+
+        listener = asyncio.create_task(listen())
+        frames = 0
+        while not ws.closed and time.monotonic() - t0 < 25:
+            now = time.monotonic() - t0
+            for due, name in [p for p in pending if p[0] <= now]:
+                pending.remove((due, name))
+                replies.append(writer.played_stream(name))
+            while replies:
+                await ws.send_str(replies.pop(0))
+            await ws.send_str(writer.media(b"\xff" * 160))
+            frames += 1
+            await asyncio.sleep(max(0.0, t0 + frames * 0.02 - time.monotonic()))
+        await asyncio.wait_for(listener, 5)
+    events_in = [what for _, what in log]
+    assert "clearAudio" in events_in and events_in.count("checkpoint") >= 3
+    (interrupted,) = hook.events("playback.interrupted")
+    assert interrupted["action_id"] == "offer" and interrupted["reason"] == "speech" and interrupted["heard_text"]
+    (finished,) = hook.events("playback.finished")
+    assert finished["action_id"] == "bye"
+    await wait_for(lambda: bool(hook.events("call.ended")))
+    assert hook.events("call.ended")[0]["summary"]["end_reason"] == "bot_hangup"

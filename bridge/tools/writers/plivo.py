@@ -95,6 +95,16 @@ class PlivoStreamWriter:
             }
         )
 
+    def played_stream(self, name: str) -> str:
+        """Plivo's answer to a ``checkpoint`` whose audio played (never to one a ``clearAudio`` dropped)."""
+        return json.dumps(
+            {"event": "playedStream", "sequenceNumber": self._next(), "streamId": self.stream_id, "name": name}
+        )
+
+    def cleared_audio(self) -> str:
+        """Plivo's answer to ``clearAudio``."""
+        return json.dumps({"event": "clearedAudio", "sequenceNumber": self._next(), "streamId": self.stream_id})
+
     def stop(self, reason: str | None = None) -> str:
         msg: dict[str, Any] = {
             "event": "stop",
