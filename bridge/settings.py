@@ -14,10 +14,10 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from bridge.adapters import CARRIERS
 from bridge.errors import ConfigError
@@ -63,6 +63,21 @@ SECRET_KEYS = frozenset(
         "tts.api_key",
     }
 )
+
+
+def _url_of(*schemes: str) -> AfterValidator:
+    """An empty string, or a URL with one of ``schemes``."""
+
+    def check(value: str) -> str:
+        if value and urlsplit(value).scheme not in schemes:
+            raise ValueError(f"must be a{'n' if schemes[-1] == 'http' else ''} {schemes[-1]}(s) URL")
+        return value
+
+    return AfterValidator(check)
+
+
+HttpUrl = Annotated[str, _url_of("https", "http")]
+WsUrl = Annotated[str, _url_of("wss", "ws")]
 
 
 class _Strict(BaseModel):
@@ -138,20 +153,13 @@ class GladiaSettings(_Strict):
 
 
 class WebhookSettings(_Strict):
-    url: str = ""
+    url: HttpUrl = ""
     secret: SecretStr | None = None
     timeout: float = Field(5.0, gt=0)
     retry_initial_delay: float = Field(0.5, ge=0)
     retry_max_delay: float = Field(30.0, ge=0)
     max_age: float = Field(600.0, gt=0)
     max_pending_events: int = Field(10000, ge=1)
-
-    @field_validator("url")
-    @classmethod
-    def _url(cls, value: str) -> str:
-        if value and urlsplit(value).scheme not in ("https", "http"):
-            raise ValueError("must be an http(s) URL")
-        return value
 
     @field_validator("secret")
     @classmethod
@@ -171,14 +179,7 @@ class TwilioSettings(_Strict):
     auth_token: SecretStr | None = None
     # Where the call goes when the bot hangs up or the stream ends (a <Redirect> after </Connect>);
     # empty: <Hangup/>.
-    after_stream_url: str = ""
-
-    @field_validator("after_stream_url")
-    @classmethod
-    def _after(cls, value: str) -> str:
-        if value and urlsplit(value).scheme not in ("https", "http"):
-            raise ValueError("must be an http(s) URL")
-        return value
+    after_stream_url: HttpUrl = ""
 
 
 class ReplySettings(_Strict):
@@ -218,7 +219,7 @@ class ReplySettings(_Strict):
 class TtsSettings(_Strict):
     """Speech out. No api_url: the embedded Piper voice (``local`` extra)."""
 
-    api_url: str = ""  # an OpenAI-compatible server: POST {api_url}/v1/audio/speech
+    api_url: HttpUrl = ""  # an OpenAI-compatible server: POST {api_url}/v1/audio/speech
     api_key: SecretStr | None = None
     voice: str = "alloy"
     model: str = "tts-1"
@@ -226,16 +227,9 @@ class TtsSettings(_Strict):
     timeout: float = Field(10.0, gt=0)
     cache_mb: int = Field(32, ge=0)
 
-    @field_validator("api_url")
-    @classmethod
-    def _url(cls, value: str) -> str:
-        if value and urlsplit(value).scheme not in ("https", "http"):
-            raise ValueError("must be an http(s) URL")
-        return value.rstrip("/")
-
 
 class BotWsSettings(_Strict):
-    url: str = ""  # BOT_WS_URL: the bridge dials it once per call
+    url: WsUrl = ""  # BOT_WS_URL: the bridge dials it once per call
     token: SecretStr | None = None
     reconnect_max_delay: float = Field(5.0, gt=0)
 

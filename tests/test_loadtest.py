@@ -6,32 +6,34 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from typing import Any
 
 import pytest
 
 from tests.support.process import ROOT
 
 
-@pytest.mark.timeout(120)
-async def test_a_short_loadtest_carries_every_frame_and_final_and_reports_its_figures() -> None:
+async def loadtest(*args: str) -> dict[str, Any]:
+    """``bridge loadtest ARGS`` as a process: its exit must be 0; returns its JSON line."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "bridge",
         "loadtest",
-        "--calls",
-        "6",
-        "--seconds",
-        "6",
-        "--generators",
-        "2",
+        *args,
         cwd=ROOT,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
     out, err = await asyncio.wait_for(proc.communicate(), 110)
     assert proc.returncode == 0, err.decode()[-2000:]
-    result = json.loads(out.decode().strip().splitlines()[-1])
+    result: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
+    return result
+
+
+@pytest.mark.timeout(120)
+async def test_a_short_loadtest_carries_every_frame_and_final_and_reports_its_figures() -> None:
+    result = await loadtest("--calls", "6", "--seconds", "6", "--generators", "2")
     assert result["under_test"] == "bridge"
     assert result["calls"] == 6 and result["workers"] == 1 and result["generators"] == 2
     assert result["frames_sent"] == 6 * 300
@@ -49,23 +51,7 @@ async def test_a_short_loadtest_carries_every_frame_and_final_and_reports_its_fi
 async def test_the_reference_forwarder_runs_under_the_same_load() -> None:
     """`--reference` measures a bare forwarder under the identical load, so the bridge's figures can be read
     as ratios on a noisy machine; it must carry the same frames and finals to be a fair floor."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bridge",
-        "loadtest",
-        "--calls",
-        "6",
-        "--seconds",
-        "6",
-        "--reference",
-        cwd=ROOT,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), 110)
-    assert proc.returncode == 0, err.decode()[-2000:]
-    result = json.loads(out.decode().strip().splitlines()[-1])
+    result = await loadtest("--calls", "6", "--seconds", "6", "--reference")
     assert result["under_test"] == "reference_forwarder"
     assert result["frames_sent"] == 6 * 300 and result["frames_lost"] == 0
     assert result["finals_delivered"] == result["finals_expected"] == 6 * 3
@@ -77,23 +63,7 @@ async def test_a_loadtest_with_replies_plays_them_back_without_underruns_and_sto
     """`--reply`: the bot answers every final with 2 s of audio; every caller plays it back like a phone
     (marks echoed), hears it without a gap inside a reply, and the bridge still stops on SIGTERM (a
     call ending while its reply task wakes up once hung the bridge's shutdown)."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bridge",
-        "loadtest",
-        "--calls",
-        "6",
-        "--seconds",
-        "8",
-        "--reply",
-        cwd=ROOT,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), 110)
-    assert proc.returncode == 0, err.decode()[-2000:]
-    result = json.loads(out.decode().strip().splitlines()[-1])
+    result = await loadtest("--calls", "6", "--seconds", "8", "--reply")
     assert result["reply"] is True and result["frames_lost"] == 0 and result["failed_calls"] == 0
     assert result["finals_delivered"] == result["finals_expected"] == 6 * 4
     # each call hears the replies to its finals at 2 s and 4 s whole, and most of the one at 6 s

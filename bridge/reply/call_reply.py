@@ -61,7 +61,7 @@ from bridge.reply.playout import (
     SendClear,
     SendMark,
 )
-from bridge.reply.tts import SentenceBuffer, Speaker
+from bridge.reply.tts import SentenceBuffer, Speaker, sentences
 from bridge.settings import ReplySettings
 from bridge.wav import read_wav
 
@@ -141,8 +141,6 @@ class CallReply:
         self._closed = False
         self.counters = ReplyCounters()
         self._earlier_playouts = (0, 0.0, 0)  # underruns, cleared ms, resumed: of streams before this one
-        self.turn_started: float | None = None  # when the latest final arrived (turn latency)
-        self.first_audio_after_final: list[float] = []  # seconds, final -> first reply audio sent
 
     # -- the stream that carries the call -------------------------------------------------------
 
@@ -302,7 +300,6 @@ class CallReply:
         the caller heard while saying it (``during_playback``), or None."""
         during = self.playout.current_action if self.playout is not None and self.playout.playing else None
         self._finals.append(utterance_id)
-        self.turn_started = time.monotonic()
         self.caller_words(text)
         return during
 
@@ -401,9 +398,6 @@ class CallReply:
             match out:
                 case SendAudio():
                     if send and adapter is not None:
-                        if self.turn_started is not None:
-                            self.first_audio_after_final.append(time.monotonic() - self.turn_started)
-                            self.turn_started = None
                         self._messages.extend(adapter.audio_messages(out.data))
                 case SendMark():
                     if send and adapter is not None:
@@ -523,8 +517,6 @@ class CallReply:
             raise TtsError("no speech engine: install the local extra (pip install '.[local]') or set TTS_API_URL")
         if self._stale(action):
             return
-        from bridge.reply.tts import sentences
-
         parts = texts if texts is not None else sentences(action.text)
         action_id = action.stream_id or action.id  # a streamed say is one action: its stream
         last_piece = action.last

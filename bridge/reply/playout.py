@@ -494,28 +494,24 @@ class Playout:
                 state.played_ms += self._ms(heard_bytes)
                 if said:
                     state.sentences.append(said)
-            remaining = seg.audio[heard_bytes:]
-            if remaining:  # plays on after a resume, with the words not yet heard
-                words = tuple(
-                    WordTime(w.word, w.start - heard_s, w.end - heard_s) for w in seg.words if w.end > heard_s
+            # not heard to its end (end > heard, or not all sent): the rest plays on after a resume, with
+            # the words not yet heard (the heard ones are credited above, once)
+            words = tuple(WordTime(w.word, w.start - heard_s, w.end - heard_s) for w in seg.words if w.end > heard_s)
+            rest.append(
+                Segment(
+                    seg.action_id,
+                    seg.audio[heard_bytes:],
+                    text=unsaid,
+                    words=words,
+                    last=seg.last,
+                    interrupt=seg.interrupt,
                 )
-                rest.append(
-                    Segment(seg.action_id, remaining, text=unsaid, words=words, last=seg.last, interrupt=seg.interrupt)
-                )
-            elif state is not None:
-                self._confirm_partial_end(seg, state, out)
+            )
         self.counters.cleared_bytes += cleared
         self._queue.extendleft(reversed(rest))
-        # the text of a cut sentence is credited once: what is left of it plays without text
         self._run_start, self._run_sent_ms = None, 0.0
         self._after_clear = True
         return out
-
-    def _confirm_partial_end(self, seg: Segment, state: _ActionState, out: list[Output]) -> None:
-        state.segments_left -= 1
-        if state.segments_left == 0 and state.last_seen:
-            del self._actions[seg.action_id]
-            out.append(PlaybackFinished(seg.action_id, round(state.played_ms)))
 
 
 def _allows(interrupt: Interrupt, reason: InterruptReason) -> bool:
