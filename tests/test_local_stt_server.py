@@ -170,8 +170,9 @@ async def test_base64_audio_chunks_and_defaults(make_stt_server: Any) -> None:
 async def test_every_encoding_is_transcribed(
     make_stt_server: Any, encoding: str, depth: int, rate: int, channels: int
 ) -> None:
-    """The same sentence in each format Gladia accepts gives one final, at the sentence's time in the
-    audio (so the format's bytes are turned into time correctly), acknowledged in that format's bytes."""
+    """The same sentence in each format Gladia accepts gives one final (per channel: the sentence is on
+    every channel), at the sentence's time in the audio (so the format's bytes are turned into time
+    correctly), acknowledged in that format's bytes."""
     _, server = await make_stt_server()
     audio = encode_as(FIRST_SENTENCE, encoding, depth, rate, channels)
     body = {"encoding": encoding, "bit_depth": depth, "sample_rate": rate, "channels": channels, "endpointing": 0.3}
@@ -184,8 +185,10 @@ async def test_every_encoding_is_transcribed(
     acks = [m["data"]["byte_range"][1] for m in messages if m["type"] == "audio_chunk"]
     assert acks[-1] == len(audio)
     finals = [m["data"]["utterance"] for m in messages if m["type"] == "transcript"]
-    assert len(finals) == 1 and words(finals[0]["text"])
-    assert_within_the_sentence(finals[0], SPANS[0])
+    assert sorted(f["channel"] for f in finals) == list(range(channels))
+    for final in finals:
+        assert words(final["text"])
+        assert_within_the_sentence(final, SPANS[0])
     assert acks[-1] == len(audio) and messages[-1]["type"] != "error"
 
 

@@ -1,7 +1,7 @@
 """A local speech-to-text server that speaks Gladia's live v2 protocol, for running without a key.
 
 request.py    StreamingRequest validation, Gladia's error bodies (pure)
-audio_in.py   any Gladia input format -> float32 mono 16 kHz, streaming (pure)
+audio_in.py   any Gladia input format -> float32 16 kHz per channel, streaming (pure)
 segmenter.py  voice activity -> speech_start / speech_end / utterances, endpointing (pure)
 engine.py     the recogniser interface; faster-whisper (Whisper tiny.en) and Silero VAD (ONNX)
 live.py       one live session: byte offsets, acknowledgments, transcripts, resume, results

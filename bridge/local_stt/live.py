@@ -10,19 +10,37 @@ resend bytes the session already has. The first audio on a new connection is the
 with the session's recent audio at each recently acknowledged offset; where it matches, the
 overlap is skipped, so the session's audio stays exactly the caller's (no duplicate). Audio that
 is byte-identical at two offsets (e.g. digital silence) can make a few of those bytes be skipped.
+
+Channels. As Gladia does with ``channels`` > 1, each channel of the interleaved input is decoded,
+voice-detected, segmented and recognised on its own, and every message about it carries its 0-based
+index: ``speech_start``/``speech_end`` ``data.channel``, each utterance's ``channel``, and transcript
+ids ``CC_NNNNNNNN`` (two-digit channel, the channel's own utterance counter). Acknowledgments,
+``recording_duration`` and resume stay on the interleaved byte stream. A mono session is channel 0.
+
+Order across channels. The channels are scanned in lockstep, one VAD frame (32 ms) of every channel
+at a time, lowest channel first, so speech events and utterances come out in the order they are
+detected, whatever the chunking: a ``speech_end`` (and its utterance) ``endpointing`` seconds after
+the speech ended, a cut at ``maximum_duration_without_endpointing`` at once. Finals are recognised
+and sent in that order: by end time, up to that endpointing delay (utterances in progress at
+``stop_recording`` are closed by end time). The post-session transcription lists the utterances by
+the end of their speech, ties by channel (each channel's own utterances stay in their order).
 """
 
 from __future__ import annotations
 
+import heapq
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, assert_never
+
+import numpy as np
 
 from bridge.local_stt.audio_in import InputDecoder
 from bridge.local_stt.engine import Recognition, VadStream
 from bridge.local_stt.request import StreamingRequest
-from bridge.local_stt.segmenter import Segmenter, SpeechEnded, SpeechStarted, UtteranceAudio
+from bridge.local_stt.segmenter import Segmenter, SegmentEvent, SpeechEnded, SpeechStarted, UtteranceAudio
 
 MIN_ENDPOINTING = 0.3  # seconds: below this, Whisper gets cut mid-word (Gladia's default is 0.05)
 TAIL_SECONDS = 10.0  # recent audio kept to recognise a resend after a reconnect
@@ -33,10 +51,24 @@ def now_iso() -> str:
     return datetime.now(tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
 class Final:
+    """A recognised utterance: ``end`` is where the segmenter saw its speech end (session seconds)."""
+
+    channel: int
     index: int
+    end: float
     utterance: dict[str, Any]
+
+
+@dataclass(slots=True)
+class Channel:
+    """One input channel's own voice detection and endpointing."""
+
+    index: int
+    vad: VadStream
+    segmenter: Segmenter
+    last_partial_at: float = 0.0  # segmenter time of the last partial transcript
 
 
 @dataclass
@@ -44,7 +76,7 @@ class LiveSession:
     id: str
     token: str
     request: StreamingRequest
-    vad: VadStream
+    vad_stream: Callable[[], VadStream]  # a new VAD state, one per channel
     created_at: str = field(default_factory=now_iso)
     state: str = "created"  # created | connected | disconnected | stopping | done
     received_bytes: int = 0
@@ -61,16 +93,23 @@ class LiveSession:
         self.bytes_per_second = r.sample_rate * r.sample_width * r.channels
         threshold = r.pre_processing.speech_threshold if r.pre_processing else 0.6
         # Silero's probabilities sit lower than Gladia's scale; map Gladia's default 0.6 to 0.5.
-        self.segmenter = Segmenter(
-            threshold=max(0.2, min(0.9, threshold - 0.1)),
-            endpointing=max(r.endpointing, MIN_ENDPOINTING),
-            max_duration=r.maximum_duration_without_endpointing,
-        )
+        self.channels = [
+            Channel(
+                c,
+                self.vad_stream(),
+                Segmenter(
+                    threshold=max(0.2, min(0.9, threshold - 0.1)),
+                    endpointing=max(r.endpointing, MIN_ENDPOINTING),
+                    max_duration=r.maximum_duration_without_endpointing,
+                    channel=c,
+                ),
+            )
+            for c in range(r.channels)
+        ]
         self._tail = bytearray()
         self._ack_ends: deque[int] = deque(maxlen=32)
         self._resync = False
         self._skip = 0
-        self.last_partial_at = 0.0
         self.recording_started = False
 
     # -- helpers ----------------------------------------------------------------------------
@@ -133,9 +172,18 @@ class LiveSession:
                     },
                 )
             )
-        for frame, prob in self.vad.feed(self.decoder.feed(data)):
-            out.extend(self._segment_events(self.segmenter.push(frame, prob)))
+        out.extend(self._segment_events(self._scan(self.decoder.feed_channels(data))))
         return out
+
+    def _scan(self, samples: list[np.ndarray]) -> list[SegmentEvent]:
+        """Each channel's new samples through its VAD and segmenter, one frame of every channel at a
+        time (the channels carry the same number of samples, so their frames line up)."""
+        detected = [ch.vad.feed(x) for ch, x in zip(self.channels, samples, strict=True)]
+        events: list[SegmentEvent] = []
+        for frames in zip(*detected, strict=True):
+            for ch, (frame, prob) in zip(self.channels, frames, strict=True):
+                events.extend(ch.segmenter.push(frame, prob))
+        return events
 
     def _overlap(self, data: bytes) -> int:
         """How many leading bytes of a reconnect's first audio the session already has.
@@ -160,27 +208,31 @@ class LiveSession:
                 return overlap
         return 0
 
-    def _segment_events(self, events: list[Any]) -> list[dict[str, Any]]:
+    def _segment_events(self, events: list[SegmentEvent]) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
         speech = self.request.messages.receive_speech_events
         for event in events:
-            if isinstance(event, SpeechStarted):
-                if speech:
-                    out.append(self.envelope("speech_start", data={"time": event.time, "channel": 0}))
-            elif isinstance(event, SpeechEnded):
-                if speech:
-                    out.append(self.envelope("speech_end", data={"time": event.time, "channel": 0}))
-            elif isinstance(event, UtteranceAudio):
-                self.to_decode.append(event)
+            match event:
+                case SpeechStarted():
+                    if speech:
+                        out.append(self.envelope("speech_start", data={"time": event.time, "channel": event.channel}))
+                case SpeechEnded():
+                    if speech:
+                        out.append(self.envelope("speech_end", data={"time": event.time, "channel": event.channel}))
+                case UtteranceAudio():
+                    self.to_decode.append(event)
+                case _:
+                    assert_never(event)
         return out
 
     def stop(self) -> list[dict[str, Any]]:
         """``stop_recording``: close the utterance in progress; returns the acknowledgment."""
         self.state = "stopping"
-        out: list[dict[str, Any]] = []
-        for frame, prob in self.vad.feed(self.decoder.flush()):
-            out.extend(self._segment_events(self.segmenter.push(frame, prob)))
-        out.extend(self._segment_events(self.segmenter.flush()))
+        out = self._segment_events(self._scan(self.decoder.flush_channels()))
+        # utterances still open on several channels: closed in the order of their ends (stable: by channel)
+        open_ones = sorted((ch.segmenter.flush() for ch in self.channels), key=_end_of)
+        for events in open_ones:
+            out.extend(self._segment_events(events))
         if self.request.messages.receive_acknowledgments:
             pending = sum(len(u.audio) for u in self.to_decode) / 16000
             out.insert(
@@ -199,23 +251,26 @@ class LiveSession:
 
     # -- transcripts ------------------------------------------------------------------------------
 
-    def utterance_json(self, utt: UtteranceAudio, rec: Recognition) -> dict[str, Any]:
+    @staticmethod
+    def utterance_json(channel: int, audio_start: float, start: float, end: float, rec: Recognition) -> dict[str, Any]:
+        """Gladia's UtteranceDTO; word times are offset by ``audio_start``, and ``start``/``end``
+        are used when no word was timed."""
         words: list[dict[str, Any]] = [
             {
                 "word": w.word,
-                "start": round(utt.audio_start + w.start, 3),
-                "end": round(utt.audio_start + w.end, 3),
+                "start": round(audio_start + w.start, 3),
+                "end": round(audio_start + w.end, 3),
                 "confidence": round(w.confidence, 3),
             }
             for w in rec.words
         ]
-        start: float = words[0]["start"] if words else utt.start
-        end: float = words[-1]["end"] if words else utt.end
+        if words:
+            start, end = words[0]["start"], words[-1]["end"]
         return {
             "start": max(start, 0.0),
             "end": end,
             "confidence": rec.confidence,
-            "channel": 0,
+            "channel": channel,
             "words": words,
             "text": (" " + rec.text) if rec.text else "",
             "language": rec.language,
@@ -225,22 +280,29 @@ class LiveSession:
         """Record a recognised utterance; the final transcript message, if the client wants it."""
         if not rec.text:
             return None
-        utterance = self.utterance_json(utt, rec)
-        self.finals.append(Final(utt.index, utterance))
+        utterance = self.utterance_json(utt.channel, utt.audio_start, utt.start, utt.end, rec)
+        self.finals.append(Final(utt.channel, utt.index, utt.end, utterance))
         if not self.request.messages.receive_final_transcripts:
             return None
-        return self.envelope("transcript", data={"id": f"00_{utt.index:08d}", "is_final": True, "utterance": utterance})
+        return self.envelope(
+            "transcript", data={"id": transcript_id(utt.channel, utt.index), "is_final": True, "utterance": utterance}
+        )
 
-    def partial_message(self, index: int, audio_start: float, rec: Recognition) -> dict[str, Any] | None:
+    def partial_message(self, channel: int, index: int, audio_start: float, rec: Recognition) -> dict[str, Any] | None:
+        """A partial transcript of ``channel``'s utterance ``index`` in progress (its audio from ``audio_start``)."""
         if not rec.text or not self.request.messages.receive_partial_transcripts:
             return None
-        utt = UtteranceAudio(index, audio_start, audio_start, audio_start, audio=None)  # type: ignore[arg-type]
+        utterance = self.utterance_json(channel, audio_start, audio_start, audio_start, rec)
         return self.envelope(
-            "transcript", data={"id": f"00_{index:08d}", "is_final": False, "utterance": self.utterance_json(utt, rec)}
+            "transcript", data={"id": transcript_id(channel, index), "is_final": False, "utterance": utterance}
         )
 
     def transcription(self) -> dict[str, Any]:
-        utterances = [f.utterance for f in sorted(self.finals, key=lambda f: f.index)]
+        """Every channel's utterances, by the end of their speech (ties: lower channel first)."""
+        by_channel = [
+            sorted((f for f in self.finals if f.channel == ch.index), key=lambda f: f.index) for ch in self.channels
+        ]
+        utterances = [f.utterance for f in heapq.merge(*by_channel, key=lambda f: f.end)]
         return {
             "full_transcript": " ".join(u["text"].strip() for u in utterances),
             "languages": ["en"],
@@ -303,3 +365,12 @@ class LiveSession:
             if done
             else None,
         }
+
+
+def transcript_id(channel: int, index: int) -> str:
+    """Gladia's transcript id: two-digit channel, eight-digit utterance counter (shared by partial and final)."""
+    return f"{channel:02d}_{index:08d}"
+
+
+def _end_of(events: list[SegmentEvent]) -> float:
+    return max((e.end for e in events if isinstance(e, UtteranceAudio)), default=0.0)

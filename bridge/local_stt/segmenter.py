@@ -5,6 +5,8 @@ speech starts, when it ends (``endpointing`` seconds of silence), and hands out 
 audio with a little context before and after. An utterance longer than
 ``maximum_duration_without_endpointing`` is cut there (Gladia's rule), and never longer than 28 s
 (the recogniser's 30 s window).
+
+One segmenter follows one audio channel; every event it returns carries that ``channel`` (0-based).
 """
 
 from __future__ import annotations
@@ -25,30 +27,34 @@ MAX_WINDOW_S = 28.0
 @dataclass(frozen=True, slots=True)
 class SpeechStarted:
     time: float
+    channel: int = 0
 
 
 @dataclass(frozen=True, slots=True)
 class SpeechEnded:
     time: float
+    channel: int = 0
 
 
 @dataclass(frozen=True, slots=True)
 class UtteranceAudio:
     """One utterance: ``audio`` starts at ``audio_start`` (session seconds); ``start``/``end`` bound
-    the speech itself."""
+    the speech itself; ``index`` counts the channel's utterances from 0."""
 
     index: int
     start: float
     end: float
     audio_start: float
     audio: np.ndarray
+    channel: int = 0
 
 
 SegmentEvent = SpeechStarted | SpeechEnded | UtteranceAudio
 
 
 class Segmenter:
-    def __init__(self, *, threshold: float, endpointing: float, max_duration: float) -> None:
+    def __init__(self, *, threshold: float, endpointing: float, max_duration: float, channel: int = 0) -> None:
+        self.channel = channel
         self.threshold = threshold
         self.neg_threshold = max(0.05, threshold - 0.15)
         self.endpointing = endpointing
@@ -90,7 +96,7 @@ class Segmenter:
                 self._speech_start = start
                 self._last_voiced_end = end
                 self._silence = 0.0
-                events.append(SpeechStarted(round(start, 3)))
+                events.append(SpeechStarted(round(start, 3), self.channel))
             self._pre.append(frame)
             return events
         self._utt.append(frame)
@@ -100,7 +106,7 @@ class Segmenter:
         else:
             self._silence += FRAME_S
         if self._silence >= self.endpointing:
-            events.append(SpeechEnded(round(self._last_voiced_end, 3)))
+            events.append(SpeechEnded(round(self._last_voiced_end, 3), self.channel))
             events.append(self._cut(self._last_voiced_end))
             self._in_speech = False
             self._pre.clear()
@@ -117,14 +123,19 @@ class Segmenter:
             return []
         self._in_speech = False
         end = max(self._last_voiced_end, self._speech_start)
-        return [SpeechEnded(round(end, 3)), self._cut(end)]
+        return [SpeechEnded(round(end, 3), self.channel), self._cut(end)]
 
     def _cut(self, speech_end: float) -> UtteranceAudio:
         audio = np.concatenate(self._utt) if self._utt else np.zeros(0, dtype=np.float32)
         keep = int((speech_end + POST_ROLL_S - self._utt_audio_start) * RATE)
         audio = audio[: max(0, keep)]
         utt = UtteranceAudio(
-            self.utterances, round(self._speech_start, 3), round(speech_end, 3), self._utt_audio_start, audio
+            self.utterances,
+            round(self._speech_start, 3),
+            round(speech_end, 3),
+            self._utt_audio_start,
+            audio,
+            self.channel,
         )
         self.utterances += 1
         return utt

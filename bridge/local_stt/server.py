@@ -4,7 +4,9 @@ Routes, as Gladia's live v2: ``POST /v2/live`` (201 ``{id, created_at, url}``), 
 at the returned ``url`` (``/v2/live?token=...``), ``GET /v2/live/{id}`` and ``DELETE /v2/live/{id}``.
 
 Recognition runs in a thread pool (faster-whisper releases the GIL), one ordered decode task per
-session, so the event loop only moves bytes and runs the VAD. Sessions are admitted up to
+session, so the event loop only moves bytes and runs the VAD. A session with several channels
+recognises them all in that one task, one utterance at a time (finals first, then partials of the
+channels whose partial is the oldest). Sessions are admitted up to
 ``max_sessions`` (by default what this machine's cores can recognise in real time); more get 429.
 A session whose socket drops stays resumable for ``grace_seconds``; messages produced meanwhile are
 kept and sent when the client reconnects.
@@ -132,7 +134,7 @@ class LocalSttServer:
             )
         assert self.vad is not None
         sid, token = str(uuid.uuid4()), str(uuid.uuid4())
-        rt = _Runtime(LiveSession(sid, token, parsed, self.vad.stream()))
+        rt = _Runtime(LiveSession(sid, token, parsed, self.vad.stream))
         self.sessions[sid] = rt
         rt.decoder = asyncio.create_task(self._decode_loop(rt), name=f"stt-decode-{sid[:8]}")
         self._arm_expiry(rt)
@@ -145,6 +147,7 @@ class LocalSttServer:
             encoding=parsed.encoding,
             sample_rate=parsed.sample_rate,
             bit_depth=parsed.bit_depth,
+            channels=parsed.channels,
         )
         return web.json_response({"id": sid, "created_at": rt.live.created_at, "url": url}, status=201)
 
@@ -300,21 +303,27 @@ class LocalSttServer:
             rt.closed.set()
 
     async def _partial(self, rt: _Runtime, loop: asyncio.AbstractEventLoop, recognizer: Recognizer) -> None:
+        """A partial transcript of each channel's utterance in progress that is due one, the least
+        recently served channel first; stops as soon as a final is waiting."""
         live = rt.live
         if not live.request.messages.receive_partial_transcripts:
             return
-        current = live.segmenter.current()
-        if current is None or live.segmenter.now - live.last_partial_at < PARTIAL_INTERVAL:
-            return
-        live.last_partial_at = live.segmenter.now
-        audio_start, audio = current
-        index = live.segmenter.utterances  # the utterance in progress
-        rec = await loop.run_in_executor(self.pool, recognizer.transcribe, audio)
-        if live.segmenter.utterances != index:
-            return  # the utterance ended while decoding: its final is on the way, a partial would be stale
-        message = live.partial_message(index, audio_start, rec)
-        if message is not None:
-            await self._send(rt, [message])
+        for channel in sorted(live.channels, key=lambda ch: ch.last_partial_at):
+            if live.to_decode:
+                return  # finals first
+            segmenter = channel.segmenter
+            current = segmenter.current()
+            if current is None or segmenter.now - channel.last_partial_at < PARTIAL_INTERVAL:
+                continue
+            channel.last_partial_at = segmenter.now
+            audio_start, audio = current
+            index = segmenter.utterances  # the utterance in progress
+            rec = await loop.run_in_executor(self.pool, recognizer.transcribe, audio)
+            if segmenter.utterances != index:
+                continue  # the utterance ended while decoding: its final is on the way, a partial would be stale
+            message = live.partial_message(channel.index, index, audio_start, rec)
+            if message is not None:
+                await self._send(rt, [message])
 
 
 async def run_server(host: str, port: int, options: ServerOptions) -> None:
