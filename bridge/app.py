@@ -25,6 +25,8 @@ from bridge.reply.api import add_routes as add_bot_api
 from bridge.reply.tts import OpenAiSpeech, PiperSpeech, Speaker
 from bridge.settings import Settings
 from bridge.stt.admission import Admission
+from bridge.transcript_api import add_routes as add_transcript_api
+from bridge.transcript_api import recent_calls, transcript_store
 
 log = structlog.get_logger("bridge.app")
 
@@ -56,11 +58,13 @@ def create_app(
         clock=clock,
         resume_secret=secret.get_secret_value().encode() if secret else secrets.token_bytes(32),
     )
-    add_bot_api(app)
+    add_bot_api(app, recent_calls=recent_calls)
+    add_transcript_api(app)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics_endpoint)
     app.router.add_post("/twilio/voice", twilio_voice)
     app.router.add_get("/{carrier}/stream", phone_stream)
+    app.cleanup_ctx.append(transcript_store)  # first in, last out: open before any call, closed after all
     app.cleanup_ctx.append(_http_client)
     app.cleanup_ctx.append(_metrics_updates)
     app.on_shutdown.append(drain_calls)

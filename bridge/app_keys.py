@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from bridge.phone_stream import PhoneStream
     from bridge.reply.tts import Speaker
     from bridge.stt.admission import Admission
+    from bridge.transcripts import TranscriptStore
 
 MAX_ENDED_REMEMBERED = 10_000
 
@@ -32,6 +33,7 @@ class BridgeState:
     http: aiohttp.ClientSession | None = None
     delivery: Delivery | None = None
     outbox: OutboxWriter | None = None
+    transcripts: TranscriptStore | None = None  # None: transcripts off, or the file could not be opened
     calls: dict[PhoneStream, web.WebSocketResponse] = field(default_factory=dict)  # open phone streams
     live_calls: dict[str, Call] = field(default_factory=dict)  # calls carried by one of them, by id
     draining: bool = False

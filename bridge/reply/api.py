@@ -2,7 +2,8 @@
 
 =========================================  =========================================================
 ``POST /v1/calls/{call_id}/actions``       ``{"actions": [...]}`` -> ``202 {"actions": [{"id", "status"}]}``
-``GET /v1/calls``                          the active calls
+``GET /v1/calls``                          the active calls (with ``?since=``: recent calls on record,
+                                           see bridge.transcript_api)
 ``GET /v1/calls/{call_id}``                one call: ``state`` (listening, speaking, paused), ``queue``,
                                            ``played_ms``
 =========================================  =========================================================
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import hmac
 import json
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -28,12 +30,15 @@ from bridge.reply.actions import MAX_REQUEST_BYTES, parse_actions
 
 MAX_KEY_CHARS = 200
 
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
 
 def _error(status: int, message: str, **headers: str) -> web.Response:
     return web.json_response({"error": message}, status=status, headers=headers or None)
 
 
-def _authorized(request: web.Request) -> web.Response | None:
+def authorized(request: web.Request) -> web.Response | None:
+    """None when the request carries the API token; else the answer to give (403 API off, 401)."""
     token = request.app[SETTINGS].reply.api_token
     if token is None:
         return _error(403, "the bot API is disabled: set BRIDGE_API_TOKEN to enable /v1/")
@@ -54,7 +59,7 @@ def _call_json(call: Any) -> dict[str, Any]:
 
 
 async def list_calls(request: web.Request) -> web.Response:
-    refused = _authorized(request)
+    refused = authorized(request)
     if refused is not None:
         return refused
     calls = request.app[STATE].live_calls.values()
@@ -75,7 +80,7 @@ def _find(request: web.Request) -> Any:
 
 
 async def get_call(request: web.Request) -> web.Response:
-    refused = _authorized(request)
+    refused = authorized(request)
     if refused is not None:
         return refused
     call = _find(request)
@@ -85,7 +90,7 @@ async def get_call(request: web.Request) -> web.Response:
 
 
 async def post_actions(request: web.Request) -> web.Response:
-    refused = _authorized(request)
+    refused = authorized(request)
     if refused is not None:
         return refused
     call = _find(request)
@@ -109,7 +114,15 @@ async def post_actions(request: web.Request) -> web.Response:
     )
 
 
-def add_routes(app: web.Application) -> None:
-    app.router.add_get("/v1/calls", list_calls)
+def add_routes(app: web.Application, *, recent_calls: Handler | None = None) -> None:
+    """The ``/v1/calls`` routes. ``recent_calls``, when given, answers ``GET /v1/calls?since=...``
+    (a ``GET /v1/calls`` without ``since`` lists the active calls either way)."""
+
+    async def calls(request: web.Request) -> web.StreamResponse:
+        if recent_calls is not None and "since" in request.query:
+            return await recent_calls(request)
+        return await list_calls(request)
+
+    app.router.add_get("/v1/calls", calls)
     app.router.add_get("/v1/calls/{call_id}", get_call)
     app.router.add_post("/v1/calls/{call_id}/actions", post_actions)

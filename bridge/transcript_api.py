@@ -1,0 +1,223 @@
+"""Transcripts on record over HTTP: a call's transcript and the recent calls, under ``/v1/``.
+
+==============================================  ============================================================
+``GET /v1/calls/{call_id}/transcript``          the call's transcript as JSON (``application/json``)
+``GET /v1/calls/{call_id}/transcript?format=``  ``json`` (the default), ``txt`` (``text/plain``: one line per
+                                                turn, ``[HH:MM:SS.d] speaker: text``), ``vtt`` (``text/vtt``:
+                                                WebVTT captions, one cue per utterance, ``<v speaker>`` voices)
+``GET /v1/calls?since=<time>[&limit=<n>]``      calls that started or ended at or after ``since`` (ISO 8601,
+                                                e.g. ``2026-01-31T12:00:00Z``, no zone meaning UTC; or unix
+                                                seconds), newest first, at most ``limit`` (default 100, at
+                                                most 1000): ``{"calls": [{"id", "provider", "call_sid",
+                                                "stream_sid", "from", "to", "started_at", "ended_at",
+                                                "end_reason", "active", "utterances"}]}`` (``utterances``:
+                                                how many). Without ``since``: the active calls, as before.
+==============================================  ============================================================
+
+The JSON transcript is the call (``id``, ``provider``, ``call_sid``, ``stream_sid``, ``from``, ``to``,
+``parameters``, ``started_at``, ``ended_at``, ``end_reason``; times ISO 8601 UTC), ``active`` (true while
+the call runs: what is recorded so far is served), and ``utterances``: each final as the bot's
+``utterance.final`` event carries it (``id``, ``channel``, ``speaker``, ``start``, ``end`` in seconds from
+the start of the call, ``text``, ``language``, ``words`` with ``word``/``start``/``end``/``confidence``),
+in start order. Text and WebVTT times are from the start of the call too.
+
+Same auth as the rest of ``/v1/``: ``Authorization: Bearer <BRIDGE_API_TOKEN>``; no token configured:
+403. Errors, each ``{"error": "..."}``: 401 bad token, 404 unknown call (or transcripts off), 422 a bad
+``format``, ``since`` or ``limit`` (the message names the allowed values), 503 the store cannot be read.
+
+Where and how long: ``<BRIDGE_DATA_DIR>/transcripts.sqlite3``, one file shared by every worker process
+(any of them answers for any call). A call's finals are written as they come, off the event loop; a
+full or failing disk is logged once and never ends a call. Calls that ended more than
+``transcripts.retention_days`` ago (``BRIDGE_TRANSCRIPT_RETENTION_DAYS``, default 30; a call whose end
+was never recorded counts from its start) are deleted with their utterances at start-up and every
+``transcripts.purge_interval`` seconds (default 3600). ``BRIDGE_TRANSCRIPTS=false`` keeps nothing, and
+the transcript route answers 404 saying transcripts are off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import sqlite3
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from bridge.app_keys import SETTINGS, STATE
+from bridge.clock import Clock
+from bridge.reply.api import authorized
+from bridge.settings import TranscriptSettings
+from bridge.transcripts import TranscriptStore, iso, parse_since, render_json, render_txt, render_vtt
+
+log = structlog.get_logger("bridge.transcripts")
+
+FORMATS: dict[str, tuple[str, Callable[[Mapping[str, Any]], str]]] = {
+    "json": ("application/json", render_json),
+    "txt": ("text/plain", render_txt),
+    "vtt": ("text/vtt", render_vtt),
+}
+DEFAULT_LIMIT = 100
+MAX_LIMIT = 1000
+CLOSE_TIMEOUT = 5.0  # seconds the last queued writes get at shutdown
+
+_DETAILS = {
+    "transcripts.degraded": "transcript writes fail: they stay queued (bounded) and are retried; calls are not "
+    "affected",
+    "transcripts.dropping": "transcript writes are being dropped (counted); calls are not affected",
+    "transcripts.recovered": "transcript writes work again",
+    "transcripts.caught_up": "the transcript writer has caught up",
+}
+
+
+def _error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
+
+def _store(request: web.Request) -> TranscriptStore | web.Response:
+    if not request.app[SETTINGS].transcripts.enabled:
+        return _error(404, "transcripts are off (BRIDGE_TRANSCRIPTS=false): no transcript is kept")
+    store = request.app[STATE].transcripts
+    if store is None:
+        return _error(503, "the transcript store could not be opened at start-up (see the log)")
+    return store
+
+
+def _unreadable(exc: sqlite3.Error) -> web.Response:
+    log.warning("transcripts.read_failed", reason=f"{type(exc).__name__}: {exc}"[:200])
+    return _error(503, "the transcript store cannot be read now; try again")
+
+
+async def get_transcript(request: web.Request) -> web.Response:
+    refused = authorized(request)
+    if refused is not None:
+        return refused
+    fmt = request.query.get("format", "json")
+    if fmt not in FORMATS:
+        return _error(422, f"format must be one of {', '.join(FORMATS)} (got {fmt[:20]!r})")
+    store = _store(request)
+    if isinstance(store, web.Response):
+        return store
+    call_id = request.match_info["call_id"]
+    content_type, render = FORMATS[fmt]
+
+    def read() -> str | None:  # a worker thread: a long transcript is read and rendered off the loop
+        transcript = store.get(call_id)
+        return None if transcript is None else render(transcript)
+
+    try:
+        body = await asyncio.to_thread(read)
+    except sqlite3.Error as exc:
+        return _unreadable(exc)
+    if body is None:
+        return _error(404, f"no transcript for call {call_id}")
+    return web.Response(text=body, content_type=content_type, charset="utf-8")
+
+
+async def recent_calls(request: web.Request) -> web.Response:
+    """``GET /v1/calls?since=...`` (bridge.reply.api sends it here when ``since`` is present)."""
+    refused = authorized(request)
+    if refused is not None:
+        return refused
+    try:
+        since = parse_since(request.query["since"])
+    except ValueError as exc:
+        return _error(422, str(exc))
+    raw_limit = request.query.get("limit", str(DEFAULT_LIMIT))
+    limit = int(raw_limit) if raw_limit.isdigit() and len(raw_limit) <= 4 else 0
+    if not 1 <= limit <= MAX_LIMIT:
+        return _error(422, f"limit must be a whole number from 1 to {MAX_LIMIT}")
+    store = _store(request)
+    if isinstance(store, web.Response):
+        return store
+    try:
+        calls = await asyncio.to_thread(store.list_since, since, limit)
+    except sqlite3.Error as exc:
+        return _unreadable(exc)
+    return web.json_response({"calls": calls})
+
+
+def add_routes(app: web.Application) -> None:
+    """``GET /v1/calls/{call_id}/transcript`` (``GET /v1/calls?since=`` is :func:`recent_calls`, given to
+    ``bridge.reply.api.add_routes``, which owns ``/v1/calls``)."""
+    app.router.add_get("/v1/calls/{call_id}/transcript", get_transcript)
+
+
+async def transcript_store(app: web.Application) -> AsyncIterator[None]:
+    """cleanup_ctx: open the store (``state.transcripts``), purge now and every ``purge_interval``, and
+    at shutdown (after the calls have ended) write what is queued and close it.
+
+    A store that cannot be opened is logged and the bridge runs without transcripts (calls are not
+    affected; the API answers 503).
+    """
+    settings, state = app[SETTINGS], app[STATE]
+    config = settings.transcripts
+    if not config.enabled:
+        yield
+        return
+    loop = asyncio.get_running_loop()
+    context = contextvars.copy_context()  # e.g. the worker's index, for lines logged from the writer thread
+
+    def report(event: str, fields: dict[str, Any]) -> None:  # any thread
+        with contextlib.suppress(RuntimeError):  # the loop has closed: nobody is left to tell
+            loop.call_soon_threadsafe(_log_report, event, fields, context=context)
+
+    try:
+        store = await asyncio.to_thread(
+            TranscriptStore.in_dir,
+            settings.server.data_dir,
+            max_queue=config.max_queue,
+            busy_timeout=config.busy_timeout,
+            clock=state.clock.time,
+            report=report,
+        )
+    except (sqlite3.Error, OSError) as exc:
+        log.error(
+            "transcripts.unavailable",
+            path=str(settings.server.data_dir),
+            reason=f"{type(exc).__name__}: {exc}"[:200],
+            detail="no transcript is kept (calls are not affected); /v1/calls/{id}/transcript answers 503",
+        )
+        yield
+        return
+    state.transcripts = store
+    purge = asyncio.create_task(_purge_loop(store, config, state.clock), name="transcripts-purge")
+    try:
+        yield
+    finally:
+        purge.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await purge
+        state.transcripts = None
+        await asyncio.to_thread(store.close, CLOSE_TIMEOUT)
+        if store.dropped:
+            log.warning("transcripts.closed", dropped=store.dropped, write_failures=store.write_failures)
+
+
+def _log_report(event: str, fields: dict[str, Any]) -> None:
+    if event in ("transcripts.degraded", "transcripts.dropping"):
+        log.error(event, detail=_DETAILS[event], **fields)
+    else:
+        log.info(event, detail=_DETAILS.get(event, ""), **fields)
+
+
+async def _purge_loop(store: TranscriptStore, config: TranscriptSettings, clock: Clock) -> None:
+    """Delete what is past retention, now and every ``purge_interval``. "Now" is ``clock.time()`` (tests
+    move it); the interval is waited in real time (a virtual clock's sleep returns at once, so sleeping on
+    it would spin)."""
+    while True:
+        cutoff = clock.time() - config.retention_days * 86400
+        try:
+            gone = await asyncio.to_thread(store.purge, cutoff)
+        except sqlite3.Error as exc:
+            log.warning(
+                "transcripts.purge_failed",
+                reason=f"{type(exc).__name__}: {exc}"[:200],
+                detail=f"tried again in {config.purge_interval:g} s",
+            )
+        else:
+            if gone:
+                log.info("transcripts.purged", calls=gone, ended_before=iso(cutoff))
+        await asyncio.sleep(config.purge_interval)

@@ -1,0 +1,559 @@
+"""Transcripts on record: each call's finals kept in SQLite, and rendered as JSON, text or WebVTT.
+
+Two parts. The renderers (:func:`render_json`, :func:`render_txt`, :func:`render_vtt`) and
+:func:`parse_since` are pure: a transcript dict in, a string out. :class:`TranscriptStore` is the file,
+``<data dir>/transcripts.sqlite3``, shared by every worker process of a bridge (a ``GET`` may reach
+any of them): WAL journal, a busy timeout, one writer connection per process.
+
+A call writes through the store without ever waiting on the disk: :meth:`TranscriptStore.call_started`,
+:meth:`~TranscriptStore.utterance` and :meth:`~TranscriptStore.call_ended` append to a bounded
+in-memory queue and return; one thread commits what has queued up, a batch per transaction. They
+never raise. While the disk fails (full, read-only, locked past the busy timeout) the writer keeps the
+queue and retries every ``retry_seconds``; what does not fit in the queue is dropped and counted. Each
+change of state (writes failing / working again, the queue overflowing / caught up) is reported once
+through the ``report`` callback, never once per utterance. Reads (:meth:`~TranscriptStore.get`,
+:meth:`~TranscriptStore.list_since`) and :meth:`~TranscriptStore.purge` are synchronous and run on a
+worker thread (``asyncio.to_thread`` in the API).
+
+The transcript dict (what ``get`` returns and the renderers take)::
+
+    {"id", "provider", "call_sid", "stream_sid", "from", "to", "parameters",
+     "started_at", "ended_at", "end_reason",     # ISO 8601 UTC; ended_at/end_reason null while running
+     "active",                                   # true until call_ended is recorded
+     "utterances": [{"id", "channel", "speaker", "start", "end", "text", "language",
+                     "words": [{"word", "start", "end", "confidence"}], ...}]}
+
+Utterance ``start``/``end`` are seconds from the start of the call.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import sqlite3
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+FILENAME = "transcripts.sqlite3"
+MAX_UTTERANCES_READ = 50_000  # a transcript longer than this is served cut, with "truncated": true
+MAX_SINCE_CHARS = 64
+
+# -- the pure part ------------------------------------------------------------------------------------
+
+
+def iso(ts: float | None) -> str | None:
+    """Unix seconds as ISO 8601 UTC with milliseconds (``2026-01-31T12:00:00.000Z``)."""
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parse_since(text: str) -> float:
+    """The ``since`` of ``GET /v1/calls?since=``: an ISO 8601 timestamp (no zone: UTC) or unix seconds.
+
+    Raises:
+        ValueError: neither; the message says what is accepted.
+    """
+    value = text.strip()
+    problem = "since must be an ISO 8601 timestamp (e.g. 2026-01-31T12:00:00Z) or unix seconds"
+    if not value or len(value) > MAX_SINCE_CHARS:
+        raise ValueError(problem)
+    try:
+        seconds = float(value)
+    except ValueError:
+        pass
+    else:
+        if not math.isfinite(seconds) or seconds < 0:
+            raise ValueError(problem)
+        return seconds
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(problem) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
+
+
+def speaker_of(utterance: Mapping[str, Any]) -> str:
+    """The label a turn is shown under: the utterance's speaker, else its channel."""
+    speaker = utterance.get("speaker")
+    if isinstance(speaker, str) and speaker.strip():
+        return " ".join(speaker.split())
+    channel = utterance.get("channel")
+    return f"channel {channel}" if channel is not None else "speaker"
+
+
+@dataclass(frozen=True, slots=True)
+class Turn:
+    """Consecutive utterances of one speaker."""
+
+    speaker: str
+    start: float
+    end: float
+    text: str
+
+
+def _seconds(value: Any) -> float:
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        return 0.0
+    return seconds if math.isfinite(seconds) and seconds > 0 else 0.0
+
+
+def _spoken(utterances: Iterable[Mapping[str, Any]]) -> list[tuple[float, float, str, str]]:
+    """(start, end, speaker, text) of each utterance with words in it, in start order (stable)."""
+    out = []
+    for u in utterances:
+        text = " ".join(str(u.get("text") or "").split())  # one line, whatever came in
+        if text:
+            start = _seconds(u.get("start"))
+            out.append((start, max(start, _seconds(u.get("end"))), speaker_of(u), text))
+    out.sort(key=lambda item: item[0])
+    return out
+
+
+def turns(utterances: Iterable[Mapping[str, Any]]) -> list[Turn]:
+    """The conversation as turns: utterances in start order, consecutive ones of a speaker merged."""
+    merged: list[Turn] = []
+    for start, end, speaker, text in _spoken(utterances):
+        if merged and merged[-1].speaker == speaker:
+            last = merged[-1]
+            merged[-1] = Turn(speaker, last.start, max(last.end, end), f"{last.text} {text}")
+        else:
+            merged.append(Turn(speaker, start, end, text))
+    return merged
+
+
+def _ms(seconds: float) -> int:
+    """Whole milliseconds, rounded down (so a time never moves later); ``seconds`` is finite and >= 0."""
+    return int(seconds * 1000 + 1e-6)
+
+
+def _clock(ms: int, decimals: int) -> str:
+    """``HH:MM:SS`` and the first ``decimals`` (1 to 3) digits of the second."""
+    whole, fraction = divmod(ms, 1000)
+    hours, rest = divmod(whole, 3600)
+    return f"{hours:02d}:{rest // 60:02d}:{rest % 60:02d}.{fraction // 10 ** (3 - decimals):0{decimals}d}"
+
+
+def render_json(transcript: Mapping[str, Any]) -> str:
+    """The transcript as one JSON document (UTF-8 text, not ASCII-escaped)."""
+    return json.dumps(transcript, ensure_ascii=False, separators=(",", ":"))
+
+
+def render_txt(transcript: Mapping[str, Any]) -> str:
+    """One line per turn, ``[HH:MM:SS.d] speaker: text``, the time from the start of the call."""
+    return "".join(f"[{_clock(_ms(t.start), 1)}] {t.speaker}: {t.text}\n" for t in turns(transcript["utterances"]))
+
+
+def _vtt_escape(text: str) -> str:
+    # The three characters WebVTT cue text cannot hold as themselves (and so no "-->" either).
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def render_vtt(transcript: Mapping[str, Any]) -> str:
+    """WebVTT captions: one cue per utterance, in start order, with a ``<v speaker>`` voice span.
+
+    Cue times are ``HH:MM:SS.mmm`` from the start of the call; a cue whose end is not after its start
+    (an utterance without duration) lasts one millisecond, as WebVTT wants end > start.
+    """
+    out = ["WEBVTT", ""]
+    for n, (start, end, speaker, text) in enumerate(_spoken(transcript["utterances"]), 1):
+        begin = _ms(start)
+        finish = max(_ms(end), begin + 1)
+        out += [
+            str(n),
+            f"{_clock(begin, 3)} --> {_clock(finish, 3)}",
+            f"<v {_vtt_escape(speaker)}>{_vtt_escape(text)}",
+            "",
+        ]
+    return "\n".join(out)
+
+
+# -- the store ---------------------------------------------------------------------------------------
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS calls (
+    call_id     TEXT PRIMARY KEY,
+    provider    TEXT,
+    call_sid    TEXT,
+    stream_sid  TEXT,
+    caller      TEXT,
+    called      TEXT,
+    parameters  TEXT NOT NULL DEFAULT '{}',
+    started_at  REAL NOT NULL,   -- unix seconds
+    ended_at    REAL,            -- NULL while the call runs (or if its process died)
+    end_reason  TEXT
+);
+CREATE INDEX IF NOT EXISTS calls_by_start ON calls (started_at);
+CREATE INDEX IF NOT EXISTS calls_by_end ON calls (ended_at);
+CREATE INDEX IF NOT EXISTS calls_by_expiry ON calls (coalesce(ended_at, started_at));
+CREATE TABLE IF NOT EXISTS utterances (
+    seq           INTEGER PRIMARY KEY,
+    call_id       TEXT NOT NULL,
+    utterance_id  TEXT NOT NULL,
+    start         REAL NOT NULL,   -- seconds from the start of the call
+    body          TEXT NOT NULL,   -- the utterance as JSON
+    UNIQUE (call_id, utterance_id)
+);
+"""
+
+_CALL_STARTED = """
+INSERT INTO calls (call_id, provider, call_sid, stream_sid, caller, called, parameters, started_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (call_id) DO UPDATE SET
+    provider = excluded.provider, call_sid = excluded.call_sid, stream_sid = excluded.stream_sid,
+    caller = excluded.caller, called = excluded.called, parameters = excluded.parameters,
+    started_at = min(started_at, excluded.started_at)
+"""
+# An utterance or an end for a call whose start was lost (dropped, or written by a process that died)
+# still lands: the call gets a row of its own with what is known.
+_CALL_SEEN = "INSERT OR IGNORE INTO calls (call_id, started_at) VALUES (?, ?)"
+_UTTERANCE = """
+INSERT INTO utterances (call_id, utterance_id, start, body) VALUES (?, ?, ?, ?)
+ON CONFLICT (call_id, utterance_id) DO UPDATE SET start = excluded.start, body = excluded.body
+"""
+_CALL_ENDED = "UPDATE calls SET ended_at = ?, end_reason = ? WHERE call_id = ?"
+_EXPIRED = "SELECT call_id FROM calls WHERE coalesce(ended_at, started_at) < ? LIMIT ?"
+
+# One queued write: statements and their parameters, applied in order in the batch's transaction.
+_Op = tuple[tuple[str, tuple[Any, ...]], ...]
+Report = Callable[[str, dict[str, Any]], None]
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+class TranscriptStore:
+    """The transcript file of a bridge (see the module docstring). Open it once per process, at
+    start-up; :meth:`close` it at shutdown, after the calls have ended.
+
+    Args:
+        path: the SQLite file (``<data dir>/transcripts.sqlite3``, see :meth:`in_dir`).
+        max_queue: writes waiting for the disk; beyond, they are dropped and counted.
+        retry_seconds: pause before a failed batch is tried again.
+        busy_timeout: seconds a statement waits for another process's lock before it fails.
+        clock: wall time, for a call first seen by an utterance or its end.
+        report: ``report(event, fields)`` on each change of state, from the caller's thread or the
+            writer thread: ``transcripts.degraded`` (``reason``), ``transcripts.recovered``,
+            ``transcripts.dropping`` (``reason``: the first write dropped since the last catch-up),
+            ``transcripts.caught_up`` (``dropped``: the total so far).
+
+    Raises:
+        sqlite3.Error, OSError: the file cannot be opened or created.
+    """
+
+    MAX_BATCH = 1000
+    PURGE_BATCH = 500
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        max_queue: int = 10_000,
+        retry_seconds: float = 1.0,
+        busy_timeout: float = 5.0,
+        clock: Callable[[], float] = time.time,
+        report: Report | None = None,
+    ) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.max_queue = max_queue
+        self.retry_seconds = retry_seconds
+        self._clock = clock
+        self._report = report
+        self._writer = self._connect(busy_timeout)
+        self._writer.executescript(SCHEMA)
+        self._reader = self._connect(busy_timeout)
+        self._read_lock = threading.Lock()
+        self._ops: deque[_Op] = deque()
+        self._cond = threading.Condition()
+        self._busy = False
+        self._closing = False
+        self._closed = False
+        self._dropping = False
+        # What the bridge reports: why writes fail (None when they work), failed commits, dropped writes.
+        self.degraded: str | None = None
+        self.write_failures = 0
+        self.dropped = 0
+        self.committed = 0
+        self._thread = threading.Thread(target=self._run, name="transcript-writer", daemon=True)
+        self._thread.start()
+
+    @classmethod
+    def in_dir(cls, data_dir: Path, **options: Any) -> TranscriptStore:
+        """The store of the bridge whose ``server.data_dir`` is ``data_dir`` (every worker shares it)."""
+        return cls(data_dir / FILENAME, **options)
+
+    def _connect(self, busy_timeout: float) -> sqlite3.Connection:
+        # check_same_thread=False: the writer connection is used by the writer thread only, the reader
+        # by whichever worker thread holds _read_lock.
+        db = sqlite3.connect(str(self.path), timeout=busy_timeout, isolation_level=None, check_same_thread=False)
+        try:
+            db.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
+            db.execute("PRAGMA journal_mode=WAL")  # readers never block the writers of other processes
+            db.execute("PRAGMA synchronous=NORMAL")
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    # -- what a call does (event loop; never blocks on the disk, never raises) -----------------
+
+    def call_started(self, call: Mapping[str, Any], started_at: float) -> None:
+        """Record a call's start: ``call`` is the bot events' call object (``id``, ``provider``,
+        ``call_sid``, ``stream_sid``, ``from``, ``to``, ``parameters``), ``started_at`` unix seconds."""
+        try:
+            row = (
+                str(call["id"]),
+                _text(call.get("provider")),
+                _text(call.get("call_sid")),
+                _text(call.get("stream_sid")),
+                _text(call.get("from")),
+                _text(call.get("to")),
+                json.dumps(call.get("parameters") or {}, ensure_ascii=False, default=str),
+                float(started_at),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            self._drop(f"a call start that is not a call object: {type(exc).__name__}: {exc}")
+            return
+        self._queue(((_CALL_STARTED, row),))
+
+    def utterance(self, call_id: str, utterance: Mapping[str, Any]) -> None:
+        """Record a final utterance of a call (the ``utterance.final`` event's utterance, with its
+        ``speaker`` and ``channel``). The same utterance id again replaces the first."""
+        try:
+            body = json.dumps(utterance, ensure_ascii=False, default=str)
+            key = str(utterance.get("id") or uuid.uuid4().hex)
+            row = (str(call_id), key, _seconds(utterance.get("start")), body)
+        except (TypeError, ValueError) as exc:
+            self._drop(f"an utterance that is not JSON: {type(exc).__name__}: {exc}")
+            return
+        self._queue(((_CALL_SEEN, (row[0], self._clock())), (_UTTERANCE, row)))
+
+    def call_ended(self, call_id: str, ended_at: float, end_reason: str) -> None:
+        """Record a call's end (unix seconds, and the ``call.ended`` end reason)."""
+        try:
+            ended = float(ended_at)
+        except (TypeError, ValueError) as exc:
+            self._drop(f"an end time that is not a number: {exc}")
+            return
+        call = str(call_id)
+        self._queue(((_CALL_SEEN, (call, ended)), (_CALL_ENDED, (ended, str(end_reason), call))))
+
+    def _queue(self, op: _Op) -> None:
+        with self._cond:
+            if self._closing or len(self._ops) >= self.max_queue:
+                self._drop("the store is closed" if self._closing else f"the write queue is full ({self.max_queue})")
+                return
+            self._ops.append(op)
+            self._cond.notify()
+
+    def _drop(self, reason: str) -> None:
+        self.dropped += 1
+        if not self._dropping:
+            self._dropping = True
+            self._tell("transcripts.dropping", reason=reason[:200])
+
+    def _tell(self, event: str, **fields: Any) -> None:
+        if self._report is not None:
+            self._report(event, fields)
+
+    @property
+    def queued(self) -> int:
+        """Writes not yet committed (queued, or in the batch being written)."""
+        return len(self._ops) + (1 if self._busy else 0)
+
+    # -- reads and the purge (a worker thread: asyncio.to_thread) ------------------------------
+
+    def get(self, call_id: str) -> dict[str, Any] | None:
+        """The call's transcript as recorded so far (see the module docstring), or None.
+
+        Raises:
+            sqlite3.Error: the file cannot be read.
+        """
+        with self._read_lock:
+            db = self._reader
+            db.execute("BEGIN")  # one snapshot for the call and its utterances
+            try:
+                row = db.execute(
+                    "SELECT call_id, provider, call_sid, stream_sid, caller, called, parameters, started_at, "
+                    "ended_at, end_reason FROM calls WHERE call_id = ?",
+                    (call_id,),
+                ).fetchone()
+                bodies = (
+                    []
+                    if row is None
+                    else db.execute(
+                        "SELECT body FROM utterances WHERE call_id = ? ORDER BY start, seq LIMIT ?",
+                        (call_id, MAX_UTTERANCES_READ + 1),
+                    ).fetchall()
+                )
+            finally:
+                db.execute("COMMIT")
+        if row is None:
+            return None
+        utterances = [json.loads(body) for (body,) in bodies[:MAX_UTTERANCES_READ]]
+        transcript = self._call(row)
+        transcript["parameters"] = json.loads(row[6])
+        transcript["utterances"] = utterances
+        if len(bodies) > MAX_UTTERANCES_READ:
+            transcript["truncated"] = True
+        return transcript
+
+    @staticmethod
+    def _call(row: Sequence[Any]) -> dict[str, Any]:
+        call_id, provider, call_sid, stream_sid, caller, called, _, started_at, ended_at, end_reason = row[:10]
+        return {
+            "id": call_id,
+            "provider": provider,
+            "call_sid": call_sid,
+            "stream_sid": stream_sid,
+            "from": caller,
+            "to": called,
+            "started_at": iso(started_at),
+            "ended_at": iso(ended_at),
+            "end_reason": end_reason,
+            "active": ended_at is None,
+        }
+
+    def list_since(self, since: float, limit: int = 100) -> list[dict[str, Any]]:
+        """Calls that started or ended at or after ``since`` (unix seconds), newest start first, at
+        most ``limit``: each the transcript's call fields and ``utterances``, their number.
+
+        Raises:
+            sqlite3.Error: the file cannot be read.
+        """
+        with self._read_lock:
+            rows = self._reader.execute(
+                "SELECT call_id, provider, call_sid, stream_sid, caller, called, parameters, started_at, ended_at, "
+                "end_reason, (SELECT count(*) FROM utterances u WHERE u.call_id = c.call_id) "
+                "FROM calls c WHERE started_at >= ? OR ended_at >= ? ORDER BY started_at DESC, call_id LIMIT ?",
+                (since, since, limit),
+            ).fetchall()
+        return [{**self._call(row), "utterances": row[10]} for row in rows]
+
+    def purge(self, before: float) -> int:
+        """Delete the calls (and their utterances) that ended before ``before`` (unix seconds), or
+        started before it when their end was never recorded; returns how many calls went.
+
+        Deletes a bounded batch per transaction, so another process's writes wait at most one batch.
+
+        Raises:
+            sqlite3.Error: the file cannot be written.
+        """
+        gone = 0
+        with self._read_lock:
+            db = self._reader
+            while True:
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    ids = [(call_id,) for (call_id,) in db.execute(_EXPIRED, (before, self.PURGE_BATCH))]
+                    db.executemany("DELETE FROM utterances WHERE call_id = ?", ids)
+                    db.executemany("DELETE FROM calls WHERE call_id = ?", ids)
+                    db.execute("COMMIT")
+                except BaseException:
+                    if db.in_transaction:
+                        db.execute("ROLLBACK")
+                    raise
+                gone += len(ids)
+                if len(ids) < self.PURGE_BATCH:
+                    return gone
+
+    # -- lifetime ------------------------------------------------------------------------------
+
+    def flush(self, timeout: float) -> bool:
+        """Block until everything queued so far is committed, or ``timeout``; True when it was."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self._ops or self._busy:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(min(left, 0.05))
+        return True
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Write what is queued (bounded by ``timeout``), stop the writer thread, close the file.
+        Writes after this are dropped (and counted)."""
+        if self._closed:
+            return
+        self.flush(timeout)
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+        self._thread.join(timeout=max(0.1, self.retry_seconds + 0.5))
+        with self._cond:
+            self.dropped += len(self._ops)
+            self._ops.clear()
+        self._closed = True
+        if not self._thread.is_alive():  # else a commit is stuck in the driver: leave it the connection
+            self._writer.close()
+        with self._read_lock:
+            self._reader.close()
+
+    # -- the writer thread ---------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:  # never held during disk I/O: the event loop takes it to queue
+                if not self._ops and not self._closing:
+                    self._cond.wait(1.0)
+                if self._closing and (not self._ops or self.degraded is not None):
+                    return
+                batch = [self._ops.popleft() for _ in range(min(len(self._ops), self.MAX_BATCH))]
+                self._busy = bool(batch)
+            if not batch:
+                continue
+            try:
+                self._commit(batch)
+            except (sqlite3.Error, OSError) as exc:
+                with self._cond:
+                    self._ops.extendleft(reversed(batch))  # keep the order; try again
+                    self._busy = False
+                    self._cond.notify_all()
+                self.write_failures += 1
+                if self.degraded is None:
+                    self.degraded = f"{type(exc).__name__}: {exc}"[:200]
+                    self._tell("transcripts.degraded", reason=self.degraded)
+                with self._cond:
+                    if not self._closing:
+                        self._cond.wait(self.retry_seconds)
+                continue
+            with self._cond:
+                self._busy = False
+                self.committed += len(batch)
+                caught_up = self._dropping and not self._ops
+                if caught_up:
+                    self._dropping = False
+                self._cond.notify_all()
+            if self.degraded is not None:
+                self.degraded = None
+                self._tell("transcripts.recovered")
+            if caught_up:
+                self._tell("transcripts.caught_up", dropped=self.dropped)
+
+    def _commit(self, batch: list[_Op]) -> None:
+        db = self._writer
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for op in batch:
+                for sql, args in op:
+                    db.execute(sql, args)
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    db.execute("ROLLBACK")
+            raise
