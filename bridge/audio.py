@@ -50,22 +50,29 @@ _BIG_ENDIAN = sys.byteorder == "big"
 
 @dataclass(frozen=True, slots=True)
 class AudioFormat:
-    """One mono audio format: codec and sample rate."""
+    """One audio format: codec, sample rate and channels (interleaved; two only for a call's both
+    parties on their way to Gladia, see :mod:`bridge.tracks`; transcoders work on mono)."""
 
     codec: Codec
     sample_rate: int
+    channels: int = 1
 
     @property
     def sample_width(self) -> int:
         return 2 if self.codec == "pcm16" else 1
 
     @property
+    def frame_bytes(self) -> int:
+        """One sample of every channel."""
+        return self.sample_width * self.channels
+
+    @property
     def bytes_per_second(self) -> int:
-        return self.sample_rate * self.sample_width
+        return self.sample_rate * self.frame_bytes
 
     def bytes_for_ms(self, ms: float) -> int:
-        """Whole samples for ``ms`` milliseconds."""
-        return int(self.sample_rate * ms / 1000) * self.sample_width
+        """Whole frames for ``ms`` milliseconds."""
+        return int(self.sample_rate * ms / 1000) * self.frame_bytes
 
     @property
     def encoding(self) -> Encoding:

@@ -31,6 +31,7 @@ import hmac
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from typing import Any, assert_never
 
 import aiohttp
@@ -50,15 +51,15 @@ from bridge.adapters.base import (
     PhoneEvent,
     StreamCounters,
 )
-from bridge.audio import AudioFormat, Transcoder
+from bridge.audio import AudioFormat
 from bridge.delivery import CallDelivery, Delivery, PendingEvent
 from bridge.errors import ActionError, PhoneProtocolError
-from bridge.phone_stream import CallResult, PhoneStream
+from bridge.phone_stream import AudioPath, CallResult, PhoneStream
 from bridge.reply.actions import parse_actions
 from bridge.reply.bot_socket import BotSocket
 from bridge.reply.call_reply import CallReply
 from bridge.reply.tts import Speaker
-from bridge.settings import Settings
+from bridge.settings import Settings, speaker_labels
 from bridge.stats import CallStats, EndReason
 from bridge.stt.admission import Admission
 from bridge.stt.notices import (
@@ -72,11 +73,16 @@ from bridge.stt.notices import (
 from bridge.stt.profile import PARAM_PREFIX, SttProfile, stt_overrides
 from bridge.stt.protocol import init_request
 from bridge.stt.stream import SttStream
+from bridge.transcripts import TranscriptStore
 from bridge.webhook import WebhookResponse
 
 log = structlog.get_logger("bridge.call")
 
 RESUME_PARAMETER = "bridge.resume"  # the stream parameter holding a call's resume token
+MAX_CONVERSATION_UTTERANCES = 2000  # transcript.completed carries at most this many utterances ...
+MAX_CONVERSATION_CHARS = 200_000  # ... and this much text (the whole record is in the transcript API)
+_TURN_FIELDS = ("id", "channel", "speaker", "start", "end", "text", "language")
+SPEAKERS_PARAMETER = "bridge.speakers"  # a stream's speaker labels, channel 0 then 1: "caller,agent"
 
 
 def resume_token(secret: bytes, provider: str, call_sid: str) -> str:
@@ -98,6 +104,7 @@ class Call:
         admission: Admission | None,
         resume_secret: bytes,
         speaker: Speaker | None = None,
+        transcripts: TranscriptStore | None = None,
     ) -> None:
         self.id = uuid.uuid4().hex
         self.settings = settings
@@ -109,7 +116,11 @@ class Call:
         self.profile = self._profile(started)
         target = self.profile.audio_format(started.audio_format)
         assert target is not None  # a native profile always has a format once the stream's is known
-        self.target: AudioFormat = target
+        self.target: AudioFormat = target  # one track's
+        # What Gladia gets: one channel, or both parties as two (channel 0 the caller, 1 the other party).
+        self.stt_format = replace(target, channels=started.channels)
+        self.both_parties = started.channels == 2
+        self.speakers = self._speakers(started)
         self.reply = CallReply(
             self.id, settings=settings.reply, speaker=speaker, http=http, emit=self._emit, on_hangup=self._bot_hung_up
         )
@@ -117,7 +128,7 @@ class Call:
         self.bot_socket = BotSocket(settings.bot_ws, http, self.id, self.reply.apply) if settings.bot_ws.url else None
         self._stream: PhoneStream | None = None
         body = init_request(
-            self.profile.request_body(target),
+            self.profile.request_body(self.stt_format),
             {
                 "bridge_call_id": self.id,
                 "provider": started.provider,
@@ -129,18 +140,21 @@ class Call:
             http=http,
             settings=settings.gladia,
             request_body=body,
-            audio_format=target,
+            audio_format=self.stt_format,
             on_notice=self._on_stt,
             admission=admission,
         )
         self.streams = 0
         self._counters = StreamCounters()  # the current stream's
         self._earlier = (0, 0, 0)  # frames, bytes, gaps of the call's earlier streams
-        self._transcoder: Transcoder | None = None  # the current stream's (flushed at the end)
+        self._audio_path: AudioPath | None = None  # the current stream's converter (flushed at the end)
         self._t0 = time.monotonic()
         self._ended = False
         self._last_posted = False  # call.ended went out
         self.utterances = 0
+        self.transcripts = transcripts  # the record kept after the call (None: off)
+        self._conversation: list[dict[str, Any]] = []  # for transcript.completed, bounded
+        self._conversation_chars = 0
         self.dtmf = 0
         self.on_ended: Callable[[str, CallStats], None] | None = None  # e.g. the metrics' last update
 
@@ -148,15 +162,25 @@ class Call:
     def begin(cls, started: CallStarted, **deps: Any) -> Call:
         """A new call for a stream's ``start``: delivery and Gladia session opened, ``call.started`` posted."""
         call = cls(started, **deps)
-        target = call.target
+        target = call.stt_format
         call._post(
             "call.started",
             {
                 "call": call.call_json(),
-                "stt": {"encoding": target.encoding, "sample_rate": target.sample_rate, "bit_depth": target.bit_depth},
+                "stt": {
+                    "encoding": target.encoding,
+                    "sample_rate": target.sample_rate,
+                    "bit_depth": target.bit_depth,
+                    "channels": target.channels,
+                },
+                "speakers": list(call.speakers[: target.channels]),
             },
         )
         call.stt.start()
+        if call.transcripts is not None:
+            call.transcripts.call_started(
+                {**call.call_json(), "speakers": list(call.speakers[: target.channels])}, time.time()
+            )
         log.info(
             "call.started",
             caller=call.param("from"),
@@ -174,6 +198,8 @@ class Call:
             return False
         if (started.provider, started.call_sid) != (self.started.provider, self.started.call_sid):
             return False
+        if started.channels != self.stt_format.channels:
+            return False  # the Gladia session was opened for the other number of channels
         accounts = (started.account_sid, self.started.account_sid)
         if None not in accounts and accounts[0] != accounts[1]:
             return False
@@ -194,8 +220,9 @@ class Call:
             self._post("call.stream_restarted", {"call": self.call_json(), "streams": self.streams + 1})
             log.info("call.stream_restarted", streams=self.streams + 1)
         self.streams += 1
-        stream.use_transcoder(self.target, previous=self._transcoder)
-        self._transcoder = stream.transcoder
+        self._audio_path = stream.use_transcoder(
+            self.target, previous=self._audio_path, max_delay_ms=self.settings.parties.max_delay_ms
+        )
         self._counters = stream.counters
         stream.call_id = self.id
         self._stream = stream
@@ -226,7 +253,10 @@ class Call:
         for event in events:
             match event:
                 case Audio():
-                    self.stt.send_audio(stream.audio(event.payload))
+                    if self.both_parties:
+                        self.stt.send_audio(stream.party_audio(event))
+                    else:
+                        self.stt.send_audio(stream.audio(event.payload))
                 case CallStopped():
                     return True
                 case Dtmf():
@@ -252,8 +282,8 @@ class Call:
         if self._ended:  # every call ends exactly once, whatever the interleaving
             return
         self._ended = True
-        if self._transcoder is not None:
-            self.stt.send_audio(self._transcoder.flush())
+        if self._audio_path is not None:
+            self.stt.send_audio(self._audio_path.flush())
         await self.reply.close()  # what was playing is reported interrupted before call.ended
         await self.stt.finish(self.settings.gladia.finish_timeout)
         if not self.stt.ended_normally and not self.stt.gave_up:
@@ -261,6 +291,9 @@ class Call:
         stats = self.stats(result.reason)
         summary = stats.summary()
         self._post("call.ended", {"call": self.call_json(), "summary": summary})
+        self._post("transcript.completed", self._transcript_json())
+        if self.transcripts is not None:
+            self.transcripts.call_ended(self.id, time.time(), result.reason)
         self.events.close()
         if self.bot_socket is not None:
             await self.bot_socket.close()
@@ -284,16 +317,22 @@ class Call:
         match notice:
             case FinalUtterance():
                 self.utterances += 1
-                during = self.reply.caller_final(notice.id, notice.utterance.text)
+                # Only the caller's words (channel 0) steer the reply: on a call of both parties,
+                # channel 1 is the other party (or, on a stereo stream that plays back, the bot itself).
+                during = (
+                    self.reply.caller_final(notice.id, notice.utterance.text) if notice.utterance.channel == 0 else None
+                )
+                utterance = _utterance_json(notice, self.speakers)
                 self._post(
                     "utterance.final",
                     {
                         "call": self.call_json(),
-                        "utterance": _utterance_json(notice),
+                        "utterance": utterance,
                         "stt_session_id": notice.session_id,
                         "during_playback": during,
                     },
                 )
+                self._record(utterance)
             case SessionReplaced():
                 self._post(
                     "stt.session_replaced",
@@ -307,25 +346,62 @@ class Call:
             case SttGaveUp():
                 self._post("stt.failed", {"call": self.call_json(), "reason": notice.reason})
             case CallerSpeech():
-                self.reply.caller_speech(notice.started)
+                if notice.channel == 0:
+                    self.reply.caller_speech(notice.started)
                 if notice.started and self.bot_socket is not None:
-                    self.bot_socket.realtime("speech.started", {"call_id": self.id})
+                    self.bot_socket.realtime("speech.started", {"call_id": self.id, **self._who(notice.channel)})
             case PartialUtterance():
-                self.reply.caller_words(notice.text)
+                if notice.channel == 0:
+                    self.reply.caller_words(notice.text)
                 if self.bot_socket is not None:
-                    self.bot_socket.realtime("utterance.partial", {"call_id": self.id, "text": notice.text})
+                    self.bot_socket.realtime(
+                        "utterance.partial", {"call_id": self.id, "text": notice.text, **self._who(notice.channel)}
+                    )
             case _:
                 assert_never(notice)
+
+    def _who(self, channel: int) -> dict[str, Any]:
+        if not self.both_parties:
+            return {}
+        return {"channel": channel, "speaker": self.speakers[channel] if channel in (0, 1) else f"channel {channel}"}
+
+    # -- the record ----------------------------------------------------------------------------
+
+    def _record(self, utterance: dict[str, Any]) -> None:
+        """A final for the transcript: kept on record (the store's writer thread; never waits) and,
+        within bounds, for ``transcript.completed``."""
+        if self.transcripts is not None:
+            self.transcripts.utterance(self.id, utterance)
+        chars = len(utterance["text"])
+        if len(self._conversation) < MAX_CONVERSATION_UTTERANCES and (
+            self._conversation_chars + chars <= MAX_CONVERSATION_CHARS
+        ):
+            self._conversation_chars += chars
+            self._conversation.append({k: utterance[k] for k in _TURN_FIELDS})
+
+    def _transcript_json(self) -> dict[str, Any]:
+        """``transcript.completed``: the whole conversation in order of time, each utterance with its
+        speaker (words are in the transcript API); cut at the bounds, and then it says so."""
+        turns = sorted(self._conversation, key=lambda u: (u["start"], u["channel"]))
+        return {
+            "call": self.call_json(),
+            "speakers": list(self.speakers[: self.stt_format.channels]),
+            "utterances": turns,
+            "utterances_total": self.utterances,
+            "truncated": len(turns) < self.utterances,
+            "transcript_path": f"/v1/calls/{self.id}/transcript" if self.transcripts is not None else None,
+        }
 
     # -- the way back ----------------------------------------------------------------------------
 
     def _post(self, type_: str, payload: dict[str, Any]) -> None:
         """A bot event: to the webhook (durable, ordered) and, when there is one, the bot's socket.
-        ``call.ended`` is the call's last event: anything after it (e.g. a bad answer to it) is logged."""
-        if self._last_posted:
+        ``call.ended`` then ``transcript.completed`` are the call's last events: anything after them
+        (e.g. a bad answer to one) is logged."""
+        if self._last_posted and type_ != "transcript.completed":
             log.info("bot.event_after_end", type=type_, detail="the call has ended: not sent")
             return
-        self._last_posted = type_ == "call.ended"
+        self._last_posted = self._last_posted or type_ == "call.ended"
         event = self.events.submit(type_, payload)
         if event is not None and self.bot_socket is not None:
             self.bot_socket.send_event(event.body)
@@ -364,6 +440,21 @@ class Call:
             if key.lower() == name:
                 return value
         return None
+
+    def _speakers(self, started: CallStarted) -> tuple[str, str]:
+        """Who is on each channel: the ``bridge.speakers`` stream parameter ("caller,agent"), else the
+        called number's labels (``parties.numbers``), else ``parties.labels``."""
+        parties = self.settings.parties
+        given = started.parameters.get(SPEAKERS_PARAMETER)
+        if given:
+            try:
+                pair = tuple(v.strip() for v in given.split(","))
+                if len(pair) != 2:
+                    raise ValueError("not two comma-separated labels")
+                return speaker_labels((pair[0], pair[1]))
+            except ValueError as exc:
+                log.warning("call.bad_speakers_parameter", error=str(exc)[:200])
+        return parties.numbers.get(self.param("to") or "", parties.labels)
 
     def _profile(self, started: CallStarted) -> SttProfile:
         stt = self.settings.stt
@@ -428,11 +519,11 @@ class Call:
             **self.reply.figures(),
             provider=self.started.provider,
             stt_finals=stt.finals,
-            stt_bytes_per_second=self.target.bytes_per_second,
+            stt_bytes_per_second=self.stt_format.bytes_per_second,
         )
 
 
-def _utterance_json(final: FinalUtterance) -> dict[str, Any]:
+def _utterance_json(final: FinalUtterance, speakers: tuple[str, str]) -> dict[str, Any]:
     utt = final.utterance
     shift = final.call_start - utt.start
     return {
@@ -443,6 +534,7 @@ def _utterance_json(final: FinalUtterance) -> dict[str, Any]:
         "language": utt.language,
         "confidence": utt.confidence,
         "channel": utt.channel,
+        "speaker": speakers[utt.channel] if 0 <= utt.channel < len(speakers) else f"channel {utt.channel}",
         "words": [
             {
                 "word": w.word.strip(),

@@ -1,7 +1,10 @@
 """The phone side's HTTP and WebSocket endpoints (aiohttp handlers; thin shell).
 
 * ``POST /twilio/voice``: a Twilio voice webhook; answers TwiML that connects the call to
-  ``/twilio/stream`` with the caller's From/To as ``<Parameter>``s.
+  ``/twilio/stream`` with the caller's From/To as ``<Parameter>``s: ``<Connect><Stream>`` (a bot on
+  the call), or in fork mode (a call between people) ``<Start><Stream track="both_tracks">`` then
+  ``<Dial>`` or ``<Redirect>``. The mode: ``?mode=`` on the voice URL, else the called number's entry
+  in ``twilio.numbers``, else ``twilio.voice_mode``; the number to dial: ``?dial=``, else the entry's.
 * ``GET /{carrier}/stream``: the media-stream WebSocket. Authenticated *before* the upgrade
   (403 and nothing else on a bad signature), then handed to a :class:`~bridge.call.Call`.
 
@@ -26,11 +29,12 @@ import structlog
 from aiohttp import web
 
 from bridge.adapters import CARRIERS, make_adapter
-from bridge.adapters.twilio import connect_stream_twiml, signature_valid
+from bridge.adapters.twilio import connect_stream_twiml, fork_stream_twiml, signature_valid
 from bridge.app_keys import SETTINGS, STATE
 from bridge.call import RESUME_PARAMETER, Call, resume_token
 from bridge.errors import PhoneProtocolError
 from bridge.phone_stream import CallResult, PhoneStream
+from bridge.settings import DIAL_NUMBER
 from bridge.stats import CallStats
 
 log = structlog.get_logger("bridge.phone")
@@ -69,7 +73,24 @@ async def twilio_voice(request: web.Request) -> web.Response:
     parameters = {name: fields[name] for name in _VOICE_PARAMETERS if fields.get(name)}
     if fields.get("CallSid"):  # lets a restarted stream of this call prove it is the same call
         parameters[RESUME_PARAMETER] = resume_token(request.app[STATE].resume_secret, "twilio", fields["CallSid"])
-    twiml = connect_stream_twiml(stream_url(request, "twilio"), parameters, settings.twilio.after_stream_url)
+    twilio = settings.twilio
+    number = twilio.numbers.get(fields.get("To", ""))
+    mode = request.query.get("mode") or (number.mode if number is not None else twilio.voice_mode)
+    if mode == "connect":
+        twiml = connect_stream_twiml(stream_url(request, "twilio"), parameters, twilio.after_stream_url)
+    elif mode == "fork":
+        dial = request.query.get("dial") or (number.dial if number is not None else "")
+        if dial and not DIAL_NUMBER.fullmatch(dial):
+            raise web.HTTPUnprocessableEntity(text=f"dial={dial[:40]!r} is not a phone number (+15551234567)\n")
+        if not dial and not twilio.fork_redirect_url:
+            log.warning("twilio.fork_without_target", to=fields.get("To"))
+            raise web.HTTPUnprocessableEntity(
+                text="fork mode needs a number to dial (?dial= or twilio.numbers) or TWILIO_FORK_REDIRECT_URL\n"
+            )
+        url = stream_url(request, "twilio")
+        twiml = fork_stream_twiml(url, parameters, dial=dial, redirect_url="" if dial else twilio.fork_redirect_url)
+    else:
+        raise web.HTTPUnprocessableEntity(text=f"mode={mode[:40]!r}: connect or fork\n")
     return web.Response(text=twiml, content_type="text/xml")
 
 
@@ -277,6 +298,7 @@ async def _carry(app: web.Application, stream: PhoneStream, messages: AsyncItera
             admission=state.admission,
             resume_secret=state.resume_secret,
             speaker=state.speaker,
+            transcripts=state.transcripts,
         )
         metrics = state.metrics
 

@@ -6,7 +6,9 @@ here and what belongs to the call lives in :class:`bridge.call.Call`:
 * :meth:`PhoneStream.wait_for_start` reads the socket (bounded by ``server.start_timeout``) until the
   carrier's ``start``: the call's ids, parameters and native audio format;
 * :meth:`PhoneStream.audio` turns one message's audio into the call's Gladia format, after checking
-  that the stream is not faster than real time;
+  that the stream is not faster than real time; :meth:`PhoneStream.party_audio` does the same for a
+  stream of both parties, whose two tracks become the two channels of one stream
+  (:class:`bridge.tracks.BothParties`);
 * :meth:`PhoneStream.note` logs what concerns the stream only (sequence gaps, carrier errors,
   unknown events), aggregated so a flood of them is a few lines.
 """
@@ -20,11 +22,23 @@ from dataclasses import dataclass
 
 import structlog
 
-from bridge.adapters.base import CallStarted, CallStopped, CarrierError, Gap, Ignored, PhoneAdapter, PhoneEvent
+from bridge.adapters.base import (
+    Audio,
+    CallStarted,
+    CallStopped,
+    CarrierError,
+    Gap,
+    Ignored,
+    PhoneAdapter,
+    PhoneEvent,
+)
 from bridge.audio import AudioFormat, Transcoder, make_transcoder
 from bridge.errors import PhoneProtocolError
 from bridge.settings import ServerSettings
 from bridge.stats import EndReason
+from bridge.tracks import BothParties
+
+AudioPath = Transcoder | BothParties  # one track, or both parties as two channels
 
 log = structlog.get_logger("bridge.call")
 
@@ -54,7 +68,8 @@ class PhoneStream:
         self.adapter = adapter
         self.settings = settings
         self.counters = adapter.counters
-        self.transcoder: Transcoder | None = None  # set by the call that takes the stream
+        self.transcoder: Transcoder | None = None  # set by the call that takes the stream (one track)
+        self.parties: BothParties | None = None  # ... or this, for a stream of both parties
         self.started: CallStarted | None = None
         self.forced_end: CallResult | None = None  # set by the shell when it ends the stream itself
         self.call_id: str | None = None  # the call it carries, once attached
@@ -103,15 +118,24 @@ class PhoneStream:
             log.warning("call.bad_message", error=exc.reason, close_code=exc.close_code)
             return CallResult("protocol_error", exc.close_code, exc.reason)
 
-    def use_transcoder(self, target: AudioFormat, previous: Transcoder | None = None) -> None:
-        """Convert to ``target``; a previous stream's transcoder of the same source format is kept (its
-        filter state carries on)."""
+    def use_transcoder(
+        self, target: AudioFormat, previous: AudioPath | None = None, max_delay_ms: float = 300
+    ) -> AudioPath:
+        """Convert to ``target`` (mono; a stream of both parties gets two channels of it); a previous
+        stream's converter of the same formats is kept (its filter state carries on)."""
         assert self.started is not None
         source = self.started.audio_format
-        if previous is not None and previous.source == source and previous.target == target:
+        if self.started.channels == 2:
+            if isinstance(previous, BothParties) and previous.source == source and previous.target.channels == 2:
+                self.parties = previous
+            else:
+                self.parties = BothParties(source, target, max_delay_ms=max_delay_ms)
+            return self.parties
+        if not isinstance(previous, BothParties | None) and (previous.source, previous.target) == (source, target):
             self.transcoder = previous
-        else:
-            self.transcoder = make_transcoder(source, target)
+            return previous
+        self.transcoder = make_transcoder(source, target)
+        return self.transcoder
 
     def audio(self, payload: bytes) -> bytes:
         """One message's audio in the call's Gladia format.
@@ -125,6 +149,19 @@ class PhoneStream:
         assert self.transcoder is not None
         return self.transcoder.feed(payload)
 
+    def party_audio(self, event: Audio) -> bytes:
+        """One track's message on a stream of both parties: the two-channel audio now ready (often
+        none: the other leg's matching frame has not come yet).
+
+        Raises:
+            PhoneProtocolError: the stream is faster than real time (1008).
+        """
+        self._audio_bytes += len(event.payload)
+        if self._audio_bytes > self._audio_allowance:
+            self._check_audio_rate()
+        assert self.parties is not None
+        return self.parties.feed(event.track, event.payload, event.timestamp_ms)
+
     def _check_audio_rate(self) -> None:
         """No carrier sends audio faster than real time: a stream may be ahead of the clock by
         ``server.audio_burst_seconds`` (a jitter buffer flushing) and run at ``server.max_audio_speed``
@@ -134,7 +171,7 @@ class PhoneStream:
         if server.max_audio_speed <= 0 or self.started is None:
             self._audio_allowance = float("inf")
             return
-        rate = self.started.audio_format.bytes_per_second
+        rate = self.started.audio_format.bytes_per_second * self.started.channels
         elapsed = time.monotonic() - self._t0
         allowance = rate * (server.audio_burst_seconds + server.max_audio_speed * elapsed)
         if self._audio_bytes > allowance:
@@ -169,7 +206,9 @@ class PhoneStream:
                     log.warning("call.unknown_event", event_type=event.kind[:64])
 
     def flush(self) -> bytes:
-        """The transcoder's last few milliseconds, at the end of the call."""
+        """The transcoder's last few milliseconds (and what the interleaver holds), at the end of the call."""
+        if self.parties is not None:
+            return self.parties.flush()
         return self.transcoder.flush() if self.transcoder is not None else b""
 
 

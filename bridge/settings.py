@@ -11,13 +11,23 @@ show up in a ``repr`` or a log line.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
 
 from bridge.adapters import CARRIERS
 from bridge.errors import ConfigError
@@ -50,6 +60,11 @@ ENV_KEYS: dict[str, str] = {
     "TTS_API_KEY": "tts.api_key",
     "TTS_VOICE": "tts.voice",
     "TTS_MODEL": "tts.model",
+    "BRIDGE_TRANSCRIPTS": "transcripts.enabled",
+    "BRIDGE_TRANSCRIPT_RETENTION_DAYS": "transcripts.retention_days",
+    "TWILIO_VOICE_MODE": "twilio.voice_mode",
+    "TWILIO_FORK_REDIRECT_URL": "twilio.fork_redirect_url",
+    "BRIDGE_SPEAKER_LABELS": "parties.labels",
 }
 SECRET_KEYS = frozenset(
     {
@@ -175,11 +190,65 @@ class WebhookSettings(_Strict):
         return value
 
 
+DIAL_NUMBER = re.compile(r"\+?[0-9]{3,15}")
+
+
+def _dial_number(value: str) -> str:
+    if value and not DIAL_NUMBER.fullmatch(value):
+        raise ValueError("must be a phone number: digits, optionally after a +, e.g. +15551234567")
+    return value
+
+
+DialNumber = Annotated[str, AfterValidator(_dial_number)]
+
+
+class TwilioNumberSettings(_Strict):
+    """What ``/twilio/voice`` answers for calls to one number."""
+
+    mode: Literal["connect", "fork"] = "fork"
+    dial: DialNumber = ""  # fork mode: <Dial> this number after the stream starts
+
+
 class TwilioSettings(_Strict):
     auth_token: SecretStr | None = None
     # Where the call goes when the bot hangs up or the stream ends (a <Redirect> after </Connect>);
     # empty: <Hangup/>.
     after_stream_url: HttpUrl = ""
+    # What /twilio/voice answers: `connect` (the bot talks to the caller: <Connect><Stream>) or `fork`
+    # (a call between people, transcribed: <Start><Stream track="both_tracks">, then <Dial> or <Redirect>).
+    # Per number in `numbers`, or per request with ?mode=fork&dial=+1555... on the voice URL.
+    voice_mode: Literal["connect", "fork"] = "connect"
+    numbers: dict[str, TwilioNumberSettings] = {}
+    # Fork mode with no number to dial: the application's own TwiML, fetched with a <Redirect>.
+    fork_redirect_url: HttpUrl = ""
+
+
+_LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9 _.\-]{0,31}")
+
+
+def speaker_labels(value: tuple[str, str]) -> tuple[str, str]:
+    """Two distinct labels of 1-32 letters, digits, spaces, ``_.-``."""
+    for label in value:
+        if not _LABEL.fullmatch(label):
+            raise ValueError(f"{label!r} is not a label (1-32 letters, digits, spaces, _ . -)")
+    if value[0] == value[1]:
+        raise ValueError("the two labels must differ")
+    return value
+
+
+def _label_list(value: Any) -> Any:
+    return tuple(v.strip() for v in value.split(",")) if isinstance(value, str) else value  # "caller,agent"
+
+
+SpeakerLabels = Annotated[tuple[str, str], BeforeValidator(_label_list), AfterValidator(speaker_labels)]
+
+
+class PartiesSettings(_Strict):
+    """Both parties of a call (a stream with two tracks): who is who, and how far a leg may lag."""
+
+    labels: SpeakerLabels = ("caller", "agent")  # channel 0 (the caller, inbound), channel 1 (the other party)
+    numbers: dict[str, SpeakerLabels] = {}  # labels for calls to a number (the stream parameter wins)
+    max_delay_ms: float = Field(300.0, ge=20, le=5000)  # audio held for a late frame or a quiet leg
 
 
 class ReplySettings(_Strict):
@@ -239,6 +308,16 @@ class BotWsSettings(_Strict):
         if value and urlsplit(value).scheme not in ("wss", "ws"):
             raise ValueError("must be a ws(s) URL")
         return value
+
+
+class TranscriptSettings(_Strict):
+    """Transcripts on record: each call's finals in ``<data_dir>/transcripts.sqlite3`` (bridge.transcripts)."""
+
+    enabled: bool = True  # BRIDGE_TRANSCRIPTS: false keeps nothing; /v1/calls/{id}/transcript answers 404
+    retention_days: float = Field(30.0, gt=0)  # BRIDGE_TRANSCRIPT_RETENTION_DAYS: older calls are purged
+    purge_interval: float = Field(3600.0, gt=0)  # seconds between purges (one runs at start-up)
+    max_queue: int = Field(10000, ge=1)  # writes waiting for the disk; beyond, dropped, counted and logged
+    busy_timeout: float = Field(5.0, gt=0)  # seconds a write waits for another worker's lock
 
 
 # Carriers authenticated by a shared secret: <NAME>_STREAM_TOKEN in the environment.
@@ -306,6 +385,8 @@ class Settings(_Strict):
     reply: ReplySettings = ReplySettings()
     tts: TtsSettings = TtsSettings()
     bot_ws: BotWsSettings = BotWsSettings()
+    transcripts: TranscriptSettings = TranscriptSettings()
+    parties: PartiesSettings = PartiesSettings()
 
     @property
     def uses_embedded_stt(self) -> bool:

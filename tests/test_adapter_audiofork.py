@@ -80,7 +80,8 @@ def test_route_defaults_apply_when_metadata_has_no_rate_or_mix() -> None:
     adapter = make_adapter("audiofork", 8000, {"rate": "16000", "mix": "stereo"})
     assert isinstance(adapter, AudioForkAdapter)
     assert start_of(adapter, README_METADATA).audio_format == AudioFormat("pcm16", 16000)
-    assert adapter.receive(b"\x10\x00\x20\x00") == [Audio(b"\x18\x00")]  # stereo: two legs mixed down
+    # stereo: the two legs (left the caller) as two tracks, kept apart for Gladia's two channels
+    assert adapter.receive(b"\x10\x00\x20\x00") == [Audio(b"\x10\x00", 0), Audio(b"\x20\x00", 1)]
 
 
 @pytest.mark.parametrize(
@@ -92,11 +93,13 @@ def test_route_defaults_apply_when_metadata_has_no_rate_or_mix() -> None:
     ],
 )
 def test_sample_rate_spellings_and_mix_types(meta: dict[str, Any], rate: int, channels: int) -> None:
-    """sampleRate or sample_rate (number or text) set the rate; stereo is two channels, mono/mixed one."""
+    """sampleRate or sample_rate (number or text) set the rate; stereo is two channels (the legs as
+    tracks 0 and 1), mono/mixed one."""
     adapter = AudioForkAdapter(default_sample_rate=8000, default_mix="stereo" if channels == 1 else "mono")
-    assert start_of(adapter, json.dumps(meta)).audio_format == AudioFormat("pcm16", rate)
+    started = start_of(adapter, json.dumps(meta))
+    assert started.audio_format == AudioFormat("pcm16", rate) and started.channels == channels
     out = adapter.receive(b"\x10\x00\x20\x00")
-    assert out == ([Audio(b"\x18\x00")] if channels == 2 else [Audio(b"\x10\x00\x20\x00")])
+    assert out == ([Audio(b"\x10\x00", 0), Audio(b"\x20\x00", 1)] if channels == 2 else [Audio(b"\x10\x00\x20\x00")])
 
 
 def test_binary_first_frame_starts_the_call_and_is_its_first_audio() -> None:

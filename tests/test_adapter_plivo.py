@@ -199,3 +199,17 @@ def test_writer_sends_plivos_documented_messages() -> None:
         "dtmf": {"track": "inbound", "digit": "7", "timestamp": "1700000000040"},
     }
     assert json.loads(w.stop("call_hangup"))["reason"] == "call_hangup"
+
+
+def test_audio_track_both_is_both_parties_each_track_with_its_epoch_timestamp() -> None:
+    """audioTrack="both": start.tracks lists inbound and outbound; each media message is one party's
+    track (outbound: the other party, track 1) with media.timestamp, Plivo's epoch milliseconds."""
+    a = PlivoAdapter()
+    body = json.loads(start())
+    body["start"]["tracks"] = ["inbound", "outbound"]
+    (event,) = a.receive(json.dumps(body))
+    assert isinstance(event, CallStarted) and event.channels == 2
+    out_msg = json.loads(media(2, b"\x01" * 160))
+    out_msg["media"].update(track="outbound", timestamp="1705312200020")
+    assert a.receive(json.dumps(out_msg)) == [Audio(b"\x01" * 160, 1, 1705312200020.0)]
+    assert a.receive(media(3)) == [Audio(ULAW, 0, 1705312200000.0)]

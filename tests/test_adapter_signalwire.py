@@ -173,16 +173,17 @@ def test_clear_acknowledgement_is_passive() -> None:
         {"encoding": "audio/x-L16", "sampleRate": 16000, "channels": 2},
     ],
 )
-def test_two_channels_for_both_tracks_keep_the_inbound_track(media_format: dict[str, Any]) -> None:
-    """channels 2 (both_tracks) is accepted; inbound media is the caller's audio, outbound is dropped."""
+def test_two_channels_for_both_tracks_are_both_parties(media_format: dict[str, Any]) -> None:
+    """channels 2 (both_tracks) is accepted; each media message is one party's mono track: inbound the
+    caller's (track 0), outbound the other party's (track 1), with its timestamp, for two channels."""
     a = SignalWireAdapter()
     (event,) = feed(a, start(media_format, ["inbound", "outbound"]))
-    assert isinstance(event, CallStarted) and event.tracks == ("inbound", "outbound")
+    assert isinstance(event, CallStarted) and event.tracks == ("inbound", "outbound") and event.channels == 2
     assert event.audio_format == (ULAW_8K if media_format["sampleRate"] == 8000 else AudioFormat("pcm16", 16000))
     assert feed(a, media(2, b"\x01" * 160), media(3, b"\x02" * 160, "outbound"), media(4, b"\x03" * 160)) == [
-        Audio(b"\x01" * 160),
-        Ignored("outbound_media"),
-        Audio(b"\x03" * 160),
+        Audio(b"\x01" * 160, 0, 0.0),
+        Audio(b"\x02" * 160, 1, 20.0),
+        Audio(b"\x03" * 160, 0, 40.0),
     ]
 
 

@@ -460,3 +460,22 @@ def test_writer_messages_are_the_documented_ones() -> None:
         ("inbound", "2"),
         ("outbound", "2"),
     ]
+
+
+def test_both_tracks_named_on_the_route_are_both_parties_put_in_order_by_the_interleaver() -> None:
+    """stream_track=both_tracks with ?tracks=both on the stream URL (Telnyx's start lists no tracks):
+    each documented media message is one party's track with its timestamp, passed on as it comes (the
+    interleaver orders by timestamp), L16 swapped from network order per track."""
+    from bridge.adapters import make_adapter
+
+    a = make_adapter("telnyx", query={"tracks": "both"})
+    assert isinstance(a, TelnyxAdapter)
+    (start,) = a.receive(start_message("L16", 16000))
+    assert isinstance(start, CallStarted) and start.channels == 2 and start.tracks == ("inbound", "outbound")
+    out = a.receive(media_message(3, b"\x00\x01\x00\x02", "outbound")) + a.receive(media_message(2, b"\x01\x00"))
+    assert out == [Audio(b"\x01\x00\x02\x00", 1, 60.0), Audio(b"\x00\x01", 0, 40.0)]
+    with pytest.raises(ValueError, match="inbound or both"):
+        make_adapter("telnyx", query={"tracks": "three"})
+    # without the route's word, outbound media is still not the caller's and is not transcribed
+    plain = started()
+    assert plain.receive(media_message(1, b"\x7f" * 160, "outbound")) == [Ignored("outbound_media")]

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from bridge.adapters.base import Audio, CallStarted, CallStopped, Dtmf, Gap, Ignored, MarkReached, StreamState
-from bridge.adapters.twilio import TwilioAdapter, connect_stream_twiml, signature, signature_valid
+from bridge.adapters.twilio import TwilioAdapter, connect_stream_twiml, fork_stream_twiml, signature, signature_valid
 from bridge.audio import ULAW_8K
 from bridge.errors import PhoneProtocolError
 from bridge.tools.writers.twilio import TwilioStreamWriter
@@ -230,6 +230,83 @@ def test_twiml_connects_the_stream_with_parameters_then_hangs_up() -> None:
         "wss://b.example/twilio/stream", {"From": "+1<2>", "To": "+3"}, "https://app.example/next?a=1&b=2"
     )
     assert canonicalize(xml) == official("https://app.example/next?a=1&b=2")
+
+
+def test_fork_twiml_starts_a_both_tracks_stream_then_dials_or_redirects() -> None:
+    """Fork mode (a call between people) is what the official SDK builds: <Start><Stream
+    track="both_tracks"> with the <Parameter>s, then <Dial><Number> or a <Redirect> to the app's TwiML."""
+    from xml.etree.ElementTree import canonicalize
+
+    from twilio.twiml.voice_response import Dial, Start, VoiceResponse
+
+    def official(dial: str, redirect: str) -> str:
+        response = VoiceResponse()
+        start = Start()
+        stream = start.stream(url="wss://b.example/twilio/stream", track="both_tracks")
+        stream.parameter(name="From", value="+1<2>")
+        stream.parameter(name="To", value="+3")
+        response.append(start)
+        if dial:
+            d = Dial()
+            d.number(dial)
+            response.append(d)
+        else:
+            response.redirect(redirect)
+        return canonicalize(str(response))
+
+    params = {"From": "+1<2>", "To": "+3", "X": ""}
+    xml = fork_stream_twiml("wss://b.example/twilio/stream", params, dial="+15550142")
+    assert canonicalize(xml) == official("+15550142", "")
+    xml = fork_stream_twiml("wss://b.example/twilio/stream", params, redirect_url="https://app.example/t?a=1&b=2")
+    assert canonicalize(xml) == official("", "https://app.example/t?a=1&b=2")
+    with pytest.raises(ValueError, match="exactly one"):
+        fork_stream_twiml("wss://b.example/twilio/stream", params)
+
+
+def test_a_both_tracks_stream_is_both_parties_and_one_way() -> None:
+    """Twilio's both_tracks start (tracks inbound and outbound): two channels, each media message one
+    party's track with its timestamp; nothing can be played back on such a stream."""
+    adapter = TwilioAdapter()
+    (started_event,) = adapter.receive(
+        json.dumps(
+            {
+                "event": "start",
+                "sequenceNumber": "1",
+                "streamSid": SID,
+                "start": {
+                    "streamSid": SID,
+                    "accountSid": "AC" + "0" * 32,
+                    "callSid": "CA" + "0" * 32,
+                    "tracks": ["inbound", "outbound"],
+                    "customParameters": {},
+                    "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+                },
+            }
+        )
+    )
+    assert isinstance(started_event, CallStarted) and started_event.channels == 2
+    # Twilio's own example: an outbound chunk "1" then an inbound chunk "2", timestamps as strings.
+    out = adapter.receive(
+        json.dumps(
+            {
+                "event": "media",
+                "sequenceNumber": "2",
+                "streamSid": SID,
+                "media": {"track": "outbound", "chunk": "1", "timestamp": "5", "payload": "/w=="},
+            }
+        )
+    ) + adapter.receive(
+        json.dumps(
+            {
+                "event": "media",
+                "sequenceNumber": "3",
+                "streamSid": SID,
+                "media": {"track": "inbound", "chunk": "2", "timestamp": "5", "payload": "fw=="},
+            }
+        )
+    )
+    assert out == [Audio(b"\xff", 1, 5.0), Audio(b"\x7f", 0, 5.0)]
+    assert not adapter.plays_audio and not adapter.supports_marks and not adapter.supports_clear
 
 
 def test_signature_known_vector() -> None:

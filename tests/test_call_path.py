@@ -41,7 +41,14 @@ async def test_clean_call_delivers_every_final_signed_and_in_order(
     texts = [e["utterance"]["text"] for e in hook.events("utterance.final")]
     assert texts == expected_texts(audio, 8000)
     events = hook.events()
-    assert [e["type"] for e in events] == ["call.started"] + ["utterance.final"] * 4 + ["call.ended"]
+    assert [e["type"] for e in events] == ["call.started"] + ["utterance.final"] * 4 + [
+        "call.ended",
+        "transcript.completed",
+    ]
+    # the whole conversation after call.ended: every final, in order, with its speaker
+    (record,) = hook.events("transcript.completed")
+    assert [u["text"] for u in record["utterances"]] == texts and not record["truncated"]
+    assert {u["speaker"] for u in record["utterances"]} == {"caller"} and record["speakers"] == ["caller"]
     assert [e["sequence"] for e in events] == list(range(1, len(events) + 1))
     final = events[1]
     assert final["call"]["provider"] == "twilio"
@@ -190,11 +197,11 @@ async def test_webhook_4xx_is_not_retried(
     hook.fail_statuses = [204, 400]
     server = await make_bridge()
     await play_call(stream_url(server), caller_audio(2.0))
-    await wait_for(lambda: bool(hook.events("call.ended")))
+    await wait_for(lambda: bool(hook.events("transcript.completed")))
     seqs = [r.json["sequence"] for r in hook.requests]
     assert seqs == list(range(1, len(seqs) + 1))  # sequence 2 was tried once, never again
     assert [r.status for r in hook.requests if r.json["sequence"] == 2] == [400]
-    assert [e["type"] for e in hook.events()][-1] == "call.ended"
+    assert [e["type"] for e in hook.events()][-2:] == ["call.ended", "transcript.completed"]
 
 
 async def test_missed_final_is_read_back_after_the_call(
@@ -207,10 +214,10 @@ async def test_missed_final_is_read_back_after_the_call(
     audio = caller_audio(2.5)
     server = await make_bridge()
     await play_call(stream_url(server), audio)
-    await wait_for(lambda: bool(hook.events("call.ended")))
+    await wait_for(lambda: bool(hook.events("transcript.completed")))
     assert len(fake_gladia.sessions) == 1
     assert [e["utterance"]["text"] for e in hook.events("utterance.final")] == expected_texts(audio, 8000)
-    assert [e["type"] for e in hook.events()][-1] == "call.ended"
+    assert [e["type"] for e in hook.events()][-2:] == ["call.ended", "transcript.completed"]
     summary = hook.events("call.ended")[0]["summary"]
     assert summary["stt_recovered_finals"] == 1 and not summary["stt_ended_normally"]
 
@@ -271,7 +278,7 @@ async def test_a_call_that_hangs_up_while_the_session_is_still_refused_tells_the
     await wait_for(lambda: bool(hook.events("call.ended")), timeout=10)
     (failed,) = hook.events("stt.failed")
     assert "no Gladia session" in failed["reason"]
-    assert [e["type"] for e in hook.events()] == ["call.started", "stt.failed", "call.ended"]
+    assert [e["type"] for e in hook.events()] == ["call.started", "stt.failed", "call.ended", "transcript.completed"]
     assert hook.events("call.ended")[0]["summary"]["stt_gave_up"]
 
 

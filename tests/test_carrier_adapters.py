@@ -380,13 +380,13 @@ def test_jambonz_listen_metadata_then_l16() -> None:
 
 
 def test_audio_fork_without_metadata_and_stereo() -> None:
-    """mod_audio_stream may start with audio (configured rate); stereo is mixed to mono."""
+    """mod_audio_stream may start with audio (configured rate); stereo is the two legs as two tracks."""
     a = AudioForkAdapter(default_sample_rate=16000)
     events = a.receive(b"\x10\x00\x20\x00")
     assert isinstance(events[0], CallStarted) and events[0].audio_format == AudioFormat("pcm16", 16000)
     b = AudioForkAdapter()
     b.receive(json.dumps({"callSid": "s", "mixType": "stereo", "sampleRate": 8000}))
-    assert b.receive(b"\x10\x00\x20\x00") == [Audio(b"\x18\x00")]
+    assert b.receive(b"\x10\x00\x20\x00") == [Audio(b"\x10\x00", 0), Audio(b"\x20\x00", 1)]
     assert refused(AudioForkAdapter(), json.dumps({"sampleRate": 11025})) == 1003
 
 

@@ -125,11 +125,12 @@ async def test_signalwire_wrapped_call_with_dtmf_and_clear_ack_has_no_gap(
     await check_call(hook, fake_gladia, ulaw, "signalwire", params)
 
 
-async def test_signalwire_both_tracks_two_channels_transcribes_the_caller_only(
+async def test_signalwire_both_tracks_are_two_channels_for_gladia(
     make_bridge: BridgeFactory, fake_gladia: FakeGladia, webhook: tuple[FakeWebhook, str]
 ) -> None:
-    """A both_tracks stream (mediaFormat.channels 2) is taken: Gladia gets the inbound track's bytes
-    and none of the outbound track's."""
+    """A both_tracks stream (mediaFormat.channels 2) carries both parties: Gladia gets one session of
+    two interleaved channels, the inbound track's bytes exactly on channel 0 and the outbound track's
+    on channel 1; the call says so in call.started."""
     hook, _ = webhook
     server: Any = await make_bridge()
     ulaw = caller_audio(2.0, seed=54)
@@ -141,14 +142,20 @@ async def test_signalwire_both_tracks_two_channels_transcribes_the_caller_only(
         wrapped=True,
         channels=2,
     )
-    half = len(ulaw) // 2
     frames = [ulaw[i : i + 160] for i in range(0, len(ulaw), 160)]
     messages = [w.connected(), w.start()]
-    for n, frame in enumerate(frames):
+    for frame in frames:
         messages += [w.media(frame), w.media(b"\x7f" * 160, track="outbound")]
-        if (n + 1) * 160 == half:
-            messages.append(w.dtmf("5"))
     messages.append(w.stop())
     assert await stream(str(server.make_url("/signalwire/stream")), messages) == 1000
-    summary = await check_call(hook, fake_gladia, ulaw, "signalwire", params)
-    assert summary["phone_bytes"] == len(ulaw)
+    await wait_for(lambda: bool(hook.events("call.ended")), timeout=20)
+    (session,) = fake_gladia.sessions.values()
+    assert (session.body["encoding"], session.body["sample_rate"], session.body["channels"]) == ("wav/ulaw", 8000, 2)
+    audio = bytes(session.audio)
+    caller, other = audio[0::2], audio[1::2]
+    assert caller[: len(ulaw)] == ulaw and set(caller[len(ulaw) :]) <= {0xFF}  # then at most silence
+    assert other.count(0x7F) == len(ulaw) and set(other) <= {0x7F, 0xFF}
+    (started,) = hook.events("call.started")
+    assert started["stt"]["channels"] == 2 and started["speakers"] == ["caller", "agent"]
+    (ended,) = hook.events("call.ended")
+    assert ended["summary"]["phone_bytes"] == 2 * len(ulaw) and ended["summary"]["end_reason"] == "stop"

@@ -32,10 +32,10 @@ async def test_a_redirecting_bot_gets_nothing_followed(
     server: Any = await make_bridge()
     with structlog.testing.capture_logs() as logs:
         assert await play_call(str(server.make_url("/twilio/stream")), caller_audio(1.0)) == 1000
-        await wait_for(lambda: bool(hook.events("call.ended")))
+        await wait_for(lambda: bool(hook.events("transcript.completed")))
     assert elsewhere.requests == []
     assert hook.requests[0].status == status
-    assert [e["type"] for e in hook.events()] == ["utterance.final", "call.ended"]
+    assert [e["type"] for e in hook.events()] == ["utterance.final", "call.ended", "transcript.completed"]
     (dead,) = [line for line in logs if line["event"] == "webhook.dead_lettered"]
     assert dead["status"] == status and hook.location in dead["error"] and dead["attempts"] == 1
     summary = hook.events("call.ended")[0]["summary"]

@@ -41,10 +41,10 @@ async def test_metrics_count_a_call_with_a_drop(
     assert m[("bridge_gladia_resent_bytes_total", ())] > 0
     assert m[("bridge_gladia_audio_bytes_total", ())] == len(audio) + m[("bridge_gladia_resent_bytes_total", ())]
     assert m[("bridge_finals_total", ())] == 2
-    await wait_for(lambda: len(hook.requests) == 4)
+    await wait_for(lambda: len(hook.requests) == 5)  # started, 2 finals, ended, transcript.completed
     m = await scrape(server)
-    assert m[("bridge_webhook_deliveries_total", (("outcome", "delivered"),))] == 4
-    assert m[("bridge_webhook_request_seconds_count", ())] == 4
+    assert m[("bridge_webhook_deliveries_total", (("outcome", "delivered"),))] == 5
+    assert m[("bridge_webhook_request_seconds_count", ())] == 5
     await asyncio.sleep(1.3)  # the once-a-second update sets the gauges
     m = await scrape(server)
     assert m[("bridge_outbox_events", (("state", "pending"),))] == 0

@@ -128,10 +128,10 @@ async def test_events_older_than_max_age_are_dead_lettered(
                 return int((await resp.json())["outbox"]["dead"])
 
         for _ in range(200):
-            if await dead() == 3:  # call.started, one final, call.ended
+            if await dead() == 4:  # call.started, one final, call.ended, transcript.completed
                 break
             await asyncio.sleep(0.05)
-        assert await dead() == 3
+        assert await dead() == 4
     assert 600.0 <= clock.slept < 700.0  # given up at webhook.max_age, not before and not much after
 
 

@@ -178,6 +178,48 @@ async def test_voice_webhook_returns_twiml_for_the_stream(make_bridge: BridgeFac
     assert '<Parameter name="From" value="+15550001"/>' in body and '<Parameter name="To" value="+15550002"/>' in body
 
 
+async def test_fork_mode_is_chosen_per_number_or_per_request_and_signed_like_the_rest(
+    make_bridge: BridgeFactory, tmp_path: Any
+) -> None:
+    """Fork mode: the called number's entry in twilio.numbers, or ?mode=fork&dial= on the voice URL
+    (the query is part of what Twilio signs); a bad number or a fork with nowhere to go is a 422."""
+    token = "0123456789abcdef0123456789abcdef"
+    public = "https://bridge.example.org"
+    cfg = tmp_path / "bridge.toml"
+    cfg.write_text('[twilio.numbers."+15550002"]\nmode = "fork"\ndial = "+15550142"\n')
+    server = await make_bridge(
+        environ={"TWILIO_AUTH_TOKEN": token, "BRIDGE_PUBLIC_URL": public, "BRIDGE_CONFIG": str(cfg)}
+    )
+    validator = RequestValidator(token)
+
+    async def voice(path: str, form: dict[str, str], sign_as: str | None = None) -> tuple[int, str]:
+        sig = validator.compute_signature(public + (sign_as or path), form)
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(server.make_url(path), data=form, headers={"X-Twilio-Signature": sig}) as resp,
+        ):
+            return resp.status, await resp.text()
+
+    by_number = await voice("/twilio/voice", {"From": "+15550001", "To": "+15550002", "CallSid": "CA1"})
+    assert by_number[0] == 200
+    assert '<Start><Stream url="wss://bridge.example.org/twilio/stream" track="both_tracks">' in by_number[1]
+    assert by_number[1].endswith("<Dial><Number>+15550142</Number></Dial></Response>")
+    other = await voice("/twilio/voice", {"From": "+15550001", "To": "+15550003", "CallSid": "CA2"})
+    assert other[0] == 200 and "<Connect><Stream" in other[1]  # the default mode for other numbers
+    asked = await voice("/twilio/voice?mode=fork&dial=%2B15550177", {"To": "+15550003", "CallSid": "CA3"})
+    assert asked[0] == 200 and "<Dial><Number>+15550177</Number></Dial>" in asked[1]
+    # the same request with the dial number changed after signing: refused
+    tampered = await voice(
+        "/twilio/voice?mode=fork&dial=%2B19005550000",
+        {"To": "+15550003", "CallSid": "CA3"},
+        sign_as="/twilio/voice?mode=fork&dial=%2B15550177",
+    )
+    assert tampered[0] == 403
+    assert (await voice("/twilio/voice?mode=fork&dial=evil", {"To": "+1"}))[0] == 422
+    assert (await voice("/twilio/voice?mode=fork", {"To": "+15550003"}))[0] == 422  # nowhere to go
+    assert (await voice("/twilio/voice?mode=shout", {"To": "+15550003"}))[0] == 422
+
+
 async def test_public_url_is_used_in_twiml(make_bridge: BridgeFactory) -> None:
     server = await make_bridge(environ={"BRIDGE_PUBLIC_URL": "https://bridge.example.org"})
     async with aiohttp.ClientSession() as http, http.post(server.make_url("/twilio/voice"), data={}) as resp:

@@ -528,7 +528,7 @@ async def test_nothing_follows_call_ended_not_even_a_bad_answer_to_it(
     make_bridge: BridgeFactory, fake_gladia: FakeGladia, webhook: tuple[FakeWebhook, str]
 ) -> None:
     """A bot answering call.ended with a bad action list gets no event after call.ended (it would sit
-    in the outbox of a finished call): call.ended stays the call's last event."""
+    in the outbox of a finished call): call.ended, then transcript.completed, stay the call's last events."""
     hook, _ = webhook
     quiet(fake_gladia)
     hook.answer = answer_to("call.ended", [{"type": "sing"}])
@@ -536,7 +536,8 @@ async def test_nothing_follows_call_ended_not_even_a_bad_answer_to_it(
     await phone_call(stream_url(server), b"\xff" * 8000, until=lambda c: True, max_seconds=5)
     await wait_for(lambda: bool(hook.events("call.ended")))
     await asyncio.sleep(0.5)
-    assert hook.events()[-1]["type"] == "call.ended" and not hook.events("action.failed")
+    types = [e["type"] for e in hook.events()]
+    assert types[-2:] == ["call.ended", "transcript.completed"] and not hook.events("action.failed")
     async with aiohttp.ClientSession() as http, http.get(server.make_url("/healthz")) as resp:
         assert (await resp.json())["outbox"]["pending"] == 0
 
@@ -614,3 +615,55 @@ async def test_plivo_barge_in_then_a_goodbye_despite_checkpoints_a_clear_never_a
     assert finished["action_id"] == "bye"
     await wait_for(lambda: bool(hook.events("call.ended")))
     assert hook.events("call.ended")[0]["summary"]["end_reason"] == "bot_hangup"
+
+
+# -- both parties on a stream that plays back (jambonz stereo): only the caller barges in ----------------
+
+
+async def test_on_a_stereo_stream_only_the_callers_channel_can_interrupt(
+    make_bridge: BridgeFactory, fake_gladia: FakeGladia, webhook: tuple[FakeWebhook, str]
+) -> None:
+    """jambonz listen with mixType stereo and bidirectional audio: channel 1 is what the caller hears,
+    the bot's own voice. Speech and words on channel 1 must not pause or interrupt the bot; the same
+    on channel 0 (the caller) does."""
+    hook, _ = webhook
+    quiet(fake_gladia)
+
+    def on(channel: int, at: float, text: str) -> list[tuple[float, dict[str, Any]]]:
+        start, words = speech(at, True), partial(at + 0.3, text)
+        start[1]["data"]["channel"] = channel
+        words[1]["data"]["utterance"]["channel"] = channel
+        return [start, words]
+
+    fake_gladia.script = [*on(1, 1.0, "hello there friend"), *on(0, 3.0, "stop please")]
+    hook.answer = answer_to("call.started", [{"type": "say", "id": "offer", "text": LONG}])
+    server = await make_bridge()
+    url = str(server.make_url("/audiofork/stream")) + "?mix=stereo"
+    sent_back: list[str] = []
+    async with (
+        aiohttp.ClientSession() as http,
+        http.ws_connect(url, protocols=("audio.jambonz.org",)) as ws,
+    ):
+        await ws.send_str(json.dumps({"callSid": "jb-1", "from": "+15550100", "to": "+15550199", "sampleRate": 8000}))
+
+        async def listen() -> None:
+            async for msg in ws:
+                if msg.type is aiohttp.WSMsgType.TEXT:
+                    sent_back.append(json.loads(msg.data)["type"])
+
+        listener = asyncio.create_task(listen())
+        t0 = time.monotonic()
+        for k in range(300):  # 6 s of stereo silence, in real time
+            await ws.send_bytes(b"\x00\x00" * 2 * 160)
+            await asyncio.sleep(max(0.0, t0 + (k + 1) * 0.02 - time.monotonic()))
+        await ws.close()
+        await asyncio.wait_for(listener, 5)
+    await wait_for(lambda: bool(hook.events("call.ended")))
+    (started,) = hook.events("call.started")
+    assert started["stt"]["channels"] == 2
+    (interrupted,) = hook.events("playback.interrupted")
+    assert interrupted["action_id"] == "offer" and interrupted["reason"] == "speech"
+    # not at 1 s (words on channel 1) but after 3 s (the caller's): more than 2 s played, never paused before
+    assert interrupted["played_ms"] > 2000, interrupted
+    assert hook.events("call.ended")[0]["summary"]["barge_in_resumed"] == 0
+    assert "playAudio" in sent_back and "killAudio" in sent_back

@@ -80,5 +80,11 @@ def make_adapter(
         if mix not in ("mono", "mixed", "stereo"):
             raise ValueError(f"mix={mix!r}: one of mono, mixed, stereo")
         return AudioForkAdapter(rate, mix)
+    if carrier == "telnyx":
+        # Telnyx's start does not list its tracks: a stream_track=both_tracks stream says so in its URL.
+        tracks = (query or {}).get("tracks", "inbound")
+        if tracks not in ("inbound", "inbound_track", "both", "both_tracks"):
+            raise ValueError(f"tracks={tracks!r}: inbound or both")
+        return TelnyxAdapter(both_parties=tracks.startswith("both"))
     known = CARRIERS.get(carrier)
     return known.adapter() if known is not None else None

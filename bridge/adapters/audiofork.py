@@ -90,6 +90,7 @@ class AudioForkAdapter(BinaryDialectAdapter):
             raise PhoneProtocolError(f"unsupported sampleRate {rate}", 1003)
         mix = str(meta.get("mixType") or self.default_mix).strip().lower()
         self._frames.channels = 2 if mix == "stereo" else 1  # mono and mixed are one channel
+        # stereo: both parties, one channel each, for Gladia to tell apart (the bridge keeps them apart)
         self.audio_format = AudioFormat("pcm16", rate)
         call_id = _call_id(meta) or f"audiofork-{uuid.uuid4().hex}"
         params: dict[str, str] = {}
@@ -109,6 +110,8 @@ class AudioForkAdapter(BinaryDialectAdapter):
             audio_format=self.audio_format,
             caller=caller if isinstance(caller, str) else None,
             called=called if isinstance(called, str) else None,
+            tracks=("inbound", "outbound") if self._frames.channels == 2 else ("inbound",),
+            channels=self._frames.channels,
         )
 
     def _audio_chunk_message(self, chunk: bytes) -> str:

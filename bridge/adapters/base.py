@@ -32,13 +32,18 @@ class CallStarted:
     tracks: tuple[str, ...] = ()
     caller: str | None = None  # the calling number, when the carrier says it
     called: str | None = None  # the called number, when the carrier says it
+    channels: int = 1  # 2: the stream carries both parties, each on its own track (see bridge.tracks)
 
 
 @dataclass(frozen=True, slots=True)
 class Audio:
-    """Caller audio in the stream's native format (``CallStarted.audio_format``)."""
+    """Audio in the stream's native format (``CallStarted.audio_format``, mono): the caller's (track 0)
+    or, on a stream of both parties (``CallStarted.channels == 2``), the other party's (track 1), with
+    the carrier's timestamp in milliseconds when it gives one (two-track streams only)."""
 
     payload: bytes
+    track: int = 0
+    timestamp_ms: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,6 +208,10 @@ class Outbound:
     def supports_clear(self) -> bool:
         return True
 
+    @property
+    def plays_audio(self) -> bool:
+        return True
+
     def hangup_message(self) -> str | bytes | None:
         return None  # closing the socket is the hang-up (or ends the stream; the carrier's app decides)
 
@@ -281,6 +290,11 @@ class PhoneAdapter(Protocol):
     @property
     def supports_marks(self) -> bool:
         """Whether :meth:`mark_message` works (the carrier echoes marks when playback reaches them)."""
+        ...
+
+    @property
+    def plays_audio(self) -> bool:
+        """Whether the stream takes anything back at all (False: a one-way fork that only listens)."""
         ...
 
     def hangup_message(self) -> str | bytes | None:

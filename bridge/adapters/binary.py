@@ -16,28 +16,28 @@ from bridge.errors import PhoneProtocolError
 
 
 class L16Frames:
-    """Raw little-endian 16-bit PCM frames -> mono Audio events, keeping sample alignment; stereo
-    (both call legs) is mixed down."""
+    """Raw little-endian 16-bit PCM frames -> Audio events, keeping sample alignment. Stereo (both call
+    legs, FreeSWITCH's read leg left: the caller) becomes one event per leg, track 0 and track 1."""
 
     def __init__(self, counters: StreamCounters, channels: int = 1) -> None:
         self.counters = counters
         self.channels = channels
         self._rest = b""
 
-    def feed(self, data: bytes) -> Audio | None:
+    def feed(self, data: bytes) -> list[PhoneEvent]:
         data = self._rest + data
         frame = 2 * self.channels
         usable = len(data) - len(data) % frame
         self._rest = data[usable:]
         if not usable:
-            return None
-        pcm = data[:usable]
-        if self.channels > 1:
-            x = np.frombuffer(pcm, dtype="<i2").reshape(-1, self.channels).astype(np.int32)
-            pcm = (x.sum(axis=1) // self.channels).astype("<i2").tobytes()
+            return []
+        pcm = data[:usable] if usable != len(data) else data
         self.counters.audio_frames += 1
-        self.counters.audio_bytes += len(pcm)
-        return Audio(pcm)
+        self.counters.audio_bytes += usable
+        if self.channels == 1:
+            return [Audio(pcm)]
+        legs = np.frombuffer(pcm, dtype="<i2").reshape(-1, self.channels)
+        return [Audio(legs[:, 0].tobytes(), 0), Audio(legs[:, 1].tobytes(), 1)]
 
 
 class BinaryDialectAdapter(Outbound):
@@ -59,9 +59,7 @@ class BinaryDialectAdapter(Outbound):
             return self._text(message)
         events = self._binary_first(message) if self.state is StreamState.AWAITING_START else []
         if self._l16 is not None:
-            audio = self._l16.feed(message)
-            if audio is not None:
-                events.append(audio)
+            events.extend(self._l16.feed(message))
         elif message:
             self.counters.audio_frames += 1
             self.counters.audio_bytes += len(message)

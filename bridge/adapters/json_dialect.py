@@ -9,6 +9,7 @@ message into :class:`CallStarted`) and :meth:`_stream_event` (media, dtmf, marks
 
 from __future__ import annotations
 
+import math
 from typing import Any, ClassVar
 
 from bridge.adapters.base import (
@@ -36,6 +37,7 @@ class JsonDialectAdapter(Outbound):
     passive_events: ClassVar[frozenset[str]] = frozenset({"connected"})  # acknowledged, nothing to do
     subprotocols: tuple[str, ...] = ()
     close_ends_call = False
+    both_parties = False  # the stream carries both parties as two tracks (known at start)
 
     def __init__(self) -> None:
         self.state = StreamState.AWAITING_START
@@ -100,6 +102,21 @@ class JsonDialectAdapter(Outbound):
         self.counters.audio_frames += 1
         self.counters.audio_bytes += len(data)
         return Audio(data)
+
+    def _track_audio(self, data: bytes, media: dict[str, Any], inbound: bool) -> Audio:
+        """One track's audio on a stream of both parties: track 0 the caller (inbound), 1 the other
+        party (outbound), with the message's ``timestamp`` in ms (a JSON string or number; absent or
+        not a number: the interleaver places the frame after the track's last)."""
+        self.counters.audio_frames += 1
+        self.counters.audio_bytes += len(data)
+        stamp = media.get("timestamp")
+        try:
+            ms = float(stamp) if isinstance(stamp, str | int | float) and not isinstance(stamp, bool) else None
+        except ValueError:
+            ms = None
+        if ms is not None and not math.isfinite(ms):
+            ms = None
+        return Audio(data, 0 if inbound else 1, ms)
 
     def _ignored(self, kind: str) -> Ignored:
         count(self.counters.ignored, kind)

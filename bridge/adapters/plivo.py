@@ -66,6 +66,10 @@ class PlivoAdapter(JsonDialectAdapter):
         # model, start.customParameters (an object of strings); the object wins on a name in both.
         parameters = parse_extra_headers(msg.get("extra_headers"))
         parameters.update(string_map(start.get("customParameters"), "start.customParameters"))
+        tracks = tuple(str(t) for t in start.get("tracks") or ["inbound"])
+        # audioTrack="both": the caller (inbound) and the other party (outbound) as separate media
+        # messages; start.tracks lists both (or says "both").
+        self.both_parties = "both" in tracks or {"inbound", "outbound"} <= set(tracks)
         return CallStarted(
             provider=self.provider,
             call_sid=call_id,
@@ -73,14 +77,18 @@ class PlivoAdapter(JsonDialectAdapter):
             account_sid=account if isinstance(account, str) else None,
             parameters=parameters,
             audio_format=self.audio_format,
-            tracks=tuple(str(t) for t in start.get("tracks") or ["inbound"]),
+            tracks=tracks,
+            channels=2 if self.both_parties else 1,
         )
 
     def _stream_event(self, event: str, msg: dict[str, Any]) -> list[PhoneEvent]:
         if event == "media":
             media = require(msg, "media", dict, "media")
             payload = b64_payload(media.get("payload"), "media.payload")
-            if media.get("track", "inbound") != "inbound":
+            inbound = media.get("track", "inbound") == "inbound"
+            if self.both_parties:
+                return [self._track_audio(payload, media, inbound)]
+            if not inbound:
                 return [self._ignored("outbound_media")]
             return [self._audio(payload)]
         if event == "dtmf":

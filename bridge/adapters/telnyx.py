@@ -16,6 +16,12 @@ the chunks still held come out in order, each jump reported as a gap. With ``bot
 numbers seen on the outbound track count as present (not lost) for the inbound one, so one counter
 shared by both tracks does not look like a gap per chunk (the first wait tells a shared counter from
 one per track; after it the inbound audio flows without waiting).
+
+Both parties as two channels: when the stream was started with ``stream_track=both_tracks`` and the
+bridge is told so (the stream URL's ``?tracks=both``, since Telnyx's ``start`` does not list its
+tracks; or ``media_format.channels`` 2), each track's media becomes its own channel, placed by
+``timestamp`` (taken as milliseconds, as in Twilio's dialect that Telnyx's follows: UNVERIFIED) and
+put back in order by the interleaver (:mod:`bridge.tracks`) rather than by ``chunk``.
 """
 
 from __future__ import annotations
@@ -220,10 +226,12 @@ class TelnyxAdapter(JsonDialectAdapter):
     stream_events = frozenset({"media", "dtmf", "mark", "stop"})
     passive_events = frozenset({"connected", "error"})  # errors are Telnyx telling us about our messages
 
-    def __init__(self) -> None:
+    def __init__(self, both_parties: bool = False) -> None:
         super().__init__()
         self._reorder = ChunkReorderer()
         self._swap: _NetworkOrder | None = None  # L16 only
+        self._swap_other: _NetworkOrder | None = None  # the outbound track's, on a both-parties stream
+        self.both_parties = both_parties
 
     def _start(self, msg: dict[str, Any]) -> CallStarted:
         start = require(msg, "start", dict, "start")
@@ -241,10 +249,14 @@ class TelnyxAdapter(JsonDialectAdapter):
         if codec is None:
             raise PhoneProtocolError(f"Telnyx codec {str(encoding)[:40]} is not supported: {_CODEC_ADVICE}", 1003)
         rate = int_field(fmt, "sample_rate", "start.media_format") or 8000
-        if fmt.get("channels", 1) != 1 or (codec != "pcm16" and rate != 8000):
+        channels = fmt.get("channels", 1)
+        if channels not in (1, 2) or isinstance(channels, bool) or (codec != "pcm16" and rate != 8000):
             raise PhoneProtocolError(f"unsupported media_format {fmt}", 1003)
+        # UNVERIFIED whether a both_tracks stream says channels 2; each media message is one track.
+        self.both_parties = self.both_parties or channels == 2
         audio_format = {"ulaw": ULAW_8K, "alaw": ALAW_8K}.get(codec) or AudioFormat("pcm16", rate)
         self._swap = _NetworkOrder() if codec == "pcm16" else None
+        self._swap_other = _NetworkOrder() if codec == "pcm16" else None
         caller, called, user = start.get("from"), start.get("to"), start.get("user_id")
         return CallStarted(
             provider=self.provider,
@@ -255,6 +267,8 @@ class TelnyxAdapter(JsonDialectAdapter):
             audio_format=audio_format,
             caller=caller if isinstance(caller, str) else None,
             called=called if isinstance(called, str) else None,
+            tracks=("inbound", "outbound") if self.both_parties else ("inbound",),
+            channels=2 if self.both_parties else 1,
         )
 
     def _stream_event(self, event: str, msg: dict[str, Any]) -> list[PhoneEvent]:
@@ -268,8 +282,12 @@ class TelnyxAdapter(JsonDialectAdapter):
             return events
         media = require(msg, "media", dict, "media")
         payload = b64_payload(media.get("payload"), "media.payload")
+        inbound = media.get("track", "inbound") in _INBOUND_TRACKS
+        if self.both_parties:
+            swap = self._swap if inbound else self._swap_other
+            return [self._track_audio(swap.feed(payload) if swap is not None else payload, media, inbound)]
         chunk = int_field(media, "chunk", "media")
-        if media.get("track", "inbound") not in _INBOUND_TRACKS:
+        if not inbound:
             released = [] if chunk is None else self._reorder.other(chunk)
             return [*self._released(released), self._ignored("outbound_media")]
         return self._released([(payload, None)] if chunk is None else self._reorder.push(chunk, payload))

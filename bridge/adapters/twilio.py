@@ -56,6 +56,10 @@ class TwilioAdapter(JsonDialectAdapter):
         if not isinstance(tracks, list):
             raise PhoneProtocolError("start.tracks is not a list")
         account = start.get("accountSid")
+        names = tuple(str(t) for t in tracks)
+        # <Start><Stream track="both_tracks">: the caller (inbound) and the other party (outbound), each
+        # its own mono media messages; such a stream is one-way (Twilio plays nothing back on it).
+        self.both_parties = {"inbound", "outbound"} <= {t.removesuffix("_track") for t in names}
         return CallStarted(
             provider=self.provider,
             call_sid=call_sid,
@@ -63,8 +67,21 @@ class TwilioAdapter(JsonDialectAdapter):
             account_sid=account if isinstance(account, str) else None,
             parameters=dict(params),
             audio_format=self._audio_format(media_format),
-            tracks=tuple(str(t) for t in tracks),
+            tracks=names,
+            channels=2 if self.both_parties else 1,
         )
+
+    @property
+    def plays_audio(self) -> bool:
+        return not self.both_parties  # a <Start><Stream> (the only kind with both tracks) is one-way
+
+    @property
+    def supports_marks(self) -> bool:
+        return not self.both_parties
+
+    @property
+    def supports_clear(self) -> bool:
+        return not self.both_parties
 
     def _audio_format(self, media_format: dict[str, Any]) -> AudioFormat:
         encoding = media_format.get("encoding", "audio/x-mulaw")
@@ -81,9 +98,11 @@ class TwilioAdapter(JsonDialectAdapter):
         if event == "media":
             media = require(msg, "media", dict, "media")
             audio = b64_payload(media.get("payload"), "media.payload")
-            if media.get("track", "inbound") not in ("inbound", "inbound_track"):
-                # <Start><Stream track="both_tracks"> also streams what is played to the caller:
-                # not the caller's voice, so it is not transcribed.
+            inbound = media.get("track", "inbound") in ("inbound", "inbound_track")
+            if self.both_parties:
+                return [self._track_audio(audio, media, inbound)]
+            if not inbound:
+                # An outbound track without the inbound one (track="outbound_track"): not the caller.
                 return [self._ignored("outbound_media")]
             return [self._audio(audio)]
         if event == "dtmf":
@@ -127,6 +146,30 @@ def connect_stream_twiml(stream_url: str, parameters: Mapping[str, str], after_u
     return (
         '<?xml version="1.0" encoding="UTF-8"?>'
         f"<Response><Connect><Stream url={quoteattr(stream_url)}>{params}</Stream></Connect>{after}</Response>"
+    )
+
+
+def fork_stream_twiml(stream_url: str, parameters: Mapping[str, str], *, dial: str = "", redirect_url: str = "") -> str:
+    """TwiML for a call between people, transcribed: ``<Start><Stream track="both_tracks">`` forks both
+    parties' audio to ``stream_url`` (one-way: nothing is played back on it) while the call goes on
+    with ``<Dial>`` to ``dial``, or, with no number, a ``<Redirect>`` to the application's own TwiML.
+    The fork lasts as long as the call."""
+    if bool(dial) == bool(redirect_url):
+        raise ValueError("fork mode needs exactly one of a number to dial or a redirect url")
+    params = "".join(
+        f"<Parameter name={quoteattr(_xml_text(name))} value={quoteattr(_xml_text(value)[: 499 - len(name)])}/>"
+        for name, value in parameters.items()
+        if value
+    )
+    then = (
+        f"<Dial><Number>{escape(_xml_text(dial))}</Number></Dial>"
+        if dial
+        else f"<Redirect>{escape(_xml_text(redirect_url))}</Redirect>"
+    )
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?>'
+        f'<Response><Start><Stream url={quoteattr(stream_url)} track="both_tracks">{params}</Stream></Start>'
+        f"{then}</Response>"
     )
 
 

@@ -208,6 +208,15 @@ class CallReply:
                     self.fail(action.id, error)
                     return ActionResult(action.id, "failed", error)
                 return ActionResult(action.id, "done")
+            case Say() | Play() | AudioChunk() | Mark() | SendDtmf() | Hangup() if (
+                self._adapter is not None and not self._adapter.plays_audio
+            ):
+                error = (
+                    f"{self._adapter.provider}: this stream only listens (a fork of both parties): "
+                    "nothing can be played, marked or hung up on it"
+                )
+                self.fail(action.id, error)
+                return ActionResult(action.id, "failed", error)
             case Hangup(after="now"):
                 self._drop_pending("hangup")
                 self._interrupt(now, "hangup")

@@ -34,9 +34,11 @@ class SttGaveUp:
 @dataclass(frozen=True, slots=True)
 class CallerSpeech:
     """The caller started (``started``) or stopped speaking, by Gladia's speech events: what barge-in
-    reacts to before any word is recognised."""
+    reacts to before any word is recognised. ``channel``: 0 the caller; 1 the other party, on a call
+    of both parties (which barge-in ignores: on a stereo stream that plays back, it is the bot)."""
 
     started: bool
+    channel: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +46,7 @@ class PartialUtterance:
     """A partial transcript (when the profile asks for them): words before the final."""
 
     text: str
+    channel: int = 0
 
 
 SttNotice = FinalUtterance | SessionReplaced | SttGaveUp | CallerSpeech | PartialUtterance

@@ -46,7 +46,9 @@ class SttProfile(BaseModel):
     def request_body(self, fmt: AudioFormat | None = None) -> dict[str, Any]:
         body = self.model_dump(mode="json")
         if fmt is not None:
-            body.update(encoding=fmt.encoding, sample_rate=fmt.sample_rate, bit_depth=fmt.bit_depth)
+            body.update(
+                encoding=fmt.encoding, sample_rate=fmt.sample_rate, bit_depth=fmt.bit_depth, channels=fmt.channels
+            )
         return body
 
 

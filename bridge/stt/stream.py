@@ -115,11 +115,11 @@ class SttStream:
         self._format = audio_format
         self.on_notice = on_notice
         self._sleep = sleep
-        chunk = max(audio_format.bytes_for_ms(settings.chunk_ms), audio_format.sample_width)
+        chunk = max(audio_format.bytes_for_ms(settings.chunk_ms), audio_format.frame_bytes)
         self.replay = ReplayBuffer(
             max_bytes=int(audio_format.bytes_per_second * settings.replay_buffer_seconds),
             chunk_bytes=chunk,
-            frame_bytes=audio_format.sample_width,
+            frame_bytes=audio_format.frame_bytes,  # two channels: a frame is one sample of each
         )
         self._conn: SessionConnection | None = None
         self._stopping = False
@@ -396,7 +396,7 @@ class SttStream:
                 if event.is_final:
                     self._final(event)
                 else:
-                    self.on_notice(PartialUtterance(event.utterance.text))
+                    self.on_notice(PartialUtterance(event.utterance.text, event.utterance.channel))
             case Lifecycle():
                 if event.kind == "end_session":
                     self._ended = True
@@ -404,9 +404,9 @@ class SttStream:
                 self.server_errors += 1
                 log.warning("stt.server_error", kind=event.kind, message=event.message)
             case SpeechStart():
-                self.on_notice(CallerSpeech(started=True))
+                self.on_notice(CallerSpeech(started=True, channel=event.channel))
             case SpeechEnd():
-                self.on_notice(CallerSpeech(started=False))
+                self.on_notice(CallerSpeech(started=False, channel=event.channel))
             case StopAck() | PostProcessing() | OtherMessage():
                 pass  # nothing the bridge acts on
             case _:

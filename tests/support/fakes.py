@@ -123,7 +123,7 @@ class FakeGladia:
         depth = body.get("bit_depth", 16) // 8
         rate = body.get("sample_rate", 16000)
         sid, token = str(uuid.uuid4()), str(uuid.uuid4())
-        self.sessions[sid] = FakeSession(sid, token, body, rate * depth)
+        self.sessions[sid] = FakeSession(sid, token, body, rate * depth * int(body.get("channels", 1)))
         host = request.host
         return web.json_response(
             {"id": sid, "created_at": "2026-01-01T00:00:00.000Z", "url": f"ws://{host}/v2/live?token={token}"},
