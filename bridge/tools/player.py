@@ -5,17 +5,25 @@ Telnyx, Plivo, Exotel, Vonage, jambonz/FreeSWITCH audio forks and Asterisk chan_
 its own framing and native audio (converted from the input), paced in real time by default or as
 fast as the socket takes it. It reports what the bridge did: how the stream was closed, and anything
 the bridge sent back on the socket (audio, marks, clears).
+
+A two-party call (``outbound``: what the other party says, e.g. the right channel of a stereo WAV) goes out
+as the carrier's second track, where the carrier has one (:data:`TWO_TRACK_CARRIERS`): Twilio's and
+SignalWire's ``both_tracks``, Telnyx's ``stream_track=both_tracks``, Plivo's ``audioTrack="both"`` (one
+message per track and 20 ms, the inbound track's first), and jambonz/FreeSWITCH ``stereo`` forks (both
+channels interleaved in each binary frame).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import json
 import math
 import sys
 import time
 import uuid
+import wave
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TextIO
@@ -23,7 +31,8 @@ from typing import Any, TextIO
 import websockets
 
 from bridge.adapters import CARRIERS
-from bridge.audio import ULAW_8K, AudioFormat, make_transcoder, silence
+from bridge.audio import ULAW_8K, AudioFormat, make_transcoder, samples_to_float, silence
+from bridge.errors import WavError
 from bridge.tools.ear import TwilioEar
 from bridge.tools.writers.asterisk import AsteriskStreamWriter
 from bridge.tools.writers.audiofork import AudioForkStreamWriter
@@ -33,8 +42,10 @@ from bridge.tools.writers.signalwire import SignalWireStreamWriter
 from bridge.tools.writers.telnyx import TelnyxStreamWriter
 from bridge.tools.writers.twilio import TwilioStreamWriter
 from bridge.tools.writers.vonage import VonageStreamWriter
+from bridge.wav import Wav, read_wav, to_ulaw_8k
 
 FRAME_BYTES = 160  # 20 ms of 8 kHz mu-law
+TWO_TRACKS = ["inbound", "outbound"]
 
 
 @dataclass
@@ -48,6 +59,7 @@ class Dialect:
     subprotocols: tuple[str, ...] = ()
     sends_stop: bool = True
     writer: TwilioStreamWriter | SignalWireStreamWriter | None = None  # Twilio-like: mark echoes, more media
+    messages_per_frame: int = 1  # 2 for a two-track call in one message per track
 
 
 def native(ulaw: bytes, fmt: AudioFormat) -> bytes:
@@ -56,48 +68,99 @@ def native(ulaw: bytes, fmt: AudioFormat) -> bytes:
     return transcoder.feed(ulaw) + transcoder.flush()
 
 
-Build = Callable[[bytes, str, str, dict[str, str], AudioFormat | None], Dialect]
+# (inbound 8 kHz mu-law, call sid, stream sid, parameters, L16 format or None, outbound 8 kHz mu-law or None)
+Build = Callable[[bytes, str, str, dict[str, str], AudioFormat | None, bytes | None], Dialect]
+
+
+def _native_outbound(outbound: bytes | None, fmt: AudioFormat) -> bytes | None:
+    return None if outbound is None else native(outbound, fmt)
 
 
 def _twilio(
-    ulaw: bytes, call_sid: str, stream_sid: str, parameters: dict[str, str], l16: AudioFormat | None
+    ulaw: bytes,
+    call_sid: str,
+    stream_sid: str,
+    parameters: dict[str, str],
+    l16: AudioFormat | None,
+    outbound: bytes | None = None,
 ) -> Dialect:
-    w = TwilioStreamWriter(call_sid, stream_sid, parameters=parameters)
-    return Dialect(w.call(ulaw, FRAME_BYTES), ULAW_8K, ulaw, 0.02, writer=w)
+    tracks = TWO_TRACKS if outbound is not None else ["inbound"]
+    w = TwilioStreamWriter(call_sid, stream_sid, parameters=parameters, tracks=tracks)
+    return Dialect(w.call(ulaw, FRAME_BYTES, outbound), ULAW_8K, ulaw, 0.02, writer=w, messages_per_frame=len(tracks))
 
 
 def _signalwire(
-    ulaw: bytes, call_sid: str, stream_sid: str, parameters: dict[str, str], l16: AudioFormat | None
+    ulaw: bytes,
+    call_sid: str,
+    stream_sid: str,
+    parameters: dict[str, str],
+    l16: AudioFormat | None,
+    outbound: bytes | None = None,
 ) -> Dialect:
     fmt = l16 or ULAW_8K
     audio = native(ulaw, fmt)
+    tracks = TWO_TRACKS if outbound is not None else ["inbound"]
     sw = SignalWireStreamWriter(
-        call_sid, stream_sid, parameters=parameters, sample_rate=l16.sample_rate if l16 else None
+        call_sid, stream_sid, parameters=parameters, sample_rate=l16.sample_rate if l16 else None, tracks=tracks
     )
-    return Dialect(sw.call(audio, fmt.bytes_for_ms(20)), fmt, audio, 0.02, writer=sw)
+    messages = sw.call(audio, fmt.bytes_for_ms(20), _native_outbound(outbound, fmt))
+    return Dialect(messages, fmt, audio, 0.02, writer=sw, messages_per_frame=len(tracks))
 
 
 def _telnyx(
-    ulaw: bytes, call_sid: str, stream_sid: str, parameters: dict[str, str], l16: AudioFormat | None
+    ulaw: bytes,
+    call_sid: str,
+    stream_sid: str,
+    parameters: dict[str, str],
+    l16: AudioFormat | None,
+    outbound: bytes | None = None,
 ) -> Dialect:
     fmt = l16 or ULAW_8K
     audio = native(ulaw, fmt)
     caller, called = _numbers(parameters)
-    tw = TelnyxStreamWriter(call_sid, stream_sid, caller, called, "L16" if l16 else "PCMU", fmt.sample_rate)
-    return Dialect(tw.call(audio, fmt.bytes_for_ms(20)), fmt, audio, 0.02)
+    tw = TelnyxStreamWriter(
+        call_sid,
+        stream_sid,
+        caller,
+        called,
+        "L16" if l16 else "PCMU",
+        fmt.sample_rate,
+        both_tracks=outbound is not None,
+    )
+    messages = tw.call(audio, fmt.bytes_for_ms(20), _native_outbound(outbound, fmt))
+    return Dialect(messages, fmt, audio, 0.02, messages_per_frame=2 if outbound is not None else 1)
 
 
-def _plivo(ulaw: bytes, call_sid: str, stream_sid: str, parameters: dict[str, str], l16: AudioFormat | None) -> Dialect:
+def _plivo(
+    ulaw: bytes,
+    call_sid: str,
+    stream_sid: str,
+    parameters: dict[str, str],
+    l16: AudioFormat | None,
+    outbound: bytes | None = None,
+) -> Dialect:
     fmt = l16 or ULAW_8K
     audio = native(ulaw, fmt)
+    tracks = TWO_TRACKS if outbound is not None else ["inbound"]
     pw = PlivoStreamWriter(
-        call_sid, stream_sid, parameters=parameters, sample_rate=l16.sample_rate if l16 else None, send_stop=True
+        call_sid,
+        stream_sid,
+        parameters=parameters,
+        sample_rate=l16.sample_rate if l16 else None,
+        send_stop=True,
+        tracks=tracks,
     )
-    return Dialect(pw.call(audio, fmt.bytes_for_ms(20)), fmt, audio, 0.02)
+    messages = pw.call(audio, fmt.bytes_for_ms(20), _native_outbound(outbound, fmt))
+    return Dialect(messages, fmt, audio, 0.02, messages_per_frame=len(tracks))
 
 
 def _exotel(
-    ulaw: bytes, call_sid: str, stream_sid: str, parameters: dict[str, str], l16: AudioFormat | None
+    ulaw: bytes,
+    call_sid: str,
+    stream_sid: str,
+    parameters: dict[str, str],
+    l16: AudioFormat | None,
+    outbound: bytes | None = None,
 ) -> Dialect:
     fmt = l16 or AudioFormat("pcm16", 8000)
     audio = native(ulaw, fmt)
@@ -107,7 +170,12 @@ def _exotel(
 
 
 def _vonage(
-    ulaw: bytes, call_sid: str, stream_sid: str, parameters: dict[str, str], l16: AudioFormat | None
+    ulaw: bytes,
+    call_sid: str,
+    stream_sid: str,
+    parameters: dict[str, str],
+    l16: AudioFormat | None,
+    outbound: bytes | None = None,
 ) -> Dialect:
     fmt = l16 or AudioFormat("pcm16", 16000)
     audio = native(ulaw, fmt)
@@ -117,17 +185,30 @@ def _vonage(
 
 
 def _audiofork(
-    ulaw: bytes, call_sid: str, stream_sid: str, parameters: dict[str, str], l16: AudioFormat | None
+    ulaw: bytes,
+    call_sid: str,
+    stream_sid: str,
+    parameters: dict[str, str],
+    l16: AudioFormat | None,
+    outbound: bytes | None = None,
 ) -> Dialect:
     fmt = l16 or AudioFormat("pcm16", 8000)
     audio = native(ulaw, fmt)
     caller, called = _numbers(parameters)
-    aw = AudioForkStreamWriter(call_sid, fmt.sample_rate, caller, called)
-    return Dialect(aw.call(audio, fmt.bytes_for_ms(20)), fmt, audio, 0.02, (aw.subprotocol,), sends_stop=False)
+    aw = AudioForkStreamWriter(
+        call_sid, fmt.sample_rate, caller, called, mix_type="mono" if outbound is None else "stereo"
+    )
+    messages = aw.call(audio, fmt.bytes_for_ms(20), _native_outbound(outbound, fmt))
+    return Dialect(messages, fmt, audio, 0.02, (aw.subprotocol,), sends_stop=False)
 
 
 def _asterisk(
-    ulaw: bytes, call_sid: str, stream_sid: str, parameters: dict[str, str], l16: AudioFormat | None
+    ulaw: bytes,
+    call_sid: str,
+    stream_sid: str,
+    parameters: dict[str, str],
+    l16: AudioFormat | None,
+    outbound: bytes | None = None,
 ) -> Dialect:
     fmt = l16 or ULAW_8K
     audio = native(ulaw, fmt)
@@ -153,6 +234,9 @@ DIALECTS: dict[str, Build] = {
     "asterisk": _asterisk,
 }
 
+# The carriers whose stream can carry the other party too (the rest stream one track: Exotel, Vonage, Asterisk).
+TWO_TRACK_CARRIERS = ("twilio", "signalwire", "telnyx", "plivo", "audiofork")
+
 
 def dialect(
     carrier: str,
@@ -161,16 +245,50 @@ def dialect(
     stream_sid: str,
     parameters: dict[str, str],
     sample_rate: int | None = None,
+    outbound: bytes | None = None,
 ) -> Dialect:
     """The messages ``carrier`` would send for a call carrying ``ulaw`` (8 kHz mu-law).
 
     ``sample_rate`` picks L16 at that rate for carriers that offer it (SignalWire, Telnyx, Plivo,
-    Exotel, Vonage, audio forks, Asterisk); by default each uses its usual format.
+    Exotel, Vonage, audio forks, Asterisk); by default each uses its usual format. ``outbound`` (8 kHz
+    mu-law, as long as ``ulaw``) is the other party, on the carrier's second track.
+
+    Raises:
+        ValueError: an unknown carrier, or ``outbound`` for a carrier not in :data:`TWO_TRACK_CARRIERS`.
     """
     build = DIALECTS.get(carrier)
     if build is None:
         raise ValueError(f"unknown carrier {carrier!r}; known: {', '.join(CARRIERS)}")
-    return build(ulaw, call_sid, stream_sid, parameters, AudioFormat("pcm16", sample_rate) if sample_rate else None)
+    if outbound is not None and carrier not in TWO_TRACK_CARRIERS:
+        raise ValueError(two_tracks_unsupported(carrier))
+    l16 = AudioFormat("pcm16", sample_rate) if sample_rate else None
+    return build(ulaw, call_sid, stream_sid, parameters, l16, outbound)
+
+
+def two_tracks_unsupported(carrier: str) -> str:
+    return f"{carrier} streams one track; two-party calls play on {', '.join(TWO_TRACK_CARRIERS)}"
+
+
+def read_two_tracks(data: bytes) -> tuple[bytes, bytes]:
+    """A two-channel WAV file as a two-party call: (left, right) as 8 kHz mu-law, the caller and the agent.
+
+    Raises:
+        WavError: not a WAV file, not two channels, or not integer PCM (the one-track path reads more).
+    """
+    wav = read_wav(data)  # checks the file and counts its channels
+    if wav.channels != 2:
+        raise WavError(
+            f"{wav.channels} channel{'s' if wav.channels != 1 else ''}; a two-party call needs a stereo WAV "
+            "(left: the caller, right: the agent)"
+        )
+    try:
+        with wave.open(io.BytesIO(data)) as w:
+            bits, raw = 8 * w.getsampwidth(), w.readframes(w.getnframes())
+    except (wave.Error, EOFError) as exc:
+        raise WavError(f"a two-party call reads integer PCM WAV files: {exc}") from exc
+    both = samples_to_float(raw, "pcm", bits).reshape(-1, 2)
+    left, right = (to_ulaw_8k(Wav(wav.sample_rate, 1, both[:, side].copy())) for side in (0, 1))
+    return left, right
 
 
 @dataclass
@@ -208,6 +326,7 @@ async def play_call(
     call_sid: str | None = None,
     listen_reply: bool = False,
     linger: float = 0.0,
+    outbound: bytes | None = None,
 ) -> CallReport:
     """Play ``ulaw`` (8 kHz mu-law) as one call in ``carrier``'s dialect into ``url``.
 
@@ -219,14 +338,25 @@ async def play_call(
             echoes, clears) into ``report.ear`` (Twilio and SignalWire dialects).
         linger: after the audio, keep the call open (sending silence) up to this many seconds while
             the bridge still plays something back.
+        outbound: the other party (8 kHz mu-law), on the carrier's second track: a two-party call, as
+            ``<Start><Stream track="both_tracks">`` forks it (the shorter track is padded with silence).
+
+    Raises:
+        ValueError: ``outbound`` for a carrier in one track, or with ``listen_reply`` (a stream that plays
+            back carries one track).
     """
+    if outbound is not None:
+        if listen_reply:
+            raise ValueError("a stream the bridge plays back into carries one track (no outbound)")
+        length = max(len(ulaw), len(outbound))
+        ulaw, outbound = ulaw.ljust(length, b"\xff"), outbound.ljust(length, b"\xff")  # mu-law silence
     if url.startswith(("http://", "https://")):
         url = "ws" + url[4:]  # http -> ws, https -> wss
     is_twilio_like = carrier in ("twilio", "signalwire")
     call_sid = call_sid or (("CA" if carrier == "twilio" else "") + uuid.uuid4().hex)
     stream_sid = ("MZ" if carrier == "twilio" else "") + uuid.uuid4().hex
     params = parameters or {"From": "+15550100", "To": "+15550199"}
-    play = dialect(carrier, ulaw, call_sid, stream_sid, params, sample_rate)
+    play = dialect(carrier, ulaw, call_sid, stream_sid, params, sample_rate, outbound)
     has_stream_id = is_twilio_like or carrier in ("telnyx", "plivo", "exotel")
     report = CallReport(call_sid, stream_sid if has_stream_id else call_sid)
     writer = play.writer
@@ -259,18 +389,19 @@ async def play_call(
         t0 = time.monotonic()
         listener = asyncio.create_task(listen())
         audio_total = math.ceil(len(play.native_audio) / play.audio_format.bytes_for_ms(play.frame_seconds * 1000))
-        # Every dialect is: opening messages, one message per audio frame, then stop (if it has one).
-        first_audio = len(messages) - audio_total - (1 if play.sends_stop else 0)
+        per_frame = play.messages_per_frame
+        # Every dialect is: opening messages, one message per audio frame (per track), then stop (if it has one).
+        first_audio = len(messages) - audio_total * per_frame - (1 if play.sends_stop else 0)
         report.started_at = t0
         frame_index = 0
         for n, message in enumerate(messages):
-            is_audio = first_audio <= n < first_audio + audio_total
-            if is_audio and realtime:
+            is_audio = first_audio <= n < first_audio + audio_total * per_frame
+            if is_audio and realtime and (n - first_audio) % per_frame == 0:
                 delay = t0 + frame_index * play.frame_seconds - time.monotonic()
                 if delay > 0:
                     await asyncio.sleep(delay)
             await ws.send(message)
-            if is_audio:
+            if is_audio and (n - first_audio) % per_frame == per_frame - 1:  # the frame's last track
                 if ear is not None:
                     await answer(ear.due(time.monotonic() - t0))
                 if on_frame is not None:
@@ -316,7 +447,8 @@ async def _linger(
             idle = now - max((t for t, _ in ear.marks), default=0.0)
             if ear.played and now > ear.finished_at() + 0.5 and idle > 2.0:
                 return
-        await ws.send(writer.media(quiet))
+        for track in writer.tracks:  # silence on each track the stream announced
+            await ws.send(writer.media(quiet, track))
         frames += 1
         await asyncio.sleep(max(0.0, t0 + frames * play.frame_seconds - time.monotonic()))
 

@@ -6,6 +6,8 @@ import json
 from collections.abc import Iterator, Mapping
 from typing import Any, Literal
 
+from bridge.tools.writers.two_tracks import interleave_pcm16
+
 WriterStyle = Literal["jambonz", "audio_fork", "audio_stream"]
 _WRITER_SUBPROTOCOLS: dict[str, tuple[str, ...]] = {
     "jambonz": ("audio.jambonz.org",),
@@ -29,6 +31,9 @@ class AudioForkStreamWriter:
 
     ``send_metadata=False`` starts with audio (mod_audio_stream's and mod_audio_fork's metadata are optional).
     ``call_id`` is the SIP Call-ID (jambonz ``callId``, mod_audio_fork ``callid``).
+
+    ``mix_type="stereo"`` (jambonz ``mixType``; FreeSWITCH's ``stereo`` argument) carries both legs of the call
+    in each binary frame: 16-bit samples of the caller (left) and the other party (right), interleaved.
     """
 
     subprotocol = "audio.jambonz.org"  # kept for callers that offer one subprotocol; see ``subprotocols``
@@ -80,7 +85,14 @@ class AudioForkStreamWriter:
             return _compact({"to": self.called, "from": self.caller, "callid": self.call_id, **self.metadata})
         return _compact(self.metadata)
 
-    def call(self, pcm: bytes, frame_bytes: int) -> Iterator[str | bytes]:
+    def call(self, pcm: bytes, frame_bytes: int, outbound: bytes | None = None) -> Iterator[str | bytes]:
+        """Every message of a whole call playing ``pcm`` (L16) in frames of ``frame_bytes`` per channel; with
+        ``outbound`` (the right channel, as long as ``pcm``; ``mix_type`` must be ``stereo``), each binary frame
+        holds both channels interleaved (twice ``frame_bytes``)."""
+        if outbound is not None:
+            if self.mix_type != "stereo":
+                raise ValueError(f"two channels on a {self.mix_type!r} fork; use mix_type='stereo'")
+            pcm, frame_bytes = interleave_pcm16(pcm, outbound), 2 * frame_bytes
         if self.send_metadata:
             yield self.metadata_message()
         for i in range(0, len(pcm), frame_bytes):

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
+
+from bridge.tools.writers.two_tracks import check_outbound
 
 
 class PlivoStreamWriter:
@@ -14,6 +16,11 @@ class PlivoStreamWriter:
     ``parameters`` travel as ``extra_headers`` ("k=v;k2=v2"), ``custom_parameters`` (when given) as
     ``start.customParameters``. ``send_stop`` ends the stream as Plivo does (``bridge call`` uses it);
     without it the stream ends by the socket closing, which Plivo may also do.
+
+    ``tracks`` is what ``start.tracks`` (and ``stop.tracks``) announce: ``["inbound"]`` by default,
+    ``["inbound", "outbound"]`` for ``audioTrack="both"``. Each ``media`` message carries one track; its
+    ``timestamp`` is the wall clock (epoch ms) at that track's audio, and ``chunk`` counts per track (Plivo
+    does not document how it numbers two tracks).
     """
 
     def __init__(
@@ -26,6 +33,7 @@ class PlivoStreamWriter:
         custom_parameters: Mapping[str, str] | None = None,
         send_stop: bool = False,
         account_id: str = "MA0000",
+        tracks: Sequence[str] = ("inbound",),
     ) -> None:
         self.call_id, self.stream_id = call_id, stream_id
         self.parameters = parameters or {}
@@ -33,11 +41,13 @@ class PlivoStreamWriter:
         self.sample_rate = sample_rate
         self.send_stop = send_stop
         self.account_id = account_id
+        self.tracks = list(tracks)
         self.bytes_per_ms = sample_rate * 2 // 1000 if sample_rate else 8
         self.epoch_ms = 1_700_000_000_000  # media.timestamp is the wall clock, in ms
         self._seq = 0
-        self._chunk = 0
-        self._audio_ms = 0.0
+        self._chunks: dict[str, int] = {}  # per track
+        self._track_ms: dict[str, float] = {}
+        self._audio_ms = 0.0  # the inbound track's (for DTMF)
 
     def _next(self) -> int:
         self._seq += 1
@@ -57,7 +67,7 @@ class PlivoStreamWriter:
             "callId": self.call_id,
             "streamId": self.stream_id,
             "accountId": self.account_id,
-            "tracks": ["inbound"],
+            "tracks": self.tracks,
             "mediaFormat": fmt,
         }
         if self.custom_parameters is not None:
@@ -66,24 +76,26 @@ class PlivoStreamWriter:
             {"event": "start", "sequenceNumber": self._next(), "start": start, "extra_headers": self.extra_headers}
         )
 
-    def media(self, payload: bytes) -> str:
-        self._chunk += 1
-        msg = json.dumps(
+    def media(self, payload: bytes, track: str = "inbound") -> str:
+        self._chunks[track] = chunk = self._chunks.get(track, 0) + 1
+        audio_ms = self._track_ms.get(track, 0.0)
+        self._track_ms[track] = audio_ms + len(payload) / self.bytes_per_ms
+        if track == "inbound":
+            self._audio_ms = self._track_ms[track]
+        return json.dumps(
             {
                 "event": "media",
                 "sequenceNumber": self._next(),
                 "streamId": self.stream_id,
                 "media": {
-                    "track": "inbound",
-                    "timestamp": str(self.epoch_ms + int(self._audio_ms)),
-                    "chunk": self._chunk,
+                    "track": track,
+                    "timestamp": str(self.epoch_ms + int(audio_ms)),
+                    "chunk": chunk,
                     "payload": base64.b64encode(payload).decode(),
                 },
                 "extra_headers": self.extra_headers,
             }
         )
-        self._audio_ms += len(payload) / self.bytes_per_ms
-        return msg
 
     def dtmf(self, digit: str) -> str:
         return json.dumps(
@@ -110,15 +122,20 @@ class PlivoStreamWriter:
             "event": "stop",
             "sequenceNumber": self._next(),
             "streamId": self.stream_id,
-            "stop": {"callId": self.call_id, "streamId": self.stream_id, "tracks": ["inbound"]},
+            "stop": {"callId": self.call_id, "streamId": self.stream_id, "tracks": self.tracks},
         }
         if reason is not None:
             msg["reason"] = reason
         return json.dumps(msg)
 
-    def call(self, audio: bytes, frame_bytes: int) -> Iterator[str]:
+    def call(self, audio: bytes, frame_bytes: int, outbound: bytes | None = None) -> Iterator[str]:
+        """Every message of a whole call playing ``audio``; with ``outbound`` (as long as ``audio``, both tracks
+        announced), each inbound frame is followed by the outbound track's."""
+        check_outbound(self.tracks, audio, outbound)
         yield self.start()
         for i in range(0, len(audio), frame_bytes):
             yield self.media(audio[i : i + frame_bytes])
+            if outbound is not None:
+                yield self.media(outbound[i : i + frame_bytes], "outbound")
         if self.send_stop:
             yield self.stop()

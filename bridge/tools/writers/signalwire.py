@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
+
+from bridge.tools.writers.two_tracks import check_outbound
 
 
 class SignalWireStreamWriter:
@@ -17,6 +19,10 @@ class SignalWireStreamWriter:
     ``wrapped`` sends each one in the documented envelope (``timestamp``, ``direction``, ``eventType``,
     ``rawEvent``...). Unwrapped, each message is the ``rawEvent`` alone, except that a DTMF then keeps a
     ``sequenceNumber`` (in the envelope form only the envelope has it, and unwrapped there is none).
+
+    ``tracks`` (``start.tracks``) defaults to both tracks when ``channels`` is 2, else the inbound one; each
+    ``media`` message carries one track, with its own ``timestamp`` (ms since the stream started) and one
+    ``chunk`` counter across tracks, as Twilio numbers them.
     """
 
     def __init__(
@@ -28,6 +34,7 @@ class SignalWireStreamWriter:
         *,
         wrapped: bool = False,
         channels: int = 1,
+        tracks: Sequence[str] | None = None,
         account_sid: str = "00000000-0000-0000-0000-000000000001",
     ) -> None:
         self.call_sid, self.stream_sid, self.account_sid = call_sid, stream_sid, account_sid
@@ -38,12 +45,15 @@ class SignalWireStreamWriter:
             if sample_rate
             else {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": channels}
         )
-        self.tracks = ["inbound", "outbound"] if channels == 2 else ["inbound"]
+        self.tracks = (
+            list(tracks) if tracks is not None else (["inbound", "outbound"] if channels == 2 else ["inbound"])
+        )
         self.bytes_per_ms = sample_rate * 2 // 1000 if sample_rate else 8
         self.clock = datetime(2025, 9, 26, 16, 25, 4, 792000, tzinfo=UTC)  # the envelope's wall clock
         self._seq = 0
         self._chunk = 0
-        self._audio_ms = 0.0
+        self._audio_ms = 0.0  # the inbound track's, for the envelope's wall clock
+        self._track_ms: dict[str, float] = {}
 
     def _next(self) -> str:
         self._seq += 1
@@ -85,18 +95,20 @@ class SignalWireStreamWriter:
     def media(self, payload: bytes, track: str = "inbound") -> str:
         seq = self._next()
         self._chunk += 1
+        timestamp = self._track_ms.get(track, 0.0)
+        self._track_ms[track] = timestamp + len(payload) / self.bytes_per_ms
         raw = {
             "event": "media",
             "sequenceNumber": seq,
             "media": {
                 "track": track,
                 "chunk": str(self._chunk),
-                "timestamp": str(int(self._audio_ms)),
+                "timestamp": str(int(timestamp)),
                 "payload": base64.b64encode(payload).decode(),
             },
         }
         msg = self._message(raw, {"streamSid": self.stream_sid, "sequenceNumber": seq})
-        if track == "inbound":  # both tracks share one clock
+        if track == "inbound":
             self._audio_ms += len(payload) / self.bytes_per_ms
         return msg
 
@@ -126,10 +138,14 @@ class SignalWireStreamWriter:
             {"event": "stop", "sequenceNumber": seq}, {"streamSid": self.stream_sid, "sequenceNumber": seq}
         )
 
-    def call(self, audio: bytes, frame_bytes: int = 160) -> Iterator[str]:
-        """Every message of a whole call playing ``audio`` (in the stream's format)."""
+    def call(self, audio: bytes, frame_bytes: int = 160, outbound: bytes | None = None) -> Iterator[str]:
+        """Every message of a whole call playing ``audio`` (in the stream's format); with ``outbound`` (as long
+        as ``audio``, both tracks announced), each inbound frame is followed by the outbound track's."""
+        check_outbound(self.tracks, audio, outbound)
         yield self.connected()
         yield self.start()
         for i in range(0, len(audio), frame_bytes):
             yield self.media(audio[i : i + frame_bytes])
+            if outbound is not None:
+                yield self.media(outbound[i : i + frame_bytes], "outbound")
         yield self.stop()

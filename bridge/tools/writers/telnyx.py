@@ -9,14 +9,16 @@ from typing import Any
 
 from bridge.adapters.telnyx import codec_of, swap16
 from bridge.audio import ALAW_8K, ULAW_8K, AudioFormat, silence
+from bridge.tools.writers.two_tracks import check_outbound
 
 
 class TelnyxStreamWriter:
     """Telnyx's side of a stream (for ``bridge call --carrier telnyx`` and tests), as Telnyx documents it.
 
     Takes audio in the bridge's formats (L16 little-endian) and sends L16 in network byte order, as
-    RTP carries it. ``both_tracks`` adds an outbound (silent) chunk after each inbound one;
-    ``shared_chunk_counter`` numbers both tracks with one ``chunk`` counter instead of one each.
+    RTP carries it. ``both_tracks`` (``stream_track=both_tracks``) adds an outbound chunk after each inbound one,
+    silent unless ``call`` is given the other party's audio; each track has its own ``timestamp`` (ms since the
+    stream started) and, unless ``shared_chunk_counter``, its own ``chunk`` counter.
     """
 
     def __init__(
@@ -103,13 +105,18 @@ class TelnyxStreamWriter:
             }
         )
 
-    def call(self, audio: bytes, frame_bytes: int) -> Iterator[str]:
+    def call(self, audio: bytes, frame_bytes: int, outbound: bytes | None = None) -> Iterator[str]:
+        """Every message of a whole call playing ``audio``; ``outbound`` (as long as ``audio``) is the other
+        party's audio on the outbound track (implies ``both_tracks``)."""
+        check_outbound(("inbound", "outbound"), audio, outbound)
         yield self.connected()
         yield self.start()
         quiet = silence(self._format, 20)[:1]
         for i in range(0, len(audio), frame_bytes):
             frame = audio[i : i + frame_bytes]
             yield self.media(frame)
-            if self.both_tracks:
+            if outbound is not None:
+                yield self.media(outbound[i : i + frame_bytes], "outbound")
+            elif self.both_tracks:
                 yield self.media(quiet * len(frame), "outbound")
         yield self.stop()
