@@ -61,6 +61,14 @@ def _parser() -> argparse.ArgumentParser:
     call = sub.add_parser("call", help="play a WAV file as a Twilio call into a running bridge")
     call.add_argument("audio", type=Path, help="a WAV file (any rate and encoding; sent as 8 kHz mu-law)")
     call.add_argument(
+        "--tracks",
+        choices=("inbound", "both"),
+        default="inbound",
+        help="inbound (default): the caller only, a stereo file mixed to mono; both: a two-party call from a "
+        "stereo WAV, the left channel as the caller (the carrier's inbound track), the right as the agent "
+        "(outbound; twilio, signalwire, telnyx, plivo, audiofork)",
+    )
+    call.add_argument(
         "--carrier",
         default="twilio",
         choices=tuple(CARRIERS),
@@ -134,6 +142,13 @@ def _parser() -> argparse.ArgumentParser:
         help="the bot answers every final with 2 s of audio (play); the callers play it back like phones "
         "and count underruns (gaps over 40 ms inside a reply)",
     )
+    load.add_argument(
+        "--tracks",
+        choices=("inbound", "both"),
+        default="inbound",
+        help="inbound (default): the caller only; both: two-party calls (Twilio both_tracks), an inbound and an "
+        "outbound message each 20 ms, interleaved by the bridge into one two-channel Gladia session",
+    )
 
     demo = sub.add_parser("demo", help="a sample call through the bridge on the embedded defaults")
     demo.add_argument(
@@ -201,6 +216,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.config,
             args.reference,
             args.reply,
+            args.tracks,
         )
     if args.command == "demo":
         from bridge.tools.demo import run_demo
@@ -256,13 +272,36 @@ def _check_data_dir(settings: Settings) -> str | None:
 
 def _call(args: argparse.Namespace) -> int:
     from bridge.errors import WavError
-    from bridge.tools.player import play_call, print_reply, print_report, reply_wav
+    from bridge.tools.player import (
+        TWO_TRACK_CARRIERS,
+        play_call,
+        print_reply,
+        print_report,
+        read_two_tracks,
+        reply_wav,
+        two_tracks_unsupported,
+    )
     from bridge.wav import read_wav, to_ulaw_8k
 
+    both = args.tracks == "both"
+    if both and args.carrier not in TWO_TRACK_CARRIERS:
+        print(f"bridge call: --tracks both: {two_tracks_unsupported(args.carrier)}", file=sys.stderr)
+        return 2
+    if both and args.save_reply is not None:
+        print("bridge call: --save-reply plays back into a one-track stream; not with --tracks both", file=sys.stderr)
+        return 2
+    outbound: bytes | None = None
     try:
-        ulaw = to_ulaw_8k(read_wav(args.audio.read_bytes()))
-    except (OSError, WavError) as exc:
+        data = args.audio.read_bytes()
+        if both:
+            ulaw, outbound = read_two_tracks(data)
+        else:
+            ulaw = to_ulaw_8k(read_wav(data))
+    except OSError as exc:
         print(f"bridge call: {args.audio}: {exc}", file=sys.stderr)
+        return 2
+    except WavError as exc:
+        print(f"bridge call: {args.audio}: {'--tracks both: ' if both else ''}{exc}", file=sys.stderr)
         return 2
     params = {"From": "+15550100", "To": "+15550199"}
     for item in args.param:
@@ -294,6 +333,7 @@ def _call(args: argparse.Namespace) -> int:
                 sample_rate=args.rate,
                 listen_reply=args.save_reply is not None,
                 linger=args.linger if args.linger is not None else (10.0 if args.save_reply else 0.0),
+                outbound=outbound,
             )
         )
     except (OSError, websockets.InvalidURI, websockets.InvalidHandshake, ValueError) as exc:

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from bridge.tools.load_peers import FRAME, SEND_TIME, FirstChannel
 from tests.support.process import ROOT
 
 
@@ -69,3 +70,54 @@ async def test_a_loadtest_with_replies_plays_them_back_without_underruns_and_sto
     # each call hears the replies to its finals at 2 s and 4 s whole, and most of the one at 6 s
     assert result["reply_seconds_heard"] >= 6 * 4.5, result
     assert result["reply_underruns"] == 0 and result["reply_marks_echoed"] >= 6 * 2
+
+
+@pytest.mark.timeout(120)
+async def test_a_two_track_loadtest_carries_every_caller_frame_and_gets_finals_twice_as_often() -> None:
+    """`--tracks both`: two-party calls, interleaved by the bridge into two-channel sessions; a frame is still
+    one frame of the caller's track (measured on channel 0), and a final comes each 1 s of a call."""
+    result = await loadtest("--calls", "4", "--seconds", "4", "--generators", "1", "--tracks", "both")
+    assert result["tracks"] == "both" and result["under_test"] == "bridge"
+    assert result["frames_sent"] == 4 * 200 and result["media_messages_sent"] == 2 * 4 * 200
+    assert result["frames_lost"] == 0 and result["failed_calls"] == 0
+    assert result["final_every_s"] == 1.0
+    assert result["finals_delivered"] == result["finals_expected"] == 4 * 4
+    assert result["bridge_cpu_ms_per_call_second"] > 0
+
+
+async def test_the_reference_forwarder_refuses_two_tracks() -> None:
+    """The reference forwarder forwards one track: `--reference --tracks both` exits 2 with one line."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bridge",
+        "loadtest",
+        "--reference",
+        "--tracks",
+        "both",
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 20)
+    assert proc.returncode == 2 and out == b""
+    assert err.decode().strip() == "bridge loadtest: --tracks both: --reference forwards one track"
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 7, 160, 161, 320, 333, 1000])
+def test_the_load_gladia_reads_channel_0_send_times_from_any_chunking(chunk: int) -> None:
+    """Channel 0 of an interleaved two-channel stream, cut into chunks of any size (odd offsets, timestamps
+    split between chunks): one send time per caller frame, in order, none from channel 1."""
+    inbound = [SEND_TIME.pack(float(i)) + b"\xff" * (FRAME - SEND_TIME.size) for i in range(10)]
+    outbound = [SEND_TIME.pack(100.0 + i) + b"\xff" * (FRAME - SEND_TIME.size) for i in range(10)]
+    stream = bytearray()
+    for a, b in zip(inbound, outbound, strict=True):
+        pair = bytearray(2 * FRAME)
+        pair[0::2], pair[1::2] = a, b
+        stream += pair
+    reader = FirstChannel(2)
+    stamps = [t for i in range(0, len(stream), chunk) for t in reader.feed(bytes(stream[i : i + chunk]))]
+    assert stamps == [float(i) for i in range(10)]
+    mono = FirstChannel(1)
+    whole = b"".join(inbound)
+    assert [t for i in range(0, len(whole), chunk) for t in mono.feed(whole[i : i + chunk])] == stamps

@@ -22,8 +22,9 @@ from bridge.loop import run_loop
 from bridge.tools.ear import TwilioEar
 
 FRAME = 160  # 20 ms of mu-law
-FINAL_EVERY = 16000  # bytes: a final every 2 s of audio
-_TS = struct.Struct("<d")
+FINAL_EVERY = 16000  # bytes of a session's stream: a final every 2 s of one track, every 1 s of two
+TRACKS = {"inbound": ["inbound"], "both": ["inbound", "outbound"]}  # --tracks -> Twilio's start.tracks
+SEND_TIME = struct.Struct("<d")  # the first bytes of every load frame: when it was sent (time.monotonic)
 
 
 def free_port() -> int:
@@ -40,6 +41,46 @@ def pct(values: list[float], q: float) -> float:
 
 
 # -- the load Gladia and the bot -------------------------------------------------------------------
+
+
+class FirstChannel:
+    """The send times in a Gladia session's stream, one per frame of channel 0 (the caller's track),
+    from the chunks as they come.
+
+    Mu-law is a byte a sample, so a two-channel stream is L0 R0 L1 R1 ...: which byte of a chunk is
+    channel 0 follows the running byte offset (its parity for two channels). A timestamp cut between
+    two chunks is put back together, so no frame goes uncounted whatever size the chunks are.
+    """
+
+    def __init__(self, channels: int = 1) -> None:
+        self.channels = channels
+        self.received = 0  # bytes of the session's stream
+        self._position = 0  # bytes of channel 0
+        self._stamp = bytearray()  # the start of a timestamp cut at the end of the last chunk
+
+    def feed(self, data: bytes) -> list[float]:
+        """The send times of the channel-0 frames whose timestamp ends in ``data``."""
+        first = data if self.channels == 1 else data[(-self.received) % self.channels :: self.channels]
+        self.received += len(data)
+        pos = self._position
+        self._position += len(first)
+        stamps = []
+        i = 0
+        while i < len(first):
+            into = (pos + i) % FRAME
+            if into >= SEND_TIME.size:
+                i += FRAME - into  # to the next frame boundary
+                continue
+            take = min(SEND_TIME.size - into, len(first) - i)
+            if take == SEND_TIME.size:
+                stamps.append(SEND_TIME.unpack_from(first, i)[0])
+            else:
+                self._stamp += first[i : i + take]
+                if len(self._stamp) == SEND_TIME.size:
+                    stamps.append(SEND_TIME.unpack(self._stamp)[0])
+                    self._stamp.clear()
+            i += take
+        return stamps
 
 
 @dataclass
@@ -69,10 +110,12 @@ def reply_wav(seconds: float = 2.0) -> str:
 def gladia_and_bot(port_queue: Any, stop: Any, results: Any, reply: bool = False) -> None:
     stats = _Stats()
     answer = json.dumps({"actions": [{"type": "play", "audio": reply_wav(), "interrupt": "none"}]}) if reply else ""
+    session_channels: dict[str, int] = {}  # session token -> "channels" of its POST body
 
     async def create(request: web.Request) -> web.Response:
         stats.sessions += 1
         token = uuid.uuid4().hex
+        session_channels[token] = int((await request.json()).get("channels", 1))
         return web.json_response(
             {"id": token, "created_at": "2026-01-01T00:00:00Z", "url": f"ws://{request.host}/v2/live?token={token}"},
             status=201,
@@ -82,19 +125,21 @@ def gladia_and_bot(port_queue: Any, stop: Any, results: Any, reply: bool = False
         ws = web.WebSocketResponse(max_msg_size=2**20)
         await ws.prepare(request)
         sid = request.query.get("token", "")
-        received = 0
+        # Two channels (both parties): forward latency is measured on channel 0 only, so a frame is
+        # still one frame of the caller; acknowledgments and finals count the interleaved bytes, so a
+        # final comes every 1 s of a two-track call (both parties talking), every 2 s of one track.
+        stream = FirstChannel(session_channels.get(sid, 1))
+        rate = 8000 * stream.channels  # bytes per second of the session's stream
         finals = 0
         async for msg in ws:
             if msg.type is WSMsgType.BINARY:
                 data: bytes = msg.data
                 now = time.monotonic()
-                start = received
-                received += len(data)
-                offset = (-start) % FRAME  # first frame boundary inside this chunk
-                while offset + _TS.size <= len(data):
-                    stats.forward.append(now - _TS.unpack_from(data, offset)[0])
-                    stats.frames += 1
-                    offset += FRAME
+                start = stream.received
+                stamps = stream.feed(data)
+                received = stream.received
+                stats.forward.extend(now - t for t in stamps)
+                stats.frames += len(stamps)
                 await ws.send_str(
                     json.dumps(
                         {
@@ -103,24 +148,26 @@ def gladia_and_bot(port_queue: Any, stop: Any, results: Any, reply: bool = False
                             "acknowledged": True,
                             "error": None,
                             "created_at": "",
-                            "data": {"byte_range": [start, received], "time_range": [start / 8000, received / 8000]},
+                            "data": {"byte_range": [start, received], "time_range": [start / rate, received / rate]},
                         }
                     )
                 )
                 while (finals + 1) * FINAL_EVERY <= received:
                     finals += 1
-                    await _final(ws, sid, finals)
+                    await _final(ws, sid, finals, stream.channels)
             elif msg.type is WSMsgType.TEXT and "stop_recording" in msg.data:
-                if received > finals * FINAL_EVERY:
+                if stream.received > finals * FINAL_EVERY:
                     finals += 1
-                    await _final(ws, sid, finals, end=received / 8000)
+                    await _final(ws, sid, finals, stream.channels, end=stream.received / rate)
                 await ws.send_str(json.dumps({"type": "end_session", "session_id": sid, "created_at": ""}))
                 await ws.close(code=1000)
         return ws
 
-    async def _final(ws: web.WebSocketResponse, sid: str, n: int, end: float | None = None) -> None:
+    async def _final(ws: web.WebSocketResponse, sid: str, n: int, channels: int, end: float | None = None) -> None:
+        """Final ``n`` of a session: the parties take turns (channel 0, 1, 0, ... on two channels)."""
         stats.finals_sent += 1
-        end = end if end is not None else n * FINAL_EVERY / 8000
+        period = FINAL_EVERY / (8000 * channels)  # seconds of the call per final
+        end = end if end is not None else n * period
         text = f"t={time.monotonic():.6f}"
         await ws.send_str(
             json.dumps(
@@ -132,10 +179,10 @@ def gladia_and_bot(port_queue: Any, stop: Any, results: Any, reply: bool = False
                         "id": f"00_{n:08d}",
                         "is_final": True,
                         "utterance": {
-                            "start": end - 2.0,
+                            "start": end - period,
                             "end": end,
                             "confidence": 1.0,
-                            "channel": 0,
+                            "channel": (n - 1) % channels,
                             "text": text,
                             "language": "en",
                             "words": [],
@@ -195,8 +242,13 @@ def callers(
     total: int,
     results: Any,
     reply: bool = False,
+    tracks: str = "inbound",
 ) -> None:
+    """``calls`` Twilio calls in real time. ``tracks="both"``: a ``<Start><Stream track="both_tracks">``
+    stream, each 20 ms an inbound and an outbound media message with the same ``timestamp``, both
+    carrying the same timestamped frame (one base64 encoding per 20 ms, as for one track)."""
     frames_per_call = int(seconds / 0.02)
+    names = TRACKS[tracks]
     silence = b"\xff" * FRAME
     heard = {"reply_seconds_heard": 0.0, "underruns": 0, "marks_echoed": 0}
 
@@ -237,7 +289,7 @@ def callers(
                             "streamSid": sid,
                             "accountSid": "AC0",
                             "callSid": f"CA{first + n:032d}",
-                            "tracks": ["inbound"],
+                            "tracks": names,
                             "customParameters": {},
                             "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
                         },
@@ -245,6 +297,8 @@ def callers(
                 )
             )
             head = f'{{"event":"media","streamSid":"{sid}","media":{{"track":"inbound","payload":"'
+            # both tracks: Twilio's fields in its order, the timestamp in ms since the stream started
+            heads = [f'{{"event":"media","streamSid":"{sid}","media":{{"track":"{t}","chunk":"' for t in names]
             echoes: list[str] = []
             ear = TwilioEar()
             listener = asyncio.create_task(listen(ws, ear, echoes)) if reply else None
@@ -253,8 +307,13 @@ def callers(
                 delay = t0 + i * 0.02 - time.monotonic()
                 if delay > 0:
                     await asyncio.sleep(delay)
-                frame = _TS.pack(time.monotonic()) + silence[_TS.size :]
-                await ws.send_str(head + base64.b64encode(frame).decode() + '"}}')
+                frame = SEND_TIME.pack(time.monotonic()) + silence[SEND_TIME.size :]
+                payload = base64.b64encode(frame).decode()
+                if len(names) == 1:
+                    await ws.send_str(head + payload + '"}}')
+                else:
+                    for h in heads:
+                        await ws.send_str(f'{h}{i + 1}","timestamp":"{i * 20}","payload":"{payload}"}}}}')
                 sent += 1
                 if listener is not None:
                     echoes.extend(ear.due(time.monotonic()))
@@ -275,7 +334,7 @@ def callers(
         ok = [o for o in outcomes if isinstance(o, tuple)]
         results.put(
             {
-                "frames_sent": sum(o[0] for o in ok),
+                "frames_sent": sum(o[0] for o in ok),  # inbound frames (each track sends as many)
                 "failed_calls": len(outcomes) - len(ok),
                 "cpu_s": usage.ru_utime + usage.ru_stime,
                 **heard,

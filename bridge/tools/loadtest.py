@@ -17,6 +17,14 @@ the time it was sent, so the sink measures final -> webhook latency. Prints one 
 caller plays what comes back like a Twilio phone (real-time playback, mark echoes): the line adds the
 seconds of reply audio played and the **underruns**, gaps over 40 ms inside a reply that a paced
 listener would hear. Compare its CPU with a run without ``--reply``, side by side.
+
+``--tracks both``: every call is a two-party call (``<Start><Stream track="both_tracks">``): each
+20 ms an inbound and an outbound media message with the same ``timestamp``, which the bridge
+interleaves into one two-channel Gladia session. The figures keep their meaning: a frame is one
+frame of the caller's track (the fake Gladia measures latency on channel 0 only), and a call-second
+is a second of the call. Finals come per 2 s of the session's stream, so a two-track call gets one
+every second (both parties talking): ``final_every_s`` says which, ``finals_expected`` counts them.
+The CPU ratio to a one-track run at the same load is ``benchmarks/bench_two_tracks.py``.
 """
 
 from __future__ import annotations
@@ -38,6 +46,7 @@ import aiohttp
 from bridge.tools.load_peers import (
     FINAL_EVERY,
     FRAME,
+    TRACKS,
     callers,
     free_port,
     gladia_and_bot,
@@ -106,6 +115,7 @@ def run(
     config: str | None = None,
     reference: bool = False,
     reply: bool = False,
+    tracks: str = "inbound",
 ) -> dict[str, Any]:
     ctx = mp.get_context("spawn")
     port_q, results, stop = ctx.Queue(), ctx.Queue(), ctx.Event()
@@ -165,6 +175,7 @@ def run(
                 calls,
                 results,
                 reply and not reference,
+                tracks,
             ),
             daemon=True,
         )
@@ -195,11 +206,13 @@ def run(
     gen_cpu = sum(r["cpu_s"] for r in caller_results)
     call_seconds = calls * (t1 - t0)
     frames_per_call = int(seconds / 0.02)
-    finals_expected = calls * -(-frames_per_call * FRAME // FINAL_EVERY)
+    channels = len(TRACKS[tracks])  # the Gladia session's, interleaved: finals count its bytes
+    finals_expected = calls * -(-frames_per_call * FRAME * channels // FINAL_EVERY)
     elapsed = seconds + ramp
     return {
         "under_test": "reference_forwarder" if reference else "bridge",
         "calls": calls,
+        "tracks": tracks,
         "seconds": seconds,
         "workers": workers,
         "generators": generators,
@@ -216,11 +229,13 @@ def run(
             "p50": round(pct(fake_result["webhook"], 0.5) * 1000, 2),
             "p99": round(pct(fake_result["webhook"], 0.99) * 1000, 2),
         },
-        "frames_sent": frames_sent,
+        "frames_sent": frames_sent,  # of the caller's track; each track sends as many
+        "media_messages_sent": frames_sent * channels,
         "frames_lost": frames_sent - fake_result["frames"],
         "failed_calls": sum(r["failed_calls"] for r in caller_results),
         "finals_delivered": fake_result["webhook_finals"],
         "finals_expected": finals_expected,
+        "final_every_s": FINAL_EVERY / (8000 * channels),  # of a call: 1 s with both parties talking
         "generator_cpu_share": round(gen_cpu / (elapsed * generators), 3),
         "generator_saturated": gen_cpu / (elapsed * generators) > 0.8,
         **(
@@ -245,7 +260,16 @@ def main(
     config: str | None = None,
     reference: bool = False,
     reply: bool = False,
+    tracks: str = "inbound",
 ) -> int:
-    result = run(calls, seconds, generators, workers, bridge_url, config, reference, reply)
+    if tracks == "both" and (reference or reply):
+        why = (
+            "--reference forwards one track"
+            if reference
+            else "--reply: a both_tracks stream is one-way (Twilio plays nothing back on it)"
+        )
+        print(f"bridge loadtest: --tracks both: {why}", file=sys.stderr)
+        return 2
+    result = run(calls, seconds, generators, workers, bridge_url, config, reference, reply, tracks)
     print(json.dumps(result))
     return 0 if result["frames_lost"] == 0 and result["failed_calls"] == 0 else 1
