@@ -66,6 +66,8 @@ def create_app(
     app.router.add_get("/{carrier}/stream", phone_stream)
     app.cleanup_ctx.append(transcript_store)  # first in, last out: open before any call, closed after all
     app.cleanup_ctx.append(_http_client)
+    if settings.fleet.redis_url is not None:
+        app.cleanup_ctx.append(_fleet)  # after the HTTP client: closed before it, once the calls are gone
     app.cleanup_ctx.append(_metrics_updates)
     app.on_shutdown.append(drain_calls)
     return app
@@ -168,6 +170,26 @@ async def _http_client(app: web.Application) -> AsyncIterator[None]:
                 await asyncio.to_thread(state.outbox.close, settings.webhook.timeout)
             if state.speaker is not None:
                 await state.speaker.engine.aclose()
+
+
+async def _fleet(app: web.Application) -> AsyncIterator[None]:
+    """Fleet mode: join the fleet (heartbeat, leases, the owner's action reader) for the app's lifetime.
+    Each worker process is its own instance."""
+    from bridge.fleet.fleet import Fleet, default_instance_id
+
+    settings, state = app[SETTINGS], app[STATE]
+    index = state.worker[0] if state.worker is not None else None
+    configured = settings.fleet.instance_id
+    instance_id = (
+        (configured + (f"-w{index}" if index is not None else "")) if configured else default_instance_id(index)
+    )
+    state.fleet = Fleet(settings.fleet, instance_id)
+    await state.fleet.start()
+    try:
+        yield
+    finally:
+        fleet, state.fleet = state.fleet, None
+        await fleet.close()
 
 
 def _speaker(settings: Settings, http: aiohttp.ClientSession) -> Speaker | None:

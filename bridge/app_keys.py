@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from bridge.call import Call
     from bridge.calls import SuspendedCalls
     from bridge.delivery import Delivery
+    from bridge.fleet.fleet import Fleet
     from bridge.metrics import Metrics
     from bridge.outbox import OutboxWriter
     from bridge.phone_stream import PhoneStream
@@ -44,6 +45,7 @@ class BridgeState:
     resume_secret: bytes = b""  # key of the calls' resume tokens (BRIDGE_SECRET, or random per process)
     clock: Clock = SYSTEM_CLOCK  # webhook ages and retry sleeps (virtual in tests)
     speaker: Speaker | None = None  # speech for `say` (None: no engine installed or configured)
+    fleet: Fleet | None = None  # fleet mode (BRIDGE_REDIS_URL): this instance's leases and routed actions
     ended_calls: OrderedDict[str, None] = field(default_factory=OrderedDict)  # recent ids: /v1/ answers 409
 
     def call_ended(self, call_id: str) -> None:

@@ -301,11 +301,17 @@ async def _carry(app: web.Application, stream: PhoneStream, messages: AsyncItera
             transcripts=state.transcripts,
         )
         metrics = state.metrics
+        fleet = state.fleet
+        if fleet is not None:  # this instance holds the carrier socket: it owns the call
+            reply = call.reply
+            fleet.own(call.id, started.provider, started.call_sid, lambda actions, key: reply.apply(actions, key=key))
 
         def ended(call_id: str, stats: CallStats) -> None:
             state.call_ended(call_id)
             if metrics is not None:
                 metrics.call_ended(call_id, stats)
+            if fleet is not None:
+                fleet.disown(call_id)
 
         call.on_ended = ended
     call.attach(stream)

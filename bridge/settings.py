@@ -65,6 +65,8 @@ ENV_KEYS: dict[str, str] = {
     "TWILIO_VOICE_MODE": "twilio.voice_mode",
     "TWILIO_FORK_REDIRECT_URL": "twilio.fork_redirect_url",
     "BRIDGE_SPEAKER_LABELS": "parties.labels",
+    "BRIDGE_REDIS_URL": "fleet.redis_url",
+    "BRIDGE_INSTANCE_ID": "fleet.instance_id",
 }
 SECRET_KEYS = frozenset(
     {
@@ -76,6 +78,7 @@ SECRET_KEYS = frozenset(
         "reply.api_token",
         "bot_ws.token",
         "tts.api_key",
+        "fleet.redis_url",
     }
 )
 
@@ -324,6 +327,32 @@ class TranscriptSettings(_Strict):
 TOKEN_CARRIERS = tuple(name for name, carrier in CARRIERS.items() if carrier.shared_token)
 
 
+def _redis_url(value: SecretStr | None) -> SecretStr | None:
+    if value is not None and urlsplit(value.get_secret_value()).scheme not in ("redis", "rediss", "unix"):
+        raise ValueError("must be a redis://, rediss:// or unix:// URL")
+    return value
+
+
+class FleetSettings(_Strict):
+    """Fleet mode: several bridge instances on one Redis (see bridge.fleet). No URL: one machine, SQLite."""
+
+    redis_url: Annotated[SecretStr | None, AfterValidator(_redis_url)] = None  # BRIDGE_REDIS_URL (may hold a password)
+    instance_id: str = Field("", max_length=200)  # BRIDGE_INSTANCE_ID; empty: host name + pid (per worker)
+    key_prefix: str = Field("bridge", min_length=1, max_length=64)  # every key the bridge writes starts with it
+    lease_ttl: float = Field(10.0, gt=0, le=300)  # s a call stays owned by an instance that stopped renewing
+    renew_interval: float = Field(3.0, gt=0, le=100)  # s between lease renewals (well under lease_ttl)
+    action_poll_ms: int = Field(500, ge=10, le=4000)  # the owner's blocking read of its calls' actions
+    ended_ttl: float = Field(3600.0, gt=0)  # s an ended call's record stays (409, not 404, for late actions)
+
+    @field_validator("renew_interval")
+    @classmethod
+    def _renew_before_expiry(cls, value: float, info: Any) -> float:
+        ttl = info.data.get("lease_ttl")
+        if ttl is not None and value >= ttl / 2:
+            raise ValueError(f"must be under half of lease_ttl ({ttl} s), or a lease may lapse between renewals")
+        return value
+
+
 class CarrierSettings(_Strict):
     audiofork_sample_rate: Literal[8000, 16000, 24000, 32000, 44100, 48000, 64000] = 8000
     tokens: dict[str, SecretStr] = {}
@@ -387,6 +416,7 @@ class Settings(_Strict):
     bot_ws: BotWsSettings = BotWsSettings()
     transcripts: TranscriptSettings = TranscriptSettings()
     parties: PartiesSettings = PartiesSettings()
+    fleet: FleetSettings = FleetSettings()
 
     @property
     def uses_embedded_stt(self) -> bool:

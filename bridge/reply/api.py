@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
+from redis.exceptions import RedisError
 
 from bridge.app_keys import SETTINGS, STATE
 from bridge.errors import ActionError
@@ -84,6 +85,19 @@ async def get_call(request: web.Request) -> web.Response:
     if refused is not None:
         return refused
     call = _find(request)
+    fleet = request.app[STATE].fleet
+    if isinstance(call, web.Response) and fleet is not None and call.status == 404:
+        # fleet mode: a call another instance owns
+        call_id = request.match_info["call_id"]
+        try:
+            record = await fleet.call_state(call_id)
+        except (RedisError, OSError):
+            return _error(503, "the fleet's Redis cannot be reached")
+        if record is None:
+            return _error(404, f"no call {call_id}")
+        if record["state"] == "ended":
+            return _error(409, f"call {call_id} has ended")
+        return web.json_response(record)
     if isinstance(call, web.Response):
         return call
     return web.json_response(_call_json(call))
@@ -93,7 +107,8 @@ async def post_actions(request: web.Request) -> web.Response:
     refused = authorized(request)
     if refused is not None:
         return refused
-    call = _find(request)
+    fleet = request.app[STATE].fleet
+    call = None if fleet is not None else _find(request)  # fleet mode: Redis knows every call
     if isinstance(call, web.Response):
         return call
     key = request.headers.get("Idempotency-Key")
@@ -108,6 +123,11 @@ async def post_actions(request: web.Request) -> web.Response:
         actions = parse_actions(bytes(body))
     except ActionError as exc:
         return _error(413 if exc.too_large else 422, str(exc))
+    if fleet is not None:
+        # To the call's action stream, whichever instance owns it (this one too: one order for all).
+        status, answer = await fleet.route(request.match_info["call_id"], bytes(body), actions, key)
+        return web.json_response(answer, status=status, dumps=lambda o: json.dumps(o, separators=(",", ":")))
+    assert call is not None
     results = call.reply.apply(actions, key=f"rest:{key}" if key is not None else None)
     return web.json_response(
         {"actions": [r.json() for r in results]}, status=202, dumps=lambda o: json.dumps(o, separators=(",", ":"))

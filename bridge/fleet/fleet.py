@@ -1,0 +1,367 @@
+"""One bridge instance in a fleet (the I/O shell over :mod:`bridge.fleet.keys`): its heartbeat, the
+calls it owns, and the bot actions it takes for them from Redis.
+
+* **Ownership follows the socket.** The instance holding a call's carrier stream owns the call: at
+  ``start`` it takes the call's lease (:meth:`Fleet.own`, a new epoch), renews it every
+  ``renew_interval`` while the call runs, and ends it with the call (:meth:`Fleet.disown`). A renewal
+  refused because the epoch moved on means another instance took the call over: this one stops acting
+  for it (``fleet.lease_lost``) and its fenced writes are refused by Redis.
+* **Actions reach the owner, in order, whichever instance took them.** Any instance authenticates and
+  validates a ``POST /v1/calls/{id}/actions`` and appends it to the call's action stream
+  (:meth:`Fleet.route`: 404 no such call, 409 ended, 202 with the action ids); an ``Idempotency-Key``
+  answers a repeat with the first answer and appends nothing. The owner reads its calls' streams in one
+  blocking ``XREAD`` and applies each entry in stream order, so actions posted to two instances play in
+  the order they were accepted. What it applied is recorded under its epoch, so a new owner carries on
+  after it.
+* **Never on the audio path.** Taking, renewing and ending leases run in tasks; a Redis that is down
+  delays actions and ownership (logged, retried), never a call's audio.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import secrets
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
+import structlog
+from redis.exceptions import RedisError
+
+from bridge.fleet.keys import ACQUIRE, END, MARK_APPLIED, RENEW, ROUTE, Keys
+from bridge.reply.actions import Action, parse_actions
+from bridge.settings import FleetSettings
+
+log = structlog.get_logger("bridge.fleet")
+
+IDEMPOTENCY_TTL = 86_400  # s an Idempotency-Key's answer is kept
+
+Apply = Callable[[list[Action], str], object]  # actions, and the key that makes applying them idempotent
+
+
+def default_instance_id(worker: int | None = None) -> str:
+    """Host name + pid: unique per process, readable in Redis and in logs."""
+    return f"{socket.gethostname()}-{os.getpid()}" + (f"-w{worker}" if worker is not None else "")
+
+
+@dataclass(slots=True)
+class Owned:
+    """A call this instance owns (or is taking)."""
+
+    call_id: str
+    provider: str
+    call_sid: str
+    apply: Apply
+    epoch: int = 0  # 0 until the lease is taken
+    last_action: str = "0-0"  # the last action entry applied
+    applied_unsaved: bool = False
+    lost: bool = False
+    ending: bool = False
+
+
+@dataclass(slots=True)
+class FleetCounters:
+    leases_taken: int = 0
+    leases_lost: int = 0
+    actions_routed: int = 0
+    actions_applied: int = 0
+    redis_errors: int = 0
+    redis_ops: int = 0  # commands sent (a pipeline or script counts one)
+
+
+@dataclass(slots=True)
+class _Backoff:
+    logged_at: float = -1e9
+    suppressed: int = 0
+
+
+class Fleet:
+    """This instance's place in the fleet. :meth:`start` once the loop runs; :meth:`close` at shutdown."""
+
+    def __init__(self, settings: FleetSettings, instance_id: str, client: aioredis.Redis | None = None) -> None:
+        assert settings.redis_url is not None
+        self.settings = settings
+        self.instance_id = instance_id
+        self.token = f"{instance_id}:{secrets.token_hex(4)}"  # this process's hold on a lease
+        self.keys = Keys(settings.key_prefix)
+        poll = settings.action_poll_ms / 1000
+        self.redis: aioredis.Redis = client or aioredis.from_url(
+            settings.redis_url.get_secret_value(),
+            decode_responses=True,
+            socket_timeout=max(5.0, 2 * poll + 1),  # above the blocking read (redis-py's 5 s default)
+            socket_connect_timeout=5.0,
+            health_check_interval=15,
+        )
+        self._acquire = self.redis.register_script(ACQUIRE)
+        self._renew = self.redis.register_script(RENEW)
+        self._mark = self.redis.register_script(MARK_APPLIED)
+        self._end = self.redis.register_script(END)
+        self._route = self.redis.register_script(ROUTE)
+        self.owned: dict[str, Owned] = {}
+        self.counters = FleetCounters()
+        self._changed = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._pending: set[asyncio.Task[None]] = set()
+        self._backoff = _Backoff()
+        self.draining = False
+
+    # -- lifetime -----------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._tasks = [
+            asyncio.create_task(self._keep_alive(), name="fleet-keepalive"),
+            asyncio.create_task(self._take_actions(), name="fleet-actions"),
+        ]
+        log.info("fleet.joined", instance_id=self.instance_id, key_prefix=self.settings.key_prefix)
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._pending:
+            await asyncio.wait(self._pending, timeout=self.settings.renew_interval)
+        with contextlib.suppress(RedisError, OSError):
+            await self.redis.delete(self.keys.instance(self.instance_id))
+        await self.redis.aclose()
+
+    # -- the calls this instance owns ---------------------------------------------------------------
+
+    def own(self, call_id: str, provider: str, call_sid: str, apply: Apply) -> None:
+        """Take the call's lease (in a task: never waits); retried by the keep-alive until it holds."""
+        self.owned[call_id] = Owned(call_id, provider, call_sid, apply)
+        self._spawn(self._take(self.owned[call_id]))
+
+    def disown(self, call_id: str) -> None:
+        """The call ended here: mark it ended (409 for late actions) and give its lease back."""
+        owned = self.owned.get(call_id)
+        if owned is None:
+            return
+        owned.ending = True
+        self._spawn(self._give_back(owned))
+
+    async def _take(self, owned: Owned) -> None:
+        try:
+            self.counters.redis_ops += 1
+            taken, detail = await self._acquire(
+                keys=[self.keys.lease(owned.call_id), self.keys.call(owned.call_id), self.keys.leases],
+                args=[
+                    self.token,
+                    int(self.settings.lease_ttl * 1000),
+                    int(time.time() * 1000),
+                    owned.call_id,
+                    owned.provider,
+                    owned.call_sid,
+                ],
+            )
+            if int(taken) != 1:
+                log.warning("fleet.lease_refused", call_id=owned.call_id, holder=str(detail)[:200])
+                return
+            owned.epoch = int(detail)
+            self.counters.redis_ops += 1
+            applied = await self.redis.hget(self.keys.call(owned.call_id), "actions_applied")
+        except (RedisError, OSError) as exc:
+            self._redis_failed("take a lease", exc)
+            return
+        owned.last_action = str(applied) if applied else "0-0"
+        self.counters.leases_taken += 1
+        self._changed.set()
+        log.info("fleet.call_owned", call_id=owned.call_id, epoch=owned.epoch)
+
+    async def _give_back(self, owned: Owned) -> None:
+        try:
+            await self._save_applied(owned)
+            if owned.epoch and not owned.lost:
+                self.counters.redis_ops += 1
+                await self._end(
+                    keys=[
+                        self.keys.lease(owned.call_id),
+                        self.keys.call(owned.call_id),
+                        self.keys.leases,
+                        self.keys.actions(owned.call_id),
+                    ],
+                    args=[self.token, owned.epoch, int(self.settings.ended_ttl), owned.call_id],
+                )
+        except (RedisError, OSError) as exc:
+            self._redis_failed("end a call", exc)  # the lease lapses by itself
+        finally:
+            self.owned.pop(owned.call_id, None)
+            self._changed.set()
+
+    # -- heartbeat and renewals ---------------------------------------------------------------------
+
+    async def _keep_alive(self) -> None:
+        while True:
+            try:
+                await self._beat()
+            except (RedisError, OSError) as exc:
+                self._redis_failed("renew", exc)
+            await asyncio.sleep(self.settings.renew_interval)
+
+    async def _beat(self) -> None:
+        ttl_ms = int(self.settings.lease_ttl * 1000)
+        now_ms = int(time.time() * 1000)
+        calls = [o for o in self.owned.values() if not o.ending]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hset(
+                self.keys.instance(self.instance_id),
+                mapping={"calls": len(calls), "draining": int(self.draining), "seen": now_ms},
+            )
+            pipe.pexpire(self.keys.instance(self.instance_id), ttl_ms)
+            for o in calls:
+                if o.epoch and not o.lost:
+                    await self._renew(
+                        keys=[self.keys.lease(o.call_id), self.keys.call(o.call_id), self.keys.leases],
+                        args=[self.token, o.epoch, ttl_ms, now_ms, o.call_id],
+                        client=pipe,
+                    )
+            self.counters.redis_ops += 1
+            results = await pipe.execute()
+        renewed = iter(results[2:])
+        for o in calls:
+            if o.epoch and not o.lost and int(next(renewed)) != 1:
+                o.lost = True
+                self.counters.leases_lost += 1
+                log.warning(
+                    "fleet.lease_lost",
+                    call_id=o.call_id,
+                    epoch=o.epoch,
+                    detail="another instance took the call over: this one no longer acts for it",
+                )
+        for o in calls:
+            if not o.epoch and not o.lost:
+                await self._take(o)  # Redis was down at the start: take it now
+            elif o.applied_unsaved:
+                await self._save_applied(o)
+
+    # -- actions ------------------------------------------------------------------------------------
+
+    async def route(self, call_id: str, body: bytes, actions: list[Action], key: str | None) -> tuple[int, Any]:
+        """Append validated actions to the call's stream for its owner. Returns (HTTP status, body)."""
+        raw: Any = json.loads(body)
+        items = raw["actions"] if isinstance(raw, dict) else raw
+        for item, action in zip(items, actions, strict=True):
+            item["id"] = action.id  # the ids answered now are the ids the owner applies
+        answer = {"actions": [{"id": a.id, "status": "accepted"} for a in actions]}
+        text = json.dumps(answer, separators=(",", ":"))
+        try:
+            self.counters.redis_ops += 1
+            result = await self._route(
+                keys=[
+                    self.keys.call(call_id),
+                    self.keys.actions(call_id),
+                    self.keys.idempotency(call_id, key or "-"),
+                ],
+                args=[json.dumps({"actions": items}, separators=(",", ":")), key or "", IDEMPOTENCY_TTL, text],
+            )
+        except (RedisError, OSError) as exc:
+            self._redis_failed("route actions", exc)
+            return 503, {"error": "the fleet's Redis cannot be reached: actions not accepted, try again"}
+        status = int(result[0])
+        if status == 404:
+            return 404, {"error": f"no call {call_id}"}
+        if status == 409:
+            return 409, {"error": f"call {call_id} has ended"}
+        if status == 200:
+            return 202, json.loads(result[1])  # a repeated Idempotency-Key: the first answer
+        self.counters.actions_routed += len(actions)
+        return 202, answer
+
+    async def call_state(self, call_id: str) -> dict[str, Any] | None:
+        """What Redis says of a call owned anywhere: owner, epoch, state (None: unknown)."""
+        self.counters.redis_ops += 1
+        record: dict[str, str] = await self.redis.hgetall(self.keys.call(call_id))  # type: ignore[assignment]
+        if not record:
+            return None
+        return {
+            "id": call_id,
+            "provider": record.get("provider"),
+            "call_sid": record.get("call_sid"),
+            "owner": (record.get("owner") or "").rsplit(":", 1)[0],
+            "epoch": int(record.get("epoch", 0)),
+            "state": record.get("state"),
+        }
+
+    async def _take_actions(self) -> None:
+        """The owner's side: one blocking read over the action streams of every call it holds."""
+        poll = self.settings.action_poll_ms
+        while True:
+            streams = {self.keys.actions(o.call_id): o.last_action for o in self.owned.values() if self._acting(o)}
+            if not streams:
+                self._changed.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(poll / 1000):
+                        await self._changed.wait()
+                continue
+            try:
+                self.counters.redis_ops += 1
+                entries: Any = await self.redis.xread(streams, count=100, block=poll)  # type: ignore[arg-type]
+            except (RedisError, OSError) as exc:
+                self._redis_failed("read actions", exc)
+                await asyncio.sleep(min(1.0, self.settings.renew_interval))
+                continue
+            for stream_key, items in entries or []:
+                owned = self.owned.get(self.keys.call_of_actions(stream_key))
+                if owned is None or not self._acting(owned):
+                    continue
+                for entry_id, fields in items:
+                    self._apply(owned, entry_id, fields)
+            for owned in list(self.owned.values()):
+                if owned.applied_unsaved:
+                    try:
+                        await self._save_applied(owned)
+                    except (RedisError, OSError) as exc:
+                        self._redis_failed("record applied actions", exc)
+
+    @staticmethod
+    def _acting(owned: Owned) -> bool:
+        return bool(owned.epoch) and not owned.lost and not owned.ending
+
+    def _apply(self, owned: Owned, entry_id: str, fields: dict[str, str]) -> None:
+        owned.last_action = entry_id
+        owned.applied_unsaved = True
+        try:
+            actions = parse_actions(fields.get("actions", "[]"))
+        except ValueError as exc:  # validated when accepted: only a foreign writer gets here
+            log.warning("fleet.bad_action_entry", call_id=owned.call_id, entry=entry_id, error=str(exc)[:200])
+            return
+        key = fields.get("key") or ""
+        owned.apply(actions, f"rest:{key}" if key else f"fleet:{entry_id}")
+        self.counters.actions_applied += len(actions)
+
+    async def _save_applied(self, owned: Owned) -> None:
+        if not owned.applied_unsaved or not owned.epoch or owned.lost:
+            return
+        owned.applied_unsaved = False
+        self.counters.redis_ops += 1
+        if int(await self._mark(keys=[self.keys.call(owned.call_id)], args=[owned.epoch, owned.last_action])) != 1:
+            owned.lost = True
+            self.counters.leases_lost += 1
+            log.warning("fleet.lease_lost", call_id=owned.call_id, epoch=owned.epoch)
+
+    # -- plumbing -----------------------------------------------------------------------------------
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    def _redis_failed(self, doing: str, exc: BaseException) -> None:
+        """One line per 10 s while Redis fails, with how many were not logged."""
+        self.counters.redis_errors += 1
+        now = time.monotonic()
+        b = self._backoff
+        if now - b.logged_at >= 10.0:
+            log.warning(
+                "fleet.redis_error", doing=doing, error=f"{type(exc).__name__}: {exc}"[:200], since=b.suppressed
+            )
+            b.logged_at, b.suppressed = now, 0
+        else:
+            b.suppressed += 1

@@ -1,0 +1,110 @@
+"""Fleet mode's Redis layout and the scripts that change it atomically (pure: names and Lua text).
+
+Every key starts with ``fleet.key_prefix`` (``bridge``). One Redis primary (with a replica and Sentinel,
+or a managed service); Redis 7.0 commands only, so Valkey works too.
+
+=================================  =====================================================================
+``{p}:inst:{instance}``            HASH ``started``, ``calls``, ``draining``; expires ``lease_ttl`` after
+                                   the instance's last heartbeat (every ``renew_interval``)
+``{p}:call:{call}``                HASH ``owner``, ``epoch``, ``state`` (``live``/``ended``), ``provider``,
+                                   ``call_sid``, ``actions_applied`` (the last action entry applied);
+                                   expires ``ended_ttl`` after the call ends
+``{p}:call:{call}:lease``          STRING the owner's token, ``PX lease_ttl``, renewed by the owner
+``{p}:leases``                     ZSET call -> lease deadline (ms): where a sweeper finds lapsed owners
+``{p}:call:{call}:in``             STREAM the bot's actions for the call, in the order accepted
+``{p}:call:{call}:idem:{key}``     STRING the answer given to an ``Idempotency-Key``
+=================================  =====================================================================
+
+**The epoch is the fencing token.** Taking a call (:data:`ACQUIRE`) increments ``epoch``; every later
+write of the owner (:data:`RENEW`, :data:`MARK_APPLIED`, :data:`END`) names the epoch it holds and is
+refused when the call's epoch has moved on: an owner that was paused or cut off while another instance
+took the call over can never write after it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    prefix: str = "bridge"
+
+    def instance(self, instance_id: str) -> str:
+        return f"{self.prefix}:inst:{instance_id}"
+
+    def call(self, call_id: str) -> str:
+        return f"{self.prefix}:call:{call_id}"
+
+    def lease(self, call_id: str) -> str:
+        return f"{self.prefix}:call:{call_id}:lease"
+
+    @property
+    def leases(self) -> str:
+        return f"{self.prefix}:leases"
+
+    def actions(self, call_id: str) -> str:
+        return f"{self.prefix}:call:{call_id}:in"
+
+    def idempotency(self, call_id: str, key: str) -> str:
+        return f"{self.prefix}:call:{call_id}:idem:{key}"
+
+    def call_of_actions(self, stream_key: str) -> str:
+        """The call id of an action stream's key."""
+        return stream_key[len(self.prefix) + len(":call:") : -len(":in")]
+
+
+# KEYS: lease, call, leases. ARGV: token, ttl ms, now ms, call id, provider, call sid.
+# -> {1, epoch} taken; {0, holder} another instance holds it; {-1, "ended"} the call is over.
+ACQUIRE = """
+local holder = redis.call('GET', KEYS[1])
+if holder and holder ~= ARGV[1] then return {0, holder} end
+if redis.call('HGET', KEYS[2], 'state') == 'ended' then return {-1, 'ended'} end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+local epoch = redis.call('HINCRBY', KEYS[2], 'epoch', 1)
+redis.call('HSET', KEYS[2], 'owner', ARGV[1], 'state', 'live', 'provider', ARGV[5], 'call_sid', ARGV[6])
+redis.call('PERSIST', KEYS[2])
+redis.call('ZADD', KEYS[3], tonumber(ARGV[3]) + tonumber(ARGV[2]), ARGV[4])
+return {1, epoch}
+"""
+
+# KEYS: lease, call, leases. ARGV: token, epoch, ttl ms, now ms, call id. -> 1 renewed, 0 fenced out.
+RENEW = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] or redis.call('HGET', KEYS[2], 'epoch') ~= ARGV[2] then return 0 end
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+redis.call('ZADD', KEYS[3], tonumber(ARGV[4]) + tonumber(ARGV[3]), ARGV[5])
+return 1
+"""
+
+# KEYS: call. ARGV: epoch, last action entry applied. -> 1 written, 0 fenced out.
+MARK_APPLIED = """
+if redis.call('HGET', KEYS[1], 'epoch') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'actions_applied', ARGV[2])
+return 1
+"""
+
+# KEYS: lease, call, leases, actions. ARGV: token, epoch, ttl s, call id. -> 1 ended, 0 fenced out.
+END = """
+if redis.call('HGET', KEYS[2], 'epoch') ~= ARGV[2] then return 0 end
+redis.call('HSET', KEYS[2], 'state', 'ended')
+redis.call('EXPIRE', KEYS[2], ARGV[3])
+redis.call('EXPIRE', KEYS[4], ARGV[3])
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+redis.call('ZREM', KEYS[3], ARGV[4])
+return 1
+"""
+
+# KEYS: call, actions, idempotency. ARGV: actions JSON, key ("" for none), idempotency ttl s, answer JSON.
+# -> {404} no such call; {409} ended; {200, answer} a repeated key (nothing added); {202, entry id}.
+ROUTE = """
+local state = redis.call('HGET', KEYS[1], 'state')
+if not state then return {404} end
+if state == 'ended' then return {409} end
+if ARGV[2] ~= '' then
+  local earlier = redis.call('GET', KEYS[3])
+  if earlier then return {200, earlier} end
+end
+local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', '10000', '*', 'actions', ARGV[1], 'key', ARGV[2])
+if ARGV[2] ~= '' then redis.call('SET', KEYS[3], ARGV[4], 'EX', ARGV[3]) end
+return {202, id}
+"""
