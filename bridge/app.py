@@ -16,7 +16,7 @@ from aiohttp import web
 from bridge.app_keys import SETTINGS, STATE, BridgeState
 from bridge.calls import SuspendedCalls
 from bridge.clock import SYSTEM_CLOCK, Clock
-from bridge.delivery import Delivery
+from bridge.delivery import Delivery, EventStore
 from bridge.errors import ConfigError
 from bridge.metrics import Metrics
 from bridge.outbox import Outbox, OutboxWriter
@@ -61,13 +61,14 @@ def create_app(
     add_bot_api(app, recent_calls=recent_calls)
     add_transcript_api(app)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_endpoint)
     app.router.add_post("/twilio/voice", twilio_voice)
     app.router.add_get("/{carrier}/stream", phone_stream)
     app.cleanup_ctx.append(transcript_store)  # first in, last out: open before any call, closed after all
-    app.cleanup_ctx.append(_http_client)
     if settings.fleet.redis_url is not None:
-        app.cleanup_ctx.append(_fleet)  # after the HTTP client: closed before it, once the calls are gone
+        app.cleanup_ctx.append(_fleet)  # before the HTTP client (its outbox is the fleet's), closed after it
+    app.cleanup_ctx.append(_http_client)
     app.cleanup_ctx.append(_metrics_updates)
     app.on_shutdown.append(drain_calls)
     return app
@@ -152,19 +153,42 @@ async def _http_client(app: web.Application) -> AsyncIterator[None]:
         state = app[STATE]
         settings = app[SETTINGS]
         state.http = http
-        state.outbox = _outbox_writer(settings, state.worker) if settings.webhook.url else None
+        fleet_outbox = None
+        store: EventStore | None = None
+        if state.fleet is not None and settings.webhook.url:
+            # Fleet mode: the outbox is each call's Redis stream, and a lost instance's calls are
+            # taken over by the others (the fleet's sweeper); no SQLite outbox.
+            from bridge.fleet.outbox import FleetOutbox
+
+            store = fleet_outbox = FleetOutbox(state.fleet, max_queued=settings.webhook.max_pending_events * 10)
+        else:
+            store = state.outbox = _outbox_writer(settings, state.worker) if settings.webhook.url else None
         state.delivery = Delivery(
-            http, settings.webhook, state.outbox, metrics=state.metrics, clock=state.clock.time, sleep=state.clock.sleep
+            http,
+            settings.webhook,
+            store,
+            metrics=state.metrics,
+            clock=state.clock.time,
+            sleep=state.clock.sleep,
+            gate=state.fleet.holds if state.fleet is not None else None,
         )
         state.delivery.recover()
         if state.outbox is not None:
             state.outbox.start()
+        if fleet_outbox is not None and state.fleet is not None:
+            fleet_outbox.delivery = state.delivery
+            fleet_outbox.start()
+            state.fleet.outbox_releases = True
+            state.fleet.on_over = fleet_outbox.over
+            state.fleet.on_takeover = fleet_outbox.take_over
         state.speaker = _speaker(settings, http)
         try:
             yield
             # Anything still queued after the calls drained gets one last bounded chance; what is
             # left stays in the outbox for the next start.
             await state.delivery.aclose(timeout=settings.webhook.timeout)
+            if fleet_outbox is not None:
+                await fleet_outbox.aclose(timeout=settings.webhook.timeout)
         finally:
             if state.outbox is not None:
                 await asyncio.to_thread(state.outbox.close, settings.webhook.timeout)
@@ -256,6 +280,20 @@ def _open_outbox(settings: Settings, worker: tuple[int, int] | None) -> Outbox:
                 moved = outbox.merge_from(path)
                 log.info("outbox.merged", path=str(path), events=moved)
     return outbox
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Readiness: 200 ``{"status": "ready"}``, or 503 ``{"status": "draining"}`` from the first moment
+    of :func:`drain_calls` on. Unlike ``/healthz`` (liveness) it says nothing about health: only
+    whether new calls should be sent here.
+
+    ``bridge serve`` drains while its listener is still open (the site is stopped only after
+    ``drain_calls``), so a load balancer or the kubelet's readiness probe sees the 503 for the whole
+    drain. Under ``web.run_app`` aiohttp closes the listener before ``on_shutdown``, so a probe gets
+    connection refused instead, which also counts as not ready.
+    """
+    draining = request.app[STATE].draining
+    return web.json_response({"status": "draining" if draining else "ready"}, status=503 if draining else 200)
 
 
 async def metrics_endpoint(request: web.Request) -> web.Response:

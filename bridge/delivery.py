@@ -29,7 +29,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, assert_never
+from typing import Any, Protocol, assert_never
 
 import aiohttp
 import structlog
@@ -43,6 +43,26 @@ from bridge.webhook import Delivered, Failed, WebhookClient, WebhookEvent, Webho
 log = structlog.get_logger("bridge.delivery")
 
 ResponseHandler = Callable[["PendingEvent", WebhookResponse], None]
+
+
+class EventStore(Protocol):
+    """Where accepted events are kept until delivered: the SQLite outbox on one machine
+    (:class:`~bridge.outbox.OutboxWriter`), Redis in fleet mode (:class:`bridge.fleet.outbox.FleetOutbox`).
+    Every method queues a write and returns at once."""
+
+    def call_started(self, call_id: str, call_json: str) -> None: ...
+
+    def add(
+        self, webhook_id: str, call_id: str, sequence: int, type_: str, body: str, created: float | None = None
+    ) -> None: ...
+
+    def delivered(self, webhook_id: str) -> None: ...
+
+    def attempted(self, webhook_id: str, error: str) -> None: ...
+
+    def dead(self, webhook_id: str, error: str) -> None: ...
+
+    def call_ended(self, call_id: str) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,11 +87,14 @@ class DeliveryContext:
 
     settings: WebhookSettings
     client: WebhookClient | None  # None: no BOT_WEBHOOK_URL, events go to the log
-    outbox: OutboxWriter | None
+    outbox: EventStore | None
     metrics: Metrics | None
     backoff: Backoff
     clock: Callable[[], float] = time.time  # wall-clock seconds: an event's age
     sleep: Callable[[float], Awaitable[None]] = field(default=asyncio.sleep)
+    # Fleet mode: may this instance post the call's events? True yes; None not now (its lease is not
+    # confirmed: wait); False never again (another instance took the call over: drop the queue).
+    gate: Callable[[str], bool | None] | None = None
 
 
 class Delivery:
@@ -81,10 +104,11 @@ class Delivery:
         self,
         http: aiohttp.ClientSession,
         settings: WebhookSettings,
-        outbox: OutboxWriter | None = None,
+        outbox: EventStore | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         metrics: Metrics | None = None,
         clock: Callable[[], float] = time.time,
+        gate: Callable[[str], bool | None] | None = None,
     ) -> None:
         secret = settings.secret.get_secret_value() if settings.secret else None
         client = WebhookClient(http, settings.url, secret=secret, timeout=settings.timeout) if settings.url else None
@@ -97,6 +121,7 @@ class Delivery:
             backoff=Backoff(settings.retry_initial_delay, settings.retry_max_delay),
             clock=clock,
             sleep=sleep,
+            gate=gate,
         )
         self.calls: set[CallDelivery] = set()
 
@@ -118,14 +143,14 @@ class Delivery:
         at start-up, before the writer thread starts.
         """
         outbox = self.context.outbox
-        if outbox is None:
-            return 0
+        if not isinstance(outbox, OutboxWriter):
+            return 0  # none, or fleet mode: there the fleet's sweeper takes over what a lost instance left
         store = outbox.outbox
         stored = list(store.events(state="pending"))
         ended: list[PendingEvent] = []
         for call_id, call_json, last_sequence in store.unfinished_calls():
             sequence = last_sequence + 1
-            body = _body(
+            body = event_body(
                 "call.ended", sequence, {"call": json.loads(call_json), "summary": {"end_reason": "bridge_restarted"}}
             )
             event = PendingEvent(
@@ -212,7 +237,7 @@ class CallDelivery:
         self._sequence += 1
         event = PendingEvent(
             f"msg_{self.call_id}_{self._sequence}",
-            _body(type_, self._sequence, payload),
+            event_body(type_, self._sequence, payload),
             self.call_id,
             type_,
             self._sequence,
@@ -275,19 +300,41 @@ class CallDelivery:
                     self._wake.clear()
                     await self._wake.wait()
                     continue
-                await self._deliver(self._queue[0])
+                if not await self._deliver(self._queue[0]):
+                    self._abandon()
+                    return
                 self._queue.popleft()
         finally:
             self._finished()
 
-    async def _deliver(self, event: PendingEvent) -> None:
+    async def _may_post(self) -> bool:
+        """Fleet mode: wait while this instance's hold on the call is unconfirmed; False once lost."""
+        assert self._ctx.gate is not None
+        while True:
+            verdict = self._ctx.gate(self.call_id)
+            if verdict is not None:
+                return verdict
+            await asyncio.sleep(0.05)
+
+    def _abandon(self) -> None:
+        """Another instance holds the call now and delivers its events: this one drops its queue."""
+        self.counters.dropped += len(self._queue)
+        log.warning("webhook.call_taken_over", events=len(self._queue), detail="another instance delivers them")
+        self._queue.clear()
+        self._closed = True
+
+    async def _deliver(self, event: PendingEvent) -> bool:
+        """Post one event until delivered or given up; False when this instance may no longer post
+        the call's events (fleet mode: another instance took the call over)."""
         ctx = self._ctx
         if ctx.client is None:
             log.info("bot.event", webhook_id=event.webhook_id, type=event.type, body=json.loads(event.body))
             self.counters.delivered += 1
-            return
+            return True
         attempt = 0
         while True:
+            if ctx.gate is not None and not await self._may_post():
+                return False
             attempt += 1
             outcome = await ctx.client.post(event)
             if ctx.metrics is not None:
@@ -304,12 +351,12 @@ class CallDelivery:
                         log.info("webhook.delivered", webhook_id=event.webhook_id, attempts=attempt)
                     if self._on_response is not None:
                         self._on_response(event, response)
-                    return
+                    return True
                 case Failed():
                     age = ctx.clock() - event.created
                     if not outcome.retryable or age >= ctx.settings.max_age:
                         self._dead(event, attempt, age, outcome)
-                        return
+                        return True
                     if ctx.outbox is not None:
                         ctx.outbox.attempted(event.webhook_id, outcome.error)
                     delay = min(ctx.backoff.delay(attempt), max(0.0, ctx.settings.max_age - age))
@@ -344,7 +391,8 @@ class CallDelivery:
         )
 
 
-def _body(type_: str, sequence: int, payload: dict[str, Any]) -> str:
+def event_body(type_: str, sequence: int, payload: dict[str, Any]) -> str:
+    """An event's JSON body: type, sequence, timestamp and the payload's fields."""
     return json.dumps(
         {"type": type_, "sequence": sequence, "timestamp": datetime.now(tz=UTC).isoformat(), **payload},
         separators=(",", ":"),

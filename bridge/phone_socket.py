@@ -311,7 +311,7 @@ async def _carry(app: web.Application, stream: PhoneStream, messages: AsyncItera
             if metrics is not None:
                 metrics.call_ended(call_id, stats)
             if fleet is not None:
-                fleet.disown(call_id)
+                fleet.call_over(call_id)
 
         call.on_ended = ended
     call.attach(stream)

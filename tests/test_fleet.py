@@ -8,8 +8,11 @@ by any instance and carried out by the owner, in the order they were accepted.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
+import signal
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -19,9 +22,11 @@ import pytest
 import redis.asyncio as aioredis
 
 from bridge.fleet.keys import ACQUIRE, MARK_APPLIED, RENEW, Keys
-from tests.support.calls import BridgeFactory, wait_for
+from tests.support.bridge_process import start_bridge
+from tests.support.calls import WEBHOOK_SECRET, BridgeFactory, caller_audio, play_call, wait_for
 from tests.support.fakes import FakeGladia, FakeWebhook
 from tests.support.phone import phone_call
+from tests.support.process import minimal_env
 from tests.support.redis_server import RedisServer
 
 pytestmark = pytest.mark.timeout(60)
@@ -138,3 +143,126 @@ async def test_an_action_posted_to_any_instance_is_played_by_the_owner_in_order(
     assert [e["action_id"] for e in hook.events("playback.finished")] == ["from_b"]
     assert results["unknown"][0] == 404
     assert results["ended"][0] == 409
+
+
+async def test_kill_9_of_the_owner_mid_call_every_event_is_delivered_by_another_instance(
+    make_bridge: BridgeFactory,
+    fake_gladia: FakeGladia,
+    webhook: tuple[FakeWebhook, str],
+    redis_server: RedisServer,
+    tmp_path: Path,
+) -> None:
+    """Instance A (a real process) owns a call and stores its events in Redis while the bot is down;
+    A is killed with SIGKILL mid-call. Instance B takes the call over once A's lease lapses and
+    delivers every event A had accepted, in order, with A's webhook-ids, then `call.ended` with
+    `end_reason: instance_lost`: the bot may see a repeat, never a gap or a reorder."""
+    hook, hook_url = webhook
+    config = tmp_path / "fleet.toml"
+    config.write_text("[fleet]\nlease_ttl = 1.5\nrenew_interval = 0.5\n")
+    env = minimal_env(
+        GLADIA_API_URL=fake_gladia.base_url,
+        GLADIA_API_KEY="test-key",
+        BOT_WEBHOOK_URL=hook_url,
+        BOT_WEBHOOK_SECRET=WEBHOOK_SECRET,
+        BRIDGE_REDIS_URL=redis_server.url,
+        BRIDGE_INSTANCE_ID="A",
+        BRIDGE_CONFIG=str(config),
+    )
+    a = await start_bridge(env)
+    b = await make_bridge(
+        {"BRIDGE_REDIS_URL": redis_server.url, "BRIDGE_INSTANCE_ID": "B", "BRIDGE_DATA_DIR": str(tmp_path / "B")},
+        fleet__lease_ttl=1.5,
+        fleet__renew_interval=0.5,
+    )
+    assert b is not None
+    hook.outage_stall = 0.05
+    caller = asyncio.create_task(play_call(f"{a.ws}/twilio/stream", caller_audio(8.0), pace=0.02))
+    try:
+        await wait_for(lambda: len(hook.events("utterance.final")) >= 1, timeout=15)
+        hook.outage_until = time.monotonic() + 3600  # the bot goes down: A's events pile up in Redis
+        await wait_for(lambda: len([r for r in hook.requests if r.status >= 500]) >= 3, timeout=15)
+        a.proc.kill()  # SIGKILL, mid-call
+        await a.proc.wait()
+        before_kill = len(hook.requests)
+    finally:
+        with contextlib.suppress(Exception):
+            await caller
+    hook.outage_until = 0.0  # the bot is back
+    await wait_for(lambda: bool(hook.events("call.ended")), timeout=20)
+    await a.stop()
+    delivered = hook.events()
+    sequences = [e["sequence"] for e in delivered]
+    assert sequences == list(range(1, len(sequences) + 1))  # every event, in order, no gap
+    ended = delivered[-1]
+    assert ended["type"] == "call.ended" and ended["summary"]["end_reason"] == "instance_lost"
+    assert len(hook.events("utterance.final")) >= 2  # some finals were stored while the bot was down
+    ids = [r.headers["webhook-id"] for r in hook.requests if r.status < 300]
+    assert all(i.startswith(f"msg_{ended['call']['id']}_") for i in ids)  # A's ids, kept by B
+    first_seen = list(dict.fromkeys(ids))
+    assert first_seen == [f"msg_{ended['call']['id']}_{n}" for n in sequences]  # first deliveries in order
+    # what A had stored and not delivered reached the bot from B: finals among them
+    from_b = [r.json["type"] for r in hook.requests[before_kill:] if r.status < 300]
+    assert from_b.count("utterance.final") >= 1 and from_b[-1] == "call.ended", from_b
+
+
+async def test_a_former_owner_paused_past_its_lease_writes_nothing_after_the_takeover(
+    make_bridge: BridgeFactory,
+    fake_gladia: FakeGladia,
+    webhook: tuple[FakeWebhook, str],
+    redis_server: RedisServer,
+    tmp_path: Path,
+) -> None:
+    """A (a real process) owns a call with events waiting for a bot that is down; A is stopped with
+    SIGSTOP, B takes the call over and delivers them, ending the call as instance_lost. A is then
+    continued: its renewal is refused (the epoch moved on), its Redis writes are fenced, and it posts
+    nothing more to the bot."""
+    hook, hook_url = webhook
+    config = tmp_path / "fleet.toml"
+    config.write_text("[fleet]\nlease_ttl = 1.5\nrenew_interval = 0.5\n")
+    env = minimal_env(
+        GLADIA_API_URL=fake_gladia.base_url,
+        GLADIA_API_KEY="test-key",
+        BOT_WEBHOOK_URL=hook_url,
+        BOT_WEBHOOK_SECRET=WEBHOOK_SECRET,
+        BRIDGE_REDIS_URL=redis_server.url,
+        BRIDGE_INSTANCE_ID="A",
+        BRIDGE_CONFIG=str(config),
+    )
+    a = await start_bridge(env)
+    await make_bridge(
+        {"BRIDGE_REDIS_URL": redis_server.url, "BRIDGE_INSTANCE_ID": "B", "BRIDGE_DATA_DIR": str(tmp_path / "B")},
+        fleet__lease_ttl=1.5,
+        fleet__renew_interval=0.5,
+    )
+    hook.outage_stall = 0.05
+    caller = asyncio.create_task(play_call(f"{a.ws}/twilio/stream", caller_audio(20.0), pace=0.02))
+    r = aioredis.from_url(redis_server.url, decode_responses=True)
+    try:
+        await wait_for(lambda: len(hook.events("utterance.final")) >= 1, timeout=15)
+        hook.outage_until = time.monotonic() + 3600
+        await wait_for(lambda: len([q for q in hook.requests if q.status >= 500]) >= 3, timeout=15)
+        a.proc.send_signal(signal.SIGSTOP)
+        hook.outage_until = 0.0
+        await wait_for(lambda: bool(hook.events("call.ended")), timeout=20)  # B delivered, ended the call
+        call_id = hook.events("call.ended")[0]["call"]["id"]
+        keys = Keys()
+        before = (await r.hgetall(keys.call(call_id)), await r.xrange(keys.outbox(call_id)))
+        requests_before = len(hook.requests)
+        a.proc.send_signal(signal.SIGCONT)
+        await wait_for(lambda: bool(a.logs("fleet.lease_lost")), timeout=10)
+        await asyncio.sleep(2.0)  # A's delivery worker and outbox writer have had time to try
+        after = (await r.hgetall(keys.call(call_id)), await r.xrange(keys.outbox(call_id)))
+    finally:
+        caller.cancel()
+        with contextlib.suppress(BaseException):
+            await caller
+        with contextlib.suppress(ProcessLookupError):
+            a.proc.send_signal(signal.SIGCONT)
+        await r.aclose()
+    await a.stop()
+    record = before[0]
+    assert (record["epoch"], record["owner"].split(":")[0], record["state"]) == ("2", "B", "ended")
+    assert after == before  # nothing written by A after the takeover
+    assert hook.requests[requests_before:] == []  # and nothing posted to the bot
+    assert hook.events("call.ended")[0]["summary"]["end_reason"] == "instance_lost"
+    assert a.logs("webhook.call_taken_over") or a.logs("fleet.lease_lost")

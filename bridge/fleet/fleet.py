@@ -26,7 +26,8 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,7 +35,7 @@ import redis.asyncio as aioredis
 import structlog
 from redis.exceptions import RedisError
 
-from bridge.fleet.keys import ACQUIRE, END, MARK_APPLIED, RENEW, ROUTE, Keys
+from bridge.fleet.keys import ACQUIRE, END, MARK_APPLIED, RENEW, ROUTE, TAKEOVER, Keys
 from bridge.reply.actions import Action, parse_actions
 from bridge.settings import FleetSettings
 
@@ -43,6 +44,20 @@ log = structlog.get_logger("bridge.fleet")
 IDEMPOTENCY_TTL = 86_400  # s an Idempotency-Key's answer is kept
 
 Apply = Callable[[list[Action], str], object]  # actions, and the key that makes applying them idempotent
+
+
+@dataclass(frozen=True, slots=True)
+class Orphan:
+    """A call taken over from an instance that stopped renewing its lease (it died, or hangs)."""
+
+    call_id: str
+    epoch: int
+    ended: bool  # the former owner had ended the call (only events were left to deliver)
+    call_json: str  # the bot events' call object, as the former owner recorded it
+    last_sequence: int  # the last event sequence the former owner stored
+
+
+TakeOver = Callable[[Orphan], Awaitable[None]]
 
 
 def default_instance_id(worker: int | None = None) -> str:
@@ -57,18 +72,20 @@ class Owned:
     call_id: str
     provider: str
     call_sid: str
-    apply: Apply
+    apply: Apply | None  # None: a call taken over to deliver its events (no stream, no actions)
     epoch: int = 0  # 0 until the lease is taken
     last_action: str = "0-0"  # the last action entry applied
     applied_unsaved: bool = False
-    lost: bool = False
-    ending: bool = False
+    lost: bool = False  # another instance holds the call now: nothing more is written for it
+    confirmed_at: float = 0.0  # monotonic time the lease was last taken or renewed
+    over: bool = False  # the call ended: no more actions; the lease is kept until its events are out
 
 
 @dataclass(slots=True)
 class FleetCounters:
     leases_taken: int = 0
     leases_lost: int = 0
+    takeovers: int = 0
     actions_routed: int = 0
     actions_applied: int = 0
     redis_errors: int = 0
@@ -103,7 +120,14 @@ class Fleet:
         self._mark = self.redis.register_script(MARK_APPLIED)
         self._end = self.redis.register_script(END)
         self._route = self.redis.register_script(ROUTE)
+        self._takeover = self.redis.register_script(TAKEOVER)
+        # Set by the app: who delivers a taken-over call's events, and whether an outbox releases
+        # calls once their events are out (else a call is released when it ends).
+        self.on_takeover: TakeOver | None = None
+        self.outbox_releases = False
+        self.on_over: Callable[[str], None] | None = None  # the outbox marks the call ended, in order
         self.owned: dict[str, Owned] = {}
+        self._released: OrderedDict[str, None] = OrderedDict()  # recent calls given back
         self.counters = FleetCounters()
         self._changed = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -139,17 +163,59 @@ class Fleet:
         self.owned[call_id] = Owned(call_id, provider, call_sid, apply)
         self._spawn(self._take(self.owned[call_id]))
 
-    def disown(self, call_id: str) -> None:
-        """The call ended here: mark it ended (409 for late actions) and give its lease back."""
+    def epoch_of(self, call_id: str) -> int | None:
+        """The epoch this instance holds the call under: 0 while it is being taken (or not yet asked
+        for), None once lost or released."""
+        owned = self.owned.get(call_id)
+        if owned is None:
+            return None if call_id in self._released else 0
+        return None if owned.lost else owned.epoch
+
+    def holds(self, call_id: str) -> bool | None:
+        """May this instance act for the call now (post its events)? True: its lease was confirmed less
+        than ``lease_ttl`` ago; None: not confirmed (being taken, or Redis unreachable: wait); False:
+        lost to another instance, or given back. An instance back from a pause longer than its lease
+        (SIGSTOP, a stalled VM) waits for a renewal, which then tells it the call is no longer its own."""
+        owned = self.owned.get(call_id)
+        if owned is None:
+            return False if call_id in self._released else None
+        if owned.lost:
+            return False
+        if not owned.epoch or time.monotonic() - owned.confirmed_at >= self.settings.lease_ttl:
+            return None
+        return True
+
+    def lost(self, call_id: str) -> None:
+        """A fenced write was refused: another instance holds the call now."""
+        owned = self.owned.get(call_id)
+        if owned is not None and not owned.lost:
+            owned.lost = True
+            self.counters.leases_lost += 1
+            log.warning("fleet.lease_lost", call_id=call_id, epoch=owned.epoch)
+
+    def call_over(self, call_id: str) -> None:
+        """The call ended here: no more actions. With an outbox, the lease is given back once the
+        call's last events are delivered (:meth:`release`); without one, now."""
         owned = self.owned.get(call_id)
         if owned is None:
             return
-        owned.ending = True
-        self._spawn(self._give_back(owned))
+        owned.over = True
+        self._changed.set()
+        if self.on_over is not None:
+            self.on_over(call_id)
+        if not self.outbox_releases:
+            self.release(call_id)
+
+    def release(self, call_id: str) -> None:
+        """Everything of the call is done here: mark it ended and give its lease back."""
+        owned = self.owned.get(call_id)
+        if owned is not None:
+            self._spawn(self._give_back(owned))
 
     async def _take(self, owned: Owned) -> None:
         try:
             self.counters.redis_ops += 1
+            sent = time.monotonic()
             taken, detail = await self._acquire(
                 keys=[self.keys.lease(owned.call_id), self.keys.call(owned.call_id), self.keys.leases],
                 args=[
@@ -165,6 +231,7 @@ class Fleet:
                 log.warning("fleet.lease_refused", call_id=owned.call_id, holder=str(detail)[:200])
                 return
             owned.epoch = int(detail)
+            owned.confirmed_at = sent
             self.counters.redis_ops += 1
             applied = await self.redis.hget(self.keys.call(owned.call_id), "actions_applied")
         except (RedisError, OSError) as exc:
@@ -186,6 +253,7 @@ class Fleet:
                         self.keys.call(owned.call_id),
                         self.keys.leases,
                         self.keys.actions(owned.call_id),
+                        self.keys.outbox(owned.call_id),
                     ],
                     args=[self.token, owned.epoch, int(self.settings.ended_ttl), owned.call_id],
                 )
@@ -193,6 +261,9 @@ class Fleet:
             self._redis_failed("end a call", exc)  # the lease lapses by itself
         finally:
             self.owned.pop(owned.call_id, None)
+            self._released[owned.call_id] = None
+            while len(self._released) > 10_000:
+                self._released.popitem(last=False)
             self._changed.set()
 
     # -- heartbeat and renewals ---------------------------------------------------------------------
@@ -201,14 +272,45 @@ class Fleet:
         while True:
             try:
                 await self._beat()
+                await self._sweep()
             except (RedisError, OSError) as exc:
                 self._redis_failed("renew", exc)
             await asyncio.sleep(self.settings.renew_interval)
 
+    async def _sweep(self) -> None:
+        """Take over the calls whose owner stopped renewing (a few per beat), to deliver what they left."""
+        if self.on_takeover is None or self.draining:
+            return
+        now_ms = int(time.time() * 1000)
+        self.counters.redis_ops += 1
+        due: list[str] = await self.redis.zrangebyscore(self.keys.leases, "-inf", now_ms, start=0, num=20)  # type: ignore[assignment]
+        for call_id in due:
+            if call_id in self.owned:
+                continue
+            self.counters.redis_ops += 1
+            sent = time.monotonic()
+            result = await self._takeover(
+                keys=[self.keys.lease(call_id), self.keys.call(call_id), self.keys.leases],
+                args=[self.token, int(self.settings.lease_ttl * 1000), now_ms, call_id],
+            )
+            if int(result[0]) != 1:
+                continue
+            orphan = Orphan(call_id, int(result[1]), result[2] == "ended", str(result[3]), int(result[4] or 0))
+            self.owned[call_id] = Owned(call_id, "", "", None, epoch=orphan.epoch, over=True, confirmed_at=sent)
+            self.counters.takeovers += 1
+            log.warning(
+                "fleet.call_taken_over",
+                call_id=call_id,
+                epoch=orphan.epoch,
+                former_owner_ended_it=orphan.ended,
+                detail="its owner stopped renewing the lease: this instance delivers what it left",
+            )
+            self._spawn(self.on_takeover(orphan))
+
     async def _beat(self) -> None:
         ttl_ms = int(self.settings.lease_ttl * 1000)
         now_ms = int(time.time() * 1000)
-        calls = [o for o in self.owned.values() if not o.ending]
+        calls = list(self.owned.values())
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.hset(
                 self.keys.instance(self.instance_id),
@@ -223,10 +325,15 @@ class Fleet:
                         client=pipe,
                     )
             self.counters.redis_ops += 1
+            confirmed = time.monotonic()  # a renewal holds for lease_ttl from before it was sent
             results = await pipe.execute()
         renewed = iter(results[2:])
         for o in calls:
-            if o.epoch and not o.lost and int(next(renewed)) != 1:
+            if not o.epoch or o.lost:
+                continue
+            if int(next(renewed)) == 1:
+                o.confirmed_at = confirmed
+            else:
                 o.lost = True
                 self.counters.leases_lost += 1
                 log.warning(
@@ -236,7 +343,7 @@ class Fleet:
                     detail="another instance took the call over: this one no longer acts for it",
                 )
         for o in calls:
-            if not o.epoch and not o.lost:
+            if not o.epoch and not o.lost and o.apply is not None:
                 await self._take(o)  # Redis was down at the start: take it now
             elif o.applied_unsaved:
                 await self._save_applied(o)
@@ -322,7 +429,7 @@ class Fleet:
 
     @staticmethod
     def _acting(owned: Owned) -> bool:
-        return bool(owned.epoch) and not owned.lost and not owned.ending
+        return bool(owned.epoch) and not owned.lost and not owned.over and owned.apply is not None
 
     def _apply(self, owned: Owned, entry_id: str, fields: dict[str, str]) -> None:
         owned.last_action = entry_id
@@ -333,7 +440,8 @@ class Fleet:
             log.warning("fleet.bad_action_entry", call_id=owned.call_id, entry=entry_id, error=str(exc)[:200])
             return
         key = fields.get("key") or ""
-        owned.apply(actions, f"rest:{key}" if key else f"fleet:{entry_id}")
+        if owned.apply is not None:
+            owned.apply(actions, f"rest:{key}" if key else f"fleet:{entry_id}")
         self.counters.actions_applied += len(actions)
 
     async def _save_applied(self, owned: Owned) -> None:

@@ -13,6 +13,9 @@ or a managed service); Redis 7.0 commands only, so Valkey works too.
 ``{p}:leases``                     ZSET call -> lease deadline (ms): where a sweeper finds lapsed owners
 ``{p}:call:{call}:in``             STREAM the bot's actions for the call, in the order accepted
 ``{p}:call:{call}:idem:{key}``     STRING the answer given to an ``Idempotency-Key``
+``{p}:call:{call}:out``            STREAM the call's events not yet delivered, IDs ``{sequence}-1`` (a
+                                   write repeated after a reconnect is refused: nothing twice)
+``{p}:dead``                       STREAM events given up (the webhook refused them, or too old)
 =================================  =====================================================================
 
 **The epoch is the fencing token.** Taking a call (:data:`ACQUIRE`) increments ``epoch``; every later
@@ -45,6 +48,13 @@ class Keys:
 
     def actions(self, call_id: str) -> str:
         return f"{self.prefix}:call:{call_id}:in"
+
+    def outbox(self, call_id: str) -> str:
+        return f"{self.prefix}:call:{call_id}:out"
+
+    @property
+    def dead(self) -> str:
+        return f"{self.prefix}:dead"
 
     def idempotency(self, call_id: str, key: str) -> str:
         return f"{self.prefix}:call:{call_id}:idem:{key}"
@@ -83,12 +93,13 @@ redis.call('HSET', KEYS[1], 'actions_applied', ARGV[2])
 return 1
 """
 
-# KEYS: lease, call, leases, actions. ARGV: token, epoch, ttl s, call id. -> 1 ended, 0 fenced out.
+# KEYS: lease, call, leases, actions, out. ARGV: token, epoch, ttl s, call id. -> 1 ended, 0 fenced out.
 END = """
 if redis.call('HGET', KEYS[2], 'epoch') ~= ARGV[2] then return 0 end
 redis.call('HSET', KEYS[2], 'state', 'ended')
 redis.call('EXPIRE', KEYS[2], ARGV[3])
 redis.call('EXPIRE', KEYS[4], ARGV[3])
+redis.call('EXPIRE', KEYS[5], ARGV[3])
 if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
 redis.call('ZREM', KEYS[3], ARGV[4])
 return 1
@@ -107,4 +118,65 @@ end
 local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', '10000', '*', 'actions', ARGV[1], 'key', ARGV[2])
 if ARGV[2] ~= '' then redis.call('SET', KEYS[3], ARGV[4], 'EX', ARGV[3]) end
 return {202, id}
+"""
+
+
+# -- the shared outbox: each call's undelivered events, in a stream with IDs {sequence}-1 -----------------
+
+# KEYS: call, out. ARGV: epoch, sequence, webhook id, type, body, created.
+# -> 1 stored; 2 already stored (a retried write); 0 fenced out.
+OUT_ADD = """
+if redis.call('HGET', KEYS[1], 'epoch') ~= ARGV[1] then return 0 end
+local ok = redis.pcall('XADD', KEYS[2], ARGV[2] .. '-1', 'webhook_id', ARGV[3], 'type', ARGV[4],
+                       'body', ARGV[5], 'created', ARGV[6])
+local last = tonumber(redis.call('HGET', KEYS[1], 'last_sequence') or '0')
+if tonumber(ARGV[2]) > last then redis.call('HSET', KEYS[1], 'last_sequence', ARGV[2]) end
+if type(ok) == 'table' and ok.err then return 2 end
+return 1
+"""
+
+# KEYS: call, out, dead. ARGV: epoch, sequence, error ("" when delivered). -> 1 done, 0 fenced out.
+OUT_DONE = """
+if redis.call('HGET', KEYS[1], 'epoch') ~= ARGV[1] then return 0 end
+local id = ARGV[2] .. '-1'
+if ARGV[3] ~= '' then
+  local entry = redis.call('XRANGE', KEYS[2], id, id)
+  if entry[1] then
+    local fields = entry[1][2]
+    table.insert(fields, 'error') table.insert(fields, ARGV[3])
+    redis.call('XADD', KEYS[3], 'MAXLEN', '~', '100000', '*', unpack(fields))
+  end
+end
+redis.call('XDEL', KEYS[2], id)
+return 1
+"""
+
+# KEYS: call. ARGV: epoch, call JSON. -> 1, 0 fenced out.
+CALL_JSON = """
+if redis.call('HGET', KEYS[1], 'epoch') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'call_json', ARGV[2])
+return 1
+"""
+
+# KEYS: call. ARGV: epoch. The call is over for the bot (409 from now on); its lease is kept until its
+# last events are delivered. -> 1, 0 fenced out.
+CALL_OVER = """
+if redis.call('HGET', KEYS[1], 'epoch') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'state', 'ended')
+return 1
+"""
+
+# KEYS: lease, call, leases. ARGV: token, ttl ms, now ms, call id.
+# A lapsed lease taken over by a sweeper: -> {1, epoch, state, call JSON, last sequence}; {0} someone
+# renewed it; {-1} the call's record is gone (nothing to deliver).
+TAKEOVER = """
+if redis.call('GET', KEYS[1]) then return {0} end
+if redis.call('EXISTS', KEYS[2]) == 0 then redis.call('ZREM', KEYS[3], ARGV[4]) return {-1} end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+local epoch = redis.call('HINCRBY', KEYS[2], 'epoch', 1)
+redis.call('HSET', KEYS[2], 'owner', ARGV[1])
+redis.call('PERSIST', KEYS[2])
+redis.call('ZADD', KEYS[3], tonumber(ARGV[3]) + tonumber(ARGV[2]), ARGV[4])
+return {1, epoch, redis.call('HGET', KEYS[2], 'state') or '', redis.call('HGET', KEYS[2], 'call_json') or '',
+        redis.call('HGET', KEYS[2], 'last_sequence') or '0'}
 """

@@ -1,0 +1,255 @@
+"""Fleet mode's durable outbox: each call's undelivered events in its Redis stream, so that when an
+instance dies another one delivers them, in order, with the same ``webhook-id``.
+
+The same interface as the SQLite outbox writer (:class:`bridge.outbox.OutboxWriter`), used the same
+way by :mod:`bridge.delivery`: every method returns at once and queues a write; one task sends the
+writes in order, a batch per round trip (a pipeline of scripts). Each write names the epoch under
+which this instance holds the call (:mod:`bridge.fleet.keys`), so an instance that lost the call can
+write nothing more for it. Events are delivered from memory without waiting for the write: an event
+counts as *accepted* once Redis has it (with ``appendfsync always``, on disk).
+
+* ``add``: ``XADD {call}:out {sequence}-1`` (a write repeated after a reconnect is refused by the ID);
+* ``delivered``: ``XDEL`` it; ``dead``: it moves to ``{prefix}:dead`` with the error;
+* the call ending (:meth:`FleetOutbox.over`): ``state ended``, queued after its last events;
+* the delivery drained (``call_ended``): the call's lease goes back (:meth:`bridge.fleet.fleet.Fleet.release`).
+
+:meth:`FleetOutbox.take_over` is the other side: a call whose owner stopped renewing its lease is
+taken over by the fleet's sweeper, and its stored events are delivered again from Redis; if the former
+owner died mid-call, a ``call.ended`` with ``end_reason: instance_lost`` follows them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import structlog
+from redis.exceptions import RedisError
+
+from bridge.delivery import PendingEvent, event_body
+from bridge.fleet.fleet import Fleet, Orphan
+from bridge.fleet.keys import CALL_JSON, CALL_OVER, OUT_ADD, OUT_DONE
+
+if TYPE_CHECKING:
+    from bridge.delivery import Delivery
+
+log = structlog.get_logger("bridge.fleet")
+
+MAX_BATCH = 200
+
+
+@dataclass(frozen=True, slots=True)
+class _Op:
+    call_id: str
+    kind: str  # "call", "add", "done", "over", "release"
+    args: tuple[Any, ...] = ()
+    queued_at: float = field(default_factory=time.monotonic)
+
+
+def _split(webhook_id: str) -> tuple[str, int]:
+    """``msg_<call id>_<sequence>`` -> (call id, sequence)."""
+    head, _, sequence = webhook_id.rpartition("_")
+    return head.removeprefix("msg_"), int(sequence)
+
+
+class FleetOutbox:
+    """See the module docstring. :meth:`start` with the loop running; :meth:`aclose` at shutdown."""
+
+    def __init__(self, fleet: Fleet, max_queued: int = 100_000) -> None:
+        self.fleet = fleet
+        self.max_queued = max_queued
+        self.delivery: Delivery | None = None  # set by the app once the delivery exists
+        r = fleet.redis
+        self._add = r.register_script(OUT_ADD)
+        self._done = r.register_script(OUT_DONE)
+        self._call = r.register_script(CALL_JSON)
+        self._over = r.register_script(CALL_OVER)
+        self._ops: deque[_Op] = deque()
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.dropped_ops = 0
+        self.written = 0
+        self.fenced = 0
+
+    # -- what delivery calls (never waits) ------------------------------------------------------------
+
+    def call_started(self, call_id: str, call_json: str) -> None:
+        self._queue(_Op(call_id, "call", (call_json,)))
+
+    def add(
+        self, webhook_id: str, call_id: str, sequence: int, type_: str, body: str, created: float | None = None
+    ) -> None:
+        self._queue(_Op(call_id, "add", (sequence, webhook_id, type_, body, created or 0.0)))
+
+    def delivered(self, webhook_id: str) -> None:
+        call_id, sequence = _split(webhook_id)
+        self._queue(_Op(call_id, "done", (sequence, "")))
+
+    def attempted(self, webhook_id: str, error: str) -> None:
+        pass  # attempts are not kept in Redis: the event stays until delivered or given up
+
+    def dead(self, webhook_id: str, error: str) -> None:
+        call_id, sequence = _split(webhook_id)
+        self._queue(_Op(call_id, "done", (sequence, error[:500] or "given up")))
+
+    def call_ended(self, call_id: str) -> None:
+        """The call's delivery is drained: its lease can go back."""
+        self._queue(_Op(call_id, "release"))
+
+    def over(self, call_id: str) -> None:
+        """The call ended (after its last event was queued): 409 for actions from now on."""
+        self._queue(_Op(call_id, "over"))
+
+    def _queue(self, op: _Op) -> None:
+        if len(self._ops) >= self.max_queued:
+            self.dropped_ops += 1
+            if self.dropped_ops == 1 or self.dropped_ops % 1000 == 0:
+                log.error("fleet.outbox_full", dropped=self.dropped_ops, bound=self.max_queued)
+            return
+        self._ops.append(op)
+        self._wake.set()
+
+    # -- the writer ----------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._writer(), name="fleet-outbox")
+
+    async def aclose(self, timeout: float) -> None:
+        """Write what is queued (bounded), then stop."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                while self._ops:
+                    await asyncio.sleep(0.02)
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._ops:
+            log.warning("fleet.outbox_unwritten", ops=len(self._ops))
+
+    async def _writer(self) -> None:
+        while True:
+            if not self._ops:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            batch = self._ready()
+            if not batch:
+                await asyncio.sleep(0.02)  # the head's lease is being taken
+                continue
+            try:
+                await self._send(batch)
+            except (RedisError, OSError) as exc:
+                self.fleet._redis_failed("write the outbox", exc)
+                await asyncio.sleep(0.5)  # the batch stays at the head, in order
+                continue
+            for _ in batch:
+                self._ops.popleft()
+
+    def _ready(self) -> list[_Op]:
+        """The ops at the head whose calls this instance holds under a known epoch, in order. The head
+        waits while its call's lease is being taken (at most ``lease_ttl``); ops of a call this instance
+        lost, released or never took are dropped (counted)."""
+        batch: list[_Op] = []
+        now = time.monotonic()
+        while len(batch) < min(MAX_BATCH, len(self._ops)):
+            op = self._ops[len(batch)]
+            epoch = self.fleet.epoch_of(op.call_id)
+            waited_too_long = epoch == 0 and now - op.queued_at > self.fleet.settings.lease_ttl
+            if epoch is None or waited_too_long:
+                if batch:
+                    break
+                self._ops.popleft()
+                self.fenced += 1
+                log.warning(
+                    "fleet.outbox_write_dropped", call_id=op.call_id, kind=op.kind, lease_held=epoch is not None
+                )
+                continue
+            if epoch == 0:
+                break
+            batch.append(op)
+        return batch
+
+    async def _send(self, batch: list[_Op]) -> None:
+        keys = self.fleet.keys
+        async with self.fleet.redis.pipeline(transaction=False) as pipe:
+            for op in batch:
+                epoch = self.fleet.epoch_of(op.call_id) or 0
+                call = keys.call(op.call_id)
+                if op.kind == "add":
+                    sequence, webhook_id, type_, body, created = op.args
+                    await self._add(
+                        keys=[call, keys.outbox(op.call_id)],
+                        args=[epoch, sequence, webhook_id, type_, body, created],
+                        client=pipe,
+                    )
+                elif op.kind == "done":
+                    await self._done(
+                        keys=[call, keys.outbox(op.call_id), keys.dead], args=[epoch, *op.args], client=pipe
+                    )
+                elif op.kind == "call":
+                    await self._call(keys=[call], args=[epoch, op.args[0]], client=pipe)
+                elif op.kind == "over":
+                    await self._over(keys=[call], args=[epoch], client=pipe)
+                else:
+                    pipe.echo("release")  # keeps results aligned; the release happens once written
+            self.fleet.counters.redis_ops += 1
+            results = await pipe.execute()
+        for op, result in zip(batch, results, strict=True):
+            if op.kind == "release":
+                self.fleet.release(op.call_id)
+            elif result == 0:
+                self.fenced += 1
+                self.fleet.lost(op.call_id)
+            else:
+                self.written += 1
+
+    # -- a call taken over ---------------------------------------------------------------------------------
+
+    async def take_over(self, orphan: Orphan) -> None:
+        """Deliver what a lost instance left of a call: its stored events in order (same webhook-ids),
+        then, if it died mid-call, ``call.ended`` with ``end_reason: instance_lost``."""
+        assert self.delivery is not None
+        keys = self.fleet.keys
+        try:
+            self.fleet.counters.redis_ops += 1
+            entries: Any = await self.fleet.redis.xrange(keys.outbox(orphan.call_id), "-", "+")
+        except (RedisError, OSError) as exc:
+            self.fleet._redis_failed("read a call taken over", exc)
+            return  # the lease lapses again and another sweep tries
+        events = [
+            PendingEvent(
+                fields["webhook_id"],
+                fields["body"],
+                orphan.call_id,
+                fields["type"],
+                int(entry_id.split("-")[0]),
+                float(fields.get("created") or 0.0),
+            )
+            for entry_id, fields in entries
+        ]
+        if not orphan.ended:
+            sequence = orphan.last_sequence + 1
+            call = json.loads(orphan.call_json) if orphan.call_json else {"id": orphan.call_id}
+            body = event_body("call.ended", sequence, {"call": call, "summary": {"end_reason": "instance_lost"}})
+            event = PendingEvent(
+                f"msg_{orphan.call_id}_{sequence}",
+                body,
+                orphan.call_id,
+                "call.ended",
+                sequence,
+                self.delivery.context.clock(),
+            )
+            self.add(event.webhook_id, orphan.call_id, sequence, event.type, body, event.created)
+            self.over(orphan.call_id)
+            events.append(event)
+        log.info("fleet.delivering_taken_over", call_id=orphan.call_id, events=len(events))
+        if events:
+            self.delivery.redeliver(events)  # its end releases the call (call_ended)
+        else:
+            self.call_ended(orphan.call_id)
