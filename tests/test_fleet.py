@@ -246,7 +246,7 @@ async def test_a_former_owner_paused_past_its_lease_writes_nothing_after_the_tak
         await wait_for(lambda: bool(hook.events("call.ended")), timeout=20)  # B delivered, ended the call
         call_id = hook.events("call.ended")[0]["call"]["id"]
         keys = Keys()
-        before = (await r.hgetall(keys.call(call_id)), await r.xrange(keys.outbox(call_id)))
+        before: tuple[Any, Any] = (await r.hgetall(keys.call(call_id)), await r.xrange(keys.outbox(call_id)))
         requests_before = len(hook.requests)
         a.proc.send_signal(signal.SIGCONT)
         await wait_for(lambda: bool(a.logs("fleet.lease_lost")), timeout=10)
@@ -260,9 +260,62 @@ async def test_a_former_owner_paused_past_its_lease_writes_nothing_after_the_tak
             a.proc.send_signal(signal.SIGCONT)
         await r.aclose()
     await a.stop()
-    record = before[0]
+    record: dict[str, str] = before[0]
     assert (record["epoch"], record["owner"].split(":")[0], record["state"]) == ("2", "B", "ended")
     assert after == before  # nothing written by A after the takeover
     assert hook.requests[requests_before:] == []  # and nothing posted to the bot
     assert hook.events("call.ended")[0]["summary"]["end_reason"] == "instance_lost"
     assert a.logs("webhook.call_taken_over") or a.logs("fleet.lease_lost")
+
+
+async def test_redis_killed_and_restarted_loses_no_accepted_event(
+    make_bridge: BridgeFactory,
+    fake_gladia: FakeGladia,
+    webhook: tuple[FakeWebhook, str],
+    redis_server: RedisServer,
+    tmp_path: Path,
+) -> None:
+    """redis-server is killed with SIGKILL mid-call (longer than a lease) while the bot is down, then
+    started again on its AOF (appendfsync always): every event Redis had accepted is still there, the
+    instance reconnects by itself, keeps its call (same epoch), and the bot gets every event once the
+    call ends normally, in order."""
+    hook, _ = webhook
+    a = await make_bridge(
+        {"BRIDGE_REDIS_URL": redis_server.url, "BRIDGE_INSTANCE_ID": "A", "BRIDGE_DATA_DIR": str(tmp_path / "A")},
+        fleet__lease_ttl=1.5,
+        fleet__renew_interval=0.5,
+    )
+    hook.outage_stall = 0.05
+    caller = asyncio.create_task(play_call(str(a.make_url("/twilio/stream")), caller_audio(9.0), pace=0.02))
+    keys = Keys()
+    r = aioredis.from_url(redis_server.url, decode_responses=True)
+    try:
+        await wait_for(lambda: bool(hook.events("call.started")), timeout=10)
+        call_id = hook.events("call.started")[0]["call"]["id"]
+        hook.outage_until = time.monotonic() + 3600  # the bot is down: events wait in Redis
+        for _ in range(200):
+            stored: Any = await r.xrange(keys.outbox(call_id))
+            if len(stored) >= 2:
+                break
+            await asyncio.sleep(0.05)
+        assert len(stored) >= 2
+        await r.aclose()
+        redis_server.kill()  # SIGKILL: only what the AOF has survives
+        await asyncio.sleep(2.5)  # longer than the lease
+        redis_server.start()
+        r = aioredis.from_url(redis_server.url, decode_responses=True)
+        kept = await r.xrange(keys.outbox(call_id), "-", stored[-1][0])
+        assert kept == stored  # every accepted event is still there
+        await wait_for(lambda: caller.done(), timeout=20)
+        await asyncio.sleep(1.0)  # a few renewals after the restart
+        record: Any = await r.hgetall(keys.call(call_id))
+        assert record["epoch"] == "1" and record["owner"].startswith("A:")  # kept its call, same epoch
+        hook.outage_until = 0.0  # the bot is back
+        await wait_for(lambda: bool(hook.events("transcript.completed")), timeout=30)
+    finally:
+        await r.aclose()
+    delivered = hook.events()
+    assert [e["sequence"] for e in delivered] == list(range(1, len(delivered) + 1))
+    assert hook.events("call.ended")[0]["summary"]["end_reason"] == "stop"
+    ok = {q.headers["webhook-id"] for q in hook.requests if q.status < 300}
+    assert {fields["webhook_id"] for _, fields in stored} <= ok

@@ -79,9 +79,12 @@ return {1, epoch}
 """
 
 # KEYS: lease, call, leases. ARGV: token, epoch, ttl ms, now ms, call id. -> 1 renewed, 0 fenced out.
+# A lease that lapsed while Redis was unreachable is taken back if the epoch is still ours: anyone
+# else taking the call would have moved the epoch on.
 RENEW = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] or redis.call('HGET', KEYS[2], 'epoch') ~= ARGV[2] then return 0 end
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
+local holder = redis.call('GET', KEYS[1])
+if (holder and holder ~= ARGV[1]) or redis.call('HGET', KEYS[2], 'epoch') ~= ARGV[2] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
 redis.call('ZADD', KEYS[3], tonumber(ARGV[4]) + tonumber(ARGV[3]), ARGV[5])
 return 1
 """
