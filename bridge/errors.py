@@ -115,3 +115,7 @@ class ActionError(BridgeError):
 
 class TtsError(BridgeError):
     """Speech synthesis failed (the engine, or the TTS endpoint's answer); the action fails."""
+
+
+class FleetUnavailable(BridgeError):
+    """Fleet mode: the fleet's Redis cannot be reached for something that needs it now."""

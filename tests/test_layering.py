@@ -21,6 +21,7 @@ PURE = [
     "bridge.reply.bargein",
     "bridge.reply.dtmf",
     "bridge.tools.ear",
+    "bridge.fleet.keys",
 ]
 FORBIDDEN = ["asyncio", "aiohttp", "structlog", "websockets"]
 
@@ -36,9 +37,20 @@ def test_pure_module_imports_no_io(module: str) -> None:
 
 
 def test_the_core_loads_no_tool_and_no_local_engine() -> None:
-    """Importing the bridge application loads no user tool (demo, player, loadtest, writers) and no local
-    speech engine: a production install with a Gladia key carries none of them."""
-    heavy = ["bridge.tools", "bridge.local_stt", "faster_whisper", "ctranslate2", "onnxruntime", "av", "piper"]
+    """Importing the bridge application loads no user tool (demo, player, loadtest, writers), no local
+    speech engine and no Redis client: a production install with a Gladia key carries none of them,
+    and the single-machine bridge loads nothing of fleet mode."""
+    heavy = [
+        "bridge.tools",
+        "bridge.local_stt",
+        "faster_whisper",
+        "ctranslate2",
+        "onnxruntime",
+        "av",
+        "piper",
+        "redis",  # fleet mode only (BRIDGE_REDIS_URL)
+        "bridge.fleet",
+    ]
     code = (
         "import sys, bridge.app, bridge.cli; "
         f"bad = sorted(m for m in sys.modules if any(m == h or m.startswith(h + '.') for h in {heavy!r})); "

@@ -35,6 +35,7 @@ import redis.asyncio as aioredis
 import structlog
 from redis.exceptions import RedisError
 
+from bridge.errors import FleetUnavailable
 from bridge.fleet.keys import ACQUIRE, END, MARK_APPLIED, RENEW, ROUTE, TAKEOVER, Keys
 from bridge.reply.actions import Action, parse_actions
 from bridge.settings import FleetSettings
@@ -382,9 +383,17 @@ class Fleet:
         return 202, answer
 
     async def call_state(self, call_id: str) -> dict[str, Any] | None:
-        """What Redis says of a call owned anywhere: owner, epoch, state (None: unknown)."""
+        """What Redis says of a call owned anywhere: owner, epoch, state (None: unknown).
+
+        Raises:
+            FleetUnavailable: Redis cannot be reached.
+        """
         self.counters.redis_ops += 1
-        record: dict[str, str] = await self.redis.hgetall(self.keys.call(call_id))  # type: ignore[assignment]
+        try:
+            record: dict[str, str] = await self.redis.hgetall(self.keys.call(call_id))  # type: ignore[assignment]
+        except (RedisError, OSError) as exc:
+            self._redis_failed("read a call", exc)
+            raise FleetUnavailable("the fleet's Redis cannot be reached") from exc
         if not record:
             return None
         return {

@@ -23,10 +23,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
-from redis.exceptions import RedisError
 
 from bridge.app_keys import SETTINGS, STATE
-from bridge.errors import ActionError
+from bridge.errors import ActionError, FleetUnavailable
 from bridge.reply.actions import MAX_REQUEST_BYTES, parse_actions
 
 MAX_KEY_CHARS = 200
@@ -91,8 +90,8 @@ async def get_call(request: web.Request) -> web.Response:
         call_id = request.match_info["call_id"]
         try:
             record = await fleet.call_state(call_id)
-        except (RedisError, OSError):
-            return _error(503, "the fleet's Redis cannot be reached")
+        except FleetUnavailable as exc:
+            return _error(503, str(exc))
         if record is None:
             return _error(404, f"no call {call_id}")
         if record["state"] == "ended":
