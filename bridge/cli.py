@@ -150,6 +150,21 @@ def _parser() -> argparse.ArgumentParser:
         "outbound message each 20 ms, interleaved by the bridge into one two-channel Gladia session",
     )
 
+    wait = sub.add_parser(
+        "wait-calls",
+        help="wait until a running bridge has no call (a Kubernetes preStop hook); always exits 0",
+    )
+    wait.add_argument("--timeout", type=float, required=True, help="seconds to wait at most")
+    wait.add_argument("--url", default="http://127.0.0.1:8080", help="the bridge (default http://127.0.0.1:8080)")
+    wait.add_argument(
+        "--settle",
+        type=float,
+        default=0.0,
+        help="wait at least this long, even with no call: time for load balancers to stop sending new calls "
+        "(default 0)",
+    )
+    wait.add_argument("--interval", type=float, default=1.0, help="seconds between polls of /healthz (default 1)")
+
     demo = sub.add_parser("demo", help="a sample call through the bridge on the embedded defaults")
     demo.add_argument(
         "--fast", dest="realtime", action="store_false", default=True, help="play the sample faster than real time"
@@ -218,6 +233,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.reply,
             args.tracks,
         )
+    if args.command == "wait-calls":
+        from bridge.tools.wait_calls import wait_calls
+
+        waited = asyncio.run(
+            wait_calls(args.url, max(0.0, args.timeout), settle=max(0.0, args.settle), interval=max(0.1, args.interval))
+        )
+        print(waited.line(), flush=True)
+        return 0
     if args.command == "demo":
         from bridge.tools.demo import run_demo
 

@@ -140,6 +140,8 @@ async def _run(settings: Settings, worker: tuple[int, int] | None = None) -> Non
     try:
         await stop.wait()
         structlog.get_logger("bridge").info("bridge.stopping")
+        # The listener stays open while the calls drain (runner.cleanup, which closes it, comes
+        # after): /readyz and /healthz keep answering, with 503 "draining", and new calls get 503.
         await drain_calls(app)
     finally:
         await runner.cleanup()

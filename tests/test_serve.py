@@ -132,6 +132,45 @@ async def test_sigterm_closes_calls_that_outlive_the_bound(
     assert hook.events("call.ended")[0]["summary"]["end_reason"] == "socket_closed"
 
 
+async def test_readyz_turns_503_at_sigterm_while_healthz_still_answers(
+    serve: Any, fake_gladia: FakeGladia, webhook: tuple[FakeWebhook, str]
+) -> None:
+    """/readyz is 200 "ready" until SIGTERM; during the drain that follows (a call still running) it
+    answers 503 "draining" and /healthz still answers with the running call; the call then ends
+    normally and the process exits 0."""
+    hook, _ = webhook
+    proc, base = await serve()
+    w = TwilioStreamWriter("CA" + "6" * 32, "MZ" + "6" * 32)
+    audio = caller_audio(1.0)
+    async with aiohttp.ClientSession() as http:
+
+        async def get(path: str) -> tuple[int, dict[str, Any]]:
+            async with http.get(base + path, timeout=aiohttp.ClientTimeout(total=5)) as resp:
+                return resp.status, await resp.json()
+
+        assert await get("/readyz") == (200, {"status": "ready"})
+        async with http.ws_connect(base.replace("http", "ws") + "/twilio/stream") as ws:
+            await ws.send_str(w.connected())
+            await ws.send_str(w.start())
+            for i in range(0, len(audio), 160):
+                await ws.send_str(w.media(audio[i : i + 160]))
+            await wait_for(lambda: any(len(s.audio) == len(audio) for s in fake_gladia.sessions.values()))
+            proc.send_signal(signal.SIGTERM)
+            async with asyncio.timeout(10):
+                while (ready := await get("/readyz"))[0] == 200:
+                    await asyncio.sleep(0.02)
+            assert ready == (503, {"status": "draining"})
+            status, health = await get("/healthz")
+            assert (status, health["status"], health["active_calls"]) == (503, "draining", 1)
+            assert proc.returncode is None
+            await ws.send_str(w.stop())
+            msg = await ws.receive(timeout=10)
+            assert msg.type is aiohttp.WSMsgType.CLOSE
+    await asyncio.wait_for(proc.wait(), 20)
+    assert proc.returncode == 0
+    assert hook.events("call.ended")[0]["summary"]["end_reason"] == "stop"
+
+
 async def test_bad_settings_exit_2_naming_the_key() -> None:
     """A bad environment value stops start-up with exit code 2 and the key's name."""
     proc = await asyncio.create_subprocess_exec(
