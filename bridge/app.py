@@ -181,6 +181,7 @@ async def _http_client(app: web.Application) -> AsyncIterator[None]:
             state.fleet.outbox_releases = True
             state.fleet.on_over = fleet_outbox.over
             state.fleet.on_takeover = fleet_outbox.take_over
+            state.fleet.before_handoff = fleet_outbox.drain
         state.speaker = _speaker(settings, http)
         try:
             yield

@@ -31,7 +31,7 @@ import hmac
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any, assert_never
 
 import aiohttp
@@ -72,6 +72,7 @@ from bridge.stt.notices import (
 )
 from bridge.stt.profile import PARAM_PREFIX, SttProfile, stt_overrides
 from bridge.stt.protocol import init_request
+from bridge.stt.stream import SessionState as SttSessionState
 from bridge.stt.stream import SttStream
 from bridge.transcripts import TranscriptStore
 from bridge.webhook import WebhookResponse
@@ -85,10 +86,30 @@ _TURN_FIELDS = ("id", "channel", "speaker", "start", "end", "text", "language")
 SPEAKERS_PARAMETER = "bridge.speakers"  # a stream's speaker labels, channel 0 then 1: "caller,agent"
 
 
+def restart_proven(secret: bytes, started: CallStarted) -> bool:
+    """Whether a stream's ``start`` carries the resume token of its carrier call (``bridge.resume``)."""
+    if not secret:
+        return False
+    want = resume_token(secret, started.provider, started.call_sid)
+    return hmac.compare_digest(started.parameters.get(RESUME_PARAMETER, "").encode(), want.encode())
+
+
 def resume_token(secret: bytes, provider: str, call_sid: str) -> str:
     """The proof a restarted stream gives that it belongs to the call: an HMAC of the carrier's call
     id under the bridge's secret (``/twilio/voice`` puts it in the TwiML as a ``<Parameter>``)."""
     return hmac.new(secret, f"{provider}:{call_sid}".encode(), hashlib.sha256).hexdigest()[:32]
+
+
+@dataclass(frozen=True, slots=True)
+class CarriedCall:
+    """What a call brings when another instance hands it over (fleet mode)."""
+
+    call_id: str
+    session: SttSessionState | None  # None: the former owner had no Gladia session yet (a new one opens)
+    last_sequence: int
+    events: list[PendingEvent]  # its events not yet delivered, in order
+    streams: int = 1
+    channels: int = 0
 
 
 class Call:
@@ -105,8 +126,9 @@ class Call:
         resume_secret: bytes,
         speaker: Speaker | None = None,
         transcripts: TranscriptStore | None = None,
+        carried: CarriedCall | None = None,
     ) -> None:
-        self.id = uuid.uuid4().hex
+        self.id = carried.call_id if carried is not None else uuid.uuid4().hex
         self.settings = settings
         self.resume_secret = resume_secret
         self.started = started  # the start of the stream carrying the call now (ids, parameters)
@@ -124,7 +146,12 @@ class Call:
         self.reply = CallReply(
             self.id, settings=settings.reply, speaker=speaker, http=http, emit=self._emit, on_hangup=self._bot_hung_up
         )
-        self.events: CallDelivery = delivery.open(self.id, self.call_json(), on_response=self._bot_answered)
+        self.events: CallDelivery = delivery.open(
+            self.id,
+            self.call_json(),
+            on_response=self._bot_answered,
+            carry_on=(carried.last_sequence, carried.events) if carried is not None else None,
+        )
         self.bot_socket = BotSocket(settings.bot_ws, http, self.id, self.reply.apply) if settings.bot_ws.url else None
         self._stream: PhoneStream | None = None
         body = init_request(
@@ -143,6 +170,7 @@ class Call:
             audio_format=self.stt_format,
             on_notice=self._on_stt,
             admission=admission,
+            resume=carried.session if carried is not None else None,
         )
         self.streams = 0
         self._counters = StreamCounters()  # the current stream's
@@ -190,6 +218,35 @@ class Call:
         )
         return call
 
+    @classmethod
+    def carry_on(cls, started: CallStarted, carried: CarriedCall, **deps: Any) -> Call:
+        """Fleet mode: a call another instance held, whose restarted stream reached this one. Same call
+        id, the same Gladia session from its acknowledged offset, the event sequence and the events it
+        had not delivered; the bot gets ``call.stream_restarted``."""
+        call = cls(started, carried=carried, **deps)
+        if call.stt_format.channels != (carried.channels or call.stt_format.channels):
+            log.warning("call.carry_on_format_changed", detail="the restarted stream's tracks differ from the call's")
+        call.streams = carried.streams  # attaching the stream says call.stream_restarted
+        call.stt.start()
+        log.info("call.carried_on", streams=carried.streams + 1, events_left=len(carried.events))
+        return call
+
+    async def hand_over(self, timeout: float) -> SttSessionState | None:
+        """Fleet mode: the call's restarted stream reached another instance, which carries it on. This
+        one lets Gladia acknowledge what it sent, closes its session socket (the session stays open),
+        stops its reply and ends here without a word to the bot (the call goes on over there).
+        Returns where the Gladia session stands."""
+        if self._ended:
+            return None
+        self._ended = True
+        state = await self.stt.hand_over(timeout)
+        await self.reply.close()
+        self.events.close()  # what is left is delivered by the next owner (the delivery gate closes)
+        if self.bot_socket is not None:
+            await self.bot_socket.close()
+        log.info("call.handed_over", session=state.session_id if state is not None else None)
+        return state
+
     # -- streams ------------------------------------------------------------------------------
 
     def accepts_restart(self, started: CallStarted) -> bool:
@@ -203,8 +260,7 @@ class Call:
         accounts = (started.account_sid, self.started.account_sid)
         if None not in accounts and accounts[0] != accounts[1]:
             return False
-        want = resume_token(self.resume_secret, started.provider, started.call_sid)
-        return hmac.compare_digest(started.parameters.get(RESUME_PARAMETER, "").encode(), want.encode())
+        return restart_proven(self.resume_secret, started)
 
     def attach(self, stream: PhoneStream) -> None:
         """``stream`` carries the call from now on: its first stream, or a restarted one."""

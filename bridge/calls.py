@@ -55,6 +55,16 @@ class SuspendedCalls:
         while len(self._entries) > self.limit:
             self.shed_oldest("too many suspended calls")
 
+    def release(self, call_id: str) -> Call | None:
+        """Take a waiting call out without ending it (fleet mode: it carries on on another instance)."""
+        entry = next((e for e in self._entries if e.call.id == call_id), None)
+        if entry is None:
+            return None
+        if entry.timer is not None:
+            entry.timer.cancel()
+        self._remove(entry)
+        return entry.call
+
     def track(self, task: asyncio.Task[None]) -> None:
         """A call's end-of-call work, which shutdown must wait for."""
         self._ending.add(task)

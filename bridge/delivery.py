@@ -126,13 +126,22 @@ class Delivery:
         self.calls: set[CallDelivery] = set()
 
     def open(
-        self, call_id: str, call_json: dict[str, Any] | None = None, on_response: ResponseHandler | None = None
+        self,
+        call_id: str,
+        call_json: dict[str, Any] | None = None,
+        on_response: ResponseHandler | None = None,
+        *,
+        carry_on: tuple[int, list[PendingEvent]] | None = None,
     ) -> CallDelivery:
-        """A delivery queue for one call (create it inside the call's log context)."""
+        """A delivery queue for one call (create it inside the call's log context). ``carry_on``: the
+        call came from another instance (fleet mode): its last sequence, and its events not yet
+        delivered, which go first."""
         delivery = CallDelivery(call_id, self.context, on_done=self.calls.discard, on_response=on_response)
         self.calls.add(delivery)
         if self.context.outbox is not None and call_json is not None:
             self.context.outbox.call_started(call_id, json.dumps(call_json))
+        if carry_on is not None:
+            delivery.carry_on(*carry_on)
         return delivery
 
     def recover(self) -> int:
@@ -256,6 +265,14 @@ class CallDelivery:
         self._start()
         return event
 
+    def carry_on(self, last_sequence: int, events: list[PendingEvent]) -> None:
+        """The call carries on from another instance: number from ``last_sequence`` on, and deliver
+        its stored ``events`` (same webhook-ids) first."""
+        self._sequence = max([last_sequence, *(e.sequence for e in events)])
+        self._queue.extend(sorted(events, key=lambda e: e.sequence))
+        if events:
+            self._start()
+
     def resume(self, events: list[PendingEvent]) -> None:
         """Deliver events recovered from the outbox, then stop (the call is over)."""
         self._queue.extend(events)
@@ -314,7 +331,7 @@ class CallDelivery:
             verdict = self._ctx.gate(self.call_id)
             if verdict is not None:
                 return verdict
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.01)
 
     def _abandon(self) -> None:
         """Another instance holds the call now and delivers its events: this one drops its queue."""

@@ -23,6 +23,7 @@ import json
 import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import structlog
@@ -31,11 +32,16 @@ from aiohttp import web
 from bridge.adapters import CARRIERS, make_adapter
 from bridge.adapters.twilio import connect_stream_twiml, fork_stream_twiml, signature_valid
 from bridge.app_keys import SETTINGS, STATE
-from bridge.call import RESUME_PARAMETER, Call, resume_token
+from bridge.call import RESUME_PARAMETER, Call, CarriedCall, restart_proven, resume_token
+from bridge.delivery import PendingEvent
 from bridge.errors import PhoneProtocolError
 from bridge.phone_stream import CallResult, PhoneStream
 from bridge.settings import DIAL_NUMBER
 from bridge.stats import CallStats
+from bridge.stt.stream import SessionState as SttSessionState
+
+if TYPE_CHECKING:
+    from bridge.fleet.fleet import Adopted
 
 log = structlog.get_logger("bridge.phone")
 
@@ -290,21 +296,45 @@ async def _carry(app: web.Application, stream: PhoneStream, messages: AsyncItera
                 detail="a stream names a suspended call without its resume token (bridge.resume) or "
                 "from another account: started as a call of its own",
             )
-        call = Call.begin(
-            started,
-            settings=settings,
-            http=state.http,
-            delivery=state.delivery,
-            admission=state.admission,
-            resume_secret=state.resume_secret,
-            speaker=state.speaker,
-            transcripts=state.transcripts,
-        )
-        metrics = state.metrics
+        deps: dict[str, Any] = {
+            "settings": settings,
+            "http": state.http,
+            "delivery": state.delivery,
+            "admission": state.admission,
+            "resume_secret": state.resume_secret,
+            "speaker": state.speaker,
+            "transcripts": state.transcripts,
+        }
         fleet = state.fleet
-        if fleet is not None:  # this instance holds the carrier socket: it owns the call
-            reply = call.reply
-            fleet.own(call.id, started.provider, started.call_sid, lambda actions, key: reply.apply(actions, key=key))
+        box: list[Call] = []  # the call, once built (the fleet's callbacks need it)
+
+        def apply(actions: list[Any], key: str) -> object:
+            return box[0].reply.apply(actions, key=key)
+
+        def session() -> dict[str, str] | None:
+            now = box[0].stt.state()
+            return None if now is None else {**now.fields(), "streams": str(box[0].streams)}
+
+        async def hand_over() -> dict[str, str] | None:
+            if not box or suspended.release(box[0].id) is None:
+                return None  # its stream is live here (or it is gone): nothing to hand over
+            now = await box[0].hand_over(timeout=settings.server.stream_restart_grace or 2.0)
+            return {**(now.fields() if now is not None else {}), "streams": str(box[0].streams)}
+
+        carried = None
+        if fleet is not None and restart_proven(state.resume_secret, started):
+            # A restarted stream whose call another instance holds (or held): carry it on here.
+            adopted = await fleet.adopt(started.provider, started.call_sid, apply, session, hand_over)
+            if adopted is not None:
+                carried = _carried(adopted)
+        if carried is not None:
+            call = Call.carry_on(started, carried, **deps)
+        else:
+            call = Call.begin(started, **deps)
+            if fleet is not None:  # this instance holds the carrier socket: it owns the call
+                fleet.own(call.id, started.provider, started.call_sid, apply, session, hand_over)
+        box.append(call)
+        metrics = state.metrics
 
         def ended(call_id: str, stats: CallStats) -> None:
             state.call_ended(call_id)
@@ -336,6 +366,29 @@ async def _carry(app: web.Application, stream: PhoneStream, messages: AsyncItera
             suspended.track(end)
             await asyncio.shield(end)
     return result
+
+
+def _carried(adopted: Adopted) -> CarriedCall:
+    """What an adopted call brings (fleet mode): its Gladia session, sequence and undelivered events."""
+    record = adopted.record
+    events = [
+        PendingEvent(
+            fields["webhook_id"],
+            fields["body"],
+            adopted.call_id,
+            fields["type"],
+            int(entry_id.split("-")[0]),
+            float(fields.get("created") or 0.0),
+        )
+        for entry_id, fields in adopted.events
+    ]
+    return CarriedCall(
+        adopted.call_id,
+        SttSessionState.from_fields(record),
+        int(record.get("last_sequence") or 0),
+        events,
+        streams=int(record.get("streams") or 1),
+    )
 
 
 class _MediaWatchdog:

@@ -60,11 +60,12 @@ async def test_the_epoch_fences_a_former_owner(redis_server: RedisServer) -> Non
     r = aioredis.from_url(redis_server.url, decode_responses=True)
     acquire, renew, mark = r.register_script(ACQUIRE), r.register_script(RENEW), r.register_script(MARK_APPLIED)
     lease = [keys.lease("c1"), keys.call("c1"), keys.leases]
+    taking = [*lease, keys.carrier_call("twilio", "CA1")]
     try:
-        assert await acquire(keys=lease, args=["A:1", 200, 0, "c1", "twilio", "CA1"]) == [1, 1]
-        assert await acquire(keys=lease, args=["B:1", 200, 0, "c1", "twilio", "CA1"]) == [0, "A:1"]  # held
+        assert await acquire(keys=taking, args=["A:1", 200, 0, "c1", "twilio", "CA1"]) == [1, 1]
+        assert await acquire(keys=taking, args=["B:1", 200, 0, "c1", "twilio", "CA1"]) == [0, "A:1"]  # held
         await asyncio.sleep(0.3)  # A pauses past its lease
-        assert await acquire(keys=lease, args=["B:1", 200, 0, "c1", "twilio", "CA1"]) == [1, 2]
+        assert await acquire(keys=taking, args=["B:1", 200, 0, "c1", "twilio", "CA1"]) == [1, 2]
         assert await renew(keys=lease, args=["A:1", 1, 200, 0, "c1"]) == 0  # A is fenced out
         assert await mark(keys=[keys.call("c1")], args=[1, "5-0"]) == 0
         assert await mark(keys=[keys.call("c1")], args=[2, "7-0"]) == 1
@@ -319,3 +320,52 @@ async def test_redis_killed_and_restarted_loses_no_accepted_event(
     assert hook.events("call.ended")[0]["summary"]["end_reason"] == "stop"
     ok = {q.headers["webhook-id"] for q in hook.requests if q.status < 300}
     assert {fields["webhook_id"] for _, fields in stored} <= ok
+
+
+async def test_a_restarted_stream_on_another_instance_carries_on_the_same_gladia_session(
+    make_bridge: BridgeFactory,
+    fake_gladia: FakeGladia,
+    webhook: tuple[FakeWebhook, str],
+    redis_server: RedisServer,
+    tmp_path: Path,
+) -> None:
+    """Stream 1 reaches instance A and drops without stop; stream 2 of the same carrier call (its
+    resume token from /twilio/voice) reaches instance B. A hands the call over (Gladia acknowledged
+    what it sent; its session socket closed with the session kept), B takes it under a new epoch and
+    carries on: the fake Gladia sees one session, never two sockets on it at once, holding exactly
+    both parts of the caller's audio; one event sequence; the bot gets call.stream_restarted."""
+    from tests.test_stream_restart import CALL_SID, stream_part, voice_parameters
+
+    hook, _ = webhook
+
+    def instance(name: str) -> dict[str, str]:
+        return {
+            "BRIDGE_REDIS_URL": redis_server.url,
+            "BRIDGE_INSTANCE_ID": name,
+            "BRIDGE_DATA_DIR": str(tmp_path / name),
+            "BRIDGE_SECRET": "the-fleet-shares-this-secret",
+        }
+
+    a = await make_bridge(instance("A"), fleet__action_poll_ms=100, fleet__lease_ttl=3.0, fleet__renew_interval=0.5)
+    b = await make_bridge(instance("B"), fleet__action_poll_ms=100, fleet__lease_ttl=3.0, fleet__renew_interval=0.5)
+    audio = caller_audio(3.0)
+    await stream_part(
+        str(a.make_url("/twilio/stream")), "MZ" + "1" * 32, audio[:12000], False, await voice_parameters(a, CALL_SID)
+    )
+    await wait_for(lambda: any(len(s.audio) == 12000 for s in fake_gladia.sessions.values()), timeout=10)
+    await stream_part(
+        str(b.make_url("/twilio/stream")), "MZ" + "2" * 32, audio[12000:], True, await voice_parameters(b, CALL_SID)
+    )
+    await wait_for(lambda: bool(hook.events("transcript.completed")), timeout=20)
+
+    (session,) = fake_gladia.sessions.values()  # one session for the whole call
+    assert bytes(session.audio) == audio  # both parts, nothing lost, nothing twice
+    assert session.most_open_sockets == 1  # A's socket closed before B's opened
+    events = hook.events()
+    assert [e["sequence"] for e in events] == list(range(1, len(events) + 1))
+    assert len({e["call"]["id"] for e in events}) == 1
+    assert [e["type"] for e in events].count("call.stream_restarted") == 1
+    restarted = hook.events("call.stream_restarted")[0]
+    assert restarted["call"]["stream_sid"] == "MZ" + "2" * 32 and restarted["streams"] == 2
+    ended = hook.events("call.ended")[0]["summary"]
+    assert ended["end_reason"] == "stop" and ended["stt_sessions"] == 1

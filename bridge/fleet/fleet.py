@@ -36,7 +36,7 @@ import structlog
 from redis.exceptions import RedisError
 
 from bridge.errors import FleetUnavailable
-from bridge.fleet.keys import ACQUIRE, END, MARK_APPLIED, RENEW, ROUTE, TAKEOVER, Keys
+from bridge.fleet.keys import ACQUIRE, END, HANDOFF, MARK_APPLIED, RENEW, ROUTE, SESSION, TAKEOVER, Keys
 from bridge.reply.actions import Action, parse_actions
 from bridge.settings import FleetSettings
 
@@ -59,6 +59,18 @@ class Orphan:
 
 
 TakeOver = Callable[[Orphan], Awaitable[None]]
+SessionFields = Callable[[], dict[str, str] | None]  # the owner's Gladia session state, for a successor
+HandOver = Callable[[], Awaitable[dict[str, str] | None]]  # give the call up; its last state (None: refuse)
+
+
+@dataclass(frozen=True, slots=True)
+class Adopted:
+    """A call this instance took over for its restarted stream: its record and undelivered events."""
+
+    call_id: str
+    epoch: int
+    record: dict[str, str]
+    events: list[tuple[str, dict[str, str]]]  # the outbox stream's entries, in order
 
 
 def default_instance_id(worker: int | None = None) -> str:
@@ -80,6 +92,10 @@ class Owned:
     lost: bool = False  # another instance holds the call now: nothing more is written for it
     confirmed_at: float = 0.0  # monotonic time the lease was last taken or renewed
     over: bool = False  # the call ended: no more actions; the lease is kept until its events are out
+    session: SessionFields | None = None
+    on_handover: HandOver | None = None
+    synced: dict[str, str] | None = None  # the session state last written
+    adopting: bool = False  # being taken over for a restarted stream (not by the keep-alive)
 
 
 @dataclass(slots=True)
@@ -122,6 +138,9 @@ class Fleet:
         self._end = self.redis.register_script(END)
         self._route = self.redis.register_script(ROUTE)
         self._takeover = self.redis.register_script(TAKEOVER)
+        self._session = self.redis.register_script(SESSION)
+        self._handoff = self.redis.register_script(HANDOFF)
+        self.before_handoff: Callable[[str], Awaitable[None]] | None = None  # the outbox writes the call's ops
         # Set by the app: who delivers a taken-over call's events, and whether an outbox releases
         # calls once their events are out (else a call is released when it ends).
         self.on_takeover: TakeOver | None = None
@@ -159,9 +178,19 @@ class Fleet:
 
     # -- the calls this instance owns ---------------------------------------------------------------
 
-    def own(self, call_id: str, provider: str, call_sid: str, apply: Apply) -> None:
-        """Take the call's lease (in a task: never waits); retried by the keep-alive until it holds."""
-        self.owned[call_id] = Owned(call_id, provider, call_sid, apply)
+    def own(
+        self,
+        call_id: str,
+        provider: str,
+        call_sid: str,
+        apply: Apply,
+        session: SessionFields | None = None,
+        on_handover: HandOver | None = None,
+    ) -> None:
+        """Take the call's lease (in a task: never waits); retried by the keep-alive until it holds.
+        ``session`` gives the Gladia session's state, written at most once a beat when it changed;
+        ``on_handover`` gives the call up to an instance that has its restarted stream."""
+        self.owned[call_id] = Owned(call_id, provider, call_sid, apply, session=session, on_handover=on_handover)
         self._spawn(self._take(self.owned[call_id]))
 
     def epoch_of(self, call_id: str) -> int | None:
@@ -218,7 +247,12 @@ class Fleet:
             self.counters.redis_ops += 1
             sent = time.monotonic()
             taken, detail = await self._acquire(
-                keys=[self.keys.lease(owned.call_id), self.keys.call(owned.call_id), self.keys.leases],
+                keys=[
+                    self.keys.lease(owned.call_id),
+                    self.keys.call(owned.call_id),
+                    self.keys.leases,
+                    self.keys.carrier_call(owned.provider, owned.call_sid),
+                ],
                 args=[
                     self.token,
                     int(self.settings.lease_ttl * 1000),
@@ -255,6 +289,7 @@ class Fleet:
                         self.keys.leases,
                         self.keys.actions(owned.call_id),
                         self.keys.outbox(owned.call_id),
+                        self.keys.carrier_call(owned.provider, owned.call_sid),
                     ],
                     args=[self.token, owned.epoch, int(self.settings.ended_ttl), owned.call_id],
                 )
@@ -291,13 +326,15 @@ class Fleet:
             self.counters.redis_ops += 1
             sent = time.monotonic()
             result = await self._takeover(
-                keys=[self.keys.lease(call_id), self.keys.call(call_id), self.keys.leases],
+                keys=[self.keys.lease(call_id), self.keys.call(call_id), self.keys.leases, self.keys.adopting(call_id)],
                 args=[self.token, int(self.settings.lease_ttl * 1000), now_ms, call_id],
             )
             if int(result[0]) != 1:
                 continue
             orphan = Orphan(call_id, int(result[1]), result[2] == "ended", str(result[3]), int(result[4] or 0))
-            self.owned[call_id] = Owned(call_id, "", "", None, epoch=orphan.epoch, over=True, confirmed_at=sent)
+            self.owned[call_id] = Owned(
+                call_id, str(result[5]), str(result[6]), None, epoch=orphan.epoch, over=True, confirmed_at=sent
+            )
             self.counters.takeovers += 1
             log.warning(
                 "fleet.call_taken_over",
@@ -312,6 +349,12 @@ class Fleet:
         ttl_ms = int(self.settings.lease_ttl * 1000)
         now_ms = int(time.time() * 1000)
         calls = list(self.owned.values())
+        syncs: list[tuple[Owned, dict[str, str]]] = []
+        for o in calls:
+            if o.session is not None and o.epoch and not o.lost and not o.over:
+                fields = o.session()
+                if fields and fields != o.synced:
+                    syncs.append((o, fields))
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.hset(
                 self.keys.instance(self.instance_id),
@@ -325,9 +368,17 @@ class Fleet:
                         args=[self.token, o.epoch, ttl_ms, now_ms, o.call_id],
                         client=pipe,
                     )
+            for o, fields in syncs:  # at most once a beat per call, and only when it changed
+                await self._session(
+                    keys=[self.keys.call(o.call_id)],
+                    args=[o.epoch, *(x for kv in fields.items() for x in kv)],
+                    client=pipe,
+                )
             self.counters.redis_ops += 1
             confirmed = time.monotonic()  # a renewal holds for lease_ttl from before it was sent
             results = await pipe.execute()
+        for o, fields in syncs:
+            o.synced = fields
         renewed = iter(results[2:])
         for o in calls:
             if not o.epoch or o.lost:
@@ -344,7 +395,7 @@ class Fleet:
                     detail="another instance took the call over: this one no longer acts for it",
                 )
         for o in calls:
-            if not o.epoch and not o.lost and o.apply is not None:
+            if not o.epoch and not o.lost and o.apply is not None and not o.adopting:
                 await self._take(o)  # Redis was down at the start: take it now
             elif o.applied_unsaved:
                 await self._save_applied(o)
@@ -443,6 +494,11 @@ class Fleet:
     def _apply(self, owned: Owned, entry_id: str, fields: dict[str, str]) -> None:
         owned.last_action = entry_id
         owned.applied_unsaved = True
+        requester = fields.get("handover")
+        if requester is not None:
+            if requester != self.token:
+                self._spawn(self._hand_over(owned, requester))
+            return
         try:
             actions = parse_actions(fields.get("actions", "[]"))
         except ValueError as exc:  # validated when accepted: only a foreign writer gets here
@@ -452,6 +508,111 @@ class Fleet:
         if owned.apply is not None:
             owned.apply(actions, f"rest:{key}" if key else f"fleet:{entry_id}")
         self.counters.actions_applied += len(actions)
+
+    # -- restarted streams: handing a call over, and taking one on -----------------------------------
+
+    async def _hand_over(self, owned: Owned, requester: str) -> None:
+        """Another instance has the call's restarted stream: give the call up to it, once everything
+        this instance holds of it is in Redis (events, the Gladia session's last state)."""
+        if owned.on_handover is None or owned.lost or owned.over:
+            log.info("fleet.handover_refused", call_id=owned.call_id, requester=requester.rsplit(":", 1)[0])
+            return
+        fields = await owned.on_handover()
+        if fields is None:  # its own stream is still running here: two streams for one call
+            log.warning("fleet.handover_refused", call_id=owned.call_id, detail="the call's stream is live here")
+            return
+        owned.over = True
+        try:
+            if self.before_handoff is not None:
+                await self.before_handoff(owned.call_id)
+            await self._save_applied(owned)
+            deadline = int(time.time() * 1000) + int(self.settings.lease_ttl * 1000)
+            self.counters.redis_ops += 1
+            done = await self._handoff(
+                keys=[self.keys.lease(owned.call_id), self.keys.call(owned.call_id), self.keys.leases],
+                args=[self.token, owned.epoch, owned.call_id, deadline, *(x for kv in fields.items() for x in kv)],
+            )
+        except (RedisError, OSError) as exc:
+            self._redis_failed("hand a call over", exc)  # the lease lapses; the adopter takes it then
+            done = 0
+        if int(done) == 1:
+            log.info("fleet.call_handed_over", call_id=owned.call_id, to=requester.rsplit(":", 1)[0])
+        self.owned.pop(owned.call_id, None)
+        self._released[owned.call_id] = None
+        self._changed.set()
+
+    async def adopt(
+        self,
+        provider: str,
+        call_sid: str,
+        apply: Apply,
+        session: SessionFields | None = None,
+        on_handover: HandOver | None = None,
+    ) -> Adopted | None:
+        """A restarted stream reached this instance for a call another one holds (or held): ask the
+        owner to hand it over (or wait for its lapsed lease), take it under a new epoch, and return its
+        record and undelivered events. None: no such live call, or it could not be taken in time
+        (the stream then starts a call of its own). While waiting, no sweeper ends the call."""
+        keys = self.keys
+        try:
+            self.counters.redis_ops += 2
+            found = await self.redis.get(keys.carrier_call(provider, call_sid))
+            record: Any = await self.redis.hgetall(keys.call(str(found))) if found else {}
+        except (RedisError, OSError) as exc:
+            self._redis_failed("look a restarted call up", exc)
+            return None
+        if not found or not record or record.get("state") == "ended" or str(found) in self.owned:
+            return None
+        call_id = str(found)
+        owned = Owned(call_id, provider, call_sid, apply, session=session, on_handover=on_handover, adopting=True)
+        self.owned[call_id] = owned
+        self._released.pop(call_id, None)
+        marker = keys.adopting(call_id)
+        try:
+            self.counters.redis_ops += 3
+            await self.redis.set(marker, self.token, px=int((2 * self.settings.lease_ttl + 10) * 1000))
+            holder = await self.redis.get(keys.lease(call_id))
+            if holder and holder != self.token:
+                await self.redis.xadd(keys.actions(call_id), {"handover": self.token})
+            deadline = time.monotonic() + self.settings.lease_ttl + 5.0
+            while True:
+                sent = time.monotonic()
+                self.counters.redis_ops += 1
+                taken, detail = await self._acquire(
+                    keys=[keys.lease(call_id), keys.call(call_id), keys.leases, keys.carrier_call(provider, call_sid)],
+                    args=[
+                        self.token,
+                        int(self.settings.lease_ttl * 1000),
+                        int(time.time() * 1000),
+                        call_id,
+                        provider,
+                        call_sid,
+                    ],
+                )
+                if int(taken) == 1:
+                    break
+                if int(taken) == -1 or time.monotonic() > deadline:
+                    log.warning("fleet.adopt_failed", call_id=call_id, holder=str(detail)[:100])
+                    self.owned.pop(call_id, None)
+                    return None
+                await asyncio.sleep(0.05)
+            owned.epoch, owned.confirmed_at = int(detail), sent
+            self.counters.redis_ops += 2
+            record = await self.redis.hgetall(keys.call(call_id))
+            entries: Any = await self.redis.xrange(keys.outbox(call_id), "-", "+")
+            owned.last_action = str(record.get("actions_applied") or "0-0")
+        except (RedisError, OSError) as exc:
+            self._redis_failed("take a restarted call over", exc)
+            self.owned.pop(call_id, None)
+            return None
+        finally:
+            with contextlib.suppress(RedisError, OSError):
+                await self.redis.delete(marker)
+        owned.adopting = False
+        self.counters.leases_taken += 1
+        self._changed.set()
+        log.info("fleet.call_adopted", call_id=call_id, epoch=owned.epoch, events_left=len(entries))
+        return Adopted(call_id, owned.epoch, dict(record), [(str(i), dict(f)) for i, f in entries])
 
     async def _save_applied(self, owned: Owned) -> None:
         if not owned.applied_unsaved or not owned.epoch or owned.lost:

@@ -16,6 +16,10 @@ or a managed service); Redis 7.0 commands only, so Valkey works too.
 ``{p}:call:{call}:out``            STREAM the call's events not yet delivered, IDs ``{sequence}-1`` (a
                                    write repeated after a reconnect is refused: nothing twice)
 ``{p}:dead``                       STREAM events given up (the webhook refused them, or too old)
+``{p}:sid:{provider}:{call sid}``  STRING the bridge call id of a carrier call (a restarted stream names
+                                   only the carrier's id)
+``{p}:call:{call}:adopt``          STRING an instance taking a restarted call over: no sweeper ends it
+                                   as ``instance_lost`` meanwhile
 =================================  =====================================================================
 
 **The epoch is the fencing token.** Taking a call (:data:`ACQUIRE`) increments ``epoch``; every later
@@ -49,6 +53,13 @@ class Keys:
     def actions(self, call_id: str) -> str:
         return f"{self.prefix}:call:{call_id}:in"
 
+    def carrier_call(self, provider: str, call_sid: str) -> str:
+        """The bridge call id of a carrier's call (a restarted stream names only the carrier's id)."""
+        return f"{self.prefix}:sid:{provider}:{call_sid}"
+
+    def adopting(self, call_id: str) -> str:
+        return f"{self.prefix}:call:{call_id}:adopt"
+
     def outbox(self, call_id: str) -> str:
         return f"{self.prefix}:call:{call_id}:out"
 
@@ -64,12 +75,14 @@ class Keys:
         return stream_key[len(self.prefix) + len(":call:") : -len(":in")]
 
 
-# KEYS: lease, call, leases. ARGV: token, ttl ms, now ms, call id, provider, call sid.
+# KEYS: lease, call, leases, carrier call. ARGV: token, ttl ms, now ms, call id, provider, call sid.
 # -> {1, epoch} taken; {0, holder} another instance holds it; {-1, "ended"} the call is over.
 ACQUIRE = """
 local holder = redis.call('GET', KEYS[1])
 if holder and holder ~= ARGV[1] then return {0, holder} end
 if redis.call('HGET', KEYS[2], 'state') == 'ended' then return {-1, 'ended'} end
+redis.call('SET', KEYS[4], ARGV[4])
+redis.call('PERSIST', KEYS[4])
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 local epoch = redis.call('HINCRBY', KEYS[2], 'epoch', 1)
 redis.call('HSET', KEYS[2], 'owner', ARGV[1], 'state', 'live', 'provider', ARGV[5], 'call_sid', ARGV[6])
@@ -96,13 +109,15 @@ redis.call('HSET', KEYS[1], 'actions_applied', ARGV[2])
 return 1
 """
 
-# KEYS: lease, call, leases, actions, out. ARGV: token, epoch, ttl s, call id. -> 1 ended, 0 fenced out.
+# KEYS: lease, call, leases, actions, out, carrier call. ARGV: token, epoch, ttl s, call id.
+# -> 1 ended, 0 fenced out.
 END = """
 if redis.call('HGET', KEYS[2], 'epoch') ~= ARGV[2] then return 0 end
 redis.call('HSET', KEYS[2], 'state', 'ended')
 redis.call('EXPIRE', KEYS[2], ARGV[3])
 redis.call('EXPIRE', KEYS[4], ARGV[3])
 redis.call('EXPIRE', KEYS[5], ARGV[3])
+redis.call('EXPIRE', KEYS[6], ARGV[3])
 if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
 redis.call('ZREM', KEYS[3], ARGV[4])
 return 1
@@ -169,11 +184,12 @@ redis.call('HSET', KEYS[1], 'state', 'ended')
 return 1
 """
 
-# KEYS: lease, call, leases. ARGV: token, ttl ms, now ms, call id.
-# A lapsed lease taken over by a sweeper: -> {1, epoch, state, call JSON, last sequence}; {0} someone
-# renewed it; {-1} the call's record is gone (nothing to deliver).
+# KEYS: lease, call, leases, adopting. ARGV: token, ttl ms, now ms, call id.
+# A lapsed lease taken over by a sweeper (not while an instance is adopting the call's restarted
+# stream): -> {1, epoch, state, call JSON, last sequence, provider, call sid}; {0} someone renewed it
+# or an instance is adopting the call; {-1} the call's record is gone (nothing to deliver).
 TAKEOVER = """
-if redis.call('GET', KEYS[1]) then return {0} end
+if redis.call('GET', KEYS[1]) or redis.call('EXISTS', KEYS[4]) == 1 then return {0} end
 if redis.call('EXISTS', KEYS[2]) == 0 then redis.call('ZREM', KEYS[3], ARGV[4]) return {-1} end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 local epoch = redis.call('HINCRBY', KEYS[2], 'epoch', 1)
@@ -181,5 +197,29 @@ redis.call('HSET', KEYS[2], 'owner', ARGV[1])
 redis.call('PERSIST', KEYS[2])
 redis.call('ZADD', KEYS[3], tonumber(ARGV[3]) + tonumber(ARGV[2]), ARGV[4])
 return {1, epoch, redis.call('HGET', KEYS[2], 'state') or '', redis.call('HGET', KEYS[2], 'call_json') or '',
-        redis.call('HGET', KEYS[2], 'last_sequence') or '0'}
+        redis.call('HGET', KEYS[2], 'last_sequence') or '0', redis.call('HGET', KEYS[2], 'provider') or '',
+        redis.call('HGET', KEYS[2], 'call_sid') or ''}
+"""
+
+
+# KEYS: call. ARGV: epoch, then field, value pairs (the Gladia session, the acknowledged offset...).
+# -> 1, 0 fenced out.
+SESSION = """
+if redis.call('HGET', KEYS[1], 'epoch') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+return 1
+"""
+
+# KEYS: lease, call, leases. ARGV: token, epoch, call id, deadline ms, then field, value pairs (the
+# session as the owner left it). The owner hands the call over to the instance that has its restarted
+# stream: its last session state, state 'handover', its lease given back. The call stays in the
+# sweepers' list: if the new owner never takes it (it died too), it is ended as instance_lost once the
+# adopting mark lapses. -> 1, 0 fenced out.
+HANDOFF = """
+if redis.call('HGET', KEYS[2], 'epoch') ~= ARGV[2] then return 0 end
+if #ARGV > 4 then redis.call('HSET', KEYS[2], unpack(ARGV, 5)) end
+redis.call('HSET', KEYS[2], 'state', 'handover')
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+redis.call('ZADD', KEYS[3], tonumber(ARGV[4]), ARGV[3])
+return 1
 """

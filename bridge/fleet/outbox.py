@@ -114,6 +114,13 @@ class FleetOutbox:
         self._ops.append(op)
         self._wake.set()
 
+    async def drain(self, call_id: str, timeout: float = 5.0) -> None:
+        """Wait (bounded) until every write queued for the call is in Redis: before handing it over."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                while any(op.call_id == call_id for op in self._ops):
+                    await asyncio.sleep(0.01)
+
     # -- the writer ----------------------------------------------------------------------------------------
 
     def start(self) -> None:

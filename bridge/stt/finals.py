@@ -33,6 +33,14 @@ class FinalsTracker:
         self._last_end_by_session[session_id, channel] = utterance.end
         return True
 
+    def last_ends(self) -> dict[int, float]:
+        """The end of the last final delivered, per channel (for another process to carry on)."""
+        return dict(self._last_end)
+
+    def seed(self, last_ends: dict[int, float]) -> None:
+        """Carry on after another process: finals not ending after these are repeats."""
+        self._last_end.update(last_ends)
+
     def new_session(self) -> None:
         """A new Gladia session starts (its times and ids start over)."""
         self._seen.clear()

@@ -174,6 +174,15 @@ class ReplayBuffer:
         self._chunk_end_set.clear()
         return self._high_water - self.cursor
 
+    def start_at(self, offset: int, inclusive_ranges: bool | None = None) -> None:
+        """Carry on a session another process streamed (fleet mode): ``offset`` bytes of it are
+        acknowledged, and the next byte appended is the session's byte ``offset``."""
+        self.acked = self.base = self.cursor = self.end = self._high_water = offset
+        self.inclusive_ranges = inclusive_ranges
+        self._buf.clear()
+        self._chunk_ends.clear()
+        self._chunk_end_set.clear()
+
     def restart_session(self) -> int:
         """Prepare a brand-new session: the held audio becomes its first bytes (offset 0).
 

@@ -88,6 +88,49 @@ class _Session:
     origin_bytes: int  # call-audio byte position of this session's byte 0
 
 
+@dataclass(frozen=True, slots=True)
+class SessionState:
+    """Where a call's Gladia session stands, so that another process (fleet mode) can carry it on:
+    reconnect to the same URL and send from the acknowledged offset."""
+
+    session_id: str
+    url: str
+    origin_bytes: int  # call-audio byte position of the session's byte 0
+    acked: int  # session bytes Gladia acknowledged
+    inclusive_ranges: bool | None = None  # the byte_range convention, once learnt
+    last_final_ends: tuple[tuple[int, float], ...] = ()  # (channel, end) of the last finals delivered
+
+    def fields(self) -> dict[str, str]:
+        return {
+            "gladia_id": self.session_id,
+            "gladia_url": self.url,
+            "gladia_origin": str(self.origin_bytes),
+            "gladia_acked": str(self.acked),
+            "gladia_inclusive": "" if self.inclusive_ranges is None else str(int(self.inclusive_ranges)),
+            "gladia_finals": ",".join(f"{c}:{e:.3f}" for c, e in self.last_final_ends),
+        }
+
+    @classmethod
+    def from_fields(cls, record: dict[str, str]) -> SessionState | None:
+        """The state recorded in Redis, or None when there is none (or it does not parse)."""
+        try:
+            finals = tuple(
+                (int(c), float(e))
+                for c, _, e in (p.partition(":") for p in record.get("gladia_finals", "").split(",") if p)
+            )
+            inclusive = record.get("gladia_inclusive", "")
+            return cls(
+                record["gladia_id"],
+                record["gladia_url"],
+                int(record["gladia_origin"]),
+                int(record["gladia_acked"]),
+                None if inclusive == "" else inclusive == "1",
+                finals,
+            )
+        except (KeyError, ValueError):
+            return None
+
+
 # How one connection ended: "ended" normally (nothing more to do), "reconnect" to the same session
 # on a new connection, or the session is "lost" (it cannot continue; open a new one).
 _Outcome = Literal["ended", "reconnect", "lost"]
@@ -106,6 +149,7 @@ class SttStream:
         on_notice: Callable[[SttNotice], None],
         admission: Admission | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        resume: SessionState | None = None,
     ) -> None:
         self._admission = admission or Admission(0)
         self._api = GladiaApi(http, settings)
@@ -145,6 +189,13 @@ class SttStream:
         self.abandoned = False
         self._pending_replacement: tuple[str | None, str] | None = None
         self._task: asyncio.Task[None] | None = None
+        self._goodbye = 1000  # the close code when the connection is cancelled (1001: handed over)
+        if resume is not None:  # fleet mode: carry on a session another instance streamed
+            self._session = _Session(resume.session_id, resume.url, resume.origin_bytes)
+            self.session_ids.append(resume.session_id)
+            self.replay.start_at(resume.acked, resume.inclusive_ranges)
+            self.replay.appended_bytes = resume.origin_bytes + resume.acked  # call positions line up
+            self._finals.seed(dict(resume.last_final_ends))
 
     @property
     def audio_format(self) -> AudioFormat:
@@ -194,6 +245,35 @@ class SttStream:
                 "stt.finish_timeout", session_id=self.session_id, timeout=timeout, unacked_bytes=self.replay.unacked
             )
             await self.cancel()
+
+    def state(self) -> SessionState | None:
+        """Where the session stands now (None before one is open)."""
+        if self._session is None:
+            return None
+        return SessionState(
+            self._session.id,
+            self._session.url,
+            self._session.origin_bytes,
+            self.replay.acked,
+            self.replay.inclusive_ranges,
+            tuple(sorted(self._finals.last_ends().items())),
+        )
+
+    async def hand_over(self, timeout: float) -> SessionState | None:
+        """Fleet mode: another instance carries the call on. Wait (bounded) until Gladia acknowledged
+        everything sent, then close this connection without ``stop_recording``: the session stays open
+        for the next owner, and two sockets never share it. Returns where it stands."""
+        self._pump()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                while self.replay.unacked and self._task is not None and not self._task.done():
+                    await asyncio.sleep(0.02)
+        state = self.state()
+        if self.replay.unacked:
+            log.warning("stt.handover_unacked", session_id=self.session_id, unacked_bytes=self.replay.unacked)
+        self._goodbye = 1001  # going away: not the end of the session
+        await self.cancel()
+        return state
 
     async def cancel(self) -> None:
         if self._task is not None and not self._task.done():
@@ -346,8 +426,8 @@ class SttStream:
             if self._keepalive_timer is not None:
                 self._keepalive_timer.cancel()
                 self._keepalive_timer = None
-            if not conn.closed.done():  # cancelled (finish timed out): say goodbye, bounded
-                conn.close(1000)
+            if not conn.closed.done():  # cancelled (finish timed out, or handed over): say goodbye
+                conn.close(self._goodbye)
         code = conn.close_code
         if self._ended or (code == 1000 and self._stopping):
             return "ended"

@@ -50,6 +50,8 @@ class FakeSession:
     closes: list[int | None] = field(default_factory=list)
     next_drop_at: int = 0
     arrivals: list[float] = field(default_factory=list)  # monotonic time of each audio message
+    open_sockets: int = 0
+    most_open_sockets: int = 0  # the most sockets connected to this session at once
 
     def longest_silence(self) -> float:
         """The longest wait between two audio messages (seconds): how long the bridge stalled."""
@@ -179,6 +181,16 @@ class FakeGladia:
             return web.Response(status=self.handshake_failures.pop(0), text="injected failure")
         ws = web.WebSocketResponse(max_msg_size=1024 * 1024)
         await ws.prepare(request)
+        session.open_sockets += 1
+        session.most_open_sockets = max(session.most_open_sockets, session.open_sockets)
+        try:
+            return await self._serve_socket(request, ws, session)
+        finally:
+            session.open_sockets -= 1
+
+    async def _serve_socket(
+        self, request: web.Request, ws: web.WebSocketResponse, session: FakeSession
+    ) -> web.WebSocketResponse:
         session.connections += 1
         if session.connections > 1 and self.repeat_finals_on_resume and session.finals_sent:
             last = session.finals_sent - 1
