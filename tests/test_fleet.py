@@ -369,3 +369,64 @@ async def test_a_restarted_stream_on_another_instance_carries_on_the_same_gladia
     assert restarted["call"]["stream_sid"] == "MZ" + "2" * 32 and restarted["streams"] == 2
     ended = hook.events("call.ended")[0]["summary"]
     assert ended["end_reason"] == "stop" and ended["stt_sessions"] == 1
+
+
+async def test_a_restarted_stream_carries_on_a_call_whose_owner_was_killed(
+    make_bridge: BridgeFactory,
+    fake_gladia: FakeGladia,
+    webhook: tuple[FakeWebhook, str],
+    redis_server: RedisServer,
+    tmp_path: Path,
+) -> None:
+    """Stream 1 reaches instance A (a real process) and drops; A is killed with SIGKILL; stream 2 of the
+    same call reaches B. Nobody can hand the call over: B waits for A's lease to lapse (no sweeper ends
+    the call meanwhile), takes it, and carries on the same Gladia session from the offset A recorded:
+    one session with exactly both parts, the call ends normally, not as instance_lost."""
+    from tests.test_stream_restart import CALL_SID, stream_part, voice_parameters
+
+    hook, hook_url = webhook
+    secret = "the-fleet-shares-this-secret"
+    config = tmp_path / "fleet.toml"
+    config.write_text("[fleet]\nlease_ttl = 1.5\nrenew_interval = 0.5\n[server]\nstream_restart_grace = 30\n")
+    env = minimal_env(
+        GLADIA_API_URL=fake_gladia.base_url,
+        GLADIA_API_KEY="test-key",
+        BOT_WEBHOOK_URL=hook_url,
+        BOT_WEBHOOK_SECRET=WEBHOOK_SECRET,
+        BRIDGE_REDIS_URL=redis_server.url,
+        BRIDGE_INSTANCE_ID="A",
+        BRIDGE_SECRET=secret,
+        BRIDGE_CONFIG=str(config),
+    )
+    a = await start_bridge(env)
+    b = await make_bridge(
+        {
+            "BRIDGE_REDIS_URL": redis_server.url,
+            "BRIDGE_INSTANCE_ID": "B",
+            "BRIDGE_DATA_DIR": str(tmp_path / "B"),
+            "BRIDGE_SECRET": secret,
+        },
+        fleet__lease_ttl=1.5,
+        fleet__renew_interval=0.5,
+    )
+    audio = caller_audio(3.0)
+    try:
+        await stream_part(
+            f"{a.ws}/twilio/stream", "MZ" + "1" * 32, audio[:12000], False, await voice_parameters(b, CALL_SID)
+        )
+        await wait_for(lambda: any(len(s.audio) == 12000 for s in fake_gladia.sessions.values()), timeout=10)
+        await asyncio.sleep(1.5)  # A records the acknowledged offset (at most once a second)
+        a.proc.kill()
+        await a.proc.wait()
+        await stream_part(
+            str(b.make_url("/twilio/stream")), "MZ" + "2" * 32, audio[12000:], True, await voice_parameters(b, CALL_SID)
+        )
+        await wait_for(lambda: bool(hook.events("transcript.completed")), timeout=20)
+    finally:
+        await a.stop()
+    (session,) = fake_gladia.sessions.values()
+    assert bytes(session.audio) == audio and session.most_open_sockets == 1
+    events = hook.events()
+    assert [e["sequence"] for e in events] == list(range(1, len(events) + 1))
+    assert [e["type"] for e in events].count("call.stream_restarted") == 1
+    assert hook.events("call.ended")[0]["summary"]["end_reason"] == "stop"

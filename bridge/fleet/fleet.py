@@ -43,6 +43,7 @@ from bridge.settings import FleetSettings
 log = structlog.get_logger("bridge.fleet")
 
 IDEMPOTENCY_TTL = 86_400  # s an Idempotency-Key's answer is kept
+SESSION_SYNC_SECONDS = 1.0  # a call's Gladia session state is written at most this often (when it changed)
 
 Apply = Callable[[list[Action], str], object]  # actions, and the key that makes applying them idempotent
 
@@ -305,13 +306,21 @@ class Fleet:
     # -- heartbeat and renewals ---------------------------------------------------------------------
 
     async def _keep_alive(self) -> None:
+        """Every ``renew_interval``: the heartbeat, the leases, the sweep. Every second (or more often
+        if renewals are): the Gladia session states that changed, so a successor starts at most about
+        a second behind the acknowledged offset."""
+        tick = min(SESSION_SYNC_SECONDS, self.settings.renew_interval)
+        renewed_at = -1e9
         while True:
+            renew = time.monotonic() - renewed_at >= self.settings.renew_interval - tick / 2
             try:
-                await self._beat()
-                await self._sweep()
+                await self._beat(renew)
+                if renew:
+                    renewed_at = time.monotonic()
+                    await self._sweep()
             except (RedisError, OSError) as exc:
                 self._redis_failed("renew", exc)
-            await asyncio.sleep(self.settings.renew_interval)
+            await asyncio.sleep(tick)
 
     async def _sweep(self) -> None:
         """Take over the calls whose owner stopped renewing (a few per beat), to deliver what they left."""
@@ -345,7 +354,7 @@ class Fleet:
             )
             self._spawn(self.on_takeover(orphan))
 
-    async def _beat(self) -> None:
+    async def _beat(self, renew: bool = True) -> None:
         ttl_ms = int(self.settings.lease_ttl * 1000)
         now_ms = int(time.time() * 1000)
         calls = list(self.owned.values())
@@ -355,10 +364,14 @@ class Fleet:
                 fields = o.session()
                 if fields and fields != o.synced:
                     syncs.append((o, fields))
+        if not renew and not syncs:
+            return
+        if not renew:
+            calls = []  # session states only
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.hset(
                 self.keys.instance(self.instance_id),
-                mapping={"calls": len(calls), "draining": int(self.draining), "seen": now_ms},
+                mapping={"calls": len(self.owned), "draining": int(self.draining), "seen": now_ms},
             )
             pipe.pexpire(self.keys.instance(self.instance_id), ttl_ms)
             for o in calls:
