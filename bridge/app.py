@@ -344,12 +344,24 @@ async def drain_calls(app: web.Application) -> None:
     if not state.draining:
         log.info("bridge.draining", active_calls=len(calls), timeout=settings.server.shutdown_timeout)
     state.draining = True
-    if state.suspended is not None:
+    fleet = state.fleet
+    if fleet is not None:
+        # Fleet mode: suspended calls keep waiting through the drain, so a carrier that restarts a
+        # stream elsewhere gets the call handed over (one Gladia socket at a time); this instance
+        # takes no orphans over while it leaves.
+        fleet.draining = True
+    elif state.suspended is not None:
         state.suspended.closed = True  # a stream dropping from now on ends its call
     loop = asyncio.get_running_loop()
     deadline = loop.time() + settings.server.shutdown_timeout
-    while calls and loop.time() < deadline:
+
+    def busy() -> bool:
+        return bool(calls) or (fleet is not None and state.suspended is not None and len(state.suspended) > 0)
+
+    while busy() and loop.time() < deadline:
         await asyncio.sleep(0.05)
+    if state.suspended is not None:
+        state.suspended.closed = True
     if calls:
         log.warning("bridge.closing_calls", active_calls=len(calls))
         await asyncio.gather(

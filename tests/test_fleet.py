@@ -430,3 +430,65 @@ async def test_a_restarted_stream_carries_on_a_call_whose_owner_was_killed(
     assert [e["sequence"] for e in events] == list(range(1, len(events) + 1))
     assert [e["type"] for e in events].count("call.stream_restarted") == 1
     assert hook.events("call.ended")[0]["summary"]["end_reason"] == "stop"
+
+
+async def test_a_draining_instance_hands_its_waiting_call_over(
+    make_bridge: BridgeFactory,
+    fake_gladia: FakeGladia,
+    webhook: tuple[FakeWebhook, str],
+    redis_server: RedisServer,
+    tmp_path: Path,
+) -> None:
+    """Instance A (a real process) gets SIGTERM while a call waits there for its restarted stream: the
+    drain keeps the call waiting, its restarted stream reaches B, A hands it over (one Gladia socket at
+    a time) and then exits; the call carries on and ends normally on B."""
+    from tests.test_stream_restart import CALL_SID, stream_part, voice_parameters
+
+    hook, hook_url = webhook
+    secret = "the-fleet-shares-this-secret"
+    config = tmp_path / "fleet.toml"
+    config.write_text(
+        "[fleet]\nlease_ttl = 1.5\nrenew_interval = 0.5\n[server]\nstream_restart_grace = 30\nshutdown_timeout = 20\n"
+    )
+    env = minimal_env(
+        GLADIA_API_URL=fake_gladia.base_url,
+        GLADIA_API_KEY="test-key",
+        BOT_WEBHOOK_URL=hook_url,
+        BOT_WEBHOOK_SECRET=WEBHOOK_SECRET,
+        BRIDGE_REDIS_URL=redis_server.url,
+        BRIDGE_INSTANCE_ID="A",
+        BRIDGE_SECRET=secret,
+        BRIDGE_CONFIG=str(config),
+    )
+    a = await start_bridge(env)
+    b = await make_bridge(
+        {
+            "BRIDGE_REDIS_URL": redis_server.url,
+            "BRIDGE_INSTANCE_ID": "B",
+            "BRIDGE_DATA_DIR": str(tmp_path / "B"),
+            "BRIDGE_SECRET": secret,
+        },
+        fleet__lease_ttl=1.5,
+        fleet__renew_interval=0.5,
+        fleet__action_poll_ms=100,
+    )
+    audio = caller_audio(3.0)
+    try:
+        await stream_part(
+            f"{a.ws}/twilio/stream", "MZ" + "1" * 32, audio[:12000], False, await voice_parameters(b, CALL_SID)
+        )
+        await wait_for(lambda: any(len(s.audio) == 12000 for s in fake_gladia.sessions.values()), timeout=10)
+        a.proc.send_signal(signal.SIGTERM)  # A drains: its waiting call stays, to be handed over
+        await wait_for(lambda: bool(a.logs("bridge.draining")), timeout=10)
+        await stream_part(
+            str(b.make_url("/twilio/stream")), "MZ" + "2" * 32, audio[12000:], True, await voice_parameters(b, CALL_SID)
+        )
+        await wait_for(lambda: bool(hook.events("transcript.completed")), timeout=20)
+        assert await asyncio.wait_for(a.proc.wait(), 20) == 0  # A left once the call was handed over
+    finally:
+        await a.stop()
+    assert a.logs("fleet.call_handed_over")
+    (session,) = fake_gladia.sessions.values()
+    assert bytes(session.audio) == audio and session.most_open_sockets == 1
+    assert hook.events("call.ended")[0]["summary"]["end_reason"] == "stop"
+    assert [e["type"] for e in hook.events()].count("call.stream_restarted") == 1
