@@ -481,6 +481,13 @@ class Call:
             return
         self.reply.apply(actions, key=event.webhook_id)
 
+    def lost_to_another_instance(self) -> None:
+        """Fleet mode: another instance took the call over (this one was cut off from Redis, or
+        paused): end it here. Its end is not sent (the new owner sent ``instance_lost``)."""
+        if self._stream is not None and self._stream.forced_end is None:
+            self._stream.forced_end = CallResult("instance_lost", 1001, "another bridge instance has the call")
+            self._stream.hang_up()
+
     def _bot_hung_up(self) -> None:
         if self._stream is not None:
             self._stream.hang_up()

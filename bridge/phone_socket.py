@@ -321,10 +321,14 @@ async def _carry(app: web.Application, stream: PhoneStream, messages: AsyncItera
             now = await box[0].hand_over(timeout=settings.server.stream_restart_grace or 2.0)
             return {**(now.fields() if now is not None else {}), "streams": str(box[0].streams)}
 
+        def lose() -> None:
+            if box:
+                box[0].lost_to_another_instance()
+
         carried = None
         if fleet is not None and restart_proven(state.resume_secret, started):
             # A restarted stream whose call another instance holds (or held): carry it on here.
-            adopted = await fleet.adopt(started.provider, started.call_sid, apply, session, hand_over)
+            adopted = await fleet.adopt(started.provider, started.call_sid, apply, session, hand_over, lose)
             if adopted is not None:
                 carried = _carried(adopted)
         if carried is not None:
@@ -332,7 +336,7 @@ async def _carry(app: web.Application, stream: PhoneStream, messages: AsyncItera
         else:
             call = Call.begin(started, **deps)
             if fleet is not None:  # this instance holds the carrier socket: it owns the call
-                fleet.own(call.id, started.provider, started.call_sid, apply, session, hand_over)
+                fleet.own(call.id, started.provider, started.call_sid, apply, session, hand_over, lose)
         box.append(call)
         metrics = state.metrics
 

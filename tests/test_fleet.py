@@ -251,6 +251,10 @@ async def test_a_former_owner_paused_past_its_lease_writes_nothing_after_the_tak
         requests_before = len(hook.requests)
         a.proc.send_signal(signal.SIGCONT)
         await wait_for(lambda: bool(a.logs("fleet.lease_lost")), timeout=10)
+        # A ends the call on its side: it hangs the phone up (its end is not sent to the bot)
+        await wait_for(lambda: caller.done(), timeout=10)
+        await wait_for(lambda: bool(a.logs("call.ended")), timeout=10)
+        assert a.logs("call.ended")[0]["end_reason"] == "instance_lost"
         await asyncio.sleep(2.0)  # A's delivery worker and outbox writer have had time to try
         after = (await r.hgetall(keys.call(call_id)), await r.xrange(keys.outbox(call_id)))
     finally:

@@ -97,6 +97,7 @@ class Owned:
     on_handover: HandOver | None = None
     synced: dict[str, str] | None = None  # the session state last written
     adopting: bool = False  # being taken over for a restarted stream (not by the keep-alive)
+    on_lost: Callable[[], None] | None = None  # another instance took the call: end it here, quietly
 
 
 @dataclass(slots=True)
@@ -187,11 +188,15 @@ class Fleet:
         apply: Apply,
         session: SessionFields | None = None,
         on_handover: HandOver | None = None,
+        on_lost: Callable[[], None] | None = None,
     ) -> None:
         """Take the call's lease (in a task: never waits); retried by the keep-alive until it holds.
         ``session`` gives the Gladia session's state, written at most once a beat when it changed;
-        ``on_handover`` gives the call up to an instance that has its restarted stream."""
-        self.owned[call_id] = Owned(call_id, provider, call_sid, apply, session=session, on_handover=on_handover)
+        ``on_handover`` gives the call up to an instance that has its restarted stream; ``on_lost``
+        ends it here when another instance took it over (this one was cut off or paused)."""
+        self.owned[call_id] = Owned(
+            call_id, provider, call_sid, apply, session=session, on_handover=on_handover, on_lost=on_lost
+        )
         self._spawn(self._take(self.owned[call_id]))
 
     def epoch_of(self, call_id: str) -> int | None:
@@ -217,12 +222,21 @@ class Fleet:
         return True
 
     def lost(self, call_id: str) -> None:
-        """A fenced write was refused: another instance holds the call now."""
+        """A renewal or a fenced write was refused: another instance holds the call now. This one
+        stops acting for it (no action, no event, no Redis write) and ends it here."""
         owned = self.owned.get(call_id)
-        if owned is not None and not owned.lost:
-            owned.lost = True
-            self.counters.leases_lost += 1
-            log.warning("fleet.lease_lost", call_id=call_id, epoch=owned.epoch)
+        if owned is None or owned.lost:
+            return
+        owned.lost = True
+        self.counters.leases_lost += 1
+        log.warning(
+            "fleet.lease_lost",
+            call_id=call_id,
+            epoch=owned.epoch,
+            detail="another instance took the call over: this one no longer acts for it",
+        )
+        if owned.on_lost is not None and not owned.over:
+            owned.on_lost()
 
     def call_over(self, call_id: str) -> None:
         """The call ended here: no more actions. With an outbox, the lease is given back once the
@@ -399,14 +413,7 @@ class Fleet:
             if int(next(renewed)) == 1:
                 o.confirmed_at = confirmed
             else:
-                o.lost = True
-                self.counters.leases_lost += 1
-                log.warning(
-                    "fleet.lease_lost",
-                    call_id=o.call_id,
-                    epoch=o.epoch,
-                    detail="another instance took the call over: this one no longer acts for it",
-                )
+                self.lost(o.call_id)
         for o in calls:
             if not o.epoch and not o.lost and o.apply is not None and not o.adopting:
                 await self._take(o)  # Redis was down at the start: take it now
@@ -561,6 +568,7 @@ class Fleet:
         apply: Apply,
         session: SessionFields | None = None,
         on_handover: HandOver | None = None,
+        on_lost: Callable[[], None] | None = None,
     ) -> Adopted | None:
         """A restarted stream reached this instance for a call another one holds (or held): ask the
         owner to hand it over (or wait for its lapsed lease), take it under a new epoch, and return its
@@ -577,7 +585,9 @@ class Fleet:
         if not found or not record or record.get("state") == "ended" or str(found) in self.owned:
             return None
         call_id = str(found)
-        owned = Owned(call_id, provider, call_sid, apply, session=session, on_handover=on_handover, adopting=True)
+        owned = Owned(
+            call_id, provider, call_sid, apply, session=session, on_handover=on_handover, on_lost=on_lost, adopting=True
+        )
         self.owned[call_id] = owned
         self._released.pop(call_id, None)
         marker = keys.adopting(call_id)
@@ -633,9 +643,7 @@ class Fleet:
         owned.applied_unsaved = False
         self.counters.redis_ops += 1
         if int(await self._mark(keys=[self.keys.call(owned.call_id)], args=[owned.epoch, owned.last_action])) != 1:
-            owned.lost = True
-            self.counters.leases_lost += 1
-            log.warning("fleet.lease_lost", call_id=owned.call_id, epoch=owned.epoch)
+            self.lost(owned.call_id)
 
     # -- plumbing -----------------------------------------------------------------------------------
 
