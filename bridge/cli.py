@@ -149,6 +149,28 @@ def _parser() -> argparse.ArgumentParser:
         help="inbound (default): the caller only; both: two-party calls (Twilio both_tracks), an inbound and an "
         "outbound message each 20 ms, interleaved by the bridge into one two-channel Gladia session",
     )
+    load.add_argument(
+        "--instances",
+        type=int,
+        default=1,
+        help="bridges to start (default 1); over 1: fleet mode, N bridges on one Redis behind a loopback "
+        "balancer (round robin per connection); CPU per call-second is their sum",
+    )
+    load.add_argument(
+        "--fleet",
+        action="store_true",
+        help="fleet mode with one instance (BRIDGE_REDIS_URL set, dialled directly): to compare with single mode",
+    )
+    load.add_argument(
+        "--redis-url",
+        help="fleet mode: use this Redis (left as it is) instead of starting a redis-server on a free loopback port",
+    )
+    load.add_argument(
+        "--redis-appendfsync",
+        choices=("always", "everysec", "no"),
+        default="everysec",
+        help="fleet mode: the started redis-server's AOF fsync policy (default everysec; always: each write)",
+    )
 
     wait = sub.add_parser(
         "wait-calls",
@@ -232,6 +254,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.reference,
             args.reply,
             args.tracks,
+            instances=args.instances,
+            fleet=args.fleet,
+            redis_url=args.redis_url,
+            appendfsync=args.redis_appendfsync,
         )
     if args.command == "wait-calls":
         from bridge.tools.wait_calls import wait_calls

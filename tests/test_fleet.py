@@ -188,9 +188,9 @@ async def test_kill_9_of_the_owner_mid_call_every_event_is_delivered_by_another_
     finally:
         with contextlib.suppress(Exception):
             await caller
+        await a.stop()  # reaps the killed process (or stops it, if the test failed before the kill)
     hook.outage_until = 0.0  # the bot is back
     await wait_for(lambda: bool(hook.events("call.ended")), timeout=20)
-    await a.stop()
     delivered = hook.events()
     sequences = [e["sequence"] for e in delivered]
     assert sequences == list(range(1, len(sequences) + 1))  # every event, in order, no gap
@@ -264,7 +264,7 @@ async def test_a_former_owner_paused_past_its_lease_writes_nothing_after_the_tak
         with contextlib.suppress(ProcessLookupError):
             a.proc.send_signal(signal.SIGCONT)
         await r.aclose()
-    await a.stop()
+        await a.stop()
     record: dict[str, str] = before[0]
     assert (record["epoch"], record["owner"].split(":")[0], record["state"]) == ("2", "B", "ended")
     assert after == before  # nothing written by A after the takeover

@@ -5,17 +5,21 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from bridge.tools.load_peers import FRAME, SEND_TIME, FirstChannel
+from bridge.tools.load_peers import FRAME, REDIS_MISSING, SEND_TIME, FirstChannel
 from tests.support.process import ROOT
+from tests.support.redis_server import redis_binary
 
 
-async def loadtest(*args: str) -> dict[str, Any]:
-    """``bridge loadtest ARGS`` as a process: its exit must be 0; returns its JSON line."""
+async def loadtest(*args: str, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """``bridge loadtest ARGS`` as a process: its exit must be 0; returns its JSON line. Stopped with
+    SIGTERM (which stops what it started) if the test ends first."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -23,10 +27,16 @@ async def loadtest(*args: str) -> dict[str, Any]:
         "loadtest",
         *args,
         cwd=ROOT,
+        env=env,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-    out, err = await asyncio.wait_for(proc.communicate(), 110)
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), 110)
+    finally:
+        if proc.returncode is None:
+            proc.terminate()
+            await proc.wait()
     assert proc.returncode == 0, err.decode()[-2000:]
     result: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
     return result
@@ -46,6 +56,10 @@ async def test_a_short_loadtest_carries_every_frame_and_final_and_reports_its_fi
     assert 0 <= forward["p50"] <= forward["p99"] <= forward["max"]
     assert 0 <= result["final_to_webhook_ms"]["p50"] <= result["final_to_webhook_ms"]["p99"]
     assert 0 < result["generator_cpu_share"] < 1 and result["generator_saturated"] is False
+    # single mode: one bridge, no Redis, no balancer
+    assert result["instances"] == 1 and result["fleet"] is False
+    assert result["redis_ops_per_call_second"] is None and result["redis_cpu_ms_per_call_second"] is None
+    assert result["balancer_cpu_ms_per_call_second"] is None and result["balancer_connections"] is None
 
 
 @pytest.mark.timeout(120)
@@ -102,6 +116,88 @@ async def test_the_reference_forwarder_refuses_two_tracks() -> None:
     out, err = await asyncio.wait_for(proc.communicate(), 20)
     assert proc.returncode == 2 and out == b""
     assert err.decode().strip() == "bridge loadtest: --tracks both: --reference forwards one track"
+
+
+def _processes_mentioning(text: str) -> list[str]:
+    """The command lines of the processes whose command line or environment holds ``text``."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes()
+            environ = (proc / "environ").read_bytes()
+        except OSError:
+            continue
+        if text.encode() in cmdline or text.encode() in environ:
+            found.append(cmdline.replace(b"\0", b" ").decode(errors="replace"))
+    return found
+
+
+@pytest.mark.timeout(120)
+async def test_a_fleet_loadtest_runs_two_bridges_on_its_own_redis_behind_a_balancer(tmp_path: Path) -> None:
+    """`--instances 2`: two bridges on a redis-server of the tool's own, dialled through its round-robin
+    balancer, carry every frame and final; the Redis commands are counted; and once it exits nothing it
+    started is left running or on disk (every process it starts inherits TMPDIR, where its dirs go)."""
+    redis_binary()
+    env = dict(os.environ, TMPDIR=str(tmp_path))
+    result = await loadtest("--calls", "6", "--seconds", "4", "--generators", "1", "--instances", "2", env=env)
+    assert result["instances"] == 2 and result["fleet"] is True and result["under_test"] == "bridge"
+    assert result["frames_sent"] == 6 * 200
+    assert result["frames_lost"] == 0 and result["failed_calls"] == 0
+    assert result["finals_delivered"] == result["finals_expected"] == 6 * 2
+    assert result["redis_server"] == "started" and result["redis_appendfsync"] == "everysec"
+    assert result["redis_ops_per_call_second"] > 0 and result["redis_ops_per_call"] > 0
+    assert result["redis_commands_per_call_second"]["evalsha"] > 0
+    assert result["bridge_cpu_ms_per_call_second"] > 0
+    assert result["redis_cpu_ms_per_call_second"] >= 0 and result["balancer_cpu_ms_per_call_second"] >= 0
+    # 6 calls and the health check, in turn: both instances carried calls
+    assert len(result["balancer_connections"]) == 2 and min(result["balancer_connections"]) >= 3
+    assert _processes_mentioning(str(tmp_path)) == []
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (["--instances", "0"], "--instances must be at least 1"),
+        (["--fleet", "--reference"], "fleet mode (--instances, --fleet) starts its own bridges: not with --reference"),
+        (
+            ["--instances", "2", "--bridge-url", "http://127.0.0.1:1"],
+            "fleet mode (--instances, --fleet) starts its own bridges: not with --bridge-url",
+        ),
+        (["--redis-url", "redis://127.0.0.1:1/0"], "--redis-url is for fleet mode: add --fleet or --instances N"),
+    ],
+)
+def test_fleet_mode_refuses_what_does_not_go_with_it(
+    args: list[str], line: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Arguments that do not go together exit 2 with one line, before anything is started."""
+    from bridge.cli import main
+
+    assert main(["loadtest", *args]) == 2
+    assert capsys.readouterr().err.strip() == f"bridge loadtest: {line}"
+
+
+async def test_fleet_mode_without_redis_server_exits_2_saying_how_to_install_it(tmp_path: Path) -> None:
+    """No redis-server on PATH and no --redis-url: exit 2 with one line saying how to install it, before
+    anything is started."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bridge",
+        "loadtest",
+        "--instances",
+        "2",
+        cwd=ROOT,
+        env=dict(os.environ, PATH=str(tmp_path)),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 20)
+    assert proc.returncode == 2 and out == b""
+    assert err.decode().strip() == f"bridge loadtest: {REDIS_MISSING}"
+    assert "apt-get install redis-server" in REDIS_MISSING
 
 
 @pytest.mark.parametrize("chunk", [1, 3, 7, 160, 161, 320, 333, 1000])

@@ -25,29 +25,48 @@ frame of the caller's track (the fake Gladia measures latency on channel 0 only)
 is a second of the call. Finals come per 2 s of the session's stream, so a two-track call gets one
 every second (both parties talking): ``final_every_s`` says which, ``finals_expected`` counts them.
 The CPU ratio to a one-track run at the same load is ``benchmarks/bench_two_tracks.py``.
+
+**Fleet mode** (``--instances N``, N > 1; or ``--fleet`` for a single instance in fleet mode, to compare
+with single mode): the bridges share a Redis, a ``redis-server`` started here on a free loopback port in
+a temporary directory (AOF, ``--appendfsync everysec`` unless ``--redis-appendfsync`` says otherwise),
+or the one ``--redis-url`` names; each has its own ``BRIDGE_INSTANCE_ID`` and data dir, and the same
+Gladia, bot and ``BRIDGE_SECRET``. N > 1 bridges sit behind :mod:`bridge.tools.balancer`, a loopback TCP
+balancer (round robin per connection) that the callers dial; one instance is dialled directly. The
+bridge's CPU per call-second is then the sum over the instances; the balancer's and Redis's are
+reported apart (``/proc``; ``INFO cpu`` for a Redis not started here), and so are the Redis commands
+per call-second (``INFO stats`` ``total_commands_processed`` over the same window: a command a script
+runs counts as well as the script; by name in ``redis_commands_per_call_second``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import multiprocessing as mp
 import os
+import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
+from bridge.tools.balancer import balancer
 from bridge.tools.load_peers import (
     FINAL_EVERY,
     FRAME,
+    REDIS_MISSING,
     TRACKS,
+    LoadRedis,
     callers,
+    commands_between,
     free_port,
     gladia_and_bot,
     pct,
@@ -106,6 +125,78 @@ async def _wait_healthy(base: str) -> None:
     raise RuntimeError(f"bridge at {base} did not become healthy")
 
 
+@dataclass
+class _Bridges:
+    """The processes under test (``bridge serve`` instances, or the reference forwarder) and their data dirs."""
+
+    procs: list[Any] = field(default_factory=list)
+    data_dirs: list[str] = field(default_factory=list)
+
+    @property
+    def pids(self) -> list[int]:
+        return [p.pid for p in self.procs if p.pid is not None]
+
+    def cpu_seconds(self) -> float:
+        return sum(_cpu_seconds(pid) for pid in self.pids)
+
+    def rss_bytes(self) -> int:
+        return sum(_rss_bytes(pid) for pid in self.pids)
+
+    def stop(self) -> None:
+        """SIGTERM (each bridge drains its calls and outbox), then wait; SIGKILL what does not stop."""
+        for p in self.procs:
+            if isinstance(p, subprocess.Popen):
+                if p.poll() is None:
+                    p.send_signal(signal.SIGTERM)
+            elif p.is_alive():
+                p.terminate()
+        for p in self.procs:
+            if isinstance(p, subprocess.Popen):
+                try:
+                    p.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait(timeout=10)
+            else:
+                p.join(timeout=30)
+                if p.is_alive():
+                    p.kill()
+                    p.join(timeout=10)
+        self.procs.clear()
+        for d in self.data_dirs:
+            shutil.rmtree(d, ignore_errors=True)
+        self.data_dirs.clear()
+
+
+def _bridge_env(fake_port: int, workers: int, config: str | None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BRIDGE_", "GLADIA_", "BOT_", "TWILIO_"))}
+    env.update(
+        GLADIA_API_URL=f"http://127.0.0.1:{fake_port}",
+        GLADIA_API_KEY="load",
+        BOT_WEBHOOK_URL=f"http://127.0.0.1:{fake_port}/hook",
+        BOT_WEBHOOK_SECRET="whsec_" + base64.b64encode(os.urandom(24)).decode(),
+        BRIDGE_LOG_LEVEL="info",
+        BRIDGE_LOG_FORMAT="json",
+        BRIDGE_WORKERS=str(workers),
+    )
+    if config:
+        env["BRIDGE_CONFIG"] = config  # measure your own tunables (e.g. gladia.chunk_ms)
+    return env
+
+
+def _stop_process(proc: Any, timeout: float = 30) -> None:
+    if proc.is_alive():
+        proc.terminate()
+    proc.join(timeout=timeout)
+    if proc.is_alive():
+        proc.kill()
+        proc.join(timeout=10)
+
+
+def _per_call_second(value: float, call_seconds: float, scale: float = 1.0) -> float:
+    return round(value * scale / call_seconds, 3)
+
+
 def run(
     calls: int,
     seconds: float,
@@ -116,92 +207,141 @@ def run(
     reference: bool = False,
     reply: bool = False,
     tracks: str = "inbound",
+    *,
+    instances: int = 1,
+    fleet: bool = False,
+    redis_url: str | None = None,
+    appendfsync: str = "everysec",
 ) -> dict[str, Any]:
+    """One load test; the figures :func:`main` prints. ``instances > 1`` or ``fleet``: fleet mode (see
+    :func:`main`). Every process started here is stopped before it returns, or raises."""
+    fleet = fleet or instances > 1
     ctx = mp.get_context("spawn")
     port_q, results, stop = ctx.Queue(), ctx.Queue(), ctx.Event()
-    fake = ctx.Process(target=gladia_and_bot, args=(port_q, stop, results, reply and not reference), daemon=True)
-    fake.start()
-    fake_port = port_q.get(timeout=30)
-    proc: Any = None
-    if reference:
-        port = free_port()
-        proc = ctx.Process(
-            target=reference_forwarder,
-            daemon=True,
-            args=(port, f"http://127.0.0.1:{fake_port}", f"http://127.0.0.1:{fake_port}/hook"),
-        )
-        proc.start()
-        bridge_url = f"http://127.0.0.1:{port}"
-    elif bridge_url is None:
-        port = free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("BRIDGE_", "GLADIA_", "BOT_", "TWILIO_"))}
-        env.update(
-            GLADIA_API_URL=f"http://127.0.0.1:{fake_port}",
-            GLADIA_API_KEY="load",
-            BOT_WEBHOOK_URL=f"http://127.0.0.1:{fake_port}/hook",
-            BOT_WEBHOOK_SECRET="whsec_" + base64.b64encode(os.urandom(24)).decode(),
-            BRIDGE_DATA_DIR=tempfile.mkdtemp(prefix="bridge-load-"),
-            BRIDGE_LOG_LEVEL="info",
-            BRIDGE_LOG_FORMAT="json",
-            BRIDGE_WORKERS=str(workers),
-        )
-        if config:
-            env["BRIDGE_CONFIG"] = config  # measure your own tunables (e.g. gladia.chunk_ms)
-        proc = __import__("subprocess").Popen(
-            [sys.executable, "-m", "bridge", "serve", "--host", "127.0.0.1", "--port", str(port)],
-            env=env,
-            stdout=__import__("subprocess").DEVNULL,
-            stderr=__import__("subprocess").DEVNULL,
-        )
-        bridge_url = f"http://127.0.0.1:{port}"
-    asyncio.run(_wait_healthy(bridge_url))
-    pid = proc.pid if proc is not None else None
-    rss_idle = _rss_bytes(pid) if pid else 0
-    go_at = time.monotonic() + 2.0
-    ramp = min(FINAL_EVERY / 8000, seconds / 4)
-    per = [calls // generators + (1 if i < calls % generators else 0) for i in range(generators)]
-    gens = []
-    first = 0
-    for n in per:
-        g = ctx.Process(
-            target=callers,
-            args=(
-                bridge_url.replace("http", "ws") + "/twilio/stream",
-                n,
-                seconds,
-                first,
-                go_at,
-                ramp,
-                calls,
-                results,
-                reply and not reference,
-                tracks,
-            ),
-            daemon=True,
-        )
-        g.start()
-        gens.append(g)
-        first += n
-    # Measure the bridge over the steady middle of the run.
-    window_start, window_end = go_at + ramp + min(2.0, seconds * 0.2), go_at + seconds * 0.9
-    time.sleep(max(0.0, window_start - time.monotonic()))
-    cpu0, t0 = (_cpu_seconds(pid) if pid else 0.0), time.monotonic()
-    time.sleep(max(0.0, window_end - time.monotonic()))
-    cpu1, t1 = (_cpu_seconds(pid) if pid else 0.0), time.monotonic()
-    rss_busy = _rss_bytes(pid) if pid else 0
-    caller_results = [results.get(timeout=seconds + 120) for _ in gens]
-    for g in gens:
-        g.join(timeout=30)
-    time.sleep(1.0)  # let the last finals reach the sink
-    stop.set()
-    fake_result = results.get(timeout=60)
-    fake.join(timeout=30)
-    if reference:
-        proc.terminate()
-        proc.join(timeout=30)
-    elif proc is not None:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=60)
+    with contextlib.ExitStack() as cleanup:
+        fake = ctx.Process(target=gladia_and_bot, args=(port_q, stop, results, reply and not reference), daemon=True)
+        fake.start()
+        cleanup.callback(_stop_process, fake)
+        fake_port = port_q.get(timeout=30)
+        bridges = _Bridges()
+        redis: LoadRedis | None = None
+        if fleet:
+            redis = LoadRedis(redis_url, appendfsync)
+            cleanup.callback(redis.close)  # after the bridges (a stack): they write their outbox on the way out
+        cleanup.callback(bridges.stop)
+        balancer_proc: Any = None
+        balancer_q, balancer_stop = ctx.Queue(), ctx.Event()
+        if reference:
+            port = free_port()
+            forwarder = ctx.Process(
+                target=reference_forwarder,
+                daemon=True,
+                args=(port, f"http://127.0.0.1:{fake_port}", f"http://127.0.0.1:{fake_port}/hook"),
+            )
+            forwarder.start()
+            bridges.procs.append(forwarder)
+            bridge_url = f"http://127.0.0.1:{port}"
+        elif bridge_url is None:
+            env = _bridge_env(fake_port, workers, config)
+            secret = base64.b64encode(os.urandom(24)).decode()  # a restarted stream may reach another instance
+            ports = []
+            for i in range(instances):
+                data_dir = tempfile.mkdtemp(prefix="bridge-load-")
+                bridges.data_dirs.append(data_dir)
+                own = dict(env, BRIDGE_DATA_DIR=data_dir)
+                if redis is not None:
+                    own.update(BRIDGE_REDIS_URL=redis.url, BRIDGE_INSTANCE_ID=f"load-{i + 1}", BRIDGE_SECRET=secret)
+                ports.append(free_port())
+                bridges.procs.append(
+                    subprocess.Popen(
+                        [sys.executable, "-m", "bridge", "serve", "--host", "127.0.0.1", "--port", str(ports[-1])],
+                        env=own,
+                        stdout=subprocess.DEVNULL,
+                        stderr=subprocess.DEVNULL,
+                    )
+                )
+            for p in ports:
+                asyncio.run(_wait_healthy(f"http://127.0.0.1:{p}"))
+            if instances > 1:
+                # The callers dial a balancer, as behind a load balancer; one instance is dialled directly.
+                port = free_port()
+                ready: Any = ctx.Queue()
+                balancer_proc = ctx.Process(
+                    target=balancer,
+                    args=(port, [("127.0.0.1", p) for p in ports], ready, balancer_stop, balancer_q),
+                    daemon=True,
+                )
+                balancer_proc.start()
+                cleanup.callback(_stop_process, balancer_proc)
+                ready.get(timeout=30)
+            else:
+                port = ports[0]
+            bridge_url = f"http://127.0.0.1:{port}"
+        asyncio.run(_wait_healthy(bridge_url))
+        measured = bool(bridges.procs)
+        rss_idle = bridges.rss_bytes()
+        redis_run0 = redis.info() if redis is not None else None
+        go_at = time.monotonic() + 2.0
+        ramp = min(FINAL_EVERY / 8000, seconds / 4)
+        per = [calls // generators + (1 if i < calls % generators else 0) for i in range(generators)]
+        gens = []
+        first = 0
+        for n in per:
+            g = ctx.Process(
+                target=callers,
+                args=(
+                    bridge_url.replace("http", "ws") + "/twilio/stream",
+                    n,
+                    seconds,
+                    first,
+                    go_at,
+                    ramp,
+                    calls,
+                    results,
+                    reply and not reference,
+                    tracks,
+                ),
+                daemon=True,
+            )
+            g.start()
+            cleanup.callback(_stop_process, g)
+            gens.append(g)
+            first += n
+
+        def others_cpu() -> tuple[float, float]:
+            """The CPU seconds of the balancer and of Redis (its /proc when started here, else INFO cpu)."""
+            bal = _cpu_seconds(balancer_proc.pid) if balancer_proc is not None else 0.0
+            if redis is None:
+                return bal, 0.0
+            if redis.pid is not None:
+                return bal, _cpu_seconds(redis.pid)
+            info = redis.info()
+            return bal, float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
+
+        # Measure the bridges (and Redis, the balancer) over the steady middle of the run.
+        window_start, window_end = go_at + ramp + min(2.0, seconds * 0.2), go_at + seconds * 0.9
+        time.sleep(max(0.0, window_start - time.monotonic()))
+        redis0 = redis.info() if redis is not None else None
+        (bal0, rcpu0), cpu0, t0 = others_cpu(), bridges.cpu_seconds(), time.monotonic()
+        time.sleep(max(0.0, window_end - time.monotonic()))
+        cpu1, t1, (bal1, rcpu1) = bridges.cpu_seconds(), time.monotonic(), others_cpu()
+        redis1 = redis.info() if redis is not None else None
+        rss_busy = bridges.rss_bytes()
+        caller_results = [results.get(timeout=seconds + 120) for _ in gens]
+        for g in gens:
+            g.join(timeout=30)
+        time.sleep(1.0)  # let the last finals reach the sink
+        redis_run1 = redis.info() if redis is not None else None
+        stop.set()
+        fake_result = results.get(timeout=60)
+        fake.join(timeout=30)
+        connections: list[int] | None = None
+        if balancer_proc is not None:
+            balancer_stop.set()
+            connections = balancer_q.get(timeout=30)
+            balancer_proc.join(timeout=30)
+        bridges.stop()
+        redis_fsync = redis.appendfsync() if redis is not None else None
     frames_sent = sum(r["frames_sent"] for r in caller_results)
     gen_cpu = sum(r["cpu_s"] for r in caller_results)
     call_seconds = calls * (t1 - t0)
@@ -209,17 +349,42 @@ def run(
     channels = len(TRACKS[tracks])  # the Gladia session's, interleaved: finals count its bytes
     finals_expected = calls * -(-frames_per_call * FRAME * channels // FINAL_EVERY)
     elapsed = seconds + ramp
+    fleet_figures: dict[str, Any] = {
+        "redis_server": None,
+        "redis_appendfsync": None,
+        "redis_ops_per_call_second": None,
+        "redis_ops_per_call": None,
+        "redis_commands_per_call_second": None,
+        "redis_cpu_ms_per_call_second": None,
+    }
+    if redis0 is not None and redis1 is not None and redis_run0 is not None and redis_run1 is not None:
+        ops = int(redis1["total_commands_processed"]) - int(redis0["total_commands_processed"])
+        run_ops = int(redis_run1["total_commands_processed"]) - int(redis_run0["total_commands_processed"])
+        fleet_figures = {
+            "redis_server": "started" if redis_url is None else "given",
+            "redis_appendfsync": redis_fsync,
+            # total_commands_processed: a command run inside a script counts as well as the script
+            "redis_ops_per_call_second": _per_call_second(ops, call_seconds),
+            "redis_ops_per_call": round(run_ops / calls, 1),  # the whole run: starts and ends included
+            "redis_commands_per_call_second": {
+                name: _per_call_second(n, call_seconds) for name, n in commands_between(redis0, redis1).items()
+            },
+            "redis_cpu_ms_per_call_second": _per_call_second(rcpu1 - rcpu0, call_seconds, 1000),
+        }
     return {
         "under_test": "reference_forwarder" if reference else "bridge",
         "calls": calls,
         "tracks": tracks,
         "seconds": seconds,
         "workers": workers,
+        "instances": instances,
+        "fleet": fleet,
         "generators": generators,
         "cores": os.cpu_count(),
         "ramp_s": ramp,
-        "bridge_cpu_ms_per_call_second": round((cpu1 - cpu0) * 1000 / call_seconds, 3) if pid else None,
-        "bridge_rss_kb_per_call": round((rss_busy - rss_idle) / 1024 / calls, 1) if pid else None,
+        # the sum over the instances (with --instances N); the balancer and Redis are counted apart
+        "bridge_cpu_ms_per_call_second": _per_call_second(cpu1 - cpu0, call_seconds, 1000) if measured else None,
+        "bridge_rss_kb_per_call": round((rss_busy - rss_idle) / 1024 / calls, 1) if measured else None,
         "forward_latency_ms": {
             "p50": round(pct(fake_result["forward"], 0.5) * 1000, 2),
             "p99": round(pct(fake_result["forward"], 0.99) * 1000, 2),
@@ -238,6 +403,11 @@ def run(
         "final_every_s": FINAL_EVERY / (8000 * channels),  # of a call: 1 s with both parties talking
         "generator_cpu_share": round(gen_cpu / (elapsed * generators), 3),
         "generator_saturated": gen_cpu / (elapsed * generators) > 0.8,
+        **fleet_figures,
+        "balancer_cpu_ms_per_call_second": (
+            _per_call_second(bal1 - bal0, call_seconds, 1000) if balancer_proc is not None else None
+        ),
+        "balancer_connections": connections,  # per instance, in order (the health check through it included)
         **(
             {
                 "reply": True,
@@ -261,7 +431,19 @@ def main(
     reference: bool = False,
     reply: bool = False,
     tracks: str = "inbound",
+    *,
+    instances: int = 1,
+    fleet: bool = False,
+    redis_url: str | None = None,
+    appendfsync: str = "everysec",
 ) -> int:
+    """``bridge loadtest``: prints the JSON line of :func:`run`; 0 when no frame was lost and no call failed,
+    1 otherwise, 2 for arguments that do not go together (one line on stderr).
+
+    Fleet mode (``--instances N`` with N > 1, or ``--fleet`` for one instance): the bridges share a Redis,
+    one started here (``redis-server`` on a free loopback port, AOF with ``appendfsync`` as given) unless
+    ``redis_url`` names one; N > 1 bridges are dialled through :mod:`bridge.tools.balancer`.
+    """
     if tracks == "both" and (reference or reply):
         why = (
             "--reference forwards one track"
@@ -270,6 +452,36 @@ def main(
         )
         print(f"bridge loadtest: --tracks both: {why}", file=sys.stderr)
         return 2
-    result = run(calls, seconds, generators, workers, bridge_url, config, reference, reply, tracks)
+    fleet = fleet or instances > 1
+    problem = None
+    if instances < 1:
+        problem = "--instances must be at least 1"
+    elif fleet and (reference or bridge_url):
+        other = "--reference" if reference else "--bridge-url"
+        problem = f"fleet mode (--instances, --fleet) starts its own bridges: not with {other}"
+    elif redis_url and not fleet:
+        problem = "--redis-url is for fleet mode: add --fleet or --instances N"
+    elif fleet and redis_url is None and shutil.which("redis-server") is None:
+        problem = REDIS_MISSING
+    if problem:
+        print(f"bridge loadtest: {problem}", file=sys.stderr)
+        return 2
+    # SIGTERM unwinds run() like Ctrl-C, so the bridges, Redis and the balancer it started are stopped too.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    result = run(
+        calls,
+        seconds,
+        generators,
+        workers,
+        bridge_url,
+        config,
+        reference,
+        reply,
+        tracks,
+        instances=instances,
+        fleet=fleet,
+        redis_url=redis_url,
+        appendfsync=appendfsync,
+    )
     print(json.dumps(result))
     return 0 if result["frames_lost"] == 0 and result["failed_calls"] == 0 else 1
