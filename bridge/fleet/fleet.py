@@ -33,7 +33,8 @@ from typing import Any
 
 import redis.asyncio as aioredis
 import structlog
-from redis.exceptions import RedisError
+from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError, RedisError
 
 from bridge.errors import FleetUnavailable
 from bridge.fleet.keys import ACQUIRE, END, HANDOFF, MARK_APPLIED, RENEW, ROUTE, SESSION, TAKEOVER, Keys
@@ -60,6 +61,7 @@ class Orphan:
 
 
 TakeOver = Callable[[Orphan], Awaitable[None]]
+ScriptCall = tuple[AsyncScript, list[str], list[Any]]  # a script, its keys, its arguments
 SessionFields = Callable[[], dict[str, str] | None]  # the owner's Gladia session state, for a successor
 HandOver = Callable[[], Awaitable[dict[str, str] | None]]  # give the call up; its last state (None: refuse)
 
@@ -142,6 +144,16 @@ class Fleet:
         self._takeover = self.redis.register_script(TAKEOVER)
         self._session = self.redis.register_script(SESSION)
         self._handoff = self.redis.register_script(HANDOFF)
+        self._scripts: list[AsyncScript] = [
+            self._acquire,
+            self._renew,
+            self._mark,
+            self._end,
+            self._route,
+            self._takeover,
+            self._session,
+            self._handoff,
+        ]
         self.before_handoff: Callable[[str], Awaitable[None]] | None = None  # the outbox writes the call's ops
         # Set by the app: who delivers a taken-over call's events, and whether an outbox releases
         # calls once their events are out (else a call is released when it ends).
@@ -382,28 +394,27 @@ class Fleet:
             return
         if not renew:
             calls = []  # session states only
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hset(
-                self.keys.instance(self.instance_id),
-                mapping={"calls": len(self.owned), "draining": int(self.draining), "seen": now_ms},
+        scripts: list[ScriptCall | None] = [
+            (
+                self._renew,
+                [self.keys.lease(o.call_id), self.keys.call(o.call_id), self.keys.leases],
+                [self.token, o.epoch, ttl_ms, now_ms, o.call_id],
             )
-            pipe.pexpire(self.keys.instance(self.instance_id), ttl_ms)
-            for o in calls:
-                if o.epoch and not o.lost:
-                    await self._renew(
-                        keys=[self.keys.lease(o.call_id), self.keys.call(o.call_id), self.keys.leases],
-                        args=[self.token, o.epoch, ttl_ms, now_ms, o.call_id],
-                        client=pipe,
-                    )
-            for o, fields in syncs:  # at most once a beat per call, and only when it changed
-                await self._session(
-                    keys=[self.keys.call(o.call_id)],
-                    args=[o.epoch, *(x for kv in fields.items() for x in kv)],
-                    client=pipe,
-                )
-            self.counters.redis_ops += 1
-            confirmed = time.monotonic()  # a renewal holds for lease_ttl from before it was sent
-            results = await pipe.execute()
+            for o in calls
+            if o.epoch and not o.lost
+        ]
+        scripts += [  # at most once a second per call, and only when it changed
+            (self._session, [self.keys.call(o.call_id)], [o.epoch, *(x for kv in fields.items() for x in kv)])
+            for o, fields in syncs
+        ]
+        instance = self.keys.instance(self.instance_id)
+
+        def heartbeat(pipe: Any) -> None:
+            pipe.hset(instance, mapping={"calls": len(self.owned), "draining": int(self.draining), "seen": now_ms})
+            pipe.pexpire(instance, ttl_ms)
+
+        confirmed = time.monotonic()  # a renewal holds for lease_ttl from before it was sent
+        results = await self.run_scripts(scripts, before=heartbeat)
         for o, fields in syncs:
             o.synced = fields
         renewed = iter(results[2:])
@@ -646,6 +657,35 @@ class Fleet:
             self.lost(owned.call_id)
 
     # -- plumbing -----------------------------------------------------------------------------------
+
+    async def run_scripts(
+        self, calls: list[ScriptCall | None], before: Callable[[Any], None] | None = None
+    ) -> list[Any]:
+        """Several scripts in one round trip: a pipeline of ``EVALSHA`` (``None`` entries answer
+        ``None``, to keep results aligned). redis-py would ask ``SCRIPT EXISTS`` before each pipeline
+        holding scripts, a round trip more per batch; here a Redis that lost its script cache (a
+        restart) answers ``NOSCRIPT``, and the scripts are loaded and the batch sent once more: every
+        script the fleet runs is safe to run twice."""
+        for attempt in (1, 2):
+            async with self.redis.pipeline(transaction=False) as pipe:
+                if before is not None:
+                    before(pipe)
+                for call in calls:
+                    if call is None:
+                        pipe.echo("")
+                    else:
+                        script, keys, args = call
+                        pipe.evalsha(script.sha, len(keys), *keys, *args)
+                self.counters.redis_ops += 1
+                try:
+                    return list(await pipe.execute())
+                except NoScriptError:
+                    if attempt == 2:
+                        raise
+            for script in self._scripts:
+                self.counters.redis_ops += 1
+                await self.redis.script_load(script.script)
+        raise AssertionError("unreachable")
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)

@@ -32,7 +32,7 @@ import structlog
 from redis.exceptions import RedisError
 
 from bridge.delivery import PendingEvent, event_body
-from bridge.fleet.fleet import Fleet, Orphan
+from bridge.fleet.fleet import Fleet, Orphan, ScriptCall
 from bridge.fleet.keys import CALL_JSON, CALL_OVER, OUT_ADD, OUT_DONE
 
 if TYPE_CHECKING:
@@ -69,6 +69,7 @@ class FleetOutbox:
         self._done = r.register_script(OUT_DONE)
         self._call = r.register_script(CALL_JSON)
         self._over = r.register_script(CALL_OVER)
+        fleet._scripts += [self._add, self._done, self._call, self._over]  # loaded again after a Redis restart
         self._ops: deque[_Op] = deque()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -184,29 +185,21 @@ class FleetOutbox:
 
     async def _send(self, batch: list[_Op]) -> None:
         keys = self.fleet.keys
-        async with self.fleet.redis.pipeline(transaction=False) as pipe:
-            for op in batch:
-                epoch = self.fleet.epoch_of(op.call_id) or 0
-                call = keys.call(op.call_id)
-                if op.kind == "add":
-                    sequence, webhook_id, type_, body, created = op.args
-                    await self._add(
-                        keys=[call, keys.outbox(op.call_id)],
-                        args=[epoch, sequence, webhook_id, type_, body, created],
-                        client=pipe,
-                    )
-                elif op.kind == "done":
-                    await self._done(
-                        keys=[call, keys.outbox(op.call_id), keys.dead], args=[epoch, *op.args], client=pipe
-                    )
-                elif op.kind == "call":
-                    await self._call(keys=[call], args=[epoch, op.args[0]], client=pipe)
-                elif op.kind == "over":
-                    await self._over(keys=[call], args=[epoch], client=pipe)
-                else:
-                    pipe.echo("release")  # keeps results aligned; the release happens once written
-            self.fleet.counters.redis_ops += 1
-            results = await pipe.execute()
+        calls: list[ScriptCall | None] = []
+        for op in batch:
+            epoch = self.fleet.epoch_of(op.call_id) or 0
+            call = keys.call(op.call_id)
+            if op.kind == "add":
+                calls.append((self._add, [call, keys.outbox(op.call_id)], [epoch, *op.args]))
+            elif op.kind == "done":
+                calls.append((self._done, [call, keys.outbox(op.call_id), keys.dead], [epoch, *op.args]))
+            elif op.kind == "call":
+                calls.append((self._call, [call], [epoch, op.args[0]]))
+            elif op.kind == "over":
+                calls.append((self._over, [call], [epoch]))
+            else:
+                calls.append(None)  # the release happens once what came before it is written
+        results = await self.fleet.run_scripts(calls)
         for op, result in zip(batch, results, strict=True):
             if op.kind == "release":
                 self.fleet.release(op.call_id)
