@@ -431,6 +431,9 @@ async def healthz(request: web.Request) -> web.Response:
     problems = []
     if state.outbox is not None and state.outbox.degraded:
         problems.append(f"outbox writes failing: {state.outbox.degraded}")
+    fleet = state.fleet
+    if fleet is not None and fleet.redis_down is not None:
+        problems.append(f"fleet Redis unreachable: {fleet.redis_down}")
     status = "draining" if state.draining else ("degraded" if problems else "ok")
     body: dict[str, object] = {
         "status": status,
@@ -449,4 +452,12 @@ async def healthz(request: web.Request) -> web.Response:
         }
     if state.outbox is not None:
         body["outbox"] = {**state.outbox.counts(), "queued_writes": state.outbox.queued}
+    if fleet is not None:
+        body["fleet"] = {
+            "instance_id": fleet.instance_id,
+            "calls_held": len(fleet.owned),
+            "takeovers": fleet.counters.takeovers,
+            "leases_lost": fleet.counters.leases_lost,
+            "redis_errors": fleet.counters.redis_errors,
+        }
     return web.json_response(body, status=503 if state.draining else 200)

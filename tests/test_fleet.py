@@ -307,6 +307,9 @@ async def test_redis_killed_and_restarted_loses_no_accepted_event(
         await r.aclose()
         redis_server.kill()  # SIGKILL: only what the AOF has survives
         await asyncio.sleep(2.5)  # longer than the lease
+        async with aiohttp.ClientSession() as http, http.get(a.make_url("/healthz")) as resp:
+            health = await resp.json()
+        assert health["status"] == "degraded" and "fleet Redis unreachable" in health["degraded"][0]
         redis_server.start()
         r = aioredis.from_url(redis_server.url, decode_responses=True)
         kept = await r.xrange(keys.outbox(call_id), "-", stored[-1][0])
@@ -315,6 +318,9 @@ async def test_redis_killed_and_restarted_loses_no_accepted_event(
         await asyncio.sleep(1.0)  # a few renewals after the restart
         record: Any = await r.hgetall(keys.call(call_id))
         assert record["epoch"] == "1" and record["owner"].startswith("A:")  # kept its call, same epoch
+        async with aiohttp.ClientSession() as http, http.get(a.make_url("/healthz")) as resp:
+            health = await resp.json()
+        assert health["status"] == "ok" and health["fleet"]["instance_id"] == "A"
         hook.outage_until = 0.0  # the bot is back
         await wait_for(lambda: bool(hook.events("transcript.completed")), timeout=30)
     finally:

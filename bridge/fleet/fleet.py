@@ -168,6 +168,7 @@ class Fleet:
         self._pending: set[asyncio.Task[None]] = set()
         self._backoff = _Backoff()
         self.draining = False
+        self.redis_down: str | None = None  # why the last heartbeat failed (None: Redis answers); /healthz
 
     # -- lifetime -----------------------------------------------------------------------------------
 
@@ -344,8 +345,12 @@ class Fleet:
                 if renew:
                     renewed_at = time.monotonic()
                     await self._sweep()
+                if self.redis_down is not None:
+                    log.info("fleet.redis_back", detail="Redis answers again")
+                self.redis_down = None
             except (RedisError, OSError) as exc:
                 self._redis_failed("renew", exc)
+                self.redis_down = f"{type(exc).__name__}: {exc}"[:200]
             await asyncio.sleep(tick)
 
     async def _sweep(self) -> None:
