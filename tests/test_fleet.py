@@ -22,7 +22,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from bridge.fleet.keys import ACQUIRE, MARK_APPLIED, RENEW, Keys
-from tests.support.bridge_process import start_bridge
+from tests.support.bridge_process import BridgeProcess, start_bridge
 from tests.support.calls import WEBHOOK_SECRET, BridgeFactory, caller_audio, play_call, wait_for
 from tests.support.fakes import FakeGladia, FakeWebhook
 from tests.support.phone import phone_call
@@ -42,6 +42,62 @@ async def redis_server(tmp_path: Path) -> AsyncIterator[RedisServer]:
         yield server
     finally:
         server.stop()
+
+
+SECRET = "the-fleet-shares-this-secret"  # BRIDGE_SECRET: a restarted stream's proof, on every instance
+FAST = {"fleet__lease_ttl": 1.5, "fleet__renew_interval": 0.5, "fleet__action_poll_ms": 100}
+
+
+class Instances:
+    """The bridge instances of one test, on its redis-server, the fake Gladia and the bot: in this
+    process (:meth:`here`) or as real processes that can be killed or stopped (:meth:`process`)."""
+
+    def __init__(
+        self, make_bridge: BridgeFactory, fake_gladia: FakeGladia, hook_url: str, redis: RedisServer, tmp: Path
+    ) -> None:
+        self.make_bridge, self.fake_gladia, self.hook_url, self.redis, self.tmp = (
+            make_bridge,
+            fake_gladia,
+            hook_url,
+            redis,
+            tmp,
+        )
+
+    async def here(self, name: str, **overrides: Any) -> Any:
+        env = {
+            "BRIDGE_REDIS_URL": self.redis.url,
+            "BRIDGE_INSTANCE_ID": name,
+            "BRIDGE_DATA_DIR": str(self.tmp / name),
+            "BRIDGE_SECRET": SECRET,
+            "BRIDGE_API_TOKEN": TOKEN,
+        }
+        return await self.make_bridge(env, **{**FAST, **overrides})
+
+    async def process(self, name: str, server_toml: str = "") -> BridgeProcess:
+        config = self.tmp / f"{name}.toml"
+        config.write_text("[fleet]\nlease_ttl = 1.5\nrenew_interval = 0.5\n" + server_toml)
+        env = minimal_env(
+            GLADIA_API_URL=self.fake_gladia.base_url,
+            GLADIA_API_KEY="test-key",
+            BOT_WEBHOOK_URL=self.hook_url,
+            BOT_WEBHOOK_SECRET=WEBHOOK_SECRET,
+            BRIDGE_REDIS_URL=self.redis.url,
+            BRIDGE_INSTANCE_ID=name,
+            BRIDGE_SECRET=SECRET,
+            BRIDGE_CONFIG=str(config),
+        )
+        return await start_bridge(env)
+
+
+@pytest.fixture
+def instances(
+    make_bridge: BridgeFactory,
+    fake_gladia: FakeGladia,
+    webhook: tuple[FakeWebhook, str],
+    redis_server: RedisServer,
+    tmp_path: Path,
+) -> Instances:
+    return Instances(make_bridge, fake_gladia, webhook[1], redis_server, tmp_path)
 
 
 async def _api(
@@ -76,11 +132,9 @@ async def test_the_epoch_fences_a_former_owner(redis_server: RedisServer) -> Non
 
 
 async def test_an_action_posted_to_any_instance_is_played_by_the_owner_in_order(
-    make_bridge: BridgeFactory,
     fake_gladia: FakeGladia,
     webhook: tuple[FakeWebhook, str],
-    redis_server: RedisServer,
-    tmp_path: Path,
+    instances: Instances,
 ) -> None:
     """A call on instance A; the bot posts to B, then A, then B: the owner (A) carries them out in that
     order (the marks come back in order and B's `say` is spoken on A's call); an Idempotency-Key
@@ -88,17 +142,7 @@ async def test_an_action_posted_to_any_instance_is_played_by_the_owner_in_order(
     for a call no instance has, and 409 once A's call has ended."""
     hook, _ = webhook
     fake_gladia.segment_seconds = 3600.0  # no transcripts: only the bot's actions matter here
-
-    def instance(name: str) -> dict[str, str]:
-        return {
-            "BRIDGE_REDIS_URL": redis_server.url,
-            "BRIDGE_INSTANCE_ID": name,
-            "BRIDGE_API_TOKEN": TOKEN,
-            "BRIDGE_DATA_DIR": str(tmp_path / name),
-        }
-
-    a = await make_bridge(instance("A"), fleet__action_poll_ms=100)
-    b = await make_bridge(instance("B"), fleet__action_poll_ms=100)
+    a, b = await instances.here("A"), await instances.here("B")
     results: dict[str, Any] = {}
 
     async def bot(http: aiohttp.ClientSession) -> None:
@@ -147,35 +191,16 @@ async def test_an_action_posted_to_any_instance_is_played_by_the_owner_in_order(
 
 
 async def test_kill_9_of_the_owner_mid_call_every_event_is_delivered_by_another_instance(
-    make_bridge: BridgeFactory,
-    fake_gladia: FakeGladia,
     webhook: tuple[FakeWebhook, str],
-    redis_server: RedisServer,
-    tmp_path: Path,
+    instances: Instances,
 ) -> None:
     """Instance A (a real process) owns a call and stores its events in Redis while the bot is down;
     A is killed with SIGKILL mid-call. Instance B takes the call over once A's lease lapses and
     delivers every event A had accepted, in order, with A's webhook-ids, then `call.ended` with
     `end_reason: instance_lost`: the bot may see a repeat, never a gap or a reorder."""
-    hook, hook_url = webhook
-    config = tmp_path / "fleet.toml"
-    config.write_text("[fleet]\nlease_ttl = 1.5\nrenew_interval = 0.5\n")
-    env = minimal_env(
-        GLADIA_API_URL=fake_gladia.base_url,
-        GLADIA_API_KEY="test-key",
-        BOT_WEBHOOK_URL=hook_url,
-        BOT_WEBHOOK_SECRET=WEBHOOK_SECRET,
-        BRIDGE_REDIS_URL=redis_server.url,
-        BRIDGE_INSTANCE_ID="A",
-        BRIDGE_CONFIG=str(config),
-    )
-    a = await start_bridge(env)
-    b = await make_bridge(
-        {"BRIDGE_REDIS_URL": redis_server.url, "BRIDGE_INSTANCE_ID": "B", "BRIDGE_DATA_DIR": str(tmp_path / "B")},
-        fleet__lease_ttl=1.5,
-        fleet__renew_interval=0.5,
-    )
-    assert b is not None
+    hook, _ = webhook
+    a = await instances.process("A")
+    await instances.here("B")
     hook.outage_stall = 0.05
     caller = asyncio.create_task(play_call(f"{a.ws}/twilio/stream", caller_audio(8.0), pace=0.02))
     try:
@@ -207,34 +232,17 @@ async def test_kill_9_of_the_owner_mid_call_every_event_is_delivered_by_another_
 
 
 async def test_a_former_owner_paused_past_its_lease_writes_nothing_after_the_takeover(
-    make_bridge: BridgeFactory,
-    fake_gladia: FakeGladia,
     webhook: tuple[FakeWebhook, str],
     redis_server: RedisServer,
-    tmp_path: Path,
+    instances: Instances,
 ) -> None:
     """A (a real process) owns a call with events waiting for a bot that is down; A is stopped with
     SIGSTOP, B takes the call over and delivers them, ending the call as instance_lost. A is then
     continued: its renewal is refused (the epoch moved on), its Redis writes are fenced, and it posts
     nothing more to the bot."""
-    hook, hook_url = webhook
-    config = tmp_path / "fleet.toml"
-    config.write_text("[fleet]\nlease_ttl = 1.5\nrenew_interval = 0.5\n")
-    env = minimal_env(
-        GLADIA_API_URL=fake_gladia.base_url,
-        GLADIA_API_KEY="test-key",
-        BOT_WEBHOOK_URL=hook_url,
-        BOT_WEBHOOK_SECRET=WEBHOOK_SECRET,
-        BRIDGE_REDIS_URL=redis_server.url,
-        BRIDGE_INSTANCE_ID="A",
-        BRIDGE_CONFIG=str(config),
-    )
-    a = await start_bridge(env)
-    await make_bridge(
-        {"BRIDGE_REDIS_URL": redis_server.url, "BRIDGE_INSTANCE_ID": "B", "BRIDGE_DATA_DIR": str(tmp_path / "B")},
-        fleet__lease_ttl=1.5,
-        fleet__renew_interval=0.5,
-    )
+    hook, _ = webhook
+    a = await instances.process("A")
+    await instances.here("B")
     hook.outage_stall = 0.05
     caller = asyncio.create_task(play_call(f"{a.ws}/twilio/stream", caller_audio(20.0), pace=0.02))
     r = aioredis.from_url(redis_server.url, decode_responses=True)
@@ -274,22 +282,16 @@ async def test_a_former_owner_paused_past_its_lease_writes_nothing_after_the_tak
 
 
 async def test_redis_killed_and_restarted_loses_no_accepted_event(
-    make_bridge: BridgeFactory,
-    fake_gladia: FakeGladia,
     webhook: tuple[FakeWebhook, str],
     redis_server: RedisServer,
-    tmp_path: Path,
+    instances: Instances,
 ) -> None:
     """redis-server is killed with SIGKILL mid-call (longer than a lease) while the bot is down, then
     started again on its AOF (appendfsync always): every event Redis had accepted is still there, the
     instance reconnects by itself, keeps its call (same epoch), and the bot gets every event once the
     call ends normally, in order."""
     hook, _ = webhook
-    a = await make_bridge(
-        {"BRIDGE_REDIS_URL": redis_server.url, "BRIDGE_INSTANCE_ID": "A", "BRIDGE_DATA_DIR": str(tmp_path / "A")},
-        fleet__lease_ttl=1.5,
-        fleet__renew_interval=0.5,
-    )
+    a = await instances.here("A")
     hook.outage_stall = 0.05
     caller = asyncio.create_task(play_call(str(a.make_url("/twilio/stream")), caller_audio(9.0), pace=0.02))
     keys = Keys()
@@ -333,11 +335,9 @@ async def test_redis_killed_and_restarted_loses_no_accepted_event(
 
 
 async def test_a_restarted_stream_on_another_instance_carries_on_the_same_gladia_session(
-    make_bridge: BridgeFactory,
     fake_gladia: FakeGladia,
     webhook: tuple[FakeWebhook, str],
-    redis_server: RedisServer,
-    tmp_path: Path,
+    instances: Instances,
 ) -> None:
     """Stream 1 reaches instance A and drops without stop; stream 2 of the same carrier call (its
     resume token from /twilio/voice) reaches instance B. A hands the call over (Gladia acknowledged
@@ -347,17 +347,7 @@ async def test_a_restarted_stream_on_another_instance_carries_on_the_same_gladia
     from tests.test_stream_restart import CALL_SID, stream_part, voice_parameters
 
     hook, _ = webhook
-
-    def instance(name: str) -> dict[str, str]:
-        return {
-            "BRIDGE_REDIS_URL": redis_server.url,
-            "BRIDGE_INSTANCE_ID": name,
-            "BRIDGE_DATA_DIR": str(tmp_path / name),
-            "BRIDGE_SECRET": "the-fleet-shares-this-secret",
-        }
-
-    a = await make_bridge(instance("A"), fleet__action_poll_ms=100, fleet__lease_ttl=3.0, fleet__renew_interval=0.5)
-    b = await make_bridge(instance("B"), fleet__action_poll_ms=100, fleet__lease_ttl=3.0, fleet__renew_interval=0.5)
+    a, b = await instances.here("A"), await instances.here("B")
     audio = caller_audio(3.0)
     await stream_part(
         str(a.make_url("/twilio/stream")), "MZ" + "1" * 32, audio[:12000], False, await voice_parameters(a, CALL_SID)
@@ -382,11 +372,9 @@ async def test_a_restarted_stream_on_another_instance_carries_on_the_same_gladia
 
 
 async def test_a_restarted_stream_carries_on_a_call_whose_owner_was_killed(
-    make_bridge: BridgeFactory,
     fake_gladia: FakeGladia,
     webhook: tuple[FakeWebhook, str],
-    redis_server: RedisServer,
-    tmp_path: Path,
+    instances: Instances,
 ) -> None:
     """Stream 1 reaches instance A (a real process) and drops; A is killed with SIGKILL; stream 2 of the
     same call reaches B. Nobody can hand the call over: B waits for A's lease to lapse (no sweeper ends
@@ -394,31 +382,9 @@ async def test_a_restarted_stream_carries_on_a_call_whose_owner_was_killed(
     one session with exactly both parts, the call ends normally, not as instance_lost."""
     from tests.test_stream_restart import CALL_SID, stream_part, voice_parameters
 
-    hook, hook_url = webhook
-    secret = "the-fleet-shares-this-secret"
-    config = tmp_path / "fleet.toml"
-    config.write_text("[fleet]\nlease_ttl = 1.5\nrenew_interval = 0.5\n[server]\nstream_restart_grace = 30\n")
-    env = minimal_env(
-        GLADIA_API_URL=fake_gladia.base_url,
-        GLADIA_API_KEY="test-key",
-        BOT_WEBHOOK_URL=hook_url,
-        BOT_WEBHOOK_SECRET=WEBHOOK_SECRET,
-        BRIDGE_REDIS_URL=redis_server.url,
-        BRIDGE_INSTANCE_ID="A",
-        BRIDGE_SECRET=secret,
-        BRIDGE_CONFIG=str(config),
-    )
-    a = await start_bridge(env)
-    b = await make_bridge(
-        {
-            "BRIDGE_REDIS_URL": redis_server.url,
-            "BRIDGE_INSTANCE_ID": "B",
-            "BRIDGE_DATA_DIR": str(tmp_path / "B"),
-            "BRIDGE_SECRET": secret,
-        },
-        fleet__lease_ttl=1.5,
-        fleet__renew_interval=0.5,
-    )
+    hook, _ = webhook
+    a = await instances.process("A", "[server]\nstream_restart_grace = 30\n")
+    b = await instances.here("B")
     audio = caller_audio(3.0)
     try:
         await stream_part(
@@ -443,45 +409,18 @@ async def test_a_restarted_stream_carries_on_a_call_whose_owner_was_killed(
 
 
 async def test_a_draining_instance_hands_its_waiting_call_over(
-    make_bridge: BridgeFactory,
     fake_gladia: FakeGladia,
     webhook: tuple[FakeWebhook, str],
-    redis_server: RedisServer,
-    tmp_path: Path,
+    instances: Instances,
 ) -> None:
     """Instance A (a real process) gets SIGTERM while a call waits there for its restarted stream: the
     drain keeps the call waiting, its restarted stream reaches B, A hands it over (one Gladia socket at
     a time) and then exits; the call carries on and ends normally on B."""
     from tests.test_stream_restart import CALL_SID, stream_part, voice_parameters
 
-    hook, hook_url = webhook
-    secret = "the-fleet-shares-this-secret"
-    config = tmp_path / "fleet.toml"
-    config.write_text(
-        "[fleet]\nlease_ttl = 1.5\nrenew_interval = 0.5\n[server]\nstream_restart_grace = 30\nshutdown_timeout = 20\n"
-    )
-    env = minimal_env(
-        GLADIA_API_URL=fake_gladia.base_url,
-        GLADIA_API_KEY="test-key",
-        BOT_WEBHOOK_URL=hook_url,
-        BOT_WEBHOOK_SECRET=WEBHOOK_SECRET,
-        BRIDGE_REDIS_URL=redis_server.url,
-        BRIDGE_INSTANCE_ID="A",
-        BRIDGE_SECRET=secret,
-        BRIDGE_CONFIG=str(config),
-    )
-    a = await start_bridge(env)
-    b = await make_bridge(
-        {
-            "BRIDGE_REDIS_URL": redis_server.url,
-            "BRIDGE_INSTANCE_ID": "B",
-            "BRIDGE_DATA_DIR": str(tmp_path / "B"),
-            "BRIDGE_SECRET": secret,
-        },
-        fleet__lease_ttl=1.5,
-        fleet__renew_interval=0.5,
-        fleet__action_poll_ms=100,
-    )
+    hook, _ = webhook
+    a = await instances.process("A", "[server]\nstream_restart_grace = 30\nshutdown_timeout = 20\n")
+    b = await instances.here("B")
     audio = caller_audio(3.0)
     try:
         await stream_part(
