@@ -25,46 +25,23 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
+
+from bridge.tools.runs import loadtest_run, machine
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGET = 1.15  # issue 15: fleet mode's CPU per call-second at most 1.15x single mode's
 
 
-def machine() -> str:
-    """The CPU model (from /proc/cpuinfo) and the cores this process may use."""
-    model = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{model}, {os.cpu_count()} cores"
-
-
 def loadtest(calls: int, seconds: float, mode: list[str], generators: int | None, fsync: str) -> dict[str, Any]:
-    """One ``bridge loadtest`` run as a process; its JSON line (even when it lost frames: that is a figure),
-    with the load average (1 min) before it started."""
+    """One ``bridge loadtest`` run (fleet modes with the given Redis fsync policy)."""
     args = ["--calls", str(calls), "--seconds", str(seconds), *mode]
     if mode:
         args += ["--redis-appendfsync", fsync]
     if generators is not None:
         args += ["--generators", str(generators)]
-    load = os.getloadavg()[0]
-    proc = subprocess.run(
-        [sys.executable, "-m", "bridge", "loadtest", *args], cwd=ROOT, capture_output=True, text=True, check=False
-    )
-    lines = proc.stdout.strip().splitlines()
-    if not lines:
-        raise RuntimeError(f"bridge loadtest {' '.join(mode)} printed nothing: {proc.stderr[-2000:]}")
-    result: dict[str, Any] = json.loads(lines[-1])
-    result["load_before"] = load
-    return result
+    return loadtest_run(args, cwd=ROOT)
 
 
 def _mode(r: dict[str, Any]) -> str:

@@ -19,40 +19,20 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
+
+from bridge.tools.runs import loadtest_run, machine
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def machine() -> str:
-    """The CPU model (from /proc/cpuinfo) and the cores this process may use."""
-    model = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{model}, {os.cpu_count()} cores"
-
-
 def loadtest(calls: int, seconds: float, tracks: str, generators: int | None) -> dict[str, Any]:
-    """One ``bridge loadtest`` run as a process; its JSON line (even when it lost frames: that is a figure)."""
+    """One ``bridge loadtest --tracks <tracks>`` run."""
     args = ["--calls", str(calls), "--seconds", str(seconds), "--tracks", tracks]
     if generators is not None:
         args += ["--generators", str(generators)]
-    proc = subprocess.run(
-        [sys.executable, "-m", "bridge", "loadtest", *args], cwd=ROOT, capture_output=True, text=True, check=False
-    )
-    lines = proc.stdout.strip().splitlines()
-    if not lines:
-        raise RuntimeError(f"bridge loadtest --tracks {tracks} printed nothing: {proc.stderr[-2000:]}")
-    result: dict[str, Any] = json.loads(lines[-1])
-    return result
+    return loadtest_run(args, cwd=ROOT)
 
 
 def row(round_: int, r: dict[str, Any], ratio: str) -> str:

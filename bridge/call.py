@@ -109,7 +109,6 @@ class CarriedCall:
     last_sequence: int
     events: list[PendingEvent]  # its events not yet delivered, in order
     streams: int = 1
-    channels: int = 0
 
 
 class Call:
@@ -224,8 +223,6 @@ class Call:
         id, the same Gladia session from its acknowledged offset, the event sequence and the events it
         had not delivered; the bot gets ``call.stream_restarted``."""
         call = cls(started, carried=carried, **deps)
-        if call.stt_format.channels != (carried.channels or call.stt_format.channels):
-            log.warning("call.carry_on_format_changed", detail="the restarted stream's tracks differ from the call's")
         call.streams = carried.streams  # attaching the stream says call.stream_restarted
         call.stt.start()
         log.info("call.carried_on", streams=carried.streams + 1, events_left=len(carried.events))

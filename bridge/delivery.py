@@ -214,6 +214,19 @@ def _pending(stored: StoredEvent, created: float | None = None) -> PendingEvent:
     )
 
 
+def stored_event(call_id: str, entry_id: str, fields: dict[str, str]) -> PendingEvent:
+    """An event as fleet mode stores it: a Redis stream entry ``{sequence}-1`` with ``webhook_id``,
+    ``type``, ``body`` and ``created``."""
+    return PendingEvent(
+        fields["webhook_id"],
+        fields["body"],
+        call_id,
+        fields["type"],
+        int(entry_id.split("-")[0]),
+        float(fields.get("created") or 0.0),
+    )
+
+
 def replayed(stored: StoredEvent, now: float) -> PendingEvent:
     """A dead event sent again by hand: its age starts over, so ``max_age`` gives it a new chance."""
     return _pending(stored, created=now)

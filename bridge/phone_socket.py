@@ -33,7 +33,7 @@ from bridge.adapters import CARRIERS, make_adapter
 from bridge.adapters.twilio import connect_stream_twiml, fork_stream_twiml, signature_valid
 from bridge.app_keys import SETTINGS, STATE
 from bridge.call import RESUME_PARAMETER, Call, CarriedCall, restart_proven, resume_token
-from bridge.delivery import PendingEvent
+from bridge.delivery import stored_event
 from bridge.errors import PhoneProtocolError
 from bridge.phone_stream import CallResult, PhoneStream
 from bridge.settings import DIAL_NUMBER
@@ -313,13 +313,13 @@ async def _carry(app: web.Application, stream: PhoneStream, messages: AsyncItera
 
         def session() -> dict[str, str] | None:
             now = box[0].stt.state()
-            return None if now is None else {**now.fields(), "streams": str(box[0].streams)}
+            return None if now is None else {**now.fields(), **_call_shape(box[0])}
 
         async def hand_over() -> dict[str, str] | None:
             if not box or suspended.release(box[0].id) is None:
                 return None  # its stream is live here (or it is gone): nothing to hand over
             now = await box[0].hand_over(timeout=settings.server.stream_restart_grace or 2.0)
-            return {**(now.fields() if now is not None else {}), "streams": str(box[0].streams)}
+            return {**(now.fields() if now is not None else {}), **_call_shape(box[0])}
 
         def lose() -> None:
             if box:
@@ -328,7 +328,9 @@ async def _carry(app: web.Application, stream: PhoneStream, messages: AsyncItera
         carried = None
         if fleet is not None and restart_proven(state.resume_secret, started):
             # A restarted stream whose call another instance holds (or held): carry it on here.
-            adopted = await fleet.adopt(started.provider, started.call_sid, apply, session, hand_over, lose)
+            adopted = await fleet.adopt(
+                started.provider, started.call_sid, apply, session, hand_over, lose, channels=started.channels
+            )
             if adopted is not None:
                 carried = _carried(adopted)
         if carried is not None:
@@ -372,20 +374,15 @@ async def _carry(app: web.Application, stream: PhoneStream, messages: AsyncItera
     return result
 
 
+def _call_shape(call: Call) -> dict[str, str]:
+    """What a successor must know of a call besides its Gladia session: its streams and channels."""
+    return {"streams": str(call.streams), "channels": str(call.stt_format.channels)}
+
+
 def _carried(adopted: Adopted) -> CarriedCall:
     """What an adopted call brings (fleet mode): its Gladia session, sequence and undelivered events."""
     record = adopted.record
-    events = [
-        PendingEvent(
-            fields["webhook_id"],
-            fields["body"],
-            adopted.call_id,
-            fields["type"],
-            int(entry_id.split("-")[0]),
-            float(fields.get("created") or 0.0),
-        )
-        for entry_id, fields in adopted.events
-    ]
+    events = [stored_event(adopted.call_id, entry_id, fields) for entry_id, fields in adopted.events]
     return CarriedCall(
         adopted.call_id,
         SttSessionState.from_fields(record),

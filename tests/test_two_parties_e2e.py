@@ -10,9 +10,6 @@ rate per channel is printed, not asserted (``test_recognition_quality.py`` holds
 
 from __future__ import annotations
 
-import asyncio
-import signal
-import sys
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -22,9 +19,10 @@ import pytest
 import webvtt
 
 from bridge.tools.player import play_call, read_two_tracks
+from tests.support.bridge_process import start_bridge
 from tests.support.calls import wait_for
 from tests.support.fakes import FakeWebhook
-from tests.support.process import ROOT, free_port, minimal_env
+from tests.support.process import minimal_env
 from tests.support.speech import wer, words
 
 pytestmark = pytest.mark.recognition
@@ -43,34 +41,6 @@ def script() -> list[tuple[float, float, str, str]]:
     return turns
 
 
-async def _serve(port: int, hook_url: str, tmp_path: Path) -> asyncio.subprocess.Process:
-    config = tmp_path / "bridge.toml"
-    config.write_text("[server]\nmax_audio_speed = 0\n")  # the 32 s call is played as fast as it goes
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bridge",
-        "serve",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        env=minimal_env(BOT_WEBHOOK_URL=hook_url, BRIDGE_API_TOKEN=TOKEN, BRIDGE_CONFIG=str(config)),
-        cwd=ROOT,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    async with aiohttp.ClientSession() as http:
-        for _ in range(300):
-            try:
-                async with http.get(f"http://127.0.0.1:{port}/healthz") as resp:
-                    if resp.status == 200:
-                        break
-            except aiohttp.ClientConnectionError:
-                await asyncio.sleep(0.1)
-    return proc
-
-
 @pytest.mark.timeout(240)
 @pytest.mark.parametrize("carrier", ["twilio", "audiofork"])
 async def test_each_party_comes_back_under_its_own_label(
@@ -81,12 +51,15 @@ async def test_each_party_comes_back_under_its_own_label(
     transcript API (JSON with words, txt, WebVTT that a WebVTT parser reads, voices per speaker)."""
     hook, hook_url = webhook
     left, right = read_two_tracks(resources.files("bridge.samples").joinpath("two_party_call.wav").read_bytes())
-    port = free_port()
-    proc = await _serve(port, hook_url, tmp_path)
+    config = tmp_path / "bridge.toml"
+    config.write_text("[server]\nmax_audio_speed = 0\n")  # the 32 s call is played as fast as it goes
+    bridge = await start_bridge(
+        minimal_env(BOT_WEBHOOK_URL=hook_url, BRIDGE_API_TOKEN=TOKEN, BRIDGE_CONFIG=str(config)), startup=60.0
+    )
     transcript: dict[str, Any] = {}
     try:
         report = await play_call(
-            f"ws://127.0.0.1:{port}/{carrier}/stream" + ("?mix=stereo" if carrier == "audiofork" else ""),
+            f"{bridge.ws}/{carrier}/stream" + ("?mix=stereo" if carrier == "audiofork" else ""),
             left,
             outbound=right,
             realtime=False,
@@ -98,7 +71,7 @@ async def test_each_party_comes_back_under_its_own_label(
         call_id = hook.events("call.started")[0]["call"]["id"]
         headers = {"Authorization": f"Bearer {TOKEN}"}
         async with aiohttp.ClientSession(headers=headers) as http:
-            base = f"http://127.0.0.1:{port}/v1/calls/{call_id}/transcript"
+            base = f"{bridge.base}/v1/calls/{call_id}/transcript"
             async with http.get(base) as resp:
                 assert resp.status == 200
                 transcript = await resp.json()
@@ -108,8 +81,7 @@ async def test_each_party_comes_back_under_its_own_label(
                 assert resp.content_type == "text/vtt"
                 vtt = await resp.text()
     finally:
-        proc.send_signal(signal.SIGTERM)
-        await asyncio.wait_for(proc.communicate(), 30)
+        await bridge.stop()
 
     (started,) = hook.events("call.started")
     assert started["stt"]["channels"] == 2 and started["speakers"] == ["caller", "agent"]

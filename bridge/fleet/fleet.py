@@ -585,11 +585,13 @@ class Fleet:
         session: SessionFields | None = None,
         on_handover: HandOver | None = None,
         on_lost: Callable[[], None] | None = None,
+        channels: int = 1,
     ) -> Adopted | None:
         """A restarted stream reached this instance for a call another one holds (or held): ask the
         owner to hand it over (or wait for its lapsed lease), take it under a new epoch, and return its
         record and undelivered events. None: no such live call, or it could not be taken in time
-        (the stream then starts a call of its own). While waiting, no sweeper ends the call."""
+        (the stream then starts a call of its own; so does one whose ``channels`` differ from the call's
+        Gladia session). While waiting, no sweeper ends the call."""
         keys = self.keys
         try:
             self.counters.redis_ops += 2
@@ -599,6 +601,10 @@ class Fleet:
             self._redis_failed("look a restarted call up", exc)
             return None
         if not found or not record or record.get("state") == "ended" or str(found) in self.owned:
+            return None
+        if record.get("channels", str(channels)) != str(channels):
+            # The session was opened for the other number of channels (as on one machine: a new call).
+            log.warning("fleet.adopt_refused", call_id=str(found), detail="the restarted stream's tracks differ")
             return None
         call_id = str(found)
         owned = Owned(

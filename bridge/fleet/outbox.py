@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from redis.exceptions import RedisError
 
-from bridge.delivery import PendingEvent, event_body
+from bridge.delivery import PendingEvent, event_body, stored_event
 from bridge.fleet.fleet import Fleet, Orphan, ScriptCall
 from bridge.fleet.keys import CALL_JSON, CALL_OVER, OUT_ADD, OUT_DONE
 
@@ -222,17 +222,7 @@ class FleetOutbox:
         except (RedisError, OSError) as exc:
             self.fleet._redis_failed("read a call taken over", exc)
             return  # the lease lapses again and another sweep tries
-        events = [
-            PendingEvent(
-                fields["webhook_id"],
-                fields["body"],
-                orphan.call_id,
-                fields["type"],
-                int(entry_id.split("-")[0]),
-                float(fields.get("created") or 0.0),
-            )
-            for entry_id, fields in entries
-        ]
+        events = [stored_event(orphan.call_id, entry_id, fields) for entry_id, fields in entries]
         if not orphan.ended:
             sequence = orphan.last_sequence + 1
             call = json.loads(orphan.call_json) if orphan.call_json else {"id": orphan.call_id}

@@ -56,9 +56,14 @@ class BridgeProcess:
 
 
 async def start_bridge(
-    env: dict[str, str], *args: str, preexec_fn: Callable[[], None] | None = None, port: int | None = None
+    env: dict[str, str],
+    *args: str,
+    preexec_fn: Callable[[], None] | None = None,
+    port: int | None = None,
+    startup: float = 15.0,
 ) -> BridgeProcess:
-    """Start ``bridge serve`` with ``env`` (nothing else of the test's environment) and wait for /healthz."""
+    """Start ``bridge serve`` with ``env`` (nothing else of the test's environment) and wait (up to
+    ``startup`` seconds: more with the embedded STT, which loads its model) for /healthz."""
     port = port or free_port()
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -87,7 +92,7 @@ async def start_bridge(
 
     bridge.reader = asyncio.create_task(read())
     async with aiohttp.ClientSession() as http:
-        for _ in range(300):
+        for _ in range(int(startup / 0.05)):
             if proc.returncode is not None:
                 break
             try:
