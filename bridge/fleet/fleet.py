@@ -399,14 +399,14 @@ class Fleet:
             return
         if not renew:
             calls = []  # session states only
+        renewing = [o for o in calls if o.epoch and not o.lost]  # fixed now: flags may change meanwhile
         scripts: list[ScriptCall | None] = [
             (
                 self._renew,
                 [self.keys.lease(o.call_id), self.keys.call(o.call_id), self.keys.leases],
                 [self.token, o.epoch, ttl_ms, now_ms, o.call_id],
             )
-            for o in calls
-            if o.epoch and not o.lost
+            for o in renewing
         ]
         scripts += [  # at most once a second per call, and only when it changed
             (self._session, [self.keys.call(o.call_id)], [o.epoch, *(x for kv in fields.items() for x in kv)])
@@ -422,11 +422,10 @@ class Fleet:
         results = await self.run_scripts(scripts, before=heartbeat)
         for o, fields in syncs:
             o.synced = fields
-        renewed = iter(results[2:])
-        for o in calls:
-            if not o.epoch or o.lost:
-                continue
-            if int(next(renewed)) == 1:
+        for o, renewed in zip(renewing, results[2 : 2 + len(renewing)], strict=True):
+            if o.lost:
+                continue  # lost while the renewal was on its way
+            if int(renewed) == 1:
                 o.confirmed_at = confirmed
             else:
                 self.lost(o.call_id)
