@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from bridge.fleet.fleet import Fleet
     from bridge.metrics import Metrics
     from bridge.outbox import OutboxWriter
+    from bridge.phone_connection import PhoneConnection
     from bridge.phone_stream import PhoneStream
     from bridge.reply.tts import Speaker
     from bridge.stt.admission import Admission
@@ -35,7 +36,7 @@ class BridgeState:
     delivery: Delivery | None = None
     outbox: OutboxWriter | None = None
     transcripts: TranscriptStore | None = None  # None: transcripts off, or the file could not be opened
-    calls: dict[PhoneStream, web.WebSocketResponse] = field(default_factory=dict)  # open phone streams
+    calls: dict[PhoneStream, PhoneConnection] = field(default_factory=dict)  # open phone streams
     live_calls: dict[str, Call] = field(default_factory=dict)  # calls carried by one of them, by id
     draining: bool = False
     suspended: SuspendedCalls | None = None

@@ -30,7 +30,7 @@ import hashlib
 import hmac
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, assert_never
 
@@ -54,7 +54,7 @@ from bridge.adapters.base import (
 from bridge.audio import AudioFormat
 from bridge.delivery import CallDelivery, Delivery, PendingEvent
 from bridge.errors import ActionError, PhoneProtocolError
-from bridge.phone_stream import AudioPath, CallResult, PhoneStream
+from bridge.phone_stream import AudioPath, CallResult, MessageSource, PhoneStream
 from bridge.reply.actions import parse_actions
 from bridge.reply.bot_socket import BotSocket
 from bridge.reply.call_reply import CallReply
@@ -281,21 +281,20 @@ class Call:
         self._stream = stream
         self.reply.attach(stream.adapter, stream.send)
 
-    async def run(
-        self, stream: PhoneStream, messages: AsyncIterator[str | bytes], first: list[PhoneEvent]
-    ) -> CallResult:
+    async def run(self, stream: PhoneStream, messages: MessageSource, first: list[PhoneEvent]) -> CallResult:
         """Carry ``stream``'s messages (``first``: events already read with its ``start``) into the call
-        until the stream ends; returns how it ended. A protocol error ends the stream, not the bridge."""
+        until the stream ends; returns how it ended. A protocol error ends the stream, not the bridge.
+        Each message is handled as it arrives, on the connection's stack (``messages.deliver``)."""
         result = stream.end_without_stop
+        adapter = stream.adapter
+
+        def on_message(message: str | bytes) -> bool:
+            return self._handle(stream, adapter.receive(message))
+
         try:
-            if self._handle(stream, first):
+            if self._handle(stream, first) or await messages.deliver(on_message):
                 result = CallResult("stop")
-            else:
-                async for message in messages:
-                    if self._handle(stream, stream.adapter.receive(message)):
-                        result = CallResult("stop")
-                        break
-            self._handle(stream, stream.adapter.close())  # what the adapter still holds (e.g. reordered audio)
+            self._handle(stream, adapter.close())  # what the adapter still holds (e.g. reordered audio)
         except PhoneProtocolError as exc:
             log.warning("call.bad_message", error=exc.reason, close_code=exc.close_code)
             result = CallResult("protocol_error", exc.close_code, exc.reason)

@@ -8,7 +8,8 @@
 * ``GET /{carrier}/stream``: the media-stream WebSocket. Authenticated *before* the upgrade
   (403 and nothing else on a bad signature), then handed to a :class:`~bridge.call.Call`.
 
-The handler's task is the only reader of the socket: it iterates messages into the call.
+The socket is read by :class:`~bridge.phone_connection.PhoneConnection`: the handler's task pulls
+messages until ``start``, then each message is pushed into the call as it arrives.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import hmac
 import json
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -34,7 +35,7 @@ from bridge.adapters.twilio import connect_stream_twiml, fork_stream_twiml, sign
 from bridge.app_keys import SETTINGS, STATE
 from bridge.call import RESUME_PARAMETER, Call, CarriedCall, restart_proven, resume_token
 from bridge.delivery import stored_event
-from bridge.errors import PhoneProtocolError
+from bridge.phone_connection import PhoneConnection
 from bridge.phone_stream import CallResult, PhoneStream
 from bridge.settings import DIAL_NUMBER
 from bridge.stats import CallStats
@@ -153,29 +154,6 @@ def _b64url(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
-async def _messages(ws: web.WebSocketResponse) -> AsyncIterator[str | bytes]:
-    """Text and binary messages until the socket closes.
-
-    A WebSocket protocol error from the carrier's side (a message over the size limit, invalid UTF-8
-    in a text message, a bad frame) is a protocol error of the call, not a dropped stream: it raises
-    :class:`PhoneProtocolError` with the close code aiohttp answered with (1009, 1007, 1002). A
-    connection reset is a dropped stream: the iteration ends.
-    """
-    try:
-        async for msg in ws:
-            if msg.type is aiohttp.WSMsgType.TEXT or msg.type is aiohttp.WSMsgType.BINARY:
-                yield msg.data
-            elif msg.type is aiohttp.WSMsgType.ERROR:
-                exc = ws.exception()
-                code = getattr(exc, "code", None)
-                if isinstance(code, int) and code in (1002, 1003, 1007, 1009):
-                    raise PhoneProtocolError(f"WebSocket: {exc}"[:120], code)
-                log.info("phone.socket_error", error=str(exc)[:200], close_code=ws.close_code)
-                return
-    except ConnectionError as exc:  # aiohttp's ClientConnectionResetError is one
-        log.info("phone.connection_reset", error=type(exc).__name__)
-
-
 async def phone_stream(request: web.Request) -> web.StreamResponse:
     """A carrier's media-stream WebSocket: one call per socket."""
     app = request.app
@@ -223,46 +201,32 @@ async def phone_stream(request: web.Request) -> web.StreamResponse:
             log.warning("phone.bad_token", carrier=carrier)
             raise web.HTTPForbidden(text="invalid or missing stream token\n")
 
-    ws = web.WebSocketResponse(
-        max_msg_size=settings.server.max_message_bytes,
-        autoping=True,
-        protocols=adapter.subprotocols,
-        heartbeat=settings.server.ws_heartbeat or None,
+    ws = PhoneConnection(
+        protocols=tuple(adapter.subprotocols),
+        max_message=settings.server.max_message_bytes,
+        heartbeat=settings.server.ws_heartbeat,
     )
-    await ws.prepare(request)
+    await ws.accept(request)
     adapter.subprotocol = ws.ws_protocol
     stream = PhoneStream(adapter, settings.server)
-    stream.send = _sender(ws)
+    stream.send = ws.send
     stream.hang_up = lambda: _hang_up(stream, ws)
     state.calls[stream] = ws
     watchdog = _MediaWatchdog(stream, ws, settings.server.media_timeout) if settings.server.media_timeout else None
     structlog.contextvars.bind_contextvars(provider=adapter.provider)
     try:
-        result = await _carry(app, stream, _messages(ws))
+        result = await _carry(app, stream, ws)
     finally:
         state.calls.pop(stream, None)
         if watchdog is not None:
             watchdog.cancel()
         structlog.contextvars.unbind_contextvars("call_id", "provider", "call_sid", "stream_sid")
-    if not ws.closed:
-        with contextlib.suppress(ConnectionError):  # the carrier may be gone already
-            await ws.close(code=result.close_code, message=result.message.encode()[:120])
+    # Our close frame (unless one went already), then the carrier's answer, bounded.
+    await ws.close(code=result.close_code, message=result.message.encode()[:120])
     return ws
 
 
-def _sender(ws: web.WebSocketResponse) -> Callable[[str | bytes], Awaitable[None]]:
-    async def send(message: str | bytes) -> None:
-        if ws.closed:
-            return
-        if isinstance(message, str):
-            await ws.send_str(message)
-        else:
-            await ws.send_bytes(message)
-
-    return send
-
-
-def _hang_up(stream: PhoneStream, ws: web.WebSocketResponse) -> None:
+def _hang_up(stream: PhoneStream, ws: PhoneConnection) -> None:
     """The bot hung up: close the stream (Twilio then runs what follows </Connect>: <Hangup/>)."""
     if stream.forced_end is None:
         stream.forced_end = CallResult("bot_hangup", 1000, "hung up by the bot")
@@ -275,7 +239,7 @@ def _hang_up(stream: PhoneStream, ws: web.WebSocketResponse) -> None:
 _closing: set[asyncio.Task[bool]] = set()
 
 
-async def _carry(app: web.Application, stream: PhoneStream, messages: AsyncIterator[str | bytes]) -> CallResult:
+async def _carry(app: web.Application, stream: PhoneStream, messages: PhoneConnection) -> CallResult:
     """One stream, start to end: wait for ``start``, take the call it restarts or begin a new one, run
     it, then end the call or keep it suspended for a restart. Returns how the stream ended."""
     settings, state = app[SETTINGS], app[STATE]
@@ -396,7 +360,7 @@ class _MediaWatchdog:
     """Ends a stream that started but sends no audio for ``timeout`` seconds (every carrier streams
     continuously, silence included): one timer per stream, checked every ``timeout / 2`` seconds."""
 
-    def __init__(self, stream: PhoneStream, ws: web.WebSocketResponse, timeout: float) -> None:
+    def __init__(self, stream: PhoneStream, ws: PhoneConnection, timeout: float) -> None:
         self.stream, self.ws, self.timeout = stream, ws, timeout
         self._frames = -1
         self._quiet_since = 0.0

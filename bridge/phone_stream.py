@@ -19,6 +19,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import structlog
 
@@ -50,6 +51,14 @@ class CallResult:
     reason: EndReason
     close_code: int = 1000
     message: str = ""
+
+
+class MessageSource(Protocol):
+    """A phone socket's messages once the call has it (:class:`bridge.phone_connection.PhoneConnection`)."""
+
+    async def deliver(self, handler: Callable[[str | bytes], bool]) -> bool:
+        """Hand each message to ``handler`` until the stream ends; True when ``handler`` returned True."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
