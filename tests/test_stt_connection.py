@@ -4,6 +4,8 @@ handshake outcomes, messages in order straight from the socket, pings, close cod
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 from typing import Any
 
 import aiohttp
@@ -26,7 +28,9 @@ async def _open(url: str, got: list[bytes] | None = None, writable: asyncio.Even
     async with asyncio.timeout(5):
         return await connect(
             url,
-            on_message=lambda data: (got if got is not None else []).append(bytes(data)),
+            on_message=lambda data: (got if got is not None else []).append(
+                data.encode() if isinstance(data, str) else data
+            ),
             on_writable=writable.set if writable else (lambda: None),
             close_timeout=1.0,
         )
@@ -40,6 +44,41 @@ async def test_handshake_refused_carries_the_http_status(aiohttp_server: Any) ->
     with pytest.raises(HandshakeRefused) as info:
         await _open(url)
     assert info.value.status == 403
+
+
+async def test_a_message_in_the_same_bytes_as_the_101_is_not_lost() -> None:
+    """A server that writes its first message in the same segment as the handshake's answer (the
+    client reads both at once): the message is delivered, then a ping is answered."""
+    got: list[bytes] = []
+    pong = asyncio.get_running_loop().create_future()
+
+    async def server(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        key = next(
+            line.split(b":", 1)[1].strip().decode()
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"sec-websocket-key:")
+        )
+        accept = base64.b64encode(hashlib.sha1((key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest())
+        first = b'{"type":"start_session"}'
+        writer.write(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n" + bytes((0x81, len(first))) + first + b"\x89\x02hi"
+        )
+        frame = await reader.readexactly(8)  # the masked pong: 2 bytes of header, the mask, 2 of payload
+        mask, body = frame[2:6], frame[6:8]
+        pong.set_result((frame[0], bytes(b ^ mask[i] for i, b in enumerate(body))))
+        writer.close()
+
+    srv = await asyncio.start_server(server, "127.0.0.1", 0)
+    port = srv.sockets[0].getsockname()[1]
+    async with srv:
+        conn = await _open(f"ws://127.0.0.1:{port}/v2/live", got)
+        async with asyncio.timeout(5):
+            assert await pong == (0x8A, b"hi")
+            await conn.closed
+    assert got == [b'{"type":"start_session"}']
+    assert conn.close_code == 1006  # the connection ended without a close frame
 
 
 async def test_nobody_listening_and_bad_urls_are_connect_failures() -> None:
@@ -167,10 +206,10 @@ def test_audio_frames_parse_as_masked_binary_frames_of_every_length_class(size: 
     from websockets.frames import Frame, Opcode
     from websockets.streams import StreamReader
 
-    from bridge.stt.connection import _masked_binary_frame
+    from bridge.ws_protocol import OP_BINARY, client_frame
 
     data = bytes(i % 251 for i in range(size))
-    first, second = _masked_binary_frame(data), _masked_binary_frame(data)
+    first, second = client_frame(OP_BINARY, data), client_frame(OP_BINARY, data)
     for wire in (first, second):
         reader = StreamReader()
         reader.feed_data(wire)

@@ -1,12 +1,14 @@
 """One WebSocket connection to a Gladia session URL, driven by callbacks: no task per frame.
 
-The WebSocket protocol itself (handshake, framing, masking, ping/pong, closing handshake) is
-``websockets``' sans-I/O :class:`~websockets.client.ClientProtocol`; this module is the thin asyncio
-shell around it. Why not ``aiohttp``'s ``ws_connect`` like the rest of the bridge's client traffic:
-a call sends a frame to Gladia every 20 ms and gets an acknowledgment back for each, and with
-aiohttp each of those costs a task wake-up and a queue hand-off. Here a frame is written from the
-caller's stack (``transport.write`` never blocks) and each received message is handed to
-``on_message`` straight from ``data_received``, which is most of the bridge's CPU per call.
+The opening handshake is ``websockets``' sans-I/O :class:`~websockets.client.ClientProtocol` (URL,
+key, status, headers, TLS through the transport); after it the frames are
+:class:`bridge.ws_protocol.FrameReader`'s (read) and :func:`~bridge.ws_protocol.client_frame`'s
+(written), and this module runs the pings and the closing handshake. Why not ``aiohttp``'s
+``ws_connect`` like the rest of the bridge's client traffic: a call sends a frame to Gladia every
+20 ms and gets an acknowledgment back for each, and with aiohttp each of those costs a task wake-up
+and a queue hand-off. Here a frame is written from the caller's stack (``transport.write`` never
+blocks) and each received message is handed to ``on_message`` straight from ``data_received``, which
+is most of the bridge's CPU per call.
 
 Backpressure: ``writable`` turns false when the kernel and transport buffers pass the high-water
 mark; the session then keeps audio in its (bounded) replay buffer and ``on_writable`` tells it
@@ -17,64 +19,38 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import os
 import ssl
-import struct
 from collections.abc import Callable
 from typing import cast
 
 import structlog
 from websockets.client import ClientProtocol
 from websockets.exceptions import InvalidStatus, InvalidURI
-from websockets.frames import Frame, Opcode
 from websockets.http11 import Response
-from websockets.protocol import State
 from websockets.uri import parse_uri
 
 from bridge.errors import ConnectFailed, HandshakeRefused
-
-try:
-    from websockets.speedups import apply_mask
-except ImportError:  # websockets built without its C extension (as websockets itself falls back)
-    from websockets.utils import apply_mask
+from bridge.ws_protocol import (
+    OP_BINARY,
+    OP_CLOSE,
+    OP_PONG,
+    OP_TEXT,
+    Close,
+    Failure,
+    FrameReader,
+    Ping,
+    Pong,
+    client_frame,
+    close_payload,
+)
 
 log = structlog.get_logger("bridge.stt")
 
 MAX_MESSAGE = 1024 * 1024  # largest Gladia message accepted (a final of a 28 s utterance is tens of kB)
 
+MAX_HANDSHAKE = 64 * 1024  # the longest handshake answer head read before it is taken as a failure
 USER_AGENT = "telephony-gladia-bridge"
 WRITE_HIGH_WATER = 256 * 1024
-
-
-class _MaskKeys:
-    """Client frame masks from the OS's CSPRNG, drawn 1,024 at a time instead of one system call per frame."""
-
-    def __init__(self) -> None:
-        self._pool = b""
-        self._at = 0
-
-    def next(self) -> bytes:
-        if self._at >= len(self._pool):
-            self._pool, self._at = os.urandom(4096), 0
-        key = self._pool[self._at : self._at + 4]
-        self._at += 4
-        return key
-
-
-_MASKS = _MaskKeys()
-
-
-def _masked_binary_frame(data: bytes) -> bytes:
-    """A complete (FIN), masked binary frame as a client sends it."""
-    n = len(data)
-    if n < 126:
-        head = bytes((0x82, 0x80 | n))
-    elif n < 65536:
-        head = struct.pack("!BBH", 0x82, 0x80 | 126, n)
-    else:
-        head = struct.pack("!BBQ", 0x82, 0x80 | 127, n)
-    key = _MASKS.next()
-    return b"".join((head, key, apply_mask(data, key)))
 
 
 class SessionConnection(asyncio.Protocol):
@@ -83,11 +59,14 @@ class SessionConnection(asyncio.Protocol):
     def __init__(
         self,
         ws: ClientProtocol,
-        on_message: Callable[[bytes | bytearray | memoryview], None],
+        on_message: Callable[[str | bytes], None],
         on_writable: Callable[[], None],
         close_timeout: float,
     ) -> None:
-        self._ws = ws
+        self._ws = ws  # the opening handshake; then unused
+        self._frames: FrameReader | None = None  # once the handshake has succeeded
+        self._head = b""  # the handshake answer's head, until whole
+        self._refused = False  # the answer is not a 101: all of it goes to websockets
         self._on_message = on_message
         self._on_writable = on_writable
         self._close_timeout = close_timeout
@@ -96,6 +75,9 @@ class SessionConnection(asyncio.Protocol):
         loop = asyncio.get_running_loop()
         self.handshake: asyncio.Future[None] = loop.create_future()
         self.closed: asyncio.Future[None] = loop.create_future()
+        self._close_sent = False
+        self._close_received: int | None = None  # the server's close code
+        self._lost = False
         self.writable = True
         self.messages = 0
 
@@ -103,30 +85,38 @@ class SessionConnection(asyncio.Protocol):
 
     @property
     def open(self) -> bool:
-        return self._ws.state is State.OPEN and self._transport is not None and not self._transport.is_closing()
+        return (
+            self._frames is not None
+            and not self._close_sent
+            and self._close_received is None
+            and self._transport is not None
+            and not self._transport.is_closing()
+        )
 
     @property
     def close_code(self) -> int | None:
         """The close code the server sent; 1006 if the connection ended without one; None while open."""
-        return self._ws.close_code
+        if self._close_received is not None:
+            return self._close_received
+        return 1006 if self._lost or self._close_sent else None
 
     def send_binary(self, data: bytes) -> None:
-        """One binary message (audio). Framed here rather than by ``websockets``, which draws each
-        frame's mask from the OS with a system call; same bytes on the wire (RFC 6455 5.2, 5.3)."""
+        """One binary message (audio)."""
         if self.open:
             assert self._transport is not None
-            self._transport.write(_masked_binary_frame(data))
+            self._transport.write(client_frame(OP_BINARY, data))
 
     def send_text(self, text: str) -> None:
         if self.open:
-            self._ws.send_text(text.encode())
-            self._flush()
+            assert self._transport is not None
+            self._transport.write(client_frame(OP_TEXT, text.encode()))
 
     def close(self, code: int = 1000) -> None:
         """Start the closing handshake; the TCP connection is cut if it is not done in time."""
-        if self._ws.state is State.OPEN:
-            self._ws.send_close(code)
-            self._flush()
+        if self.open:
+            assert self._transport is not None
+            self._transport.write(client_frame(OP_CLOSE, close_payload(code)))
+            self._close_sent = True
         self._expect_close()
 
     def abort(self) -> None:
@@ -142,19 +132,46 @@ class SessionConnection(asyncio.Protocol):
         request = self._ws.connect()
         request.headers["User-Agent"] = USER_AGENT
         self._ws.send_request(request)
-        self._flush()
+        self._flush_handshake()
 
     def data_received(self, data: bytes) -> None:
-        self._ws.receive_data(data)
-        self._events()
+        frames = self._frames
+        if frames is None:
+            self._handshake_data(data)
+            return
+        for event in frames.feed(data):
+            if isinstance(event, str | bytes):
+                self.messages += 1
+                try:
+                    self._on_message(event)
+                except Exception:  # a bug in handling one message must not cut the session
+                    log.exception("stt.message_handler_failed")
+            elif isinstance(event, Ping):
+                if self.open:
+                    assert self._transport is not None
+                    self._transport.write(client_frame(OP_PONG, event.payload))
+            elif isinstance(event, Close):
+                self._close_received = event.code
+                if not self._close_sent and self._transport is not None and not self._transport.is_closing():
+                    self._transport.write(client_frame(OP_CLOSE, close_payload(event.code)))  # the echo
+                    self._close_sent = True
+                self._expect_close()  # the server closes the TCP connection first (RFC 6455 7.1.1)
+            elif isinstance(event, Failure):
+                log.warning("stt.websocket_error", error=event.reason, close_code=event.code)
+                self.close(event.code)
+            elif isinstance(event, Pong):
+                pass
 
     def eof_received(self) -> bool:
-        self._ws.receive_eof()
-        self._events()
+        if self._frames is None:
+            self._ws.receive_eof()
+            self._handshake_events()
         return False  # the WebSocket closing handshake is done or failed: close the transport
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._ws.receive_eof()  # idempotent: the protocol is now CLOSED
+        self._lost = True
+        if self._frames is None:
+            self._ws.receive_eof()  # idempotent
         if self._abort_timer is not None:
             self._abort_timer.cancel()
         if not self.handshake.done():
@@ -169,23 +186,36 @@ class SessionConnection(asyncio.Protocol):
         self.writable = True
         self._on_writable()
 
-    # -- internals ------------------------------------------------------------------------------
+    # -- the opening handshake ------------------------------------------------------------------
 
-    def _events(self) -> None:
-        events = self._ws.events_received()
-        self._flush()  # pongs, the answer to a close frame, a half-close
-        if self._ws.close_expected():
-            self._expect_close()
-        for event in events:
-            if isinstance(event, Frame):
-                if event.opcode is Opcode.TEXT or event.opcode is Opcode.BINARY:
-                    self.messages += 1
-                    try:
-                        self._on_message(event.data)
-                    except Exception:  # a bug in handling one message must not cut the session
-                        log.exception("stt.message_handler_failed")
-            elif isinstance(event, Response):
+    def _handshake_data(self, data: bytes) -> None:
+        """Until the answer's head is whole, gather it; a 101's head goes to ``websockets`` alone and
+        what follows it (the first frames, maybe in the same read) to the frame reader. Any other
+        answer goes to ``websockets`` whole, body and all."""
+        if self._refused:
+            self._ws.receive_data(data)
+            self._handshake_events()
+            return
+        self._head += data
+        end = self._head.find(b"\r\n\r\n")
+        if end < 0 and len(self._head) <= MAX_HANDSHAKE:
+            return
+        head, rest = self._head[: end + 4], self._head[end + 4 :]
+        if end < 0 or not head.startswith((b"HTTP/1.1 101 ", b"HTTP/1.0 101 ")):
+            self._refused = True
+            head, rest = self._head, b""
+        self._head = b""
+        self._ws.receive_data(head)
+        self._handshake_events()
+        if rest and self._frames is not None:
+            self.data_received(rest)
+
+    def _handshake_events(self) -> None:
+        for event in self._ws.events_received():
+            if isinstance(event, Response):
                 self._handshake_done(event)
+                return
+        self._flush_handshake()
         if self._ws.handshake_exc is not None and not self.handshake.done():  # not even an HTTP answer
             self.handshake.set_exception(ConnectFailed(f"handshake failed: {self._ws.handshake_exc}"))
 
@@ -194,13 +224,14 @@ class SessionConnection(asyncio.Protocol):
             return
         failure = self._ws.handshake_exc
         if failure is None:
+            self._frames = FrameReader(client_frames=False, max_message=MAX_MESSAGE)  # frames from here on
             self.handshake.set_result(None)
         elif isinstance(failure, InvalidStatus):
             self.handshake.set_exception(HandshakeRefused(response.status_code))
         else:
             self.handshake.set_exception(ConnectFailed(f"handshake failed: {failure}"))
 
-    def _flush(self) -> None:
+    def _flush_handshake(self) -> None:
         transport = self._transport
         if transport is None:
             return
@@ -224,7 +255,7 @@ def _tls_context() -> ssl.SSLContext:
 async def connect(
     url: str,
     *,
-    on_message: Callable[[bytes | bytearray | memoryview], None],
+    on_message: Callable[[str | bytes], None],
     on_writable: Callable[[], None],
     close_timeout: float = 5.0,
 ) -> SessionConnection:

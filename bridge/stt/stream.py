@@ -461,7 +461,7 @@ class SttStream:
         self._appended_at_last_check = self.replay.appended_bytes
         self._keepalive_timer = asyncio.get_running_loop().call_later(keepalive, self._keepalive_check)
 
-    def _on_message(self, data: bytes | bytearray | memoryview) -> None:
+    def _on_message(self, data: str | bytes) -> None:
         """One server message, straight from the connection's ``data_received``."""
         try:
             event = parse_server_message(data)
