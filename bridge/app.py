@@ -261,7 +261,11 @@ def _outbox_writer(settings: Settings, worker: tuple[int, int] | None) -> Outbox
                 )
             )
 
-    return OutboxWriter(_open_outbox(settings, worker), on_state_change=state_changed)
+    return OutboxWriter(
+        _open_outbox(settings, worker),
+        on_state_change=state_changed,
+        commit_delay=settings.webhook.outbox_commit_ms / 1000,
+    )
 
 
 def _open_outbox(settings: Settings, worker: tuple[int, int] | None) -> Outbox:

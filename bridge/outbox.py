@@ -13,7 +13,12 @@ slow, locked or full disk never delays the audio or a webhook; events are delive
 whether or not their row is written yet.
 
 **When an event is accepted** (survives a crash of the bridge process): when the writer thread's
-transaction holding its insert has committed, normally a few milliseconds after the call produced it.
+transaction holding its insert has committed. The writer commits in groups: after the first change
+it waits ``webhook.outbox_commit_ms`` (50 ms) for more, so an event is accepted within about that
+long after the call produced it, and a hundred calls' events cost one transaction, not a hundred. An
+event added and delivered within one group is never written at all: only its call's last sequence
+number is (a restart numbers the call's ``call.ended`` after it). A healthy bot thus costs the disk
+almost nothing; a slow or failing one gets every event written.
 Commits are not fsynced (WAL, ``synchronous=NORMAL``): a power cut or kernel crash can lose the last
 commits, a process crash cannot. While writes fail (disk full, read-only, locked), the writer keeps
 the operations queued in memory (bounded) and retries every second; ``/healthz`` says ``degraded``
@@ -147,6 +152,13 @@ class Outbox:
         """Forget a pending event; returns how many rows went (0 or 1)."""
         return self._db.execute("DELETE FROM events WHERE webhook_id = ? AND state = 'pending'", (webhook_id,)).rowcount
 
+    def advance_sequence(self, call_id: str, sequence: int) -> None:
+        """What an insert of event ``sequence`` does to its call's record (the trigger), for an event
+        delivered before it was ever written."""
+        self._db.execute(
+            "UPDATE calls SET last_sequence = ? WHERE call_id = ? AND last_sequence < ?", (sequence, call_id, sequence)
+        )
+
     def attempted(self, webhook_id: str, error: str) -> None:
         self._db.execute(
             "UPDATE events SET attempts = attempts + 1, last_error = ? WHERE webhook_id = ?", (error[:500], webhook_id)
@@ -218,17 +230,22 @@ class OutboxWriter:
         *,
         max_queued: int = 200_000,
         retry_seconds: float = 1.0,
+        commit_delay: float = 0.05,
         on_state_change: Callable[[str | None], None] | None = None,
         on_failure: Callable[[], None] | None = None,
     ) -> None:
         self.outbox = outbox
         self.max_queued = max_queued
         self.retry_seconds = retry_seconds
+        self.commit_delay = commit_delay
         self._on_state_change = on_state_change
         self._on_failure = on_failure
         self._ops: deque[_Op] = deque()
         self._cond = threading.Condition()
         self._busy = False  # a batch is being written
+        self._idle = False  # the writer waits for work: a queued op must wake it
+        self._hurry = threading.Event()  # cuts the writer's wait for more ops short (flush, close)
+        self._flushing = 0
         self._closing = False
         self._thread: threading.Thread | None = None
         self._counts = {"pending": 0, "dead": 0}
@@ -267,7 +284,8 @@ class OutboxWriter:
                 self.dropped_ops += 1
                 return
             self._ops.append((name, args))
-            self._cond.notify()
+            if self._idle:
+                self._cond.notify()
 
     @property
     def queued(self) -> int:
@@ -291,11 +309,16 @@ class OutboxWriter:
         """Block until everything queued so far is committed, or ``timeout``; True when it was."""
         deadline = time.monotonic() + timeout
         with self._cond:
-            while self._ops or self._busy:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self._cond.wait(min(left, 0.05))
+            self._flushing += 1
+            self._hurry.set()
+            try:
+                while self._ops or self._busy:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        return False
+                    self._cond.wait(min(left, 0.05))
+            finally:
+                self._flushing -= 1
         return True
 
     def close(self, timeout: float = 5.0) -> None:
@@ -303,6 +326,7 @@ class OutboxWriter:
         self.flush(timeout)
         with self._cond:
             self._closing = True
+            self._hurry.set()
             self._cond.notify_all()
         if self._thread is not None:
             self._thread.join(timeout=max(0.1, self.retry_seconds + 0.5))
@@ -316,7 +340,16 @@ class OutboxWriter:
         while True:
             with self._cond:  # never held during disk I/O: the event loop takes it to queue
                 if not self._ops and not self._closing:
+                    self._idle = True
                     self._cond.wait(1.0)
+                    self._idle = False
+                linger = (
+                    bool(self._ops) and not (self._closing or self._flushing or self.degraded) and self.commit_delay > 0
+                )
+            if linger:  # group commit: what the calls produce meanwhile joins this transaction
+                self._hurry.wait(self.commit_delay)
+            with self._cond:
+                self._hurry.clear()
                 if self._closing and (not self._ops or self.degraded is not None):
                     return
                 batch = [self._ops.popleft() for _ in range(min(len(self._ops), self.MAX_BATCH))]
@@ -355,6 +388,7 @@ class OutboxWriter:
     def _commit(self, batch: list[_Op]) -> None:
         db = self.outbox.db
         pending = dead = 0
+        batch, last_sequences = _settled_in_batch(batch)
         db.execute("BEGIN IMMEDIATE")
         try:
             for name, args in batch:
@@ -365,6 +399,8 @@ class OutboxWriter:
                     pending -= changed
                 elif name == "dead":
                     pending, dead = pending - changed, dead + changed
+            for call_id, sequence in last_sequences.items():  # after the batch's call_started rows
+                self.outbox.advance_sequence(call_id, sequence)
             db.execute("COMMIT")
         except BaseException:
             if db.in_transaction:
@@ -381,3 +417,25 @@ class OutboxWriter:
         # A locked or failing disk: keep the last figures; the state change says why.
         with contextlib.suppress(sqlite3.Error):
             self._counts = self.outbox.counts()
+
+
+def _settled_in_batch(batch: list[_Op]) -> tuple[list[_Op], dict[str, int]]:
+    """An event added and delivered within one batch never needs a row: its insert, retries and delete
+    are left out, and only its call's ``last_sequence`` advances (a restart numbers the call's
+    ``call.ended`` after it). Returns the operations to apply and, per call, the highest such sequence."""
+    added = {args[0]: i for i, (name, args) in enumerate(batch) if name == "add"}
+    if not added:
+        return batch, {}
+    settled = {args[0] for name, args in batch if name == "delivered" and args[0] in added}
+    if not settled:
+        return batch, {}
+    last: dict[str, int] = {}
+    kept: list[_Op] = []
+    for name, args in batch:
+        if args and args[0] in settled and name in ("add", "attempted", "delivered"):
+            if name == "add":
+                call_id, sequence = args[1], args[2]
+                last[call_id] = max(sequence, last.get(call_id, 0))
+            continue
+        kept.append((name, args))
+    return kept, last

@@ -178,6 +178,7 @@ class WebhookSettings(_Strict):
     retry_max_delay: float = Field(30.0, ge=0)
     max_age: float = Field(600.0, gt=0)
     max_pending_events: int = Field(10000, ge=1)
+    outbox_commit_ms: float = Field(50.0, ge=0, le=1000)
 
     @field_validator("secret")
     @classmethod

@@ -62,6 +62,7 @@ FORMATS: dict[str, tuple[str, Callable[[Mapping[str, Any]], str]]] = {
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
 CLOSE_TIMEOUT = 5.0  # seconds the last queued writes get at shutdown
+READ_FLUSH_TIMEOUT = 1.0  # a read first waits (at most this long) for the writes this process has queued
 
 _DETAILS = {
     "transcripts.degraded": "transcript writes fail: they stay queued (bounded) and are retried; calls are not "
@@ -104,6 +105,7 @@ async def get_transcript(request: web.Request) -> web.Response:
     content_type, render = FORMATS[fmt]
 
     def read() -> str | None:  # a worker thread: a long transcript is read and rendered off the loop
+        store.flush(READ_FLUSH_TIMEOUT)  # this process's finals still in the writer's commit window
         transcript = store.get(call_id)
         return None if transcript is None else render(transcript)
 
@@ -132,8 +134,13 @@ async def recent_calls(request: web.Request) -> web.Response:
     store = _store(request)
     if isinstance(store, web.Response):
         return store
+
+    def read() -> list[dict[str, Any]]:
+        store.flush(READ_FLUSH_TIMEOUT)
+        return store.list_since(since, limit)
+
     try:
-        calls = await asyncio.to_thread(store.list_since, since, limit)
+        calls = await asyncio.to_thread(read)
     except sqlite3.Error as exc:
         return _unreadable(exc)
     return web.json_response({"calls": calls})

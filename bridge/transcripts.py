@@ -7,10 +7,12 @@ any of them): WAL journal, a busy timeout, one writer connection per process.
 
 A call writes through the store without ever waiting on the disk: :meth:`TranscriptStore.call_started`,
 :meth:`~TranscriptStore.utterance` and :meth:`~TranscriptStore.call_ended` append to a bounded
-in-memory queue and return; one thread commits what has queued up, a batch per transaction. They
-never raise. While the disk fails (full, read-only, locked past the busy timeout) the writer keeps the
-queue and retries every ``retry_seconds``; what does not fit in the queue is dropped and counted. Each
-change of state (writes failing / working again, the queue overflowing / caught up) is reported once
+in-memory queue and return; one thread commits what has queued up, a batch per transaction, waiting
+``commit_delay`` (0.2 s) after the first write for more (group commit: every call's finals of that
+moment in one transaction; the API's reads first wait for this process's queue). They never raise.
+While the disk fails (full, read-only, locked past the busy timeout) the writer keeps the queue and
+retries every ``retry_seconds``; what does not fit in the queue is dropped and counted. Each change of
+state (writes failing / working again, the queue overflowing / caught up) is reported once
 through the ``report`` callback, never once per utterance. Reads (:meth:`~TranscriptStore.get`,
 :meth:`~TranscriptStore.list_since`) and :meth:`~TranscriptStore.purge` are synchronous and run on a
 worker thread (``asyncio.to_thread`` in the API).
@@ -264,6 +266,7 @@ class TranscriptStore:
         max_queue: int = 10_000,
         retry_seconds: float = 1.0,
         busy_timeout: float = 5.0,
+        commit_delay: float = 0.2,
         clock: Callable[[], float] = time.time,
         report: Report | None = None,
     ) -> None:
@@ -271,6 +274,7 @@ class TranscriptStore:
         self.path = path
         self.max_queue = max_queue
         self.retry_seconds = retry_seconds
+        self.commit_delay = commit_delay
         self._clock = clock
         self._report = report
         self._writer = self._connect(busy_timeout)
@@ -280,6 +284,9 @@ class TranscriptStore:
         self._ops: deque[_Op] = deque()
         self._cond = threading.Condition()
         self._busy = False
+        self._idle = False  # the writer waits for work: a queued write must wake it
+        self._hurry = threading.Event()  # cuts the writer's wait for more writes short (flush, close)
+        self._flushing = 0
         self._closing = False
         self._closed = False
         self._dropping = False
@@ -358,7 +365,8 @@ class TranscriptStore:
                 self._drop("the store is closed" if self._closing else f"the write queue is full ({self.max_queue})")
                 return
             self._ops.append(op)
-            self._cond.notify()
+            if self._idle:
+                self._cond.notify()
 
     def _drop(self, reason: str) -> None:
         self.dropped += 1
@@ -477,11 +485,16 @@ class TranscriptStore:
         """Block until everything queued so far is committed, or ``timeout``; True when it was."""
         deadline = time.monotonic() + timeout
         with self._cond:
-            while self._ops or self._busy:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self._cond.wait(min(left, 0.05))
+            self._flushing += 1
+            self._hurry.set()
+            try:
+                while self._ops or self._busy:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        return False
+                    self._cond.wait(min(left, 0.05))
+            finally:
+                self._flushing -= 1
         return True
 
     def close(self, timeout: float = 5.0) -> None:
@@ -492,6 +505,7 @@ class TranscriptStore:
         self.flush(timeout)
         with self._cond:
             self._closing = True
+            self._hurry.set()
             self._cond.notify_all()
         self._thread.join(timeout=max(0.1, self.retry_seconds + 0.5))
         with self._cond:
@@ -509,7 +523,16 @@ class TranscriptStore:
         while True:
             with self._cond:  # never held during disk I/O: the event loop takes it to queue
                 if not self._ops and not self._closing:
+                    self._idle = True
                     self._cond.wait(1.0)
+                    self._idle = False
+                linger = (
+                    bool(self._ops) and not (self._closing or self._flushing or self.degraded) and self.commit_delay > 0
+                )
+            if linger:  # group commit: the finals of every call meanwhile join this transaction
+                self._hurry.wait(self.commit_delay)
+            with self._cond:
+                self._hurry.clear()
                 if self._closing and (not self._ops or self.degraded is not None):
                     return
                 batch = [self._ops.popleft() for _ in range(min(len(self._ops), self.MAX_BATCH))]

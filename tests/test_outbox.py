@@ -20,7 +20,7 @@ import pytest
 from standardwebhooks.webhooks import Webhook
 
 from bridge.clock import Clock
-from bridge.outbox import Outbox
+from bridge.outbox import Outbox, OutboxWriter
 from bridge.tools.writers.twilio import TwilioStreamWriter
 from tests.support.bridge_process import start_bridge
 from tests.support.calls import WEBHOOK_SECRET, BridgeFactory, caller_audio, play_call, wait_for
@@ -59,6 +59,39 @@ def test_outbox_keeps_events_until_delivered_in_call_order(tmp_path: Path) -> No
     box.close()
     reopened = Outbox.in_dir(tmp_path)  # durable across processes
     assert reopened.counts() == {"pending": 3, "dead": 0}
+
+
+def test_the_writer_commits_in_groups_and_never_writes_an_event_delivered_within_one(tmp_path: Path) -> None:
+    """Group commit: what is queued within ``commit_delay`` is one transaction. An event added and
+    delivered inside it leaves no row, and its retries are dropped with it; its call's last sequence
+    still advances (a restart numbers the call's call.ended after it). An event that is not delivered
+    yet, or given up, is written as before."""
+    writer = OutboxWriter(Outbox.in_dir(tmp_path), commit_delay=0.3)
+    writer.start()
+    try:
+        writer.call_started("c1", '{"id": "c1"}')
+        writer.add("msg_c1_1", "c1", 1, "call.started", "{}")
+        writer.attempted("msg_c1_1", "webhook answered 503")
+        writer.add("msg_c1_2", "c1", 2, "utterance.final", "{}")
+        writer.delivered("msg_c1_1")
+        writer.delivered("msg_c1_2")
+        writer.add("msg_c1_3", "c1", 3, "utterance.final", "{}")  # not delivered yet
+        writer.add("msg_c1_4", "c1", 4, "utterance.final", "{}")
+        writer.dead("msg_c1_4", "webhook answered 400")
+        time.sleep(0.1)
+        assert writer.committed_ops == 0  # still gathering the group
+        assert writer.flush(5.0)
+        assert writer.committed_ops == 9
+        store = writer.outbox
+        assert [(e.webhook_id, e.state) for e in store.events()] == [("msg_c1_3", "pending"), ("msg_c1_4", "dead")]
+        assert writer.counts() == {"pending": 1, "dead": 1}
+        writer.add("msg_c1_5", "c1", 5, "utterance.final", "{}")
+        writer.delivered("msg_c1_5")
+        assert writer.flush(5.0)
+        assert store.unfinished_calls() == [("c1", '{"id": "c1"}', 5)]  # the next event is 6
+        assert [e.webhook_id for e in store.events()] == ["msg_c1_3", "msg_c1_4"]
+    finally:
+        writer.close()
 
 
 async def test_rejected_events_are_dead_lettered_listed_and_replayed(
@@ -245,8 +278,11 @@ async def test_a_full_disk_costs_no_transcript_and_ends_no_call(
     disk). Every final still reaches the bot (delivered from memory), every call ends with 1000 and a
     call.ended; while writes fail /healthz says degraded with the reason, /metrics counts the failed
     writes, and the log has one line per change of state (degraded, then recovered if SQLite finds
-    room again by reusing its journal), not one per event."""
+    room again by reusing its journal), not one per event. The bot answers each event after 0.2 s, so
+    every event is written before it is delivered (one delivered within the outbox's commit window
+    would never be written)."""
     hook, hook_url = webhook
+    hook.delays = [0.2] * 1000
     env = minimal_env(
         GLADIA_API_URL=fake_gladia.base_url,
         GLADIA_API_KEY="test-key",
