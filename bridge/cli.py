@@ -171,6 +171,13 @@ def _parser() -> argparse.ArgumentParser:
         default="everysec",
         help="fleet mode: the started redis-server's AOF fsync policy (default everysec; always: each write)",
     )
+    load.add_argument(
+        "--no-pin",
+        dest="pin",
+        action="store_false",
+        help="do not pin (by default the bridge under test runs on cores of its own and the stand-in, callers, "
+        "balancer and Redis on the others, where there are more cores than bridge processes: pinning in the JSON)",
+    )
 
     wait = sub.add_parser(
         "wait-calls",
@@ -258,6 +265,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             fleet=args.fleet,
             redis_url=args.redis_url,
             appendfsync=args.redis_appendfsync,
+            pin=args.pin,
         )
     if args.command == "wait-calls":
         from bridge.tools.wait_calls import wait_calls

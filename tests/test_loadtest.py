@@ -4,22 +4,60 @@ every frame and final and report the figures it promises."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import signal
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from bridge.tools import loadtest as loadtest_module
+from bridge.tools import procs
 from bridge.tools.load_peers import FRAME, REDIS_MISSING, SEND_TIME, FirstChannel
 from tests.support.process import ROOT
 from tests.support.redis_server import redis_binary
 
 
-async def loadtest(*args: str, env: dict[str, str] | None = None) -> dict[str, Any]:
+@dataclass
+class Watched:
+    """The cores every thread of a load test's processes was seen allowed on, polled while it ran: the
+    bridge's processes (``bridge serve`` and all it starts) apart from the harness's."""
+
+    tool: int = 0
+    cmdlines: dict[int, str] = field(default_factory=dict)
+    bridge: set[int] = field(default_factory=set)
+    masks: dict[int, set[tuple[int, ...]]] = field(default_factory=dict)
+
+    def poll(self) -> None:
+        for pid in procs.process_tree(self.tool):
+            known = self.cmdlines.get(pid)
+            if not known or (pid != self.tool and known == self.cmdlines.get(self.tool)):  # none yet, or not exec'd
+                with contextlib.suppress(OSError):
+                    self.cmdlines[pid] = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            if pid not in self.cmdlines:
+                continue
+            if " bridge serve " in self.cmdlines[pid]:
+                self.bridge.update(procs.process_tree(pid))  # its workers and their helpers too
+            seen = {tuple(m) for m in procs.cpus_allowed(pid).values()}
+            if seen:
+                self.masks.setdefault(pid, set()).update(seen)
+
+    def harness(self) -> dict[int, set[tuple[int, ...]]]:
+        """The harness's processes but the tool itself (unpinned before and after the run), and no child
+        caught between fork and exec (it still shows the tool's command line)."""
+        tool = self.cmdlines[self.tool]
+        return {
+            p: m for p, m in self.masks.items() if p not in self.bridge and p != self.tool and self.cmdlines[p] != tool
+        }
+
+
+async def loadtest(*args: str, env: dict[str, str] | None = None, watch: Watched | None = None) -> dict[str, Any]:
     """``bridge loadtest ARGS`` as a process: its exit must be 0; returns its JSON line. Stopped with
-    SIGTERM (which stops what it started) if the test ends first."""
+    SIGTERM (which stops what it started) if the test ends first. ``watch``: polled while it runs."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -31,9 +69,16 @@ async def loadtest(*args: str, env: dict[str, str] | None = None) -> dict[str, A
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
+    done = asyncio.ensure_future(asyncio.wait_for(proc.communicate(), 110))
     try:
-        out, err = await asyncio.wait_for(proc.communicate(), 110)
+        if watch is not None:
+            watch.tool = proc.pid
+            while not done.done():
+                watch.poll()
+                await asyncio.wait([done], timeout=0.1)
+        out, err = await done
     finally:
+        done.cancel()
         if proc.returncode is None:
             proc.terminate()
             await proc.wait()
@@ -63,11 +108,156 @@ async def test_a_short_loadtest_carries_every_frame_and_final_and_reports_its_fi
 
 
 @pytest.mark.timeout(120)
+async def test_the_bridge_and_the_harness_run_on_cores_of_their_own_and_the_harness_load_is_reported() -> None:
+    """By default, with more cores than bridge processes, the bridge (and every process and thread it
+    starts: its workers, where the machine has a core for each) runs on cores the harness (stand-in,
+    callers, the tool's own helpers) does not: as reported, and as /proc saw them during the run."""
+    cores = os.sched_getaffinity(0)
+    if len(cores) < 2:
+        pytest.skip("one core: nothing to pin apart")
+    workers = 2 if len(cores) >= 3 else 1
+    watch = Watched()
+    result = await loadtest(
+        "--calls", "4", "--seconds", "3", "--generators", "1", "--workers", str(workers), watch=watch
+    )
+    assert result["frames_lost"] == 0 and result["failed_calls"] == 0
+    pinning = result["pinning"]
+    assert result["pinning_note"] is None and pinning is not None, result
+    bridge, harness = set(pinning["bridge"]), set(pinning["harness"])
+    assert bridge and harness and not bridge & harness and bridge | harness <= cores
+    assert len(bridge) >= workers
+    # the stand-in is far from busy with 4 calls; the harness's cores likewise
+    assert 0 <= result["standin_cpu_share"] < 0.8 and result["standin_saturated"] is False
+    assert 0 <= result["harness_cpu_share"] < 0.8 and result["limited_by"] is None
+    # seen: bridge serve and its workers (with their threads) on the bridge's cores only
+    assert len(watch.bridge) >= (1 if workers == 1 else 1 + workers), watch
+    assert all(watch.masks[p] == {tuple(sorted(bridge))} for p in watch.bridge), watch
+    # the stand-in, the caller process, multiprocessing's resource tracker: the harness's only
+    assert len(watch.harness()) >= 3, watch
+    assert all(m == {tuple(sorted(harness))} for m in watch.harness().values()), watch
+    assert tuple(sorted(harness)) in watch.masks[watch.tool]
+
+
+@pytest.mark.timeout(120)
+async def test_no_pin_leaves_every_process_on_every_core_and_says_so() -> None:
+    cores = tuple(sorted(os.sched_getaffinity(0)))
+    watch = Watched()
+    result = await loadtest("--calls", "4", "--seconds", "3", "--generators", "1", "--no-pin", watch=watch)
+    assert result["frames_lost"] == 0 and result["failed_calls"] == 0
+    assert result["pinning"] is None and result["pinning_note"] == "--no-pin"
+    assert result["harness_cpu_share"] is None  # the harness has no cores of its own to fill
+    assert 0 <= result["standin_cpu_share"] < 0.8 and result["standin_saturated"] is False
+    assert result["limited_by"] is None
+    assert watch.bridge and all(m == {cores} for m in watch.masks.values()), watch
+
+
+@pytest.mark.parametrize(
+    ("cores", "workers", "instances", "split"),
+    [
+        ([0, 1], 1, 1, ([0], [1])),  # 2 cores: the bridge on the first, the harness on the second
+        ([0, 1, 2], 1, 1, ([0, 1], [2])),
+        ([3, 2, 1, 0], 1, 1, ([0, 1], [2, 3])),
+        ([0, 1, 2, 3], 3, 1, ([0, 1, 2], [3])),  # a core per worker comes first
+        ([0, 1, 2, 3, 4, 5, 6, 7], 6, 1, ([0, 1, 2, 3, 4, 5], [6, 7])),
+        ([0, 1, 2], 1, 2, ([0, 1], [2])),  # two instances of one process each
+        ([2, 5, 7, 9], 1, 1, ([2, 5], [7, 9])),  # only the cores this process may use
+        ([0], 1, 1, "one core: the bridge and the harness cannot be kept apart"),
+        ([0, 1], 2, 1, "--workers 2: the bridge wants 2 cores and the harness one, and this process may use 2"),
+        (
+            [0, 1, 2, 3],
+            2,
+            2,
+            "--instances 2 x --workers 2: the bridge wants 4 cores and the harness one, and this process may use 4",
+        ),
+    ],
+)
+def test_split_cores_gives_the_bridge_a_core_per_process_and_the_harness_the_rest(
+    cores: list[int], workers: int, instances: int, split: tuple[list[int], list[int]] | str
+) -> None:
+    assert procs.split_cores(cores, workers, instances) == split
+
+
+def test_split_cores_never_shares_a_core_nor_invents_one() -> None:
+    for n in range(1, 17):
+        cores = list(range(0, 2 * n, 2))  # not contiguous
+        for workers in range(1, 9):
+            for instances in range(1, 4):
+                split = procs.split_cores(cores, workers, instances)
+                if isinstance(split, str):
+                    assert n < workers * instances + 1
+                    continue
+                bridge, harness = split
+                assert not set(bridge) & set(harness) and sorted(bridge + harness) == cores
+                assert len(bridge) >= workers * instances and len(harness) >= 1
+                assert len(harness) <= max(1, n // 2)
+
+
+def test_pinning_is_planned_only_where_it_can_be_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert procs.plan_pinning(False, 1, 1, False, None).figures() == {"pinning": None, "pinning_note": "--no-pin"}
+    given = procs.plan_pinning(True, 1, 1, False, "http://127.0.0.1:1")
+    assert given.figures() == {
+        "pinning": None,
+        "pinning_note": "--bridge-url: the bridge under test is not started here",
+    }
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.setattr(os, "sched_setaffinity", lambda pid, cores: None, raising=False)
+    assert procs.plan_pinning(True, 1, 1, False, None).figures() == {
+        "pinning": {"bridge": [0], "harness": [1]},
+        "pinning_note": None,
+    }
+    # the reference forwarder is one process, whatever --workers says
+    assert procs.plan_pinning(True, 4, 1, True, None).figures()["pinning"] == {"bridge": [0], "harness": [1]}
+    assert "--workers 2" in str(procs.plan_pinning(True, 2, 1, False, None).note)
+    monkeypatch.delattr(os, "sched_setaffinity")
+    assert procs.plan_pinning(True, 1, 1, False, None).figures() == {
+        "pinning": None,
+        "pinning_note": "os.sched_setaffinity is not available on this platform (Linux only)",
+    }
+
+
+def test_a_run_limited_by_its_harness_says_so_on_stderr_and_only_there(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`limited_by` set: the JSON line stays the only thing on stdout; one line on stderr names the parts
+    that were the limit."""
+    from bridge.cli import main
+
+    figures = {
+        "frames_lost": 0,
+        "failed_calls": 0,
+        "generator_cpu_share": 0.95,
+        "standin_cpu_share": 0.9,
+        "harness_cpu_share": None,
+        "limited_by": ["generator", "standin"],
+    }
+    monkeypatch.setattr(loadtest_module, "run", lambda *args, **kwargs: figures)
+    sigterm = signal.getsignal(signal.SIGTERM)
+    try:
+        assert main(["loadtest", "--calls", "1"]) == 0
+    finally:
+        signal.signal(signal.SIGTERM, sigterm)
+    out, err = capsys.readouterr()
+    assert [json.loads(line) for line in out.splitlines()] == [figures]
+    assert err.count("\n") == 1 and err.startswith("bridge loadtest: limited by the callers (generator_cpu_share 0.95")
+    assert "the Gladia stand-in (standin_cpu_share 0.9" in err and "not the bridge" in err
+    figures["limited_by"] = None
+    try:
+        assert main(["loadtest", "--calls", "1"]) == 0
+    finally:
+        signal.signal(signal.SIGTERM, sigterm)
+    assert capsys.readouterr().err == ""
+
+
+@pytest.mark.timeout(120)
 async def test_the_reference_forwarder_runs_under_the_same_load() -> None:
     """`--reference` measures a bare forwarder under the identical load, so the bridge's figures can be read
     as ratios on a noisy machine; it must carry the same frames and finals to be a fair floor."""
     result = await loadtest("--calls", "6", "--seconds", "6", "--reference")
     assert result["under_test"] == "reference_forwarder"
+    if len(os.sched_getaffinity(0)) >= 2:  # one process: pinned apart whatever --workers says
+        assert result["pinning"] is not None and not set(result["pinning"]["bridge"]) & set(
+            result["pinning"]["harness"]
+        )
     assert result["frames_sent"] == 6 * 300 and result["frames_lost"] == 0
     assert result["finals_delivered"] == result["finals_expected"] == 6 * 3
     assert result["bridge_cpu_ms_per_call_second"] > 0

@@ -36,6 +36,22 @@ bridge's CPU per call-second is then the sum over the instances; the balancer's 
 reported apart (``/proc``; ``INFO cpu`` for a Redis not started here), and so are the Redis commands
 per call-second (``INFO stats`` ``total_commands_processed`` over the same window: a command a script
 runs counts as well as the script; by name in ``redis_commands_per_call_second``).
+
+**Is the harness the limit?** ``generator_cpu_share`` is the callers' CPU over the run, per caller process,
+as a share of one core; ``standin_cpu_share`` is the Gladia stand-in's (one process, one event loop) over
+the measured window. Over 0.8 of a core, ``generator_saturated`` / ``standin_saturated`` are true and
+``limited_by`` names them (``"generator"``, ``"standin"``; and ``"harness"`` when pinned and
+``harness_cpu_share``, the whole harness's CPU as a share of its cores, is over 0.8): the latencies then
+describe the harness, not the bridge, and one line on stderr says so. ``limited_by`` is null otherwise.
+
+**Pinning** (unless ``--no-pin``; :mod:`bridge.tools.procs`): the bridge under test (every ``bridge serve``
+instance and its workers, or the reference forwarder) runs on cores of its own and the harness (the
+stand-in, the callers, the balancer, a Redis started here, this process) on the others, so they do not
+take CPU from each other: the harness gets half the cores (at least one), the bridge the rest and at
+least a core per process (``--workers`` x ``--instances``); 2 cores: the bridge on core 0, the harness on
+core 1. ``"pinning": {"bridge": [0], "harness": [1]}``; or ``"pinning": null`` and ``pinning_note`` says
+why: ``--no-pin``, fewer cores than the bridge's processes plus one, ``--bridge-url``, or no
+``os.sched_setaffinity`` (not Linux).
 """
 
 from __future__ import annotations
@@ -53,11 +69,11 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import aiohttp
 
+from bridge.tools import procs
 from bridge.tools.balancer import balancer
 from bridge.tools.load_peers import (
     FINAL_EVERY,
@@ -73,43 +89,7 @@ from bridge.tools.load_peers import (
     reference_forwarder,
 )
 
-_CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
 # -- measuring the bridge ----------------------------------------------------------------------------------
-
-
-def _process_tree(pid: int) -> list[int]:
-    pids = [pid]
-    try:
-        for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
-            pids.extend(_process_tree(int(child)))
-    except OSError:
-        pass
-    return pids
-
-
-def _cpu_seconds(pid: int) -> float:
-    total = 0.0
-    for p in _process_tree(pid):
-        try:
-            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += (int(fields[11]) + int(fields[12])) / _CLK_TCK
-    return total
-
-
-def _rss_bytes(pid: int) -> int:
-    total = 0
-    for p in _process_tree(pid):
-        try:
-            for line in Path(f"/proc/{p}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1]) * 1024
-        except OSError:
-            continue
-    return total
 
 
 async def _wait_healthy(base: str) -> None:
@@ -137,10 +117,10 @@ class _Bridges:
         return [p.pid for p in self.procs if p.pid is not None]
 
     def cpu_seconds(self) -> float:
-        return sum(_cpu_seconds(pid) for pid in self.pids)
+        return sum(procs.cpu_seconds(pid) for pid in self.pids)
 
     def rss_bytes(self) -> int:
-        return sum(_rss_bytes(pid) for pid in self.pids)
+        return sum(procs.rss_bytes(pid) for pid in self.pids)
 
     def stop(self) -> None:
         """SIGTERM (each bridge drains its calls and outbox), then wait; SIGKILL what does not stop."""
@@ -212,13 +192,19 @@ def run(
     fleet: bool = False,
     redis_url: str | None = None,
     appendfsync: str = "everysec",
+    pin: bool = True,
 ) -> dict[str, Any]:
     """One load test; the figures :func:`main` prints. ``instances > 1`` or ``fleet``: fleet mode (see
-    :func:`main`). Every process started here is stopped before it returns, or raises."""
+    :func:`main`). ``pin``: the bridge and the harness on cores of their own where this machine allows
+    (:func:`bridge.tools.procs.plan_pinning`). Every process started here is stopped before it returns,
+    or raises; this thread's own affinity is restored."""
     fleet = fleet or instances > 1
     ctx = mp.get_context("spawn")
-    port_q, results, stop = ctx.Queue(), ctx.Queue(), ctx.Event()
     with contextlib.ExitStack() as cleanup:
+        # First, so that every process and thread started from here on (the multiprocessing helpers too)
+        # runs on the harness cores unless started for the bridge; undone last.
+        plan = cleanup.enter_context(procs.pinned(procs.plan_pinning(pin, workers, instances, reference, bridge_url)))
+        port_q, results, stop = ctx.Queue(), ctx.Queue(), ctx.Event()
         fake = ctx.Process(target=gladia_and_bot, args=(port_q, stop, results, reply and not reference), daemon=True)
         fake.start()
         cleanup.callback(_stop_process, fake)
@@ -238,7 +224,8 @@ def run(
                 daemon=True,
                 args=(port, f"http://127.0.0.1:{fake_port}", f"http://127.0.0.1:{fake_port}/hook"),
             )
-            forwarder.start()
+            with procs.starting_on(plan.bridge):
+                forwarder.start()
             bridges.procs.append(forwarder)
             bridge_url = f"http://127.0.0.1:{port}"
         elif bridge_url is None:
@@ -252,14 +239,15 @@ def run(
                 if redis is not None:
                     own.update(BRIDGE_REDIS_URL=redis.url, BRIDGE_INSTANCE_ID=f"load-{i + 1}", BRIDGE_SECRET=secret)
                 ports.append(free_port())
-                bridges.procs.append(
-                    subprocess.Popen(
-                        [sys.executable, "-m", "bridge", "serve", "--host", "127.0.0.1", "--port", str(ports[-1])],
-                        env=own,
-                        stdout=subprocess.DEVNULL,
-                        stderr=subprocess.DEVNULL,
+                with procs.starting_on(plan.bridge):  # its workers, started later, inherit its cores
+                    bridges.procs.append(
+                        subprocess.Popen(
+                            [sys.executable, "-m", "bridge", "serve", "--host", "127.0.0.1", "--port", str(ports[-1])],
+                            env=own,
+                            stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL,
+                        )
                     )
-                )
             for p in ports:
                 asyncio.run(_wait_healthy(f"http://127.0.0.1:{p}"))
             if instances > 1:
@@ -310,21 +298,32 @@ def run(
 
         def others_cpu() -> tuple[float, float]:
             """The CPU seconds of the balancer and of Redis (its /proc when started here, else INFO cpu)."""
-            bal = _cpu_seconds(balancer_proc.pid) if balancer_proc is not None else 0.0
+            bal = procs.cpu_seconds(balancer_proc.pid) if balancer_proc is not None else 0.0
             if redis is None:
                 return bal, 0.0
             if redis.pid is not None:
-                return bal, _cpu_seconds(redis.pid)
+                return bal, procs.cpu_seconds(redis.pid)
             info = redis.info()
             return bal, float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
+
+        def harness_cpu() -> tuple[float, float]:
+            """The CPU seconds of the stand-in, and of the whole harness: the stand-in, the callers, the
+            balancer, a Redis started here and this process (not its children: the bridges are)."""
+            standin = procs.cpu_seconds(fake.pid) if fake.pid is not None else 0.0
+            started = [g.pid for g in gens] + [balancer_proc.pid if balancer_proc is not None else None]
+            started.append(redis.pid if redis is not None else None)
+            rest = sum(procs.cpu_seconds(pid) for pid in started if pid is not None)
+            return standin, standin + rest + procs.cpu_seconds(os.getpid(), tree=False)
 
         # Measure the bridges (and Redis, the balancer) over the steady middle of the run.
         window_start, window_end = go_at + ramp + min(2.0, seconds * 0.2), go_at + seconds * 0.9
         time.sleep(max(0.0, window_start - time.monotonic()))
         redis0 = redis.info() if redis is not None else None
-        (bal0, rcpu0), cpu0, t0 = others_cpu(), bridges.cpu_seconds(), time.monotonic()
+        (bal0, rcpu0), (standin0, harness0) = others_cpu(), harness_cpu()
+        cpu0, t0 = bridges.cpu_seconds(), time.monotonic()
         time.sleep(max(0.0, window_end - time.monotonic()))
-        cpu1, t1, (bal1, rcpu1) = bridges.cpu_seconds(), time.monotonic(), others_cpu()
+        cpu1, t1 = bridges.cpu_seconds(), time.monotonic()
+        (bal1, rcpu1), (standin1, harness1) = others_cpu(), harness_cpu()
         redis1 = redis.info() if redis is not None else None
         rss_busy = bridges.rss_bytes()
         caller_results = [results.get(timeout=seconds + 120) for _ in gens]
@@ -349,6 +348,15 @@ def run(
     channels = len(TRACKS[tracks])  # the Gladia session's, interleaved: finals count its bytes
     finals_expected = calls * -(-frames_per_call * FRAME * channels // FINAL_EVERY)
     elapsed = seconds + ramp
+    generator_share = gen_cpu / (elapsed * generators)
+    standin_share = (standin1 - standin0) / (t1 - t0)  # of one core: it is one event loop
+    # Pinned, the harness shares its cores: each part below 0.8 of a core may still fill them together.
+    harness_share = (harness1 - harness0) / ((t1 - t0) * len(plan.harness)) if plan.harness else None
+    limited_by = [
+        name
+        for name, share in (("generator", generator_share), ("standin", standin_share), ("harness", harness_share))
+        if share is not None and share > 0.8
+    ]
     fleet_figures: dict[str, Any] = {
         "redis_server": None,
         "redis_appendfsync": None,
@@ -401,8 +409,13 @@ def run(
         "finals_delivered": fake_result["webhook_finals"],
         "finals_expected": finals_expected,
         "final_every_s": FINAL_EVERY / (8000 * channels),  # of a call: 1 s with both parties talking
-        "generator_cpu_share": round(gen_cpu / (elapsed * generators), 3),
-        "generator_saturated": gen_cpu / (elapsed * generators) > 0.8,
+        "generator_cpu_share": round(generator_share, 3),
+        "generator_saturated": generator_share > 0.8,
+        "standin_cpu_share": round(standin_share, 3),  # the Gladia stand-in + bot, over the measured window
+        "standin_saturated": standin_share > 0.8,
+        "harness_cpu_share": round(harness_share, 3) if harness_share is not None else None,  # of its cores
+        "limited_by": limited_by or None,  # not None: the figures describe the harness, not the bridge
+        **plan.figures(),
         **fleet_figures,
         "balancer_cpu_ms_per_call_second": (
             _per_call_second(bal1 - bal0, call_seconds, 1000) if balancer_proc is not None else None
@@ -421,6 +434,18 @@ def run(
     }
 
 
+def limits(result: dict[str, Any]) -> str:
+    """The stderr line of a run whose harness was the limit (``limited_by``): what, and what to change."""
+    parts = {
+        "generator": f"the callers (generator_cpu_share {result['generator_cpu_share']}: add --generators)",
+        "standin": f"the Gladia stand-in (standin_cpu_share {result['standin_cpu_share']}: one process, fewer --calls)",
+        "harness": f"the harness's cores (harness_cpu_share {result['harness_cpu_share']}: fewer --calls or "
+        "more cores)",
+    }
+    which = ", ".join(parts[name] for name in result["limited_by"])
+    return f"limited by {which}: these figures describe the load harness, not the bridge"
+
+
 def main(
     calls: int,
     seconds: float,
@@ -436,6 +461,7 @@ def main(
     fleet: bool = False,
     redis_url: str | None = None,
     appendfsync: str = "everysec",
+    pin: bool = True,
 ) -> int:
     """``bridge loadtest``: prints the JSON line of :func:`run`; 0 when no frame was lost and no call failed,
     1 otherwise, 2 for arguments that do not go together (one line on stderr).
@@ -443,6 +469,9 @@ def main(
     Fleet mode (``--instances N`` with N > 1, or ``--fleet`` for one instance): the bridges share a Redis,
     one started here (``redis-server`` on a free loopback port, AOF with ``appendfsync`` as given) unless
     ``redis_url`` names one; N > 1 bridges are dialled through :mod:`bridge.tools.balancer`.
+
+    ``pin`` (default; ``--no-pin`` turns it off): the bridge and the harness on cores of their own. When
+    the harness was the limit (``limited_by``), one line on stderr says so.
     """
     if tracks == "both" and (reference or reply):
         why = (
@@ -482,6 +511,9 @@ def main(
         fleet=fleet,
         redis_url=redis_url,
         appendfsync=appendfsync,
+        pin=pin,
     )
-    print(json.dumps(result))
+    print(json.dumps(result), flush=True)
+    if result["limited_by"]:
+        print(f"bridge loadtest: {limits(result)}", file=sys.stderr)
     return 0 if result["frames_lost"] == 0 and result["failed_calls"] == 0 else 1
