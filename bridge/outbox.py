@@ -39,6 +39,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+IDLE_AFTER = 1.0  # seconds without a change before the writer thread sleeps until woken
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
     seq         INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -337,15 +339,20 @@ class OutboxWriter:
     # -- the writer thread -------------------------------------------------------------------
 
     def _run(self) -> None:
+        last_batch = time.monotonic()
         while True:
             with self._cond:  # never held during disk I/O: the event loop takes it to queue
-                if not self._ops and not self._closing:
+                if (
+                    not self._ops
+                    and not self._closing
+                    and (self.commit_delay <= 0 or time.monotonic() - last_batch >= IDLE_AFTER)
+                ):
+                    # Quiet for a while: sleep until something is queued (only then does the event loop
+                    # wake this thread; while calls produce, the thread looks every commit_delay instead).
                     self._idle = True
                     self._cond.wait(1.0)
                     self._idle = False
-                linger = (
-                    bool(self._ops) and not (self._closing or self._flushing or self.degraded) and self.commit_delay > 0
-                )
+                linger = not (self._closing or self._flushing or self.degraded) and self.commit_delay > 0
             if linger:  # group commit: what the calls produce meanwhile joins this transaction
                 self._hurry.wait(self.commit_delay)
             with self._cond:
@@ -357,6 +364,7 @@ class OutboxWriter:
             if not batch:
                 self._refresh_counts()
                 continue
+            last_batch = time.monotonic()
             try:
                 self._commit(batch)
             except (sqlite3.Error, OSError) as exc:

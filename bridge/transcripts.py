@@ -47,6 +47,7 @@ from typing import Any
 FILENAME = "transcripts.sqlite3"
 MAX_UTTERANCES_READ = 50_000  # a transcript longer than this is served cut, with "truncated": true
 MAX_SINCE_CHARS = 64
+IDLE_AFTER = 1.0  # seconds without a write before the writer thread sleeps until woken
 
 # -- the pure part ------------------------------------------------------------------------------------
 
@@ -520,15 +521,20 @@ class TranscriptStore:
     # -- the writer thread ---------------------------------------------------------------------
 
     def _run(self) -> None:
+        last_batch = time.monotonic()
         while True:
             with self._cond:  # never held during disk I/O: the event loop takes it to queue
-                if not self._ops and not self._closing:
+                if (
+                    not self._ops
+                    and not self._closing
+                    and (self.commit_delay <= 0 or time.monotonic() - last_batch >= IDLE_AFTER)
+                ):
+                    # Quiet for a while: sleep until something is queued (only then does the event loop
+                    # wake this thread; while calls produce, the thread looks every commit_delay instead).
                     self._idle = True
                     self._cond.wait(1.0)
                     self._idle = False
-                linger = (
-                    bool(self._ops) and not (self._closing or self._flushing or self.degraded) and self.commit_delay > 0
-                )
+                linger = not (self._closing or self._flushing or self.degraded) and self.commit_delay > 0
             if linger:  # group commit: the finals of every call meanwhile join this transaction
                 self._hurry.wait(self.commit_delay)
             with self._cond:
@@ -539,6 +545,7 @@ class TranscriptStore:
                 self._busy = bool(batch)
             if not batch:
                 continue
+            last_batch = time.monotonic()
             try:
                 self._commit(batch)
             except (sqlite3.Error, OSError) as exc:
