@@ -32,6 +32,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol, assert_never
 
 import aiohttp
+import orjson
 import structlog
 
 from bridge.backoff import Backoff
@@ -422,9 +423,8 @@ class CallDelivery:
 
 
 def event_body(type_: str, sequence: int, payload: dict[str, Any]) -> str:
-    """An event's JSON body: type, sequence, timestamp and the payload's fields."""
-    return json.dumps(
-        {"type": type_, "sequence": sequence, "timestamp": datetime.now(tz=UTC).isoformat(), **payload},
-        separators=(",", ":"),
-        ensure_ascii=False,
-    )
+    """An event's JSON body: type, sequence, timestamp and the payload's fields (compact UTF-8, as
+    ``json.dumps(..., separators=(",", ":"), ensure_ascii=False)`` writes it; orjson, a final's
+    body being built for every utterance)."""
+    body = {"type": type_, "sequence": sequence, "timestamp": datetime.now(tz=UTC).isoformat(), **payload}
+    return orjson.dumps(body, option=orjson.OPT_NON_STR_KEYS).decode()

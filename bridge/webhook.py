@@ -22,6 +22,7 @@ from typing import Literal
 
 import aiohttp
 from standardwebhooks.webhooks import Webhook
+from yarl import URL
 
 from bridge.errors import http_status_retryable
 
@@ -85,7 +86,9 @@ class WebhookClient:
     ) -> None:
         self.http = http
         self.url = url
+        self._url = URL(url)  # parsed once, not per POST
         self.timeout = timeout
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
         self.max_response_bytes = max_response_bytes
         self.signer = Webhook(secret) if secret else None
 
@@ -105,10 +108,10 @@ class WebhookClient:
         started = time.monotonic()
         try:
             async with self.http.post(
-                self.url,
+                self._url,
                 data=event.body.encode(),
                 headers=self.headers(event),
-                timeout=aiohttp.ClientTimeout(total=self.timeout),
+                timeout=self._timeout,
                 allow_redirects=False,
             ) as resp:
                 if 200 <= resp.status < 300:
