@@ -117,7 +117,7 @@ class PhoneConnection(web.StreamResponse):
     def feed_data(self, data: bytes) -> tuple[bool, bytes]:
         self._received += 1
         for event in self._reader.feed(data):
-            if isinstance(event, str | bytes):
+            if type(event) is str or type(event) is bytes:
                 if self._handler is not None:
                     self._push(event)
                 elif not self.closed:

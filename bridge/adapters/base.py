@@ -35,7 +35,7 @@ class CallStarted:
     channels: int = 1  # 2: the stream carries both parties, each on its own track (see bridge.tracks)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built for every frame, and frozen dataclasses are slow to build
 class Audio:
     """Audio in the stream's native format (``CallStarted.audio_format``, mono): the caller's (track 0)
     or, on a stream of both parties (``CallStarted.channels == 2``), the other party's (track 1), with

@@ -53,6 +53,18 @@ class JsonDialectAdapter(Outbound):
         event = msg.get("event")
         if not isinstance(event, str):
             raise PhoneProtocolError("message has no 'event' string")
+        if self.state is StreamState.STREAMING and event in self.stream_events:
+            # The hot path (media, 50 a second): the same checks as below, in the same order.
+            skipped = self._sequence.check(msg) if self._sequence is not None else None
+            sid = msg.get(self.stream_key)
+            if sid is not None and sid != self.stream_id:
+                raise PhoneProtocolError(
+                    f"{self.stream_key} {sid!r} does not match the stream's {self.stream_id!r}", 1008
+                )
+            if skipped is None:
+                return self._stream_event(event, msg)
+            self.counters.gaps += 1
+            return [Gap(*skipped), *self._stream_event(event, msg)]
         if self.state is StreamState.ENDED:
             raise PhoneProtocolError(f"{event!r} after stop", 1008)
         events: list[PhoneEvent] = []

@@ -101,10 +101,16 @@ class SessionConnection(asyncio.Protocol):
         return 1006 if self._lost or self._close_sent else None
 
     def send_binary(self, data: bytes) -> None:
-        """One binary message (audio)."""
-        if self.open:
-            assert self._transport is not None
-            self._transport.write(client_frame(OP_BINARY, data))
+        """One binary message (audio): :attr:`open`'s test, spelt out (it runs for every frame)."""
+        transport = self._transport
+        if (
+            self._frames is not None
+            and not self._close_sent
+            and self._close_received is None
+            and transport is not None
+            and not transport.is_closing()
+        ):
+            transport.write(client_frame(OP_BINARY, data))
 
     def send_text(self, text: str) -> None:
         if self.open:

@@ -159,6 +159,15 @@ def parse_server_message(text: str | bytes | bytearray | memoryview) -> SttEvent
         msg = orjson.loads(text)
     except (ValueError, RecursionError, UnicodeDecodeError):
         raise SttProtocolError("server message is not valid JSON") from None
+    if type(msg) is dict and msg.get("type") == "audio_chunk":  # one per chunk sent: the hot path
+        data, error = msg.get("data"), msg.get("error")
+        if type(data) is dict and (error is None or error is False) and msg.get("acknowledged") is not False:
+            br, tr = data.get("byte_range"), data.get("time_range")
+            if type(br) is list and len(br) == 2 and type(br[0]) is int and type(br[1]) is int:  # not bool
+                if type(tr) is list and len(tr) == 2:
+                    return Ack(br[0], br[1], _num(tr[0]), _num(tr[1]))
+                return Ack(br[0], br[1], 0.0, 0.0)
+        # anything else about it (an error, no byte_range...) is read below, as any message is
     if not isinstance(msg, dict):
         raise SttProtocolError("server message is not a JSON object")
     kind = msg.get("type")
@@ -171,7 +180,7 @@ def parse_server_message(text: str | bytes | bytearray | memoryview) -> SttEvent
         return ServerError(kind, _error_text(error if error is not None else data))
     if error is not None and error is not False and not isinstance(data, Mapping):
         return ServerError(kind, _error_text(error))
-    if kind == "audio_chunk":  # one per chunk sent: the hot path, kept lean
+    if kind == "audio_chunk":
         if msg.get("acknowledged") is False or not isinstance(data, Mapping):
             return ServerError(kind, _error_text(error) if error else "audio chunk not acknowledged")
         br, tr = data.get("byte_range"), data.get("time_range")

@@ -103,6 +103,19 @@ class ReplayBuffer:
         ``MAX_PIECE_BYTES``. Live audio goes out in whole multiples of ``chunk_bytes``; with
         ``flush`` (hang-up) the remainder goes too.
         """
+        cursor = self.cursor
+        n = self.end - cursor
+        if (
+            n == self.chunk_bytes <= MAX_PIECE_BYTES
+            and cursor >= self._high_water
+            and self.inclusive_ranges is not None
+        ):
+            # The common case, each phone frame as it comes: one live chunk, nothing to resend, the
+            # acknowledgment convention known. The same as the loop below, in fewer steps.
+            start = cursor - self.base
+            self.cursor = self._high_water = self.end
+            self.sent_bytes += n
+            return [bytes(self._buf[start : start + n])]
         out: list[bytes] = []
         while self.cursor < self.end:
             available = self.end - self.cursor
