@@ -103,8 +103,12 @@ class PhoneConnection(web.StreamResponse):
         self._transport = transport
         # From now on aiohttp's connection hands every byte received to feed_data (and feed_eof at
         # the end): this object is the connection's payload parser, as aiohttp's WebSocketReader is.
-        request.protocol.set_parser(cast(Any, self))
-        request.protocol.keep_alive(False)
+        handler = request.protocol
+        handler.set_parser(cast(Any, self))  # (which feeds us any bytes read past the request)
+        handler.keep_alive(False)
+        # And the bytes go straight to feed_data: aiohttp's connection object stays the one told
+        # about writing pauses and the end of the connection (its bookkeeping, and feed_eof).
+        transport.set_protocol(_Straight(self, handler))
         if self._heartbeat:
             self._heartbeat_handle = asyncio.get_running_loop().call_later(self._heartbeat, self._beat)
 
@@ -300,3 +304,27 @@ class PhoneConnection(web.StreamResponse):
         if self._heartbeat_handle is not None:
             self._heartbeat_handle.cancel()
             self._heartbeat_handle = None
+
+
+class _Straight(asyncio.Protocol):
+    """The upgraded connection's protocol: received bytes to the :class:`PhoneConnection`, the rest to
+    aiohttp's own connection object (write pauses for ``drain``, the end of the connection)."""
+
+    def __init__(self, connection: PhoneConnection, handler: asyncio.BaseProtocol) -> None:
+        self._connection = connection
+        self._handler = handler
+
+    def data_received(self, data: bytes) -> None:
+        self._connection.feed_data(data)
+
+    def eof_received(self) -> bool | None:
+        return None  # close the transport: the peer is gone (connection_lost follows)
+
+    def pause_writing(self) -> None:
+        self._handler.pause_writing()
+
+    def resume_writing(self) -> None:
+        self._handler.resume_writing()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._handler.connection_lost(exc)

@@ -113,6 +113,34 @@ class FrameReader:
         return len(self._buf)
 
     def feed(self, data: bytes) -> list[WsEvent]:
+        if not (self._buf or self._skip or self.failed or self.done or self._fragment_opcode):
+            # The common case: the bytes are one whole unfragmented message (a 20 ms frame, an
+            # acknowledgment). The general loop below reads it the same way, in more steps.
+            n = len(data)
+            b0 = data[0] if n > 2 else 0
+            if b0 == 0x81 or b0 == 0x82:
+                b1 = data[1]
+                length, at = b1 & 0x7F, 2
+                if length == 126:
+                    length, at = ((data[2] << 8) | data[3], 4) if n > 4 else (-1, 0)
+                elif length == 127:
+                    length = -1  # a 64-bit length: the general path
+                masked = b1 & 0x80
+                if 0 <= length <= self.max_message and bool(masked) is self.client_frames:
+                    if masked and at + 4 + length == n:
+                        payload = apply_mask(data[at + 4 :], data[at : at + 4])
+                    elif not masked and at + length == n:
+                        payload = data[at:]
+                    else:
+                        payload = None
+                    if payload is not None:
+                        if b0 == 0x82:
+                            return [bytes(payload)]
+                        try:
+                            return [str(payload, "utf-8")]
+                        except UnicodeDecodeError:
+                            self.failed = True
+                            return [Failure(1007, "text message is not valid UTF-8")]
         if self.done:
             return []
         if self._skip:
@@ -253,29 +281,21 @@ def server_frame(opcode: int, payload: bytes) -> bytes:
     return _head(opcode, len(payload), 0) + payload
 
 
-class _MaskKeys:
-    """Client frame masks from the OS's CSPRNG (RFC 6455 10.3), drawn 1,024 at a time instead of one
-    system call per frame."""
-
-    def __init__(self) -> None:
-        self._pool = b""
-        self._at = 0
-
-    def next(self) -> bytes:
-        if self._at >= len(self._pool):
-            self._pool, self._at = os.urandom(4096), 0
-        key = self._pool[self._at : self._at + 4]
-        self._at += 4
-        return key
+_KEYS: list[bytes] = []  # client frame masks, drawn from the OS's CSPRNG (RFC 6455 10.3) 1,024 at a time
 
 
-_MASKS = _MaskKeys()
+def _mask_key() -> bytes:
+    pool = os.urandom(4096)
+    _KEYS.extend(pool[i : i + 4] for i in range(0, 4096, 4))
+    return _KEYS.pop()
 
 
 def client_frame(opcode: int, payload: bytes) -> bytes:
-    """One complete (FIN), masked frame as a client sends it."""
-    key = _MASKS.next()
-    return b"".join((_head(opcode, len(payload), 0x80), key, apply_mask(payload, key)))
+    """One complete (FIN), masked frame as a client sends it; each frame has a mask of its own."""
+    key = _KEYS.pop() if _KEYS else _mask_key()
+    n = len(payload)
+    head = bytes((0x80 | opcode, 0x80 | n)) if n < 126 else _head(opcode, n, 0x80)
+    return head + key + apply_mask(payload, key)
 
 
 def close_payload(code: int, reason: str = "") -> bytes:

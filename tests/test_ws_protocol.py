@@ -238,5 +238,23 @@ def test_invalid_utf8_is_1007_and_the_closing_handshake_still_completes() -> Non
     assert split.feed(_masked(0x01, "é".encode()[:1]) + _masked(0x80, "é".encode()[1:])) == ["é"]
 
 
-def test_an_empty_close_is_1005() -> None:
-    assert server_reader().feed(_masked(0x88, b"")) == [Close(1005, "")]
+def test_an_empty_close_is_1005_and_nothing_is_read_after_a_close() -> None:
+    reader = server_reader()
+    assert reader.feed(_masked(0x88, b"")) == [Close(1005, "")]
+    assert reader.feed(_masked(0x81, b"late")) == []
+
+
+def test_the_one_frame_shortcut_and_the_general_reader_agree() -> None:
+    """Whole single frames take a shortcut; the same bytes split in two take the general path: the
+    events must be the same, for every length class and for the errors the shortcut can meet."""
+    cases = [
+        _masked(0x81, b"x" * n)
+        if n < 126
+        else _masked(0x81, b"x" * n, 126)[:2] + n.to_bytes(2, "big") + b"\x00" * 4 + b"x" * n
+        for n in (0, 1, 125, 126, 1000)
+    ]
+    cases += [_masked(0x82, b"\x00\xff" * 30), _masked(0x81, b"\xff\xfe"), HELLO_UNMASKED, _masked(0x89, b"ping")]
+    for wire in cases:
+        whole = server_reader(max_message=500).feed(wire)
+        split = feed_in_pieces(server_reader(max_message=500), wire, [1])
+        assert whole == split, wire[:8]

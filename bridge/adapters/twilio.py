@@ -96,7 +96,9 @@ class TwilioAdapter(JsonDialectAdapter):
 
     def _stream_event(self, event: str, msg: dict[str, Any]) -> list[PhoneEvent]:
         if event == "media":
-            media = require(msg, "media", dict, "media")
+            media = msg.get("media")
+            if type(media) is not dict:
+                media = require(msg, "media", dict, "media")  # raises, saying why
             audio = b64_payload(media.get("payload"), "media.payload")
             inbound = media.get("track", "inbound") in ("inbound", "inbound_track")
             if self.both_parties:

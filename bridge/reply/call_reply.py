@@ -296,12 +296,21 @@ class CallReply:
         if self.barge_in is None:
             return
         now = time.monotonic()
-        self._out.extend(self.barge_in.speech_started(now) if started else self.barge_in.speech_ended(now))
-        self._wake.set()
+        due = self.barge_in.next_due()
+        self._heard(self.barge_in.speech_started(now) if started else self.barge_in.speech_ended(now), due)
 
     def caller_words(self, text: str) -> None:
         if self.barge_in is not None:
-            self._out.extend(self.barge_in.words(text, time.monotonic()))
+            due = self.barge_in.next_due()
+            self._heard(self.barge_in.words(text, time.monotonic()), due)
+
+    def _heard(self, outputs: list[Output], due: float | None) -> None:
+        """What the barge-in made of the caller: the reply task wakes when there is something to do
+        now or the time it must look again has changed (not for every word of a caller who is not
+        interrupting anything)."""
+        assert self.barge_in is not None
+        if outputs or self.barge_in.next_due() != due:
+            self._out.extend(outputs)
             self._wake.set()
 
     def caller_final(self, utterance_id: str, text: str) -> str | None:
