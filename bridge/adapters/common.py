@@ -84,7 +84,11 @@ class SequenceCheck:
         self.gaps = 0
 
     def check(self, msg: Mapping[str, Any]) -> tuple[int, int] | None:
-        seq = int_field(msg, self.key, "message")
+        raw = msg.get(self.key)
+        if type(raw) is str and raw.isascii() and raw.isdigit():  # the usual form ("sequenceNumber": "42")
+            seq: int | None = int(raw)
+        else:
+            seq = int_field(msg, self.key, "message")
         if seq is None:
             return None
         expected, self.next = self.next, seq + 1

@@ -78,6 +78,7 @@ class SessionConnection(asyncio.Protocol):
         self._close_sent = False
         self._close_received: int | None = None  # the server's close code
         self._lost = False
+        self._failed = False  # this side failed the connection (RFC 6455 7.1.7)
         self.writable = True
         self.messages = 0
 
@@ -95,7 +96,11 @@ class SessionConnection(asyncio.Protocol):
 
     @property
     def close_code(self) -> int | None:
-        """The close code the server sent; 1006 if the connection ended without one; None while open."""
+        """The close code the server sent; 1006 if the connection ended without one, or after this side
+        failed it (a message over the limit, a bad frame: the session is reconnected, whatever the server
+        answers to our close); None while open."""
+        if self._failed:
+            return 1006
         if self._close_received is not None:
             return self._close_received
         return 1006 if self._lost or self._close_sent else None
@@ -164,6 +169,7 @@ class SessionConnection(asyncio.Protocol):
                 self._expect_close()  # the server closes the TCP connection first (RFC 6455 7.1.1)
             elif isinstance(event, Failure):
                 log.warning("stt.websocket_error", error=event.reason, close_code=event.code)
+                self._failed = True
                 self.close(event.code)
             elif isinstance(event, Pong):
                 pass
