@@ -76,7 +76,7 @@ class PhoneConnection(web.StreamResponse):
         self._paused = False
         self._waiter: asyncio.Future[None] | None = None  # a pulling reader waiting for a message
         self._handler: Handler | None = None
-        self._context: contextvars.Context | None = None
+        self._run: Callable[..., bool] | None = None  # the handler task's context's run()
         self._ended: asyncio.Future[bool] | None = None  # push mode: True when the handler saw the stop
         self._error: PhoneProtocolError | BaseException | None = None
         self._eof = False
@@ -183,31 +183,35 @@ class PhoneConnection(web.StreamResponse):
         """
         loop = asyncio.get_running_loop()
         self._ended = loop.create_future()
-        self._context = contextvars.copy_context()  # the call's log context, bound in this task
+        self._run = contextvars.copy_context().run  # the call's log context, bound in this task
         self._handler = handler
-        while self._queue and not self._ended.done():
+        while self._queue and self._handler is not None:
             self._push(self._queue.popleft())
         if self._paused and self._transport is not None:
             self._paused = False
             self._transport.resume_reading()
-        if self._error is not None and not self._ended.done():
-            self._ended.set_exception(self._error)
-        elif (self.closed or self._eof) and not self._ended.done():
-            self._ended.set_result(False)
-        return await self._ended
+        if self._error is not None or self.closed or self._eof:
+            self._finish(False)  # it ended while the queued messages were handed over
+        try:
+            return await self._ended
+        finally:
+            self._handler = None
 
     def _push(self, message: str | bytes) -> None:
-        ended = self._ended
-        if ended is None or ended.done() or self._handler is None or self._context is None:
+        """One message to the handler (set only while ``deliver`` waits: it is cleared as it returns)."""
+        handler, run, ended = self._handler, self._run, self._ended
+        if handler is None or run is None or ended is None or ended.done():
             return
         try:
-            if self._context.run(self._handler, message):
+            if run(handler, message):
+                self._handler = None
                 ended.set_result(True)
         except Exception as exc:  # handed to the task that awaits deliver()
             self._handler = None
             ended.set_exception(exc)
 
     def _finish(self, stopped: bool) -> None:
+        self._handler = None
         if self._ended is not None and not self._ended.done():
             if self._error is not None:
                 self._ended.set_exception(self._error)

@@ -33,7 +33,7 @@ from bridge.adapters.base import (
     PhoneAdapter,
     PhoneEvent,
 )
-from bridge.audio import AudioFormat, Transcoder, make_transcoder
+from bridge.audio import AudioFormat, Passthrough, Transcoder, make_transcoder
 from bridge.errors import PhoneProtocolError
 from bridge.settings import ServerSettings
 from bridge.stats import EndReason
@@ -155,8 +155,9 @@ class PhoneStream:
         self._audio_bytes += len(payload)
         if self._audio_bytes > self._audio_allowance:
             self._check_audio_rate()
-        assert self.transcoder is not None
-        return self.transcoder.feed(payload)
+        transcoder = self.transcoder
+        assert transcoder is not None
+        return payload if type(transcoder) is Passthrough else transcoder.feed(payload)
 
     def party_audio(self, event: Audio) -> bytes:
         """One track's message on a stream of both parties: the two-channel audio now ready (often

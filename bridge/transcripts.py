@@ -44,6 +44,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 FILENAME = "transcripts.sqlite3"
 MAX_UTTERANCES_READ = 50_000  # a transcript longer than this is served cut, with "truncated": true
 MAX_SINCE_CHARS = 64
@@ -342,7 +344,7 @@ class TranscriptStore:
         """Record a final utterance of a call (the ``utterance.final`` event's utterance, with its
         ``speaker`` and ``channel``). The same utterance id again replaces the first."""
         try:
-            body = json.dumps(utterance, ensure_ascii=False, default=str)
+            body = orjson.dumps(utterance, default=str).decode()  # compact UTF-8; a final is one per turn
             key = str(utterance.get("id") or uuid.uuid4().hex)
             row = (str(call_id), key, _seconds(utterance.get("start")), body)
         except (TypeError, ValueError) as exc:

@@ -165,7 +165,13 @@ def parse_server_message(text: str | bytes | bytearray | memoryview) -> SttEvent
             br, tr = data.get("byte_range"), data.get("time_range")
             if type(br) is list and len(br) == 2 and type(br[0]) is int and type(br[1]) is int:  # not bool
                 if type(tr) is list and len(tr) == 2:
-                    return Ack(br[0], br[1], _num(tr[0]), _num(tr[1]))
+                    t0, t1 = tr
+                    return Ack(
+                        br[0],
+                        br[1],
+                        float(t0) if type(t0) is float or type(t0) is int else 0.0,  # _num, inline
+                        float(t1) if type(t1) is float or type(t1) is int else 0.0,
+                    )
                 return Ack(br[0], br[1], 0.0, 0.0)
         # anything else about it (an error, no byte_range...) is read below, as any message is
     if not isinstance(msg, dict):
