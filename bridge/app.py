@@ -323,6 +323,7 @@ async def _metrics_updates(app: web.Application) -> AsyncIterator[None]:
                 metrics.suspended_calls.set(len(state.suspended))
             for call in list(state.live_calls.values()):
                 metrics.update(call.id, call.stats())
+            metrics.flush()
             if state.outbox is not None:
                 metrics.update_outbox(state.outbox)
 

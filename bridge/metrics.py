@@ -12,7 +12,7 @@ With several worker processes (``bridge serve --workers N``) the counters live i
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
@@ -39,6 +39,9 @@ class _Seen:
     reply_interrupted: int = 0
     reply_underruns: int = 0
     barge_in_resumed: int = 0
+
+
+_SEEN_FIELDS = tuple(f.name for f in fields(_Seen))
 
 
 class Metrics:
@@ -128,6 +131,21 @@ class Metrics:
         )
         self._outbox_seen = (0, 0)
         self._seen: dict[str, _Seen] = {}  # what was last reported for each live call
+        self._pending: dict[str, int] = {}  # gathered by update(), applied by flush()
+        self._counter_of: dict[str, tuple[Counter, float]] = {
+            "frames": (self.frames, 1),
+            "phone_bytes": (self.phone_bytes, 1),
+            "gladia_bytes": (self.gladia_bytes, 1),
+            "resent": (self.resent, 1),
+            "reconnects": (self.reconnects, 1),
+            "finals": (self.finals, 1),
+            "reply_actions": (self.reply_actions, 1),
+            "reply_failed": (self.reply_failed, 1),
+            "reply_played_ms": (self.reply_played, 1000),
+            "reply_interrupted": (self.reply_interrupted, 1),
+            "reply_underruns": (self.reply_underruns, 1),
+            "barge_in_resumed": (self.barge_in_resumed, 1),
+        }
 
     def update_outbox(self, writer: OutboxWriter) -> None:
         """The outbox writer's state, once a second."""
@@ -142,33 +160,44 @@ class Metrics:
 
     def update(self, call_id: str, stats: CallStats, final: bool = False) -> None:
         """Add what the call counted since the last update (``final``: the call is over, and what was
-        reported for it is forgotten)."""
+        reported for it is forgotten). The counters move at :meth:`flush`, once for every call updated
+        since (a counter update costs a lock, and with workers a shared-memory write: once a second per
+        metric, not per call)."""
         seen = self._seen.pop(call_id, None) if final else self._seen.setdefault(call_id, _Seen())
         seen = seen or _Seen()
-        self.frames.inc(max(0, stats.phone_frames - seen.frames))
-        self.phone_bytes.inc(max(0, stats.phone_bytes - seen.phone_bytes))
-        self.gladia_bytes.inc(max(0, stats.stt_bytes_sent - seen.gladia_bytes))
-        self.resent.inc(max(0, stats.stt_resent_bytes - seen.resent))
-        self.reconnects.inc(max(0, stats.stt_reconnects - seen.reconnects))
-        self.finals.inc(max(0, stats.stt_finals - seen.finals))
-        seen.frames, seen.phone_bytes = stats.phone_frames, stats.phone_bytes
-        seen.gladia_bytes, seen.resent = stats.stt_bytes_sent, stats.stt_resent_bytes
-        seen.reconnects, seen.finals = stats.stt_reconnects, stats.stt_finals
-        self.reply_actions.inc(max(0, stats.reply_actions - seen.reply_actions))
-        self.reply_failed.inc(max(0, stats.reply_failed - seen.reply_failed))
-        self.reply_played.inc(max(0, stats.reply_played_ms - seen.reply_played_ms) / 1000)
-        self.reply_interrupted.inc(max(0, stats.reply_interrupted - seen.reply_interrupted))
-        self.reply_underruns.inc(max(0, stats.reply_underruns - seen.reply_underruns))
-        self.barge_in_resumed.inc(max(0, stats.barge_in_resumed - seen.barge_in_resumed))
-        seen.reply_actions, seen.reply_failed = stats.reply_actions, stats.reply_failed
-        seen.reply_played_ms, seen.reply_interrupted = stats.reply_played_ms, stats.reply_interrupted
-        seen.reply_underruns, seen.barge_in_resumed = stats.reply_underruns, stats.barge_in_resumed
+        now = _Seen(
+            stats.phone_frames,
+            stats.phone_bytes,
+            stats.stt_bytes_sent,
+            stats.stt_resent_bytes,
+            stats.stt_reconnects,
+            stats.stt_finals,
+            stats.reply_actions,
+            stats.reply_failed,
+            stats.reply_played_ms,
+            stats.reply_interrupted,
+            stats.reply_underruns,
+            stats.barge_in_resumed,
+        )
+        pending = self._pending
+        for name in _SEEN_FIELDS:
+            pending[name] = pending.get(name, 0) + max(0, getattr(now, name) - getattr(seen, name))
+            setattr(seen, name, getattr(now, name))
         if not final and stats.stt_connections and stats.stt_bytes_per_second:
             self.ack_lag.observe(stats.stt_unacked_bytes / stats.stt_bytes_per_second)
+
+    def flush(self) -> None:
+        """Move the counters by what :meth:`update` gathered."""
+        pending, self._pending = self._pending, {}
+        for name, delta in pending.items():
+            if delta:
+                counter, scale = self._counter_of[name]
+                counter.inc(delta / scale)
 
     def call_ended(self, call_id: str, stats: CallStats) -> None:
         """A call's last figures, and one count under its provider and end reason."""
         self.update(call_id, stats, final=True)
+        self.flush()
         self.calls.labels(stats.provider, stats.end_reason or "unknown").inc()
 
     def render(self) -> bytes:
