@@ -369,7 +369,7 @@ class CallDelivery:
             attempt += 1
             outcome = await ctx.client.post(event)
             if ctx.metrics is not None:
-                ctx.metrics.webhook.labels(outcome.outcome).inc()
+                ctx.metrics.webhook_outcome(outcome.outcome).inc()
             match outcome:
                 case Delivered(response=response, latency=latency):
                     self.counters.delivered += 1

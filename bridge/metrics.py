@@ -132,6 +132,7 @@ class Metrics:
         self._outbox_seen = (0, 0)
         self._seen: dict[str, _Seen] = {}  # what was last reported for each live call
         self._pending: dict[str, int] = {}  # gathered by update(), applied by flush()
+        self._webhook_children: dict[str, Counter] = {}
         self._counter_of: dict[str, tuple[Counter, float]] = {
             "frames": (self.frames, 1),
             "phone_bytes": (self.phone_bytes, 1),
@@ -146,6 +147,13 @@ class Metrics:
             "reply_underruns": (self.reply_underruns, 1),
             "barge_in_resumed": (self.barge_in_resumed, 1),
         }
+
+    def webhook_outcome(self, outcome: str) -> Counter:
+        """``bridge_webhook_deliveries{outcome}``'s child, looked up once per outcome (a POST per final)."""
+        child = self._webhook_children.get(outcome)
+        if child is None:
+            child = self._webhook_children[outcome] = self.webhook.labels(outcome)
+        return child
 
     def update_outbox(self, writer: OutboxWriter) -> None:
         """The outbox writer's state, once a second."""

@@ -151,7 +151,7 @@ class SessionConnection(asyncio.Protocol):
             self._handshake_data(data)
             return
         for event in frames.feed(data):
-            if isinstance(event, str | bytes):
+            if type(event) is str or type(event) is bytes:
                 self.messages += 1
                 try:
                     self._on_message(event)
