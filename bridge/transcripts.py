@@ -580,12 +580,30 @@ class TranscriptStore:
         db = self._writer
         db.execute("BEGIN IMMEDIATE")
         try:
-            for op in batch:
-                for sql, args in op:
-                    db.execute(sql, args)
+            for sql, rows in _runs(batch):
+                db.executemany(sql, rows)
             db.execute("COMMIT")
         except BaseException:
             if db.in_transaction:
                 with contextlib.suppress(sqlite3.Error):
                     db.execute("ROLLBACK")
             raise
+
+
+def _runs(batch: list[_Op]) -> list[tuple[str, list[tuple[Any, ...]]]]:
+    """A batch's statements in order, consecutive ones of the same SQL as one ``executemany`` (a group
+    commit of many calls' finals is a few statements, not two per final); a call's "seen" row once per
+    batch (after the first, the insert would change nothing)."""
+    runs: list[tuple[str, list[tuple[Any, ...]]]] = []
+    seen: set[Any] = set()
+    for op in batch:
+        for sql, args in op:
+            if sql is _CALL_SEEN:
+                if args[0] in seen:
+                    continue
+                seen.add(args[0])
+            if runs and runs[-1][0] is sql:
+                runs[-1][1].append(args)
+            else:
+                runs.append((sql, [args]))
+    return runs
