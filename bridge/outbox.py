@@ -33,13 +33,12 @@ import contextlib
 import sqlite3
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-IDLE_AFTER = 1.0  # seconds without a change before the writer thread sleeps until woken
+from bridge.group_commit import WriteQueue
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -239,16 +238,9 @@ class OutboxWriter:
         self.outbox = outbox
         self.max_queued = max_queued
         self.retry_seconds = retry_seconds
-        self.commit_delay = commit_delay
         self._on_state_change = on_state_change
         self._on_failure = on_failure
-        self._ops: deque[_Op] = deque()
-        self._cond = threading.Condition()
-        self._busy = False  # a batch is being written
-        self._idle = False  # the writer waits for work: a queued op must wake it
-        self._hurry = threading.Event()  # cuts the writer's wait for more ops short (flush, close)
-        self._flushing = 0
-        self._closing = False
+        self._writes: WriteQueue[_Op] = WriteQueue(max_queued, commit_delay)
         self._thread: threading.Thread | None = None
         self._counts = {"pending": 0, "dead": 0}
         self._counts_at = 0.0
@@ -281,18 +273,13 @@ class OutboxWriter:
         self._queue("dead", webhook_id, error)
 
     def _queue(self, name: OutboxOp, *args: Any) -> None:
-        with self._cond:
-            if len(self._ops) >= self.max_queued:
-                self.dropped_ops += 1
-                return
-            self._ops.append((name, args))
-            if self._idle:
-                self._cond.notify()
+        if not self._writes.put((name, args)):
+            self.dropped_ops += 1
 
     @property
     def queued(self) -> int:
         """Operations not yet committed (queued, or in the batch being written)."""
-        return len(self._ops) + (1 if self._busy else 0)
+        return self._writes.queued
 
     def counts(self) -> dict[str, int]:
         """Pending and dead events as of the last commit (other processes' changes, e.g. ``bridge outbox
@@ -309,69 +296,31 @@ class OutboxWriter:
 
     def flush(self, timeout: float) -> bool:
         """Block until everything queued so far is committed, or ``timeout``; True when it was."""
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            self._flushing += 1
-            self._hurry.set()
-            try:
-                while self._ops or self._busy:
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        return False
-                    self._cond.wait(min(left, 0.05))
-            finally:
-                self._flushing -= 1
-        return True
+        return self._writes.flush(timeout)
 
     def close(self, timeout: float = 5.0) -> None:
         """Write what is queued (bounded by ``timeout``), stop the thread, close the store."""
         self.flush(timeout)
-        with self._cond:
-            self._closing = True
-            self._hurry.set()
-            self._cond.notify_all()
+        self._writes.close()
         if self._thread is not None:
             self._thread.join(timeout=max(0.1, self.retry_seconds + 0.5))
-        if self._ops:
-            self.dropped_ops += len(self._ops)
+        self.dropped_ops += self._writes.discard()
         self.outbox.close()
 
     # -- the writer thread -------------------------------------------------------------------
 
     def _run(self) -> None:
-        last_batch = time.monotonic()
         while True:
-            with self._cond:  # never held during disk I/O: the event loop takes it to queue
-                if (
-                    not self._ops
-                    and not self._closing
-                    and (self.commit_delay <= 0 or time.monotonic() - last_batch >= IDLE_AFTER)
-                ):
-                    # Quiet for a while: sleep until something is queued (only then does the event loop
-                    # wake this thread; while calls produce, the thread looks every commit_delay instead).
-                    self._idle = True
-                    self._cond.wait(1.0)
-                    self._idle = False
-                linger = not (self._closing or self._flushing or self.degraded) and self.commit_delay > 0
-            if linger:  # group commit: what the calls produce meanwhile joins this transaction
-                self._hurry.wait(self.commit_delay)
-            with self._cond:
-                self._hurry.clear()
-                if self._closing and (not self._ops or self.degraded is not None):
-                    return
-                batch = [self._ops.popleft() for _ in range(min(len(self._ops), self.MAX_BATCH))]
-                self._busy = bool(batch)
+            batch = self._writes.take(self.MAX_BATCH, failing=self.degraded is not None)
+            if batch is None:
+                return
             if not batch:
                 self._refresh_counts()
                 continue
-            last_batch = time.monotonic()
             try:
                 self._commit(batch)
             except (sqlite3.Error, OSError) as exc:
-                with self._cond:
-                    self._ops.extendleft(reversed(batch))  # keep the order; try again
-                    self._busy = False
-                    self._cond.notify_all()
+                self._writes.failed(batch)  # kept in order; tried again
                 self.write_failures += 1
                 if self._on_failure is not None:
                     self._on_failure()
@@ -380,14 +329,10 @@ class OutboxWriter:
                     self.degraded = reason
                     if self._on_state_change is not None:
                         self._on_state_change(reason)
-                with self._cond:
-                    if not self._closing:
-                        self._cond.wait(self.retry_seconds)
+                self._writes.pause(self.retry_seconds)
                 continue
-            with self._cond:
-                self._busy = False
-                self.committed_ops += len(batch)
-                self._cond.notify_all()
+            self.committed_ops += len(batch)
+            self._writes.committed()
             if self.degraded is not None:
                 self.degraded = None
                 if self._on_state_change is not None:

@@ -37,7 +37,6 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -46,10 +45,11 @@ from typing import Any
 
 import orjson
 
+from bridge.group_commit import WriteQueue
+
 FILENAME = "transcripts.sqlite3"
 MAX_UTTERANCES_READ = 50_000  # a transcript longer than this is served cut, with "truncated": true
 MAX_SINCE_CHARS = 64
-IDLE_AFTER = 1.0  # seconds without a write before the writer thread sleeps until woken
 
 # -- the pure part ------------------------------------------------------------------------------------
 
@@ -277,20 +277,13 @@ class TranscriptStore:
         self.path = path
         self.max_queue = max_queue
         self.retry_seconds = retry_seconds
-        self.commit_delay = commit_delay
         self._clock = clock
         self._report = report
         self._writer = self._connect(busy_timeout)
         self._writer.executescript(SCHEMA)
         self._reader = self._connect(busy_timeout)
         self._read_lock = threading.Lock()
-        self._ops: deque[_Op] = deque()
-        self._cond = threading.Condition()
-        self._busy = False
-        self._idle = False  # the writer waits for work: a queued write must wake it
-        self._hurry = threading.Event()  # cuts the writer's wait for more writes short (flush, close)
-        self._flushing = 0
-        self._closing = False
+        self._writes: WriteQueue[_Op] = WriteQueue(max_queue, commit_delay)
         self._closed = False
         self._dropping = False
         # What the bridge reports: why writes fail (None when they work), failed commits, dropped writes.
@@ -363,13 +356,9 @@ class TranscriptStore:
         self._queue(((_CALL_SEEN, (call, ended)), (_CALL_ENDED, (ended, str(end_reason), call))))
 
     def _queue(self, op: _Op) -> None:
-        with self._cond:
-            if self._closing or len(self._ops) >= self.max_queue:
-                self._drop("the store is closed" if self._closing else f"the write queue is full ({self.max_queue})")
-                return
-            self._ops.append(op)
-            if self._idle:
-                self._cond.notify()
+        if not self._writes.put(op):
+            closing = self._writes.closing
+            self._drop("the store is closed" if closing else f"the write queue is full ({self.max_queue})")
 
     def _drop(self, reason: str) -> None:
         self.dropped += 1
@@ -384,7 +373,7 @@ class TranscriptStore:
     @property
     def queued(self) -> int:
         """Writes not yet committed (queued, or in the batch being written)."""
-        return len(self._ops) + (1 if self._busy else 0)
+        return self._writes.queued
 
     # -- reads and the purge (a worker thread: asyncio.to_thread) ------------------------------
 
@@ -486,19 +475,7 @@ class TranscriptStore:
 
     def flush(self, timeout: float) -> bool:
         """Block until everything queued so far is committed, or ``timeout``; True when it was."""
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            self._flushing += 1
-            self._hurry.set()
-            try:
-                while self._ops or self._busy:
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        return False
-                    self._cond.wait(min(left, 0.05))
-            finally:
-                self._flushing -= 1
-        return True
+        return self._writes.flush(timeout)
 
     def close(self, timeout: float = 5.0) -> None:
         """Write what is queued (bounded by ``timeout``), stop the writer thread, close the file.
@@ -506,14 +483,9 @@ class TranscriptStore:
         if self._closed:
             return
         self.flush(timeout)
-        with self._cond:
-            self._closing = True
-            self._hurry.set()
-            self._cond.notify_all()
+        self._writes.close()
         self._thread.join(timeout=max(0.1, self.retry_seconds + 0.5))
-        with self._cond:
-            self.dropped += len(self._ops)
-            self._ops.clear()
+        self.dropped += self._writes.discard()
         self._closed = True
         if not self._thread.is_alive():  # else a commit is stuck in the driver: leave it the connection
             self._writer.close()
@@ -523,53 +495,27 @@ class TranscriptStore:
     # -- the writer thread ---------------------------------------------------------------------
 
     def _run(self) -> None:
-        last_batch = time.monotonic()
         while True:
-            with self._cond:  # never held during disk I/O: the event loop takes it to queue
-                if (
-                    not self._ops
-                    and not self._closing
-                    and (self.commit_delay <= 0 or time.monotonic() - last_batch >= IDLE_AFTER)
-                ):
-                    # Quiet for a while: sleep until something is queued (only then does the event loop
-                    # wake this thread; while calls produce, the thread looks every commit_delay instead).
-                    self._idle = True
-                    self._cond.wait(1.0)
-                    self._idle = False
-                linger = not (self._closing or self._flushing or self.degraded) and self.commit_delay > 0
-            if linger:  # group commit: the finals of every call meanwhile join this transaction
-                self._hurry.wait(self.commit_delay)
-            with self._cond:
-                self._hurry.clear()
-                if self._closing and (not self._ops or self.degraded is not None):
-                    return
-                batch = [self._ops.popleft() for _ in range(min(len(self._ops), self.MAX_BATCH))]
-                self._busy = bool(batch)
+            batch = self._writes.take(self.MAX_BATCH, failing=self.degraded is not None)
+            if batch is None:
+                return
             if not batch:
                 continue
-            last_batch = time.monotonic()
             try:
                 self._commit(batch)
             except (sqlite3.Error, OSError) as exc:
-                with self._cond:
-                    self._ops.extendleft(reversed(batch))  # keep the order; try again
-                    self._busy = False
-                    self._cond.notify_all()
+                self._writes.failed(batch)  # kept in order; tried again
                 self.write_failures += 1
                 if self.degraded is None:
                     self.degraded = f"{type(exc).__name__}: {exc}"[:200]
                     self._tell("transcripts.degraded", reason=self.degraded)
-                with self._cond:
-                    if not self._closing:
-                        self._cond.wait(self.retry_seconds)
+                self._writes.pause(self.retry_seconds)
                 continue
-            with self._cond:
-                self._busy = False
-                self.committed += len(batch)
-                caught_up = self._dropping and not self._ops
-                if caught_up:
-                    self._dropping = False
-                self._cond.notify_all()
+            self.committed += len(batch)
+            waiting = self._writes.committed()
+            caught_up = self._dropping and waiting == 0
+            if caught_up:
+                self._dropping = False
             if self.degraded is not None:
                 self.degraded = None
                 self._tell("transcripts.recovered")
