@@ -134,13 +134,9 @@ class FrameReader:
                     else:
                         payload = None
                     if payload is not None:
-                        if b0 == 0x82:
-                            return [bytes(payload)]
-                        try:
-                            return [str(payload, "utf-8")]
-                        except UnicodeDecodeError:
-                            self.failed = True
-                            return [Failure(1007, "text message is not valid UTF-8")]
+                        message = _message(b0 & 0x0F, payload)
+                        self.failed = isinstance(message, Failure)
+                        return [message]
         if self.done:
             return []
         if self._skip:

@@ -12,8 +12,6 @@ from __future__ import annotations
 import math
 from typing import Any, ClassVar
 
-import orjson
-
 from bridge.adapters.base import (
     Audio,
     CallStarted,
@@ -102,13 +100,6 @@ class JsonDialectAdapter(Outbound):
     # -- what a dialect provides -------------------------------------------------------------
 
     def _parse(self, message: str | bytes) -> dict[str, Any]:
-        if type(message) is str:  # the usual case, in one step; anything else is refused by json_object
-            try:
-                msg = orjson.loads(message)
-            except (ValueError, RecursionError):
-                msg = None
-            if type(msg) is dict:
-                return msg
         return json_object(message, self.dialect)
 
     def _start(self, msg: dict[str, Any]) -> CallStarted:
