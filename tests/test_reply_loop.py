@@ -556,7 +556,9 @@ async def test_plivo_barge_in_then_a_goodbye_despite_checkpoints_a_clear_never_a
 
     hook, _ = webhook
     quiet(fake_gladia)
-    fake_gladia.script = [speech(3.0, True), partial(3.5, "no thanks")]
+    # The caller speaks at 5 s of the call: well after the offer's first sentence (about 2.7 s of speech)
+    # ended and its checkpoint went out, on a machine whose speech synthesis starts late too.
+    fake_gladia.script = [speech(5.0, True), partial(5.5, "no thanks")]
 
     def bot(event: dict[str, Any]) -> Any:
         if event["type"] == "call.started":
