@@ -309,21 +309,30 @@ async def metrics_endpoint(request: web.Request) -> web.Response:
     )
 
 
+METRICS_SLICES = 10  # the live calls are read in this many parts over each second
+
+
 async def _metrics_updates(app: web.Application) -> AsyncIterator[None]:
-    """Once a second: live calls' counters into Prometheus, active calls, outbox depth."""
+    """Once a second: live calls' counters into Prometheus, active calls, outbox depth. The calls are
+    read a tenth at a time, every 100 ms: reading them all at once stalled every call's audio for
+    several milliseconds each second with a few hundred calls (forward latency's p99)."""
     state = app[STATE]
 
     async def loop() -> None:
         metrics = state.metrics
         assert metrics is not None
         while True:
-            await asyncio.sleep(1.0)
+            calls = list(state.live_calls.values())
+            step = -(-len(calls) // METRICS_SLICES)  # ceiling: every call within the second
+            for k in range(METRICS_SLICES):
+                await asyncio.sleep(1.0 / METRICS_SLICES)
+                for call in calls[k * step : (k + 1) * step]:
+                    if state.live_calls.get(call.id) is call:  # an ended call had its last update
+                        metrics.update(call.id, *call.meter())
+            metrics.flush()
             metrics.active_calls.set(len(state.calls))
             if state.suspended is not None:
                 metrics.suspended_calls.set(len(state.suspended))
-            for call in list(state.live_calls.values()):
-                metrics.update(call.id, call.stats())
-            metrics.flush()
             if state.outbox is not None:
                 metrics.update_outbox(state.outbox)
 

@@ -60,7 +60,7 @@ from bridge.reply.bot_socket import BotSocket
 from bridge.reply.call_reply import CallReply
 from bridge.reply.tts import Speaker
 from bridge.settings import Settings, speaker_labels
-from bridge.stats import CallStats, EndReason
+from bridge.stats import CallStats, EndReason, Meter
 from bridge.stt.admission import Admission
 from bridge.stt.notices import (
     CallerSpeech,
@@ -542,6 +542,28 @@ class Call:
             "to": self.param("to"),
             "parameters": {k: v for k, v in self.started.parameters.items() if k != RESUME_PARAMETER},
         }
+
+    def meter(self) -> tuple[Meter, float | None]:
+        """What the metrics task reads every second: the counters Prometheus adds up, and how far
+        Gladia's acknowledgments lag behind the audio sent, in seconds (None without a connection)."""
+        stt, replay, counters = self.stt, self.stt.replay, self._counters
+        frames, nbytes, _ = self._earlier
+        reply = self.reply.figures()
+        bps = self.stt_format.bytes_per_second
+        return Meter(
+            frames + counters.audio_frames,
+            nbytes + counters.audio_bytes,
+            replay.sent_bytes,
+            replay.resent_bytes,
+            stt.reconnects,
+            stt.finals,
+            reply["reply_actions"],
+            reply["reply_failed"],
+            reply["reply_played_ms"],
+            reply["reply_interrupted"],
+            reply["reply_underruns"],
+            reply["barge_in_resumed"],
+        ), (replay.unacked / bps if stt.connections and bps else None)
 
     def stats(self, end_reason: EndReason | None = None) -> CallStats:
         """Every figure of the call now, as one frozen snapshot (``call.ended``'s summary is one)."""

@@ -12,10 +12,11 @@ With several worker processes (``bridge serve --workers N``) the counters live i
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
+
+from bridge.stats import Meter
 
 if TYPE_CHECKING:
     from bridge.outbox import OutboxWriter
@@ -23,25 +24,6 @@ if TYPE_CHECKING:
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 LAG_BUCKETS = (0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
-
-
-@dataclass
-class _Seen:
-    frames: int = 0
-    phone_bytes: int = 0
-    gladia_bytes: int = 0
-    resent: int = 0
-    reconnects: int = 0
-    finals: int = 0
-    reply_actions: int = 0
-    reply_failed: int = 0
-    reply_played_ms: int = 0
-    reply_interrupted: int = 0
-    reply_underruns: int = 0
-    barge_in_resumed: int = 0
-
-
-_SEEN_FIELDS = tuple(f.name for f in fields(_Seen))
 
 
 class Metrics:
@@ -130,10 +112,10 @@ class Metrics:
             "bridge_barge_in_resumed", "False interruptions: bot audio paused by caller noise, then resumed", registry=r
         )
         self._outbox_seen = (0, 0)
-        self._seen: dict[str, _Seen] = {}  # what was last reported for each live call
-        self._pending: dict[str, int] = {}  # gathered by update(), applied by flush()
+        self._seen: dict[str, Meter] = {}  # what was last reported for each live call
+        self._pending = [0] * len(Meter._fields)  # gathered by update(), applied by flush()
         self._webhook_children: dict[str, Counter] = {}
-        self._counter_of: dict[str, tuple[Counter, float]] = {
+        counter_of: dict[str, tuple[Counter, float]] = {
             "frames": (self.frames, 1),
             "phone_bytes": (self.phone_bytes, 1),
             "gladia_bytes": (self.gladia_bytes, 1),
@@ -147,6 +129,7 @@ class Metrics:
             "reply_underruns": (self.reply_underruns, 1),
             "barge_in_resumed": (self.barge_in_resumed, 1),
         }
+        self._counters = [counter_of[name] for name in Meter._fields]  # in the meter's order
 
     def webhook_outcome(self, outcome: str) -> Counter:
         """``bridge_webhook_deliveries{outcome}``'s child, looked up once per outcome (a POST per final)."""
@@ -166,45 +149,35 @@ class Metrics:
         self.outbox_dropped.inc(max(0, dropped - self._outbox_seen[1]))
         self._outbox_seen = (failures, dropped)
 
-    def update(self, call_id: str, stats: CallStats, final: bool = False) -> None:
+    def update(self, call_id: str, meter: Meter, ack_lag: float | None = None, final: bool = False) -> None:
         """Add what the call counted since the last update (``final``: the call is over, and what was
         reported for it is forgotten). The counters move at :meth:`flush`, once for every call updated
         since (a counter update costs a lock, and with workers a shared-memory write: once a second per
         metric, not per call)."""
-        seen = self._seen.pop(call_id, None) if final else self._seen.setdefault(call_id, _Seen())
-        seen = seen or _Seen()
-        now = _Seen(
-            stats.phone_frames,
-            stats.phone_bytes,
-            stats.stt_bytes_sent,
-            stats.stt_resent_bytes,
-            stats.stt_reconnects,
-            stats.stt_finals,
-            stats.reply_actions,
-            stats.reply_failed,
-            stats.reply_played_ms,
-            stats.reply_interrupted,
-            stats.reply_underruns,
-            stats.barge_in_resumed,
-        )
+        seen = self._seen.pop(call_id, None) if final else self._seen.get(call_id)
+        if not final:
+            self._seen[call_id] = meter
         pending = self._pending
-        for name in _SEEN_FIELDS:
-            pending[name] = pending.get(name, 0) + max(0, getattr(now, name) - getattr(seen, name))
-            setattr(seen, name, getattr(now, name))
-        if not final and stats.stt_connections and stats.stt_bytes_per_second:
-            self.ack_lag.observe(stats.stt_unacked_bytes / stats.stt_bytes_per_second)
+        if seen is None:
+            for i, now in enumerate(meter):
+                pending[i] += now
+        else:
+            for i, (now, before) in enumerate(zip(meter, seen, strict=True)):
+                if now > before:
+                    pending[i] += now - before
+        if ack_lag is not None:
+            self.ack_lag.observe(ack_lag)
 
     def flush(self) -> None:
         """Move the counters by what :meth:`update` gathered."""
-        pending, self._pending = self._pending, {}
-        for name, delta in pending.items():
+        pending, self._pending = self._pending, [0] * len(Meter._fields)
+        for (counter, scale), delta in zip(self._counters, pending, strict=True):
             if delta:
-                counter, scale = self._counter_of[name]
                 counter.inc(delta / scale)
 
     def call_ended(self, call_id: str, stats: CallStats) -> None:
         """A call's last figures, and one count under its provider and end reason."""
-        self.update(call_id, stats, final=True)
+        self.update(call_id, Meter.of(stats), final=True)
         self.flush()
         self.calls.labels(stats.provider, stats.end_reason or "unknown").inc()
 

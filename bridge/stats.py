@@ -4,7 +4,7 @@ snapshot, and the Prometheus metrics read the same snapshot (nothing else reache
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 EndReason = Literal[
     "stop",  # the carrier's stop message (or its documented equivalent)
@@ -74,3 +74,39 @@ class CallStats:
         out = asdict(self)
         del out["provider"], out["stt_finals"], out["stt_bytes_per_second"]
         return out
+
+
+class Meter(NamedTuple):
+    """The counters of a call that Prometheus adds up (each only grows), as the metrics task reads them
+    every second: a few integers, not the whole :class:`CallStats` (which a call builds only when asked
+    for its summary)."""
+
+    frames: int
+    phone_bytes: int
+    gladia_bytes: int
+    resent: int
+    reconnects: int
+    finals: int
+    reply_actions: int
+    reply_failed: int
+    reply_played_ms: int
+    reply_interrupted: int
+    reply_underruns: int
+    barge_in_resumed: int
+
+    @classmethod
+    def of(cls, stats: CallStats) -> Meter:
+        return cls(
+            stats.phone_frames,
+            stats.phone_bytes,
+            stats.stt_bytes_sent,
+            stats.stt_resent_bytes,
+            stats.stt_reconnects,
+            stats.stt_finals,
+            stats.reply_actions,
+            stats.reply_failed,
+            stats.reply_played_ms,
+            stats.reply_interrupted,
+            stats.reply_underruns,
+            stats.barge_in_resumed,
+        )
