@@ -637,7 +637,9 @@ async def test_on_a_stereo_stream_only_the_callers_channel_can_interrupt(
         words[1]["data"]["utterance"]["channel"] = channel
         return [start, words]
 
-    fake_gladia.script = [*on(1, 1.0, "hello there friend"), *on(0, 3.0, "stop please")]
+    # The caller speaks at 4.5 s: the offer (started within about a second, later on a slow CPU) has
+    # then played for well over 2 s, and at 1 s (channel 1's words) for under 1 s.
+    fake_gladia.script = [*on(1, 1.0, "hello there friend"), *on(0, 4.5, "stop please")]
     hook.answer = answer_to("call.started", [{"type": "say", "id": "offer", "text": LONG}])
     server = await make_bridge()
     url = str(server.make_url("/audiofork/stream")) + "?mix=stereo"
@@ -655,7 +657,7 @@ async def test_on_a_stereo_stream_only_the_callers_channel_can_interrupt(
 
         listener = asyncio.create_task(listen())
         t0 = time.monotonic()
-        for k in range(300):  # 6 s of stereo silence, in real time
+        for k in range(400):  # 8 s of stereo silence, in real time
             await ws.send_bytes(b"\x00\x00" * 2 * 160)
             await asyncio.sleep(max(0.0, t0 + (k + 1) * 0.02 - time.monotonic()))
         await ws.close()
@@ -665,7 +667,7 @@ async def test_on_a_stereo_stream_only_the_callers_channel_can_interrupt(
     assert started["stt"]["channels"] == 2
     (interrupted,) = hook.events("playback.interrupted")
     assert interrupted["action_id"] == "offer" and interrupted["reason"] == "speech"
-    # not at 1 s (words on channel 1) but after 3 s (the caller's): more than 2 s played, never paused before
+    # not at 1 s (words on channel 1) but at 4.5 s (the caller's): more than 2 s played, never paused before
     assert interrupted["played_ms"] > 2000, interrupted
     assert hook.events("call.ended")[0]["summary"]["barge_in_resumed"] == 0
     assert "playAudio" in sent_back and "killAudio" in sent_back
