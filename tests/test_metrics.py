@@ -50,3 +50,36 @@ async def test_metrics_count_a_call_with_a_drop(
     assert m[("bridge_outbox_events", (("state", "pending"),))] == 0
     assert m[("bridge_outbox_events", (("state", "dead"),))] == 0
     assert m[("bridge_active_calls", ())] == 0
+
+
+def test_a_call_read_every_second_then_ended_counts_each_frame_once() -> None:
+    """The metrics task reads a live call's meter now and then; its end adds only what came since."""
+    from dataclasses import replace
+
+    from bridge.metrics import Metrics
+    from bridge.stats import CallStats, Meter
+
+    metrics = Metrics()
+    zero = Meter(*(0 for _ in Meter._fields))
+    metrics.update("a", zero._replace(frames=50, phone_bytes=8000), ack_lag=0.2)
+    metrics.update("b", zero._replace(frames=10), ack_lag=None)
+    metrics.flush()
+    metrics.update("a", zero._replace(frames=120, phone_bytes=19200, reply_played_ms=1500))
+    metrics.flush()
+    figures: dict[str, Any] = dict.fromkeys(CallStats.__dataclass_fields__, 0)
+    figures |= {"end_reason": "stop", "stt_session_id": None, "stt_gave_up": None, "provider": "twilio"}
+    ended = CallStats(**figures)
+    metrics.call_ended("a", replace(ended, phone_frames=150, phone_bytes=24000, reply_played_ms=2000))
+
+    def value(name: str, **labels: str) -> float:
+        got = metrics.registry.get_sample_value(name, labels)
+        assert got is not None, name
+        return got
+
+    assert value("bridge_phone_frames_total") == 150 + 10
+    assert value("bridge_phone_audio_bytes_total") == 24000
+    assert value("bridge_reply_played_seconds_total") == 2.0
+    assert value("bridge_calls_total", end_reason="stop", provider="twilio") == 1
+    assert value("bridge_gladia_ack_lag_seconds_count") == 1
+    metrics.call_ended("b", replace(ended, phone_frames=10))
+    assert value("bridge_phone_frames_total") == 160  # b's 10 frames were already counted
