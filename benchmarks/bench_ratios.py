@@ -12,8 +12,10 @@
   ``--sweep``, in order; the first load at which each one's forward p99 passes 5 ms, or "not within"
   the loads tried (with the harness's own limit, when it was reached first).
 * **Workers** (``--workers``): ``--workers 2`` against ``--workers 1`` at the largest ``--calls``,
-  alternating, unpinned both (two workers and the harness cannot have cores of their own on a
-  machine of fewer than three): the CPU per call-second of two workers over one.
+  alternating, both pinned as ``bridge loadtest`` pins them (the same bridge cores for one worker and
+  two, the harness on its own: on fewer than three cores the two workers share one) and both
+  unpinned (``--no-pin``: the workers spread over every core, sharing them with the harness): the CPU
+  per call-second of two workers over one, each way.
 
 Prints the tables, then one JSON line with every run.
 """
@@ -90,17 +92,20 @@ def sweep(loads: list[int], seconds: float, runs: list[dict[str, Any]]) -> None:
 
 
 def workers(calls: int, seconds: float, rounds: int, runs: list[dict[str, Any]]) -> None:
-    print(f"{'round':>5}  {'workers':>7}  {'cpu ms/call-s':>13}  {'p99 ms':>6}  {'lost':>4}")
-    found: list[float] = []
+    print(f"{'round':>5}  {'pinning':>8}  {'workers':>7}  {'cpu ms/call-s':>13}  {'p99 ms':>6}  {'lost':>4}")
+    found: dict[str, list[float]] = {"pinned": [], "unpinned": []}
     for k in range(1, rounds + 1):
-        order = (1, 2) if k % 2 else (2, 1)
-        got = {w: run(calls, seconds, "--workers", str(w), "--no-pin") for w in order}
-        runs.extend(got.values())
-        for w in order:
-            print(f"{k:>5}  {w:>7}  {cpu(got[w]):>13.3f}  {p99(got[w]):>6.2f}  {got[w]['frames_lost']:>4}")
-        found.append(cpu(got[2]) / cpu(got[1]))
-    each = ", ".join(f"{x:.2f}" for x in found)
-    print(f"two workers / one, at {calls} calls: {each}; median {statistics.median(found):.2f}")
+        for how, extra in (("pinned", ()), ("unpinned", ("--no-pin",))):
+            order = (1, 2) if k % 2 else (2, 1)
+            got = {w: run(calls, seconds, "--workers", str(w), *extra) for w in order}
+            runs.extend(got.values())
+            for w in order:
+                r = got[w]
+                print(f"{k:>5}  {how:>8}  {w:>7}  {cpu(r):>13.3f}  {p99(r):>6.2f}  {r['frames_lost']:>4}")
+            found[how].append(cpu(got[2]) / cpu(got[1]))
+    for how, ratios_found in found.items():
+        each = ", ".join(f"{x:.2f}" for x in ratios_found)
+        print(f"two workers / one, {how}, at {calls} calls: {each}; median {statistics.median(ratios_found):.2f}")
 
 
 def main() -> None:

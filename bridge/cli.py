@@ -175,8 +175,8 @@ def _parser() -> argparse.ArgumentParser:
         "--no-pin",
         dest="pin",
         action="store_false",
-        help="do not pin (by default the bridge under test runs on cores of its own and the stand-in, callers, "
-        "balancer and Redis on the others, where there are more cores than bridge processes: pinning in the JSON)",
+        help="do not pin (by default, on more than one core, the bridge under test runs on cores of its own and "
+        "the stand-in, callers, balancer and Redis on the others: pinning in the JSON)",
     )
 
     wait = sub.add_parser(

@@ -47,10 +47,11 @@ describe the harness, not the bridge, and one line on stderr says so. ``limited_
 **Pinning** (unless ``--no-pin``; :mod:`bridge.tools.procs`): the bridge under test (every ``bridge serve``
 instance and its workers, or the reference forwarder) runs on cores of its own and the harness (the
 stand-in, the callers, the balancer, a Redis started here, this process) on the others, so they do not
-take CPU from each other: the harness gets half the cores (at least one), the bridge the rest and at
-least a core per process (``--workers`` x ``--instances``); 2 cores: the bridge on core 0, the harness on
-core 1. ``"pinning": {"bridge": [0], "harness": [1]}``; or ``"pinning": null`` and ``pinning_note`` says
-why: ``--no-pin``, fewer cores than the bridge's processes plus one, ``--bridge-url``, or no
+take CPU from each other: the harness gets half the cores (at least one), the bridge the rest and, where
+there are enough, a core per process (``--workers`` x ``--instances``); 2 cores: the bridge on core 0,
+the harness on core 1. ``"pinning": {"bridge": [0], "harness": [1]}``. With fewer cores than the bridge's
+processes plus one, its processes share all cores but the harness's one, and ``pinning_note`` says so.
+``"pinning": null`` and ``pinning_note`` says why: ``--no-pin``, one core, ``--bridge-url``, or no
 ``os.sched_setaffinity`` (not Linux).
 """
 

@@ -97,21 +97,17 @@ def cpus_allowed(pid: int) -> dict[int, list[int]]:
 def split_cores(cores: Iterable[int], workers: int = 1, instances: int = 1) -> tuple[list[int], list[int]] | str:
     """The bridge's cores and the harness's, from the ``cores`` this process may use, or why not.
 
-    The bridge wants a core for each of its processes (``workers`` x ``instances``) and the harness at
-    least one: with fewer cores nothing can keep them apart. Otherwise the harness gets half the cores
-    (at least one), less if the bridge needs more; the bridge takes the lowest (2 cores: the bridge on
-    the first, the harness on the second).
+    The harness gets half the cores (at least one), less if the bridge's processes (``workers`` x
+    ``instances``) want more; the bridge takes the lowest (2 cores: the bridge on the first, the harness
+    on the second). With fewer cores than the bridge's processes plus one, the bridge's processes share
+    all cores but one, and the harness keeps that one: the load never takes CPU from the bridge, and one
+    worker and two are measured on the same cores.
     """
     available = sorted(set(cores))
-    wanted = max(1, workers) * max(1, instances)
     if len(available) < 2:
         return "one core: the bridge and the harness cannot be kept apart"
-    if len(available) < wanted + 1:
-        asked = f"--workers {workers}" if instances <= 1 else f"--instances {instances} x --workers {workers}"
-        return (
-            f"{asked}: the bridge wants {wanted} cores and the harness one, and this process may use {len(available)}"
-        )
-    bridge = max(len(available) - max(1, len(available) // 2), wanted)
+    wanted = max(1, workers) * max(1, instances)
+    bridge = max(len(available) - max(1, len(available) // 2), min(wanted, len(available) - 1))
     return available[:bridge], available[bridge:]
 
 
@@ -138,10 +134,18 @@ def plan_pinning(pin: bool, workers: int, instances: int, reference: bool, bridg
         return Pinning(note="os.sched_setaffinity is not available on this platform (Linux only)")
     if bridge_url is not None and not reference:
         return Pinning(note="--bridge-url: the bridge under test is not started here")
+    processes = 1 if reference else max(1, workers) * max(1, instances)
     split = split_cores(os.sched_getaffinity(0), 1 if reference else workers, 1 if reference else instances)
     if isinstance(split, str):
         return Pinning(note=split)
-    return Pinning(bridge=split[0], harness=split[1])
+    bridge, harness = split
+    shared = None
+    if processes > len(bridge):
+        shared = (
+            f"the bridge's {processes} processes share {len(bridge)} core{'s' if len(bridge) > 1 else ''}; "
+            f"the harness keeps {len(harness)} (--no-pin to let them spread)"
+        )
+    return Pinning(bridge=bridge, harness=harness, note=shared)
 
 
 @contextlib.contextmanager
