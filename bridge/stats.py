@@ -1,5 +1,6 @@
 """One call's figures at one moment, as a single frozen snapshot: the ``call.ended`` summary is this
-snapshot, and the Prometheus metrics read the same snapshot (nothing else reaches into a call)."""
+snapshot. The Prometheus metrics read a live call's :class:`Meter` every second (its counters alone)
+and its last snapshot at the end; nothing else reaches into a call."""
 
 from __future__ import annotations
 
