@@ -56,6 +56,12 @@ class Metrics:
             buckets=LAG_BUCKETS,
             registry=r,
         )
+        self.loop_lag = Histogram(
+            "bridge_event_loop_lag_seconds",
+            "How late the event loop ran a 100 ms timer (every call's audio waits as long), sampled ten times a second",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self.finals = Counter("bridge_finals", "Final utterances received from Gladia", registry=r)
         self.webhook = Counter("bridge_webhook_deliveries", "Webhook attempts by outcome", ["outcome"], registry=r)
         self.webhook_latency = Histogram(

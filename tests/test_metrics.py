@@ -47,6 +47,8 @@ async def test_metrics_count_a_call_with_a_drop(
     assert m[("bridge_webhook_request_seconds_count", ())] == 5
     await asyncio.sleep(1.3)  # the once-a-second update sets the gauges
     m = await scrape(server)
+    assert m[("bridge_event_loop_lag_seconds_count", ())] >= 10  # a sample every 100 ms
+    assert m[("bridge_event_loop_lag_seconds_bucket", (("le", "+Inf"),))] >= 10
     assert m[("bridge_outbox_events", (("state", "pending"),))] == 0
     assert m[("bridge_outbox_events", (("state", "dead"),))] == 0
     assert m[("bridge_active_calls", ())] == 0
@@ -83,3 +85,22 @@ def test_a_call_read_every_second_then_ended_counts_each_frame_once() -> None:
     assert value("bridge_gladia_ack_lag_seconds_count") == 1
     metrics.call_ended("b", replace(ended, phone_frames=10))
     assert value("bridge_phone_frames_total") == 160  # b's 10 frames were already counted
+
+
+async def test_a_stalled_event_loop_shows_in_the_loop_lag(make_bridge: BridgeFactory) -> None:
+    """The bridge runs in this test's event loop: blocking it for 0.3 s makes the next 100 ms wake-up
+    at least 0.2 s late, which lands above the 0.1 s bucket."""
+    import time
+
+    server: Any = await make_bridge()
+    await asyncio.sleep(0.35)
+    before = await scrape(server)
+    time.sleep(0.3)  # noqa: ASYNC251 - the stall under test: nothing in the loop runs meanwhile
+    await asyncio.sleep(0.35)
+    after = await scrape(server)
+
+    def late(m: dict[tuple[str, tuple[tuple[str, str], ...]], float]) -> float:
+        total = m[("bridge_event_loop_lag_seconds_bucket", (("le", "+Inf"),))]
+        return total - m[("bridge_event_loop_lag_seconds_bucket", (("le", "0.1"),))]
+
+    assert late(after) == late(before) + 1
