@@ -48,7 +48,6 @@ async def test_metrics_count_a_call_with_a_drop(
     await asyncio.sleep(1.3)  # the once-a-second update sets the gauges
     m = await scrape(server)
     assert m[("bridge_event_loop_lag_seconds_count", ())] >= 10  # a sample every 100 ms
-    assert m[("bridge_event_loop_lag_seconds_bucket", (("le", "+Inf"),))] >= 10
     assert m[("bridge_outbox_events", (("state", "pending"),))] == 0
     assert m[("bridge_outbox_events", (("state", "dead"),))] == 0
     assert m[("bridge_active_calls", ())] == 0
