@@ -17,7 +17,7 @@ import pytest
 
 from bridge.tools import loadtest as loadtest_module
 from bridge.tools import procs
-from bridge.tools.load_peers import FRAME, REDIS_MISSING, SEND_TIME, FirstChannel
+from bridge.tools.load_peers import FRAME, REDIS_MISSING, SEND_TIME, FirstChannel, StandinStats
 from tests.support.process import ROOT
 from tests.support.redis_server import redis_binary
 
@@ -95,6 +95,7 @@ async def test_a_short_loadtest_carries_every_frame_and_final_and_reports_its_fi
     assert result["frames_sent"] == 6 * 300
     assert result["frames_lost"] == 0 and result["failed_calls"] == 0
     assert result["finals_delivered"] == result["finals_expected"] == 6 * 3
+    assert result["finals_redelivered"] == 0  # a bot answering at once is never posted to twice
     assert result["bridge_cpu_ms_per_call_second"] > 0
     assert result["bridge_rss_kb_per_call"] is not None
     forward = result["forward_latency_ms"]
@@ -407,3 +408,13 @@ def test_the_load_gladia_reads_channel_0_send_times_from_any_chunking(chunk: int
     mono = FirstChannel(1)
     whole = b"".join(inbound)
     assert [t for i in range(0, len(whole), chunk) for t in mono.feed(whole[i : i + chunk])] == stamps
+
+
+def test_the_load_bot_counts_a_retried_final_once_from_its_first_arrival() -> None:
+    """Past ``webhook.timeout`` the bridge posts a final again under the same ``webhook-id`` (the bot
+    dedupes): the load bot counts it as one final delivered, timed at its first arrival, and one retry."""
+    stats = StandinStats()
+    stats.final_arrived("msg_a", 0.004)
+    stats.final_arrived("msg_b", 0.003)
+    stats.final_arrived("msg_a", 5.2)  # the retry after a 5 s timeout
+    assert (stats.webhook_finals, stats.webhook_redelivered, stats.webhook) == (2, 1, [0.004, 0.003])

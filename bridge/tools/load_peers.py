@@ -90,13 +90,25 @@ class FirstChannel:
 
 
 @dataclass
-class _Stats:
+class StandinStats:
     frames: int = 0
     forward: list[float] = field(default_factory=list)
     finals_sent: int = 0
-    webhook: list[float] = field(default_factory=list)
-    webhook_finals: int = 0
+    webhook: list[float] = field(default_factory=list)  # final -> webhook latency, at its first arrival
+    webhook_finals: int = 0  # distinct finals the bot received
+    webhook_redelivered: int = 0  # posts of a final it already had (retries after webhook.timeout)
     sessions: int = 0
+    _seen: set[str] = field(default_factory=set)
+
+    def final_arrived(self, key: str, latency: float) -> None:
+        """A final posted to the bot, ``key`` its ``webhook-id`` (the same on every retry): counted
+        once, its latency from its first arrival; the bot behind a slow answer dedupes the rest."""
+        if key in self._seen:
+            self.webhook_redelivered += 1
+            return
+        self._seen.add(key)
+        self.webhook.append(latency)
+        self.webhook_finals += 1
 
 
 def reply_wav(seconds: float = 2.0) -> str:
@@ -114,7 +126,7 @@ def reply_wav(seconds: float = 2.0) -> str:
 
 
 def gladia_and_bot(port_queue: Any, stop: Any, results: Any, reply: bool = False) -> None:
-    stats = _Stats()
+    stats = StandinStats()
     answer = json.dumps({"actions": [{"type": "play", "audio": reply_wav(), "interrupt": "none"}]}) if reply else ""
     session_channels: dict[str, int] = {}  # session token -> "channels" of its POST body
 
@@ -201,9 +213,10 @@ def gladia_and_bot(port_queue: Any, stop: Any, results: Any, reply: bool = False
     async def hook(request: web.Request) -> web.Response:
         body = await request.json()
         if body.get("type") == "utterance.final":
-            sent = float(body["utterance"]["text"].split("=")[1])
-            stats.webhook.append(time.monotonic() - sent)
-            stats.webhook_finals += 1
+            text = body["utterance"]["text"]
+            sent = float(text.split("=")[1])
+            # the reference forwarder neither retries nor sends a webhook-id: its text is unique
+            stats.final_arrived(request.headers.get("webhook-id", text), time.monotonic() - sent)
             if answer:
                 return web.Response(text=answer, content_type="application/json")
         return web.Response(status=204)
@@ -227,6 +240,7 @@ def gladia_and_bot(port_queue: Any, stop: Any, results: Any, reply: bool = False
                 "finals_sent": stats.finals_sent,
                 "webhook": stats.webhook,
                 "webhook_finals": stats.webhook_finals,
+                "webhook_redelivered": stats.webhook_redelivered,
                 "sessions": stats.sessions,
             }
         )

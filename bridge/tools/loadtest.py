@@ -407,7 +407,8 @@ def run(
         "media_messages_sent": frames_sent * channels,
         "frames_lost": frames_sent - fake_result["frames"],
         "failed_calls": sum(r["failed_calls"] for r in caller_results),
-        "finals_delivered": fake_result["webhook_finals"],
+        "finals_delivered": fake_result["webhook_finals"],  # distinct: a retried post counts once
+        "finals_redelivered": fake_result["webhook_redelivered"],  # retries the bot saw (after webhook.timeout)
         "finals_expected": finals_expected,
         "final_every_s": FINAL_EVERY / (8000 * channels),  # of a call: 1 s with both parties talking
         "generator_cpu_share": round(generator_share, 3),
