@@ -15,7 +15,10 @@
   alternating, both pinned as ``bridge loadtest`` pins them (the same bridge cores for one worker and
   two, the harness on its own: on fewer than three cores the two workers share one) and both
   unpinned (``--no-pin``: the workers spread over every core, sharing them with the harness): the CPU
-  per call-second of two workers over one, each way.
+  per call-second of two workers over one, each way. Pinned, two controls run beside them: one
+  process carrying half the calls (what each worker carries), and two separate bridges carrying half
+  each at the same time, on the same bridge core (two load tests at once): if two workers cost what
+  two separate bridges do, the difference from one worker is not worker mode's but two processes'.
 
 Prints the tables, then one JSON line with every run.
 """
@@ -26,6 +29,7 @@ import argparse
 import json
 import os
 import statistics
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -92,20 +96,40 @@ def sweep(loads: list[int], seconds: float, runs: list[dict[str, Any]]) -> None:
 
 
 def workers(calls: int, seconds: float, rounds: int, runs: list[dict[str, Any]]) -> None:
-    print(f"{'round':>5}  {'pinning':>8}  {'workers':>7}  {'cpu ms/call-s':>13}  {'p99 ms':>6}  {'lost':>4}")
-    found: dict[str, list[float]] = {"pinned": [], "unpinned": []}
+    half = calls // 2
+    print(f"{'round':>5}  {'pinning':>8}  {'bridge':>24}  {'cpu ms/call-s':>13}  {'p99 ms':>6}  {'lost':>4}")
+    found: dict[str, list[float]] = {"pinned": [], "unpinned": [], "half": [], "separate": []}
+
+    def show(k: int, how: str, what: str, r: dict[str, Any]) -> None:
+        print(f"{k:>5}  {how:>8}  {what:>24}  {cpu(r):>13.3f}  {p99(r):>6.2f}  {r['frames_lost']:>4}")
+
     for k in range(1, rounds + 1):
         for how, extra in (("pinned", ()), ("unpinned", ("--no-pin",))):
             order = (1, 2) if k % 2 else (2, 1)
             got = {w: run(calls, seconds, "--workers", str(w), *extra) for w in order}
             runs.extend(got.values())
             for w in order:
-                r = got[w]
-                print(f"{k:>5}  {how:>8}  {w:>7}  {cpu(r):>13.3f}  {p99(r):>6.2f}  {r['frames_lost']:>4}")
+                show(k, how, f"{w} worker{'s' if w > 1 else ''}, {calls} calls", got[w])
             found[how].append(cpu(got[2]) / cpu(got[1]))
+            if how == "pinned":
+                alone = run(half, seconds)
+                with ThreadPoolExecutor(2) as pool:  # two load tests at once: both bridges on the bridge core
+                    pair = list(pool.map(lambda _: run(half, seconds), range(2)))
+                runs.extend((alone, *pair))
+                show(k, how, f"1 process, {half} calls", alone)
+                for r in pair:
+                    show(k, how, f"1 of 2 separate, {half}", r)
+                found["half"].append(cpu(alone) / cpu(got[1]))
+                found["separate"].append(statistics.mean(cpu(r) for r in pair) / cpu(got[1]))
+    labels = {
+        "pinned": f"two workers / one, pinned, at {calls} calls",
+        "unpinned": f"two workers / one, unpinned, at {calls} calls",
+        "half": f"one process at {half} calls / one at {calls}",
+        "separate": f"two separate bridges at {half} calls each, sharing the core / one at {calls}",
+    }
     for how, ratios_found in found.items():
         each = ", ".join(f"{x:.2f}" for x in ratios_found)
-        print(f"two workers / one, {how}, at {calls} calls: {each}; median {statistics.median(ratios_found):.2f}")
+        print(f"{labels[how]}: {each}; median {statistics.median(ratios_found):.2f}")
 
 
 def main() -> None:
