@@ -19,6 +19,7 @@
   process carrying half the calls (what each worker carries), and two separate bridges carrying half
   each at the same time, on the same bridge core (two load tests at once): if two workers cost what
   two separate bridges do, the difference from one worker is not worker mode's but two processes'.
+  The last line, two workers over two separate bridges round by round, is worker mode's own cost.
 
 Prints the tables, then one JSON line with every run.
 """
@@ -98,7 +99,7 @@ def sweep(loads: list[int], seconds: float, runs: list[dict[str, Any]]) -> None:
 def workers(calls: int, seconds: float, rounds: int, runs: list[dict[str, Any]]) -> None:
     half = calls // 2
     print(f"{'round':>5}  {'pinning':>8}  {'bridge':>24}  {'cpu ms/call-s':>13}  {'p99 ms':>6}  {'lost':>4}")
-    found: dict[str, list[float]] = {"pinned": [], "unpinned": [], "half": [], "separate": []}
+    found: dict[str, list[float]] = {"pinned": [], "unpinned": [], "half": [], "separate": [], "own": []}
 
     def show(k: int, how: str, what: str, r: dict[str, Any]) -> None:
         print(f"{k:>5}  {how:>8}  {what:>24}  {cpu(r):>13.3f}  {p99(r):>6.2f}  {r['frames_lost']:>4}")
@@ -120,12 +121,15 @@ def workers(calls: int, seconds: float, rounds: int, runs: list[dict[str, Any]])
                 for r in pair:
                     show(k, how, f"1 of 2 separate, {half}", r)
                 found["half"].append(cpu(alone) / cpu(got[1]))
-                found["separate"].append(statistics.mean(cpu(r) for r in pair) / cpu(got[1]))
+                separate = statistics.mean(cpu(r) for r in pair)
+                found["separate"].append(separate / cpu(got[1]))
+                found["own"].append(cpu(got[2]) / separate)
     labels = {
         "pinned": f"two workers / one, pinned, at {calls} calls",
         "unpinned": f"two workers / one, unpinned, at {calls} calls",
         "half": f"one process at {half} calls / one at {calls}",
         "separate": f"two separate bridges at {half} calls each, sharing the core / one at {calls}",
+        "own": "two workers / two separate bridges (worker mode's own cost), pinned",
     }
     for how, ratios_found in found.items():
         each = ", ".join(f"{x:.2f}" for x in ratios_found)
