@@ -19,7 +19,9 @@
   process carrying half the calls (what each worker carries), and two separate bridges carrying half
   each at the same time, on the same bridge core (two load tests at once): if two workers cost what
   two separate bridges do, the difference from one worker is not worker mode's but two processes'.
-  The last line, two workers over two separate bridges round by round, is worker mode's own cost.
+  Two workers over two separate bridges, round by round, is worker mode's own cost; and the reference
+  forwarder at half the calls over itself at all of them shows whether a bare forwarder, too, costs
+  more per call when a process carries half the load (what every worker does).
 
 Prints the tables, then one JSON line with every run.
 """
@@ -99,7 +101,14 @@ def sweep(loads: list[int], seconds: float, runs: list[dict[str, Any]]) -> None:
 def workers(calls: int, seconds: float, rounds: int, runs: list[dict[str, Any]]) -> None:
     half = calls // 2
     print(f"{'round':>5}  {'pinning':>8}  {'bridge':>24}  {'cpu ms/call-s':>13}  {'p99 ms':>6}  {'lost':>4}")
-    found: dict[str, list[float]] = {"pinned": [], "unpinned": [], "half": [], "separate": [], "own": []}
+    found: dict[str, list[float]] = {
+        "pinned": [],
+        "unpinned": [],
+        "half": [],
+        "separate": [],
+        "own": [],
+        "ref_half": [],
+    }
 
     def show(k: int, how: str, what: str, r: dict[str, Any]) -> None:
         print(f"{k:>5}  {how:>8}  {what:>24}  {cpu(r):>13.3f}  {p99(r):>6.2f}  {r['frames_lost']:>4}")
@@ -124,12 +133,19 @@ def workers(calls: int, seconds: float, rounds: int, runs: list[dict[str, Any]])
                 separate = statistics.mean(cpu(r) for r in pair)
                 found["separate"].append(separate / cpu(got[1]))
                 found["own"].append(cpu(got[2]) / separate)
+                # The bare forwarder's own load curve: does it, too, cost more per call at half the calls?
+                ref = {n: run(n, seconds, "--reference") for n in ((calls, half) if k % 2 else (half, calls))}
+                runs.extend(ref.values())
+                for n, r in ref.items():
+                    show(k, how, f"reference, {n} calls", r)
+                found["ref_half"].append(cpu(ref[half]) / cpu(ref[calls]))
     labels = {
         "pinned": f"two workers / one, pinned, at {calls} calls",
         "unpinned": f"two workers / one, unpinned, at {calls} calls",
         "half": f"one process at {half} calls / one at {calls}",
         "separate": f"two separate bridges at {half} calls each, sharing the core / one at {calls}",
         "own": "two workers / two separate bridges (worker mode's own cost), pinned",
+        "ref_half": f"the reference at {half} calls / the reference at {calls} (the bare forwarder's load curve)",
     }
     for how, ratios_found in found.items():
         each = ", ".join(f"{x:.2f}" for x in ratios_found)
