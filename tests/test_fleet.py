@@ -27,6 +27,7 @@ from tests.support.calls import WEBHOOK_SECRET, BridgeFactory, caller_audio, pla
 from tests.support.fakes import FakeGladia, FakeWebhook
 from tests.support.phone import phone_call
 from tests.support.process import minimal_env
+from tests.support.proxy import TcpProxy
 from tests.support.redis_server import RedisServer
 
 pytestmark = pytest.mark.timeout(60)
@@ -63,9 +64,9 @@ class Instances:
             tmp,
         )
 
-    async def here(self, name: str, **overrides: Any) -> Any:
+    async def here(self, name: str, redis_url: str | None = None, **overrides: Any) -> Any:
         env = {
-            "BRIDGE_REDIS_URL": self.redis.url,
+            "BRIDGE_REDIS_URL": redis_url or self.redis.url,
             "BRIDGE_INSTANCE_ID": name,
             "BRIDGE_DATA_DIR": str(self.tmp / name),
             "BRIDGE_SECRET": SECRET,
@@ -332,6 +333,74 @@ async def test_redis_killed_and_restarted_loses_no_accepted_event(
     assert hook.events("call.ended")[0]["summary"]["end_reason"] == "stop"
     ok = {q.headers["webhook-id"] for q in hook.requests if q.status < 300}
     assert {fields["webhook_id"] for _, fields in stored} <= ok
+
+
+async def test_a_redis_that_answers_garbage_stops_no_fleet_loop(
+    fake_gladia: FakeGladia,
+    webhook: tuple[FakeWebhook, str],
+    redis_server: RedisServer,
+    instances: Instances,
+) -> None:
+    """For a second mid-call, a proxy between instance A and Redis answers every command with a reply
+    that is no UTF-8 (what a URL pointing at another service, or a corrupted reply, gives): each round
+    trip fails like Redis being down (counted, /healthz degraded, an action answered 503). Once Redis
+    answers again, none of A's loops is gone: the heartbeat keeps the call under its epoch, an action
+    posted afterwards is played, every event arrives in order, and A shuts down cleanly."""
+    hook, _ = webhook
+    fake_gladia.segment_seconds = 3600.0  # no transcripts: the call, its leases and actions matter here
+    proxy = TcpProxy(redis_server.port)
+    await proxy.start()
+    a = await instances.here("A", redis_url=f"redis://127.0.0.1:{proxy.port}/0")
+    results: dict[str, Any] = {}
+
+    async def health(http: aiohttp.ClientSession) -> Any:
+        async with http.get(a.make_url("/healthz")) as resp:
+            return await resp.json()
+
+    async def bot(http: aiohttp.ClientSession) -> None:
+        await wait_for(lambda: bool(hook.events("call.started")), timeout=10)
+        call_id = results["call_id"] = hook.events("call.started")[0]["call"]["id"]
+        path = f"/v1/calls/{call_id}/actions"
+        for _ in range(100):  # A takes the call's lease as the stream starts
+            if (await _api(http, a, "GET", f"/v1/calls/{call_id}"))[0] == 200:
+                break
+            await asyncio.sleep(0.05)
+        proxy.answer = b"$2\r\n\xff\xfe\r\n" * 16
+        await asyncio.sleep(1.0)  # two renewals, the action reader's polls, the outbox's writes
+        results["during"] = await health(http)
+        results["refused"] = await _api(http, a, "POST", path, {"actions": [{"type": "mark", "name": "lost"}]})
+        proxy.answer = None
+        proxy.cut()  # the garbage still buffered goes with the connections; redis-py connects again
+        await asyncio.sleep(1.0)
+        results["after"] = await health(http)
+        results["accepted"] = await _api(http, a, "POST", path, {"actions": [{"type": "mark", "name": "after"}]})
+        await wait_for(lambda: bool(hook.events("playback.mark")), timeout=10)
+
+    r = aioredis.from_url(redis_server.url, decode_responses=True)
+    try:
+        async with aiohttp.ClientSession() as http:
+            task = asyncio.create_task(bot(http))
+            await phone_call(str(a.make_url("/twilio/stream")), b"", until=lambda _: task.done(), max_seconds=40)
+            await task
+        await wait_for(lambda: bool(hook.events("call.ended")), timeout=10)
+        for _ in range(100):  # the outbox marks the call ended in Redis after its last event
+            record: Any = await r.hgetall(Keys().call(results["call_id"]))
+            if record.get("state") == "ended":
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        await r.aclose()
+        await proxy.close()
+    assert results["during"]["status"] == "degraded", results["during"]
+    assert "fleet Redis unreachable: UnicodeDecodeError" in results["during"]["degraded"][0]
+    assert results["refused"][0] == 503
+    assert results["after"]["status"] == "ok" and results["after"]["fleet"]["redis_errors"] > 0
+    assert results["accepted"][0] == 202
+    assert [e["name"] for e in hook.events("playback.mark")] == ["after"]
+    assert record["epoch"] == "1" and record["owner"].startswith("A:") and record["state"] == "ended"
+    delivered = hook.events()
+    assert [e["sequence"] for e in delivered] == list(range(1, len(delivered) + 1))
+    assert hook.events("call.ended")[0]["summary"]["end_reason"] == "stop"
 
 
 async def test_a_restarted_stream_on_another_instance_carries_on_the_same_gladia_session(

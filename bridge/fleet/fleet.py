@@ -46,6 +46,12 @@ log = structlog.get_logger("bridge.fleet")
 IDEMPOTENCY_TTL = 86_400  # s an Idempotency-Key's answer is kept
 SESSION_SYNC_SECONDS = 1.0  # a call's Gladia session state is written at most this often (when it changed)
 
+# What a failing Redis raises, and what a reply of the wrong shape or bytes does (a URL that points
+# at another service, a proxy in the way, a corrupted reply): redis-py decodes such a reply into a
+# UnicodeDecodeError, or into a value the scripts' answers cannot be read from (IndexError,
+# TypeError, ValueError). Each is one failed round trip, handled like Redis being down.
+REDIS_FAILED: tuple[type[BaseException], ...] = (RedisError, OSError, ValueError, LookupError, TypeError)
+
 Apply = Callable[[list[Action], str], object]  # actions, and the key that makes applying them idempotent
 
 
@@ -180,16 +186,21 @@ class Fleet:
         log.info("fleet.joined", instance_id=self.instance_id, key_prefix=self.settings.key_prefix)
 
     async def close(self) -> None:
+        """Stop the loops and leave the fleet; the connections close whatever Redis answers (or not)."""
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        if self._pending:
-            await asyncio.wait(self._pending, timeout=self.settings.renew_interval)
-        with contextlib.suppress(RedisError, OSError):
-            await self.redis.delete(self.keys.instance(self.instance_id))
-        await self.redis.aclose()
+        try:
+            for task, outcome in zip(
+                self._tasks, await asyncio.gather(*self._tasks, return_exceptions=True), strict=True
+            ):
+                if isinstance(outcome, Exception):  # a loop that died: say so, and still close
+                    log.error("fleet.loop_failed", loop=task.get_name(), error=f"{type(outcome).__name__}: {outcome}")
+            if self._pending:
+                await asyncio.wait(self._pending, timeout=self.settings.renew_interval)
+            with contextlib.suppress(*REDIS_FAILED):
+                await self.redis.delete(self.keys.instance(self.instance_id))
+        finally:
+            await self.redis.aclose()
 
     # -- the calls this instance owns ---------------------------------------------------------------
 
@@ -297,7 +308,7 @@ class Fleet:
             owned.confirmed_at = sent
             self.counters.redis_ops += 1
             applied = await self.redis.hget(self.keys.call(owned.call_id), "actions_applied")
-        except (RedisError, OSError) as exc:
+        except REDIS_FAILED as exc:
             self._redis_failed("take a lease", exc)
             return
         owned.last_action = str(applied) if applied else "0-0"
@@ -321,7 +332,7 @@ class Fleet:
                     ],
                     args=[self.token, owned.epoch, int(self.settings.ended_ttl), owned.call_id],
                 )
-        except (RedisError, OSError) as exc:
+        except REDIS_FAILED as exc:
             self._redis_failed("end a call", exc)  # the lease lapses by itself
         finally:
             self.owned.pop(owned.call_id, None)
@@ -348,7 +359,7 @@ class Fleet:
                 if self.redis_down is not None:
                     log.info("fleet.redis_back", detail="Redis answers again")
                 self.redis_down = None
-            except (RedisError, OSError) as exc:
+            except REDIS_FAILED as exc:
                 self._redis_failed("renew", exc)
                 self.redis_down = f"{type(exc).__name__}: {exc}"[:200]
             await asyncio.sleep(tick)
@@ -455,10 +466,10 @@ class Fleet:
                 ],
                 args=[json.dumps({"actions": items}, separators=(",", ":")), key or "", IDEMPOTENCY_TTL, text],
             )
-        except (RedisError, OSError) as exc:
+            status = int(result[0])
+        except REDIS_FAILED as exc:
             self._redis_failed("route actions", exc)
             return 503, {"error": "the fleet's Redis cannot be reached: actions not accepted, try again"}
-        status = int(result[0])
         if status == 404:
             return 404, {"error": f"no call {call_id}"}
         if status == 409:
@@ -477,7 +488,7 @@ class Fleet:
         self.counters.redis_ops += 1
         try:
             record: dict[str, str] = await self.redis.hgetall(self.keys.call(call_id))  # type: ignore[assignment]
-        except (RedisError, OSError) as exc:
+        except REDIS_FAILED as exc:
             self._redis_failed("read a call", exc)
             raise FleetUnavailable("the fleet's Redis cannot be reached") from exc
         if not record:
@@ -505,21 +516,21 @@ class Fleet:
             try:
                 self.counters.redis_ops += 1
                 entries: Any = await self.redis.xread(streams, count=100, block=poll)  # type: ignore[arg-type]
-            except (RedisError, OSError) as exc:
+                for stream_key, items in entries or []:
+                    owned = self.owned.get(self.keys.call_of_actions(stream_key))
+                    if owned is None or not self._acting(owned):
+                        continue
+                    for entry_id, fields in items:
+                        self._apply(owned, entry_id, fields)
+            except REDIS_FAILED as exc:
                 self._redis_failed("read actions", exc)
                 await asyncio.sleep(min(1.0, self.settings.renew_interval))
                 continue
-            for stream_key, items in entries or []:
-                owned = self.owned.get(self.keys.call_of_actions(stream_key))
-                if owned is None or not self._acting(owned):
-                    continue
-                for entry_id, fields in items:
-                    self._apply(owned, entry_id, fields)
             for owned in list(self.owned.values()):
                 if owned.applied_unsaved:
                     try:
                         await self._save_applied(owned)
-                    except (RedisError, OSError) as exc:
+                    except REDIS_FAILED as exc:
                         self._redis_failed("record applied actions", exc)
 
     @staticmethod
@@ -567,10 +578,11 @@ class Fleet:
                 keys=[self.keys.lease(owned.call_id), self.keys.call(owned.call_id), self.keys.leases],
                 args=[self.token, owned.epoch, owned.call_id, deadline, *(x for kv in fields.items() for x in kv)],
             )
-        except (RedisError, OSError) as exc:
+            handed = int(done) == 1
+        except REDIS_FAILED as exc:
             self._redis_failed("hand a call over", exc)  # the lease lapses; the adopter takes it then
-            done = 0
-        if int(done) == 1:
+            handed = False
+        if handed:
             log.info("fleet.call_handed_over", call_id=owned.call_id, to=requester.rsplit(":", 1)[0])
         self.owned.pop(owned.call_id, None)
         self._released[owned.call_id] = None
@@ -596,7 +608,7 @@ class Fleet:
             self.counters.redis_ops += 2
             found = await self.redis.get(keys.carrier_call(provider, call_sid))
             record: Any = await self.redis.hgetall(keys.call(str(found))) if found else {}
-        except (RedisError, OSError) as exc:
+        except REDIS_FAILED as exc:
             self._redis_failed("look a restarted call up", exc)
             return None
         if not found or not record or record.get("state") == "ended" or str(found) in self.owned:
@@ -645,12 +657,12 @@ class Fleet:
             record = await self.redis.hgetall(keys.call(call_id))
             entries: Any = await self.redis.xrange(keys.outbox(call_id), "-", "+")
             owned.last_action = str(record.get("actions_applied") or "0-0")
-        except (RedisError, OSError) as exc:
+        except REDIS_FAILED as exc:
             self._redis_failed("take a restarted call over", exc)
             self.owned.pop(call_id, None)
             return None
         finally:
-            with contextlib.suppress(RedisError, OSError):
+            with contextlib.suppress(*REDIS_FAILED):
                 await self.redis.delete(marker)
         owned.adopting = False
         self.counters.leases_taken += 1
@@ -703,13 +715,19 @@ class Fleet:
         task.add_done_callback(self._pending.discard)
 
     def _redis_failed(self, doing: str, exc: BaseException) -> None:
-        """One line per 10 s while Redis fails, with how many were not logged."""
+        """One line per 10 s while Redis fails, with how many were not logged. A reply that could not
+        be read (not a connection or Redis error) says so: check that the URL points at Redis."""
         self.counters.redis_errors += 1
         now = time.monotonic()
         b = self._backoff
         if now - b.logged_at >= 10.0:
+            unreadable = {} if isinstance(exc, (RedisError, OSError)) else {"detail": "Redis's reply could not be read"}
             log.warning(
-                "fleet.redis_error", doing=doing, error=f"{type(exc).__name__}: {exc}"[:200], since=b.suppressed
+                "fleet.redis_error",
+                doing=doing,
+                error=f"{type(exc).__name__}: {exc}"[:200],
+                since=b.suppressed,
+                **unreadable,
             )
             b.logged_at, b.suppressed = now, 0
         else:

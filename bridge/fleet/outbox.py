@@ -29,10 +29,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import structlog
-from redis.exceptions import RedisError
 
 from bridge.delivery import PendingEvent, event_body, stored_event
-from bridge.fleet.fleet import Fleet, Orphan, ScriptCall
+from bridge.fleet.fleet import REDIS_FAILED, Fleet, Orphan, ScriptCall
 from bridge.fleet.keys import CALL_JSON, CALL_OVER, OUT_ADD, OUT_DONE
 
 if TYPE_CHECKING:
@@ -152,7 +151,7 @@ class FleetOutbox:
                 continue
             try:
                 await self._send(batch)
-            except (RedisError, OSError) as exc:
+            except REDIS_FAILED as exc:
                 self.fleet._redis_failed("write the outbox", exc)
                 await asyncio.sleep(0.5)  # the batch stays at the head, in order
                 continue
@@ -219,10 +218,10 @@ class FleetOutbox:
         try:
             self.fleet.counters.redis_ops += 1
             entries: Any = await self.fleet.redis.xrange(keys.outbox(orphan.call_id), "-", "+")
-        except (RedisError, OSError) as exc:
+            events = [stored_event(orphan.call_id, entry_id, fields) for entry_id, fields in entries]
+        except REDIS_FAILED as exc:
             self.fleet._redis_failed("read a call taken over", exc)
             return  # the lease lapses again and another sweep tries
-        events = [stored_event(orphan.call_id, entry_id, fields) for entry_id, fields in entries]
         if not orphan.ended:
             sequence = orphan.last_sequence + 1
             call = json.loads(orphan.call_json) if orphan.call_json else {"id": orphan.call_id}

@@ -1,4 +1,5 @@
-"""A TCP proxy on 127.0.0.1 that can cut every connection through it on demand (a network drop)."""
+"""A TCP proxy on 127.0.0.1 that can cut every connection through it on demand (a network drop), or
+answer in the server's place (:attr:`TcpProxy.answer`: a service that answers garbage)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ class TcpProxy:
         self.target = (target_host, target_port)
         self.port = 0
         self.connections = 0
+        self.answer: bytes | None = None  # set: what clients send is dropped, and this comes back instead
         self._pairs: set[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = set()
         self._server: asyncio.Server | None = None
 
@@ -44,13 +46,16 @@ class TcpProxy:
         pair = (writer, up_writer)
         self._pairs.add(pair)
 
-        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter, back: asyncio.StreamWriter | None) -> None:
             with contextlib.suppress(ConnectionError, OSError):
                 while data := await src.read(65536):
+                    if back is not None and self.answer is not None:
+                        back.write(self.answer)
+                        continue
                     dst.write(data)
                     await dst.drain()
             with contextlib.suppress(Exception):
                 dst.close()
 
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        await asyncio.gather(pipe(reader, up_writer, writer), pipe(up_reader, writer, None))
         self._pairs.discard(pair)
