@@ -134,8 +134,9 @@ class FleetOutbox:
                     await asyncio.sleep(0.02)
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            (outcome,) = await asyncio.gather(self._task, return_exceptions=True)
+            if isinstance(outcome, Exception):  # the writer died: say so, and still stop
+                log.error("fleet.loop_failed", loop="fleet-outbox", error=f"{type(outcome).__name__}: {outcome}")
         if self._ops:
             log.warning("fleet.outbox_unwritten", ops=len(self._ops))
 
