@@ -392,7 +392,7 @@ async def test_a_redis_that_answers_garbage_stops_no_fleet_loop(
         await r.aclose()
         await proxy.close()
     assert results["during"]["status"] == "degraded", results["during"]
-    assert "fleet Redis unreachable: UnicodeDecodeError" in results["during"]["degraded"][0]
+    assert "fleet Redis unreachable" in results["during"]["degraded"][0]  # whatever redis-py made of it
     assert results["refused"][0] == 503
     assert results["after"]["status"] == "ok" and results["after"]["fleet"]["redis_errors"] > 0
     assert results["accepted"][0] == 202
