@@ -40,6 +40,7 @@ from bridge.phone_stream import CallResult, PhoneStream
 from bridge.settings import DIAL_NUMBER
 from bridge.stats import CallStats
 from bridge.stt.stream import SessionState as SttSessionState
+from bridge.untrusted import same_secret
 
 if TYPE_CHECKING:
     from bridge.fleet.fleet import Adopted
@@ -120,8 +121,7 @@ def stream_token_valid(expected: str, headers: Mapping[str, str], query_token: s
             candidates.append(aiohttp.BasicAuth.decode(auth).password)
     elif value:
         candidates.append(value.strip())
-    want = expected.encode()
-    return any(hmac.compare_digest(c.encode(), want) for c in candidates if c)
+    return any(same_secret(c, expected) for c in candidates if c)  # any bytes: a wrong token, not a 500
 
 
 def vonage_jwt_valid(secret: str, authorization: str | None, now: float) -> bool:

@@ -26,6 +26,7 @@ from bridge.adapters.common import b64_payload, require
 from bridge.adapters.json_dialect import JsonDialectAdapter
 from bridge.audio import ULAW_8K, AudioFormat
 from bridge.errors import PhoneProtocolError
+from bridge.untrusted import same_secret
 
 PROVIDER = "twilio"
 _KNOWN_EVENTS = frozenset({"connected", "start", "media", "dtmf", "mark", "stop"})
@@ -187,7 +188,7 @@ def _xml_text(text: str) -> str:
 def signature(auth_token: str, url: str, params: Mapping[str, str] | None = None) -> str:
     """X-Twilio-Signature: base64 HMAC-SHA1 over the URL followed by the sorted form fields."""
     data = url + "".join(k + (params or {})[k] for k in sorted(params or {}))
-    digest = hmac.new(auth_token.encode(), data.encode(), hashlib.sha1).digest()
+    digest = hmac.new(auth_token.encode(), data.encode("utf-8", "surrogateescape"), hashlib.sha1).digest()
     return base64.b64encode(digest).decode()
 
 
@@ -200,7 +201,7 @@ def signature_valid(auth_token: str, url: str, header: str | None, params: Mappi
     if not header:
         return False
     candidates = {url, url.rstrip("/") + "/"}
-    return any(hmac.compare_digest(signature(auth_token, u, params), header) for u in candidates)
+    return any(same_secret(header, signature(auth_token, u, params)) for u in candidates)  # any bytes
 
 
 # -- the other side: messages Twilio sends, for simulators and tests -----------------------

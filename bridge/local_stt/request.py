@@ -7,12 +7,13 @@ enum) with 422. Error bodies have ``timestamp``, ``path``, ``request_id``, ``sta
 
 from __future__ import annotations
 
-import json
 import uuid
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from bridge.untrusted import loads
 
 # Whisper's language codes (Gladia's TranscriptionLanguageCode list is the same ISO-639-1 style set).
 LANGUAGES = frozenset(
@@ -214,7 +215,7 @@ def error_body(status: int, message: str, path: str, validation_errors: list[str
 def parse_request(raw: bytes, path: str = "/v2/live") -> StreamingRequest | tuple[int, dict[str, Any]]:
     """Validate a ``POST /v2/live`` body: the request, or ``(status, Gladia error body)``."""
     try:
-        data = json.loads(raw) if raw.strip() else {}
+        data = loads(raw) if raw.strip() else {}  # nested deep: a ValueError, not a RecursionError
     except ValueError:
         return 400, error_body(400, "Body is not valid JSON", path, ["body must be a JSON object"])
     if not isinstance(data, dict):

@@ -32,6 +32,7 @@ from aiohttp import WSMsgType, web
 from bridge.local_stt.engine import Recognizer, SileroVad, WhisperRecognizer
 from bridge.local_stt.live import LiveSession, now_iso
 from bridge.local_stt.request import error_body, parse_request
+from bridge.untrusted import loads
 
 log = structlog.get_logger("bridge.local_stt")
 
@@ -201,7 +202,7 @@ class LocalSttServer:
                 await self._audio(rt, msg.data)
             elif msg.type is WSMsgType.TEXT:
                 try:
-                    data = json.loads(msg.data)
+                    data = loads(msg.data)  # nested deep: a ValueError, not a RecursionError
                     kind = data.get("type") if isinstance(data, dict) else None
                 except ValueError:
                     kind = None

@@ -4,7 +4,6 @@ configured default, and what a call may change itself with ``stt.*`` stream para
 from __future__ import annotations
 
 import copy
-import json
 import re
 from collections.abc import Collection, Mapping
 from typing import Any, Literal
@@ -12,6 +11,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from bridge.audio import AudioFormat, native_gladia_format
+from bridge.untrusted import loads
 
 PARAM_PREFIX = "stt."
 
@@ -94,7 +94,7 @@ def _per_call_value(path: str, raw: str) -> Any:
             raise ValueError("not 1 to 100 comma-separated words of at most 64 characters")
         return words
     try:
-        value: Any = json.loads(raw)
+        value: Any = loads(raw)  # a stream parameter: nested deep is a plain string, not a RecursionError
     except ValueError:
         value = raw
     if path == "encoding" and value not in ("native", "wav/ulaw", "wav/alaw", "wav/pcm"):
