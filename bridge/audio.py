@@ -28,10 +28,12 @@ below the signal (the one figure: measured worst 80.8 dB, a 3.4 kHz tone from 8 
 
 from __future__ import annotations
 
+import functools
 import math
 import sys
 import warnings
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Literal, Protocol
 
 import numpy as np
@@ -200,6 +202,14 @@ class RateConverter:
     :meth:`feed` returns the outputs whose kernel is complete, and :meth:`flush` the rest (the end of
     the input taken as silence). All state is carried between calls, so the output does not depend on
     how the input was split.
+
+    Cost: the table holds ``up`` phases. A rate coprime with the other (47,999 Hz into 8 kHz has 8000
+    phases, 300,007 Hz a table of 122 MB) would make it grow with the rate, so a ratio that needs more
+    than ``MAX_PHASES`` phases is replaced by the nearest one that needs at most that many (the audio
+    then plays faster or slower by at most 0.05 % for any rate from 8 to 48 kHz into a carrier's
+    rate, which no one hears), and rates more than ``MAX_RATIO`` apart are refused. Every
+    ratio of the usual rates (8, 11.025, 16, 22.05, 24, 32, 44.1, 48 kHz) is exact: its output is
+    unchanged. Tables are shared between converters of the same ratio.
     """
 
     ZERO_CROSSINGS = 24
@@ -207,20 +217,20 @@ class RateConverter:
     BETA = 8.0
     BLOCK = 4096  # outputs gathered per vectorised step (bounds the temporary matrix)
     PHASE_LOOP_MAX = 16  # up to this many phases, one correlation per phase
+    MAX_PHASES = 1024  # at most this many phases (up): 11.025 -> 48 kHz needs 640
+    MAX_RATIO = 64  # neither rate more than this many times the other (the kernel's width grows with it)
 
     def __init__(self, in_rate: int, out_rate: int) -> None:
         if in_rate <= 0 or out_rate <= 0:
             raise ValueError("sample rates must be positive")
-        g = math.gcd(in_rate, out_rate)
-        self.up, self.down = out_rate // g, in_rate // g
-        cutoff = self.CUTOFF * min(1.0, self.up / self.down)  # cycles per input sample
-        self.half_width = math.ceil(self.ZERO_CROSSINGS / (2 * cutoff))
+        if max(in_rate, out_rate) > self.MAX_RATIO * min(in_rate, out_rate):
+            raise ValueError(f"{in_rate} Hz -> {out_rate} Hz: a ratio over {self.MAX_RATIO} is not converted")
+        ratio = Fraction(in_rate, out_rate)  # down / up, in lowest terms
+        if ratio.denominator > self.MAX_PHASES:
+            ratio = ratio.limit_denominator(self.MAX_PHASES)
+        self.up, self.down = ratio.denominator, ratio.numerator
+        self._table, self.half_width = _kernel(self.up, self.down)
         w = self.half_width
-        # table[p, j]: weight of input sample (base - w + 1 + j) for an output at base + p / up.
-        offsets = np.arange(self.up)[:, None] / self.up + (w - 1) - np.arange(2 * w)[None, :]
-        window = _kaiser_at(offsets / (w + 1), self.BETA)
-        h = np.sinc(2 * cutoff * offsets) * window
-        self._table = h / h.sum(axis=1, keepdims=True)
         self._buf = np.zeros(w - 1)  # input samples from index _buf_start on (silence before the start)
         self._buf_start = -(w - 1)
         self._n = 0  # next output sample
@@ -286,6 +296,21 @@ class RateConverter:
             idx = (pos // up - w + 1 - self._buf_start)[:, None] + taps[None, :]
             pieces.append(np.einsum("ij,ij->i", self._buf[idx], self._table[pos % up]))
         return np.concatenate(pieces)
+
+
+@functools.lru_cache(maxsize=32)
+def _kernel(up: int, down: int) -> tuple[np.ndarray, int]:
+    """:class:`RateConverter`'s polyphase table for ``up / down`` and its half width (read-only: it is
+    shared by every converter of that ratio, so a prompt played on many calls builds it once)."""
+    cutoff = RateConverter.CUTOFF * min(1.0, up / down)  # cycles per input sample
+    w = math.ceil(RateConverter.ZERO_CROSSINGS / (2 * cutoff))
+    # table[p, j]: weight of input sample (base - w + 1 + j) for an output at base + p / up.
+    offsets = np.arange(up)[:, None] / up + (w - 1) - np.arange(2 * w)[None, :]
+    window = _kaiser_at(offsets / (w + 1), RateConverter.BETA)
+    h = np.sinc(2 * cutoff * offsets) * window
+    table = h / h.sum(axis=1, keepdims=True)
+    table.flags.writeable = False
+    return table, w
 
 
 def _kaiser_at(t: np.ndarray, beta: float) -> np.ndarray:

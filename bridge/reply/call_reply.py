@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import time
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
@@ -74,7 +75,8 @@ MAX_PENDING_ACTIONS = 256  # queued and not yet produced, per call
 MAX_KEYS = 1024  # remembered webhook-ids and idempotency keys, per call
 MAX_AUDIO_STREAMS = 16  # a bot's streamed says, and its own audio streams, open at once on one call
 MAX_QUEUED_SECONDS = 300.0  # audio waiting to be played on one call; more is refused (action.failed)
-INLINE_DECODE_BYTES = 64 * 1024  # WAVs up to this size are decoded on the loop (a few ms at most)
+MAX_PENDING_MARKS = 1000  # bot marks waiting on one call (queued behind audio, or for their echo)
+MAX_ENDED_STREAMS = 256  # interrupted streams remembered per call, so that their later pieces are dropped
 
 
 @dataclass(slots=True)
@@ -134,6 +136,8 @@ class CallReply:
         self._finals: deque[str] = deque(maxlen=64)  # the caller's latest utterance ids
         self._streams: dict[str, SentenceBuffer] = {}
         self._audio_streams: dict[tuple[str, int], Transcoder] = {}  # a bot's own audio, by stream
+        # streams that ended before their last piece (stop, replace, barge-in): later pieces are dropped
+        self._ended_streams: OrderedDict[str, None] = OrderedDict()
         self._tasks: list[asyncio.Task[None]] = []
         self._messages: deque[str | bytes] = deque()  # to the carrier, in order
         self._hangup = False
@@ -241,13 +245,37 @@ class CallReply:
                     error = f"more than {MAX_PENDING_ACTIONS} actions waiting on this call"
                     self.fail(action.id, error)
                     return ActionResult(action.id, "failed", error)
+                in_use = self._id_in_use(action)
+                if in_use is not None:
+                    self.fail(action.id, in_use)
+                    return ActionResult(action.id, "failed", in_use)
                 if isinstance(action, Say | Play | AudioChunk) and action.queue == "replace":
                     self._drop_pending("replace")
                     self._interrupt(now, "replace")
+                    self._ended_streams.pop(_key(action), None)  # a replace starts it anew
                 self._pending.append(action)
                 return ActionResult(action.id, "queued")
             case _:
                 assert_never(action)
+
+    def _id_in_use(self, action: Action) -> str | None:
+        """Why ``action`` cannot have its id (None: it can). The bridge reports every outcome by id, so
+        two live actions (queued, producing or playing) with one id would merge and lose outcomes. The
+        pieces of a stream share its ``stream_id`` on purpose: they are one action while it is open."""
+        key = _key(action)
+        producing = [self._producing] if self._producing is not None else []
+        live = {_key(a) for a in itertools.chain(self._pending, producing)}
+        open_streams = {_key(a) for a in itertools.chain(self._pending, producing) if _streamed(a)}
+        open_streams.update(self._streams, (sid for sid, _ in self._audio_streams))
+        if self.playout is not None:
+            live.update(self.playout.live_actions)
+        live |= open_streams
+        if key not in live or (_streamed(action) and key in open_streams):
+            return None
+        return (
+            f"action id {key!r} is already used by a live action on this call (queued, producing or playing): "
+            "ids must be unique while their action lives"
+        )
 
     def fail(self, action_id: str | None, error: str) -> None:
         """``action.failed``: an action (or, with no id, a whole answer) the bridge could not carry out."""
@@ -259,17 +287,56 @@ class CallReply:
         return bool(host) and host in self.settings.play_url_hosts
 
     def _drop_pending(self, reason: Literal["stop", "replace", "hangup"]) -> None:
-        """Actions not yet produced end without a sound (played_ms 0); one being produced stops."""
-        for action in self._pending:
+        """Actions not yet produced end without a sound (played_ms 0); one being produced stops. A
+        stream is one action (named by its ``stream_id``): it ends once, here or, when some of it is
+        in the playout, by the playout's interruption that follows; its later pieces are dropped."""
+        in_playout = self.playout.live_actions if self.playout is not None else frozenset()
+        ended: dict[str, None] = {}
+        for action in itertools.chain([self._producing] if self._producing is not None else [], self._pending):
             if isinstance(action, Say | Play | AudioChunk):
+                ended.setdefault(_key(action), None)
+                if _streamed(action):
+                    self._end_stream(_key(action))
+        for stream_id in itertools.chain(self._streams, (sid for sid, _ in self._audio_streams)):
+            ended.setdefault(stream_id, None)  # open: pieces may still come
+            self._end_stream(stream_id)
+        for action_id in ended:
+            if action_id not in in_playout:
                 self.emit(
-                    "playback.interrupted", {"action_id": action.id, "played_ms": 0, "heard_text": "", "reason": reason}
+                    "playback.interrupted", {"action_id": action_id, "played_ms": 0, "heard_text": "", "reason": reason}
                 )
         self._pending.clear()
         self._streams.clear()
         self._audio_streams.clear()
         if self._producing is not None:
             self._cancel_production = True
+
+    def _end_stream(self, stream_id: str) -> None:
+        self._ended_streams[stream_id] = None
+        self._ended_streams.move_to_end(stream_id)
+        while len(self._ended_streams) > MAX_ENDED_STREAMS:
+            self._ended_streams.popitem(last=False)
+
+    def _ended(self, action_id: str) -> None:
+        """The playout ended an action early (barge-in, stop, replace): the rest of it is not produced,
+        and an open stream's later pieces are dropped."""
+        if self._producing is not None and _key(self._producing) == action_id:
+            self._cancel_production = True
+        open_audio = [k for k in self._audio_streams if k[0] == action_id]
+        if action_id in self._streams or open_audio:
+            self._streams.pop(action_id, None)
+            for k in open_audio:
+                del self._audio_streams[k]
+            self._end_stream(action_id)
+
+    def _stream_ended(self, action: Say | AudioChunk) -> bool:
+        """A piece of a stream that ended early: dropped (its outcome was reported). Its last piece
+        closes the matter, so the stream_id may name a new stream afterwards."""
+        if action.stream_id is None or action.stream_id not in self._ended_streams:
+            return False
+        if action.last:
+            del self._ended_streams[action.stream_id]
+        return True
 
     def _interrupt(self, now: float, reason: Literal["stop", "replace", "hangup"]) -> None:
         if self.playout is not None:
@@ -384,19 +451,28 @@ class CallReply:
     # -- the sending task ---------------------------------------------------------------------
 
     async def _run(self) -> None:
+        """The sending task. It lives as long as the call: an unexpected error in one step is logged
+        with its traceback and the next step goes on (a step that keeps failing is retried ten times
+        a second, never in a busy loop)."""
         while True:
-            if self._flow_paused:  # the carrier asked for no more audio: wait for its XON
-                self._wake.clear()
-                await self._wake.wait()
-                continue
-            await self._flush()
-            playout, barge_in = self.playout, self.barge_in
-            assert playout is not None and barge_in is not None
-            now = time.monotonic()
-            self._out.extend(barge_in.tick(now))
-            self._out.extend(playout.tick(now))
-            if self._out:
-                continue
+            try:
+                await self._step()
+            except Exception:
+                log.exception("reply.send_error")
+                await asyncio.sleep(0.1)
+
+    async def _step(self) -> None:
+        if self._flow_paused:  # the carrier asked for no more audio: wait for its XON
+            self._wake.clear()
+            await self._wake.wait()
+            return
+        await self._flush()
+        playout, barge_in = self.playout, self.barge_in
+        assert playout is not None and barge_in is not None
+        now = time.monotonic()
+        self._out.extend(barge_in.tick(now))
+        self._out.extend(playout.tick(now))
+        if not self._out:
             due = [t for t in (playout.next_due(), barge_in.next_due()) if t is not None]
             self._wake.clear()
             # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that lands as
@@ -411,46 +487,55 @@ class CallReply:
             await self._send_queued()
 
     def _dispatch(self, outputs: list[Output], *, send: bool = True) -> None:
-        adapter = self._adapter
+        """Each output to the carrier's queue or the bot. One that fails (the bot channel raised, an
+        adapter bug) is logged with its traceback and the others still go."""
         for out in outputs:
-            match out:
-                case SendAudio():
-                    if send and adapter is not None:
-                        self._messages.extend(adapter.audio_messages(out.data))
-                case SendMark():
-                    if send and adapter is not None:
-                        self._messages.append(adapter.mark_message(out.name))
-                case SendClear():
-                    if send and adapter is not None:
-                        with contextlib.suppress(UnsupportedOperation):  # pausing still stops the sending
-                            self._messages.append(adapter.clear_message())
-                case PlaybackStarted():
-                    self.emit("playback.started", {"action_id": out.action_id})
-                case PlaybackFinished():
-                    self.counters.played_ms += out.played_ms
-                    self.emit("playback.finished", {"action_id": out.action_id, "played_ms": out.played_ms})
-                case PlaybackInterrupted():
-                    self.counters.played_ms += out.played_ms
-                    self.counters.interrupted += 1
-                    self.emit(
-                        "playback.interrupted",
-                        {
-                            "action_id": out.action_id,
-                            "played_ms": out.played_ms,
-                            "heard_text": out.heard_text,
-                            "reason": out.reason,
-                        },
-                    )
-                case BotMarkPlayed():
-                    self.emit("playback.mark", {"name": out.name})
-                case HangupNow():
-                    if send and adapter is not None:
-                        message = adapter.hangup_message()
-                        if message is not None:
-                            self._messages.append(message)
-                    self._hangup = True
-                case _:
-                    assert_never(out)
+            try:
+                self._dispatch_one(out, send)
+            except Exception:
+                log.exception("reply.dispatch_error", output=type(out).__name__)
+
+    def _dispatch_one(self, out: Output, send: bool) -> None:
+        adapter = self._adapter
+        match out:
+            case SendAudio():
+                if send and adapter is not None:
+                    self._messages.extend(adapter.audio_messages(out.data))
+            case SendMark():
+                if send and adapter is not None:
+                    self._messages.append(adapter.mark_message(out.name))
+            case SendClear():
+                if send and adapter is not None:
+                    with contextlib.suppress(UnsupportedOperation):  # pausing still stops the sending
+                        self._messages.append(adapter.clear_message())
+            case PlaybackStarted():
+                self.emit("playback.started", {"action_id": out.action_id})
+            case PlaybackFinished():
+                self.counters.played_ms += out.played_ms
+                self.emit("playback.finished", {"action_id": out.action_id, "played_ms": out.played_ms})
+            case PlaybackInterrupted():
+                self._ended(out.action_id)
+                self.counters.played_ms += out.played_ms
+                self.counters.interrupted += 1
+                self.emit(
+                    "playback.interrupted",
+                    {
+                        "action_id": out.action_id,
+                        "played_ms": out.played_ms,
+                        "heard_text": out.heard_text,
+                        "reason": out.reason,
+                    },
+                )
+            case BotMarkPlayed():
+                self.emit("playback.mark", {"name": out.name})
+            case HangupNow():
+                if send and adapter is not None:
+                    message = adapter.hangup_message()
+                    if message is not None:
+                        self._messages.append(message)
+                self._hangup = True
+            case _:
+                assert_never(out)
 
     async def _send_queued(self) -> None:
         send = self._send
@@ -469,6 +554,9 @@ class CallReply:
     # -- producing audio, in order --------------------------------------------------------------
 
     async def _producer(self) -> None:
+        """The producing task. It lives as long as the call: an action that fails in a way no one
+        planned for (a MemoryError, a bug, an engine raising anything) fails that action only
+        (``action.failed`` and one log line with the traceback), and the next action is produced."""
         while True:
             if not self._pending:
                 self._produce.clear()
@@ -480,11 +568,22 @@ class CallReply:
                 await self._produce_one(action)
             except (TtsError, WavError, ValueError) as exc:
                 error = str(exc)[:300]
-                log.warning("reply.action_failed", action_id=action.id, error=error)
-                self.fail(action.id, error)
+                log.warning("reply.action_failed", action_id=_key(action), error=error)
+                self._fail_safely(_key(action), error)
+            except Exception as exc:
+                log.exception("reply.action_error", action_id=_key(action))
+                self._fail_safely(_key(action), f"the bridge could not carry out this action ({type(exc).__name__})")
             finally:
                 self._producing = None
             self._wake.set()
+
+    def _fail_safely(self, action_id: str, error: str) -> None:
+        if self._cancel_production:  # it was stopped meanwhile: its one outcome (interrupted) went out
+            return
+        try:
+            self.fail(action_id, error)
+        except Exception:  # the bot channel itself failed: the producing goes on regardless
+            log.exception("reply.fail_not_reported", action_id=action_id)
 
     async def _produce_one(self, action: Action) -> None:
         match action:
@@ -493,12 +592,13 @@ class CallReply:
             case Play():
                 await self._play(action)
             case AudioChunk():
-                self._audio_chunk(action)
+                await self._audio_chunk(action)
             case Mark():
                 self._add(Segment(action.id, b"", bot_mark=action.name))
             case SendDtmf():
-                pcm = await asyncio.to_thread(dtmf_pcm16, action.digits)
-                self._add(Segment(action.id, self._to_outbound(pcm, 8000), text="", interrupt="none"))
+                audio = await asyncio.to_thread(self._dtmf_outbound, action.digits)
+                if not self._cancel_production:
+                    self._add(Segment(action.id, audio, text="", interrupt="none"))
             case Hangup():
                 if self.playout is not None:
                     self._out.extend(self.playout.hangup_after_playback(time.monotonic()))
@@ -522,6 +622,8 @@ class CallReply:
         return True
 
     async def _say(self, action: Say) -> None:
+        if self._stream_ended(action):
+            return
         if action.stream_id is not None:
             if action.stream_id not in self._streams and len(self._streams) >= MAX_AUDIO_STREAMS:
                 raise ValueError(f"more than {MAX_AUDIO_STREAMS} streamed says open on this call")
@@ -557,22 +659,32 @@ class CallReply:
         if self._stale(action):
             return
         data = action.audio if action.audio is not None else await self._fetch(action.url or "")
-        if len(data) <= INLINE_DECODE_BYTES:  # a prompt of a few seconds: cheaper than a thread hop
-            audio = self._wav_to_outbound(data)
-        else:
-            audio = await asyncio.to_thread(self._wav_to_outbound, data)
+        waiting = self.playout.queued_bytes / self.playout.bytes_per_ms / 1000.0 if self.playout is not None else 0.0
+        # Always off the loop, however small: an 84-byte WAV can still ask for a costly conversion.
+        audio = await asyncio.to_thread(self._wav_to_outbound, data, waiting)
         if not self._cancel_production:
             self._add(Segment(action.id, audio, interrupt=action.interrupt))
 
-    def _wav_to_outbound(self, data: bytes) -> bytes:
-        wav = read_wav(data)
+    def _wav_to_outbound(self, data: bytes, waiting: float) -> bytes:
+        """(In a thread.) The WAV in the carrier's format; refused before conversion when, with the
+        ``waiting`` seconds already queued, it would take the call over ``MAX_QUEUED_SECONDS``."""
+        wav = read_wav(data, max_seconds=MAX_QUEUED_SECONDS)
+        if waiting + wav.seconds > MAX_QUEUED_SECONDS:
+            raise WavError(
+                f"a WAV of {wav.seconds:.1f} s with {waiting:.1f} s already waiting: over the "
+                f"{MAX_QUEUED_SECONDS:.0f} s of audio a call may have waiting"
+            )
         pcm = (np.clip(wav.samples, -1.0, 1.0) * 32767).astype("<i2").tobytes()
         return self._to_outbound(pcm, wav.sample_rate)
 
-    def _audio_chunk(self, action: AudioChunk) -> None:
+    def _dtmf_outbound(self, digits: str) -> bytes:
+        """(In a thread.) The digits' tones in the carrier's format."""
+        return self._to_outbound(dtmf_pcm16(digits), 8000)
+
+    async def _audio_chunk(self, action: AudioChunk) -> None:
         """A piece of the bot's own audio. The pieces of one stream are one action, named by the stream,
-        converted by one transcoder (no seams between pieces), flushed with the last."""
-        if self.playout is None or self._format is None:
+        converted by one transcoder (no seams between pieces), flushed with the last; off the loop."""
+        if self.playout is None or self._format is None or self._stream_ended(action):
             return
         key = (action.stream_id, action.sample_rate)
         transcoder = self._audio_streams.get(key)
@@ -580,14 +692,17 @@ class CallReply:
             if len(self._audio_streams) >= MAX_AUDIO_STREAMS:
                 self.fail(action.stream_id, f"more than {MAX_AUDIO_STREAMS} audio streams open on this call")
                 return
-            transcoder = self._audio_streams[key] = make_transcoder(
-                AudioFormat("pcm16", action.sample_rate), self._format
+            transcoder = await asyncio.to_thread(
+                make_transcoder, AudioFormat("pcm16", action.sample_rate), self._format
             )
-        audio = transcoder.feed(action.audio)
+            if self._cancel_production:
+                return
+            self._audio_streams[key] = transcoder
+        audio = await asyncio.to_thread(_convert, transcoder, action.audio, action.last)
         if action.last:
-            audio += transcoder.flush()
-            del self._audio_streams[key]
-        self._add(Segment(action.stream_id, audio, last=action.last, interrupt=action.interrupt))
+            self._audio_streams.pop(key, None)
+        if not self._cancel_production:
+            self._add(Segment(action.stream_id, audio, last=action.last, interrupt=action.interrupt))
 
     async def _fetch(self, url: str) -> bytes:
         if not self._url_allowed(url) or self.http is None:
@@ -597,12 +712,19 @@ class CallReply:
             async with self.http.get(url, allow_redirects=False, timeout=aiohttp.ClientTimeout(total=10)) as resp:
                 if resp.status != 200:
                     raise ValueError(f"play url answered {resp.status}")
-                data = await resp.content.read(limit + 1)
+                too_big = f"play url body over {limit} bytes (reply.max_play_bytes)"
+                if resp.content_length is not None and resp.content_length > limit:
+                    raise ValueError(too_big)
+                # The whole body, to its end: one read returns only what has arrived so far (a body
+                # written in pieces once played its first 260 ms and was reported finished).
+                data = bytearray()
+                async for block in resp.content.iter_any():
+                    data += block
+                    if len(data) > limit:
+                        raise ValueError(too_big)
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise ValueError(f"play url failed: {type(exc).__name__}: {exc}"[:200]) from exc
-        if len(data) > limit:
-            raise ValueError(f"play url body over {limit} bytes (reply.max_play_bytes)")
-        return data
+        return bytes(data)
 
     def _to_outbound(self, pcm: bytes, rate: int) -> bytes:
         assert self._format is not None
@@ -612,9 +734,29 @@ class CallReply:
     def _add(self, segment: Segment) -> None:
         if self.playout is None or self._closed:
             return
+        if segment.bot_mark is not None and self.playout.waiting_marks >= MAX_PENDING_MARKS:
+            self.fail(segment.action_id, f"over {MAX_PENDING_MARKS} marks waiting on this call: refused")
+            return
         queued_ms = self.playout.queued_bytes / self.playout.bytes_per_ms
         if queued_ms + len(segment.audio) / self.playout.bytes_per_ms > MAX_QUEUED_SECONDS * 1000:
             self.fail(segment.action_id, f"over {MAX_QUEUED_SECONDS:.0f} s of audio waiting on this call: refused")
             return
         self._out.extend(self.playout.add(segment, time.monotonic()))
         self._wake.set()
+
+
+def _key(action: Action) -> str:
+    """The id an action's outcome is reported under: a stream's pieces are one action, its stream_id."""
+    if isinstance(action, Say | AudioChunk) and action.stream_id is not None:
+        return action.stream_id
+    return action.id
+
+
+def _streamed(action: Action) -> bool:
+    return isinstance(action, AudioChunk) or (isinstance(action, Say) and action.stream_id is not None)
+
+
+def _convert(transcoder: Transcoder, pcm: bytes, last: bool) -> bytes:
+    """(In a thread.) One piece of a stream through its transcoder; the rest with the last."""
+    audio = transcoder.feed(pcm)
+    return audio + transcoder.flush() if last else audio

@@ -134,6 +134,7 @@ class _ActionState:
     started: bool = False
     segments_left: int = 0  # queued or unconfirmed
     last_seen: bool = False  # its last segment has been added
+    interrupt: Interrupt = "speech"  # its latest segment's (what may end it while it waits for more)
 
 
 @dataclass(slots=True)
@@ -183,6 +184,7 @@ class Playout:
         self._hangup_pending = False
         self._after_clear = False
         self._recent: deque[str] = deque(maxlen=3)  # the texts of the last sentences that began playing
+        self._waiting_marks = 0  # bot marks queued or unconfirmed
 
     # -- state -------------------------------------------------------------------------------
 
@@ -219,6 +221,17 @@ class Playout:
     @property
     def queued_actions(self) -> list[str]:
         return list(dict.fromkeys(s.action_id for s in itertools.chain(self._unconfirmed, self._queue)))
+
+    @property
+    def live_actions(self) -> frozenset[str]:
+        """The actions the playout tracks: queued, playing, or a stream between two pieces. Each one
+        leaves when it ends (finished or interrupted), so this is bounded by what is live."""
+        return frozenset(self._actions)
+
+    @property
+    def waiting_marks(self) -> int:
+        """Bot marks queued or waiting for their echo."""
+        return self._waiting_marks
 
     def next_due(self) -> float | None:
         """When :meth:`tick` next has something to do (send a chunk, confirm by the clock, hang up),
@@ -270,6 +283,9 @@ class Playout:
         state = self._actions.setdefault(segment.action_id, _ActionState())
         state.segments_left += 1
         state.last_seen = state.last_seen or segment.last
+        state.interrupt = segment.interrupt
+        if segment.bot_mark is not None:
+            self._waiting_marks += 1
         segment.audio = self._padded(segment.audio) if segment.bot_mark is None else b""
         self._queue.append(segment)
         return self.tick(now)
@@ -327,9 +343,11 @@ class Playout:
     def interrupt(
         self, now: float, reason: InterruptReason, *, actions: set[str] | None = None, only_interruptible: bool = True
     ) -> list[Output]:
-        """End actions now: the current one reports what was heard, queued ones ``played_ms`` 0.
+        """End actions now: the current one reports what was heard, queued ones ``played_ms`` 0, and a
+        stream waiting for its next piece what it played (it is forgotten: its state would otherwise
+        stay for the whole call).
 
-        ``actions``: which (default: every queued action); ``only_interruptible``: keep segments
+        ``actions``: which (default: every action); ``only_interruptible``: keep segments
         whose ``interrupt`` does not allow ``reason`` (``none`` ones survive a barge-in)."""
         heard = self.heard_ms(now) if not self._paused else None
         out: list[Output] = []
@@ -342,9 +360,17 @@ class Playout:
             chosen = actions is None or seg.action_id in actions
             if chosen and (not only_interruptible or _allows(seg.interrupt, reason)):
                 ended.setdefault(seg.action_id, None)
+                if seg.bot_mark is not None:
+                    self._waiting_marks -= 1
             else:
                 keep.append(seg)
         self._queue = keep
+        kept = {seg.action_id for seg in keep}
+        for action_id, waiting in self._actions.items():  # streams between two pieces: nothing queued
+            if action_id in kept or action_id in ended or not (actions is None or action_id in actions):
+                continue
+            if not only_interruptible or _allows(waiting.interrupt, reason):
+                ended.setdefault(action_id, None)
         for action_id in ended:
             state = self._actions.pop(action_id, None)
             if state is None:
@@ -448,6 +474,8 @@ class Playout:
             del self._cleared_marks[next(iter(self._cleared_marks))]
 
     def _confirm(self, seg: Segment, out: list[Output]) -> None:
+        if seg.bot_mark is not None:
+            self._waiting_marks -= 1
         state = self._actions.get(seg.action_id)
         if state is None:
             return
@@ -505,6 +533,7 @@ class Playout:
                     words=words,
                     last=seg.last,
                     interrupt=seg.interrupt,
+                    bot_mark=seg.bot_mark,  # a mark cleared before its turn is still a mark
                 )
             )
         self.counters.cleared_bytes += cleared
