@@ -12,7 +12,10 @@ calls it owns, and the bot actions it takes for them from Redis.
   answers a repeat with the first answer and appends nothing. The owner reads its calls' streams in one
   blocking ``XREAD`` and applies each entry in stream order, so actions posted to two instances play in
   the order they were accepted. What it applied is recorded under its epoch, so a new owner carries on
-  after it.
+  after it, and leaves Redis in the same script: a call's stream holds only actions not yet applied,
+  at most ``MAX_PENDING_ACTION_BYTES`` of them (a request beyond that is answered 429).
+* **Call ids from outside are checked** (:func:`bridge.ids.is_call_id`) before they become keys: an id
+  such as ``<id>:lease`` is "no such call", never the call's lease.
 * **Never on the audio path.** Taking, renewing and ending leases run in tasks; a Redis that is down
   delays actions and ownership (logged, retried), never a call's audio.
 """
@@ -38,13 +41,18 @@ from redis.exceptions import NoScriptError, RedisError
 
 from bridge.errors import FleetUnavailable
 from bridge.fleet.keys import ACQUIRE, END, HANDOFF, MARK_APPLIED, RENEW, ROUTE, SESSION, TAKEOVER, Keys
-from bridge.reply.actions import Action, parse_actions
+from bridge.ids import is_call_id
+from bridge.reply.actions import MAX_REQUEST_BYTES, Action, parse_actions
 from bridge.settings import FleetSettings
 
 log = structlog.get_logger("bridge.fleet")
 
 IDEMPOTENCY_TTL = 86_400  # s an Idempotency-Key's answer is kept
 SESSION_SYNC_SECONDS = 1.0  # a call's Gladia session state is written at most this often (when it changed)
+# What a call's actions waiting in Redis for their owner may hold (two requests of the largest size);
+# applied ones are deleted. A request that would go beyond either bound is answered 429.
+MAX_PENDING_ACTION_BYTES = 2 * MAX_REQUEST_BYTES  # the stored JSON and Idempotency-Key of each request
+MAX_PENDING_ACTION_ENTRIES = 10_000  # requests
 
 # What a failing Redis raises, and what a reply of the wrong shape or bytes does (a URL that points
 # at another service, a proxy in the way, a corrupted reply): redis-py decodes such a reply into a
@@ -97,6 +105,7 @@ class Owned:
     apply: Apply | None  # None: a call taken over to deliver its events (no stream, no actions)
     epoch: int = 0  # 0 until the lease is taken
     last_action: str = "0-0"  # the last action entry applied
+    applied_upto: int = 0  # the ``upto`` of the last entry applied that had one (the call's budget)
     applied_unsaved: bool = False
     lost: bool = False  # another instance holds the call now: nothing more is written for it
     confirmed_at: float = 0.0  # monotonic time the lease was last taken or renewed
@@ -449,7 +458,11 @@ class Fleet:
     # -- actions ------------------------------------------------------------------------------------
 
     async def route(self, call_id: str, body: bytes, actions: list[Action], key: str | None) -> tuple[int, Any]:
-        """Append validated actions to the call's stream for its owner. Returns (HTTP status, body)."""
+        """Append validated actions to the call's stream for its owner. Returns (HTTP status, body):
+        202; 404 no such call (or not a call id); 409 ended; 429 the call's actions waiting for their
+        owner hold ``MAX_PENDING_ACTION_BYTES`` (or ``MAX_PENDING_ACTION_ENTRIES``) already; 503 no Redis."""
+        if not is_call_id(call_id):
+            return 404, {"error": f"no call {call_id[:64]}"}
         raw: Any = json.loads(body)
         items = raw["actions"] if isinstance(raw, dict) else raw
         for item, action in zip(items, actions, strict=True):
@@ -464,7 +477,14 @@ class Fleet:
                     self.keys.actions(call_id),
                     self.keys.idempotency(call_id, key or "-"),
                 ],
-                args=[json.dumps({"actions": items}, separators=(",", ":")), key or "", IDEMPOTENCY_TTL, text],
+                args=[
+                    json.dumps({"actions": items}, separators=(",", ":")),
+                    key or "",
+                    IDEMPOTENCY_TTL,
+                    text,
+                    MAX_PENDING_ACTION_BYTES,
+                    MAX_PENDING_ACTION_ENTRIES,
+                ],
             )
             status = int(result[0])
         except REDIS_FAILED as exc:
@@ -476,6 +496,14 @@ class Fleet:
             return 409, {"error": f"call {call_id} has ended"}
         if status == 200:
             return 202, json.loads(result[1])  # a repeated Idempotency-Key: the first answer
+        if status == 429:
+            waiting, entries = int(result[1]), int(result[2])
+            held = (
+                f"{entries} requests of actions waiting for its owner (at most {MAX_PENDING_ACTION_ENTRIES} may wait)"
+                if entries >= MAX_PENDING_ACTION_ENTRIES
+                else f"{waiting} bytes of actions waiting for its owner (at most {MAX_PENDING_ACTION_BYTES} may wait)"
+            )
+            return 429, {"error": f"call {call_id} has {held}: nothing accepted, try again once they are applied"}
         self.counters.actions_routed += len(actions)
         return 202, answer
 
@@ -485,6 +513,8 @@ class Fleet:
         Raises:
             FleetUnavailable: Redis cannot be reached.
         """
+        if not is_call_id(call_id):
+            return None
         self.counters.redis_ops += 1
         try:
             record: dict[str, str] = await self.redis.hgetall(self.keys.call(call_id))  # type: ignore[assignment]
@@ -540,6 +570,9 @@ class Fleet:
     def _apply(self, owned: Owned, entry_id: str, fields: dict[str, str]) -> None:
         owned.last_action = entry_id
         owned.applied_unsaved = True
+        upto = fields.get("upto") or ""
+        if upto.isdigit():
+            owned.applied_upto = max(owned.applied_upto, int(upto))
         requester = fields.get("handover")
         if requester is not None:
             if requester != self.token:
@@ -552,7 +585,11 @@ class Fleet:
             return
         key = fields.get("key") or ""
         if owned.apply is not None:
-            owned.apply(actions, f"rest:{key}" if key else f"fleet:{entry_id}")
+            try:
+                owned.apply(actions, f"rest:{key}" if key else f"fleet:{entry_id}")
+            except Exception:  # a bug applying one entry must not stop the reader of every call's actions
+                log.exception("fleet.apply_failed", call_id=owned.call_id, entry=entry_id)
+                return
         self.counters.actions_applied += len(actions)
 
     # -- restarted streams: handing a call over, and taking one on -----------------------------------
@@ -607,7 +644,7 @@ class Fleet:
         try:
             self.counters.redis_ops += 2
             found = await self.redis.get(keys.carrier_call(provider, call_sid))
-            record: Any = await self.redis.hgetall(keys.call(str(found))) if found else {}
+            record: Any = await self.redis.hgetall(keys.call(str(found))) if found and is_call_id(str(found)) else {}
         except REDIS_FAILED as exc:
             self._redis_failed("look a restarted call up", exc)
             return None
@@ -675,7 +712,15 @@ class Fleet:
             return
         owned.applied_unsaved = False
         self.counters.redis_ops += 1
-        if int(await self._mark(keys=[self.keys.call(owned.call_id)], args=[owned.epoch, owned.last_action])) != 1:
+        try:  # also deletes the entries applied: the call's stream keeps only what waits
+            done = await self._mark(
+                keys=[self.keys.call(owned.call_id), self.keys.actions(owned.call_id)],
+                args=[owned.epoch, owned.last_action, owned.applied_upto or ""],
+            )
+        except BaseException:
+            owned.applied_unsaved = True  # recorded on the next beat (the script is safe to run twice)
+            raise
+        if int(done) != 1:
             self.lost(owned.call_id)
 
     # -- plumbing -----------------------------------------------------------------------------------

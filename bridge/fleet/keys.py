@@ -1,17 +1,23 @@
 """Fleet mode's Redis layout and the scripts that change it atomically (pure: names and Lua text).
 
 Every key starts with ``fleet.key_prefix`` (``bridge``). One Redis primary (with a replica and Sentinel,
-or a managed service); Redis 7.0 commands only, so Valkey works too.
+or a managed service); Redis 7.0 commands only, so Valkey works too. A call id in a key is one the
+bridge made (:func:`bridge.ids.is_call_id`), never one from a URL unchecked: ``<id>:lease`` would
+name another key.
 
 =================================  =====================================================================
 ``{p}:inst:{instance}``            HASH ``started``, ``calls``, ``draining``; expires ``lease_ttl`` after
                                    the instance's last heartbeat (every ``renew_interval``)
 ``{p}:call:{call}``                HASH ``owner``, ``epoch``, ``state`` (``live``/``ended``), ``provider``,
-                                   ``call_sid``, ``actions_applied`` (the last action entry applied);
-                                   expires ``ended_ttl`` after the call ends
+                                   ``call_sid``, ``actions_applied`` (the last action entry applied),
+                                   ``actions_bytes`` / ``actions_applied_bytes`` (bytes of actions
+                                   accepted / applied: the call's budget); expires ``ended_ttl`` after
+                                   the call ends
 ``{p}:call:{call}:lease``          STRING the owner's token, ``PX lease_ttl``, renewed by the owner
 ``{p}:leases``                     ZSET call -> lease deadline (ms): where a sweeper finds lapsed owners
-``{p}:call:{call}:in``             STREAM the bot's actions for the call, in the order accepted
+``{p}:call:{call}:in``             STREAM the bot's actions for the call, in the order accepted; an
+                                   entry is deleted once its owner applied it, and at most a budget
+                                   of bytes (and of entries) waits there (ROUTE)
 ``{p}:call:{call}:idem:{key}``     STRING the answer given to an ``Idempotency-Key``
 ``{p}:call:{call}:out``            STREAM the call's events not yet delivered, IDs ``{sequence}-1`` (a
                                    write repeated after a reconnect is refused: nothing twice)
@@ -102,10 +108,21 @@ redis.call('ZADD', KEYS[3], tonumber(ARGV[4]) + tonumber(ARGV[3]), ARGV[5])
 return 1
 """
 
-# KEYS: call. ARGV: epoch, last action entry applied. -> 1 written, 0 fenced out.
+# KEYS: call, actions. ARGV: epoch, last action entry applied, its ``upto`` ("" when it has none).
+# What was applied leaves the stream (every entry up to and including that one: the owner applies
+# them in order, and a successor reads after ``actions_applied``) and no longer counts against the
+# call's budget (ROUTE). Safe to run twice. -> 1 written, 0 fenced out.
 MARK_APPLIED = """
 if redis.call('HGET', KEYS[1], 'epoch') ~= ARGV[1] then return 0 end
 redis.call('HSET', KEYS[1], 'actions_applied', ARGV[2])
+if KEYS[2] then
+  redis.call('XTRIM', KEYS[2], 'MINID', '=', ARGV[2])
+  redis.call('XDEL', KEYS[2], ARGV[2])
+end
+local upto = tonumber(ARGV[3] or '')
+if upto and upto > tonumber(redis.call('HGET', KEYS[1], 'actions_applied_bytes') or '0') then
+  redis.call('HSET', KEYS[1], 'actions_applied_bytes', ARGV[3])
+end
 return 1
 """
 
@@ -123,8 +140,13 @@ redis.call('ZREM', KEYS[3], ARGV[4])
 return 1
 """
 
-# KEYS: call, actions, idempotency. ARGV: actions JSON, key ("" for none), idempotency ttl s, answer JSON.
-# -> {404} no such call; {409} ended; {200, answer} a repeated key (nothing added); {202, entry id}.
+# KEYS: call, actions, idempotency. ARGV: actions JSON, key ("" for none), idempotency ttl s, answer JSON,
+# the bytes a call's waiting actions may hold, the entries they may number.
+# The call's budget: ``actions_bytes`` counts the bytes ever accepted (each entry's ``upto`` is that
+# count once it is in), ``actions_applied_bytes`` the ``upto`` of the last entry applied (MARK_APPLIED):
+# the difference waits in the stream. Nothing accepted is ever trimmed before it is applied.
+# -> {404} no such call; {409} ended; {200, answer} a repeated key (nothing added); {429, bytes waiting,
+# entries waiting} over the call's budget (nothing added); {202, entry id}.
 ROUTE = """
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state then return {404} end
@@ -133,7 +155,13 @@ if ARGV[2] ~= '' then
   local earlier = redis.call('GET', KEYS[3])
   if earlier then return {200, earlier} end
 end
-local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', '10000', '*', 'actions', ARGV[1], 'key', ARGV[2])
+local size = #ARGV[1] + #ARGV[2]
+local total = tonumber(redis.call('HGET', KEYS[1], 'actions_bytes') or '0')
+local waiting = total - tonumber(redis.call('HGET', KEYS[1], 'actions_applied_bytes') or '0')
+local entries = redis.call('XLEN', KEYS[2])
+if waiting + size > tonumber(ARGV[5]) or entries >= tonumber(ARGV[6]) then return {429, waiting, entries} end
+total = redis.call('HINCRBY', KEYS[1], 'actions_bytes', size)
+local id = redis.call('XADD', KEYS[2], '*', 'actions', ARGV[1], 'key', ARGV[2], 'upto', total)
 if ARGV[2] ~= '' then redis.call('SET', KEYS[3], ARGV[4], 'EX', ARGV[3]) end
 return {202, id}
 """
