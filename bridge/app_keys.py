@@ -13,6 +13,7 @@ from bridge.clock import SYSTEM_CLOCK, Clock
 from bridge.settings import Settings
 
 if TYPE_CHECKING:
+    from bridge.blocking import BlockingPool
     from bridge.call import Call
     from bridge.calls import SuspendedCalls
     from bridge.delivery import Delivery
@@ -48,6 +49,7 @@ class BridgeState:
     speaker: Speaker | None = None  # speech for `say` (None: no engine installed or configured)
     fleet: Fleet | None = None  # fleet mode (BRIDGE_REDIS_URL): this instance's leases and routed actions
     ended_calls: OrderedDict[str, None] = field(default_factory=OrderedDict)  # recent ids: /v1/ answers 409
+    blocking: BlockingPool | None = None  # client-driven blocking work (transcript reads), off the audio threads
 
     def call_ended(self, call_id: str) -> None:
         self.ended_calls[call_id] = None

@@ -7,6 +7,7 @@ import asyncio
 import gc
 import os
 import signal
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -39,26 +40,30 @@ def serve(settings: Settings) -> int:
     return 0
 
 
-def _worker_main(settings: Settings, index: int, count: int) -> None:
+def _worker_main(settings: Settings, index: int, count: int, run_dir: Path) -> None:
     configure_logging(settings.log.level, settings.log.format)
     structlog.contextvars.bind_contextvars(worker=index)
-    run_loop(_run(settings, (index, count)))
+    run_loop(_run(settings, (index, count), run_dir))
 
 
 def _serve_workers(settings: Settings, count: int) -> int:
     """``--workers N``: N processes listening on the same port (the kernel spreads connections with
-    SO_REUSEPORT). This process only supervises: it forwards SIGTERM/SIGINT and waits."""
+    SO_REUSEPORT). This process only supervises: it forwards SIGTERM/SIGINT and waits. It also makes
+    the workers' run dir (0700), where each serves its internal socket (bridge.siblings)."""
     import multiprocessing as mp
     import shutil
+    import tempfile
 
     log = structlog.get_logger("bridge")
     metrics_dir = settings.server.data_dir / f"prometheus-{os.getpid()}"
     shutil.rmtree(metrics_dir, ignore_errors=True)
     metrics_dir.mkdir(parents=True)
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)  # inherited by the workers
+    run_dir = Path(tempfile.mkdtemp(prefix="bridge-workers-"))  # short: a unix socket path has ~100 bytes
     ctx = mp.get_context("spawn")
     procs = [
-        ctx.Process(target=_worker_main, args=(settings, i, count), name=f"bridge-worker-{i}") for i in range(count)
+        ctx.Process(target=_worker_main, args=(settings, i, count, run_dir), name=f"bridge-worker-{i}")
+        for i in range(count)
     ]
     for p in procs:
         p.start()
@@ -83,6 +88,7 @@ def _serve_workers(settings: Settings, count: int) -> int:
                 code = 1
                 forward(signal.SIGTERM, None)
     shutil.rmtree(metrics_dir, ignore_errors=True)
+    shutil.rmtree(run_dir, ignore_errors=True)
     log.info("bridge.stopped")
     return code
 
@@ -97,8 +103,9 @@ def _settle_gc() -> None:
     gc.set_threshold(10_000, 20, 20)
 
 
-async def _run(settings: Settings, worker: tuple[int, int] | None = None) -> None:
-    """Serve until SIGTERM/SIGINT, then drain calls before aiohttp's shutdown (see drain_calls)."""
+async def _run(settings: Settings, worker: tuple[int, int] | None = None, run_dir: Path | None = None) -> None:
+    """Serve until SIGTERM/SIGINT, then drain calls before aiohttp's shutdown (see drain_calls). A worker
+    (``worker`` and ``run_dir`` given) also answers for its siblings' calls (bridge.siblings)."""
     from aiohttp import web
 
     from bridge.app import BridgeRunner, create_app, drain_calls, raise_descriptor_limit
@@ -122,6 +129,10 @@ async def _run(settings: Settings, worker: tuple[int, int] | None = None) -> Non
             detail="GLADIA_API_KEY and GLADIA_API_URL unset: using the local STT server (Whisper tiny.en)",
         )
     app = create_app(settings, worker)
+    if worker is not None and run_dir is not None:
+        from bridge.sibling_socket import install
+
+        install(app, run_dir, *worker)
     runner = BridgeRunner(
         app,
         settings,

@@ -23,7 +23,9 @@ in start order. Text and WebVTT times are from the start of the call too.
 
 Same auth as the rest of ``/v1/``: ``Authorization: Bearer <BRIDGE_API_TOKEN>``; no token configured:
 403. Errors, each ``{"error": "..."}``: 401 bad token, 404 unknown call (or transcripts off), 422 a bad
-``format``, ``since`` or ``limit`` (the message names the allowed values), 503 the store cannot be read.
+``format``, ``since`` or ``limit`` (the message names the allowed values), 503 the store cannot be read
+(or, with ``Retry-After: 1``, too many reads are already waiting for it: reads run on two threads of
+their own, :mod:`bridge.blocking`, never on those that make the calls' reply audio).
 
 Where and how long: ``<BRIDGE_DATA_DIR>/transcripts.sqlite3``, one file shared by every worker process
 (any of them answers for any call). A call's finals are written as they come, off the event loop; a
@@ -47,9 +49,11 @@ import structlog
 from aiohttp import web
 
 from bridge.app_keys import SETTINGS, STATE
+from bridge.blocking import BlockingPool, PoolFull
 from bridge.clock import Clock
 from bridge.reply.api import authorized
 from bridge.settings import TranscriptSettings
+from bridge.siblings import SIBLINGS
 from bridge.transcripts import TranscriptStore, iso, parse_since, render_json, render_txt, render_vtt
 
 log = structlog.get_logger("bridge.transcripts")
@@ -86,6 +90,20 @@ def _store(request: web.Request) -> TranscriptStore | web.Response:
     return store
 
 
+def _pool(request: web.Request) -> BlockingPool:
+    pool = request.app[STATE].blocking
+    assert pool is not None  # made with the store (transcript_store)
+    return pool
+
+
+def _busy(exc: PoolFull) -> web.Response:
+    if str(exc.refused).strip("0") == "1":  # the 1st, 10th, 100th... refusal: a flood logs a few lines
+        log.warning("transcripts.reads_refused", reason=str(exc), refused_so_far=exc.refused)
+    return web.json_response(
+        {"error": "too many transcript reads are waiting; try again"}, status=503, headers={"Retry-After": "1"}
+    )
+
+
 def _unreadable(exc: sqlite3.Error) -> web.Response:
     log.warning("transcripts.read_failed", reason=f"{type(exc).__name__}: {exc}"[:200])
     return _error(503, "the transcript store cannot be read now; try again")
@@ -104,18 +122,26 @@ async def get_transcript(request: web.Request) -> web.Response:
     call_id = request.match_info["call_id"]
     content_type, render = FORMATS[fmt]
 
-    def read() -> str | None:  # a worker thread: a long transcript is read and rendered off the loop
+    def read() -> tuple[bool, str] | None:  # a worker thread: a long transcript is read and rendered off the loop
         store.flush(READ_FLUSH_TIMEOUT)  # this process's finals still in the writer's commit window
         transcript = store.get(call_id)
-        return None if transcript is None else render(transcript)
+        return None if transcript is None else (bool(transcript["active"]), render(transcript))
 
     try:
-        body = await asyncio.to_thread(read)
+        found = await _pool(request).run(read)  # never the default executor: the audio path's threads
+    except PoolFull as exc:
+        return _busy(exc)
     except sqlite3.Error as exc:
         return _unreadable(exc)
-    if body is None:
+    siblings = request.app.get(SIBLINGS)
+    if (found is None or found[0]) and siblings is not None and call_id not in request.app[STATE].live_calls:
+        # --workers: a live call of another worker, whose last finals may still wait in its queue
+        relayed = await siblings.transcript(request)
+        if relayed is not None:
+            return relayed
+    if found is None:
         return _error(404, f"no transcript for call {call_id}")
-    return web.Response(text=body, content_type=content_type, charset="utf-8")
+    return web.Response(text=found[1], content_type=content_type, charset="utf-8")
 
 
 async def recent_calls(request: web.Request) -> web.Response:
@@ -140,7 +166,9 @@ async def recent_calls(request: web.Request) -> web.Response:
         return store.list_since(since, limit)
 
     try:
-        calls = await asyncio.to_thread(read)
+        calls = await _pool(request).run(read)
+    except PoolFull as exc:
+        return _busy(exc)
     except sqlite3.Error as exc:
         return _unreadable(exc)
     return web.json_response({"calls": calls})
@@ -164,6 +192,9 @@ async def transcript_store(app: web.Application) -> AsyncIterator[None]:
     if not config.enabled:
         yield
         return
+    # The store's reads and the purge run on threads of their own (bridge.blocking), never on the default
+    # executor, whose threads make the calls' reply audio: a locked file must not delay a call's audio.
+    state.blocking = pool = BlockingPool(name="transcript-read")
     loop = asyncio.get_running_loop()
     context = contextvars.copy_context()  # e.g. the worker's index, for lines logged from the writer thread
 
@@ -187,17 +218,20 @@ async def transcript_store(app: web.Application) -> AsyncIterator[None]:
             reason=f"{type(exc).__name__}: {exc}"[:200],
             detail="no transcript is kept (calls are not affected); /v1/calls/{id}/transcript answers 503",
         )
+        state.blocking = None
+        pool.close()
         yield
         return
     state.transcripts = store
-    purge = asyncio.create_task(_purge_loop(store, config, state.clock), name="transcripts-purge")
+    purge = asyncio.create_task(_purge_loop(store, pool, config, state.clock), name="transcripts-purge")
     try:
         yield
     finally:
         purge.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await purge
-        state.transcripts = None
+        state.transcripts = state.blocking = None
+        pool.close()
         await asyncio.to_thread(store.close, CLOSE_TIMEOUT)
         if store.dropped:
             log.warning("transcripts.closed", dropped=store.dropped, write_failures=store.write_failures)
@@ -210,14 +244,14 @@ def _log_report(event: str, fields: dict[str, Any]) -> None:
         log.info(event, detail=_DETAILS.get(event, ""), **fields)
 
 
-async def _purge_loop(store: TranscriptStore, config: TranscriptSettings, clock: Clock) -> None:
+async def _purge_loop(store: TranscriptStore, pool: BlockingPool, config: TranscriptSettings, clock: Clock) -> None:
     """Delete what is past retention, now and every ``purge_interval``. "Now" is ``clock.time()`` (tests
     move it); the interval is waited in real time (a virtual clock's sleep returns at once, so sleeping on
     it would spin)."""
     while True:
         cutoff = clock.time() - config.retention_days * 86400
         try:
-            gone = await asyncio.to_thread(store.purge, cutoff)
+            gone = await pool.run(store.purge, cutoff, bounded=False)
         except sqlite3.Error as exc:
             log.warning(
                 "transcripts.purge_failed",

@@ -15,7 +15,7 @@ retries every ``retry_seconds``; what does not fit in the queue is dropped and c
 state (writes failing / working again, the queue overflowing / caught up) is reported once
 through the ``report`` callback, never once per utterance. Reads (:meth:`~TranscriptStore.get`,
 :meth:`~TranscriptStore.list_since`) and :meth:`~TranscriptStore.purge` are synchronous and run on a
-worker thread (``asyncio.to_thread`` in the API).
+worker thread (the API's own pool, :mod:`bridge.blocking`).
 
 The transcript dict (what ``get`` returns and the renderers take)::
 
@@ -375,7 +375,7 @@ class TranscriptStore:
         """Writes not yet committed (queued, or in the batch being written)."""
         return self._writes.queued
 
-    # -- reads and the purge (a worker thread: asyncio.to_thread) ------------------------------
+    # -- reads and the purge (a worker thread: bridge.blocking) -------------------------------
 
     def get(self, call_id: str) -> dict[str, Any] | None:
         """The call's transcript as recorded so far (see the module docstring), or None.

@@ -17,8 +17,8 @@ list (the message names the field). Every error body is ``{"error": "..."}``.
 
 from __future__ import annotations
 
-import hmac
 import json
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -26,9 +26,33 @@ from aiohttp import web
 
 from bridge.app_keys import SETTINGS, STATE
 from bridge.errors import ActionError, FleetUnavailable
+from bridge.ids import is_call_id
 from bridge.reply.actions import MAX_REQUEST_BYTES, parse_actions
+from bridge.siblings import SIBLINGS
+from bridge.untrusted import same_secret
 
 MAX_KEY_CHARS = 200
+MAX_FIRST_ANSWERS = 10_000  # first answers of keyed POSTs kept (any call): a repeat after the end gets it
+
+
+class FirstAnswers:
+    """The first answer to each ``Idempotency-Key`` of each call, kept past the call's end (bounded,
+    oldest forgotten first), so a repeat after the call ended returns it instead of 409."""
+
+    def __init__(self, limit: int = MAX_FIRST_ANSWERS) -> None:
+        self.limit = limit
+        self._answers: OrderedDict[tuple[str, str], dict[str, Any]] = OrderedDict()
+
+    def get(self, call_id: str, key: str) -> dict[str, Any] | None:
+        return self._answers.get((call_id, key))
+
+    def keep(self, call_id: str, key: str, answer: dict[str, Any]) -> None:
+        self._answers.setdefault((call_id, key), answer)
+        while len(self._answers) > self.limit:
+            self._answers.popitem(last=False)
+
+
+FIRST_ANSWERS = web.AppKey("bot_api_first_answers", FirstAnswers)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -43,7 +67,8 @@ def authorized(request: web.Request) -> web.Response | None:
     if token is None:
         return _error(403, "the bot API is disabled: set BRIDGE_API_TOKEN to enable /v1/")
     scheme, _, given = (request.headers.get("Authorization") or "").partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.get_secret_value().encode()):
+    # same_secret: a header that is not UTF-8 (surrogate escapes) is a wrong token, not a 500
+    if scheme.lower() != "bearer" or not same_secret(given.strip(), token.get_secret_value()):
         return _error(401, "missing or wrong bearer token", **{"WWW-Authenticate": 'Bearer realm="bridge"'})
     return None
 
@@ -62,8 +87,14 @@ async def list_calls(request: web.Request) -> web.Response:
     refused = authorized(request)
     if refused is not None:
         return refused
-    calls = request.app[STATE].live_calls.values()
-    return web.json_response({"calls": [_call_json(c) for c in calls]})
+    calls = [_call_json(c) for c in request.app[STATE].live_calls.values()]
+    siblings = request.app.get(SIBLINGS)
+    if siblings is not None:  # --workers: every worker's calls (bridge.siblings)
+        others = await siblings.live_calls(request)
+        if isinstance(others, web.Response):
+            return others
+        calls += others
+    return web.json_response({"calls": calls})
 
 
 def _find(request: web.Request) -> Any:
@@ -83,6 +114,8 @@ async def get_call(request: web.Request) -> web.Response:
     refused = authorized(request)
     if refused is not None:
         return refused
+    if not is_call_id(request.match_info["call_id"]):  # never a store's key (bridge.ids)
+        return _error(404, f"no call {request.match_info['call_id'][:64]}")
     call = _find(request)
     fleet = request.app[STATE].fleet
     if isinstance(call, web.Response) and fleet is not None and call.status == 404:
@@ -97,6 +130,9 @@ async def get_call(request: web.Request) -> web.Response:
         if record["state"] == "ended":
             return _error(409, f"call {call_id} has ended")
         return web.json_response(record)
+    siblings = request.app.get(SIBLINGS)
+    if isinstance(call, web.Response) and fleet is None and call.status == 404 and siblings is not None:
+        return await siblings.call_state(request) or call  # --workers: another worker's call, maybe
     if isinstance(call, web.Response):
         return call
     return web.json_response(_call_json(call))
@@ -106,18 +142,28 @@ async def post_actions(request: web.Request) -> web.Response:
     refused = authorized(request)
     if refused is not None:
         return refused
+    if not is_call_id(request.match_info["call_id"]):  # never a store's key (bridge.ids)
+        return _error(404, f"no call {request.match_info['call_id'][:64]}")
     fleet = request.app[STATE].fleet
-    call = None if fleet is not None else _find(request)  # fleet mode: Redis knows every call
-    if isinstance(call, web.Response):
-        return call
     key = request.headers.get("Idempotency-Key")
     if key is not None and not 0 < len(key) <= MAX_KEY_CHARS:
         return _error(422, f"Idempotency-Key must be 1 to {MAX_KEY_CHARS} characters")
+    first = request.app[FIRST_ANSWERS].get(request.match_info["call_id"], key) if key is not None else None
+    if first is not None and fleet is None:  # a repeat: the first answer, even once the call has ended
+        return web.json_response(first, status=202, dumps=lambda o: json.dumps(o, separators=(",", ":")))
+    call = None if fleet is not None else _find(request)  # fleet mode: Redis knows every call
+    # --workers: a call this worker does not hold may be another's (bridge.siblings), which validates
+    siblings = request.app.get(SIBLINGS) if isinstance(call, web.Response) and call.status == 404 else None
+    if isinstance(call, web.Response) and siblings is None:
+        return call
     body = bytearray()
     async for block in request.content.iter_chunked(65536):
         body += block
         if len(body) > MAX_REQUEST_BYTES:
             return _error(413, f"request body over {MAX_REQUEST_BYTES // (1024 * 1024)} MiB")
+    if siblings is not None:
+        assert isinstance(call, web.Response)  # this worker's 404
+        return await siblings.actions(request, bytes(body)) or call
     try:
         actions = parse_actions(bytes(body))
     except ActionError as exc:
@@ -125,12 +171,16 @@ async def post_actions(request: web.Request) -> web.Response:
     if fleet is not None:
         # To the call's action stream, whichever instance owns it (this one too: one order for all).
         status, answer = await fleet.route(request.match_info["call_id"], bytes(body), actions, key)
-        return web.json_response(answer, status=status, dumps=lambda o: json.dumps(o, separators=(",", ":")))
+        wait = {"Retry-After": "1"} if status == 429 else None  # the call's budget: once its actions are applied
+        return web.json_response(
+            answer, status=status, headers=wait, dumps=lambda o: json.dumps(o, separators=(",", ":"))
+        )
     assert call is not None
     results = call.reply.apply(actions, key=f"rest:{key}" if key is not None else None)
-    return web.json_response(
-        {"actions": [r.json() for r in results]}, status=202, dumps=lambda o: json.dumps(o, separators=(",", ":"))
-    )
+    answer = {"actions": [r.json() for r in results]}
+    if key is not None:
+        request.app[FIRST_ANSWERS].keep(call.id, key, answer)
+    return web.json_response(answer, status=202, dumps=lambda o: json.dumps(o, separators=(",", ":")))
 
 
 def add_routes(app: web.Application, *, recent_calls: Handler | None = None) -> None:
@@ -142,6 +192,7 @@ def add_routes(app: web.Application, *, recent_calls: Handler | None = None) -> 
             return await recent_calls(request)
         return await list_calls(request)
 
+    app[FIRST_ANSWERS] = FirstAnswers()
     app.router.add_get("/v1/calls", calls)
     app.router.add_get("/v1/calls/{call_id}", get_call)
     app.router.add_post("/v1/calls/{call_id}/actions", post_actions)

@@ -1,0 +1,193 @@
+"""Under ``bridge serve --workers N``: any worker answers the bot API for any call of the machine.
+
+SO_REUSEPORT hands each connection to a worker at random, but a call lives in the one worker that
+holds its phone stream. So each worker also serves a small internal app, the same ``/v1/`` handlers
+over the same state, on a unix socket of its own: ``<run dir>/w<index>.sock``. The run dir is made
+by the parent ``bridge serve`` process (``mkdtemp``: mode 0700, only the bridge's user can connect;
+removed when it exits). A worker that does not hold a call asks its siblings:
+
+=====================================  ===============================================================
+``GET /v1/calls/{id}``                 every sibling is asked at once (N-1 small requests in parallel,
+                                       N at most the cores); the first answer that is not 404 (200 the
+                                       state, 409 ended there) is relayed verbatim (status and body)
+``POST /v1/calls/{id}/actions``        the owner is found as above (live, or ended: a repeated
+                                       ``Idempotency-Key`` still gets its first answer there), then
+                                       sent the body alone; it validates and applies, and its answer
+                                       is relayed. Idempotency keys live with the call, on its owner
+``GET /v1/calls``                      this worker's live calls, then each sibling's
+``GET /v1/calls/{id}/transcript``      the SQLite file is shared, but each worker commits its finals in
+                                       groups (0.2 s): a transcript still active whose call is not here
+                                       is read by the call's owner, which first writes what it queued
+=====================================  ===============================================================
+
+The internal app holds no :data:`SIBLINGS`, so a forwarded request is never forwarded again (no loop).
+It checks the client's ``Authorization`` header again (forwarded as it came). Bounds: each request to
+a sibling gives up after :data:`FORWARD_TIMEOUT`; a sibling with no socket (stopping) holds no call; a
+sibling that did not answer in time, when nobody else had the call, makes the answer 503 with
+``Retry-After`` (not 404: the call may well be there; a POST that timed out may have been applied:
+repeat it with the same ``Idempotency-Key``). 404 only when every sibling said so.
+
+Fleet mode (``BRIDGE_REDIS_URL``) routes actions and call state through Redis between all instances,
+each worker being one: siblings are not asked for those (no double forwarding), only for the list of
+active calls and live transcripts, which Redis does not cover.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+import structlog
+from aiohttp import web
+
+log = structlog.get_logger("bridge.siblings")
+
+FORWARD_TIMEOUT = 3.0  # seconds a sibling has to answer one forwarded request
+FORWARDED_HEADERS = ("Authorization", "Idempotency-Key", "Content-Type")
+RELAYED_HEADERS = ("Content-Type", "Retry-After")
+
+
+def socket_path(run_dir: Path, index: int) -> Path:
+    """Worker ``index``'s internal socket."""
+    return run_dir / f"w{index}.sock"
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A sibling's answer, relayed verbatim."""
+
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+    def response(self) -> web.Response:
+        return web.Response(status=self.status, body=self.body, headers=dict(self.headers))
+
+
+SILENT = Answer(0, {}, b"")  # no answer in time (or the connection broke): the call may be there
+
+
+def _error(status: int, message: str, **headers: str) -> web.Response:
+    return web.json_response({"error": message}, status=status, headers=headers or None)
+
+
+def _no_answer() -> web.Response:
+    return _error(503, "another worker did not answer in time; try again", **{"Retry-After": "1"})
+
+
+class Siblings:
+    """This worker's view of the others (see the module docstring). Open it (:meth:`open`) on the
+    running loop, close it at shutdown; :func:`install` does both."""
+
+    def __init__(self, run_dir: Path, index: int, count: int, timeout: float = FORWARD_TIMEOUT) -> None:
+        self.run_dir = run_dir
+        self.index = index
+        self.others = [i for i in range(count) if i != index]
+        self.timeout = timeout
+        self._http: dict[int, aiohttp.ClientSession] = {}
+
+    def open(self) -> None:
+        for i in self.others:
+            self._http[i] = aiohttp.ClientSession(
+                connector=aiohttp.UnixConnector(path=str(socket_path(self.run_dir, i))),
+                timeout=aiohttp.ClientTimeout(total=self.timeout),
+            )
+
+    async def close(self) -> None:
+        sessions, self._http = list(self._http.values()), {}
+        for http in sessions:
+            await http.close()
+
+    async def _ask(self, i: int, method: str, path: str, request: web.Request, body: bytes | None = None) -> Answer:
+        headers = {h: request.headers[h] for h in FORWARDED_HEADERS if h in request.headers}
+        http = self._http.get(i)
+        if http is None:  # closed: this worker is stopping
+            return SILENT
+        try:
+            async with http.request(method, "http://worker" + path, headers=headers, data=body) as resp:
+                data = await resp.read()
+                return Answer(resp.status, {h: resp.headers[h] for h in RELAYED_HEADERS if h in resp.headers}, data)
+        except aiohttp.ClientConnectorError:
+            return Answer(404, {}, b"")  # no socket: that worker is not serving, so it holds no call
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            log.warning("siblings.no_answer", sibling=self.index, to=i, path=path, error=type(exc).__name__)
+            return SILENT
+
+    async def _find(self, request: web.Request, call_id: str) -> tuple[int, Answer] | Answer | None:
+        """Ask every sibling for the call at once: ``(sibling, its answer)`` from the first that knows it
+        (200 live, 409 ended), :data:`SILENT` when none does but one did not answer, else None."""
+        path = f"/v1/calls/{quote(call_id, safe='')}"
+
+        async def ask(i: int) -> tuple[int, Answer]:
+            return i, await self._ask(i, "GET", path, request)
+
+        tasks = [asyncio.create_task(ask(i)) for i in self.others]
+        silent = False
+        try:
+            for done in asyncio.as_completed(tasks):
+                i, answer = await done
+                if answer is SILENT:
+                    silent = True
+                elif answer.status != 404:
+                    return i, answer
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        return SILENT if silent else None
+
+    async def call_state(self, request: web.Request) -> web.Response | None:
+        """``GET /v1/calls/{id}`` for a call this worker does not hold: the owner's answer, 503 when a
+        sibling did not answer, None when no worker has the call."""
+        found = await self._find(request, request.match_info["call_id"])
+        if isinstance(found, tuple):
+            return found[1].response()
+        return None if found is None else _no_answer()
+
+    async def actions(self, request: web.Request, body: bytes) -> web.Response | None:
+        """``POST /v1/calls/{id}/actions`` (``body`` as read) for a call this worker does not hold: sent
+        to the owner, whose answer is relayed; 503 when a sibling did not answer; None: no such call."""
+        call_id = request.match_info["call_id"]
+        found = await self._find(request, call_id)
+        if not isinstance(found, tuple):
+            return None if found is None else _no_answer()
+        owner, _ = found
+        answer = await self._ask(owner, "POST", f"/v1/calls/{quote(call_id, safe='')}/actions", request, body)
+        if answer is SILENT:
+            return _error(
+                503,
+                "the call's worker did not answer in time: the actions may or may not have been applied; repeat "
+                "them with the same Idempotency-Key",
+                **{"Retry-After": "1"},
+            )
+        return answer.response()
+
+    async def live_calls(self, request: web.Request) -> list[Any] | web.Response:
+        """Every sibling's active calls (``GET /v1/calls`` without ``since``), or 503."""
+        answers = await asyncio.gather(*(self._ask(i, "GET", "/v1/calls", request) for i in self.others))
+        calls: list[Any] = []
+        for answer in answers:
+            if answer is SILENT:
+                return _no_answer()
+            if answer.status == 200:
+                calls += json.loads(answer.body)["calls"]
+        return calls
+
+    async def transcript(self, request: web.Request) -> web.Response | None:
+        """A live call's transcript from the worker that holds the call (it writes what it queued first);
+        None when no sibling holds it live (the caller serves what the shared file has)."""
+        call_id = request.match_info["call_id"]
+        found = await self._find(request, call_id)
+        if not isinstance(found, tuple) or found[1].status != 200:
+            return None
+        answer = await self._ask(found[0], "GET", request.rel_url.path_qs, request)
+        return None if answer is SILENT else answer.response()
+
+
+SIBLINGS = web.AppKey("siblings", Siblings)
