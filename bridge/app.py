@@ -22,6 +22,7 @@ from bridge.metrics import Metrics
 from bridge.outbox import Outbox, OutboxWriter
 from bridge.phone_socket import healthz, phone_stream, twilio_voice
 from bridge.reply.api import add_routes as add_bot_api
+from bridge.reply.bot_socket import resend_left_over
 from bridge.reply.tts import OpenAiSpeech, PiperSpeech, Speaker
 from bridge.settings import Settings
 from bridge.stt.admission import Admission
@@ -162,7 +163,10 @@ async def _http_client(app: web.Application) -> AsyncIterator[None]:
 
             store = fleet_outbox = FleetOutbox(state.fleet, max_queued=settings.webhook.max_pending_events * 10)
         else:
-            store = state.outbox = _outbox_writer(settings, state.worker) if settings.webhook.url else None
+            # The outbox keeps events for a bot: the webhook's, or (without one) the bot socket's. In
+            # fleet mode a socket-only bridge keeps them in memory only (each call's BotSocket window).
+            durable = settings.webhook.url or (settings.bot_ws.url and state.fleet is None)
+            store = state.outbox = _outbox_writer(settings, state.worker) if durable else None
         state.delivery = Delivery(
             http,
             settings.webhook,
@@ -171,8 +175,24 @@ async def _http_client(app: web.Application) -> AsyncIterator[None]:
             clock=state.clock.time,
             sleep=state.clock.sleep,
             gate=state.fleet.holds if state.fleet is not None else None,
+            bot_socket=bool(settings.bot_ws.url),
         )
-        state.delivery.recover()
+        resending: asyncio.Task[int] | None = None
+        if state.delivery.context.socket_acks and state.outbox is not None:
+            # socket-only: what a previous process left goes to the bot's socket (in the background)
+            resending = asyncio.create_task(
+                resend_left_over(
+                    settings.bot_ws,
+                    http,
+                    state.delivery.left_over(),
+                    state.outbox,
+                    max_age=settings.webhook.max_age,
+                    clock=state.clock.time,
+                ),
+                name="bot-socket-recovery",
+            )
+        else:
+            state.delivery.recover()
         if state.outbox is not None:
             state.outbox.start()
         if fleet_outbox is not None and state.fleet is not None:
@@ -191,6 +211,10 @@ async def _http_client(app: web.Application) -> AsyncIterator[None]:
             if fleet_outbox is not None:
                 await fleet_outbox.aclose(timeout=settings.webhook.timeout)
         finally:
+            if resending is not None and not resending.done():  # what it did not finish stays pending
+                resending.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await resending
             if state.outbox is not None:
                 await asyncio.to_thread(state.outbox.close, settings.webhook.timeout)
             if state.speaker is not None:

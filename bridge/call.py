@@ -28,8 +28,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import inspect
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, assert_never
@@ -75,6 +77,7 @@ from bridge.stt.protocol import init_request
 from bridge.stt.stream import SessionState as SttSessionState
 from bridge.stt.stream import SttStream
 from bridge.transcripts import TranscriptStore
+from bridge.untrusted import loads, same_secret
 from bridge.webhook import WebhookResponse
 
 log = structlog.get_logger("bridge.call")
@@ -84,6 +87,13 @@ MAX_CONVERSATION_UTTERANCES = 2000  # transcript.completed carries at most this 
 MAX_CONVERSATION_CHARS = 200_000  # ... and this much text (the whole record is in the transcript API)
 _TURN_FIELDS = ("id", "channel", "speaker", "start", "end", "text", "language")
 SPEAKERS_PARAMETER = "bridge.speakers"  # a stream's speaker labels, channel 0 then 1: "caller,agent"
+# Answers cannot loop: an event the bridge posts because of a webhook answer is one *generation* after
+# the event answered (the caller's events, and what time brings, are generation 0). An action.failed
+# of generation 2 or more (a failure caused by the answer to a failure) is logged, not posted; any
+# other event more than MAX_ANSWER_CHAIN answers away from the caller (e.g. playback.interrupted of a
+# bot answering each one with a `queue: replace` say) is logged, not posted.
+MAX_ANSWER_CHAIN = 8
+MAX_GENERATIONS_KEPT = 4096  # events and actions whose generation is remembered, per call
 
 
 def restart_proven(secret: bytes, started: CallStarted) -> bool:
@@ -91,7 +101,7 @@ def restart_proven(secret: bytes, started: CallStarted) -> bool:
     if not secret:
         return False
     want = resume_token(secret, started.provider, started.call_sid)
-    return hmac.compare_digest(started.parameters.get(RESUME_PARAMETER, "").encode(), want.encode())
+    return same_secret(started.parameters.get(RESUME_PARAMETER, ""), want)
 
 
 def resume_token(secret: bytes, provider: str, call_sid: str) -> str:
@@ -151,7 +161,11 @@ class Call:
             on_response=self._bot_answered,
             carry_on=(carried.last_sequence, carried.events) if carried is not None else None,
         )
-        self.bot_socket = BotSocket(settings.bot_ws, http, self.id, self.reply.apply) if settings.bot_ws.url else None
+        self.bot_socket = (
+            BotSocket(settings.bot_ws, http, self.id, self.reply.apply, on_acked=self.events.acknowledged)
+            if settings.bot_ws.url
+            else None
+        )
         self._stream: PhoneStream | None = None
         body = init_request(
             self.profile.request_body(self.stt_format),
@@ -184,6 +198,14 @@ class Call:
         self._conversation_chars = 0
         self.dtmf = 0
         self.on_ended: Callable[[str, CallStats], None] | None = None  # e.g. the metrics' last update
+        # Set while the call is suspended (its stream dropped, a restart may come): ends it from there
+        # (bridge.calls), e.g. when the bot hangs up meanwhile.
+        self.end_suspended_now: Callable[[EndReason], None] | None = None
+        self._answering: int | None = None  # the generation of what the answer being applied causes
+        self._generations: OrderedDict[str, int] = OrderedDict()  # webhook-id -> generation (>= 1)
+        self._action_generations: OrderedDict[str, int] = OrderedDict()  # answered action id -> generation
+        self._not_sent = 0  # events an answer caused that were logged, not posted (see MAX_ANSWER_CHAIN)
+        self._ignored_answers = 0  # 2xx answers without actions (logged once per call)
 
     @classmethod
     def begin(cls, started: CallStarted, **deps: Any) -> Call:
@@ -334,24 +356,51 @@ class Call:
         if self._ended:  # every call ends exactly once, whatever the interleaving
             return
         self._ended = True
+        self.end_suspended_now = None
+        # Each part is guarded: whatever one raises is logged with its traceback and the rest still
+        # runs, so call.ended is always posted and logged and on_ended always called.
+        await self._end_part("audio_flush", self._flush_audio)
+        await self._end_part("reply_close", self.reply.close)  # what played: interrupted before call.ended
+        await self._end_part("stt_finish", self._finish_stt)
+        stats = self.stats(result.reason)
+        summary = stats.summary()
+        await self._end_part(
+            "call_ended", lambda: self._post("call.ended", {"call": self.call_json(), "summary": summary})
+        )
+        await self._end_part(
+            "transcript_completed", lambda: self._post("transcript.completed", self._transcript_json())
+        )
+        transcripts, bot_socket, on_ended = self.transcripts, self.bot_socket, self.on_ended
+        if transcripts is not None:
+            await self._end_part(
+                "transcript_record", lambda: transcripts.call_ended(self.id, time.time(), result.reason)
+            )
+        await self._end_part("delivery_close", self.events.close)
+        if bot_socket is not None:
+            await self._end_part("bot_socket_close", bot_socket.close)
+        if self._not_sent:
+            log.warning("reply.answer_events_not_sent", events=self._not_sent, detail="see MAX_ANSWER_CHAIN")
+        log.info("call.ended", **summary)
+        if on_ended is not None:
+            await self._end_part("on_ended", lambda: on_ended(self.id, stats))
+
+    async def _end_part(self, name: str, part: Callable[[], object]) -> None:
+        """One part of the call's end; what it raises is logged (with its traceback), not raised."""
+        try:
+            done = part()
+            if inspect.isawaitable(done):
+                await done
+        except Exception:
+            log.exception("call.end_part_failed", part=name)
+
+    async def _flush_audio(self) -> None:
         if self._audio_path is not None:
             self.stt.send_audio(self._audio_path.flush())
-        await self.reply.close()  # what was playing is reported interrupted before call.ended
+
+    async def _finish_stt(self) -> None:
         await self.stt.finish(self.settings.gladia.finish_timeout)
         if not self.stt.ended_normally and not self.stt.gave_up:
             await self.stt.recover_missed_finals()
-        stats = self.stats(result.reason)
-        summary = stats.summary()
-        self._post("call.ended", {"call": self.call_json(), "summary": summary})
-        self._post("transcript.completed", self._transcript_json())
-        if self.transcripts is not None:
-            self.transcripts.call_ended(self.id, time.time(), result.reason)
-        self.events.close()
-        if self.bot_socket is not None:
-            await self.bot_socket.close()
-        log.info("call.ended", **summary)
-        if self.on_ended is not None:
-            self.on_ended(self.id, stats)
 
     async def end_suspended(self, reason: EndReason) -> None:
         """End a suspended call (no new stream came in time, it was shed, or the bridge is stopping)."""
@@ -401,13 +450,21 @@ class Call:
                 if notice.channel == 0:
                     self.reply.caller_speech(notice.started)
                 if notice.started and self.bot_socket is not None:
-                    self.bot_socket.realtime("speech.started", {"call_id": self.id, **self._who(notice.channel)})
+                    self.bot_socket.realtime(
+                        "speech.started", {"call_id": self.id, "call": self.call_json(), **self._who(notice.channel)}
+                    )
             case PartialUtterance():
                 if notice.channel == 0:
                     self.reply.caller_words(notice.text)
                 if self.bot_socket is not None:
                     self.bot_socket.realtime(
-                        "utterance.partial", {"call_id": self.id, "text": notice.text, **self._who(notice.channel)}
+                        "utterance.partial",
+                        {
+                            "call_id": self.id,
+                            "call": self.call_json(),
+                            "text": notice.text,
+                            **self._who(notice.channel),
+                        },
                     )
             case _:
                 assert_never(notice)
@@ -446,36 +503,87 @@ class Call:
 
     # -- the way back ----------------------------------------------------------------------------
 
-    def _post(self, type_: str, payload: dict[str, Any]) -> None:
+    def _post(self, type_: str, payload: dict[str, Any]) -> PendingEvent | None:
         """A bot event: to the webhook (durable, ordered) and, when there is one, the bot's socket.
         ``call.ended`` then ``transcript.completed`` are the call's last events: anything after them
-        (e.g. a bad answer to one) is logged."""
+        (e.g. a bad answer to one) is logged. Returns the event queued (None: not sent)."""
         if self._last_posted and type_ != "transcript.completed":
             log.info("bot.event_after_end", type=type_, detail="the call has ended: not sent")
-            return
+            return None
         self._last_posted = self._last_posted or type_ == "call.ended"
         event = self.events.submit(type_, payload)
         if event is not None and self.bot_socket is not None:
-            self.bot_socket.send_event(event.body)
+            self.bot_socket.send_event(event.body, sequence=event.sequence)
+        return event
 
     def _emit(self, type_: str, payload: dict[str, Any]) -> None:
-        self._post(type_, {"call": self.call_json(), **payload})
+        """An event of the reply loop (action.failed, playback.*): posted unless it would feed a loop
+        of webhook answers (see MAX_ANSWER_CHAIN)."""
+        generation = self._answering
+        if generation is None and type_ == "action.failed":  # e.g. a say of an answer, failed later
+            generation = self._action_generations.get(str(payload.get("action_id")), 0)
+        generation = generation or 0
+        if (type_ == "action.failed" and generation >= 2) or generation > MAX_ANSWER_CHAIN:
+            self._not_sent += 1
+            if self._not_sent == 1:  # one line per call (call.ended's line gives the count)
+                log.warning(
+                    "reply.answer_event_not_sent",
+                    type=type_,
+                    generation=generation,
+                    error=str(payload.get("error", ""))[:200] or None,
+                    detail="caused by a webhook answer to an event itself caused by an answer: not posted, "
+                    "so answers cannot loop",
+                )
+            return
+        event = self._post(type_, {"call": self.call_json(), **payload})
+        if event is not None and generation:
+            _remember(self._generations, event.webhook_id, generation)
 
     def _bot_answered(self, event: PendingEvent, response: WebhookResponse) -> None:
-        """The bot's 2xx answer to an event: its ``{"actions": [...]}``, applied once per webhook-id."""
+        """The bot's 2xx answer to an event. Only an answer that carries actions (a JSON object with an
+        ``actions`` key) applies them, once per webhook-id; any other body (JSON without ``actions``,
+        text, HTML) is accepted and ignored (one log line per call). What the answer causes cannot
+        loop (see MAX_ANSWER_CHAIN)."""
+        generation = self._generations.pop(event.webhook_id, 0) + 1
         body = response.body.strip()
         if not body:
             return
-        if response.truncated:
-            self.reply.fail(None, "webhook answer over 64 KiB: not applied")
+        self._answering = generation
+        try:
+            self._apply_answer(event, response, body, generation)
+        finally:
+            self._answering = None
+
+    def _apply_answer(self, event: PendingEvent, response: WebhookResponse, body: bytes, generation: int) -> None:
+        data: Any = None
+        error = "over 64 KiB: not applied"
+        if not response.truncated:
+            try:
+                data = loads(body)  # nested deeper than MAX_JSON_DEPTH: refused unparsed
+            except ValueError as exc:
+                error = f"not JSON: {exc}"
+        if not (isinstance(data, dict) and "actions" in data):
+            if data is None and b'"actions"' in body:  # meant as actions, but unreadable
+                log.warning("reply.bad_answer", webhook_id=event.webhook_id, error=error[:200])
+                self.reply.fail(None, f"webhook answer to {event.webhook_id}: {error}")
+                return
+            self._ignored_answers += 1
+            if self._ignored_answers == 1:
+                log.info(
+                    "reply.answer_ignored",
+                    webhook_id=event.webhook_id,
+                    content_type=response.content_type[:100],
+                    detail='a 2xx answer without {"actions": [...]} is accepted and ignored (logged once per call)',
+                )
             return
         try:
-            actions = parse_actions(body)
+            actions = parse_actions(data)
         except ActionError as exc:
-            log.warning("reply.bad_answer", webhook_id=event.webhook_id, error=str(exc))
+            log.warning("reply.bad_answer", webhook_id=event.webhook_id, error=str(exc)[:200])
             self.reply.fail(None, f"webhook answer to {event.webhook_id}: {exc}")
             return
-        self.reply.apply(actions, key=event.webhook_id)
+        for result in self.reply.apply(actions, key=event.webhook_id):
+            _remember(self._action_generations, result.id, generation)
 
     def lost_to_another_instance(self) -> None:
         """Fleet mode: another instance took the call over (this one was cut off from Redis, or
@@ -485,7 +593,10 @@ class Call:
             self._stream.hang_up()
 
     def _bot_hung_up(self) -> None:
-        if self._stream is not None:
+        if self.end_suspended_now is not None:  # no stream carries the call: it ends now, no restart
+            log.info("call.hung_up_while_suspended")
+            self.end_suspended_now("bot_hangup")
+        elif self._stream is not None:
             self._stream.hang_up()
 
     # -- what the call says about itself ---------------------------------------------------------
@@ -626,3 +737,9 @@ def _utterance_json(final: FinalUtterance, speakers: tuple[str, str]) -> dict[st
             for w in utt.words
         ],
     }
+
+
+def _remember(kept: OrderedDict[str, int], key: str, generation: int) -> None:
+    kept[key] = generation
+    while len(kept) > MAX_GENERATIONS_KEPT:
+        kept.popitem(last=False)

@@ -52,6 +52,7 @@ class SuspendedCalls:
         entry.timer = loop.call_later(grace, self._end, entry, "stream_lost")
         self._by_key.setdefault(key, []).append(entry)
         self._entries[entry] = None
+        call.end_suspended_now = lambda reason: self._end(entry, reason)  # e.g. the bot hangs up meanwhile
         while len(self._entries) > self.limit:
             self.shed_oldest("too many suspended calls")
 
@@ -94,6 +95,7 @@ class SuspendedCalls:
         return True
 
     def _remove(self, entry: _Suspended) -> None:
+        entry.call.end_suspended_now = None
         self._entries.pop(entry, None)
         siblings = self._by_key.get(entry.key, [])
         if entry in siblings:

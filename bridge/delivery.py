@@ -14,6 +14,9 @@ kept there as dead. Delivery never waits for the disk (see :mod:`bridge.outbox` 
 counts as accepted). One recovery path, :meth:`Delivery.redeliver`, sends stored events again: at
 start-up (:meth:`Delivery.recover`: what a previous process left pending, plus a ``call.ended``
 with ``end_reason: bridge_restarted`` for calls a crash cut short) and in ``bridge outbox replay``.
+With ``BOT_WS_URL`` and no webhook, the outbox keeps each event until the bot acknowledges it on its
+socket (:attr:`DeliveryContext.socket_acks`), and what a crash left goes to the bot's socket at
+start-up (:func:`bridge.reply.bot_socket.resend_left_over`).
 
 :meth:`CallDelivery.submit` never awaits, so a slow bot cannot slow the audio path. What the bot
 answered to each delivered event reaches ``on_response`` (the reply loop's entry point).
@@ -44,6 +47,18 @@ from bridge.webhook import Delivered, Failed, WebhookClient, WebhookEvent, Webho
 log = structlog.get_logger("bridge.delivery")
 
 ResponseHandler = Callable[["PendingEvent", WebhookResponse], None]
+
+# The events the bot's own actions cause (its failures, its playback): they get a smaller share of a
+# call's queue and are refused first, so a flood of them never crowds out the caller's words
+# (utterance.final, call.*, transcript.completed, stt.*).
+BOT_CAUSED_PREFIXES = ("action.", "actions.", "playback.")
+MAX_PENDING_BOT_EVENTS = 1000  # per call, and at most a tenth of webhook.max_pending_events
+DROP_LOG_INTERVAL = 10.0  # seconds: queue-full drops are logged as one line per interval with a count
+
+
+def bot_caused(type_: str) -> bool:
+    """Whether an event is caused by the bot's own actions (refused first when a call's queue fills)."""
+    return type_.startswith(BOT_CAUSED_PREFIXES)
 
 
 class EventStore(Protocol):
@@ -96,6 +111,9 @@ class DeliveryContext:
     # Fleet mode: may this instance post the call's events? True yes; None not now (its lease is not
     # confirmed: wait); False never again (another instance took the call over: drop the queue).
     gate: Callable[[str], bool | None] | None = None
+    # BOT_WS_URL without BOT_WEBHOOK_URL: the store keeps each event until the bot acknowledges it on
+    # its socket (:meth:`CallDelivery.acknowledged`); the log-only path never releases one.
+    socket_acks: bool = False
 
 
 class Delivery:
@@ -110,19 +128,26 @@ class Delivery:
         metrics: Metrics | None = None,
         clock: Callable[[], float] = time.time,
         gate: Callable[[str], bool | None] | None = None,
+        *,
+        bot_socket: bool = False,
     ) -> None:
+        """``bot_socket``: ``BOT_WS_URL`` is set. Without a webhook, the bot's socket then owns the
+        store: events stay in it until the bot acknowledges them there. With a webhook, the webhook
+        owns it (a 2xx releases an event) and the socket's acks release nothing."""
         secret = settings.secret.get_secret_value() if settings.secret else None
         client = WebhookClient(http, settings.url, secret=secret, timeout=settings.timeout) if settings.url else None
+        socket_acks = client is None and bot_socket and outbox is not None
         self.context = DeliveryContext(
             settings=settings,
             client=client,
             # Events only need to survive a crash when they go to a bot; log-only events are written at once.
-            outbox=outbox if client is not None else None,
+            outbox=outbox if client is not None or socket_acks else None,
             metrics=metrics,
             backoff=Backoff(settings.retry_initial_delay, settings.retry_max_delay),
             clock=clock,
             sleep=sleep,
             gate=gate,
+            socket_acks=socket_acks,
         )
         self.calls: set[CallDelivery] = set()
 
@@ -150,11 +175,25 @@ class Delivery:
 
         Calls that never recorded their end (the process died mid-call) get a ``call.ended`` with
         ``end_reason: bridge_restarted`` after their last event. Reads the store directly: call it
-        at start-up, before the writer thread starts.
+        at start-up, before the writer thread starts. Socket-only (``context.socket_acks``), what is
+        left goes to the bot's socket instead: :func:`bridge.reply.bot_socket.resend_left_over` sends
+        :meth:`left_over`.
         """
+        if self.context.socket_acks:
+            return 0
+        calls = self.redeliver(self.left_over())
+        count = sum(c.pending for c in calls)
+        if count:
+            log.info("webhook.recovering", events=count, calls=len(calls))
+        return count
+
+    def left_over(self) -> list[PendingEvent]:
+        """What a previous process left in the outbox: its pending events, and a ``call.ended`` with
+        ``end_reason: bridge_restarted`` (stored as pending too) for each call that never recorded its
+        end. Reads the store directly: call it at start-up, before the writer thread starts."""
         outbox = self.context.outbox
         if not isinstance(outbox, OutboxWriter):
-            return 0  # none, or fleet mode: there the fleet's sweeper takes over what a lost instance left
+            return []  # none, or fleet mode: there the fleet's sweeper takes over what a lost instance left
         store = outbox.outbox
         stored = list(store.events(state="pending"))
         ended: list[PendingEvent] = []
@@ -164,16 +203,12 @@ class Delivery:
                 "call.ended", sequence, {"call": json.loads(call_json), "summary": {"end_reason": "bridge_restarted"}}
             )
             event = PendingEvent(
-                f"msg_{call_id}_{sequence}", body, call_id, "call.ended", sequence, self.context.clock()
+                webhook_id(call_id, sequence), body, call_id, "call.ended", sequence, self.context.clock()
             )
             outbox.add(event.webhook_id, call_id, sequence, event.type, body, event.created)
             outbox.call_ended(call_id)
             ended.append(event)
-        calls = self.redeliver([*(_pending(s) for s in stored), *ended])
-        count = sum(c.pending for c in calls)
-        if count:
-            log.info("webhook.recovering", events=count, calls=len(calls))
-        return count
+        return [*(_pending(s) for s in stored), *ended]
 
     def redeliver(self, events: Iterable[PendingEvent]) -> list[CallDelivery]:
         """Deliver stored events again, each call's in sequence order, one worker per call; each
@@ -252,6 +287,11 @@ class CallDelivery:
         self._wake = asyncio.Event()
         self._closed = False
         self._sequence = 0
+        self._bot_queued = 0  # bot-caused events in the queue
+        max_pending = context.settings.max_pending_events
+        self._bot_bound = max(1, min(MAX_PENDING_BOT_EVENTS, max_pending // 10))
+        self._drops_unlogged: dict[str, int] = {}  # kind -> drops since the last queue_full line
+        self._drops_logged_at: float | None = None  # monotonic time of the last queue_full line
         self.counters = DeliveryCounters()
         self.task: asyncio.Task[None] | None = None
 
@@ -259,7 +299,7 @@ class CallDelivery:
         """Store and queue an event; returns it, or None when the queue is full (counted and logged)."""
         self._sequence += 1
         event = PendingEvent(
-            f"msg_{self.call_id}_{self._sequence}",
+            webhook_id(self.call_id, self._sequence),
             event_body(type_, self._sequence, payload),
             self.call_id,
             type_,
@@ -267,32 +307,70 @@ class CallDelivery:
             self._ctx.clock(),
         )
         self.counters.submitted += 1
-        if len(self._queue) >= self._ctx.settings.max_pending_events:
-            self.counters.dropped += 1
-            log.error(
-                "webhook.queue_full", type=type_, sequence=event.sequence, bound=self._ctx.settings.max_pending_events
-            )
+        from_bot = bot_caused(type_)
+        if len(self._queue) >= self._ctx.settings.max_pending_events or (
+            from_bot and self._bot_queued >= self._bot_bound
+        ):
+            self._dropped("bot" if from_bot else "caller", type_)
             return None
         if self._ctx.outbox is not None:
             self._ctx.outbox.add(event.webhook_id, self.call_id, event.sequence, type_, event.body, event.created)
         self._queue.append(event)
+        self._bot_queued += from_bot
         self._start()
         return event
+
+    def _dropped(self, kind: str, type_: str) -> None:
+        """A full queue refused an event: counted; logged as one line when drops start and then at
+        most one line per DROP_LOG_INTERVAL with the count since the last (and the rest at close)."""
+        self.counters.dropped += 1
+        if self._ctx.metrics is not None:
+            self._ctx.metrics.webhook.labels("queue_full").inc()
+        self._drops_unlogged[kind] = self._drops_unlogged.get(kind, 0) + 1
+        now = time.monotonic()
+        if self._drops_logged_at is None or now - self._drops_logged_at >= DROP_LOG_INTERVAL:
+            self._drops_logged_at = now
+            self._log_drops(last_type=type_)
+
+    def _log_drops(self, **fields: Any) -> None:
+        if not self._drops_unlogged:
+            return
+        log.error(
+            "webhook.queue_full",
+            dropped=dict(self._drops_unlogged),  # by kind: "caller" (the caller's events) or "bot"
+            dropped_total=self.counters.dropped,
+            bound=self._ctx.settings.max_pending_events,
+            bot_bound=self._bot_bound,
+            **fields,
+        )
+        self._drops_unlogged.clear()
+
+    def _popped(self) -> None:
+        event = self._queue.popleft()
+        self._bot_queued -= bot_caused(event.type)
 
     def carry_on(self, last_sequence: int, events: list[PendingEvent]) -> None:
         """The call carries on from another instance: number from ``last_sequence`` on, and deliver
         its stored ``events`` (same webhook-ids) first."""
         self._sequence = max([last_sequence, *(e.sequence for e in events)])
         self._queue.extend(sorted(events, key=lambda e: e.sequence))
+        self._bot_queued += sum(bot_caused(e.type) for e in events)
         if events:
             self._start()
 
     def resume(self, events: list[PendingEvent]) -> None:
         """Deliver events recovered from the outbox, then stop (the call is over)."""
         self._queue.extend(events)
+        self._bot_queued += sum(bot_caused(e.type) for e in events)
         self._sequence = max((e.sequence for e in events), default=0)
         self._closed = True
         self._start()
+
+    def acknowledged(self, sequence: int) -> None:
+        """The bot acknowledged event ``sequence`` on its socket: socket-only, the store forgets it
+        (with a webhook, only the webhook's 2xx does)."""
+        if self._ctx.socket_acks and self._ctx.outbox is not None:
+            self._ctx.outbox.delivered(webhook_id(self.call_id, sequence))
 
     def _start(self) -> None:
         if self.task is None:
@@ -307,6 +385,7 @@ class CallDelivery:
             self._finished()
 
     def _finished(self) -> None:
+        self._log_drops(final=True)
         self._on_done(self)
         if self._closed and not self._queue and self._ctx.outbox is not None:
             self._ctx.outbox.call_ended(self.call_id)
@@ -331,10 +410,16 @@ class CallDelivery:
                     self._wake.clear()
                     await self._wake.wait()
                     continue
-                if not await self._deliver(self._queue[0]):
+                try:
+                    delivered_here = await self._deliver(self._queue[0])
+                except Exception:  # a bug: this event is lost, not the call's later ones
+                    log.exception("webhook.delivery_crashed", webhook_id=self._queue[0].webhook_id)
+                    self.counters.failed += 1
+                    delivered_here = True
+                if not delivered_here:
                     self._abandon()
                     return
-                self._queue.popleft()
+                self._popped()
         finally:
             self._finished()
 
@@ -352,6 +437,7 @@ class CallDelivery:
         self.counters.dropped += len(self._queue)
         log.warning("webhook.call_taken_over", events=len(self._queue), detail="another instance delivers them")
         self._queue.clear()
+        self._bot_queued = 0
         self._closed = True
 
     async def _deliver(self, event: PendingEvent) -> bool:
@@ -381,7 +467,7 @@ class CallDelivery:
                     if attempt > 1:
                         log.info("webhook.delivered", webhook_id=event.webhook_id, attempts=attempt)
                     if self._on_response is not None:
-                        self._on_response(event, response)
+                        self._answered(event, response)
                     return True
                 case Failed():
                     age = ctx.clock() - event.created
@@ -403,6 +489,15 @@ class CallDelivery:
                 case _:
                     assert_never(outcome)
 
+    def _answered(self, event: PendingEvent, response: WebhookResponse) -> None:
+        """Hand the bot's answer on. Whatever that raises (a bug) is logged with its traceback and
+        delivery goes on: one bad answer must not stop the call's later events."""
+        assert self._on_response is not None
+        try:
+            self._on_response(event, response)
+        except Exception:
+            log.exception("webhook.answer_handler_failed", webhook_id=event.webhook_id, type=event.type)
+
     def _dead(self, event: PendingEvent, attempts: int, age: float, failure: Failed) -> None:
         """Give an event up: counted, logged, and kept in the outbox as dead for ``bridge outbox``."""
         self.counters.failed += 1
@@ -420,6 +515,11 @@ class CallDelivery:
             age=round(age, 1),
             error=failure.error,
         )
+
+
+def webhook_id(call_id: str, sequence: int) -> str:
+    """An event's identity: the webhook's ``webhook-id`` header, the outbox's key."""
+    return f"msg_{call_id}_{sequence}"
 
 
 def event_body(type_: str, sequence: int, payload: dict[str, Any]) -> str:

@@ -25,6 +25,7 @@ from standardwebhooks.webhooks import Webhook
 from yarl import URL
 
 from bridge.errors import http_status_retryable
+from bridge.untrusted import read_bounded
 
 MAX_RESPONSE_BYTES = 64 * 1024
 
@@ -115,13 +116,14 @@ class WebhookClient:
                 allow_redirects=False,
             ) as resp:
                 if 200 <= resp.status < 300:
-                    body = await resp.content.read(self.max_response_bytes + 1)
+                    # the whole answer, however many writes it came in, up to the bound
+                    body, truncated = await read_bounded(resp.content, self.max_response_bytes)
                     return Delivered(
                         WebhookResponse(
                             status=resp.status,
                             content_type=resp.headers.get("Content-Type", ""),
-                            body=body[: self.max_response_bytes],
-                            truncated=len(body) > self.max_response_bytes,
+                            body=body,
+                            truncated=truncated,
                         ),
                         latency=time.monotonic() - started,
                     )

@@ -348,6 +348,10 @@ class FakeBotSocket:
         first = len(self.headers) == 1
         async for msg in ws:
             data = json.loads(msg.data)
+            if "sequence" in data:  # a durable event: acknowledged; one seen before (resent) is dropped
+                await ws.send_str(json.dumps({"type": "ack", "sequence": data["sequence"]}))
+                if data["sequence"] in {m.get("sequence") for m in self.received}:
+                    continue
             self.received.append(data)
             if data["type"] == "call.started":
                 for piece, last in (("Hello there. How ", False), ("can I help?", True)):

@@ -27,8 +27,8 @@ def test_streamed_text_comes_out_a_sentence_at_a_time() -> None:
         [],
         ["Hello there!"],
         ["How are you?"],
-        [],
-        ["I am fine.", "Bye"],
+        ["I am fine."],  # a piece that ends a sentence completes it: no wait for more text
+        ["Bye"],
     ]
 
 

@@ -25,13 +25,13 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import secrets
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
 
 from bridge.errors import ActionError
+from bridge.untrusted import MAX_JSON_DEPTH, loads
 
 MAX_ACTIONS = 32  # per request
 MAX_TEXT_CHARS = 4000  # per say
@@ -61,11 +61,28 @@ class Say(_Playable):
     stream_id: str | None = Field(None, min_length=1, max_length=64)  # WebSocket: streamed text
     last: bool = True  # streamed text: this piece ends the stream
 
+    @model_validator(mode="before")
+    @classmethod
+    def _named_by_stream(cls, data: Any) -> Any:
+        return _streamed_id(data)
+
     @model_validator(mode="after")
     def _has_text(self) -> Say:
         if self.stream_id is None and not self.text.strip():
             raise ValueError("say needs a non-empty 'text'")
         return self
+
+
+def _streamed_id(data: Any) -> Any:
+    """A streamed ``say`` or ``audio`` is one action named by its stream: its id is the ``stream_id``
+    (in ``actions.accepted`` as in the ``playback.*`` events); another ``id`` is refused."""
+    if isinstance(data, dict) and isinstance(data.get("stream_id"), str):
+        given = data.get("id")
+        if given is None:
+            return {**data, "id": data["stream_id"]}
+        if given != data["stream_id"]:
+            raise ValueError("a streamed action is named by its stream_id: leave 'id' out or set it to the stream_id")
+    return data
 
 
 def _decoded(value: str, field: str) -> bytes:
@@ -102,6 +119,11 @@ class AudioChunk(_Playable):
     audio: bytes = b""  # PCM16 little-endian mono (base64 in JSON)
     sample_rate: Literal[8000, 16000, 22050, 24000, 32000, 44100, 48000]
     last: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _named_by_stream(cls, data: Any) -> Any:
+        return _streamed_id(data)
 
     @field_validator("audio", mode="before")
     @classmethod
@@ -165,15 +187,16 @@ def parse_actions(body: bytes | str | dict[str, Any] | list[Any]) -> list[Action
     """``{"actions": [...]}`` (or the list alone) to typed actions.
 
     Raises:
-        ActionError: not JSON, not that shape, an unknown type or a bad field (the message names
-            it, e.g. ``actions[1].text``), or too large (``too_large``).
+        ActionError: not JSON (or nested deeper than ``MAX_JSON_DEPTH``), not that shape, an unknown
+            type, a bad field (the message names it, e.g. ``actions[1].text``), two actions with one
+            ``id`` (``actions[3].id: duplicate id 'x'``), or too large (``too_large``).
     """
     if isinstance(body, bytes | str):
         if len(body) > MAX_REQUEST_BYTES:
             raise ActionError(f"request body over {MAX_REQUEST_BYTES // (1024 * 1024)} MiB", too_large=True)
         try:
-            body = json.loads(body)
-        except (ValueError, UnicodeDecodeError) as exc:
+            body = loads(body)  # nested deeper than MAX_JSON_DEPTH: refused before parsing
+        except ValueError as exc:
             raise ActionError(f"body is not JSON: {exc}") from exc
     items = body.get("actions") if isinstance(body, dict) else body
     if isinstance(body, dict) and set(body) - {"actions"}:
@@ -187,9 +210,19 @@ def parse_actions(body: bytes | str | dict[str, Any] | list[Any]) -> list[Action
             kind = item.get("type") if isinstance(item, dict) else type(item).__name__
             raise ActionError(f"actions[{i}].type: {kind!r} is not one of {', '.join(ACTION_TYPES)}")
     try:
-        return _ACTIONS.validate_python(items)
+        actions = _ACTIONS.validate_python(items)
     except ValidationError as exc:
         raise ActionError(_first_error(exc)) from None
+    except RecursionError:  # a dict or list given already parsed, nested too deep
+        raise ActionError(f"actions nested deeper than {MAX_JSON_DEPTH} levels") from None
+    seen: set[str] = set()
+    for i, item in enumerate(items):
+        given = item.get("id")  # only ids the bot chose: the bridge's own are unique
+        if isinstance(given, str):
+            if given in seen:
+                raise ActionError(f"actions[{i}].id: duplicate id {given!r}")
+            seen.add(given)
+    return actions
 
 
 def _first_error(exc: ValidationError) -> str:

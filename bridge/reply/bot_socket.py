@@ -1,19 +1,32 @@
 """The bot WebSocket: with ``BOT_WS_URL`` set, the bridge dials the bot once per call.
 
-The bot needs no route to the bridge (as with ConversationRelay and Media Streams). The socket carries:
+The bot needs no route to the bridge (as with ConversationRelay and Media Streams). The socket carries
+(the wire rules are :mod:`bridge.reply.bot_channel`'s; the README documents every message):
 
 - bridge -> bot: every bot event of the call, in the same envelope as the webhook (``type``,
   ``sequence``, ``timestamp``, ``call``...), plus real-time events not worth a durable webhook:
   ``speech.started`` and, when the STT profile asks for partials, ``utterance.partial`` (these have
-  no ``sequence``). After each action request, ``{"type": "actions.accepted", "actions": [{"id",
-  "status"}]}``; a bad request gets ``{"type": "actions.refused", "error": "..."}``.
+  no ``sequence`` and are never resent). After each action request, ``{"type": "actions.accepted",
+  "request_id", "actions": [{"id", "status"}]}``; a bad request gets ``{"type": "actions.refused",
+  "request_id", "error", "action_ids"}``.
 - bot -> bridge: ``{"actions": [...]}`` in the one vocabulary, including what only this channel
-  streams: ``say`` with ``stream_id`` / ``last`` (spoken from the first complete sentence) and
-  ``audio`` (the bot's own TTS, PCM16). An optional ``idempotency_key`` makes a repeat apply nothing.
+  streams (``say`` with ``stream_id`` / ``last``, ``audio``), and ``{"type": "ack", "sequence": N}``.
 
-``Authorization: Bearer <BOT_WS_TOKEN>`` when set. If the socket drops, the bridge dials again with
-backoff and resends the durable events the bot has not seen since (bounded; real-time ones are not
-resent). The socket is closed with 1000 after ``call.ended``.
+At least once: a durable event stays in a bounded window (:data:`MAX_UNACKED`) until the bot
+acknowledges it (cumulatively); after a redial every event still in it is sent again, in order, with
+its sequence number (a bot drops duplicates by ``sequence``). A bot that never acks gets them again
+after each redial. ``Authorization: Bearer <BOT_WS_TOKEN>`` when set; a 401/403 on the handshake is
+logged ``bot_socket.unauthorized``. The backoff between dials grows until a connection proved
+healthy (the bot sent a valid message, or it stayed up :data:`HEALTHY_AFTER` seconds). After
+``call.ended`` the bridge waits (bounded) for the bot to acknowledge the last event, then closes
+with 1000. Nothing a bot sends ends the reader: a bad message is answered ``actions.refused``.
+
+Durable across a restart when the socket is the only channel (no ``BOT_WEBHOOK_URL``): the outbox
+keeps each event until the bot acknowledges it (``on_acked`` reports every released sequence; a bot
+that never acked on the call releases everything once the call is over and all was written), and at
+start-up :func:`resend_left_over` dials the bot for each call a previous process left events of and
+sends them again, in order, with their sequence numbers, then the ``call.ended``
+(``bridge_restarted``) of a call the crash cut short.
 """
 
 from __future__ import annotations
@@ -21,23 +34,30 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from collections import deque
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from typing import Any, assert_never
 
 import aiohttp
 import structlog
 
 from bridge.backoff import Backoff
-from bridge.errors import ActionError
-from bridge.reply.actions import Action, parse_actions
+from bridge.delivery import EventStore, PendingEvent
+from bridge.reply.actions import Action
+from bridge.reply.bot_channel import Ack, Refused, Request, Unacknowledged, decode, refused_after_end
 from bridge.reply.call_reply import ActionResult
 from bridge.settings import BotWsSettings
 
 log = structlog.get_logger("bridge.bot_socket")
 
-MAX_UNSENT = 1000  # durable events kept for a socket that is down (older ones are counted and dropped)
+MAX_UNACKED = 1000  # durable events kept until the bot acknowledges them (older ones are counted and dropped)
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
+HEALTHY_AFTER = 5.0  # s a connection must stay up (without a valid message) before the backoff starts over
+ACK_WAIT = 2.0  # s the close after call.ended waits for the bot to acknowledge the last event
+RESEND_WAIT = 10.0  # s a start-up resend of one call's events has (dials included) to get them acknowledged
+RESEND_SOCKETS = 8  # calls whose events are resent at once at start-up
 
 
 class BotSocket:
@@ -49,37 +69,68 @@ class BotSocket:
         http: aiohttp.ClientSession,
         call_id: str,
         apply: Callable[[list[Action], str | None], list[ActionResult]],
+        on_acked: Callable[[int], None] | None = None,
     ) -> None:
+        """``on_acked(sequence)``: the bot acknowledged that event (called once per event, in order);
+        a durable store may forget it."""
         self.settings = settings
         self.http = http
         self.call_id = call_id
         self.apply = apply
-        self._unsent: deque[str] = deque()
+        self.on_acked = on_acked
+        self._window = Unacknowledged(MAX_UNACKED)
         self._realtime: deque[str] = deque(maxlen=100)  # only while connected; never resent
         self._wake = asyncio.Event()
         self._ended = False
+        self._acks_seen = False  # the bot acknowledges: worth waiting for its last ack
+        self._proved = False  # the current connection carried a valid message from the bot
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self.connections = 0
-        self.dropped_events = 0
+        self._drop_log_at = 1
         self._task = asyncio.create_task(self._run(), name=f"bot-socket-{call_id}")
 
-    def send_event(self, body: str, durable: bool = True) -> None:
-        """An event for the bot (never awaits). Durable events wait for a socket that is down."""
+    @property
+    def dropped_events(self) -> int:
+        return self._window.dropped
+
+    @property
+    def unacknowledged(self) -> int:
+        return len(self._window)
+
+    def send_event(self, body: str, durable: bool = True, sequence: int | None = None) -> None:
+        """An event for the bot (never awaits). A durable event (``sequence`` given, else read from
+        the body) is kept until the bot acknowledges it; a real-time one goes only to an open socket."""
         if durable:
-            if len(self._unsent) >= MAX_UNSENT:
-                self._unsent.popleft()
-                self.dropped_events += 1
-            self._unsent.append(body)
+            if sequence is None:
+                sequence = int(json.loads(body)["sequence"])
+            dropped = self._window.add(sequence, body)
+            # a bot that never acks has every event written once dropped from the bound: expected, quiet
+            if (
+                dropped
+                and (self._acks_seen or self._window.dropped_unsent)
+                and self._window.dropped >= self._drop_log_at
+            ):
+                self._drop_log_at = self._window.dropped * 10  # logged at the first drop, then at 10x as many
+                log.warning(
+                    "bot_socket.events_dropped",
+                    dropped=self._window.dropped,
+                    never_sent=self._window.dropped_unsent,
+                    bound=MAX_UNACKED,
+                    detail="more unacknowledged events than the bound: the oldest are not resent",
+                )
             self._wake.set()
         elif self._ws is not None and not self._ws.closed:
             self._realtime.append(body)
             self._wake.set()
 
     def realtime(self, type_: str, payload: dict[str, Any]) -> None:
-        self.send_event(json.dumps({"type": type_, **payload}, separators=(",", ":")), durable=False)
+        """A real-time event (``speech.started``, ``utterance.partial``): ``type``, ``timestamp`` and the
+        payload, no ``sequence``; sent only to an open socket, never kept or resent."""
+        body = {"type": type_, "timestamp": datetime.now(tz=UTC).isoformat(), **payload}
+        self.send_event(json.dumps(body, separators=(",", ":"), ensure_ascii=False), durable=False)
 
     async def close(self, timeout: float = 5.0) -> None:
-        """After ``call.ended``: send what is left, then close with 1000 (bounded)."""
+        """After ``call.ended``: send what is left, wait (bounded) for the last ack, close with 1000."""
         self._ended = True
         self._wake.set()
         try:
@@ -88,69 +139,314 @@ class BotSocket:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        if self._window.dropped or (self._acks_seen and len(self._window)):  # a bot that never acks: expected
+            log.info(
+                "bot_socket.closed_with_unacknowledged",
+                unacknowledged=len(self._window),
+                acked_through=self._window.acked_through,
+                dropped=self._window.dropped,
+            )
+
+    def _finished(self) -> bool:
+        return self._ended and self._window.all_written and (not self._acks_seen or not len(self._window))
 
     async def _run(self) -> None:
+        """Dial, write, read; on any failure dial again with backoff. Never dies of an exception:
+        the call's end must not inherit one from its bot's socket."""
         backoff = Backoff(0.2, self.settings.reconnect_max_delay)
         failures = 0
-        headers = {"Authorization": f"Bearer {self.settings.token.get_secret_value()}"} if self.settings.token else {}
-        while not (self._ended and not self._unsent and self.connections):
+        while True:
+            connected_at: float | None = None
+            self._proved = False
             try:
                 async with self.http.ws_connect(
                     self.settings.url,
-                    headers=headers,
+                    headers=self._headers(),
                     heartbeat=20.0,
                     max_msg_size=MAX_MESSAGE_BYTES,
                     params={"call_id": self.call_id},
                 ) as ws:
+                    connected_at = time.monotonic()
                     self._ws = ws
                     self.connections += 1
-                    failures = 0
-                    log.info("bot_socket.connected", connections=self.connections)
-                    reader = asyncio.create_task(self._read(ws))
-                    try:
-                        await self._write(ws, reader)
-                    finally:
-                        reader.cancel()
-                        with contextlib.suppress(asyncio.CancelledError):
-                            await reader
-                    if self._ended and not self._unsent:
+                    log.info("bot_socket.connected", connections=self.connections, resending=len(self._window))
+                    if await self._session(ws):
                         await ws.close(code=1000, message=b"call ended")
                         return
+                    log.info("bot_socket.closed", code=ws.close_code, connections=self.connections)
+            except aiohttp.WSServerHandshakeError as exc:
+                if exc.status in (401, 403):
+                    log.warning("bot_socket.unauthorized", status=exc.status, detail="check BOT_WS_TOKEN")
+                else:
+                    log.warning("bot_socket.connect_failed", status=exc.status, error=str(exc)[:200])
             except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-                log.warning("bot_socket.connect_failed", error=f"{type(exc).__name__}: {exc}"[:200])
+                error = f"{type(exc).__name__}: {exc}"[:200]
+                if connected_at is None:
+                    log.warning("bot_socket.connect_failed", error=error)
+                else:
+                    log.info("bot_socket.dropped", error=error, connections=self.connections)
+            except Exception:
+                log.exception("bot_socket.failed", detail="dialing again")
             finally:
                 self._ws = None
                 self._realtime.clear()
+            if connected_at is not None and (self._proved or time.monotonic() - connected_at >= HEALTHY_AFTER):
+                failures = 0  # a healthy connection: the backoff starts over
             if self._ended and self.connections == 0 and failures >= 2:
                 return  # never reached the bot and the call is over: nothing more to do
             failures += 1
             await asyncio.sleep(backoff.delay(failures))
 
-    async def _write(self, ws: aiohttp.ClientWebSocketResponse, reader: asyncio.Task[None]) -> None:
-        """Send durable events in order; an event leaves the queue once written."""
+    def _headers(self) -> dict[str, str]:
+        return _bearer(self.settings)
+
+    async def _session(self, ws: aiohttp.ClientWebSocketResponse) -> bool:
+        """One connection: True when the call is over and everything was written (and acknowledged,
+        or the wait for it ran out): the socket may be closed with 1000."""
+        reader = asyncio.create_task(self._read(ws), name=f"bot-socket-read-{self.call_id}")
+        try:
+            return await self._write(ws, reader)
+        finally:
+            reader.cancel()
+            try:
+                await reader
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise  # this task is being cancelled (close() timed out), not just the reader
+            except Exception as exc:  # a write to a socket that was closing: it is gone either way
+                log.info("bot_socket.reader_stopped", error=f"{type(exc).__name__}: {exc}"[:200])
+
+    async def _write(self, ws: aiohttp.ClientWebSocketResponse, reader: asyncio.Task[None]) -> bool:
+        """Send every unacknowledged durable event, in order, then each new one as it comes."""
+        self._window.rewind()
+        ack_deadline: float | None = None
         while not ws.closed and not reader.done():
             while self._realtime and not ws.closed:
                 await ws.send_str(self._realtime.popleft())
-            while self._unsent and not ws.closed:
-                await ws.send_str(self._unsent[0])
-                self._unsent.popleft()
-            if self._ended and not self._unsent:
-                return
+            while (item := self._window.next()) is not None and not ws.closed:
+                await ws.send_str(item[1])
+                self._window.wrote(item[0])
+            if ws.closed:
+                break
+            timeout: float | None = None
+            if self._ended and self._window.all_written:
+                if self._finished():
+                    if not self._acks_seen:  # a bot that never acks had every event once: nothing to keep
+                        self._released(self._window.release(self._window.last_sequence))
+                    return True
+                now = time.monotonic()
+                ack_deadline = ack_deadline if ack_deadline is not None else now + ACK_WAIT
+                if now >= ack_deadline:
+                    log.info("bot_socket.ack_wait_over", unacknowledged=len(self._window))
+                    return True
+                timeout = ack_deadline - now
             self._wake.clear()
             waiter = asyncio.create_task(self._wake.wait())
-            await asyncio.wait({waiter, reader}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({waiter, reader}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
             waiter.cancel()
+        return False
 
     async def _read(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        """The bot's messages, one at a time. Nothing a bot sends ends this loop: a bad message is
+        refused, an unexpected error with one is logged (with its traceback) and refused too."""
         async for msg in ws:
-            if msg.type is not aiohttp.WSMsgType.TEXT:
-                continue
+            if msg.type is aiohttp.WSMsgType.ERROR:
+                log.warning("bot_socket.read_error", error=str(ws.exception())[:200])
+                return
             try:
-                data = json.loads(msg.data)
-                key = data.pop("idempotency_key", None) if isinstance(data, dict) else None
-                actions = parse_actions(data)
-            except (ValueError, ActionError) as exc:
-                await ws.send_str(json.dumps({"type": "actions.refused", "error": str(exc)[:500]}))
+                answer = self._handle(msg)
+            except Exception as exc:
+                log.exception("bot_socket.message_failed")
+                answer = Refused(f"the bridge could not handle this message ({type(exc).__name__})").json()
+            if answer is not None:
+                await ws.send_str(json.dumps(answer, separators=(",", ":")))
+            self._wake.set()
+
+    def _handle(self, msg: aiohttp.WSMessage) -> dict[str, Any] | None:
+        """One message of the bot: the answer to send, if any."""
+        if msg.type is not aiohttp.WSMsgType.TEXT:
+            return Refused("only text messages (JSON) are read on this socket").json()
+        message = decode(msg.data)
+        match message:
+            case Ack():
+                self._acks_seen = self._proved = True
+                self._released(self._window.release(message.sequence))
+                return None
+            case Refused():
+                return message.json()
+            case Request():
+                key = f"ws:{message.idempotency_key}" if message.idempotency_key is not None else None
+                results = self.apply(message.actions, key)
+                self._proved = True
+                return {
+                    "type": "actions.accepted",
+                    "request_id": message.request_id,
+                    "actions": [r.json() for r in results],
+                }
+            case _:
+                assert_never(message)
+
+    def _released(self, sequences: list[int]) -> None:
+        if self.on_acked is not None:
+            for sequence in sequences:
+                self.on_acked(sequence)
+
+
+async def resend_left_over(
+    settings: BotWsSettings,
+    http: aiohttp.ClientSession,
+    events: Iterable[PendingEvent],
+    store: EventStore,
+    *,
+    max_age: float,
+    clock: Callable[[], float] = time.time,
+    wait: float = RESEND_WAIT,
+    sockets: int = RESEND_SOCKETS,
+) -> int:
+    """Socket-only, at start-up: what a previous process left in the outbox (``events``:
+    :meth:`bridge.delivery.Delivery.left_over`, each call's ``call.ended`` with ``bridge_restarted``
+    included) goes to the bot again. Per call (at most ``sockets`` calls at once): dial ``BOT_WS_URL?call_id=``,
+    send the events in sequence order, wait up to ``wait`` seconds in all (dials included) for the
+    acks, forget each acknowledged event in ``store``, close with 1000. Actions on such a socket are
+    refused (the call has ended). An event still unacknowledged stays pending (tried again at the
+    next start) until it is ``max_age`` (``webhook.max_age``) old, then is kept as dead. Returns how
+    many events the bot acknowledged; never raises but for cancellation."""
+    by_call: dict[str, list[PendingEvent]] = {}
+    for event in sorted(events, key=lambda e: (e.call_id, e.sequence)):
+        by_call.setdefault(event.call_id, []).append(event)
+    if not by_call:
+        return 0
+    log.info("bot_socket.recovering", events=sum(map(len, by_call.values())), calls=len(by_call))
+    limit = asyncio.Semaphore(sockets)
+
+    async def one(call_id: str, pending: list[PendingEvent]) -> int:
+        async with limit:
+            resend = _Resend(settings, http, call_id, pending, store)
+            with structlog.contextvars.bound_contextvars(call_id=call_id):
+                try:
+                    await resend.run(wait)
+                except Exception:
+                    log.exception("bot_socket.recovery_failed")
+                resend.give_up_old(clock(), max_age)
+            return resend.acked
+
+    return sum(await asyncio.gather(*(one(c, p) for c, p in by_call.items())))
+
+
+class _Resend:
+    """One finished call's left-over events, sent again on a socket of their own (see
+    :func:`resend_left_over`)."""
+
+    def __init__(
+        self,
+        settings: BotWsSettings,
+        http: aiohttp.ClientSession,
+        call_id: str,
+        events: list[PendingEvent],
+        store: EventStore,
+    ) -> None:
+        self.settings = settings
+        self.http = http
+        self.call_id = call_id
+        self.store = store
+        self.events = {e.sequence: e for e in events}  # not acknowledged yet
+        self.window = Unacknowledged(max(1, len(events)))
+        for event in events:
+            self.window.add(event.sequence, event.body)
+        self.acked = 0
+
+    async def run(self, wait: float) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        backoff = Backoff(0.2, self.settings.reconnect_max_delay)
+        failures = 0
+        while len(self.window) and loop.time() < deadline:
+            try:
+                async with asyncio.timeout(max(0.0, deadline - loop.time())):
+                    ws = await self.http.ws_connect(
+                        self.settings.url,
+                        headers=_bearer(self.settings),
+                        max_msg_size=MAX_MESSAGE_BYTES,
+                        params={"call_id": self.call_id},
+                    )
+            except aiohttp.WSServerHandshakeError as exc:
+                log.warning("bot_socket.connect_failed", status=exc.status, error=str(exc)[:200], recovering=True)
+            except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+                log.warning("bot_socket.connect_failed", error=f"{type(exc).__name__}: {exc}"[:200], recovering=True)
+            else:
+                try:
+                    if await self._session(ws, deadline):
+                        await ws.close(code=1000, message=b"call ended")
+                        return
+                except (aiohttp.ClientError, OSError) as exc:
+                    log.info("bot_socket.dropped", error=f"{type(exc).__name__}: {exc}"[:200], recovering=True)
+                finally:
+                    if not ws.closed:
+                        await ws.close(code=1000, message=b"call ended")
+            failures += 1
+            await asyncio.sleep(min(backoff.delay(failures), max(0.0, deadline - loop.time())))
+
+    async def _session(self, ws: aiohttp.ClientWebSocketResponse, deadline: float) -> bool:
+        """Send everything unacknowledged, then read acks until none is left or ``deadline``: True
+        (close); False when the socket went away first (dial again if there is time)."""
+        loop = asyncio.get_running_loop()
+        self.window.rewind()
+        log.info("bot_socket.connected", resending=len(self.window), recovering=True)
+        while (item := self.window.next()) is not None:
+            await ws.send_str(item[1])
+            self.window.wrote(item[0])
+        while len(self.window):
+            left = deadline - loop.time()
+            if left <= 0:
+                log.info("bot_socket.ack_wait_over", unacknowledged=len(self.window), recovering=True)
+                return True
+            try:
+                msg = await ws.receive(timeout=left)
+            except TimeoutError:
                 continue
-            results = self.apply(actions, f"ws:{key}" if isinstance(key, str) else None)
-            await ws.send_str(json.dumps({"type": "actions.accepted", "actions": [r.json() for r in results]}))
+            if msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED):
+                return False
+            if msg.type is aiohttp.WSMsgType.ERROR:
+                log.warning("bot_socket.read_error", error=str(ws.exception())[:200], recovering=True)
+                return False
+            answer = self._handle(msg)
+            if answer is not None:
+                await ws.send_str(json.dumps(answer.json(), separators=(",", ":")))
+        return True
+
+    def _handle(self, msg: aiohttp.WSMessage) -> Refused | None:
+        if msg.type is not aiohttp.WSMsgType.TEXT:
+            return Refused("only text messages (JSON) are read on this socket")
+        message = decode(msg.data)
+        match message:
+            case Ack():
+                for sequence in self.window.release(message.sequence):
+                    self.store.delivered(self.events.pop(sequence).webhook_id)
+                    self.acked += 1
+                return None
+            case Refused():
+                return message
+            case Request():
+                return refused_after_end(message)
+            case _:
+                assert_never(message)
+
+    def give_up_old(self, now: float, max_age: float) -> None:
+        """What the bot did not acknowledge stays pending, unless it is ``max_age`` old: dead then."""
+        left = list(self.events.values())
+        dead = [e for e in left if now - e.created >= max_age]
+        for event in dead:
+            self.store.dead(event.webhook_id, "the bot did not acknowledge it on its socket within webhook.max_age")
+        if left:
+            log.warning(
+                "bot_socket.recovery_unacknowledged",
+                unacknowledged=len(left),
+                dead=len(dead),
+                detail="kept in the outbox: sent again at the next start, until webhook.max_age",
+            )
+
+
+def _bearer(settings: BotWsSettings) -> dict[str, str]:
+    token = settings.token
+    return {"Authorization": f"Bearer {token.get_secret_value()}"} if token else {}

