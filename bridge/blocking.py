@@ -1,9 +1,9 @@
 """Threads for blocking work a client can make slow, kept apart from the audio path's threads.
 
-The reply loop makes its audio on the event loop's default executor (``asyncio.to_thread``: DTMF
-tones, TTS resampling, WAV decoding). Work that a client starts and that can block for seconds, a
-transcript read on a SQLite file another process has locked for instance, must never take those
-threads: 40 such reads once delayed a ``dtmf`` action's first audio from 0.06 s to 5.8 s. It runs
+The reply loop makes its audio on threads of its own (DTMF tones, TTS resampling, WAV decoding:
+``bridge.reply.call_reply``'s pools, apart from the event loop's default executor). Work that a
+client starts and that can block for seconds, a transcript read on a SQLite file another process has
+locked for instance, must never take threads the audio waits for: 40 such reads once delayed a ``dtmf`` action's first audio from 0.06 s to 5.8 s. It runs
 here instead, on a few threads of its own (:data:`THREADS`), with a bound on how much may wait for
 them (:data:`MAX_WAITING`); beyond it :meth:`BlockingPool.run` raises :class:`PoolFull` at once and
 the API answers 503 with ``Retry-After``.

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import functools
 import json
 import ssl
 import struct
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -35,9 +37,14 @@ from bridge.reply.playout import PlaybackInterrupted, Playout, Segment
 from bridge.reply.tts import Speaker, Speech
 from bridge.settings import ReplySettings
 from bridge.wav import MAX_WAV_RATE, MIN_WAV_RATE, read_wav
-from tests.support.calls import wait_for
+from tests.support.calls import BridgeFactory, wait_for
+from tests.support.fakes import FakeWebhook
+from tests.support.phone import phone_call
 
 pytestmark = pytest.mark.timeout(60)
+
+
+API_TOKEN = "test-api-token-0123456789"
 
 
 def wav(seconds: float, rate: int = 8000, *, level: float = 0.3) -> bytes:
@@ -498,3 +505,41 @@ async def test_a_play_url_body_written_in_pieces_plays_whole() -> None:
         finally:
             await http.close()
     assert list(results) == [("playback.finished", {"action_id": "p", "played_ms": 2000})] * 2
+
+
+# -- the way back's own threads ---------------------------------------------------------------------
+
+
+async def test_a_busy_default_executor_does_not_delay_a_dtmf(
+    make_bridge: BridgeFactory, webhook: tuple[FakeWebhook, str]
+) -> None:
+    """The loop's default executor taken by blocking work that is not the reply's (what aiohttp's DNS
+    lookups on a slow resolver do): a ``dtmf`` posted meanwhile still starts at once, its tones being
+    made on the way back's own threads."""
+    hook, _ = webhook
+    server = await make_bridge({"BRIDGE_API_TOKEN": API_TOKEN})
+    loop = asyncio.get_running_loop()
+    results: dict[str, float] = {}
+
+    async def bot(http: aiohttp.ClientSession) -> None:
+        await wait_for(lambda: bool(hook.events("call.started")), timeout=10)
+        call_id = hook.events("call.started")[0]["call"]["id"]
+        release = threading.Event()
+        stuck = [loop.run_in_executor(None, release.wait, 30.0) for _ in range(40)]  # more than its threads
+        await asyncio.sleep(0.1)
+        t0 = time.monotonic()
+        body = {"actions": [{"type": "dtmf", "id": "tones", "digits": "1"}]}
+        headers = {"Authorization": f"Bearer {API_TOKEN}"}
+        async with http.post(server.make_url(f"/v1/calls/{call_id}/actions"), json=body, headers=headers) as resp:
+            assert resp.status == 202
+        with contextlib.suppress(TimeoutError):  # asserted below, with the delay
+            await wait_for(lambda: bool(hook.events("playback.started")), timeout=5)
+        results["delay"] = time.monotonic() - t0
+        release.set()
+        await asyncio.gather(*stuck)
+
+    async with aiohttp.ClientSession() as http:
+        task = asyncio.create_task(bot(http))
+        await phone_call(str(server.make_url("/twilio/stream")), b"", until=lambda _: task.done(), max_seconds=60)
+        await task
+    assert results["delay"] < 1.0, f"the dtmf's first audio came {results['delay']:.2f} s after it was posted"

@@ -25,8 +25,9 @@ import itertools
 import time
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Literal, assert_never
+from typing import Any, Literal, ParamSpec, TypeVar, assert_never
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -77,6 +78,13 @@ MAX_AUDIO_STREAMS = 16  # a bot's streamed says, and its own audio streams, open
 MAX_QUEUED_SECONDS = 300.0  # audio waiting to be played on one call; more is refused (action.failed)
 MAX_PENDING_MARKS = 1000  # bot marks waiting on one call (queued behind audio, or for their echo)
 MAX_ENDED_STREAMS = 256  # interrupted streams remembered per call, so that their later pieces are dropped
+
+# The way back's own threads, apart from the event loop's default executor (which aiohttp's DNS lookups,
+# shutdown work and any library share, none of it on our clock): the short conversions every reply
+# waits for (TTS resampling, DTMF tones, a bot's audio chunks) on one pool, and a bot's WAVs (a 4 MiB
+# prompt takes far longer) on another, so that one bot's big prompts never delay another call's tones.
+_CONVERT = ThreadPoolExecutor(max_workers=2, thread_name_prefix="reply-convert")
+_DECODE = ThreadPoolExecutor(max_workers=2, thread_name_prefix="reply-decode")
 
 
 @dataclass(slots=True)
@@ -596,7 +604,7 @@ class CallReply:
             case Mark():
                 self._add(Segment(action.id, b"", bot_mark=action.name))
             case SendDtmf():
-                audio = await asyncio.to_thread(self._dtmf_outbound, action.digits)
+                audio = await _off_loop(_CONVERT, self._dtmf_outbound, action.digits)
                 if not self._cancel_production:
                     self._add(Segment(action.id, audio, text="", interrupt="none"))
             case Hangup():
@@ -648,7 +656,7 @@ class CallReply:
             speech = await self.speaker.sentence(text, action.voice or self.voice)
             if self._cancel_production:
                 return
-            audio = await asyncio.to_thread(self._to_outbound, speech.pcm, speech.sample_rate)
+            audio = await _off_loop(_CONVERT, self._to_outbound, speech.pcm, speech.sample_rate)
             self._add(
                 Segment(
                     action_id, audio, text=text, last=last_piece and i == len(parts) - 1, interrupt=action.interrupt
@@ -661,7 +669,7 @@ class CallReply:
         data = action.audio if action.audio is not None else await self._fetch(action.url or "")
         waiting = self.playout.queued_bytes / self.playout.bytes_per_ms / 1000.0 if self.playout is not None else 0.0
         # Always off the loop, however small: an 84-byte WAV can still ask for a costly conversion.
-        audio = await asyncio.to_thread(self._wav_to_outbound, data, waiting)
+        audio = await _off_loop(_DECODE, self._wav_to_outbound, data, waiting)
         if not self._cancel_production:
             self._add(Segment(action.id, audio, interrupt=action.interrupt))
 
@@ -692,13 +700,13 @@ class CallReply:
             if len(self._audio_streams) >= MAX_AUDIO_STREAMS:
                 self.fail(action.stream_id, f"more than {MAX_AUDIO_STREAMS} audio streams open on this call")
                 return
-            transcoder = await asyncio.to_thread(
-                make_transcoder, AudioFormat("pcm16", action.sample_rate), self._format
+            transcoder = await _off_loop(
+                _CONVERT, make_transcoder, AudioFormat("pcm16", action.sample_rate), self._format
             )
             if self._cancel_production:
                 return
             self._audio_streams[key] = transcoder
-        audio = await asyncio.to_thread(_convert, transcoder, action.audio, action.last)
+        audio = await _off_loop(_CONVERT, _convert, transcoder, action.audio, action.last)
         if action.last:
             self._audio_streams.pop(key, None)
         if not self._cancel_production:
@@ -754,6 +762,15 @@ def _key(action: Action) -> str:
 
 def _streamed(action: Action) -> bool:
     return isinstance(action, AudioChunk) or (isinstance(action, Say) and action.stream_id is not None)
+
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+
+async def _off_loop(executor: Executor, fn: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
+    """``fn(*args)`` on one of the way back's own pools (see ``_CONVERT``), not the loop's default."""
+    return await asyncio.get_running_loop().run_in_executor(executor, lambda: fn(*args, **kwargs))
 
 
 def _convert(transcoder: Transcoder, pcm: bytes, last: bool) -> bytes:
