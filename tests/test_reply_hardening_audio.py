@@ -387,7 +387,8 @@ async def test_a_say_stopped_while_its_first_sentence_is_synthesised_ends_once()
 
 async def test_an_id_of_a_live_action_is_refused_and_free_again_once_it_ended() -> None:
     """A play, dtmf or mark reusing the id of a queued or playing action fails (status and
-    action.failed); stream pieces share their stream_id; once the action ended its id is free."""
+    action.failed); stream pieces share their stream_id until the last one (a piece after it is
+    refused); once the action ended its id is free."""
     async with line() as call:
         audio = base64.b64encode(wav(0.6)).decode()
         first = call.apply({"type": "play", "id": "a", "audio": audio})
@@ -411,6 +412,8 @@ async def test_an_id_of_a_live_action_is_refused_and_free_again_once_it_ended() 
         assert [r[0].status for r in pieces] == ["queued"] * 3
         clash = call.apply({"type": "dtmf", "id": "t", "digits": "2"})
         assert clash[0].status == "failed"
+        after_last = call.apply({"type": "audio", "stream_id": "t", "sample_rate": 8000, "audio": piece})
+        assert after_last[0].status == "failed"  # the stream ended with its last piece: no more of it
         await wait_for(lambda: len(call.of("playback.finished")) == 2, timeout=10)
         assert call.of("playback.finished") == [
             {"action_id": "a", "played_ms": 600},

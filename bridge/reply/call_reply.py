@@ -269,16 +269,20 @@ class CallReply:
     def _id_in_use(self, action: Action) -> str | None:
         """Why ``action`` cannot have its id (None: it can). The bridge reports every outcome by id, so
         two live actions (queued, producing or playing) with one id would merge and lose outcomes. The
-        pieces of a stream share its ``stream_id`` on purpose: they are one action while it is open."""
+        pieces of a stream share its ``stream_id`` on purpose: they are one action while it is open,
+        that is until its ``last`` piece (a piece after that, while the stream still lives, is refused)."""
         key = _key(action)
         producing = [self._producing] if self._producing is not None else []
-        live = {_key(a) for a in itertools.chain(self._pending, producing)}
-        open_streams = {_key(a) for a in itertools.chain(self._pending, producing) if _streamed(a)}
-        open_streams.update(self._streams, (sid for sid, _ in self._audio_streams))
+        # Whether each stream is open: produced pieces without their last yet, then the queue in order.
+        is_open = dict.fromkeys(itertools.chain(self._streams, (sid for sid, _ in self._audio_streams)), True)
+        for queued in itertools.chain(producing, self._pending):
+            if _streamed(queued):
+                assert isinstance(queued, Say | AudioChunk)
+                is_open[_key(queued)] = not queued.last
+        live = {_key(a) for a in itertools.chain(self._pending, producing)} | set(is_open)
         if self.playout is not None:
             live.update(self.playout.live_actions)
-        live |= open_streams
-        if key not in live or (_streamed(action) and key in open_streams):
+        if key not in live or (_streamed(action) and is_open.get(key, False)):
             return None
         return (
             f"action id {key!r} is already used by a live action on this call (queued, producing or playing): "
