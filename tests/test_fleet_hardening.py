@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import functools
 import io
 import json
@@ -251,3 +252,45 @@ async def test_a_malformed_call_id_is_no_call_and_touches_no_redis_key(
     assert after[1]["status"] == "ok"
     assert good[0] == 200 and good[1]["id"] == CALL and good[1]["state"] == "live"
     assert kinds == {keys.lease(CALL): "string", keys.outbox(CALL): "stream", keys.actions(CALL): "stream"}
+
+
+async def test_a_malformed_entry_in_an_action_stream_stops_nothing(
+    fake_gladia: FakeGladia,
+    webhook: tuple[FakeWebhook, str],
+    redis_server: RedisServer,
+    instances: Instances,
+) -> None:
+    """Entries the bridge never writes (not actions, nested too deep, a list of nonsense) written straight
+    into a call's action stream: the owner logs and skips each, and the next action posted still plays
+    (the owner's one reader serves every call it holds: it must not die of one entry)."""
+    hook, _ = webhook
+    fake_gladia.segment_seconds = 3600.0
+    a = await instances.here("A")
+    keys = Keys()
+    r = aioredis.from_url(redis_server.url, decode_responses=True)
+    results: dict[str, Any] = {}
+
+    async def bot(http: aiohttp.ClientSession) -> None:
+        await wait_for(lambda: bool(hook.events("call.started")), timeout=10)
+        call_id = hook.events("call.started")[0]["call"]["id"]
+        for _ in range(100):  # A takes the call's lease as the stream starts
+            if (await _api(http, a, "GET", f"/v1/calls/{call_id}"))[0] == 200:
+                break
+            await asyncio.sleep(0.05)
+        for bad in ('{"actions": [{"type": "nope"}]}', "[" * 2000, "not json", '{"actions": 5}'):
+            await r.xadd(keys.actions(call_id), {"actions": bad})
+        await asyncio.sleep(0.5)  # the owner has read them
+        body = {"actions": [{"type": "dtmf", "id": "after", "digits": "1"}]}
+        results["answer"] = await _api(http, a, "POST", f"/v1/calls/{call_id}/actions", body)
+        with contextlib.suppress(TimeoutError):
+            await wait_for(lambda: bool(hook.events("playback.started")), timeout=10)
+
+    try:
+        async with aiohttp.ClientSession() as http:
+            task = asyncio.create_task(bot(http))
+            await phone_call(str(a.make_url("/twilio/stream")), b"", until=lambda _: task.done(), max_seconds=40)
+            await task
+    finally:
+        await r.aclose()
+    assert results["answer"][0] == 202
+    assert [e["action_id"] for e in hook.events("playback.started")] == ["after"]

@@ -39,7 +39,7 @@ import structlog
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError, RedisError
 
-from bridge.errors import FleetUnavailable
+from bridge.errors import ActionError, FleetUnavailable
 from bridge.fleet.keys import ACQUIRE, END, HANDOFF, MARK_APPLIED, RENEW, ROUTE, SESSION, TAKEOVER, Keys
 from bridge.ids import is_call_id
 from bridge.reply.actions import MAX_REQUEST_BYTES, Action, parse_actions
@@ -551,7 +551,10 @@ class Fleet:
                     if owned is None or not self._acting(owned):
                         continue
                     for entry_id, fields in items:
-                        self._apply(owned, entry_id, fields)
+                        try:
+                            self._apply(owned, entry_id, fields)
+                        except Exception:  # one entry must not end the reader of every call's actions
+                            log.exception("fleet.action_entry_failed", call_id=owned.call_id, entry=entry_id)
             except REDIS_FAILED as exc:
                 self._redis_failed("read actions", exc)
                 await asyncio.sleep(min(1.0, self.settings.renew_interval))
@@ -580,7 +583,7 @@ class Fleet:
             return
         try:
             actions = parse_actions(fields.get("actions", "[]"))
-        except ValueError as exc:  # validated when accepted: only a foreign writer gets here
+        except (ActionError, ValueError) as exc:  # validated when accepted: only a foreign writer gets here
             log.warning("fleet.bad_action_entry", call_id=owned.call_id, entry=entry_id, error=str(exc)[:200])
             return
         key = fields.get("key") or ""
