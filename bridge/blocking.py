@@ -3,10 +3,11 @@
 The reply loop makes its audio on threads of its own (DTMF tones, TTS resampling, WAV decoding:
 ``bridge.reply.call_reply``'s pools, apart from the event loop's default executor). Work that a
 client starts and that can block for seconds, a transcript read on a SQLite file another process has
-locked for instance, must never take threads the audio waits for: 40 such reads once delayed a ``dtmf`` action's first audio from 0.06 s to 5.8 s. It runs
-here instead, on a few threads of its own (:data:`THREADS`), with a bound on how much may wait for
-them (:data:`MAX_WAITING`); beyond it :meth:`BlockingPool.run` raises :class:`PoolFull` at once and
-the API answers 503 with ``Retry-After``.
+locked for instance, must never take threads the audio waits for: 40 such reads once delayed a
+``dtmf`` action's first audio from 0.06 s to 5.8 s. It runs here instead, on a few threads of its
+own (:data:`THREADS`), with a bound on how much may wait for them (:data:`MAX_WAITING`); beyond it
+:meth:`BlockingPool.run` raises :class:`PoolFull` at once and the API answers 503 with
+``Retry-After``.
 
 One pool per application, created and closed by the ``cleanup_ctx`` that owns what it reads
 (:func:`bridge.transcript_api.transcript_store`), reached through ``BridgeState.blocking``.

@@ -402,7 +402,3 @@ def _call(args: argparse.Namespace) -> int:
         args.save_reply.write_bytes(reply_wav(report.ear))
         print(f"saved what the caller heard to {args.save_reply}")
     return 0 if report.close_code == 1000 else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

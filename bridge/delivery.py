@@ -1,4 +1,4 @@
-"""Delivery: every call event goes to the bot webhook, retried, in order, exactly once.
+"""Delivery: every call event goes to the bot webhook, retried, in order, once per ``webhook-id``.
 
 One :class:`CallDelivery` per call holds that call's events in a bounded queue and one worker
 task posts them one at a time through the :class:`~bridge.webhook.WebhookClient`, so the bot sees

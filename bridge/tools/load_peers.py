@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import math
 import resource
 import shutil
 import socket
@@ -116,9 +117,7 @@ def reply_wav(seconds: float = 2.0) -> str:
     from bridge.audio import encode_from_pcm16
 
     n = int(8000 * seconds)
-    pcm = b"".join(
-        struct.pack("<h", int(8000 * __import__("math").sin(6.283185307 * 440 * i / 8000))) for i in range(n)
-    )
+    pcm = b"".join(struct.pack("<h", int(8000 * math.sin(6.283185307 * 440 * i / 8000))) for i in range(n))
     data = encode_from_pcm16(pcm, "ulaw")
     fmt = struct.pack("<HHIIHH", 7, 1, 8000, 8000, 1, 8)
     wav = b"RIFF" + struct.pack("<I", 36 + len(data)) + b"WAVE" + b"fmt " + struct.pack("<I", 16) + fmt
