@@ -11,7 +11,12 @@
      +-- WavError               not a WAV file the tools can read (also a ValueError)
      +-- ModelError             the local engine's model files are missing or not the pinned ones
      +-- ActionError            a bot's action request that cannot be accepted (names the field; ``too_large``)
+     +-- ActionFailed           an accepted action that cannot be carried out (a play URL refused or failing,
+     |                          too many streams open); the action ends with ``action.failed``
      +-- TtsError               speech synthesis failed (the embedded engine, or the TTS endpoint)
+     +-- FleetUnavailable       fleet mode: Redis cannot be reached for something that needs it now
+     +-- WsProtocolError        (bridge.ws_protocol) a WebSocket peer broke RFC 6455 (carries a close code)
+     +-- HandshakeError         (bridge.ws_protocol) not a valid WebSocket opening handshake (HTTP 400)
 
 A failed webhook POST is not an exception: :mod:`bridge.webhook` returns it as an outcome.
 
@@ -111,6 +116,11 @@ class ActionError(BridgeError):
     def __init__(self, message: str, *, too_large: bool = False) -> None:
         super().__init__(message)
         self.too_large = too_large
+
+
+class ActionFailed(BridgeError):
+    """An accepted action the bridge cannot carry out (its play URL refused or failing, too many streams
+    open on the call); the action ends with ``action.failed`` carrying the message."""
 
 
 class TtsError(BridgeError):

@@ -27,6 +27,8 @@ import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from bridge.errors import BridgeError
+
 try:
     from websockets.speedups import apply_mask
 except ImportError:  # websockets built without its C extension (as websockets itself falls back)
@@ -70,7 +72,7 @@ class Failure:
 WsEvent = str | bytes | Ping | Pong | Close | Failure  # a text or binary message, a control frame, an error
 
 
-class WsProtocolError(Exception):
+class WsProtocolError(BridgeError):
     """Raised inside the reader; the caller sees it as a :class:`Failure` event."""
 
     def __init__(self, reason: str, code: int = 1002) -> None:
@@ -78,7 +80,7 @@ class WsProtocolError(Exception):
         self.reason, self.code = reason, code
 
 
-class HandshakeError(Exception):
+class HandshakeError(BridgeError):
     """An upgrade request that is not a valid WebSocket opening handshake (answer HTTP 400)."""
 
 

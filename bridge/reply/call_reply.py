@@ -36,7 +36,7 @@ import structlog
 
 from bridge.adapters.base import PhoneAdapter
 from bridge.audio import AudioFormat, Transcoder, make_transcoder
-from bridge.errors import TtsError, UnsupportedOperation, WavError
+from bridge.errors import ActionFailed, TtsError, UnsupportedOperation, WavError
 from bridge.reply.actions import (
     Action,
     AudioChunk,
@@ -578,7 +578,7 @@ class CallReply:
             self._producing, self._cancel_production = action, False
             try:
                 await self._produce_one(action)
-            except (TtsError, WavError, ValueError) as exc:
+            except (ActionFailed, TtsError, WavError) as exc:
                 error = str(exc)[:300]
                 log.warning("reply.action_failed", action_id=_key(action), error=error)
                 self._fail_safely(_key(action), error)
@@ -638,7 +638,7 @@ class CallReply:
             return
         if action.stream_id is not None:
             if action.stream_id not in self._streams and len(self._streams) >= MAX_AUDIO_STREAMS:
-                raise ValueError(f"more than {MAX_AUDIO_STREAMS} streamed says open on this call")
+                raise ActionFailed(f"more than {MAX_AUDIO_STREAMS} streamed says open on this call")
             buffer = self._streams.setdefault(action.stream_id, SentenceBuffer())
             texts = buffer.push(action.text, action.last)
             if action.last:
@@ -718,24 +718,24 @@ class CallReply:
 
     async def _fetch(self, url: str) -> bytes:
         if not self._url_allowed(url) or self.http is None:
-            raise ValueError(f"play url host {urlsplit(url).hostname!r} is not in BRIDGE_PLAY_URL_HOSTS")
+            raise ActionFailed(f"play url host {urlsplit(url).hostname!r} is not in BRIDGE_PLAY_URL_HOSTS")
         limit = self.settings.max_play_bytes
         try:
             async with self.http.get(url, allow_redirects=False, timeout=aiohttp.ClientTimeout(total=10)) as resp:
                 if resp.status != 200:
-                    raise ValueError(f"play url answered {resp.status}")
+                    raise ActionFailed(f"play url answered {resp.status}")
                 too_big = f"play url body over {limit} bytes (reply.max_play_bytes)"
                 if resp.content_length is not None and resp.content_length > limit:
-                    raise ValueError(too_big)
+                    raise ActionFailed(too_big)
                 # The whole body, to its end: one read returns only what has arrived so far (a body
                 # written in pieces once played its first 260 ms and was reported finished).
                 data = bytearray()
                 async for block in resp.content.iter_any():
                     data += block
                     if len(data) > limit:
-                        raise ValueError(too_big)
+                        raise ActionFailed(too_big)
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise ValueError(f"play url failed: {type(exc).__name__}: {exc}"[:200]) from exc
+            raise ActionFailed(f"play url failed: {type(exc).__name__}: {exc}"[:200]) from exc
         return bytes(data)
 
     def _to_outbound(self, pcm: bytes, rate: int) -> bytes:
