@@ -1,7 +1,7 @@
 """The bot WebSocket: with ``BOT_WS_URL`` set, the bridge dials the bot once per call.
 
 The bot needs no route to the bridge (as with ConversationRelay and Media Streams). The socket carries
-(the wire rules are :mod:`bridge.reply.bot_channel`'s; the README documents every message):
+(the wire rules are :mod:`bridge.reply.bot_channel`'s; docs/bot-api.md documents every message):
 
 - bridge -> bot: every bot event of the call, in the same envelope as the webhook (``type``,
   ``sequence``, ``timestamp``, ``call``...), plus real-time events not worth a durable webhook:
