@@ -42,8 +42,20 @@ FUZZ_SECONDS = 16.0
 PROBE_EVERY = 2.0
 # every type but hangup, which would end the victim (its own tests cover it)
 ACTION_TYPES = ["say", "play", "audio", "stop", "mark", "dtmf", "configure"]
-# the fake recogniser's finals are words that would interrupt it: it plays through
-SAY_HI = b'{"actions": [{"type": "say", "text": "Hi.", "interrupt": "none"}]}'
+# Warms the embedded voice up to a full run of phonemes (its memory pool's working size) before the
+# growth is measured; the fake recogniser's finals are words that would interrupt it: it plays through.
+SAY_HI = json.dumps(
+    {
+        "actions": [
+            {
+                "type": "say",
+                "text": "Your appointment at the pharmacy on Main Street is confirmed for Saturday morning, "
+                "between nine and noon, and your prescription will be ready.",
+                "interrupt": "none",
+            }
+        ]
+    }
+).encode()
 OK_STATUSES = {200, 202, 400, 401, 404, 409, 413, 422, 429}
 
 
@@ -298,7 +310,7 @@ async def test_fuzzed_bot_input_on_every_channel_never_breaks_a_call(
             victim_id = bot.victim
             assert victim_id is not None
             (canary_id,) = (c for c in bot.events if c != victim_id)
-            # the speech engine (Piper) warms up here, so that loading its voice is not counted as growth
+            # the speech engine (Piper) warms up here: loading its voice is not counted as growth
             status, _ = await post(http, base, f"/v1/calls/{canary_id}/actions", SAY_HI, auth)
             assert status == 202
             await wait_for(lambda: bool(bot.of(canary_id, "playback.finished")), timeout=30)
