@@ -86,6 +86,7 @@ RESUME_PARAMETER = "bridge.resume"  # the stream parameter holding a call's resu
 MAX_CONVERSATION_UTTERANCES = 2000  # transcript.completed carries at most this many utterances ...
 MAX_CONVERSATION_CHARS = 200_000  # ... and this much text (the whole record is in the transcript API)
 _TURN_FIELDS = ("id", "channel", "speaker", "start", "end", "text", "language")
+_TURN_CHANNEL, _TURN_START = _TURN_FIELDS.index("channel"), _TURN_FIELDS.index("start")
 SPEAKERS_PARAMETER = "bridge.speakers"  # a stream's speaker labels, channel 0 then 1: "caller,agent"
 # Answers cannot loop: an event the bridge posts because of a webhook answer is one *generation* after
 # the event answered (the caller's events, and what time brings, are generation 0). An action.failed
@@ -194,7 +195,9 @@ class Call:
         self._last_posted = False  # call.ended went out
         self.utterances = 0
         self.transcripts = transcripts  # the record kept after the call (None: off)
-        self._conversation: list[dict[str, Any]] = []  # for transcript.completed, bounded
+        # for transcript.completed, bounded: one tuple per utterance, its fields in _TURN_FIELDS' order
+        # (a tuple is about a third of a dict's size, and a call keeps up to 2000 of them)
+        self._conversation: list[tuple[Any, ...]] = []
         self._conversation_chars = 0
         self.dtmf = 0
         self.on_ended: Callable[[str, CallStats], None] | None = None  # e.g. the metrics' last update
@@ -486,12 +489,13 @@ class Call:
             self._conversation_chars + chars <= MAX_CONVERSATION_CHARS
         ):
             self._conversation_chars += chars
-            self._conversation.append({k: utterance[k] for k in _TURN_FIELDS})
+            self._conversation.append(tuple([utterance[k] for k in _TURN_FIELDS]))
 
     def _transcript_json(self) -> dict[str, Any]:
         """``transcript.completed``: the whole conversation in order of time, each utterance with its
         speaker (words are in the transcript API); cut at the bounds, and then it says so."""
-        turns = sorted(self._conversation, key=lambda u: (u["start"], u["channel"]))
+        ordered = sorted(self._conversation, key=lambda u: (u[_TURN_START], u[_TURN_CHANNEL]))
+        turns = [dict(zip(_TURN_FIELDS, u, strict=True)) for u in ordered]
         return {
             "call": self.call_json(),
             "speakers": list(self.speakers[: self.stt_format.channels]),

@@ -73,6 +73,7 @@ Emit = Callable[[str, dict[str, Any]], None]  # (event type, payload without "ca
 Send = Callable[[str | bytes], Awaitable[None]]  # one message to the carrier
 ActionStatus = Literal["queued", "done", "failed"]
 MAX_PENDING_ACTIONS = 256  # queued and not yet produced, per call
+MAX_FINALS_KEPT = 64  # the caller's latest utterance ids, to tell a stale reply (in_reply_to)
 MAX_KEYS = 1024  # remembered webhook-ids and idempotency keys, per call
 MAX_AUDIO_STREAMS = 16  # a bot's streamed says, and its own audio streams, open at once on one call
 MAX_QUEUED_SECONDS = 300.0  # audio waiting to be played on one call; more is refused (action.failed)
@@ -141,7 +142,8 @@ class CallReply:
         self._produce = asyncio.Event()
         self._out: deque[Output] = deque()  # from synchronous handlers, sent by the run task
         self._keys: OrderedDict[str, list[ActionResult]] = OrderedDict()
-        self._finals: deque[str] = deque(maxlen=64)  # the caller's latest utterance ids
+        # the caller's latest 64 utterance ids (a list: an empty deque costs 760 bytes, on every call)
+        self._finals: list[str] = []
         self._streams: dict[str, SentenceBuffer] = {}
         self._audio_streams: dict[tuple[str, int], Transcoder] = {}  # a bot's own audio, by stream
         # streams that ended before their last piece (stop, replace, barge-in): later pieces are dropped
@@ -397,6 +399,7 @@ class CallReply:
         the caller heard while saying it (``during_playback``), or None."""
         during = self.playout.current_action if self.playout is not None and self.playout.playing else None
         self._finals.append(utterance_id)
+        del self._finals[:-MAX_FINALS_KEPT]
         self.caller_words(text)
         return during
 

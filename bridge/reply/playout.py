@@ -183,7 +183,8 @@ class Playout:
         self._mark_ids = itertools.count(1)
         self._hangup_pending = False
         self._after_clear = False
-        self._recent: deque[str] = deque(maxlen=3)  # the texts of the last sentences that began playing
+        # the texts of the last 3 sentences that began playing (a list: an empty deque costs 760 bytes)
+        self._recent: list[str] = []
         self._waiting_marks = 0  # bot marks queued or unconfirmed
 
     # -- state -------------------------------------------------------------------------------
@@ -411,6 +412,7 @@ class Playout:
                 seg.start_ms = self._run_sent_ms
                 if seg.text:
                     self._recent.append(seg.text)
+                    del self._recent[:-3]
                 state = self._actions[seg.action_id]
                 if not state.started:
                     state.started = True
