@@ -166,8 +166,16 @@ class CallReply:
                 self._dispatch(self.playout.interrupt(time.monotonic(), "stop", only_interruptible=False))
             self._earlier_playouts = self._playout_figures()
         self._adapter, self._send = adapter, send
-        fmt = adapter.outbound_format
-        self._format = fmt
+        self._format = adapter.outbound_format
+        if self._tasks or self._pending:  # the way back is in use: a playout for this stream, now
+            self._activate()
+
+    def _activate(self) -> None:
+        """The playout and barge-in for the current stream, and the call's two tasks (started once).
+        Built on the first action, not for every call: most of a call's reply state would otherwise
+        be held by calls that never hear a reply (the memory per call)."""
+        adapter, fmt = self._adapter, self._format
+        assert adapter is not None and fmt is not None
         framing = adapter.outbound_framing
         frame, min_bytes = framing.frame_bytes, framing.frame_bytes * framing.min_frames
         silence_byte = 0xFF if fmt.codec == "ulaw" else (0xD5 if fmt.codec == "alaw" else 0)
@@ -196,6 +204,8 @@ class CallReply:
         Idempotency-Key; a key seen before returns its first results and applies nothing."""
         if key is not None and key in self._keys:
             return self._keys[key]  # the first answer, nothing applied twice
+        if not self._tasks and self._adapter is not None and not self._closed:
+            self._activate()  # the call's first action (before its stream: attach() does it)
         results = [self._accept(action) for action in actions]
         self.counters.actions += sum(r.status != "failed" for r in results)
         if key is not None:
