@@ -65,6 +65,7 @@ from bridge.reply.playout import (
 )
 from bridge.reply.tts import SentenceBuffer, Speaker, sentences
 from bridge.settings import ReplySettings
+from bridge.untrusted import read_bounded
 from bridge.wav import read_wav
 
 log = structlog.get_logger("bridge.reply")
@@ -740,16 +741,13 @@ class CallReply:
                 too_big = f"play url body over {limit} bytes (reply.max_play_bytes)"
                 if resp.content_length is not None and resp.content_length > limit:
                     raise ActionFailed(too_big)
-                # The whole body, to its end: one read returns only what has arrived so far (a body
-                # written in pieces once played its first 260 ms and was reported finished).
-                data = bytearray()
-                async for block in resp.content.iter_any():
-                    data += block
-                    if len(data) > limit:
-                        raise ActionFailed(too_big)
+                # The whole body, to its end (one read returns only what has arrived so far).
+                data, truncated = await read_bounded(resp.content, limit)
+                if truncated:
+                    raise ActionFailed(too_big)
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise ActionFailed(f"play url failed: {type(exc).__name__}: {exc}"[:200]) from exc
-        return bytes(data)
+        return data
 
     def _to_outbound(self, pcm: bytes, rate: int) -> bytes:
         assert self._format is not None
