@@ -14,20 +14,20 @@ import structlog
 from aiohttp import web
 
 from bridge.app_keys import SETTINGS, STATE, BridgeState
-from bridge.calls import SuspendedCalls
 from bridge.clock import SYSTEM_CLOCK, Clock
 from bridge.delivery import Delivery, EventStore
 from bridge.errors import ConfigError
+from bridge.http.bot_api import add_routes as add_bot_api
+from bridge.http.phone import healthz, phone_stream, twilio_voice
+from bridge.http.transcripts import add_routes as add_transcript_api
+from bridge.http.transcripts import recent_calls, transcript_store
 from bridge.metrics import Metrics
 from bridge.outbox import Outbox, OutboxWriter
-from bridge.phone_socket import healthz, phone_stream, twilio_voice
-from bridge.reply.api import add_routes as add_bot_api
 from bridge.reply.bot_socket import resend_left_over
 from bridge.reply.tts import OpenAiSpeech, PiperSpeech, Speaker
 from bridge.settings import Settings
 from bridge.stt.admission import Admission
-from bridge.transcript_api import add_routes as add_transcript_api
-from bridge.transcript_api import recent_calls, transcript_store
+from bridge.suspended_calls import SuspendedCalls
 
 log = structlog.get_logger("bridge.app")
 

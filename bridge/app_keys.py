@@ -15,7 +15,6 @@ from bridge.settings import Settings
 if TYPE_CHECKING:
     from bridge.blocking import BlockingPool
     from bridge.call import Call
-    from bridge.calls import SuspendedCalls
     from bridge.delivery import Delivery
     from bridge.fleet.fleet import Fleet
     from bridge.metrics import Metrics
@@ -24,6 +23,7 @@ if TYPE_CHECKING:
     from bridge.phone_stream import PhoneStream
     from bridge.reply.tts import Speaker
     from bridge.stt.admission import Admission
+    from bridge.suspended_calls import SuspendedCalls
     from bridge.transcripts import TranscriptStore
 
 MAX_ENDED_REMEMBERED = 10_000

@@ -16,7 +16,7 @@ synchronous), so a slow Gladia or bot cannot delay the phone.
 
 Stream restarts: a carrier's stream that drops without ``stop`` (Twilio does not reconnect, but an
 application can re-issue the TwiML from a status callback) leaves the call *suspended*
-(:mod:`bridge.calls`) for ``server.stream_restart_grace`` seconds, its Gladia session and delivery
+(:mod:`bridge.suspended_calls`) for ``server.stream_restart_grace`` seconds, its Gladia session and delivery
 queue kept open. A new stream whose ``start`` names the same call (``callSid``) *and proves it* is
 attached to the call: same call id, same Gladia session, same event sequence, and the bot gets
 ``call.stream_restarted``. The proof is the ``bridge.resume`` stream parameter, an HMAC of the call id
@@ -72,10 +72,10 @@ from bridge.stt.notices import (
     SttGaveUp,
     SttNotice,
 )
-from bridge.stt.profile import PARAM_PREFIX, SttProfile, stt_overrides
 from bridge.stt.protocol import init_request
 from bridge.stt.stream import SessionState as SttSessionState
 from bridge.stt.stream import SttStream
+from bridge.stt_profile import PARAM_PREFIX, SttProfile, stt_overrides
 from bridge.transcripts import TranscriptStore
 from bridge.untrusted import loads, same_secret
 from bridge.webhook import WebhookResponse
@@ -202,7 +202,7 @@ class Call:
         self.dtmf = 0
         self.on_ended: Callable[[str, CallStats], None] | None = None  # e.g. the metrics' last update
         # Set while the call is suspended (its stream dropped, a restart may come): ends it from there
-        # (bridge.calls), e.g. when the bot hangs up meanwhile.
+        # (bridge.suspended_calls), e.g. when the bot hangs up meanwhile.
         self.end_suspended_now: Callable[[EndReason], None] | None = None
         self._answering: int | None = None  # the generation of what the answer being applied causes
         self._generations: OrderedDict[str, int] = OrderedDict()  # webhook-id -> generation (>= 1)

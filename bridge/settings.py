@@ -31,7 +31,7 @@ from pydantic import (
 
 from bridge.adapters import CARRIERS
 from bridge.errors import ConfigError
-from bridge.stt.profile import DEFAULT_PROFILE, SttProfile, deep_merge
+from bridge.stt_profile import DEFAULT_PROFILE, SttProfile, deep_merge
 
 GLADIA_CLOUD = "https://api.gladia.io"
 

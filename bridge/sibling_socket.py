@@ -10,9 +10,9 @@ from pathlib import Path
 
 from aiohttp import web
 
-from bridge.reply.api import add_routes as add_bot_api
+from bridge.http.bot_api import add_routes as add_bot_api
+from bridge.http.transcripts import add_routes as add_transcript_api
 from bridge.siblings import FORWARD_TIMEOUT, SIBLINGS, Siblings, socket_path
-from bridge.transcript_api import add_routes as add_transcript_api
 
 
 def internal_app(app: web.Application) -> web.Application:

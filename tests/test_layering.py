@@ -4,6 +4,7 @@ event loop, no network library and no logger (rule 1 of the house style)."""
 from __future__ import annotations
 
 import ast
+import itertools
 import subprocess
 import sys
 from pathlib import Path
@@ -107,3 +108,45 @@ def test_no_import_cycle_in_the_bridge() -> None:
         if m not in state:
             visit(m)
     assert not cycles, "\n".join(" -> ".join(c) for c in cycles)
+
+
+def _package(module: str) -> str:
+    """``bridge.x`` for every module of ``bridge/x/`` and for the top-level module ``bridge/x.py``."""
+    return ".".join(module.split(".")[:2])
+
+
+def test_no_import_cycle_between_packages() -> None:
+    """Packages (and top-level modules) of ``bridge/`` form no cycle either, every import counted: a
+    package that reaches up to what uses it (a handler inside ``reply`` importing the app's state, which
+    imports ``reply``) cannot be understood or replaced on its own."""
+    root = Path(__file__).resolve().parent.parent / "bridge"
+    modules = {
+        ".".join(p.relative_to(root.parent).with_suffix("").parts).removesuffix(".__init__"): p
+        for p in root.rglob("*.py")
+    }
+    edges: dict[str, dict[str, str]] = {}  # package -> package it imports -> one import that does it
+    for m, p in modules.items():
+        for i in _imports(p, root):
+            target = i if i in modules else i.rsplit(".", 1)[0]
+            if target in modules and _package(target) != _package(m) and _package(m) != "bridge":
+                edges.setdefault(_package(m), {}).setdefault(_package(target), f"{m} imports {i}")
+    cycles = []
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(pkg: str) -> None:
+        state[pkg] = 1
+        stack.append(pkg)
+        for n in sorted(edges.get(pkg, {})):
+            if state.get(n) == 1:
+                ring = [*stack[stack.index(n) :], n]
+                cycles.append(", ".join(edges[a][b] for a, b in itertools.pairwise(ring)))
+            elif n not in state:
+                visit(n)
+        stack.pop()
+        state[pkg] = 2
+
+    for pkg in sorted(edges):
+        if pkg not in state:
+            visit(pkg)
+    assert not cycles, "cycles between packages:\n" + "\n".join(cycles)

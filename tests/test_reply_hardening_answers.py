@@ -27,7 +27,7 @@ from bridge.call import Call
 from bridge.delivery import CallDelivery, DeliveryContext, PendingEvent
 from bridge.delivery import Delivery as Deliveries
 from bridge.errors import ActionError
-from bridge.phone_socket import stream_token_valid
+from bridge.http.phone import stream_token_valid
 from bridge.phone_stream import CallResult
 from bridge.reply.actions import parse_actions
 from bridge.settings import Settings, WebhookSettings

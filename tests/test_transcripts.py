@@ -202,7 +202,7 @@ def test_since_refuses_anything_else(text: str) -> None:
 
 def test_the_transcript_module_imports_no_event_loop_or_logger() -> None:
     """bridge.transcripts (renderers and store) stays free of asyncio, aiohttp and structlog: the shell
-    (bridge.transcript_api) does the awaiting and the logging."""
+    (bridge.http.transcripts) does the awaiting and the logging."""
     code = (
         "import sys, bridge.transcripts; "
         "bad = [m for m in ('asyncio', 'aiohttp', 'structlog') if m in sys.modules]; print(bad); sys.exit(bool(bad))"

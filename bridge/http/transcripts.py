@@ -51,7 +51,7 @@ from aiohttp import web
 from bridge.app_keys import SETTINGS, STATE
 from bridge.blocking import BlockingPool, PoolFull
 from bridge.clock import Clock
-from bridge.reply.api import authorized
+from bridge.http.bot_api import authorized
 from bridge.settings import TranscriptSettings
 from bridge.siblings import SIBLINGS
 from bridge.transcripts import TranscriptStore, iso, parse_since, render_json, render_txt, render_vtt
@@ -145,7 +145,7 @@ async def get_transcript(request: web.Request) -> web.Response:
 
 
 async def recent_calls(request: web.Request) -> web.Response:
-    """``GET /v1/calls?since=...`` (bridge.reply.api sends it here when ``since`` is present)."""
+    """``GET /v1/calls?since=...`` (bridge.http.bot_api sends it here when ``since`` is present)."""
     refused = authorized(request)
     if refused is not None:
         return refused
@@ -176,7 +176,7 @@ async def recent_calls(request: web.Request) -> web.Response:
 
 def add_routes(app: web.Application) -> None:
     """``GET /v1/calls/{call_id}/transcript`` (``GET /v1/calls?since=`` is :func:`recent_calls`, given to
-    ``bridge.reply.api.add_routes``, which owns ``/v1/calls``)."""
+    ``bridge.http.bot_api.add_routes``, which owns ``/v1/calls``)."""
     app.router.add_get("/v1/calls/{call_id}/transcript", get_transcript)
 
 

@@ -3,7 +3,7 @@
 =========================================  =========================================================
 ``POST /v1/calls/{call_id}/actions``       ``{"actions": [...]}`` -> ``202 {"actions": [{"id", "status"}]}``
 ``GET /v1/calls``                          the active calls (with ``?since=``: recent calls on record,
-                                           see bridge.transcript_api)
+                                           see bridge.http.transcripts)
 ``GET /v1/calls/{call_id}``                one call: ``state`` (listening, speaking, paused), ``queue``,
                                            ``played_ms``
 =========================================  =========================================================

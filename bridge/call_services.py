@@ -1,0 +1,55 @@
+"""What a call uses, as one typed bundle, and what the fleet asks of a call, as one typed protocol.
+
+``CallServices`` is built once per application (the HTTP edge sets it up) and handed to every
+:class:`bridge.call.Call`; a call reaches nothing else of the process. ``FleetCall`` is the whole of
+what fleet mode (:mod:`bridge.fleet`) may ask of a call it owns; :class:`bridge.call.Call` implements
+it, so the fleet holds the call itself, not closures over it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    import aiohttp
+
+    from bridge.delivery import Delivery
+    from bridge.reply.actions import Action
+    from bridge.reply.tts import Speaker
+    from bridge.settings import Settings
+    from bridge.stt.admission import Admission
+    from bridge.transcripts import TranscriptStore
+
+
+@dataclass(frozen=True, slots=True)
+class CallServices:
+    """Everything a call uses besides its own stream (one per application, shared by its calls)."""
+
+    settings: Settings
+    http: aiohttp.ClientSession
+    delivery: Delivery
+    resume_secret: bytes  # key of the calls' resume tokens (BRIDGE_SECRET, or random per process)
+    admission: Admission | None = None  # gladia.max_sessions (None: no limit)
+    speaker: Speaker | None = None  # speech for `say` (None: no engine installed or configured)
+    transcripts: TranscriptStore | None = None  # the record kept after the call (None: off)
+
+
+class FleetCall(Protocol):
+    """What fleet mode asks of a call this instance owns (fields go to and come from Redis as text)."""
+
+    @property
+    def id(self) -> str: ...
+
+    def apply_actions(self, actions: list[Action], key: str) -> object:
+        """Apply actions routed to this call (``key`` deduplicates a retried request)."""
+
+    def session_fields(self) -> dict[str, str] | None:
+        """Where its Gladia session stands plus its shape (streams, channels); None: no session yet."""
+
+    async def hand_over(self) -> dict[str, str] | None:
+        """Give the call up to the instance that has its restarted stream; None: its stream is live
+        here (or it is over), nothing to hand over. Otherwise the same fields as :meth:`session_fields`."""
+
+    def lost_to_another_instance(self) -> None:
+        """Another instance took the call over (this one was cut off or paused): end it here, quietly."""
