@@ -40,7 +40,7 @@ from bridge.log import configure_logging
 from bridge.loop import serving
 from bridge.reply.tts import PiperSpeech
 from bridge.settings import Settings
-from bridge.tools.load_peers import reply_wav
+from bridge.tools.load_standin import reply_wav
 from bridge.tools.phone import TwilioPhone
 from bridge.tools.speech import sample_call, speech_turns
 from tests.support.bridge_process import start_bridge

@@ -22,7 +22,7 @@ from bridge.log import configure_logging
 from bridge.loop import serving
 from tests.support.fakes import FakeGladia, FakeWebhook
 from tests.support.process import free_port
-from tests.support.soak import run_waves, start_bridge
+from tests.support.soak import run_waves, start_soak_bridge
 
 
 async def main(calls: int, minutes: float, call_seconds: float) -> None:
@@ -39,7 +39,7 @@ async def main(calls: int, minutes: float, call_seconds: float) -> None:
             BRIDGE_DATA_DIR=tempfile.mkdtemp(prefix="bridge-soak-"),
         )
         port = free_port()
-        proc = await start_bridge(env, port)
+        proc = await start_soak_bridge(env, port)
         try:
             waves = max(1, math.ceil(minutes * 60 / call_seconds))
             result = await run_waves(
@@ -53,8 +53,7 @@ async def main(calls: int, minutes: float, call_seconds: float) -> None:
                 report=lambda r: print(json.dumps(r), flush=True),
             )
         finally:
-            proc.terminate()
-            await proc.wait()
+            await proc.stop()
     rss = result.rss_after_wave_kib
     print(
         json.dumps(

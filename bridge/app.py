@@ -1,4 +1,5 @@
-"""The aiohttp application: routes, shared resources, and graceful shutdown."""
+"""The aiohttp application: its routes, its shared resources (one ``cleanup_ctx`` each, under the typed
+keys of :mod:`bridge.app_keys`), its server bounds, and graceful shutdown (:func:`drain_calls`)."""
 
 from __future__ import annotations
 
@@ -13,21 +14,37 @@ import aiohttp
 import structlog
 from aiohttp import web
 
-from bridge.app_keys import SETTINGS, STATE, BridgeState
+from bridge.app_keys import (
+    ADMISSION,
+    CALL_SERVICES,
+    CLOCK,
+    DELIVERY,
+    FLEET,
+    HTTP_CLIENT,
+    METRICS,
+    OUTBOX,
+    RESUME_SECRET,
+    SETTINGS,
+    SPEAKER,
+    WORKER,
+)
+from bridge.call_registry import CALLS, CallRegistry
+from bridge.call_services import CallServices
 from bridge.clock import SYSTEM_CLOCK, Clock
 from bridge.delivery import Delivery, EventStore
 from bridge.errors import ConfigError
 from bridge.http.bot_api import add_routes as add_bot_api
-from bridge.http.phone import healthz, phone_stream, twilio_voice
+from bridge.http.health import add_routes as add_health_routes
+from bridge.http.phone import phone_stream
+from bridge.http.transcripts import TRANSCRIPTS, recent_calls, transcript_store
 from bridge.http.transcripts import add_routes as add_transcript_api
-from bridge.http.transcripts import recent_calls, transcript_store
+from bridge.http.twiml import twilio_voice
 from bridge.metrics import Metrics
 from bridge.outbox import Outbox, OutboxWriter
-from bridge.reply.bot_socket import resend_left_over
+from bridge.reply.bot_resend import resend_left_over
 from bridge.reply.tts import OpenAiSpeech, PiperSpeech, Speaker
 from bridge.settings import Settings
 from bridge.stt.admission import Admission
-from bridge.suspended_calls import SuspendedCalls
 
 log = structlog.get_logger("bridge.app")
 
@@ -49,27 +66,27 @@ def create_app(
             "runs the local one when neither is set)"
         )
     app = web.Application(client_max_size=64 * 1024)
-    app[SETTINGS] = settings
     secret = settings.server.secret
-    app[STATE] = BridgeState(
-        suspended=SuspendedCalls(settings.server.max_suspended_calls),
-        admission=Admission(settings.gladia.max_sessions),
-        metrics=Metrics(),
-        worker=worker,
-        clock=clock,
-        resume_secret=secret.get_secret_value().encode() if secret else secrets.token_bytes(32),
-    )
+    app[SETTINGS] = settings
+    app[CLOCK] = clock
+    app[WORKER] = worker
+    app[RESUME_SECRET] = secret.get_secret_value().encode() if secret else secrets.token_bytes(32)
+    app[METRICS] = Metrics()
+    app[ADMISSION] = Admission(settings.gladia.max_sessions)
+    app[CALLS] = CallRegistry(settings.server.max_suspended_calls)
     add_bot_api(app, recent_calls=recent_calls)
     add_transcript_api(app)
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics_endpoint)
+    add_health_routes(app)
     app.router.add_post("/twilio/voice", twilio_voice)
     app.router.add_get("/{carrier}/stream", phone_stream)
+    # One cleanup_ctx per resource, each after what it uses: set up in this order, closed in the reverse.
     app.cleanup_ctx.append(transcript_store)  # first in, last out: open before any call, closed after all
-    if settings.fleet.redis_url is not None:
-        app.cleanup_ctx.append(_fleet)  # before the HTTP client (its outbox is the fleet's), closed after it
+    app.cleanup_ctx.append(_fleet)  # before the HTTP client (its outbox is the fleet's), closed after it
     app.cleanup_ctx.append(_http_client)
+    app.cleanup_ctx.append(_speaker_engine)
+    app.cleanup_ctx.append(_sqlite_outbox)
+    app.cleanup_ctx.append(_delivery)
+    app.cleanup_ctx.append(_call_services)
     app.cleanup_ctx.append(_metrics_updates)
     app.on_shutdown.append(drain_calls)
     return app
@@ -148,96 +165,130 @@ def raise_descriptor_limit(wanted_connections: int) -> int:
 
 
 async def _http_client(app: web.Application) -> AsyncIterator[None]:
-    """One client session (Gladia and webhooks) for the app's lifetime."""
+    """cleanup_ctx: one client session (Gladia, webhooks, TTS) for the app's lifetime."""
     connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, ttl_dns_cache=300)
     async with aiohttp.ClientSession(connector=connector) as http:
-        state = app[STATE]
-        settings = app[SETTINGS]
-        state.http = http
-        fleet_outbox = None
-        store: EventStore | None = None
-        if state.fleet is not None and settings.webhook.url:
-            # Fleet mode: the outbox is each call's Redis stream, and a lost instance's calls are
-            # taken over by the others (the fleet's sweeper); no SQLite outbox.
-            from bridge.fleet.outbox import FleetOutbox
+        app[HTTP_CLIENT] = http
+        yield
 
-            store = fleet_outbox = FleetOutbox(state.fleet, max_queued=settings.webhook.max_pending_events * 10)
-        else:
-            # The outbox keeps events for a bot: the webhook's, or (without one) the bot socket's. In
-            # fleet mode a socket-only bridge keeps them in memory only (each call's BotSocket window).
-            durable = settings.webhook.url or (settings.bot_ws.url and state.fleet is None)
-            store = state.outbox = _outbox_writer(settings, state.worker) if durable else None
-        state.delivery = Delivery(
-            http,
-            settings.webhook,
-            store,
-            metrics=state.metrics,
-            clock=state.clock.time,
-            sleep=state.clock.sleep,
-            gate=state.fleet.holds if state.fleet is not None else None,
-            bot_socket=bool(settings.bot_ws.url),
+
+async def _speaker_engine(app: web.Application) -> AsyncIterator[None]:
+    """cleanup_ctx: speech for `say` (:func:`_speaker`), its engine closed at the end."""
+    app[SPEAKER] = speaker = _speaker(app[SETTINGS], app[HTTP_CLIENT])
+    try:
+        yield
+    finally:
+        if speaker is not None:
+            await speaker.engine.aclose()
+
+
+async def _sqlite_outbox(app: web.Application) -> AsyncIterator[None]:
+    """cleanup_ctx: the SQLite outbox, when this process keeps the bot's events on disk; started by
+    :func:`_delivery` once what a previous process left is recovered, closed after the delivery."""
+    settings, fleet = app[SETTINGS], app[FLEET]
+    # Fleet mode with a webhook: the outbox is each call's Redis stream, and a lost instance's calls are
+    # taken over by the others (the fleet's sweeper); no SQLite outbox. Otherwise the outbox keeps events
+    # for a bot: the webhook's, or (without one) the bot socket's. In fleet mode a socket-only bridge
+    # keeps them in memory only (each call's BotSocket window).
+    in_redis = fleet is not None and bool(settings.webhook.url)
+    durable = not in_redis and bool(settings.webhook.url or (settings.bot_ws.url and fleet is None))
+    app[OUTBOX] = outbox = _outbox_writer(settings, app[WORKER]) if durable else None
+    try:
+        yield
+    finally:
+        if outbox is not None:
+            await asyncio.to_thread(outbox.close, settings.webhook.timeout)
+
+
+async def _delivery(app: web.Application) -> AsyncIterator[None]:
+    """cleanup_ctx: the bot's events (webhook and/or bot socket) over the outbox: what a previous process
+    left is recovered first; at the end, what is still queued gets one last bounded chance."""
+    settings, clock, http = app[SETTINGS], app[CLOCK], app[HTTP_CLIENT]
+    outbox, fleet = app[OUTBOX], app[FLEET]
+    fleet_outbox = fleet.outbox if fleet is not None else None  # fleet mode with a webhook: in Redis
+    store: EventStore | None = outbox if fleet_outbox is None else fleet_outbox
+    app[DELIVERY] = delivery = Delivery(
+        http,
+        settings.webhook,
+        store,
+        metrics=app[METRICS],
+        clock=clock.time,
+        sleep=clock.sleep,
+        gate=fleet.holds if fleet is not None else None,
+        bot_socket=bool(settings.bot_ws.url),
+    )
+    resending: asyncio.Task[int] | None = None
+    if delivery.context.socket_acks and outbox is not None:
+        # socket-only: what a previous process left goes to the bot's socket (in the background)
+        resending = asyncio.create_task(
+            resend_left_over(
+                settings.bot_ws,
+                http,
+                delivery.left_over(),
+                outbox,
+                max_age=settings.webhook.max_age,
+                clock=clock.time,
+            ),
+            name="bot-socket-recovery",
         )
-        resending: asyncio.Task[int] | None = None
-        if state.delivery.context.socket_acks and state.outbox is not None:
-            # socket-only: what a previous process left goes to the bot's socket (in the background)
-            resending = asyncio.create_task(
-                resend_left_over(
-                    settings.bot_ws,
-                    http,
-                    state.delivery.left_over(),
-                    state.outbox,
-                    max_age=settings.webhook.max_age,
-                    clock=state.clock.time,
-                ),
-                name="bot-socket-recovery",
-            )
-        else:
-            state.delivery.recover()
-        if state.outbox is not None:
-            state.outbox.start()
-        if fleet_outbox is not None and state.fleet is not None:
-            fleet_outbox.delivery = state.delivery
-            fleet_outbox.start()
-            state.fleet.outbox_releases = True
-            state.fleet.on_over = fleet_outbox.over
-            state.fleet.on_takeover = fleet_outbox.take_over
-            state.fleet.before_handoff = fleet_outbox.drain
-        state.speaker = _speaker(settings, http)
-        try:
-            yield
-            # Anything still queued after the calls drained gets one last bounded chance; what is
-            # left stays in the outbox for the next start.
-            await state.delivery.aclose(timeout=settings.webhook.timeout)
-            if fleet_outbox is not None:
-                await fleet_outbox.aclose(timeout=settings.webhook.timeout)
-        finally:
-            if resending is not None and not resending.done():  # what it did not finish stays pending
-                resending.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await resending
-            if state.outbox is not None:
-                await asyncio.to_thread(state.outbox.close, settings.webhook.timeout)
-            if state.speaker is not None:
-                await state.speaker.engine.aclose()
+    else:
+        delivery.recover()
+    if outbox is not None:
+        outbox.start()
+    if fleet_outbox is not None:
+        fleet_outbox.delivery = delivery
+        fleet_outbox.start()
+    try:
+        yield
+        # Anything still queued after the calls drained gets one last bounded chance; what is
+        # left stays in the outbox for the next start.
+        await delivery.aclose(timeout=settings.webhook.timeout)
+        if fleet_outbox is not None:
+            await fleet_outbox.aclose(timeout=settings.webhook.timeout)
+    finally:
+        if resending is not None and not resending.done():  # what it did not finish stays pending
+            resending.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await resending
+
+
+async def _call_services(app: web.Application) -> AsyncIterator[None]:
+    """cleanup_ctx: what every call uses, bundled once (:class:`~bridge.call_services.CallServices`)."""
+    app[CALL_SERVICES] = CallServices(
+        settings=app[SETTINGS],
+        http=app[HTTP_CLIENT],
+        delivery=app[DELIVERY],
+        resume_secret=app[RESUME_SECRET],
+        admission=app[ADMISSION],
+        speaker=app[SPEAKER],
+        transcripts=app[TRANSCRIPTS],
+    )
+    yield
 
 
 async def _fleet(app: web.Application) -> AsyncIterator[None]:
-    """Fleet mode: join the fleet (heartbeat, leases, the owner's action reader) for the app's lifetime.
-    Each worker process is its own instance."""
+    """cleanup_ctx: in fleet mode (``fleet.redis_url``), join the fleet (heartbeat, leases, the owner's
+    action reader) for the app's lifetime; each worker process is its own instance. Else no fleet."""
+    settings = app[SETTINGS]
+    if settings.fleet.redis_url is None:
+        app[FLEET] = None
+        yield
+        return
     from bridge.fleet.fleet import Fleet, default_instance_id
 
-    settings, state = app[SETTINGS], app[STATE]
-    index = state.worker[0] if state.worker is not None else None
+    worker = app[WORKER]
+    index = worker[0] if worker is not None else None
     configured = settings.fleet.instance_id
     instance_id = (
         (configured + (f"-w{index}" if index is not None else "")) if configured else default_instance_id(index)
     )
-    state.fleet = Fleet(settings.fleet, instance_id)
-    await state.fleet.start()
+    # With a webhook, the calls' undelivered events are kept in Redis (the fleet's outbox).
+    outbox_max_queued = settings.webhook.max_pending_events * 10 if settings.webhook.url else None
+    app[FLEET] = fleet = Fleet(settings.fleet, instance_id, outbox_max_queued=outbox_max_queued)
+    await fleet.start()
     try:
         yield
     finally:
-        fleet, state.fleet = state.fleet, None
         await fleet.close()
 
 
@@ -311,28 +362,6 @@ def _open_outbox(settings: Settings, worker: tuple[int, int] | None) -> Outbox:
     return outbox
 
 
-async def readyz(request: web.Request) -> web.Response:
-    """Readiness: 200 ``{"status": "ready"}``, or 503 ``{"status": "draining"}`` from the first moment
-    of :func:`drain_calls` on. Unlike ``/healthz`` (liveness) it says nothing about health: only
-    whether new calls should be sent here.
-
-    ``bridge serve`` drains while its listener is still open (the site is stopped only after
-    ``drain_calls``), so a load balancer or the kubelet's readiness probe sees the 503 for the whole
-    drain. Under ``web.run_app`` aiohttp closes the listener before ``on_shutdown``, so a probe gets
-    connection refused instead, which also counts as not ready.
-    """
-    draining = request.app[STATE].draining
-    return web.json_response({"status": "draining" if draining else "ready"}, status=503 if draining else 200)
-
-
-async def metrics_endpoint(request: web.Request) -> web.Response:
-    metrics = request.app[STATE].metrics
-    assert metrics is not None
-    return web.Response(
-        body=metrics.render(), content_type="text/plain", charset="utf-8", headers={"X-Content-Type-Options": "nosniff"}
-    )
-
-
 METRICS_SLICES = 10  # the live calls are read in this many parts over each second
 
 
@@ -341,29 +370,27 @@ async def _metrics_updates(app: web.Application) -> AsyncIterator[None]:
     read a tenth at a time, every 100 ms: reading them all at once stalled every call's audio for
     several milliseconds each second with a few hundred calls (forward latency's p99). How late each
     100 ms wake-up comes is the event loop's lag (``bridge_event_loop_lag_seconds``)."""
-    state = app[STATE]
+    registry, metrics, outbox = app[CALLS], app[METRICS], app[OUTBOX]
+    live = registry.live
 
     async def loop() -> None:
-        metrics = state.metrics
-        assert metrics is not None
         clock = asyncio.get_running_loop().time
         tick = 1.0 / METRICS_SLICES
         while True:
-            calls = list(state.live_calls.values())
+            calls = list(live.values())
             step = -(-len(calls) // METRICS_SLICES)  # ceiling: every call within the second
             for k in range(METRICS_SLICES):
                 due = clock() + tick
                 await asyncio.sleep(tick)
                 metrics.loop_lag.observe(max(0.0, clock() - due))
                 for call in calls[k * step : (k + 1) * step]:
-                    if state.live_calls.get(call.id) is call:  # an ended call had its last update
+                    if live.get(call.id) is call:  # an ended call had its last update
                         metrics.update(call.id, *call.meter())
             metrics.flush()
-            metrics.active_calls.set(len(state.calls))
-            if state.suspended is not None:
-                metrics.suspended_calls.set(len(state.suspended))
-            if state.outbox is not None:
-                metrics.update_outbox(state.outbox)
+            metrics.active_calls.set(len(registry.streams))
+            metrics.suspended_calls.set(len(registry.suspended))
+            if outbox is not None:
+                metrics.update_outbox(outbox)
 
     task = asyncio.create_task(loop(), name="metrics")
     yield
@@ -381,30 +408,27 @@ async def drain_calls(app: web.Application) -> None:
     ``bridge serve`` calls it from its signal handler; it is also an ``on_shutdown`` hook (quick
     when the calls are already gone) for embedders that use ``web.run_app``.
     """
-    settings = app[SETTINGS]
-    state = app[STATE]
-    calls = state.calls
-    if not state.draining:
+    settings, registry, fleet = app[SETTINGS], app[CALLS], app[FLEET]
+    calls, suspended = registry.streams, registry.suspended
+    if not registry.draining:
         log.info("bridge.draining", active_calls=len(calls), timeout=settings.server.shutdown_timeout)
-    state.draining = True
-    fleet = state.fleet
+    registry.draining = True
     if fleet is not None:
         # Fleet mode: suspended calls keep waiting through the drain, so a carrier that restarts a
         # stream elsewhere gets the call handed over (one Gladia socket at a time); this instance
         # takes no orphans over while it leaves.
         fleet.draining = True
-    elif state.suspended is not None:
-        state.suspended.closed = True  # a stream dropping from now on ends its call
+    else:
+        suspended.closed = True  # a stream dropping from now on ends its call
     loop = asyncio.get_running_loop()
     deadline = loop.time() + settings.server.shutdown_timeout
 
     def busy() -> bool:
-        return bool(calls) or (fleet is not None and state.suspended is not None and len(state.suspended) > 0)
+        return bool(calls) or (fleet is not None and len(suspended) > 0)
 
     while busy() and loop.time() < deadline:
         await asyncio.sleep(0.05)
-    if state.suspended is not None:
-        state.suspended.closed = True
+    suspended.closed = True
     if calls:
         log.warning("bridge.closing_calls", active_calls=len(calls))
         await asyncio.gather(
@@ -414,7 +438,5 @@ async def drain_calls(app: web.Application) -> None:
         finish_deadline = loop.time() + settings.gladia.finish_timeout + 1.0
         while calls and loop.time() < finish_deadline:
             await asyncio.sleep(0.05)
-    if state.suspended is not None:
-        await state.suspended.end_all()
-    assert state.delivery is not None
-    await state.delivery.aclose(timeout=max(1.0, settings.webhook.timeout * 2))
+    await suspended.end_all()
+    await app[DELIVERY].aclose(timeout=max(1.0, settings.webhook.timeout * 2))

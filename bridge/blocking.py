@@ -10,7 +10,8 @@ own (:data:`THREADS`), with a bound on how much may wait for them (:data:`MAX_WA
 ``Retry-After``.
 
 One pool per application, created and closed by the ``cleanup_ctx`` that owns what it reads
-(:func:`bridge.http.transcripts.transcript_store`), reached through ``BridgeState.blocking``.
+(:func:`bridge.http.transcripts.transcript_store`), reached through its typed application key
+(:data:`bridge.http.transcripts.TRANSCRIPT_READS`).
 """
 
 from __future__ import annotations

@@ -16,30 +16,28 @@ synchronous), so a slow Gladia or bot cannot delay the phone.
 
 Stream restarts: a carrier's stream that drops without ``stop`` (Twilio does not reconnect, but an
 application can re-issue the TwiML from a status callback) leaves the call *suspended*
-(:mod:`bridge.suspended_calls`) for ``server.stream_restart_grace`` seconds, its Gladia session and delivery
-queue kept open. A new stream whose ``start`` names the same call (``callSid``) *and proves it* is
-attached to the call: same call id, same Gladia session, same event sequence, and the bot gets
-``call.stream_restarted``. The proof is the ``bridge.resume`` stream parameter, an HMAC of the call id
-under ``BRIDGE_SECRET`` that ``/twilio/voice`` puts in the TwiML (and the same account, when the
-carrier says it): a captured upgrade signature or a known call id is not enough to take a call over.
+(:mod:`bridge.suspended_calls`) for ``server.stream_restart_grace`` seconds, its Gladia session and
+delivery queue kept open; a new stream that proves it is the same call (:mod:`bridge.call_resume`) is
+attached to it: same call id, Gladia session and event sequence, and the bot gets ``call.stream_restarted``.
+
+What a call holds besides its life is apart: its STT profile and speakers (:mod:`bridge.call_profile`),
+its events' payloads (:mod:`bridge.call_payloads`), Gladia's notices to bot events
+(:mod:`bridge.call_notices`), the bot's answers (:mod:`bridge.call_answers`), its transcript
+(:mod:`bridge.call_record`), what it uses (:mod:`bridge.call_services`).
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import inspect
 import time
 import uuid
-from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any, assert_never
 
-import aiohttp
 import structlog
-from pydantic import ValidationError
 
+from bridge import call_payloads
 from bridge.adapters.base import (
     Audio,
     CallStarted,
@@ -54,72 +52,26 @@ from bridge.adapters.base import (
     StreamCounters,
 )
 from bridge.audio import AudioFormat
-from bridge.delivery import CallDelivery, Delivery, PendingEvent
-from bridge.errors import ActionError, PhoneProtocolError
+from bridge.call_answers import WebhookAnswers
+from bridge.call_figures import CallFigures, EarlierStreams
+from bridge.call_notices import SttNotices
+from bridge.call_payloads import started_json
+from bridge.call_profile import call_profile, call_speakers
+from bridge.call_record import CallRecord
+from bridge.call_resume import CarriedCall, restart_accepted
+from bridge.call_services import CallServices
+from bridge.delivery import CallDelivery, PendingEvent
+from bridge.errors import PhoneProtocolError
 from bridge.phone_stream import AudioPath, CallResult, MessageSource, PhoneStream
-from bridge.reply.actions import parse_actions
+from bridge.reply.actions import Action
 from bridge.reply.bot_socket import BotSocket
 from bridge.reply.call_reply import CallReply
-from bridge.reply.tts import Speaker
-from bridge.settings import Settings, speaker_labels
 from bridge.stats import CallStats, EndReason, Meter
-from bridge.stt.admission import Admission
-from bridge.stt.notices import (
-    CallerSpeech,
-    FinalUtterance,
-    PartialUtterance,
-    SessionReplaced,
-    SttGaveUp,
-    SttNotice,
-)
 from bridge.stt.protocol import init_request
 from bridge.stt.stream import SessionState as SttSessionState
 from bridge.stt.stream import SttStream
-from bridge.stt_profile import PARAM_PREFIX, SttProfile, stt_overrides
-from bridge.transcripts import TranscriptStore
-from bridge.untrusted import loads, same_secret
-from bridge.webhook import WebhookResponse
 
 log = structlog.get_logger("bridge.call")
-
-RESUME_PARAMETER = "bridge.resume"  # the stream parameter holding a call's resume token
-MAX_CONVERSATION_UTTERANCES = 2000  # transcript.completed carries at most this many utterances ...
-MAX_CONVERSATION_CHARS = 200_000  # ... and this much text (the whole record is in the transcript API)
-_TURN_FIELDS = ("id", "channel", "speaker", "start", "end", "text", "language")
-_TURN_CHANNEL, _TURN_START = _TURN_FIELDS.index("channel"), _TURN_FIELDS.index("start")
-SPEAKERS_PARAMETER = "bridge.speakers"  # a stream's speaker labels, channel 0 then 1: "caller,agent"
-# Answers cannot loop: an event the bridge posts because of a webhook answer is one *generation* after
-# the event answered (the caller's events, and what time brings, are generation 0). An action.failed
-# of generation 2 or more (a failure caused by the answer to a failure) is logged, not posted; any
-# other event more than MAX_ANSWER_CHAIN answers away from the caller (e.g. playback.interrupted of a
-# bot answering each one with a `queue: replace` say) is logged, not posted.
-MAX_ANSWER_CHAIN = 8
-MAX_GENERATIONS_KEPT = 4096  # events and actions whose generation is remembered, per call
-
-
-def restart_proven(secret: bytes, started: CallStarted) -> bool:
-    """Whether a stream's ``start`` carries the resume token of its carrier call (``bridge.resume``)."""
-    if not secret:
-        return False
-    want = resume_token(secret, started.provider, started.call_sid)
-    return same_secret(started.parameters.get(RESUME_PARAMETER, ""), want)
-
-
-def resume_token(secret: bytes, provider: str, call_sid: str) -> str:
-    """The proof a restarted stream gives that it belongs to the call: an HMAC of the carrier's call
-    id under the bridge's secret (``/twilio/voice`` puts it in the TwiML as a ``<Parameter>``)."""
-    return hmac.new(secret, f"{provider}:{call_sid}".encode(), hashlib.sha256).hexdigest()[:32]
-
-
-@dataclass(frozen=True, slots=True)
-class CarriedCall:
-    """What a call brings when another instance hands it over (fleet mode)."""
-
-    call_id: str
-    session: SttSessionState | None  # None: the former owner had no Gladia session yet (a new one opens)
-    last_sequence: int
-    events: list[PendingEvent]  # its events not yet delivered, in order
-    streams: int = 1
 
 
 class Call:
@@ -128,46 +80,59 @@ class Call:
     def __init__(
         self,
         started: CallStarted,
-        *,
-        settings: Settings,
-        http: aiohttp.ClientSession,
-        delivery: Delivery,
-        admission: Admission | None,
-        resume_secret: bytes,
-        speaker: Speaker | None = None,
-        transcripts: TranscriptStore | None = None,
+        services: CallServices,
         carried: CarriedCall | None = None,
     ) -> None:
         self.id = carried.call_id if carried is not None else uuid.uuid4().hex
+        settings, http = services.settings, services.http
         self.settings = settings
-        self.resume_secret = resume_secret
+        self.resume_secret = services.resume_secret
         self.started = started  # the start of the stream carrying the call now (ids, parameters)
         structlog.contextvars.bind_contextvars(
             call_id=self.id, provider=started.provider, call_sid=started.call_sid, stream_sid=started.stream_sid
         )
-        self.profile = self._profile(started)
+        self.profile = call_profile(settings, started)
         target = self.profile.audio_format(started.audio_format)
         assert target is not None  # a native profile always has a format once the stream's is known
         self.target: AudioFormat = target  # one track's
         # What Gladia gets: one channel, or both parties as two (channel 0 the caller, 1 the other party).
         self.stt_format = replace(target, channels=started.channels)
         self.both_parties = started.channels == 2
-        self.speakers = self._speakers(started)
+        self.speakers = call_speakers(settings, started)
         self.reply = CallReply(
-            self.id, settings=settings.reply, speaker=speaker, http=http, emit=self._emit, on_hangup=self._bot_hung_up
+            self.id,
+            settings=settings.reply,
+            speaker=services.speaker,
+            http=http,
+            emit=self._emit,
+            on_hangup=self._bot_hung_up,
         )
-        self.events: CallDelivery = delivery.open(
+        # the reply's events out and the bot's answers to the call's events in (bridge.call_answers)
+        self._answers = WebhookAnswers(self.reply, self._post, self.call_json)
+        self.delivery: CallDelivery = services.delivery.open(
             self.id,
             self.call_json(),
-            on_response=self._bot_answered,
+            on_response=self._answers.answered,
             carry_on=(carried.last_sequence, carried.events) if carried is not None else None,
         )
         self.bot_socket = (
-            BotSocket(settings.bot_ws, http, self.id, self.reply.apply, on_acked=self.events.acknowledged)
+            BotSocket(settings.bot_ws, http, self.id, self.reply.apply, on_acked=self.delivery.acknowledged)
             if settings.bot_ws.url
             else None
         )
         self._stream: PhoneStream | None = None
+        self.transcripts = services.transcripts  # the record kept after the call (None: off)
+        self.record = CallRecord(self.id, self.transcripts)  # ... and for transcript.completed
+        self._notices = SttNotices(  # what Gladia tells, to bot events
+            self.id,
+            self.call_json,
+            self.speakers,
+            self.both_parties,
+            self.reply,
+            self._post,
+            self.bot_socket,
+            self.record.final,
+        )
         body = init_request(
             self.profile.request_body(self.stt_format),
             {
@@ -182,88 +147,90 @@ class Call:
             settings=settings.gladia,
             request_body=body,
             audio_format=self.stt_format,
-            on_notice=self._on_stt,
-            admission=admission,
+            on_notice=self._notices,
+            admission=services.admission,
             resume=carried.session if carried is not None else None,
         )
         self.streams = 0
         self._counters = StreamCounters()  # the current stream's
-        self._earlier = (0, 0, 0)  # frames, bytes, gaps of the call's earlier streams
+        self._earlier = EarlierStreams()  # the phone counters of the call's earlier streams
         self._audio_path: AudioPath | None = None  # the current stream's converter (flushed at the end)
         self._t0 = time.monotonic()
         self._ended = False
         self._last_posted = False  # call.ended went out
-        self.utterances = 0
-        self.transcripts = transcripts  # the record kept after the call (None: off)
-        # for transcript.completed, bounded: one tuple per utterance, its fields in _TURN_FIELDS' order
-        # (a tuple is about a third of a dict's size, and a call keeps up to 2000 of them)
-        self._conversation: list[tuple[Any, ...]] = []
-        self._conversation_chars = 0
         self.dtmf = 0
         self.on_ended: Callable[[str, CallStats], None] | None = None  # e.g. the metrics' last update
         # Set while the call is suspended (its stream dropped, a restart may come): ends it from there
         # (bridge.suspended_calls), e.g. when the bot hangs up meanwhile.
         self.end_suspended_now: Callable[[EndReason], None] | None = None
-        self._answering: int | None = None  # the generation of what the answer being applied causes
-        self._generations: OrderedDict[str, int] = OrderedDict()  # webhook-id -> generation (>= 1)
-        self._action_generations: OrderedDict[str, int] = OrderedDict()  # answered action id -> generation
-        self._not_sent = 0  # events an answer caused that were logged, not posted (see MAX_ANSWER_CHAIN)
-        self._ignored_answers = 0  # 2xx answers without actions (logged once per call)
+        # Set there too: takes the call off the suspended calls without ending it (fleet mode: it
+        # carries on on another instance), so the call imports nothing of them.
+        self.leave_suspension: Callable[[], None] | None = None
 
     @classmethod
-    def begin(cls, started: CallStarted, **deps: Any) -> Call:
+    def begin(cls, started: CallStarted, services: CallServices) -> Call:
         """A new call for a stream's ``start``: delivery and Gladia session opened, ``call.started`` posted."""
-        call = cls(started, **deps)
+        call = cls(started, services)
         target = call.stt_format
-        call._post(
-            "call.started",
-            {
-                "call": call.call_json(),
-                "stt": {
-                    "encoding": target.encoding,
-                    "sample_rate": target.sample_rate,
-                    "bit_depth": target.bit_depth,
-                    "channels": target.channels,
-                },
-                "speakers": list(call.speakers[: target.channels]),
-            },
-        )
+        call._post("call.started", started_json(call.call_json(), target, call.speakers))
         call.stt.start()
-        if call.transcripts is not None:
-            call.transcripts.call_started(
-                {**call.call_json(), "speakers": list(call.speakers[: target.channels])}, time.time()
-            )
+        call.record.started(call.call_json(), list(call.speakers[: target.channels]))
         log.info(
             "call.started",
-            caller=call.param("from"),
-            called=call.param("to"),
+            caller=call_payloads.param(started, "from"),
+            called=call_payloads.param(started, "to"),
             encoding=target.encoding,
             sample_rate=target.sample_rate,
         )
         return call
 
     @classmethod
-    def carry_on(cls, started: CallStarted, carried: CarriedCall, **deps: Any) -> Call:
+    def carry_on(cls, started: CallStarted, carried: CarriedCall, services: CallServices) -> Call:
         """Fleet mode: a call another instance held, whose restarted stream reached this one. Same call
         id, the same Gladia session from its acknowledged offset, the event sequence and the events it
         had not delivered; the bot gets ``call.stream_restarted``."""
-        call = cls(started, carried=carried, **deps)
+        call = cls(started, services, carried)
         call.streams = carried.streams  # attaching the stream says call.stream_restarted
         call.stt.start()
         log.info("call.carried_on", streams=carried.streams + 1, events_left=len(carried.events))
         return call
 
-    async def hand_over(self, timeout: float) -> SttSessionState | None:
-        """Fleet mode: the call's restarted stream reached another instance, which carries it on. This
-        one lets Gladia acknowledge what it sent, closes its session socket (the session stays open),
-        stops its reply and ends here without a word to the bot (the call goes on over there).
-        Returns where the Gladia session stands."""
+    # -- fleet mode (bridge.call_services.FleetCall) ----------------------------------------------
+
+    def apply_actions(self, actions: list[Action], key: str) -> object:
+        """Fleet mode: actions another instance routed to this call (``key`` deduplicates a retry)."""
+        return self.reply.apply(actions, key=key)
+
+    def session_fields(self) -> dict[str, str] | None:
+        """Fleet mode: where the Gladia session stands plus the call's shape; None: no session yet."""
+        now = self.stt.state()
+        return None if now is None else {**now.fields(), **self._shape()}
+
+    async def hand_over(self) -> dict[str, str] | None:
+        """Fleet mode: give the call up to the instance its restarted stream reached. Only a suspended
+        call is handed over; None when its stream is live here (or it is over)."""
+        leave = self.leave_suspension
+        if leave is None:
+            return None  # its stream is live here (or it is gone): nothing to hand over
+        leave()
+        now = await self._hand_over(timeout=self.settings.server.stream_restart_grace or 2.0)
+        return {**(now.fields() if now is not None else {}), **self._shape()}
+
+    def _shape(self) -> dict[str, str]:
+        """What a successor must know of a call besides its Gladia session: its streams and channels."""
+        return {"streams": str(self.streams), "channels": str(self.stt_format.channels)}
+
+    async def _hand_over(self, timeout: float) -> SttSessionState | None:
+        """The call's restarted stream reached another instance, which carries it on. This one lets
+        Gladia acknowledge what it sent, closes its session socket (the session stays open), stops its
+        reply and ends here without a word to the bot (the call goes on over there). Returns where the
+        Gladia session stands."""
         if self._ended:
             return None
         self._ended = True
         state = await self.stt.hand_over(timeout)
         await self.reply.close()
-        self.events.close()  # what is left is delivered by the next owner (the delivery gate closes)
+        self.delivery.close()  # what is left is delivered by the next owner (the delivery gate closes)
         if self.bot_socket is not None:
             await self.bot_socket.close()
         log.info("call.handed_over", session=state.session_id if state is not None else None)
@@ -273,24 +240,13 @@ class Call:
 
     def accepts_restart(self, started: CallStarted) -> bool:
         """Whether a new stream's ``start`` proves it belongs to this (suspended) call."""
-        if not self.resume_secret:
-            return False
-        if (started.provider, started.call_sid) != (self.started.provider, self.started.call_sid):
-            return False
-        if started.channels != self.stt_format.channels:
-            return False  # the Gladia session was opened for the other number of channels
-        accounts = (started.account_sid, self.started.account_sid)
-        if None not in accounts and accounts[0] != accounts[1]:
-            return False
-        return restart_proven(self.resume_secret, started)
+        return restart_accepted(self.resume_secret, self.started, self.stt_format.channels, started)
 
     def attach(self, stream: PhoneStream) -> None:
         """``stream`` carries the call from now on: its first stream, or a restarted one."""
         assert stream.started is not None
         if self.streams:
-            c = self._counters
-            f, b, g = self._earlier
-            self._earlier = (f + c.audio_frames, b + c.audio_bytes, g + c.gaps)
+            self._earlier.add(self._counters)
             self.started = stream.started
             structlog.contextvars.bind_contextvars(
                 call_id=self.id, call_sid=self.started.call_sid, stream_sid=self.started.stream_sid
@@ -378,11 +334,11 @@ class Call:
             await self._end_part(
                 "transcript_record", lambda: transcripts.call_ended(self.id, time.time(), result.reason)
             )
-        await self._end_part("delivery_close", self.events.close)
+        await self._end_part("delivery_close", self.delivery.close)
         if bot_socket is not None:
             await self._end_part("bot_socket_close", bot_socket.close)
-        if self._not_sent:
-            log.warning("reply.answer_events_not_sent", events=self._not_sent, detail="see MAX_ANSWER_CHAIN")
+        if self._answers.not_sent:
+            log.warning("reply.answer_events_not_sent", events=self._answers.not_sent, detail="see MAX_ANSWER_CHAIN")
         log.info("call.ended", **summary)
         if on_ended is not None:
             await self._end_part("on_ended", lambda: on_ended(self.id, stats))
@@ -415,95 +371,16 @@ class Call:
         )
         await self.end(CallResult(reason))
 
-    # -- STT notices (called from the session task; never awaits) -----------------------------
-
-    def _on_stt(self, notice: SttNotice) -> None:
-        match notice:
-            case FinalUtterance():
-                self.utterances += 1
-                # Only the caller's words (channel 0) steer the reply: on a call of both parties,
-                # channel 1 is the other party (or, on a stereo stream that plays back, the bot itself).
-                during = (
-                    self.reply.caller_final(notice.id, notice.utterance.text) if notice.utterance.channel == 0 else None
-                )
-                utterance = _utterance_json(notice, self.speakers)
-                self._post(
-                    "utterance.final",
-                    {
-                        "call": self.call_json(),
-                        "utterance": utterance,
-                        "stt_session_id": notice.session_id,
-                        "during_playback": during,
-                    },
-                )
-                self._record(utterance)
-            case SessionReplaced():
-                self._post(
-                    "stt.session_replaced",
-                    {
-                        "call": self.call_json(),
-                        "old_stt_session_id": notice.old_session_id,
-                        "stt_session_id": notice.new_session_id,
-                        "reason": notice.reason,
-                    },
-                )
-            case SttGaveUp():
-                self._post("stt.failed", {"call": self.call_json(), "reason": notice.reason})
-            case CallerSpeech():
-                if notice.channel == 0:
-                    self.reply.caller_speech(notice.started)
-                if notice.started and self.bot_socket is not None:
-                    self.bot_socket.realtime(
-                        "speech.started", {"call_id": self.id, "call": self.call_json(), **self._who(notice.channel)}
-                    )
-            case PartialUtterance():
-                if notice.channel == 0:
-                    self.reply.caller_words(notice.text)
-                if self.bot_socket is not None:
-                    self.bot_socket.realtime(
-                        "utterance.partial",
-                        {
-                            "call_id": self.id,
-                            "call": self.call_json(),
-                            "text": notice.text,
-                            **self._who(notice.channel),
-                        },
-                    )
-            case _:
-                assert_never(notice)
-
-    def _who(self, channel: int) -> dict[str, Any]:
-        if not self.both_parties:
-            return {}
-        return {"channel": channel, "speaker": self.speakers[channel] if channel in (0, 1) else f"channel {channel}"}
-
     # -- the record ----------------------------------------------------------------------------
 
-    def _record(self, utterance: dict[str, Any]) -> None:
-        """A final for the transcript: kept on record (the store's writer thread; never waits) and,
-        within bounds, for ``transcript.completed``."""
-        if self.transcripts is not None:
-            self.transcripts.utterance(self.id, utterance)
-        chars = len(utterance["text"])
-        if len(self._conversation) < MAX_CONVERSATION_UTTERANCES and (
-            self._conversation_chars + chars <= MAX_CONVERSATION_CHARS
-        ):
-            self._conversation_chars += chars
-            self._conversation.append(tuple([utterance[k] for k in _TURN_FIELDS]))
+    @property
+    def utterances(self) -> int:
+        """The finals the call has had (bridge.call_notices turns them into utterance.final)."""
+        return self._notices.utterances
 
     def _transcript_json(self) -> dict[str, Any]:
-        """``transcript.completed``: the whole conversation in order of time, each utterance with its
-        speaker (words are in the transcript API); cut at the bounds, and then it says so."""
-        ordered = sorted(self._conversation, key=lambda u: (u[_TURN_START], u[_TURN_CHANNEL]))
-        turns = [dict(zip(_TURN_FIELDS, u, strict=True)) for u in ordered]
-        return {
-            "call": self.call_json(),
-            "speakers": list(self.speakers[: self.stt_format.channels]),
-            "utterances": turns,
-            "utterances_total": self.utterances,
-            "truncated": len(turns) < self.utterances,
-            "transcript_path": f"/v1/calls/{self.id}/transcript" if self.transcripts is not None else None,
-        }
+        speakers = list(self.speakers[: self.stt_format.channels])
+        return self.record.completed_json(self.call_json(), speakers, self.utterances)
 
     # -- the way back ----------------------------------------------------------------------------
 
@@ -515,79 +392,14 @@ class Call:
             log.info("bot.event_after_end", type=type_, detail="the call has ended: not sent")
             return None
         self._last_posted = self._last_posted or type_ == "call.ended"
-        event = self.events.submit(type_, payload)
+        event = self.delivery.submit(type_, payload)
         if event is not None and self.bot_socket is not None:
             self.bot_socket.send_event(event.body, sequence=event.sequence)
         return event
 
     def _emit(self, type_: str, payload: dict[str, Any]) -> None:
-        """An event of the reply loop (action.failed, playback.*): posted unless it would feed a loop
-        of webhook answers (see MAX_ANSWER_CHAIN)."""
-        generation = self._answering
-        if generation is None and type_ == "action.failed":  # e.g. a say of an answer, failed later
-            generation = self._action_generations.get(str(payload.get("action_id")), 0)
-        generation = generation or 0
-        if (type_ == "action.failed" and generation >= 2) or generation > MAX_ANSWER_CHAIN:
-            self._not_sent += 1
-            if self._not_sent == 1:  # one line per call (call.ended's line gives the count)
-                log.warning(
-                    "reply.answer_event_not_sent",
-                    type=type_,
-                    generation=generation,
-                    error=str(payload.get("error", ""))[:200] or None,
-                    detail="caused by a webhook answer to an event itself caused by an answer: not posted, "
-                    "so answers cannot loop",
-                )
-            return
-        event = self._post(type_, {"call": self.call_json(), **payload})
-        if event is not None and generation:
-            _remember(self._generations, event.webhook_id, generation)
-
-    def _bot_answered(self, event: PendingEvent, response: WebhookResponse) -> None:
-        """The bot's 2xx answer to an event. Only an answer that carries actions (a JSON object with an
-        ``actions`` key) applies them, once per webhook-id; any other body (JSON without ``actions``,
-        text, HTML) is accepted and ignored (one log line per call). What the answer causes cannot
-        loop (see MAX_ANSWER_CHAIN)."""
-        generation = self._generations.pop(event.webhook_id, 0) + 1
-        body = response.body.strip()
-        if not body:
-            return
-        self._answering = generation
-        try:
-            self._apply_answer(event, response, body, generation)
-        finally:
-            self._answering = None
-
-    def _apply_answer(self, event: PendingEvent, response: WebhookResponse, body: bytes, generation: int) -> None:
-        data: Any = None
-        error = "over 64 KiB: not applied"
-        if not response.truncated:
-            try:
-                data = loads(body)  # nested deeper than MAX_JSON_DEPTH: refused unparsed
-            except ValueError as exc:
-                error = f"not JSON: {exc}"
-        if not (isinstance(data, dict) and "actions" in data):
-            if data is None and b'"actions"' in body:  # meant as actions, but unreadable
-                log.warning("reply.bad_answer", webhook_id=event.webhook_id, error=error[:200])
-                self.reply.fail(None, f"webhook answer to {event.webhook_id}: {error}")
-                return
-            self._ignored_answers += 1
-            if self._ignored_answers == 1:
-                log.info(
-                    "reply.answer_ignored",
-                    webhook_id=event.webhook_id,
-                    content_type=response.content_type[:100],
-                    detail='a 2xx answer without {"actions": [...]} is accepted and ignored (logged once per call)',
-                )
-            return
-        try:
-            actions = parse_actions(data)
-        except ActionError as exc:
-            log.warning("reply.bad_answer", webhook_id=event.webhook_id, error=str(exc)[:200])
-            self.reply.fail(None, f"webhook answer to {event.webhook_id}: {exc}")
-            return
-        for result in self.reply.apply(actions, key=event.webhook_id):
-            _remember(self._action_generations, result.id, generation)
+        """An event of the reply loop: posted unless it would feed a loop of answers (bridge.call_answers)."""
+        self._answers.emit(type_, payload)
 
     def lost_to_another_instance(self) -> None:
         """Fleet mode: another instance took the call over (this one was cut off from Redis, or
@@ -605,145 +417,30 @@ class Call:
 
     # -- what the call says about itself ---------------------------------------------------------
 
-    def param(self, name: str) -> str | None:
-        """``from``/``to``: what the carrier said, else a stream parameter of that name (any case)."""
-        known = {"from": self.started.caller, "to": self.started.called}.get(name)
-        if known:
-            return known
-        for key, value in self.started.parameters.items():
-            if key.lower() == name:
-                return value
-        return None
-
-    def _speakers(self, started: CallStarted) -> tuple[str, str]:
-        """Who is on each channel: the ``bridge.speakers`` stream parameter ("caller,agent"), else the
-        called number's labels (``parties.numbers``), else ``parties.labels``."""
-        parties = self.settings.parties
-        given = started.parameters.get(SPEAKERS_PARAMETER)
-        if given:
-            try:
-                pair = tuple(v.strip() for v in given.split(","))
-                if len(pair) != 2:
-                    raise ValueError("not two comma-separated labels")
-                return speaker_labels((pair[0], pair[1]))
-            except ValueError as exc:
-                log.warning("call.bad_speakers_parameter", error=str(exc)[:200])
-        return parties.numbers.get(self.param("to") or "", parties.labels)
-
-    def _profile(self, started: CallStarted) -> SttProfile:
-        stt = self.settings.stt
-        overrides, refused = stt_overrides(started.parameters, stt.per_call_parameters)
-        if refused:  # one line per call, however many parameters
-            log.warning("call.stt_parameters_refused", refused=refused[:10], count=len(refused))
-        called = self.param("to")
-        try:
-            return stt.profile_for(called, overrides)
-        except (ValidationError, ValueError) as exc:
-            log.warning(
-                "call.bad_stt_parameters",
-                error=str(exc).splitlines()[0][:200],
-                parameters=sorted(k for k in started.parameters if k.startswith(PARAM_PREFIX))[:10],
-            )
-        return stt.profile_for(called)
-
     def call_json(self) -> dict[str, Any]:
         """The ``call`` object of every bot event."""
-        return {
-            "id": self.id,
-            "provider": self.started.provider,
-            "call_sid": self.started.call_sid,
-            "stream_sid": self.started.stream_sid,
-            "from": self.param("from"),
-            "to": self.param("to"),
-            "parameters": {k: v for k, v in self.started.parameters.items() if k != RESUME_PARAMETER},
-        }
+        return call_payloads.call_json(self.id, self.started)
 
     def meter(self) -> tuple[Meter, float | None]:
         """What the metrics task reads every second: the counters Prometheus adds up, and how far
         Gladia's acknowledgments lag behind the audio sent, in seconds (None without a connection)."""
-        stt, replay, counters = self.stt, self.stt.replay, self._counters
-        frames, nbytes, _ = self._earlier
-        reply = self.reply.figures()
-        bps = self.stt_format.bytes_per_second
-        return Meter(
-            frames + counters.audio_frames,
-            nbytes + counters.audio_bytes,
-            replay.sent_bytes,
-            replay.resent_bytes,
-            stt.reconnects,
-            stt.finals,
-            reply["reply_actions"],
-            reply["reply_failed"],
-            reply["reply_played_ms"],
-            reply["reply_interrupted"],
-            reply["reply_underruns"],
-            reply["barge_in_resumed"],
-        ), (replay.unacked / bps if stt.connections and bps else None)
+        figures = self._figures()
+        return figures.meter(), figures.ack_lag()
 
     def stats(self, end_reason: EndReason | None = None) -> CallStats:
         """Every figure of the call now, as one frozen snapshot (``call.ended``'s summary is one)."""
-        stt, replay, counters = self.stt, self.stt.replay, self._counters
-        frames, nbytes, gaps = self._earlier
-        return CallStats(
-            end_reason=end_reason,
-            duration_s=round(time.monotonic() - self._t0, 3),
-            phone_streams=self.streams,
-            phone_frames=frames + counters.audio_frames,
-            phone_bytes=nbytes + counters.audio_bytes,
-            phone_gaps=gaps + counters.gaps,
-            stt_bytes=replay.appended_bytes,
-            stt_bytes_sent=replay.sent_bytes,
-            stt_sessions=len(stt.session_ids),
-            stt_session_id=stt.session_id,
-            stt_connections=stt.connections,
-            stt_reconnects=stt.reconnects,
-            stt_resent_bytes=replay.resent_bytes,
-            stt_unacked_bytes=replay.unacked,
-            stt_overflow_bytes=replay.overflow_bytes,
-            stt_lost_bytes=replay.lost_bytes,
-            stt_duplicate_finals_dropped=stt.duplicate_finals,
-            stt_ended_normally=stt.ended_normally,
-            stt_gave_up=stt.gave_up,
-            stt_queued_s=stt.queued_seconds,
-            stt_keepalive_bytes=stt.keepalive_bytes,
-            stt_recovered_finals=stt.recovered_finals,
+        return self._figures().snapshot(end_reason)
+
+    def _figures(self) -> CallFigures:
+        return CallFigures(
+            phone=self._counters,
+            earlier=self._earlier,
+            stt=self.stt,
+            delivery=self.delivery.counters,
+            reply=self.reply.figures,
+            streams=self.streams,
             utterances=self.utterances,
             dtmf=self.dtmf,
-            webhook_delivered=self.events.counters.delivered,
-            webhook_failed=self.events.counters.failed,
-            webhook_dropped=self.events.counters.dropped,
-            **self.reply.figures(),
             provider=self.started.provider,
-            stt_finals=stt.finals,
-            stt_bytes_per_second=self.stt_format.bytes_per_second,
+            started_at=self._t0,
         )
-
-
-def _utterance_json(final: FinalUtterance, speakers: tuple[str, str]) -> dict[str, Any]:
-    utt = final.utterance
-    shift = final.call_start - utt.start
-    return {
-        "id": final.id,
-        "text": utt.text.strip(),
-        "start": round(final.call_start, 3),
-        "end": round(final.call_end, 3),
-        "language": utt.language,
-        "confidence": utt.confidence,
-        "channel": utt.channel,
-        "speaker": speakers[utt.channel] if 0 <= utt.channel < len(speakers) else f"channel {utt.channel}",
-        "words": [
-            {
-                "word": w.word.strip(),
-                "start": round(w.start + shift, 3),
-                "end": round(w.end + shift, 3),
-                "confidence": w.confidence,
-            }
-            for w in utt.words
-        ],
-    }
-
-
-def _remember(kept: OrderedDict[str, int], key: str, generation: int) -> None:
-    kept[key] = generation
-    while len(kept) > MAX_GENERATIONS_KEPT:
-        kept.popitem(last=False)

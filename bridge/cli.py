@@ -329,19 +329,13 @@ def _check_data_dir(settings: Settings) -> str | None:
 
 def _call(args: argparse.Namespace) -> int:
     from bridge.errors import WavError
-    from bridge.tools.player import (
-        TWO_TRACK_CARRIERS,
-        play_call,
-        print_reply,
-        print_report,
-        read_two_tracks,
-        reply_wav,
-        two_tracks_unsupported,
-    )
+    from bridge.tools.dialects import two_tracks_unsupported
+    from bridge.tools.player import play_call, print_reply, print_report, read_two_tracks, reply_wav
     from bridge.wav import read_wav, to_ulaw_8k
 
     both = args.tracks == "both"
-    if both and args.carrier not in TWO_TRACK_CARRIERS:
+    carrier = CARRIERS[args.carrier]  # one of them: argparse's choices
+    if both and not carrier.capabilities.two_tracks:
         print(f"bridge call: --tracks both: {two_tracks_unsupported(args.carrier)}", file=sys.stderr)
         return 2
     if both and args.save_reply is not None:
@@ -372,7 +366,7 @@ def _call(args: argparse.Namespace) -> int:
     url = args.url or f"ws://127.0.0.1:8080/{args.carrier}/stream"
     if url.startswith(("http://", "https://")):
         url = "ws" + url[4:]  # http -> ws, https -> wss
-    if args.save_reply is not None and (args.carrier not in ("twilio", "signalwire") or args.rate):
+    if args.save_reply is not None and (not carrier.frames.twilio_like or args.rate):
         print(
             "bridge call: --save-reply listens like a Twilio phone: --carrier twilio or signalwire, mu-law",
             file=sys.stderr,

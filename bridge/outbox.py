@@ -8,9 +8,9 @@ same ``webhook-id``s.
 
 :class:`Outbox` is the store (synchronous; the ``bridge outbox`` tool and start-up recovery use it).
 A running bridge writes through :class:`OutboxWriter`: the event loop only appends to a bounded
-in-memory queue, and one thread commits what has queued up in one transaction (group commit). So a
-slow, locked or full disk never delays the audio or a webhook; events are delivered from memory
-whether or not their row is written yet.
+in-memory queue, and one thread (:class:`bridge.group_commit.GroupWriter`) commits what has queued up
+in one transaction (group commit). So a slow, locked or full disk never delays the audio or a
+webhook; events are delivered from memory whether or not their row is written yet.
 
 **When an event is accepted** (survives a crash of the bridge process): when the writer thread's
 transaction holding its insert has committed. The writer commits in groups: after the first change
@@ -31,14 +31,13 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from bridge.group_commit import WriteQueue
+from bridge.group_commit import GroupWriter
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -238,17 +237,19 @@ class OutboxWriter:
         self.outbox = outbox
         self.max_queued = max_queued
         self.retry_seconds = retry_seconds
-        self._on_state_change = on_state_change
-        self._on_failure = on_failure
-        self._writes: WriteQueue[_Op] = WriteQueue(max_queued, commit_delay)
-        self._thread: threading.Thread | None = None
+        self._writes: GroupWriter[_Op] = GroupWriter(
+            self._commit,
+            name="outbox-writer",
+            bound=max_queued,
+            commit_delay=commit_delay,
+            max_batch=self.MAX_BATCH,
+            retry_seconds=retry_seconds,
+            on_state_change=on_state_change,
+            on_failure=on_failure,
+            on_idle=self._refresh_counts,
+        )
         self._counts = {"pending": 0, "dead": 0}
         self._counts_at = 0.0
-        # What the bridge reports: why writes fail (None when they work), failed commits, dropped ops.
-        self.degraded: str | None = None
-        self.write_failures = 0
-        self.dropped_ops = 0
-        self.committed_ops = 0
 
     # -- queueing (event loop; never blocks on the disk) -------------------------------------
 
@@ -273,13 +274,34 @@ class OutboxWriter:
         self._queue("dead", webhook_id, error)
 
     def _queue(self, name: OutboxOp, *args: Any) -> None:
-        if not self._writes.put((name, args)):
-            self.dropped_ops += 1
+        self._writes.put((name, args))  # refused when full or closed: counted in dropped_ops
 
     @property
     def queued(self) -> int:
         """Operations not yet committed (queued, or in the batch being written)."""
         return self._writes.queued
+
+    # What the bridge reports (/healthz, the metrics): why writes fail, failed commits, dropped ops.
+
+    @property
+    def degraded(self) -> str | None:
+        """Why writes fail (``outbox.degraded``'s reason), None while they work."""
+        return self._writes.degraded
+
+    @property
+    def write_failures(self) -> int:
+        """Failed commits."""
+        return self._writes.write_failures
+
+    @property
+    def dropped_ops(self) -> int:
+        """Operations never to be written: beyond the queue's bound, after close, left at close."""
+        return self._writes.dropped
+
+    @property
+    def committed_ops(self) -> int:
+        """Operations committed."""
+        return self._writes.committed
 
     def counts(self) -> dict[str, int]:
         """Pending and dead events as of the last commit (other processes' changes, e.g. ``bridge outbox
@@ -291,8 +313,7 @@ class OutboxWriter:
     def start(self) -> None:
         self._counts = self.outbox.counts()
         self._counts_at = time.monotonic()
-        self._thread = threading.Thread(target=self._run, name="outbox-writer", daemon=True)
-        self._thread.start()
+        self._writes.start()
 
     def flush(self, timeout: float) -> bool:
         """Block until everything queued so far is committed, or ``timeout``; True when it was."""
@@ -300,43 +321,10 @@ class OutboxWriter:
 
     def close(self, timeout: float = 5.0) -> None:
         """Write what is queued (bounded by ``timeout``), stop the thread, close the store."""
-        self.flush(timeout)
-        self._writes.close()
-        if self._thread is not None:
-            self._thread.join(timeout=max(0.1, self.retry_seconds + 0.5))
-        self.dropped_ops += self._writes.discard()
+        self._writes.close(timeout)
         self.outbox.close()
 
-    # -- the writer thread -------------------------------------------------------------------
-
-    def _run(self) -> None:
-        while True:
-            batch = self._writes.take(self.MAX_BATCH, failing=self.degraded is not None)
-            if batch is None:
-                return
-            if not batch:
-                self._refresh_counts()
-                continue
-            try:
-                self._commit(batch)
-            except (sqlite3.Error, OSError) as exc:
-                self._writes.failed(batch)  # kept in order; tried again
-                self.write_failures += 1
-                if self._on_failure is not None:
-                    self._on_failure()
-                reason = f"{type(exc).__name__}: {exc}"[:200]
-                if self.degraded is None:
-                    self.degraded = reason
-                    if self._on_state_change is not None:
-                        self._on_state_change(reason)
-                self._writes.pause(self.retry_seconds)
-                continue
-            self.committed_ops += len(batch)
-            self._writes.committed()
-            if self.degraded is not None:
-                self.degraded = None
-                if self._on_state_change is not None:
-                    self._on_state_change(None)
+    # -- the writer thread (bridge.group_commit.GroupWriter calls these) ---------------------
 
     def _commit(self, batch: list[_Op]) -> None:
         db = self.outbox.db

@@ -16,11 +16,12 @@ from bridge.siblings import FORWARD_TIMEOUT, SIBLINGS, Siblings, socket_path
 
 
 def internal_app(app: web.Application) -> web.Application:
-    """The ``/v1/`` handlers over ``app``'s state and keys, without :data:`SIBLINGS` (never forwards)."""
+    """The ``/v1/`` handlers over ``app``'s resources (the same objects under the same typed keys), without
+    :data:`SIBLINGS` (never forwards). Call it once ``app`` has started: its resources are set up then."""
     internal = web.Application()
     add_bot_api(internal)  # no ?since=: the asking worker reads the shared file itself
     add_transcript_api(internal)
-    for key in app:  # the same settings, state, and what the handlers keep (first answers of keyed POSTs)
+    for key in app:  # settings, the call registry, the stores, and what the handlers keep (first answers)
         if key is not SIBLINGS:
             internal[key] = app[key]
     return internal

@@ -1,10 +1,12 @@
 """One call's figures at one moment, as a single frozen snapshot: the ``call.ended`` summary is this
-snapshot. The Prometheus metrics read a live call's :class:`Meter` every second (its counters alone)
-and its last snapshot at the end; nothing else reaches into a call."""
+snapshot (built from the call's parts by :mod:`bridge.call_figures`). The Prometheus metrics read a
+live call's :class:`Meter` every second (its counters alone) and its last snapshot at the end;
+nothing else reaches into a call."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from operator import attrgetter
 from typing import Any, Literal, NamedTuple
 
 EndReason = Literal[
@@ -96,18 +98,24 @@ class Meter(NamedTuple):
     barge_in_resumed: int
 
     @classmethod
-    def of(cls, stats: CallStats) -> Meter:
-        return cls(
-            stats.phone_frames,
-            stats.phone_bytes,
-            stats.stt_bytes_sent,
-            stats.stt_resent_bytes,
-            stats.stt_reconnects,
-            stats.stt_finals,
-            stats.reply_actions,
-            stats.reply_failed,
-            stats.reply_played_ms,
-            stats.reply_interrupted,
-            stats.reply_underruns,
-            stats.barge_in_resumed,
-        )
+    def of(cls, figures: object) -> Meter:
+        """The meter of a call's figures: a :class:`CallStats` snapshot, or a live call's
+        :class:`~bridge.call_figures.CallFigures` (the same names, read without a snapshot)."""
+        return cls._make(_METER_FIGURES(figures))
+
+
+# The CallStats field behind each Meter field, in the Meter's order.
+_METER_FIGURES = attrgetter(
+    "phone_frames",
+    "phone_bytes",
+    "stt_bytes_sent",
+    "stt_resent_bytes",
+    "stt_reconnects",
+    "stt_finals",
+    "reply_actions",
+    "reply_failed",
+    "reply_played_ms",
+    "reply_interrupted",
+    "reply_underruns",
+    "barge_in_resumed",
+)

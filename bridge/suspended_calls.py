@@ -53,18 +53,15 @@ class SuspendedCalls:
         self._by_key.setdefault(key, []).append(entry)
         self._entries[entry] = None
         call.end_suspended_now = lambda reason: self._end(entry, reason)  # e.g. the bot hangs up meanwhile
+        call.leave_suspension = lambda: self._leave(entry)  # fleet mode: it carries on on another instance
         while len(self._entries) > self.limit:
             self.shed_oldest("too many suspended calls")
 
-    def release(self, call_id: str) -> Call | None:
+    def _leave(self, entry: _Suspended) -> None:
         """Take a waiting call out without ending it (fleet mode: it carries on on another instance)."""
-        entry = next((e for e in self._entries if e.call.id == call_id), None)
-        if entry is None:
-            return None
         if entry.timer is not None:
             entry.timer.cancel()
         self._remove(entry)
-        return entry.call
 
     def track(self, task: asyncio.Task[None]) -> None:
         """A call's end-of-call work, which shutdown must wait for."""
@@ -78,9 +75,7 @@ class SuspendedCalls:
         """The oldest call suspended under ``key`` that ``started`` proves to be, taken off the list."""
         for entry in self._by_key.get(key, ()):
             if entry.call.accepts_restart(started):
-                self._remove(entry)
-                if entry.timer is not None:
-                    entry.timer.cancel()
+                self._leave(entry)
                 return entry.call
         return None
 
@@ -95,7 +90,7 @@ class SuspendedCalls:
         return True
 
     def _remove(self, entry: _Suspended) -> None:
-        entry.call.end_suspended_now = None
+        entry.call.end_suspended_now = entry.call.leave_suspension = None
         self._entries.pop(entry, None)
         siblings = self._by_key.get(entry.key, [])
         if entry in siblings:

@@ -1,15 +1,16 @@
-"""Transcripts on record: each call's finals kept in SQLite, and rendered as JSON, text or WebVTT.
+"""Transcripts on record: each call's finals kept in SQLite (their renderers, pure, are
+:mod:`bridge.transcript_render`).
 
-Two parts. The renderers (:func:`render_json`, :func:`render_txt`, :func:`render_vtt`) and
-:func:`parse_since` are pure: a transcript dict in, a string out. :class:`TranscriptStore` is the file,
-``<data dir>/transcripts.sqlite3``, shared by every worker process of a bridge (a ``GET`` may reach
-any of them): WAL journal, a busy timeout, one writer connection per process.
+:class:`TranscriptStore` is the file, ``<data dir>/transcripts.sqlite3``, shared by every worker process
+of a bridge (a ``GET`` may reach any of them): WAL journal, a busy timeout, one writer connection per
+process.
 
 A call writes through the store without ever waiting on the disk: :meth:`TranscriptStore.call_started`,
 :meth:`~TranscriptStore.utterance` and :meth:`~TranscriptStore.call_ended` append to a bounded
-in-memory queue and return; one thread commits what has queued up, a batch per transaction, waiting
-``commit_delay`` (0.2 s) after the first write for more (group commit: every call's finals of that
-moment in one transaction; the API's reads first wait for this process's queue). They never raise.
+in-memory queue and return; one thread (:class:`bridge.group_commit.GroupWriter`) commits what has
+queued up, a batch per transaction, waiting ``commit_delay`` (0.2 s) after the first write for more
+(group commit: every call's finals of that moment in one transaction; the API's reads first wait for
+this process's queue). They never raise.
 While the disk fails (full, read-only, locked past the busy timeout) the writer keeps the queue and
 retries every ``retry_seconds``; what does not fit in the queue is dropped and counted. Each change of
 state (writes failing / working again, the queue overflowing / caught up) is reported once
@@ -32,160 +33,21 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from bridge.group_commit import WriteQueue
+from bridge.group_commit import GroupWriter
+from bridge.transcript_render import call_seconds, iso
 
 FILENAME = "transcripts.sqlite3"
 MAX_UTTERANCES_READ = 50_000  # a transcript longer than this is served cut, with "truncated": true
-MAX_SINCE_CHARS = 64
-
-# -- the pure part ------------------------------------------------------------------------------------
-
-
-def iso(ts: float | None) -> str | None:
-    """Unix seconds as ISO 8601 UTC with milliseconds (``2026-01-31T12:00:00.000Z``)."""
-    if ts is None:
-        return None
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def parse_since(text: str) -> float:
-    """The ``since`` of ``GET /v1/calls?since=``: an ISO 8601 timestamp (no zone: UTC) or unix seconds.
-
-    Raises:
-        ValueError: neither; the message says what is accepted.
-    """
-    value = text.strip()
-    problem = "since must be an ISO 8601 timestamp (e.g. 2026-01-31T12:00:00Z) or unix seconds"
-    if not value or len(value) > MAX_SINCE_CHARS:
-        raise ValueError(problem)
-    try:
-        seconds = float(value)
-    except ValueError:
-        pass
-    else:
-        if not math.isfinite(seconds) or seconds < 0:
-            raise ValueError(problem)
-        return seconds
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        raise ValueError(problem) from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.timestamp()
-
-
-def speaker_of(utterance: Mapping[str, Any]) -> str:
-    """The label a turn is shown under: the utterance's speaker, else its channel."""
-    speaker = utterance.get("speaker")
-    if isinstance(speaker, str) and speaker.strip():
-        return " ".join(speaker.split())
-    channel = utterance.get("channel")
-    return f"channel {channel}" if channel is not None else "speaker"
-
-
-@dataclass(frozen=True, slots=True)
-class Turn:
-    """Consecutive utterances of one speaker."""
-
-    speaker: str
-    start: float
-    end: float
-    text: str
-
-
-def _seconds(value: Any) -> float:
-    try:
-        seconds = float(value)
-    except (TypeError, ValueError):
-        return 0.0
-    return seconds if math.isfinite(seconds) and seconds > 0 else 0.0
-
-
-def _spoken(utterances: Iterable[Mapping[str, Any]]) -> list[tuple[float, float, str, str]]:
-    """(start, end, speaker, text) of each utterance with words in it, in start order (stable)."""
-    out = []
-    for u in utterances:
-        text = " ".join(str(u.get("text") or "").split())  # one line, whatever came in
-        if text:
-            start = _seconds(u.get("start"))
-            out.append((start, max(start, _seconds(u.get("end"))), speaker_of(u), text))
-    out.sort(key=lambda item: item[0])
-    return out
-
-
-def turns(utterances: Iterable[Mapping[str, Any]]) -> list[Turn]:
-    """The conversation as turns: utterances in start order, consecutive ones of a speaker merged."""
-    merged: list[Turn] = []
-    for start, end, speaker, text in _spoken(utterances):
-        if merged and merged[-1].speaker == speaker:
-            last = merged[-1]
-            merged[-1] = Turn(speaker, last.start, max(last.end, end), f"{last.text} {text}")
-        else:
-            merged.append(Turn(speaker, start, end, text))
-    return merged
-
-
-def _ms(seconds: float) -> int:
-    """Whole milliseconds, rounded down (so a time never moves later); ``seconds`` is finite and >= 0."""
-    return int(seconds * 1000 + 1e-6)
-
-
-def _clock(ms: int, decimals: int) -> str:
-    """``HH:MM:SS`` and the first ``decimals`` (1 to 3) digits of the second."""
-    whole, fraction = divmod(ms, 1000)
-    hours, rest = divmod(whole, 3600)
-    return f"{hours:02d}:{rest // 60:02d}:{rest % 60:02d}.{fraction // 10 ** (3 - decimals):0{decimals}d}"
-
-
-def render_json(transcript: Mapping[str, Any]) -> str:
-    """The transcript as one JSON document (UTF-8 text, not ASCII-escaped)."""
-    return json.dumps(transcript, ensure_ascii=False, separators=(",", ":"))
-
-
-def render_txt(transcript: Mapping[str, Any]) -> str:
-    """One line per turn, ``[HH:MM:SS.d] speaker: text``, the time from the start of the call."""
-    return "".join(f"[{_clock(_ms(t.start), 1)}] {t.speaker}: {t.text}\n" for t in turns(transcript["utterances"]))
-
-
-def _vtt_escape(text: str) -> str:
-    # The three characters WebVTT cue text cannot hold as themselves (and so no "-->" either).
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
-def render_vtt(transcript: Mapping[str, Any]) -> str:
-    """WebVTT captions: one cue per utterance, in start order, with a ``<v speaker>`` voice span.
-
-    Cue times are ``HH:MM:SS.mmm`` from the start of the call; a cue whose end is not after its start
-    (an utterance without duration) lasts one millisecond, as WebVTT wants end > start.
-    """
-    out = ["WEBVTT", ""]
-    for n, (start, end, speaker, text) in enumerate(_spoken(transcript["utterances"]), 1):
-        begin = _ms(start)
-        finish = max(_ms(end), begin + 1)
-        out += [
-            str(n),
-            f"{_clock(begin, 3)} --> {_clock(finish, 3)}",
-            f"<v {_vtt_escape(speaker)}>{_vtt_escape(text)}",
-            "",
-        ]
-    return "\n".join(out)
-
-
-# -- the store ---------------------------------------------------------------------------------------
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS calls (
@@ -283,16 +145,20 @@ class TranscriptStore:
         self._writer.executescript(SCHEMA)
         self._reader = self._connect(busy_timeout)
         self._read_lock = threading.Lock()
-        self._writes: WriteQueue[_Op] = WriteQueue(max_queue, commit_delay)
         self._closed = False
         self._dropping = False
-        # What the bridge reports: why writes fail (None when they work), failed commits, dropped writes.
-        self.degraded: str | None = None
-        self.write_failures = 0
-        self.dropped = 0
-        self.committed = 0
-        self._thread = threading.Thread(target=self._run, name="transcript-writer", daemon=True)
-        self._thread.start()
+        self._refused = 0  # writes that were not a call, an utterance or an end (never queued)
+        self._writes: GroupWriter[_Op] = GroupWriter(
+            self._commit,
+            name="transcript-writer",
+            bound=max_queue,
+            commit_delay=commit_delay,
+            max_batch=self.MAX_BATCH,
+            retry_seconds=retry_seconds,
+            on_state_change=self._state_changed,
+            on_committed=self._committed,
+        )
+        self._writes.start()
 
     @classmethod
     def in_dir(cls, data_dir: Path, **options: Any) -> TranscriptStore:
@@ -339,7 +205,7 @@ class TranscriptStore:
         try:
             body = orjson.dumps(utterance, default=str).decode()  # compact UTF-8; a final is one per turn
             key = str(utterance.get("id") or uuid.uuid4().hex)
-            row = (str(call_id), key, _seconds(utterance.get("start")), body)
+            row = (str(call_id), key, call_seconds(utterance.get("start")), body)
         except (TypeError, ValueError) as exc:
             self._drop(f"an utterance that is not JSON: {type(exc).__name__}: {exc}")
             return
@@ -356,12 +222,15 @@ class TranscriptStore:
         self._queue(((_CALL_SEEN, (call, ended)), (_CALL_ENDED, (ended, str(end_reason), call))))
 
     def _queue(self, op: _Op) -> None:
-        if not self._writes.put(op):
+        if not self._writes.put(op):  # counted there
             closing = self._writes.closing
-            self._drop("the store is closed" if closing else f"the write queue is full ({self.max_queue})")
+            self._dropped("the store is closed" if closing else f"the write queue is full ({self.max_queue})")
 
     def _drop(self, reason: str) -> None:
-        self.dropped += 1
+        self._refused += 1
+        self._dropped(reason)
+
+    def _dropped(self, reason: str) -> None:
         if not self._dropping:
             self._dropping = True
             self._tell("transcripts.dropping", reason=reason[:200])
@@ -374,6 +243,28 @@ class TranscriptStore:
     def queued(self) -> int:
         """Writes not yet committed (queued, or in the batch being written)."""
         return self._writes.queued
+
+    # What the bridge reports: why writes fail (None when they work), failed commits, dropped writes.
+
+    @property
+    def degraded(self) -> str | None:
+        """Why writes fail (``transcripts.degraded``'s reason), None while they work."""
+        return self._writes.degraded
+
+    @property
+    def write_failures(self) -> int:
+        """Failed commits."""
+        return self._writes.write_failures
+
+    @property
+    def dropped(self) -> int:
+        """Writes never to be stored: refused, beyond the queue's bound, after close, left at close."""
+        return self._writes.dropped + self._refused
+
+    @property
+    def committed(self) -> int:
+        """Writes committed."""
+        return self._writes.committed
 
     # -- reads and the purge (a worker thread: bridge.blocking) -------------------------------
 
@@ -482,45 +373,25 @@ class TranscriptStore:
         Writes after this are dropped (and counted)."""
         if self._closed:
             return
-        self.flush(timeout)
-        self._writes.close()
-        self._thread.join(timeout=max(0.1, self.retry_seconds + 0.5))
-        self.dropped += self._writes.discard()
+        stopped = self._writes.close(timeout)
         self._closed = True
-        if not self._thread.is_alive():  # else a commit is stuck in the driver: leave it the connection
+        if stopped:  # else a commit is stuck in the driver: leave it the connection
             self._writer.close()
         with self._read_lock:
             self._reader.close()
 
-    # -- the writer thread ---------------------------------------------------------------------
+    # -- the writer thread (bridge.group_commit.GroupWriter calls these) -----------------------
 
-    def _run(self) -> None:
-        while True:
-            batch = self._writes.take(self.MAX_BATCH, failing=self.degraded is not None)
-            if batch is None:
-                return
-            if not batch:
-                continue
-            try:
-                self._commit(batch)
-            except (sqlite3.Error, OSError) as exc:
-                self._writes.failed(batch)  # kept in order; tried again
-                self.write_failures += 1
-                if self.degraded is None:
-                    self.degraded = f"{type(exc).__name__}: {exc}"[:200]
-                    self._tell("transcripts.degraded", reason=self.degraded)
-                self._writes.pause(self.retry_seconds)
-                continue
-            self.committed += len(batch)
-            waiting = self._writes.committed()
-            caught_up = self._dropping and waiting == 0
-            if caught_up:
-                self._dropping = False
-            if self.degraded is not None:
-                self.degraded = None
-                self._tell("transcripts.recovered")
-            if caught_up:
-                self._tell("transcripts.caught_up", dropped=self.dropped)
+    def _state_changed(self, reason: str | None) -> None:
+        if reason is None:
+            self._tell("transcripts.recovered")
+        else:
+            self._tell("transcripts.degraded", reason=reason)
+
+    def _committed(self, waiting: int) -> None:
+        if self._dropping and waiting == 0:
+            self._dropping = False
+            self._tell("transcripts.caught_up", dropped=self.dropped)
 
     def _commit(self, batch: list[_Op]) -> None:
         db = self._writer

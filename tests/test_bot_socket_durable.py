@@ -24,7 +24,7 @@ from aiohttp import web
 
 from bridge.delivery import PendingEvent, event_body, webhook_id
 from bridge.outbox import Outbox, OutboxWriter
-from bridge.reply.bot_socket import resend_left_over
+from bridge.reply.bot_resend import resend_left_over
 from bridge.settings import BotWsSettings
 from bridge.tools.writers.twilio import TwilioStreamWriter
 from tests.support.bridge_process import start_bridge

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import struct
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +11,7 @@ import pytest
 
 from bridge.errors import WavError
 from bridge.wav import read_wav, to_ulaw_8k
+from tests.support.bridge_process import run_bridge
 from tests.support.calls import BridgeFactory, wait_for
 from tests.support.fakes import FakeGladia, FakeWebhook
 from tests.support.process import ROOT, minimal_env
@@ -63,10 +62,7 @@ async def test_bridge_call_plays_a_wav_into_the_bridge(
     t = np.arange(16000 * 2) / 16000
     path = tmp_path / "call.wav"
     path.write_bytes(wav_bytes(0.3 * np.sin(2 * np.pi * 300 * t), 16000))
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bridge",
+    proc = await run_bridge(
         "call",
         str(path),
         "--fast",
@@ -75,11 +71,9 @@ async def test_bridge_call_plays_a_wav_into_the_bridge(
         "--url",
         str(server.make_url("/twilio/stream")),
         env=minimal_env(),
-        cwd=ROOT,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
+        timeout=30,
     )
-    out, err = await asyncio.wait_for(proc.communicate(), 30)
+    out, err = proc.out, proc.err
     assert proc.returncode == 0, err.decode()
     assert "bridge closed the stream with code 1000" in out.decode()
     assert "2.0s" in err.decode()  # the progress bar reached the end
@@ -89,18 +83,13 @@ async def test_bridge_call_plays_a_wav_into_the_bridge(
 
 
 async def test_bridge_call_reports_a_missing_file(tmp_path: Path) -> None:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bridge",
+    proc = await run_bridge(
         "call",
         str(tmp_path / "nope.wav"),
         env=minimal_env(),
-        cwd=ROOT,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
+        timeout=30,
     )
-    _, err = await asyncio.wait_for(proc.communicate(), 30)
+    err = proc.err
     assert proc.returncode == 2 and b"nope.wav" in err
 
 
@@ -113,10 +102,7 @@ async def test_bridge_call_speaks_other_dialects(
     t = np.arange(8000) / 8000
     path = tmp_path / "call.wav"
     path.write_bytes(wav_bytes(0.3 * np.sin(2 * np.pi * 300 * t), 8000))
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bridge",
+    proc = await run_bridge(
         "call",
         str(path),
         "--fast",
@@ -127,11 +113,9 @@ async def test_bridge_call_speaks_other_dialects(
         "--url",
         str(server.make_url("/vonage/stream")),
         env=minimal_env(),
-        cwd=ROOT,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
+        timeout=30,
     )
-    out, err = await asyncio.wait_for(proc.communicate(), 30)
+    out, err = proc.out, proc.err
     assert proc.returncode == 0, err.decode()
     assert "bridge closed the stream with code 1000" in out.decode()
     await wait_for(lambda: bool(hook.events("call.ended")))
@@ -144,7 +128,7 @@ async def test_bridge_call_speaks_other_dialects(
 def test_the_player_speaks_every_carrier_the_bridge_routes() -> None:
     """The call player has one dialect per carrier of bridge.adapters.CARRIERS (the one list)."""
     from bridge.adapters import CARRIERS
-    from bridge.tools.player import DIALECTS
+    from bridge.tools.dialects import DIALECTS
 
     assert set(DIALECTS) == set(CARRIERS)
 
@@ -164,21 +148,17 @@ async def test_bridge_call_saves_what_the_caller_heard(
     server: Any = await make_bridge()
     audio, reply = tmp_path / "call.wav", tmp_path / "reply.wav"
     audio.write_bytes(wav_bytes(np.zeros(8000), 8000))  # one second of silence from the caller
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bridge",
+    proc = await run_bridge(
         "call",
         str(audio),
         "--save-reply",
         str(reply),
         "--url",
         str(server.make_url("/twilio/stream")),
-        cwd=ROOT,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
+        env=None,
+        timeout=60,
     )
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    out, err = proc.out, proc.err
     text = out.decode()
     assert proc.returncode == 0, text + err.decode()
     assert "2 marks echoed" in text and "saved what the caller heard" in text

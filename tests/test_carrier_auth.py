@@ -12,7 +12,8 @@ import aiohttp
 import jwt  # PyJWT, here as an independent signer of Vonage-style HS256 tokens
 import pytest
 
-from bridge.http.phone import stream_token_valid, vonage_jwt_valid
+from bridge.adapters.stream_auth import stream_token_valid
+from bridge.adapters.vonage import vonage_jwt_valid
 from tests.support.calls import BridgeFactory, wait_for
 from tests.support.fakes import FakeGladia, FakeWebhook
 

@@ -10,7 +10,8 @@ import aiohttp
 import pytest
 
 from bridge.audio import ULAW_8K, AudioFormat, make_transcoder, native_gladia_format
-from bridge.tools.player import dialect, play_call
+from bridge.tools.dialects import dialect
+from bridge.tools.player import play_call
 from tests.support.calls import BridgeFactory, caller_audio, wait_for
 from tests.support.fakes import FakeGladia, FakeWebhook, expected_texts
 

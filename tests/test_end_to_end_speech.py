@@ -3,17 +3,15 @@ call into `bridge serve` running the embedded local STT server, transcripts chec
 
 from __future__ import annotations
 
-import asyncio
 import signal
-import sys
 
-import aiohttp
 import pytest
 
 from bridge.tools.player import play_call
+from tests.support.bridge_process import run_bridge, start_bridge
 from tests.support.calls import wait_for
 from tests.support.fakes import FakeWebhook
-from tests.support.process import ROOT, free_port, minimal_env
+from tests.support.process import minimal_env
 from tests.support.speech import SENTENCES, SPANS, ULAW, wer, words
 
 pytestmark = pytest.mark.recognition
@@ -25,37 +23,16 @@ async def test_speech_through_bridge_serve_with_the_embedded_stt(webhook: tuple[
     reaches the bot as one final per sentence, in order, each on its sentence's time in the call, with
     words and language. (Which words come back depends on the CPU: test_recognition_quality.py.)"""
     hook, hook_url = webhook
-    port = free_port()
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bridge",
-        "serve",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        env=minimal_env(BOT_WEBHOOK_URL=hook_url),
-        cwd=ROOT,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
+    proc = await start_bridge(minimal_env(BOT_WEBHOOK_URL=hook_url), log_format=None, startup=30.0, healthy_only=True)
+    port = proc.port
     try:
-        async with aiohttp.ClientSession() as http:
-            for _ in range(300):
-                try:
-                    async with http.get(f"http://127.0.0.1:{port}/healthz") as resp:
-                        if resp.status == 200:
-                            break
-                except aiohttp.ClientConnectionError:
-                    await asyncio.sleep(0.1)
         report = await play_call(f"ws://127.0.0.1:{port}/twilio/stream", ULAW, realtime=False)
         assert report.close_code == 1000
         await wait_for(lambda: bool(hook.events("call.ended")), timeout=60)
     finally:
         proc.send_signal(signal.SIGTERM)
-        out, _ = await asyncio.wait_for(proc.communicate(), 30)
-    assert "bridge.embedded_stt" in out.decode()
+        await proc.wait(30)
+    assert "bridge.embedded_stt" in proc.text
     finals = hook.events("utterance.final")
     texts = [f["utterance"]["text"] for f in finals]
     print("\n".join(texts))
@@ -74,18 +51,8 @@ async def test_the_demo_command_prints_the_utterances() -> None:
     """`bridge demo` (the README's run command) is a conversation: each sentence of the sample call is
     a turn, the bot's spoken answer reaches the phone and is transcribed back, one answer is
     interrupted by the caller, and the summary has both latencies."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bridge",
-        "demo",
-        env=minimal_env(),
-        cwd=ROOT,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    out, _ = await asyncio.wait_for(proc.communicate(), 100)
-    text = out.decode()
+    proc = await run_bridge("demo", env=minimal_env(), timeout=100, stderr_to_out=True)
+    text = proc.out.decode()
     print(text)
     assert proc.returncode == 0
     assert text.count("bot heard") == len(SENTENCES)

@@ -9,18 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import sys
 import time
 from collections import Counter
 from typing import Any
 
-import aiohttp
 import pytest
 
 from bridge.clock import Clock
+from tests.support.bridge_process import start_bridge
 from tests.support.calls import BridgeFactory, caller_audio, play_call, wait_for
 from tests.support.fakes import FakeGladia, FakeWebhook, VirtualClock, expected_texts
-from tests.support.process import ROOT, free_port, minimal_env
+from tests.support.process import minimal_env
 
 
 def url(server: Any) -> str:
@@ -176,28 +175,12 @@ async def test_sigterm_with_20_calls_running(fake_gladia: FakeGladia, webhook: t
     """SIGTERM while 20 real-time calls stream: the calls run to their end, every final is delivered,
     the process exits 0."""
     hook, hook_url = webhook
-    port = free_port()
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bridge",
-        "serve",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        cwd=ROOT,
-        env=minimal_env(GLADIA_API_URL=fake_gladia.base_url, GLADIA_API_KEY="test-key", BOT_WEBHOOK_URL=hook_url),
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
+    proc = await start_bridge(
+        minimal_env(GLADIA_API_URL=fake_gladia.base_url, GLADIA_API_KEY="test-key", BOT_WEBHOOK_URL=hook_url),
+        log_format=None,
+        startup=10.0,
     )
-    async with aiohttp.ClientSession() as http:
-        for _ in range(200):
-            try:
-                async with http.get(f"http://127.0.0.1:{port}/healthz"):
-                    break
-            except aiohttp.ClientConnectionError:
-                await asyncio.sleep(0.05)
+    port = proc.port
     audios = [caller_audio(4.0, seed=100 + i) for i in range(20)]
     calls = [
         asyncio.create_task(play_call(f"ws://127.0.0.1:{port}/twilio/stream", a, call_sid=f"CA{i:032d}", pace=0.02))
@@ -210,7 +193,7 @@ async def test_sigterm_with_20_calls_running(fake_gladia: FakeGladia, webhook: t
     proc.send_signal(signal.SIGTERM)
     codes = await asyncio.gather(*calls)
     assert codes == [1000] * 20
-    assert await asyncio.wait_for(proc.wait(), 60) == 0
+    assert await proc.wait(60) == 0
     assert len(hook.events("call.ended")) == 20
     sessions = {s.body["custom_metadata"]["call_sid"]: bytes(s.audio) for s in fake_gladia.sessions.values()}
     events = delivered_once_in_order(hook)

@@ -24,7 +24,7 @@ import aiohttp
 import pytest
 import redis.asyncio as aioredis
 
-from bridge.fleet.fleet import MAX_PENDING_ACTION_BYTES
+from bridge.fleet.actions import MAX_PENDING_ACTION_BYTES
 from bridge.fleet.keys import ACQUIRE, Keys
 from bridge.ids import is_call_id
 from bridge.reply.actions import MAX_AUDIO_BYTES

@@ -17,7 +17,10 @@ import pytest
 
 from bridge.tools import loadtest as loadtest_module
 from bridge.tools import procs
-from bridge.tools.load_peers import FRAME, REDIS_MISSING, SEND_TIME, FirstChannel, StandinStats
+from bridge.tools.load_frames import FRAME, SEND_TIME, FirstChannel
+from bridge.tools.load_redis import REDIS_MISSING
+from bridge.tools.load_standin import StandinStats
+from tests.support.bridge_process import run_bridge
 from tests.support.process import ROOT
 from tests.support.redis_server import redis_binary
 
@@ -292,19 +295,8 @@ async def test_a_two_track_loadtest_carries_every_caller_frame_and_gets_finals_t
 
 async def test_the_reference_forwarder_refuses_two_tracks() -> None:
     """The reference forwarder forwards one track: `--reference --tracks both` exits 2 with one line."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bridge",
-        "loadtest",
-        "--reference",
-        "--tracks",
-        "both",
-        cwd=ROOT,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), 20)
+    proc = await run_bridge("loadtest", "--reference", "--tracks", "both", env=None, timeout=20)
+    out, err = proc.out, proc.err
     assert proc.returncode == 2 and out == b""
     assert err.decode().strip() == "bridge loadtest: --tracks both: --reference forwards one track"
 
@@ -373,19 +365,8 @@ def test_fleet_mode_refuses_what_does_not_go_with_it(
 async def test_fleet_mode_without_redis_server_exits_2_saying_how_to_install_it(tmp_path: Path) -> None:
     """No redis-server on PATH and no --redis-url: exit 2 with one line saying how to install it, before
     anything is started."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bridge",
-        "loadtest",
-        "--instances",
-        "2",
-        cwd=ROOT,
-        env=dict(os.environ, PATH=str(tmp_path)),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), 20)
+    proc = await run_bridge("loadtest", "--instances", "2", env=dict(os.environ, PATH=str(tmp_path)), timeout=20)
+    out, err = proc.out, proc.err
     assert proc.returncode == 2 and out == b""
     assert err.decode().strip() == f"bridge loadtest: {REDIS_MISSING}"
     assert "apt-get install redis-server" in REDIS_MISSING

@@ -7,7 +7,6 @@ import asyncio
 import resource
 import signal
 import sqlite3
-import sys
 import threading
 import time
 from collections import Counter
@@ -22,10 +21,10 @@ from standardwebhooks.webhooks import Webhook
 from bridge.clock import Clock
 from bridge.outbox import Outbox, OutboxWriter
 from bridge.tools.writers.twilio import TwilioStreamWriter
-from tests.support.bridge_process import start_bridge
+from tests.support.bridge_process import BridgeProcess, run_bridge, start_bridge
 from tests.support.calls import WEBHOOK_SECRET, BridgeFactory, caller_audio, play_call, wait_for
 from tests.support.fakes import FakeGladia, FakeWebhook, VirtualClock, expected_texts
-from tests.support.process import ROOT, free_port, minimal_env
+from tests.support.process import minimal_env
 
 
 def outbox_size(data: Path) -> int:
@@ -118,19 +117,8 @@ async def test_rejected_events_are_dead_lettered_listed_and_replayed(
     )
 
     async def outbox_cmd(*args: str) -> tuple[int, str]:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "bridge",
-            "outbox",
-            *args,
-            env=env,
-            cwd=ROOT,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-        )
-        out, _ = await asyncio.wait_for(proc.communicate(), 30)
-        return proc.returncode or 0, out.decode()
+        done = await run_bridge("outbox", *args, env=env, timeout=30, stderr_to_out=True)
+        return done.returncode, done.out.decode()
 
     code, out = await outbox_cmd("list", "--dead")
     assert code == 0 and rejected.headers["webhook-id"] in out and "0 pending, 1 dead" in out
@@ -184,32 +172,11 @@ async def test_sigkill_mid_call_then_restart_delivers_every_stored_event_once(
         BRIDGE_DATA_DIR=str(data),
     )
 
-    async def start() -> tuple[asyncio.subprocess.Process, int]:
-        port = free_port()
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "bridge",
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            env=env,
-            cwd=ROOT,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL,
-        )
-        async with aiohttp.ClientSession() as http:
-            for _ in range(200):
-                try:
-                    async with http.get(f"http://127.0.0.1:{port}/healthz"):
-                        return proc, port
-                except aiohttp.ClientConnectionError:
-                    await asyncio.sleep(0.05)
-        raise AssertionError("bridge did not start")
+    async def start() -> BridgeProcess:
+        return await start_bridge(env, log_format=None, startup=10.0)
 
-    proc, port = await start()
+    proc = await start()
+    port = proc.port
     audio = caller_audio(3.0)
     writer = TwilioStreamWriter("CA" + "7" * 32, "MZ" + "7" * 32, parameters={"From": "+1", "To": "+2"})
     async with aiohttp.ClientSession() as http, http.ws_connect(f"ws://127.0.0.1:{port}/twilio/stream") as ws:
@@ -219,8 +186,7 @@ async def test_sigkill_mid_call_then_restart_delivers_every_stored_event_once(
             await ws.send_str(writer.media(audio[i : i + 160]))
         # the three finals reach the outbox while the bot refuses everything; kill the bridge mid-call
         await wait_for(lambda: outbox_size(data) == 4)
-        proc.send_signal(signal.SIGKILL)
-        await proc.wait()
+        await proc.kill()
     stored = Outbox.in_dir(data)
     accepted = [e.webhook_id for e in stored.events()]
     stored.close()
@@ -228,12 +194,12 @@ async def test_sigkill_mid_call_then_restart_delivers_every_stored_event_once(
     assert not [r for r in hook.requests if r.status < 300]
 
     hook.fail_statuses = []
-    proc, _ = await start()
+    proc = await start()
     try:
         await wait_for(lambda: bool(hook.events("call.ended")), timeout=20)
     finally:
         proc.send_signal(signal.SIGTERM)
-        await asyncio.wait_for(proc.wait(), 20)
+        await proc.wait(20)
     ok = Counter(r.headers["webhook-id"] for r in hook.requests if r.status < 300)
     assert set(accepted) <= set(ok) and all(ok[i] == 1 for i in ok)
     events = hook.events()

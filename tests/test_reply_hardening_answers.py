@@ -20,14 +20,15 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from bridge.adapters.base import CallStarted
+from bridge.adapters.stream_auth import stream_token_valid
 from bridge.adapters.twilio import signature_valid
 from bridge.audio import ULAW_8K
 from bridge.backoff import Backoff
 from bridge.call import Call
+from bridge.call_services import CallServices
 from bridge.delivery import CallDelivery, DeliveryContext, PendingEvent
 from bridge.delivery import Delivery as Deliveries
 from bridge.errors import ActionError
-from bridge.http.phone import stream_token_valid
 from bridge.phone_stream import CallResult
 from bridge.reply.actions import parse_actions
 from bridge.settings import Settings, WebhookSettings
@@ -376,15 +377,8 @@ async def test_a_call_ends_whatever_a_part_of_its_end_raises(
         async with aiohttp.ClientSession() as http:
             deliveries = Deliveries(http, settings.webhook)
             with structlog.testing.capture_logs() as logs:
-                call = Call.begin(
-                    started,
-                    settings=settings,
-                    http=http,
-                    delivery=deliveries,
-                    admission=None,
-                    resume_secret=b"",
-                    transcripts=store,
-                )
+                services = CallServices(settings, http, deliveries, resume_secret=b"", transcripts=store)
+                call = Call.begin(started, services)
                 call.on_ended = lambda call_id, stats: ended.append((call_id, stats))
                 await asyncio.wait_for(call.end(CallResult("stop")), 10)
                 await deliveries.aclose(5.0)

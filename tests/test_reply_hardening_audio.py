@@ -32,8 +32,9 @@ from bridge.adapters.audiofork import AudioForkAdapter
 from bridge.audio import RateConverter
 from bridge.errors import WavError
 from bridge.reply.actions import parse_actions
-from bridge.reply.call_reply import MAX_PENDING_MARKS, CallReply
+from bridge.reply.call_reply import CallReply
 from bridge.reply.playout import PlaybackInterrupted, Playout, Segment
+from bridge.reply.producer import MAX_PENDING_MARKS
 from bridge.reply.tts import Speaker, Speech
 from bridge.settings import ReplySettings
 from bridge.wav import MAX_WAV_RATE, MIN_WAV_RATE, read_wav

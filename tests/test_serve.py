@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -13,51 +12,32 @@ import aiohttp
 import pytest
 
 from bridge.tools.writers.twilio import TwilioStreamWriter
+from tests.support.bridge_process import BridgeProcess, run_bridge, run_python, start_bridge
 from tests.support.calls import caller_audio, play_call, wait_for
 from tests.support.fakes import FakeGladia, FakeWebhook, expected_texts
-from tests.support.process import ROOT, free_port, minimal_env
+from tests.support.process import minimal_env
 
 
 @pytest.fixture
 async def serve(fake_gladia: FakeGladia, webhook: tuple[FakeWebhook, str]) -> AsyncIterator[Any]:
-    procs: list[asyncio.subprocess.Process] = []
+    bridges: list[BridgeProcess] = []
 
-    async def start(*args: str, **env: str) -> tuple[asyncio.subprocess.Process, str]:
-        port = free_port()
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "bridge",
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            *args,
-            env=minimal_env(
+    async def start(*args: str, **env: str) -> tuple[BridgeProcess, str]:
+        bridge = await start_bridge(
+            minimal_env(
                 GLADIA_API_URL=fake_gladia.base_url, GLADIA_API_KEY="test-key", BOT_WEBHOOK_URL=webhook[1], **env
             ),
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-            cwd=ROOT,
+            *args,
+            log_format=None,
+            startup=10.0,
+            healthy_only=True,
         )
-        procs.append(proc)
-        base = f"http://127.0.0.1:{port}"
-        async with aiohttp.ClientSession() as http:
-            for _ in range(200):
-                try:
-                    async with http.get(base + "/healthz") as resp:
-                        if resp.status == 200:
-                            return proc, base
-                except aiohttp.ClientConnectionError:
-                    await asyncio.sleep(0.05)
-        raise AssertionError("bridge did not start")
+        bridges.append(bridge)
+        return bridge, bridge.base
 
     yield start
-    for proc in procs:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
+    for bridge in bridges:
+        await bridge.kill()
 
 
 async def test_serve_starts_with_only_gladia_url_key_and_webhook(
@@ -73,9 +53,9 @@ async def test_serve_starts_with_only_gladia_url_key_and_webhook(
     assert [e["utterance"]["text"] for e in hook.events("utterance.final")] == expected_texts(audio, 8000)
     assert "webhook-signature" not in hook.requests[0].headers  # no secret configured: unsigned, and warned
     proc.send_signal(signal.SIGTERM)
-    out, _ = await asyncio.wait_for(proc.communicate(), 20)
+    await proc.wait(20)
     assert proc.returncode == 0
-    text = out.decode()
+    text = proc.text
     assert "bridge.unsigned_webhook" in text and "test-key" not in text
     assert '"event": "call.ended"' in text
 
@@ -97,8 +77,8 @@ async def test_sigterm_lets_running_calls_finish(
         with pytest.raises((aiohttp.WSServerHandshakeError, aiohttp.ClientConnectionError)):
             await http.ws_connect(url)
     code = await call
-    out, _ = await asyncio.wait_for(proc.communicate(), 20)
-    assert code == 1000, out.decode()
+    await proc.wait(20)
+    assert code == 1000, proc.text
     assert proc.returncode == 0
     assert fake_gladia.all_audio() == audio
     assert [e["utterance"]["text"] for e in hook.events("utterance.final")] == expected_texts(audio, 8000)
@@ -125,7 +105,7 @@ async def test_sigterm_closes_calls_that_outlive_the_bound(
         proc.send_signal(signal.SIGTERM)
         msg = await ws.receive(timeout=10)
         assert msg.type is aiohttp.WSMsgType.CLOSE and msg.data == 1001
-    await asyncio.wait_for(proc.wait(), 20)
+    await proc.wait(20)
     assert proc.returncode == 0
     assert fake_gladia.all_audio() == audio
     assert len(hook.events("utterance.final")) == 2
@@ -166,26 +146,16 @@ async def test_readyz_turns_503_at_sigterm_while_healthz_still_answers(
             await ws.send_str(w.stop())
             msg = await ws.receive(timeout=10)
             assert msg.type is aiohttp.WSMsgType.CLOSE
-    await asyncio.wait_for(proc.wait(), 20)
+    await proc.wait(20)
     assert proc.returncode == 0
     assert hook.events("call.ended")[0]["summary"]["end_reason"] == "stop"
 
 
 async def test_bad_settings_exit_2_naming_the_key() -> None:
     """A bad environment value stops start-up with exit code 2 and the key's name."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bridge",
-        "serve",
-        env=minimal_env(BRIDGE_PORT="http", GLADIA_API_KEY="k"),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        cwd=ROOT,
-    )
-    _, err = await asyncio.wait_for(proc.communicate(), 20)
-    assert proc.returncode == 2
-    assert b"server.port (from BRIDGE_PORT)" in err
+    done = await run_bridge("serve", env=minimal_env(BRIDGE_PORT="http", GLADIA_API_KEY="k"), timeout=20)
+    assert done.returncode == 2
+    assert b"server.port (from BRIDGE_PORT)" in done.err
 
 
 @pytest.mark.parametrize("where", ["a_file", "unwritable"])
@@ -197,19 +167,14 @@ async def test_an_unusable_data_dir_exits_2_with_one_line(tmp_path: Path, where:
         data.write_text("not a directory")
     else:
         data = Path("/proc/bridge-test-data")
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bridge",
+    done = await run_bridge(
         "serve",
         env=minimal_env(BRIDGE_DATA_DIR=str(data), GLADIA_API_KEY="k", BOT_WEBHOOK_URL="http://127.0.0.1:9/h"),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        cwd=ROOT,
+        timeout=20,
     )
-    out, err = await asyncio.wait_for(proc.communicate(), 20)
+    out, err = done.out, done.err
     lines = err.decode().strip().splitlines()
-    assert proc.returncode == 2 and len(lines) == 1, err.decode()
+    assert done.returncode == 2 and len(lines) == 1, err.decode()
     assert lines[0].startswith("bridge: BRIDGE_DATA_DIR") and str(data) in lines[0]
     assert b"Traceback" not in out + err
 
@@ -219,16 +184,7 @@ async def test_without_the_local_extra_and_without_gladia_settings_it_says_what_
     """`bridge serve` with no Gladia settings (and `bridge demo`, `bridge stt-server`) on an install
     without the `local` extra: exit 2 and one line saying what to install or set."""
     code = f"import sys; sys.modules['faster_whisper'] = None; from bridge.cli import main; sys.exit(main({command!r}))"
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-c",
-        code,
-        env=minimal_env(),
-        cwd=ROOT,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    _out, err = await asyncio.wait_for(proc.communicate(), 30)
-    lines = err.decode().strip().splitlines()
-    assert proc.returncode == 2 and len(lines) == 1, err.decode()
+    done = await run_python("-c", code, env=minimal_env(), timeout=30)
+    lines = done.err.decode().strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1, done.err.decode()
     assert "pip install 'telephony-gladia-bridge[local]'" in lines[0] and "GLADIA_API_KEY" in lines[0]

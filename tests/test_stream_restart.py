@@ -15,7 +15,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from bridge.app import create_app, drain_calls
-from bridge.app_keys import STATE
+from bridge.app_keys import ADMISSION
+from bridge.call_registry import CALLS
 from bridge.settings import Settings
 from bridge.tools.writers.twilio import TwilioStreamWriter
 from tests.support.calls import FAST, WEBHOOK_SECRET, BridgeFactory, caller_audio, wait_for
@@ -272,9 +273,9 @@ async def _scenario(ops: list[tuple[str, int, int]], shutdown: bool) -> None:
 
             await wait_for(lambda: {e["call"]["id"] for e in hook.events("call.ended")} == started(), timeout=15)
             await asyncio.sleep(0.3)  # nothing more may come
-            state = app[STATE]
-            assert not state.calls and state.suspended is not None and len(state.suspended) == 0
-            assert state.admission is not None and state.admission.active == 0
+            calls = app[CALLS]
+            assert not calls.streams and len(calls.suspended) == 0
+            assert app[ADMISSION].active == 0
     ended = [e["call"]["id"] for e in hook.events("call.ended")]
     assert len(ended) == len(set(ended)) == len(started())
     assert all(s.ended or s.stop_received or s.closes for s in gladia.sessions.values())

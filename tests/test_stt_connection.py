@@ -342,6 +342,6 @@ async def test_messages_in_the_same_packet_as_the_handshake_answer_are_not_lost(
             assert session._task is not None
             async with asyncio.timeout(5):
                 await asyncio.shield(session._task)
-        assert session.ended_normally and posts == [1] and session.connections == 1
+        assert session.ended_normally and posts == [1] and session.counters.connections == 1
     finally:
         ws_server.close()

@@ -19,20 +19,13 @@ import pytest
 import webvtt
 from aiohttp.test_utils import TestServer
 
-from bridge.app_keys import STATE
+from bridge.call_registry import CALLS
 from bridge.clock import Clock
 from bridge.errors import ConfigError
+from bridge.http.transcripts import TRANSCRIPTS
 from bridge.settings import Settings
-from bridge.transcripts import (
-    FILENAME,
-    TranscriptStore,
-    iso,
-    parse_since,
-    render_json,
-    render_txt,
-    render_vtt,
-    turns,
-)
+from bridge.transcript_render import iso, parse_since, render_json, render_txt, render_vtt, turns
+from bridge.transcripts import FILENAME, TranscriptStore
 from tests.support.calls import BridgeFactory, wait_for
 from tests.support.fakes import VirtualClock
 from tests.support.phone import phone_call
@@ -444,7 +437,7 @@ async def _get(
 
 
 def store_of(server: TestServer) -> TranscriptStore:
-    store = server.app[STATE].transcripts
+    store = server.app[TRANSCRIPTS]
     assert store is not None
     return store
 
@@ -543,7 +536,7 @@ async def test_without_since_the_active_calls_are_listed_as_before(make_bridge: 
     seen: dict[str, Any] = {}
 
     async def bot(http: aiohttp.ClientSession) -> None:
-        await wait_for(lambda: bool(server.app[STATE].live_calls), timeout=10)
+        await wait_for(lambda: bool(server.app[CALLS].live), timeout=10)
         seen["active"] = await _get(http, server, "/v1/calls")
         seen["recent"] = await _get(http, server, "/v1/calls?since=0")
 
@@ -560,7 +553,7 @@ async def test_without_since_the_active_calls_are_listed_as_before(make_bridge: 
 
 async def test_transcripts_off_keeps_nothing_and_says_so(make_bridge: BridgeFactory, tmp_path: Path) -> None:
     server = await make_bridge({"BRIDGE_API_TOKEN": TOKEN, "BRIDGE_TRANSCRIPTS": "false"})
-    assert server.app[STATE].transcripts is None
+    assert server.app[TRANSCRIPTS] is None
     async with aiohttp.ClientSession() as http:
         status, _, body = await _get(http, server, "/v1/calls/call-1/transcript")
         listed = await _get(http, server, "/v1/calls")

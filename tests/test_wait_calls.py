@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import sys
 from typing import Any
 
 import aiohttp
@@ -13,9 +12,10 @@ from aiohttp import web
 
 from bridge.tools.wait_calls import wait_calls
 from bridge.tools.writers.twilio import TwilioStreamWriter
+from tests.support.bridge_process import run_bridge
 from tests.support.calls import BridgeFactory, caller_audio, wait_for
 from tests.support.fakes import FakeGladia
-from tests.support.process import ROOT, free_port, minimal_env
+from tests.support.process import free_port, minimal_env
 
 
 async def test_waits_while_a_call_runs_and_returns_once_it_ended(
@@ -88,20 +88,9 @@ async def test_sums_the_calls_of_every_worker(aiohttp_server: Any) -> None:
 
 
 async def _command(*args: str) -> tuple[int | None, list[str]]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bridge",
-        "wait-calls",
-        *args,
-        env=minimal_env(),
-        cwd=ROOT,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), 20)
-    assert not err, err.decode()
-    return proc.returncode, out.decode().splitlines()
+    done = await run_bridge("wait-calls", *args, env=minimal_env(), timeout=20)
+    assert not done.err, done.err.decode()
+    return done.returncode, done.out.decode().splitlines()
 
 
 async def test_command_prints_one_line_and_exits_0(make_bridge: BridgeFactory) -> None:

@@ -5,38 +5,28 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import sys
 
 import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.support.bridge_process import start_bridge
 from tests.support.calls import caller_audio, play_call, wait_for
 from tests.support.fakes import FakeGladia, FakeWebhook, expected_texts
-from tests.support.process import ROOT, free_port, minimal_env
+from tests.support.process import minimal_env
 
 
 @pytest.mark.timeout(90)
 async def test_two_workers_share_the_port(fake_gladia: FakeGladia, webhook: tuple[FakeWebhook, str]) -> None:
     hook, hook_url = webhook
-    port = free_port()
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bridge",
-        "serve",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
+    proc = await start_bridge(
+        minimal_env(GLADIA_API_URL=fake_gladia.base_url, GLADIA_API_KEY="test-key", BOT_WEBHOOK_URL=hook_url),
         "--workers",
         "2",
-        env=minimal_env(GLADIA_API_URL=fake_gladia.base_url, GLADIA_API_KEY="test-key", BOT_WEBHOOK_URL=hook_url),
-        cwd=ROOT,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
+        log_format=None,
+        startup=20.0,
     )
-    base = f"http://127.0.0.1:{port}"
+    base = proc.base
     try:
         pids: set[int] = set()
         for _ in range(400):
@@ -72,4 +62,4 @@ async def test_two_workers_share_the_port(fake_gladia: FakeGladia, webhook: tupl
         assert calls == 8  # whichever worker answers, the metrics cover both
     finally:
         proc.send_signal(signal.SIGTERM)
-        assert await asyncio.wait_for(proc.wait(), 60) == 0
+        assert await proc.wait(60) == 0

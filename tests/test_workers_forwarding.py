@@ -19,8 +19,9 @@ import aiohttp
 import pytest
 
 from bridge.app import create_app
-from bridge.app_keys import STATE
 from bridge.blocking import BlockingPool, PoolFull
+from bridge.call_registry import CALLS
+from bridge.http.transcripts import TRANSCRIPTS
 from bridge.settings import Settings
 from bridge.sibling_socket import install
 from bridge.siblings import socket_path
@@ -162,9 +163,9 @@ async def test_transcript_reads_on_a_locked_store_do_not_delay_a_dtmf(
     results: dict[str, Any] = {}
 
     async def bot(http: aiohttp.ClientSession) -> None:
-        await wait_for(lambda: bool(server.app[STATE].live_calls), timeout=10)
-        call_id = next(iter(server.app[STATE].live_calls))
-        store = server.app[STATE].transcripts
+        await wait_for(lambda: bool(server.app[CALLS].live), timeout=10)
+        call_id = next(iter(server.app[CALLS].live))
+        store = server.app[TRANSCRIPTS]
         assert store is not None
         assert await asyncio.to_thread(store.flush, 5)
         blocker = sqlite3.connect(tmp_path / "data" / FILENAME, isolation_level=None)
@@ -241,8 +242,8 @@ async def test_a_stalled_sibling_bounds_the_wait_and_nothing_is_forwarded_twice(
         return status, headers.get("Retry-After"), time.monotonic() - t0
 
     async def bot() -> None:
-        await wait_for(lambda: bool(w1.app[STATE].live_calls), timeout=10)
-        call_id = next(iter(w1.app[STATE].live_calls))
+        await wait_for(lambda: bool(w1.app[CALLS].live), timeout=10)
+        call_id = next(iter(w1.app[CALLS].live))
         base0 = str(w0.make_url("")).rstrip("/")
         results["owned elsewhere"] = await timed(base0, f"/v1/calls/{call_id}")
         results["unknown"] = await timed(base0, f"/v1/calls/{UNKNOWN}")

@@ -30,7 +30,9 @@ from bridge.adapters.base import (
     StreamState,
 )
 from bridge.adapters.binary import BinaryDialectAdapter, L16Frames
+from bridge.adapters.carrier import Capabilities, Carrier, FrameRules, plain
 from bridge.adapters.common import count
+from bridge.adapters.stream_auth import stream_token
 from bridge.audio import ALAW_8K, ULAW_8K, AudioFormat
 from bridge.errors import PhoneProtocolError
 
@@ -198,3 +200,14 @@ class AsteriskAdapter(BinaryDialectAdapter):
 
     def hangup_message(self) -> str:
         return self._command("HANGUP")
+
+
+CARRIER = Carrier(
+    "asterisk",
+    "Asterisk chan_websocket",
+    AsteriskAdapter,
+    plain(AsteriskAdapter),
+    stream_token("asterisk"),
+    Capabilities(two_tracks=False),
+    FrameRules(ULAW_8K, sends_stop=False, own_stream_id=False),
+)

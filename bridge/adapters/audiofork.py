@@ -31,7 +31,9 @@ from bridge.adapters.base import (
     StreamState,
 )
 from bridge.adapters.binary import BinaryDialectAdapter, L16Frames
+from bridge.adapters.carrier import Capabilities, Carrier, FrameRules
 from bridge.adapters.common import count
+from bridge.adapters.stream_auth import stream_token
 from bridge.audio import AudioFormat
 from bridge.errors import PhoneProtocolError, UnsupportedOperation
 
@@ -147,3 +149,41 @@ class AudioForkAdapter(BinaryDialectAdapter):
             raise UnsupportedOperation("mod_audio_stream has no message that stops playback")
         self._drop_held_audio()
         return json.dumps({"type": "killAudio"})
+
+
+MIXES = ("mono", "mixed", "stereo")
+
+
+def adapter_for(query: Mapping[str, str], default_rate: int) -> AudioForkAdapter:
+    """FreeSWITCH forks say their rate and channel mix only in the command that started them
+    (``uuid_audio_fork <uuid> start <url> <mono|mixed|stereo> <8k|16k>``), never on the wire: the
+    route's query carries them (``/audiofork/stream?rate=16000&mix=stereo``), else the metadata (as
+    jambonz sends), else ``default_rate`` (``carriers.audiofork_sample_rate``).
+
+    Raises:
+        ValueError: a rate or mix the adapter does not know (the message says which).
+    """
+    rate_text = query.get("rate") or query.get("sample_rate") or query.get("sampleRate")
+    rate = default_rate
+    if rate_text:
+        text = rate_text.strip().lower()
+        digits = text.removesuffix("k")
+        rate = (int(digits) * (1000 if text.endswith("k") else 1)) if digits.isdigit() else -1
+        if rate not in RATES:
+            raise ValueError(f"rate={rate_text!r}: one of {', '.join(map(str, RATES))} (or 8k, 16k)")
+    mix = query.get("mix", "mono")
+    if mix not in MIXES:
+        raise ValueError(f"mix={mix!r}: one of mono, mixed, stereo")
+    return AudioForkAdapter(rate, mix)
+
+
+CARRIER = Carrier(
+    "audiofork",
+    "jambonz listen, FreeSWITCH mod_audio_fork / mod_audio_stream",
+    AudioForkAdapter,
+    adapter_for,
+    stream_token("audiofork"),
+    Capabilities(two_tracks=True, marks=False),
+    FrameRules(AudioFormat("pcm16", 8000), sends_stop=False, own_stream_id=False, track_messages=False),
+    query_options=("rate", "sample_rate", "sampleRate", "mix"),
+)

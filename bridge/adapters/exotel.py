@@ -15,8 +15,10 @@ import json
 from typing import Any
 
 from bridge.adapters.base import CallStarted, Dtmf, MarkReached, OutboundFraming, PhoneEvent
+from bridge.adapters.carrier import Capabilities, Carrier, FrameRules, plain
 from bridge.adapters.common import b64_payload, int_field, require, string_map
 from bridge.adapters.json_dialect import JsonDialectAdapter
+from bridge.adapters.stream_auth import stream_token
 from bridge.audio import ULAW_8K, AudioFormat
 from bridge.errors import PhoneProtocolError
 
@@ -117,3 +119,14 @@ class ExotelAdapter(JsonDialectAdapter):
     def clear_message(self) -> str:
         self._drop_held_audio()
         return json.dumps({"event": "clear", "stream_sid": self.stream_id})
+
+
+CARRIER = Carrier(
+    "exotel",
+    "Exotel Stream / Voicebot",
+    ExotelAdapter,
+    plain(ExotelAdapter),
+    stream_token("exotel"),
+    Capabilities(two_tracks=False),
+    FrameRules(AudioFormat("pcm16", 8000), frame_ms=100),
+)

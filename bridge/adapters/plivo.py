@@ -17,8 +17,10 @@ import json
 from typing import Any
 
 from bridge.adapters.base import CallStarted, Dtmf, Ignored, MarkReached, PhoneEvent
+from bridge.adapters.carrier import Capabilities, Carrier, FrameRules, plain
 from bridge.adapters.common import b64_payload, int_field, require, string_map
 from bridge.adapters.json_dialect import JsonDialectAdapter
+from bridge.adapters.stream_auth import stream_token
 from bridge.audio import ULAW_8K, AudioFormat
 from bridge.errors import PhoneProtocolError
 
@@ -121,3 +123,14 @@ class PlivoAdapter(JsonDialectAdapter):
     def clear_message(self) -> str:
         self._drop_held_audio()
         return json.dumps({"event": "clearAudio", "streamId": self.stream_id})
+
+
+CARRIER = Carrier(
+    "plivo",
+    "Plivo Audio Streams",
+    PlivoAdapter,
+    plain(PlivoAdapter),
+    stream_token("plivo"),
+    Capabilities(two_tracks=True),
+    FrameRules(ULAW_8K),
+)

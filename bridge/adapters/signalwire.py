@@ -14,7 +14,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from bridge.adapters.carrier import Capabilities, Carrier, FrameRules, plain
 from bridge.adapters.common import json_object
+from bridge.adapters.stream_auth import stream_token
 from bridge.adapters.twilio import TwilioAdapter
 from bridge.audio import ULAW_8K, AudioFormat
 from bridge.errors import PhoneProtocolError
@@ -57,3 +59,14 @@ class SignalWireAdapter(TwilioAdapter):
             f"audio/x-L16 {'/'.join(map(str, L16_RATES))} accepted",
             1003,
         )
+
+
+CARRIER = Carrier(
+    "signalwire",
+    "SignalWire cXML <Stream>",
+    SignalWireAdapter,
+    plain(SignalWireAdapter),
+    stream_token("signalwire"),
+    Capabilities(two_tracks=True),
+    FrameRules(ULAW_8K, twilio_like=True),
+)

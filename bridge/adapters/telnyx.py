@@ -29,11 +29,14 @@ from __future__ import annotations
 import base64
 import json
 from collections import deque
+from collections.abc import Mapping
 from typing import Any
 
 from bridge.adapters.base import CallStarted, Dtmf, Gap, MarkReached, PhoneEvent
+from bridge.adapters.carrier import Capabilities, Carrier, FrameRules
 from bridge.adapters.common import b64_payload, int_field, require
 from bridge.adapters.json_dialect import JsonDialectAdapter
+from bridge.adapters.stream_auth import stream_token
 from bridge.audio import ALAW_8K, ULAW_8K, AudioFormat
 from bridge.errors import PhoneProtocolError
 
@@ -322,3 +325,28 @@ class TelnyxAdapter(JsonDialectAdapter):
     def clear_message(self) -> str:
         self._drop_held_audio()
         return json.dumps({"event": "clear"})
+
+
+def adapter_for(query: Mapping[str, str], default_rate: int) -> TelnyxAdapter:
+    """Telnyx's start does not list its tracks: a stream_track=both_tracks stream says so in its URL
+    (``?tracks=both``).
+
+    Raises:
+        ValueError: a ``tracks`` value other than inbound or both.
+    """
+    tracks = query.get("tracks", "inbound")
+    if tracks not in ("inbound", "inbound_track", "both", "both_tracks"):
+        raise ValueError(f"tracks={tracks!r}: inbound or both")
+    return TelnyxAdapter(both_parties=tracks.startswith("both"))
+
+
+CARRIER = Carrier(
+    "telnyx",
+    "Telnyx media streaming",
+    TelnyxAdapter,
+    adapter_for,
+    stream_token("telnyx"),
+    Capabilities(two_tracks=True),
+    FrameRules(ULAW_8K),
+    query_options=("tracks",),
+)

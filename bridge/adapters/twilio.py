@@ -6,8 +6,7 @@ Protocol (Twilio docs, "Media Streams - WebSocket Messages"): ``connected`` once
 after ``connected`` and is a JSON *string*, as are ``chunk`` and ``timestamp``.
 
 Also here, because they are the same dialect seen from the other side: the TwiML that points a call
-at the bridge, the X-Twilio-Signature check, and :class:`TwilioStreamWriter`, which builds the
-messages Twilio itself sends (used by ``bridge call`` and the tests to play a call).
+at the bridge, the X-Twilio-Signature check, and the carrier's description (:data:`CARRIER`).
 """
 
 from __future__ import annotations
@@ -22,8 +21,10 @@ from typing import Any
 from xml.sax.saxutils import escape, quoteattr
 
 from bridge.adapters.base import CallStarted, Dtmf, MarkReached, PhoneEvent
+from bridge.adapters.carrier import Capabilities, Carrier, FrameRules, plain
 from bridge.adapters.common import b64_payload, require
 from bridge.adapters.json_dialect import JsonDialectAdapter
+from bridge.adapters.stream_auth import Refusal, Secrets, Upgrade, check_stream_token
 from bridge.audio import ULAW_8K, AudioFormat
 from bridge.errors import PhoneProtocolError
 from bridge.untrusted import same_secret
@@ -204,4 +205,25 @@ def signature_valid(auth_token: str, url: str, header: str | None, params: Mappi
     return any(same_secret(header, signature(auth_token, u, params)) for u in candidates)  # any bytes
 
 
-# -- the other side: messages Twilio sends, for simulators and tests -----------------------
+# -- the carrier's description -------------------------------------------------------------
+
+
+def authenticate(upgrade: Upgrade, secrets: Secrets) -> Refusal | None:
+    """X-Twilio-Signature over the stream's public URL when ``TWILIO_AUTH_TOKEN`` is set, then a shared
+    token if one is set."""
+    token = secrets.twilio_auth_token
+    if token is not None and not signature_valid(token, upgrade.url, upgrade.headers.get("X-Twilio-Signature")):
+        return Refusal("twilio.bad_signature", "invalid X-Twilio-Signature\n", {"path": upgrade.path})
+    return check_stream_token(PROVIDER, upgrade, secrets)
+
+
+CARRIER = Carrier(
+    PROVIDER,
+    "Twilio Media Streams",
+    TwilioAdapter,
+    plain(TwilioAdapter),
+    authenticate,
+    Capabilities(two_tracks=True),
+    FrameRules(ULAW_8K, l16=False, call_sid_prefix="CA", stream_sid_prefix="MZ", twilio_like=True),
+    shared_token=False,
+)

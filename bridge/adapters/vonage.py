@@ -8,10 +8,16 @@ at 8 kHz, 640 at 16 kHz). Text events: ``websocket:dtmf`` (documented flat,
 and a DTMF without a readable digit is ignored, never fatal), ``websocket:notify`` (a notify action was
 reached), ``websocket:cleared``. There is no stop message: the socket closing ends the call.
 Outbound: binary L16 frames, ``{"action": "clear"}``, ``{"action": "notify", "payload": ...}``.
+
+Also here: Vonage's signed WebSocket request (:func:`vonage_jwt_valid`) and the carrier's description.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
+import hmac
 import json
 import re
 import uuid
@@ -27,7 +33,9 @@ from bridge.adapters.base import (
     StreamState,
 )
 from bridge.adapters.binary import BinaryDialectAdapter, L16Frames
+from bridge.adapters.carrier import Capabilities, Carrier, FrameRules, plain
 from bridge.adapters.common import count, json_object
+from bridge.adapters.stream_auth import Refusal, Secrets, Upgrade, check_stream_token
 from bridge.audio import AudioFormat
 from bridge.errors import PhoneProtocolError
 
@@ -123,3 +131,58 @@ class VonageAdapter(BinaryDialectAdapter):
     def clear_message(self) -> str:
         self._drop_held_audio()
         return json.dumps({"action": "clear"})
+
+
+# -- the carrier's description -------------------------------------------------------------
+
+
+def vonage_jwt_valid(secret: str, authorization: str | None, now: float) -> bool:
+    """Vonage's signed WebSocket request (NCCO ``authorization: {type: "vonage"}``): ``Bearer <JWT>``
+    signed HS256 with the account's signature secret, as Vonage signs its webhooks (the SDKs'
+    ``verify_webhook_token``), not expired. UNVERIFIED that the WebSocket uses that very scheme: it is
+    what Vonage documents for signed requests; a static token (``VONAGE_STREAM_TOKEN``) also works."""
+    scheme, _, token = (authorization or "").strip().partition(" ")
+    if scheme.lower() != "bearer" or token.count(".") != 2:
+        return False
+    head_b64, body_b64, sig_b64 = token.split(".")
+    try:
+        header = json.loads(_b64url(head_b64))
+        claims = json.loads(_b64url(body_b64))
+        signature = _b64url(sig_b64)
+    except (ValueError, binascii.Error):
+        return False
+    if not isinstance(header, dict) or header.get("alg") != "HS256" or not isinstance(claims, dict):
+        return False
+    want = hmac.new(secret.encode(), f"{head_b64}.{body_b64}".encode(), hashlib.sha256).digest()
+    if not hmac.compare_digest(signature, want):
+        return False
+    exp, nbf = claims.get("exp"), claims.get("nbf")
+    if isinstance(exp, int | float) and now >= exp:
+        return False
+    return not (isinstance(nbf, int | float) and now < nbf - 60)
+
+
+def _b64url(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def authenticate(upgrade: Upgrade, secrets: Secrets) -> Refusal | None:
+    """``VONAGE_STREAM_TOKEN`` (a custom authorization value), or with ``VONAGE_SIGNATURE_SECRET`` set a
+    JWT signed with it."""
+    secret = secrets.vonage_signature_secret
+    if secret is None:
+        return check_stream_token("vonage", upgrade, secrets)
+    return check_stream_token(
+        "vonage", upgrade, secrets, lambda: vonage_jwt_valid(secret, upgrade.headers.get("Authorization"), upgrade.now)
+    )
+
+
+CARRIER = Carrier(
+    "vonage",
+    "Vonage Voice API websocket",
+    VonageAdapter,
+    plain(VonageAdapter),
+    authenticate,
+    Capabilities(two_tracks=False),
+    FrameRules(AudioFormat("pcm16", 16000), sends_stop=False, own_stream_id=False),
+)

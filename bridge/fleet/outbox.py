@@ -11,7 +11,7 @@ counts as *accepted* once Redis has it (with ``appendfsync always``, on disk).
 * ``add``: ``XADD {call}:out {sequence}-1`` (a write repeated after a reconnect is refused by the ID);
 * ``delivered``: ``XDEL`` it; ``dead``: it moves to ``{prefix}:dead`` with the error;
 * the call ending (:meth:`FleetOutbox.over`): ``state ended``, queued after its last events;
-* the delivery drained (``call_ended``): the call's lease goes back (:meth:`bridge.fleet.fleet.Fleet.release`).
+* the delivery drained (``call_ended``): the call's lease goes back (:meth:`bridge.fleet.leases.Leases.release`).
 
 :meth:`FleetOutbox.take_over` is the other side: a call whose owner stopped renewing its lease is
 taken over by the fleet's sweeper, and its stored events are delivered again from Redis; if the former
@@ -31,8 +31,9 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from bridge.delivery import PendingEvent, event_body, stored_event
-from bridge.fleet.fleet import REDIS_FAILED, Fleet, Orphan, ScriptCall
 from bridge.fleet.keys import CALL_JSON, CALL_OVER, OUT_ADD, OUT_DONE
+from bridge.fleet.leases import Leases, Orphan
+from bridge.fleet.scripts import REDIS_FAILED, FleetRedis, LogThrottle, ScriptCall
 
 if TYPE_CHECKING:
     from bridge.delivery import Delivery
@@ -57,22 +58,23 @@ def _split(webhook_id: str) -> tuple[str, int]:
 
 
 class FleetOutbox:
-    """See the module docstring. :meth:`start` with the loop running; :meth:`aclose` at shutdown."""
+    """See the module docstring. Built by the fleet (:class:`bridge.fleet.fleet.Fleet`) on its Redis and
+    its leases; :meth:`start` with the loop running; :meth:`aclose` at shutdown."""
 
-    def __init__(self, fleet: Fleet, max_queued: int = 100_000) -> None:
-        self.fleet = fleet
+    def __init__(self, redis: FleetRedis, leases: Leases, max_queued: int = 100_000) -> None:
+        self.redis = redis
+        self.leases = leases
         self.max_queued = max_queued
         self.delivery: Delivery | None = None  # set by the app once the delivery exists
-        r = fleet.redis
-        self._add = r.register_script(OUT_ADD)
-        self._done = r.register_script(OUT_DONE)
-        self._call = r.register_script(CALL_JSON)
-        self._over = r.register_script(CALL_OVER)
-        fleet._scripts += [self._add, self._done, self._call, self._over]  # loaded again after a Redis restart
+        self._add = redis.register(OUT_ADD)
+        self._done = redis.register(OUT_DONE)
+        self._call = redis.register(CALL_JSON)
+        self._over = redis.register(CALL_OVER)
         self._ops: deque[_Op] = deque()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.dropped_ops = 0
+        self._drops = LogThrottle()  # one fleet.outbox_full line per 10 s while the queue is full
         self.written = 0
         self.fenced = 0
 
@@ -108,7 +110,7 @@ class FleetOutbox:
     def _queue(self, op: _Op) -> None:
         if len(self._ops) >= self.max_queued:
             self.dropped_ops += 1
-            if self.dropped_ops == 1 or self.dropped_ops % 1000 == 0:
+            if self._drops.due() is not None:
                 log.error("fleet.outbox_full", dropped=self.dropped_ops, bound=self.max_queued)
             return
         self._ops.append(op)
@@ -124,7 +126,13 @@ class FleetOutbox:
     # -- the writer ----------------------------------------------------------------------------------------
 
     def start(self) -> None:
+        """Once :attr:`delivery` is set: write, and deliver the calls the fleet takes over."""
         self._task = asyncio.create_task(self._writer(), name="fleet-outbox")
+
+    @property
+    def running(self) -> bool:
+        """Started: the fleet's sweeper may take calls over for it to deliver."""
+        return self._task is not None
 
     async def aclose(self, timeout: float) -> None:
         """Write what is queued (bounded), then stop."""
@@ -153,7 +161,7 @@ class FleetOutbox:
             try:
                 await self._send(batch)
             except REDIS_FAILED as exc:
-                self.fleet._redis_failed("write the outbox", exc)
+                self.redis.failed("write the outbox", exc)
                 await asyncio.sleep(0.5)  # the batch stays at the head, in order
                 continue
             for _ in batch:
@@ -167,8 +175,8 @@ class FleetOutbox:
         now = time.monotonic()
         while len(batch) < min(MAX_BATCH, len(self._ops)):
             op = self._ops[len(batch)]
-            epoch = self.fleet.epoch_of(op.call_id)
-            waited_too_long = epoch == 0 and now - op.queued_at > self.fleet.settings.lease_ttl
+            epoch = self.leases.epoch_of(op.call_id)
+            waited_too_long = epoch == 0 and now - op.queued_at > self.redis.settings.lease_ttl
             if epoch is None or waited_too_long:
                 if batch:
                     break
@@ -184,10 +192,10 @@ class FleetOutbox:
         return batch
 
     async def _send(self, batch: list[_Op]) -> None:
-        keys = self.fleet.keys
+        keys = self.redis.keys
         calls: list[ScriptCall | None] = []
         for op in batch:
-            epoch = self.fleet.epoch_of(op.call_id) or 0
+            epoch = self.leases.epoch_of(op.call_id) or 0
             call = keys.call(op.call_id)
             if op.kind == "add":
                 calls.append((self._add, [call, keys.outbox(op.call_id)], [epoch, *op.args]))
@@ -199,13 +207,13 @@ class FleetOutbox:
                 calls.append((self._over, [call], [epoch]))
             else:
                 calls.append(None)  # the release happens once what came before it is written
-        results = await self.fleet.run_scripts(calls)
+        results = await self.redis.run_scripts(calls)
         for op, result in zip(batch, results, strict=True):
             if op.kind == "release":
-                self.fleet.release(op.call_id)
+                self.leases.release(op.call_id)
             elif result == 0:
                 self.fenced += 1
-                self.fleet.lost(op.call_id)
+                self.leases.lost(op.call_id)
             else:
                 self.written += 1
 
@@ -215,13 +223,13 @@ class FleetOutbox:
         """Deliver what a lost instance left of a call: its stored events in order (same webhook-ids),
         then, if it died mid-call, ``call.ended`` with ``end_reason: instance_lost``."""
         assert self.delivery is not None
-        keys = self.fleet.keys
+        keys = self.redis.keys
         try:
-            self.fleet.counters.redis_ops += 1
-            entries: Any = await self.fleet.redis.xrange(keys.outbox(orphan.call_id), "-", "+")
+            self.redis.counters.redis_ops += 1
+            entries: Any = await self.redis.client.xrange(keys.outbox(orphan.call_id), "-", "+")
             events = [stored_event(orphan.call_id, entry_id, fields) for entry_id, fields in entries]
         except REDIS_FAILED as exc:
-            self.fleet._redis_failed("read a call taken over", exc)
+            self.redis.failed("read a call taken over", exc)
             return  # the lease lapses again and another sweep tries
         if not orphan.ended:
             sequence = orphan.last_sequence + 1

@@ -24,7 +24,8 @@ from typing import Any
 
 from aiohttp import web
 
-from bridge.app_keys import SETTINGS, STATE
+from bridge.app_keys import FLEET, SETTINGS
+from bridge.call_registry import CALLS
 from bridge.errors import ActionError, FleetUnavailable
 from bridge.ids import is_call_id
 from bridge.reply.actions import MAX_REQUEST_BYTES, parse_actions
@@ -87,7 +88,7 @@ async def list_calls(request: web.Request) -> web.Response:
     refused = authorized(request)
     if refused is not None:
         return refused
-    calls = [_call_json(c) for c in request.app[STATE].live_calls.values()]
+    calls = [_call_json(c) for c in request.app[CALLS].live.values()]
     siblings = request.app.get(SIBLINGS)
     if siblings is not None:  # --workers: every worker's calls (bridge.siblings)
         others = await siblings.live_calls(request)
@@ -98,14 +99,12 @@ async def list_calls(request: web.Request) -> web.Response:
 
 
 def _find(request: web.Request) -> Any:
-    state = request.app[STATE]
+    calls = request.app[CALLS]
     call_id = request.match_info["call_id"]
-    call = state.live_calls.get(call_id)
-    if call is None and state.suspended is not None:
-        call = state.suspended.find(call_id)
+    call = calls.find(call_id)
     if call is not None:
         return call
-    if call_id in state.ended_calls:
+    if calls.has_ended(call_id):
         return _error(409, f"call {call_id} has ended")
     return _error(404, f"no call {call_id}")
 
@@ -117,7 +116,7 @@ async def get_call(request: web.Request) -> web.Response:
     if not is_call_id(request.match_info["call_id"]):  # never a store's key (bridge.ids)
         return _error(404, f"no call {request.match_info['call_id'][:64]}")
     call = _find(request)
-    fleet = request.app[STATE].fleet
+    fleet = request.app[FLEET]
     if isinstance(call, web.Response) and fleet is not None and call.status == 404:
         # fleet mode: a call another instance owns
         call_id = request.match_info["call_id"]
@@ -144,7 +143,7 @@ async def post_actions(request: web.Request) -> web.Response:
         return refused
     if not is_call_id(request.match_info["call_id"]):  # never a store's key (bridge.ids)
         return _error(404, f"no call {request.match_info['call_id'][:64]}")
-    fleet = request.app[STATE].fleet
+    fleet = request.app[FLEET]
     key = request.headers.get("Idempotency-Key")
     if key is not None and not 0 < len(key) <= MAX_KEY_CHARS:
         return _error(422, f"Idempotency-Key must be 1 to {MAX_KEY_CHARS} characters")

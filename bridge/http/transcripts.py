@@ -48,13 +48,15 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from bridge.app_keys import SETTINGS, STATE
+from bridge.app_keys import CLOCK, SETTINGS
 from bridge.blocking import BlockingPool, PoolFull
+from bridge.call_registry import CALLS
 from bridge.clock import Clock
 from bridge.http.bot_api import authorized
-from bridge.settings import TranscriptSettings
+from bridge.settings import Settings, TranscriptSettings
 from bridge.siblings import SIBLINGS
-from bridge.transcripts import TranscriptStore, iso, parse_since, render_json, render_txt, render_vtt
+from bridge.transcript_render import iso, parse_since, render_json, render_txt, render_vtt
+from bridge.transcripts import TranscriptStore
 
 log = structlog.get_logger("bridge.transcripts")
 
@@ -77,6 +79,10 @@ _DETAILS = {
 }
 
 
+TRANSCRIPTS: web.AppKey[TranscriptStore | None] = web.AppKey("transcripts")  # None: off, or could not be opened
+TRANSCRIPT_READS = web.AppKey("transcript_reads", BlockingPool)  # the store's read threads (bridge.blocking)
+
+
 def _error(status: int, message: str) -> web.Response:
     return web.json_response({"error": message}, status=status)
 
@@ -84,16 +90,10 @@ def _error(status: int, message: str) -> web.Response:
 def _store(request: web.Request) -> TranscriptStore | web.Response:
     if not request.app[SETTINGS].transcripts.enabled:
         return _error(404, "transcripts are off (BRIDGE_TRANSCRIPTS=false): no transcript is kept")
-    store = request.app[STATE].transcripts
+    store = request.app[TRANSCRIPTS]
     if store is None:
         return _error(503, "the transcript store could not be opened at start-up (see the log)")
     return store
-
-
-def _pool(request: web.Request) -> BlockingPool:
-    pool = request.app[STATE].blocking
-    assert pool is not None  # made with the store (transcript_store)
-    return pool
 
 
 def _busy(exc: PoolFull) -> web.Response:
@@ -128,13 +128,13 @@ async def get_transcript(request: web.Request) -> web.Response:
         return None if transcript is None else (bool(transcript["active"]), render(transcript))
 
     try:
-        found = await _pool(request).run(read)  # never the default executor: the audio path's threads
+        found = await request.app[TRANSCRIPT_READS].run(read)  # never the default executor: the audio path's threads
     except PoolFull as exc:
         return _busy(exc)
     except sqlite3.Error as exc:
         return _unreadable(exc)
     siblings = request.app.get(SIBLINGS)
-    if (found is None or found[0]) and siblings is not None and call_id not in request.app[STATE].live_calls:
+    if (found is None or found[0]) and siblings is not None and call_id not in request.app[CALLS].live:
         # --workers: a live call of another worker, whose last finals may still wait in its queue
         relayed = await siblings.transcript(request)
         if relayed is not None:
@@ -166,7 +166,7 @@ async def recent_calls(request: web.Request) -> web.Response:
         return store.list_since(since, limit)
 
     try:
-        calls = await _pool(request).run(read)
+        calls = await request.app[TRANSCRIPT_READS].run(read)
     except PoolFull as exc:
         return _busy(exc)
     except sqlite3.Error as exc:
@@ -181,20 +181,40 @@ def add_routes(app: web.Application) -> None:
 
 
 async def transcript_store(app: web.Application) -> AsyncIterator[None]:
-    """cleanup_ctx: open the store (``state.transcripts``), purge now and every ``purge_interval``, and
-    at shutdown (after the calls have ended) write what is queued and close it.
+    """cleanup_ctx: open the store (:data:`TRANSCRIPTS`) and its read threads (:data:`TRANSCRIPT_READS`),
+    purge now and every ``purge_interval``, and at shutdown (after the calls have ended) write what is
+    queued and close it.
 
     A store that cannot be opened is logged and the bridge runs without transcripts (calls are not
     affected; the API answers 503).
     """
-    settings, state = app[SETTINGS], app[STATE]
+    settings, clock = app[SETTINGS], app[CLOCK]
     config = settings.transcripts
-    if not config.enabled:
-        yield
-        return
     # The store's reads and the purge run on threads of their own (bridge.blocking), never on the default
     # executor, whose threads make the calls' reply audio: a locked file must not delay a call's audio.
-    state.blocking = pool = BlockingPool(name="transcript-read")
+    # (A thread starts only when work comes: with transcripts off, none ever does.)
+    app[TRANSCRIPT_READS] = pool = BlockingPool(name="transcript-read")
+    app[TRANSCRIPTS] = store = await _open_store(settings, clock) if config.enabled else None
+    purge = None
+    if store is not None:
+        purge = asyncio.create_task(_purge_loop(store, pool, config, clock), name="transcripts-purge")
+    try:
+        yield
+    finally:
+        if purge is not None:
+            purge.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await purge
+        pool.close()
+        if store is not None:
+            await asyncio.to_thread(store.close, CLOSE_TIMEOUT)
+            if store.dropped:
+                log.warning("transcripts.closed", dropped=store.dropped, write_failures=store.write_failures)
+
+
+async def _open_store(settings: Settings, clock: Clock) -> TranscriptStore | None:
+    """The store in ``server.data_dir``; None (logged) when it cannot be opened."""
+    config = settings.transcripts
     loop = asyncio.get_running_loop()
     context = contextvars.copy_context()  # e.g. the worker's index, for lines logged from the writer thread
 
@@ -203,12 +223,12 @@ async def transcript_store(app: web.Application) -> AsyncIterator[None]:
             loop.call_soon_threadsafe(_log_report, event, fields, context=context)
 
     try:
-        store = await asyncio.to_thread(
+        return await asyncio.to_thread(
             TranscriptStore.in_dir,
             settings.server.data_dir,
             max_queue=config.max_queue,
             busy_timeout=config.busy_timeout,
-            clock=state.clock.time,
+            clock=clock.time,
             report=report,
         )
     except (sqlite3.Error, OSError) as exc:
@@ -218,23 +238,7 @@ async def transcript_store(app: web.Application) -> AsyncIterator[None]:
             reason=f"{type(exc).__name__}: {exc}"[:200],
             detail="no transcript is kept (calls are not affected); /v1/calls/{id}/transcript answers 503",
         )
-        state.blocking = None
-        pool.close()
-        yield
-        return
-    state.transcripts = store
-    purge = asyncio.create_task(_purge_loop(store, pool, config, state.clock), name="transcripts-purge")
-    try:
-        yield
-    finally:
-        purge.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await purge
-        state.transcripts = state.blocking = None
-        pool.close()
-        await asyncio.to_thread(store.close, CLOSE_TIMEOUT)
-        if store.dropped:
-            log.warning("transcripts.closed", dropped=store.dropped, write_failures=store.write_failures)
+        return None
 
 
 def _log_report(event: str, fields: dict[str, Any]) -> None:

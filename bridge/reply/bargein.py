@@ -57,8 +57,6 @@ def is_echo(heard: list[str], playing: str) -> bool:
 
 @dataclass(slots=True)
 class BargeInCounters:
-    paused: int = 0
-    confirmed: int = 0
     resumed: int = 0  # false interruptions
     echo_ignored: int = 0
 
@@ -93,7 +91,6 @@ class BargeIn:
             self.counters.echo_ignored += 1
             return []
         self._paused_at = now
-        self.counters.paused += 1
         return self.playout.pause(now)
 
     def speech_ended(self, now: float) -> list[Output]:
@@ -114,7 +111,6 @@ class BargeIn:
             self.counters.echo_ignored += 1
             return []
         self._paused_at = self._speech_ended_at = None
-        self.counters.confirmed += 1
         return self.playout.interrupt(now, "speech")
 
     def dtmf(self, now: float) -> list[Output]:

@@ -24,9 +24,7 @@ with 1000. Nothing a bot sends ends the reader: a bad message is answered ``acti
 Durable across a restart when the socket is the only channel (no ``BOT_WEBHOOK_URL``): the outbox
 keeps each event until the bot acknowledges it (``on_acked`` reports every released sequence; a bot
 that never acked on the call releases everything once the call is over and all was written), and at
-start-up :func:`resend_left_over` dials the bot for each call a previous process left events of and
-sends them again, in order, with their sequence numbers, then the ``call.ended``
-(``bridge_restarted``) of a call the crash cut short.
+start-up :func:`bridge.reply.bot_resend.resend_left_over` sends a previous process's left-overs again.
 """
 
 from __future__ import annotations
@@ -36,7 +34,7 @@ import contextlib
 import json
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, assert_never
 
@@ -44,9 +42,8 @@ import aiohttp
 import structlog
 
 from bridge.backoff import Backoff
-from bridge.delivery import EventStore, PendingEvent
 from bridge.reply.actions import Action
-from bridge.reply.bot_channel import Ack, Refused, Request, Unacknowledged, decode, refused_after_end
+from bridge.reply.bot_channel import Ack, Refused, Request, Unacknowledged, decode
 from bridge.reply.call_reply import ActionResult
 from bridge.settings import BotWsSettings
 
@@ -56,8 +53,6 @@ MAX_UNACKED = 1000  # durable events kept until the bot acknowledges them (older
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 HEALTHY_AFTER = 5.0  # s a connection must stay up (without a valid message) before the backoff starts over
 ACK_WAIT = 2.0  # s the close after call.ended waits for the bot to acknowledge the last event
-RESEND_WAIT = 10.0  # s a start-up resend of one call's events has (dials included) to get them acknowledged
-RESEND_SOCKETS = 8  # calls whose events are resent at once at start-up
 
 
 class BotSocket:
@@ -198,7 +193,7 @@ class BotSocket:
             await asyncio.sleep(backoff.delay(failures))
 
     def _headers(self) -> dict[str, str]:
-        return _bearer(self.settings)
+        return bearer(self.settings)
 
     async def _session(self, ws: aiohttp.ClientWebSocketResponse) -> bool:
         """One connection: True when the call is over and everything was written (and acknowledged,
@@ -293,160 +288,7 @@ class BotSocket:
                 self.on_acked(sequence)
 
 
-async def resend_left_over(
-    settings: BotWsSettings,
-    http: aiohttp.ClientSession,
-    events: Iterable[PendingEvent],
-    store: EventStore,
-    *,
-    max_age: float,
-    clock: Callable[[], float] = time.time,
-    wait: float = RESEND_WAIT,
-    sockets: int = RESEND_SOCKETS,
-) -> int:
-    """Socket-only, at start-up: what a previous process left in the outbox (``events``:
-    :meth:`bridge.delivery.Delivery.left_over`, each call's ``call.ended`` with ``bridge_restarted``
-    included) goes to the bot again. Per call (at most ``sockets`` calls at once): dial ``BOT_WS_URL?call_id=``,
-    send the events in sequence order, wait up to ``wait`` seconds in all (dials included) for the
-    acks, forget each acknowledged event in ``store``, close with 1000. Actions on such a socket are
-    refused (the call has ended). An event still unacknowledged stays pending (tried again at the
-    next start) until it is ``max_age`` (``webhook.max_age``) old, then is kept as dead. Returns how
-    many events the bot acknowledged; never raises but for cancellation."""
-    by_call: dict[str, list[PendingEvent]] = {}
-    for event in sorted(events, key=lambda e: (e.call_id, e.sequence)):
-        by_call.setdefault(event.call_id, []).append(event)
-    if not by_call:
-        return 0
-    log.info("bot_socket.recovering", events=sum(map(len, by_call.values())), calls=len(by_call))
-    limit = asyncio.Semaphore(sockets)
-
-    async def one(call_id: str, pending: list[PendingEvent]) -> int:
-        async with limit:
-            resend = _Resend(settings, http, call_id, pending, store)
-            with structlog.contextvars.bound_contextvars(call_id=call_id):
-                try:
-                    await resend.run(wait)
-                except Exception:
-                    log.exception("bot_socket.recovery_failed")
-                resend.give_up_old(clock(), max_age)
-            return resend.acked
-
-    return sum(await asyncio.gather(*(one(c, p) for c, p in by_call.items())))
-
-
-class _Resend:
-    """One finished call's left-over events, sent again on a socket of their own (see
-    :func:`resend_left_over`)."""
-
-    def __init__(
-        self,
-        settings: BotWsSettings,
-        http: aiohttp.ClientSession,
-        call_id: str,
-        events: list[PendingEvent],
-        store: EventStore,
-    ) -> None:
-        self.settings = settings
-        self.http = http
-        self.call_id = call_id
-        self.store = store
-        self.events = {e.sequence: e for e in events}  # not acknowledged yet
-        self.window = Unacknowledged(max(1, len(events)))
-        for event in events:
-            self.window.add(event.sequence, event.body)
-        self.acked = 0
-
-    async def run(self, wait: float) -> None:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + wait
-        backoff = Backoff(0.2, self.settings.reconnect_max_delay)
-        failures = 0
-        while len(self.window) and loop.time() < deadline:
-            try:
-                async with asyncio.timeout(max(0.0, deadline - loop.time())):
-                    ws = await self.http.ws_connect(
-                        self.settings.url,
-                        headers=_bearer(self.settings),
-                        max_msg_size=MAX_MESSAGE_BYTES,
-                        params={"call_id": self.call_id},
-                    )
-            except aiohttp.WSServerHandshakeError as exc:
-                log.warning("bot_socket.connect_failed", status=exc.status, error=str(exc)[:200], recovering=True)
-            except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-                log.warning("bot_socket.connect_failed", error=f"{type(exc).__name__}: {exc}"[:200], recovering=True)
-            else:
-                try:
-                    if await self._session(ws, deadline):
-                        await ws.close(code=1000, message=b"call ended")
-                        return
-                except (aiohttp.ClientError, OSError) as exc:
-                    log.info("bot_socket.dropped", error=f"{type(exc).__name__}: {exc}"[:200], recovering=True)
-                finally:
-                    if not ws.closed:
-                        await ws.close(code=1000, message=b"call ended")
-            failures += 1
-            await asyncio.sleep(min(backoff.delay(failures), max(0.0, deadline - loop.time())))
-
-    async def _session(self, ws: aiohttp.ClientWebSocketResponse, deadline: float) -> bool:
-        """Send everything unacknowledged, then read acks until none is left or ``deadline``: True
-        (close); False when the socket went away first (dial again if there is time)."""
-        loop = asyncio.get_running_loop()
-        self.window.rewind()
-        log.info("bot_socket.connected", resending=len(self.window), recovering=True)
-        while (item := self.window.next()) is not None:
-            await ws.send_str(item[1])
-            self.window.wrote(item[0])
-        while len(self.window):
-            left = deadline - loop.time()
-            if left <= 0:
-                log.info("bot_socket.ack_wait_over", unacknowledged=len(self.window), recovering=True)
-                return True
-            try:
-                msg = await ws.receive(timeout=left)
-            except TimeoutError:
-                continue
-            if msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED):
-                return False
-            if msg.type is aiohttp.WSMsgType.ERROR:
-                log.warning("bot_socket.read_error", error=str(ws.exception())[:200], recovering=True)
-                return False
-            answer = self._handle(msg)
-            if answer is not None:
-                await ws.send_str(json.dumps(answer.json(), separators=(",", ":")))
-        return True
-
-    def _handle(self, msg: aiohttp.WSMessage) -> Refused | None:
-        if msg.type is not aiohttp.WSMsgType.TEXT:
-            return Refused("only text messages (JSON) are read on this socket")
-        message = decode(msg.data)
-        match message:
-            case Ack():
-                for sequence in self.window.release(message.sequence):
-                    self.store.delivered(self.events.pop(sequence).webhook_id)
-                    self.acked += 1
-                return None
-            case Refused():
-                return message
-            case Request():
-                return refused_after_end(message)
-            case _:
-                assert_never(message)
-
-    def give_up_old(self, now: float, max_age: float) -> None:
-        """What the bot did not acknowledge stays pending, unless it is ``max_age`` old: dead then."""
-        left = list(self.events.values())
-        dead = [e for e in left if now - e.created >= max_age]
-        for event in dead:
-            self.store.dead(event.webhook_id, "the bot did not acknowledge it on its socket within webhook.max_age")
-        if left:
-            log.warning(
-                "bot_socket.recovery_unacknowledged",
-                unacknowledged=len(left),
-                dead=len(dead),
-                detail="kept in the outbox: sent again at the next start, until webhook.max_age",
-            )
-
-
-def _bearer(settings: BotWsSettings) -> dict[str, str]:
+def bearer(settings: BotWsSettings) -> dict[str, str]:
+    """``Authorization: Bearer <BOT_WS_TOKEN>`` when a token is set."""
     token = settings.token
     return {"Authorization": f"Bearer {token.get_secret_value()}"} if token else {}

@@ -139,10 +139,8 @@ class _ActionState:
 
 @dataclass(slots=True)
 class PlayoutCounters:
-    sent_bytes: int = 0
     cleared_bytes: int = 0  # sent, then cleared before it played
     underruns: int = 0  # an action's audio ran dry before its last segment came
-    marks_echoed: int = 0
     missing_marks: int = 0
 
 
@@ -315,7 +313,6 @@ class Playout:
         out: list[Output] = []
         for i, seg in enumerate(self._unconfirmed):
             if seg.mark == name:
-                self.counters.marks_echoed += 1
                 if self._run_start is not None:  # the carrier's clock: this segment ended now
                     self._run_start = now - (seg.start_ms + self._ms(len(seg.audio))) / 1000.0
                 for _ in range(i + 1):
@@ -425,7 +422,6 @@ class Playout:
             chunk = seg.audio[seg.sent : seg.sent + n]
             seg.sent += n
             self._run_sent_ms += self._ms(n)
-            self.counters.sent_bytes += n
             out.append(SendAudio(chunk))
             if seg.sent == len(seg.audio):
                 self._queue.popleft()

@@ -3,7 +3,9 @@ replaced by a new one (as many as it takes) when Gladia will not resume it.
 
 Drives the pure pieces (:mod:`bridge.stt.protocol`, :mod:`bridge.stt.replay`, :mod:`bridge.stt.finals`):
 the REST side with :mod:`bridge.stt.gladia_api`, the session WebSocket with :mod:`bridge.stt.connection`
-(callbacks, no task per frame):
+(callbacks, no task per frame), the send path with :mod:`bridge.stt.sender`. This module is the
+connection loop: open, reconnect, replace and end sessions; where a session stands for another
+instance is :mod:`bridge.stt.session_state`, what the stream counts :mod:`bridge.stt.counters`.
 
 1. ``POST {api_url}/v2/live`` with the call's ``StreamingRequest`` (retried with backoff on 429,
    5xx and network errors); the answer's ``url`` is the session WebSocket.
@@ -22,8 +24,8 @@ the REST side with :mod:`bridge.stt.gladia_api`, the session WebSocket with :mod
 Admission: Gladia limits concurrent live sessions (30 on paid plans). With ``gladia.max_sessions``
 set, a call waits for a free slot (its audio buffered, bounded) instead of failing; ``POST /v2/live``
 answered 429 or 5xx is retried with backoff for up to ``gladia.init_retry_seconds``. During long
-stretches without phone audio, silence is sent every ``gladia.keepalive_seconds`` so Gladia's
-inactivity timeout (about 30 s) never closes the session.
+stretches without phone audio, the sender sends silence every ``gladia.keepalive_seconds`` so
+Gladia's inactivity timeout (about 30 s) never closes the session.
 
 :meth:`SttStream.send_audio` never awaits: the phone socket is never slowed by Gladia.
 """
@@ -39,7 +41,7 @@ from typing import Any, Literal, assert_never
 import aiohttp
 import structlog
 
-from bridge.audio import AudioFormat, silence
+from bridge.audio import AudioFormat
 from bridge.backoff import Backoff
 from bridge.errors import (
     ConnectFailed,
@@ -52,6 +54,7 @@ from bridge.errors import (
 from bridge.settings import GladiaSettings
 from bridge.stt.admission import Admission
 from bridge.stt.connection import SessionConnection, connect
+from bridge.stt.counters import SttCounters
 from bridge.stt.finals import FinalsTracker
 from bridge.stt.gladia_api import GladiaApi
 from bridge.stt.notices import (
@@ -63,7 +66,6 @@ from bridge.stt.notices import (
     SttNotice,
 )
 from bridge.stt.protocol import (
-    STOP_RECORDING,
     Ack,
     Lifecycle,
     OtherMessage,
@@ -77,6 +79,11 @@ from bridge.stt.protocol import (
 )
 from bridge.stt.recovery import recover_missed_finals
 from bridge.stt.replay import ReplayBuffer
+from bridge.stt.sender import AudioSender
+from bridge.stt.session_state import SessionState
+
+# SessionState is part of the stream's interface (``resume``, :meth:`SttStream.state`); its importers use it from here.
+__all__ = ["SessionState", "SttStream"]
 
 log = structlog.get_logger("bridge.stt")
 
@@ -86,49 +93,6 @@ class _Session:
     id: str
     url: str
     origin_bytes: int  # call-audio byte position of this session's byte 0
-
-
-@dataclass(frozen=True, slots=True)
-class SessionState:
-    """Where a call's Gladia session stands, so that another process (fleet mode) can carry it on:
-    reconnect to the same URL and send from the acknowledged offset."""
-
-    session_id: str
-    url: str
-    origin_bytes: int  # call-audio byte position of the session's byte 0
-    acked: int  # session bytes Gladia acknowledged
-    inclusive_ranges: bool | None = None  # the byte_range convention, once learnt
-    last_final_ends: tuple[tuple[int, float], ...] = ()  # (channel, end) of the last finals delivered
-
-    def fields(self) -> dict[str, str]:
-        return {
-            "gladia_id": self.session_id,
-            "gladia_url": self.url,
-            "gladia_origin": str(self.origin_bytes),
-            "gladia_acked": str(self.acked),
-            "gladia_inclusive": "" if self.inclusive_ranges is None else str(int(self.inclusive_ranges)),
-            "gladia_finals": ",".join(f"{c}:{e:.3f}" for c, e in self.last_final_ends),
-        }
-
-    @classmethod
-    def from_fields(cls, record: dict[str, str]) -> SessionState | None:
-        """The state recorded in Redis, or None when there is none (or it does not parse)."""
-        try:
-            finals = tuple(
-                (int(c), float(e))
-                for c, _, e in (p.partition(":") for p in record.get("gladia_finals", "").split(",") if p)
-            )
-            inclusive = record.get("gladia_inclusive", "")
-            return cls(
-                record["gladia_id"],
-                record["gladia_url"],
-                int(record["gladia_origin"]),
-                int(record["gladia_acked"]),
-                None if inclusive == "" else inclusive == "1",
-                finals,
-            )
-        except (KeyError, ValueError):
-            return None
 
 
 # How one connection ended: "ended" normally (nothing more to do), "reconnect" to the same session
@@ -165,34 +129,23 @@ class SttStream:
             chunk_bytes=chunk,
             frame_bytes=audio_format.frame_bytes,  # two channels: a frame is one sample of each
         )
-        self._conn: SessionConnection | None = None
-        self._stopping = False
-        self._stop_sent = False  # on the current connection
+        self.counters = SttCounters()
+        self._sender = AudioSender(self.replay, audio_format, settings.keepalive_seconds, self.counters)
         self._ended = False  # end_session received on the current connection
         self._session: _Session | None = None
         self._finals = FinalsTracker()
         self._sessions: list[tuple[_Session, bool]] = []  # (session, ended normally) for recovery
-        # counters for the call summary
-        self.session_ids: list[str] = []
-        self.connections = 0
-        self.reconnects = 0
-        self.init_failures = 0
-        self.finals = 0
-        self.server_errors = 0
+        self._last_session_id: str | None = None  # the session opened last (a new one replaces it)
+        # how the stream ended, for the call: it gave up (why), or its session ended normally
         self.gave_up: str | None = None
         self.ended_normally = False
-        self.keepalive_bytes = 0
-        self._appended_at_last_check = -1
-        self._keepalive_timer: asyncio.TimerHandle | None = None
-        self.recovered_finals = 0
-        self.queued_seconds = 0.0
-        self.abandoned = False
         self._pending_replacement: tuple[str | None, str] | None = None
         self._task: asyncio.Task[None] | None = None
         self._goodbye = 1000  # the close code when the connection is cancelled (1001: handed over)
         if resume is not None:  # fleet mode: carry on a session another instance streamed
             self._session = _Session(resume.session_id, resume.url, resume.origin_bytes)
-            self.session_ids.append(resume.session_id)
+            self._last_session_id = resume.session_id
+            self.counters.sessions += 1
             self.replay.start_at(resume.acked, resume.inclusive_ranges)
             self.replay.appended_bytes = resume.origin_bytes + resume.acked  # call positions line up
             self._finals.seed(dict(resume.last_final_ends))
@@ -220,7 +173,7 @@ class SttStream:
             log.warning(
                 "stt.buffer_overflow", dropped_bytes=dropped, bound_seconds=self._settings.replay_buffer_seconds
             )
-        self._pump()
+        self._sender.pump()
 
     def start(self) -> None:
         """Start the connection loop as a task (it inherits the caller's log context)."""
@@ -230,15 +183,13 @@ class SttStream:
         """Hang-up: send what is left and ``stop_recording``, then wait for the session to end.
 
         Returns after ``end_session``/close 1000, or after ``timeout`` seconds (the session is then
-        abandoned, and ``abandoned`` is set for the call summary).
+        abandoned, and logged as ``stt.finish_timeout``).
         """
-        self._stopping = True
-        self._pump()
+        self._sender.stop()
         if self._task is None:
             return
         done, _ = await asyncio.wait({self._task}, timeout=timeout)
         if not done:
-            self.abandoned = True
             if self._session is None and not self.gave_up:  # still waiting for a slot or for POST /v2/live
                 self._give_up(f"no Gladia session could be opened within {timeout:g} s of the hang-up")
             log.warning(
@@ -263,7 +214,7 @@ class SttStream:
         """Fleet mode: another instance carries the call on. Wait (bounded) until Gladia acknowledged
         everything sent, then close this connection without ``stop_recording``: the session stays open
         for the next owner, and two sockets never share it. Returns where it stands."""
-        self._pump()
+        self._sender.pump()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout):
                 while self.replay.unacked and self._task is not None and not self._task.done():
@@ -295,7 +246,7 @@ class SttStream:
                 waiting=self._admission.waiting + 1,
             )
         await self._admission.acquire()
-        self.queued_seconds = round(loop.time() - queued_at, 3)
+        self.counters.queued_seconds = round(loop.time() - queued_at, 3)
         try:
             await self._run()
         finally:
@@ -310,7 +261,6 @@ class SttStream:
                 try:
                     self._session = await self._open_session()
                 except SttError as exc:
-                    self.init_failures += 1
                     failures += 1
                     now = loop.time()
                     init_failing_since = init_failing_since if init_failing_since is not None else now
@@ -325,10 +275,10 @@ class SttStream:
             # Per connection; reset before connecting, since messages (even end_session) may arrive in the
             # same packet as the handshake's answer, before connect() returns.
             self._ended = False
-            self._stop_sent = False
+            self._sender.stop_sent = False
             try:
                 async with asyncio.timeout(self._settings.connect_timeout):
-                    conn = await connect(self._session.url, on_message=self._on_message, on_writable=self._pump)
+                    conn = await connect(self._session.url, on_message=self._on_message, on_writable=self._sender.pump)
             except HandshakeRefused as exc:
                 if handshake_status_loses_session(exc.status):
                     if self._session_over():
@@ -345,10 +295,10 @@ class SttStream:
                 await self._backoff(failures)
                 continue
 
-            self.connections += 1
+            self.counters.connections += 1
             resend = self.replay.rewind()
-            if self.connections > 1:
-                self.reconnects += 1
+            if self.counters.connections > 1:
+                self.counters.reconnects += 1
                 log.info("stt.reconnected", session_id=self._session.id, resend_bytes=resend, acked=self.replay.acked)
             else:
                 log.info("stt.connected", session_id=self._session.id)
@@ -374,15 +324,15 @@ class SttStream:
     async def _open_session(self) -> _Session:
         live = await self._api.create(self._body)
         session = _Session(live.id, live.url, self.replay.call_position_of_base())
-        old = self.session_ids[-1] if self.session_ids else None
-        self.session_ids.append(session.id)
+        old, self._last_session_id = self._last_session_id, session.id
+        self.counters.sessions += 1
         log.info("stt.session_created", session_id=session.id, replaces=old)
         return session
 
     def _session_over(self) -> bool:
         """At hang-up with every byte acknowledged, a session that cannot be resumed is simply over
         (its last finals are read back after the call); no new session is needed."""
-        if not (self._stopping and self.replay.unacked == 0 and self._session is not None):
+        if not (self._sender.stopping and self.replay.unacked == 0 and self._session is not None):
             return False
         log.warning("stt.session_ended_abnormally", session_id=self._session.id)
         self._sessions.append((self._session, False))
@@ -407,66 +357,32 @@ class SttStream:
         await self._sleep(self._backoff_policy.delay(attempt))
 
     async def _connection(self, conn: SessionConnection) -> _Outcome:
-        """Run one connection until it closes. Audio goes out from :meth:`_pump` (called by
+        """Run one connection until it closes. Audio goes out from the sender (pumped by
         :meth:`send_audio`), messages come in through :meth:`_on_message`: no task per frame."""
         assert self._session is not None
         if self._pending_replacement is not None:
             old, reason = self._pending_replacement
             self._pending_replacement = None
             self.on_notice(SessionReplaced(old, self._session.id, reason))
-        keepalive = self._settings.keepalive_seconds
-        if keepalive > 0:
-            self._keepalive_timer = asyncio.get_running_loop().call_later(keepalive, self._keepalive_check)
-        self._conn = conn
         try:
-            self._pump()
+            self._sender.attach(conn)
             await asyncio.shield(conn.closed)
         finally:
-            self._conn = None
-            if self._keepalive_timer is not None:
-                self._keepalive_timer.cancel()
-                self._keepalive_timer = None
+            self._sender.detach()
             if not conn.closed.done():  # cancelled (finish timed out, or handed over): say goodbye
                 conn.close(self._goodbye)
         code = conn.close_code
-        if self._ended or (code == 1000 and self._stopping):
+        if self._ended or (code == 1000 and self._sender.stopping):
             return "ended"
         if code is not None and (close_code_loses_session(code) or code == 1000):
             return "lost"
         return "reconnect"
-
-    def _pump(self) -> None:
-        """Send what the replay buffer has for the current connection, then ``stop_recording`` once
-        everything is out at hang-up. Never blocks: a paused transport keeps the audio buffered."""
-        conn = self._conn
-        if conn is None or not conn.writable:
-            return
-        for piece in self.replay.pieces(flush=self._stopping):
-            conn.send_binary(piece)
-        if self._stopping and not self._stop_sent and self.replay.pending == 0:
-            conn.send_text(STOP_RECORDING)
-            self._stop_sent = True
-
-    def _keepalive_check(self) -> None:
-        """Every ``keepalive_seconds``: if no phone audio came meanwhile, send silence (a hold, a stalled
-        carrier) so Gladia's inactivity timeout never closes the session. One timer per session, not
-        one per frame."""
-        keepalive = self._settings.keepalive_seconds
-        if not self._stopping and self.replay.appended_bytes == self._appended_at_last_check:
-            fill = silence(self._format, 100)
-            self.keepalive_bytes += len(fill)
-            self.replay.append(fill)
-            self._pump()
-            log.debug("stt.keepalive", bytes=len(fill))
-        self._appended_at_last_check = self.replay.appended_bytes
-        self._keepalive_timer = asyncio.get_running_loop().call_later(keepalive, self._keepalive_check)
 
     def _on_message(self, data: str | bytes) -> None:
         """One server message, straight from the connection's ``data_received``."""
         try:
             event = parse_server_message(data)
         except SttProtocolError as exc:
-            self.server_errors += 1
             log.warning("stt.bad_message", error=str(exc))
             return
         match event:
@@ -481,7 +397,6 @@ class SttStream:
                 if event.kind == "end_session":
                     self._ended = True
             case ServerError():
-                self.server_errors += 1
                 log.warning("stt.server_error", kind=event.kind, message=event.message)
             case SpeechStart():
                 self.on_notice(CallerSpeech(started=True, channel=event.channel))
@@ -497,7 +412,7 @@ class SttStream:
         utt = event.utterance
         if not self._finals.accept(self._session.id, event.id, utt):
             return
-        self.finals += 1
+        self.counters.finals += 1
         origin = self._session.origin_bytes / self._format.bytes_per_second
         self.on_notice(FinalUtterance(event.id, utt, self._session.id, origin + utt.start, origin + utt.end))
 
@@ -509,5 +424,5 @@ class SttStream:
             sessions.append((self._session, self.ended_normally))
         unfinished = [(s.id, s.origin_bytes / self._format.bytes_per_second) for s, ended in sessions if not ended]
         recovered = await recover_missed_finals(self._api, self._finals, unfinished, self.on_notice, self._sleep)
-        self.recovered_finals += recovered
+        self.counters.recovered_finals += recovered
         return recovered

@@ -7,10 +7,11 @@ fast as the socket takes it. It reports what the bridge did: how the stream was 
 the bridge sent back on the socket (audio, marks, clears).
 
 A two-party call (``outbound``: what the other party says, e.g. the right channel of a stereo WAV) goes out
-as the carrier's second track, where the carrier has one (:data:`TWO_TRACK_CARRIERS`): Twilio's and
-SignalWire's ``both_tracks``, Telnyx's ``stream_track=both_tracks``, Plivo's ``audioTrack="both"`` (one
-message per track and 20 ms, the inbound track's first), and jambonz/FreeSWITCH ``stereo`` forks (both
-channels interleaved in each binary frame).
+as the carrier's second track, where its description says it has one (``capabilities.two_tracks``;
+:data:`bridge.tools.dialects.TWO_TRACK_CARRIERS`): Twilio's and SignalWire's ``both_tracks``, Telnyx's
+``stream_track=both_tracks``, Plivo's ``audioTrack="both"`` (one message per track and 20 ms, the inbound
+track's first), and jambonz/FreeSWITCH ``stereo`` forks (both channels interleaved in each binary frame).
+The carriers' messages come from :mod:`bridge.tools.dialects`.
 """
 
 from __future__ import annotations
@@ -24,249 +25,17 @@ import sys
 import time
 import uuid
 import wave
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 import websockets
 
-from bridge.adapters import CARRIERS
-from bridge.audio import ULAW_8K, AudioFormat, make_transcoder, samples_to_float, silence
+from bridge.audio import ULAW_8K, samples_to_float, silence
 from bridge.errors import WavError
+from bridge.tools.dialects import Dialect, TwilioLikeWriter, carrier_of, dialect
 from bridge.tools.ear import TwilioEar
-from bridge.tools.writers.asterisk import AsteriskStreamWriter
-from bridge.tools.writers.audiofork import AudioForkStreamWriter
-from bridge.tools.writers.exotel import ExotelStreamWriter
-from bridge.tools.writers.plivo import PlivoStreamWriter
-from bridge.tools.writers.signalwire import SignalWireStreamWriter
-from bridge.tools.writers.telnyx import TelnyxStreamWriter
-from bridge.tools.writers.twilio import TwilioStreamWriter
-from bridge.tools.writers.vonage import VonageStreamWriter
 from bridge.wav import Wav, read_wav, to_ulaw_8k
-
-FRAME_BYTES = 160  # 20 ms of 8 kHz mu-law
-TWO_TRACKS = ["inbound", "outbound"]
-
-
-@dataclass
-class Dialect:
-    """One carrier's stream as the simulator plays it."""
-
-    messages: Iterator[str | bytes]
-    audio_format: AudioFormat
-    native_audio: bytes  # what the carrier carries: the input converted to its format
-    frame_seconds: float
-    subprotocols: tuple[str, ...] = ()
-    sends_stop: bool = True
-    writer: TwilioStreamWriter | SignalWireStreamWriter | None = None  # Twilio-like: mark echoes, more media
-    messages_per_frame: int = 1  # 2 for a two-track call in one message per track
-
-
-def native(ulaw: bytes, fmt: AudioFormat) -> bytes:
-    """The 8 kHz mu-law input as the carrier would carry it."""
-    transcoder = make_transcoder(ULAW_8K, fmt)
-    return transcoder.feed(ulaw) + transcoder.flush()
-
-
-# (inbound 8 kHz mu-law, call sid, stream sid, parameters, L16 format or None, outbound 8 kHz mu-law or None)
-Build = Callable[[bytes, str, str, dict[str, str], AudioFormat | None, bytes | None], Dialect]
-
-
-def _native_outbound(outbound: bytes | None, fmt: AudioFormat) -> bytes | None:
-    return None if outbound is None else native(outbound, fmt)
-
-
-def _twilio(
-    ulaw: bytes,
-    call_sid: str,
-    stream_sid: str,
-    parameters: dict[str, str],
-    l16: AudioFormat | None,
-    outbound: bytes | None = None,
-) -> Dialect:
-    tracks = TWO_TRACKS if outbound is not None else ["inbound"]
-    w = TwilioStreamWriter(call_sid, stream_sid, parameters=parameters, tracks=tracks)
-    return Dialect(w.call(ulaw, FRAME_BYTES, outbound), ULAW_8K, ulaw, 0.02, writer=w, messages_per_frame=len(tracks))
-
-
-def _signalwire(
-    ulaw: bytes,
-    call_sid: str,
-    stream_sid: str,
-    parameters: dict[str, str],
-    l16: AudioFormat | None,
-    outbound: bytes | None = None,
-) -> Dialect:
-    fmt = l16 or ULAW_8K
-    audio = native(ulaw, fmt)
-    tracks = TWO_TRACKS if outbound is not None else ["inbound"]
-    sw = SignalWireStreamWriter(
-        call_sid, stream_sid, parameters=parameters, sample_rate=l16.sample_rate if l16 else None, tracks=tracks
-    )
-    messages = sw.call(audio, fmt.bytes_for_ms(20), _native_outbound(outbound, fmt))
-    return Dialect(messages, fmt, audio, 0.02, writer=sw, messages_per_frame=len(tracks))
-
-
-def _telnyx(
-    ulaw: bytes,
-    call_sid: str,
-    stream_sid: str,
-    parameters: dict[str, str],
-    l16: AudioFormat | None,
-    outbound: bytes | None = None,
-) -> Dialect:
-    fmt = l16 or ULAW_8K
-    audio = native(ulaw, fmt)
-    caller, called = _numbers(parameters)
-    tw = TelnyxStreamWriter(
-        call_sid,
-        stream_sid,
-        caller,
-        called,
-        "L16" if l16 else "PCMU",
-        fmt.sample_rate,
-        both_tracks=outbound is not None,
-    )
-    messages = tw.call(audio, fmt.bytes_for_ms(20), _native_outbound(outbound, fmt))
-    return Dialect(messages, fmt, audio, 0.02, messages_per_frame=2 if outbound is not None else 1)
-
-
-def _plivo(
-    ulaw: bytes,
-    call_sid: str,
-    stream_sid: str,
-    parameters: dict[str, str],
-    l16: AudioFormat | None,
-    outbound: bytes | None = None,
-) -> Dialect:
-    fmt = l16 or ULAW_8K
-    audio = native(ulaw, fmt)
-    tracks = TWO_TRACKS if outbound is not None else ["inbound"]
-    pw = PlivoStreamWriter(
-        call_sid,
-        stream_sid,
-        parameters=parameters,
-        sample_rate=l16.sample_rate if l16 else None,
-        send_stop=True,
-        tracks=tracks,
-    )
-    messages = pw.call(audio, fmt.bytes_for_ms(20), _native_outbound(outbound, fmt))
-    return Dialect(messages, fmt, audio, 0.02, messages_per_frame=len(tracks))
-
-
-def _exotel(
-    ulaw: bytes,
-    call_sid: str,
-    stream_sid: str,
-    parameters: dict[str, str],
-    l16: AudioFormat | None,
-    outbound: bytes | None = None,
-) -> Dialect:
-    fmt = l16 or AudioFormat("pcm16", 8000)
-    audio = native(ulaw, fmt)
-    caller, called = _numbers(parameters)
-    ew = ExotelStreamWriter(call_sid, stream_sid, caller, called, fmt.sample_rate)
-    return Dialect(ew.call(audio, fmt.bytes_for_ms(100)), fmt, audio, 0.1)
-
-
-def _vonage(
-    ulaw: bytes,
-    call_sid: str,
-    stream_sid: str,
-    parameters: dict[str, str],
-    l16: AudioFormat | None,
-    outbound: bytes | None = None,
-) -> Dialect:
-    fmt = l16 or AudioFormat("pcm16", 16000)
-    audio = native(ulaw, fmt)
-    caller, called = _numbers(parameters)
-    vw = VonageStreamWriter(call_sid, fmt.sample_rate, {"from": caller, "to": called})
-    return Dialect(vw.call(audio, fmt.bytes_for_ms(20)), fmt, audio, 0.02, sends_stop=False)
-
-
-def _audiofork(
-    ulaw: bytes,
-    call_sid: str,
-    stream_sid: str,
-    parameters: dict[str, str],
-    l16: AudioFormat | None,
-    outbound: bytes | None = None,
-) -> Dialect:
-    fmt = l16 or AudioFormat("pcm16", 8000)
-    audio = native(ulaw, fmt)
-    caller, called = _numbers(parameters)
-    aw = AudioForkStreamWriter(
-        call_sid, fmt.sample_rate, caller, called, mix_type="mono" if outbound is None else "stereo"
-    )
-    messages = aw.call(audio, fmt.bytes_for_ms(20), _native_outbound(outbound, fmt))
-    return Dialect(messages, fmt, audio, 0.02, (aw.subprotocol,), sends_stop=False)
-
-
-def _asterisk(
-    ulaw: bytes,
-    call_sid: str,
-    stream_sid: str,
-    parameters: dict[str, str],
-    l16: AudioFormat | None,
-    outbound: bytes | None = None,
-) -> Dialect:
-    fmt = l16 or ULAW_8K
-    audio = native(ulaw, fmt)
-    caller, called = _numbers(parameters)
-    name = "ulaw" if fmt == ULAW_8K else ("slin" if fmt.sample_rate == 8000 else f"slin{fmt.sample_rate // 1000}")
-    xw = AsteriskStreamWriter(call_sid, name, json_style=True, caller=caller, called=called)
-    return Dialect(xw.call(audio, fmt.bytes_for_ms(20)), fmt, audio, 0.02, sends_stop=False)
-
-
-def _numbers(parameters: dict[str, str]) -> tuple[str, str]:
-    return parameters.get("From", "+15550100"), parameters.get("To", "+15550199")
-
-
-# One entry per carrier in bridge.adapters.CARRIERS (tests/test_call_command.py checks they match).
-DIALECTS: dict[str, Build] = {
-    "twilio": _twilio,
-    "signalwire": _signalwire,
-    "telnyx": _telnyx,
-    "plivo": _plivo,
-    "exotel": _exotel,
-    "vonage": _vonage,
-    "audiofork": _audiofork,
-    "asterisk": _asterisk,
-}
-
-# The carriers whose stream can carry the other party too (the rest stream one track: Exotel, Vonage, Asterisk).
-TWO_TRACK_CARRIERS = ("twilio", "signalwire", "telnyx", "plivo", "audiofork")
-
-
-def dialect(
-    carrier: str,
-    ulaw: bytes,
-    call_sid: str,
-    stream_sid: str,
-    parameters: dict[str, str],
-    sample_rate: int | None = None,
-    outbound: bytes | None = None,
-) -> Dialect:
-    """The messages ``carrier`` would send for a call carrying ``ulaw`` (8 kHz mu-law).
-
-    ``sample_rate`` picks L16 at that rate for carriers that offer it (SignalWire, Telnyx, Plivo,
-    Exotel, Vonage, audio forks, Asterisk); by default each uses its usual format. ``outbound`` (8 kHz
-    mu-law, as long as ``ulaw``) is the other party, on the carrier's second track.
-
-    Raises:
-        ValueError: an unknown carrier, or ``outbound`` for a carrier not in :data:`TWO_TRACK_CARRIERS`.
-    """
-    build = DIALECTS.get(carrier)
-    if build is None:
-        raise ValueError(f"unknown carrier {carrier!r}; known: {', '.join(CARRIERS)}")
-    if outbound is not None and carrier not in TWO_TRACK_CARRIERS:
-        raise ValueError(two_tracks_unsupported(carrier))
-    l16 = AudioFormat("pcm16", sample_rate) if sample_rate else None
-    return build(ulaw, call_sid, stream_sid, parameters, l16, outbound)
-
-
-def two_tracks_unsupported(carrier: str) -> str:
-    return f"{carrier} streams one track; two-party calls play on {', '.join(TWO_TRACK_CARRIERS)}"
 
 
 def read_two_tracks(data: bytes) -> tuple[bytes, bytes]:
@@ -352,13 +121,12 @@ async def play_call(
         ulaw, outbound = ulaw.ljust(length, b"\xff"), outbound.ljust(length, b"\xff")  # mu-law silence
     if url.startswith(("http://", "https://")):
         url = "ws" + url[4:]  # http -> ws, https -> wss
-    is_twilio_like = carrier in ("twilio", "signalwire")
-    call_sid = call_sid or (("CA" if carrier == "twilio" else "") + uuid.uuid4().hex)
-    stream_sid = ("MZ" if carrier == "twilio" else "") + uuid.uuid4().hex
+    rules = carrier_of(carrier).frames
+    call_sid = call_sid or (rules.call_sid_prefix + uuid.uuid4().hex)
+    stream_sid = rules.stream_sid_prefix + uuid.uuid4().hex
     params = parameters or {"From": "+15550100", "To": "+15550199"}
     play = dialect(carrier, ulaw, call_sid, stream_sid, params, sample_rate, outbound)
-    has_stream_id = is_twilio_like or carrier in ("telnyx", "plivo", "exotel")
-    report = CallReport(call_sid, stream_sid if has_stream_id else call_sid)
+    report = CallReport(call_sid, stream_sid if rules.own_stream_id else call_sid)
     writer = play.writer
     ear = report.ear = TwilioEar() if listen_reply and writer is not None and play.audio_format == ULAW_8K else None
     messages = list(play.messages)
@@ -429,7 +197,7 @@ async def play_call(
 async def _linger(
     ws: Any,
     play: Dialect,
-    writer: TwilioStreamWriter | SignalWireStreamWriter,
+    writer: TwilioLikeWriter,
     ear: TwilioEar | None,
     t0: float,
     frames: int,

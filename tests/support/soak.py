@@ -5,19 +5,15 @@ seconds; checks nothing was lost and samples the bridge's memory."""
 from __future__ import annotations
 
 import asyncio
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-
+from tests.support.bridge_process import BridgeProcess, start_bridge
 from tests.support.calls import caller_audio, play_call
 from tests.support.fakes import FakeGladia, FakeWebhook, expected_texts
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def rss_kib(pid: int) -> int:
@@ -34,31 +30,9 @@ class SoakResult:
     lost_calls: list[str] = field(default_factory=list)
 
 
-async def start_bridge(env: dict[str, str], port: int) -> asyncio.subprocess.Process:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bridge",
-        "serve",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--log-level",
-        "warning",
-        env=env,
-        cwd=ROOT,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
-    async with aiohttp.ClientSession() as http:
-        for _ in range(300):
-            try:
-                async with http.get(f"http://127.0.0.1:{port}/healthz"):
-                    return proc
-            except aiohttp.ClientConnectionError:
-                await asyncio.sleep(0.05)
-    raise RuntimeError("bridge did not start")
+async def start_soak_bridge(env: dict[str, str], port: int) -> BridgeProcess:
+    """``bridge serve`` for a soak, on ``port``: warnings only in its log, so logging costs no CPU."""
+    return await start_bridge(env, "--log-level", "warning", port=port, log_format=None)
 
 
 async def run_waves(

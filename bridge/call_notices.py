@@ -1,0 +1,109 @@
+"""What a call's Gladia session tells, turned into bot events and the reply's cues.
+
+The session task calls :class:`SttNotices` with each notice; it never awaits (posting an event queues
+it). Finals become ``utterance.final`` (and go on record), a replaced or lost session
+``stt.session_replaced`` / ``stt.failed``; speech and partial words go to the bot's socket as realtime
+events. Only the caller's words (channel 0) steer the reply.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, assert_never
+
+from bridge.call_payloads import utterance_json, who
+from bridge.delivery import PendingEvent
+from bridge.reply.bot_socket import BotSocket
+from bridge.reply.call_reply import CallReply
+from bridge.stt.notices import (
+    CallerSpeech,
+    FinalUtterance,
+    PartialUtterance,
+    SessionReplaced,
+    SttGaveUp,
+    SttNotice,
+)
+
+
+class SttNotices:
+    """One call's STT notices to bot events (see the module docstring); counts the finals."""
+
+    def __init__(
+        self,
+        call_id: str,
+        describe: Callable[[], dict[str, Any]],
+        speakers: tuple[str, str],
+        both_parties: bool,
+        reply: CallReply,
+        post: Callable[[str, dict[str, Any]], PendingEvent | None],
+        bot_socket: BotSocket | None,
+        record: Callable[[dict[str, Any]], None],
+    ) -> None:
+        self.call_id = call_id
+        self._describe = describe  # the call object of the events
+        self.speakers = speakers
+        self.both_parties = both_parties
+        self.reply = reply
+        self._post = post
+        self.bot_socket = bot_socket
+        self._record = record  # a final's utterance, for the transcript
+        self.utterances = 0
+
+    def __call__(self, notice: SttNotice) -> None:
+        match notice:
+            case FinalUtterance():
+                self.utterances += 1
+                # Only the caller's words (channel 0) steer the reply: on a call of both parties,
+                # channel 1 is the other party (or, on a stereo stream that plays back, the bot itself).
+                during = (
+                    self.reply.caller_final(notice.id, notice.utterance.text) if notice.utterance.channel == 0 else None
+                )
+                utterance = utterance_json(notice, self.speakers)
+                self._post(
+                    "utterance.final",
+                    {
+                        "call": self._describe(),
+                        "utterance": utterance,
+                        "stt_session_id": notice.session_id,
+                        "during_playback": during,
+                    },
+                )
+                self._record(utterance)
+            case SessionReplaced():
+                self._post(
+                    "stt.session_replaced",
+                    {
+                        "call": self._describe(),
+                        "old_stt_session_id": notice.old_session_id,
+                        "stt_session_id": notice.new_session_id,
+                        "reason": notice.reason,
+                    },
+                )
+            case SttGaveUp():
+                self._post("stt.failed", {"call": self._describe(), "reason": notice.reason})
+            case CallerSpeech():
+                if notice.channel == 0:
+                    self.reply.caller_speech(notice.started)
+                if notice.started and self.bot_socket is not None:
+                    self.bot_socket.realtime(
+                        "speech.started",
+                        {"call_id": self.call_id, "call": self._describe(), **self._who(notice.channel)},
+                    )
+            case PartialUtterance():
+                if notice.channel == 0:
+                    self.reply.caller_words(notice.text)
+                if self.bot_socket is not None:
+                    self.bot_socket.realtime(
+                        "utterance.partial",
+                        {
+                            "call_id": self.call_id,
+                            "call": self._describe(),
+                            "text": notice.text,
+                            **self._who(notice.channel),
+                        },
+                    )
+            case _:
+                assert_never(notice)
+
+    def _who(self, channel: int) -> dict[str, Any]:
+        return who(self.both_parties, self.speakers, channel)

@@ -1,0 +1,94 @@
+"""A call's transcript: its record in the transcript store, and the conversation it keeps, bounded, for
+its last bot event, ``transcript.completed``.
+
+The whole record (words included) is in the transcript store and its API (:class:`CallRecord` writes
+it; the store's writer thread does the I/O, never awaited). ``transcript.completed`` carries each final's
+text, times, channel and speaker, in order of time, at most ``MAX_CONVERSATION_UTTERANCES`` of them and
+``MAX_CONVERSATION_CHARS`` of text, and then says it is cut (:class:`Conversation`, pure).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from bridge.transcripts import TranscriptStore
+
+MAX_CONVERSATION_UTTERANCES = 2000  # transcript.completed carries at most this many utterances ...
+MAX_CONVERSATION_CHARS = 200_000  # ... and this much text (the whole record is in the transcript API)
+_TURN_FIELDS = ("id", "channel", "speaker", "start", "end", "text", "language")
+_TURN_CHANNEL, _TURN_START = _TURN_FIELDS.index("channel"), _TURN_FIELDS.index("start")
+
+
+class Conversation:
+    """A call's utterances for ``transcript.completed``, within bounds. One tuple per utterance, its
+    fields in ``_TURN_FIELDS``' order (a tuple is about a third of a dict's size, and a call keeps up
+    to 2000 of them)."""
+
+    __slots__ = ("_chars", "_turns")
+
+    def __init__(self) -> None:
+        self._turns: list[tuple[Any, ...]] = []
+        self._chars = 0
+
+    def add(self, utterance: dict[str, Any]) -> bool:
+        """Keep a final (an ``utterance.final``'s utterance) if it fits; False when it is left out."""
+        chars = len(utterance["text"])
+        if len(self._turns) >= MAX_CONVERSATION_UTTERANCES or self._chars + chars > MAX_CONVERSATION_CHARS:
+            return False
+        self._chars += chars
+        self._turns.append(tuple([utterance[k] for k in _TURN_FIELDS]))
+        return True
+
+    def turns(self) -> list[dict[str, Any]]:
+        """The utterances kept, in order of time (then channel)."""
+        ordered = sorted(self._turns, key=lambda u: (u[_TURN_START], u[_TURN_CHANNEL]))
+        return [dict(zip(_TURN_FIELDS, u, strict=True)) for u in ordered]
+
+
+def transcript_json(
+    call: dict[str, Any],
+    speakers: list[str],
+    conversation: Conversation,
+    utterances_total: int,
+    transcript_path: str | None,
+) -> dict[str, Any]:
+    """``transcript.completed``: the whole conversation in order of time, each utterance with its
+    speaker (words are in the transcript API); cut at the bounds, and then it says so."""
+    turns = conversation.turns()
+    return {
+        "call": call,
+        "speakers": speakers,
+        "utterances": turns,
+        "utterances_total": utterances_total,
+        "truncated": len(turns) < utterances_total,
+        "transcript_path": transcript_path,
+    }
+
+
+class CallRecord:
+    """One call's transcript: in the store (None: transcripts off) and in its conversation."""
+
+    __slots__ = ("call_id", "conversation", "store")
+
+    def __init__(self, call_id: str, store: TranscriptStore | None) -> None:
+        self.call_id = call_id
+        self.store = store
+        self.conversation = Conversation()
+
+    def started(self, call: dict[str, Any], speakers: list[str]) -> None:
+        if self.store is not None:
+            self.store.call_started({**call, "speakers": speakers}, time.time())
+
+    def final(self, utterance: dict[str, Any]) -> None:
+        """A final for the transcript: kept on record (the store's writer thread; never waits) and,
+        within bounds, for ``transcript.completed``."""
+        if self.store is not None:
+            self.store.utterance(self.call_id, utterance)
+        self.conversation.add(utterance)
+
+    def completed_json(self, call: dict[str, Any], speakers: list[str], utterances_total: int) -> dict[str, Any]:
+        """``transcript.completed`` (see :func:`transcript_json`), with where the whole record is."""
+        path = f"/v1/calls/{self.call_id}/transcript" if self.store is not None else None
+        return transcript_json(call, speakers, self.conversation, utterances_total, path)

@@ -1,0 +1,113 @@
+"""The call a phone stream carries, start to end: wait for the carrier's ``start``, take the suspended
+call it restarts (or, in fleet mode, adopt the one another instance held) or begin a new one, run it,
+then end it or keep it suspended for a restarted stream.
+
+The HTTP edge (:func:`bridge.http.phone.phone_stream`) accepts the socket and hands it here with what
+the application holds: the call registry, the calls' services, the metrics and the fleet (if any).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+import structlog
+
+from bridge.call import Call
+from bridge.call_resume import CarriedCall, restart_proven
+from bridge.delivery import stored_event
+from bridge.phone_stream import CallResult
+from bridge.stt.stream import SessionState as SttSessionState
+
+if TYPE_CHECKING:
+    from bridge.call_registry import CallRegistry
+    from bridge.call_services import CallServices
+    from bridge.fleet.fleet import Fleet
+    from bridge.fleet.handover import Adopted
+    from bridge.metrics import Metrics
+    from bridge.phone_connection import PhoneConnection
+    from bridge.phone_stream import PhoneStream
+    from bridge.stats import CallStats
+
+log = structlog.get_logger("bridge.phone")
+
+
+async def carry_call(
+    stream: PhoneStream,
+    messages: PhoneConnection,
+    calls: CallRegistry,
+    services: CallServices,
+    metrics: Metrics,
+    fleet: Fleet | None,
+) -> CallResult:
+    """One stream, start to end: wait for ``start``, take the call it restarts or begin a new one, run
+    it, then end the call or keep it suspended for a restart. Returns how the stream ended."""
+    settings = services.settings
+    start = await stream.wait_for_start(messages)
+    if isinstance(start, CallResult):
+        return start
+    started = start.started
+    suspended = calls.suspended
+    key = (started.provider, started.call_sid)
+    call = suspended.take(key, started)
+    if call is None:
+        if suspended.waiting(key):
+            log.warning(
+                "call.restart_refused",
+                call_sid=started.call_sid,
+                waiting=suspended.waiting(key),
+                detail="a stream names a suspended call without its resume token (bridge.resume) or "
+                "from another account: started as a call of its own",
+            )
+        carried = None
+        if fleet is not None and restart_proven(services.resume_secret, started):
+            # A restarted stream whose call another instance holds (or held): carry it on here.
+            adopted = await fleet.adopt(started.provider, started.call_sid, channels=started.channels)
+            if adopted is not None:
+                carried = _carried(adopted)
+        call = Call.carry_on(started, carried, services) if carried is not None else Call.begin(started, services)
+        if fleet is not None:  # this instance holds the carrier socket: it owns the call (an adopted one too)
+            fleet.own(call, started.provider, started.call_sid)
+
+        def ended(call_id: str, stats: CallStats) -> None:
+            calls.call_ended(call_id)
+            metrics.call_ended(call_id, stats)
+            if fleet is not None:
+                fleet.call_over(call_id)
+
+        call.on_ended = ended
+    call.attach(stream)
+    calls.live[call.id] = call
+    result = stream.end_without_stop  # also what a cancelled handler (the peer vanished) means
+    try:
+        result = await call.run(stream, messages, start.rest)
+    except Exception:  # top of the stream's task: a bug must end this call only, and say so
+        log.exception("call.crashed", call_id=call.id)
+        result = CallResult("internal_error", 1011, "internal error")
+    finally:
+        # Whatever happened (cancellation included), the call is either waiting for a restart or ended.
+        calls.live.pop(call.id, None)
+        grace = settings.server.stream_restart_grace
+        if result.reason == "socket_closed" and grace > 0 and not suspended.closed:
+            log.info("call.stream_lost", waiting_for_restart=grace)
+            suspended.suspend(call, key, grace)
+        else:
+            # The end of a call (last finals, call.ended) runs as its own task, shielded: it completes
+            # even if the server cancels the handler when the phone hangs up.
+            end = asyncio.create_task(call.end(result), name=f"call-end-{call.id}")
+            suspended.track(end)
+            await asyncio.shield(end)
+    return result
+
+
+def _carried(adopted: Adopted) -> CarriedCall:
+    """What an adopted call brings (fleet mode): its Gladia session, sequence and undelivered events."""
+    record = adopted.record
+    events = [stored_event(adopted.call_id, entry_id, fields) for entry_id, fields in adopted.events]
+    return CarriedCall(
+        adopted.call_id,
+        SttSessionState.from_fields(record),
+        int(record.get("last_sequence") or 0),
+        events,
+        streams=int(record.get("streams") or 1),
+    )
