@@ -14,24 +14,12 @@ import aiohttp
 import structlog
 from aiohttp import web
 
-from bridge.app_keys import (
-    ADMISSION,
-    CALL_SERVICES,
-    CLOCK,
-    DELIVERY,
-    FLEET,
-    HTTP_CLIENT,
-    METRICS,
-    OUTBOX,
-    RESUME_SECRET,
-    SETTINGS,
-    SPEAKER,
-    WORKER,
-)
-from bridge.call_registry import CALLS, CallRegistry
-from bridge.call_services import CallServices
+from bridge.app_keys import CLOCK, FLEET, HTTP_CLIENT, RESUME_SECRET, SETTINGS, WORKER
+from bridge.call.registry import CALLS, CallRegistry
+from bridge.call.services import CALL_SERVICES, CallServices
 from bridge.clock import SYSTEM_CLOCK, Clock
-from bridge.delivery import Delivery, EventStore
+from bridge.delivery import DELIVERY, Delivery, EventStore
+from bridge.delivery.outbox import OUTBOX, Outbox, OutboxWriter
 from bridge.errors import ConfigError
 from bridge.http.bot_api import add_routes as add_bot_api
 from bridge.http.health import add_routes as add_health_routes
@@ -39,12 +27,11 @@ from bridge.http.phone import phone_stream
 from bridge.http.transcripts import TRANSCRIPTS, recent_calls, transcript_store
 from bridge.http.transcripts import add_routes as add_transcript_api
 from bridge.http.twiml import twilio_voice
-from bridge.metrics import Metrics
-from bridge.outbox import Outbox, OutboxWriter
+from bridge.metrics import METRICS, Metrics
 from bridge.reply.bot_resend import resend_left_over
-from bridge.reply.tts import OpenAiSpeech, PiperSpeech, Speaker
+from bridge.reply.tts import SPEAKER, OpenAiSpeech, PiperSpeech, Speaker
 from bridge.settings import Settings
-from bridge.stt.admission import Admission
+from bridge.stt.admission import ADMISSION, Admission
 
 log = structlog.get_logger("bridge.app")
 
@@ -253,7 +240,7 @@ async def _delivery(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _call_services(app: web.Application) -> AsyncIterator[None]:
-    """cleanup_ctx: what every call uses, bundled once (:class:`~bridge.call_services.CallServices`)."""
+    """cleanup_ctx: what every call uses, bundled once (:class:`~bridge.call.services.CallServices`)."""
     app[CALL_SERVICES] = CallServices(
         settings=app[SETTINGS],
         http=app[HTTP_CLIENT],

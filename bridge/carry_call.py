@@ -13,15 +13,15 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from bridge.call import Call
-from bridge.call_resume import CarriedCall, restart_proven
+from bridge.call.lifetime import Call
+from bridge.call.resume import CarriedCall, restart_proven
 from bridge.delivery import stored_event
 from bridge.phone_stream import CallResult
 from bridge.stt.stream import SessionState as SttSessionState
 
 if TYPE_CHECKING:
-    from bridge.call_registry import CallRegistry
-    from bridge.call_services import CallServices
+    from bridge.call.registry import CallRegistry
+    from bridge.call.services import CallServices
     from bridge.fleet.fleet import Fleet
     from bridge.fleet.handover import Adopted
     from bridge.metrics import Metrics

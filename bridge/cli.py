@@ -308,7 +308,7 @@ def _check_data_dir(settings: Settings) -> str | None:
     """Whether ``BRIDGE_DATA_DIR`` can hold the outbox: None, or one line saying what is wrong."""
     import sqlite3
 
-    from bridge.outbox import Outbox
+    from bridge.delivery.outbox import Outbox
 
     data_dir = settings.server.data_dir
     try:

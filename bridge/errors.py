@@ -18,7 +18,7 @@
      +-- WsProtocolError        (bridge.ws_protocol) a WebSocket peer broke RFC 6455 (carries a close code)
      +-- HandshakeError         (bridge.ws_protocol) not a valid WebSocket opening handshake (HTTP 400)
 
-A failed webhook POST is not an exception: :mod:`bridge.webhook` returns it as an outcome.
+A failed webhook POST is not an exception: :mod:`bridge.delivery.webhook` returns it as an outcome.
 
 Pure modules raise these; the I/O shell logs them and turns them into close codes and end reasons.
 """

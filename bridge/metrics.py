@@ -12,18 +12,32 @@ With several worker processes (``bridge serve --workers N``) the counters live i
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
+from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 
 from bridge.stats import Meter
 
 if TYPE_CHECKING:
-    from bridge.outbox import OutboxWriter
     from bridge.stats import CallStats
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 LAG_BUCKETS = (0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+class OutboxFigures(Protocol):
+    """What the metrics read of the outbox writer (:class:`bridge.delivery.outbox.OutboxWriter`)."""
+
+    @property
+    def degraded(self) -> str | None: ...
+    @property
+    def queued(self) -> int: ...
+    @property
+    def write_failures(self) -> int: ...
+    @property
+    def dropped_ops(self) -> int: ...
+    def counts(self) -> dict[str, int]: ...
 
 
 class Metrics:
@@ -144,7 +158,7 @@ class Metrics:
             child = self._webhook_children[outcome] = self.webhook.labels(outcome)
         return child
 
-    def update_outbox(self, writer: OutboxWriter) -> None:
+    def update_outbox(self, writer: OutboxFigures) -> None:
         """The outbox writer's state, once a second."""
         for name, count in writer.counts().items():
             self.outbox.labels(name).set(count)
@@ -193,3 +207,7 @@ class Metrics:
             multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
             return bytes(generate_latest(registry))
         return bytes(generate_latest(self.registry))
+
+
+# The application's key for it (set up by bridge.app's cleanup_ctx).
+METRICS = web.AppKey("metrics", Metrics)  # the bridge's counters and gauges (/metrics)

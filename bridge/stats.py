@@ -1,5 +1,5 @@
 """One call's figures at one moment, as a single frozen snapshot: the ``call.ended`` summary is this
-snapshot (built from the call's parts by :mod:`bridge.call_figures`). The Prometheus metrics read a
+snapshot (built from the call's parts by :mod:`bridge.call.figures`). The Prometheus metrics read a
 live call's :class:`Meter` every second (its counters alone) and its last snapshot at the end;
 nothing else reaches into a call."""
 
@@ -100,7 +100,7 @@ class Meter(NamedTuple):
     @classmethod
     def of(cls, figures: object) -> Meter:
         """The meter of a call's figures: a :class:`CallStats` snapshot, or a live call's
-        :class:`~bridge.call_figures.CallFigures` (the same names, read without a snapshot)."""
+        :class:`~bridge.call.figures.CallFigures` (the same names, read without a snapshot)."""
         return cls._make(_METER_FIGURES(figures))
 
 

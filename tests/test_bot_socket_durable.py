@@ -23,7 +23,7 @@ import pytest
 from aiohttp import web
 
 from bridge.delivery import PendingEvent, event_body, webhook_id
-from bridge.outbox import Outbox, OutboxWriter
+from bridge.delivery.outbox import Outbox, OutboxWriter
 from bridge.reply.bot_resend import resend_left_over
 from bridge.settings import BotWsSettings
 from bridge.tools.writers.twilio import TwilioStreamWriter

@@ -1,7 +1,7 @@
-"""The pure parts of a call, each on its own: resume tokens (bridge.call_resume), bot-event payloads
-(bridge.call_payloads), the conversation for transcript.completed (bridge.call_record), the chain that
-keeps webhook answers from looping (bridge.call_answers); and a call is what fleet mode holds
-(:class:`bridge.call_services.FleetCall`, checked by mypy on a typed assignment)."""
+"""The pure parts of a call, each on its own: resume tokens (bridge.call.resume), bot-event payloads
+(bridge.call.payloads), the conversation for transcript.completed (bridge.call.record), the chain that
+keeps webhook answers from looping (bridge.call.answers); and a call is what fleet mode holds
+(:class:`bridge.call.services.FleetCall`, checked by mypy on a typed assignment)."""
 
 from __future__ import annotations
 
@@ -13,12 +13,12 @@ import pytest
 
 from bridge.adapters.base import CallStarted
 from bridge.audio import ULAW_8K
-from bridge.call import Call
-from bridge.call_answers import MAX_ANSWER_CHAIN, MAX_GENERATIONS_KEPT, AnswerChain
-from bridge.call_payloads import call_json, param, started_json, utterance_json, who
-from bridge.call_record import MAX_CONVERSATION_CHARS, MAX_CONVERSATION_UTTERANCES, Conversation, transcript_json
-from bridge.call_resume import RESUME_PARAMETER, restart_accepted, restart_proven, resume_token
-from bridge.call_services import FleetCall
+from bridge.call.answers import MAX_ANSWER_CHAIN, MAX_GENERATIONS_KEPT, AnswerChain
+from bridge.call.lifetime import Call
+from bridge.call.payloads import call_json, param, started_json, utterance_json, who
+from bridge.call.record import MAX_CONVERSATION_CHARS, MAX_CONVERSATION_UTTERANCES, Conversation, transcript_json
+from bridge.call.resume import RESUME_PARAMETER, restart_accepted, restart_proven, resume_token
+from bridge.call.services import FleetCall
 from bridge.stt.notices import FinalUtterance
 from bridge.stt.protocol import Utterance, Word
 

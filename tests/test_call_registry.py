@@ -1,11 +1,11 @@
-"""The call registry (:mod:`bridge.call_registry`): what it finds by id, and how many ended ids it keeps."""
+"""The call registry (:mod:`bridge.call.registry`): what it finds by id, and how many ended ids it keeps."""
 
 from __future__ import annotations
 
 from typing import cast
 
-from bridge.call import Call
-from bridge.call_registry import CallRegistry
+from bridge.call.lifetime import Call
+from bridge.call.registry import CallRegistry
 
 
 def test_a_live_call_is_found_by_its_id_and_an_unknown_id_is_not() -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.call_services import FleetCall
+from bridge.call.services import FleetCall
 from bridge.fleet.fleet import Fleet
 from bridge.reply.actions import Action, parse_actions
 from bridge.settings import FleetSettings

@@ -19,7 +19,7 @@ import pytest
 from standardwebhooks.webhooks import Webhook
 
 from bridge.clock import Clock
-from bridge.outbox import Outbox, OutboxWriter
+from bridge.delivery.outbox import Outbox, OutboxWriter
 from bridge.tools.writers.twilio import TwilioStreamWriter
 from tests.support.bridge_process import BridgeProcess, run_bridge, start_bridge
 from tests.support.calls import WEBHOOK_SECRET, BridgeFactory, caller_audio, play_call, wait_for

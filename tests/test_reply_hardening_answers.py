@@ -24,10 +24,11 @@ from bridge.adapters.stream_auth import stream_token_valid
 from bridge.adapters.twilio import signature_valid
 from bridge.audio import ULAW_8K
 from bridge.backoff import Backoff
-from bridge.call import Call
-from bridge.call_services import CallServices
+from bridge.call.lifetime import Call
+from bridge.call.services import CallServices
 from bridge.delivery import CallDelivery, DeliveryContext, PendingEvent
 from bridge.delivery import Delivery as Deliveries
+from bridge.delivery.webhook import Delivered, WebhookClient, WebhookEvent, WebhookResponse
 from bridge.errors import ActionError
 from bridge.phone_stream import CallResult
 from bridge.reply.actions import parse_actions
@@ -35,7 +36,6 @@ from bridge.settings import Settings, WebhookSettings
 from bridge.stats import CallStats
 from bridge.transcripts import TranscriptStore
 from bridge.untrusted import MAX_JSON_DEPTH, json_too_deep, loads, read_bounded, same_secret
-from bridge.webhook import Delivered, WebhookClient, WebhookEvent, WebhookResponse
 from tests.support.calls import FAST, BridgeFactory, caller_audio, play_call, wait_for
 from tests.support.fakes import FakeGladia, FakeWebhook, expected_texts
 from tests.test_stream_restart import CALL_SID, stream_part, voice_parameters

@@ -1,4 +1,4 @@
-"""A call's figures are read in one place (:mod:`bridge.call_figures`): the snapshot (``call.ended``'s
+"""A call's figures are read in one place (:mod:`bridge.call.figures`): the snapshot (``call.ended``'s
 summary) and the meter the metrics read every second agree, field by field."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import aiohttp
 
 from bridge.adapters.base import StreamCounters
 from bridge.audio import ULAW_8K
-from bridge.call_figures import CallFigures, EarlierStreams
-from bridge.delivery_queue import DeliveryCounters
+from bridge.call.figures import CallFigures, EarlierStreams
+from bridge.delivery.queue import DeliveryCounters
 from bridge.reply.figures import ReplyFigures
 from bridge.settings import GladiaSettings
 from bridge.stats import CallStats, Meter

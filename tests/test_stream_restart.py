@@ -15,9 +15,9 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from bridge.app import create_app, drain_calls
-from bridge.app_keys import ADMISSION
-from bridge.call_registry import CALLS
+from bridge.call.registry import CALLS
 from bridge.settings import Settings
+from bridge.stt.admission import ADMISSION
 from bridge.tools.writers.twilio import TwilioStreamWriter
 from tests.support.calls import FAST, WEBHOOK_SECRET, BridgeFactory, caller_audio, wait_for
 from tests.support.fakes import FakeGladia, FakeWebhook, expected_texts

@@ -19,7 +19,7 @@ import pytest
 import webvtt
 from aiohttp.test_utils import TestServer
 
-from bridge.call_registry import CALLS
+from bridge.call.registry import CALLS
 from bridge.clock import Clock
 from bridge.errors import ConfigError
 from bridge.http.transcripts import TRANSCRIPTS

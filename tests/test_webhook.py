@@ -15,10 +15,10 @@ from aiohttp.test_utils import TestServer
 from standardwebhooks.webhooks import Webhook
 
 from bridge.backoff import Backoff
-from bridge.delivery_context import DeliveryContext, PendingEvent
-from bridge.delivery_queue import CallDelivery
+from bridge.delivery.context import DeliveryContext, PendingEvent
+from bridge.delivery.queue import CallDelivery
+from bridge.delivery.webhook import Delivered, Failed, WebhookClient, WebhookEvent, WebhookResponse
 from bridge.settings import WebhookSettings
-from bridge.webhook import Delivered, Failed, WebhookClient, WebhookEvent, WebhookResponse
 from tests.support.calls import WEBHOOK_SECRET
 from tests.support.fakes import VirtualClock
 

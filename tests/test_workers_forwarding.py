@@ -20,7 +20,7 @@ import pytest
 
 from bridge.app import create_app
 from bridge.blocking import BlockingPool, PoolFull
-from bridge.call_registry import CALLS
+from bridge.call.registry import CALLS
 from bridge.http.transcripts import TRANSCRIPTS
 from bridge.settings import Settings
 from bridge.sibling_socket import install

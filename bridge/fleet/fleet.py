@@ -9,7 +9,7 @@ rest of the bridge uses (the I/O shell over :mod:`bridge.fleet.keys`).
 :mod:`bridge.fleet.outbox`      the calls' undelivered events in Redis (when a webhook is configured)
 ==============================  =====================================================================
 
-A call reaches the fleet as itself (:class:`bridge.call_services.FleetCall`, :meth:`Fleet.own`): the
+A call reaches the fleet as itself (:class:`bridge.call.services.FleetCall`, :meth:`Fleet.own`): the
 fleet applies its actions, writes its Gladia session state for a successor, hands it over, or ends it
 here when another instance took it over.
 """
@@ -34,7 +34,7 @@ from bridge.reply.actions import Action
 from bridge.settings import FleetSettings
 
 if TYPE_CHECKING:
-    from bridge.call_services import FleetCall
+    from bridge.call.services import FleetCall
 
 log = structlog.get_logger("bridge.fleet")
 

@@ -25,7 +25,7 @@ import structlog
 from bridge.fleet.scripts import REDIS_FAILED, FleetRedis, ScriptCall
 
 if TYPE_CHECKING:
-    from bridge.call_services import FleetCall
+    from bridge.call.services import FleetCall
 
 log = structlog.get_logger("bridge.fleet")
 

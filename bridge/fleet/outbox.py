@@ -1,7 +1,7 @@
 """Fleet mode's durable outbox: each call's undelivered events in its Redis stream, so that when an
 instance dies another one delivers them, in order, with the same ``webhook-id``.
 
-The same interface as the SQLite outbox writer (:class:`bridge.outbox.OutboxWriter`), used the same
+The same interface as the SQLite outbox writer (:class:`bridge.delivery.outbox.OutboxWriter`), used the same
 way by :mod:`bridge.delivery`: every method returns at once and queues a write; one task sends the
 writes in order, a batch per round trip (a pipeline of scripts). Each write names the epoch under
 which this instance holds the call (:mod:`bridge.fleet.keys`), so an instance that lost the call can

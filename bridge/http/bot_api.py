@@ -25,7 +25,7 @@ from typing import Any
 from aiohttp import web
 
 from bridge.app_keys import FLEET, SETTINGS
-from bridge.call_registry import CALLS
+from bridge.call.registry import CALLS
 from bridge.errors import ActionError, FleetUnavailable
 from bridge.ids import is_call_id
 from bridge.reply.actions import MAX_REQUEST_BYTES, parse_actions

@@ -11,8 +11,11 @@ import os
 
 from aiohttp import web
 
-from bridge.app_keys import ADMISSION, FLEET, METRICS, OUTBOX, WORKER
-from bridge.call_registry import CALLS
+from bridge.app_keys import FLEET, WORKER
+from bridge.call.registry import CALLS
+from bridge.delivery.outbox import OUTBOX
+from bridge.metrics import METRICS
+from bridge.stt.admission import ADMISSION
 
 
 async def healthz(request: web.Request) -> web.Response:

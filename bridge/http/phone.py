@@ -20,12 +20,15 @@ from aiohttp import web
 
 from bridge.adapters import CARRIERS
 from bridge.adapters.stream_auth import Secrets, Upgrade
-from bridge.app_keys import ADMISSION, CALL_SERVICES, FLEET, METRICS, SETTINGS
-from bridge.call_registry import CALLS
+from bridge.app_keys import FLEET, SETTINGS
+from bridge.call.registry import CALLS
+from bridge.call.services import CALL_SERVICES
 from bridge.carry_call import carry_call
 from bridge.http.twiml import stream_url
+from bridge.metrics import METRICS
 from bridge.phone_connection import PhoneConnection
 from bridge.phone_stream import CallResult, PhoneStream
+from bridge.stt.admission import ADMISSION
 
 if TYPE_CHECKING:
     from bridge.settings import Settings

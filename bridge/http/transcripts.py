@@ -50,7 +50,7 @@ from aiohttp import web
 
 from bridge.app_keys import CLOCK, SETTINGS
 from bridge.blocking import BlockingPool, PoolFull
-from bridge.call_registry import CALLS
+from bridge.call.registry import CALLS
 from bridge.clock import Clock
 from bridge.http.bot_api import authorized
 from bridge.settings import Settings, TranscriptSettings

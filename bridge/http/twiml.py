@@ -14,7 +14,7 @@ from aiohttp import web
 
 from bridge.adapters.twilio import connect_stream_twiml, fork_stream_twiml, signature_valid
 from bridge.app_keys import RESUME_SECRET, SETTINGS
-from bridge.call_resume import RESUME_PARAMETER, resume_token
+from bridge.call.resume import RESUME_PARAMETER, resume_token
 from bridge.settings import DIAL_NUMBER
 
 log = structlog.get_logger("bridge.phone")

@@ -32,6 +32,7 @@ from typing import Any, Protocol
 
 import aiohttp
 import numpy as np
+from aiohttp import web
 
 from bridge.errors import TtsError
 
@@ -276,3 +277,7 @@ class OpenAiSpeech:
 
     async def aclose(self) -> None:
         return None
+
+
+# The application's key for it (set up by bridge.app's cleanup_ctx).
+SPEAKER: web.AppKey[Speaker | None] = web.AppKey("speaker")  # speech for `say` (None: no engine)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+from aiohttp import web
+
 
 class Admission:
     """At most ``limit`` Gladia sessions at once for this bridge (0: no limit); the rest wait in order."""
@@ -27,3 +29,7 @@ class Admission:
         self.active -= 1
         if self._sem is not None:
             self._sem.release()
+
+
+# The application's key for it (set up by bridge.app's cleanup_ctx).
+ADMISSION = web.AppKey("admission", Admission)  # gladia.max_sessions, shared by the calls

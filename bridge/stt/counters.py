@@ -1,5 +1,5 @@
 """What a call's STT stream counts (:class:`SttCounters`, ``SttStream.counters``): read for the call's
-``call.ended`` summary and its metrics by :mod:`bridge.call_figures`. Pure: no I/O."""
+``call.ended`` summary and its metrics by :mod:`bridge.call.figures`. Pure: no I/O."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 @dataclass(slots=True)
 class SttCounters:
-    """What a call's STT stream counts for the call's summary and metrics (:mod:`bridge.call_figures`)."""
+    """What a call's STT stream counts for the call's summary and metrics (:mod:`bridge.call.figures`)."""
 
     sessions: int = 0  # Gladia sessions opened (or carried on from another instance)
     connections: int = 0  # WebSocket connections that opened, to any session

@@ -16,7 +16,7 @@ def outbox_command(args: argparse.Namespace, settings: Settings) -> int:
     """``bridge outbox list`` / ``bridge outbox replay``, over every outbox file in the data dir."""
     import json
 
-    from bridge.outbox import Outbox
+    from bridge.delivery.outbox import Outbox
 
     data_dir = settings.server.data_dir
     paths = sorted(p for p in [data_dir / "outbox.sqlite3", *data_dir.glob("outbox-w*.sqlite3")] if p.exists())
@@ -85,7 +85,7 @@ def outbox_command(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _replay(settings: Settings, outbox: Any, events: list[Any], timeout: float) -> tuple[int, int]:
-    from bridge.outbox import OutboxWriter
+    from bridge.delivery.outbox import OutboxWriter
 
     writer = OutboxWriter(outbox)
     writer.start()

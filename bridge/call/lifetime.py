@@ -16,14 +16,14 @@ synchronous), so a slow Gladia or bot cannot delay the phone.
 
 Stream restarts: a carrier's stream that drops without ``stop`` (Twilio does not reconnect, but an
 application can re-issue the TwiML from a status callback) leaves the call *suspended*
-(:mod:`bridge.suspended_calls`) for ``server.stream_restart_grace`` seconds, its Gladia session and
-delivery queue kept open; a new stream that proves it is the same call (:mod:`bridge.call_resume`) is
+(:mod:`bridge.call.suspended`) for ``server.stream_restart_grace`` seconds, its Gladia session and
+delivery queue kept open; a new stream that proves it is the same call (:mod:`bridge.call.resume`) is
 attached to it: same call id, Gladia session and event sequence, and the bot gets ``call.stream_restarted``.
 
-What a call holds besides its life is apart: its STT profile and speakers (:mod:`bridge.call_profile`),
-its events' payloads (:mod:`bridge.call_payloads`), Gladia's notices to bot events
-(:mod:`bridge.call_notices`), the bot's answers (:mod:`bridge.call_answers`), its transcript
-(:mod:`bridge.call_record`), what it uses (:mod:`bridge.call_services`).
+What a call holds besides its life is apart: its STT profile and speakers (:mod:`bridge.call.profile`),
+its events' payloads (:mod:`bridge.call.payloads`), Gladia's notices to bot events
+(:mod:`bridge.call.notices`), the bot's answers (:mod:`bridge.call.answers`), its transcript
+(:mod:`bridge.call.record`), what it uses (:mod:`bridge.call.services`).
 """
 
 from __future__ import annotations
@@ -37,7 +37,6 @@ from typing import Any, assert_never
 
 import structlog
 
-from bridge import call_payloads
 from bridge.adapters.base import (
     Audio,
     CallStarted,
@@ -52,14 +51,15 @@ from bridge.adapters.base import (
     StreamCounters,
 )
 from bridge.audio import AudioFormat
-from bridge.call_answers import WebhookAnswers
-from bridge.call_figures import CallFigures, EarlierStreams
-from bridge.call_notices import SttNotices
-from bridge.call_payloads import started_json
-from bridge.call_profile import call_profile, call_speakers
-from bridge.call_record import CallRecord
-from bridge.call_resume import CarriedCall, restart_accepted
-from bridge.call_services import CallServices
+from bridge.call import payloads as call_payloads
+from bridge.call.answers import WebhookAnswers
+from bridge.call.figures import CallFigures, EarlierStreams
+from bridge.call.notices import SttNotices
+from bridge.call.payloads import started_json
+from bridge.call.profile import call_profile, call_speakers
+from bridge.call.record import CallRecord
+from bridge.call.resume import CarriedCall, restart_accepted
+from bridge.call.services import CallServices
 from bridge.delivery import CallDelivery, PendingEvent
 from bridge.errors import PhoneProtocolError
 from bridge.phone_stream import AudioPath, CallResult, MessageSource, PhoneStream
@@ -107,7 +107,7 @@ class Call:
             emit=self._emit,
             on_hangup=self._bot_hung_up,
         )
-        # the reply's events out and the bot's answers to the call's events in (bridge.call_answers)
+        # the reply's events out and the bot's answers to the call's events in (bridge.call.answers)
         self._answers = WebhookAnswers(self.reply, self._post, self.call_json)
         self.delivery: CallDelivery = services.delivery.open(
             self.id,
@@ -161,7 +161,7 @@ class Call:
         self.dtmf = 0
         self.on_ended: Callable[[str, CallStats], None] | None = None  # e.g. the metrics' last update
         # Set while the call is suspended (its stream dropped, a restart may come): ends it from there
-        # (bridge.suspended_calls), e.g. when the bot hangs up meanwhile.
+        # (bridge.call.suspended), e.g. when the bot hangs up meanwhile.
         self.end_suspended_now: Callable[[EndReason], None] | None = None
         # Set there too: takes the call off the suspended calls without ending it (fleet mode: it
         # carries on on another instance), so the call imports nothing of them.
@@ -195,7 +195,7 @@ class Call:
         log.info("call.carried_on", streams=carried.streams + 1, events_left=len(carried.events))
         return call
 
-    # -- fleet mode (bridge.call_services.FleetCall) ----------------------------------------------
+    # -- fleet mode (bridge.call.services.FleetCall) ----------------------------------------------
 
     def apply_actions(self, actions: list[Action], key: str) -> object:
         """Fleet mode: actions another instance routed to this call (``key`` deduplicates a retry)."""
@@ -375,7 +375,7 @@ class Call:
 
     @property
     def utterances(self) -> int:
-        """The finals the call has had (bridge.call_notices turns them into utterance.final)."""
+        """The finals the call has had (bridge.call.notices turns them into utterance.final)."""
         return self._notices.utterances
 
     def _transcript_json(self) -> dict[str, Any]:
@@ -398,7 +398,7 @@ class Call:
         return event
 
     def _emit(self, type_: str, payload: dict[str, Any]) -> None:
-        """An event of the reply loop: posted unless it would feed a loop of answers (bridge.call_answers)."""
+        """An event of the reply loop: posted unless it would feed a loop of answers (bridge.call.answers)."""
         self._answers.emit(type_, payload)
 
     def lost_to_another_instance(self) -> None:

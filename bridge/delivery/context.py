@@ -1,7 +1,7 @@
 """What every call's delivery shares: an event on its way (:class:`PendingEvent`, its ``webhook-id``
 and its JSON body), where accepted events are kept until delivered (:class:`EventStore`), and the
 delivery's context (:class:`DeliveryContext`: the webhook client, the retry policy, the store, the
-clock). The queues are :mod:`bridge.delivery_queue`, the app-wide delivery :mod:`bridge.delivery`.
+clock). The queues are :mod:`bridge.delivery.queue`, the app-wide delivery :mod:`bridge.delivery`.
 """
 
 from __future__ import annotations
@@ -16,16 +16,16 @@ from typing import Any, Protocol
 import orjson
 
 from bridge.backoff import Backoff
+from bridge.delivery.webhook import WebhookClient, WebhookEvent, WebhookResponse
 from bridge.metrics import Metrics
 from bridge.settings import WebhookSettings
-from bridge.webhook import WebhookClient, WebhookEvent, WebhookResponse
 
 ResponseHandler = Callable[["PendingEvent", WebhookResponse], None]
 
 
 class EventStore(Protocol):
     """Where accepted events are kept until delivered: the SQLite outbox on one machine
-    (:class:`~bridge.outbox.OutboxWriter`), Redis in fleet mode (:class:`bridge.fleet.outbox.FleetOutbox`).
+    (:class:`~bridge.delivery.outbox.OutboxWriter`), Redis in fleet mode (:class:`bridge.fleet.outbox.FleetOutbox`).
     Every method queues a write and returns at once."""
 
     def call_started(self, call_id: str, call_json: str) -> None: ...
@@ -66,7 +66,7 @@ class DeliveryContext:
     # confirmed: wait); False never again (another instance took the call over: drop the queue).
     gate: Callable[[str], bool | None] | None = None
     # BOT_WS_URL without BOT_WEBHOOK_URL: the store keeps each event until the bot acknowledges it on
-    # its socket (:meth:`bridge.delivery_queue.CallDelivery.acknowledged`); the log-only path never releases one.
+    # its socket (:meth:`bridge.delivery.queue.CallDelivery.acknowledged`); the log-only path never releases one.
     socket_acks: bool = False
 
 

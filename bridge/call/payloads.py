@@ -11,7 +11,7 @@ from typing import Any
 
 from bridge.adapters.base import CallStarted
 from bridge.audio import AudioFormat
-from bridge.call_resume import RESUME_PARAMETER
+from bridge.call.resume import RESUME_PARAMETER
 from bridge.stt.notices import FinalUtterance
 
 

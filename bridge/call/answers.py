@@ -18,11 +18,11 @@ from typing import Any
 import structlog
 
 from bridge.delivery import PendingEvent
+from bridge.delivery.webhook import WebhookResponse
 from bridge.errors import ActionError
 from bridge.reply.actions import parse_actions
 from bridge.reply.call_reply import CallReply
 from bridge.untrusted import loads
-from bridge.webhook import WebhookResponse
 
 log = structlog.get_logger("bridge.call")
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import structlog
 
 from bridge.adapters.base import CallStarted
-from bridge.call import Call
+from bridge.call.lifetime import Call
 from bridge.stats import EndReason
 
 log = structlog.get_logger("bridge.call")

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from operator import attrgetter
 
 from bridge.adapters.base import StreamCounters
-from bridge.delivery_queue import DeliveryCounters
+from bridge.delivery.queue import DeliveryCounters
 from bridge.reply.figures import ReplyFigures
 from bridge.stats import CallStats, EndReason, Meter
 from bridge.stt.stream import SttStream

@@ -1,14 +1,17 @@
 """Delivery: every call event goes to the bot webhook, retried, in order, once per ``webhook-id``.
 
-This module is the app-wide delivery (:class:`Delivery`): it opens one
-:class:`~bridge.delivery_queue.CallDelivery` per call (the call's bounded queue and its worker, which
+The package: :mod:`~bridge.delivery.context` (an event, its ``webhook-id`` and body, what the calls'
+queues share), :mod:`~bridge.delivery.queue` (one call's ordered queue and its worker),
+:mod:`~bridge.delivery.webhook` (one signed POST and its outcome), :mod:`~bridge.delivery.outbox` (every
+event on disk until the bot has it). Here: the app-wide delivery (:class:`Delivery`), which opens one
+:class:`~bridge.delivery.queue.CallDelivery` per call (the call's bounded queue and its worker, which
 posts and retries), and sends again what the store kept. Each event has a stable ``webhook-id``
-(``msg_<call id>_<sequence>``, :mod:`bridge.delivery_context`) kept across retries, so a bot that
+(``msg_<call id>_<sequence>``, :mod:`bridge.delivery.context`) kept across retries, so a bot that
 drops ids it has seen processes every event exactly once even when a retry crosses a slow 2xx.
 
-Durability: with an :class:`~bridge.outbox.OutboxWriter`, each event's insert is queued for the
+Durability: with an :class:`~bridge.delivery.outbox.OutboxWriter`, each event's insert is queued for the
 outbox before the event is queued for delivery, and its delete after the 2xx; an event given up is
-kept there as dead. Delivery never waits for the disk (see :mod:`bridge.outbox` for when an event
+kept there as dead. Delivery never waits for the disk (see :mod:`bridge.delivery.outbox` for when an event
 counts as accepted). One recovery path, :meth:`Delivery.redeliver`, sends stored events again: at
 start-up (:meth:`Delivery.recover`: what a previous process left pending, plus a ``call.ended``
 with ``end_reason: bridge_restarted`` for calls a crash cut short) and in ``bridge outbox replay``.
@@ -30,14 +33,15 @@ from typing import Any
 
 import aiohttp
 import structlog
+from aiohttp import web
 
 from bridge.backoff import Backoff
-from bridge.delivery_context import DeliveryContext, EventStore, PendingEvent, ResponseHandler, event_body, webhook_id
-from bridge.delivery_queue import CallDelivery
+from bridge.delivery.context import DeliveryContext, EventStore, PendingEvent, ResponseHandler, event_body, webhook_id
+from bridge.delivery.outbox import OutboxWriter, StoredEvent
+from bridge.delivery.queue import CallDelivery
+from bridge.delivery.webhook import WebhookClient
 from bridge.metrics import Metrics
-from bridge.outbox import OutboxWriter, StoredEvent
 from bridge.settings import WebhookSettings
-from bridge.webhook import WebhookClient
 
 # The delivery's names, wherever they are defined (the importers of ``bridge.delivery`` use them).
 __all__ = [
@@ -206,3 +210,7 @@ def stored_event(call_id: str, entry_id: str, fields: dict[str, str]) -> Pending
 def replayed(stored: StoredEvent, now: float) -> PendingEvent:
     """A dead event sent again by hand: its age starts over, so ``max_age`` gives it a new chance."""
     return _pending(stored, created=now)
+
+
+# The application's key for it (set up by bridge.app's cleanup_ctx).
+DELIVERY = web.AppKey("delivery", Delivery)  # the bot's events: webhook and/or bot socket

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, assert_never
 
-from bridge.call_payloads import utterance_json, who
+from bridge.call.payloads import utterance_json, who
 from bridge.delivery import PendingEvent
 from bridge.reply.bot_socket import BotSocket
 from bridge.reply.call_reply import CallReply

@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from bridge.suspended_calls import SuspendedCalls
+from bridge.call.suspended import SuspendedCalls
 
 if TYPE_CHECKING:
-    from bridge.call import Call
+    from bridge.call.lifetime import Call
     from bridge.phone_connection import PhoneConnection
     from bridge.phone_stream import PhoneStream
 

@@ -37,6 +37,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from aiohttp import web
+
 from bridge.group_commit import GroupWriter
 
 SCHEMA = """
@@ -380,3 +382,7 @@ def _settled_in_batch(batch: list[_Op]) -> tuple[list[_Op], dict[str, int]]:
             continue
         kept.append((name, args))
     return kept, last
+
+
+# The application's key for it (set up by bridge.app's cleanup_ctx).
+OUTBOX: web.AppKey[OutboxWriter | None] = web.AppKey("outbox")  # the SQLite outbox (None: not durable here)

@@ -1,5 +1,5 @@
 """One call's delivery: its events in a bounded queue, and one worker task that posts them one at a
-time through the :class:`~bridge.webhook.WebhookClient`, so the bot sees them in ``sequence`` order.
+time through the :class:`~bridge.delivery.webhook.WebhookClient`, so the bot sees them in ``sequence`` order.
 
 Each event keeps its ``webhook-id`` across retries. Retries: connection errors, timeouts, 408/425/429
 and 5xx, with the context's :class:`~bridge.backoff.Backoff` policy, until the event is ``max_age``
@@ -21,8 +21,8 @@ from typing import Any, assert_never
 
 import structlog
 
-from bridge.delivery_context import DeliveryContext, PendingEvent, ResponseHandler, event_body, webhook_id
-from bridge.webhook import Delivered, Failed, WebhookResponse
+from bridge.delivery.context import DeliveryContext, PendingEvent, ResponseHandler, event_body, webhook_id
+from bridge.delivery.webhook import Delivered, Failed, WebhookResponse
 
 log = structlog.get_logger("bridge.delivery")
 
@@ -41,7 +41,7 @@ def bot_caused(type_: str) -> bool:
 
 @dataclass(slots=True)
 class DeliveryCounters:
-    """What one call's delivery counts, for the call's summary (:mod:`bridge.call_figures`)."""
+    """What one call's delivery counts, for the call's summary (:mod:`bridge.call.figures`)."""
 
     delivered: int = 0
     failed: int = 0

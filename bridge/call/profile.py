@@ -9,7 +9,7 @@ import structlog
 from pydantic import ValidationError
 
 from bridge.adapters.base import CallStarted
-from bridge.call_payloads import param
+from bridge.call.payloads import param
 from bridge.settings import Settings, speaker_labels
 from bridge.stt_profile import PARAM_PREFIX, SttProfile, stt_overrides
 

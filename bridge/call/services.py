@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
+from aiohttp import web
+
 if TYPE_CHECKING:
     import aiohttp
 
@@ -53,3 +55,7 @@ class FleetCall(Protocol):
 
     def lost_to_another_instance(self) -> None:
         """Another instance took the call over (this one was cut off or paused): end it here, quietly."""
+
+
+# The application's key for it (set up by bridge.app's cleanup_ctx).
+CALL_SERVICES = web.AppKey("call_services", CallServices)  # what every call of the application uses
