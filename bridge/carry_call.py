@@ -48,7 +48,7 @@ async def carry_call(
         return start
     started = start.started
     suspended = calls.suspended
-    key = (started.provider, started.call_sid)
+    key = (started.carrier, started.call_sid)
     call = suspended.take(key, started)
     if call is None:
         if suspended.waiting(key):
@@ -62,12 +62,12 @@ async def carry_call(
         carried = None
         if fleet is not None and restart_proven(services.resume_secret, started):
             # A restarted stream whose call another instance holds (or held): carry it on here.
-            adopted = await fleet.adopt(started.provider, started.call_sid, channels=started.channels)
+            adopted = await fleet.adopt(started.carrier, started.call_sid, channels=started.channels)
             if adopted is not None:
                 carried = _carried(adopted)
         call = Call.carry_on(started, carried, services) if carried is not None else Call.begin(started, services)
         if fleet is not None:  # this instance holds the carrier socket: it owns the call (an adopted one too)
-            fleet.own(call, started.provider, started.call_sid)
+            fleet.own(call, started.carrier, started.call_sid)
 
         def ended(call_id: str, stats: CallStats) -> None:
             calls.call_ended(call_id)

@@ -199,7 +199,7 @@ class Metrics:
         """A call's last figures, and one count under its provider and end reason."""
         self.update(call_id, Meter.of(stats), final=True)
         self.flush()
-        self.calls.labels(stats.provider, stats.end_reason or "unknown").inc()
+        self.calls.labels(stats.carrier, stats.end_reason or "unknown").inc()
 
     def render(self) -> bytes:
         if self.multiprocess:

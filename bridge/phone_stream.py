@@ -95,8 +95,8 @@ class PhoneStream:
         self._warned_unknown: set[str] = set()
 
     @property
-    def provider(self) -> str:
-        return self.adapter.provider
+    def carrier(self) -> str:
+        return self.adapter.carrier
 
     @property
     def end_without_stop(self) -> CallResult:

@@ -68,14 +68,14 @@ class CallStats:
     reply_cleared_ms: int = 0  # sent to the carrier, then cleared before it played
     barge_in_resumed: int = 0  # false interruptions: paused, then played on
     # Not in the summary: what the metrics need besides it.
-    provider: str = ""
+    carrier: str = ""
     stt_finals: int = 0
     stt_bytes_per_second: int = 0
 
     def summary(self) -> dict[str, Any]:
         """The ``call.ended`` summary (and the ``call.ended`` log line)."""
         out = asdict(self)
-        del out["provider"], out["stt_finals"], out["stt_bytes_per_second"]
+        del out["carrier"], out["stt_finals"], out["stt_bytes_per_second"]
         return out
 
 

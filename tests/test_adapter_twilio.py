@@ -61,7 +61,7 @@ def test_a_whole_stream_gives_the_expected_events() -> None:
     assert adapter.receive(CONNECTED) == [Ignored("connected")]
     (start,) = adapter.receive(START)
     assert start == CallStarted(
-        provider="twilio",
+        carrier="twilio",
         call_sid="CA00000000000000000000000000000001",
         stream_sid=SID,
         account_sid="AC00000000000000000000000000000001",

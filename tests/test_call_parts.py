@@ -43,7 +43,7 @@ def _restart(**changes: Any) -> CallStarted:
     return replace(HELD, stream_sid="MZ" + "2" * 32, parameters={RESUME_PARAMETER: token}, **changes)
 
 
-def test_a_resume_token_is_per_secret_provider_and_call() -> None:
+def test_a_resume_token_is_per_secret_carrier_and_call() -> None:
     token = resume_token(SECRET, "twilio", SID)
     assert len(token) == 32 and token == resume_token(SECRET, "twilio", SID)
     assert token not in {

@@ -65,7 +65,7 @@ def test_signalwire_uuid_ids_l16_and_wrapped_events() -> None:
     a = SignalWireAdapter()
     a.receive(json.dumps({"event": "connected", "protocol": "Call", "version": "0.2.0"}))
     (start,) = a.receive(sw_start("audio/x-L16", 16000))
-    assert isinstance(start, CallStarted) and start.provider == "signalwire"
+    assert isinstance(start, CallStarted) and start.carrier == "signalwire"
     assert start.audio_format == AudioFormat("pcm16", 16000) and start.call_sid.startswith("c0ffee00")
     wrapped = json.dumps(
         {
@@ -436,5 +436,5 @@ def test_registry_has_every_route() -> None:
     assert set(CARRIERS) == {"twilio", "signalwire", "telnyx", "plivo", "exotel", "vonage", "audiofork", "asterisk"}
     for name in CARRIERS:
         a = make_adapter(name)
-        assert a is not None and a.provider == name and a.state is StreamState.AWAITING_START
+        assert a is not None and a.carrier == name and a.state is StreamState.AWAITING_START
     assert make_adapter("nope") is None

@@ -48,7 +48,7 @@ def test_one_description_per_carrier_built_by_its_module() -> None:
     assert NAMES == ["twilio", "signalwire", "telnyx", "plivo", "exotel", "vonage", "audiofork", "asterisk"]
     for name, carrier in CARRIERS.items():
         assert carrier.name == name and carrier.adapter.__module__ == f"bridge.adapters.{name}"
-        assert carrier.factory({}, 8000).provider == name
+        assert carrier.factory({}, 8000).carrier == name
     assert set(DIALECTS) == set(CARRIERS)
     assert TWO_TRACK_CARRIERS == ("twilio", "signalwire", "telnyx", "plivo", "audiofork")
     assert {o for c in CARRIERS.values() for o in c.query_options} == set(GOOD_OPTIONS)

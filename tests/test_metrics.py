@@ -68,7 +68,7 @@ def test_a_call_read_every_second_then_ended_counts_each_frame_once() -> None:
     metrics.update("a", zero._replace(frames=120, phone_bytes=19200, reply_played_ms=1500))
     metrics.flush()
     figures: dict[str, Any] = dict.fromkeys(CallStats.__dataclass_fields__, 0)
-    figures |= {"end_reason": "stop", "stt_session_id": None, "stt_gave_up": None, "provider": "twilio"}
+    figures |= {"end_reason": "stop", "stt_session_id": None, "stt_gave_up": None, "carrier": "twilio"}
     ended = CallStats(**figures)
     metrics.call_ended("a", replace(ended, phone_frames=150, phone_bytes=24000, reply_played_ms=2000))
 

@@ -42,7 +42,7 @@ async def test_the_snapshot_and_the_meter_read_the_same_figures() -> None:
         streams=2,
         utterances=3,
         dtmf=1,
-        provider="twilio",
+        carrier="twilio",
         started_at=time.monotonic() - 2.0,
     )
 
@@ -61,7 +61,7 @@ async def test_the_snapshot_and_the_meter_read_the_same_figures() -> None:
         40,
         1,
     )
-    assert (stats.utterances, stats.dtmf, stats.provider, stats.stt_bytes_per_second) == (3, 1, "twilio", 8000)
+    assert (stats.utterances, stats.dtmf, stats.carrier, stats.stt_bytes_per_second) == (3, 1, "twilio", 8000)
     assert 2.0 <= stats.duration_s < 10.0
     assert figures.meter() == Meter.of(stats) == Meter(15, 2400, 0, 0, 1, 3, 2, 0, 1500, 0, 0, 1)
     assert figures.ack_lag() == 1600 / 8000

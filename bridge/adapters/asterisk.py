@@ -106,7 +106,7 @@ MAX_MESSAGE = 65_500  # Asterisk hangs the call up on a bigger media message
 
 
 class AsteriskAdapter(BinaryDialectAdapter):
-    provider = "asterisk"
+    carrier = "asterisk"
     start_name = "MEDIA_START"
 
     def __init__(self) -> None:
@@ -165,7 +165,7 @@ class AsteriskAdapter(BinaryDialectAdapter):
             params.setdefault("channel", str(msg["channel"]))
         self.state = StreamState.STREAMING
         return CallStarted(
-            provider=self.provider,
+            carrier=self.carrier,
             call_sid=call_id,
             stream_sid=connection,
             account_sid=None,

@@ -52,7 +52,7 @@ def _call_id(meta: Mapping[str, Any]) -> str | None:
 
 
 class AudioForkAdapter(BinaryDialectAdapter):
-    provider = "audiofork"
+    carrier = "audiofork"
     start_name = "the metadata"
     subprotocols: tuple[str, ...] = SUBPROTOCOLS
 
@@ -104,7 +104,7 @@ class AudioForkAdapter(BinaryDialectAdapter):
         self.state = StreamState.STREAMING
         caller, called = meta.get("from"), meta.get("to")
         return CallStarted(
-            provider=self.provider,
+            carrier=self.carrier,
             call_sid=str(call_id),
             stream_sid=str(call_id),
             account_sid=None,

@@ -23,7 +23,7 @@ class StreamState(enum.Enum):
 class CallStarted:
     """The stream's metadata is known: ids, custom parameters and the native audio format."""
 
-    provider: str
+    carrier: str
     call_sid: str
     stream_sid: str
     account_sid: str | None
@@ -222,12 +222,12 @@ class Outbound:
 class PhoneAdapter(Protocol):
     """One phone stream's protocol state machine.
 
-    Class attributes: ``provider`` (the route name), ``subprotocols`` (WebSocket subprotocols the
+    Class attributes: ``carrier`` (the route name), ``subprotocols`` (WebSocket subprotocols the
     carrier asks for), ``close_ends_call`` (the dialect has no stop message: the socket closing is
     the normal end of the call).
     """
 
-    provider: str
+    carrier: str
     subprotocols: tuple[str, ...]
     subprotocol: str | None  # the one negotiated for this stream (set by the shell after the upgrade)
     close_ends_call: bool

@@ -41,7 +41,7 @@ class L16Frames:
 
 
 class BinaryDialectAdapter(Outbound):
-    provider: str
+    carrier: str
     start_name: ClassVar[str]  # the message that starts a stream, for error messages
     subprotocols: tuple[str, ...] = ()
     close_ends_call = True

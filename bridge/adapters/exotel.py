@@ -55,7 +55,7 @@ def media_format(fmt: dict[str, Any]) -> AudioFormat:
 
 
 class ExotelAdapter(JsonDialectAdapter):
-    provider = "exotel"
+    carrier = "exotel"
     dialect = "Exotel"
     stream_key = "stream_sid"
     sequence_key = "sequence_number"
@@ -76,7 +76,7 @@ class ExotelAdapter(JsonDialectAdapter):
             raise PhoneProtocolError("start.media_format is not an object")
         caller, called, account = start.get("from"), start.get("to"), start.get("account_sid")
         return CallStarted(
-            provider=self.provider,
+            carrier=self.carrier,
             call_sid=call_sid,
             stream_sid=stream_sid,
             account_sid=account if isinstance(account, str) else None,

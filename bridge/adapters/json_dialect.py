@@ -29,7 +29,7 @@ from bridge.errors import PhoneProtocolError
 
 
 class JsonDialectAdapter(Outbound):
-    provider: str
+    carrier: str
     dialect: ClassVar[str]  # for error messages: "Twilio", "Telnyx", ...
     stream_key: ClassVar[str]  # the stream id field of each message
     sequence_key: ClassVar[str | None] = None  # the per-message counter, if the dialect has one

@@ -37,7 +37,7 @@ def parse_extra_headers(value: Any) -> dict[str, str]:
 
 
 class PlivoAdapter(JsonDialectAdapter):
-    provider = "plivo"
+    carrier = "plivo"
     dialect = "Plivo"
     stream_key = "streamId"
     sequence_key = "sequenceNumber"
@@ -73,7 +73,7 @@ class PlivoAdapter(JsonDialectAdapter):
         # messages; start.tracks lists both (or says "both").
         self.both_parties = "both" in tracks or {"inbound", "outbound"} <= set(tracks)
         return CallStarted(
-            provider=self.provider,
+            carrier=self.carrier,
             call_sid=call_id,
             stream_sid=stream_id,
             account_sid=account if isinstance(account, str) else None,

@@ -26,7 +26,7 @@ ENVELOPE_KEYS = ("sequenceNumber", "streamSid")  # what the wrapper may carry fo
 
 
 class SignalWireAdapter(TwilioAdapter):
-    provider = "signalwire"
+    carrier = "signalwire"
     dialect = "SignalWire"
     passive_events = frozenset({"connected", "clear"})  # "clear": SignalWire acknowledging ours
 

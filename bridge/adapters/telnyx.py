@@ -223,7 +223,7 @@ def _parameters(value: Any) -> dict[str, str]:
 
 
 class TelnyxAdapter(JsonDialectAdapter):
-    provider = "telnyx"
+    carrier = "telnyx"
     dialect = "Telnyx"
     stream_key = "stream_id"
     stream_events = frozenset({"media", "dtmf", "mark", "stop"})
@@ -262,7 +262,7 @@ class TelnyxAdapter(JsonDialectAdapter):
         self._swap_other = _NetworkOrder() if codec == "pcm16" else None
         caller, called, user = start.get("from"), start.get("to"), start.get("user_id")
         return CallStarted(
-            provider=self.provider,
+            carrier=self.carrier,
             call_sid=call_id,
             stream_sid=stream_id,
             account_sid=user if isinstance(user, str) else None,

@@ -29,14 +29,14 @@ from bridge.audio import ULAW_8K, AudioFormat
 from bridge.errors import PhoneProtocolError
 from bridge.untrusted import same_secret
 
-PROVIDER = "twilio"
+NAME = "twilio"
 _KNOWN_EVENTS = frozenset({"connected", "start", "media", "dtmf", "mark", "stop"})
 
 
 class TwilioAdapter(JsonDialectAdapter):
     """State machine of one Twilio media stream (see the module docstring)."""
 
-    provider = PROVIDER
+    carrier = NAME
     dialect = "Twilio"
     stream_key = "streamSid"
     sequence_key = "sequenceNumber"
@@ -63,7 +63,7 @@ class TwilioAdapter(JsonDialectAdapter):
         # its own mono media messages; such a stream is one-way (Twilio plays nothing back on it).
         self.both_parties = {"inbound", "outbound"} <= {t.removesuffix("_track") for t in names}
         return CallStarted(
-            provider=self.provider,
+            carrier=self.carrier,
             call_sid=call_sid,
             stream_sid=stream_sid,
             account_sid=account if isinstance(account, str) else None,
@@ -214,11 +214,11 @@ def authenticate(upgrade: Upgrade, secrets: Secrets) -> Refusal | None:
     token = secrets.twilio_auth_token
     if token is not None and not signature_valid(token, upgrade.url, upgrade.headers.get("X-Twilio-Signature")):
         return Refusal("twilio.bad_signature", "invalid X-Twilio-Signature\n", {"path": upgrade.path})
-    return check_stream_token(PROVIDER, upgrade, secrets)
+    return check_stream_token(NAME, upgrade, secrets)
 
 
 CARRIER = Carrier(
-    PROVIDER,
+    NAME,
     "Twilio Media Streams",
     TwilioAdapter,
     plain(TwilioAdapter),

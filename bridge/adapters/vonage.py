@@ -64,7 +64,7 @@ def _dtmf_digit(msg: dict[str, Any]) -> str | None:
 
 
 class VonageAdapter(BinaryDialectAdapter):
-    provider = "vonage"
+    carrier = "vonage"
     start_name = "'websocket:connected'"
 
     def __init__(self) -> None:
@@ -108,7 +108,7 @@ class VonageAdapter(BinaryDialectAdapter):
         call_id = next((headers[k] for k in _ID_HEADERS if headers.get(k)), None) or f"vonage-{uuid.uuid4().hex}"
         self.state = StreamState.STREAMING
         return CallStarted(
-            provider=self.provider,
+            carrier=self.carrier,
             call_sid=call_id,
             stream_sid=call_id,
             account_sid=None,

@@ -51,9 +51,9 @@ class CallFigures:
         "_reply_figures",
         "_started_at",
         "_stt",
+        "carrier",
         "dtmf",
         "phone_streams",
-        "provider",
         "stt_bytes_per_second",
         "utterances",
     )
@@ -69,7 +69,7 @@ class CallFigures:
         streams: int,
         utterances: int,
         dtmf: int,
-        provider: str,
+        carrier: str,
         started_at: float,
     ) -> None:
         """``phone``: the current stream's counters; ``reply``: how to get the reply's figures;
@@ -84,7 +84,7 @@ class CallFigures:
         self.phone_streams = streams
         self.utterances = utterances
         self.dtmf = dtmf
-        self.provider = provider
+        self.carrier = carrier
         self.stt_bytes_per_second = stt.audio_format.bytes_per_second
 
     def snapshot(self, end_reason: EndReason | None = None) -> CallStats:

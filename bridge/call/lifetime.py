@@ -89,7 +89,7 @@ class Call:
         self.resume_secret = services.resume_secret
         self.started = started  # the start of the stream carrying the call now (ids, parameters)
         structlog.contextvars.bind_contextvars(
-            call_id=self.id, provider=started.provider, call_sid=started.call_sid, stream_sid=started.stream_sid
+            call_id=self.id, provider=started.carrier, call_sid=started.call_sid, stream_sid=started.stream_sid
         )
         self.profile = call_profile(settings, started)
         target = self.profile.audio_format(started.audio_format)
@@ -137,7 +137,7 @@ class Call:
             self.profile.request_body(self.stt_format),
             {
                 "bridge_call_id": self.id,
-                "provider": started.provider,
+                "provider": started.carrier,
                 "call_sid": started.call_sid,
                 "stream_sid": started.stream_sid,
             },
@@ -365,7 +365,7 @@ class Call:
         """End a suspended call (no new stream came in time, it was shed, or the bridge is stopping)."""
         structlog.contextvars.bind_contextvars(
             call_id=self.id,
-            provider=self.started.provider,
+            provider=self.started.carrier,
             call_sid=self.started.call_sid,
             stream_sid=self.started.stream_sid,
         )
@@ -441,6 +441,6 @@ class Call:
             streams=self.streams,
             utterances=self.utterances,
             dtmf=self.dtmf,
-            provider=self.started.provider,
+            carrier=self.started.carrier,
             started_at=self._t0,
         )

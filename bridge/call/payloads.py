@@ -30,7 +30,7 @@ def call_json(call_id: str, started: CallStarted) -> dict[str, Any]:
     """The ``call`` object of every bot event."""
     return {
         "id": call_id,
-        "provider": started.provider,
+        "provider": started.carrier,
         "call_sid": started.call_sid,
         "stream_sid": started.stream_sid,
         "from": param(started, "from"),

@@ -24,17 +24,17 @@ if TYPE_CHECKING:
 RESUME_PARAMETER = "bridge.resume"  # the stream parameter holding a call's resume token
 
 
-def resume_token(secret: bytes, provider: str, call_sid: str) -> str:
+def resume_token(secret: bytes, carrier: str, call_sid: str) -> str:
     """The proof a restarted stream gives that it belongs to the call: an HMAC of the carrier's call
     id under the bridge's secret (``/twilio/voice`` puts it in the TwiML as a ``<Parameter>``)."""
-    return hmac.new(secret, f"{provider}:{call_sid}".encode(), hashlib.sha256).hexdigest()[:32]
+    return hmac.new(secret, f"{carrier}:{call_sid}".encode(), hashlib.sha256).hexdigest()[:32]
 
 
 def restart_proven(secret: bytes, started: CallStarted) -> bool:
     """Whether a stream's ``start`` carries the resume token of its carrier call (``bridge.resume``)."""
     if not secret:
         return False
-    want = resume_token(secret, started.provider, started.call_sid)
+    want = resume_token(secret, started.carrier, started.call_sid)
     return same_secret(started.parameters.get(RESUME_PARAMETER, ""), want)
 
 
@@ -43,7 +43,7 @@ def restart_accepted(secret: bytes, held: CallStarted, channels: int, started: C
     the call's last stream, ``channels`` those its Gladia session was opened for."""
     if not secret:
         return False
-    if (started.provider, started.call_sid) != (held.provider, held.call_sid):
+    if (started.carrier, started.call_sid) != (held.carrier, held.call_sid):
         return False
     if started.channels != channels:
         return False  # the Gladia session was opened for the other number of channels

@@ -129,14 +129,14 @@ class Fleet:
 
     # -- the calls this instance owns ---------------------------------------------------------------
 
-    def own(self, call: FleetCall, provider: str, call_sid: str) -> None:
+    def own(self, call: FleetCall, carrier: str, call_sid: str) -> None:
         """This instance holds the call's carrier stream: it owns the call (see :meth:`Leases.own`;
         also how a call built for an :meth:`adopt` is attached to it)."""
-        self.leases.own(call, provider, call_sid)
+        self.leases.own(call, carrier, call_sid)
 
-    async def adopt(self, provider: str, call_sid: str, channels: int = 1) -> Adopted | None:
+    async def adopt(self, carrier: str, call_sid: str, channels: int = 1) -> Adopted | None:
         """Take over a call for its restarted stream (see :meth:`HandOvers.adopt`); then :meth:`own` it."""
-        return await self.handovers.adopt(provider, call_sid, channels)
+        return await self.handovers.adopt(carrier, call_sid, channels)
 
     def holds(self, call_id: str) -> bool | None:
         """May this instance post the call's events now? (see :meth:`Leases.holds`)"""

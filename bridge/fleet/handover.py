@@ -79,7 +79,7 @@ class HandOvers:
             log.info("fleet.call_handed_over", call_id=owned.call_id, to=requester.rsplit(":", 1)[0])
         self.leases.forget(owned.call_id)
 
-    async def adopt(self, provider: str, call_sid: str, channels: int = 1) -> Adopted | None:
+    async def adopt(self, carrier: str, call_sid: str, channels: int = 1) -> Adopted | None:
         """A restarted stream reached this instance for a call another one holds (or held): ask the
         owner to hand it over (or wait for its lapsed lease), take it under a new epoch, and return its
         record and undelivered events. None: no such live call, or it could not be taken in time
@@ -91,7 +91,7 @@ class HandOvers:
         keys, client, ttl = self.keys, self.redis.client, self.redis.settings.lease_ttl
         try:
             self.counters.redis_ops += 2
-            found = await client.get(keys.carrier_call(provider, call_sid))
+            found = await client.get(keys.carrier_call(carrier, call_sid))
             record: Any = await client.hgetall(keys.call(str(found))) if found and is_call_id(str(found)) else {}
         except REDIS_FAILED as exc:
             self.redis.failed("look a restarted call up", exc)
@@ -103,7 +103,7 @@ class HandOvers:
             log.warning("fleet.adopt_refused", call_id=str(found), detail="the restarted stream's tracks differ")
             return None
         call_id = str(found)
-        owned = Owned(call_id, provider, call_sid, None, adopting=True)
+        owned = Owned(call_id, carrier, call_sid, None, adopting=True)
         self.leases.owned[call_id] = owned
         self.leases.unreleased(call_id)
         marker = keys.adopting(call_id)
@@ -118,8 +118,8 @@ class HandOvers:
                 sent = time.monotonic()
                 self.counters.redis_ops += 1
                 taken, detail = await self.redis.acquire(
-                    keys=[keys.lease(call_id), keys.call(call_id), keys.leases, keys.carrier_call(provider, call_sid)],
-                    args=[self.redis.token, int(ttl * 1000), int(time.time() * 1000), call_id, provider, call_sid],
+                    keys=[keys.lease(call_id), keys.call(call_id), keys.leases, keys.carrier_call(carrier, call_sid)],
+                    args=[self.redis.token, int(ttl * 1000), int(time.time() * 1000), call_id, carrier, call_sid],
                 )
                 if int(taken) == 1:
                     break

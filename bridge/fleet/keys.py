@@ -59,9 +59,9 @@ class Keys:
     def actions(self, call_id: str) -> str:
         return f"{self.prefix}:call:{call_id}:in"
 
-    def carrier_call(self, provider: str, call_sid: str) -> str:
+    def carrier_call(self, carrier: str, call_sid: str) -> str:
         """The bridge call id of a carrier's call (a restarted stream names only the carrier's id)."""
-        return f"{self.prefix}:sid:{provider}:{call_sid}"
+        return f"{self.prefix}:sid:{carrier}:{call_sid}"
 
     def adopting(self, call_id: str) -> str:
         return f"{self.prefix}:call:{call_id}:adopt"

@@ -51,7 +51,7 @@ class Owned:
     """A call this instance owns (or is taking)."""
 
     call_id: str
-    provider: str
+    carrier: str
     call_sid: str
     # The call itself; None while an adoption is under way (until :meth:`Leases.own` attaches the call
     # built for it), or for a call taken over only to deliver its events (no stream, no actions).
@@ -84,7 +84,7 @@ class Leases:
 
     # -- the calls this instance owns ---------------------------------------------------------------
 
-    def own(self, call: FleetCall, provider: str, call_sid: str) -> None:
+    def own(self, call: FleetCall, carrier: str, call_sid: str) -> None:
         """Take the call's lease (in a task: never waits); retried by the keep-alive until it holds. A
         call this instance has just adopted (:meth:`bridge.fleet.handover.HandOvers.adopt`) is attached
         to the lease the adoption took: its actions, which waited in Redis meanwhile, are read from now."""
@@ -93,7 +93,7 @@ class Leases:
             adopted.call = call
             self.changed.set()
             return
-        self.owned[call.id] = Owned(call.id, provider, call_sid, call)
+        self.owned[call.id] = Owned(call.id, carrier, call_sid, call)
         self.spawn(self.take(self.owned[call.id]))
 
     def epoch_of(self, call_id: str) -> int | None:
@@ -163,14 +163,14 @@ class Leases:
                     keys.lease(owned.call_id),
                     keys.call(owned.call_id),
                     keys.leases,
-                    keys.carrier_call(owned.provider, owned.call_sid),
+                    keys.carrier_call(owned.carrier, owned.call_sid),
                 ],
                 args=[
                     self.redis.token,
                     int(self.settings.lease_ttl * 1000),
                     int(time.time() * 1000),
                     owned.call_id,
-                    owned.provider,
+                    owned.carrier,
                     owned.call_sid,
                 ],
             )
@@ -202,7 +202,7 @@ class Leases:
                         keys.leases,
                         keys.actions(owned.call_id),
                         keys.outbox(owned.call_id),
-                        keys.carrier_call(owned.provider, owned.call_sid),
+                        keys.carrier_call(owned.carrier, owned.call_sid),
                     ],
                     args=[self.redis.token, owned.epoch, int(self.settings.ended_ttl), owned.call_id],
                 )

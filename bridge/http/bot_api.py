@@ -77,7 +77,7 @@ def authorized(request: web.Request) -> web.Response | None:
 def _call_json(call: Any) -> dict[str, Any]:
     return {
         "id": call.id,
-        "provider": call.started.provider,
+        "provider": call.started.carrier,
         "call_sid": call.started.call_sid,
         "stream_sid": call.started.stream_sid,
         **call.reply.state(),

@@ -91,7 +91,7 @@ async def phone_stream(request: web.Request) -> web.StreamResponse:
     stream.hang_up = lambda: _hang_up(stream, ws)
     calls.streams[stream] = ws
     watchdog = _MediaWatchdog(stream, ws, settings.server.media_timeout) if settings.server.media_timeout else None
-    structlog.contextvars.bind_contextvars(provider=adapter.provider)
+    structlog.contextvars.bind_contextvars(provider=adapter.carrier)
     try:
         result = await carry_call(stream, ws, calls, app[CALL_SERVICES], app[METRICS], app[FLEET])
     finally:

@@ -155,7 +155,7 @@ class CallReply:
             frame_bytes=frame,
             silence_byte=silence_byte,
             min_bytes=min_bytes,
-            lead_ms=self.settings.lead_ms_by_carrier.get(adapter.provider, self.settings.lead_ms),
+            lead_ms=self.settings.lead_ms_by_carrier.get(adapter.carrier, self.settings.lead_ms),
             chunk_ms=self.settings.chunk_ms,
             marks=adapter.supports_marks,
             mark_grace=self.settings.mark_grace,
@@ -198,7 +198,7 @@ class CallReply:
                 self._sender.interrupt(now, "stop")
                 if adapter is not None and not adapter.supports_clear:
                     error = (
-                        f"{adapter.provider}: the carrier cannot drop audio it already holds; the queue "
+                        f"{adapter.carrier}: the carrier cannot drop audio it already holds; the queue "
                         f"was dropped, up to {self.settings.lead_ms:.0f} ms already sent still plays"
                     )
                     self.fail(action.id, error)
@@ -208,7 +208,7 @@ class CallReply:
                 adapter is not None and not adapter.plays_audio
             ):
                 error = (
-                    f"{adapter.provider}: this stream only listens (a fork of both parties): "
+                    f"{adapter.carrier}: this stream only listens (a fork of both parties): "
                     "nothing can be played, marked or hung up on it"
                 )
                 self.fail(action.id, error)
