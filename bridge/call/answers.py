@@ -69,6 +69,8 @@ class WebhookAnswers:
     """A call's reply-loop events out (:meth:`emit`) and the bot's answers to its events in
     (:meth:`answered`), with the chain that keeps answers from looping."""
 
+    __slots__ = ("_describe", "_ignored", "_post", "chain", "not_sent", "reply")
+
     def __init__(
         self,
         reply: CallReply,

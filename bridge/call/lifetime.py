@@ -19,12 +19,7 @@ application can re-issue the TwiML from a status callback) leaves the call *susp
 (:mod:`bridge.call.suspended`) for ``server.stream_restart_grace`` seconds, its Gladia session and
 delivery queue kept open; a new stream that proves it is the same call (:mod:`bridge.call.resume`) is
 attached to it: same call id, Gladia session and event sequence, and the bot gets ``call.stream_restarted``.
-
-What a call holds besides its life is apart: its STT profile and speakers (:mod:`bridge.call.profile`),
-its events' payloads (:mod:`bridge.call.payloads`), Gladia's notices to bot events
-(:mod:`bridge.call.notices`), the bot's answers (:mod:`bridge.call.answers`), its transcript
-(:mod:`bridge.call.record`), what it uses (:mod:`bridge.call.services`).
-"""
+The call's other parts are the other modules of :mod:`bridge.call`."""
 
 from __future__ import annotations
 
@@ -76,6 +71,15 @@ log = structlog.get_logger("bridge.call")
 
 class Call:
     """One call's lifetime (see the module docstring). Build it with :meth:`begin`."""
+
+    # fmt: off
+    __slots__ = (
+        "_answers", "_audio_path", "_counters", "_earlier", "_ended", "_last_posted", "_notices", "_stream",
+        "_t0", "bot_socket", "both_parties", "delivery", "dtmf", "end_suspended_now", "id", "leave_suspension",
+        "on_ended", "profile", "record", "reply", "resume_secret", "settings", "speakers", "started", "streams",
+        "stt", "stt_format", "target", "transcripts"
+    )
+    # fmt: on
 
     def __init__(
         self,

@@ -28,6 +28,13 @@ from bridge.stt.notices import (
 class SttNotices:
     """One call's STT notices to bot events (see the module docstring); counts the finals."""
 
+    # fmt: off
+    __slots__ = (
+        "_describe", "_post", "_record", "bot_socket", "both_parties", "call_id", "reply", "speakers",
+        "utterances"
+    )
+    # fmt: on
+
     def __init__(
         self,
         call_id: str,

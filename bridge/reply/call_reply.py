@@ -71,6 +71,13 @@ class ActionResult:
 class CallReply:
     """See the module docstring. ``emit`` posts a bot event; ``on_hangup`` ends the call."""
 
+    # fmt: off
+    __slots__ = (
+        "_closed", "_earlier_playouts", "_finals", "_keys", "_producer", "_sender", "_tasks", "call_id",
+        "counters", "emit", "http", "on_hangup", "policy", "settings", "speaker", "stale_replies"
+    )
+    # fmt: on
+
     def __init__(
         self,
         call_id: str,

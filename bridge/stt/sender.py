@@ -28,6 +28,13 @@ class AudioSender:
     """See the module docstring. ``stopping`` is set at hang-up (:meth:`stop`); ``stop_sent`` is per
     connection (the loop clears it before connecting)."""
 
+    # fmt: off
+    __slots__ = (
+        "_appended_at_last_check", "_counters", "_format", "_keepalive", "_timer", "conn", "replay",
+        "stop_sent", "stopping"
+    )
+    # fmt: on
+
     def __init__(
         self, replay: ReplayBuffer, audio_format: AudioFormat, keepalive_seconds: float, counters: SttCounters
     ) -> None:

@@ -103,6 +103,14 @@ _Outcome = Literal["ended", "reconnect", "lost"]
 class SttStream:
     """See the module docstring. Create it, start :meth:`run` as a task, feed audio, :meth:`finish`."""
 
+    # fmt: off
+    __slots__ = (
+        "_admission", "_api", "_backoff_policy", "_body", "_ended", "_finals", "_format", "_goodbye",
+        "_last_session_id", "_pending_replacement", "_sender", "_session", "_sessions", "_settings", "_sleep",
+        "_task", "counters", "ended_normally", "gave_up", "on_notice", "replay"
+    )
+    # fmt: on
+
     def __init__(
         self,
         *,
