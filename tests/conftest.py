@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,6 +18,7 @@ from bridge.log import configure_logging
 from bridge.settings import Settings
 from tests.support.calls import FAST, WEBHOOK_SECRET, BridgeFactory
 from tests.support.fakes import FakeGladia, FakeWebhook
+from tests.support.redis_server import RedisServer
 
 configure_logging("debug", "json")
 
@@ -95,3 +97,14 @@ def make_stt_server(aiohttp_server: Any, recognizer: Any) -> Callable[..., Await
         return stt, server
 
     return factory
+
+
+@pytest.fixture
+async def redis_server(tmp_path: Path) -> AsyncIterator[RedisServer]:
+    """A redis-server of its own on a free loopback port, for fleet-mode tests."""
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

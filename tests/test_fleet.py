@@ -13,7 +13,6 @@ import io
 import json
 import signal
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -33,16 +32,6 @@ from tests.support.redis_server import RedisServer
 pytestmark = pytest.mark.timeout(60)
 
 TOKEN = "fleet-api-token-0123456789"
-
-
-@pytest.fixture
-async def redis_server(tmp_path: Path) -> AsyncIterator[RedisServer]:
-    server = RedisServer(tmp_path / "redis")
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 SECRET = "the-fleet-shares-this-secret"  # BRIDGE_SECRET: a restarted stream's proof, on every instance

@@ -7,9 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pytest
 
@@ -48,16 +46,6 @@ class FakeCall:
 
 
 HELD: type[FleetCall] = FakeCall  # mypy --strict fails here if the fake stops being what the fleet holds
-
-
-@pytest.fixture
-async def redis_server(tmp_path: Path) -> AsyncIterator[RedisServer]:
-    server = RedisServer(tmp_path / "redis")
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 async def test_actions_routed_while_an_adopted_call_is_built_wait_in_redis_until_it_is_attached(

@@ -16,7 +16,6 @@ import functools
 import io
 import json
 import struct
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -37,16 +36,6 @@ from tests.test_fleet import TOKEN, Instances, _api
 pytestmark = pytest.mark.timeout(90)
 
 CALL = "0123456789abcdef0123456789abcdef"  # a call id as the bridge makes them
-
-
-@pytest.fixture
-async def redis_server(tmp_path: Path) -> AsyncIterator[RedisServer]:
-    server = RedisServer(tmp_path / "redis")
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

@@ -90,34 +90,44 @@ def _imports(path: Path, package_root: Path) -> set[str]:
     return {m for m in found if m == "bridge" or m.startswith("bridge.")}
 
 
-def test_no_import_cycle_in_the_bridge() -> None:
-    """The modules of ``bridge/`` form no import cycle, counting every import (lazy ones inside functions
-    and TYPE_CHECKING ones included): each layer can be read, tested and replaced on its own."""
-    root = Path(__file__).resolve().parent.parent / "bridge"
-    modules = {
+def _modules(root: Path) -> dict[str, Path]:
+    """Every module of ``bridge/`` by dotted name (a package by its own name)."""
+    return {
         ".".join(p.relative_to(root.parent).with_suffix("").parts).removesuffix(".__init__"): p
         for p in root.rglob("*.py")
     }
-    graph = {m: {i for i in _imports(p, root) if i in modules and i != m} for m, p in modules.items()}
-    # a package's __init__ importing its own modules is how packages re-export; it is not a cycle edge back
-    cycles = []
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Every cycle a depth-first walk of ``graph`` meets, each as the ring of its nodes (first repeated)."""
+    cycles: list[list[str]] = []
     state: dict[str, int] = {}
     stack: list[str] = []
 
-    def visit(m: str) -> None:
-        state[m] = 1
-        stack.append(m)
-        for n in sorted(graph[m]):
+    def visit(node: str) -> None:
+        state[node] = 1
+        stack.append(node)
+        for n in sorted(graph.get(node, ())):
             if state.get(n) == 1:
                 cycles.append([*stack[stack.index(n) :], n])
             elif n not in state:
                 visit(n)
         stack.pop()
-        state[m] = 2
+        state[node] = 2
 
-    for m in sorted(graph):
-        if m not in state:
-            visit(m)
+    for node in sorted(graph):
+        if node not in state:
+            visit(node)
+    return cycles
+
+
+def test_no_import_cycle_in_the_bridge() -> None:
+    """The modules of ``bridge/`` form no import cycle, counting every import (lazy ones inside functions
+    and TYPE_CHECKING ones included): each layer can be read, tested and replaced on its own."""
+    root = Path(__file__).resolve().parent.parent / "bridge"
+    modules = _modules(root)
+    graph = {m: {i for i in _imports(p, root) if i in modules and i != m} for m, p in modules.items()}
+    cycles = _cycles(graph)
     assert not cycles, "\n".join(" -> ".join(c) for c in cycles)
 
 
@@ -131,35 +141,17 @@ def test_no_import_cycle_between_packages() -> None:
     package that reaches up to what uses it (a handler inside ``reply`` importing the app's state, which
     imports ``reply``) cannot be understood or replaced on its own."""
     root = Path(__file__).resolve().parent.parent / "bridge"
-    modules = {
-        ".".join(p.relative_to(root.parent).with_suffix("").parts).removesuffix(".__init__"): p
-        for p in root.rglob("*.py")
-    }
+    modules = _modules(root)
     edges: dict[str, dict[str, str]] = {}  # package -> package it imports -> one import that does it
     for m, p in modules.items():
         for i in _imports(p, root):
             target = i if i in modules else i.rsplit(".", 1)[0]
             if target in modules and _package(target) != _package(m) and _package(m) != "bridge":
                 edges.setdefault(_package(m), {}).setdefault(_package(target), f"{m} imports {i}")
-    cycles = []
-    state: dict[str, int] = {}
-    stack: list[str] = []
-
-    def visit(pkg: str) -> None:
-        state[pkg] = 1
-        stack.append(pkg)
-        for n in sorted(edges.get(pkg, {})):
-            if state.get(n) == 1:
-                ring = [*stack[stack.index(n) :], n]
-                cycles.append(", ".join(edges[a][b] for a, b in itertools.pairwise(ring)))
-            elif n not in state:
-                visit(n)
-        stack.pop()
-        state[pkg] = 2
-
-    for pkg in sorted(edges):
-        if pkg not in state:
-            visit(pkg)
+    cycles = [
+        ", ".join(edges[a][b] for a, b in itertools.pairwise(ring))
+        for ring in _cycles({pkg: set(targets) for pkg, targets in edges.items()})
+    ]
     assert not cycles, "cycles between packages:\n" + "\n".join(cycles)
 
 
