@@ -77,9 +77,11 @@ def loads(data: str | bytes | bytearray, limit: int = MAX_JSON_DEPTH) -> Any:
 
 
 def same_secret(given: str | bytes, expected: str | bytes) -> bool:
-    """Constant-time comparison of a peer's secret with ours, for any bytes the peer sent."""
-    a = given.encode("utf-8", "surrogateescape") if isinstance(given, str) else given
-    b = expected.encode("utf-8", "surrogateescape") if isinstance(expected, str) else expected
+    """Constant-time comparison of a peer's secret with ours, for any bytes the peer sent and any text
+    they decoded to (undecodable bytes as escapes, a lone surrogate from a percent-encoded query: both
+    sides encode the same way, so equal text stays equal and nothing raises)."""
+    a = given.encode("utf-8", "surrogatepass") if isinstance(given, str) else given
+    b = expected.encode("utf-8", "surrogatepass") if isinstance(expected, str) else expected
     return hmac.compare_digest(a, b)
 
 
