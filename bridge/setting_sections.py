@@ -295,6 +295,52 @@ class CarrierSettings(StrictModel):
     vonage_signature_secret: SecretStr | None = None
 
 
+def _allow_list(value: Any) -> Any:
+    if isinstance(value, str):  # BRIDGE_TRANSFER_TO=+1555,+44,sip:pbx.example.com
+        return tuple(v.strip() for v in value.split(",") if v.strip())
+    return value
+
+
+def _allowed_entry(value: tuple[str, ...]) -> tuple[str, ...]:
+    for entry in value:
+        if not (re.fullmatch(r"\+[0-9]{1,15}", entry) or re.fullmatch(r"(sips?:)?[A-Za-z0-9.\-]{1,253}", entry)):
+            raise ValueError(f"{entry!r} is neither an E.164 prefix (+1555) nor a SIP domain (pbx.example.com)")
+    return value
+
+
+TransferAllowList = Annotated[tuple[str, ...], BeforeValidator(_allow_list), AfterValidator(_allowed_entry)]
+
+
+class ControlSettings(StrictModel):
+    """Call control (bridge.call.transfer): where a bot may send a call, and each carrier's call-control
+    API. Every credential comes from the environment only; an ``*_api_url`` exists for tests and regions."""
+
+    # BRIDGE_TRANSFER_TO: E.164 prefixes and SIP domains a transfer may reach; empty: transfers refused.
+    transfer_to: TransferAllowList = ()
+    announce_ttl: float = Field(300.0, ge=10, le=3600)  # s a signed briefing URL stays valid
+    return_grace: float = Field(15.0, ge=1, le=300)  # s after the ring timeout a returning stream may take
+    twilio_account_sid: str = ""  # TWILIO_ACCOUNT_SID (with TWILIO_AUTH_TOKEN): the REST call update
+    twilio_api_url: HttpUrlOrEmpty = "https://api.twilio.com"
+    signalwire_project_id: str = ""
+    signalwire_api_token: SecretStr | None = None
+    signalwire_api_url: HttpUrlOrEmpty = ""  # https://<space>.signalwire.com
+    telnyx_api_key: SecretStr | None = None
+    telnyx_api_url: HttpUrlOrEmpty = "https://api.telnyx.com"
+    plivo_auth_id: str = ""
+    plivo_auth_token: SecretStr | None = None
+    plivo_api_url: HttpUrlOrEmpty = "https://api.plivo.com"
+    vonage_application_id: str = ""
+    vonage_private_key: SecretStr | None = None  # the PEM itself (RS256)
+    vonage_api_url: HttpUrlOrEmpty = "https://api.nexmo.com"
+    jambonz_api_url: HttpUrlOrEmpty = ""
+    jambonz_account_sid: str = ""
+    jambonz_api_key: SecretStr | None = None
+    freeswitch_esl_url: SecretStr | None = None  # esl://:password@host:8021
+    asterisk_ari_url: HttpUrlOrEmpty = ""  # http://host:8088/ari
+    asterisk_ari_user: str = ""
+    asterisk_ari_password: SecretStr | None = None
+
+
 class LogSettings(StrictModel):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["auto", "json", "console"] = "auto"

@@ -25,6 +25,7 @@ from bridge.setting_sections import (
     DIAL_NUMBER,
     BotWsSettings,
     CarrierSettings,
+    ControlSettings,
     DialNumber,
     FleetSettings,
     GladiaSettings,
@@ -54,6 +55,7 @@ __all__ = [
     "TOKEN_CARRIERS",
     "BotWsSettings",
     "CarrierSettings",
+    "ControlSettings",
     "DialNumber",
     "FleetSettings",
     "GladiaSettings",
@@ -108,6 +110,27 @@ ENV_KEYS: dict[str, str] = {
     "BRIDGE_SPEAKER_LABELS": "parties.labels",
     "BRIDGE_REDIS_URL": "fleet.redis_url",
     "BRIDGE_INSTANCE_ID": "fleet.instance_id",
+    "BRIDGE_TRANSFER_TO": "control.transfer_to",
+    "TWILIO_ACCOUNT_SID": "control.twilio_account_sid",
+    "TWILIO_API_URL": "control.twilio_api_url",
+    "SIGNALWIRE_PROJECT_ID": "control.signalwire_project_id",
+    "SIGNALWIRE_API_TOKEN": "control.signalwire_api_token",
+    "SIGNALWIRE_API_URL": "control.signalwire_api_url",
+    "TELNYX_API_KEY": "control.telnyx_api_key",
+    "TELNYX_API_URL": "control.telnyx_api_url",
+    "PLIVO_AUTH_ID": "control.plivo_auth_id",
+    "PLIVO_AUTH_TOKEN": "control.plivo_auth_token",
+    "PLIVO_API_URL": "control.plivo_api_url",
+    "VONAGE_APPLICATION_ID": "control.vonage_application_id",
+    "VONAGE_PRIVATE_KEY": "control.vonage_private_key",
+    "VONAGE_API_URL": "control.vonage_api_url",
+    "JAMBONZ_API_URL": "control.jambonz_api_url",
+    "JAMBONZ_ACCOUNT_SID": "control.jambonz_account_sid",
+    "JAMBONZ_API_KEY": "control.jambonz_api_key",
+    "FREESWITCH_ESL_URL": "control.freeswitch_esl_url",
+    "ASTERISK_ARI_URL": "control.asterisk_ari_url",
+    "ASTERISK_ARI_USER": "control.asterisk_ari_user",
+    "ASTERISK_ARI_PASSWORD": "control.asterisk_ari_password",
 }
 SECRET_KEYS = frozenset(
     {
@@ -120,6 +143,13 @@ SECRET_KEYS = frozenset(
         "bot_ws.token",
         "tts.api_key",
         "fleet.redis_url",
+        "control.signalwire_api_token",
+        "control.telnyx_api_key",
+        "control.plivo_auth_token",
+        "control.vonage_private_key",
+        "control.jambonz_api_key",
+        "control.freeswitch_esl_url",
+        "control.asterisk_ari_password",
     }
 )
 
@@ -142,6 +172,7 @@ class Settings(StrictModel):
     transcripts: TranscriptSettings = TranscriptSettings()
     parties: PartiesSettings = PartiesSettings()
     fleet: FleetSettings = FleetSettings()
+    control: ControlSettings = ControlSettings()
 
     @property
     def uses_embedded_stt(self) -> bool:

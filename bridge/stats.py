@@ -23,6 +23,8 @@ EndReason = Literal[
     "start_timeout",  # no start in time
     "bridge_restarted",  # the process died mid-call; sent after the restart
     "bot_hangup",  # the bot's hangup action
+    "transferred",  # the bot's transfer: the caller was handed to a person (bridge.call.transfer)
+    "transfer_failed",  # the transfer found nobody and the bot asked on_no_answer=hangup
     "instance_lost",  # fleet mode: the owning instance died (sent by the one that took the call over),
     # or this instance lost the call to another (its own end is then not sent)
 ]

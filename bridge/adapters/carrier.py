@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Literal
 
 from bridge.adapters.base import PhoneAdapter
 from bridge.adapters.stream_auth import Authenticate
@@ -31,6 +32,14 @@ class Capabilities:
     two_tracks: bool
     marks: bool = True
     clear: bool = True
+    # Call control (bridge.call.transfer): how a transfer is handed to the carrier ("markup": the
+    # stream closes and the carrier fetches the bridge's next markup; "rest": its call-control API;
+    # None: no documented way), whether the person can hear a briefing first, and whether a transfer
+    # nobody answered can bring the caller back to the bot on the same call.
+    transfer: Literal["markup", "rest"] | None = None
+    announce: bool = False
+    return_to_bot: bool = False
+    gather: bool = True  # keys reach the bridge (DTMF events), so a gather works
 
 
 @dataclass(frozen=True, slots=True)

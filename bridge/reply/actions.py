@@ -18,6 +18,12 @@ raises :class:`~bridge.errors.ActionError` whose message names the bad field (HT
 ``dtmf``       ``digits`` (0-9 * # A-D, ``w`` = 500 ms pause)
 ``hangup``     ``after``: now | playback (the default: when the carrier confirms the last audio played)
 ``configure``  ``barge_in`` settings, ``voice``, ``stale_replies``
+``transfer``   send the caller to a person: ``to`` (E.164 or a ``sip:`` URI), ``caller_id``,
+               ``after`` (playback|now), ``announce`` (spoken to the person before the caller is
+               connected), ``ring_timeout_s``, ``on_no_answer`` (return|hangup); see bridge.call.transfer
+``gather``     collect keys: ``num_digits``, ``finish_on_key``, ``timeout_ms``,
+               ``inter_digit_timeout_ms``, ``sensitive``, ``prompt`` (a ``say`` or ``play``); ends
+               with one ``dtmf.gathered`` event (see bridge.reply.gather)
 =============  ===============================================================================
 """
 
@@ -25,6 +31,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 import secrets
 from typing import Annotated, Any, Literal
 
@@ -175,12 +182,116 @@ class Configure(_Action):
     stale_replies: Literal["drop", "play"] | None = None
 
 
+E164 = re.compile(r"\+[1-9][0-9]{6,14}")  # ITU-T E.164: a + then at most 15 digits
+# RFC 3261 SIP-URI, kept simple and strict: sip:/sips:, an optional user part, a host (name, IPv4 or
+# [IPv6]), an optional port and ;parameters; no spaces, no quotes, nothing markup could carry.
+SIP_URI = re.compile(
+    r"sips?:(?:[A-Za-z0-9\-_.!~*'()&=+$,;?/%]+@)?"
+    r"(?:[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?)*"
+    r"|\[[0-9A-Fa-f:.]{2,45}\])"
+    r"(?::[0-9]{1,5})?(?:;[A-Za-z0-9\-_.!~*'()&=+$%]+)*"
+)
+MAX_ANNOUNCE_CHARS = 1000
+
+
+def transfer_target(value: str) -> str:
+    """An E.164 number or a ``sip:``/``sips:`` URI, else ValueError (the 422 names the field)."""
+    if E164.fullmatch(value) or (len(value) <= 256 and SIP_URI.fullmatch(value)):
+        return value
+    raise ValueError("must be an E.164 number (+15551230000) or a sip: URI (sip:agent@pbx.example.com)")
+
+
+class Transfer(_Action):
+    """Send the caller to a person (bridge.call.transfer carries it out, per carrier)."""
+
+    type: Literal["transfer"]
+    to: str = Field(max_length=256)
+    caller_id: str | None = Field(None, max_length=16)
+    after: Literal["now", "playback"] = "playback"
+    announce: str | None = Field(None, min_length=1, max_length=MAX_ANNOUNCE_CHARS)
+    ring_timeout_s: int = Field(30, ge=5, le=600)
+    on_no_answer: Literal["return", "hangup"] = "return"
+
+    @field_validator("to")
+    @classmethod
+    def _to(cls, value: str) -> str:
+        return transfer_target(value)
+
+    @field_validator("caller_id")
+    @classmethod
+    def _caller_id(cls, value: str | None) -> str | None:
+        if value is not None and not E164.fullmatch(value):
+            raise ValueError("must be an E.164 number (+15550002)")
+        return value
+
+
+class PromptSay(BaseModel):
+    """A gather's prompt: spoken (``say`` without the streaming fields)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: Literal["say"]
+    text: str = Field(min_length=1, max_length=MAX_TEXT_CHARS)
+    voice: str | None = Field(None, max_length=128)
+
+
+class PromptPlay(BaseModel):
+    """A gather's prompt: a WAV (``play``'s two sources)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: Literal["play"]
+    audio: bytes | None = None
+    url: str | None = Field(None, max_length=2048)
+
+    @field_validator("audio", mode="before")
+    @classmethod
+    def _base64(cls, value: Any) -> Any:
+        return _decoded(value, "audio") if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _one_source(self) -> PromptPlay:
+        if (self.audio is None) == (self.url is None):
+            raise ValueError("play needs exactly one of 'audio' (base64 WAV) and 'url'")
+        if self.url is not None and not self.url.startswith("https://"):
+            raise ValueError("play 'url' must be https://")
+        return self
+
+
+DTMF_KEYS = "0123456789*#ABCD"
+
+
+class Gather(_Action):
+    """Collect the caller's keys; one ``dtmf.gathered`` ends it (bridge.reply.gather)."""
+
+    type: Literal["gather"]
+    num_digits: int | None = Field(None, ge=1, le=64)
+    finish_on_key: str = Field("#", max_length=1)  # "" : no finishing key
+    timeout_ms: int = Field(8000, ge=100, le=120_000)  # to the first key, counted once the prompt has played
+    inter_digit_timeout_ms: int = Field(3000, ge=100, le=60_000)  # between keys
+    sensitive: bool = False
+    prompt: Annotated[PromptSay | PromptPlay, Field(discriminator="type")] | None = None
+
+    @field_validator("finish_on_key")
+    @classmethod
+    def _key(cls, value: str) -> str:
+        if value and value not in DTMF_KEYS:
+            raise ValueError(f"must be one of {DTMF_KEYS} or empty")
+        return value
+
+    @model_validator(mode="after")
+    def _ends(self) -> Gather:
+        if self.num_digits is None and not self.finish_on_key:
+            raise ValueError("a gather needs 'num_digits' or a 'finish_on_key' (or it only ends by timeout)")
+        return self
+
+
 Action = Annotated[
-    Say | Play | AudioChunk | Stop | Mark | SendDtmf | Hangup | Configure,
+    Say | Play | AudioChunk | Stop | Mark | SendDtmf | Hangup | Configure | Transfer | Gather,
     Field(discriminator="type"),
 ]
 _ACTIONS = TypeAdapter(list[Action])
-ACTION_TYPES = ("say", "play", "audio", "stop", "mark", "dtmf", "hangup", "configure")
+ACTION_TYPES = ("say", "play", "audio", "stop", "mark", "dtmf", "hangup", "configure", "transfer", "gather")
 
 
 def parse_actions(body: bytes | str | dict[str, Any] | list[Any]) -> list[Action]:

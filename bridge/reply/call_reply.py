@@ -24,7 +24,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal, assert_never
+from typing import Any, Literal, Protocol, assert_never
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -35,17 +35,19 @@ from bridge.reply.actions import (
     Action,
     AudioChunk,
     Configure,
+    Gather,
     Hangup,
     Mark,
     Play,
     Say,
     SendDtmf,
     Stop,
+    Transfer,
 )
 from bridge.reply.bargein import BargeIn, BargeInPolicy
-from bridge.reply.figures import ReplyCounters, ReplyFigures
+from bridge.reply.figures import ReplyCounters, ReplyFigures, reply_state
 from bridge.reply.outbound_audio import url_allowed
-from bridge.reply.playout import HangupNow, Output, Playout
+from bridge.reply.playout import HandOverNow, HangupNow, Output, Playout
 from bridge.reply.producer import MAX_PENDING_ACTIONS, Producer
 from bridge.reply.sender import Emit, Send, Sender
 from bridge.reply.tts import Speaker
@@ -56,6 +58,21 @@ log = structlog.get_logger("bridge.reply")
 ActionStatus = Literal["queued", "done", "failed"]
 MAX_FINALS_KEPT = 64  # the caller's latest utterance ids, to tell a stale reply (in_reply_to)
 MAX_KEYS = 1024  # remembered webhook-ids and idempotency keys, per call
+
+
+class TransferHooks(Protocol):
+    """What carries a ``transfer`` out for the call (bridge.call.transfer.CallTransfer)."""
+
+    def check(self, action: Transfer) -> str | None:
+        """Why this transfer cannot be done on this call (the ``action.failed`` error), or None."""
+        ...
+
+    def hand_over(self, action: Transfer) -> None:
+        """Its moment has come (``after=now``, or what was queued before it has played)."""
+        ...
+
+
+NOT_NOW = "the call is being transferred"
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,8 +90,9 @@ class CallReply:
 
     # fmt: off
     __slots__ = (
-        "_closed", "_earlier_playouts", "_finals", "_keys", "_producer", "_sender", "_tasks", "call_id",
-        "counters", "emit", "http", "on_hangup", "policy", "settings", "speaker", "stale_replies"
+        "_closed", "_earlier_playouts", "_finals", "_keys", "_producer", "_sender", "_tasks", "_transfers", "call_id",
+        "counters", "emit", "http", "on_hangup", "policy", "settings", "speaker", "stale_replies", "transfer",
+        "transferring"
     )
     # fmt: on
 
@@ -115,6 +133,12 @@ class CallReply:
         self._tasks: list[asyncio.Task[None]] = []
         self._closed = False
         self._earlier_playouts = (0, 0.0, 0)  # underruns, cleared ms, resumed: of streams before this one
+        # Call control: set by the call (None: transfers fail, saying so); the transfers accepted and
+        # not yet handed over, by id; True from a hand-over until the caller is back (or the end).
+        self.transfer: TransferHooks | None = None
+        self._transfers: dict[str, Transfer] = {}
+        self.transferring = False
+        self._sender.on_hand_over = self._hand_over
 
     @property
     def playout(self) -> Playout | None:
@@ -197,6 +221,9 @@ class CallReply:
     def _accept(self, action: Action) -> ActionResult:
         if self._closed:
             return ActionResult(action.id, "failed", "the call has ended")
+        if self.transferring and not isinstance(action, Configure):
+            self.fail(action.id, NOT_NOW)
+            return ActionResult(action.id, "failed", NOT_NOW)
         now = time.monotonic()
         adapter, producer = self._sender.adapter, self._producer
         match action:
@@ -220,6 +247,26 @@ class CallReply:
                 )
                 self.fail(action.id, error)
                 return ActionResult(action.id, "failed", error)
+            case Transfer():
+                refusal = self.transfer.check(action) if self.transfer is not None else "transfer is not available here"
+                if refusal is None and self._transfers:
+                    refusal = f"a transfer is already waiting on this call ({next(iter(self._transfers))!r})"
+                if refusal is None:
+                    refusal = producer.id_in_use(action)
+                if refusal is not None:
+                    self.fail(action.id, refusal)
+                    return ActionResult(action.id, "failed", refusal)
+                self._transfers[action.id] = action
+                if action.after == "now":
+                    producer.drop_pending("transfer")
+                    self._sender.interrupt(now, "transfer")
+                    self._sender.out.append(HandOverNow(action.id))
+                    return ActionResult(action.id, "done")
+                producer.pending.append(action)
+                return ActionResult(action.id, "queued")
+            case Gather():
+                self.fail(action.id, "gather is not available yet")
+                return ActionResult(action.id, "failed", "gather is not available yet")
             case Hangup(after="now"):
                 producer.drop_pending("hangup")
                 self._sender.interrupt(now, "hangup")
@@ -261,6 +308,19 @@ class CallReply:
         """``action.failed``: an action (or, with no id, a whole answer) the bridge could not carry out."""
         self.counters.failed += 1
         self.emit("action.failed", {"action_id": action_id, "error": error})
+
+    def _hand_over(self, action_id: str) -> None:
+        """A transfer's moment (the sending task): what still waits is dropped, the call hands over."""
+        action = self._transfers.pop(action_id, None)
+        if action is None or self._closed or self.transfer is None:
+            return
+        self.transferring = True
+        self._producer.drop_pending("transfer")
+        self.transfer.hand_over(action)
+
+    def transfer_back(self) -> None:
+        """The transfer found nobody and the caller is back on the call: actions are taken again."""
+        self.transferring = False
 
     def _ended(self, action_id: str) -> None:
         """The playout ended an action early: the producer drops the rest of it."""
@@ -354,25 +414,7 @@ class CallReply:
 
     def state(self) -> dict[str, Any]:
         """For ``GET /v1/calls/{id}``: listening, speaking or paused; the queue; what was heard."""
-        playout, producer = self.playout, self._producer
-        now = time.monotonic()
-        if playout is not None and playout.paused:
-            status = "paused"
-        elif (playout is not None and playout.playing) or producer.producing is not None or producer.pending:
-            status = "speaking"
-        else:
-            status = "listening"
-        queue = playout.queued_actions if playout is not None else []
-        queue += [
-            a.id
-            for a in ([producer.producing] if producer.producing else []) + list(producer.pending)
-            if a.id not in queue
-        ]
-        return {
-            "state": status,
-            "queue": queue,
-            "played_ms": round(playout.heard_ms(now)) if playout is not None else 0,
-        }
+        return reply_state(self.playout, self._producer.producing, self._producer.pending)
 
     async def close(self) -> None:
         """The call is over: what was playing or queued is reported interrupted (``hangup``)."""

@@ -4,7 +4,15 @@ under its public name)."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from bridge.reply.actions import Action
+    from bridge.reply.playout import Playout
 
 
 @dataclass(slots=True)
@@ -28,3 +36,18 @@ class ReplyFigures:
     reply_underruns: int = 0  # gaps over 40 ms inside a reply (audio came late)
     reply_cleared_ms: int = 0  # sent to the carrier, then cleared before it played
     barge_in_resumed: int = 0  # false interruptions: paused, then played on
+
+
+def reply_state(playout: Playout | None, producing: Action | None, pending: Sequence[Action]) -> dict[str, Any]:
+    """For ``GET /v1/calls/{id}``: listening, speaking or paused; the queue (what plays, what is being
+    made into audio, what waits); what was heard."""
+    now = time.monotonic()
+    if playout is not None and playout.paused:
+        status = "paused"
+    elif (playout is not None and playout.playing) or producing is not None or pending:
+        status = "speaking"
+    else:
+        status = "listening"
+    queue = playout.queued_actions if playout is not None else []
+    queue += [a.id for a in ([producing] if producing else []) + list(pending) if a.id not in queue]
+    return {"state": status, "queue": queue, "played_ms": round(playout.heard_ms(now)) if playout is not None else 0}

@@ -39,7 +39,7 @@ from typing import Literal
 
 from bridge.reply.actions import Interrupt
 
-InterruptReason = Literal["speech", "dtmf", "stop", "replace", "hangup"]
+InterruptReason = Literal["speech", "dtmf", "stop", "replace", "hangup", "transfer"]
 MAX_CLEARED_MARKS = 256
 UNDERRUN_MS = 40.0  # a gap in an action's audio longer than this is an underrun
 
@@ -115,6 +115,13 @@ class HangupNow:
     pass
 
 
+@dataclass(frozen=True, slots=True)
+class HandOverNow:
+    """A ``transfer after=playback`` is due: everything queued before it has played."""
+
+    action_id: str
+
+
 Output = (
     SendAudio
     | SendMark
@@ -124,6 +131,7 @@ Output = (
     | PlaybackInterrupted
     | BotMarkPlayed
     | HangupNow
+    | HandOverNow
 )
 
 
@@ -180,6 +188,7 @@ class Playout:
         self._cleared_marks: dict[str, None] = {}
         self._mark_ids = itertools.count(1)
         self._hangup_pending = False
+        self._handover_pending: str | None = None  # a transfer's id, once what is queued has played
         self._after_clear = False
         # the texts of the last 3 sentences that began playing (a list: an empty deque costs 760 bytes)
         self._recent: list[str] = []
@@ -235,7 +244,7 @@ class Playout:
     def next_due(self) -> float | None:
         """When :meth:`tick` next has something to do (send a chunk, confirm by the clock, hang up),
         on the caller's clock; None when only an input can change anything."""
-        if self._hangup_pending and not self.playing:
+        if (self._hangup_pending or self._handover_pending is not None) and not self.playing:
             return 0.0
         times: list[float] = []
         start = self._run_start
@@ -294,6 +303,11 @@ class Playout:
         self._hangup_pending = True
         return self.tick(now)
 
+    def hand_over_after_playback(self, action_id: str, now: float) -> list[Output]:
+        """A transfer once everything queued has played (confirmed by the carrier's marks)."""
+        self._handover_pending = action_id
+        return self.tick(now)
+
     def tick(self, now: float) -> list[Output]:
         """Send what the clock allows, confirm by the clock what it may; call every ~20-100 ms."""
         out: list[Output] = []
@@ -303,6 +317,9 @@ class Playout:
         if self._hangup_pending and not self.playing:
             self._hangup_pending = False
             out.append(HangupNow())
+        if self._handover_pending is not None and not self.playing:
+            out.append(HandOverNow(self._handover_pending))
+            self._handover_pending = None
         return out
 
     def mark_reached(self, name: str, now: float) -> list[Output]:

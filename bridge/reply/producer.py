@@ -22,7 +22,19 @@ import structlog
 
 from bridge.audio import AudioFormat, Transcoder, make_transcoder
 from bridge.errors import ActionFailed, TtsError, WavError
-from bridge.reply.actions import Action, AudioChunk, Configure, Hangup, Mark, Play, Say, SendDtmf, Stop
+from bridge.reply.actions import (
+    Action,
+    AudioChunk,
+    Configure,
+    Gather,
+    Hangup,
+    Mark,
+    Play,
+    Say,
+    SendDtmf,
+    Stop,
+    Transfer,
+)
 from bridge.reply.outbound_audio import (
     CONVERT,
     DECODE,
@@ -130,7 +142,7 @@ class Producer:
             "ids must be unique while their action lives"
         )
 
-    def drop_pending(self, reason: Literal["stop", "replace", "hangup"]) -> None:
+    def drop_pending(self, reason: Literal["stop", "replace", "hangup", "transfer"]) -> None:
         """Actions not yet produced end without a sound (played_ms 0); one being produced stops. A
         stream is one action (named by its ``stream_id``): it ends once, here or, when some of it is
         in the playout, by the playout's interruption that follows; its later pieces are dropped."""
@@ -246,7 +258,10 @@ class Producer:
             case Hangup():
                 if self._sender.playout is not None:
                     self._sender.out.extend(self._sender.playout.hangup_after_playback(time.monotonic()))
-            case Stop() | Configure():
+            case Transfer():
+                if self._sender.playout is not None:
+                    self._sender.out.extend(self._sender.playout.hand_over_after_playback(action.id, time.monotonic()))
+            case Stop() | Configure() | Gather():
                 pass  # applied when accepted
             case _:
                 assert_never(action)

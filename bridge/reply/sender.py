@@ -24,6 +24,7 @@ from bridge.reply.bargein import BargeIn
 from bridge.reply.figures import ReplyCounters
 from bridge.reply.playout import (
     BotMarkPlayed,
+    HandOverNow,
     HangupNow,
     Output,
     PlaybackFinished,
@@ -47,6 +48,7 @@ class Sender:
     not to be produced); ``on_hangup``: the bot's hang-up went out, the call ends."""
 
     __slots__ = (
+        "_handover",
         "_hangup",
         "_messages",
         "adapter",
@@ -55,6 +57,7 @@ class Sender:
         "emit",
         "flow_paused",
         "on_ended",
+        "on_hand_over",
         "on_hangup",
         "out",
         "playout",
@@ -68,6 +71,7 @@ class Sender:
         self.emit = emit
         self.on_hangup = on_hangup
         self.on_ended = on_ended
+        self.on_hand_over: Callable[[str], None] = lambda action_id: None  # a transfer is due (its id)
         self.counters = counters
         self.adapter: PhoneAdapter | None = None
         self.send: Send | None = None
@@ -77,9 +81,10 @@ class Sender:
         self.out: deque[Output] = deque()  # from synchronous handlers, sent by the run task
         self._messages: deque[str | bytes] = deque()  # to the carrier, in order
         self._hangup = False
+        self._handover: str | None = None
         self.flow_paused = False
 
-    def interrupt(self, now: float, reason: Literal["stop", "replace", "hangup"]) -> None:
+    def interrupt(self, now: float, reason: Literal["stop", "replace", "hangup", "transfer"]) -> None:
         """What plays or waits in the playout ends now (``reason``), whatever its interrupt policy."""
         if self.playout is not None:
             self.out.extend(self.playout.interrupt(now, reason, only_interruptible=False))
@@ -170,6 +175,8 @@ class Sender:
                     if message is not None:
                         self._messages.append(message)
                 self._hangup = True
+            case HandOverNow():
+                self._handover = out.action_id
             case _:
                 assert_never(out)
 
@@ -186,3 +193,7 @@ class Sender:
             self._hangup = False
             log.info("reply.hangup")
             self.on_hangup()
+        if self._handover is not None:
+            action_id, self._handover = self._handover, None
+            log.info("reply.hand_over", action_id=action_id)
+            self.on_hand_over(action_id)
