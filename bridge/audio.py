@@ -382,6 +382,11 @@ def silence(fmt: AudioFormat, ms: float) -> bytes:
     return fill * n
 
 
+def hushed(audio: bytes, fmt: AudioFormat) -> bytes:
+    """``audio`` replaced by digital silence of the same length in ``fmt``."""
+    return {"ulaw": b"\xff", "alaw": b"\xd5", "pcm16": b"\x00"}[fmt.codec] * len(audio)
+
+
 def tone_level_db(samples: np.ndarray, rate: int, freq: float) -> float:
     """Level of one frequency in dB relative to a full-amplitude sine (single-bin DFT, Hann window)."""
     n = len(samples)

@@ -46,6 +46,7 @@ from bridge.reply.actions import (
 )
 from bridge.reply.bargein import BargeIn, BargeInPolicy
 from bridge.reply.figures import ReplyCounters, ReplyFigures, reply_state
+from bridge.reply.gathering import Gatherer
 from bridge.reply.outbound_audio import url_allowed
 from bridge.reply.playout import HandOverNow, HangupNow, Output, Playout
 from bridge.reply.producer import MAX_PENDING_ACTIONS, Producer
@@ -90,9 +91,9 @@ class CallReply:
 
     # fmt: off
     __slots__ = (
-        "_closed", "_earlier_playouts", "_finals", "_keys", "_producer", "_sender", "_tasks", "_transfers", "call_id",
-        "counters", "emit", "http", "on_hangup", "policy", "settings", "speaker", "stale_replies", "transfer",
-        "transferring"
+        "_closed", "_earlier_playouts", "_finals", "_gather", "_keys", "_producer", "_sender", "_tasks", "_transfers",
+        "call_id", "counters", "emit", "http", "on_hangup", "policy", "settings", "speaker", "stale_replies",
+        "transfer", "transferring"
     )
     # fmt: on
 
@@ -110,7 +111,8 @@ class CallReply:
         self.settings = settings
         self.speaker = speaker
         self.http = http
-        self.emit = emit
+        self._gather = Gatherer(emit, fail=self.fail)  # the running gather: it sees every event of the reply
+        self.emit = emit = self._gather.emit
         self.on_hangup = on_hangup
         self.policy = BargeInPolicy(
             settings.barge_in, settings.min_words, settings.false_interruption_timeout, settings.echo_guard_ms
@@ -127,6 +129,7 @@ class CallReply:
             fail=self.fail,
             stale=self._stale,
         )
+        self._gather.producer, self._gather.sender = self._producer, self._sender
         self._keys: OrderedDict[str, list[ActionResult]] = OrderedDict()
         # the caller's latest 64 utterance ids (a list: an empty deque costs 760 bytes, on every call)
         self._finals: list[str] = []
@@ -264,9 +267,9 @@ class CallReply:
                     return ActionResult(action.id, "done")
                 producer.pending.append(action)
                 return ActionResult(action.id, "queued")
-            case Gather():
-                self.fail(action.id, "gather is not available yet")
-                return ActionResult(action.id, "failed", "gather is not available yet")
+            case Gather():  # its prompt is queued like a say or play, under its id (bridge.reply.gathering)
+                refusal = self._gather.accept(action, lambda prompt: self._accept(prompt).error)
+                return ActionResult(action.id, "queued" if refusal is None else "failed", refusal)
             case Hangup(after="now"):
                 producer.drop_pending("hangup")
                 self._sender.interrupt(now, "hangup")
@@ -385,6 +388,17 @@ class CallReply:
         self.caller_words(text)
         return during
 
+    @property
+    def hushed(self) -> bool:
+        """A sensitive gather runs: the caller's audio reaches speech-to-text as silence."""
+        return self._gather.hushed
+
+    def caller_key(self, digit: str) -> bool:
+        """A key the caller pressed: barge-in (``dtmf``), then a running gather's. True when a gather
+        took it (it is then not also a ``call.dtmf`` event)."""
+        self.caller_dtmf()
+        return self._gather.key(digit)
+
     def caller_dtmf(self) -> None:
         if self.barge_in is not None:
             self._sender.out.extend(self.barge_in.dtmf(time.monotonic()))
@@ -426,6 +440,7 @@ class CallReply:
             self._sender.dispatch(
                 self.playout.interrupt(time.monotonic(), "hangup", only_interruptible=False), send=False
             )
+        self._gather.end("hangup")  # before call.ended, like the playback events
         for task in self._tasks:
             task.cancel()
         if self._tasks:

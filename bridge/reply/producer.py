@@ -294,6 +294,8 @@ class Producer:
             if self.cancel_production:
                 return
             audio = await off_loop(CONVERT, to_outbound, speech.pcm, speech.sample_rate, self._outbound_format())
+            if self.cancel_production:  # ended while converting (a key, a stop): nothing more of it plays
+                return
             self._add(
                 Segment(
                     action_id, audio, text=text, last=last_piece and i == len(parts) - 1, interrupt=action.interrupt
