@@ -27,6 +27,10 @@ The transcript dict (what ``get`` returns and the renderers take)::
                      "words": [{"word", "start", "end", "confidence"}], ...}]}
 
 Utterance ``start``/``end`` are seconds from the start of the call.
+
+Only the call's record and its finals are kept: no key the caller pressed, no bot event. So a sensitive
+gather's digits never reach this file, and neither do the words of its caller, whose audio reaches
+speech-to-text as silence while it runs.
 """
 
 from __future__ import annotations

@@ -19,6 +19,16 @@ With ``BOT_WS_URL`` and no webhook, the outbox keeps each event until the bot ac
 socket (:attr:`DeliveryContext.socket_acks`), and what a crash left goes to the bot's socket at
 start-up (:func:`bridge.reply.bot_resend.resend_left_over`).
 
+Sensitive events: an event whose payload has ``"sensitive": true`` (``dtmf.gathered`` of a gather the bot
+asked to keep private: a PIN, a card number) is marked once, when it is submitted
+(:attr:`PendingEvent.sensitive`, one dict lookup), and then reaches the bot and nothing else. It is
+posted, signed, in its place among the call's events and retried in memory while the process lives, and
+sent on the bot's socket; it is never written to a store (the SQLite outbox or Redis record only that its
+sequence number was used, :meth:`EventStore.numbered`), never dead-lettered, and never logged with its
+body. Given up (a final 4xx, ``max_age``, the delivery closed or cancelled, the call taken over by
+another instance), it is dropped with one ``webhook.sensitive_dropped`` line (type, call id, sequence).
+A crash loses it: there is nothing to recover.
+
 What the bot answered to each delivered event reaches ``on_response`` (the reply loop's entry point).
 """
 
@@ -36,7 +46,15 @@ import structlog
 from aiohttp import web
 
 from bridge.backoff import Backoff
-from bridge.delivery.context import DeliveryContext, EventStore, PendingEvent, ResponseHandler, event_body, webhook_id
+from bridge.delivery.context import (
+    DeliveryContext,
+    EventStore,
+    PendingEvent,
+    ResponseHandler,
+    event_body,
+    is_sensitive,
+    webhook_id,
+)
 from bridge.delivery.outbox import OutboxWriter, StoredEvent
 from bridge.delivery.queue import CallDelivery
 from bridge.delivery.webhook import WebhookClient
@@ -52,6 +70,7 @@ __all__ = [
     "PendingEvent",
     "ResponseHandler",
     "event_body",
+    "is_sensitive",
     "replayed",
     "stored_event",
     "webhook_id",

@@ -40,6 +40,11 @@ class EventStore(Protocol):
 
     def dead(self, webhook_id: str, error: str) -> None: ...
 
+    def numbered(self, call_id: str, sequence: int) -> None:
+        """An event the store must not keep (a sensitive one) took ``sequence``: only the call's last
+        sequence number advances, so an end recovered after a crash never reuses its ``webhook-id``."""
+        ...
+
     def call_ended(self, call_id: str) -> None: ...
 
 
@@ -49,6 +54,9 @@ class PendingEvent(WebhookEvent):
     type: str
     sequence: int
     created: float  # wall-clock seconds (the maximum age survives a restart)
+    # The bot asked for it to stay private (a gather's PIN: ``"sensitive": true`` in the payload). It
+    # goes to the bot only: never stored, never dead-lettered, never logged with its body.
+    sensitive: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +81,12 @@ class DeliveryContext:
 def webhook_id(call_id: str, sequence: int) -> str:
     """An event's identity: the webhook's ``webhook-id`` header, the outbox's key."""
     return f"msg_{call_id}_{sequence}"
+
+
+def is_sensitive(payload: dict[str, Any]) -> bool:
+    """Whether an event's payload marks it private (``"sensitive": true``, as ``dtmf.gathered`` has it
+    for a sensitive gather): one dict lookup, made once when the event is submitted."""
+    return payload.get("sensitive") is True
 
 
 def event_body(type_: str, sequence: int, payload: dict[str, Any]) -> str:

@@ -25,6 +25,11 @@ the operations queued in memory (bounded) and retries every second; ``/healthz``
 with the reason, ``bridge_outbox_write_failures`` counts the failed commits, and one log line marks
 each change of state. Events produced meanwhile are still delivered, but are not accepted until the
 disk takes them; operations beyond the queue's bound are counted and never written.
+
+**Sensitive events are never written.** An event whose payload says ``"sensitive": true`` (a gather's
+PIN) is delivered from memory only: the outbox records just its call's last sequence number
+(:meth:`OutboxWriter.numbered`), so its body is in no row, no WAL frame, no dead letter, and a restart
+never replays it (nor reuses its ``webhook-id``).
 """
 
 from __future__ import annotations
@@ -211,7 +216,7 @@ class Outbox:
 
 
 # One queued write: the Outbox method's name and its arguments.
-OutboxOp = Literal["call_started", "call_ended", "add", "delivered", "attempted", "dead"]
+OutboxOp = Literal["call_started", "call_ended", "add", "delivered", "attempted", "dead", "advance_sequence"]
 _Op = tuple[OutboxOp, tuple[Any, ...]]
 
 
@@ -274,6 +279,11 @@ class OutboxWriter:
 
     def dead(self, webhook_id: str, error: str) -> None:
         self._queue("dead", webhook_id, error)
+
+    def numbered(self, call_id: str, sequence: int) -> None:
+        """A sensitive event took ``sequence``: only the call's last sequence advances, nothing of the
+        event is written."""
+        self._queue("advance_sequence", call_id, sequence)
 
     def _queue(self, name: OutboxOp, *args: Any) -> None:
         self._writes.put((name, args))  # refused when full or closed: counted in dropped_ops

@@ -7,6 +7,11 @@ seconds old; other 4xx answers are final and the event is kept in the store as d
 ``BOT_WEBHOOK_URL``, events are written to the log instead. When the queue is full, events are
 refused (the bot's own first: :func:`bot_caused`), counted, and logged at most once per interval.
 :meth:`CallDelivery.submit` never awaits, so a slow bot cannot slow the audio path.
+
+A sensitive event (:attr:`~bridge.delivery.context.PendingEvent.sensitive`) is posted and retried like
+the others, in its place, but lives in memory only: the store records just its sequence number, and
+when it is given up (a final 4xx, ``max_age``, a full queue, the queue cancelled, the call taken over) one
+``webhook.sensitive_dropped`` line names its type, call and sequence, never its body.
 """
 
 from __future__ import annotations
@@ -21,7 +26,14 @@ from typing import Any, assert_never
 
 import structlog
 
-from bridge.delivery.context import DeliveryContext, PendingEvent, ResponseHandler, event_body, webhook_id
+from bridge.delivery.context import (
+    DeliveryContext,
+    PendingEvent,
+    ResponseHandler,
+    event_body,
+    is_sensitive,
+    webhook_id,
+)
 from bridge.delivery.webhook import Delivered, Failed, WebhookResponse
 
 log = structlog.get_logger("bridge.delivery")
@@ -85,15 +97,21 @@ class CallDelivery:
             type_,
             self._sequence,
             self._ctx.clock(),
+            is_sensitive(payload),
         )
         from_bot = bot_caused(type_)
         if len(self._queue) >= self._ctx.settings.max_pending_events or (
             from_bot and self._bot_queued >= self._bot_bound
         ):
             self._dropped("bot" if from_bot else "caller", type_)
+            if event.sensitive:
+                self._sensitive_dropped(event, "the call's queue is full")
             return None
-        if self._ctx.outbox is not None:
-            self._ctx.outbox.add(event.webhook_id, self.call_id, event.sequence, type_, event.body, event.created)
+        outbox = self._ctx.outbox
+        if outbox is not None and event.sensitive:  # in memory only: the store keeps its number, never its body
+            outbox.numbered(self.call_id, event.sequence)
+        elif outbox is not None:
+            outbox.add(event.webhook_id, self.call_id, event.sequence, type_, event.body, event.created)
         self._queue.append(event)
         self._bot_queued += from_bot
         self._start()
@@ -164,6 +182,9 @@ class CallDelivery:
             self._finished()
 
     def _finished(self) -> None:
+        for event in self._queue:  # the worker was cancelled (shutdown): what it held in memory only is lost
+            if event.sensitive:
+                self._sensitive_dropped(event, "the delivery was closed before the bot had it")
         self._log_drops(final=True)
         self._on_done(self)
         if self._closed and not self._queue and self._ctx.outbox is not None:
@@ -194,6 +215,8 @@ class CallDelivery:
                 except Exception:  # a bug: this event is lost, not the call's later ones
                     log.exception("webhook.delivery_crashed", webhook_id=self._queue[0].webhook_id)
                     self.counters.failed += 1
+                    if self._queue[0].sensitive:
+                        self._sensitive_dropped(self._queue[0], "a bug while delivering it")
                     delivered_here = True
                 if not delivered_here:
                     self._abandon()
@@ -215,6 +238,9 @@ class CallDelivery:
         """Another instance holds the call now and delivers its events: this one drops its queue."""
         self.counters.dropped += len(self._queue)
         log.warning("webhook.call_taken_over", events=len(self._queue), detail="another instance delivers them")
+        for event in self._queue:  # never stored: the instance that has the call now cannot deliver them
+            if event.sensitive:
+                self._sensitive_dropped(event, "another instance took the call over")
         self._queue.clear()
         self._bot_queued = 0
         self._closed = True
@@ -224,7 +250,10 @@ class CallDelivery:
         the call's events (fleet mode: another instance took the call over)."""
         ctx = self._ctx
         if ctx.client is None:
-            log.info("bot.event", webhook_id=event.webhook_id, type=event.type, body=json.loads(event.body))
+            if event.sensitive:  # its body goes to the bot's socket (if any), never to the log
+                log.info("bot.event", webhook_id=event.webhook_id, type=event.type, sensitive=True)
+            else:
+                log.info("bot.event", webhook_id=event.webhook_id, type=event.type, body=json.loads(event.body))
             self.counters.delivered += 1
             return True
         attempt = 0
@@ -241,7 +270,7 @@ class CallDelivery:
                     if ctx.metrics is not None:
                         ctx.metrics.webhook_latency.observe(latency)
                         ctx.metrics.event_to_delivery.observe(max(0.0, ctx.clock() - event.created))
-                    if ctx.outbox is not None:
+                    if ctx.outbox is not None and not event.sensitive:
                         ctx.outbox.delivered(event.webhook_id)
                     if attempt > 1:
                         log.info("webhook.delivered", webhook_id=event.webhook_id, attempts=attempt)
@@ -253,7 +282,7 @@ class CallDelivery:
                     if not outcome.retryable or age >= ctx.settings.max_age:
                         self._dead(event, attempt, age, outcome)
                         return True
-                    if ctx.outbox is not None:
+                    if ctx.outbox is not None and not event.sensitive:
                         ctx.outbox.attempted(event.webhook_id, outcome.error)
                     delay = min(ctx.backoff.delay(attempt), max(0.0, ctx.settings.max_age - age))
                     log.warning(
@@ -278,8 +307,14 @@ class CallDelivery:
             log.exception("webhook.answer_handler_failed", webhook_id=event.webhook_id, type=event.type)
 
     def _dead(self, event: PendingEvent, attempts: int, age: float, failure: Failed) -> None:
-        """Give an event up: counted, logged, and kept in the outbox as dead for ``bridge outbox``."""
+        """Give an event up: counted, logged, and kept in the outbox as dead for ``bridge outbox``
+        (a sensitive one is not kept: dropped, and logged without its body)."""
         self.counters.failed += 1
+        if event.sensitive:
+            self._sensitive_dropped(
+                event, "given up", status=failure.status, attempts=attempts, age=round(age, 1), error=failure.error
+            )
+            return
         if self._ctx.metrics is not None:
             self._ctx.metrics.webhook.labels("dead_lettered").inc()
         if self._ctx.outbox is not None:
@@ -293,4 +328,20 @@ class CallDelivery:
             attempts=attempts,
             age=round(age, 1),
             error=failure.error,
+        )
+
+    def _sensitive_dropped(self, event: PendingEvent, reason: str, **fields: Any) -> None:
+        """A sensitive event will never reach the bot: one line (type, call, sequence; never the body),
+        counted; it is in no store, so nothing is dead-lettered."""
+        if self._ctx.metrics is not None:
+            self._ctx.metrics.webhook.labels("sensitive_dropped").inc()
+        log.error(
+            "webhook.sensitive_dropped",
+            call_id=self.call_id,
+            type=event.type,
+            sequence=event.sequence,
+            webhook_id=event.webhook_id,
+            reason=reason,
+            detail="a sensitive event is never stored nor dead-lettered",
+            **fields,
         )

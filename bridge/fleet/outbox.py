@@ -9,6 +9,10 @@ write nothing more for it. Events are delivered from memory without waiting for 
 counts as *accepted* once Redis has it (with ``appendfsync always``, on disk).
 
 * ``add``: ``XADD {call}:out {sequence}-1`` (a write repeated after a reconnect is refused by the ID);
+* ``numbered``: a sensitive event (``"sensitive": true``, a gather's PIN) is never written to Redis, not
+  even on its way: only the call's ``last_sequence`` advances (:data:`OUT_NUMBERED`). It is delivered from
+  this instance's memory; an instance taking the call over cannot deliver it (it is dropped, logged
+  without its body, by :mod:`bridge.delivery.queue`), and it never reaches ``{prefix}:dead``;
 * ``delivered``: ``XDEL`` it; ``dead``: it moves to ``{prefix}:dead`` with the error;
 * the call ending (:meth:`FleetOutbox.over`): ``state ended``, queued after its last events;
 * the delivery drained (``call_ended``): the call's lease goes back (:meth:`bridge.fleet.leases.Leases.release`).
@@ -42,11 +46,21 @@ log = structlog.get_logger("bridge.fleet")
 
 MAX_BATCH = 200
 
+# KEYS: call. ARGV: epoch, sequence. A sensitive event took ``sequence``: the call's last sequence
+# advances (as OUT_ADD's does), so a ``call.ended`` an instance sends after taking the call over is
+# numbered after it; the event itself is stored nowhere. -> 1, 0 fenced out.
+OUT_NUMBERED = """
+if redis.call('HGET', KEYS[1], 'epoch') ~= ARGV[1] then return 0 end
+local last = tonumber(redis.call('HGET', KEYS[1], 'last_sequence') or '0')
+if tonumber(ARGV[2]) > last then redis.call('HSET', KEYS[1], 'last_sequence', ARGV[2]) end
+return 1
+"""
+
 
 @dataclass(frozen=True, slots=True)
 class _Op:
     call_id: str
-    kind: str  # "call", "add", "done", "over", "release"
+    kind: str  # "call", "add", "numbered", "done", "over", "release"
     args: tuple[Any, ...] = ()
     queued_at: float = field(default_factory=time.monotonic)
 
@@ -68,6 +82,7 @@ class FleetOutbox:
         self.delivery: Delivery | None = None  # set by the app once the delivery exists
         self._add = redis.register(OUT_ADD)
         self._done = redis.register(OUT_DONE)
+        self._numbered = redis.register(OUT_NUMBERED)
         self._call = redis.register(CALL_JSON)
         self._over = redis.register(CALL_OVER)
         self._ops: deque[_Op] = deque()
@@ -87,6 +102,10 @@ class FleetOutbox:
         self, webhook_id: str, call_id: str, sequence: int, type_: str, body: str, created: float | None = None
     ) -> None:
         self._queue(_Op(call_id, "add", (sequence, webhook_id, type_, body, created or 0.0)))
+
+    def numbered(self, call_id: str, sequence: int) -> None:
+        """A sensitive event took ``sequence``: nothing of it is written, only the call's last sequence."""
+        self._queue(_Op(call_id, "numbered", (sequence,)))
 
     def delivered(self, webhook_id: str) -> None:
         call_id, sequence = _split(webhook_id)
@@ -199,6 +218,8 @@ class FleetOutbox:
             call = keys.call(op.call_id)
             if op.kind == "add":
                 calls.append((self._add, [call, keys.outbox(op.call_id)], [epoch, *op.args]))
+            elif op.kind == "numbered":
+                calls.append((self._numbered, [call], [epoch, *op.args]))
             elif op.kind == "done":
                 calls.append((self._done, [call, keys.outbox(op.call_id), keys.dead], [epoch, *op.args]))
             elif op.kind == "call":

@@ -5,7 +5,8 @@ mode, no ``BOT_WEBHOOK_URL``) go to the bot again, one socket per finished call.
 events of and sends them again, in order, with their sequence numbers, then the ``call.ended``
 (``bridge_restarted``) of a call the crash cut short. Each acknowledged event is forgotten in the outbox;
 actions on such a socket are refused (the call has ended). The live per-call socket is
-:mod:`bridge.reply.bot_socket`'s.
+:mod:`bridge.reply.bot_socket`'s. A sensitive event (``"sensitive": true``) is never in the outbox, so
+never resent here.
 """
 
 from __future__ import annotations

@@ -25,6 +25,11 @@ Durable across a restart when the socket is the only channel (no ``BOT_WEBHOOK_U
 keeps each event until the bot acknowledges it (``on_acked`` reports every released sequence; a bot
 that never acked on the call releases everything once the call is over and all was written), and at
 start-up :func:`bridge.reply.bot_resend.resend_left_over` sends a previous process's left-overs again.
+
+A sensitive event (``send_event(..., sensitive=True)``: a private gather's ``dtmf.gathered``) is sent and
+resent like the others while the call's socket lives, but no store has it: one the bot has not
+acknowledged when the socket closes is gone, and ``bot_socket.sensitive_dropped`` says so (type and
+sequence, never the body).
 """
 
 from __future__ import annotations
@@ -80,6 +85,7 @@ class BotSocket:
         self._acks_seen = False  # the bot acknowledges: worth waiting for its last ack
         self._proved = False  # the current connection carried a valid message from the bot
         self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self._sensitive: dict[int, str] = {}  # sequence -> type of the sensitive events not acknowledged
         self.connections = 0
         self._drop_log_at = 1
         self._task = asyncio.create_task(self._run(), name=f"bot-socket-{call_id}")
@@ -92,12 +98,18 @@ class BotSocket:
     def unacknowledged(self) -> int:
         return len(self._window)
 
-    def send_event(self, body: str, durable: bool = True, sequence: int | None = None) -> None:
+    def send_event(
+        self, body: str, durable: bool = True, sequence: int | None = None, *, sensitive: bool = False
+    ) -> None:
         """An event for the bot (never awaits). A durable event (``sequence`` given, else read from
-        the body) is kept until the bot acknowledges it; a real-time one goes only to an open socket."""
+        the body) is kept until the bot acknowledges it; a real-time one goes only to an open socket.
+        ``sensitive``: in no store (:attr:`bridge.delivery.PendingEvent.sensitive`): if the bot has not
+        acknowledged it by the close, its loss is logged (without the body)."""
         if durable:
             if sequence is None:
                 sequence = int(json.loads(body)["sequence"])
+            if sensitive:
+                self._sensitive[sequence] = str(json.loads(body).get("type", ""))
             dropped = self._window.add(sequence, body)
             # a bot that never acks has every event written once dropped from the bound: expected, quiet
             if (
@@ -134,6 +146,15 @@ class BotSocket:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        for sequence, type_ in sorted(self._sensitive.items()):  # never stored: nothing can send them again
+            log.warning(
+                "bot_socket.sensitive_dropped",
+                call_id=self.call_id,
+                type=type_,
+                sequence=sequence,
+                detail="a sensitive event the bot did not acknowledge on its socket: never stored, not resent",
+            )
+        self._sensitive.clear()
         if self._window.dropped or (self._acks_seen and len(self._window)):  # a bot that never acks: expected
             log.info(
                 "bot_socket.closed_with_unacknowledged",
@@ -283,6 +304,9 @@ class BotSocket:
                 assert_never(message)
 
     def _released(self, sequences: list[int]) -> None:
+        if self._sensitive:
+            for sequence in sequences:
+                self._sensitive.pop(sequence, None)
         if self.on_acked is not None:
             for sequence in sequences:
                 self.on_acked(sequence)
