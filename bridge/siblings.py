@@ -27,6 +27,13 @@ sibling that did not answer in time, when nobody else had the call, makes the an
 ``Retry-After`` (not 404: the call may well be there; a POST that timed out may have been applied:
 repeat it with the same ``Idempotency-Key``). 404 only when every sibling said so.
 
+A transfer and a restarted stream need the call's worker too (:mod:`bridge.transfer_reach`,
+:mod:`bridge.sibling_relay`): the transfer desk's answer is taken where it was left
+(:meth:`Siblings.take_answer`), the carrier's word on a transfer is applied where the call waits
+(:meth:`Siblings.transfer_outcome`), and a restarted stream is relayed to the worker where its call
+waits (:meth:`Siblings.holder`). The same bounds apply; no answer in time is "not here" (the
+carrier's default markup, the call's own wait), never a 503 to a carrier.
+
 Fleet mode (``BRIDGE_REDIS_URL``) routes actions and call state through Redis between all instances,
 each worker being one: siblings are not asked for those (no double forwarding), only for the list of
 active calls and live transcripts, which Redis does not cover.
@@ -49,6 +56,9 @@ from aiohttp import web
 log = structlog.get_logger("bridge.siblings")
 
 FORWARD_TIMEOUT = 3.0  # seconds a sibling has to answer one forwarded request
+INTERNAL_DESK = "/internal/transfer-desk"  # POST: take the transfer desk's answer for a carrier call
+INTERNAL_OUTCOME = "/internal/transfer-outcome"  # POST: apply a transfer's outcome to a call waiting there
+INTERNAL_SUSPENDED = "/internal/suspended"  # GET: does a call of this carrier call id wait there?
 FORWARDED_HEADERS = ("Authorization", "Idempotency-Key", "Content-Type")
 RELAYED_HEADERS = ("Content-Type", "Retry-After")
 
@@ -188,6 +198,56 @@ class Siblings:
             return None
         answer = await self._ask(found[0], "GET", request.rel_url.path_qs, request)
         return None if answer is SILENT else answer.response()
+
+    # -- transfers (bridge.transfer_reach) and restarted streams (bridge.sibling_relay) ----------
+
+    async def _internal(self, i: int, method: str, path: str, payload: Mapping[str, str]) -> Answer:
+        """One internal request (JSON body, or a query for GET) to sibling ``i``, bounded like the rest."""
+        http = self._http.get(i)
+        if http is None:
+            return SILENT
+        body = json.dumps(payload).encode() if method != "GET" else None
+        params = dict(payload) if method == "GET" else None
+        try:
+            async with http.request(method, "http://worker" + path, params=params, data=body) as resp:
+                return Answer(resp.status, {}, await resp.read())
+        except aiohttp.ClientConnectorError:
+            return Answer(404, {}, b"")  # no socket: that worker is not serving
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            log.warning("siblings.no_answer", sibling=self.index, to=i, path=path, error=type(exc).__name__)
+            return SILENT
+
+    async def _first(self, method: str, path: str, payload: Mapping[str, str]) -> tuple[int, Answer] | None:
+        """Every sibling asked at once; the first that answers 200 (None: none did, or none in time)."""
+
+        async def ask(i: int) -> tuple[int, Answer]:
+            return i, await self._internal(i, method, path, payload)
+
+        tasks = [asyncio.create_task(ask(i)) for i in self.others]
+        try:
+            for done in asyncio.as_completed(tasks):
+                i, answer = await done
+                if answer.status == 200:
+                    return i, answer
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        return None
+
+    async def take_answer(self, carrier: str, call_sid: str) -> str | None:
+        """The transfer desk's answer for a call handed over by a sibling (taken there, once)."""
+        found = await self._first("POST", INTERNAL_DESK, {"carrier": carrier, "call_sid": call_sid})
+        return None if found is None else found[1].body.decode()
+
+    async def transfer_outcome(self, word: Mapping[str, str]) -> bool:
+        """A transfer's outcome to the sibling whose call waits for it; False when none has the call."""
+        return await self._first("POST", INTERNAL_OUTCOME, word) is not None
+
+    async def holder(self, carrier: str, call_sid: str) -> int | None:
+        """The sibling where a call of this carrier call id waits for a restarted stream, if any."""
+        found = await self._first("GET", INTERNAL_SUSPENDED, {"carrier": carrier, "call_sid": call_sid})
+        return None if found is None else found[0]
 
 
 SIBLINGS = web.AppKey("siblings", Siblings)

@@ -27,6 +27,7 @@ from bridge.errors import ActionError, FleetUnavailable
 from bridge.fleet.handover import HandOvers
 from bridge.fleet.leases import Leases, Owned
 from bridge.fleet.scripts import REDIS_FAILED, FleetRedis
+from bridge.fleet.transfers import TransferOutcomes
 from bridge.ids import is_call_id
 from bridge.reply.actions import MAX_REQUEST_BYTES, Action, parse_actions
 
@@ -42,10 +43,13 @@ MAX_PENDING_ACTION_ENTRIES = 10_000  # requests
 class ActionStreams:
     """The calls' action streams: :meth:`route` appends (any instance), :meth:`read` applies (the owner)."""
 
-    def __init__(self, redis: FleetRedis, leases: Leases, handovers: HandOvers) -> None:
+    def __init__(
+        self, redis: FleetRedis, leases: Leases, handovers: HandOvers, outcomes: TransferOutcomes | None = None
+    ) -> None:
         self.redis = redis
         self.leases = leases
         self.handovers = handovers
+        self.outcomes = outcomes
         self.keys = redis.keys
         self.counters = redis.counters
 
@@ -170,6 +174,11 @@ class ActionStreams:
         if requester is not None:
             if requester != self.redis.token:
                 self.leases.spawn(self.handovers.hand_over(owned, requester))
+            return
+        outcome = fields.get("transfer")
+        if outcome is not None:  # the carrier's word on the call's transfer (bridge.fleet.transfers)
+            if self.outcomes is not None:
+                self.outcomes.received(owned.call_id, outcome)
             return
         try:
             actions = parse_actions(fields.get("actions", "[]"))

@@ -7,6 +7,7 @@ rest of the bridge uses (the I/O shell over :mod:`bridge.fleet.keys`).
 :mod:`bridge.fleet.actions`     bot actions: routed into a call's stream, read and applied by its owner
 :mod:`bridge.fleet.handover`    restarted streams: a call handed over, and adopted by another instance
 :mod:`bridge.fleet.outbox`      the calls' undelivered events in Redis (when a webhook is configured)
+:mod:`bridge.fleet.transfers`   transfers: the transfer desk, the carrier's word routed to the owner
 ==============================  =====================================================================
 
 A call reaches the fleet as itself (:class:`bridge.call.services.FleetCall`, :meth:`Fleet.own`): the
@@ -30,6 +31,7 @@ from bridge.fleet.handover import Adopted, HandOvers
 from bridge.fleet.leases import Leases, Owned, TakeOver
 from bridge.fleet.outbox import FleetOutbox
 from bridge.fleet.scripts import REDIS_FAILED, FleetCounters, FleetRedis
+from bridge.fleet.transfers import FleetDesk, TransferOutcomes
 from bridge.reply.actions import Action
 from bridge.settings import FleetSettings
 
@@ -63,7 +65,9 @@ class Fleet:
         self.leases = Leases(self.redis)
         self.outbox = None if outbox_max_queued is None else FleetOutbox(self.redis, self.leases, outbox_max_queued)
         self.handovers = HandOvers(self.redis, self.leases, None if self.outbox is None else self.outbox.drain)
-        self.actions = ActionStreams(self.redis, self.leases, self.handovers)
+        self.desk = FleetDesk(self.redis)  # the transfer desk, shared by every instance
+        self.transfers = TransferOutcomes(self.redis)  # a transfer's outcome, to the call's owner
+        self.actions = ActionStreams(self.redis, self.leases, self.handovers, self.transfers)
         self._tasks: list[asyncio.Task[None]] = []
 
     @property

@@ -18,6 +18,8 @@ name another key.
 ``{p}:call:{call}:in``             STREAM the bot's actions for the call, in the order accepted; an
                                    entry is deleted once its owner applied it, and at most a budget
                                    of bytes (and of entries) waits there (ROUTE)
+                                   ... and the carrier's word on a transfer (an entry ``transfer``:
+                                   the person answered, or nobody did), for the owner only (OUTCOME)
 ``{p}:call:{call}:idem:{key}``     STRING the answer given to an ``Idempotency-Key``
 ``{p}:call:{call}:out``            STREAM the call's events not yet delivered, IDs ``{sequence}-1`` (a
                                    write repeated after a reconnect is refused: nothing twice)
@@ -26,6 +28,9 @@ name another key.
                                    only the carrier's id)
 ``{p}:call:{call}:adopt``          STRING an instance taking a restarted call over: no sweeper ends it
                                    as ``instance_lost`` meanwhile
+``{p}:desk:{provider}:{sid}``      STRING the markup a transferring call left for its carrier's next
+                                   fetch (``/twilio/after-stream``), ``EX`` the desk's ttl, taken once
+                                   (``GETDEL``) by whichever instance the fetch reaches
 =================================  =====================================================================
 
 **The epoch is the fencing token.** Taking a call (:data:`ACQUIRE`) increments ``epoch``; every later
@@ -75,6 +80,10 @@ class Keys:
 
     def idempotency(self, call_id: str, key: str) -> str:
         return f"{self.prefix}:call:{call_id}:idem:{key}"
+
+    def desk(self, carrier: str, call_sid: str) -> str:
+        """The answer a transferring call left for its carrier's next fetch."""
+        return f"{self.prefix}:desk:{carrier}:{call_sid}"
 
     def call_of_actions(self, stream_key: str) -> str:
         """The call id of an action stream's key."""
@@ -164,6 +173,17 @@ total = redis.call('HINCRBY', KEYS[1], 'actions_bytes', size)
 local id = redis.call('XADD', KEYS[2], '*', 'actions', ARGV[1], 'key', ARGV[2], 'upto', total)
 if ARGV[2] ~= '' then redis.call('SET', KEYS[3], ARGV[4], 'EX', ARGV[3]) end
 return {202, id}
+"""
+
+# KEYS: call, actions. ARGV: the outcome (JSON). The carrier's word on a call's transfer, reached by
+# whichever instance its callback came to, for the call's owner: an entry of the call's action stream
+# (read in order with the bot's actions, never applied as one). Nothing is written for a call that
+# is unknown or has ended (no stream left behind without its expiry). -> 1 added, 0 no such live call.
+OUTCOME = """
+local state = redis.call('HGET', KEYS[1], 'state')
+if not state or state == 'ended' then return 0 end
+redis.call('XADD', KEYS[2], '*', 'transfer', ARGV[1])
+return 1
 """
 
 

@@ -19,7 +19,7 @@ import structlog
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError, RedisError
 
-from bridge.fleet.keys import ACQUIRE, END, HANDOFF, MARK_APPLIED, RENEW, ROUTE, SESSION, TAKEOVER, Keys
+from bridge.fleet.keys import ACQUIRE, END, HANDOFF, MARK_APPLIED, OUTCOME, RENEW, ROUTE, SESSION, TAKEOVER, Keys
 from bridge.settings import FleetSettings
 
 log = structlog.get_logger("bridge.fleet")
@@ -93,6 +93,7 @@ class FleetRedis:
         self.takeover = self.register(TAKEOVER)
         self.session = self.register(SESSION)
         self.handoff = self.register(HANDOFF)
+        self.outcome = self.register(OUTCOME)
 
     def register(self, source: str) -> AsyncScript:
         """A script to run on this Redis (with :meth:`run_scripts`, or called with keys and args)."""
