@@ -74,7 +74,11 @@ def _parser() -> argparse.ArgumentParser:
         choices=tuple(CARRIERS),
         help="the dialect to speak (default twilio); the URL defaults to /<carrier>/stream",
     )
-    call.add_argument("--url", help="the bridge's stream URL (default ws://127.0.0.1:8080/<carrier>/stream)")
+    call.add_argument(
+        "--url",
+        help="the bridge's stream URL (default ws://127.0.0.1:8080/<carrier>/stream); twilio: its host serves "
+        "/twilio/voice, whose TwiML says where to stream (see --no-twiml, --http-url)",
+    )
     call.add_argument(
         "--save-reply",
         type=Path,
@@ -106,6 +110,35 @@ def _parser() -> argparse.ArgumentParser:
         default=[],
         metavar="NAME=VALUE",
         help="a stream <Parameter> (repeatable), e.g. --param stt.language=en",
+    )
+    call.add_argument(
+        "--dtmf",
+        metavar="KEYS",
+        help="keys the caller presses: comma-separated KEYS@SECONDSs groups (0-9 * # A-D; @ optional: at the "
+        "start), one key every 200 ms, e.g. '1234#@6s,9@12.5s'; sent as the carrier's DTMF message",
+    )
+    call.add_argument(
+        "--no-twiml",
+        dest="twiml",
+        action="store_false",
+        help="twilio: stream straight to the URL; by default the call starts as Twilio's does (POST "
+        "/twilio/voice, signed with $TWILIO_AUTH_TOKEN when set, then its <Connect><Stream>)",
+    )
+    call.add_argument(
+        "--http-url",
+        help="twilio: the bridge's base URL for the TwiML requests (default: the stream URL's host, over http(s))",
+    )
+    call.add_argument(
+        "--dial-status",
+        choices=("answered", "busy", "no-answer", "failed", "canceled"),
+        default="answered",
+        help="twilio: how a <Dial> the bridge answers ends (default answered); not answered: the <Dial action> "
+        "may bring the caller back to the bot on a new stream, with the rest of the audio",
+    )
+    call.add_argument(
+        "--announce-out",
+        type=Path,
+        help="twilio: fetch a <Dial>'s whisper (<Number url>) like the person's phone and save its <Play> audio here",
     )
 
     outbox = sub.add_parser("outbox", help="list or replay the bot events kept in the outbox")
@@ -328,71 +361,6 @@ def _check_data_dir(settings: Settings) -> str | None:
 
 
 def _call(args: argparse.Namespace) -> int:
-    from bridge.errors import WavError
-    from bridge.tools.dialects import two_tracks_unsupported
-    from bridge.tools.player import play_call, print_reply, print_report, read_two_tracks, reply_wav
-    from bridge.wav import read_wav, to_ulaw_8k
+    from bridge.tools.call_command import call_command
 
-    both = args.tracks == "both"
-    carrier = CARRIERS[args.carrier]  # one of them: argparse's choices
-    if both and not carrier.capabilities.two_tracks:
-        print(f"bridge call: --tracks both: {two_tracks_unsupported(args.carrier)}", file=sys.stderr)
-        return 2
-    if both and args.save_reply is not None:
-        print("bridge call: --save-reply plays back into a one-track stream; not with --tracks both", file=sys.stderr)
-        return 2
-    outbound: bytes | None = None
-    try:
-        data = args.audio.read_bytes()
-        if both:
-            ulaw, outbound = read_two_tracks(data)
-        else:
-            ulaw = to_ulaw_8k(read_wav(data))
-    except OSError as exc:
-        print(f"bridge call: {args.audio}: {exc}", file=sys.stderr)
-        return 2
-    except WavError as exc:
-        print(f"bridge call: {args.audio}: {'--tracks both: ' if both else ''}{exc}", file=sys.stderr)
-        return 2
-    params = {"From": "+15550100", "To": "+15550199"}
-    for item in args.param:
-        name, sep, value = item.partition("=")
-        if not sep:
-            print(f"bridge call: --param needs NAME=VALUE, got {item!r}", file=sys.stderr)
-            return 2
-        params[name] = value
-    import websockets
-
-    url = args.url or f"ws://127.0.0.1:8080/{args.carrier}/stream"
-    if url.startswith(("http://", "https://")):
-        url = "ws" + url[4:]  # http -> ws, https -> wss
-    if args.save_reply is not None and (not carrier.frames.twilio_like or args.rate):
-        print(
-            "bridge call: --save-reply listens like a Twilio phone: --carrier twilio or signalwire, mu-law",
-            file=sys.stderr,
-        )
-        return 2
-    try:
-        report = asyncio.run(
-            play_call(
-                url,
-                ulaw,
-                realtime=args.realtime,
-                parameters=params,
-                progress=sys.stderr,
-                carrier=args.carrier,
-                sample_rate=args.rate,
-                listen_reply=args.save_reply is not None,
-                linger=args.linger if args.linger is not None else (10.0 if args.save_reply else 0.0),
-                outbound=outbound,
-            )
-        )
-    except (OSError, websockets.InvalidURI, websockets.InvalidHandshake, ValueError) as exc:
-        print(f"bridge call: cannot stream to {url}: {exc}", file=sys.stderr)
-        return 1
-    print_report(report)
-    if args.save_reply is not None and report.ear is not None:
-        print_reply(report.ear)
-        args.save_reply.write_bytes(reply_wav(report.ear))
-        print(f"saved what the caller heard to {args.save_reply}")
-    return 0 if report.close_code == 1000 else 1
+    return call_command(args)

@@ -29,6 +29,7 @@ TWO_TRACKS = ["inbound", "outbound"]
 TWO_TRACK_CARRIERS = tuple(name for name, c in CARRIERS.items() if c.capabilities.two_tracks)
 
 Messages = Iterator[str | bytes]
+KeyMessage = Callable[[str], str]  # a keypad key -> the carrier's DTMF message
 TwilioLikeWriter = TwilioStreamWriter | SignalWireStreamWriter
 
 
@@ -44,6 +45,7 @@ class Dialect:
     sends_stop: bool = True
     writer: TwilioLikeWriter | None = None  # Twilio-like: mark echoes, more media
     messages_per_frame: int = 1  # 2 for a two-track call in one message per track
+    dtmf: KeyMessage | None = None  # the carrier's message for a key the caller pressed (None: it sends none)
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,7 @@ class Played:
     messages: Messages
     writer: TwilioLikeWriter | None = None
     subprotocols: tuple[str, ...] = ()
+    dtmf: KeyMessage | None = None
 
 
 def native(ulaw: bytes, fmt: AudioFormat) -> bytes:
@@ -89,20 +92,20 @@ def native(ulaw: bytes, fmt: AudioFormat) -> bytes:
 
 def _twilio(c: CallSpec) -> Played:
     w = TwilioStreamWriter(c.call_sid, c.stream_sid, parameters=c.parameters, tracks=c.tracks)
-    return Played(w.call(c.audio, c.frame_bytes, c.outbound), w)
+    return Played(w.call(c.audio, c.frame_bytes, c.outbound), w, dtmf=w.dtmf)
 
 
 def _signalwire(c: CallSpec) -> Played:
     rate = c.fmt.sample_rate if c.l16 else None
     w = SignalWireStreamWriter(c.call_sid, c.stream_sid, parameters=c.parameters, sample_rate=rate, tracks=c.tracks)
-    return Played(w.call(c.audio, c.frame_bytes, c.outbound), w)
+    return Played(w.call(c.audio, c.frame_bytes, c.outbound), w, dtmf=w.dtmf)
 
 
 def _telnyx(c: CallSpec) -> Played:
     codec = "L16" if c.l16 else "PCMU"
     both = c.outbound is not None
     w = TelnyxStreamWriter(c.call_sid, c.stream_sid, c.caller, c.called, codec, c.fmt.sample_rate, both_tracks=both)
-    return Played(w.call(c.audio, c.frame_bytes, c.outbound))
+    return Played(w.call(c.audio, c.frame_bytes, c.outbound), dtmf=w.dtmf)
 
 
 def _plivo(c: CallSpec) -> Played:
@@ -110,30 +113,31 @@ def _plivo(c: CallSpec) -> Played:
     w = PlivoStreamWriter(
         c.call_sid, c.stream_sid, parameters=c.parameters, sample_rate=rate, send_stop=True, tracks=c.tracks
     )
-    return Played(w.call(c.audio, c.frame_bytes, c.outbound))
+    return Played(w.call(c.audio, c.frame_bytes, c.outbound), dtmf=w.dtmf)
 
 
 def _exotel(c: CallSpec) -> Played:
     w = ExotelStreamWriter(c.call_sid, c.stream_sid, c.caller, c.called, c.fmt.sample_rate)
-    return Played(w.call(c.audio, c.frame_bytes))
+    return Played(w.call(c.audio, c.frame_bytes), dtmf=w.dtmf)  # Exotel's Voicebot applet (bidirectional)
 
 
 def _vonage(c: CallSpec) -> Played:
     w = VonageStreamWriter(c.call_sid, c.fmt.sample_rate, {"from": c.caller, "to": c.called})
-    return Played(w.call(c.audio, c.frame_bytes))
+    return Played(w.call(c.audio, c.frame_bytes), dtmf=w.dtmf)
 
 
 def _audiofork(c: CallSpec) -> Played:
     mix = "mono" if c.outbound is None else "stereo"
     w = AudioForkStreamWriter(c.call_sid, c.fmt.sample_rate, c.caller, c.called, mix_type=mix)
-    return Played(w.call(c.audio, c.frame_bytes, c.outbound), subprotocols=(w.subprotocol,))
+    keys = w.dtmf if w.sends_dtmf else None  # jambonz passDtmf; FreeSWITCH's forks carry audio only
+    return Played(w.call(c.audio, c.frame_bytes, c.outbound), subprotocols=(w.subprotocol,), dtmf=keys)
 
 
 def _asterisk(c: CallSpec) -> Played:
     fmt = c.fmt
     name = "ulaw" if fmt == ULAW_8K else ("slin" if fmt.sample_rate == 8000 else f"slin{fmt.sample_rate // 1000}")
     w = AsteriskStreamWriter(c.call_sid, name, json_style=True, caller=c.caller, called=c.called)
-    return Played(w.call(c.audio, c.frame_bytes))
+    return Played(w.call(c.audio, c.frame_bytes), dtmf=w.dtmf)
 
 
 # One writer per carrier in bridge.adapters.CARRIERS (tests/test_call_command.py checks they match).
@@ -206,7 +210,22 @@ def dialect(
         sends_stop=rules.sends_stop,
         writer=played.writer,
         messages_per_frame=2 if outbound is not None and rules.track_messages else 1,
+        dtmf=played.dtmf,
     )
+
+
+def opening_messages(carrier: str, parameters: dict[str, str], sample_rate: int | None, two_tracks: bool) -> int:
+    """How many messages of a call in ``carrier``'s dialect come before its audio (``connected``, ``start``,
+    metadata...): the same call with no audio has only those, and the stop."""
+    empty = dialect(carrier, b"", "c", "s", parameters, sample_rate, b"" if two_tracks else None)
+    return sum(1 for _ in empty.messages) - (1 if empty.sends_stop else 0)
+
+
+def keys_unsupported(carrier: str) -> str | None:
+    """Why ``carrier``'s stream cannot carry a key the caller pressed (None: it can)."""
+    if dialect(carrier, b"", "c", "s", {}).dtmf is None:
+        return f"{carrier}: the carrier sends no DTMF message on its media stream, so no key can be pressed"
+    return None
 
 
 def two_tracks_unsupported(carrier: str) -> str:

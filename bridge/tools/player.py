@@ -17,7 +17,6 @@ The carriers' messages come from :mod:`bridge.tools.dialects`.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import io
 import json
 import math
@@ -25,7 +24,7 @@ import sys
 import time
 import uuid
 import wave
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
@@ -33,8 +32,9 @@ import websockets
 
 from bridge.audio import ULAW_8K, samples_to_float, silence
 from bridge.errors import WavError
-from bridge.tools.dialects import Dialect, TwilioLikeWriter, carrier_of, dialect
+from bridge.tools.dialects import Dialect, TwilioLikeWriter, carrier_of, dialect, keys_unsupported, opening_messages
 from bridge.tools.ear import TwilioEar
+from bridge.tools.keypad import KeyPress
 from bridge.wav import Wav, read_wav, to_ulaw_8k
 
 
@@ -72,6 +72,9 @@ class CallReport:
     received: list[str] = field(default_factory=list)
     started_at: float = 0.0  # monotonic time the first audio frame was sent
     ear: TwilioEar | None = None  # what the caller heard (Twilio-like dialects, when asked)
+    keys_sent: list[tuple[float, str]] = field(default_factory=list)  # (seconds after the start, key)
+    closed_by_bridge: bool = False  # the bridge ended the call (the phone had not hung up)
+    frame_seconds: float = 0.02
 
 
 def _progress(out: TextIO, done: int, total: int, frame_seconds: float = 0.02) -> None:
@@ -93,9 +96,11 @@ async def play_call(
     carrier: str = "twilio",
     sample_rate: int | None = None,
     call_sid: str | None = None,
+    stream_sid: str | None = None,
     listen_reply: bool = False,
     linger: float = 0.0,
     outbound: bytes | None = None,
+    keys: Sequence[KeyPress] = (),
 ) -> CallReport:
     """Play ``ulaw`` (8 kHz mu-law) as one call in ``carrier``'s dialect into ``url``.
 
@@ -109,29 +114,39 @@ async def play_call(
             the bridge still plays something back.
         outbound: the other party (8 kHz mu-law), on the carrier's second track: a two-party call, as
             ``<Start><Stream track="both_tracks">`` forks it (the shorter track is padded with silence).
+        keys: keys the caller presses, each in the carrier's DTMF message between two audio frames, at
+            its time in the call's audio (the call is made long enough to press the last one).
+
+    The bridge may end the call itself (a hang-up, a transfer): the audio stops there, and
+    ``report.closed_by_bridge`` and ``report.frames_sent`` say so and where.
 
     Raises:
         ValueError: ``outbound`` for a carrier in one track, or with ``listen_reply`` (a stream that plays
-            back carries one track).
+            back carries one track); ``keys`` on a carrier that sends no DTMF message.
     """
+    if outbound is not None and listen_reply:
+        raise ValueError("a stream the bridge plays back into carries one track (no outbound)")
+    if keys:  # the call lasts until the last key has been pressed, and a little longer
+        ulaw = ulaw.ljust(int((max(k.at for k in keys) + 0.5) * 8000), b"\xff")  # mu-law silence
     if outbound is not None:
-        if listen_reply:
-            raise ValueError("a stream the bridge plays back into carries one track (no outbound)")
         length = max(len(ulaw), len(outbound))
-        ulaw, outbound = ulaw.ljust(length, b"\xff"), outbound.ljust(length, b"\xff")  # mu-law silence
+        ulaw, outbound = ulaw.ljust(length, b"\xff"), outbound.ljust(length, b"\xff")
     if url.startswith(("http://", "https://")):
         url = "ws" + url[4:]  # http -> ws, https -> wss
     rules = carrier_of(carrier).frames
     call_sid = call_sid or (rules.call_sid_prefix + uuid.uuid4().hex)
-    stream_sid = rules.stream_sid_prefix + uuid.uuid4().hex
+    stream_sid = stream_sid or (rules.stream_sid_prefix + uuid.uuid4().hex)
     params = parameters or {"From": "+15550100", "To": "+15550199"}
     play = dialect(carrier, ulaw, call_sid, stream_sid, params, sample_rate, outbound)
-    report = CallReport(call_sid, stream_sid if rules.own_stream_id else call_sid)
+    if keys and play.dtmf is None:
+        raise ValueError(keys_unsupported(carrier) or carrier)
+    report = CallReport(call_sid, stream_sid if rules.own_stream_id else call_sid, frame_seconds=play.frame_seconds)
     writer = play.writer
     ear = report.ear = TwilioEar() if listen_reply and writer is not None and play.audio_format == ULAW_8K else None
-    messages = list(play.messages)
-    if linger and realtime and writer is not None:
-        messages.pop()  # the stop: sent after the reply has played (numbered after the silence)
+    opening = opening_messages(carrier, params, sample_rate, outbound is not None)
+    messages = iter(play.messages)  # built as sent: a key's message is numbered among them
+    lingering = bool(linger and realtime and writer is not None)
+    pending = list(keys)
     started = time.monotonic()
     async with websockets.connect(
         url,
@@ -157,41 +172,65 @@ async def play_call(
         t0 = time.monotonic()
         listener = asyncio.create_task(listen())
         audio_total = math.ceil(len(play.native_audio) / play.audio_format.bytes_for_ms(play.frame_seconds * 1000))
-        per_frame = play.messages_per_frame
-        # Every dialect is: opening messages, one message per audio frame (per track), then stop (if it has one).
-        first_audio = len(messages) - audio_total * per_frame - (1 if play.sends_stop else 0)
         report.started_at = t0
-        frame_index = 0
-        for n, message in enumerate(messages):
-            is_audio = first_audio <= n < first_audio + audio_total * per_frame
-            if is_audio and realtime and (n - first_audio) % per_frame == 0:
-                delay = t0 + frame_index * play.frame_seconds - time.monotonic()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-            await ws.send(message)
-            if is_audio and (n - first_audio) % per_frame == per_frame - 1:  # the frame's last track
+        hung_up = False
+        try:
+            for _ in range(opening):
+                await ws.send(next(messages))
+            for frame_index in range(audio_total):
+                if listener.done():
+                    break  # the bridge ended the call
+                if realtime:
+                    delay = t0 + frame_index * play.frame_seconds - time.monotonic()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                while pending and pending[0].at <= frame_index * play.frame_seconds + 1e-9:
+                    await _press(ws, play, pending.pop(0), report, progress, time.monotonic() - t0)
+                for _ in range(play.messages_per_frame):
+                    await ws.send(next(messages))
                 if ear is not None:
                     await answer(ear.due(time.monotonic() - t0))
                 if on_frame is not None:
                     on_frame(frame_index, time.monotonic())
-                frame_index += 1
                 report.frames_sent += 1
-                if progress is not None and (frame_index % 10 == 1 or frame_index == audio_total):
-                    _progress(progress, frame_index, audio_total, play.frame_seconds)
-        if progress is not None:
-            progress.write("\n")
-        if linger and realtime and writer is not None:
-            with contextlib.suppress(websockets.ConnectionClosed):  # the bridge may hang up first
-                await _linger(ws, play, writer, ear, t0, frame_index, linger, answer)
-                await ws.send(writer.stop())
-        if not play.sends_stop:
-            await ws.close()  # this dialect has no stop message: hanging up is closing the socket
+                if progress is not None and (frame_index % 10 == 0 or frame_index + 1 == audio_total):
+                    _progress(progress, frame_index + 1, audio_total, play.frame_seconds)
+            if progress is not None:
+                progress.write("\n")
+            if not listener.done():
+                if lingering:
+                    assert writer is not None
+                    await _linger(ws, play, writer, ear, t0, report.frames_sent, linger, answer, listener)
+                if not listener.done():
+                    hung_up = True
+                    if lingering:
+                        assert writer is not None
+                        await ws.send(writer.stop())
+                    else:
+                        for message in messages:  # the stop, if the dialect has one
+                            await ws.send(message)
+                    if not play.sends_stop:
+                        await ws.close()  # this dialect has no stop message: hanging up is closing the socket
+        except websockets.ConnectionClosed:
+            pass  # the bridge closed the stream while the phone was still talking
         await listener
+        report.closed_by_bridge = not hung_up
         report.close_code = ws.close_code
         report.close_reason = ws.close_reason or ""
     report.seconds_of_audio = len(ulaw) / 8000
     report.elapsed = time.monotonic() - started
     return report
+
+
+async def _press(
+    ws: Any, play: Dialect, press: KeyPress, report: CallReport, progress: TextIO | None, now: float
+) -> None:
+    assert play.dtmf is not None
+    await ws.send(play.dtmf(press.key))
+    report.keys_sent.append((now, press.key))
+    if progress is not None:
+        progress.write(f"\rkey {press.key} pressed at {now:6.2f} s{' ' * 40}\n")
+        progress.flush()
 
 
 async def _linger(
@@ -203,12 +242,13 @@ async def _linger(
     frames: int,
     linger: float,
     answer: Callable[[list[str]], Awaitable[None]],
+    listener: asyncio.Task[None],
 ) -> None:
     """Silence after the caller's audio while the bridge is still playing something back: until it has
-    sent nothing for 2 s and the phone has played it all, or ``linger`` seconds."""
+    sent nothing for 2 s and the phone has played it all, ``linger`` seconds, or the bridge ends the call."""
     quiet = silence(play.audio_format, play.frame_seconds * 1000)
     end = time.monotonic() + linger
-    while time.monotonic() < end:
+    while time.monotonic() < end and not listener.done():
         now = time.monotonic() - t0
         if ear is not None:
             await answer(ear.due(now))
@@ -257,17 +297,24 @@ def print_reply(ear: TwilioEar, out: TextIO = sys.stdout) -> None:
 
 def print_report(report: CallReport, out: TextIO = sys.stdout) -> None:
     out.write(f"call {report.call_sid} stream {report.stream_sid}\n")
-    out.write(
-        f"sent {report.frames_sent} frames ({report.seconds_of_audio:.1f} s of audio) in {report.elapsed:.1f} s\n"
-    )
+    sent = f"{report.seconds_of_audio:.1f} s of audio"
+    if report.closed_by_bridge:
+        sent = f"{report.frames_sent * report.frame_seconds:.1f} s of the {sent}"
+    out.write(f"sent {report.frames_sent} frames ({sent}) in {report.elapsed:.1f} s\n")
     out.write(
         f"bridge closed the stream with code {report.close_code}"
         + (f" ({report.close_reason})" if report.close_reason else "")
         + "\n"
     )
+    runs: list[list[Any]] = []  # [event, count]: a run of the same message is one line
     for message in report.received:
         try:
             event = json.loads(message).get("event", "?")
         except (ValueError, AttributeError):
             event = "?"
-        out.write(f"bridge sent: {event}\n")
+        if runs and runs[-1][0] == event:
+            runs[-1][1] += 1
+        else:
+            runs.append([event, 1])
+    for event, count in runs:
+        out.write(f"bridge sent: {event}" + (f" x{count}" if count > 1 else "") + "\n")

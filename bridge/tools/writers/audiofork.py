@@ -85,6 +85,18 @@ class AudioForkStreamWriter:
             return _compact({"to": self.called, "from": self.caller, "callid": self.call_id, **self.metadata})
         return _compact(self.metadata)
 
+    @property
+    def sends_dtmf(self) -> bool:
+        """jambonz's ``listen`` passes keys on (``passDtmf``); the FreeSWITCH forks send audio only."""
+        return self.style == "jambonz"
+
+    def dtmf(self, digit: str, duration_ms: int = 250) -> str:
+        """A key, as jambonz's ``listen`` with ``passDtmf`` sends it (text ``{event, dtmf, duration}``,
+        jambonz-feature-server ``lib/tasks/listen.js``)."""
+        if not self.sends_dtmf:
+            raise ValueError(f"an {self.style} fork sends no DTMF message (jambonz listen with passDtmf does)")
+        return _compact({"event": "dtmf", "dtmf": digit, "duration": duration_ms})
+
     def call(self, pcm: bytes, frame_bytes: int, outbound: bytes | None = None) -> Iterator[str | bytes]:
         """Every message of a whole call playing ``pcm`` (L16) in frames of ``frame_bytes`` per channel; with
         ``outbound`` (the right channel, as long as ``pcm``; ``mix_type`` must be ``stereo``), each binary frame

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 from bridge.adapters.telnyx import codec_of, swap16
@@ -92,6 +93,19 @@ class TelnyxStreamWriter:
                     "timestamp": str(int(timestamp)),
                     "payload": base64.b64encode(payload).decode(),
                 },
+            }
+        )
+
+    def dtmf(self, digit: str, occurred_at: str | None = None) -> str:
+        """A key the caller pressed, as Telnyx's media streaming guide shows it (``dtmf{digit}``, with
+        ``occurred_at``, ISO 8601, now by default: Telnyx may deliver DTMF out of order)."""
+        return json.dumps(
+            {
+                "event": "dtmf",
+                "stream_id": self.stream_id,
+                "occurred_at": occurred_at or datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+                "sequence_number": self._next(),
+                "dtmf": {"digit": digit},
             }
         )
 
