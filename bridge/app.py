@@ -15,6 +15,7 @@ import structlog
 from aiohttp import web
 
 from bridge.app_keys import CLOCK, FLEET, HTTP_CLIENT, RESUME_SECRET, SETTINGS, WORKER
+from bridge.call.desk import DESK, LocalDesk
 from bridge.call.registry import CALLS, CallRegistry
 from bridge.call.services import CALL_SERVICES, CallServices
 from bridge.clock import SYSTEM_CLOCK, Clock
@@ -22,6 +23,7 @@ from bridge.delivery import DELIVERY, Delivery, EventStore
 from bridge.delivery.outbox import OUTBOX, Outbox, OutboxWriter
 from bridge.errors import ConfigError
 from bridge.http.bot_api import add_routes as add_bot_api
+from bridge.http.call_control import add_routes as add_call_control
 from bridge.http.health import add_routes as add_health_routes
 from bridge.http.phone import phone_stream
 from bridge.http.transcripts import TRANSCRIPTS, recent_calls, transcript_store
@@ -32,6 +34,7 @@ from bridge.reply.bot_resend import resend_left_over
 from bridge.reply.tts import SPEAKER, OpenAiSpeech, PiperSpeech, Speaker
 from bridge.settings import Settings
 from bridge.stt.admission import ADMISSION, Admission
+from bridge.transfer_reach import apply_outcome
 
 log = structlog.get_logger("bridge.app")
 
@@ -65,6 +68,8 @@ def create_app(
     add_transcript_api(app)
     add_health_routes(app)
     app.router.add_post("/twilio/voice", twilio_voice)
+    add_call_control(app)
+    app[DESK] = LocalDesk()
     app.router.add_get("/{carrier}/stream", phone_stream)
     # One cleanup_ctx per resource, each after what it uses: set up in this order, closed in the reverse.
     app.cleanup_ctx.append(transcript_store)  # first in, last out: open before any call, closed after all
@@ -249,6 +254,7 @@ async def _call_services(app: web.Application) -> AsyncIterator[None]:
         admission=app[ADMISSION],
         speaker=app[SPEAKER],
         transcripts=app[TRANSCRIPTS],
+        desk=app[DESK],
     )
     yield
 
@@ -272,6 +278,9 @@ async def _fleet(app: web.Application) -> AsyncIterator[None]:
     # With a webhook, the calls' undelivered events are kept in Redis (the fleet's outbox).
     outbox_max_queued = settings.webhook.max_pending_events * 10 if settings.webhook.url else None
     app[FLEET] = fleet = Fleet(settings.fleet, instance_id, outbox_max_queued=outbox_max_queued)
+    app[DESK] = fleet.desk  # a transfer's <Dial> in Redis: the carrier's next fetch may reach any instance
+    calls = app[CALLS]
+    fleet.transfers.apply = lambda word: apply_outcome(calls, word)  # a transfer's outcome, on its call's owner
     await fleet.start()
     try:
         yield

@@ -1,6 +1,7 @@
 """The call a phone stream carries, start to end: wait for the carrier's ``start``, take the suspended
-call it restarts (or, in fleet mode, adopt the one another instance held) or begin a new one, run it,
-then end it or keep it suspended for a restarted stream.
+call it restarts (or, in fleet mode, adopt the one another instance held; under ``--workers``, relay
+the stream to the worker where its call waits) or begin a new one, run it, then end it or keep it
+suspended for a restarted stream.
 
 The HTTP edge (:func:`bridge.http.phone.phone_stream`) accepts the socket and hands it here with what
 the application holds: the call registry, the calls' services, the metrics and the fleet (if any).
@@ -9,7 +10,8 @@ the application holds: the call registry, the calls' services, the metrics and t
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Protocol
 
 import structlog
 
@@ -20,6 +22,7 @@ from bridge.phone_stream import CallResult
 from bridge.stt.stream import SessionState as SttSessionState
 
 if TYPE_CHECKING:
+    from bridge.adapters.base import CallStarted
     from bridge.call.registry import CallRegistry
     from bridge.call.services import CallServices
     from bridge.fleet.fleet import Fleet
@@ -32,6 +35,19 @@ if TYPE_CHECKING:
 log = structlog.get_logger("bridge.phone")
 
 
+class StreamRelay(Protocol):
+    """Under ``--workers`` (:class:`bridge.sibling_relay.SiblingRelay`): a restarted stream whose call
+    waits in a sibling worker is carried there."""
+
+    def record(self, messages: AsyncIterator[str | bytes]) -> AsyncIterator[str | bytes]:
+        """The messages read until ``start``, kept to be replayed to the sibling."""
+        ...
+
+    async def relay(self, started: CallStarted) -> CallResult | None:
+        """Carry the stream to the sibling holding its call; how it ended (None: no sibling has it)."""
+        ...
+
+
 async def carry_call(
     stream: PhoneStream,
     messages: PhoneConnection,
@@ -39,17 +55,23 @@ async def carry_call(
     services: CallServices,
     metrics: Metrics,
     fleet: Fleet | None,
+    relay: StreamRelay | None = None,
 ) -> CallResult:
     """One stream, start to end: wait for ``start``, take the call it restarts or begin a new one, run
-    it, then end the call or keep it suspended for a restart. Returns how the stream ended."""
+    it, then end the call or keep it suspended for a restart. Returns how the stream ended. ``relay``
+    (``--workers``): a restart of a call that waits in a sibling worker is carried there instead."""
     settings = services.settings
-    start = await stream.wait_for_start(messages)
+    start = await stream.wait_for_start(relay.record(messages) if relay is not None else messages)
     if isinstance(start, CallResult):
         return start
     started = start.started
     suspended = calls.suspended
     key = (started.carrier, started.call_sid)
     call = suspended.take(key, started)
+    if call is None and relay is not None and fleet is None and restart_proven(services.resume_secret, started):
+        relayed = await relay.relay(started)  # its call waits in another worker (a drop, a transfer's return)
+        if relayed is not None:
+            return relayed
     if call is None:
         if suspended.waiting(key):
             log.warning(
@@ -65,7 +87,9 @@ async def carry_call(
             adopted = await fleet.adopt(started.carrier, started.call_sid, channels=started.channels)
             if adopted is not None:
                 carried = _carried(adopted)
-        call = Call.carry_on(started, carried, services) if carried is not None else Call.begin(started, services)
+        call = (
+            Call.carry_on(started, carried, services) if carried is not None else Call.begin(started, services, stream)
+        )
         if fleet is not None:  # this instance holds the carrier socket: it owns the call (an adopted one too)
             fleet.own(call, started.carrier, started.call_sid)
 
@@ -88,7 +112,12 @@ async def carry_call(
         # Whatever happened (cancellation included), the call is either waiting for a restart or ended.
         calls.live.pop(call.id, None)
         grace = settings.server.stream_restart_grace
-        if result.reason == "socket_closed" and grace > 0 and not suspended.closed:
+        transferring = call.transfer.waits() if result.reason != "protocol_error" else None
+        if transferring is not None and not suspended.closed:
+            # the caller is with the carrier, ringing the person: back here if nobody answers
+            log.info("call.transferring", waiting_for_return=transferring)
+            suspended.suspend(call, key, transferring, expired="transferred")
+        elif result.reason == "socket_closed" and grace > 0 and not suspended.closed:
             log.info("call.stream_lost", waiting_for_restart=grace)
             suspended.suspend(call, key, grace)
         else:

@@ -15,6 +15,8 @@
      |                          too many streams open); the action ends with ``action.failed``
      +-- TtsError               speech synthesis failed (the embedded engine, or the TTS endpoint)
      +-- FleetUnavailable       fleet mode: Redis cannot be reached for something that needs it now
+     +-- ControlError           a carrier's call-control API refused or did not answer (transfer, redirect)
+     |    +-- EslProtocolError  (bridge.control.esl) FreeSWITCH's event socket sent something unreadable
      +-- WsProtocolError        (bridge.ws_protocol) a WebSocket peer broke RFC 6455 (carries a close code)
      +-- HandshakeError         (bridge.ws_protocol) not a valid WebSocket opening handshake (HTTP 400)
 
@@ -129,3 +131,8 @@ class TtsError(BridgeError):
 
 class FleetUnavailable(BridgeError):
     """Fleet mode: the fleet's Redis cannot be reached for something that needs it now."""
+
+
+class ControlError(BridgeError):
+    """A carrier's call-control API refused or did not answer (or a carrier id cannot be put in its
+    request). The message names the operation and the host, never a credential."""

@@ -82,6 +82,7 @@ class PhoneStream:
         self.started: CallStarted | None = None
         self.forced_end: CallResult | None = None  # set by the shell when it ends the stream itself
         self.call_id: str | None = None  # the call it carries, once attached
+        self.public_base = ""  # the bridge's base URL as the carrier reached it (links it gives the carrier)
         # The way back, set by the shell that owns the socket: send one message; end the stream
         # because the bot hung up (the socket closes, the call ends with `bot_hangup`).
         self.send: Callable[[str | bytes], Awaitable[None]] = _nowhere

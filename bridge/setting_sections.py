@@ -336,9 +336,14 @@ class ControlSettings(StrictModel):
     jambonz_account_sid: str = ""
     jambonz_api_key: SecretStr | None = None
     freeswitch_esl_url: SecretStr | None = None  # esl://:password@host:8021
+    # FreeSWITCH: how a number is dialled (uuid_transfer inline bridge), {to} the E.164 number; a sip:
+    # URI goes to sofia/external/<uri>. Empty: only SIP URIs can be reached.
+    freeswitch_dial: str = Field("", pattern=r"^$|^[A-Za-z0-9_./@:+\-]*\{to\}[A-Za-z0-9_./@:+\-]*$")
     asterisk_ari_url: HttpUrlOrEmpty = ""  # http://host:8088/ari
     asterisk_ari_user: str = ""
     asterisk_ari_password: SecretStr | None = None
+    # Asterisk: the dialplan context the caller's channel continues in, at the extension ``to``
+    asterisk_context: str = Field("bridge-transfer", pattern=r"^[A-Za-z0-9_\-]{1,64}$")
 
 
 class LogSettings(StrictModel):

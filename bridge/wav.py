@@ -89,3 +89,12 @@ def to_ulaw_8k(wav: Wav) -> bytes:
     x = resample(wav.samples, wav.sample_rate, 8000)
     pcm = np.clip(np.rint(x * 32767), -32768, 32767).astype("<i2").tobytes()
     return encode_from_pcm16(pcm, "ulaw")
+
+
+def pcm16_wav(pcm: bytes, sample_rate: int) -> bytes:
+    """A RIFF/WAVE file of 16-bit little-endian mono PCM."""
+    header = struct.pack(
+        "<4sI4s4sIHHIIHH4sI",
+        b"RIFF", 36 + len(pcm), b"WAVE", b"fmt ", 16, 1, 1, sample_rate, sample_rate * 2, 2, 16, b"data", len(pcm),
+    )  # fmt: skip
+    return header + pcm

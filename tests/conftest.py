@@ -59,7 +59,7 @@ def make_bridge(
     aiohttp_server: Any, fake_gladia: FakeGladia, webhook: tuple[FakeWebhook, str], tmp_path: Any
 ) -> BridgeFactory:
     async def factory(
-        environ: dict[str, str] | None = None, *, clock: Clock = SYSTEM_CLOCK, **overrides: Any
+        environ: dict[str, str] | None = None, *, clock: Clock = SYSTEM_CLOCK, port: int | None = None, **overrides: Any
     ) -> TestServer:
         env = {
             "BRIDGE_DATA_DIR": str(tmp_path / "data"),
@@ -72,7 +72,7 @@ def make_bridge(
         flags = {k.replace("__", "."): v for k, v in overrides.items()}
         settings = Settings.load(environ=env, overrides={**FAST, **flags})
         app: web.Application = create_app(settings, clock=clock)
-        server: TestServer = await aiohttp_server(app, host="127.0.0.1")
+        server: TestServer = await aiohttp_server(app, host="127.0.0.1", port=port)
         return server
 
     return factory

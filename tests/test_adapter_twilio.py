@@ -230,6 +230,15 @@ def test_twiml_connects_the_stream_with_parameters_then_hangs_up() -> None:
         "wss://b.example/twilio/stream", {"From": "+1<2>", "To": "+3"}, "https://app.example/next?a=1&b=2"
     )
     assert canonicalize(xml) == official("https://app.example/next?a=1&b=2")
+    # with an action URL (what /twilio/voice writes): <Connect action=...> and nothing after it
+    response = VoiceResponse()
+    connect = Connect(action="https://b.example/twilio/after-stream?x=1&y=2")
+    connect.stream(url="wss://b.example/twilio/stream").parameter(name="From", value="+1")
+    response.append(connect)
+    xml = connect_stream_twiml(
+        "wss://b.example/twilio/stream", {"From": "+1"}, action_url="https://b.example/twilio/after-stream?x=1&y=2"
+    )
+    assert canonicalize(xml) == canonicalize(str(response))
 
 
 def test_fork_twiml_starts_a_both_tracks_stream_then_dials_or_redirects() -> None:

@@ -96,9 +96,9 @@ def test_the_call_object_says_the_numbers_and_the_parameters_but_not_the_token()
 
 
 def test_call_started_lists_the_speakers_of_the_channels_gladia_gets() -> None:
-    payload = started_json({"id": "c1"}, ULAW_8K, ("caller", "agent"))
+    payload = started_json({"id": "c1"}, ULAW_8K, ("caller", "agent"), {"transfer": False})
     assert payload["speakers"] == ["caller"] and payload["stt"]["channels"] == 1
-    assert started_json({}, replace(ULAW_8K, channels=2), ("caller", "agent"))["speakers"] == ["caller", "agent"]
+    assert started_json({}, replace(ULAW_8K, channels=2), ("caller", "agent"), {})["speakers"] == ["caller", "agent"]
 
 
 def test_an_utterance_is_on_the_call_clock_with_its_speaker() -> None:

@@ -21,7 +21,10 @@ PURE = [
     "bridge.reply.playout",
     "bridge.reply.bargein",
     "bridge.reply.dtmf",
+    "bridge.reply.gather",
     "bridge.tools.ear",
+    "bridge.tools.keypad",
+    "bridge.tools.twiml_read",
     "bridge.fleet.keys",
     "bridge.adapters",  # the whole package: every adapter and carrier description
     "bridge.adapters.carrier",
@@ -34,6 +37,16 @@ PURE = [
     "bridge.stt_profile",
     "bridge.reply.figures",
     "bridge.transcript_render",
+    "bridge.control",  # call control's pure pieces: tokens, allow-list, each carrier's transfer markup
+    "bridge.control.tokens",
+    "bridge.control.allow",
+    "bridge.control.twiml",
+    "bridge.control.dial_status",
+    "bridge.control.plivo_xml",
+    "bridge.control.ncco",
+    "bridge.control.jambonz_verbs",
+    "bridge.control.rest",  # carriers' call-control requests, built and not sent
+    "bridge.control.esl",  # FreeSWITCH's event socket, sans-I/O
 ]
 FORBIDDEN = ["asyncio", "aiohttp", "structlog", "websockets"]
 

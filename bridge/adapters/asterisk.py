@@ -208,6 +208,8 @@ CARRIER = Carrier(
     AsteriskAdapter,
     plain(AsteriskAdapter),
     stream_token("asterisk"),
-    Capabilities(two_tracks=False),
+    # transfer: ARI POST /channels/{id}/continue into the transfer context; the dialplan dials, so no
+    # briefing and no return (https://docs.asterisk.org/Latest_API/API_Documentation/Asterisk_REST_Interface/Channels_REST_API/)
+    Capabilities(two_tracks=False, transfer="rest"),
     FrameRules(ULAW_8K, sends_stop=False, own_stream_id=False),
 )

@@ -183,7 +183,10 @@ CARRIER = Carrier(
     AudioForkAdapter,
     adapter_for,
     stream_token("audiofork"),
-    Capabilities(two_tracks=True, marks=False),
+    # transfer: jambonz call update (call_hook) to a dial verb, briefing by confirmHook, return by dial
+    # actionHook (jambonz-api-server swagger updateCall; jambonz-feature-server lib/tasks/dial.js); a
+    # FreeSWITCH fork: ESL uuid_transfer, with neither (call.started's capabilities say which, per call)
+    Capabilities(two_tracks=True, marks=False, transfer="rest", announce=True, return_to_bot=True),
     FrameRules(AudioFormat("pcm16", 8000), sends_stop=False, own_stream_id=False, track_messages=False),
     query_options=("rate", "sample_rate", "sampleRate", "mix"),
 )

@@ -127,6 +127,7 @@ CARRIER = Carrier(
     ExotelAdapter,
     plain(ExotelAdapter),
     stream_token("exotel"),
-    Capabilities(two_tracks=False),
+    # transfer: none; Exotel documents no live transfer of a Voicebot stream (only the flow's next applet)
+    Capabilities(two_tracks=False, transfer=None),
     FrameRules(AudioFormat("pcm16", 8000), frame_ms=100),
 )

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from typing import Any
 
 from bridge.adapters.base import CallStarted, Dtmf, Ignored, MarkReached, PhoneEvent
@@ -24,16 +25,36 @@ from bridge.adapters.stream_auth import stream_token
 from bridge.audio import ULAW_8K, AudioFormat
 from bridge.errors import PhoneProtocolError
 
+# The bridge's own stream parameters travel in extraHeaders under names Plivo allows (A-Z, a-z, 0-9
+# only), the transfer's values hex-encoded (bridge.control.ways writes them): restored here.
+BRIDGE_HEADERS = {
+    "bridgeresume": "bridge.resume",
+    "bridgetransfer": "bridge.transfer",
+    "bridgetransferstatus": "bridge.transfer_status",
+}
+HEX_HEADERS = frozenset({"bridge.transfer", "bridge.transfer_status"})
+
 
 def parse_extra_headers(value: Any) -> dict[str, str]:
+    """``extra_headers`` as parameters. The ``<Stream extraHeaders>`` attribute is documented with
+    commas and the stream's ``extra_headers`` with semicolons (UNVERIFIED which reaches the socket):
+    both separate pairs here."""
     if not isinstance(value, str) or not value:
         return {}
     out = {}
-    for part in value.split(";"):
+    for part in re.split("[;,]", value):
         key, sep, val = part.partition("=")
         if sep and key.strip():
-            out[key.strip()] = val.strip()
+            name = BRIDGE_HEADERS.get(key.strip(), key.strip())
+            out[name] = _unhex(val.strip()) if name in HEX_HEADERS else val.strip()
     return out
+
+
+def _unhex(text: str) -> str:
+    try:
+        return bytes.fromhex(text).decode()
+    except ValueError:  # UnicodeDecodeError is a ValueError
+        return text
 
 
 class PlivoAdapter(JsonDialectAdapter):
@@ -131,6 +152,8 @@ CARRIER = Carrier(
     PlivoAdapter,
     plain(PlivoAdapter),
     stream_token("plivo"),
-    Capabilities(two_tracks=True),
+    # transfer: Call/{uuid}/ aleg_url to the bridge's <Dial>, briefing by confirmSound, return by <Dial action>
+    # (https://plivo.com/docs/voice/xml/dial; plivo-python plivo/resources/calls.py transfer)
+    Capabilities(two_tracks=True, transfer="rest", announce=True, return_to_bot=True),
     FrameRules(ULAW_8K),
 )

@@ -67,6 +67,8 @@ CARRIER = Carrier(
     SignalWireAdapter,
     plain(SignalWireAdapter),
     stream_token("signalwire"),
-    Capabilities(two_tracks=True),
+    # transfer: LaML call update (Url) to the bridge's <Dial>, briefing by <Number url>, return by <Dial action>
+    # (https://developer.signalwire.com/compatibility-api/client-sdks/methods/calls/update, .../xml/voice/dial)
+    Capabilities(two_tracks=True, transfer="rest", announce=True, return_to_bot=True),
     FrameRules(ULAW_8K, twilio_like=True),
 )

@@ -346,7 +346,9 @@ CARRIER = Carrier(
     TelnyxAdapter,
     adapter_for,
     stream_token("telnyx"),
-    Capabilities(two_tracks=True),
+    # transfer: Call Control actions/transfer, briefing by audio_url, the caller stays on the stream when
+    # nobody answers (https://developers.telnyx.com/api-reference/call-commands/transfer-call)
+    Capabilities(two_tracks=True, transfer="rest", announce=True, return_to_bot=True),
     FrameRules(ULAW_8K),
     query_options=("tracks",),
 )

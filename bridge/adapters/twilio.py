@@ -133,10 +133,14 @@ class TwilioAdapter(JsonDialectAdapter):
 # -- TwiML and signatures ----------------------------------------------------------------
 
 
-def connect_stream_twiml(stream_url: str, parameters: Mapping[str, str], after_url: str = "") -> str:
-    """TwiML that connects the call to ``stream_url`` (bidirectional) with ``<Parameter>``s, then, once
-    the stream ends (the caller hung up, or the bot did and the bridge closed the stream), hangs up,
-    or with ``after_url`` redirects there (Twilio runs what follows ``</Connect>`` when it ends).
+def connect_stream_twiml(
+    stream_url: str, parameters: Mapping[str, str], after_url: str = "", *, action_url: str = ""
+) -> str:
+    """TwiML that connects the call to ``stream_url`` (bidirectional) with ``<Parameter>``s. When the
+    stream ends (the caller hung up, or the bridge closed the stream: the bot hung up or transferred the
+    call), Twilio requests ``action_url`` (``<Connect action>``: the bridge's ``/twilio/after-stream``,
+    which answers what comes next); without one, it hangs up, or with ``after_url`` redirects there
+    (Twilio runs what follows ``</Connect>``).
 
     Twilio drops query strings from stream URLs, so per-call data travels as parameters and comes
     back in ``start.customParameters``. Each parameter's name+value must stay under 500 characters.
@@ -146,10 +150,14 @@ def connect_stream_twiml(stream_url: str, parameters: Mapping[str, str], after_u
         for name, value in parameters.items()
         if value
     )
-    after = f"<Redirect>{escape(_xml_text(after_url))}</Redirect>" if after_url else "<Hangup/>"
+    if action_url:
+        connect, after = f"<Connect action={quoteattr(_xml_text(action_url))}>", ""
+    else:
+        connect = "<Connect>"
+        after = f"<Redirect>{escape(_xml_text(after_url))}</Redirect>" if after_url else "<Hangup/>"
     return (
         '<?xml version="1.0" encoding="UTF-8"?>'
-        f"<Response><Connect><Stream url={quoteattr(stream_url)}>{params}</Stream></Connect>{after}</Response>"
+        f"<Response>{connect}<Stream url={quoteattr(stream_url)}>{params}</Stream></Connect>{after}</Response>"
     )
 
 
@@ -223,7 +231,9 @@ CARRIER = Carrier(
     TwilioAdapter,
     plain(TwilioAdapter),
     authenticate,
-    Capabilities(two_tracks=True),
+    # transfer: <Connect action> then <Dial>, briefing by <Number url>, return by <Dial action>
+    # (https://www.twilio.com/docs/voice/twiml/connect, /dial, /number); REST call update otherwise
+    Capabilities(two_tracks=True, transfer="markup", announce=True, return_to_bot=True),
     FrameRules(ULAW_8K, l16=False, call_sid_prefix="CA", stream_sid_prefix="MZ", twilio_like=True),
     shared_token=False,
 )

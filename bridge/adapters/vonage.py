@@ -183,6 +183,8 @@ CARRIER = Carrier(
     VonageAdapter,
     plain(VonageAdapter),
     authenticate,
-    Capabilities(two_tracks=False),
+    # transfer: PUT /v1/calls/{uuid} to an NCCO connect, briefing by a phone endpoint's onAnswer (none for
+    # SIP), return by eventType synchronous (vonage-python-sdk voice.py transfer_call_ncco, models/ncco.py)
+    Capabilities(two_tracks=False, transfer="rest", announce=True, return_to_bot=True),
     FrameRules(AudioFormat("pcm16", 16000), sends_stop=False, own_stream_id=False),
 )

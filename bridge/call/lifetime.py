@@ -14,12 +14,9 @@ synchronous), so a slow Gladia or bot cannot delay the phone.
 4. :meth:`Call.end`: flush, finish the session (last finals), post ``call.ended`` with the summary
    (:meth:`Call.stats`), log one ``call.ended`` line. Once, whatever the interleaving.
 
-Stream restarts: a carrier's stream that drops without ``stop`` (Twilio does not reconnect, but an
-application can re-issue the TwiML from a status callback) leaves the call *suspended*
-(:mod:`bridge.call.suspended`) for ``server.stream_restart_grace`` seconds, its Gladia session and
-delivery queue kept open; a new stream that proves it is the same call (:mod:`bridge.call.resume`) is
-attached to it: same call id, Gladia session and event sequence, and the bot gets ``call.stream_restarted``.
-The call's other parts are the other modules of :mod:`bridge.call`."""
+Stream restarts (a stream that dropped, a transfer nobody answered): :mod:`bridge.call.suspended`,
+:mod:`bridge.call.resume`, :mod:`bridge.call.transfer`. The call's other parts are the other modules
+of :mod:`bridge.call`."""
 
 from __future__ import annotations
 
@@ -45,7 +42,7 @@ from bridge.adapters.base import (
     PhoneEvent,
     StreamCounters,
 )
-from bridge.audio import AudioFormat
+from bridge.audio import AudioFormat, hushed
 from bridge.call import payloads as call_payloads
 from bridge.call.answers import WebhookAnswers
 from bridge.call.figures import CallFigures, EarlierStreams
@@ -55,6 +52,7 @@ from bridge.call.profile import call_profile, call_speakers
 from bridge.call.record import CallRecord
 from bridge.call.resume import CarriedCall, restart_accepted
 from bridge.call.services import CallServices
+from bridge.call.transfer import CallTransfer
 from bridge.delivery import CallDelivery, PendingEvent
 from bridge.errors import PhoneProtocolError
 from bridge.phone_stream import AudioPath, CallResult, MessageSource, PhoneStream
@@ -62,7 +60,6 @@ from bridge.reply.actions import Action
 from bridge.reply.bot_socket import BotSocket
 from bridge.reply.call_reply import CallReply
 from bridge.stats import CallStats, EndReason, Meter
-from bridge.stt.protocol import init_request
 from bridge.stt.stream import SessionState as SttSessionState
 from bridge.stt.stream import SttStream
 
@@ -74,10 +71,10 @@ class Call:
 
     # fmt: off
     __slots__ = (
-        "_answers", "_audio_path", "_counters", "_earlier", "_ended", "_last_posted", "_notices", "_stream",
-        "_t0", "bot_socket", "both_parties", "delivery", "dtmf", "end_suspended_now", "id", "leave_suspension",
-        "on_ended", "profile", "record", "reply", "resume_secret", "settings", "speakers", "started", "streams",
-        "stt", "stt_format", "target", "transcripts"
+        "_answers", "_audio_path", "_counters", "_earlier", "_ended", "_last_posted", "_notices", "_t0",
+        "bot_socket", "both_parties", "delivery", "dtmf", "end_suspended_now", "id", "leave_suspension",
+        "on_ended", "profile", "record", "reply", "resume_secret", "settings", "speakers", "started", "stream",
+        "streams", "stt", "stt_format", "target", "transcripts", "transfer"
     )
     # fmt: on
 
@@ -124,7 +121,12 @@ class Call:
             if settings.bot_ws.url
             else None
         )
-        self._stream: PhoneStream | None = None
+        self.stream: PhoneStream | None = None  # the stream carrying the call (its last, once suspended)
+        self.transfer = CallTransfer(
+            self, settings=settings, secret=services.resume_secret, desk=services.desk, http=http,
+            emit=self._emit, fail=self.reply.fail, back=self.reply.transfer_back,
+        )  # fmt: skip
+        self.reply.transfer = self.transfer
         self.transcripts = services.transcripts  # the record kept after the call (None: off)
         self.record = CallRecord(self.id, self.transcripts)  # ... and for transcript.completed
         self._notices = SttNotices(  # what Gladia tells, to bot events
@@ -137,15 +139,7 @@ class Call:
             self.bot_socket,
             self.record.final,
         )
-        body = init_request(
-            self.profile.request_body(self.stt_format),
-            {
-                "bridge_call_id": self.id,
-                "provider": started.carrier,
-                "call_sid": started.call_sid,
-                "stream_sid": started.stream_sid,
-            },
-        )
+        body = call_payloads.stt_request(self.profile.request_body(self.stt_format), self.id, started)
         self.stt = SttStream(
             http=http,
             settings=settings.gladia,
@@ -172,11 +166,13 @@ class Call:
         self.leave_suspension: Callable[[], None] | None = None
 
     @classmethod
-    def begin(cls, started: CallStarted, services: CallServices) -> Call:
-        """A new call for a stream's ``start``: delivery and Gladia session opened, ``call.started`` posted."""
+    def begin(cls, started: CallStarted, services: CallServices, stream: PhoneStream | None = None) -> Call:
+        """A new call for a stream's ``start`` (``stream``: the one that said it, which the call
+        attaches next): delivery and Gladia session opened, ``call.started`` posted."""
         call = cls(started, services)
+        call.stream = stream
         target = call.stt_format
-        call._post("call.started", started_json(call.call_json(), target, call.speakers))
+        call._post("call.started", started_json(call.call_json(), target, call.speakers, call.transfer.capabilities()))
         call.stt.start()
         call.record.started(call.call_json(), list(call.speakers[: target.channels]))
         log.info(
@@ -263,8 +259,10 @@ class Call:
         )
         self._counters = stream.counters
         stream.call_id = self.id
-        self._stream = stream
+        self.stream = stream
         self.reply.attach(stream.adapter, stream.send)
+        if self.streams > 1:
+            self.transfer.returned(stream.started)  # a transfer nobody answered: the caller is back
 
     async def run(self, stream: PhoneStream, messages: MessageSource, first: list[PhoneEvent]) -> CallResult:
         """Carry ``stream``'s messages (``first``: events already read with its ``start``) into the call
@@ -290,16 +288,15 @@ class Call:
         for event in events:
             match event:
                 case Audio():
-                    if self.both_parties:
-                        self.stt.send_audio(stream.party_audio(event))
-                    else:
-                        self.stt.send_audio(stream.audio(event.payload))
+                    audio = stream.party_audio(event) if self.both_parties else stream.audio(event.payload)
+                    # a sensitive gather runs: what the caller says or keys in-band reaches no transcript
+                    self.stt.send_audio(hushed(audio, self.stt_format) if self.reply.hushed else audio)
                 case CallStopped():
                     return True
                 case Dtmf():
                     self.dtmf += 1
-                    self._post("call.dtmf", {"call": self.call_json(), "digit": event.digit})
-                    self.reply.caller_dtmf()
+                    if not self.reply.caller_key(event.digit):  # a gather takes its keys: no call.dtmf
+                        self._post("call.dtmf", {"call": self.call_json(), "digit": event.digit})
                 case Gap() | CarrierError() | Ignored():
                     stream.note(event)
                 case MarkReached():
@@ -398,7 +395,7 @@ class Call:
         self._last_posted = self._last_posted or type_ == "call.ended"
         event = self.delivery.submit(type_, payload)
         if event is not None and self.bot_socket is not None:
-            self.bot_socket.send_event(event.body, sequence=event.sequence)
+            self.bot_socket.send_event(event.body, sequence=event.sequence, sensitive=event.sensitive)
         return event
 
     def _emit(self, type_: str, payload: dict[str, Any]) -> None:
@@ -408,16 +405,16 @@ class Call:
     def lost_to_another_instance(self) -> None:
         """Fleet mode: another instance took the call over (this one was cut off from Redis, or
         paused): end it here. Its end is not sent (the new owner sent ``instance_lost``)."""
-        if self._stream is not None and self._stream.forced_end is None:
-            self._stream.forced_end = CallResult("instance_lost", 1001, "another bridge instance has the call")
-            self._stream.hang_up()
+        if self.stream is not None and self.stream.forced_end is None:
+            self.stream.forced_end = CallResult("instance_lost", 1001, "another bridge instance has the call")
+            self.stream.hang_up()
 
     def _bot_hung_up(self) -> None:
         if self.end_suspended_now is not None:  # no stream carries the call: it ends now, no restart
             log.info("call.hung_up_while_suspended")
             self.end_suspended_now("bot_hangup")
-        elif self._stream is not None:
-            self._stream.hang_up()
+        elif self.stream is not None:
+            self.stream.hang_up()
 
     # -- what the call says about itself ---------------------------------------------------------
 

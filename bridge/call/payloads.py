@@ -13,6 +13,7 @@ from bridge.adapters.base import CallStarted
 from bridge.audio import AudioFormat
 from bridge.call.resume import RESUME_PARAMETER
 from bridge.stt.notices import FinalUtterance
+from bridge.stt.protocol import init_request
 
 
 def param(started: CallStarted, name: str) -> str | None:
@@ -39,8 +40,11 @@ def call_json(call_id: str, started: CallStarted) -> dict[str, Any]:
     }
 
 
-def started_json(call: dict[str, Any], stt_format: AudioFormat, speakers: tuple[str, str]) -> dict[str, Any]:
-    """``call.started``: the call, what Gladia gets, and who is on each channel it gets."""
+def started_json(
+    call: dict[str, Any], stt_format: AudioFormat, speakers: tuple[str, str], capabilities: dict[str, bool]
+) -> dict[str, Any]:
+    """``call.started``: the call, what Gladia gets, who is on each channel it gets, and what the bot
+    can do on it (``capabilities``: transfer, announce, return, gather)."""
     return {
         "call": call,
         "stt": {
@@ -50,6 +54,7 @@ def started_json(call: dict[str, Any], stt_format: AudioFormat, speakers: tuple[
             "channels": stt_format.channels,
         },
         "speakers": list(speakers[: stt_format.channels]),
+        "capabilities": capabilities,
     }
 
 
@@ -83,3 +88,16 @@ def who(both_parties: bool, speakers: tuple[str, str], channel: int) -> dict[str
     if not both_parties:
         return {}
     return {"channel": channel, "speaker": speakers[channel] if channel in (0, 1) else f"channel {channel}"}
+
+
+def stt_request(profile_body: dict[str, Any], call_id: str, started: CallStarted) -> dict[str, Any]:
+    """The call's Gladia session request: its profile, with the call's ids as ``custom_metadata``."""
+    return init_request(
+        profile_body,
+        {
+            "bridge_call_id": call_id,
+            "provider": started.carrier,
+            "call_sid": started.call_sid,
+            "stream_sid": started.stream_sid,
+        },
+    )

@@ -16,6 +16,7 @@ from aiohttp import web
 if TYPE_CHECKING:
     import aiohttp
 
+    from bridge.call.desk import TransferDesk
     from bridge.delivery import Delivery
     from bridge.reply.actions import Action
     from bridge.reply.tts import Speaker
@@ -35,6 +36,7 @@ class CallServices:
     admission: Admission | None = None  # gladia.max_sessions (None: no limit)
     speaker: Speaker | None = None  # speech for `say` (None: no engine installed or configured)
     transcripts: TranscriptStore | None = None  # the record kept after the call (None: off)
+    desk: TransferDesk | None = None  # where a transfer leaves the markup its carrier fetches next
 
 
 class FleetCall(Protocol):

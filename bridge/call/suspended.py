@@ -21,6 +21,7 @@ class _Suspended:
     key: tuple[str, str]
     since: float
     timer: asyncio.TimerHandle | None = None
+    expired: EndReason = "stream_lost"  # "transferred": the caller is ringing a person, not lost
 
 
 class SuspendedCalls:
@@ -46,15 +47,19 @@ class SuspendedCalls:
         """A waiting call by its bridge call id (the bot API may still act on it)."""
         return next((e.call for e in self._entries if e.call.id == call_id), None)
 
-    def suspend(self, call: Call, key: tuple[str, str], grace: float) -> None:
+    def suspend(self, call: Call, key: tuple[str, str], grace: float, expired: EndReason = "stream_lost") -> None:
+        """Keep ``call`` for a new stream under ``key`` for ``grace`` seconds; then it ends (``expired``:
+        a transfer's call that did not come back went to the person)."""
         loop = asyncio.get_running_loop()
-        entry = _Suspended(call, key, loop.time())
-        entry.timer = loop.call_later(grace, self._end, entry, "stream_lost")
+        entry = _Suspended(call, key, loop.time(), expired=expired)
+        entry.timer = loop.call_later(grace, self._end, entry, expired)
         self._by_key.setdefault(key, []).append(entry)
         self._entries[entry] = None
         call.end_suspended_now = lambda reason: self._end(entry, reason)  # e.g. the bot hangs up meanwhile
         call.leave_suspension = lambda: self._leave(entry)  # fleet mode: it carries on on another instance
-        while len(self._entries) > self.limit:
+        # Only calls whose stream dropped are shed: a transfer ringing a person is a call in progress
+        # (bounded by server.max_calls with the rest, and by its ring timeout).
+        while sum(e.expired == "stream_lost" for e in self._entries) > self.limit:
             self.shed_oldest("too many suspended calls")
 
     def _leave(self, entry: _Suspended) -> None:
@@ -80,8 +85,9 @@ class SuspendedCalls:
         return None
 
     def shed_oldest(self, why: str) -> bool:
-        """End the longest-waiting suspended call to make room; False when there is none."""
-        entry = next(iter(self._entries), None)
+        """End the longest-waiting call whose stream dropped (never a transfer ringing a person) to make
+        room; False when there is none."""
+        entry = next((e for e in self._entries if e.expired == "stream_lost"), None)
         if entry is None:
             return False
         self.shed += 1

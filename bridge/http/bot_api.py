@@ -80,6 +80,7 @@ def _call_json(call: Any) -> dict[str, Any]:
         "provider": call.started.carrier,
         "call_sid": call.started.call_sid,
         "stream_sid": call.started.stream_sid,
+        "capabilities": call.transfer.capabilities(),
         **call.reply.state(),
     }
 

@@ -3,6 +3,8 @@
 ``GET /{carrier}/stream``: the media-stream WebSocket. Refused while draining or at capacity,
 authenticated *before* the upgrade (403 and nothing else on a bad signature), counted in the call
 registry while open, and handed to :func:`bridge.carry_call.carry_call`, which runs the call it carries.
+Under ``--workers`` a restarted stream whose call waits in another worker is relayed there
+(:mod:`bridge.sibling_relay`), where the worker's internal socket serves it as :func:`relayed_stream`.
 (The Twilio voice webhook's TwiML is :mod:`bridge.http.twiml`.)
 
 The socket is read by :class:`~bridge.phone_connection.PhoneConnection`: the handler's task pulls
@@ -24,10 +26,12 @@ from bridge.app_keys import FLEET, SETTINGS
 from bridge.call.registry import CALLS
 from bridge.call.services import CALL_SERVICES
 from bridge.carry_call import carry_call
-from bridge.http.twiml import stream_url
+from bridge.http.twiml import public_base, stream_url
 from bridge.metrics import METRICS
 from bridge.phone_connection import PhoneConnection
 from bridge.phone_stream import CallResult, PhoneStream
+from bridge.sibling_relay import SiblingRelay
+from bridge.siblings import SIBLINGS
 from bridge.stt.admission import ADMISSION
 
 if TYPE_CHECKING:
@@ -53,6 +57,16 @@ def _secrets(settings: Settings) -> Secrets:
 
 async def phone_stream(request: web.Request) -> web.StreamResponse:
     """A carrier's media-stream WebSocket: one call per socket."""
+    return await _phone_stream(request, relayed=False)
+
+
+async def relayed_stream(request: web.Request) -> web.StreamResponse:
+    """The same, on a worker's internal socket: a restarted stream another worker authenticated and
+    relays here, where its call waits (:mod:`bridge.sibling_relay`). Never relayed again."""
+    return await _phone_stream(request, relayed=True)
+
+
+async def _phone_stream(request: web.Request, *, relayed: bool) -> web.StreamResponse:
     app = request.app
     settings = app[SETTINGS]
     carrier = request.match_info["carrier"]
@@ -74,7 +88,7 @@ async def phone_stream(request: web.Request) -> web.StreamResponse:
     admission = app[ADMISSION]
     if admission.limit and admission.active + admission.waiting >= admission.limit:
         suspended.shed_oldest("no free Gladia session (gladia.max_sessions)")
-    refusal = known.authenticate(_upgrade(request, carrier), _secrets(settings))
+    refusal = None if relayed else known.authenticate(_upgrade(request, carrier), _secrets(settings))
     if refusal is not None:  # the carrier's own answer: its log event, 403 and nothing else
         log.warning(refusal.event, **refusal.fields)
         raise web.HTTPForbidden(text=refusal.body)
@@ -88,12 +102,26 @@ async def phone_stream(request: web.Request) -> web.StreamResponse:
     adapter.subprotocol = ws.ws_protocol
     stream = PhoneStream(adapter, settings.server)
     stream.send = ws.send
+    stream.public_base = public_base(request)
     stream.hang_up = lambda: _hang_up(stream, ws)
     calls.streams[stream] = ws
     watchdog = _MediaWatchdog(stream, ws, settings.server.media_timeout) if settings.server.media_timeout else None
     structlog.contextvars.bind_contextvars(provider=adapter.carrier)
+    siblings = app.get(SIBLINGS)  # --workers: a restart whose call waits in a sibling is relayed there
+    relay = (
+        SiblingRelay(
+            siblings,
+            ws,
+            request.path_qs,
+            request.headers,
+            settings.server,
+            on_relay=watchdog.cancel if watchdog else None,
+        )
+        if siblings is not None and not relayed
+        else None
+    )
     try:
-        result = await carry_call(stream, ws, calls, app[CALL_SERVICES], app[METRICS], app[FLEET])
+        result = await carry_call(stream, ws, calls, app[CALL_SERVICES], app[METRICS], app[FLEET], relay)
     finally:
         calls.streams.pop(stream, None)
         if watchdog is not None:

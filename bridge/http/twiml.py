@@ -39,25 +39,42 @@ def stream_url(request: web.Request, carrier: str) -> str:
     return f"{ws_scheme}://{rest}/{carrier}/stream"
 
 
-async def twilio_voice(request: web.Request) -> web.Response:
-    """TwiML for a Twilio number's voice URL: connect the call's audio to the bridge."""
-    settings = request.app[SETTINGS]
+async def signed_form(request: web.Request) -> dict[str, str]:
+    """A Twilio request's form fields, its ``X-Twilio-Signature`` checked over the public URL when
+    ``TWILIO_AUTH_TOKEN`` is set (403 otherwise)."""
     form = await request.post()
     fields = {k: str(v) for k, v in form.items() if isinstance(v, str)}
-    token = settings.twilio.auth_token
+    token = request.app[SETTINGS].twilio.auth_token
     if token is not None:
         url = public_base(request) + request.path_qs
         if not signature_valid(token.get_secret_value(), url, request.headers.get("X-Twilio-Signature"), fields):
             log.warning("twilio.bad_signature", path=request.path)
             raise web.HTTPForbidden(text="invalid X-Twilio-Signature\n")
+    return fields
+
+
+def stream_parameters(request: web.Request, fields: dict[str, str]) -> dict[str, str]:
+    """The ``<Parameter>``s of a stream for this call: the voice webhook's fields the bot sees (From,
+    To...) and the call's resume token (a restarted stream proves with it that it is the same call)."""
     parameters = {name: fields[name] for name in _VOICE_PARAMETERS if fields.get(name)}
-    if fields.get("CallSid"):  # lets a restarted stream of this call prove it is the same call
+    if fields.get("CallSid"):
         parameters[RESUME_PARAMETER] = resume_token(request.app[RESUME_SECRET], "twilio", fields["CallSid"])
+    return parameters
+
+
+async def twilio_voice(request: web.Request) -> web.Response:
+    """TwiML for a Twilio number's voice URL: connect the call's audio to the bridge."""
+    settings = request.app[SETTINGS]
+    fields = await signed_form(request)
+    parameters = stream_parameters(request, fields)
     twilio = settings.twilio
     number = twilio.numbers.get(fields.get("To", ""))
     mode = request.query.get("mode") or (number.mode if number is not None else twilio.voice_mode)
     if mode == "connect":
-        twiml = connect_stream_twiml(stream_url(request, "twilio"), parameters, twilio.after_stream_url)
+        # <Connect action>: once the stream closes Twilio asks /twilio/after-stream what comes next (a
+        # transfer's <Dial>, TWILIO_AFTER_STREAM_URL, or <Hangup/>: bridge.http.call_control)
+        after = public_base(request) + "/twilio/after-stream"
+        twiml = connect_stream_twiml(stream_url(request, "twilio"), parameters, action_url=after)
     elif mode == "fork":
         dial = request.query.get("dial") or (number.dial if number is not None else "")
         if dial and not DIAL_NUMBER.fullmatch(dial):
