@@ -64,7 +64,6 @@ from bridge.log import configure_logging
 from bridge.loop import loopback_socket, serving
 from bridge.settings import Settings
 from bridge.tools.phone import TwilioPhone
-from bridge.tools.writers.twilio import TwilioStreamWriter
 from tests.support.bridge_process import start_bridge
 from tests.support.fakes import FakeGladia, FakeWebhook
 from tests.support.process import minimal_env
@@ -178,17 +177,10 @@ class Bench:
         """Twilio opening the call's media stream (signed), then streaming until the block ends."""
         url = self.base.replace("http", "ws", 1) + "/twilio/stream"
         headers = {"X-Twilio-Signature": VALIDATOR.compute_signature(url, {})}
-        writer = TwilioStreamWriter(sid, "MZ" + sid[2:], account_sid=ACCOUNT_SID, parameters=parameters)
-        async with self.http.ws_connect(url, headers=headers, max_msg_size=2**22) as ws:
-            phone = Phone(ws, writer)
-            await ws.send_str(writer.connected())
-            await ws.send_str(writer.start())
-            phone.t0 = time.monotonic()
-            phone._listener = asyncio.create_task(phone._listen())
-            try:
-                yield phone
-            finally:
-                await phone.hang_up()
+        async with Phone.dial(
+            url, call_sid=sid, stream_sid="MZ" + sid[2:], parameters=parameters, headers=headers
+        ) as phone:
+            yield phone
 
     def ended(self, sids: set[str]) -> list[dict[str, Any]]:
         return [e for e in self.hook.events("call.ended") if e["call"]["call_sid"] in sids]

@@ -33,7 +33,7 @@ import base64
 import binascii
 import re
 import secrets
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
 
@@ -101,8 +101,11 @@ def _decoded(value: str, field: str) -> bytes:
         raise ValueError(f"'{field}' is not base64: {exc}") from exc
 
 
-class Play(_Playable):
-    type: Literal["play"]
+class _WavSource(BaseModel):
+    """A WAV to play: ``audio`` (base64 in JSON) or an https ``url``, exactly one."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
     audio: bytes | None = None  # a WAV file (base64 in JSON)
     url: str | None = Field(None, max_length=2048)
 
@@ -112,12 +115,16 @@ class Play(_Playable):
         return _decoded(value, "audio") if isinstance(value, str) else value
 
     @model_validator(mode="after")
-    def _one_source(self) -> Play:
+    def _one_source(self) -> Self:
         if (self.audio is None) == (self.url is None):
             raise ValueError("play needs exactly one of 'audio' (base64 WAV) and 'url'")
         if self.url is not None and not self.url.startswith("https://"):
             raise ValueError("play 'url' must be https://")
         return self
+
+
+class Play(_Playable, _WavSource):
+    type: Literal["play"]
 
 
 class AudioChunk(_Playable):
@@ -235,27 +242,10 @@ class PromptSay(BaseModel):
     voice: str | None = Field(None, max_length=128)
 
 
-class PromptPlay(BaseModel):
+class PromptPlay(_WavSource):
     """A gather's prompt: a WAV (``play``'s two sources)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
     type: Literal["play"]
-    audio: bytes | None = None
-    url: str | None = Field(None, max_length=2048)
-
-    @field_validator("audio", mode="before")
-    @classmethod
-    def _base64(cls, value: Any) -> Any:
-        return _decoded(value, "audio") if isinstance(value, str) else value
-
-    @model_validator(mode="after")
-    def _one_source(self) -> PromptPlay:
-        if (self.audio is None) == (self.url is None):
-            raise ValueError("play needs exactly one of 'audio' (base64 WAV) and 'url'")
-        if self.url is not None and not self.url.startswith("https://"):
-            raise ValueError("play 'url' must be https://")
-        return self
 
 
 DTMF_KEYS = "0123456789*#ABCD"

@@ -16,6 +16,7 @@ import json
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from typing import Self
 
 import aiohttp
 
@@ -50,11 +51,16 @@ class TwilioPhone:
         stream_sid: str = "MZ" + "1" * 32,
         parameters: dict[str, str] | None = None,
         mark_delay: float = 0.0,
-    ) -> AsyncIterator[TwilioPhone]:
+        headers: dict[str, str] | None = None,
+    ) -> AsyncIterator[Self]:
+        """A call on ``url`` (``headers`` on the upgrade: e.g. Twilio's signature)."""
         writer = TwilioStreamWriter(
             call_sid, stream_sid, parameters=parameters or {"From": "+15550001", "To": "+15550002"}
         )
-        async with aiohttp.ClientSession() as http, http.ws_connect(url, max_msg_size=2**22) as ws:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.ws_connect(url, max_msg_size=2**22, headers=headers) as ws,
+        ):
             phone = cls(ws, writer, mark_delay=mark_delay)
             await ws.send_str(writer.connected())
             await ws.send_str(writer.start())
