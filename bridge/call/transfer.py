@@ -36,6 +36,8 @@ from bridge.adapters import CARRIERS
 from bridge.call import hand_over as handing
 from bridge.control import tokens, ways
 from bridge.control.allow import destination, transfer_allowed
+from bridge.control.rest import HttpRequest
+from bridge.control.send import esl_api, send_request
 from bridge.errors import ControlError
 from bridge.phone_stream import CallResult
 
@@ -200,16 +202,14 @@ class CallTransfer:
         if method == "twiml" or found.closes:
             self._close_stream(CallResult("transferred", 1000, "transferred"))
 
-    async def _send(self, request: object) -> None:
-        from bridge.control.send import esl_api, send_request
-
+    async def _send(self, request: HttpRequest | tuple[str, str]) -> None:
+        """One request to the carrier: HTTP (a 2xx is success), or an ESL api command (URL, command)."""
         if isinstance(request, tuple):
-            await esl_api(request[0], request[1], REQUEST_TIMEOUT)
+            await esl_api(*request, REQUEST_TIMEOUT)
             return
         if self.http is None:
             raise ControlError("no HTTP client")
-        assert not isinstance(request, str)
-        status, body = await send_request(self.http, request, REQUEST_TIMEOUT)  # type: ignore[arg-type]
+        status, body = await send_request(self.http, request, REQUEST_TIMEOUT)
         if not 200 <= status < 300:
             raise ControlError(f"the carrier answered HTTP {status}: {body[:200]}")
 

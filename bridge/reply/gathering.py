@@ -57,7 +57,7 @@ class Gatherer:
     whichever part of the reply reports it. ``producer`` and ``sender`` are the reply's (set once they
     exist): where a prompt may wait or play."""
 
-    __slots__ = ("_core", "_emit", "_prompt", "_sensitive", "_timer", "_timer_at", "fail", "producer", "sender")
+    __slots__ = ("_core", "_emit", "_prompt", "_timer", "_timer_at", "fail", "hushed", "producer", "sender")
 
     def __init__(self, emit: Emit, *, fail: Fail) -> None:
         self._emit = emit
@@ -65,15 +65,10 @@ class Gatherer:
         self.producer: Producer | None = None
         self.sender: Sender | None = None
         self._core: Gathering | None = None  # the running gather
-        self._sensitive = False
+        self.hushed = False  # a sensitive gather runs (from its acceptance to its outcome): read per frame
         self._prompt: str | None = None  # its prompt's id while the prompt has not ended
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
-
-    @property
-    def hushed(self) -> bool:
-        """A sensitive gather runs (from its acceptance to its outcome)."""
-        return self._core is not None and self._sensitive
 
     def emit(self, type_: str, payload: dict[str, Any]) -> None:
         """A reply event to the bot; the running gather's prompt ending starts its first-key timeout."""
@@ -114,7 +109,7 @@ class Gatherer:
             now=now,
             waits_for_prompt=prompt is not None,
         )
-        self._sensitive = action.sensitive
+        self.hushed = action.sensitive
         self._prompt = action.id if prompt is not None else None
         log.info("reply.gather_started", action_id=action.id, sensitive=action.sensitive, prompt=prompt is not None)
         self._arm()
@@ -176,8 +171,8 @@ class Gatherer:
         """Post the gather's outcome (and forget the gather); False when there is none."""
         if outcome is None:
             return False
-        sensitive = self._sensitive
-        self._core, self._prompt, self._sensitive = None, None, False
+        sensitive = self.hushed
+        self._core, self._prompt, self.hushed = None, None, False
         self._cancel_timer()
         # never the digits: a sensitive gather's are a PIN or a card number, and any gather's may be
         log.info("reply.gathered", action_id=outcome.action_id, keys=len(outcome.digits), reason=outcome.reason)
