@@ -346,6 +346,44 @@ class ControlSettings(StrictModel):
     asterisk_context: str = Field("bridge-transfer", pattern=r"^[A-Za-z0-9_\-]{1,64}$")
 
 
+class OutboundSettings(StrictModel):
+    """Calls the bridge places for the bot (``POST /v1/calls``, bridge.dial): where they may go, from which
+    numbers, how many at once. The carriers' credentials and API URLs are the ``control`` section's."""
+
+    # BRIDGE_DIAL_TO: E.164 prefixes and SIP domains an outbound call may reach; empty: outbound refused (403).
+    dial_to: TransferAllowList = ()
+    # BRIDGE_DIAL_FROM: the caller ids (E.164 numbers or SIP URIs, exactly) a call may be placed from.
+    dial_from: tuple[str, ...] = ()
+    max_pending: int = Field(20, ge=1, le=10_000)  # calls created and not yet answered or failed, at once
+    # s after the ring timeout with no stream and no word from the carrier before the call counts as
+    # not answered (a lost status callback must not hold a place in max_pending for ever)
+    answer_grace: float = Field(20.0, ge=1, le=600)
+    # s the signed links given to the carrier (status, AMD, answer markup, the stream's claim) stay valid:
+    # status callbacks come until the call ends
+    link_ttl: float = Field(14_400.0, ge=60, le=86_400)
+    telnyx_connection_id: str = Field("", max_length=128)  # TELNYX_CONNECTION_ID: the Call Control application
+    # Asterisk: the endpoint a number is dialled on ({to} the number or SIP URI), and the dialplan context
+    # and extension the answered channel runs (the operator's: AMD() then Dial(WebSocket/...) to the bridge)
+    asterisk_endpoint: str = Field("", pattern=r"^$|^[A-Za-z0-9_./@:+\-]*\{to\}[A-Za-z0-9_./@:+\-]*$")
+    asterisk_context: str = Field("bridge-outbound", pattern=r"^[A-Za-z0-9_\-]{1,64}$")
+    asterisk_extension: str = Field("s", pattern=r"^[A-Za-z0-9_+*#\-]{1,64}$")
+
+    @field_validator("dial_from", mode="before")
+    @classmethod
+    def _from_list(cls, value: Any) -> Any:
+        if isinstance(value, str):  # BRIDGE_DIAL_FROM=+15550002,+15550003
+            return tuple(v.strip() for v in value.split(",") if v.strip())
+        return value
+
+    @field_validator("dial_from")
+    @classmethod
+    def _from_entries(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for entry in value:
+            if not re.fullmatch(r"\+[1-9][0-9]{1,14}|sips?:[^\s,]{3,250}", entry):
+                raise ValueError(f"{entry!r} is neither an E.164 number (+15550002) nor a sip: URI")
+        return value
+
+
 class LogSettings(StrictModel):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["auto", "json", "console"] = "auto"

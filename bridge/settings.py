@@ -31,6 +31,7 @@ from bridge.setting_sections import (
     GladiaSettings,
     HttpUrlOrEmpty,
     LogSettings,
+    OutboundSettings,
     PartiesSettings,
     ReplySettings,
     ServerSettings,
@@ -61,6 +62,7 @@ __all__ = [
     "GladiaSettings",
     "HttpUrlOrEmpty",
     "LogSettings",
+    "OutboundSettings",
     "PartiesSettings",
     "ReplySettings",
     "ServerSettings",
@@ -131,6 +133,9 @@ ENV_KEYS: dict[str, str] = {
     "ASTERISK_ARI_URL": "control.asterisk_ari_url",
     "ASTERISK_ARI_USER": "control.asterisk_ari_user",
     "ASTERISK_ARI_PASSWORD": "control.asterisk_ari_password",
+    "BRIDGE_DIAL_TO": "outbound.dial_to",
+    "BRIDGE_DIAL_FROM": "outbound.dial_from",
+    "TELNYX_CONNECTION_ID": "outbound.telnyx_connection_id",
 }
 SECRET_KEYS = frozenset(
     {
@@ -173,6 +178,7 @@ class Settings(StrictModel):
     parties: PartiesSettings = PartiesSettings()
     fleet: FleetSettings = FleetSettings()
     control: ControlSettings = ControlSettings()
+    outbound: OutboundSettings = OutboundSettings()
 
     @property
     def uses_embedded_stt(self) -> bool:

@@ -47,6 +47,14 @@ PURE = [
     "bridge.control.jambonz_verbs",
     "bridge.control.rest",  # carriers' call-control requests, built and not sent
     "bridge.control.esl",  # FreeSWITCH's event socket, sans-I/O
+    "bridge.dial",  # outbound calls' pure pieces: the order, each carrier's requests and callbacks, the detector
+    "bridge.dial.order",
+    "bridge.dial.carriers",
+    "bridge.dial.creates",
+    "bridge.dial.links",
+    "bridge.dial.reports",
+    "bridge.dial.report_fields",
+    "bridge.dial.detector",
 ]
 FORBIDDEN = ["asyncio", "aiohttp", "structlog", "websockets"]
 
