@@ -21,10 +21,14 @@ from bridge.call.services import CALL_SERVICES, CallServices
 from bridge.clock import SYSTEM_CLOCK, Clock
 from bridge.delivery import DELIVERY, Delivery, EventStore
 from bridge.delivery.outbox import OUTBOX, Outbox, OutboxWriter
+from bridge.dialing import DIALER, Dialer
 from bridge.errors import ConfigError
 from bridge.http.bot_api import add_routes as add_bot_api
 from bridge.http.call_control import add_routes as add_call_control
+from bridge.http.call_events import EVENT_TAP
+from bridge.http.call_events import add_routes as add_call_events
 from bridge.http.health import add_routes as add_health_routes
+from bridge.http.outbound import add_routes as add_outbound
 from bridge.http.phone import phone_stream
 from bridge.http.transcripts import TRANSCRIPTS, recent_calls, transcript_store
 from bridge.http.transcripts import add_routes as add_transcript_api
@@ -69,6 +73,8 @@ def create_app(
     add_health_routes(app)
     app.router.add_post("/twilio/voice", twilio_voice)
     add_call_control(app)
+    add_outbound(app)
+    add_call_events(app)  # GET /v1/calls/{id}/events, and the tap every call publishes to
     app[DESK] = LocalDesk()
     app.router.add_get("/{carrier}/stream", phone_stream)
     # One cleanup_ctx per resource, each after what it uses: set up in this order, closed in the reverse.
@@ -255,8 +261,14 @@ async def _call_services(app: web.Application) -> AsyncIterator[None]:
         speaker=app[SPEAKER],
         transcripts=app[TRANSCRIPTS],
         desk=app[DESK],
+        publish=(tap := app[EVENT_TAP]).publish,
     )
+    calls, fleet = app[CALLS], app[FLEET]
+    app[DIALER] = dialer = Dialer(app[CALL_SERVICES], call_ended=calls.call_ended, publish=tap.publish, fleet=fleet)
+    if fleet is not None:  # a transfer's outcome, or an outbound call's word, on its call's owner
+        fleet.transfers.apply = lambda word: dialer.apply_word(word) or apply_outcome(calls, word)
     yield
+    await dialer.aclose()  # calls still ringing are cancelled (before the delivery closes: their last events)
 
 
 async def _fleet(app: web.Application) -> AsyncIterator[None]:
@@ -279,8 +291,6 @@ async def _fleet(app: web.Application) -> AsyncIterator[None]:
     outbox_max_queued = settings.webhook.max_pending_events * 10 if settings.webhook.url else None
     app[FLEET] = fleet = Fleet(settings.fleet, instance_id, outbox_max_queued=outbox_max_queued)
     app[DESK] = fleet.desk  # a transfer's <Dial> in Redis: the carrier's next fetch may reach any instance
-    calls = app[CALLS]
-    fleet.transfers.apply = lambda word: apply_outcome(calls, word)  # a transfer's outcome, on its call's owner
     await fleet.start()
     try:
         yield

@@ -42,7 +42,7 @@ with warnings.catch_warnings():
     # stdlib audioop warns on 3.11/3.12 and is gone in 3.13, where the audioop-lts
     # package provides the same module.
     warnings.simplefilter("ignore", DeprecationWarning)
-    import audioop
+    import audioop as audioop  # re-exported: the one import of it (bridge.call.answering uses it)
 
 Encoding = Literal["wav/ulaw", "wav/alaw", "wav/pcm"]
 Codec = Literal["ulaw", "alaw", "pcm16"]

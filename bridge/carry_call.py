@@ -18,6 +18,7 @@ import structlog
 from bridge.call.lifetime import Call
 from bridge.call.resume import CarriedCall, restart_proven
 from bridge.delivery import stored_event
+from bridge.dialing import OUTBOUND_LEASE, Elsewhere
 from bridge.phone_stream import CallResult
 from bridge.stt.stream import SessionState as SttSessionState
 
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
     from bridge.adapters.base import CallStarted
     from bridge.call.registry import CallRegistry
     from bridge.call.services import CallServices
+    from bridge.dialing import Dialer, OutboundCall
     from bridge.fleet.fleet import Fleet
     from bridge.fleet.handover import Adopted
     from bridge.metrics import Metrics
@@ -47,6 +49,10 @@ class StreamRelay(Protocol):
         """Carry the stream to the sibling holding its call; how it ended (None: no sibling has it)."""
         ...
 
+    async def relay_outbound(self, call_id: str) -> CallResult | None:
+        """Carry an outbound call's stream to the sibling placing it (None: no sibling is)."""
+        ...
+
 
 async def carry_call(
     stream: PhoneStream,
@@ -56,10 +62,14 @@ async def carry_call(
     metrics: Metrics,
     fleet: Fleet | None,
     relay: StreamRelay | None = None,
+    dialer: Dialer | None = None,
+    claim: str | None = None,
 ) -> CallResult:
     """One stream, start to end: wait for ``start``, take the call it restarts or begin a new one, run
     it, then end the call or keep it suspended for a restart. Returns how the stream ended. ``relay``
-    (``--workers``): a restart of a call that waits in a sibling worker is carried there instead."""
+    (``--workers``): a restart of a call that waits in a sibling worker is carried there instead.
+    ``dialer``: the calls the bot ordered; a stream whose ``start`` (or ``claim``, the stream URL's
+    ``?outbound=``) claims one of them carries that call (same id, its events so far)."""
     settings = services.settings
     start = await stream.wait_for_start(relay.record(messages) if relay is not None else messages)
     if isinstance(start, CallResult):
@@ -67,7 +77,19 @@ async def carry_call(
     started = start.started
     suspended = calls.suspended
     key = (started.carrier, started.call_sid)
-    call = suspended.take(key, started)
+    outbound = dialer.claim(started, claim) if dialer is not None else None
+    if isinstance(outbound, Elsewhere) and relay is not None and fleet is None:
+        relayed = await relay.relay_outbound(outbound.call_id)  # --workers: the worker placing it has it
+        if relayed is not None:
+            return relayed
+    if isinstance(outbound, Elsewhere) and fleet is not None and dialer is not None:
+        outbound = await _adopt_outbound(fleet, dialer, started, claim, outbound.call_id)
+    if isinstance(outbound, Elsewhere):
+        outbound = f"outbound call {outbound.call_id} is not being placed here"
+    if isinstance(outbound, str):
+        log.warning("dial.claim_refused", call_sid=started.call_sid, detail=outbound)
+        return CallResult("protocol_error", 1008, outbound[:100])
+    call = suspended.take(key, started) if outbound is None else None
     if call is None and relay is not None and fleet is None and restart_proven(services.resume_secret, started):
         relayed = await relay.relay(started)  # its call waits in another worker (a drop, a transfer's return)
         if relayed is not None:
@@ -87,17 +109,26 @@ async def carry_call(
             adopted = await fleet.adopt(started.carrier, started.call_sid, channels=started.channels)
             if adopted is not None:
                 carried = _carried(adopted)
-        call = (
-            Call.carry_on(started, carried, services) if carried is not None else Call.begin(started, services, stream)
-        )
+        if outbound is not None and dialer is not None:
+            call = Call.begin(dialer.started_for(outbound, started), services, stream, outbound=outbound)
+            outbound.call = call
+        elif carried is not None:
+            call = Call.carry_on(started, carried, services)
+        else:
+            call = Call.begin(started, services, stream)
         if fleet is not None:  # this instance holds the carrier socket: it owns the call (an adopted one too)
-            fleet.own(call, started.carrier, started.call_sid)
+            if outbound is None:
+                fleet.own(call, started.carrier, started.call_sid)
+            elif not fleet.rebind(call, started.carrier, started.call_sid):  # the lease it was placed under
+                log.warning("fleet.outbound_lease_lost", call_id=call.id)
 
         def ended(call_id: str, stats: CallStats) -> None:
             calls.call_ended(call_id)
             metrics.call_ended(call_id, stats)
             if fleet is not None:
                 fleet.call_over(call_id)
+            if dialer is not None:
+                dialer.call_over(call_id)
 
         call.on_ended = ended
     call.attach(stream)
@@ -127,6 +158,21 @@ async def carry_call(
             suspended.track(end)
             await asyncio.shield(end)
     return result
+
+
+async def _adopt_outbound(
+    fleet: Fleet, dialer: Dialer, started: CallStarted, claim: str | None, call_id: str
+) -> OutboundCall | str | None:
+    """Fleet mode: the stream of an outbound call another instance placed: adopt the call (its order, its
+    event sequence, its undelivered events), then claim it here."""
+    adopted = await fleet.adopt(OUTBOUND_LEASE, call_id, channels=started.channels)
+    if adopted is None:
+        return f"outbound call {call_id} could not be taken over"
+    carried = _carried(adopted)
+    if dialer.adopt(call_id, adopted.record, (carried.last_sequence, carried.events)) is None:
+        return f"outbound call {call_id}: its record is not an outbound call's"
+    claimed = dialer.claim(started, claim)
+    return claimed if not isinstance(claimed, Elsewhere) else f"outbound call {call_id} could not be claimed"
 
 
 def _carried(adopted: Adopted) -> CarriedCall:

@@ -59,7 +59,12 @@ def _parser() -> argparse.ArgumentParser:
     stt.add_argument("--beam-size", type=int, default=5)
 
     call = sub.add_parser("call", help="play a WAV file as a Twilio call into a running bridge")
-    call.add_argument("audio", type=Path, help="a WAV file (any rate and encoding; sent as 8 kHz mu-law)")
+    call.add_argument(
+        "audio",
+        type=Path,
+        nargs="?",
+        help="a WAV file (any rate and encoding; sent as 8 kHz mu-law); not with --answer",
+    )
     call.add_argument(
         "--tracks",
         choices=("inbound", "both"),
@@ -227,6 +232,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     wait.add_argument("--interval", type=float, default=1.0, help="seconds between polls of /healthz (default 1)")
 
+    from bridge.tools.callee import add_arguments as callee_arguments  # (tools load only when parsing)
+    from bridge.tools.dial_command import add_arguments as dial_arguments
+
+    callee_arguments(call)  # --answer: the callee of the bridge's outbound calls (a loopback fake carrier)
+
+    dial_arguments(sub.add_parser("dial", help="place a call through a running bridge and follow its events"))
+
     demo = sub.add_parser("demo", help="a sample call through the bridge on the embedded defaults")
     demo.add_argument(
         "--fast", dest="realtime", action="store_false", default=True, help="play the sample faster than real time"
@@ -308,6 +320,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         print(waited.line(), flush=True)
         return 0
+    if args.command == "dial":
+        from bridge.tools.dial_command import dial_command
+
+        return dial_command(args)
     if args.command == "demo":
         from bridge.tools.demo import run_demo
 
@@ -361,6 +377,13 @@ def _check_data_dir(settings: Settings) -> str | None:
 
 
 def _call(args: argparse.Namespace) -> int:
+    if args.answer:  # the callee of an outbound call: a loopback fake of the carrier's API
+        from bridge.tools.callee import run_callee
+
+        return run_callee(args)
+    if args.audio is None:
+        print("bridge call: a WAV file to play (or --answer to be the callee of the bridge's calls)", file=sys.stderr)
+        return 2
     from bridge.tools.call_command import call_command
 
     return call_command(args)

@@ -19,7 +19,8 @@ sides are pinged (``server.ws_heartbeat``); what was read before ``start`` is ke
 :data:`MAX_REPLAY` messages. A sibling that closes its stream closes the carrier's with the same
 code; a sibling gone mid-relay (its socket broke, it died) closes the carrier's with 1011. A carrier
 that closes closes the sibling's with its code. With no sibling holding the call the stream starts a
-call of its own here, as it always did.
+call of its own here, as it always did. An outbound call's first stream is relayed the same way to the
+worker placing the call (:meth:`SiblingRelay.relay_outbound`).
 """
 
 from __future__ import annotations
@@ -83,9 +84,23 @@ class SiblingRelay:
         holder = await self.siblings.holder(started.carrier, started.call_sid)
         if holder is None:
             return None
+        log.info("siblings.stream_relayed", to=holder, call_sid=started.call_sid)
+        return await self._relay_to(holder)
+
+    async def relay_outbound(self, call_id: str) -> CallResult | None:
+        """The stream of an outbound call a sibling placed (its ``POST /v1/calls`` reached that worker):
+        carried there, as :meth:`relay`. None: no sibling is placing it."""
+        if self.overflow:
+            return None
+        holder = await self.siblings.outbound_holder(call_id)
+        if holder is None:
+            return None
+        log.info("siblings.stream_relayed", to=holder, call_id=call_id, direction="outbound")
+        return await self._relay_to(holder)
+
+    async def _relay_to(self, holder: int) -> CallResult:
         if self.on_relay is not None:
             self.on_relay()
-        log.info("siblings.stream_relayed", to=holder, call_sid=started.call_sid)
         path = str(socket_path(self.siblings.run_dir, holder))
         heartbeat = self.settings.ws_heartbeat or None
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.siblings.timeout)

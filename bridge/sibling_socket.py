@@ -9,6 +9,10 @@ asks of a transferring or restarted call held here:
                                      applied to the call waiting here: 200, 404 not here
 ``GET /internal/suspended``          ``?carrier=&call_sid=``: 200 when a call of that carrier call id
                                      waits here for a restarted stream, else 404
+``GET /internal/outbound``           ``?call=``: 200 when this worker is placing that outbound call
+                                     (its stream is relayed here), else 404
+``POST /internal/dial-report``       a carrier's callback on an outbound call placed here (the
+                                     report's fields and ``call``): 200 applied, 404 not here
 ``GET /{carrier}/stream``            a restarted stream another worker relays here (already
                                      authenticated there): :func:`bridge.http.phone.relayed_stream`
 ===================================  ===============================================================
@@ -29,12 +33,17 @@ from aiohttp import web
 from bridge.app_keys import RESUME_SECRET, SETTINGS
 from bridge.call.desk import DESK
 from bridge.call.registry import CALLS
+from bridge.dial.report_fields import report_from_fields
+from bridge.dialing import DIALER
 from bridge.http.bot_api import add_routes as add_bot_api
+from bridge.http.outbound import add_routes as add_outbound
 from bridge.http.phone import relayed_stream
 from bridge.http.transcripts import add_routes as add_transcript_api
 from bridge.siblings import (
     FORWARD_TIMEOUT,
     INTERNAL_DESK,
+    INTERNAL_DIAL_REPORT,
+    INTERNAL_OUTBOUND,
     INTERNAL_OUTCOME,
     INTERNAL_SUSPENDED,
     SIBLINGS,
@@ -70,6 +79,18 @@ async def _transfer_outcome(request: web.Request) -> web.Response:
     return web.Response(status=200 if applied else 404)
 
 
+async def _outbound(request: web.Request) -> web.Response:
+    outbound = request.app[DIALER].find(request.query.get("call", ""))
+    return web.Response(status=200 if outbound is not None and outbound.pending else 404)
+
+
+async def _dial_report(request: web.Request) -> web.Response:
+    fields = await _fields(request)
+    report = report_from_fields(fields)
+    applied = report is not None and request.app[DIALER].report(fields.get("call", ""), report)
+    return web.Response(status=200 if applied else 404)
+
+
 async def _suspended(request: web.Request) -> web.Response:
     key = (request.query.get("carrier", ""), request.query.get("call_sid", ""))
     return web.Response(status=200 if request.app[CALLS].suspended.waiting(key) else 404)
@@ -84,6 +105,9 @@ def internal_app(app: web.Application) -> web.Application:
     internal.router.add_post(INTERNAL_DESK, _take_desk)
     internal.router.add_post(INTERNAL_OUTCOME, _transfer_outcome)
     internal.router.add_get(INTERNAL_SUSPENDED, _suspended)
+    internal.router.add_get(INTERNAL_OUTBOUND, _outbound)
+    internal.router.add_post(INTERNAL_DIAL_REPORT, _dial_report)
+    add_outbound(internal)  # DELETE /v1/calls/{id} sent here by a sibling
     internal.router.add_get("/{carrier}/stream", relayed_stream)
     for key in app:  # settings, the call registry, the stores, and what the handlers keep (first answers)
         if key is not SIBLINGS:

@@ -31,7 +31,10 @@ A transfer and a restarted stream need the call's worker too (:mod:`bridge.trans
 :mod:`bridge.sibling_relay`): the transfer desk's answer is taken where it was left
 (:meth:`Siblings.take_answer`), the carrier's word on a transfer is applied where the call waits
 (:meth:`Siblings.transfer_outcome`), and a restarted stream is relayed to the worker where its call
-waits (:meth:`Siblings.holder`). The same bounds apply; no answer in time is "not here" (the
+waits (:meth:`Siblings.holder`). An outbound call (:mod:`bridge.dial`) is placed by the worker the bot's
+``POST /v1/calls`` reached: its stream is relayed there (:meth:`Siblings.outbound_holder`), its carrier's
+callbacks applied there (:meth:`Siblings.dial_report`), and ``DELETE /v1/calls/{id}`` sent there
+(:meth:`Siblings.end_call`). The same bounds apply; no answer in time is "not here" (the
 carrier's default markup, the call's own wait), never a 503 to a carrier.
 
 Fleet mode (``BRIDGE_REDIS_URL``) routes actions and call state through Redis between all instances,
@@ -59,6 +62,8 @@ FORWARD_TIMEOUT = 3.0  # seconds a sibling has to answer one forwarded request
 INTERNAL_DESK = "/internal/transfer-desk"  # POST: take the transfer desk's answer for a carrier call
 INTERNAL_OUTCOME = "/internal/transfer-outcome"  # POST: apply a transfer's outcome to a call waiting there
 INTERNAL_SUSPENDED = "/internal/suspended"  # GET: does a call of this carrier call id wait there?
+INTERNAL_OUTBOUND = "/internal/outbound"  # GET: is this outbound call being placed there (waiting for its stream)?
+INTERNAL_DIAL_REPORT = "/internal/dial-report"  # POST: a carrier's callback on an outbound call placed there
 FORWARDED_HEADERS = ("Authorization", "Idempotency-Key", "Content-Type")
 RELAYED_HEADERS = ("Content-Type", "Retry-After")
 
@@ -243,6 +248,31 @@ class Siblings:
     async def transfer_outcome(self, word: Mapping[str, str]) -> bool:
         """A transfer's outcome to the sibling whose call waits for it; False when none has the call."""
         return await self._first("POST", INTERNAL_OUTCOME, word) is not None
+
+    async def outbound_holder(self, call_id: str) -> int | None:
+        """The sibling placing outbound call ``call_id`` (its stream is on its way), if any."""
+        found = await self._first("GET", INTERNAL_OUTBOUND, {"call": call_id})
+        return None if found is None else found[0]
+
+    async def dial_report(self, call_id: str, fields: Mapping[str, str]) -> bool:
+        """A carrier's callback on an outbound call, to the sibling that placed it; False: none has it."""
+        return await self._first("POST", INTERNAL_DIAL_REPORT, {**fields, "call": call_id}) is not None
+
+    async def knows(self, request: web.Request, call_id: str) -> bool | None:
+        """Whether a sibling holds (or held) ``call_id``; None: one did not answer in time."""
+        found = await self._find(request, call_id)
+        return True if isinstance(found, tuple) else (None if found is SILENT else False)
+
+    async def end_call(self, request: web.Request) -> web.Response | None:
+        """``DELETE /v1/calls/{id}`` for a call this worker does not hold: sent to its worker, whose
+        answer is relayed; 503 when a sibling did not answer; None: no worker has the call."""
+        call_id = request.match_info["call_id"]
+        found = await self._find(request, call_id)
+        if not isinstance(found, tuple):
+            return None if found is None else _no_answer()
+        owner, _ = found
+        answer = await self._ask(owner, "DELETE", f"/v1/calls/{quote(call_id, safe='')}", request)
+        return _no_answer() if answer is SILENT else answer.response()
 
     async def holder(self, carrier: str, call_sid: str) -> int | None:
         """The sibling where a call of this carrier call id waits for a restarted stream, if any."""

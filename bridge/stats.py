@@ -22,6 +22,7 @@ EndReason = Literal[
     "stopped_before_start",  # a stop before the start
     "start_timeout",  # no start in time
     "bridge_restarted",  # the process died mid-call; sent after the restart
+    "not_answered",  # an outbound call that never connected (call.failed said why: busy, no-answer...)
     "bot_hangup",  # the bot's hangup action
     "transferred",  # the bot's transfer: the caller was handed to a person (bridge.call.transfer)
     "transfer_failed",  # the transfer found nobody and the bot asked on_no_answer=hangup

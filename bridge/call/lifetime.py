@@ -44,8 +44,11 @@ from bridge.adapters.base import (
 )
 from bridge.audio import AudioFormat, hushed
 from bridge.call import payloads as call_payloads
+from bridge.call.answering import Answering
 from bridge.call.answers import WebhookAnswers
+from bridge.call.dialed import Dialed, answering_for, first_say, tell_early
 from bridge.call.figures import CallFigures, EarlierStreams
+from bridge.call.fleet_side import FleetSide
 from bridge.call.notices import SttNotices
 from bridge.call.payloads import started_json
 from bridge.call.profile import call_profile, call_speakers
@@ -56,25 +59,23 @@ from bridge.call.transfer import CallTransfer
 from bridge.delivery import CallDelivery, PendingEvent
 from bridge.errors import PhoneProtocolError
 from bridge.phone_stream import AudioPath, CallResult, MessageSource, PhoneStream
-from bridge.reply.actions import Action
 from bridge.reply.bot_socket import BotSocket
 from bridge.reply.call_reply import CallReply
 from bridge.stats import CallStats, EndReason, Meter
-from bridge.stt.stream import SessionState as SttSessionState
 from bridge.stt.stream import SttStream
 
 log = structlog.get_logger("bridge.call")
 
 
-class Call:
+class Call(FleetSide):
     """One call's lifetime (see the module docstring). Build it with :meth:`begin`."""
 
     # fmt: off
     __slots__ = (
-        "_answers", "_audio_path", "_counters", "_earlier", "_ended", "_last_posted", "_notices", "_t0",
-        "bot_socket", "both_parties", "delivery", "dtmf", "end_suspended_now", "id", "leave_suspension",
-        "on_ended", "profile", "record", "reply", "resume_secret", "settings", "speakers", "started", "stream",
-        "streams", "stt", "stt_format", "target", "transcripts", "transfer"
+        "_answers", "_audio_path", "_counters", "_earlier", "_last_posted", "_notices", "_t0", "answering",
+        "bot_socket", "both_parties", "delivery", "direction", "dtmf", "end_suspended_now", "id", "leave_suspension",
+        "on_ended", "profile", "publish", "record", "reply", "resume_secret", "settings", "speakers", "started",
+        "stream", "streams", "stt", "stt_format", "target", "transcripts", "transfer"
     )
     # fmt: on
 
@@ -83,8 +84,12 @@ class Call:
         started: CallStarted,
         services: CallServices,
         carried: CarriedCall | None = None,
+        outbound: Dialed | None = None,
     ) -> None:
-        self.id = carried.call_id if carried is not None else uuid.uuid4().hex
+        """``outbound``: the call the bot ordered whose stream this is (:mod:`bridge.call.dialed`)."""
+        self.id = outbound.call_id if outbound else carried.call_id if carried is not None else uuid.uuid4().hex
+        self.direction = "outbound" if outbound is not None else "inbound"
+        self.publish = services.publish  # the live event tap (GET /v1/calls/{id}/events)
         settings, http = services.settings, services.http
         self.settings = settings
         self.resume_secret = services.resume_secret
@@ -110,17 +115,25 @@ class Call:
         )
         # the reply's events out and the bot's answers to the call's events in (bridge.call.answers)
         self._answers = WebhookAnswers(self.reply, self._post, self.call_json)
-        self.delivery: CallDelivery = services.delivery.open(
-            self.id,
-            self.call_json(),
-            on_response=self._answers.answered,
-            carry_on=(carried.last_sequence, carried.events) if carried is not None else None,
-        )
-        self.bot_socket = (
-            BotSocket(settings.bot_ws, http, self.id, self.reply.apply, on_acked=self.delivery.acknowledged)
-            if settings.bot_ws.url
-            else None
-        )
+        self.delivery: CallDelivery
+        if outbound is not None:
+            self.delivery = outbound.delivery
+            self.delivery.respond_to(self._answers.answered)
+            self.bot_socket = outbound.bot_socket
+            if self.bot_socket is not None:
+                self.bot_socket.apply = self.reply.apply
+        else:
+            self.delivery = services.delivery.open(
+                self.id,
+                self.call_json(),
+                on_response=self._answers.answered,
+                carry_on=(carried.last_sequence, carried.events) if carried is not None else None,
+            )
+            self.bot_socket = (
+                BotSocket(settings.bot_ws, http, self.id, self.reply.apply, on_acked=self.delivery.acknowledged)
+                if settings.bot_ws.url
+                else None
+            )
         self.stream: PhoneStream | None = None  # the stream carrying the call (its last, once suspended)
         self.transfer = CallTransfer(
             self, settings=settings, secret=services.resume_secret, desk=services.desk, http=http,
@@ -137,7 +150,7 @@ class Call:
             self.reply,
             self._post,
             self.bot_socket,
-            self.record.final,
+            self._final,
         )
         body = call_payloads.stt_request(self.profile.request_body(self.stt_format), self.id, started)
         self.stt = SttStream(
@@ -148,6 +161,9 @@ class Call:
             on_notice=self._notices,
             admission=services.admission,
             resume=carried.session if carried is not None else None,
+        )
+        self.answering: Answering | None = answering_for(  # an outbound call's answering-machine detection
+            outbound, replace(self.stt_format, channels=1), self._post_call, self.reply.cut_for_machine
         )
         self.streams = 0
         self._counters = StreamCounters()  # the current stream's
@@ -166,13 +182,24 @@ class Call:
         self.leave_suspension: Callable[[], None] | None = None
 
     @classmethod
-    def begin(cls, started: CallStarted, services: CallServices, stream: PhoneStream | None = None) -> Call:
+    def begin(
+        cls,
+        started: CallStarted,
+        services: CallServices,
+        stream: PhoneStream | None = None,
+        outbound: Dialed | None = None,
+    ) -> Call:
         """A new call for a stream's ``start`` (``stream``: the one that said it, which the call
-        attaches next): delivery and Gladia session opened, ``call.started`` posted."""
-        call = cls(started, services)
+        attaches next): delivery and Gladia session opened, ``call.started`` posted. ``outbound``: the
+        call the bot ordered; its ``first_say`` is queued before ``call.started`` (the person hears the
+        bot at once), and what its carrier said before the stream follows ``call.started``."""
+        call = cls(started, services, outbound=outbound)
         call.stream = stream
         target = call.stt_format
+        if first := first_say(outbound):  # queued before call.started: the person hears the bot at once
+            call.reply.apply(first)
         call._post("call.started", started_json(call.call_json(), target, call.speakers, call.transfer.capabilities()))
+        tell_early(outbound, call.answering)
         call.stt.start()
         call.record.started(call.call_json(), list(call.speakers[: target.channels]))
         log.info(
@@ -194,47 +221,6 @@ class Call:
         call.stt.start()
         log.info("call.carried_on", streams=carried.streams + 1, events_left=len(carried.events))
         return call
-
-    # -- fleet mode (bridge.call.services.FleetCall) ----------------------------------------------
-
-    def apply_actions(self, actions: list[Action], key: str) -> object:
-        """Fleet mode: actions another instance routed to this call (``key`` deduplicates a retry)."""
-        return self.reply.apply(actions, key=key)
-
-    def session_fields(self) -> dict[str, str] | None:
-        """Fleet mode: where the Gladia session stands plus the call's shape; None: no session yet."""
-        now = self.stt.state()
-        return None if now is None else {**now.fields(), **self._shape()}
-
-    async def hand_over(self) -> dict[str, str] | None:
-        """Fleet mode: give the call up to the instance its restarted stream reached. Only a suspended
-        call is handed over; None when its stream is live here (or it is over)."""
-        leave = self.leave_suspension
-        if leave is None:
-            return None  # its stream is live here (or it is gone): nothing to hand over
-        leave()
-        now = await self._hand_over(timeout=self.settings.server.stream_restart_grace or 2.0)
-        return {**(now.fields() if now is not None else {}), **self._shape()}
-
-    def _shape(self) -> dict[str, str]:
-        """What a successor must know of a call besides its Gladia session: its streams and channels."""
-        return {"streams": str(self.streams), "channels": str(self.stt_format.channels)}
-
-    async def _hand_over(self, timeout: float) -> SttSessionState | None:
-        """The call's restarted stream reached another instance, which carries it on. This one lets
-        Gladia acknowledge what it sent, closes its session socket (the session stays open), stops its
-        reply and ends here without a word to the bot (the call goes on over there). Returns where the
-        Gladia session stands."""
-        if self._ended:
-            return None
-        self._ended = True
-        state = await self.stt.hand_over(timeout)
-        await self.reply.close()
-        self.delivery.close()  # what is left is delivered by the next owner (the delivery gate closes)
-        if self.bot_socket is not None:
-            await self.bot_socket.close()
-        log.info("call.handed_over", session=state.session_id if state is not None else None)
-        return state
 
     # -- streams ------------------------------------------------------------------------------
 
@@ -289,6 +275,8 @@ class Call:
             match event:
                 case Audio():
                     audio = stream.party_audio(event) if self.both_parties else stream.audio(event.payload)
+                    if self.answering is not None:
+                        self.answering.hear(audio)
                     # a sensitive gather runs: what the caller says or keys in-band reaches no transcript
                     self.stt.send_audio(hushed(audio, self.stt_format) if self.reply.hushed else audio)
                 case CallStopped():
@@ -396,18 +384,22 @@ class Call:
         event = self.delivery.submit(type_, payload)
         if event is not None and self.bot_socket is not None:
             self.bot_socket.send_event(event.body, sequence=event.sequence, sensitive=event.sensitive)
+        if event is not None and self.publish is not None and not event.sensitive:
+            self.publish(self.id, event.sequence, type_, event.body)
         return event
+
+    def _post_call(self, type_: str, payload: dict[str, Any]) -> None:
+        self._post(type_, {"call": self.call_json(), **payload})
+
+    def _final(self, utterance: dict[str, Any]) -> None:
+        """A final for the record; an outbound call's first finals are a cue for its answering-machine detection."""
+        self.record.final(utterance)
+        if self.answering is not None:
+            self.answering.words(str(utterance.get("text") or ""))
 
     def _emit(self, type_: str, payload: dict[str, Any]) -> None:
         """An event of the reply loop: posted unless it would feed a loop of answers (bridge.call.answers)."""
         self._answers.emit(type_, payload)
-
-    def lost_to_another_instance(self) -> None:
-        """Fleet mode: another instance took the call over (this one was cut off from Redis, or
-        paused): end it here. Its end is not sent (the new owner sent ``instance_lost``)."""
-        if self.stream is not None and self.stream.forced_end is None:
-            self.stream.forced_end = CallResult("instance_lost", 1001, "another bridge instance has the call")
-            self.stream.hang_up()
 
     def _bot_hung_up(self) -> None:
         if self.end_suspended_now is not None:  # no stream carries the call: it ends now, no restart
@@ -420,7 +412,7 @@ class Call:
 
     def call_json(self) -> dict[str, Any]:
         """The ``call`` object of every bot event."""
-        return call_payloads.call_json(self.id, self.started)
+        return call_payloads.call_json(self.id, self.started, self.direction)
 
     def meter(self) -> tuple[Meter, float | None]:
         """What the metrics task reads every second: the counters Prometheus adds up, and how far

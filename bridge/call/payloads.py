@@ -27,8 +27,8 @@ def param(started: CallStarted, name: str) -> str | None:
     return None
 
 
-def call_json(call_id: str, started: CallStarted) -> dict[str, Any]:
-    """The ``call`` object of every bot event."""
+def call_json(call_id: str, started: CallStarted, direction: str = "inbound") -> dict[str, Any]:
+    """The ``call`` object of every bot event (``direction``: ``outbound`` for a call the bot ordered)."""
     return {
         "id": call_id,
         "provider": started.carrier,
@@ -37,6 +37,7 @@ def call_json(call_id: str, started: CallStarted) -> dict[str, Any]:
         "from": param(started, "from"),
         "to": param(started, "to"),
         "parameters": {k: v for k, v in started.parameters.items() if k != RESUME_PARAMETER},
+        "direction": direction,
     }
 
 

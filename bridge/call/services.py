@@ -8,6 +8,7 @@ it, so the fleet holds the call itself, not closures over it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -37,6 +38,8 @@ class CallServices:
     speaker: Speaker | None = None  # speech for `say` (None: no engine installed or configured)
     transcripts: TranscriptStore | None = None  # the record kept after the call (None: off)
     desk: TransferDesk | None = None  # where a transfer leaves the markup its carrier fetches next
+    # the live event tap (GET /v1/calls/{id}/events): publish(call_id, sequence, type, body); never a sensitive event
+    publish: Callable[[str, int, str, str], None] | None = None
 
 
 class FleetCall(Protocol):

@@ -87,6 +87,10 @@ class CallDelivery:
         self.counters = DeliveryCounters()
         self.task: asyncio.Task[None] | None = None
 
+    def respond_to(self, on_response: ResponseHandler) -> None:
+        """Where the bot's answers go from now on (an outbound call's queue opens before its call exists)."""
+        self._on_response = on_response
+
     def submit(self, type_: str, payload: dict[str, Any]) -> PendingEvent | None:
         """Store and queue an event; returns it, or None when the queue is full (counted and logged)."""
         self._sequence += 1

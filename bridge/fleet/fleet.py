@@ -138,6 +138,28 @@ class Fleet:
         also how a call built for an :meth:`adopt` is attached to it)."""
         self.leases.own(call, carrier, call_sid)
 
+    def rebind(self, call: FleetCall, carrier: str, call_sid: str) -> bool:
+        """An outbound call this instance owns while placing it (:mod:`bridge.dial`, leased under
+        ``("outbound", call id)``), or has just adopted for its stream, is carried by its stream here now:
+        the same lease goes on, held by the call itself, and the carrier's id for it is mapped to it (a
+        restarted stream names only that). False: the lease is not this instance's any more."""
+        owned = self.leases.owned.get(call.id)
+        if owned is None or owned.lost or owned.over:
+            return False
+        owned.call, owned.carrier, owned.call_sid = call, carrier, call_sid
+        self.leases.changed.set()
+        self.leases.spawn(self._map(call.id, carrier, call_sid))
+        return True
+
+    async def _map(self, call_id: str, carrier: str, call_sid: str) -> None:
+        keys, client = self.redis.keys, self.redis.client
+        try:
+            self.counters.redis_ops += 2
+            await client.set(keys.carrier_call(carrier, call_sid), call_id)
+            await client.hset(keys.call(call_id), mapping={"provider": carrier, "call_sid": call_sid})
+        except REDIS_FAILED as exc:
+            self.redis.failed("map an outbound call's carrier id", exc)
+
     async def adopt(self, carrier: str, call_sid: str, channels: int = 1) -> Adopted | None:
         """Take over a call for its restarted stream (see :meth:`HandOvers.adopt`); then :meth:`own` it."""
         return await self.handovers.adopt(carrier, call_sid, channels)

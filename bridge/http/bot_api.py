@@ -26,6 +26,7 @@ from aiohttp import web
 
 from bridge.app_keys import FLEET, SETTINGS
 from bridge.call.registry import CALLS
+from bridge.dialing import DIALER
 from bridge.errors import ActionError, FleetUnavailable
 from bridge.ids import is_call_id
 from bridge.reply.actions import MAX_REQUEST_BYTES, parse_actions
@@ -105,6 +106,12 @@ def _find(request: web.Request) -> Any:
     call = calls.find(call_id)
     if call is not None:
         return call
+    dialer = request.app.get(DIALER)
+    outbound = dialer.find(call_id) if dialer is not None else None
+    if outbound is not None and outbound.pending:  # ordered, not answered yet (POST /v1/calls)
+        if request.method == "GET":
+            return web.json_response({**outbound.call_json(), "state": outbound.state})
+        return _error(409, f"call {call_id} has not been answered yet: actions apply from call.started on")
     if calls.has_ended(call_id):
         return _error(409, f"call {call_id} has ended")
     return _error(404, f"no call {call_id}")
@@ -118,6 +125,8 @@ async def get_call(request: web.Request) -> web.Response:
         return _error(404, f"no call {request.match_info['call_id'][:64]}")
     call = _find(request)
     fleet = request.app[FLEET]
+    if isinstance(call, web.Response) and call.status == 200:  # a call being placed (bridge.dial)
+        return call
     if isinstance(call, web.Response) and fleet is not None and call.status == 404:
         # fleet mode: a call another instance owns
         call_id = request.match_info["call_id"]

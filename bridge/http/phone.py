@@ -26,6 +26,8 @@ from bridge.app_keys import FLEET, SETTINGS
 from bridge.call.registry import CALLS
 from bridge.call.services import CALL_SERVICES
 from bridge.carry_call import carry_call
+from bridge.dial.order import OUTBOUND_QUERY
+from bridge.dialing import DIALER
 from bridge.http.twiml import public_base, stream_url
 from bridge.metrics import METRICS
 from bridge.phone_connection import PhoneConnection
@@ -121,7 +123,10 @@ async def _phone_stream(request: web.Request, *, relayed: bool) -> web.StreamRes
         else None
     )
     try:
-        result = await carry_call(stream, ws, calls, app[CALL_SERVICES], app[METRICS], app[FLEET], relay)
+        result = await carry_call(
+            stream, ws, calls, app[CALL_SERVICES], app[METRICS], app[FLEET], relay,
+            dialer=app.get(DIALER), claim=request.query.get(OUTBOUND_QUERY),
+        )  # fmt: skip
     finally:
         calls.streams.pop(stream, None)
         if watchdog is not None:

@@ -45,7 +45,7 @@ from bridge.reply.actions import (
     Transfer,
 )
 from bridge.reply.bargein import BargeIn, BargeInPolicy
-from bridge.reply.figures import ReplyCounters, ReplyFigures, reply_state
+from bridge.reply.figures import ReplyCounters, ReplyFigures, reply_figures, reply_state
 from bridge.reply.gathering import Gatherer
 from bridge.reply.outbound_audio import url_allowed
 from bridge.reply.playout import HandOverNow, HangupNow, Output, Playout
@@ -321,6 +321,12 @@ class CallReply:
         self._producer.drop_pending("transfer")
         self.transfer.hand_over(action)
 
+    def cut_for_machine(self) -> None:
+        """A machine answered and the bot waits for its beep: what plays ends (reason ``machine``)."""
+        self._producer.drop_pending("machine")
+        self._sender.interrupt(time.monotonic(), "machine")
+        self._sender.wake.set()
+
     def transfer_back(self) -> None:
         """The transfer found nobody and the caller is back on the call: actions are taken again."""
         self.transferring = False
@@ -415,16 +421,7 @@ class CallReply:
 
     def figures(self) -> ReplyFigures:
         """The reply loop's part of ``call.ended``'s summary."""
-        underruns, cleared_ms, resumed = self._playout_figures()
-        return ReplyFigures(
-            reply_actions=self.counters.actions,
-            reply_failed=self.counters.failed,
-            reply_played_ms=round(self.counters.played_ms),
-            reply_interrupted=self.counters.interrupted,
-            reply_underruns=underruns,
-            reply_cleared_ms=round(cleared_ms),
-            barge_in_resumed=resumed,
-        )
+        return reply_figures(self.counters, *self._playout_figures())
 
     def state(self) -> dict[str, Any]:
         """For ``GET /v1/calls/{id}``: listening, speaking or paused; the queue; what was heard."""

@@ -38,6 +38,19 @@ class ReplyFigures:
     barge_in_resumed: int = 0  # false interruptions: paused, then played on
 
 
+def reply_figures(counters: ReplyCounters, underruns: int, cleared_ms: float, resumed: int) -> ReplyFigures:
+    """The reply loop's part of ``call.ended``'s summary: its counters and the playouts' figures."""
+    return ReplyFigures(
+        reply_actions=counters.actions,
+        reply_failed=counters.failed,
+        reply_played_ms=round(counters.played_ms),
+        reply_interrupted=counters.interrupted,
+        reply_underruns=underruns,
+        reply_cleared_ms=round(cleared_ms),
+        barge_in_resumed=resumed,
+    )
+
+
 def reply_state(playout: Playout | None, producing: Action | None, pending: Sequence[Action]) -> dict[str, Any]:
     """For ``GET /v1/calls/{id}``: listening, speaking or paused; the queue (what plays, what is being
     made into audio, what waits); what was heard."""

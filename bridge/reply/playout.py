@@ -39,7 +39,7 @@ from typing import Literal
 
 from bridge.reply.actions import Interrupt
 
-InterruptReason = Literal["speech", "dtmf", "stop", "replace", "hangup", "transfer"]
+InterruptReason = Literal["speech", "dtmf", "stop", "replace", "hangup", "transfer", "machine"]
 MAX_CLEARED_MARKS = 256
 UNDERRUN_MS = 40.0  # a gap in an action's audio longer than this is an underrun
 
@@ -559,7 +559,7 @@ class Playout:
 
 
 def _allows(interrupt: Interrupt, reason: InterruptReason) -> bool:
-    if reason in ("stop", "replace", "hangup"):
+    if reason in ("stop", "replace", "hangup", "machine"):
         return True
     return interrupt == "any" or interrupt == reason
 

@@ -142,7 +142,7 @@ class Producer:
             "ids must be unique while their action lives"
         )
 
-    def drop_pending(self, reason: Literal["stop", "replace", "hangup", "transfer"]) -> None:
+    def drop_pending(self, reason: Literal["stop", "replace", "hangup", "transfer", "machine"]) -> None:
         """Actions not yet produced end without a sound (played_ms 0); one being produced stops. A
         stream is one action (named by its ``stream_id``): it ends once, here or, when some of it is
         in the playout, by the playout's interruption that follows; its later pieces are dropped."""

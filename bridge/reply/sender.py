@@ -84,7 +84,7 @@ class Sender:
         self._handover: str | None = None
         self.flow_paused = False
 
-    def interrupt(self, now: float, reason: Literal["stop", "replace", "hangup", "transfer"]) -> None:
+    def interrupt(self, now: float, reason: Literal["stop", "replace", "hangup", "transfer", "machine"]) -> None:
         """What plays or waits in the playout ends now (``reason``), whatever its interrupt policy."""
         if self.playout is not None:
             self.out.extend(self.playout.interrupt(now, reason, only_interruptible=False))
