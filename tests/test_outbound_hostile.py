@@ -1,0 +1,151 @@
+"""What an outsider can send the routes of outbound calls, and what comes of it: forged, expired or borrowed
+claims on the callbacks and on the stream, a claim used twice, the wrong carrier's route, bodies that are
+huge, deep, not JSON or not an object, a flood of callbacks; every answer clear, nothing changed by a
+request the bridge did not sign for, and the call goes on."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import xml.etree.ElementTree as ET
+from typing import Any
+
+import aiohttp
+from twilio.request_validator import RequestValidator
+
+from bridge.control import tokens
+from bridge.dial.order import DialOrder, claim_token
+from bridge.tools.writers.twilio import TwilioStreamWriter
+from tests.support.calls import BridgeFactory, caller_audio, wait_for
+from tests.support.fakes import FakeWebhook
+from tests.test_outbound_api import ACCOUNT_SID, AUTH, AUTH_TOKEN, ORDER, TwilioApi, order, outbound_bridge
+
+SECRET = b"s" * 32  # the bridges' BRIDGE_SECRET in outbound_bridge
+VALIDATOR = RequestValidator(AUTH_TOKEN)
+
+
+async def _signed(http: aiohttp.ClientSession, url: str, form: dict[str, str]) -> int:
+    async with http.post(url, data=form, headers={"X-Twilio-Signature": VALIDATOR.compute_signature(url, form)}) as r:
+        return r.status
+
+
+async def _stream(http: aiohttp.ClientSession, base: str, parameters: dict[str, str], sid: str) -> int | None:
+    """One Twilio stream (signed upgrade) of 1 s of audio then stop; returns the bridge's close code."""
+    url = base.replace("http", "ws", 1) + "/twilio/stream"
+    writer = TwilioStreamWriter(sid, "MZ" + sid[2:], account_sid=ACCOUNT_SID, parameters=parameters)
+    async with http.ws_connect(url, headers={"X-Twilio-Signature": VALIDATOR.compute_signature(url, {})}) as ws:
+        await ws.send_str(writer.connected())
+        await ws.send_str(writer.start())
+        for i in range(0, 8000, 160):
+            if ws.closed:
+                break
+            await ws.send_str(writer.media(caller_audio(1.0)[i : i + 160]))
+            await asyncio.sleep(0.002)
+        if not ws.closed:
+            await ws.send_str(writer.stop())
+        async for _ in ws:
+            pass
+        return ws.close_code
+
+
+async def test_forged_expired_and_borrowed_callbacks_change_nothing(
+    make_bridge: BridgeFactory, aiohttp_server: Any, webhook: tuple[FakeWebhook, str]
+) -> None:
+    hook, _ = webhook
+    api = TwilioApi()
+    async with asyncio.timeout(40), outbound_bridge(make_bridge, aiohttp_server, api) as (base, http):
+        _, answer = await order(http, base, {**ORDER, "machine_detection": "detect"})
+        await wait_for(lambda: bool(hook.events("call.dialing")), timeout=10)
+        status_url = api.requests[0][1]["StatusCallback"][0]
+        real = status_url.split("?t=")[1]
+        busy = {"CallSid": f"CA{1:032d}", "AccountSid": ACCOUNT_SID, "CallStatus": "busy"}
+        call_id = answer["id"]
+        expired = claim_token(SECRET, call_id, DialOrder.model_validate(ORDER), time.time() - 1)
+        transfer_kind = tokens.sign(SECRET, {"use": "announce", "call": call_id}, int(time.time()) + 60)
+        other_secret = claim_token(b"x" * 32, call_id, DialOrder.model_validate(ORDER), time.time() + 60)
+        for token in (expired, transfer_kind, other_secret, real[:-2] + "AA", "", "a" * 5000):
+            assert await _signed(http, f"{base}/twilio/call-status?t={token}", busy) == 403
+        # the right token on another carrier's route, or a route no carrier has
+        assert await _signed(http, f"{base}/telnyx/call-status?t={real}", busy) == 403
+        async with http.post(f"{base}/skype/call-status?t={real}", data=busy) as r:
+            assert r.status == 404
+        async with http.post(f"{base}/twilio/outbound-answer?t={real}", data=busy) as r:
+            assert r.status in (403, 404)  # Twilio's calls carry their TwiML inline
+        async with http.get(f"{base}/twilio/call-status?t={real}") as r:
+            assert r.status == 405
+        # sloppy but signed: unknown statuses, junk fields, nothing
+        for junk in ({"CallStatus": "exploded"}, {}, {"AnsweredBy": "x" * 10_000}, {"CallStatus": ["busy"]}):
+            form = {k: v if isinstance(v, str) else json.dumps(v) for k, v in junk.items()}
+            assert await _signed(http, status_url, form) == 204
+        async with http.post(status_url, data=b"x" * 200_000, headers={"Content-Type": "text/plain"}) as r:
+            assert r.status in (403, 413)  # unsigned, and over the bound
+        await asyncio.sleep(0.3)
+        assert not hook.events("call.failed")  # nothing above changed the call
+        assert await _signed(http, status_url, busy) == 204
+        await wait_for(lambda: bool(hook.events("call.ended")), timeout=10)
+        assert hook.events("call.failed")[0]["status"] == "busy"
+
+
+async def test_json_callbacks_that_are_deep_huge_or_not_objects_are_answered(
+    make_bridge: BridgeFactory, aiohttp_server: Any
+) -> None:
+    api = TwilioApi()
+    async with (
+        asyncio.timeout(40),
+        outbound_bridge(make_bridge, aiohttp_server, api, TELNYX_API_KEY="k") as (
+            base,
+            http,
+        ),
+    ):
+        # a Telnyx call's claim, made as the bridge makes it (the fake Twilio API cannot place Telnyx calls)
+        _, answer = await order(http, base, ORDER)
+        token = claim_token(
+            SECRET, answer["id"], DialOrder.model_validate({**ORDER, "carrier": "telnyx"}), time.time() + 60
+        )
+        url = f"{base}/telnyx/call-status?t={token}"
+        bodies = [b"[" * 5000 + b"]" * 5000, b"not json", b'"a string"', b"[1, 2]", b'{"data": 7}', b"{}"]
+        for body in bodies:
+            async with http.post(url, data=body, headers={"Content-Type": "application/json"}) as r:
+                assert r.status in (204, 400), (body[:20], r.status)
+        async with http.post(url, data=b"{" + b" " * 100_000 + b"}", headers={"Content-Type": "application/json"}) as r:
+            assert r.status == 413
+        statuses = await asyncio.gather(
+            *(_post_json(http, url, {"data": {"event_type": "call.initiated", "payload": {}}}) for _ in range(300))
+        )
+        assert set(statuses) == {204}
+        async with http.get(f"{base}/v1/calls/{answer['id']}", headers=AUTH) as r:
+            assert r.status == 200  # the Twilio call placed above goes on
+
+
+async def _post_json(http: aiohttp.ClientSession, url: str, body: Any) -> int:
+    async with http.post(url, json=body) as r:
+        return r.status
+
+
+async def test_a_streams_claim_must_hold_once_for_its_carrier(
+    make_bridge: BridgeFactory, aiohttp_server: Any, webhook: tuple[FakeWebhook, str]
+) -> None:
+    hook, _ = webhook
+    api = TwilioApi()
+    async with asyncio.timeout(60), outbound_bridge(make_bridge, aiohttp_server, api) as (base, http):
+        _, answer = await order(http, base, ORDER)
+        await wait_for(lambda: bool(hook.events("call.dialing")), timeout=10)
+        twiml = ET.fromstring(api.requests[0][1]["Twiml"][0])
+        claim = {p.attrib["name"]: p.attrib["value"] for p in twiml.iter("Parameter")}
+        forged = {"bridge.outbound": claim["bridge.outbound"][:-3] + "abc"}
+        expired = {
+            "bridge.outbound": claim_token(SECRET, answer["id"], DialOrder.model_validate(ORDER), time.time() - 5)
+        }
+        unknown = {"bridge.outbound": claim_token(SECRET, "e" * 32, DialOrder.model_validate(ORDER), time.time() + 60)}
+        for parameters in (forged, expired, unknown):
+            assert await _stream(http, base, parameters, "CA" + "9" * 32) == 1008
+        assert not hook.events("call.started")  # none of them became a call
+        first = asyncio.create_task(_stream(http, base, claim, f"CA{1:032d}"))
+        await wait_for(lambda: bool(hook.events("call.started")), timeout=10)
+        assert await _stream(http, base, claim, "CA" + "8" * 32) == 1008  # the same claim again, while it runs
+        assert await first == 1000
+        await wait_for(lambda: bool(hook.events("call.ended")), timeout=10)
+        assert await _stream(http, base, claim, "CA" + "7" * 32) == 1008  # and once the call is over
+        assert len(hook.events("call.started")) == 1
+        assert hook.events("call.started")[0]["call"]["id"] == answer["id"]
