@@ -15,6 +15,7 @@ removed when it exits). A worker that does not hold a call asks its siblings:
                                        sent the body alone; it validates and applies, and its answer
                                        is relayed. Idempotency keys live with the call, on its owner
 ``GET /v1/calls``                      this worker's live calls, then each sibling's
+``GET /v1/calls/{id}/events``          the call's worker's event stream, piped as it comes
 ``GET /v1/calls/{id}/transcript``      the SQLite file is shared, but each worker commits its finals in
                                        groups (0.2 s): a transcript still active whose call is not here
                                        is read by the call's owner, which first writes what it queued
@@ -257,6 +258,35 @@ class Siblings:
     async def dial_report(self, call_id: str, fields: Mapping[str, str]) -> bool:
         """A carrier's callback on an outbound call, to the sibling that placed it; False: none has it."""
         return await self._first("POST", INTERNAL_DIAL_REPORT, {**fields, "call": call_id}) is not None
+
+    async def events(self, request: web.Request, call_id: str) -> web.StreamResponse | None:
+        """``GET /v1/calls/{id}/events`` for a call another worker holds: that worker's stream, piped as it
+        comes (no total timeout: a call's events come for as long as it lasts; the sibling's own bounds end
+        a stream whose reader stalls). 503 when a sibling did not answer; None: no worker has the call."""
+        found = await self._find(request, call_id)
+        if not isinstance(found, tuple):
+            return None if found is None else _no_answer()
+        headers = {h: request.headers[h] for h in ("Authorization", "Last-Event-ID") if h in request.headers}
+        connector = aiohttp.UnixConnector(path=str(socket_path(self.run_dir, found[0])))
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.timeout)
+        try:
+            async with (
+                aiohttp.ClientSession(connector=connector, timeout=timeout) as http,
+                http.get("http://worker" + request.rel_url.path_qs, headers=headers) as upstream,
+            ):
+                if upstream.status != 200:
+                    relayed = {h: upstream.headers[h] for h in RELAYED_HEADERS if h in upstream.headers}
+                    return web.Response(status=upstream.status, body=await upstream.read(), headers=relayed)
+                resp = web.StreamResponse(headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+                resp.content_type = "text/event-stream"
+                resp.charset = "utf-8"
+                await resp.prepare(request)
+                async for chunk in upstream.content.iter_any():
+                    await resp.write(chunk)
+                return resp
+        except (aiohttp.ClientError, ConnectionError) as exc:
+            log.info("siblings.events_ended", to=found[0], error=type(exc).__name__)
+            return None
 
     async def knows(self, request: web.Request, call_id: str) -> bool | None:
         """Whether a sibling holds (or held) ``call_id``; None: one did not answer in time."""

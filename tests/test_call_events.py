@@ -23,7 +23,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from bridge.app_keys import SETTINGS
-from bridge.http.call_events import EVENT_TAP, EventTap, FollowerLimit, add_routes, sse_frame
+from bridge.event_tap import EventTap, FollowerLimit
+from bridge.http.call_events import EVENT_TAP, add_routes, sse_frame
 from bridge.settings import Settings
 from bridge.tools.dial_command import SseParser, add_arguments, dial_command, event_line, order_body
 
@@ -627,3 +628,20 @@ async def test_a_reader_that_leaves_frees_its_place_without_waiting_for_keepaliv
         assert tap.followers == 1
         resp.close()
     await wait_until(lambda: tap.followers == 0, 3.0)
+
+
+def test_the_tap_never_holds_more_than_its_bytes() -> None:
+    """The calls ended longest ago are forgotten first, then the oldest events of the call publishing."""
+    tap = EventTap(max_bytes=1000)
+    body = "x" * 300
+    tap.publish("a" * 32, 1, "call.started", body)
+    tap.publish("a" * 32, 2, "call.ended", body)
+    tap.publish("b" * 32, 1, "call.started", body)
+    assert tap.bytes == 900
+    tap.publish("b" * 32, 2, "utterance.final", body)  # 1200: the ended call a goes
+    assert not tap.knows("a" * 32) and tap.bytes == 600
+    tap.publish("b" * 32, 3, "utterance.final", body)
+    tap.publish("b" * 32, 4, "utterance.final", body)  # 1200 with b alone: its oldest event goes
+    assert tap.bytes == 900 and tap.dropped == 1
+    follower = tap.follow("b" * 32)
+    assert [e[0] for e in follower._pending] == [2, 3, 4] and follower.lost_upto == 1

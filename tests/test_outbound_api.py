@@ -191,6 +191,15 @@ async def test_a_refused_create_fails_the_call_and_ends_its_record(
         async with http.delete(f"{base}/v1/calls/{answer['id']}", headers=AUTH) as resp:
             assert resp.status == 409
 
+        async def on_record() -> list[dict[str, Any]]:
+            async with http.get(f"{base}/v1/calls", params={"since": "2000-01-01T00:00:00Z"}, headers=AUTH) as r:
+                return [c for c in (await r.json())["calls"] if c["id"] == answer["id"]]
+
+        async with asyncio.timeout(5):
+            while not (record := await on_record()):  # the store writes in groups
+                await asyncio.sleep(0.1)
+        assert record[0]["end_reason"] == "not_answered" and record[0]["to"] == "+15550142"
+
 
 async def test_no_word_from_the_carrier_within_the_ring_time_is_no_answer_and_cancels_there(
     make_bridge: BridgeFactory, aiohttp_server: Any, webhook: tuple[FakeWebhook, str]

@@ -233,3 +233,57 @@ async def test_the_bridges_own_detector_gives_its_opinion_before_the_carriers_ve
     assert verdict["source"] == "carrier" and verdict["answered_by"] == "human"
     assert verdict["bridge_opinion"]["answered_by"] == "human", verdict
     assert verdict["bridge_opinion"]["detection_ms"] < 4000
+
+
+async def test_a_bot_on_the_websocket_alone_gets_the_dialing_and_the_call_on_one_socket(
+    make_bridge: BridgeFactory, aiohttp_server: Any
+) -> None:
+    """No webhook: the bot's socket opens at the order, carries ``call.dialing`` (an action sent then is
+    refused, saying why), and goes on carrying the call once answered: one socket, one sequence."""
+    from aiohttp import web
+
+    received: list[dict[str, Any]] = []
+    connections: list[str] = []
+
+    async def bot(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        connections.append(request.query.get("call_id", ""))
+        async for msg in ws:
+            data = msg.json()
+            received.append(data)
+            if data.get("type") == "call.dialing":
+                await ws.send_json({"request_id": "early", "actions": [{"type": "say", "text": "Too soon."}]})
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/bot", bot)
+    bot_server = await aiohttp_server(app, host="127.0.0.1")
+    answering = Answering(answer="human", ring_ms=300, stay_s=1.5, voice="espeak")
+    fake = FakeCarrierApi("twilio", answering, auth_token=AUTH_TOKEN, account_sid=ACCOUNT_SID)
+    api = await fake.start()
+    port = free_port()
+    env = {
+        "BOT_WEBHOOK_URL": "",
+        "BOT_WS_URL": str(bot_server.make_url("/bot")).replace("http", "ws", 1),
+        "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
+        "TWILIO_ACCOUNT_SID": ACCOUNT_SID,
+        "TWILIO_API_URL": api,
+        "BRIDGE_PUBLIC_URL": f"http://127.0.0.1:{port}",
+        "BRIDGE_API_TOKEN": API_TOKEN,
+        "BRIDGE_DIAL_TO": "+1555",
+        "BRIDGE_DIAL_FROM": "+15550002",
+    }
+    await make_bridge(env, port=port)
+    try:
+        async with asyncio.timeout(60), aiohttp.ClientSession() as http:
+            call_id = await order(http, f"http://127.0.0.1:{port}", carrier="twilio")
+            await wait_for(lambda: any(m.get("type") == "call.ended" for m in received), timeout=40)
+    finally:
+        await fake.aclose()
+    assert connections == [call_id]  # one socket, from the order to the end
+    events = [m for m in received if "sequence" in m]
+    assert [e["type"] for e in events][:2] == ["call.dialing", "call.started"]
+    assert [e["sequence"] for e in events] == list(range(1, len(events) + 1))
+    (refused,) = [m for m in received if m.get("request_id") == "early"]
+    assert refused["actions"][0]["status"] == "failed" and "not been answered" in refused["actions"][0]["error"]

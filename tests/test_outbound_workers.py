@@ -49,6 +49,19 @@ async def _order(bridge: BridgeProcess, worker: int, body: dict[str, Any], **hea
         await http.close()
 
 
+async def _follow(bridge: BridgeProcess, worker: int, call_id: str, types: list[str]) -> None:
+    """The call's event stream (server-sent events) read on a connection to ``worker``: each event's type."""
+    http = await pinned(bridge.base, worker)
+    try:
+        async with http.get(f"{bridge.base}/v1/calls/{call_id}/events", headers=AUTH) as resp:
+            assert resp.status == 200, await resp.text()
+            async for line in resp.content:
+                if line.startswith(b"event: "):
+                    types.append(line[7:].decode().strip())
+    finally:
+        await http.close()
+
+
 @pytest.mark.timeout(120)
 async def test_a_call_placed_by_one_worker_is_carried_there_whatever_worker_twilio_reaches(
     fake_gladia: FakeGladia, webhook: tuple[FakeWebhook, str], aiohttp_server: Any
@@ -63,6 +76,8 @@ async def test_a_call_placed_by_one_worker_is_carried_there_whatever_worker_twil
             status, answer = await _order(bridge, 0, {**ORDER, "machine_detection": "detect"})
             assert status == 201, answer
             call_id = answer["id"]
+            followed: list[str] = []
+            following = asyncio.create_task(_follow(bridge, 1, call_id, followed))  # from the other worker
             await wait_for(lambda: bool(hook.events("call.dialing")), timeout=15)
             form = api.requests[0][1]
             twiml = ET.fromstring(form["Twiml"][0])
@@ -102,6 +117,8 @@ async def test_a_call_placed_by_one_worker_is_carried_there_whatever_worker_twil
             assert api.requests[1][1]["Status"] == ["completed"]  # Twilio told too: the call may outlive its stream
             events = [e for e in hook.events() if e["call"]["id"] == call_id]
             assert [e["sequence"] for e in events] == list(range(1, len(events) + 1))
+            await asyncio.wait_for(following, 15)
+            assert followed == [e["type"] for e in events][: len(followed)] and "call.ended" in followed
             # a keyed order repeated on the other worker finds the first call
             status, first = await _order(bridge, 0, ORDER, **{"Idempotency-Key": "k-7"})
             again = await _order(bridge, 1, ORDER, **{"Idempotency-Key": "k-7"})

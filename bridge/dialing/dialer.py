@@ -307,6 +307,10 @@ class Dialer:
         summary = {"end_reason": "not_answered", "dial_status": status, "duration_s": 0.0, "ring_s": ring_s}
         outbound.post("call.ended", {"summary": summary}, self.publish)
         log.info("call.ended", end_reason="not_answered", dial_status=status)
+        store = self.services.transcripts
+        if store is not None:  # on record too (GET /v1/calls?since=): a call that never connected
+            store.call_started({**outbound.call_json(), "speakers": []}, time.time() - ring_s)
+            store.call_ended(outbound.call_id, time.time(), "not_answered")
         self._close(outbound)
         self._call_ended(outbound.call_id)
         if self.fleet is not None:

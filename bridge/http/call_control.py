@@ -72,8 +72,10 @@ def _carrier(request: web.Request) -> str:
     return carrier
 
 
-async def _body(request: web.Request, carrier: str) -> dict[str, Any]:
-    """The carrier's report: Twilio's signed form, another form, or JSON (Vonage, jambonz, Telnyx)."""
+async def carrier_fields(request: web.Request, carrier: str) -> dict[str, Any]:
+    """A carrier's callback: Twilio's signed form (403 when the signature is wrong), another form, JSON
+    (Vonage, jambonz, Telnyx: an object, else nothing; 400 not JSON, 413 over the body bound), or a GET's
+    query (a markup fetch)."""
     if carrier == "twilio":
         return dict(await signed_form(request))
     if request.content_type == "application/json":
@@ -83,6 +85,8 @@ async def _body(request: web.Request, carrier: str) -> dict[str, Any]:
         except ValueError:
             raise web.HTTPBadRequest(text="not JSON\n") from None
         return data if isinstance(data, dict) else {}
+    if request.method == "GET":
+        return dict(request.query)
     form = await request.post()
     return {k: str(v) for k, v in form.items() if isinstance(v, str)}
 
@@ -104,7 +108,7 @@ async def _transfer_of(request: web.Request, call_id: str) -> TransferOutcome | 
 
 async def after_stream(request: web.Request) -> web.Response:
     carrier = _carrier(request)
-    data = await _body(request, carrier)
+    data = await carrier_fields(request, carrier)
     call_sid = str(data.get("CallSid") or data.get("CallUUID") or "")
     answer = await _desk_answer(request, carrier, call_sid)
     if answer is not None:
@@ -118,7 +122,7 @@ async def after_stream(request: web.Request) -> web.Response:
 
 async def transfer_markup(request: web.Request) -> web.Response:
     carrier = _carrier(request)
-    await _body(request, carrier)
+    await carrier_fields(request, carrier)
     order = _order(request)
     if order is None or order.carrier != carrier:
         log.warning("transfer.bad_token", path=request.path)
@@ -130,7 +134,7 @@ async def transfer_markup(request: web.Request) -> web.Response:
 
 async def dial_status(request: web.Request) -> web.Response:
     carrier = _carrier(request)
-    data = await _body(request, carrier)
+    data = await carrier_fields(request, carrier)
     order = _order(request)
     if order is None or order.carrier != carrier:
         log.warning("transfer.bad_token", path=request.path)
@@ -190,7 +194,7 @@ def _returning(
 
 async def announce(request: web.Request) -> web.Response:
     carrier = _carrier(request)
-    await _body(request, carrier)
+    await carrier_fields(request, carrier)
     order = _order(request)
     if order is None or order.announce is None:
         log.warning("transfer.bad_token", path=request.path)

@@ -54,12 +54,12 @@ from bridge.dial.reports import DialReport, read_report
 from bridge.dialing import DIAL_WORD, DIALER, END_WORD
 from bridge.errors import FleetUnavailable
 from bridge.http.bot_api import MAX_KEY_CHARS, authorized
+from bridge.http.call_control import carrier_fields
 from bridge.http.call_events import EVENT_TAP
-from bridge.http.twiml import public_base, signed_form, stream_url
+from bridge.http.twiml import public_base, stream_url
 from bridge.ids import is_call_id
 from bridge.reply.actions import Hangup
 from bridge.siblings import SIBLINGS
-from bridge.untrusted import loads
 
 log = structlog.get_logger("bridge.dial")
 
@@ -183,30 +183,13 @@ def _claim(request: web.Request, carrier: str) -> Claim:
     return claim
 
 
-async def _fields(request: web.Request, carrier: str) -> dict[str, Any]:
-    """A callback's fields: Twilio's signed form, another form, or JSON (Telnyx, Vonage, jambonz)."""
-    if carrier == "twilio":
-        return dict(await signed_form(request))
-    if request.content_type == "application/json":
-        raw = await request.read()  # bounded by client_max_size (413 beyond)
-        try:
-            data = loads(raw)  # nested deeper than MAX_JSON_DEPTH: refused before parsing
-        except ValueError:
-            raise web.HTTPBadRequest(text="not JSON\n") from None
-        return data if isinstance(data, dict) else {}
-    if request.method == "GET":
-        return dict(request.query)
-    form = await request.post()
-    return {k: str(v) for k, v in form.items() if isinstance(v, str)}
-
-
 async def callback(request: web.Request) -> web.Response:
     """A status or answering-machine callback: read, then told to the call (if this process holds it)."""
     carrier = _carrier(request)
     if carrier not in CALLBACK_CARRIERS:
         raise web.HTTPNotFound(text=f"{carrier} sends no callbacks\n")
     claim = _claim(request, carrier)
-    report = read_report(carrier, await _fields(request, carrier))
+    report = read_report(carrier, await carrier_fields(request, carrier))
     with structlog.contextvars.bound_contextvars(call_id=claim.call_id, provider=carrier):
         if report != DialReport() and not request.app[DIALER].report(claim.call_id, report):
             siblings, fleet, fields = request.app.get(SIBLINGS), request.app[FLEET], report_fields(report)
@@ -224,7 +207,7 @@ async def answer(request: web.Request) -> web.Response:
     """The markup the callee's answer runs (Plivo ``answer_url``, jambonz ``call_hook``)."""
     carrier = _carrier(request)
     claim = _claim(request, carrier)
-    await _fields(request, carrier)
+    await carrier_fields(request, carrier)
     links = DialLinks(public_base(request), _stream_url(request, carrier), request.query["t"])
     try:
         markup: Markup = answer_markup(carrier, links)
