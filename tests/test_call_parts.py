@@ -92,7 +92,9 @@ def test_the_call_object_says_the_numbers_and_the_parameters_but_not_the_token()
         "from": "+15550001",
         "to": "+15550002",
         "parameters": {"To": "+15550002", "lang": "fr"},
+        "direction": "inbound",
     }
+    assert call_json("c1", started, "outbound")["direction"] == "outbound"  # a call the bot placed
 
 
 def test_call_started_lists_the_speakers_of_the_channels_gladia_gets() -> None:
