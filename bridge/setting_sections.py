@@ -326,6 +326,8 @@ class ControlSettings(StrictModel):
     signalwire_api_url: HttpUrlOrEmpty = ""  # https://<space>.signalwire.com
     telnyx_api_key: SecretStr | None = None
     telnyx_api_url: HttpUrlOrEmpty = "https://api.telnyx.com"
+    # TELNYX_PUBLIC_KEY (base64, Mission Control > Keys & Credentials): Telnyx's callbacks must be signed by it
+    telnyx_public_key: str = ""
     plivo_auth_id: str = ""
     plivo_auth_token: SecretStr | None = None
     plivo_api_url: HttpUrlOrEmpty = "https://api.plivo.com"
@@ -344,6 +346,15 @@ class ControlSettings(StrictModel):
     asterisk_ari_password: SecretStr | None = None
     # Asterisk: the dialplan context the caller's channel continues in, at the extension ``to``
     asterisk_context: str = Field("bridge-transfer", pattern=r"^[A-Za-z0-9_\-]{1,64}$")
+
+    @field_validator("telnyx_public_key")
+    @classmethod
+    def _telnyx_key(cls, value: str) -> str:
+        if value:
+            from bridge.control.telnyx_webhook import public_key
+
+            public_key(value)  # ValueError: not base64 of 32 bytes
+        return value
 
 
 class OutboundSettings(StrictModel):

@@ -120,6 +120,7 @@ ENV_KEYS: dict[str, str] = {
     "SIGNALWIRE_API_URL": "control.signalwire_api_url",
     "TELNYX_API_KEY": "control.telnyx_api_key",
     "TELNYX_API_URL": "control.telnyx_api_url",
+    "TELNYX_PUBLIC_KEY": "control.telnyx_public_key",
     "PLIVO_AUTH_ID": "control.plivo_auth_id",
     "PLIVO_AUTH_TOKEN": "control.plivo_auth_token",
     "PLIVO_API_URL": "control.plivo_api_url",

@@ -154,7 +154,9 @@ class Bridge:
         return web.Response(text="<Response><Hangup/></Response>", content_type="application/xml")
 
     async def webhook(self, request: web.Request) -> web.Response:
-        self.webhooks.append({"text": await request.text(), "type": request.content_type})
+        self.webhooks.append(
+            {"text": await request.text(), "type": request.content_type, "headers": dict(request.headers)}
+        )
         return web.Response(text="")
 
     def forms(self, path: str) -> list[dict[str, str]]:
@@ -661,3 +663,37 @@ def test_command_options_and_unsupported_carrier() -> None:
     assert run_callee(args, io.StringIO()) == 2
     line = describe(CalleeCall("CA1", "+15550142", "+15550002", {}, heard=bytearray(8000)), "human")
     assert line.startswith("+15550142 answer=human") and "heard 1.0 s" in line
+
+
+async def test_telnyx_webhooks_are_signed_as_telnyx_signs_them(bridge: Bridge) -> None:
+    """Given a signing key, every webhook verifies with the telnyx SDK's own Ed25519 check over the body as
+    sent (``verify_webhook_signature``: the oracle), and fails it with another account's key."""
+    import base64
+
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from telnyx.lib.webhook_verification import WebhookVerificationError, verify_webhook_signature
+
+    key = Ed25519PrivateKey.generate()
+    public = base64.b64encode(key.public_key().public_bytes_raw()).decode()
+    other = base64.b64encode(Ed25519PrivateKey.generate().public_key().public_bytes_raw()).decode()
+    answering = Answering("human", ring_ms=20, amd_ms=50, stay_s=0.2, greeter=greeter_of(synthetic("human")))
+    api = FakeCarrierApi("telnyx", answering, api_key=TELNYX_KEY, signing_key=key)
+    await api.start()
+    try:
+        async with telnyx_client(api) as client, asyncio.timeout(15):
+            await client.calls.dial(
+                connection_id="app-1",
+                from_="+15550002",
+                to="+15550142",
+                stream_url=f"ws{bridge.base[4:]}/telnyx/stream",
+                answering_machine_detection="detect",
+                webhook_url=f"{bridge.base}/telnyx/events",
+            )
+            await api.calls[0].done.wait()
+    finally:
+        await api.aclose()
+    assert len(bridge.webhooks) >= 3
+    for hook in bridge.webhooks:
+        verify_webhook_signature(hook["text"], hook["headers"], public)
+        with pytest.raises(WebhookVerificationError):
+            verify_webhook_signature(hook["text"], hook["headers"], other)

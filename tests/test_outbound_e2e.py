@@ -8,6 +8,7 @@ transcribed back by the local recogniser."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import socket
 from collections.abc import AsyncIterator
@@ -15,6 +16,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from bridge.tools.callee import Answering, FakeCarrierApi
 from tests.support.calls import BridgeFactory, wait_for
@@ -25,6 +27,8 @@ ACCOUNT_SID = "AC" + "0" * 32
 TELNYX_KEY = "KEY-telnyx-test"
 API_TOKEN = "bot-api-token"
 AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
+TELNYX_SIGNING = Ed25519PrivateKey.generate()
+TELNYX_PUBLIC = base64.b64encode(TELNYX_SIGNING.public_key().public_bytes_raw()).decode()
 FIRST_SAY = "Hello, this is the clinic calling about your appointment tomorrow."
 LONG_SAY = FIRST_SAY + " Please have your insurance card ready, and call us back if the time does not suit you."
 
@@ -39,10 +43,18 @@ def free_port() -> int:
 
 @contextlib.asynccontextmanager
 async def dialling(
-    make_bridge: BridgeFactory, carrier: str, answering: Answering
+    make_bridge: BridgeFactory, carrier: str, answering: Answering, **extra: str
 ) -> AsyncIterator[tuple[str, aiohttp.ClientSession, FakeCarrierApi]]:
-    """A bridge on loopback whose ``carrier`` is the fake callee's API."""
-    fake = FakeCarrierApi(carrier, answering, auth_token=AUTH_TOKEN, account_sid=ACCOUNT_SID, api_key=TELNYX_KEY)  # type: ignore[arg-type]
+    """A bridge on loopback whose ``carrier`` is the fake callee's API (Telnyx's webhooks signed with a key
+    of the test's, whose public half the bridge checks them with)."""
+    fake = FakeCarrierApi(
+        carrier,  # type: ignore[arg-type]
+        answering,
+        auth_token=AUTH_TOKEN,
+        account_sid=ACCOUNT_SID,
+        api_key=TELNYX_KEY,
+        signing_key=TELNYX_SIGNING,
+    )
     api = await fake.start()
     port = free_port()
     base = f"http://127.0.0.1:{port}"
@@ -58,7 +70,8 @@ async def dialling(
         "BRIDGE_API_TOKEN": API_TOKEN,
         "BRIDGE_DIAL_TO": "+1555",
         "BRIDGE_DIAL_FROM": "+15550002",
-    }
+        "TELNYX_PUBLIC_KEY": TELNYX_PUBLIC,
+    } | extra
     await make_bridge(env, port=port, **{"outbound.answer_grace": 2.0})
     try:
         async with aiohttp.ClientSession() as http:

@@ -6,12 +6,14 @@ request the bridge did not sign for, and the call goes on."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import time
 import xml.etree.ElementTree as ET
 from typing import Any
 
 import aiohttp
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from twilio.request_validator import RequestValidator
 
 from bridge.control import tokens
@@ -149,3 +151,43 @@ async def test_a_streams_claim_must_hold_once_for_its_carrier(
         assert await _stream(http, base, claim, "CA" + "7" * 32) == 1008  # and once the call is over
         assert len(hook.events("call.started")) == 1
         assert hook.events("call.started")[0]["call"]["id"] == answer["id"]
+
+
+async def test_with_telnyx_public_key_set_an_unsigned_or_missigned_telnyx_callback_is_refused(
+    make_bridge: BridgeFactory, aiohttp_server: Any
+) -> None:
+    """The claim in the URL is not enough then: Telnyx's Ed25519 signature over ``timestamp|body`` must hold,
+    made within 300 s; the same request signed right is taken."""
+    key = Ed25519PrivateKey.generate()
+    public = base64.b64encode(key.public_key().public_bytes_raw()).decode()
+    async with (
+        asyncio.timeout(30),
+        outbound_bridge(make_bridge, aiohttp_server, TwilioApi(), TELNYX_API_KEY="k", TELNYX_PUBLIC_KEY=public) as (
+            base,
+            http,
+        ),
+    ):
+        _, answer = await order(http, base, ORDER)
+        token = claim_token(
+            SECRET, answer["id"], DialOrder.model_validate({**ORDER, "carrier": "telnyx"}), time.time() + 60
+        )
+        url = f"{base}/telnyx/call-status?t={token}"
+        body = json.dumps({"data": {"event_type": "call.initiated", "payload": {}}})
+
+        def signed(stamp: int, signer: Ed25519PrivateKey = key, text: str = body) -> dict[str, str]:
+            raw = signer.sign(f"{stamp}|{text}".encode())
+            return {"telnyx-timestamp": str(stamp), "telnyx-signature-ed25519": base64.b64encode(raw).decode()}
+
+        now = int(time.time())
+        wrong = [
+            {},
+            signed(now, Ed25519PrivateKey.generate()),  # another account's key
+            signed(now - 400),  # too old
+            signed(now, text=body + " "),  # another body
+            {"telnyx-timestamp": str(now), "telnyx-signature-ed25519": "not base64!"},
+        ]
+        for headers in wrong:
+            async with http.post(url, data=body, headers={**headers, "Content-Type": "application/json"}) as r:
+                assert r.status == 403
+        async with http.post(url, data=body, headers={**signed(now), "Content-Type": "application/json"}) as r:
+            assert r.status == 204

@@ -45,6 +45,7 @@ from bridge.app_keys import RESUME_SECRET, SETTINGS
 from bridge.call.resume import RESUME_PARAMETER, resume_token
 from bridge.call.transfer import STATUS_PARAMETER, TRANSFER_PARAMETER
 from bridge.control import tokens, ways
+from bridge.control.telnyx_webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, public_key, signed_by_telnyx
 from bridge.control.twiml import redirect_twiml
 from bridge.errors import TtsError
 from bridge.http.twiml import public_base, signed_form, stream_parameters, stream_url
@@ -78,6 +79,8 @@ async def carrier_fields(request: web.Request, carrier: str) -> dict[str, Any]:
     query (a markup fetch)."""
     if carrier == "twilio":
         return dict(await signed_form(request))
+    if carrier == "telnyx":
+        _telnyx_signed(request, await request.read())  # (aiohttp keeps the body for the reads below)
     if request.content_type == "application/json":
         raw = await request.read()  # whole, however many reads it takes; over client_max_size: 413
         try:
@@ -89,6 +92,17 @@ async def carrier_fields(request: web.Request, carrier: str) -> dict[str, Any]:
         return dict(request.query)
     form = await request.post()
     return {k: str(v) for k, v in form.items() if isinstance(v, str)}
+
+
+def _telnyx_signed(request: web.Request, body: bytes) -> None:
+    """With ``TELNYX_PUBLIC_KEY`` set, a Telnyx callback must carry Telnyx's signature (403 otherwise)."""
+    key = request.app[SETTINGS].control.telnyx_public_key
+    if not key:
+        return
+    signature, timestamp = request.headers.get(SIGNATURE_HEADER), request.headers.get(TIMESTAMP_HEADER)
+    if not signed_by_telnyx(public_key(key), body, signature, timestamp, time.time()):
+        log.warning("telnyx.bad_signature", path=request.path)
+        raise web.HTTPForbidden(text="invalid telnyx-signature-ed25519\n")
 
 
 def _order(request: web.Request) -> ways.Order | None:

@@ -40,6 +40,7 @@ from collections.abc import Callable
 from typing import Literal, TextIO
 
 from aiohttp import web
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from bridge.tools.callee_calls import (
     ANSWERS,
@@ -75,13 +76,20 @@ class FakeCarrierApi:
         account_sid: str = "AC" + "0" * 32,
         api_key: str = "",
         on_done: Callable[[CalleeCall], None] | None = None,
+        signing_key: Ed25519PrivateKey | None = None,
     ) -> None:
+        """``signing_key``: Telnyx's webhooks are signed with it (the bridge checks them with ``TELNYX_PUBLIC_KEY``)."""
         if carrier not in CARRIERS:
             raise ValueError(f"{carrier}: the fake callee speaks {' and '.join(CARRIERS)}")
         kind = TwilioLine if carrier == "twilio" else TelnyxLine
         self.carrier = carrier
         self._line: Line = kind(
-            answering, auth_token=auth_token, account_sid=account_sid, api_key=api_key, on_done=on_done
+            answering,
+            auth_token=auth_token,
+            account_sid=account_sid,
+            api_key=api_key,
+            on_done=on_done,
+            signing_key=signing_key,
         )
         self.base_url = ""
         self._runner: web.AppRunner | None = None

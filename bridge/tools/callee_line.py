@@ -9,6 +9,7 @@ import asyncio
 import base64
 import contextlib
 import json
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal
@@ -17,6 +18,7 @@ from urllib.parse import urlencode
 import aiohttp
 import structlog
 from aiohttp import web
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from bridge.adapters.twilio import signature
 from bridge.audio import Codec
@@ -43,9 +45,11 @@ class Line(ABC):
         account_sid: str = "AC" + "0" * 32,
         api_key: str = "",
         on_done: Callable[[CalleeCall], None] | None = None,
+        signing_key: Ed25519PrivateKey | None = None,
     ) -> None:
         self.answering = answering
         self.auth_token, self.account_sid, self.api_key = auth_token, account_sid, api_key
+        self.signing_key = signing_key  # Telnyx: its webhooks signed as Telnyx signs them (Ed25519)
         self.on_done = on_done
         self.calls: list[CalleeCall] = []
         self._by_id: dict[str, CalleeCall] = {}
@@ -144,6 +148,11 @@ class Line(ABC):
                 headers["X-Twilio-Signature"] = signature(self.auth_token, url, form if method != "GET" else None)
         else:
             data, headers["Content-Type"] = json.dumps(body), "application/json"
+            if self.signing_key is not None:  # "{timestamp}|{body}", Ed25519, base64 (telnyx-python's rules)
+                stamp = str(int(time.time()))
+                signed = self.signing_key.sign(f"{stamp}|{data}".encode())
+                headers["telnyx-timestamp"] = stamp
+                headers["telnyx-signature-ed25519"] = base64.b64encode(signed).decode("ascii")
         try:
             async with self._http.request(method, url, data=data, headers=headers, timeout=CALLBACK_TIMEOUT) as resp:
                 await resp.read()

@@ -85,8 +85,8 @@ class TelnyxLine(Line):
         return web.json_response({"data": {"result": "ok"}})
 
     async def _telnyx_webhook(self, call: CalleeCall, event_type: str, ids: dict[str, str], **payload: Any) -> None:
-        """A Call Control webhook to the create's ``webhook_url`` (Telnyx's own signature, Ed25519, is not
-        made: the fake has no key)."""
+        """A Call Control webhook to the create's ``webhook_url``, signed as Telnyx signs it (Ed25519) when the
+        fake was given a signing key."""
         body = call.request
         common = {
             "call_control_id": call.carrier_call_id,
