@@ -277,3 +277,38 @@ async def test_calls_being_placed_are_bounded(make_bridge: BridgeFactory, aiohtt
         async with http.post(f"{base}/v1/calls", json=ORDER, headers=AUTH) as resp:
             assert resp.status == 429 and resp.headers["Retry-After"] == "1"
             assert "outbound.max_pending" in (await resp.json())["error"]
+
+
+async def test_plivo_and_jambonz_answers_stream_to_the_bridge_with_the_calls_claim(
+    make_bridge: BridgeFactory, aiohttp_server: Any
+) -> None:
+    """What ``answer_url`` (Plivo) and ``call_hook`` (jambonz) serve when the callee answers: the stream to
+    the bridge's route with ``?outbound=`` the link's own claim, then (Plivo) the after-stream fetch."""
+    import time
+    import xml.etree.ElementTree as ET
+
+    from bridge.dial.order import DialOrder, claim_token
+
+    async with asyncio.timeout(20), outbound_bridge(make_bridge, aiohttp_server, TwilioApi()) as (base, http):
+        call_id = "c" * 32
+        for carrier in ("plivo", "jambonz"):
+            token = claim_token(
+                b"s" * 32, call_id, DialOrder.model_validate({**ORDER, "carrier": carrier}), time.time() + 60
+            )
+            async with http.post(f"{base}/{carrier}/outbound-answer?t={token}", data={"CallUUID": "u-1"}) as resp:
+                assert resp.status == 200
+                text = await resp.text()
+            if carrier == "plivo":
+                root = ET.fromstring(text)
+                (stream,) = root.iter("Stream")
+                assert stream.attrib["bidirectional"] == "true" and stream.attrib["keepCallAlive"] == "true"
+                assert (
+                    stream.text or ""
+                ).strip() == f"ws://127.0.0.1:{base.rsplit(':', 1)[1]}/plivo/stream?outbound={token}"
+                (redirect,) = root.iter("Redirect")
+                assert (redirect.text or "").strip().endswith("/plivo/after-stream")
+            else:
+                (listen,) = json.loads(text)
+                assert listen["verb"] == "listen" and listen["url"].endswith(f"/audiofork/stream?outbound={token}")
+            async with http.post(f"{base}/{carrier}/outbound-answer?t={token[:-4]}abcd", data={}) as resp:
+                assert resp.status == 403

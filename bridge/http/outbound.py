@@ -183,6 +183,21 @@ def _claim(request: web.Request, carrier: str) -> Claim:
     return claim
 
 
+async def _tell(request: web.Request, call_id: str, report: DialReport) -> None:
+    """A carrier's report to the process placing (or carrying) the call: this one, else under ``--workers``
+    the sibling placing it, in fleet mode the call's owner through its action stream."""
+    if request.app[DIALER].report(call_id, report):
+        return
+    siblings, fleet, fields = request.app.get(SIBLINGS), request.app[FLEET], report_fields(report)
+    told = False
+    if fleet is not None:  # the call's owner: the instance placing it, or carrying it since
+        told = await fleet.transfers.send(call_id, {**fields, "call": call_id, "kind": DIAL_WORD})
+    elif siblings is not None:  # --workers: the worker placing it
+        told = await siblings.dial_report(call_id, fields)
+    if not told:
+        log.info("dial.report_not_here", status=report.status, answered_by=report.answered_by)
+
+
 async def callback(request: web.Request) -> web.Response:
     """A status or answering-machine callback: read, then told to the call (if this process holds it)."""
     carrier = _carrier(request)
@@ -191,15 +206,8 @@ async def callback(request: web.Request) -> web.Response:
     claim = _claim(request, carrier)
     report = read_report(carrier, await carrier_fields(request, carrier))
     with structlog.contextvars.bound_contextvars(call_id=claim.call_id, provider=carrier):
-        if report != DialReport() and not request.app[DIALER].report(claim.call_id, report):
-            siblings, fleet, fields = request.app.get(SIBLINGS), request.app[FLEET], report_fields(report)
-            told = False
-            if fleet is not None:  # the call's owner: the instance placing it, or carrying it since
-                told = await fleet.transfers.send(claim.call_id, {**fields, "call": claim.call_id, "kind": DIAL_WORD})
-            elif siblings is not None:  # --workers: the worker placing it
-                told = await siblings.dial_report(claim.call_id, fields)
-            if not told:
-                log.info("dial.report_not_here", status=report.status, answered_by=report.answered_by)
+        if report != DialReport():
+            await _tell(request, claim.call_id, report)
     return web.Response(status=204)
 
 
@@ -213,7 +221,7 @@ async def answer(request: web.Request) -> web.Response:
         markup: Markup = answer_markup(carrier, links)
     except ValueError:
         raise web.HTTPNotFound(text=f"{carrier} calls carry their markup inline\n") from None
-    request.app[DIALER].report(claim.call_id, DialReport(status="answered"))
+    await _tell(request, claim.call_id, DialReport(status="answered"))
     log.info("dial.answer_markup", call_id=claim.call_id, provider=carrier)
     if isinstance(markup.body, list):
         return web.json_response(markup.body)
