@@ -191,3 +191,50 @@ async def test_with_telnyx_public_key_set_an_unsigned_or_missigned_telnyx_callba
                 assert r.status == 403
         async with http.post(url, data=body, headers={**signed(now), "Content-Type": "application/json"}) as r:
             assert r.status == 204
+
+
+async def _pieces(port: int, path: str, body: bytes, pieces: int, headers: dict[str, str]) -> tuple[int, bytes]:
+    """A POST whose body arrives in ``pieces`` separate writes, 50 ms apart."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n{extra}"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    )
+    writer.write(head.encode())
+    step = -(-len(body) // pieces)
+    for i in range(0, len(body), step):
+        await writer.drain()
+        await asyncio.sleep(0.05)
+        writer.write(body[i : i + step])
+    await writer.drain()
+    answer = await asyncio.wait_for(reader.read(), 10)
+    writer.close()
+    status_line, _, rest = answer.partition(b"\r\n")
+    return int(status_line.split()[1]), rest.partition(b"\r\n\r\n")[2]
+
+
+async def test_bodies_in_many_reads_and_sloppy_answers_are_read_whole_and_answered(
+    make_bridge: BridgeFactory, aiohttp_server: Any, webhook: tuple[FakeWebhook, str]
+) -> None:
+    """An order arriving in 20 writes is read whole (and placed once); ``{"ok": true}`` is a 422 naming the
+    field; a carrier's report in 10 writes is read whole; the ringing call goes on through all of it."""
+    hook, _ = webhook
+    api = TwilioApi()
+    async with asyncio.timeout(40), outbound_bridge(make_bridge, aiohttp_server, api) as (base, http):
+        port = int(base.rsplit(":", 1)[1])
+        status, body = await _pieces(port, "/v1/calls", json.dumps(ORDER).encode(), 20, AUTH)
+        assert status == 201, body
+        call_id = json.loads(body)["id"]
+        status, body = await _pieces(port, "/v1/calls", b'{"ok": true}', 3, AUTH)
+        assert status == 422 and b"ok" in body
+        await wait_for(lambda: bool(hook.events("call.dialing")), timeout=10)
+        status_url = api.requests[0][1]["StatusCallback"][0]
+        token = claim_token(SECRET, call_id, DialOrder.model_validate({**ORDER, "carrier": "telnyx"}), time.time() + 60)
+        report = json.dumps({"data": {"event_type": "call.initiated", "payload": {"call_control_id": "v3:x"}}})
+        status, _ = await _pieces(port, f"/telnyx/call-status?t={token}", report.encode(), 10, {})
+        assert status == 204
+        assert len(api.requests) == 1  # one order placed once
+        async with http.get(f"{base}/v1/calls/{call_id}", headers=AUTH) as r:
+            assert r.status == 200 and (await r.json())["state"] in ("dialing", "ringing")
+        assert status_url.startswith(base)

@@ -37,14 +37,13 @@ from bridge.dial.reports import DialReport
 log = structlog.get_logger("bridge.dial")
 
 Post = Callable[[str, dict[str, Any]], object]  # an event's type and payload (the call adds ``call``)
-DETECTOR_RATE = 8000
 
 
 class Answering:
     """One outbound call's answering-machine verdict and beep (see the module docstring)."""
 
     __slots__ = (
-        "_clock", "_convert", "_cut", "_detector", "_post", "_rate_state", "_source_rate", "answered_at",
+        "_clock", "_convert", "_cut", "_detector", "_post", "answered_at",
         "beep_sent", "carrier_detects", "cut", "mode", "opinion", "verdict_sent",
     )  # fmt: skip
 
@@ -71,10 +70,9 @@ class Answering:
         self.cut = False  # what the bot played was cut for a machine (once)
         self.opinion: Verdict | None = None  # the bridge's own verdict, once it has one
         self.beep_sent = False
-        self._source_rate = audio.sample_rate
-        self._rate_state: Any = None
         self._convert: Callable[[bytes], bytes] | None = _to_pcm16(audio)
-        self._detector: MachineDetector | None = MachineDetector(DETECTOR_RATE) if self._convert is not None else None
+        # at the call's own rate (8 or 16 kHz...): the detector reads any rate of whole 20 ms frames
+        self._detector = MachineDetector(audio.sample_rate) if self._convert is not None else None
 
     # -- the callee's audio and words ------------------------------------------------------------
 
@@ -83,10 +81,7 @@ class Answering:
         detector, convert = self._detector, self._convert
         if detector is None or convert is None:
             return
-        pcm = convert(audio)
-        if self._source_rate != DETECTOR_RATE:
-            pcm, self._rate_state = audioop.ratecv(pcm, 2, 1, self._source_rate, DETECTOR_RATE, self._rate_state)
-        self._learned(detector.feed(pcm))
+        self._learned(detector.feed(convert(audio)))
         if detector.done:
             self._detector = None  # nothing more to learn: the audio path is free of it
             ended = detector.message_end_ms

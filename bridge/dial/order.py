@@ -94,6 +94,9 @@ class DialOrder(BaseModel):
         return self.model_dump(by_alias=True, exclude_none=True)
 
 
+ORDER_FIELDS = frozenset(f.alias or name for name, f in DialOrder.model_fields.items())
+
+
 def parse_order(body: bytes) -> DialOrder:
     """The bot's JSON to a :class:`DialOrder`.
 
@@ -109,6 +112,9 @@ def parse_order(body: bytes) -> DialOrder:
         raise DialError(422, f"body is not JSON: {exc}") from None
     if not isinstance(data, dict):
         raise DialError(422, 'the body must be an object: {"to": ..., "from": ..., "carrier": ...}')
+    unknown = sorted(set(data) - ORDER_FIELDS)
+    if unknown:  # said first: {"ok": true} is a wrong body, not a missing "to"
+        raise DialError(422, f"{unknown[0][:64]}: not a field of an order ({', '.join(sorted(ORDER_FIELDS))})")
     try:
         return DialOrder.model_validate(data)
     except ValidationError as exc:

@@ -25,10 +25,12 @@ from bridge.dialing.outbound_call import (
     CREATE_TIMEOUT,
     Elsewhere,
     OutboundCall,
+    call_object,
     create_at_carrier,
     end_at_carrier,
     not_yet,
 )
+from bridge.reply.actions import Hangup
 from bridge.reply.bot_socket import BotSocket
 from bridge.reply.tts import sentences
 
@@ -132,12 +134,14 @@ class Dialer:
         carry_on: tuple[int, list[Any]] | None = None,
     ) -> OutboundCall:
         """The call's record, its event queue (``carry_on``: an adopted call's sequence and events) and bot socket."""
-        outbound = OutboundCall(call_id, order, token, links, None, None, self._clock(), host=self)  # type: ignore[arg-type]
-        outbound.delivery = self.services.delivery.open(call_id, outbound.call_json(), carry_on=carry_on)
+        delivery = self.services.delivery.open(call_id, call_object(call_id, order), carry_on=carry_on)
         bot_ws = self.settings.bot_ws
-        if bot_ws.url:
-            http = self.services.http
-            outbound.bot_socket = BotSocket(bot_ws, http, call_id, not_yet, on_acked=outbound.delivery.acknowledged)
+        socket = (
+            BotSocket(bot_ws, self.services.http, call_id, not_yet, on_acked=delivery.acknowledged)
+            if bot_ws.url
+            else None
+        )
+        outbound = OutboundCall(call_id, order, token, links, delivery, socket, self._clock(), host=self)
         self.calls[call_id] = outbound
         while len(self.calls) > MAX_REMEMBERED and not next(iter(self.calls.values())).pending:
             self.calls.popitem(last=False)  # (the pending ones are bounded by max_pending)
@@ -280,8 +284,6 @@ class Dialer:
                 self._failed(outbound, "canceled", "cancelled by the bot")
                 return "canceled"
             if outbound.call is not None:
-                from bridge.reply.actions import Hangup
-
                 outbound.call.reply.apply([Hangup(type="hangup", after="now")])
                 self._send_end(outbound, answered=True)  # the carrier's call may outlive the stream
                 return "ending"

@@ -68,16 +68,7 @@ class OutboundCall:
 
     def call_json(self) -> dict[str, Any]:
         """The ``call`` object of its events before the stream (the call's own from ``call.started`` on)."""
-        return {
-            "id": self.call_id,
-            "provider": STREAM_ROUTE.get(self.order.carrier, self.order.carrier),
-            "call_sid": self.live_call_id or self.carrier_call_id or None,
-            "stream_sid": None,
-            "from": self.order.from_,
-            "to": self.order.to,
-            "parameters": dict(self.order.parameters),
-            "direction": "outbound",
-        }
+        return call_object(self.call_id, self.order, self.live_call_id or self.carrier_call_id or None)
 
     @property
     def pending(self) -> bool:
@@ -122,6 +113,20 @@ class OutboundCall:
     def lost_to_another_instance(self) -> None:
         if self.host is not None:
             self.host.lost(self)
+
+
+def call_object(call_id: str, order: DialOrder, call_sid: str | None = None) -> dict[str, Any]:
+    """An outbound call's ``call`` object before its stream: its id, the order's numbers and parameters."""
+    return {
+        "id": call_id,
+        "provider": STREAM_ROUTE.get(order.carrier, order.carrier),
+        "call_sid": call_sid,
+        "stream_sid": None,
+        "from": order.from_,
+        "to": order.to,
+        "parameters": dict(order.parameters),
+        "direction": "outbound",
+    }
 
 
 def not_yet(actions: list[Action], key: str | None = None) -> list[ActionResult]:

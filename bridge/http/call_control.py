@@ -60,7 +60,8 @@ CARRIERS = frozenset({"twilio", "signalwire", "telnyx", "plivo", "vonage", "audi
 MAX_ANNOUNCE_SECONDS = 60.0
 
 
-def _answer(markup: ways.Markup) -> web.Response:
+def markup_response(markup: ways.Markup) -> web.Response:
+    """A carrier's markup as its answer: JSON (NCCO, jambonz verbs) or XML (TwiML, Plivo XML)."""
     if isinstance(markup.body, list):
         return web.json_response(markup.body)
     return web.Response(text=markup.body, content_type=markup.content_type)
@@ -131,7 +132,7 @@ async def after_stream(request: web.Request) -> web.Response:
     after = request.app[SETTINGS].twilio.after_stream_url
     if carrier == "twilio" and after:
         return web.Response(text=redirect_twiml(after), content_type="text/xml")
-    return _answer(ways.hangup(carrier))
+    return markup_response(ways.hangup(carrier))
 
 
 async def transfer_markup(request: web.Request) -> web.Response:
@@ -140,10 +141,10 @@ async def transfer_markup(request: web.Request) -> web.Response:
     order = _order(request)
     if order is None or order.carrier != carrier:
         log.warning("transfer.bad_token", path=request.path)
-        return _answer(ways.hangup(carrier))
+        return markup_response(ways.hangup(carrier))
     links = ways.Links(public_base(request), request.query["t"], announced=order.announce is not None)
     log.info("transfer.dialing", carrier=carrier, call_id=order.call_id, action_id=order.action_id)
-    return _answer(ways.dial(order, links))
+    return markup_response(ways.dial(order, links))
 
 
 async def dial_status(request: web.Request) -> web.Response:
@@ -152,7 +153,7 @@ async def dial_status(request: web.Request) -> web.Response:
     order = _order(request)
     if order is None or order.carrier != carrier:
         log.warning("transfer.bad_token", path=request.path)
-        return _answer(ways.hangup(carrier))
+        return markup_response(ways.hangup(carrier))
     transfer = await _transfer_of(request, order.call_id)
     if request.query.get("answered") == "1":  # Twilio's <Number statusCallback>, Plivo's <Dial callbackUrl>
         # Plivo's also comes when the person hangs up (DialAction=hangup): only "answer" is the answer
@@ -171,16 +172,16 @@ async def dial_status(request: web.Request) -> web.Response:
             # Vonage: a synchronous connect's eventUrl "can return an NCCO that overrides the current NCCO":
             # none, so the caller stays with the person (an empty NCCO could end the call, UNVERIFIED)
             return web.Response(status=204)
-        return _answer(ways.hangup(carrier))
+        return markup_response(ways.hangup(carrier))
     if order.on_no_answer != "return":
         if transfer is not None:
             transfer.gave_up(order.action_id, outcome)
-        return _answer(ways.hangup(carrier)) if carrier != "telnyx" else web.Response(status=204)
+        return markup_response(ways.hangup(carrier)) if carrier != "telnyx" else web.Response(status=204)
     if carrier == "telnyx":  # the caller never left the stream: the bot has the call again
         if transfer is not None:
             transfer.not_answered(order.action_id, outcome)
         return web.Response(status=204)
-    return _answer(_returning(request, carrier, order, data, outcome))
+    return markup_response(_returning(request, carrier, order, data, outcome))
 
 
 def _returning(
@@ -212,8 +213,10 @@ async def announce(request: web.Request) -> web.Response:
     order = _order(request)
     if order is None or order.announce is None:
         log.warning("transfer.bad_token", path=request.path)
-        return _answer(ways.hangup(carrier))  # the person's leg: no briefing, no bridge
-    return _answer(ways.announce(carrier, f"{public_base(request)}/transfer/announce.wav?t={request.query['t']}"))
+        return markup_response(ways.hangup(carrier))  # the person's leg: no briefing, no bridge
+    return markup_response(
+        ways.announce(carrier, f"{public_base(request)}/transfer/announce.wav?t={request.query['t']}")
+    )
 
 
 async def announce_audio(request: web.Request) -> web.StreamResponse:

@@ -54,7 +54,7 @@ from bridge.dial.reports import DialReport, read_report
 from bridge.dialing import DIAL_WORD, DIALER, END_WORD
 from bridge.errors import FleetUnavailable
 from bridge.http.bot_api import MAX_KEY_CHARS, authorized
-from bridge.http.call_control import carrier_fields
+from bridge.http.call_control import carrier_fields, markup_response
 from bridge.http.call_events import EVENT_TAP
 from bridge.http.twiml import public_base, stream_url
 from bridge.ids import is_call_id
@@ -223,9 +223,7 @@ async def answer(request: web.Request) -> web.Response:
         raise web.HTTPNotFound(text=f"{carrier} calls carry their markup inline\n") from None
     await _tell(request, claim.call_id, DialReport(status="answered"))
     log.info("dial.answer_markup", call_id=claim.call_id, provider=carrier)
-    if isinstance(markup.body, list):
-        return web.json_response(markup.body)
-    return web.Response(text=markup.body, content_type=markup.content_type)
+    return markup_response(markup)
 
 
 def add_routes(app: web.Application) -> None:
