@@ -69,7 +69,15 @@ class Failure:
     reason: str
 
 
-WsEvent = str | bytes | Ping | Pong | Close | Failure  # a text or binary message, a control frame, an error
+@dataclass(frozen=True, slots=True)
+class Skipped:
+    """A message over ``max_message`` bytes, skipped unread (a reader made with ``skip_oversized``):
+    ``length`` is the length of the frame that went over the bound."""
+
+    length: int
+
+
+WsEvent = str | bytes | Ping | Pong | Close | Failure | Skipped  # a message, a control frame, an error
 
 
 class WsProtocolError(BridgeError):
@@ -96,11 +104,16 @@ class FrameReader:
     :meth:`feed` returns the events of the bytes given, in order, and keeps a partial frame for the
     next call. The buffered part of an unfinished message is bounded by ``max_message`` (plus one
     frame header): a longer frame is refused from its header and its bytes are skipped unread.
+    ``skip_oversized``: such a message (all its fragments) is skipped and reported as :class:`Skipped`,
+    and reading goes on, instead of failing the connection with 1009 (a client reading a server that
+    may send a message it does not need, e.g. Gladia's whole-call ``post_transcript``).
     """
 
-    def __init__(self, *, client_frames: bool, max_message: int) -> None:
+    def __init__(self, *, client_frames: bool, max_message: int, skip_oversized: bool = False) -> None:
         self.client_frames = client_frames
         self.max_message = max_message
+        self.skip_oversized = skip_oversized
+        self._discarding = False  # the rest of a skipped fragmented message is skipped too
         self.failed = False  # after a Failure only a close frame is looked for
         self.done = False  # a close frame came, or bytes that cannot be framed: nothing more is read
         self._buf = b""
@@ -115,7 +128,7 @@ class FrameReader:
         return len(self._buf)
 
     def feed(self, data: bytes) -> list[WsEvent]:
-        if not (self._buf or self._skip or self.failed or self.done or self._fragment_opcode):
+        if not (self._buf or self._skip or self.failed or self.done or self._fragment_opcode or self._discarding):
             # The common case: the bytes are one whole unfragmented message (a 20 ms frame, an
             # acknowledgment). The general loop below reads it the same way, in more steps.
             n = len(data)
@@ -175,6 +188,23 @@ class FrameReader:
                 if opcode >= 0x8:
                     if length > 125 or not b0 & 0x80:
                         raise WsProtocolError("control frame over 125 bytes or fragmented")
+                elif self._discarding:
+                    if opcode != OP_CONT:
+                        raise WsProtocolError("a new message inside a fragmented one")
+                    self._skip, at = max(0, end - n), min(end, n)
+                    self._discarding = not b0 & 0x80
+                    continue
+                elif length + self._fragment_bytes > self.max_message and self.skip_oversized:
+                    if opcode == OP_CONT and not self._fragment_opcode:
+                        raise WsProtocolError("a continuation frame with no message to continue")
+                    if opcode != OP_CONT and self._fragment_opcode:
+                        raise WsProtocolError("a new message inside a fragmented one")
+                    self._skip, at = max(0, end - n), min(end, n)
+                    self._fragment_opcode, self._fragments, self._fragment_bytes = 0, [], 0
+                    self._discarding = not b0 & 0x80
+                    if not self.failed:
+                        events.append(Skipped(length))
+                    continue
                 elif length + self._fragment_bytes > self.max_message:
                     self._skip, at = max(0, end - n), min(end, n)
                     self._fragment_opcode, self._fragments, self._fragment_bytes = 0, [], 0

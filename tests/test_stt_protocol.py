@@ -7,6 +7,7 @@ import json
 import pytest
 
 from bridge.errors import SttProtocolError
+from bridge.stt.addons import PostResults
 from bridge.stt.protocol import (
     Ack,
     Lifecycle,
@@ -70,7 +71,6 @@ def test_acknowledgment() -> None:
     "message",
     [
         msg(type="audio_chunk", acknowledged=False, error={"message": "quota exceeded"}, data=None),
-        msg(type="translation", error={"status_code": 500, "exception": "X", "message": "failed"}, data=None),
         msg(type="error", data={"code": 1, "message": "boom"}),
         msg(type="error", error={"message": "boom"}),
         msg(type="audio_chunk", acknowledged=True, error=None, data={"byte_range": "oops"}),
@@ -100,8 +100,9 @@ def test_errors_and_null_data_become_server_errors(message: str) -> None:
         (msg(type="start_recording"), Lifecycle("start_recording")),
         (
             msg(type="post_summarization", error=None, data={"results": "x"}),
-            PostProcessing("post_summarization", {"results": "x"}),
+            PostResults("post_summarization", summary="x"),
         ),
+        (msg(type="post_something_new", data={"a": 1}), PostProcessing("post_something_new", {"a": 1})),
         (msg(type="something_new", data={}), OtherMessage("something_new")),
     ],
 )
@@ -113,6 +114,24 @@ def test_other_message_types(message: str, expected: object) -> None:
 def test_unparseable_messages_raise_protocol_errors(text: str) -> None:
     with pytest.raises(SttProtocolError):
         parse_server_message(text)
+
+
+def test_init_request_asks_for_addon_messages_only_when_an_addon_is_on() -> None:
+    """A realtime add-on turns realtime messages on (even if the profile turned them off); a post-processing
+    add-on turns post-processing messages on; without one they stay off."""
+    body = init_request(
+        {
+            "realtime_processing": {"sentiment_analysis": True},
+            "post_processing": {"summarization": True},
+            "messages_config": {"receive_realtime_processing_events": False},
+        },
+        {},
+    )
+    assert body["messages_config"]["receive_realtime_processing_events"] is True
+    assert body["messages_config"]["receive_post_processing_events"] is True
+    plain = init_request({"realtime_processing": {"translation": False}}, {})
+    assert plain["messages_config"]["receive_post_processing_events"] is False
+    assert "receive_realtime_processing_events" not in plain["messages_config"]
 
 
 def test_init_request_forces_acks_and_merges_metadata() -> None:

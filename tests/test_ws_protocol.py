@@ -26,6 +26,7 @@ from bridge.ws_protocol import (
     HandshakeError,
     Ping,
     Pong,
+    Skipped,
     WsEvent,
     accept_key,
     client_frame,
@@ -258,3 +259,60 @@ def test_the_one_frame_shortcut_and_the_general_reader_agree() -> None:
         whole = server_reader(max_message=500).feed(wire)
         split = feed_in_pieces(server_reader(max_message=500), wire, [1])
         assert whole == split, wire[:8]
+
+
+def _websockets_server() -> ServerProtocol:
+    """A connected server of the websockets package: what it sends is what Gladia's server would."""
+    server = ServerProtocol()
+    server.receive_data(_websockets_client().connect().serialize())
+    (req,) = server.events_received()
+    assert isinstance(req, Request)
+    server.send_response(server.accept(req))
+    server.data_to_send()
+    return server
+
+
+def test_a_client_that_skips_oversized_messages_reads_on_past_them() -> None:
+    """skip_oversized (the Gladia session socket): a message over the bound, whole or in fragments with a
+    ping between them, is skipped unread and reported once; the messages around it are read, however
+    the bytes are split, and no more than the bound is ever buffered."""
+    server = _websockets_server()
+    server.send_text(b'{"type":"transcript"}')
+    server.send_text(b"x" * 5000)  # over the bound, in one frame
+    server.send_text(b'{"type":"speech_start"}')
+    server.send_text(b"y" * 600, fin=False)  # a message that goes over the bound at its third fragment
+    server.send_continuation(b"y" * 300, fin=False)
+    server.send_ping(b"still here")
+    server.send_continuation(b"y" * 600, fin=False)
+    server.send_continuation(b"y" * 600, fin=True)
+    server.send_text(b'{"type":"end_session"}')
+    server.send_close(1000, "")
+    wire = b"".join(server.data_to_send())
+    expected: list[WsEvent] = [
+        '{"type":"transcript"}',
+        Skipped(5000),
+        '{"type":"speech_start"}',
+        Ping(b"still here"),
+        Skipped(600),
+        '{"type":"end_session"}',
+        Close(1000, ""),
+    ]
+
+    def reader() -> FrameReader:
+        return FrameReader(client_frames=False, max_message=1024, skip_oversized=True)
+
+    assert reader().feed(wire) == expected
+    rng = random.Random(29)
+    for _ in range(200):
+        r = reader()
+        cuts = sorted(rng.sample(range(1, len(wire)), rng.randint(1, 30)))
+        events: list[WsEvent] = []
+        at = 0
+        for cut in [*cuts, len(wire)]:
+            events.extend(r.feed(wire[at:cut]))
+            assert r.buffered <= 1024 + 14
+            at = cut
+        assert events == expected
+    # without the switch the same bytes fail the connection with 1009, as before
+    strict = client_reader(max_message=1024).feed(wire)
+    assert strict[:2] == ['{"type":"transcript"}', Failure(1009, "message over 1024 bytes")]

@@ -40,6 +40,7 @@ from bridge.ws_protocol import (
     FrameReader,
     Ping,
     Pong,
+    Skipped,
     client_frame,
     close_payload,
 )
@@ -81,6 +82,7 @@ class SessionConnection(asyncio.Protocol):
         self._failed = False  # this side failed the connection (RFC 6455 7.1.7)
         self.writable = True
         self.messages = 0
+        self.skipped = 0  # messages over MAX_MESSAGE, skipped unread
 
     # -- what the session uses ---------------------------------------------------------------
 
@@ -171,6 +173,9 @@ class SessionConnection(asyncio.Protocol):
                 log.warning("stt.websocket_error", error=event.reason, close_code=event.code)
                 self._failed = True
                 self.close(event.code)
+            elif isinstance(event, Skipped):
+                self.skipped += 1
+                log.warning("stt.message_skipped", frame_bytes=event.length, bound=MAX_MESSAGE)
             elif isinstance(event, Pong):
                 pass
 
@@ -236,7 +241,8 @@ class SessionConnection(asyncio.Protocol):
             return
         failure = self._ws.handshake_exc
         if failure is None:
-            self._frames = FrameReader(client_frames=False, max_message=MAX_MESSAGE)  # frames from here on
+            # frames from here on; a message over the bound is skipped (see connect())
+            self._frames = FrameReader(client_frames=False, max_message=MAX_MESSAGE, skip_oversized=True)
             self.handshake.set_result(None)
         elif isinstance(failure, InvalidStatus):
             self.handshake.set_exception(HandshakeRefused(response.status_code))
@@ -281,8 +287,10 @@ async def connect(
         uri = parse_uri(url)
     except InvalidURI as exc:
         raise ConnectFailed(f"not a WebSocket URL: {exc}") from None
-    # Bounded like the phone side: a message over MAX_MESSAGE fails the connection with 1009 (and the
-    # session reconnects). The bridge turns post-processing messages off (they carry a whole call).
+    # Bounded: a message over MAX_MESSAGE is skipped unread, never buffered, and the session goes on. The
+    # one Gladia sends in normal use is post_transcript (the whole call's transcript, when post-processing
+    # messages are on for a summary); what the bridge needs from such a message it reads back with
+    # GET /v2/live/{id} (bridge.stt.analysis).
     ws = ClientProtocol(uri, max_size=MAX_MESSAGE)
     loop = asyncio.get_running_loop()
     context = _tls_context() if uri.secure else None

@@ -16,4 +16,5 @@ class SttCounters:
     finals: int = 0  # finals delivered from the socket
     keepalive_bytes: int = 0  # silence sent while the phone sent no audio
     recovered_finals: int = 0  # finals read back after the call (GET /v2/live/{id})
+    addon_results: int = 0  # realtime add-on results passed to the call (translations, entities, sentiment)
     queued_seconds: float = 0.0  # waited for a free session slot (admission)

@@ -10,9 +10,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+import orjson
 
 from bridge.errors import SttError, http_status_retryable
 from bridge.settings import GladiaSettings
+from bridge.stt.read_back import ReadBack, read_back
+
+MAX_READ_BACK = 32 * 1024 * 1024  # bytes of a session read back (its transcript, messages and add-ons)
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,12 +58,12 @@ class GladiaApi:
             raise SttError("POST /v2/live answer has no id/url", retryable=True)
         return LiveSession(data["id"], data["url"])
 
-    async def utterances(self, session_id: str) -> list[dict[str, Any]] | None:
-        """``GET /v2/live/{id}``: the session's final utterances, or None while it is still being
-        post-processed.
+    async def read(self, session_id: str) -> ReadBack:
+        """``GET /v2/live/{id}``: where the session stands and, once it is done, what it holds
+        (:func:`~bridge.stt.read_back.read_back`). The answer is read up to :data:`MAX_READ_BACK` bytes.
 
         Raises:
-            SttError: refused or unreachable.
+            SttError: refused, unreachable, or an answer over the bound (not retryable).
         """
         async with self._request("GET", f"/v2/live/{session_id}", "GET /v2/live/{id}") as resp:
             if resp.status != 200:
@@ -68,13 +72,18 @@ class GladiaApi:
                     retryable=http_status_retryable(resp.status),
                     status=resp.status,
                 )
-            data = await resp.json(content_type=None)
-        result = data.get("result") if isinstance(data, dict) else None
-        if not isinstance(result, dict):
-            return None
-        transcription = result.get("transcription") or {}
-        utterances = transcription.get("utterances") if isinstance(transcription, dict) else None
-        return [u for u in utterances or [] if isinstance(u, dict)]
+            if (resp.content_length or 0) > MAX_READ_BACK:
+                raise SttError(f"GET /v2/live/{{id}} answer over {MAX_READ_BACK} bytes", retryable=False)
+            body = bytearray()
+            async for chunk in resp.content.iter_chunked(1 << 16):
+                body += chunk
+                if len(body) > MAX_READ_BACK:
+                    raise SttError(f"GET /v2/live/{{id}} answer over {MAX_READ_BACK} bytes", retryable=False)
+        try:
+            data = orjson.loads(body)
+        except ValueError:
+            raise SttError("GET /v2/live/{id} answer is not JSON", retryable=True) from None
+        return read_back(data)
 
     @asynccontextmanager
     async def _request(self, method: str, path: str, name: str, **kwargs: Any) -> AsyncIterator[aiohttp.ClientResponse]:

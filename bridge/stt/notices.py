@@ -1,10 +1,12 @@
 """What one call's speech-to-text stream tells the call (typed events, never awaited): a final
-utterance in call time, a Gladia session replaced by a new one, the stream given up."""
+utterance in call time, an add-on's result about one, a Gladia session replaced by a new one, the
+stream given up."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from bridge.stt.addons import AddonFailed, Entities, Sentiments, Translation
 from bridge.stt.protocol import Utterance
 
 
@@ -49,4 +51,16 @@ class PartialUtterance:
     channel: int = 0
 
 
-SttNotice = FinalUtterance | SessionReplaced | SttGaveUp | CallerSpeech | PartialUtterance
+@dataclass(frozen=True, slots=True)
+class AddonResult:
+    """A realtime add-on's result (or its failure), after the final it is about was delivered (see
+    :mod:`bridge.stt.addon_links`): ``channel`` is that final's (None: a failure naming no final), and
+    ``origin`` the session's start in call seconds (a session's times plus it are call times)."""
+
+    result: Translation | Entities | Sentiments | AddonFailed
+    session_id: str
+    channel: int | None
+    origin: float
+
+
+SttNotice = FinalUtterance | SessionReplaced | SttGaveUp | CallerSpeech | PartialUtterance | AddonResult

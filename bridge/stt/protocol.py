@@ -20,25 +20,18 @@ from typing import Any
 import orjson
 
 from bridge.errors import SttProtocolError
+from bridge.stt.addons import (
+    POST_ADDONS,
+    POST_KINDS,
+    REALTIME_ADDONS,
+    REALTIME_KINDS,
+    AddonEvent,
+    parse_addon,
+    requested_addons,
+)
+from bridge.stt.utterance import Utterance, Word, _num, parse_utterance
 
-
-@dataclass(frozen=True, slots=True)
-class Word:
-    word: str
-    start: float
-    end: float
-    confidence: float
-
-
-@dataclass(frozen=True, slots=True)
-class Utterance:
-    start: float
-    end: float
-    text: str
-    language: str | None
-    confidence: float | None
-    channel: int
-    words: tuple[Word, ...]
+__all__ = ["Utterance", "Word", "parse_utterance"]  # re-exported: their home is bridge.stt.utterance
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,16 +98,19 @@ class OtherMessage:
 
 
 SttEvent = (
-    Transcript | Ack | StopAck | SpeechStart | SpeechEnd | Lifecycle | PostProcessing | ServerError | OtherMessage
+    Transcript
+    | Ack
+    | StopAck
+    | SpeechStart
+    | SpeechEnd
+    | Lifecycle
+    | PostProcessing
+    | ServerError
+    | OtherMessage
+    | AddonEvent
 )
 
 _LIFECYCLE = frozenset({"start_session", "start_recording", "end_recording", "end_session"})
-
-
-def _num(value: Any, default: float = 0.0) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return default
-    return float(value)
 
 
 def _error_text(error: Any) -> str:
@@ -122,31 +118,6 @@ def _error_text(error: Any) -> str:
         msg = error.get("message") or error.get("exception") or json.dumps(error)[:500]
         return str(msg)
     return str(error)[:500]
-
-
-def parse_utterance(data: Mapping[str, Any]) -> Utterance:
-    words = data.get("words")
-    parsed: list[Word] = []
-    if isinstance(words, list):
-        for w in words:
-            if isinstance(w, Mapping):
-                parsed.append(
-                    Word(
-                        str(w.get("word", "")), _num(w.get("start")), _num(w.get("end")), _num(w.get("confidence"), 0.0)
-                    )
-                )
-    language = data.get("language")
-    confidence = data.get("confidence")
-    channel = data.get("channel", 0)
-    return Utterance(
-        start=_num(data.get("start")),
-        end=_num(data.get("end")),
-        text=str(data.get("text", "")),
-        language=language if isinstance(language, str) else None,
-        confidence=_num(confidence) if isinstance(confidence, (int, float)) else None,
-        channel=channel if isinstance(channel, int) and not isinstance(channel, bool) else 0,
-        words=tuple(parsed),
-    )
 
 
 def parse_server_message(text: str | bytes | bytearray | memoryview) -> SttEvent:
@@ -184,6 +155,9 @@ def parse_server_message(text: str | bytes | bytearray | memoryview) -> SttEvent
 
     if kind == "error":
         return ServerError(kind, _error_text(error if error is not None else data))
+    if kind in REALTIME_KINDS or kind in POST_KINDS:  # add-ons: an error is the add-on's, not the session's
+        addon = parse_addon(kind, data, error)
+        return addon if addon is not None else ServerError(kind, "add-on message without its fields")
     if error is not None and error is not False and not isinstance(data, Mapping):
         return ServerError(kind, _error_text(error))
     if kind == "audio_chunk":
@@ -222,16 +196,22 @@ def init_request(profile_body: Mapping[str, Any], metadata: Mapping[str, Any]) -
 
     The profile's fields pass through; ``custom_metadata`` gets the call ids (merged over any the
     profile has), and acknowledgments and final transcripts are forced on, because resume needs
-    the acknowledged byte offset and the bridge exists to deliver finals. Post-processing messages
-    are turned off: they repeat the whole call's transcript at the end (megabytes for a long call),
-    and the bridge reads a session back with ``GET /v2/live/{id}`` when it needs to.
+    the acknowledged byte offset and the bridge exists to deliver finals. Realtime add-on messages
+    are on when the profile asks for a realtime add-on (the bot gets them). Post-processing messages
+    are on only when it asks for a post-processing add-on (summarization, chapterization): they
+    also repeat the whole call's transcript at the end (``post_transcript``, megabytes for a long
+    call), which Gladia has no switch for, so the connection skips a message over its bound unread
+    and the bridge reads what it needs with ``GET /v2/live/{id}`` instead (:mod:`bridge.stt.analysis`).
     """
     body = dict(profile_body)
     body["custom_metadata"] = {**(body.get("custom_metadata") or {}), **metadata}
+    addons = requested_addons(body)
     messages = dict(body.get("messages_config") or {})
     messages["receive_acknowledgments"] = True
     messages["receive_final_transcripts"] = True
-    messages["receive_post_processing_events"] = False
+    if REALTIME_ADDONS.intersection(addons):
+        messages["receive_realtime_processing_events"] = True
+    messages["receive_post_processing_events"] = bool(POST_ADDONS.intersection(addons))
     body["messages_config"] = messages
     return body
 

@@ -18,15 +18,14 @@ instance is :mod:`bridge.stt.session_state`, what the stream counts :mod:`bridge
    lost one had not acknowledged, and the call is told (``SessionReplaced``).
 5. At hang-up (:meth:`SttStream.finish`): flush, ``stop_recording`` (sent again after any
    reconnect), wait for the last finals and ``end_session`` / close 1000, bounded in time.
-6. A session that did not end normally is read back with ``GET /v2/live/{id}`` after the call
-   (:meth:`SttStream.recover_missed_finals`) and finals never received are delivered.
+6. A session that did not end normally, or whose finals still lack add-on results, is read back with
+   ``GET /v2/live/{id}`` after the call (:meth:`SttStream.read_back`): finals and results never
+   received are delivered. :meth:`SttStream.analysis` waits (bounded) for the post-call analysis.
 
-Admission: Gladia limits concurrent live sessions (30 on paid plans). With ``gladia.max_sessions``
-set, a call waits for a free slot (its audio buffered, bounded) instead of failing; ``POST /v2/live``
-answered 429 or 5xx is retried with backoff for up to ``gladia.init_retry_seconds``. During long
-stretches without phone audio, the sender sends silence every ``gladia.keepalive_seconds`` so
-Gladia's inactivity timeout (about 30 s) never closes the session.
+Add-ons: a realtime add-on's result reaches the call after the final it is about, once
+(:mod:`bridge.stt.addon_links`); post-processing results are kept for the analysis (:mod:`bridge.stt.analysis`).
 
+Admission (``gladia.max_sessions``): a call waits for a free slot, its audio buffered (bounded).
 :meth:`SttStream.send_audio` never awaits: the phone socket is never slowed by Gladia.
 """
 
@@ -52,14 +51,13 @@ from bridge.errors import (
     handshake_status_loses_session,
 )
 from bridge.settings import GladiaSettings
+from bridge.stt.addons import AddonFailed, Entities, PostResults, Sentiments, Translation
 from bridge.stt.admission import Admission
 from bridge.stt.connection import SessionConnection, connect
 from bridge.stt.counters import SttCounters
-from bridge.stt.finals import FinalsTracker
 from bridge.stt.gladia_api import GladiaApi
 from bridge.stt.notices import (
     CallerSpeech,
-    FinalUtterance,
     PartialUtterance,
     SessionReplaced,
     SttGaveUp,
@@ -77,8 +75,8 @@ from bridge.stt.protocol import (
     Transcript,
     parse_server_message,
 )
-from bridge.stt.recovery import recover_missed_finals
 from bridge.stt.replay import ReplayBuffer
+from bridge.stt.results import SessionResults
 from bridge.stt.sender import AudioSender
 from bridge.stt.session_state import SessionState
 
@@ -105,9 +103,9 @@ class SttStream:
 
     # fmt: off
     __slots__ = (
-        "_admission", "_api", "_backoff_policy", "_body", "_ended", "_finals", "_format", "_goodbye",
-        "_last_session_id", "_pending_replacement", "_sender", "_session", "_sessions", "_settings", "_sleep",
-        "_task", "counters", "ended_normally", "gave_up", "on_notice", "replay"
+        "_admission", "_api", "_backoff_policy", "_body", "_ended", "_format", "_goodbye", "_last_session_id",
+        "_pending_replacement", "_results", "_sender", "_session", "_sessions", "_settings", "_sleep", "_task",
+        "counters", "ended_normally", "gave_up", "on_notice", "replay"
     )
     # fmt: on
 
@@ -141,7 +139,7 @@ class SttStream:
         self._sender = AudioSender(self.replay, audio_format, settings.keepalive_seconds, self.counters)
         self._ended = False  # end_session received on the current connection
         self._session: _Session | None = None
-        self._finals = FinalsTracker()
+        self._results = SessionResults(request_body, self.counters, on_notice)
         self._sessions: list[tuple[_Session, bool]] = []  # (session, ended normally) for recovery
         self._last_session_id: str | None = None  # the session opened last (a new one replaces it)
         # how the stream ended, for the call: it gave up (why), or its session ended normally
@@ -156,7 +154,7 @@ class SttStream:
             self.counters.sessions += 1
             self.replay.start_at(resume.acked, resume.inclusive_ranges)
             self.replay.appended_bytes = resume.origin_bytes + resume.acked  # call positions line up
-            self._finals.seed(dict(resume.last_final_ends))
+            self._results.finals.seed(dict(resume.last_final_ends))
 
     @property
     def audio_format(self) -> AudioFormat:
@@ -164,7 +162,7 @@ class SttStream:
 
     @property
     def duplicate_finals(self) -> int:
-        return self._finals.duplicates
+        return self._results.finals.duplicates
 
     @property
     def session_id(self) -> str | None:
@@ -215,7 +213,7 @@ class SttStream:
             self._session.origin_bytes,
             self.replay.acked,
             self.replay.inclusive_ranges,
-            tuple(sorted(self._finals.last_ends().items())),
+            tuple(sorted(self._results.finals.last_ends().items())),
         )
 
     async def hand_over(self, timeout: float) -> SessionState | None:
@@ -354,7 +352,7 @@ class SttStream:
         self._session = None
         self._pending_replacement = (old, reason)
         self.replay.restart_session()
-        self._finals.new_session()
+        self._results.finals.new_session()
 
     def _give_up(self, reason: str) -> None:
         self.gave_up = reason
@@ -410,6 +408,12 @@ class SttStream:
                 self.on_notice(CallerSpeech(started=True, channel=event.channel))
             case SpeechEnd():
                 self.on_notice(CallerSpeech(started=False, channel=event.channel))
+            case Translation() | Entities() | Sentiments() | AddonFailed():
+                assert self._session is not None
+                self._results.addon(self._session.id, self._origin(), event)
+            case PostResults():
+                assert self._session is not None
+                self._results.post(self._session.id, event)
             case StopAck() | PostProcessing() | OtherMessage():
                 pass  # nothing the bridge acts on
             case _:
@@ -417,20 +421,30 @@ class SttStream:
 
     def _final(self, event: Transcript) -> None:
         assert self._session is not None
-        utt = event.utterance
-        if not self._finals.accept(self._session.id, event.id, utt):
-            return
-        self.counters.finals += 1
-        origin = self._session.origin_bytes / self._format.bytes_per_second
-        self.on_notice(FinalUtterance(event.id, utt, self._session.id, origin + utt.start, origin + utt.end))
+        self._results.transcript(self._session.id, self._origin(), event)
 
-    async def recover_missed_finals(self) -> int:
-        """After the call: read back every session that did not end normally and deliver the finals
-        it has that never arrived on the socket (:mod:`bridge.stt.recovery`). Returns how many."""
+    def _origin(self) -> float:
+        """Where the current session's time 0 is in the call, in seconds."""
+        assert self._session is not None
+        return self._session.origin_bytes / self._format.bytes_per_second
+
+    def _all_sessions(self) -> list[tuple[_Session, bool]]:
+        """Every session of the call, in order, and whether it ended normally."""
         sessions = list(self._sessions)
         if self._session is not None and all(s.id != self._session.id for s, _ in sessions):
             sessions.append((self._session, self.ended_normally))
-        unfinished = [(s.id, s.origin_bytes / self._format.bytes_per_second) for s, ended in sessions if not ended]
-        recovered = await recover_missed_finals(self._api, self._finals, unfinished, self.on_notice, self._sleep)
-        self.counters.recovered_finals += recovered
-        return recovered
+        return sessions
+
+    async def read_back(self) -> int:
+        """After the call: read back every session that did not end normally, or whose finals still
+        lack add-on results, and deliver what never arrived on the socket (:mod:`bridge.stt.results`).
+        Returns how many finals were recovered."""
+        sessions = [(s, self._results.needs_read_back(s.id) or not ended) for s, ended in self._all_sessions()]
+        todo = [(s.id, s.origin_bytes / self._format.bytes_per_second) for s, needed in sessions if needed]
+        return await self._results.read_back(self._api, todo, self._sleep)
+
+    async def analysis(self, timeout: float) -> dict[str, object] | None:
+        """``transcript.completed``'s ``analysis`` (None: the profile asks for none), waiting at most
+        ``timeout`` seconds for what did not come over the socket."""
+        ids = [s.id for s, _ in self._all_sessions()]
+        return await self._results.wait_for_analysis(self._api, ids, timeout, self._sleep)
