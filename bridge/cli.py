@@ -216,6 +216,12 @@ def _parser() -> argparse.ArgumentParser:
         help="do not pin (by default, on more than one core, the bridge under test runs on cores of its own and "
         "the stand-in, callers, balancer and Redis on the others: pinning in the JSON)",
     )
+    load.add_argument(
+        "--addons",
+        action="store_true",
+        help="Gladia's add-ons on every call: the bridge's profile asks for translation (fr, es) and sentiment, "
+        "the load Gladia sends them after each final, the bot counts the events (addon_events in the JSON)",
+    )
 
     wait = sub.add_parser(
         "wait-calls",
@@ -259,8 +265,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ConfigError as exc:
             print(f"bridge: {exc}", file=sys.stderr)
             return 2
-        problem = _check_data_dir(settings) or (
-            _missing_local_engine("bridge serve with no Gladia settings") if settings.uses_embedded_stt else None
+        from bridge.stt_profile import embedded_refusals
+
+        # the embedded engine does no Gladia add-on: a profile that pays for one must not start on it
+        refusals = embedded_refusals(settings.stt.default, settings.stt.numbers) if settings.uses_embedded_stt else []
+        problem = (
+            (refusals[0] if refusals else None)
+            or _check_data_dir(settings)
+            or (_missing_local_engine("bridge serve with no Gladia settings") if settings.uses_embedded_stt else None)
         )
         if problem:
             print(f"bridge: {problem}", file=sys.stderr)
@@ -311,6 +323,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             redis_url=args.redis_url,
             appendfsync=args.redis_appendfsync,
             pin=args.pin,
+            addons=args.addons,
         )
     if args.command == "wait-calls":
         from bridge.tools.wait_calls import wait_calls

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, field_validator
 
 from bridge.adapters import CARRIERS
-from bridge.stt_profile import DEFAULT_PROFILE, SttProfile, deep_merge
+from bridge.stt_profile import ADDON_SWITCHES, DEFAULT_PROFILE, SttProfile, deep_merge
 
 
 def _url_of(*schemes: str) -> AfterValidator:
@@ -412,6 +412,15 @@ class SttSettings(StrictModel):
         "sample_rate",
         "bit_depth",
     )
+    per_call_addons: tuple[str, ...] = ()  # Gladia add-ons (paid) a call's stt.* parameters may switch on
+    analysis_timeout: float = Field(120.0, gt=0, le=3600)  # transcript.completed's wait for the post-call analysis
+
+    @field_validator("per_call_addons")
+    @classmethod
+    def _addons(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if unknown := [name for name in value if name not in ADDON_SWITCHES]:
+            raise ValueError(f"{unknown[0]!r} is not an add-on (one of {', '.join(ADDON_SWITCHES)})")
+        return value
 
     @field_validator("per_call_parameters")
     @classmethod

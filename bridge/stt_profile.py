@@ -14,6 +14,18 @@ from bridge.audio import AudioFormat, native_gladia_format
 from bridge.untrusted import loads
 
 PARAM_PREFIX = "stt."
+# Gladia's add-ons (paid per use), what ``stt.per_call_addons`` names: name -> (section, switch) in the
+# StreamingRequest body. Held here, not in ``bridge.stt``, so that the settings can check names against
+# it without a cycle (``bridge.stt`` imports the settings); ``bridge.stt.addons`` reads their messages.
+ADDON_SWITCHES: dict[str, tuple[str, str]] = {
+    "translation": ("realtime_processing", "translation"),
+    "named_entity_recognition": ("realtime_processing", "named_entity_recognition"),
+    "sentiment_analysis": ("realtime_processing", "sentiment_analysis"),
+    "summarization": ("post_processing", "summarization"),
+    "chapterization": ("post_processing", "chapterization"),
+}
+MAX_TARGET_LANGUAGES = 4  # of a per-call ``stt.translation``: each one is a paid translation of every final
+SUMMARY_TYPES = ("general", "bullet_points", "concise")  # Gladia's summarization_config.type
 
 
 class SttProfile(BaseModel):
@@ -61,6 +73,16 @@ DEFAULT_PROFILE = SttProfile.model_validate(
         "language_config": {"languages": ["en"], "code_switching": False},
     }
 )
+
+
+def requested_addons(body: Mapping[str, Any]) -> tuple[str, ...]:
+    """The add-ons a ``StreamingRequest`` body switches on (``True`` only), in ``ADDON_SWITCHES`` order."""
+    out = []
+    for name, (section, switch) in ADDON_SWITCHES.items():
+        part = body.get(section)
+        if isinstance(part, Mapping) and part.get(switch) is True:
+            out.append(name)
+    return tuple(out)
 
 
 def deep_merge(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
@@ -113,7 +135,35 @@ def _per_call_value(path: str, raw: str) -> Any:
     return value
 
 
-def stt_overrides(parameters: Mapping[str, str], allowed: Collection[str]) -> tuple[dict[str, Any], list[str]]:
+def _addon_overrides(addon: str, raw: str) -> dict[str, Any]:
+    """The overrides of one per-call add-on shortcut (``stt.<add-on>``); raises ValueError saying why not."""
+    value = raw.strip().lower()
+    if len(raw) > MAX_PARAMETER_CHARS:
+        raise ValueError(f"longer than {MAX_PARAMETER_CHARS} characters")
+    section, switch = ADDON_SWITCHES[addon]
+    if addon == "translation":
+        codes = [v.strip() for v in raw.split(",") if v.strip()]
+        if not 1 <= len(codes) <= MAX_TARGET_LANGUAGES or not all(_LANGUAGE.fullmatch(c) for c in codes):
+            raise ValueError(f"not 1 to {MAX_TARGET_LANGUAGES} language codes such as fr or fr,es")
+        return {section: {switch: True, "translation_config": {"target_languages": codes}}}
+    if addon == "summarization" and value in SUMMARY_TYPES:
+        return {section: {switch: True, "summarization_config": {"type": value}}}
+    if value not in ("true", "false"):
+        kinds = ", ".join(SUMMARY_TYPES) if addon == "summarization" else ""
+        raise ValueError(f"not true or false{' or one of ' + kinds if kinds else ''}")
+    return {section: {switch: value == "true"}}
+
+
+def _addon_refusal(addon: str, addons: Collection[str], embedded: bool) -> str | None:
+    """Why a call may not switch ``addon`` on or off itself, or None when it may."""
+    if embedded:
+        return f"the embedded engine does not do {addon}"
+    return None if addon in addons else "not in stt.per_call_addons"
+
+
+def stt_overrides(
+    parameters: Mapping[str, str], allowed: Collection[str], addons: Collection[str] = (), embedded: bool = False
+) -> tuple[dict[str, Any], list[str]]:
     """Profile overrides from stream parameters named ``stt.<field>[.<field>...]``.
 
     Only the fields in ``allowed`` (``stt.per_call_parameters``) are taken, each with bounds: a caller
@@ -121,6 +171,15 @@ def stt_overrides(parameters: Mapping[str, str], allowed: Collection[str]) -> tu
     choose where Gladia posts transcripts, paid add-ons, a thousand languages or another account.
     Values are JSON when they parse (``0.2``, ``true``) and strings otherwise. Shortcuts:
     ``stt.language`` (one code or a comma list) and ``stt.custom_vocabulary`` (comma list).
+
+    Gladia's add-ons are paid per use, so a call switches one on or off only when it is in ``addons``
+    (``stt.per_call_addons``), with the shortcuts ``stt.translation`` ("fr" or "fr,es": up to
+    :data:`MAX_TARGET_LANGUAGES` target languages), ``stt.named_entity_recognition``,
+    ``stt.sentiment_analysis``, ``stt.chapterization`` ("true"/"false") and ``stt.summarization``
+    ("true", "false" or a summary type of :data:`SUMMARY_TYPES`); an add-on switched on through an
+    allowed dotted field (``realtime_processing.translation``) is held to the same rule. With
+    ``embedded`` (the bridge's local engine, which does none of them) every add-on request is refused.
+
     Returns the overrides and one line per refused parameter (name and why).
     """
     out: dict[str, Any] = {}
@@ -129,6 +188,14 @@ def stt_overrides(parameters: Mapping[str, str], allowed: Collection[str]) -> tu
         if not name.startswith(PARAM_PREFIX):
             continue
         path = name[len(PARAM_PREFIX) :]
+        if path in ADDON_SWITCHES:
+            try:
+                if (why := _addon_refusal(path, addons, embedded)) is not None:
+                    raise ValueError(why)
+                out = deep_merge(out, _addon_overrides(path, raw))
+            except ValueError as exc:
+                refused.append(f"{name}: {exc}")
+            continue
         if path not in allowed:
             refused.append(f"{name[:64]}: not in stt.per_call_parameters")
             continue
@@ -155,4 +222,29 @@ def stt_overrides(parameters: Mapping[str, str], allowed: Collection[str]) -> tu
             node = child
         else:
             node[leaf] = value
+    for addon in requested_addons(out):  # switched on through a dotted field the operator allowed
+        if (why := _addon_refusal(addon, addons, embedded)) is None:
+            continue
+        section, switch = ADDON_SWITCHES[addon]
+        refused.append(f"{PARAM_PREFIX}{section}.{switch}: {why}")
+        part = out[section]
+        del part[switch]
+        part.pop(f"{switch}_config", None)
+        if not part:
+            del out[section]
     return out, refused
+
+
+def embedded_refusals(default: SttProfile, numbers: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """What the configured profiles ask of Gladia that the embedded engine does not do: one line per
+    add-on switched on in ``[stt.default]`` or an ``[stt.numbers]`` table, naming its key. Called at
+    ``bridge serve``'s start when no Gladia server is configured: a paid-for add-on that silently never
+    comes would be worse than not starting."""
+    tables: list[tuple[str, Mapping[str, Any]]] = [("stt.default", default.request_body())]
+    tables += [(f"stt.numbers.{number!r}", table) for number, table in numbers.items()]
+    return [
+        f"{where}.{'.'.join(ADDON_SWITCHES[addon])}: the embedded engine does not do {addon}; "
+        "set GLADIA_API_KEY (and GLADIA_API_URL) to use Gladia's"
+        for where, table in tables
+        for addon in requested_addons(table)
+    ]

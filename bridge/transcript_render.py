@@ -3,7 +3,8 @@
 Pure: a transcript dict (what :meth:`bridge.transcripts.TranscriptStore.get` returns, its shape in
 :mod:`bridge.transcripts`) in, a string out; no event loop, no disk, no logger. :func:`turns` merges
 consecutive utterances of one speaker, :func:`speaker_of` names who spoke, :func:`iso` writes unix
-seconds as ISO 8601 UTC, :func:`parse_since` reads the ``since`` of ``GET /v1/calls?since=``.
+seconds as ISO 8601 UTC, :func:`parse_since` reads the ``since`` of ``GET /v1/calls?since=``;
+:func:`parse_lang` reads a transcript's ``?lang=`` and :func:`in_language` shows each utterance in it.
 Utterance ``start``/``end`` are seconds from the start of the call (:func:`call_seconds`).
 """
 
@@ -11,12 +12,15 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 MAX_SINCE_CHARS = 64
+# a language (2-3 letters), optionally a region (2 letters or 3 digits: BCP 47's), ASCII only
+_LANG = re.compile(r"[A-Za-z]{2,3}(?:-(?:[A-Za-z]{2}|[0-9]{3}))?", re.ASCII)
 
 
 def iso(ts: float | None) -> str | None:
@@ -115,6 +119,41 @@ def _clock(ms: int, decimals: int) -> str:
     whole, fraction = divmod(ms, 1000)
     hours, rest = divmod(whole, 3600)
     return f"{hours:02d}:{rest // 60:02d}:{rest % 60:02d}.{fraction // 10 ** (3 - decimals):0{decimals}d}"
+
+
+def parse_lang(text: str) -> str:
+    """The ``lang`` of ``GET /v1/calls/{id}/transcript?format=txt&lang=``: a language code of 2 or 3
+    letters, optionally with a region (``fr``, ``pt-BR``, ``es-419``); returned lower-cased.
+
+    Raises:
+        ValueError: anything else; the message names ``lang`` and says what is accepted.
+    """
+    if _LANG.fullmatch(text) is None:
+        raise ValueError(
+            f"lang must be a language code like fr or pt-BR (2 or 3 letters, an optional region), got {text[:20]!r}"
+        )
+    return text.lower()
+
+
+def translation_of(utterance: Mapping[str, Any], lang: str) -> str | None:
+    """The utterance's translation into ``lang`` (a :func:`parse_lang` code), if it has one: the same code
+    (any case), else, for a code with a region, the language alone (``fr-CA`` shows a ``fr`` translation)."""
+    translations = utterance.get("translations")
+    if not isinstance(translations, Mapping) or not translations:
+        return None
+    by_code = {str(code).lower(): text for code, text in translations.items() if isinstance(text, str)}
+    found = by_code.get(lang)
+    return found if found is not None else by_code.get(lang.partition("-")[0])
+
+
+def in_language(transcript: Mapping[str, Any], lang: str) -> dict[str, Any]:
+    """The transcript with each utterance's text in ``lang`` where it has that translation (an utterance
+    without one keeps its own words): what the txt and vtt renderings show for ``?lang=``."""
+    shown = []
+    for u in transcript["utterances"]:
+        text = translation_of(u, lang)
+        shown.append(u if text is None else {**u, "text": text})
+    return {**transcript, "utterances": shown}
 
 
 def render_json(transcript: Mapping[str, Any]) -> str:

@@ -24,11 +24,16 @@ The transcript dict (what ``get`` returns and the renderers take)::
      "started_at", "ended_at", "end_reason",     # ISO 8601 UTC; ended_at/end_reason null while running
      "active",                                   # true until call_ended is recorded
      "utterances": [{"id", "channel", "speaker", "start", "end", "text", "language",
-                     "words": [{"word", "start", "end", "confidence"}], ...}]}
+                     "words": [{"word", "start", "end", "confidence"}], ...,
+                     "translations"?: {language: text}, "entities"?: [...], "sentiment"?: [...]}],
+     "analysis"?: {"status", "summary"?, "chapters"?, "errors"?}}   # ?: only when recorded
 
-Utterance ``start``/``end`` are seconds from the start of the call.
+Utterance ``start``/``end`` are seconds from the start of the call. An utterance's add-ons
+(:meth:`~TranscriptStore.addon`, shown as :mod:`bridge.transcript_addons` says) and the call's post-call
+analysis (:meth:`~TranscriptStore.analysis`) are written the same way as its finals.
 
-Only the call's record and its finals are kept: no key the caller pressed, no bot event. So a sensitive
+Only the call's record, its finals and what Gladia's add-ons said of them are kept: no key the caller
+pressed, no other bot event. So a sensitive
 gather's digits never reach this file, and neither do the words of its caller, whose audio reaches
 speech-to-text as silence while it runs.
 """
@@ -48,57 +53,27 @@ from typing import Any
 import orjson
 
 from bridge.group_commit import GroupWriter
+from bridge.transcript_addons import addon_row, analysis_body, attach
 from bridge.transcript_render import call_seconds, iso
+from bridge.transcript_schema import (
+    ADDON,
+    ANALYSIS,
+    CALL_COLUMNS,
+    CALL_ENDED,
+    CALL_SEEN,
+    CALL_STARTED,
+    EXPIRED,
+    PURGE,
+    SCHEMA,
+    UTTERANCE,
+    Op,
+    runs,
+)
 
 FILENAME = "transcripts.sqlite3"
 MAX_UTTERANCES_READ = 50_000  # a transcript longer than this is served cut, with "truncated": true
+MAX_ADDONS_READ = 8 * MAX_UTTERANCES_READ  # add-on rows read with it (translations: one per language)
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS calls (
-    call_id     TEXT PRIMARY KEY,
-    provider    TEXT,
-    call_sid    TEXT,
-    stream_sid  TEXT,
-    caller      TEXT,
-    called      TEXT,
-    parameters  TEXT NOT NULL DEFAULT '{}',
-    started_at  REAL NOT NULL,   -- unix seconds
-    ended_at    REAL,            -- NULL while the call runs (or if its process died)
-    end_reason  TEXT
-);
-CREATE INDEX IF NOT EXISTS calls_by_start ON calls (started_at);
-CREATE INDEX IF NOT EXISTS calls_by_end ON calls (ended_at);
-CREATE INDEX IF NOT EXISTS calls_by_expiry ON calls (coalesce(ended_at, started_at));
-CREATE TABLE IF NOT EXISTS utterances (
-    seq           INTEGER PRIMARY KEY,
-    call_id       TEXT NOT NULL,
-    utterance_id  TEXT NOT NULL,
-    start         REAL NOT NULL,   -- seconds from the start of the call
-    body          TEXT NOT NULL,   -- the utterance as JSON
-    UNIQUE (call_id, utterance_id)
-);
-"""
-
-_CALL_STARTED = """
-INSERT INTO calls (call_id, provider, call_sid, stream_sid, caller, called, parameters, started_at)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-ON CONFLICT (call_id) DO UPDATE SET
-    provider = excluded.provider, call_sid = excluded.call_sid, stream_sid = excluded.stream_sid,
-    caller = excluded.caller, called = excluded.called, parameters = excluded.parameters,
-    started_at = min(started_at, excluded.started_at)
-"""
-# An utterance or an end for a call whose start was lost (dropped, or written by a process that died)
-# still lands: the call gets a row of its own with what is known.
-_CALL_SEEN = "INSERT OR IGNORE INTO calls (call_id, started_at) VALUES (?, ?)"
-_UTTERANCE = """
-INSERT INTO utterances (call_id, utterance_id, start, body) VALUES (?, ?, ?, ?)
-ON CONFLICT (call_id, utterance_id) DO UPDATE SET start = excluded.start, body = excluded.body
-"""
-_CALL_ENDED = "UPDATE calls SET ended_at = ?, end_reason = ? WHERE call_id = ?"
-_EXPIRED = "SELECT call_id FROM calls WHERE coalesce(ended_at, started_at) < ? LIMIT ?"
-
-# One queued write: statements and their parameters, applied in order in the batch's transaction.
-_Op = tuple[tuple[str, tuple[Any, ...]], ...]
 Report = Callable[[str, dict[str, Any]], None]
 
 
@@ -151,8 +126,8 @@ class TranscriptStore:
         self._read_lock = threading.Lock()
         self._closed = False
         self._dropping = False
-        self._refused = 0  # writes that were not a call, an utterance or an end (never queued)
-        self._writes: GroupWriter[_Op] = GroupWriter(
+        self._refused = 0  # writes that were not a call, an utterance, an add-on, an analysis or an end
+        self._writes: GroupWriter[Op] = GroupWriter(
             self._commit,
             name="transcript-writer",
             bound=max_queue,
@@ -201,11 +176,12 @@ class TranscriptStore:
         except (KeyError, TypeError, ValueError) as exc:
             self._drop(f"a call start that is not a call object: {type(exc).__name__}: {exc}")
             return
-        self._queue(((_CALL_STARTED, row),))
+        self._queue(((CALL_STARTED, row),))
 
     def utterance(self, call_id: str, utterance: Mapping[str, Any]) -> None:
         """Record a final utterance of a call (the ``utterance.final`` event's utterance, with its
-        ``speaker`` and ``channel``). The same utterance id again replaces the first."""
+        ``speaker`` and ``channel``). The same utterance id again replaces the first (and the add-ons
+        recorded for the first are no longer shown: :mod:`bridge.transcript_schema`)."""
         try:
             body = orjson.dumps(utterance, default=str).decode()  # compact UTF-8; a final is one per turn
             key = str(utterance.get("id") or uuid.uuid4().hex)
@@ -213,7 +189,31 @@ class TranscriptStore:
         except (TypeError, ValueError) as exc:
             self._drop(f"an utterance that is not JSON: {type(exc).__name__}: {exc}")
             return
-        self._queue(((_CALL_SEEN, (row[0], self._clock())), (_UTTERANCE, row)))
+        self._queue(((CALL_SEEN, (row[0], self._clock())), (UTTERANCE, row)))
+
+    def addon(self, call_id: str, type_: str, item: Mapping[str, Any]) -> None:
+        """Record an add-on result of a call's final: ``type_`` is the bot event's type
+        (``utterance.translation``, ``utterance.entities``, ``utterance.sentiment``), ``item`` its payload
+        without ``call``. It joins the utterance with that ``utterance_id`` recorded last before it (see
+        :mod:`bridge.transcript_addons` for how it is shown)."""
+        try:
+            uid, kind, body = addon_row(type_, item)
+        except (TypeError, ValueError) as exc:
+            self._drop(f"an add-on that cannot be kept: {type(exc).__name__}: {exc}")
+            return
+        call = str(call_id)
+        self._queue(((CALL_SEEN, (call, self._clock())), (ADDON, (call, uid, kind, body))))
+
+    def analysis(self, call_id: str, analysis: Mapping[str, Any]) -> None:
+        """Record a call's post-call analysis (``{status, summary?, chapters?, errors?}``, as
+        ``transcript.completed`` carries it); a later one replaces it."""
+        try:
+            body = analysis_body(analysis)
+        except (TypeError, ValueError) as exc:
+            self._drop(f"an analysis that cannot be kept: {type(exc).__name__}: {exc}")
+            return
+        call = str(call_id)
+        self._queue(((CALL_SEEN, (call, self._clock())), (ANALYSIS, (call, body))))
 
     def call_ended(self, call_id: str, ended_at: float, end_reason: str) -> None:
         """Record a call's end (unix seconds, and the ``call.ended`` end reason)."""
@@ -223,9 +223,9 @@ class TranscriptStore:
             self._drop(f"an end time that is not a number: {exc}")
             return
         call = str(call_id)
-        self._queue(((_CALL_SEEN, (call, ended)), (_CALL_ENDED, (ended, str(end_reason), call))))
+        self._queue(((CALL_SEEN, (call, ended)), (CALL_ENDED, (ended, str(end_reason), call))))
 
-    def _queue(self, op: _Op) -> None:
+    def _queue(self, op: Op) -> None:
         if not self._writes.put(op):  # counted there
             closing = self._writes.closing
             self._dropped("the store is closed" if closing else f"the write queue is full ({self.max_queue})")
@@ -280,30 +280,31 @@ class TranscriptStore:
         """
         with self._read_lock:
             db = self._reader
-            db.execute("BEGIN")  # one snapshot for the call and its utterances
+            db.execute("BEGIN")  # one snapshot for the call, its utterances and their add-ons
             try:
-                row = db.execute(
-                    "SELECT call_id, provider, call_sid, stream_sid, caller, called, parameters, started_at, "
-                    "ended_at, end_reason FROM calls WHERE call_id = ?",
-                    (call_id,),
-                ).fetchone()
-                bodies = (
-                    []
-                    if row is None
-                    else db.execute(
-                        "SELECT body FROM utterances WHERE call_id = ? ORDER BY start, seq LIMIT ?",
-                        (call_id, MAX_UTTERANCES_READ + 1),
-                    ).fetchall()
-                )
+                row = db.execute(f"SELECT {CALL_COLUMNS} FROM calls WHERE call_id = ?", (call_id,)).fetchone()
+                if row is None:
+                    return None
+                bodies = db.execute(
+                    "SELECT seq, body FROM utterances WHERE call_id = ? ORDER BY start, seq LIMIT ?",
+                    (call_id, MAX_UTTERANCES_READ + 1),
+                ).fetchall()
+                addons = db.execute(
+                    "SELECT utterance_seq, kind, body FROM addons WHERE call_id = ? AND utterance_seq IS NOT NULL "
+                    "ORDER BY seq LIMIT ?",
+                    (call_id, MAX_ADDONS_READ + 1),
+                ).fetchall()
+                analysis = db.execute("SELECT body FROM analyses WHERE call_id = ?", (call_id,)).fetchone()
             finally:
                 db.execute("COMMIT")
-        if row is None:
-            return None
-        utterances = [json.loads(body) for (body,) in bodies[:MAX_UTTERANCES_READ]]
+        by_seq = {seq: json.loads(body) for seq, body in bodies[:MAX_UTTERANCES_READ]}  # in start order
+        attach(by_seq, addons[:MAX_ADDONS_READ])
         transcript = self._call(row)
         transcript["parameters"] = json.loads(row[6])
-        transcript["utterances"] = utterances
-        if len(bodies) > MAX_UTTERANCES_READ:
+        transcript["utterances"] = list(by_seq.values())
+        if analysis is not None:
+            transcript["analysis"] = json.loads(analysis[0])
+        if len(bodies) > MAX_UTTERANCES_READ or len(addons) > MAX_ADDONS_READ:
             transcript["truncated"] = True
         return transcript
 
@@ -332,16 +333,15 @@ class TranscriptStore:
         """
         with self._read_lock:
             rows = self._reader.execute(
-                "SELECT call_id, provider, call_sid, stream_sid, caller, called, parameters, started_at, ended_at, "
-                "end_reason, (SELECT count(*) FROM utterances u WHERE u.call_id = c.call_id) "
+                f"SELECT {CALL_COLUMNS}, (SELECT count(*) FROM utterances u WHERE u.call_id = c.call_id) "
                 "FROM calls c WHERE started_at >= ? OR ended_at >= ? ORDER BY started_at DESC, call_id LIMIT ?",
                 (since, since, limit),
             ).fetchall()
         return [{**self._call(row), "utterances": row[10]} for row in rows]
 
     def purge(self, before: float) -> int:
-        """Delete the calls (and their utterances) that ended before ``before`` (unix seconds), or
-        started before it when their end was never recorded; returns how many calls went.
+        """Delete the calls (with their utterances, add-ons and analysis) that ended before ``before`` (unix
+        seconds), or started before it when their end was never recorded; returns how many calls went.
 
         Deletes a bounded batch per transaction, so another process's writes wait at most one batch.
 
@@ -354,9 +354,9 @@ class TranscriptStore:
             while True:
                 db.execute("BEGIN IMMEDIATE")
                 try:
-                    ids = [(call_id,) for (call_id,) in db.execute(_EXPIRED, (before, self.PURGE_BATCH))]
-                    db.executemany("DELETE FROM utterances WHERE call_id = ?", ids)
-                    db.executemany("DELETE FROM calls WHERE call_id = ?", ids)
+                    ids = [(call_id,) for (call_id,) in db.execute(EXPIRED, (before, self.PURGE_BATCH))]
+                    for delete in PURGE:  # its add-ons, analysis, utterances, then the call
+                        db.executemany(delete, ids)
                     db.execute("COMMIT")
                 except BaseException:
                     if db.in_transaction:
@@ -397,11 +397,11 @@ class TranscriptStore:
             self._dropping = False
             self._tell("transcripts.caught_up", dropped=self.dropped)
 
-    def _commit(self, batch: list[_Op]) -> None:
+    def _commit(self, batch: list[Op]) -> None:
         db = self._writer
         db.execute("BEGIN IMMEDIATE")
         try:
-            for sql, rows in _runs(batch):
+            for sql, rows in runs(batch):
                 db.executemany(sql, rows)
             db.execute("COMMIT")
         except BaseException:
@@ -409,22 +409,3 @@ class TranscriptStore:
                 with contextlib.suppress(sqlite3.Error):
                     db.execute("ROLLBACK")
             raise
-
-
-def _runs(batch: list[_Op]) -> list[tuple[str, list[tuple[Any, ...]]]]:
-    """A batch's statements in order, consecutive ones of the same SQL as one ``executemany`` (a group
-    commit of many calls' finals is a few statements, not two per final); a call's "seen" row once per
-    batch (after the first, the insert would change nothing)."""
-    runs: list[tuple[str, list[tuple[Any, ...]]]] = []
-    seen: set[Any] = set()
-    for op in batch:
-        for sql, args in op:
-            if sql is _CALL_SEEN:
-                if args[0] in seen:
-                    continue
-                seen.add(args[0])
-            if runs and runs[-1][0] is sql:
-                runs[-1][1].append(args)
-            else:
-                runs.append((sql, [args]))
-    return runs

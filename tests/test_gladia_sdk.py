@@ -6,12 +6,10 @@ import asyncio
 from typing import Any
 
 import pytest
-from gladiaio_sdk import GladiaClient
+from gladiaio_sdk import GladiaClient, HttpError
 
 from tests.support.proxy import TcpProxy
 from tests.support.speech import SPANS, ULAW, words
-
-pytestmark = pytest.mark.recognition
 
 AUDIO = ULAW[: 8000 * 10]  # the first two sentences
 REQUEST = {"encoding": "wav/ulaw", "sample_rate": 8000, "bit_depth": 8, "endpointing": 0.3}
@@ -52,6 +50,7 @@ async def run_sdk_session(api_url: str, proxy: TcpProxy | None = None) -> tuple[
     return finals, end, errors
 
 
+@pytest.mark.recognition
 async def test_sdk_completes_a_session(make_stt_server: Any) -> None:
     """One final per spoken sentence, then a normal end (1000). (Which words: test_recognition_quality.)"""
     stt, server = await make_stt_server()
@@ -63,6 +62,7 @@ async def test_sdk_completes_a_session(make_stt_server: Any) -> None:
     assert rt.live.received_bytes == len(AUDIO) and rt.live.state == "done"
 
 
+@pytest.mark.recognition
 async def test_sdk_resumes_after_a_drop_with_the_same_transcript(make_stt_server: Any) -> None:
     """The socket is cut mid-session; the SDK reconnects to the same URL, resends what was not
     acknowledged, and the session ends with exactly the audio and the transcript of an unbroken run."""
@@ -81,3 +81,47 @@ async def test_sdk_resumes_after_a_drop_with_the_same_transcript(make_stt_server
     assert rt.live.connections == 2
     assert rt.live.received_bytes == len(AUDIO)
     assert len(reference) == 2 and finals == reference
+
+
+class NeverRecognizes:
+    """The recogniser of a server whose session is refused at init: fails if asked, spares the model."""
+
+    name = "none"
+
+    def transcribe(self, audio: Any, language: str | None = None) -> Any:
+        raise AssertionError("nothing here should reach the recogniser")
+
+
+async def test_sdk_reads_the_refusal_of_an_addon_the_local_engine_does_not_do(aiohttp_server: Any) -> None:
+    """The SDK asking the local server for live translation gets its own error path for a 4xx init: an
+    ``HttpError`` with the 422, raised to ``get_session_id`` and emitted as ``error``, whose
+    ``invalid_parameters`` (the SDK's reading of the validation errors) name the field; the session then
+    ends (1006, "Couldn't start a new session") and the server holds no session."""
+    from bridge.local_stt.server import LocalSttServer, ServerOptions
+
+    stt = LocalSttServer(ServerOptions(), recognizer=NeverRecognizes())
+    server = await aiohttp_server(stt.app, host="127.0.0.1")
+    live = GladiaClient(api_key="local", api_url=str(server.make_url("")).rstrip("/")).live_v2_async()
+    translation = {"translation": True, "translation_config": {"target_languages": ["fr", "es"]}}
+    session = live.start_session({**REQUEST, "realtime_processing": translation})
+    errors: list[Any] = []
+    ended: list[Any] = []
+    session.on("error", errors.append)
+    session.on("ended", ended.append)
+    try:
+        with pytest.raises(HttpError) as raised:
+            await asyncio.wait_for(session.get_session_id(), 10)
+        # A defect of the SDK: its start task emits the error a second time after the first one removed
+        # every listener, and pyee raises an unheard "error": that task ends with the same HttpError,
+        # which nothing of the SDK retrieves ("Task exception was never retrieved"). Retrieve it here.
+        (again,) = await asyncio.wait_for(asyncio.gather(session._start_session_task, return_exceptions=True), 10)
+    finally:
+        await live._http_client.close()
+    assert again is raised.value
+    err = raised.value
+    assert err.status == 422 and err.method == "POST" and err.url.endswith("/v2/live")
+    assert err.invalid_parameters == ["realtime_processing.translation"]
+    assert "realtime_processing.translation must be false" in str(err) and "no translation" in str(err)
+    assert errors == [err]
+    assert [(m.code, m.reason) for m in ended] == [(1006, "Couldn't start a new session")]
+    assert session.status == "ended" and not stt.sessions

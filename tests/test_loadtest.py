@@ -5,21 +5,34 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
+import dataclasses
 import json
+import multiprocessing
 import os
 import signal
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from bridge.tools import loadtest as loadtest_module
 from bridge.tools import procs
 from bridge.tools.load_frames import FRAME, SEND_TIME, FirstChannel
 from bridge.tools.load_redis import REDIS_MISSING
-from bridge.tools.load_standin import StandinStats
+from bridge.tools.load_standin import (
+    ADDONS_PROFILE,
+    AddonPlan,
+    StandinStats,
+    addon_messages,
+    addon_plan,
+    addons_config,
+    gladia_and_bot,
+)
 from tests.support.bridge_process import run_bridge
 from tests.support.process import ROOT
 from tests.support.redis_server import redis_binary
@@ -109,6 +122,7 @@ async def test_a_short_loadtest_carries_every_frame_and_final_and_reports_its_fi
     assert result["instances"] == 1 and result["fleet"] is False
     assert result["redis_ops_per_call_second"] is None and result["redis_cpu_ms_per_call_second"] is None
     assert result["balancer_cpu_ms_per_call_second"] is None and result["balancer_connections"] is None
+    assert "addons" not in result and "addon_events" not in result  # only with --addons
 
 
 @pytest.mark.timeout(120)
@@ -399,3 +413,236 @@ def test_the_load_bot_counts_a_retried_final_once_from_its_first_arrival() -> No
     stats.final_arrived("msg_b", 0.003)
     stats.final_arrived("msg_a", 5.2)  # the retry after a 5 s timeout
     assert (stats.webhook_finals, stats.webhook_redelivered, stats.webhook) == (2, 1, [0.004, 0.003])
+
+
+def _unknown_fields(obj: Any, path: str = "message") -> list[str]:
+    """Where a message the SDK read holds keys its types do not know (``_unknown_fields``), recursively."""
+    found: list[str] = []
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        if obj._unknown_fields:  # type: ignore[attr-defined]
+            found.append(f"{path}: {sorted(obj._unknown_fields)}")  # type: ignore[attr-defined]
+        for f in dataclasses.fields(obj):
+            if f.name != "_unknown_fields":
+                found += _unknown_fields(getattr(obj, f.name), f"{path}.{f.name}")
+    elif isinstance(obj, list):
+        for i, item in enumerate(obj):
+            found += _unknown_fields(item, f"{path}[{i}]")
+    return found
+
+
+def test_the_load_gladias_addon_messages_are_what_the_official_sdk_reads() -> None:
+    """After a final, the load Gladia sends what a session body with translation to two languages and
+    sentiment analysis asks for: each message read by the official SDK as its type (no key it does not
+    know, none missing, no null where it wants a value: warnings are errors), linked to the final."""
+    from gladiaio_sdk.v2.live.generated_types import (
+        LiveV2SentimentAnalysisMessage,
+        LiveV2TranslationMessage,
+        create_live_v2_web_socket_message_from_dict,
+    )
+
+    body = {
+        "realtime_processing": {
+            "translation": True,
+            "translation_config": {"target_languages": ["fr", "es"]},
+            "sentiment_analysis": True,
+        }
+    }
+    plan = addon_plan(body)
+    assert plan == AddonPlan(("fr", "es"), True)
+    utterance = {
+        "start": 2.0,
+        "end": 4.0,
+        "confidence": 1.0,
+        "channel": 1,
+        "text": "t=12.5",
+        "language": "en",
+        "words": [],
+    }
+    messages = addon_messages("sid-1", "00_00000002", utterance, plan)
+    assert [m["type"] for m in messages] == ["translation", "translation", "sentiment_analysis"]
+    read = [create_live_v2_web_socket_message_from_dict(copy.deepcopy(m)) for m in messages]
+    for message, parsed in zip(messages, read, strict=True):
+        assert _unknown_fields(parsed) == []
+        assert parsed.to_dict() | {"error": None} == message  # what the SDK would send back, nothing lost
+        assert message["error"] is None and message["session_id"] == "sid-1"
+    fr, es, sentiment = read
+    assert isinstance(fr, LiveV2TranslationMessage) and isinstance(es, LiveV2TranslationMessage)
+    assert isinstance(sentiment, LiveV2SentimentAnalysisMessage)
+    assert fr.data is not None and es.data is not None and sentiment.data is not None
+    assert [fr.data.target_language, es.data.target_language] == ["fr", "es"]
+    for translation in (fr.data, es.data):
+        assert translation.utterance_id == "00_00000002" and translation.original_language == "en"
+        assert translation.translated_utterance.language == translation.target_language
+        assert (translation.translated_utterance.start, translation.translated_utterance.end) == (2.0, 4.0)
+        assert translation.translated_utterance.channel == 1
+    assert sentiment.data.utterance_id == "00_00000002" and len(sentiment.data.results) == 1
+    result = sentiment.data.results[0]
+    assert (result.start, result.end, result.channel, result.text) == (2.0, 4.0, 1, "t=12.5")
+    # the oracle has teeth: a translation without its translated utterance is refused
+    broken = copy.deepcopy(messages[0])
+    del broken["data"]["translated_utterance"]
+    with pytest.raises(KeyError):
+        create_live_v2_web_socket_message_from_dict(broken)
+
+
+@pytest.mark.parametrize(
+    ("body", "plan"),
+    [
+        ({}, AddonPlan()),
+        ({"realtime_processing": {"sentiment_analysis": True}}, AddonPlan((), True)),
+        # the switch off: no translation, whatever the languages say
+        ({"realtime_processing": {"translation_config": {"target_languages": ["fr"]}}}, AddonPlan()),
+        (
+            {
+                "realtime_processing": {"translation": True, "translation_config": {"target_languages": ["de"]}},
+                "messages_config": {"receive_realtime_processing_events": False},
+            },
+            AddonPlan(),
+        ),
+    ],
+)
+def test_the_load_gladia_sends_only_the_addons_a_session_asks_for(body: dict[str, Any], plan: AddonPlan) -> None:
+    assert addon_plan(body) == plan
+    utterance = {"start": 0.0, "end": 2.0, "confidence": 1.0, "channel": 0, "text": "t=1", "language": "en"}
+    assert len(addon_messages("s", "00_00000001", utterance | {"words": []}, plan)) == len(plan.translations) + int(
+        plan.sentiment
+    )
+
+
+def test_the_addons_profile_is_added_to_a_given_config_unless_it_sets_its_own() -> None:
+    """``--addons`` with ``--config``: the file's settings stay and the profile is added; a file with its
+    own ``[stt.default.realtime_processing]`` is used as it is; one that cannot take it is refused."""
+    import tomllib
+
+    assert tomllib.loads(addons_config(None)) == {
+        "stt": {
+            "default": {
+                "realtime_processing": {
+                    "translation": True,
+                    "sentiment_analysis": True,
+                    "translation_config": {"target_languages": ["fr", "es"]},
+                }
+            }
+        }
+    }
+    given = "[gladia]\nchunk_ms = 40\n\n[stt.default]\nendpointing = 0.2\n"
+    merged = tomllib.loads(addons_config(given))
+    assert merged["gladia"] == {"chunk_ms": 40}
+    assert merged["stt"]["default"]["endpointing"] == 0.2
+    assert (
+        merged["stt"]["default"]["realtime_processing"]
+        == tomllib.loads(ADDONS_PROFILE)["stt"]["default"]["realtime_processing"]
+    )
+    own = "[stt.default.realtime_processing]\nsentiment_analysis = true\n"
+    assert addons_config(own) == own
+    with pytest.raises(ValueError, match="cannot add"):
+        addons_config("stt = { numbers = {} }\n")
+    with pytest.raises(ValueError):
+        addons_config("not toml [")
+
+
+def test_addons_refuse_the_reference_forwarder_and_a_config_that_cannot_take_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--addons` with `--reference` (which reads finals only), or with a `--config` file it cannot add the
+    profile to: exit 2 with one line, before anything is started."""
+    from bridge.cli import main
+
+    assert main(["loadtest", "--addons", "--reference"]) == 2
+    assert capsys.readouterr().err.strip() == "bridge loadtest: --addons: the reference forwarder reads finals only"
+    inline = tmp_path / "inline.toml"
+    inline.write_text("stt = { numbers = {} }\n")
+    assert main(["loadtest", "--addons", "--config", str(inline)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert err.startswith(f"bridge loadtest: --addons: --config {inline}: cannot add [stt.default.realtime_processing]")
+    missing = tmp_path / "missing.toml"
+    assert main(["loadtest", "--addons", "--config", str(missing)]) == 2
+    assert capsys.readouterr().err.strip() == f"bridge loadtest: --config {missing}: No such file or directory"
+
+
+@pytest.mark.timeout(120)
+async def test_a_loadtest_with_addons_gets_translations_and_sentiment_after_every_final() -> None:
+    """`--addons`: the bridge's sessions ask for translation to two languages and sentiment (the load Gladia
+    answers what each body asks for, so its count proves the profile reached Gladia), every frame and final
+    still arrive, and the bot's add-on events are counted."""
+    result = await loadtest("--calls", "3", "--seconds", "4", "--generators", "1", "--addons")
+    assert result["addons"] is True and result["under_test"] == "bridge"
+    assert result["frames_lost"] == 0 and result["failed_calls"] == 0
+    assert result["finals_delivered"] == result["finals_expected"] == 3 * 2
+    assert result["addon_messages_sent"] == 3 * result["finals_expected"]  # fr, es and a sentiment per final
+    # the bridge delivers every add-on message to the bot, once
+    assert result["addon_events"] == result["addon_messages_sent"], result
+    assert result["addon_events_failed"] == 0
+    assert result["bridge_cpu_ms_per_call_second"] > 0
+
+
+@pytest.mark.timeout(60)
+async def test_the_load_gladia_answers_each_sessions_addons_after_its_final_and_the_bot_counts_their_events() -> None:
+    """The load Gladia of `--addons`, on its own: a session whose body asks for translation to two
+    languages and sentiment gets, right after its final, the three add-on messages (read by the official
+    SDK, linked to the final); a session asking for none gets none. The bot counts each add-on event
+    once, however often it is posted (the same `webhook-id`), and `stt.addon_failed` apart."""
+    from gladiaio_sdk.v2.live.generated_types import (
+        LiveV2SentimentAnalysisMessage,
+        LiveV2TranslationMessage,
+        create_live_v2_web_socket_message_from_dict,
+    )
+
+    ctx = multiprocessing.get_context("spawn")
+    port_q, results, stop = ctx.Queue(), ctx.Queue(), ctx.Event()
+    proc = ctx.Process(target=gladia_and_bot, args=(port_q, stop, results, False, True), daemon=True)
+    proc.start()
+    try:
+        port = await asyncio.to_thread(port_q.get, timeout=30)
+        base = f"http://127.0.0.1:{port}"
+        asks = {
+            "channels": 1,
+            "realtime_processing": {
+                "translation": True,
+                "translation_config": {"target_languages": ["fr", "es"]},
+                "sentiment_analysis": True,
+            },
+        }
+        stream = b"".join(SEND_TIME.pack(time.monotonic()) + b"\xff" * (FRAME - SEND_TIME.size) for _ in range(100))
+        seen: list[list[dict[str, Any]]] = []
+        async with aiohttp.ClientSession() as http:
+            for body in (asks, {"channels": 1}):
+                async with http.post(base + "/v2/live", json=body) as resp:
+                    assert resp.status == 201
+                    url = (await resp.json())["url"]
+                async with http.ws_connect(url) as ws:
+                    await ws.send_bytes(stream)  # 2 s of one track: one final
+                    await ws.send_str(json.dumps({"type": "stop_recording"}))
+                    seen.append([json.loads(m.data) async for m in ws if m.type is aiohttp.WSMsgType.TEXT])
+            for kind, key in [
+                ("utterance.translation", "msg_1"),
+                ("utterance.translation", "msg_1"),  # a retry
+                ("utterance.translation", "msg_2"),
+                ("utterance.sentiment", "msg_3"),
+                ("utterance.entities", "msg_4"),
+                ("stt.addon_failed", "msg_5"),
+                ("call.started", "msg_6"),
+            ]:
+                async with http.post(base + "/hook", json={"type": kind}, headers={"webhook-id": key}) as resp:
+                    assert resp.status == 204
+        stop.set()
+        figures = await asyncio.to_thread(results.get, timeout=30)
+    finally:
+        stop.set()
+        await asyncio.to_thread(proc.join, 10)
+        if proc.is_alive():
+            proc.kill()
+    with_addons, without = seen
+    kinds = ["audio_chunk", "transcript", "translation", "translation", "sentiment_analysis", "end_session"]
+    assert [m["type"] for m in with_addons] == kinds
+    assert [m["type"] for m in without] == ["audio_chunk", "transcript", "end_session"]
+    final = with_addons[1]["data"]
+    for message in with_addons[2:5]:
+        parsed = create_live_v2_web_socket_message_from_dict(message)
+        assert isinstance(parsed, (LiveV2TranslationMessage, LiveV2SentimentAnalysisMessage))
+        assert _unknown_fields(parsed) == [] and parsed.data is not None
+        assert parsed.data.utterance_id == final["id"] and parsed.data.utterance.to_dict() == final["utterance"]
+    assert [m["data"]["target_language"] for m in with_addons[2:4]] == ["fr", "es"]
+    assert figures["finals_sent"] == 2 and figures["addon_messages_sent"] == 3
+    assert (figures["addon_events"], figures["addon_events_failed"]) == (4, 1)

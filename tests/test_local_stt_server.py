@@ -13,8 +13,6 @@ import pytest
 
 from tests.support.speech import FIRST_SENTENCE, SPANS, ULAW, encode_as, words
 
-pytestmark = pytest.mark.recognition
-
 # What these tests assert is the server's plumbing: acknowledged ranges, one final per utterance,
 # timings, lifecycle. Recognition quality (which words come back) depends on the CPU's instruction
 # set and is asserted once, over the whole sample corpus, in test_recognition_quality.py.
@@ -51,6 +49,7 @@ async def collect(ws: aiohttp.ClientWebSocketResponse) -> list[dict[str, Any]]:
     return out
 
 
+@pytest.mark.recognition
 async def test_create_validates_like_gladia(make_stt_server: Any) -> None:
     """400 for malformed bodies, 422 for bad values, 401 without the configured key, 201 otherwise."""
     _, server = await make_stt_server(api_key="k1")
@@ -69,6 +68,7 @@ async def test_create_validates_like_gladia(make_stt_server: Any) -> None:
         assert data["url"].startswith(f"ws://127.0.0.1:{server.port}/v2/live?token=")
 
 
+@pytest.mark.recognition
 async def test_url_follows_host_and_forwarded_proto(make_stt_server: Any) -> None:
     """Behind a TLS proxy the session URL is wss:// on the proxy's host."""
     _, server = await make_stt_server()
@@ -77,6 +77,7 @@ async def test_url_follows_host_and_forwarded_proto(make_stt_server: Any) -> Non
     assert data["url"].startswith("wss://stt.example.org/v2/live?token=")
 
 
+@pytest.mark.recognition
 async def test_sessions_beyond_capacity_get_429(make_stt_server: Any) -> None:
     """More concurrent sessions than the server recognises in real time: a clear 429."""
     _, server = await make_stt_server(max_sessions=2)
@@ -88,6 +89,7 @@ async def test_sessions_beyond_capacity_get_429(make_stt_server: Any) -> None:
             assert "Too many concurrent sessions" in (await resp.json())["message"]
 
 
+@pytest.mark.recognition
 async def test_a_whole_session(make_stt_server: Any) -> None:
     """Speech in: session-wide acknowledgments, speech events, partials, a final with words and timings,
     then on stop_recording the stop ack, post-processing, end_session and close 1000; the result is
@@ -138,6 +140,7 @@ async def test_a_whole_session(make_stt_server: Any) -> None:
             assert resp.status == 404
 
 
+@pytest.mark.recognition
 async def test_base64_audio_chunks_and_defaults(make_stt_server: Any) -> None:
     """JSON audio_chunk messages work like binary frames; without lifecycle events none are sent."""
     _, server = await make_stt_server()
@@ -156,6 +159,7 @@ async def test_base64_audio_chunks_and_defaults(make_stt_server: Any) -> None:
     assert_within_the_sentence(finals[0]["data"]["utterance"], SPANS[0])
 
 
+@pytest.mark.recognition
 @pytest.mark.parametrize(
     ("encoding", "depth", "rate", "channels"),
     [
@@ -192,6 +196,7 @@ async def test_every_encoding_is_transcribed(
     assert acks[-1] == len(audio) and messages[-1]["type"] != "error"
 
 
+@pytest.mark.recognition
 async def test_resume_at_the_acknowledged_offset(make_stt_server: Any) -> None:
     """A dropped socket reconnects to the same URL; audio resent from an already-acknowledged offset is
     recognised and skipped, so the session keeps exactly the caller's audio and the same transcript
@@ -230,6 +235,7 @@ async def test_resume_at_the_acknowledged_offset(make_stt_server: Any) -> None:
     assert texts == reference
 
 
+@pytest.mark.recognition
 async def test_unresumed_session_ends_after_the_grace_period(make_stt_server: Any) -> None:
     """No reconnect within the grace period: the session is finished, its result is readable, and the
     URL is refused with 403 (the session cannot be resumed)."""
@@ -257,6 +263,7 @@ async def test_unresumed_session_ends_after_the_grace_period(make_stt_server: An
         assert err.value.status == 404
 
 
+@pytest.mark.recognition
 async def test_frames_over_1_mib_close_with_1009(make_stt_server: Any) -> None:
     """Like Gladia: a frame over 1 MiB closes the socket with 1009."""
     _, server = await make_stt_server()
@@ -268,6 +275,7 @@ async def test_frames_over_1_mib_close_with_1009(make_stt_server: Any) -> None:
             assert ws.close_code == 1009
 
 
+@pytest.mark.recognition
 async def test_bad_messages_get_error_messages(make_stt_server: Any) -> None:
     """Unknown messages and bad base64 are answered with an error message; the session goes on."""
     _, server = await make_stt_server()
@@ -283,3 +291,59 @@ async def test_bad_messages_get_error_messages(make_stt_server: Any) -> None:
     errors = [m for m in messages if m["type"] == "error"]
     assert len(errors) == 2 and all(e["error"]["message"] for e in errors)
     assert [m["data"]["byte_range"] for m in messages if m["type"] == "audio_chunk"] == [[0, 800]]
+
+
+class NeverRecognizes:
+    """The recogniser of a server whose tests end before recognition (an init refused): fails if asked,
+    and spares the model's loading."""
+
+    name = "none"
+
+    def transcribe(self, audio: Any, language: str | None = None) -> Any:
+        raise AssertionError("nothing here should reach the recogniser")
+
+
+async def test_an_init_asking_for_an_addon_gets_422_naming_each_field(aiohttp_server: Any) -> None:
+    """The local engine does none of Gladia's add-ons: an init that switches one on is answered 422 in
+    Gladia's error shape, one validation error per field, and no session is made (rather than one that
+    never sends the translation or summary asked for). The other realtime options stay accepted."""
+    from bridge.local_stt.server import LocalSttServer, ServerOptions
+
+    stt = LocalSttServer(ServerOptions(api_key="k1"), recognizer=NeverRecognizes())
+    server = await aiohttp_server(stt.app, host="127.0.0.1")
+    headers = {"x-gladia-key": "k1"}
+    vocabulary = {"custom_vocabulary": True, "custom_vocabulary_config": {"vocabulary": ["Gladia"]}}
+    body = {
+        **ULAW_REQUEST,
+        "realtime_processing": {
+            "translation": True,
+            "translation_config": {"target_languages": ["fr", "es"]},
+            "sentiment_analysis": True,
+            **vocabulary,
+        },
+        "post_processing": {"summarization": True, "chapterization": False},
+    }
+    async with aiohttp.ClientSession() as http:
+        async with http.post(server.make_url("/v2/live"), json=body, headers=headers) as resp:
+            assert resp.status == 422
+            error = await resp.json()
+        assert not stt.sessions
+        # Gladia's error body (live v2 reference §1.3): these keys, statusCode in camelCase, a G- request id
+        assert set(error) == {"timestamp", "path", "request_id", "statusCode", "message", "validation_errors"}
+        assert error["statusCode"] == 422 and error["path"] == "/v2/live" and error["request_id"].startswith("G-")
+        assert error["timestamp"].endswith("Z")
+        assert error["validation_errors"] == [
+            f"{field} must be false: not supported by this server (the local engine does no {addon})"
+            for field, addon in (
+                ("realtime_processing.translation", "translation"),
+                ("realtime_processing.sentiment_analysis", "sentiment_analysis"),
+                ("post_processing.summarization", "summarization"),
+            )
+        ]
+        accepted = {
+            **ULAW_REQUEST,
+            "realtime_processing": {"translation": False, "custom_spelling": False, **vocabulary},
+            "post_processing": {"summarization": False},
+        }
+        data = await create(http, server, accepted, **headers)
+        assert list(stt.sessions) == [data["id"]]

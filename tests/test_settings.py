@@ -170,3 +170,29 @@ def test_a_carriers_own_lead_is_checked_by_name(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as err:
         Settings.load(environ={}, config_path=path)
     assert "reply.lead_ms_by_carrier" in str(err.value) and "'twillio' is not a carrier" in str(err.value)
+
+
+def test_per_call_addons_are_checked_by_name(tmp_path: Path) -> None:
+    """``stt.per_call_addons`` is empty by default (no call switches a paid add-on on); it takes the
+    names of Gladia's add-ons, and an unknown one is a start-up error naming the key and the name."""
+    assert Settings.load(environ={}).stt.per_call_addons == ()
+    path = tmp_path / "bridge.toml"
+    path.write_text('[stt]\nper_call_addons = ["translation", "summarization"]\n')
+    assert Settings.load(environ={}, config_path=path).stt.per_call_addons == ("translation", "summarization")
+    path.write_text('[stt]\nper_call_addons = ["translation", "translate"]\n')
+    with pytest.raises(ConfigError) as err:
+        Settings.load(environ={}, config_path=path)
+    assert "stt.per_call_addons" in str(err.value) and "'translate' is not an add-on" in str(err.value)
+
+
+@pytest.mark.parametrize(("value", "ok"), [(120.0, True), (0.5, True), (3600, True), (0, False), (3601, False)])
+def test_analysis_timeout_is_bounded(tmp_path: Path, value: float, ok: bool) -> None:
+    """``stt.analysis_timeout`` (120 s by default): more than 0, at most an hour; else named at start-up."""
+    assert Settings.load(environ={}).stt.analysis_timeout == 120.0
+    path = tmp_path / "bridge.toml"
+    path.write_text(f"[stt]\nanalysis_timeout = {value}\n")
+    if ok:
+        assert Settings.load(environ={}, config_path=path).stt.analysis_timeout == value
+    else:
+        with pytest.raises(ConfigError, match=r"stt\.analysis_timeout"):
+            Settings.load(environ={}, config_path=path)

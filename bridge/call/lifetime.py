@@ -75,7 +75,7 @@ class Call(FleetSide):
         "_answers", "_audio_path", "_counters", "_earlier", "_last_posted", "_notices", "_t0", "answering",
         "bot_socket", "both_parties", "delivery", "direction", "dtmf", "end_suspended_now", "id", "leave_suspension",
         "on_ended", "profile", "publish", "record", "reply", "resume_secret", "settings", "speakers", "started",
-        "stream", "streams", "stt", "stt_format", "target", "transcripts", "transfer"
+        "stream", "streams", "stt", "stt_format", "stt_refused", "target", "transcripts", "transfer"
     )
     # fmt: on
 
@@ -97,7 +97,7 @@ class Call(FleetSide):
         structlog.contextvars.bind_contextvars(
             call_id=self.id, provider=started.carrier, call_sid=started.call_sid, stream_sid=started.stream_sid
         )
-        self.profile = call_profile(settings, started)
+        self.profile, self.stt_refused = call_profile(settings, started)
         target = self.profile.audio_format(started.audio_format)
         assert target is not None  # a native profile always has a format once the stream's is known
         self.target: AudioFormat = target  # one track's
@@ -151,6 +151,7 @@ class Call(FleetSide):
             self._post,
             self.bot_socket,
             self._final,
+            self.record.addon,
         )
         body = call_payloads.stt_request(self.profile.request_body(self.stt_format), self.id, started)
         self.stt = SttStream(
@@ -198,7 +199,10 @@ class Call(FleetSide):
         target = call.stt_format
         if first := first_say(outbound):  # queued before call.started: the person hears the bot at once
             call.reply.apply(first)
-        call._post("call.started", started_json(call.call_json(), target, call.speakers, call.transfer.capabilities()))
+        call._post(
+            "call.started",
+            started_json(call.call_json(), target, call.speakers, call.transfer.capabilities(), call.stt_refused),
+        )
         tell_early(outbound, call.answering)
         call.stt.start()
         call.record.started(call.call_json(), list(call.speakers[: target.channels]))
@@ -315,9 +319,7 @@ class Call(FleetSide):
         await self._end_part(
             "call_ended", lambda: self._post("call.ended", {"call": self.call_json(), "summary": summary})
         )
-        await self._end_part(
-            "transcript_completed", lambda: self._post("transcript.completed", self._transcript_json())
-        )
+        await self._end_part("transcript_completed", self._transcript_completed)
         transcripts, bot_socket, on_ended = self.transcripts, self.bot_socket, self.on_ended
         if transcripts is not None:
             await self._end_part(
@@ -347,8 +349,19 @@ class Call(FleetSide):
 
     async def _finish_stt(self) -> None:
         await self.stt.finish(self.settings.gladia.finish_timeout)
-        if not self.stt.ended_normally and not self.stt.gave_up:
-            await self.stt.recover_missed_finals()
+        if not self.stt.gave_up:  # what never came over the socket: finals, add-on results
+            await self.stt.read_back()
+
+    async def _transcript_completed(self) -> None:
+        """``transcript.completed``, with the post-call analysis when the profile asks for one: it waits
+        for it at most ``stt.analysis_timeout`` (the call is no longer live meanwhile)."""
+        analysis = await self.stt.analysis(self.settings.stt.analysis_timeout)
+        if analysis is not None:
+            self.record.analysis(analysis)
+        speakers = list(self.speakers[: self.stt_format.channels])
+        self._post(
+            "transcript.completed", self.record.completed_json(self.call_json(), speakers, self.utterances, analysis)
+        )
 
     async def end_suspended(self, reason: EndReason) -> None:
         """End a suspended call (no new stream came in time, it was shed, or the bridge is stopping)."""
@@ -366,10 +379,6 @@ class Call(FleetSide):
     def utterances(self) -> int:
         """The finals the call has had (bridge.call.notices turns them into utterance.final)."""
         return self._notices.utterances
-
-    def _transcript_json(self) -> dict[str, Any]:
-        speakers = list(self.speakers[: self.stt_format.channels])
-        return self.record.completed_json(self.call_json(), speakers, self.utterances)
 
     # -- the way back ----------------------------------------------------------------------------
 

@@ -1,9 +1,10 @@
 """What a call's Gladia session tells, turned into bot events and the reply's cues.
 
 The session task calls :class:`SttNotices` with each notice; it never awaits (posting an event queues
-it). Finals become ``utterance.final`` (and go on record), a replaced or lost session
-``stt.session_replaced`` / ``stt.failed``; speech and partial words go to the bot's socket as realtime
-events. Only the caller's words (channel 0) steer the reply.
+it). Finals become ``utterance.final`` (and go on record); an add-on's result about one becomes
+``utterance.translation`` / ``.entities`` / ``.sentiment`` (on record too) or ``stt.addon_failed``; a
+replaced or lost session ``stt.session_replaced`` / ``stt.failed``; speech and partial words go to the
+bot's socket as realtime events. Only the caller's words (channel 0) steer the reply.
 """
 
 from __future__ import annotations
@@ -11,11 +12,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, assert_never
 
-from bridge.call.payloads import utterance_json, who
+from bridge.call.payloads import addon_json, utterance_json, who
 from bridge.delivery import PendingEvent
 from bridge.reply.bot_socket import BotSocket
 from bridge.reply.call_reply import CallReply
 from bridge.stt.notices import (
+    AddonResult,
     CallerSpeech,
     FinalUtterance,
     PartialUtterance,
@@ -30,8 +32,8 @@ class SttNotices:
 
     # fmt: off
     __slots__ = (
-        "_describe", "_post", "_record", "bot_socket", "both_parties", "call_id", "reply", "speakers",
-        "utterances"
+        "_describe", "_post", "_record", "_record_addon", "bot_socket", "both_parties", "call_id", "reply",
+        "speakers", "utterances"
     )
     # fmt: on
 
@@ -45,6 +47,7 @@ class SttNotices:
         post: Callable[[str, dict[str, Any]], PendingEvent | None],
         bot_socket: BotSocket | None,
         record: Callable[[dict[str, Any]], None],
+        record_addon: Callable[[str, dict[str, Any]], None] | None = None,
     ) -> None:
         self.call_id = call_id
         self._describe = describe  # the call object of the events
@@ -54,6 +57,7 @@ class SttNotices:
         self._post = post
         self.bot_socket = bot_socket
         self._record = record  # a final's utterance, for the transcript
+        self._record_addon = record_addon  # an add-on's result (type, payload without "call"), likewise
         self.utterances = 0
 
     def __call__(self, notice: SttNotice) -> None:
@@ -109,6 +113,11 @@ class SttNotices:
                             **self._who(notice.channel),
                         },
                     )
+            case AddonResult():
+                type_, payload = addon_json(notice, self.speakers)
+                self._post(type_, {"call": self._describe(), **payload})
+                if self._record_addon is not None and type_ != "stt.addon_failed":
+                    self._record_addon(type_, payload)
             case _:
                 assert_never(notice)
 

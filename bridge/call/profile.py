@@ -34,20 +34,26 @@ def call_speakers(settings: Settings, started: CallStarted) -> tuple[str, str]:
     return parties.numbers.get(param(started, "to") or "", parties.labels)
 
 
-def call_profile(settings: Settings, started: CallStarted) -> SttProfile:
+def call_profile(settings: Settings, started: CallStarted) -> tuple[SttProfile, tuple[str, ...]]:
     """The STT profile: the default, then the called number's, then the ``stt.*`` stream parameters
-    that ``stt.per_call_parameters`` allows (all of them ignored when one is invalid)."""
+    that ``stt.per_call_parameters`` (and, for Gladia's add-ons, ``stt.per_call_addons``) allow (all of
+    them ignored when one is invalid); and the refused parameters, one line each ("stt.x: why", at most
+    10), logged here once and said to the bot in ``call.started``. On the embedded engine every add-on
+    request is refused: it does none of them."""
     stt = settings.stt
-    overrides, refused = stt_overrides(started.parameters, stt.per_call_parameters)
+    overrides, refused = stt_overrides(
+        started.parameters, stt.per_call_parameters, stt.per_call_addons, embedded=settings.uses_embedded_stt
+    )
     if refused:  # one line per call, however many parameters
         log.warning("call.stt_parameters_refused", refused=refused[:10], count=len(refused))
+    lines = tuple(refused[:10])
     called = param(started, "to")
     try:
-        return stt.profile_for(called, overrides)
+        return stt.profile_for(called, overrides), lines
     except (ValidationError, ValueError) as exc:
         log.warning(
             "call.bad_stt_parameters",
             error=str(exc).splitlines()[0][:200],
             parameters=sorted(k for k in started.parameters if k.startswith(PARAM_PREFIX))[:10],
         )
-    return stt.profile_for(called)
+    return stt.profile_for(called), lines

@@ -2,14 +2,16 @@
 its last bot event, ``transcript.completed``.
 
 The whole record (words included) is in the transcript store and its API (:class:`CallRecord` writes
-it; the store's writer thread does the I/O, never awaited). ``transcript.completed`` carries each final's
-text, times, channel and speaker, in order of time, at most ``MAX_CONVERSATION_UTTERANCES`` of them and
-``MAX_CONVERSATION_CHARS`` of text, and then says it is cut (:class:`Conversation`, pure).
+it; the store's writer thread does the I/O, never awaited), with the finals' add-on results and the
+post-call analysis. ``transcript.completed`` carries each final's text, times, channel and speaker, in
+order of time, at most ``MAX_CONVERSATION_UTTERANCES`` of them and ``MAX_CONVERSATION_CHARS`` of text, and
+then says it is cut (:class:`Conversation`, pure), and the analysis when the call has one.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -53,11 +55,13 @@ def transcript_json(
     conversation: Conversation,
     utterances_total: int,
     transcript_path: str | None,
+    analysis: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """``transcript.completed``: the whole conversation in order of time, each utterance with its
-    speaker (words are in the transcript API); cut at the bounds, and then it says so."""
+    speaker (words are in the transcript API); cut at the bounds, and then it says so. With
+    ``analysis`` (the post-call summary's outcome, when the call asked for one) it carries it too."""
     turns = conversation.turns()
-    return {
+    payload = {
         "call": call,
         "speakers": speakers,
         "utterances": turns,
@@ -65,6 +69,9 @@ def transcript_json(
         "truncated": len(turns) < utterances_total,
         "transcript_path": transcript_path,
     }
+    if analysis is not None:
+        payload["analysis"] = dict(analysis)
+    return payload
 
 
 class CallRecord:
@@ -88,7 +95,25 @@ class CallRecord:
             self.store.utterance(self.call_id, utterance)
         self.conversation.add(utterance)
 
-    def completed_json(self, call: dict[str, Any], speakers: list[str], utterances_total: int) -> dict[str, Any]:
-        """``transcript.completed`` (see :func:`transcript_json`), with where the whole record is."""
+    def addon(self, type_: str, item: Mapping[str, Any]) -> None:
+        """An add-on result of a final (``utterance.translation`` / ``.entities`` / ``.sentiment``, its
+        payload without ``call``) for the record; ``transcript.completed`` does not carry them."""
+        if self.store is not None:
+            self.store.addon(self.call_id, type_, item)
+
+    def analysis(self, analysis: Mapping[str, Any]) -> None:
+        """The call's post-call analysis (``{status, summary?, chapters?, errors?}``) for the record."""
+        if self.store is not None:
+            self.store.analysis(self.call_id, analysis)
+
+    def completed_json(
+        self,
+        call: dict[str, Any],
+        speakers: list[str],
+        utterances_total: int,
+        analysis: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """``transcript.completed`` (see :func:`transcript_json`), with where the whole record is, and
+        ``analysis`` when given (else the key is absent)."""
         path = f"/v1/calls/{self.call_id}/transcript" if self.store is not None else None
-        return transcript_json(call, speakers, self.conversation, utterances_total, path)
+        return transcript_json(call, speakers, self.conversation, utterances_total, path, analysis)

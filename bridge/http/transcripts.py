@@ -5,6 +5,11 @@
 ``GET /v1/calls/{call_id}/transcript?format=``  ``json`` (the default), ``txt`` (``text/plain``: one line per
                                                 turn, ``[HH:MM:SS.d] speaker: text``), ``vtt`` (``text/vtt``:
                                                 WebVTT captions, one cue per utterance, ``<v speaker>`` voices)
+``...?format=txt|vtt&lang=<code>``              each utterance in its translation into ``lang`` (``fr``,
+                                                ``pt-BR``: 2-3 letters, an optional region; a code with a
+                                                region also takes the language's own translation), an
+                                                utterance without one in its own words; ``json`` ignores
+                                                ``lang`` (it carries every translation)
 ``GET /v1/calls?since=<time>[&limit=<n>]``      calls that started or ended at or after ``since`` (ISO 8601,
                                                 e.g. ``2026-01-31T12:00:00Z``, no zone meaning UTC; or unix
                                                 seconds), newest first, at most ``limit`` (default 100, at
@@ -19,19 +24,23 @@ The JSON transcript is the call (``id``, ``provider``, ``call_sid``, ``stream_si
 the call runs: what is recorded so far is served), and ``utterances``: each final as the bot's
 ``utterance.final`` event carries it (``id``, ``channel``, ``speaker``, ``start``, ``end`` in seconds from
 the start of the call, ``text``, ``language``, ``words`` with ``word``/``start``/``end``/``confidence``),
-in start order. Text and WebVTT times are from the start of the call too.
+in start order; with Gladia's add-ons, an utterance also has, when they came, ``translations``
+(``{language: text}``), ``entities`` and ``sentiment`` (as ``utterance.entities`` / ``utterance.sentiment``
+carried them), and the call has ``analysis`` (``transcript.completed``'s: ``status``, ``summary``,
+``chapters``, ``errors``) once recorded. Text and WebVTT times are from the start of the call too.
 
 Same auth as the rest of ``/v1/``: ``Authorization: Bearer <BRIDGE_API_TOKEN>``; no token configured:
-403. Errors, each ``{"error": "..."}``: 401 bad token, 404 unknown call (or transcripts off), 422 a bad
-``format``, ``since`` or ``limit`` (the message names the allowed values), 503 the store cannot be read
-(or, with ``Retry-After: 1``, too many reads are already waiting for it: reads run on two threads of
-their own, :mod:`bridge.blocking`, never on those that make the calls' reply audio).
+403. Errors, each ``{"error": "..."}``: 400 a bad ``lang``, 401 bad token, 404 unknown call (or
+transcripts off), 422 a bad ``format``, ``since`` or ``limit`` (the message names the allowed values), 503
+the store cannot be read (or, with ``Retry-After: 1``, too many reads are already waiting for it: reads
+run on two threads of their own, :mod:`bridge.blocking`, never on those that make the calls' reply audio).
 
 Where and how long: ``<BRIDGE_DATA_DIR>/transcripts.sqlite3``, one file shared by every worker process
 (any of them answers for any call). A call's finals are written as they come, off the event loop; a
 full or failing disk is logged once and never ends a call. Calls that ended more than
 ``transcripts.retention_days`` ago (``BRIDGE_TRANSCRIPT_RETENTION_DAYS``, default 30; a call whose end
-was never recorded counts from its start) are deleted with their utterances at start-up and every
+was never recorded counts from its start) are deleted with their utterances, add-ons and analysis at
+start-up and every
 ``transcripts.purge_interval`` seconds (default 3600). ``BRIDGE_TRANSCRIPTS=false`` keeps nothing, and
 the transcript route answers 404 saying transcripts are off.
 """
@@ -55,7 +64,7 @@ from bridge.clock import Clock
 from bridge.http.bot_api import authorized
 from bridge.settings import Settings, TranscriptSettings
 from bridge.siblings import SIBLINGS
-from bridge.transcript_render import iso, parse_since, render_json, render_txt, render_vtt
+from bridge.transcript_render import in_language, iso, parse_lang, parse_since, render_json, render_txt, render_vtt
 from bridge.transcripts import TranscriptStore
 
 log = structlog.get_logger("bridge.transcripts")
@@ -116,16 +125,26 @@ async def get_transcript(request: web.Request) -> web.Response:
     fmt = request.query.get("format", "json")
     if fmt not in FORMATS:
         return _error(422, f"format must be one of {', '.join(FORMATS)} (got {fmt[:20]!r})")
+    lang = None
+    if "lang" in request.query:  # checked for every format; json ignores it (it carries every translation)
+        try:
+            lang = parse_lang(request.query["lang"])
+        except ValueError as exc:
+            return _error(400, str(exc))
     store = _store(request)
     if isinstance(store, web.Response):
         return store
     call_id = request.match_info["call_id"]
     content_type, render = FORMATS[fmt]
+    translate = lang if fmt != "json" else None
 
     def read() -> tuple[bool, str] | None:  # a worker thread: a long transcript is read and rendered off the loop
         store.flush(READ_FLUSH_TIMEOUT)  # this process's finals still in the writer's commit window
         transcript = store.get(call_id)
-        return None if transcript is None else (bool(transcript["active"]), render(transcript))
+        if transcript is None:
+            return None
+        shown = transcript if translate is None else in_language(transcript, translate)
+        return bool(transcript["active"]), render(shown)
 
     try:
         found = await request.app[TRANSCRIPT_READS].run(read)  # never the default executor: the audio path's threads

@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from bridge.stt_profile import ADDON_SWITCHES, requested_addons
 from bridge.untrusted import loads
 
 # Whisper's language codes (Gladia's TranscriptionLanguageCode list is the same ISO-639-1 style set).
@@ -220,8 +221,9 @@ def parse_request(raw: bytes, path: str = "/v2/live") -> StreamingRequest | tupl
         return 400, error_body(400, "Body is not valid JSON", path, ["body must be a JSON object"])
     if not isinstance(data, dict):
         return 400, error_body(400, "Body must be a JSON object", path, ["body must be a JSON object"])
+    refused = unsupported_addons(data)
     try:
-        return StreamingRequest.model_validate(data)
+        request = StreamingRequest.model_validate(data)
     except ValidationError as exc:
         errors = []
         status = 422
@@ -235,4 +237,19 @@ def parse_request(raw: bytes, path: str = "/v2/live") -> StreamingRequest | tupl
                 if err["type"] not in _VALUE_ERRORS:
                     status = 400
         message = "Bad request: invalid body" if status == 400 else "Invalid parameter values"
-        return status, error_body(status, message, path, errors)
+        return status, error_body(status, message, path, errors + refused)
+    if refused:
+        return 422, error_body(422, "Invalid parameter values", path, refused)
+    return request
+
+
+def unsupported_addons(body: dict[str, Any]) -> list[str]:
+    """One validation error per Gladia add-on the body switches on: the local engine does none of them,
+    and a session that accepted one would never send its messages (the client would wait for a
+    translation or a summary that cannot come). Worded like Gladia's own ("<field> must ..."), which
+    the official SDK reads into ``HttpError.invalid_parameters``."""
+    return [
+        f"{section}.{switch} must be false: not supported by this server (the local engine does no {addon})"
+        for addon in requested_addons(body)
+        for section, switch in [ADDON_SWITCHES[addon]]
+    ]

@@ -17,6 +17,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -28,7 +29,7 @@ from bridge.tools.load_frames import FINAL_EVERY, FRAME, TRACKS, free_port
 from bridge.tools.load_redis import LoadRedis, commands_between
 from bridge.tools.load_reference import reference_forwarder
 from bridge.tools.load_report import pct, per_call_second
-from bridge.tools.load_standin import gladia_and_bot
+from bridge.tools.load_standin import addons_config, gladia_and_bot
 
 
 async def _wait_healthy(base: str) -> None:
@@ -128,22 +129,34 @@ def run(
     redis_url: str | None = None,
     appendfsync: str = "everysec",
     pin: bool = True,
+    addons: bool = False,
 ) -> dict[str, Any]:
     """One load test; the figures :func:`main` prints. ``instances > 1`` or ``fleet``: fleet mode (see
     :func:`main`). ``pin``: the bridge and the harness on cores of their own where this machine allows
-    (:func:`bridge.tools.procs.plan_pinning`). Every process started here is stopped before it returns,
-    or raises; this thread's own affinity is restored."""
+    (:func:`bridge.tools.procs.plan_pinning`). ``addons``: the bridges started here get a profile asking
+    for translation and sentiment (:func:`addons_config`), and the load Gladia sends them after each final.
+    Every process started here is stopped before it returns, or raises (and its settings file removed);
+    this thread's own affinity is restored."""
     fleet = fleet or instances > 1
+    addons = addons and not reference  # the reference forwarder reads finals only
     ctx = mp.get_context("spawn")
     with contextlib.ExitStack() as cleanup:
         # First, so that every process and thread started from here on (the multiprocessing helpers too)
         # runs on the harness cores unless started for the bridge; undone last.
         plan = cleanup.enter_context(procs.pinned(procs.plan_pinning(pin, workers, instances, reference, bridge_url)))
         port_q, results, stop = ctx.Queue(), ctx.Queue(), ctx.Event()
-        fake = ctx.Process(target=gladia_and_bot, args=(port_q, stop, results, reply and not reference), daemon=True)
+        fake = ctx.Process(
+            target=gladia_and_bot, args=(port_q, stop, results, reply and not reference, addons), daemon=True
+        )
         fake.start()
         cleanup.callback(_stop_process, fake)
         fake_port = port_q.get(timeout=30)
+        if addons and bridge_url is None:  # removed after the bridges stop (a stack)
+            settings_dir = tempfile.mkdtemp(prefix="bridge-load-")
+            cleanup.callback(shutil.rmtree, settings_dir, ignore_errors=True)
+            given = Path(config).read_text() if config else None
+            config = os.path.join(settings_dir, "addons.toml")
+            Path(config).write_text(addons_config(given))
         bridges = _Bridges()
         redis: LoadRedis | None = None
         if fleet:
@@ -365,6 +378,18 @@ def run(
                 "reply_marks_echoed": sum(r["marks_echoed"] for r in caller_results),
             }
             if reply and not reference
+            else {}
+        ),
+        **(
+            {
+                "addons": True,
+                # translation + sentiment messages the load Gladia sent (what the sessions' bodies asked for)
+                "addon_messages_sent": fake_result["addon_messages_sent"],
+                # distinct utterance.translation / .sentiment / .entities events the bot received
+                "addon_events": fake_result["addon_events"],
+                "addon_events_failed": fake_result["addon_events_failed"],  # stt.addon_failed
+            }
+            if addons
             else {}
         ),
     }

@@ -26,6 +26,15 @@ is a second of the call. Finals come per 2 s of the session's stream, so a two-t
 every second (both parties talking): ``final_every_s`` says which, ``finals_expected`` counts them.
 The CPU ratio to a one-track run at the same load is ``benchmarks/bench_two_tracks.py``.
 
+``--addons``: Gladia's add-ons on every call. The bridges started here get a default STT profile asking
+for live translation to French and Spanish and for sentiment analysis (``[stt.default.realtime_processing]``,
+added to the ``--config`` file if one is given, unless that file sets it itself), and the load Gladia
+answers what each session's body asks for as Gladia does: after each final, a ``translation`` message per
+target language and a ``sentiment_analysis`` message, linked to the final by its id. The line adds
+``addon_messages_sent`` (by the load Gladia), ``addon_events`` (the distinct ``utterance.translation``,
+``utterance.sentiment`` and ``utterance.entities`` events the bot received) and ``addon_events_failed``
+(``stt.addon_failed``). The CPU ratio to a run without, side by side, is ``benchmarks/bench_addons.py``.
+
 **Fleet mode** (``--instances N``, N > 1; or ``--fleet`` for a single instance in fleet mode, to compare
 with single mode): the bridges share a Redis, a ``redis-server`` started here on a free loopback port in
 a temporary directory (AOF, ``--appendfsync everysec`` unless ``--redis-appendfsync`` says otherwise),
@@ -66,10 +75,12 @@ import json
 import shutil
 import signal
 import sys
+from pathlib import Path
 
 from bridge.tools.load_redis import REDIS_MISSING
 from bridge.tools.load_report import limits
 from bridge.tools.load_run import run
+from bridge.tools.load_standin import addons_config
 
 
 def main(
@@ -88,6 +99,7 @@ def main(
     redis_url: str | None = None,
     appendfsync: str = "everysec",
     pin: bool = True,
+    addons: bool = False,
 ) -> int:
     """``bridge loadtest``: prints the JSON line of :func:`run`; 0 when no frame was lost and no call failed,
     1 otherwise, 2 for arguments that do not go together (one line on stderr).
@@ -98,6 +110,9 @@ def main(
 
     ``pin`` (default; ``--no-pin`` turns it off): the bridge and the harness on cores of their own. When
     the harness was the limit (``limited_by``), one line on stderr says so.
+
+    ``addons``: Gladia's translation (two languages) and sentiment on every call (see the module); refused
+    with ``--reference``, and with a ``--config`` file that cannot take the profile.
     """
     if tracks == "both" and (reference or reply):
         why = (
@@ -109,7 +124,11 @@ def main(
         return 2
     fleet = fleet or instances > 1
     problem = None
-    if instances < 1:
+    if addons and reference:
+        problem = "--addons: the reference forwarder reads finals only"
+    elif addons and config and bridge_url is None:
+        problem = _addons_config_problem(config)
+    elif instances < 1:
         problem = "--instances must be at least 1"
     elif fleet and (reference or bridge_url):
         other = "--reference" if reference else "--bridge-url"
@@ -138,8 +157,20 @@ def main(
         redis_url=redis_url,
         appendfsync=appendfsync,
         pin=pin,
+        addons=addons,
     )
     print(json.dumps(result), flush=True)
     if result["limited_by"]:
         print(f"bridge loadtest: {limits(result)}", file=sys.stderr)
     return 0 if result["frames_lost"] == 0 and result["failed_calls"] == 0 else 1
+
+
+def _addons_config_problem(config: str) -> str | None:
+    """Why ``--config`` cannot carry ``--addons``' profile (one line), or None when it can."""
+    try:
+        addons_config(Path(config).read_text())
+    except OSError as exc:
+        return f"--config {config}: {exc.strerror or exc}"
+    except ValueError as exc:
+        return f"--addons: --config {config}: {str(exc).splitlines()[0]}"
+    return None

@@ -7,6 +7,11 @@ duplicated anywhere changes the transcript. It keeps acknowledged audio only: by
 not yet acknowledged when a socket drops are discarded, as a server that resumes from the
 acknowledged offset would, so a client that resends from the wrong offset is caught.
 
+It also plays the add-ons a session's POST body asks for (realtime translation, entities, sentiment
+after each final; summary and chapters after the recording; all in ``GET /v2/live/{id}``'s result),
+every message built from the official SDK's types: tests/support/fake_gladia_addons.py says what they
+hold, and the ``addon_errors`` / ``*_addons*`` / ``summary_*`` switches below how they go wrong.
+
 ``FakeWebhook`` records every request it gets and can fail, slow down or time out on demand.
 """
 
@@ -22,6 +27,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import WSMsgType, web
+
+from bridge.stt.addons import POST_ADDONS, requested_addons
+from tests.support import fake_gladia_addons as addons_of
+from tests.support.gladia_addons import end_recording, live_response
 
 
 def segment_text(index: int, segment: bytes) -> str:
@@ -52,6 +61,15 @@ class FakeSession:
     arrivals: list[float] = field(default_factory=list)  # monotonic time of each audio message
     open_sockets: int = 0
     most_open_sockets: int = 0  # the most sockets connected to this session at once
+    # add-ons (tests/support/fake_gladia_addons.py says what they contain)
+    messages: list[str] = field(default_factory=list)  # every final and add-on message made, as JSON (GET)
+    addons_sent: list[dict[str, Any]] = field(default_factory=list)  # every add-on message made, once each
+    addons_lost: list[dict[str, Any]] = field(default_factory=list)  # made but never sent (lose_addons_at)
+    addons_repeated: int = 0  # add-on messages sent again on a resumed connection
+    last_addons: list[dict[str, Any]] = field(default_factory=list)  # those of the last final sent with them
+    post_sent: list[dict[str, Any]] = field(default_factory=list)  # post-processing messages sent
+    stop_time: float | None = None  # monotonic time of the first stop_recording
+    recording_over: bool = False  # post-processing has begun: no new socket, only GET
 
     def longest_silence(self) -> float:
         """The longest wait between two audio messages (seconds): how long the bridge stalled."""
@@ -77,6 +95,15 @@ class FakeGladia:
         # audio, e.g. speech_start / speech_end events and partial transcripts for barge-in tests
         self.script: list[tuple[float, dict[str, Any]]] = []
         self.init_down_until = 0.0  # monotonic time before which every POST fails (cycling 503/502/429/500)
+        # add-ons: realtime ones follow each final as the POST body asks (realtime_processing), and
+        # post-processing ones (post_processing.summarization / chapterization) follow the last final
+        # (the summary_* and drop_before_summary switches act on sessions that ask for those only)
+        self.addon_errors: set[str] = set()  # add-ons whose messages fail (error set, data null)
+        self.repeat_addons_on_resume = False  # on a reconnection, first resend the last final's add-ons
+        self.lose_addons_at = 0  # >0: abort the socket right after final k, before its add-ons (GET has them)
+        self.summary_delay = 0.0  # seconds from stop_recording to the post-processing results
+        self.drop_before_summary = False  # abort the socket after the last final; results by GET only
+        self.summary_never = False  # end_recording, then nothing: GET says "processing" forever
         # records
         self.sessions: dict[str, FakeSession] = {}
         self.init_refused = 0
@@ -132,10 +159,45 @@ class FakeGladia:
             status=201,
         )
 
+    def done(self, session: FakeSession) -> bool:
+        """Whether the session is post-processed (GET: ``done``). After a stop that went into the
+        post-processing of add-ons, that is ``summary_delay`` seconds after the stop (never with
+        ``summary_never``), even when the socket is gone."""
+        if not session.ended and session.recording_over and not self.summary_never:
+            assert session.stop_time is not None
+            session.ended = time.monotonic() >= session.stop_time + self.summary_delay
+        return session.ended
+
     async def _get(self, request: web.Request) -> web.Response:
         session = self.sessions.get(request.match_info["id"])
         if session is None:
             return self._error(404, "not found")
+        utterances = self.utterances(session)
+        result = None
+        if self.done(session):
+            duration = len(session.audio) / session.bytes_per_second
+            result = addons_of.session_result(
+                session.body, utterances, len(utterances), duration, self.result_messages(session), self.addon_errors
+            )
+        custom = session.body.get("custom_metadata")
+        status = "done" if session.ended else "processing"
+        return web.json_response(
+            live_response(session.id, status, custom if isinstance(custom, dict) else None, result)
+        )
+
+    def result_messages(self, session: FakeSession) -> list[str]:
+        """``result.messages``: every final and add-on message the session made, sent or not, then those
+        of the finals it never got to send (``crash_after_stop``): the server's record is whole."""
+        messages = list(session.messages)
+        seg = self.segment_bytes(session)
+        for k in range(session.finals_sent, -(-len(session.audio) // seg)):
+            final = self.final_message(session, k, bytes(session.audio[k * seg : (k + 1) * seg]))
+            addons = addons_of.realtime_messages(session.body, session.id, final["data"], self.addon_errors)
+            messages += [json.dumps(m) for m in (final, *addons)]
+        return messages
+
+    def utterances(self, session: FakeSession) -> list[dict[str, Any]]:
+        """The session's utterances as its result has them: one per segment of the kept audio."""
         seg = self.segment_bytes(session)
         bps = session.bytes_per_second
         utterances = []
@@ -153,17 +215,7 @@ class FakeGladia:
                     "words": [],
                 }
             )
-        return web.json_response(
-            {
-                "id": session.id,
-                "status": "done" if session.ended else "processing",
-                "kind": "live",
-                "version": 2,
-                "request_id": "G-fake",
-                "created_at": "2026-01-01T00:00:00.000Z",
-                "result": {"transcription": {"utterances": utterances}} if session.ended else None,
-            }
-        )
+        return utterances
 
     async def _delete(self, request: web.Request) -> web.Response:
         if self.sessions.pop(request.match_info["id"], None) is None:
@@ -175,7 +227,7 @@ class FakeGladia:
     async def _socket(self, request: web.Request) -> web.StreamResponse:
         token = request.query.get("token")
         session = next((s for s in self.sessions.values() if s.token == token), None)
-        if session is None or session.ended:
+        if session is None or session.ended or session.recording_over:
             return web.Response(status=404, text="session not found")
         if self.handshake_failures:
             return web.Response(status=self.handshake_failures.pop(0), text="injected failure")
@@ -196,7 +248,13 @@ class FakeGladia:
             last = session.finals_sent - 1
             seg = self.segment_bytes(session)
             await self._send_final(ws, session, last, bytes(session.audio[last * seg : (last + 1) * seg]))
+        if session.connections > 1 and self.repeat_addons_on_resume and session.last_addons:
+            for message in session.last_addons:  # a server repeating what may have been in flight
+                await ws.send_json(message)
+            session.addons_repeated += len(session.last_addons)
         async for msg in ws:
+            if session.recording_over:
+                continue  # summary_never: the recording is over, the socket stays open until the client goes
             if msg.type is WSMsgType.BINARY:
                 dropped = await self._audio(ws, request, session, msg.data)
                 if dropped:
@@ -205,13 +263,17 @@ class FakeGladia:
                 data = json.loads(msg.data)
                 if data.get("type") == "stop_recording":
                     session.stop_received += 1
+                    if session.stop_time is None:
+                        session.stop_time = time.monotonic()
                     if self.crash_after_stop:
-                        await self._ack(ws, session)
+                        if await self._ack(ws, session, request):
+                            return ws
                         session.ended = True  # post-processed, but the socket dies before the last finals
                         assert request.transport is not None
                         request.transport.close()
                         return ws
-                    await self._finish(ws, session)
+                    if await self._finish(ws, request, session):
+                        continue  # summary_never
                     return ws
                 if data.get("type") == "audio_chunk":
                     import base64
@@ -229,8 +291,8 @@ class FakeGladia:
         session.unacked += data
         session.received_bytes += len(data)
         session.chunks_since_ack += 1
-        if session.chunks_since_ack >= self.ack_every:
-            await self._ack(ws, session)
+        if session.chunks_since_ack >= self.ack_every and await self._ack(ws, session, request):
+            return True  # lose_addons_at
         held = len(session.audio) + len(session.unacked)
         if self.drop_every_bytes:
             if session.next_drop_at == 0:
@@ -261,14 +323,16 @@ class FakeGladia:
         else:
             await ws.close(code=code, message=b"injected drop")
 
-    async def _ack(self, ws: web.WebSocketResponse, session: FakeSession) -> None:
+    async def _ack(self, ws: web.WebSocketResponse, session: FakeSession, request: web.Request) -> bool:
+        """Keep and acknowledge the audio received, then send the finals (and add-ons) it completes.
+        Returns True when the socket was dropped meanwhile (``lose_addons_at``)."""
         start = len(session.audio)
         session.audio += session.unacked
         session.unacked.clear()
         session.chunks_since_ack = 0
         end = len(session.audio)
         if end == start:
-            return
+            return False
         bps = session.bytes_per_second
         await ws.send_json(
             {
@@ -286,13 +350,37 @@ class FakeGladia:
         seg = self.segment_bytes(session)
         while (session.finals_sent + 1) * seg <= len(session.audio):
             k = session.finals_sent
-            await self._send_final(ws, session, k, bytes(session.audio[k * seg : (k + 1) * seg]))
-            session.finals_sent += 1
+            if await self._final(ws, request, session, k, bytes(session.audio[k * seg : (k + 1) * seg])):
+                return True
         while self.script and self.script[0][0] * bps <= len(session.audio):
             _, message = self.script.pop(0)
             await ws.send_json({"session_id": session.id, "created_at": "2026-01-01T00:00:00.000Z", **message})
+        return False
 
-    async def _send_final(self, ws: web.WebSocketResponse, session: FakeSession, k: int, segment: bytes) -> None:
+    async def _final(
+        self, ws: web.WebSocketResponse, request: web.Request, session: FakeSession, k: int, segment: bytes
+    ) -> bool:
+        """Send final ``k``, then the realtime add-on messages the session asked for. Returns True when
+        the socket was dropped between the two (``lose_addons_at``)."""
+        final = await self._send_final(ws, session, k, segment)
+        session.finals_sent += 1
+        session.messages.append(json.dumps(final))
+        addons = addons_of.realtime_messages(session.body, session.id, final["data"], self.addon_errors)
+        session.addons_sent += addons
+        session.messages += [json.dumps(m) for m in addons]
+        if addons and self.lose_addons_at > 0 and k == self.lose_addons_at:
+            session.addons_lost += addons
+            await self._drop(request, ws, session, None)
+            return True
+        for message in addons:
+            await ws.send_json(message)
+        if addons:
+            session.last_addons = addons
+        return False
+
+    async def _send_final(
+        self, ws: web.WebSocketResponse, session: FakeSession, k: int, segment: bytes
+    ) -> dict[str, Any]:
         if self.huge_message_bytes:
             size, self.huge_message_bytes = self.huge_message_bytes, 0
             await ws.send_json(
@@ -306,35 +394,40 @@ class FakeGladia:
                     },
                 }
             )
+        final = self.final_message(session, k, segment)
+        await ws.send_json(final)
+        return final
+
+    def final_message(self, session: FakeSession, k: int, segment: bytes) -> dict[str, Any]:
+        """The ``transcript`` message of final ``k`` (``segment``: its audio)."""
         seg = self.segment_bytes(session)
         bps = session.bytes_per_second
         start, end = k * seg / bps, (k * seg + len(segment)) / bps
         text = segment_text(k, segment)
-        await ws.send_json(
-            {
-                "type": "transcript",
-                "session_id": session.id,
-                "created_at": "2026-01-01T00:00:00.000Z",
-                "data": {
-                    "id": f"00_{k:08d}",
-                    "is_final": True,
-                    "utterance": {
-                        "start": start,
-                        "end": end,
-                        "confidence": 0.9,
-                        "channel": 0,
-                        "language": "en",
-                        "text": " " + text,
-                        "words": [
-                            {"word": " " + w, "start": start, "end": end, "confidence": 0.9} for w in text.split()
-                        ],
-                    },
+        return {
+            "type": "transcript",
+            "session_id": session.id,
+            "created_at": "2026-01-01T00:00:00.000Z",
+            "data": {
+                "id": f"00_{k:08d}",
+                "is_final": True,
+                "utterance": {
+                    "start": start,
+                    "end": end,
+                    "confidence": 0.9,
+                    "channel": 0,
+                    "language": "en",
+                    "text": " " + text,
+                    "words": [{"word": " " + w, "start": start, "end": end, "confidence": 0.9} for w in text.split()],
                 },
-            }
-        )
+            },
+        }
 
-    async def _finish(self, ws: web.WebSocketResponse, session: FakeSession) -> None:
-        await self._ack(ws, session)
+    async def _finish(self, ws: web.WebSocketResponse, request: web.Request, session: FakeSession) -> bool:
+        """The end of the recording: acknowledge, the last finals, post-processing, close 1000. Returns
+        True when the socket stays open (``summary_never``)."""
+        if await self._ack(ws, session, request):
+            return False
         bps = session.bytes_per_second
         await ws.send_json(
             {
@@ -348,9 +441,10 @@ class FakeGladia:
         )
         seg = self.segment_bytes(session)
         k = session.finals_sent
-        if k * seg < len(session.audio):
-            await self._send_final(ws, session, k, bytes(session.audio[k * seg :]))
-            session.finals_sent += 1
+        if k * seg < len(session.audio) and await self._final(ws, request, session, k, bytes(session.audio[k * seg :])):
+            return False
+        if POST_ADDONS.intersection(requested_addons(session.body)):
+            return await self._post_process(ws, request, session)
         await ws.send_json(
             {
                 "type": "post_final_transcript",
@@ -363,6 +457,36 @@ class FakeGladia:
         session.ended = True
         session.closes.append(1000)
         await ws.close(code=1000)
+        return False
+
+    async def _post_process(self, ws: web.WebSocketResponse, request: web.Request, session: FakeSession) -> bool:
+        """After the last final of a session that asked for summarization or chapterization: see the
+        ``summary_*`` and ``drop_before_summary`` switches. True: the socket stays open."""
+        session.recording_over = True
+        duration = len(session.audio) / session.bytes_per_second
+        if self.drop_before_summary:  # an abort (no close frame); no reconnection is accepted any more
+            session.closes.append(None)
+            assert request.transport is not None
+            request.transport.close()
+            return False
+        await ws.send_json(end_recording(session.id, duration))
+        if self.summary_never:
+            return True
+        await asyncio.sleep(self.summary_delay)
+        if ws.closed or request.transport is None or request.transport.is_closing():
+            return False  # the client went away meanwhile: the results are for GET
+        if addons_of.wants(session.body, "receive_post_processing_events"):
+            utterances = self.utterances(session)
+            for message in addons_of.post_messages(
+                session.body, session.id, utterances, session.finals_sent, duration, self.addon_errors
+            ):
+                await ws.send_json(message)
+                session.post_sent.append(message)
+        await ws.send_json({"type": "end_session", "session_id": session.id, "created_at": "2026-01-01T00:00:00.000Z"})
+        session.ended = True
+        session.closes.append(1000)
+        await ws.close(code=1000)
+        return False
 
 
 @dataclass
