@@ -262,6 +262,7 @@ async def _call_services(app: web.Application) -> AsyncIterator[None]:
         transcripts=app[TRANSCRIPTS],
         desk=app[DESK],
         publish=(tap := app[EVENT_TAP]).publish,
+        stopping=asyncio.Event(),
     )
     calls, fleet = app[CALLS], app[FLEET]
     app[DIALER] = dialer = Dialer(app[CALL_SERVICES], call_ended=calls.call_ended, publish=tap.publish, fleet=fleet)
@@ -419,6 +420,8 @@ async def drain_calls(app: web.Application) -> None:
     if not registry.draining:
         log.info("bridge.draining", active_calls=len(calls), timeout=settings.server.shutdown_timeout)
     registry.draining = True
+    if (services := app.get(CALL_SERVICES)) is not None and services.stopping is not None:
+        services.stopping.set()  # calls waiting for Gladia's post-call analysis send transcript.completed now
     if fleet is not None:
         # Fleet mode: suspended calls keep waiting through the drain, so a carrier that restarts a
         # stream elsewhere gets the call handed over (one Gladia socket at a time); this instance

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import structlog
 
+from bridge.call.analysis_wait import until_set
 from bridge.call.lifetime import Call
 from bridge.call.resume import CarriedCall, restart_proven
 from bridge.delivery import stored_event
@@ -153,10 +154,11 @@ async def carry_call(
             suspended.suspend(call, key, grace)
         else:
             # The end of a call (last finals, call.ended) runs as its own task, shielded: it completes
-            # even if the server cancels the handler when the phone hangs up.
+            # even if the server cancels the handler when the phone hangs up. The socket waits for
+            # call.ended, not for a transcript.completed that waits for Gladia's post-call analysis.
             end = asyncio.create_task(call.end(result), name=f"call-end-{call.id}")
             suspended.track(end)
-            await asyncio.shield(end)
+            await asyncio.shield(until_set(call.ended_posted, end))
     return result
 
 

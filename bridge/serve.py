@@ -122,7 +122,7 @@ async def _run(settings: Settings, worker: tuple[int, int] | None = None, run_di
         sock = loopback_socket()
         await web.SockSite(embedded, sock).start()
         url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-        settings = settings.model_copy(update={"gladia": settings.gladia.model_copy(update={"api_url": url})})
+        settings = settings.with_embedded_engine(url)
         log.warning(
             "bridge.embedded_stt",
             api_url=url,

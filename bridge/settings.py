@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import PrivateAttr, ValidationError
 
 from bridge.adapters import CARRIERS
 from bridge.errors import ConfigError
@@ -181,10 +181,24 @@ class Settings(StrictModel):
     control: ControlSettings = ControlSettings()
     outbound: OutboundSettings = OutboundSettings()
 
+    _embedded_engine: bool = PrivateAttr(default=False)  # gladia.api_url is the embedded server's
+
     @property
     def uses_embedded_stt(self) -> bool:
         """No Gladia server configured (no URL, no key): ``bridge serve`` runs the local STT server."""
         return self.gladia.api_url is None
+
+    @property
+    def embedded_engine(self) -> bool:
+        """Speech-to-text is the embedded engine (before ``bridge serve`` starts it, or once it has): it
+        does none of Gladia's add-ons."""
+        return self.gladia.api_url is None or self._embedded_engine
+
+    def with_embedded_engine(self, api_url: str) -> Settings:
+        """These settings, pointed at the embedded engine ``bridge serve`` started at ``api_url``."""
+        settings = self.model_copy(update={"gladia": self.gladia.model_copy(update={"api_url": api_url})})
+        settings._embedded_engine = True
+        return settings
 
     @classmethod
     def load(

@@ -14,15 +14,14 @@ synchronous), so a slow Gladia or bot cannot delay the phone.
 4. :meth:`Call.end`: flush, finish the session (last finals), post ``call.ended`` with the summary
    (:meth:`Call.stats`), log one ``call.ended`` line. Once, whatever the interleaving.
 
-Stream restarts (a stream that dropped, a transfer nobody answered): :mod:`bridge.call.suspended`,
-:mod:`bridge.call.resume`, :mod:`bridge.call.transfer`. The call's other parts are the other modules
-of :mod:`bridge.call`."""
+Stream restarts: :mod:`bridge.call.suspended`, :mod:`bridge.call.resume`, :mod:`bridge.call.transfer`."""
 
 from __future__ import annotations
 
 import inspect
 import time
 import uuid
+from asyncio import Event
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any, assert_never
@@ -44,6 +43,7 @@ from bridge.adapters.base import (
 )
 from bridge.audio import AudioFormat, hushed
 from bridge.call import payloads as call_payloads
+from bridge.call.analysis_wait import analysis_unless_stopping
 from bridge.call.answering import Answering
 from bridge.call.answers import WebhookAnswers
 from bridge.call.dialed import Dialed, answering_for, first_say, tell_early
@@ -72,10 +72,11 @@ class Call(FleetSide):
 
     # fmt: off
     __slots__ = (
-        "_answers", "_audio_path", "_counters", "_earlier", "_last_posted", "_notices", "_t0", "answering",
-        "bot_socket", "both_parties", "delivery", "direction", "dtmf", "end_suspended_now", "id", "leave_suspension",
-        "on_ended", "profile", "publish", "record", "reply", "resume_secret", "settings", "speakers", "started",
-        "stream", "streams", "stt", "stt_format", "stt_refused", "target", "transcripts", "transfer"
+        "_answers", "_audio_path", "_counters", "_earlier", "_last_posted", "_notices", "_stopping", "_t0",
+        "answering", "bot_socket", "both_parties", "delivery", "direction", "dtmf", "end_suspended_now",
+        "ended_posted", "id", "leave_suspension", "on_ended", "profile", "publish", "record", "reply",
+        "resume_secret", "settings", "speakers", "started", "stream", "streams", "stt", "stt_format", "stt_refused",
+        "target", "transcripts", "transfer"
     )
     # fmt: on
 
@@ -90,6 +91,8 @@ class Call(FleetSide):
         self.id = outbound.call_id if outbound else carried.call_id if carried is not None else uuid.uuid4().hex
         self.direction = "outbound" if outbound is not None else "inbound"
         self.publish = services.publish  # the live event tap (GET /v1/calls/{id}/events)
+        self._stopping = services.stopping  # the bridge is stopping: no wait for the post-call analysis
+        self.ended_posted = Event()  # call.ended is out: the phone's socket waits for no more (bridge.carry_call)
         settings, http = services.settings, services.http
         self.settings = settings
         self.resume_secret = services.resume_secret
@@ -319,6 +322,7 @@ class Call(FleetSide):
         await self._end_part(
             "call_ended", lambda: self._post("call.ended", {"call": self.call_json(), "summary": summary})
         )
+        self.ended_posted.set()
         await self._end_part("transcript_completed", self._transcript_completed)
         transcripts, bot_socket, on_ended = self.transcripts, self.bot_socket, self.on_ended
         if transcripts is not None:
@@ -353,15 +357,12 @@ class Call(FleetSide):
             await self.stt.read_back()
 
     async def _transcript_completed(self) -> None:
-        """``transcript.completed``, with the post-call analysis when the profile asks for one: it waits
-        for it at most ``stt.analysis_timeout`` (the call is no longer live meanwhile)."""
-        analysis = await self.stt.analysis(self.settings.stt.analysis_timeout)
-        if analysis is not None:
-            self.record.analysis(analysis)
-        speakers = list(self.speakers[: self.stt_format.channels])
-        self._post(
-            "transcript.completed", self.record.completed_json(self.call_json(), speakers, self.utterances, analysis)
+        """``transcript.completed``, with the post-call analysis when asked for (bridge.call.analysis_wait)."""
+        analysis = await analysis_unless_stopping(self.stt.analysis(self.settings.stt.analysis_timeout), self._stopping)
+        completed = self.record.completed_json(
+            self.call_json(), list(self.speakers[: self.stt_format.channels]), self.utterances, analysis
         )
+        self._post("transcript.completed", completed)
 
     async def end_suspended(self, reason: EndReason) -> None:
         """End a suspended call (no new stream came in time, it was shed, or the bridge is stopping)."""

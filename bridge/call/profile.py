@@ -42,7 +42,7 @@ def call_profile(settings: Settings, started: CallStarted) -> tuple[SttProfile, 
     request is refused: it does none of them."""
     stt = settings.stt
     overrides, refused = stt_overrides(
-        started.parameters, stt.per_call_parameters, stt.per_call_addons, embedded=settings.uses_embedded_stt
+        started.parameters, stt.per_call_parameters, stt.per_call_addons, embedded=settings.embedded_engine
     )
     if refused:  # one line per call, however many parameters
         log.warning("call.stt_parameters_refused", refused=refused[:10], count=len(refused))

@@ -114,6 +114,8 @@ class CallRecord:
         analysis: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
         """``transcript.completed`` (see :func:`transcript_json`), with where the whole record is, and
-        ``analysis`` when given (else the key is absent)."""
+        ``analysis`` when given (else the key is absent; when given, it goes on record too)."""
+        if analysis is not None:
+            self.analysis(analysis)
         path = f"/v1/calls/{self.call_id}/transcript" if self.store is not None else None
         return transcript_json(call, speakers, self.conversation, utterances_total, path, analysis)

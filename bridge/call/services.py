@@ -8,6 +8,7 @@ it, so the fleet holds the call itself, not closures over it.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
@@ -40,6 +41,8 @@ class CallServices:
     desk: TransferDesk | None = None  # where a transfer leaves the markup its carrier fetches next
     # the live event tap (GET /v1/calls/{id}/events): publish(call_id, sequence, type, body); never a sensitive event
     publish: Callable[[str, int, str, str], None] | None = None
+    # set when the bridge starts to stop: a call's wait for Gladia's post-call analysis ends at once
+    stopping: asyncio.Event | None = None
 
 
 class FleetCall(Protocol):

@@ -196,6 +196,11 @@ class FakeGladia:
             messages += [json.dumps(m) for m in (final, *addons)]
         return messages
 
+    @staticmethod
+    def channel_of(session: FakeSession, k: int) -> int:
+        """Final ``k``'s channel: on a session of two channels (both parties) they take turns."""
+        return k % max(1, int(session.body.get("channels", 1)))
+
     def utterances(self, session: FakeSession) -> list[dict[str, Any]]:
         """The session's utterances as its result has them: one per segment of the kept audio."""
         seg = self.segment_bytes(session)
@@ -209,7 +214,7 @@ class FakeGladia:
                     "start": start,
                     "end": end,
                     "confidence": 0.9,
-                    "channel": 0,
+                    "channel": self.channel_of(session, k),
                     "language": "en",
                     "text": " " + segment_text(k, segment),
                     "words": [],
@@ -404,18 +409,19 @@ class FakeGladia:
         bps = session.bytes_per_second
         start, end = k * seg / bps, (k * seg + len(segment)) / bps
         text = segment_text(k, segment)
+        channel = self.channel_of(session, k)
         return {
             "type": "transcript",
             "session_id": session.id,
             "created_at": "2026-01-01T00:00:00.000Z",
             "data": {
-                "id": f"00_{k:08d}",
+                "id": f"{channel:02d}_{k:08d}",
                 "is_final": True,
                 "utterance": {
                     "start": start,
                     "end": end,
                     "confidence": 0.9,
-                    "channel": 0,
+                    "channel": channel,
                     "language": "en",
                     "text": " " + text,
                     "words": [{"word": " " + w, "start": start, "end": end, "confidence": 0.9} for w in text.split()],
