@@ -421,11 +421,10 @@ async def drain_calls(app: web.Application) -> None:
         log.info("bridge.draining", active_calls=len(calls), timeout=settings.server.shutdown_timeout)
     registry.draining = True
     if (services := app.get(CALL_SERVICES)) is not None and services.stopping is not None:
-        services.stopping.set()  # calls waiting for Gladia's post-call analysis send transcript.completed now
+        services.stopping.set()  # calls waiting for Gladia's post-call analysis: transcript.completed now
     if fleet is not None:
-        # Fleet mode: suspended calls keep waiting through the drain, so a carrier that restarts a
-        # stream elsewhere gets the call handed over (one Gladia socket at a time); this instance
-        # takes no orphans over while it leaves.
+        # Fleet mode: suspended calls keep waiting through the drain, so a carrier that restarts a stream
+        # elsewhere gets the call handed over (one Gladia socket at a time); no orphans are taken over.
         fleet.draining = True
     else:
         suspended.closed = True  # a stream dropping from now on ends its call

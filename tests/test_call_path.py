@@ -285,9 +285,8 @@ async def test_a_call_that_hangs_up_while_the_session_is_still_refused_tells_the
 async def test_a_huge_gladia_message_is_refused_not_forwarded(
     make_bridge: BridgeFactory, fake_gladia: FakeGladia, webhook: tuple[FakeWebhook, str]
 ) -> None:
-    """Attack: the STT side sends a 10 MB transcript. The bridge refuses messages over 1 MiB (failing
-    that connection with 1009; the session carries on, or is read back after the call) instead of
-    turning it into a 10 MB webhook; every real final still reaches the bot."""
+    """Attack: the STT side sends a 10 MB transcript. The bridge skips messages over 1 MiB unread (the
+    session carries on) instead of turning it into a 10 MB webhook; every real final still reaches the bot."""
     hook, _ = webhook
     fake_gladia.huge_message_bytes = 10 * 1024 * 1024
     fake_gladia.repeat_finals_on_resume = True

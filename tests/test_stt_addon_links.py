@@ -131,3 +131,15 @@ def test_a_read_back_takes_finals_with_their_ids_from_the_messages() -> None:
     no_messages = read_back({"status": "done", "result": {"transcription": {"utterances": [u, u]}}})
     assert [i for i, _ in no_messages.finals] == [None, None]
     assert read_back("garbage").done is False
+
+
+def test_a_result_about_a_final_another_instance_delivered_is_passed_on() -> None:
+    """Fleet mode: the call was carried on from another instance, which delivered the session's finals up
+    to 2.0 s on channel 0: a late result about one of them comes through (on its own utterance's channel),
+    one about a later final still waits for it."""
+    links = AddonLinks(("sentiment_analysis",), ())
+    links.seed("s1", {0: 2.0})
+    (early,) = links.result("s1", Sentiments("00_1", (), utt(start=1.0, end=2.0)))
+    assert early.channel == 0
+    assert links.result("s1", Sentiments("00_2", (), utt(start=2.5, end=3.0))) == []
+    assert links.result("s1", Sentiments("01_0", (), utt(start=0.5, end=1.0, channel=1))) == []

@@ -92,7 +92,7 @@ class Call(FleetSide):
         self.direction = "outbound" if outbound is not None else "inbound"
         self.publish = services.publish  # the live event tap (GET /v1/calls/{id}/events)
         self._stopping = services.stopping  # the bridge is stopping: no wait for the post-call analysis
-        self.ended_posted = Event()  # call.ended is out: the phone's socket waits for no more (bridge.carry_call)
+        self.ended_posted = Event()  # call.ended is out, the analysis awaited: the phone's socket closes
         settings, http = services.settings, services.http
         self.settings = settings
         self.resume_secret = services.resume_secret
@@ -322,7 +322,8 @@ class Call(FleetSide):
         await self._end_part(
             "call_ended", lambda: self._post("call.ended", {"call": self.call_json(), "summary": summary})
         )
-        self.ended_posted.set()
+        if self.stt.results.analysis.wanted:  # the phone's socket need not wait for the analysis
+            self.ended_posted.set()
         await self._end_part("transcript_completed", self._transcript_completed)
         transcripts, bot_socket, on_ended = self.transcripts, self.bot_socket, self.on_ended
         if transcripts is not None:

@@ -59,8 +59,15 @@ class AddonLinks:
         self._seen: set[tuple[str, str, str, str]] = set()  # (session, add-on, utterance, language)
         self._held: OrderedDict[tuple[str, str, str, str], RealtimeResult] = OrderedDict()
         self._owed: dict[str, set[tuple[str, str, str]]] = {}  # session -> results still expected
+        self._before: dict[tuple[str, int], float] = {}  # (session, channel) -> end of finals another process had
         self.duplicates = 0
         self.dropped = 0  # held results pushed out by newer ones (their final never came in time)
+
+    def seed(self, session_id: str, last_ends: dict[int, float]) -> None:
+        """Fleet mode: the session's finals up to these ends (per channel) were delivered by the instance
+        that carried the call before: a result about one of them is passed on, not held for ever."""
+        for channel, end in last_ends.items():
+            self._before[session_id, channel] = end
 
     @property
     def held(self) -> int:
@@ -96,6 +103,10 @@ class AddonLinks:
             for item in [o for o in owed if o[0] == addon and o[1] == uid]:
                 owed.discard(item)
         channel = self._finals.get((session_id, uid)) if uid else None
+        analysed = None if isinstance(result, AddonFailed) else result.utterance
+        before = self._before.get((session_id, analysed.channel), -1.0) if analysed is not None else -1.0
+        if channel is None and analysed is not None and analysed.end <= before + 1e-6:
+            channel = analysed.channel  # about a final another instance delivered
         if channel is not None:
             return [Linked(result, session_id, channel)]
         self._held[key] = result

@@ -22,8 +22,7 @@ instance is :mod:`bridge.stt.session_state`, what the stream counts :mod:`bridge
    ``GET /v2/live/{id}`` after the call (:meth:`SttStream.read_back`): finals and results never
    received are delivered. :meth:`SttStream.analysis` waits (bounded) for the post-call analysis.
 
-Add-ons: a realtime add-on's result reaches the call after the final it is about, once
-(:mod:`bridge.stt.addon_links`); post-processing results are kept for the analysis (:mod:`bridge.stt.analysis`).
+Add-ons: each result after its final, once (:mod:`bridge.stt.results`); the analysis kept for the call's end.
 
 Admission (``gladia.max_sessions``): a call waits for a free slot, its audio buffered (bounded).
 :meth:`SttStream.send_audio` never awaits: the phone socket is never slowed by Gladia.
@@ -104,8 +103,8 @@ class SttStream:
     # fmt: off
     __slots__ = (
         "_admission", "_api", "_backoff_policy", "_body", "_ended", "_format", "_goodbye", "_last_session_id",
-        "_pending_replacement", "_results", "_sender", "_session", "_sessions", "_settings", "_sleep", "_task",
-        "counters", "ended_normally", "gave_up", "on_notice", "replay"
+        "_pending_replacement", "_sender", "_session", "_sessions", "_settings", "_sleep", "_task",
+        "counters", "ended_normally", "gave_up", "on_notice", "replay", "results"
     )
     # fmt: on
 
@@ -139,7 +138,7 @@ class SttStream:
         self._sender = AudioSender(self.replay, audio_format, settings.keepalive_seconds, self.counters)
         self._ended = False  # end_session received on the current connection
         self._session: _Session | None = None
-        self._results = SessionResults(request_body, self.counters, on_notice)
+        self.results = SessionResults(request_body, self.counters, on_notice)
         self._sessions: list[tuple[_Session, bool]] = []  # (session, ended normally) for recovery
         self._last_session_id: str | None = None  # the session opened last (a new one replaces it)
         # how the stream ended, for the call: it gave up (why), or its session ended normally
@@ -154,7 +153,8 @@ class SttStream:
             self.counters.sessions += 1
             self.replay.start_at(resume.acked, resume.inclusive_ranges)
             self.replay.appended_bytes = resume.origin_bytes + resume.acked  # call positions line up
-            self._results.finals.seed(dict(resume.last_final_ends))
+            self.results.finals.seed(dict(resume.last_final_ends))
+            self.results.links.seed(resume.session_id, dict(resume.last_final_ends))
 
     @property
     def audio_format(self) -> AudioFormat:
@@ -162,7 +162,7 @@ class SttStream:
 
     @property
     def duplicate_finals(self) -> int:
-        return self._results.finals.duplicates
+        return self.results.finals.duplicates
 
     @property
     def session_id(self) -> str | None:
@@ -213,7 +213,7 @@ class SttStream:
             self._session.origin_bytes,
             self.replay.acked,
             self.replay.inclusive_ranges,
-            tuple(sorted(self._results.finals.last_ends().items())),
+            tuple(sorted(self.results.finals.last_ends().items())),
         )
 
     async def hand_over(self, timeout: float) -> SessionState | None:
@@ -352,7 +352,7 @@ class SttStream:
         self._session = None
         self._pending_replacement = (old, reason)
         self.replay.restart_session()
-        self._results.finals.new_session()
+        self.results.finals.new_session()
 
     def _give_up(self, reason: str) -> None:
         self.gave_up = reason
@@ -410,10 +410,10 @@ class SttStream:
                 self.on_notice(CallerSpeech(started=False, channel=event.channel))
             case Translation() | Entities() | Sentiments() | AddonFailed():
                 assert self._session is not None
-                self._results.addon(self._session.id, self._origin(), event)
+                self.results.addon(self._session.id, self._origin(), event)
             case PostResults():
                 assert self._session is not None
-                self._results.post(self._session.id, event)
+                self.results.post(self._session.id, event)
             case StopAck() | PostProcessing() | OtherMessage():
                 pass  # nothing the bridge acts on
             case _:
@@ -421,7 +421,7 @@ class SttStream:
 
     def _final(self, event: Transcript) -> None:
         assert self._session is not None
-        self._results.transcript(self._session.id, self._origin(), event)
+        self.results.transcript(self._session.id, self._origin(), event)
 
     def _origin(self) -> float:
         """Where the current session's time 0 is in the call, in seconds."""
@@ -439,12 +439,12 @@ class SttStream:
         """After the call: read back every session that did not end normally, or whose finals still
         lack add-on results, and deliver what never arrived on the socket (:mod:`bridge.stt.results`).
         Returns how many finals were recovered."""
-        sessions = [(s, self._results.needs_read_back(s.id) or not ended) for s, ended in self._all_sessions()]
+        sessions = [(s, self.results.needs_read_back(s.id) or not ended) for s, ended in self._all_sessions()]
         todo = [(s.id, s.origin_bytes / self._format.bytes_per_second) for s, needed in sessions if needed]
-        return await self._results.read_back(self._api, todo, self._sleep)
+        return await self.results.read_back(self._api, todo, self._sleep)
 
     async def analysis(self, timeout: float) -> dict[str, object] | None:
         """``transcript.completed``'s ``analysis`` (None: the profile asks for none), waiting at most
         ``timeout`` seconds for what did not come over the socket."""
         ids = [s.id for s, _ in self._all_sessions()]
-        return await self._results.wait_for_analysis(self._api, ids, timeout, self._sleep)
+        return await self.results.wait_for_analysis(self._api, ids, timeout, self._sleep)
