@@ -96,9 +96,9 @@ async def bridge_share(turns: int, calls: int = 8) -> dict[str, Any]:
     )
     original = gladia._send_final
 
-    async def timed_final(ws: Any, session: Any, k: int, segment: bytes) -> None:
+    async def timed_final(ws: Any, session: Any, k: int, segment: bytes) -> dict[str, Any]:
         sent_at[(session.body["custom_metadata"]["call_sid"], f"00_{k:08d}")] = time.monotonic()
-        await original(ws, session, k, segment)
+        return await original(ws, session, k, segment)
 
     gladia._send_final = timed_final  # type: ignore[method-assign]
     shares: list[float] = []
