@@ -9,10 +9,11 @@ out at once with ``analysis: {"status": "timeout"}`` (a drain must not last two 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
 from typing import Any
 
 import structlog
+
+from bridge.stt.stream import SttStream
 
 log = structlog.get_logger("bridge.call")
 
@@ -20,12 +21,16 @@ TIMED_OUT: dict[str, Any] = {"status": "timeout"}
 
 
 async def analysis_unless_stopping(
-    analysis: Coroutine[Any, Any, dict[str, Any] | None], stopping: asyncio.Event | None
+    stt: SttStream, timeout: float, stopping: asyncio.Event | None
 ) -> dict[str, Any] | None:
-    """The analysis (None: none asked for), or the timeout's answer as soon as ``stopping`` is set."""
+    """The call's analysis (None: none asked for, and then at once, without giving the loop a turn:
+    ``transcript.completed`` follows ``call.ended`` as it always did), or the timeout's answer as soon as
+    ``stopping`` is set."""
+    if not stt.results.analysis.wanted:
+        return None
     if stopping is None:
-        return await analysis
-    waiting = asyncio.ensure_future(analysis)
+        return await stt.analysis(timeout)
+    waiting = asyncio.ensure_future(stt.analysis(timeout))
     stop = asyncio.ensure_future(stopping.wait())
     try:
         await asyncio.wait({waiting, stop}, return_when=asyncio.FIRST_COMPLETED)

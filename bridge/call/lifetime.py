@@ -359,7 +359,7 @@ class Call(FleetSide):
 
     async def _transcript_completed(self) -> None:
         """``transcript.completed``, with the post-call analysis when asked for (bridge.call.analysis_wait)."""
-        analysis = await analysis_unless_stopping(self.stt.analysis(self.settings.stt.analysis_timeout), self._stopping)
+        analysis = await analysis_unless_stopping(self.stt, self.settings.stt.analysis_timeout, self._stopping)
         completed = self.record.completed_json(
             self.call_json(), list(self.speakers[: self.stt_format.channels]), self.utterances, analysis
         )
