@@ -114,7 +114,7 @@ async def test_a_two_party_call_gets_every_result_once_after_its_final_across_dr
         async with http.get(base, params={"format": "vtt", "lang": "es"}) as resp:
             vtt_es = await resp.text()
         async with http.get(base, params={"format": "txt", "lang": "not a language"}) as resp:
-            assert resp.status == 400 and "lang" in (await resp.json())["error"]
+            assert resp.status == 422 and "lang" in (await resp.json())["error"]
     by_id = {u["id"]: u for u in record["utterances"]}
     for uid, final in finals.items():
         text = final["utterance"]["text"]

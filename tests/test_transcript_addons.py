@@ -458,7 +458,7 @@ async def _get(http: aiohttp.ClientSession, server: TestServer, path: str) -> tu
 async def test_the_transcript_api_serves_addons_and_translations(make_bridge: BridgeFactory) -> None:
     """JSON: each utterance with its translations, entities and sentiment, the call with its analysis.
     txt and vtt with ?lang=: each utterance in that language where it was translated, else in its own
-    words; a region falls back to the language; lang on json changes nothing; a bad lang is 400 naming
+    words; a region falls back to the language; lang on json changes nothing; a bad lang is 422 naming
     lang, whatever the format."""
     server = await make_bridge({"BRIDGE_API_TOKEN": TOKEN})
     store = server.app[TRANSCRIPTS]
@@ -498,4 +498,4 @@ async def test_the_transcript_api_serves_addons_and_translations(make_bridge: Br
     assert [c.voice for c in captions] == ["caller", "agent", "caller"]
     assert [c.start for c in captions] == ["00:00:01.000", "00:00:03.000", "00:00:05.000"]
     for status, _, body in bad:
-        assert status == 400 and "lang" in json.loads(body)["error"]
+        assert status == 422 and "lang" in json.loads(body)["error"]

@@ -30,8 +30,8 @@ carried them), and the call has ``analysis`` (``transcript.completed``'s: ``stat
 ``chapters``, ``errors``) once recorded. Text and WebVTT times are from the start of the call too.
 
 Same auth as the rest of ``/v1/``: ``Authorization: Bearer <BRIDGE_API_TOKEN>``; no token configured:
-403. Errors, each ``{"error": "..."}``: 400 a bad ``lang``, 401 bad token, 404 unknown call (or
-transcripts off), 422 a bad ``format``, ``since`` or ``limit`` (the message names the allowed values), 503
+403. Errors, each ``{"error": "..."}``: 401 bad token, 404 unknown call (or transcripts off), 422 a bad
+``format``, ``lang``, ``since`` or ``limit`` (the message names the allowed values), 503
 the store cannot be read (or, with ``Retry-After: 1``, too many reads are already waiting for it: reads
 run on two threads of their own, :mod:`bridge.blocking`, never on those that make the calls' reply audio).
 
@@ -130,7 +130,7 @@ async def get_transcript(request: web.Request) -> web.Response:
         try:
             lang = parse_lang(request.query["lang"])
         except ValueError as exc:
-            return _error(400, str(exc))
+            return _error(422, str(exc))
     store = _store(request)
     if isinstance(store, web.Response):
         return store

@@ -10,7 +10,7 @@ from typing import Any
 
 import structlog
 
-from bridge.stt.addon_links import AddonLinks, Linked
+from bridge.stt.addon_links import AddonLinks, Linked, RealtimeResult
 from bridge.stt.addons import POST_ADDONS, REALTIME_ADDONS, PostResults, requested_addons, target_languages
 from bridge.stt.analysis import CallAnalysis
 from bridge.stt.counters import SttCounters
@@ -51,7 +51,7 @@ class SessionResults:
         for linked in self.links.final(session_id, final_id, utt.channel, utt.text):
             self.result(linked, origin)
 
-    def addon(self, session_id: str, origin: float, event: Any) -> None:
+    def addon(self, session_id: str, origin: float, event: RealtimeResult) -> None:
         """A realtime add-on's result (or failure) from the socket: passed on once its final was."""
         for linked in self.links.result(session_id, event):
             self.result(linked, origin)
