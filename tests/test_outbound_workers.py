@@ -111,7 +111,7 @@ async def test_a_call_placed_by_one_worker_is_carried_there_whatever_worker_twil
                 assert await asyncio.wait_for(streaming, 30) == 1000  # the bot's hang-up closed the stream
             finally:
                 await stream_http.close()
-            await wait_for(lambda: bool(hook.events("call.ended")), timeout=15)
+            await wait_for(lambda: bool(hook.events("transcript.completed")), timeout=15)  # the call's last event
             assert hook.events("call.ended")[0]["summary"]["end_reason"] == "bot_hangup"
             await wait_for(lambda: len(api.requests) == 2, timeout=10)
             assert api.requests[1][1]["Status"] == ["completed"]  # Twilio told too: the call may outlive its stream

@@ -50,15 +50,17 @@ class HandOvers:
         if owned.call is None or owned.lost or owned.over:
             log.info("fleet.handover_refused", call_id=owned.call_id, requester=requester.rsplit(":", 1)[0])
             return
+        owned.handing_over = True
         fields = await owned.call.hand_over()
         if fields is None:  # its own stream is still running here: two streams for one call
+            owned.handing_over = False
             log.warning("fleet.handover_refused", call_id=owned.call_id, detail="the call's stream is live here")
             return
         owned.over = True
         try:
             if self.before_handoff is not None:
                 await self.before_handoff(owned.call_id)
-            await self.leases.save_applied(owned)
+            await self.leases.save_applied(owned, again=True)
             deadline = int(time.time() * 1000) + int(self.redis.settings.lease_ttl * 1000)
             self.counters.redis_ops += 1
             done = await self.redis.handoff(

@@ -65,6 +65,10 @@ class Owned:
     over: bool = False  # the call ended: no more actions; the lease is kept until its events are out
     synced: dict[str, str] | None = None  # the session state last written
     adopting: bool = False  # being taken over for a restarted stream (not by the keep-alive)
+    # Being handed over to the instance its restarted stream reached: closing its delivery asks for the
+    # lease back, which must not mark the call ended (the other instance carries it on).
+    handing_over: bool = False
+    taking: bool = False  # its lease is being asked for (:meth:`Leases.take`)
 
 
 class Leases:
@@ -154,6 +158,17 @@ class Leases:
         self._released.pop(call_id, None)
 
     async def take(self, owned: Owned) -> None:
+        """Take the call's lease (ACQUIRE moves its epoch on): one attempt at a time per call, or the
+        second would move the epoch past the first's and fence this instance out of its own call."""
+        if owned.taking:
+            return
+        owned.taking = True
+        try:
+            await self._take(owned)
+        finally:
+            owned.taking = False
+
+    async def _take(self, owned: Owned) -> None:
         keys = self.keys
         try:
             self.counters.redis_ops += 1
@@ -190,6 +205,8 @@ class Leases:
         log.info("fleet.call_owned", call_id=owned.call_id, epoch=owned.epoch)
 
     async def _give_back(self, owned: Owned) -> None:
+        if owned.handing_over:
+            return  # the hand-over gives the lease back (HandOvers.hand_over), leaving the call live
         keys = self.keys
         try:
             await self.save_applied(owned)
@@ -211,9 +228,11 @@ class Leases:
         finally:
             self.forget(owned.call_id)
 
-    async def save_applied(self, owned: Owned) -> None:
-        """Record the last action entry applied, under the call's epoch (and delete the entries applied)."""
-        if not owned.applied_unsaved or not owned.epoch or owned.lost:
+    async def save_applied(self, owned: Owned, *, again: bool = False) -> None:
+        """Record the last action entry applied, under the call's epoch (and delete the entries applied).
+        ``again``: even when it looks saved (a hand-over: a save still in flight on another connection
+        could land after the call has changed hands, and be fenced out)."""
+        if not (owned.applied_unsaved or (again and owned.last_action != "0-0")) or not owned.epoch or owned.lost:
             return
         owned.applied_unsaved = False
         self.counters.redis_ops += 1
