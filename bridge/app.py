@@ -248,6 +248,8 @@ async def _delivery(app: web.Application) -> AsyncIterator[None]:
             resending.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await resending
+        if delivery.context.client is not None:  # what was posted after the drain (the fleet's take-overs)
+            await delivery.context.client.aclose()
 
 
 async def _call_services(app: web.Application) -> AsyncIterator[None]:

@@ -8,6 +8,7 @@
      +-- SttProtocolError       a Gladia message the bridge cannot read (also a ValueError)
      +-- HandshakeRefused       the Gladia WebSocket upgrade got an HTTP status other than 101 (``status``)
      +-- ConnectFailed          no Gladia WebSocket connection (TCP/TLS failed, or the answer was not HTTP)
+     +-- PostFailed             a webhook POST got no whole answer (connection, TLS, framing, time bound)
      +-- WavError               not a WAV file the tools can read (also a ValueError)
      +-- ModelError             the local engine's model files are missing or not the pinned ones
      +-- ActionError            a bot's action request that cannot be accepted (names the field; ``too_large``)
@@ -20,7 +21,8 @@
      +-- WsProtocolError        (bridge.ws_protocol) a WebSocket peer broke RFC 6455 (carries a close code)
      +-- HandshakeError         (bridge.ws_protocol) not a valid WebSocket opening handshake (HTTP 400)
 
-A failed webhook POST is not an exception: :mod:`bridge.delivery.webhook` returns it as an outcome.
+A failed webhook POST is not an exception to the bridge: :mod:`bridge.delivery.webhook` turns ``PostFailed``
+and HTTP errors into an outcome.
 
 Pure modules raise these; the I/O shell logs them and turns them into close codes and end reasons.
 """
@@ -101,6 +103,11 @@ class HandshakeRefused(BridgeError):
 
 class ConnectFailed(BridgeError):
     """No WebSocket connection: the TCP/TLS connection failed, or the handshake was not HTTP."""
+
+
+class PostFailed(BridgeError):
+    """An HTTP POST (:mod:`bridge.delivery.http_post`) got no whole answer: the connection or TLS failed,
+    the answer was not HTTP, the connection closed before its end, or the time bound passed."""
 
 
 class WavError(BridgeError, ValueError):

@@ -176,14 +176,14 @@ async def test_an_answer_written_in_parts_is_read_whole(raw_bot: tuple[RawBot, s
     answer = json.dumps({"actions": [{"type": "mark", "name": f"m{i}"} for i in range(32)]}).encode()
     bot.answer = lambda _e: (200, answer, "application/json")
     bot.parts, bot.pause, bot.chunked = 3, 0.2, chunked
-    async with aiohttp.ClientSession() as http:
-        outcome = await WebhookClient(http, url, secret=None, timeout=5.0).post(WebhookEvent("msg_c_1", "{}"))
-        assert isinstance(outcome, Delivered)
-        assert outcome.response.body == answer and not outcome.response.truncated
-        big = b'{"x": "' + b"y" * 3000 + b'"}'
-        bot.answer = lambda _e: (200, big, "application/json")
-        bot.parts, bot.pause = 4, 0.05
-        client = WebhookClient(http, url, secret=None, timeout=5.0, max_response_bytes=1000)
+    async with WebhookClient(url, secret=None, timeout=5.0) as client:
+        outcome = await client.post(WebhookEvent("msg_c_1", "{}"))
+    assert isinstance(outcome, Delivered)
+    assert outcome.response.body == answer and not outcome.response.truncated
+    big = b'{"x": "' + b"y" * 3000 + b'"}'
+    bot.answer = lambda _e: (200, big, "application/json")
+    bot.parts, bot.pause = 4, 0.05
+    async with WebhookClient(url, secret=None, timeout=5.0, max_response_bytes=1000) as client:
         outcome = await client.post(WebhookEvent("msg_c_2", "{}"))
     assert isinstance(outcome, Delivered)
     assert outcome.response.body == big[:1000] and outcome.response.truncated
@@ -246,10 +246,10 @@ async def test_a_failing_answer_handler_does_not_stop_the_delivery(raw_bot: tupl
         seen.append(event.type)
         raise RecursionError("a bug in the handler")
 
-    async with aiohttp.ClientSession() as http:
+    async with WebhookClient(url, secret=None, timeout=2.0) as client:
         context = DeliveryContext(
             settings=settings,
-            client=WebhookClient(http, url, secret=None, timeout=2.0),
+            client=client,
             outbox=None,
             metrics=None,
             backoff=Backoff(0.01, 0.05),

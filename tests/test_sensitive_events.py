@@ -101,6 +101,7 @@ async def test_a_sensitive_event_reaches_the_bot_signed_in_order_and_is_written_
                 call.submit("utterance.final", final("thank you"))
                 call.close()
                 assert await call.wait(10)
+                await delivery.aclose(5)  # its webhook connections
         assert writer.flush(5)
     finally:
         writer.close()
@@ -148,6 +149,7 @@ async def test_given_up_a_sensitive_event_is_dropped_with_a_line_where_an_ordina
                 call.submit("dtmf.gathered", gathered())
                 call.close()
                 assert await call.wait(20)
+                await delivery.aclose(5)  # its webhook connections
         assert writer.flush(5)
     finally:
         writer.close()

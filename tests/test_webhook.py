@@ -6,9 +6,9 @@ aiohttp server on 127.0.0.1 with scripted answers."""
 from __future__ import annotations
 
 import asyncio
+import base64
 from typing import Any
 
-import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
@@ -54,8 +54,8 @@ async def test_a_delivered_event_is_signed_and_brings_the_bots_answer_home(bot: 
     fake, url = bot
     fake.script = [(200, b'{"actions":[{"type":"say","text":"Hello"}]}', "application/json")]
     event = WebhookEvent("msg_c1_1", '{"type":"call.started","sequence":1}')
-    async with aiohttp.ClientSession() as http:
-        outcome = await WebhookClient(http, url, secret=WEBHOOK_SECRET, timeout=2.0).post(event)
+    async with WebhookClient(url, secret=WEBHOOK_SECRET, timeout=2.0) as client:
+        outcome = await client.post(event)
     assert isinstance(outcome, Delivered) and outcome.outcome == "delivered"
     assert outcome.response == WebhookResponse(200, "application/json", b'{"actions":[{"type":"say","text":"Hello"}]}')
     headers, body = fake.received[0]
@@ -64,13 +64,34 @@ async def test_a_delivered_event_is_signed_and_brings_the_bots_answer_home(bot: 
     assert headers["webhook-id"] == "msg_c1_1"
 
 
+@pytest.mark.parametrize(
+    "secret",
+    [
+        "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",  # Standard Webhooks' own example
+        "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",  # the prefix is optional
+        "whsec_" + base64.b64encode(b"\x00\xff" * 7 + b"x").decode().rstrip("="),  # padding left out
+        "whsec_" + base64.b64encode(bytes(range(64))).decode(),  # a key longer than SHA-256's block
+    ],
+)
+async def test_every_secret_the_package_reads_signs_what_its_verifier_accepts(
+    bot: tuple[ScriptedBot, str], secret: str
+) -> None:
+    """The bridge signs with its own HMAC call: every secret shape the ``standardwebhooks`` package reads,
+    its verifier accepts (a body with non-ASCII text too: the signature is over the UTF-8 bytes)."""
+    fake, url = bot
+    fake.script = [(204, b"", "")]
+    event = WebhookEvent("msg_c1_9", '{"type":"utterance.final","text":"¿Qué tal? 你好"}')
+    async with WebhookClient(url, secret=secret, timeout=2.0) as client:
+        assert isinstance(await client.post(event), Delivered)
+    headers, body = fake.received[0]
+    Webhook(secret).verify(body, headers)
+
+
 async def test_a_long_answer_is_cut_at_the_bound(bot: tuple[ScriptedBot, str]) -> None:
     fake, url = bot
     fake.script = [(200, b"x" * 5000, "text/plain")]
-    async with aiohttp.ClientSession() as http:
-        outcome = await WebhookClient(http, url, secret=None, timeout=2.0, max_response_bytes=1000).post(
-            WebhookEvent("msg_c1_1", "{}")
-        )
+    async with WebhookClient(url, secret=None, timeout=2.0, max_response_bytes=1000) as client:
+        outcome = await client.post(WebhookEvent("msg_c1_1", "{}"))
     assert isinstance(outcome, Delivered)
     assert outcome.response.body == b"x" * 1000 and outcome.response.truncated
     assert "webhook-signature" not in fake.received[0][0]
@@ -94,8 +115,8 @@ async def test_failures_say_whether_a_retry_may_work(
 ) -> None:
     fake, url = bot
     fake.script = [(status, b"", "")]
-    async with aiohttp.ClientSession() as http:
-        outcome = await WebhookClient(http, url, secret=None, timeout=2.0).post(WebhookEvent("msg_c1_1", "{}"))
+    async with WebhookClient(url, secret=None, timeout=2.0) as client:
+        outcome = await client.post(WebhookEvent("msg_c1_1", "{}"))
     assert isinstance(outcome, Failed)
     assert (outcome.status, outcome.retryable, outcome.outcome) == (status, retryable, label)
     if 300 <= status < 400:
@@ -105,10 +126,9 @@ async def test_failures_say_whether_a_retry_may_work(
 async def test_no_answer_is_a_retryable_failure_without_status() -> None:
     from tests.support.process import free_port
 
-    async with aiohttp.ClientSession() as http:
-        outcome = await WebhookClient(http, f"http://127.0.0.1:{free_port()}/hook", secret=None, timeout=2.0).post(
-            WebhookEvent("msg_c1_1", "{}")
-        )
+    url = f"http://127.0.0.1:{free_port()}/hook"
+    async with WebhookClient(url, secret=None, timeout=2.0) as client:
+        outcome = await client.post(WebhookEvent("msg_c1_1", "{}"))
     assert isinstance(outcome, Failed) and outcome.retryable and outcome.status is None
     assert outcome.outcome == "error"
 
@@ -121,11 +141,11 @@ async def test_each_answer_reaches_the_call_in_event_order(bot: tuple[ScriptedBo
     clock = VirtualClock()
     answers: list[tuple[int, bytes]] = []
     done = asyncio.Event()
-    async with aiohttp.ClientSession() as http:
+    async with WebhookClient(url, secret=None, timeout=2.0) as client:
         settings = WebhookSettings(url=url)
         context = DeliveryContext(
             settings=settings,
-            client=WebhookClient(http, url, secret=None, timeout=2.0),
+            client=client,
             outbox=None,
             metrics=None,
             backoff=Backoff(1.0, 1.0, jitter=0.0),

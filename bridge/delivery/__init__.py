@@ -98,7 +98,7 @@ class Delivery:
         store: events stay in it until the bot acknowledges them there. With a webhook, the webhook
         owns it (a 2xx releases an event) and the socket's acks release nothing."""
         secret = settings.secret.get_secret_value() if settings.secret else None
-        client = WebhookClient(http, settings.url, secret=secret, timeout=settings.timeout) if settings.url else None
+        client = WebhookClient(settings.url, secret=secret, timeout=settings.timeout) if settings.url else None
         socket_acks = client is None and bot_socket and outbox is not None
         self.context = DeliveryContext(
             settings=settings,
@@ -188,7 +188,9 @@ class Delivery:
         return calls
 
     async def aclose(self, timeout: float) -> None:
-        """Wait up to ``timeout`` for every call's queue to drain, then cancel what is left."""
+        """Wait up to ``timeout`` for every call's queue to drain, then cancel what is left; then close the
+        webhook's connections (the delivery may still be used: a later POST opens one, a later ``aclose``
+        closes it)."""
         calls = list(self.calls)
         for call in calls:
             call.close()
@@ -200,6 +202,8 @@ class Delivery:
             for task in pending:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+        if self.context.client is not None:
+            await self.context.client.aclose()
 
 
 def _pending(stored: StoredEvent, created: float | None = None) -> PendingEvent:
