@@ -206,7 +206,6 @@ async def _delivery(app: web.Application) -> AsyncIterator[None]:
     fleet_outbox = fleet.outbox if fleet is not None else None  # fleet mode with a webhook: in Redis
     store: EventStore | None = outbox if fleet_outbox is None else fleet_outbox
     app[DELIVERY] = delivery = Delivery(
-        http,
         settings.webhook,
         store,
         metrics=app[METRICS],
@@ -238,8 +237,7 @@ async def _delivery(app: web.Application) -> AsyncIterator[None]:
         fleet_outbox.start()
     try:
         yield
-        # Anything still queued after the calls drained gets one last bounded chance; what is
-        # left stays in the outbox for the next start.
+        # What is still queued once the calls drained gets one bounded chance; the rest stays in the outbox
         await delivery.aclose(timeout=settings.webhook.timeout)
         if fleet_outbox is not None:
             await fleet_outbox.aclose(timeout=settings.webhook.timeout)

@@ -375,7 +375,7 @@ async def test_a_call_ends_whatever_a_part_of_its_end_raises(
     ended: list[tuple[str, CallStats]] = []
     try:
         async with aiohttp.ClientSession() as http:
-            deliveries = Deliveries(http, settings.webhook)
+            deliveries = Deliveries(settings.webhook)
             with structlog.testing.capture_logs() as logs:
                 services = CallServices(settings, http, deliveries, resume_secret=b"", transcripts=store)
                 call = Call.begin(started, services)

@@ -69,13 +69,11 @@ async def serve_hook(hook: FakeWebhook, aiohttp_server: Any) -> str:
     return str(server.make_url("/hook"))
 
 
-def delivery_for(
-    http: aiohttp.ClientSession, url: str, writer: OutboxWriter, clock: VirtualClock | None = None, **settings: Any
-) -> Delivery:
+def delivery_for(url: str, writer: OutboxWriter, clock: VirtualClock | None = None, **settings: Any) -> Delivery:
     webhook = WebhookSettings(url=url, secret=WEBHOOK_SECRET, **settings)
     if clock is None:
-        return Delivery(http, webhook, writer)
-    return Delivery(http, webhook, writer, sleep=clock.sleep, clock=clock.time)
+        return Delivery(webhook, writer)
+    return Delivery(webhook, writer, sleep=clock.sleep, clock=clock.time)
 
 
 async def test_a_sensitive_event_reaches_the_bot_signed_in_order_and_is_written_nowhere(
@@ -93,15 +91,14 @@ async def test_a_sensitive_event_reaches_the_bot_signed_in_order_and_is_written_
     clock = VirtualClock()
     try:
         with structlog.testing.capture_logs() as logs:
-            async with aiohttp.ClientSession() as http:
-                delivery = delivery_for(http, url, writer, clock)
-                call = delivery.open("c1", CALL)
-                call.submit("utterance.final", final("my account please"))
-                event = call.submit("dtmf.gathered", gathered())
-                call.submit("utterance.final", final("thank you"))
-                call.close()
-                assert await call.wait(10)
-                await delivery.aclose(5)  # its webhook connections
+            delivery = delivery_for(url, writer, clock)
+            call = delivery.open("c1", CALL)
+            call.submit("utterance.final", final("my account please"))
+            event = call.submit("dtmf.gathered", gathered())
+            call.submit("utterance.final", final("thank you"))
+            call.close()
+            assert await call.wait(10)
+            await delivery.aclose(5)  # its webhook connections
         assert writer.flush(5)
     finally:
         writer.close()
@@ -142,14 +139,13 @@ async def test_given_up_a_sensitive_event_is_dropped_with_a_line_where_an_ordina
     clock = VirtualClock()  # the retries up to max_age take no real time
     try:
         with structlog.testing.capture_logs() as logs:
-            async with aiohttp.ClientSession() as http:
-                delivery = delivery_for(http, url, writer, clock, max_age=20.0)
-                call = delivery.open("c1", CALL)
-                call.submit("utterance.final", final(f"call me at {MARK}"))
-                call.submit("dtmf.gathered", gathered())
-                call.close()
-                assert await call.wait(20)
-                await delivery.aclose(5)  # its webhook connections
+            delivery = delivery_for(url, writer, clock, max_age=20.0)
+            call = delivery.open("c1", CALL)
+            call.submit("utterance.final", final(f"call me at {MARK}"))
+            call.submit("dtmf.gathered", gathered())
+            call.close()
+            assert await call.wait(20)
+            await delivery.aclose(5)  # its webhook connections
         assert writer.flush(5)
     finally:
         writer.close()
@@ -186,13 +182,12 @@ async def test_a_crash_after_a_sensitive_event_replays_nothing_of_it_and_numbers
     writer.start()
     try:
         with structlog.testing.capture_logs() as logs:
-            async with aiohttp.ClientSession() as http:
-                delivery = delivery_for(http, url, writer, retry_initial_delay=0.02, retry_max_delay=0.02)
-                call = delivery.open("c1", CALL)
-                call.submit("utterance.final", final("my pin is coming"))
-                call.submit("dtmf.gathered", gathered())
-                await wait_for(lambda: sum(r.headers["webhook-id"] == "msg_c1_2" for r in hook.requests) >= 2)
-                await delivery.aclose(timeout=0.05)  # shutdown: the worker is cancelled mid-retry
+            delivery = delivery_for(url, writer, retry_initial_delay=0.02, retry_max_delay=0.02)
+            call = delivery.open("c1", CALL)
+            call.submit("utterance.final", final("my pin is coming"))
+            call.submit("dtmf.gathered", gathered())
+            await wait_for(lambda: sum(r.headers["webhook-id"] == "msg_c1_2" for r in hook.requests) >= 2)
+            await delivery.aclose(timeout=0.05)  # shutdown: the worker is cancelled mid-retry
         assert writer.flush(5)
     finally:
         writer.close()
@@ -208,8 +203,7 @@ async def test_a_crash_after_a_sensitive_event_replays_nothing_of_it_and_numbers
         box.close()
     restarted = OutboxWriter(Outbox.in_dir(data))
     try:
-        async with aiohttp.ClientSession() as http:
-            left = delivery_for(http, url, restarted).left_over()
+        left = delivery_for(url, restarted).left_over()
     finally:
         restarted.close()
     assert [(e.webhook_id, e.type) for e in left] == [("msg_c1_3", "call.ended")]
@@ -225,14 +219,13 @@ async def test_without_a_webhook_the_log_line_of_a_sensitive_event_has_no_body(t
     writer.start()
     try:
         with structlog.testing.capture_logs() as logs:
-            async with aiohttp.ClientSession() as http:
-                delivery = Delivery(http, WebhookSettings(), writer, bot_socket=True)
-                assert delivery.context.socket_acks
-                call = delivery.open("c1", CALL)
-                call.submit("utterance.final", final(f"call me at {MARK}"))
-                call.submit("dtmf.gathered", gathered())
-                call.close()
-                assert await call.wait(5)
+            delivery = Delivery(WebhookSettings(), writer, bot_socket=True)
+            assert delivery.context.socket_acks
+            call = delivery.open("c1", CALL)
+            call.submit("utterance.final", final(f"call me at {MARK}"))
+            call.submit("dtmf.gathered", gathered())
+            call.close()
+            assert await call.wait(5)
         assert writer.flush(5)
     finally:
         writer.close()
@@ -311,17 +304,16 @@ async def test_fleet_mode_keeps_a_sensitive_event_out_of_redis_and_its_dead_lett
             await leases.take(owned)
             assert owned.epoch == 1
             store.start()
-            async with aiohttp.ClientSession() as http:
-                delivery = Delivery(http, WebhookSettings(url=url), store)
-                call = delivery.open("c1", CALL)
-                call.submit("utterance.final", final(f"call me at {MARK}"))
-                call.submit("dtmf.gathered", gathered())
-                await wait_for(lambda: bool(logged(logs, "webhook.sensitive_dropped")))
-                await store.drain("c1")  # every write queued for the call is in Redis
-                dump = await redis_dump(fleet.client)
-                await delivery.aclose(5)
-                await store.drain("c1")
-                await asyncio.gather(*leases.pending)
+            delivery = Delivery(WebhookSettings(url=url), store)
+            call = delivery.open("c1", CALL)
+            call.submit("utterance.final", final(f"call me at {MARK}"))
+            call.submit("dtmf.gathered", gathered())
+            await wait_for(lambda: bool(logged(logs, "webhook.sensitive_dropped")))
+            await store.drain("c1")  # every write queued for the call is in Redis
+            dump = await redis_dump(fleet.client)
+            await delivery.aclose(5)
+            await store.drain("c1")
+            await asyncio.gather(*leases.pending)
         finally:
             await store.aclose(5)
             await fleet.client.aclose()

@@ -41,7 +41,6 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
-import aiohttp
 import structlog
 from aiohttp import web
 
@@ -84,7 +83,6 @@ class Delivery:
 
     def __init__(
         self,
-        http: aiohttp.ClientSession,
         settings: WebhookSettings,
         outbox: EventStore | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,

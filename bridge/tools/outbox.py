@@ -96,13 +96,10 @@ async def _replay(settings: Settings, outbox: Any, events: list[Any], timeout: f
 
 
 async def _replay_with(settings: Settings, writer: Any, events: list[Any], timeout: float) -> tuple[int, int]:
-    import aiohttp
-
     from bridge.delivery import Delivery, replayed
 
-    async with aiohttp.ClientSession() as http:
-        delivery = Delivery(http, settings.webhook, writer)
-        now = time.time()
-        calls = delivery.redeliver(replayed(e, now) for e in events)
-        await delivery.aclose(timeout)
-        return sum(c.counters.delivered for c in calls), sum(c.counters.failed for c in calls)
+    delivery = Delivery(settings.webhook, writer)
+    now = time.time()
+    calls = delivery.redeliver(replayed(e, now) for e in events)
+    await delivery.aclose(timeout)
+    return sum(c.counters.delivered for c in calls), sum(c.counters.failed for c in calls)
