@@ -88,7 +88,7 @@ class NeverRecognizes:
 
     name = "none"
 
-    def transcribe(self, audio: Any, language: str | None = None) -> Any:
+    def transcribe(self, audio: Any, language: str | None = None, prompt: str | None = None) -> Any:
         raise AssertionError("nothing here should reach the recogniser")
 
 

@@ -21,6 +21,7 @@ PURE = [
     "bridge.stt.analysis",
     "bridge.stt.read_back",
     "bridge.stt.utterance",
+    "bridge.local_stt.context",
     "bridge.transcript_addons",
     "bridge.transcript_schema",
     "bridge.stt.replay",

@@ -299,7 +299,7 @@ class NeverRecognizes:
 
     name = "none"
 
-    def transcribe(self, audio: Any, language: str | None = None) -> Any:
+    def transcribe(self, audio: Any, language: str | None = None, prompt: str | None = None) -> Any:
         raise AssertionError("nothing here should reach the recogniser")
 
 
@@ -347,3 +347,52 @@ async def test_an_init_asking_for_an_addon_gets_422_naming_each_field(aiohttp_se
         }
         data = await create(http, server, accepted, **headers)
         assert list(stt.sessions) == [data["id"]]
+
+
+class RecordsPrompts:
+    """A recogniser that names each utterance by its number and records the prompt it was given."""
+
+    name = "prompts"
+
+    def __init__(self) -> None:
+        self.prompts: list[str | None] = []
+
+    def transcribe(self, audio: Any, language: str | None = None, prompt: str | None = None) -> Any:
+        from bridge.local_stt.engine import Recognition
+
+        self.prompts.append(prompt)
+        return Recognition(f"Utterance number {len(self.prompts)}.", (), "en", 0.9)
+
+
+@pytest.mark.parametrize("history", [False, True])
+async def test_each_utterance_is_decoded_with_the_vocabulary_and_what_was_said_before(
+    aiohttp_server: Any, history: bool
+) -> None:
+    """Whisper gets the call's context as its prompt: the session's custom vocabulary (strings or
+    ``{"value"}`` objects, as Gladia's API carries them), then, with ``history_prompt``, the channel's
+    previous finals."""
+    from bridge.local_stt.server import LocalSttServer, ServerOptions
+
+    recognizer = RecordsPrompts()
+    stt = LocalSttServer(ServerOptions(history_prompt=history), recognizer=recognizer)
+    server = await aiohttp_server(stt.app, host="127.0.0.1")
+    vocabulary = ["Gladia", {"value": "Twilio", "intensity": 0.5}, 7, {"no": "value"}]
+    body = {
+        **ULAW_REQUEST,
+        "realtime_processing": {"custom_vocabulary": True, "custom_vocabulary_config": {"vocabulary": vocabulary}},
+    }
+    async with aiohttp.ClientSession() as http:
+        session = await create(http, server, body)
+        async with http.ws_connect(session["url"]) as ws:
+            await stream(ws, ULAW)
+            await ws.send_str(json.dumps({"type": "stop_recording"}))
+            messages = await collect(ws)
+    finals = [m["data"]["utterance"]["text"] for m in messages if m["type"] == "transcript"]
+    assert len(finals) >= 2 and len(recognizer.prompts) == len(finals)
+    if not history:
+        assert recognizer.prompts == ["Gladia, Twilio."] * len(finals)
+        return
+    assert recognizer.prompts[0] == "Gladia, Twilio."
+    assert recognizer.prompts[1] == "Gladia, Twilio. Utterance number 1."
+    said = " ".join(f"Utterance number {n}." for n in range(1, len(finals)))
+    assert recognizer.prompts[-1] == f"Gladia, Twilio. {said}"  # (a few sentences: under the history's bound)

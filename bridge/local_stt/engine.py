@@ -47,8 +47,9 @@ class Recognition:
 class Recognizer(Protocol):
     name: str
 
-    def transcribe(self, audio: np.ndarray, language: str | None = None) -> Recognition:
-        """Blocking; word times are seconds from the start of ``audio``."""
+    def transcribe(self, audio: np.ndarray, language: str | None = None, prompt: str | None = None) -> Recognition:
+        """Blocking; word times are seconds from the start of ``audio``. ``prompt``: what was said before
+        (and words to expect), as context for this piece (:meth:`bridge.local_stt.live.LiveSession.prompt`)."""
         ...
 
 
@@ -94,7 +95,7 @@ class WhisperRecognizer:
             local_files_only=True,
         )
 
-    def transcribe(self, audio: np.ndarray, language: str | None = None) -> Recognition:
+    def transcribe(self, audio: np.ndarray, language: str | None = None, prompt: str | None = None) -> Recognition:
         if len(audio) < 1600:  # under 0.1 s: nothing to say
             return Recognition("", (), "en", 0.0)
         segments, _info = self._model.transcribe(
@@ -103,6 +104,7 @@ class WhisperRecognizer:
             beam_size=self.beam_size,
             word_timestamps=True,
             condition_on_previous_text=False,
+            initial_prompt=prompt or None,  # Whisper's "previous text" tokens: the call's context
             vad_filter=False,
             without_timestamps=False,
         )

@@ -52,6 +52,7 @@ class ServerOptions:
     grace_seconds: float = 60.0
     workers: int = field(default_factory=lambda: max(1, min(4, os.cpu_count() or 1)))
     beam_size: int = 5
+    history_prompt: bool = False  # each channel's previous finals as Whisper's prompt (off: see local_stt.context)
 
 
 @dataclass
@@ -135,7 +136,7 @@ class LocalSttServer:
             )
         assert self.vad is not None
         sid, token = str(uuid.uuid4()), str(uuid.uuid4())
-        rt = _Runtime(LiveSession(sid, token, parsed, self.vad.stream))
+        rt = _Runtime(LiveSession(sid, token, parsed, self.vad.stream, history_prompt=self.options.history_prompt))
         self.sessions[sid] = rt
         rt.decoder = asyncio.create_task(self._decode_loop(rt), name=f"stt-decode-{sid[:8]}")
         self._arm_expiry(rt)
@@ -281,7 +282,8 @@ class LocalSttServer:
                 rt.wake.clear()
                 while live.to_decode:
                     utt = live.to_decode.popleft()
-                    rec = await loop.run_in_executor(self.pool, recognizer.transcribe, utt.audio)
+                    prompt = live.context.prompt(utt.channel)
+                    rec = await loop.run_in_executor(self.pool, recognizer.transcribe, utt.audio, None, prompt)
                     final = live.final_message(utt, rec)
                     if final is not None:
                         await self._send(rt, [final])
@@ -319,7 +321,8 @@ class LocalSttServer:
             channel.last_partial_at = segmenter.now
             audio_start, audio = current
             index = segmenter.utterances  # the utterance in progress
-            rec = await loop.run_in_executor(self.pool, recognizer.transcribe, audio)
+            prompt = live.context.prompt(channel.index)
+            rec = await loop.run_in_executor(self.pool, recognizer.transcribe, audio, None, prompt)
             if segmenter.utterances != index:
                 continue  # the utterance ended while decoding: its final is on the way, a partial would be stale
             message = live.partial_message(channel.index, index, audio_start, rec)
