@@ -54,7 +54,6 @@ import asyncio
 import itertools
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -77,6 +76,7 @@ from bridge.local_stt.live import silero_threshold
 from bridge.local_stt.segmenter import Segmenter, UtteranceAudio
 from bridge.loop import serving
 from bridge.tools.player import play_call
+from bridge.tools.runs import cpu_model
 from bridge.tools.speech import normalised_words
 from tests.corpus.make_corpus import HERE as CORPUS_DIR
 from tests.corpus.make_corpus import Sentence, read_corpus
@@ -278,18 +278,10 @@ async def run_bridge(corpus: dict[str, list[Sentence]], fast: bool) -> StageRun:
 
 
 def machine() -> dict[str, Any]:
-    model = platform.processor() or "?"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     from importlib.metadata import version
 
     return {
-        "cpu": model,
+        "cpu": cpu_model(),
         "cores": os.cpu_count(),
         "ct2": version("ctranslate2"),
         "faster_whisper": version("faster-whisper"),

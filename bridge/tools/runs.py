@@ -11,17 +11,20 @@ from pathlib import Path
 from typing import Any
 
 
-def machine() -> str:
-    """The CPU model (from /proc/cpuinfo) and the cores this process may use."""
-    model = "unknown CPU"
+def cpu_model() -> str:
+    """The CPU model, from /proc/cpuinfo."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
+                return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return f"{model}, {os.cpu_count()} cores"
+    return "unknown CPU"
+
+
+def machine() -> str:
+    """The CPU model and the cores this process may use."""
+    return f"{cpu_model()}, {os.cpu_count()} cores"
 
 
 def loadtest_run(args: list[str], cwd: Path | None = None) -> dict[str, Any]:
