@@ -104,10 +104,11 @@ def test_segmenter_endpointing_and_events() -> None:
 
 
 def test_segmenter_forces_a_final_at_maximum_duration() -> None:
-    """Speech that never pauses is cut at maximum_duration_without_endpointing."""
+    """Speech that never pauses is cut at maximum_duration_without_endpointing: with nothing quieter to
+    cut at, as late as the overlap after the cut allows (tests/test_segmenter.py has the quietest point)."""
     seg = Segmenter(threshold=0.5, endpointing=0.3, max_duration=5)
     events = [e for f in frames(400) for e in seg.push(f, 0.9)]
     utts = [e for e in events if isinstance(e, UtteranceAudio)]
-    assert len(utts) == 2 and all(u.end - u.start == pytest.approx(5.0, abs=0.05) for u in utts)
+    assert len(utts) == 2 and all(4.7 <= u.end - u.start <= 5.0 for u in utts)
     tail = seg.flush()
     assert isinstance(tail[-1], UtteranceAudio)

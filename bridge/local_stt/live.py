@@ -43,9 +43,9 @@ from bridge.local_stt.engine import Recognition, VadStream
 from bridge.local_stt.request import StreamingRequest
 from bridge.local_stt.segmenter import Segmenter, SegmentEvent, SpeechEnded, SpeechStarted, UtteranceAudio
 
-# Gladia's default speech_threshold (0.6) -> Silero 0.5. Lower catches a weak, band-limited voice better
-# (the corpus's Klatt call: 80% of its words lost at 0.5, 31% at 0.25; the corpus's VAD cuts 28.2% -> 26.4%
-# at 0.35) but cost the suite's sample 3.7 points (20.8% -> 24.5%) and the demo 4: not changed yet.
+# Gladia's default speech_threshold (0.6) -> Silero 0.5. A weak, band-limited voice that stays under it is
+# caught by the segmenter's sustained start (bridge.local_stt.segmenter) rather than a lower threshold here:
+# 0.35 helped the corpus's Klatt call but cost the suite's sample 3.7 points (20.8% -> 24.5%) and the demo 4.
 SILERO_OFFSET = 0.1
 MIN_ENDPOINTING = 0.3  # seconds: below this, Whisper gets cut mid-word (Gladia's default is 0.05)
 TAIL_SECONDS = 10.0  # recent audio kept to recognise a resend after a reconnect
@@ -291,6 +291,7 @@ class LiveSession:
 
     def final_message(self, utt: UtteranceAudio, rec: Recognition) -> dict[str, Any] | None:
         """Record a recognised utterance; the final transcript message, if the client wants it."""
+        rec = kept_words(rec, utt.audio_start, utt.keep_from, utt.keep_until)
         if not rec.text:
             return None
         utterance = self.utterance_json(utt.channel, utt.audio_start, utt.start, utt.end, rec)
@@ -304,6 +305,7 @@ class LiveSession:
 
     def partial_message(self, channel: int, index: int, audio_start: float, rec: Recognition) -> dict[str, Any] | None:
         """A partial transcript of ``channel``'s utterance ``index`` in progress (its audio from ``audio_start``)."""
+        rec = kept_words(rec, audio_start, self.channels[channel].segmenter.keep_from, None)
         if not rec.text or not self.request.messages.receive_partial_transcripts:
             return None
         utterance = self.utterance_json(channel, audio_start, audio_start, audio_start, rec)
@@ -379,6 +381,20 @@ class LiveSession:
             if done
             else None,
         }
+
+
+def kept_words(rec: Recognition, audio_start: float, keep_from: float | None, keep_until: float | None) -> Recognition:
+    """``rec`` without the words that belong to a neighbouring piece of a forced cut: those whose middle
+    (session time: ``audio_start`` + word time) lies before ``keep_from`` or after ``keep_until``."""
+    if keep_from is None and keep_until is None:
+        return rec
+    lo = float("-inf") if keep_from is None else keep_from
+    hi = float("inf") if keep_until is None else keep_until
+    words = tuple(w for w in rec.words if lo <= audio_start + (w.start + w.end) / 2 <= hi)
+    if len(words) == len(rec.words):
+        return rec
+    confidence = round(float(np.mean([w.confidence for w in words])), 3) if words else 0.0
+    return Recognition("".join(w.word for w in words).strip(), words, rec.language, confidence)
 
 
 def transcript_id(channel: int, index: int) -> str:
