@@ -65,6 +65,8 @@ PURE = [
     "bridge.dial.detector",
     "bridge.recording.timeline",  # a call recording's two channels, assembled without I/O
     "bridge.recording.ogg",
+    "bridge.redaction",  # BRIDGE_REDACT: cards, SSNs, phone numbers and emails found and replaced
+    "bridge.redaction_numbers",
 ]
 FORBIDDEN = ["asyncio", "aiohttp", "structlog", "websockets"]
 
