@@ -1,7 +1,8 @@
 """The settings' sections: one frozen pydantic model per ``[section]`` of the settings (server, gladia,
-webhook, twilio, carriers, log, stt, reply, tts, bot_ws, transcripts, parties, fleet), with their
-defaults (the one source of them) and the checks of each field. ``bridge.settings`` assembles them
-into :class:`~bridge.settings.Settings` and loads them from the file, the environment and the flags.
+webhook, twilio, carriers, log, stt, reply, tts, bot_ws, parties, fleet; the record's sections are in
+:mod:`bridge.setting_records`), with their defaults (the one source of them) and the checks of each field.
+``bridge.settings`` assembles them into :class:`~bridge.settings.Settings` and loads them from the file, the
+environment and the flags.
 """
 
 from __future__ import annotations
@@ -251,16 +252,6 @@ class BotWsSettings(StrictModel):
         if value and urlsplit(value).scheme not in ("wss", "ws"):
             raise ValueError("must be a ws(s) URL")
         return value
-
-
-class TranscriptSettings(StrictModel):
-    """Transcripts on record: each call's finals in ``<data_dir>/transcripts.sqlite3`` (bridge.transcripts)."""
-
-    enabled: bool = True  # BRIDGE_TRANSCRIPTS: false keeps nothing; /v1/calls/{id}/transcript answers 404
-    retention_days: float = Field(30.0, gt=0)  # BRIDGE_TRANSCRIPT_RETENTION_DAYS: older calls are purged
-    purge_interval: float = Field(3600.0, gt=0)  # seconds between purges (one runs at start-up)
-    max_queue: int = Field(10000, ge=1)  # writes waiting for the disk; beyond, dropped, counted and logged
-    busy_timeout: float = Field(5.0, gt=0)  # seconds a write waits for another worker's lock
 
 
 def _redis_url(value: SecretStr | None) -> SecretStr | None:

@@ -21,6 +21,7 @@ from pydantic import PrivateAttr, ValidationError
 
 from bridge.adapters import CARRIERS
 from bridge.errors import ConfigError
+from bridge.setting_records import TranscriptSettings
 from bridge.setting_sections import (
     DIAL_NUMBER,
     BotWsSettings,
@@ -38,7 +39,6 @@ from bridge.setting_sections import (
     SpeakerLabels,
     StrictModel,
     SttSettings,
-    TranscriptSettings,
     TtsSettings,
     TwilioNumberSettings,
     TwilioSettings,
@@ -107,6 +107,8 @@ ENV_KEYS: dict[str, str] = {
     "TTS_MODEL": "tts.model",
     "BRIDGE_TRANSCRIPTS": "transcripts.enabled",
     "BRIDGE_TRANSCRIPT_RETENTION_DAYS": "transcripts.retention_days",
+    "BRIDGE_REDACT": "transcripts.redact",
+    "BRIDGE_REDACT_EVENTS": "transcripts.redact_events",
     "TWILIO_VOICE_MODE": "twilio.voice_mode",
     "TWILIO_FORK_REDIRECT_URL": "twilio.fork_redirect_url",
     "BRIDGE_SPEAKER_LABELS": "parties.labels",

@@ -144,18 +144,11 @@ class Call(FleetSide):
         )  # fmt: skip
         self.reply.transfer = self.transfer
         self.transcripts = services.transcripts  # the record kept after the call (None: off)
-        self.record = CallRecord(self.id, self.transcripts)  # ... and for transcript.completed
+        self.record = CallRecord(self.id, self.transcripts, services.redaction)  # ... and transcript.completed
         self._notices = SttNotices(  # what Gladia tells, to bot events
-            self.id,
-            self.call_json,
-            self.speakers,
-            self.both_parties,
-            self.reply,
-            self._post,
-            self.bot_socket,
-            self._final,
-            self.record.addon,
-        )
+            self.id, self.call_json, self.speakers, self.both_parties, self.reply, self._post, self.bot_socket,
+            self._final, self.record.addon, services.live_redaction,
+        )  # fmt: skip
         body = call_payloads.stt_request(self.profile.request_body(self.stt_format), self.id, started)
         self.stt = SttStream(
             http=http,

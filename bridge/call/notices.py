@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any, assert_never
 
 from bridge.call.payloads import addon_json, utterance_json, who
+from bridge.call.redacting import Redaction
 from bridge.delivery import PendingEvent
 from bridge.reply.bot_socket import BotSocket
 from bridge.reply.call_reply import CallReply
@@ -32,8 +33,8 @@ class SttNotices:
 
     # fmt: off
     __slots__ = (
-        "_describe", "_post", "_record", "_record_addon", "bot_socket", "both_parties", "call_id", "reply",
-        "speakers", "utterances"
+        "_describe", "_post", "_record", "_record_addon", "bot_socket", "both_parties", "call_id", "redaction",
+        "reply", "speakers", "utterances"
     )
     # fmt: on
 
@@ -48,6 +49,7 @@ class SttNotices:
         bot_socket: BotSocket | None,
         record: Callable[[dict[str, Any]], None],
         record_addon: Callable[[str, dict[str, Any]], None] | None = None,
+        redaction: Redaction | None = None,
     ) -> None:
         self.call_id = call_id
         self._describe = describe  # the call object of the events
@@ -58,6 +60,7 @@ class SttNotices:
         self.bot_socket = bot_socket
         self._record = record  # a final's utterance, for the transcript
         self._record_addon = record_addon  # an add-on's result (type, payload without "call"), likewise
+        self.redaction = redaction  # BRIDGE_REDACT_EVENTS: the live events' words redacted (the record's always are)
         self.utterances = 0
 
     def __call__(self, notice: SttNotice) -> None:
@@ -74,7 +77,7 @@ class SttNotices:
                     "utterance.final",
                     {
                         "call": self._describe(),
-                        "utterance": utterance,
+                        "utterance": utterance if self.redaction is None else self.redaction.utterance(utterance),
                         "stt_session_id": notice.session_id,
                         "during_playback": during,
                     },
@@ -109,13 +112,16 @@ class SttNotices:
                         {
                             "call_id": self.call_id,
                             "call": self._describe(),
-                            "text": notice.text,
+                            "text": notice.text
+                            if self.redaction is None
+                            else self.redaction.redactor.text(notice.text),
                             **self._who(notice.channel),
                         },
                     )
             case AddonResult():
                 type_, payload = addon_json(notice, self.speakers)
-                self._post(type_, {"call": self._describe(), **payload})
+                shown = payload if self.redaction is None else self.redaction.strings(payload)
+                self._post(type_, {"call": self._describe(), **shown})
                 if self._record_addon is not None and type_ != "stt.addon_failed":
                     self._record_addon(type_, payload)
             case _:

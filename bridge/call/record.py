@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from bridge.call.redacting import Redaction
     from bridge.transcripts import TranscriptStore
 
 MAX_CONVERSATION_UTTERANCES = 2000  # transcript.completed carries at most this many utterances ...
@@ -75,13 +76,15 @@ def transcript_json(
 
 
 class CallRecord:
-    """One call's transcript: in the store (None: transcripts off) and in its conversation."""
+    """One call's transcript: in the store (None: transcripts off) and in its conversation, redacted
+    first when ``redaction`` is given (BRIDGE_REDACT: bridge.call.redacting)."""
 
-    __slots__ = ("call_id", "conversation", "store")
+    __slots__ = ("call_id", "conversation", "redaction", "store")
 
-    def __init__(self, call_id: str, store: TranscriptStore | None) -> None:
+    def __init__(self, call_id: str, store: TranscriptStore | None, redaction: Redaction | None = None) -> None:
         self.call_id = call_id
         self.store = store
+        self.redaction = redaction
         self.conversation = Conversation()
 
     def started(self, call: dict[str, Any], speakers: list[str]) -> None:
@@ -91,6 +94,8 @@ class CallRecord:
     def final(self, utterance: dict[str, Any]) -> None:
         """A final for the transcript: kept on record (the store's writer thread; never waits) and,
         within bounds, for ``transcript.completed``."""
+        if self.redaction is not None:
+            utterance = self.redaction.utterance(utterance)
         if self.store is not None:
             self.store.utterance(self.call_id, utterance)
         self.conversation.add(utterance)
@@ -99,12 +104,16 @@ class CallRecord:
         """An add-on result of a final (``utterance.translation`` / ``.entities`` / ``.sentiment``, its
         payload without ``call``) for the record; ``transcript.completed`` does not carry them."""
         if self.store is not None:
-            self.store.addon(self.call_id, type_, item)
+            self.store.addon(self.call_id, type_, item if self.redaction is None else self.redaction.strings(item))
 
-    def analysis(self, analysis: Mapping[str, Any]) -> None:
-        """The call's post-call analysis (``{status, summary?, chapters?, errors?}``) for the record."""
+    def analysis(self, analysis: Mapping[str, Any]) -> Mapping[str, Any]:
+        """The call's post-call analysis (``{status, summary?, chapters?, errors?}``) for the record; returns
+        it as recorded (redacted)."""
+        if self.redaction is not None:
+            analysis = self.redaction.strings(analysis)
         if self.store is not None:
             self.store.analysis(self.call_id, analysis)
+        return analysis
 
     def completed_json(
         self,
@@ -116,6 +125,6 @@ class CallRecord:
         """``transcript.completed`` (see :func:`transcript_json`), with where the whole record is, and
         ``analysis`` when given (else the key is absent; when given, it goes on record too)."""
         if analysis is not None:
-            self.analysis(analysis)
+            analysis = self.analysis(analysis)
         path = f"/v1/calls/{self.call_id}/transcript" if self.store is not None else None
         return transcript_json(call, speakers, self.conversation, utterances_total, path, analysis)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 from aiohttp import web
@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     import aiohttp
 
     from bridge.call.desk import TransferDesk
+    from bridge.call.redacting import Redaction
     from bridge.delivery import Delivery
     from bridge.reply.actions import Action
     from bridge.reply.tts import Speaker
@@ -43,6 +44,18 @@ class CallServices:
     publish: Callable[[str, int, str, str], None] | None = None
     # set when the bridge starts to stop: a call's wait for Gladia's post-call analysis ends at once
     stopping: asyncio.Event | None = None
+    # BRIDGE_REDACT (transcripts.redact): built from the settings; None: nothing is redacted
+    redaction: Redaction | None = field(init=False, default=None)
+
+    def __post_init__(self) -> None:
+        from bridge.call.redacting import Redaction
+
+        object.__setattr__(self, "redaction", Redaction.from_settings(self.settings.transcripts))
+
+    @property
+    def live_redaction(self) -> Redaction | None:
+        """The redaction of the live bot events too (``transcripts.redact_events``), else None."""
+        return self.redaction if self.redaction is not None and self.redaction.events else None
 
 
 class FleetCall(Protocol):

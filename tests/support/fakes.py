@@ -91,6 +91,7 @@ class FakeGladia:
         self.lose_session_after_drops = False  # refuse reconnects with 403 after a drop
         self.crash_after_stop = False  # on stop_recording: cut the socket before the last finals
         self.huge_message_bytes = 0  # once, before the first final: a transcript message this big
+        self.said: dict[int, str] = {}  # final k's text instead of its segment's name (e.g. a card number)
         # (seconds of session audio, server message): sent once the session has acknowledged that much
         # audio, e.g. speech_start / speech_end events and partial transcripts for barge-in tests
         self.script: list[tuple[float, dict[str, Any]]] = []
@@ -216,7 +217,7 @@ class FakeGladia:
                     "confidence": 0.9,
                     "channel": self.channel_of(session, k),
                     "language": "en",
-                    "text": " " + segment_text(k, segment),
+                    "text": " " + self.said.get(k, segment_text(k, segment)),
                     "words": [],
                 }
             )
@@ -408,7 +409,7 @@ class FakeGladia:
         seg = self.segment_bytes(session)
         bps = session.bytes_per_second
         start, end = k * seg / bps, (k * seg + len(segment)) / bps
-        text = segment_text(k, segment)
+        text = self.said.get(k, segment_text(k, segment))
         channel = self.channel_of(session, k)
         return {
             "type": "transcript",
