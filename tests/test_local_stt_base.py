@@ -1,0 +1,189 @@
+"""The local server on multilingual Whisper base (the ``local-base`` extra), and tiny.en's refusal of
+other languages: live sessions over HTTP and WebSocket on 127.0.0.1, with speech espeak-ng makes in
+French, Spanish and English, sent as a telephone would (8 kHz mu-law).
+
+As everywhere in the suite (test_recognition_quality.py), a test asserts plumbing, not a sentence's
+words: each final's ``language``, the session's languages, and at least one word out of several that a
+sentence holds (Whisper's words move with the CPU's instruction set; the languages do not)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import unicodedata
+import warnings
+from typing import Any
+
+import aiohttp
+import numpy as np
+import pytest
+
+from bridge.audio import resample
+from bridge.wav import read_wav
+from tests.test_local_stt_server import ULAW_REQUEST, collect, create, stream
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", DeprecationWarning)
+    import audioop
+
+pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
+
+# Two sentences per language, and words of them a final should hold (at least one, accents ignored).
+SPEECH = {
+    "fr": (
+        "Bonjour, je voudrais réserver une table pour deux personnes ce soir.",
+        "Pouvez-vous me rappeler demain matin pour confirmer le rendez-vous, s'il vous plaît ?",
+    ),
+    "es": (
+        "Buenos días, quisiera reservar una mesa para dos personas esta noche.",
+        "¿Puede llamarme mañana por la mañana para confirmar la cita, por favor?",
+    ),
+    "en": (
+        "Good morning, I would like to book a table for two people tonight.",
+        "Could you call me back tomorrow morning to confirm the appointment, please?",
+    ),
+}
+EXPECTED = {
+    "fr": {"bonjour", "voudrais", "table", "personnes", "soir", "demain", "matin", "confirmer", "rendez", "vous"},
+    "es": {"buenos", "dias", "quisiera", "reservar", "mesa", "personas", "noche", "manana", "confirmar", "favor"},
+    "en": {"good", "morning", "like", "book", "table", "people", "tonight", "call", "tomorrow", "appointment"},
+}
+VOICE = {"fr": "fr", "es": "es", "en": "en-us"}
+
+
+def spoken(language: str) -> bytes:
+    """The language's two sentences in espeak-ng's voice, 8 kHz mu-law, with a second of silence after each."""
+    return b"".join(sentences(language))
+
+
+def sentences(language: str) -> list[bytes]:
+    pieces = []
+    for sentence in SPEECH[language]:
+        wav = read_wav(
+            subprocess.run(
+                ["espeak-ng", "-v", VOICE[language], "--stdout", sentence], check=True, capture_output=True, timeout=30
+            ).stdout
+        )
+        x = resample(wav.samples, wav.sample_rate, 8000)
+        pcm = np.clip(np.rint(x * 32767), -32768, 32767).astype("<i2").tobytes()
+        pieces.append(audioop.lin2ulaw(pcm, 2) + b"\xff" * 8000)
+    return pieces
+
+
+def plain_words(text: str) -> set[str]:
+    letters = unicodedata.normalize("NFKD", text.lower()).encode("ascii", "ignore").decode()
+    return set("".join(c if c.isalpha() else " " for c in letters).split())
+
+
+async def session(server: Any, audio: bytes, language_config: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """One live session of ``audio``: every message, to the close."""
+    body = {**ULAW_REQUEST, **({"language_config": language_config} if language_config is not None else {})}
+    async with aiohttp.ClientSession() as http:
+        created = await create(http, server, body)
+        async with http.ws_connect(created["url"]) as ws:
+            await stream(ws, audio)
+            await ws.send_str(json.dumps({"type": "stop_recording"}))
+            messages = await collect(ws)
+            assert ws.close_code == 1000
+    return messages
+
+
+def finals(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [m["data"]["utterance"] for m in messages if m["type"] == "transcript" and m["data"]["is_final"]]
+
+
+def session_languages(messages: list[dict[str, Any]]) -> list[str]:
+    (post,) = [m for m in messages if m["type"] == "post_final_transcript"]
+    languages: list[str] = post["data"]["transcription"]["languages"]
+    return languages
+
+
+@pytest.mark.recognition
+@pytest.mark.parametrize("language", ["fr", "es", "en"])
+async def test_a_session_in_one_listed_language_is_recognised_in_it(make_base_stt_server: Any, language: str) -> None:
+    """``language_config.languages`` = [one language]: every final is in it (``language``), holds words of
+    what was said, and the session's result lists that language alone."""
+    _, server = await make_base_stt_server()
+    messages = await session(server, spoken(language), {"languages": [language]})
+    got = finals(messages)
+    assert len(got) == 2, got
+    assert {u["language"] for u in got} == {language}
+    heard = set().union(*(plain_words(u["text"]) for u in got))
+    assert heard & EXPECTED[language], (language, [u["text"] for u in got])
+    assert session_languages(messages) == [language]
+
+
+@pytest.mark.recognition
+@pytest.mark.parametrize(("listed", "spoken_in"), [(["en", "fr"], "fr"), (["fr", "es"], "es"), (["fr", "es"], "fr")])
+async def test_the_language_is_detected_among_the_listed_ones(
+    make_base_stt_server: Any, listed: list[str], spoken_in: str
+) -> None:
+    """Several languages listed: each final's language is detected among them (Whisper's detection kept to
+    the listed ones), here the one spoken."""
+    _, server = await make_base_stt_server()
+    messages = await session(server, spoken(spoken_in), {"languages": listed, "code_switching": True})
+    got = finals(messages)
+    assert len(got) == 2 and [u["language"] for u in got] == [spoken_in, spoken_in], got
+    assert session_languages(messages) == [spoken_in]
+
+
+@pytest.mark.recognition
+@pytest.mark.parametrize("code_switching", [True, False])
+async def test_code_switching_decides_whether_the_first_language_stays(
+    make_base_stt_server: Any, code_switching: bool
+) -> None:
+    """English, then French, in a session listing both: with ``code_switching`` each utterance is detected
+    on its own (en, then fr); without it the language found first (sure: one long sentence) stays."""
+    _, server = await make_base_stt_server()
+    audio = sentences("en")[0] + spoken("fr")
+    messages = await session(server, audio, {"languages": ["en", "fr"], "code_switching": code_switching})
+    languages = [u["language"] for u in finals(messages)]
+    assert languages[0] == "en" and len(languages) == 3, languages
+    if code_switching:
+        assert languages[-1] == "fr" and session_languages(messages) == ["en", "fr"]
+    else:
+        assert set(languages) == {"en"} and session_languages(messages) == ["en"]
+
+
+@pytest.mark.recognition
+async def test_with_no_language_listed_base_detects_it(make_base_stt_server: Any) -> None:
+    """No ``language_config``: Gladia's automatic detection, among every language base knows. (Asserted
+    on the first sentence: espeak's voices through a telephone codec are weak evidence for Whisper's
+    detection among 99 languages, so a short sentence can come out as a neighbour.)"""
+    _, server = await make_base_stt_server()
+    messages = await session(server, spoken("es"), None)
+    got = finals(messages)
+    assert got[0]["language"] == "es" and session_languages(messages)[0] == "es", got
+
+
+async def test_base_refuses_a_language_it_does_not_know(make_base_stt_server: Any) -> None:
+    """Cantonese is a Whisper code (large-v3's) that base does not have: 422 naming it, no session."""
+    stt, server = await make_base_stt_server()
+    async with aiohttp.ClientSession() as http:
+        body = {**ULAW_REQUEST, "language_config": {"languages": ["fr", "yue"]}}
+        async with http.post(server.make_url("/v2/live"), json=body) as resp:
+            assert resp.status == 422
+            error = await resp.json()
+    assert error["validation_errors"] == [
+        "language_config.languages: yue is not one of the languages of faster-whisper/base"
+    ]
+    assert not stt.sessions
+
+
+async def test_tiny_en_refuses_another_language_saying_how_to_get_it(make_stt_server: Any) -> None:
+    """tiny.en knows English alone: a session listing another language is refused with 422 in Gladia's
+    shape, the message saying what to install and set, rather than French speech written as English
+    words. English alone is still accepted."""
+    stt, server = await make_stt_server()
+    async with aiohttp.ClientSession() as http:
+        body = {**ULAW_REQUEST, "language_config": {"languages": ["en", "fr"]}}
+        async with http.post(server.make_url("/v2/live"), json=body) as resp:
+            assert resp.status == 422
+            error = await resp.json()
+        assert error["statusCode"] == 422 and error["message"] == "Invalid parameter values"
+        (line,) = error["validation_errors"]
+        assert line.startswith("language_config.languages: fr is not recognised by the local engine's English-only")
+        assert "pip install 'telephony-gladia-bridge[local-base]'" in line and 'local_stt.model = "base"' in line
+        assert not stt.sessions
+        await create(http, server, {**ULAW_REQUEST, "language_config": {"languages": ["en"]}})
