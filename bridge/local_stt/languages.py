@@ -29,9 +29,10 @@ from bridge.local_stt.request import LanguageConfig
 # (language_detection_threshold). Telephone speech often stays under it (espeak's French at 8 kHz: 0.42).
 LOCK_PROBABILITY = 0.5
 
+# What to do, said first: the bridge keeps the first 300 characters of a refused POST /v2/live's body.
 MULTILINGUAL_HINT = (
-    "pip install 'telephony-gladia-bridge[local-base]' and set local_stt.model = \"base\" "
-    "(BRIDGE_LOCAL_STT_MODEL=base; bridge stt-server --model base)"
+    "needs local_stt.model = \"base\" (pip install 'telephony-gladia-bridge[local-base]'; "
+    "bridge stt-server --model base)"
 )
 
 
@@ -39,8 +40,7 @@ def refusals(listed: Sequence[str], known: Collection[str], model: str) -> list[
     """One validation error (Gladia's wording, as request.py's) per listed language the model does not know."""
     if set(known) == {"en"}:
         return [
-            f"language_config.languages: {code} is not recognised by the local engine's English-only model "
-            f"({model}); for other languages: {MULTILINGUAL_HINT}"
+            f"language_config.languages: {code} {MULTILINGUAL_HINT}: {model} is English only"
             for code in listed
             if code != "en"
         ]
