@@ -218,3 +218,35 @@ def test_the_default_capacity_follows_the_model() -> None:
     assert ServerOptions().max_sessions == max(2, 4 * cores)
     assert ServerOptions(model="base").max_sessions == max(2, 2 * cores)
     assert ServerOptions(model="base", max_sessions=7).max_sessions == 7
+
+
+@pytest.mark.recognition
+@pytest.mark.timeout(120)
+async def test_bridge_serve_on_base_transcribes_a_call_in_french(webhook: tuple[Any, str]) -> None:
+    """``BRIDGE_LOCAL_STT_MODEL=base``: ``bridge serve`` with no Gladia settings embeds the local server on
+    Whisper base (its start-up line names the model), and a call with ``stt.language=fr`` reaches the bot
+    as French finals."""
+    import signal
+
+    from bridge.tools.player import play_call
+    from tests.support.bridge_process import start_bridge
+    from tests.support.calls import wait_for
+    from tests.support.process import minimal_env
+
+    hook, hook_url = webhook
+    env = minimal_env(BOT_WEBHOOK_URL=hook_url, BRIDGE_LOCAL_STT_MODEL="base")
+    proc = await start_bridge(env, log_format="json", startup=60.0, healthy_only=True)
+    try:
+        parameters = {"stt.language": "fr"}
+        report = await play_call(f"{proc.ws}/twilio/stream", spoken("fr"), realtime=False, parameters=parameters)
+        assert report.close_code == 1000
+        await wait_for(lambda: bool(hook.events("call.ended")), timeout=90)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        await proc.wait(30)
+    (started,) = proc.logs("bridge.embedded_stt")
+    assert started["model"] == "base" and "(Whisper base)" in started["detail"]
+    finals = [f["utterance"] for f in hook.events("utterance.final")]
+    assert len(finals) == 2 and {u["language"] for u in finals} == {"fr"}, finals
+    heard = set().union(*(plain_words(u["text"]) for u in finals))
+    assert heard & EXPECTED["fr"], [u["text"] for u in finals]

@@ -74,7 +74,7 @@ class _EncodeOnce:
     def __init__(self, encode: Any) -> None:
         self._encode = encode
         self._kept = threading.local()
-        self.encodings = 0  # (how many the encoder ran)
+        self.encodings = 0  # how many times the encoder ran (for the tests: not counted under a lock)
 
     @staticmethod
     def _key(features: np.ndarray) -> bytes:
