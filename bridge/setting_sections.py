@@ -1,8 +1,8 @@
 """The settings' sections: one frozen pydantic model per ``[section]`` of the settings (server, gladia,
-webhook, twilio, carriers, log, stt, reply, tts, bot_ws, parties, fleet; the record's sections are in
-:mod:`bridge.setting_records`), with their defaults (the one source of them) and the checks of each field.
-``bridge.settings`` assembles them into :class:`~bridge.settings.Settings` and loads them from the file, the
-environment and the flags.
+webhook, twilio, carriers, log, stt, local_stt, reply, tts, bot_ws, parties, fleet, control, outbound; the
+record's sections are in :mod:`bridge.setting_records`), with their defaults (the one source of them) and the
+checks of each field. ``bridge.settings`` assembles them into :class:`~bridge.settings.Settings` and loads them
+from the file, the environment and the flags.
 """
 
 from __future__ import annotations
@@ -246,13 +246,6 @@ class BotWsSettings(StrictModel):
     token: SecretStr | None = None
     reconnect_max_delay: float = Field(5.0, gt=0)
 
-    @field_validator("url")
-    @classmethod
-    def _url(cls, value: str) -> str:
-        if value and urlsplit(value).scheme not in ("wss", "ws"):
-            raise ValueError("must be a ws(s) URL")
-        return value
-
 
 def _redis_url(value: SecretStr | None) -> SecretStr | None:
     if value is not None and urlsplit(value.get_secret_value()).scheme not in ("redis", "rediss", "unix"):
@@ -384,6 +377,14 @@ class OutboundSettings(StrictModel):
             if not re.fullmatch(r"\+[1-9][0-9]{1,14}|sips?:[^\s,]{3,250}", entry):
                 raise ValueError(f"{entry!r} is neither an E.164 number (+15550002) nor a sip: URI")
         return value
+
+
+class LocalSttSettings(StrictModel):
+    """The embedded speech-to-text engine ``bridge serve`` runs when no Gladia server is configured."""
+
+    # BRIDGE_LOCAL_STT_MODEL: tiny.en (English only, the `local` extra) or base (multilingual, about 2-3x the
+    # CPU per utterance, the `local-base` extra); see docs/local-stt.md for which to pick
+    model: Literal["tiny.en", "base"] = "tiny.en"
 
 
 class LogSettings(StrictModel):

@@ -31,6 +31,7 @@ from bridge.setting_sections import (
     FleetSettings,
     GladiaSettings,
     HttpUrlOrEmpty,
+    LocalSttSettings,
     LogSettings,
     OutboundSettings,
     PartiesSettings,
@@ -61,6 +62,7 @@ __all__ = [
     "FleetSettings",
     "GladiaSettings",
     "HttpUrlOrEmpty",
+    "LocalSttSettings",
     "LogSettings",
     "OutboundSettings",
     "PartiesSettings",
@@ -96,6 +98,7 @@ ENV_KEYS: dict[str, str] = {
     "VONAGE_SIGNATURE_SECRET": "carriers.vonage_signature_secret",
     "BRIDGE_LOG_LEVEL": "log.level",
     "BRIDGE_LOG_FORMAT": "log.format",
+    "BRIDGE_LOCAL_STT_MODEL": "local_stt.model",
     "BRIDGE_API_TOKEN": "reply.api_token",
     "BRIDGE_PLAY_URL_HOSTS": "reply.play_url_hosts",
     "TWILIO_AFTER_STREAM_URL": "twilio.after_stream_url",
@@ -174,6 +177,7 @@ class Settings(StrictModel):
     carriers: CarrierSettings = CarrierSettings()
     log: LogSettings = LogSettings()
     stt: SttSettings = SttSettings()
+    local_stt: LocalSttSettings = LocalSttSettings()
     reply: ReplySettings = ReplySettings()
     tts: TtsSettings = TtsSettings()
     bot_ws: BotWsSettings = BotWsSettings()

@@ -86,17 +86,37 @@ def recognizer() -> Any:
     return WhisperRecognizer(cpu_threads=1, workers=2)
 
 
-@pytest.fixture
-def make_stt_server(aiohttp_server: Any, recognizer: Any) -> Callable[..., Awaitable[tuple[Any, TestServer]]]:
-    """Start the local Gladia-compatible server on 127.0.0.1 (real engine); returns (server, test server)."""
+@pytest.fixture(scope="session")
+def base_recognizer() -> Any:
+    """The real multilingual Whisper base recogniser (the ``local-base`` extra), loaded once for the run."""
+    from bridge.local_stt.engine import WhisperRecognizer
+
+    return WhisperRecognizer("base", cpu_threads=1, workers=2)
+
+
+def _stt_server_factory(
+    aiohttp_server: Any, recognizer: Any, model: str = "tiny.en"
+) -> Callable[..., Awaitable[tuple[Any, TestServer]]]:
     from bridge.local_stt.server import LocalSttServer, ServerOptions
 
     async def factory(**options: Any) -> tuple[Any, TestServer]:
-        stt = LocalSttServer(ServerOptions(**options), recognizer=recognizer)
+        stt = LocalSttServer(ServerOptions(**{"model": model, **options}), recognizer=recognizer)
         server: TestServer = await aiohttp_server(stt.app, host="127.0.0.1")
         return stt, server
 
     return factory
+
+
+@pytest.fixture
+def make_stt_server(aiohttp_server: Any, recognizer: Any) -> Callable[..., Awaitable[tuple[Any, TestServer]]]:
+    """Start the local Gladia-compatible server on 127.0.0.1 (real engine); returns (server, test server)."""
+    return _stt_server_factory(aiohttp_server, recognizer)
+
+
+@pytest.fixture
+def make_base_stt_server(aiohttp_server: Any, base_recognizer: Any) -> Callable[..., Awaitable[tuple[Any, TestServer]]]:
+    """Like ``make_stt_server``, on Whisper base."""
+    return _stt_server_factory(aiohttp_server, base_recognizer, "base")
 
 
 @pytest.fixture

@@ -87,8 +87,11 @@ class NeverRecognizes:
     """The recogniser of a server whose session is refused at init: fails if asked, spares the model."""
 
     name = "none"
+    languages = frozenset({"en"})
 
-    def transcribe(self, audio: Any, language: str | None = None, prompt: str | None = None) -> Any:
+    def transcribe(
+        self, audio: Any, language: str | None = None, prompt: str | None = None, among: tuple[str, ...] = ()
+    ) -> Any:
         raise AssertionError("nothing here should reach the recogniser")
 
 

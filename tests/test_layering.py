@@ -22,6 +22,7 @@ PURE = [
     "bridge.stt.read_back",
     "bridge.stt.utterance",
     "bridge.local_stt.context",
+    "bridge.local_stt.languages",
     "bridge.transcript_addons",
     "bridge.transcript_schema",
     "bridge.stt.replay",

@@ -298,8 +298,11 @@ class NeverRecognizes:
     and spares the model's loading."""
 
     name = "none"
+    languages = frozenset({"en"})
 
-    def transcribe(self, audio: Any, language: str | None = None, prompt: str | None = None) -> Any:
+    def transcribe(
+        self, audio: Any, language: str | None = None, prompt: str | None = None, among: tuple[str, ...] = ()
+    ) -> Any:
         raise AssertionError("nothing here should reach the recogniser")
 
 
@@ -353,11 +356,14 @@ class RecordsPrompts:
     """A recogniser that names each utterance by its number and records the prompt it was given."""
 
     name = "prompts"
+    languages = frozenset({"en"})
 
     def __init__(self) -> None:
         self.prompts: list[str | None] = []
 
-    def transcribe(self, audio: Any, language: str | None = None, prompt: str | None = None) -> Any:
+    def transcribe(
+        self, audio: Any, language: str | None = None, prompt: str | None = None, among: tuple[str, ...] = ()
+    ) -> Any:
         from bridge.local_stt.engine import Recognition
 
         self.prompts.append(prompt)

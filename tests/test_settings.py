@@ -196,3 +196,26 @@ def test_analysis_timeout_is_bounded(tmp_path: Path, value: float, ok: bool) -> 
     else:
         with pytest.raises(ConfigError, match=r"stt\.analysis_timeout"):
             Settings.load(environ={}, config_path=path)
+
+
+def test_the_local_engines_model_is_tiny_en_unless_base_is_chosen(tmp_path: Path) -> None:
+    """``local_stt.model``: tiny.en by default; base from the file or BRIDGE_LOCAL_STT_MODEL (which wins)."""
+    assert Settings.load(environ={}).local_stt.model == "tiny.en"
+    assert Settings.load(environ={"BRIDGE_LOCAL_STT_MODEL": "base"}).local_stt.model == "base"
+    cfg = tmp_path / "bridge.toml"
+    cfg.write_text('[local_stt]\nmodel = "base"\n')
+    assert Settings.load(environ={"BRIDGE_CONFIG": str(cfg)}).local_stt.model == "base"
+    env = {"BRIDGE_CONFIG": str(cfg), "BRIDGE_LOCAL_STT_MODEL": "tiny.en"}
+    assert Settings.load(environ=env).local_stt.model == "tiny.en"
+
+
+@pytest.mark.parametrize("where", ["environment", "file"])
+def test_a_model_the_local_engine_does_not_have_is_refused_naming_the_key(tmp_path: Path, where: str) -> None:
+    cfg = tmp_path / "bridge.toml"
+    cfg.write_text('[local_stt]\nmodel = "small"\n')
+    environ = {"BRIDGE_LOCAL_STT_MODEL": "small"} if where == "environment" else {"BRIDGE_CONFIG": str(cfg)}
+    with pytest.raises(ConfigError) as err:
+        Settings.load(environ=environ)
+    origin = "BRIDGE_LOCAL_STT_MODEL" if where == "environment" else str(cfg)
+    assert f"local_stt.model (from {origin})" in str(err.value)
+    assert "'tiny.en' or 'base'" in str(err.value)

@@ -321,7 +321,7 @@ class LiveSession:
         utterances = [f.utterance for f in heapq.merge(*by_channel, key=lambda f: f.end)]
         return {
             "full_transcript": " ".join(u["text"].strip() for u in utterances),
-            "languages": ["en"],
+            "languages": list(dict.fromkeys(u["language"] for u in utterances)),  # those used, in order
             "utterances": utterances,
         }
 

@@ -7,7 +7,8 @@ Recognition runs in a thread pool (faster-whisper releases the GIL), one ordered
 session, so the event loop only moves bytes and runs the VAD. A session with several channels
 recognises them all in that one task, one utterance at a time (finals first, then partials of the
 channels whose partial is the oldest). Sessions are admitted up to
-``max_sessions`` (by default what this machine's cores can recognise in real time); more get 429.
+``max_sessions`` (by default what this machine's cores can recognise in real time with the model); more
+get 429. A session asking for a language the model does not know (any but English on tiny.en) gets 422.
 A session whose socket drops stays resumable for ``grace_seconds``; messages produced meanwhile are
 kept and sent when the client reconnects.
 """
@@ -30,7 +31,9 @@ import structlog
 from aiohttp import WSMsgType, web
 
 from bridge.local_stt.engine import Recognizer, SileroVad, WhisperRecognizer
+from bridge.local_stt.languages import SessionLanguages, refusals
 from bridge.local_stt.live import LiveSession, now_iso
+from bridge.local_stt.models import ModelName
 from bridge.local_stt.request import error_body, parse_request
 from bridge.untrusted import loads
 
@@ -40,24 +43,33 @@ MAX_FRAME = 1024 * 1024  # Gladia closes with 1009 on larger frames; so do we
 PARTIAL_INTERVAL = 1.0
 
 
-def default_max_sessions() -> int:
-    """Sessions this machine recognises in real time: about four per core with tiny.en (finals only)."""
-    return max(2, 4 * (os.cpu_count() or 1))
+def default_max_sessions(model: ModelName = "tiny.en") -> int:
+    """Sessions this machine recognises in real time: about four per core with tiny.en, two with base, which
+    takes 2.1x the CPU per second of audio (finals only, one language: benchmarks/bench_local_stt.py --model,
+    CPU 0.14 and 0.30 s per second of a session; a language detected costs base about 15% more)."""
+    per_core = 4 if model == "tiny.en" else 2
+    return max(2, per_core * (os.cpu_count() or 1))
 
 
 @dataclass
 class ServerOptions:
     api_key: str | None = None
-    max_sessions: int = field(default_factory=default_max_sessions)
+    model: ModelName = "tiny.en"
+    max_sessions: int = 0  # 0: default_max_sessions(model)
     grace_seconds: float = 60.0
     workers: int = field(default_factory=lambda: max(1, min(4, os.cpu_count() or 1)))
     beam_size: int = 5
     history_prompt: bool = False  # each channel's previous finals as Whisper's prompt (off: see local_stt.context)
 
+    def __post_init__(self) -> None:
+        if self.max_sessions <= 0:
+            self.max_sessions = default_max_sessions(self.model)
+
 
 @dataclass
 class _Runtime:
     live: LiveSession
+    languages: SessionLanguages
     ws: web.WebSocketResponse | None = None
     outbox: list[dict[str, Any]] = field(default_factory=list)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
@@ -88,7 +100,7 @@ class LocalSttServer:
             self.recognizer = await loop.run_in_executor(
                 None,
                 lambda: WhisperRecognizer(
-                    cpu_threads=1, workers=self.options.workers, beam_size=self.options.beam_size
+                    self.options.model, cpu_threads=1, workers=self.options.workers, beam_size=self.options.beam_size
                 ),
             )
         self.vad = await loop.run_in_executor(None, SileroVad)
@@ -124,6 +136,10 @@ class LocalSttServer:
         if isinstance(parsed, tuple):
             status, body = parsed
             return web.json_response(body, status=status)
+        assert self.recognizer is not None and self.vad is not None
+        languages = SessionLanguages.of(parsed.language_config)
+        if refused := refusals(languages.listed, self.recognizer.languages, self.recognizer.name):
+            return web.json_response(error_body(422, "Invalid parameter values", request.path, refused), status=422)
         if self.active_sessions >= self.options.max_sessions:
             log.warning("stt_server.at_capacity", max_sessions=self.options.max_sessions)
             return web.json_response(
@@ -134,9 +150,9 @@ class LocalSttServer:
                 ),
                 status=429,
             )
-        assert self.vad is not None
         sid, token = str(uuid.uuid4()), str(uuid.uuid4())
-        rt = _Runtime(LiveSession(sid, token, parsed, self.vad.stream, history_prompt=self.options.history_prompt))
+        live = LiveSession(sid, token, parsed, self.vad.stream, history_prompt=self.options.history_prompt)
+        rt = _Runtime(live, languages)
         self.sessions[sid] = rt
         rt.decoder = asyncio.create_task(self._decode_loop(rt), name=f"stt-decode-{sid[:8]}")
         self._arm_expiry(rt)
@@ -150,6 +166,7 @@ class LocalSttServer:
             sample_rate=parsed.sample_rate,
             bit_depth=parsed.bit_depth,
             channels=parsed.channels,
+            languages=list(languages.listed),
         )
         return web.json_response({"id": sid, "created_at": rt.live.created_at, "url": url}, status=201)
 
@@ -283,7 +300,12 @@ class LocalSttServer:
                 while live.to_decode:
                     utt = live.to_decode.popleft()
                     prompt = live.context.prompt(utt.channel)
-                    rec = await loop.run_in_executor(self.pool, recognizer.transcribe, utt.audio, None, prompt)
+                    language, among = rt.languages.ask()
+                    rec = await loop.run_in_executor(
+                        self.pool, recognizer.transcribe, utt.audio, language, prompt, among
+                    )
+                    if rec.text:
+                        rt.languages.heard(rec.language, rec.language_probability)
                     final = live.final_message(utt, rec)
                     if final is not None:
                         await self._send(rt, [final])
@@ -322,7 +344,8 @@ class LocalSttServer:
             audio_start, audio = current
             index = segmenter.utterances  # the utterance in progress
             prompt = live.context.prompt(channel.index)
-            rec = await loop.run_in_executor(self.pool, recognizer.transcribe, audio, None, prompt)
+            language, among = rt.languages.ask()
+            rec = await loop.run_in_executor(self.pool, recognizer.transcribe, audio, language, prompt, among)
             if segmenter.utterances != index:
                 continue  # the utterance ended while decoding: its final is on the way, a partial would be stale
             message = live.partial_message(channel.index, index, audio_start, rec)
