@@ -31,6 +31,7 @@ PURE = [
     "bridge.reply.bargein",
     "bridge.reply.dtmf",
     "bridge.reply.gather",
+    "bridge.reply.sensitive",  # the sensitive pause: holders, the maximum, what it covers
     "bridge.tools.ear",
     "bridge.tools.keypad",
     "bridge.tools.twiml_read",
