@@ -21,6 +21,7 @@ from pydantic import PrivateAttr, ValidationError
 
 from bridge.adapters import CARRIERS
 from bridge.errors import ConfigError
+from bridge.recording.settings import RecordingSettings
 from bridge.setting_sections import (
     DIAL_NUMBER,
     BotWsSettings,
@@ -64,6 +65,7 @@ __all__ = [
     "LogSettings",
     "OutboundSettings",
     "PartiesSettings",
+    "RecordingSettings",
     "ReplySettings",
     "ServerSettings",
     "Settings",
@@ -107,6 +109,8 @@ ENV_KEYS: dict[str, str] = {
     "TTS_MODEL": "tts.model",
     "BRIDGE_TRANSCRIPTS": "transcripts.enabled",
     "BRIDGE_TRANSCRIPT_RETENTION_DAYS": "transcripts.retention_days",
+    "BRIDGE_RECORDINGS": "recording.enabled",
+    "BRIDGE_RECORDING_FORMAT": "recording.format",
     "TWILIO_VOICE_MODE": "twilio.voice_mode",
     "TWILIO_FORK_REDIRECT_URL": "twilio.fork_redirect_url",
     "BRIDGE_SPEAKER_LABELS": "parties.labels",
@@ -176,6 +180,7 @@ class Settings(StrictModel):
     tts: TtsSettings = TtsSettings()
     bot_ws: BotWsSettings = BotWsSettings()
     transcripts: TranscriptSettings = TranscriptSettings()
+    recording: RecordingSettings = RecordingSettings()
     parties: PartiesSettings = PartiesSettings()
     fleet: FleetSettings = FleetSettings()
     control: ControlSettings = ControlSettings()
