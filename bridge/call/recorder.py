@@ -15,7 +15,7 @@ Where the audio comes from (so the recording holds what the transcript heard and
 
 Call time: samples at the recording's rate from the call's start (monotonic clock). The first stream's
 caller audio starts at 0, contiguous (as speech-to-text counts it, so utterance times match); a restarted
-stream's starts where the clock is when its first second arrives (a dropped stream leaves silence).
+stream's starts where the clock was when its first message came (a dropped stream leaves silence).
 Emission (:meth:`_tick`, once a second of caller audio) takes up to ``min(now - settle, caller's end)``:
 late clears still land in memory, and a caller stream that bursts ahead is not cut.
 
@@ -101,6 +101,7 @@ class CallRecorder:
         self.timeline = Timeline(self.rate, settle_s=service.settings.settle_s, max_buffered_s=3 * MAX_LAG_S)
         self._caller_end = 0  # where the caller's next sample goes
         self._anchored = True  # the first stream starts at 0
+        self._first_at: int | None = None  # when a restarted stream's first audio came (call time)
         self._other_end = 0  # the end of the playout placed so far
         self.refused = 0  # appends the writer's queue refused
         self._closed = False
@@ -113,6 +114,8 @@ class CallRecorder:
 
     def heard(self, audio: bytes) -> None:
         """One message's audio as the call sends it to speech-to-text (its format, one or two channels)."""
+        if not self._anchored and self._first_at is None:  # a restarted stream's first message: when it came
+            self._first_at = self._now() - len(audio) // self.stt.frame_bytes * self.rate // self.stt.sample_rate
         self._pending += audio
         if len(self._pending) >= self._tick_bytes:
             self._tick()
@@ -120,7 +123,7 @@ class CallRecorder:
     def new_stream(self) -> None:
         """A restarted stream carries the call: its audio starts where the clock is."""
         self._tick()
-        self._anchored = False
+        self._anchored, self._first_at = False, None
 
     def played(self, data: bytes, fmt: AudioFormat) -> None:
         """A chunk of bot audio sent to the caller (``fmt``: the carrier's outbound format)."""
@@ -166,7 +169,8 @@ class CallRecorder:
         if not n:
             return
         if not self._anchored:
-            self._caller_end = max(self._caller_end, self._now() - n)
+            first = self._now() - n if self._first_at is None else self._first_at
+            self._caller_end = max(self._caller_end, first)
             self._anchored = True
         at = self._caller_end
         self.timeline.caller(pcm[0], at)
