@@ -20,7 +20,9 @@ import pytest
 
 from bridge.audio import decode_to_pcm16, encode_from_pcm16
 from bridge.clock import Clock
+from bridge.errors import ConfigError
 from bridge.http.transcripts import TRANSCRIPTS
+from bridge.settings import Settings
 from tests.support.calls import BridgeFactory, caller_audio, wait_for
 from tests.support.fakes import FakeGladia, FakeWebhook, VirtualClock
 from tests.support.phone import PhoneCall, phone_call
@@ -207,3 +209,22 @@ async def test_retention_deletes_the_recording_with_the_transcript(
     await wait_for(lambda: not path.exists(), timeout=10)
     assert (await fetch(url))[0] == 404
     assert (await fetch(str(server.make_url(f"/v1/calls/{call_id}/transcript"))))[0] == 404
+
+
+def test_the_settings_names_and_the_per_number_table(tmp_path: Path) -> None:
+    """BRIDGE_RECORDINGS=on|off and BRIDGE_RECORDING_FORMAT map to the recording section; a number's entry
+    wins over the default; a bad value names the key and the variable."""
+    assert not Settings.load(environ={}).recording.enabled  # off unless asked
+    on = Settings.load(environ={"BRIDGE_RECORDINGS": "on", "BRIDGE_RECORDING_FORMAT": "opus"}).recording
+    assert on.enabled and on.format == "opus" and on.flush_s == 5.0
+    assert not Settings.load(environ={"BRIDGE_RECORDINGS": "off"}).recording.enabled
+    config = tmp_path / "bridge.toml"
+    config.write_text('[recording]\nnumbers = { "+15550100" = true, "+15550199" = false }\n')
+    table = Settings.load(environ={"BRIDGE_CONFIG": str(config)}).recording
+    assert table.enabled_for("+15550100") and not table.enabled_for("+15550199") and not table.enabled_for(None)
+    on_table = Settings.load(environ={"BRIDGE_CONFIG": str(config), "BRIDGE_RECORDINGS": "on"}).recording
+    assert on_table.enabled_for("+15550123") and not on_table.enabled_for("+15550199")
+    with pytest.raises(ConfigError, match=r"recording\.format \(from BRIDGE_RECORDING_FORMAT\)"):
+        Settings.load(environ={"BRIDGE_RECORDING_FORMAT": "mp3"})
+    with pytest.raises(ConfigError, match=r"recording\.enabled \(from BRIDGE_RECORDINGS\)"):
+        Settings.load(environ={"BRIDGE_RECORDINGS": "sometimes"})

@@ -44,6 +44,7 @@ log = structlog.get_logger("bridge.recording")
 
 SUFFIX = {WAV: ".wav", OPUS: ".opus"}
 CONTENT_TYPE = {WAV: "audio/wav", OPUS: "audio/ogg"}
+BATCH_S = 0.5  # the writer takes the calls' appends twice a second, not once per append (bridge.recording.writer)
 MAX_REMEMBERED = 10_000  # closed recordings whose figures are kept in memory for the listing
 
 
@@ -56,6 +57,7 @@ class RecordingService:
         self.writer = RecordingWriter(
             flush_s=settings.flush_s,
             retry_s=settings.retry_s,
+            batch_s=BATCH_S,
             max_queued_bytes=int(settings.max_queued_mb * (1 << 20)),
             on_change=self._changed,
             loop=loop,
