@@ -106,7 +106,7 @@ class Call(FleetSide):
         self.stt_format = replace(target, channels=started.channels)  # to Gladia: channel 0 the caller, 1 the other
         self.both_parties = started.channels == 2
         self.speakers = call_speakers(settings, started)
-        self.recorder = recorder_for(services, self.id, started, self.stt_format)  # bridge.call.recorder
+        self.recorder = recorder_for(services, self.id, started, self.stt_format, carried is not None)
         self.reply = CallReply(
             self.id,
             settings=settings.reply,

@@ -72,19 +72,22 @@ NO_RECORDING = NoRecording()
 
 
 def recorder_for(
-    services: CallServices, call_id: str, started: CallStarted, stt: AudioFormat
+    services: CallServices, call_id: str, started: CallStarted, stt: AudioFormat, adopted: bool = False
 ) -> CallRecorder | NoRecording:
-    """The call's recorder, or :data:`NO_RECORDING` when recordings are off (for the number it called)."""
+    """The call's recorder, or :data:`NO_RECORDING` when recordings are off (for the number it called).
+    ``adopted``: fleet mode, a call another instance held; its audio goes after what the file holds."""
     service = services.recordings
     if service is None or not service.wanted(param(started, "to")):
         return NO_RECORDING
-    return CallRecorder(service, call_id, started.audio_format, stt)
+    return CallRecorder(service, call_id, started.audio_format, stt, adopted)
 
 
 class CallRecorder:
     """See the module docstring."""
 
-    def __init__(self, service: RecordingService, call_id: str, native: AudioFormat, stt: AudioFormat) -> None:
+    def __init__(
+        self, service: RecordingService, call_id: str, native: AudioFormat, stt: AudioFormat, adopted: bool = False
+    ) -> None:
         self.service, self.call_id = service, call_id
         self.rate = 16000 if min(native.sample_rate, stt.sample_rate) >= 16000 else 8000
         assert self.rate in RATES
@@ -105,7 +108,7 @@ class CallRecorder:
         self._other_end = 0  # the end of the playout placed so far
         self.refused = 0  # appends the writer's queue refused
         self._closed = False
-        service.open(call_id, self.rate)
+        service.open(call_id, self.rate, after_end=adopted)
 
     def _now(self) -> int:
         return round((time.monotonic() - self._t0) * self.rate)

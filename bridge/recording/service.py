@@ -85,9 +85,10 @@ class RecordingService:
     def path_for(self, call_id: str) -> Path:
         return self.directory / f"{call_id}{SUFFIX[self.settings.format]}"
 
-    def open(self, call_id: str, rate: int, at: int = 0) -> None:
+    def open(self, call_id: str, rate: int, after_end: bool = False) -> None:
+        """``after_end``: the call was adopted from another process: its audio goes after the file's end."""
         self.open_calls.add(call_id)
-        self.writer.open(call_id, self.path_for(call_id), self.settings.format, rate, at=at)
+        self.writer.open(call_id, self.path_for(call_id), self.settings.format, rate, after_end=after_end)
 
     def close(self, call_id: str, on_closed: Callable[[ClosedInfo], object]) -> None:
         """Close ``call_id``'s recording; ``on_closed`` gets the writer's figures, on the loop."""

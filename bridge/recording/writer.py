@@ -80,6 +80,7 @@ class _Rec:
     dropped_bytes: int = 0
     skipped_frames: int = 0  # overlap with what the file already held (a moved call re-sent audio)
     unpatched: list[tuple[int, int]] = field(default_factory=list)
+    base: int = 0  # added to every place (open's after_end: the frames the file held)
 
 
 def _reason(exc: BaseException) -> str:
@@ -127,14 +128,17 @@ class RecordingWriter:
         self._thread = threading.Thread(target=self._run, name="recording-writer", daemon=True)
         self._thread.start()
 
-    def open(self, call_id: str, path: str | os.PathLike[str], fmt: str, rate: int, *, at: int = 0) -> None:
+    def open(
+        self, call_id: str, path: str | os.PathLike[str], fmt: str, rate: int, *, at: int = 0, after_end: bool = False
+    ) -> None:
         """Open (or continue, if the file exists) ``call_id``'s recording; ``at`` is where the first
-        append goes when appends come without a place."""
+        append goes when appends come without a place. ``after_end``: places count from the end of what
+        the file already holds (a call adopted from another process, whose frame count it does not know)."""
         if fmt not in formats.FORMATS:
             raise ValueError(f"recording format must be one of {formats.FORMATS}, not {fmt!r}")
         with self._cond:
             self._feeds[call_id] = _Feed(next_at=at)
-            self._put(("open", call_id, os.fspath(path), fmt, rate))
+            self._put(("open", call_id, os.fspath(path), fmt, rate, after_end))
 
     def append(self, call_id: str, pcm: bytes, at: int | None = None) -> bool:
         """Queue interleaved stereo int16 for ``call_id`` at frame ``at`` (default: right after the
@@ -250,12 +254,13 @@ class RecordingWriter:
         if kind == "append":
             self._append(command[1], command[2], command[3])
         elif kind == "open":
-            _, call_id, path, fmt, rate = command
+            _, call_id, path, fmt, rate, after_end = command
             if call_id in self._recs:
                 self._close(call_id, None, 0)
             rec = _Rec(call_id, path, fmt, rate)
             self._recs[call_id] = rec
-            self._reopen(rec)
+            if self._reopen(rec) and after_end:
+                rec.base = rec.next_frame
         elif kind == "silence":
             self._silence(command[1], command[2], command[3])
         elif kind == "close":
@@ -289,6 +294,7 @@ class RecordingWriter:
         rec = self._recs.get(call_id)
         if rec is None:
             return
+        at += rec.base
         frames = len(pcm) // 4
         rec.next_frame = max(rec.next_frame, at + frames)
         if rec.file is None:
@@ -316,6 +322,7 @@ class RecordingWriter:
         rec = self._recs.get(call_id)
         if rec is None or end <= start:
             return
+        start, end = start + rec.base, end + rec.base
         if rec.file is not None:
             try:
                 if rec.file.patch_silence(start, end):
@@ -349,6 +356,7 @@ class RecordingWriter:
     def _close(self, call_id: str, on_closed: Callable[[ClosedInfo], object] | None, owed: int) -> None:
         """Close, padding to ``owed`` (the loop side's end: appends the queue refused count too)."""
         rec = self._recs.pop(call_id)
+        owed += rec.base
         if rec.file is not None:
             try:
                 self._pad(rec, min(max(rec.next_frame, owed), rec.file.frames + int(self.max_gap_s * rec.rate)))
