@@ -153,8 +153,8 @@ class CallRecorder:
         if self._pending:
             self._place(bytes(self._pending))
             self._pending.clear()
-        if final:
-            upto = max(self._caller_end, self._other_end, self.timeline.taken)
+        if final:  # to the last audio; playout sent ahead (the lead) past the end of the call was not heard
+            upto = max(self._caller_end, min(self._other_end, self._now()), self.timeline.taken)
         else:
             upto = max(
                 min(self._now() - self.timeline.settle, self._caller_end),
