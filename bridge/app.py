@@ -30,6 +30,7 @@ from bridge.http.call_events import add_routes as add_call_events
 from bridge.http.health import add_routes as add_health_routes
 from bridge.http.outbound import add_routes as add_outbound
 from bridge.http.phone import phone_stream
+from bridge.http.recordings import RECORDINGS, install_recordings
 from bridge.http.transcripts import TRANSCRIPTS, recent_calls, transcript_store
 from bridge.http.transcripts import add_routes as add_transcript_api
 from bridge.http.twiml import twilio_voice
@@ -78,6 +79,7 @@ def create_app(
     app[DESK] = LocalDesk()
     app.router.add_get("/{carrier}/stream", phone_stream)
     # One cleanup_ctx per resource, each after what it uses: set up in this order, closed in the reverse.
+    install_recordings(app)  # GET /v1/calls/{id}/recording; the writer, closed after everything else
     app.cleanup_ctx.append(transcript_store)  # first in, last out: open before any call, closed after all
     app.cleanup_ctx.append(_fleet)  # before the HTTP client (its outbox is the fleet's), closed after it
     app.cleanup_ctx.append(_http_client)
@@ -92,9 +94,9 @@ def create_app(
 
 class _CappedServer(web.Server):
     """aiohttp's connection manager, with a cap. Over ``limit`` connections, the oldest *idle* one (no
-    request in progress: an idle keep-alive, or a client still sending its headers) is closed to make
-    room; only when none is idle is the new connection closed. A flood of idle sockets therefore
-    never keeps a call or ``/healthz`` out. One log line per 10 s while the cap is being hit."""
+    request in progress: an idle keep-alive, or a client still sending its headers) is closed to make room;
+    only when none is idle is the new one closed: a flood of idle sockets never keeps a call or ``/healthz``
+    out. One log line per 10 s while the cap is being hit."""
 
     limit = 10_000
     evicted = 0
@@ -123,9 +125,8 @@ class _CappedServer(web.Server):
 
 
 class BridgeRunner(web.AppRunner):
-    """The app's runner with the bridge's bounds on what an outsider can hold: HTTP keep-alive and
-    header reads end after ``server.keepalive_timeout`` (aiohttp's own default is an hour), at most
-    ``max_connections`` connections (see :class:`_CappedServer`)."""
+    """The app's runner with the bridge's bounds on what an outsider can hold: keep-alive and header reads
+    end after ``server.keepalive_timeout`` (aiohttp's: an hour), at most ``max_connections`` connections."""
 
     def __init__(
         self, app: web.Application, settings: Settings, max_connections: int | None = None, **kwargs: Any
@@ -184,10 +185,9 @@ async def _sqlite_outbox(app: web.Application) -> AsyncIterator[None]:
     """cleanup_ctx: the SQLite outbox, when this process keeps the bot's events on disk; started by
     :func:`_delivery` once what a previous process left is recovered, closed after the delivery."""
     settings, fleet = app[SETTINGS], app[FLEET]
-    # Fleet mode with a webhook: the outbox is each call's Redis stream, and a lost instance's calls are
-    # taken over by the others (the fleet's sweeper); no SQLite outbox. Otherwise the outbox keeps events
-    # for a bot: the webhook's, or (without one) the bot socket's. In fleet mode a socket-only bridge
-    # keeps them in memory only (each call's BotSocket window).
+    # Fleet mode with a webhook: the outbox is each call's Redis stream (a lost instance's calls are taken
+    # over by the others); no SQLite outbox. Otherwise it keeps events for a bot: the webhook's, or the bot
+    # socket's (in fleet mode a socket-only bridge keeps them in memory only: each BotSocket's window).
     in_redis = fleet is not None and bool(settings.webhook.url)
     durable = not in_redis and bool(settings.webhook.url or (settings.bot_ws.url and fleet is None))
     app[OUTBOX] = outbox = _outbox_writer(settings, app[WORKER]) if durable else None
@@ -263,6 +263,7 @@ async def _call_services(app: web.Application) -> AsyncIterator[None]:
         desk=app[DESK],
         publish=(tap := app[EVENT_TAP]).publish,
         stopping=asyncio.Event(),
+        recordings=app[RECORDINGS],
     )
     calls, fleet = app[CALLS], app[FLEET]
     app[DIALER] = dialer = Dialer(app[CALL_SERVICES], call_ended=calls.call_ended, publish=tap.publish, fleet=fleet)
@@ -373,10 +374,9 @@ METRICS_SLICES = 10  # the live calls are read in this many parts over each seco
 
 
 async def _metrics_updates(app: web.Application) -> AsyncIterator[None]:
-    """Once a second: live calls' counters into Prometheus, active calls, outbox depth. The calls are
-    read a tenth at a time, every 100 ms: reading them all at once stalled every call's audio for
-    several milliseconds each second with a few hundred calls (forward latency's p99). How late each
-    100 ms wake-up comes is the event loop's lag (``bridge_event_loop_lag_seconds``)."""
+    """Once a second: live calls' counters into Prometheus, active calls, outbox depth. The calls are read a
+    tenth at a time, every 100 ms: reading them all at once stalled every call's audio for several ms each
+    second with a few hundred calls (forward latency's p99). How late each wake-up comes is the loop's lag."""
     registry, metrics, outbox = app[CALLS], app[METRICS], app[OUTBOX]
     live = registry.live
 

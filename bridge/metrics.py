@@ -131,6 +131,21 @@ class Metrics:
         self.barge_in_resumed = Counter(
             "bridge_barge_in_resumed", "False interruptions: bot audio paused by caller noise, then resumed", registry=r
         )
+        self.recording_degraded = Gauge(
+            "bridge_recording_degraded",
+            "1 while call recordings are degraded (disk full or slow: audio dropped, calls unaffected)",
+            registry=r,
+            multiprocess_mode="max",
+        )
+        self.recordings_open = Gauge(
+            "bridge_recordings_open", "Call recordings being written", registry=r, multiprocess_mode="livesum"
+        )
+        self.recording_dropped = Counter(
+            "bridge_recording_dropped_bytes",
+            "Recording audio that never reached a file (queue full, disk errors)",
+            registry=r,
+        )
+        self._recording_dropped_seen = 0
         self._outbox_seen = (0, 0)
         self._seen: dict[str, Meter] = {}  # what was last reported for each live call
         self._pending = [0] * len(Meter._fields)  # gathered by update(), applied by flush()
@@ -157,6 +172,13 @@ class Metrics:
         if child is None:
             child = self._webhook_children[outcome] = self.webhook.labels(outcome)
         return child
+
+    def update_recordings(self, degraded: bool, open_recordings: int, dropped_bytes: int) -> None:
+        """The recording writer's state, once a second (bridge.http.recordings)."""
+        self.recording_degraded.set(1 if degraded else 0)
+        self.recordings_open.set(open_recordings)
+        self.recording_dropped.inc(max(0, dropped_bytes - self._recording_dropped_seen))
+        self._recording_dropped_seen = dropped_bytes
 
     def update_outbox(self, writer: OutboxFigures) -> None:
         """The outbox writer's state, once a second."""

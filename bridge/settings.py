@@ -21,6 +21,7 @@ from pydantic import PrivateAttr, ValidationError
 
 from bridge.adapters import CARRIERS
 from bridge.errors import ConfigError
+from bridge.recording.settings import RecordingSettings
 from bridge.setting_records import TranscriptSettings
 from bridge.setting_sections import (
     DIAL_NUMBER,
@@ -66,6 +67,7 @@ __all__ = [
     "LogSettings",
     "OutboundSettings",
     "PartiesSettings",
+    "RecordingSettings",
     "ReplySettings",
     "ServerSettings",
     "Settings",
@@ -112,6 +114,8 @@ ENV_KEYS: dict[str, str] = {
     "BRIDGE_TRANSCRIPT_RETENTION_DAYS": "transcripts.retention_days",
     "BRIDGE_REDACT": "transcripts.redact",
     "BRIDGE_REDACT_EVENTS": "transcripts.redact_events",
+    "BRIDGE_RECORDINGS": "recording.enabled",
+    "BRIDGE_RECORDING_FORMAT": "recording.format",
     "TWILIO_VOICE_MODE": "twilio.voice_mode",
     "TWILIO_FORK_REDIRECT_URL": "twilio.fork_redirect_url",
     "BRIDGE_SPEAKER_LABELS": "parties.labels",
@@ -182,6 +186,7 @@ class Settings(StrictModel):
     tts: TtsSettings = TtsSettings()
     bot_ws: BotWsSettings = BotWsSettings()
     transcripts: TranscriptSettings = TranscriptSettings()
+    recording: RecordingSettings = RecordingSettings()
     parties: PartiesSettings = PartiesSettings()
     fleet: FleetSettings = FleetSettings()
     control: ControlSettings = ControlSettings()

@@ -127,6 +127,8 @@ class TranscriptStore:
         self._closed = False
         self._dropping = False
         self._refused = 0  # writes that were not a call, an utterance, an add-on, an analysis or an end
+        # told the ids of the calls each purge batch deleted, on the purge's thread (their recordings go too)
+        self.on_purged: Callable[[list[str]], object] | None = None
         self._writes: GroupWriter[Op] = GroupWriter(
             self._commit,
             name="transcript-writer",
@@ -340,8 +342,9 @@ class TranscriptStore:
         return [{**self._call(row), "utterances": row[10]} for row in rows]
 
     def purge(self, before: float) -> int:
-        """Delete the calls (with their utterances, add-ons and analysis) that ended before ``before`` (unix
-        seconds), or started before it when their end was never recorded; returns how many calls went.
+        """Delete the calls (with their utterances, add-ons and analysis, and through :attr:`on_purged` their
+        recordings) that ended before ``before`` (unix seconds), or started before it when their end was never
+        recorded; returns how many calls went.
 
         Deletes a bounded batch per transaction, so another process's writes wait at most one batch.
 
@@ -362,6 +365,8 @@ class TranscriptStore:
                     if db.in_transaction:
                         db.execute("ROLLBACK")
                     raise
+                if ids and self.on_purged is not None:
+                    self.on_purged([call_id for (call_id,) in ids])
                 gone += len(ids)
                 if len(ids) < self.PURGE_BATCH:
                     return gone

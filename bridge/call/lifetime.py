@@ -2,19 +2,17 @@
 
 This is where the data-flow diagram becomes code. A call is built once its first stream has said
 ``start`` (so it knows its ids, parameters and profile), and is then carried by one stream at a time
-(:class:`bridge.phone_stream.PhoneStream`); the stream's reading task drives :meth:`Call.run` and
-never awaits the network on the audio path (``SttStream.send_audio`` and ``CallDelivery.submit`` are
-synchronous), so a slow Gladia or bot cannot delay the phone.
+(:class:`bridge.phone_stream.PhoneStream`); the stream's reading task drives :meth:`Call.run` and never
+awaits the network or the disk on the audio path (``SttStream.send_audio``, ``CallDelivery.submit``,
+``CallRecorder.heard`` are synchronous), so a slow Gladia, bot or disk cannot delay the phone.
 
 1. :meth:`Call.begin`: pick the STT profile (default, then the called number, then the ``stt.*`` stream
    parameters allowed), open the delivery queue and the Gladia session, post ``call.started``.
-2. :meth:`Call.attach`: a stream carries the call (the first one, or a restarted one).
-3. :meth:`Call.run`: phone audio -> transcoder -> session, until ``stop``, a socket close or a
-   protocol error.
+2. :meth:`Call.attach`: a stream carries the call (the first one, or a restarted one): the recording goes on.
+3. :meth:`Call.run`: phone audio -> transcoder -> session (and recording), until ``stop``, a close or an error.
 4. :meth:`Call.end`: flush, finish the session (last finals), post ``call.ended`` with the summary
-   (:meth:`Call.stats`), log one ``call.ended`` line. Once, whatever the interleaving.
-
-Stream restarts: :mod:`bridge.call.suspended`, :mod:`bridge.call.resume`, :mod:`bridge.call.transfer`."""
+   (:meth:`Call.stats`), log one ``call.ended`` line; then ``recording.completed`` (bridge.call.recorder).
+Once, whatever the interleaving. Restarts: bridge.call.suspended, bridge.call.resume, bridge.call.transfer."""
 
 from __future__ import annotations
 
@@ -53,6 +51,7 @@ from bridge.call.notices import SttNotices
 from bridge.call.payloads import started_json
 from bridge.call.profile import call_profile, call_speakers
 from bridge.call.record import CallRecord
+from bridge.call.recorder import recorder_for
 from bridge.call.resume import CarriedCall, restart_accepted
 from bridge.call.services import CallServices
 from bridge.call.transfer import CallTransfer
@@ -74,7 +73,7 @@ class Call(FleetSide):
     __slots__ = (
         "_answers", "_audio_path", "_counters", "_earlier", "_last_posted", "_notices", "_stopping", "_t0",
         "answering", "bot_socket", "both_parties", "delivery", "direction", "dtmf", "end_suspended_now",
-        "ended_posted", "id", "leave_suspension", "on_ended", "profile", "publish", "record", "reply",
+        "ended_posted", "id", "leave_suspension", "on_ended", "profile", "publish", "record", "recorder", "reply",
         "resume_secret", "settings", "speakers", "started", "stream", "streams", "stt", "stt_format", "stt_refused",
         "target", "transcripts", "transfer"
     )
@@ -104,10 +103,10 @@ class Call(FleetSide):
         target = self.profile.audio_format(started.audio_format)
         assert target is not None  # a native profile always has a format once the stream's is known
         self.target: AudioFormat = target  # one track's
-        # What Gladia gets: one channel, or both parties as two (channel 0 the caller, 1 the other party).
-        self.stt_format = replace(target, channels=started.channels)
+        self.stt_format = replace(target, channels=started.channels)  # to Gladia: channel 0 the caller, 1 the other
         self.both_parties = started.channels == 2
         self.speakers = call_speakers(settings, started)
+        self.recorder = recorder_for(services, self.id, started, self.stt_format, carried is not None)
         self.reply = CallReply(
             self.id,
             settings=settings.reply,
@@ -115,6 +114,7 @@ class Call(FleetSide):
             http=http,
             emit=self._emit,
             on_hangup=self._bot_hung_up,
+            tap=self.recorder,
         )
         # the reply's events out and the bot's answers to the call's events in (bridge.call.answers)
         self._answers = WebhookAnswers(self.reply, self._post, self.call_json)
@@ -171,11 +171,9 @@ class Call(FleetSide):
         self._last_posted = False  # call.ended went out
         self.dtmf = 0
         self.on_ended: Callable[[str, CallStats], None] | None = None  # e.g. the metrics' last update
-        # Set while the call is suspended (its stream dropped, a restart may come): ends it from there
-        # (bridge.call.suspended), e.g. when the bot hangs up meanwhile.
+        # Set while the call is suspended (a restart may come): ends it from there (bridge.call.suspended)
         self.end_suspended_now: Callable[[EndReason], None] | None = None
-        # Set there too: takes the call off the suspended calls without ending it (fleet mode: it
-        # carries on on another instance), so the call imports nothing of them.
+        # Set there too: off the suspended calls without ending (fleet mode: it goes on elsewhere)
         self.leave_suspension: Callable[[], None] | None = None
 
     @classmethod
@@ -238,6 +236,7 @@ class Call(FleetSide):
                 call_id=self.id, call_sid=self.started.call_sid, stream_sid=self.started.stream_sid
             )
             self._post("call.stream_restarted", {"call": self.call_json(), "streams": self.streams + 1})
+            self.recorder.new_stream()
             log.info("call.stream_restarted", streams=self.streams + 1)
         self.streams += 1
         self._audio_path = stream.use_transcoder(
@@ -278,7 +277,8 @@ class Call(FleetSide):
                     if self.answering is not None:
                         self.answering.hear(audio)
                     # a sensitive gather runs: what the caller says or keys in-band reaches no transcript
-                    self.stt.send_audio(hushed(audio, self.stt_format) if self.reply.hushed else audio)
+                    self.stt.send_audio(audio := hushed(audio, self.stt_format) if self.reply.hushed else audio)
+                    self.recorder.heard(audio)
                 case CallStopped():
                     return True
                 case Dtmf():
@@ -305,8 +305,7 @@ class Call(FleetSide):
             return
         self._ended = True
         self.end_suspended_now = None
-        # Each part is guarded: whatever one raises is logged with its traceback and the rest still
-        # runs, so call.ended is always posted and logged and on_ended always called.
+        # Each part is guarded (what one raises is logged, the rest runs): call.ended and on_ended always happen.
         await self._end_part("audio_flush", self._flush_audio)
         await self._end_part("reply_close", self.reply.close)  # what played: interrupted before call.ended
         await self._end_part("stt_finish", self._finish_stt)
@@ -315,6 +314,7 @@ class Call(FleetSide):
         await self._end_part(
             "call_ended", lambda: self._post("call.ended", {"call": self.call_json(), "summary": summary})
         )
+        await self._end_part("recording", lambda: self.recorder.finish(self._post_call))
         if self.stt.results.analysis.wanted:  # the phone's socket need not wait for the analysis
             self.ended_posted.set()
         await self._end_part("transcript_completed", self._transcript_completed)
@@ -381,7 +381,7 @@ class Call(FleetSide):
         """A bot event: to the webhook (durable, ordered) and, when there is one, the bot's socket.
         ``call.ended`` then ``transcript.completed`` are the call's last events: anything after them
         (e.g. a bad answer to one) is logged. Returns the event queued (None: not sent)."""
-        if self._last_posted and type_ != "transcript.completed":
+        if self._last_posted and type_ not in ("transcript.completed", "recording.completed"):
             log.info("bot.event_after_end", type=type_, detail="the call has ended: not sent")
             return None
         self._last_posted = self._last_posted or type_ == "call.ended"

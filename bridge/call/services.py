@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from bridge.call.desk import TransferDesk
     from bridge.call.redacting import Redaction
     from bridge.delivery import Delivery
+    from bridge.recording.service import RecordingService
     from bridge.reply.actions import Action
     from bridge.reply.tts import Speaker
     from bridge.settings import Settings
@@ -44,6 +45,7 @@ class CallServices:
     publish: Callable[[str, int, str, str], None] | None = None
     # set when the bridge starts to stop: a call's wait for Gladia's post-call analysis ends at once
     stopping: asyncio.Event | None = None
+    recordings: RecordingService | None = None  # the calls' recordings (None: off for every number)
     # BRIDGE_REDACT (transcripts.redact): built from the settings; None: nothing is redacted
     redaction: Redaction | None = field(init=False, default=None)
 

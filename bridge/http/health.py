@@ -15,6 +15,7 @@ from bridge.app_keys import FLEET, WORKER
 from bridge.call.registry import CALLS
 from bridge.delivery.outbox import OUTBOX
 from bridge.metrics import METRICS
+from bridge.recording.service import RECORDINGS
 from bridge.stt.admission import ADMISSION
 
 
@@ -28,6 +29,10 @@ async def healthz(request: web.Request) -> web.Response:
         problems.append(f"outbox writes failing: {outbox.degraded}")
     if fleet is not None and fleet.redis_down is not None:
         problems.append(f"fleet Redis unreachable: {fleet.redis_down}")
+    recordings = app.get(RECORDINGS)
+    recording = recordings.health() if recordings is not None else None
+    if recording is not None and recording[0] is not None:
+        problems.append(f"recordings degraded: {recording[0]}")
     status = "draining" if calls.draining else ("degraded" if problems else "ok")
     body: dict[str, object] = {
         "status": status,
@@ -42,6 +47,8 @@ async def healthz(request: web.Request) -> web.Response:
     admission = app[ADMISSION]
     if admission.limit:
         body["stt_sessions"] = {"active": admission.active, "waiting": admission.waiting, "limit": admission.limit}
+    if recording is not None:
+        body["recordings"] = recording[1]
     if outbox is not None:
         body["outbox"] = {**outbox.counts(), "queued_writes": outbox.queued}
     if fleet is not None:

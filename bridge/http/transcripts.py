@@ -62,6 +62,7 @@ from bridge.blocking import BlockingPool, PoolFull
 from bridge.call.registry import CALLS
 from bridge.clock import Clock
 from bridge.http.bot_api import authorized
+from bridge.recording.service import RECORDINGS
 from bridge.settings import Settings, TranscriptSettings
 from bridge.siblings import SIBLINGS
 from bridge.transcript_render import in_language, iso, parse_lang, parse_since, render_json, render_txt, render_vtt
@@ -180,9 +181,14 @@ async def recent_calls(request: web.Request) -> web.Response:
     if isinstance(store, web.Response):
         return store
 
+    recordings = request.app.get(RECORDINGS)
+
     def read() -> list[dict[str, Any]]:
         store.flush(READ_FLUSH_TIMEOUT)
-        return store.list_since(since, limit)
+        calls = store.list_since(since, limit)
+        for call in calls:  # {format, duration_s, bytes} or null (bridge.recording.service)
+            call["recording"] = recordings.describe(call["id"]) if recordings is not None else None
+        return calls
 
     try:
         calls = await request.app[TRANSCRIPT_READS].run(read)
@@ -214,6 +220,8 @@ async def transcript_store(app: web.Application) -> AsyncIterator[None]:
     # (A thread starts only when work comes: with transcripts off, none ever does.)
     app[TRANSCRIPT_READS] = pool = BlockingPool(name="transcript-read")
     app[TRANSCRIPTS] = store = await _open_store(settings, clock) if config.enabled else None
+    if store is not None and (recordings := app.get(RECORDINGS)) is not None:
+        store.on_purged = recordings.forget  # a call's recording goes with its transcript
     purge = None
     if store is not None:
         purge = asyncio.create_task(_purge_loop(store, pool, config, clock), name="transcripts-purge")

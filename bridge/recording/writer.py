@@ -6,7 +6,9 @@ a slow or full disk must degrade the recordings, never the call. The loop side o
 under a lock (no I/O, no waiting); audio waiting in it is bounded in bytes (``max_queued_bytes``), like
 the outbox, and an append that would go past the bound is dropped and counted against its recording.
 Commands that are not audio (open, silence, close) are always queued: they are few and small, and
-dropping a close would leak a file.
+dropping a close would leak a file. They wake the thread at once; given ``batch_s``, appends do not (it
+picks them up within ``batch_s``, or when a quarter of the bound is waiting): 200 calls appending once a
+second each would otherwise wake it 200 times a second, and the GIL hand-overs cost more than the writes.
 
 Every append carries its place (a frame offset in the recording, tracked on the loop side even for the
 appends dropped), so a drop, a disk outage or a hand-over leaves silence of the right length and what
@@ -78,6 +80,7 @@ class _Rec:
     dropped_bytes: int = 0
     skipped_frames: int = 0  # overlap with what the file already held (a moved call re-sent audio)
     unpatched: list[tuple[int, int]] = field(default_factory=list)
+    base: int = 0  # added to every place (open's after_end: the frames the file held)
 
 
 def _reason(exc: BaseException) -> str:
@@ -97,10 +100,11 @@ class RecordingWriter:
         max_queued_bytes: int = 32 << 20,
         max_gap_s: float = 3600.0,
         fsync: bool = False,
+        batch_s: float = 0.0,
         on_change: Callable[[str, str], object] | None = None,
         loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
-        self.flush_s, self.retry_s, self.fsync = flush_s, retry_s, fsync
+        self.flush_s, self.retry_s, self.fsync, self.batch_s = flush_s, retry_s, fsync, batch_s
         self.max_queued_bytes, self.max_gap_s = max_queued_bytes, max_gap_s
         self._on_change, self._loop = on_change, loop
         self._cond = threading.Condition()
@@ -124,14 +128,17 @@ class RecordingWriter:
         self._thread = threading.Thread(target=self._run, name="recording-writer", daemon=True)
         self._thread.start()
 
-    def open(self, call_id: str, path: str | os.PathLike[str], fmt: str, rate: int, *, at: int = 0) -> None:
+    def open(
+        self, call_id: str, path: str | os.PathLike[str], fmt: str, rate: int, *, at: int = 0, after_end: bool = False
+    ) -> None:
         """Open (or continue, if the file exists) ``call_id``'s recording; ``at`` is where the first
-        append goes when appends come without a place."""
+        append goes when appends come without a place. ``after_end``: places count from the end of what
+        the file already holds (a call adopted from another process, whose frame count it does not know)."""
         if fmt not in formats.FORMATS:
             raise ValueError(f"recording format must be one of {formats.FORMATS}, not {fmt!r}")
         with self._cond:
             self._feeds[call_id] = _Feed(next_at=at)
-            self._put(("open", call_id, os.fspath(path), fmt, rate))
+            self._put(("open", call_id, os.fspath(path), fmt, rate, after_end))
 
     def append(self, call_id: str, pcm: bytes, at: int | None = None) -> bool:
         """Queue interleaved stereo int16 for ``call_id`` at frame ``at`` (default: right after the
@@ -149,7 +156,10 @@ class RecordingWriter:
                 self._cond.notify()
                 return False
             self._queued_bytes += len(pcm)
-            self._put(("append", call_id, start, pcm))
+            self._put(
+                ("append", call_id, start, pcm),
+                wake=not self.batch_s or self._queued_bytes > self.max_queued_bytes // 4,
+            )
             return True
 
     def silence(self, call_id: str, start: int, end: int) -> None:
@@ -195,9 +205,10 @@ class RecordingWriter:
                 self._unpatched,
             )
 
-    def _put(self, command: tuple[Any, ...]) -> None:
+    def _put(self, command: tuple[Any, ...], wake: bool = True) -> None:
         self._queue.append(command)
-        self._cond.notify()
+        if wake:
+            self._cond.notify()
 
     # -- the writer thread ------------------------------------------------------------------------
 
@@ -209,6 +220,8 @@ class RecordingWriter:
             with self._cond:
                 if not self._queue:
                     deadline = min(next_flush, next_retry)
+                    if self.batch_s:
+                        deadline = min(deadline, time.monotonic() + self.batch_s)
                     if self._queue_full_until > time.monotonic():
                         deadline = min(deadline, self._queue_full_until)
                     self._cond.wait(max(0.0, deadline - time.monotonic()))
@@ -241,12 +254,13 @@ class RecordingWriter:
         if kind == "append":
             self._append(command[1], command[2], command[3])
         elif kind == "open":
-            _, call_id, path, fmt, rate = command
+            _, call_id, path, fmt, rate, after_end = command
             if call_id in self._recs:
                 self._close(call_id, None, 0)
             rec = _Rec(call_id, path, fmt, rate)
             self._recs[call_id] = rec
-            self._reopen(rec)
+            if self._reopen(rec) and after_end:
+                rec.base = rec.next_frame
         elif kind == "silence":
             self._silence(command[1], command[2], command[3])
         elif kind == "close":
@@ -280,6 +294,7 @@ class RecordingWriter:
         rec = self._recs.get(call_id)
         if rec is None:
             return
+        at += rec.base
         frames = len(pcm) // 4
         rec.next_frame = max(rec.next_frame, at + frames)
         if rec.file is None:
@@ -307,6 +322,7 @@ class RecordingWriter:
         rec = self._recs.get(call_id)
         if rec is None or end <= start:
             return
+        start, end = start + rec.base, end + rec.base
         if rec.file is not None:
             try:
                 if rec.file.patch_silence(start, end):
@@ -340,6 +356,7 @@ class RecordingWriter:
     def _close(self, call_id: str, on_closed: Callable[[ClosedInfo], object] | None, owed: int) -> None:
         """Close, padding to ``owed`` (the loop side's end: appends the queue refused count too)."""
         rec = self._recs.pop(call_id)
+        owed += rec.base
         if rec.file is not None:
             try:
                 self._pad(rec, min(max(rec.next_frame, owed), rec.file.frames + int(self.max_gap_s * rec.rate)))

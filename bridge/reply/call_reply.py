@@ -50,7 +50,7 @@ from bridge.reply.gathering import Gatherer
 from bridge.reply.outbound_audio import url_allowed
 from bridge.reply.playout import HandOverNow, HangupNow, Output, Playout
 from bridge.reply.producer import MAX_PENDING_ACTIONS, Producer
-from bridge.reply.sender import Emit, Send, Sender
+from bridge.reply.sender import Emit, PlayoutTap, Send, Sender
 from bridge.reply.tts import Speaker
 from bridge.settings import ReplySettings
 
@@ -106,7 +106,9 @@ class CallReply:
         http: aiohttp.ClientSession | None,
         emit: Emit,
         on_hangup: Callable[[], None],
+        tap: PlayoutTap | None = None,
     ) -> None:
+        """``tap``: told what the caller is played and when the carrier is cleared (the call's recording)."""
         self.call_id = call_id
         self.settings = settings
         self.speaker = speaker
@@ -119,7 +121,7 @@ class CallReply:
         )
         self.stale_replies = settings.stale_replies
         self.counters = ReplyCounters()
-        self._sender = Sender(emit=emit, on_hangup=on_hangup, on_ended=self._ended, counters=self.counters)
+        self._sender = Sender(emit=emit, on_hangup=on_hangup, on_ended=self._ended, counters=self.counters, tap=tap)
         self._producer = Producer(
             settings=settings,
             speaker=speaker,

@@ -14,11 +14,12 @@ import contextlib
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Any, Literal, assert_never
+from typing import Any, Literal, Protocol, assert_never
 
 import structlog
 
 from bridge.adapters.base import PhoneAdapter
+from bridge.audio import AudioFormat
 from bridge.errors import UnsupportedOperation
 from bridge.reply.bargein import BargeIn
 from bridge.reply.figures import ReplyCounters
@@ -42,6 +43,14 @@ Emit = Callable[[str, dict[str, Any]], None]  # (event type, payload without "ca
 Send = Callable[[str | bytes], Awaitable[None]]  # one message to the carrier
 
 
+class PlayoutTap(Protocol):
+    """Told what goes to the caller (the call's recording, :mod:`bridge.call.recorder`); never blocks."""
+
+    def played(self, data: bytes, fmt: AudioFormat) -> None: ...
+
+    def cleared(self) -> None: ...
+
+
 class Sender:
     """The sending task and what it sends through: the current phone stream (``adapter``, ``send``) and
     its playout and barge-in. ``on_ended(action_id)``: the playout ended an action early (its rest is
@@ -62,13 +71,21 @@ class Sender:
         "out",
         "playout",
         "send",
+        "tap",
         "wake",
     )
 
     def __init__(
-        self, *, emit: Emit, on_hangup: Callable[[], None], on_ended: Callable[[str], None], counters: ReplyCounters
+        self,
+        *,
+        emit: Emit,
+        on_hangup: Callable[[], None],
+        on_ended: Callable[[str], None],
+        counters: ReplyCounters,
+        tap: PlayoutTap | None = None,
     ) -> None:
         self.emit = emit
+        self.tap = tap
         self.on_hangup = on_hangup
         self.on_ended = on_ended
         self.on_hand_over: Callable[[str], None] = lambda action_id: None  # a transfer is due (its id)
@@ -142,6 +159,8 @@ class Sender:
             case SendAudio():
                 if send and adapter is not None:
                     self._messages.extend(adapter.audio_messages(out.data))
+                    if self.tap is not None:
+                        self.tap.played(out.data, adapter.outbound_format)
             case SendMark():
                 if send and adapter is not None:
                     self._messages.append(adapter.mark_message(out.name))
@@ -149,6 +168,8 @@ class Sender:
                 if send and adapter is not None:
                     with contextlib.suppress(UnsupportedOperation):  # pausing still stops the sending
                         self._messages.append(adapter.clear_message())
+                        if self.tap is not None:  # cleared: not heard (without a clear, the lead plays)
+                            self.tap.cleared()
             case PlaybackStarted():
                 self.emit("playback.started", {"action_id": out.action_id})
             case PlaybackFinished():
