@@ -10,13 +10,17 @@ digits must appear nowhere they should not, in any form the bridge serves.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import aiohttp
+import numpy as np
 import pytest
 
+from bridge.audio import decode_to_pcm16
 from tests.support.calls import BridgeFactory, caller_audio, play_call, wait_for
 from tests.support.fakes import FakeGladia, FakeWebhook
+from tests.support.recording_oracle import decode
 
 TOKEN = "api-token-for-the-redaction-tests"
 CARD = "my card is 4111 1111 1111 1111 thanks"
@@ -108,3 +112,26 @@ def test_a_kind_the_bridge_does_not_know_is_refused_by_name() -> None:
     settings = Settings.load({"BRIDGE_REDACT": "Card, EMAIL", "BRIDGE_REDACT_EVENTS": "true"})
     assert settings.transcripts.redact == {"card", "email"} and settings.transcripts.redact_events
     assert Settings.load({}).transcripts.redact == frozenset()
+
+
+@pytest.mark.timeout(60)
+async def test_a_redacted_span_is_silent_in_the_recording(
+    make_bridge: BridgeFactory, fake_gladia: FakeGladia, webhook: tuple[FakeWebhook, str], tmp_path: Path
+) -> None:
+    """Recordings and redaction both on: the card's words (the fake Gladia times every word of final 0 over
+    its segment, the call's first second) are silence on both channels of the file, read back by sox; the
+    rest of the caller's audio is there, sample for sample."""
+    hook, _ = webhook
+    fake_gladia.said = {0: CARD}
+    server = await make_bridge({"BRIDGE_API_TOKEN": TOKEN, "BRIDGE_REDACT": "card", "BRIDGE_RECORDINGS": "on"})
+    audio = caller_audio(3.0)
+    assert await play_call(str(server.make_url("/twilio/stream")), audio) == 1000
+    await wait_for(lambda: bool(hook.events("recording.completed")), timeout=20)
+    (final, *_) = hook.events("utterance.final")
+    start, end = round(final["utterance"]["start"] * 8000), round(final["utterance"]["end"] * 8000)
+    assert (start, end) == (0, 8000)
+    (path,) = (tmp_path / "data" / "recordings").iterdir()
+    got = decode(path, 8000, "sox")
+    assert not got[start:end].any()
+    caller = np.frombuffer(decode_to_pcm16(audio, "ulaw"), dtype="<i2")
+    assert got[end:, 0].any() and np.array_equal(got[end : len(caller), 0], caller[end:])

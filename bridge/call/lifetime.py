@@ -397,7 +397,8 @@ class Call(FleetSide):
 
     def _final(self, utterance: dict[str, Any]) -> None:
         """A final for the record; an outbound call's first finals are a cue for its answering-machine detection."""
-        self.record.final(utterance)
+        for start, end in self.record.final(utterance):  # redacted: silent in the recording too
+            self.recorder.silence(start, end)
         if self.answering is not None:
             self.answering.words(str(utterance.get("text") or ""))
 

@@ -91,14 +91,17 @@ class CallRecord:
         if self.store is not None:
             self.store.call_started({**call, "speakers": speakers}, time.time())
 
-    def final(self, utterance: dict[str, Any]) -> None:
+    def final(self, utterance: dict[str, Any]) -> list[tuple[float, float]]:
         """A final for the transcript: kept on record (the store's writer thread; never waits) and,
-        within bounds, for ``transcript.completed``."""
+        within bounds, for ``transcript.completed``. Returns the times of what was redacted from it (for
+        the recording to silence; none without redaction)."""
+        spans: list[tuple[float, float]] = []
         if self.redaction is not None:
-            utterance = self.redaction.utterance(utterance)
+            utterance, spans = self.redaction.spans(utterance)
         if self.store is not None:
             self.store.utterance(self.call_id, utterance)
         self.conversation.add(utterance)
+        return spans
 
     def addon(self, type_: str, item: Mapping[str, Any]) -> None:
         """An add-on result of a final (``utterance.translation`` / ``.entities`` / ``.sentiment``, its

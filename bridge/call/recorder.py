@@ -64,6 +64,9 @@ class NoRecording:
     def new_stream(self) -> None:
         pass
 
+    def silence(self, start: float, end: float) -> None:
+        pass
+
     async def finish(self, post: Callable[[str, dict[str, Any]], object]) -> None:
         pass
 
@@ -146,6 +149,16 @@ class CallRecorder:
         now = self._now()
         self.timeline.other_clear(now)
         self._other_end = min(self._other_end, now)
+
+    def silence(self, start: float, end: float) -> None:
+        """Both channels silent over ``start``-``end`` (call seconds: a redacted span's word times). Audio not
+        yet written is silenced in memory; what was written is patched in the file by the writer (a WAV
+        exactly; an Opus file cannot be, and the writer counts the span as unpatched)."""
+        if self._closed or end <= start:
+            return
+        lo, hi = max(0, round(start * self.rate)), round(end * self.rate)
+        for a, b in self.timeline.silence(lo, hi):
+            self.service.writer.silence(self.call_id, a, b)
 
     # -- emission --------------------------------------------------------------------------------
 

@@ -50,6 +50,10 @@ class Redaction:
         redacted, _spans = self.redactor.utterance(utterance)
         return redacted
 
+    def spans(self, utterance: Mapping[str, Any]) -> tuple[dict[str, Any], list[tuple[float, float]]]:
+        """The redacted copy and the times (call seconds, from the words) of what was redacted."""
+        return self.redactor.utterance(utterance)
+
     def strings(self, value: Any, key: str | None = None) -> Any:
         """A copy of a JSON-like value with every text in it redacted (not keys, not :data:`_KEEP`'s)."""
         if isinstance(value, str):
