@@ -598,3 +598,25 @@ def test_a_write_the_server_refuses_is_dropped_and_the_rest_of_its_batch_kept(pg
     assert listed == ["ok-2", "ok-1"]
     assert store.dropped == 1 and store.degraded is None
     assert reports.count("transcripts.dropping") == 1
+
+
+@pytest.mark.timeout(60)
+def test_a_read_after_a_restart_it_did_not_see_succeeds_on_a_new_connection(
+    pg_server: PostgresServer, pg_url: str
+) -> None:
+    """The server restarted between two reads: the reader's connection is dead; the read is made again on
+    a new connection and answers (the API does not answer 503 once for every instance after a restart)."""
+    store = PgTranscriptStore(pg_url, retry_seconds=0.05, max_retry_seconds=0.2)
+    try:
+        fill(store, "c", STARTED, STARTED + 1)  # type: ignore[arg-type]
+        assert store.flush(5)
+        before = store.get("c")
+        pg_server.stop()
+        pg_server.start()
+        after, listed = store.get("c"), store.list_since(0)
+        assert store.purge(0) == 0
+    finally:
+        if pg_server.proc is None:
+            pg_server.start()
+        store.close()
+    assert before == after and [x["id"] for x in listed] == ["c"]
