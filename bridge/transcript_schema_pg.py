@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bridge.transcript_schema import ADDON, ANALYSIS, CALL_ENDED, CALL_SEEN, CALL_STARTED, UTTERANCE
+from bridge.transcript_schema import ADDON, ANALYSIS, CALL_COLUMNS, CALL_ENDED, CALL_SEEN, CALL_STARTED, UTTERANCE
 
 SCHEMA_VERSION = 1
 SCHEMA_LOCK = 0x62726467_7472  # pg_advisory_xact_lock key: one instance creates the tables at a time
@@ -112,6 +112,20 @@ WITH gone AS (
 )
 DELETE FROM calls WHERE call_id IN (SELECT call_id FROM gone)
 """
+
+
+# What the reads ask (the SQLite store's questions, in PostgreSQL's placeholders).
+READ_CALL = f"SELECT {CALL_COLUMNS} FROM calls WHERE call_id = %s"
+READ_UTTERANCES = "SELECT seq, body FROM utterances WHERE call_id = %s ORDER BY start, seq LIMIT %s"
+READ_ADDONS = (
+    "SELECT utterance_seq, kind, body FROM addons WHERE call_id = %s AND utterance_seq IS NOT NULL "
+    "ORDER BY seq LIMIT %s"
+)
+READ_ANALYSIS = "SELECT body FROM analyses WHERE call_id = %s"
+LIST_SINCE = (
+    f"SELECT {CALL_COLUMNS}, (SELECT count(*) FROM utterances u WHERE u.call_id = c.call_id) "
+    "FROM calls c WHERE started_at >= %s OR ended_at >= %s ORDER BY started_at DESC, call_id LIMIT %s"
+)
 
 
 def clean_text(value: str) -> str:

@@ -26,7 +26,8 @@ degraded (reported once) and the writer reconnects with exponential backoff (``r
 ``max_retry_seconds``, :mod:`bridge.pg_connection`); the first commit after is ``recovered``. A server
 down at start-up does not stop the store from opening: it starts degraded and the idle writer connects
 when it can. A batch the server refuses for its content (never to succeed) is written op by op in
-savepoints; what is refused is dropped and counted instead of blocking the queue.
+savepoints; what is refused is dropped and counted instead of blocking the queue. Any other error
+(a table dropped, a permission revoked) is retried on a new connection, which makes the schema again.
 
 Reads use a connection of their own, one at a time (a read on a connection found dead is tried once
 more on a new one); ``get`` reads one ``REPEATABLE READ`` snapshot. The purge deletes a bounded batch
@@ -49,29 +50,22 @@ import orjson
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
+from bridge import transcript_schema_pg as pg
 from bridge.backoff import Backoff
 from bridge.group_commit import GroupWriter
 from bridge.pg_connection import TRANSIENT, Connection, Reconnecting, T, connect_options
 from bridge.transcript_addons import addon_row, analysis_body, attach
 from bridge.transcript_render import call_seconds, iso
-from bridge.transcript_schema import (
-    ADDON,
-    ANALYSIS,
-    CALL_COLUMNS,
-    CALL_ENDED,
-    CALL_SEEN,
-    CALL_STARTED,
-    UTTERANCE,
-    Op,
-    runs,
-)
-from bridge.transcript_schema_pg import PURGE_BATCH_SQL, SCHEMA, SCHEMA_LOCK, STATEMENTS, clean_text, text_or_none
+from bridge.transcript_schema import ADDON, ANALYSIS, CALL_ENDED, CALL_SEEN, CALL_STARTED, UTTERANCE, Op, runs
+from bridge.transcript_schema_pg import clean_text, text_or_none
 
 MAX_UTTERANCES_READ = 50_000  # as bridge.transcripts: a longer transcript is served cut, "truncated": true
 MAX_ADDONS_READ = 8 * MAX_UTTERANCES_READ
 
 # A failed write or read (the connection, the server); OSError: the socket below it.
 STORE_ERRORS: tuple[type[Exception], ...] = (psycopg.Error, OSError)
+# A write whose content the server refuses (SQLSTATE classes 22 and 23): it would fail every time.
+REFUSED: tuple[type[Exception], ...] = (psycopg.DataError, psycopg.IntegrityError)
 
 Report = Callable[[str, dict[str, Any]], None]
 
@@ -277,19 +271,12 @@ class PgTranscriptStore:
         def read(db: Connection) -> tuple[Any, ...] | None:
             with db.transaction():  # one snapshot for the call, its utterances, add-ons and analysis
                 db.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-                row = db.execute(f"SELECT {CALL_COLUMNS} FROM calls WHERE call_id = %s", (call_id,)).fetchone()
+                row = db.execute(pg.READ_CALL, (call_id,)).fetchone()
                 if row is None:
                     return None
-                bodies = db.execute(
-                    "SELECT seq, body FROM utterances WHERE call_id = %s ORDER BY start, seq LIMIT %s",
-                    (call_id, MAX_UTTERANCES_READ + 1),
-                ).fetchall()
-                addons = db.execute(
-                    "SELECT utterance_seq, kind, body FROM addons WHERE call_id = %s AND utterance_seq IS NOT NULL "
-                    "ORDER BY seq LIMIT %s",
-                    (call_id, MAX_ADDONS_READ + 1),
-                ).fetchall()
-                analysis = db.execute("SELECT body FROM analyses WHERE call_id = %s", (call_id,)).fetchone()
+                bodies = db.execute(pg.READ_UTTERANCES, (call_id, MAX_UTTERANCES_READ + 1)).fetchall()
+                addons = db.execute(pg.READ_ADDONS, (call_id, MAX_ADDONS_READ + 1)).fetchall()
+                analysis = db.execute(pg.READ_ANALYSIS, (call_id,)).fetchone()
             return row, bodies, addons, analysis
 
         found = self._read(read)
@@ -332,11 +319,7 @@ class PgTranscriptStore:
         """
 
         def read(db: Connection) -> list[tuple[Any, ...]]:
-            return db.execute(
-                f"SELECT {CALL_COLUMNS}, (SELECT count(*) FROM utterances u WHERE u.call_id = c.call_id) "
-                "FROM calls c WHERE started_at >= %s OR ended_at >= %s ORDER BY started_at DESC, call_id LIMIT %s",
-                (since, since, limit),
-            ).fetchall()
+            return db.execute(pg.LIST_SINCE, (since, since, limit)).fetchall()
 
         rows = self._read(read)
         return [{**self._call(row), "utterances": int(row[10])} for row in rows]
@@ -352,7 +335,7 @@ class PgTranscriptStore:
 
         def batch(db: Connection) -> int:
             with db.transaction():
-                return int(db.execute(PURGE_BATCH_SQL, (before, self.PURGE_BATCH)).rowcount)
+                return int(db.execute(pg.PURGE_BATCH_SQL, (before, self.PURGE_BATCH)).rowcount)
 
         gone = 0
         while True:
@@ -411,17 +394,23 @@ class PgTranscriptStore:
         try:
             with db.transaction(), db.cursor() as cur:
                 for sql, rows in runs(batch):
-                    cur.executemany(STATEMENTS[sql], rows)
+                    cur.executemany(pg.STATEMENTS[sql], rows)
         except TRANSIENT:
             self._writer.lost(db)
             raise
-        except psycopg.Error as exc:  # the server refused the batch's content: find what, keep the rest
-            self._writer.lost(db)
-            if db.closed:
-                raise
-            self._commit_each(db, batch, exc)
+        except REFUSED as exc:  # the server refused some write's content: find which, keep the rest
+            self._commit_each(db, batch, f"{type(exc).__name__}: {exc}")
+        except psycopg.Error:
+            self._fails(db)
+            raise
 
-    def _commit_each(self, db: Connection, batch: list[Op], first: psycopg.Error) -> None:
+    def _fails(self, db: Connection) -> None:
+        """Neither the connection nor the data: the database (a table gone, a permission taken away). The
+        batch is tried again on a new connection, which makes the schema again if it is missing."""
+        db.close()
+        self._writer.lost(db)
+
+    def _commit_each(self, db: Connection, batch: list[Op], first: str) -> None:
         """The batch op by op, each in a savepoint; an op the server refuses is dropped and counted."""
         refused = 0
         try:
@@ -430,21 +419,22 @@ class PgTranscriptStore:
                     try:
                         with db.transaction():
                             for sql, args in op:
-                                cur.execute(STATEMENTS[sql], args)
-                    except TRANSIENT:
-                        raise
-                    except psycopg.Error:
+                                cur.execute(pg.STATEMENTS[sql], args)
+                    except REFUSED:
                         refused += 1
         except TRANSIENT:
             self._writer.lost(db)
             raise
+        except psycopg.Error:
+            self._fails(db)
+            raise
         self._refused += refused
         if refused:
-            self._dropped(f"the database refused {refused} write(s): {type(first).__name__}: {first}")
+            self._dropped(f"the database refused {refused} write(s): {first}")
 
 
 def _create_schema(db: Connection) -> None:
     """The tables, if missing (every new writer connection: the database may be a new one since)."""
     with db.transaction():
-        db.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
-        db.execute(SCHEMA)
+        db.execute("SELECT pg_advisory_xact_lock(%s)", (pg.SCHEMA_LOCK,))
+        db.execute(pg.SCHEMA)

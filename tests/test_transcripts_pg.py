@@ -620,3 +620,23 @@ def test_a_read_after_a_restart_it_did_not_see_succeeds_on_a_new_connection(
             pg_server.start()
         store.close()
     assert before == after and [x["id"] for x in listed] == ["c"]
+
+
+@pytest.mark.timeout(60)
+def test_a_table_dropped_under_a_running_store_is_made_again(pg_url: str) -> None:
+    """An operator drops a table the store writes: its writes fail (degraded, kept in the queue), the
+    writer's new connection makes the schema again, and what was queued lands (recovered)."""
+    reports: list[str] = []
+    store = PgTranscriptStore(pg_url, retry_seconds=0.05, max_retry_seconds=0.2, report=lambda e, _f: reports.append(e))
+    try:
+        fill(store, "before", STARTED, STARTED + 1)  # type: ignore[arg-type]
+        assert store.flush(5)
+        with psycopg.connect(pg_url, autocommit=True) as db:
+            db.execute("DROP TABLE utterances")
+        fill(store, "after", STARTED + 10, STARTED + 11)  # type: ignore[arg-type]
+        assert store.flush(10)
+        after = store.get("after")
+    finally:
+        store.close()
+    assert after is not None and len(after["utterances"]) == 2
+    assert reports == ["transcripts.degraded", "transcripts.recovered"] and store.dropped == 0
