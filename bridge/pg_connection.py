@@ -22,6 +22,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict
 
 from bridge.backoff import Backoff
 
@@ -33,20 +34,27 @@ Connection = psycopg.Connection[Any]
 
 
 def connect_options(
-    *, application_name: str, busy_timeout: float, connect_timeout: float, statement_timeout: float
+    url: str, *, application_name: str, busy_timeout: float, connect_timeout: float, statement_timeout: float
 ) -> dict[str, Any]:
-    """``psycopg.connect`` keyword arguments (seconds in, libpq's units out)."""
-    return {
-        "autocommit": True,
+    """``psycopg.connect`` keyword arguments (seconds in, libpq's units out). What ``url`` sets itself wins
+    (its ``options``, e.g. ``-c search_path=bridge``, come after these, so they win too).
+
+    Raises:
+        psycopg.ProgrammingError: ``url`` is not a connection string.
+    """
+    given = conninfo_to_dict(url)
+    options = f"-c lock_timeout={int(busy_timeout * 1000)} -c statement_timeout={int(statement_timeout * 1000)}"
+    ours: dict[str, Any] = {
         "connect_timeout": max(1, round(connect_timeout)),
         "application_name": application_name,
-        "options": f"-c lock_timeout={int(busy_timeout * 1000)} -c statement_timeout={int(statement_timeout * 1000)}",
+        "options": f"{options} {given['options']}" if given.get("options") else options,
         "keepalives": 1,
         "keepalives_idle": 10,
         "keepalives_interval": 5,
         "keepalives_count": 3,
         "tcp_user_timeout": int((statement_timeout + connect_timeout) * 1000),
     }
+    return {"autocommit": True, **{k: v for k, v in ours.items() if k == "options" or k not in given}}
 
 
 class Reconnecting:

@@ -48,7 +48,6 @@ from typing import Any
 
 import orjson
 import psycopg
-from psycopg.conninfo import conninfo_to_dict
 
 from bridge import transcript_schema_pg as pg
 from bridge.backoff import Backoff
@@ -109,11 +108,11 @@ class PgTranscriptStore:
         clock: Callable[[], float] = time.time,
         report: Report | None = None,
     ) -> None:
-        conninfo_to_dict(url)  # a URL that is not one fails now, not in every reconnection
         self.url = url
         self.max_queue = max_queue
         self.retry_seconds = retry_seconds
-        options = connect_options(
+        options = connect_options(  # a URL that is not one fails here, not in every reconnection
+            url,
             application_name="telephony-bridge transcripts",
             busy_timeout=busy_timeout,
             connect_timeout=connect_timeout,

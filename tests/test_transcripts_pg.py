@@ -640,3 +640,25 @@ def test_a_table_dropped_under_a_running_store_is_made_again(pg_url: str) -> Non
         store.close()
     assert after is not None and len(after["utterances"]) == 2
     assert reports == ["transcripts.degraded", "transcripts.recovered"] and store.dropped == 0
+
+
+def test_the_urls_own_options_win(pg_url: str) -> None:
+    """``?options=-c search_path=...`` in BRIDGE_DATABASE_URL (a schema of its own in a shared database)
+    and ``application_name`` are kept: the tables are made and read there. A URL that is not one is
+    refused at once."""
+    with psycopg.connect(pg_url, autocommit=True) as db:
+        db.execute("CREATE SCHEMA bridge_record")
+    url = f"{pg_url}?options=-csearch_path%3Dbridge_record&application_name=bridge-test"
+    store = PgTranscriptStore(url)
+    try:
+        fill(store, "c", STARTED, STARTED + 1)  # type: ignore[arg-type]
+        assert store.flush(5)
+        got = store.get("c")
+    finally:
+        store.close()
+    assert got is not None and len(got["utterances"]) == 2
+    with psycopg.connect(pg_url) as db:
+        tables = db.execute("SELECT table_schema, table_name FROM information_schema.tables WHERE table_name = 'calls'")
+        assert tables.fetchall() == [("bridge_record", "calls")]
+    with pytest.raises(psycopg.ProgrammingError):
+        PgTranscriptStore("not a connection string")
