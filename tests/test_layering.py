@@ -25,6 +25,7 @@ PURE = [
     "bridge.local_stt.languages",
     "bridge.transcript_addons",
     "bridge.transcript_schema",
+    "bridge.transcript_schema_pg",  # the shared record's tables and statements in PostgreSQL
     "bridge.stt.replay",
     "bridge.reply.actions",
     "bridge.reply.playout",
