@@ -110,7 +110,7 @@ WITH gone AS (
 ), u AS (
     DELETE FROM utterances WHERE call_id IN (SELECT call_id FROM gone)
 )
-DELETE FROM calls WHERE call_id IN (SELECT call_id FROM gone)
+DELETE FROM calls WHERE call_id IN (SELECT call_id FROM gone) RETURNING call_id
 """
 
 

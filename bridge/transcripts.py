@@ -102,6 +102,7 @@ class TranscriptStore:
 
     MAX_BATCH = 1000
     PURGE_BATCH = 500
+    ERRORS: tuple[type[Exception], ...] = (sqlite3.Error,)  # what a read or the purge may raise (the API: 503)
 
     def __init__(
         self,

@@ -93,6 +93,7 @@ class PgTranscriptStore:
 
     MAX_BATCH = 1000
     PURGE_BATCH = 500
+    ERRORS = STORE_ERRORS
 
     def __init__(
         self,
@@ -120,6 +121,7 @@ class PgTranscriptStore:
         )
         self._clock = clock
         self._report = report
+        self.on_purged: Callable[[list[str]], object] | None = None  # the purged calls' ids (their recordings)
         self._stop = threading.Event()  # close(): a reconnection waiting out its backoff gives up
         backoff = Backoff(initial=retry_seconds, maximum=max(retry_seconds, max_retry_seconds))
         self._writer = Reconnecting(url, options, setup=_create_schema, backoff=backoff, stop=self._stop)
@@ -332,15 +334,17 @@ class PgTranscriptStore:
             psycopg.Error: the database cannot be written.
         """
 
-        def batch(db: Connection) -> int:
+        def batch(db: Connection) -> list[str]:
             with db.transaction():
-                return int(db.execute(pg.PURGE_BATCH_SQL, (before, self.PURGE_BATCH)).rowcount)
+                return [row[0] for row in db.execute(pg.PURGE_BATCH_SQL, (before, self.PURGE_BATCH)).fetchall()]
 
         gone = 0
         while True:
-            n = self._read(batch)
-            gone += n
-            if n < self.PURGE_BATCH:
+            ids = self._read(batch)
+            if ids and self.on_purged is not None:  # their recordings go with them (bridge.recording.service)
+                self.on_purged(ids)
+            gone += len(ids)
+            if len(ids) < self.PURGE_BATCH:
                 return gone
 
     # -- lifetime --------------------------------------------------------------------------------

@@ -462,7 +462,7 @@ async def test_the_transcript_api_serves_addons_and_translations(make_bridge: Br
     lang, whatever the format."""
     server = await make_bridge({"BRIDGE_API_TOKEN": TOKEN})
     store = server.app[TRANSCRIPTS]
-    assert store is not None
+    assert isinstance(store, TranscriptStore)
     record_call(store, "call-1", round(time.time() - 600, 3), round(time.time() - 500, 3))
     assert await asyncio.to_thread(store.flush, 5)
     path = "/v1/calls/call-1/transcript"

@@ -438,7 +438,7 @@ async def _get(
 
 def store_of(server: TestServer) -> TranscriptStore:
     store = server.app[TRANSCRIPTS]
-    assert store is not None
+    assert isinstance(store, TranscriptStore)  # no BRIDGE_DATABASE_URL: the SQLite file
     return store
 
 

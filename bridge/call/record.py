@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from bridge.call.redacting import Redaction
-    from bridge.transcripts import TranscriptStore
+    from bridge.record_store import RecordStore
 
 MAX_CONVERSATION_UTTERANCES = 2000  # transcript.completed carries at most this many utterances ...
 MAX_CONVERSATION_CHARS = 200_000  # ... and this much text (the whole record is in the transcript API)
@@ -81,7 +81,7 @@ class CallRecord:
 
     __slots__ = ("call_id", "conversation", "redaction", "store")
 
-    def __init__(self, call_id: str, store: TranscriptStore | None, redaction: Redaction | None = None) -> None:
+    def __init__(self, call_id: str, store: RecordStore | None, redaction: Redaction | None = None) -> None:
         self.call_id = call_id
         self.store = store
         self.redaction = redaction

@@ -21,12 +21,12 @@ if TYPE_CHECKING:
     from bridge.call.desk import TransferDesk
     from bridge.call.redacting import Redaction
     from bridge.delivery import Delivery
+    from bridge.record_store import RecordStore
     from bridge.recording.service import RecordingService
     from bridge.reply.actions import Action
     from bridge.reply.tts import Speaker
     from bridge.settings import Settings
     from bridge.stt.admission import Admission
-    from bridge.transcripts import TranscriptStore
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,7 +39,7 @@ class CallServices:
     resume_secret: bytes  # key of the calls' resume tokens (BRIDGE_SECRET, or random per process)
     admission: Admission | None = None  # gladia.max_sessions (None: no limit)
     speaker: Speaker | None = None  # speech for `say` (None: no engine installed or configured)
-    transcripts: TranscriptStore | None = None  # the record kept after the call (None: off)
+    transcripts: RecordStore | None = None  # the record kept after the call (None: off)
     desk: TransferDesk | None = None  # where a transfer leaves the markup its carrier fetches next
     # the live event tap (GET /v1/calls/{id}/events): publish(call_id, sequence, type, body); never a sensitive event
     publish: Callable[[str, int, str, str], None] | None = None

@@ -50,7 +50,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
-import sqlite3
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
@@ -62,11 +61,11 @@ from bridge.blocking import BlockingPool, PoolFull
 from bridge.call.registry import CALLS
 from bridge.clock import Clock
 from bridge.http.bot_api import authorized
+from bridge.record_store import RecordStore, open_record_store
 from bridge.recording.service import RECORDINGS
 from bridge.settings import Settings, TranscriptSettings
 from bridge.siblings import SIBLINGS
 from bridge.transcript_render import in_language, iso, parse_lang, parse_since, render_json, render_txt, render_vtt
-from bridge.transcripts import TranscriptStore
 
 log = structlog.get_logger("bridge.transcripts")
 
@@ -89,7 +88,7 @@ _DETAILS = {
 }
 
 
-TRANSCRIPTS: web.AppKey[TranscriptStore | None] = web.AppKey("transcripts")  # None: off, or could not be opened
+TRANSCRIPTS: web.AppKey[RecordStore | None] = web.AppKey("transcripts")  # None: off, or could not be opened
 TRANSCRIPT_READS = web.AppKey("transcript_reads", BlockingPool)  # the store's read threads (bridge.blocking)
 
 
@@ -97,7 +96,7 @@ def _error(status: int, message: str) -> web.Response:
     return web.json_response({"error": message}, status=status)
 
 
-def _store(request: web.Request) -> TranscriptStore | web.Response:
+def _store(request: web.Request) -> RecordStore | web.Response:
     if not request.app[SETTINGS].transcripts.enabled:
         return _error(404, "transcripts are off (BRIDGE_TRANSCRIPTS=false): no transcript is kept")
     store = request.app[TRANSCRIPTS]
@@ -114,7 +113,7 @@ def _busy(exc: PoolFull) -> web.Response:
     )
 
 
-def _unreadable(exc: sqlite3.Error) -> web.Response:
+def _unreadable(exc: Exception) -> web.Response:
     log.warning("transcripts.read_failed", reason=f"{type(exc).__name__}: {exc}"[:200])
     return _error(503, "the transcript store cannot be read now; try again")
 
@@ -151,7 +150,7 @@ async def get_transcript(request: web.Request) -> web.Response:
         found = await request.app[TRANSCRIPT_READS].run(read)  # never the default executor: the audio path's threads
     except PoolFull as exc:
         return _busy(exc)
-    except sqlite3.Error as exc:
+    except store.ERRORS as exc:
         return _unreadable(exc)
     siblings = request.app.get(SIBLINGS)
     if (found is None or found[0]) and siblings is not None and call_id not in request.app[CALLS].live:
@@ -194,7 +193,7 @@ async def recent_calls(request: web.Request) -> web.Response:
         calls = await request.app[TRANSCRIPT_READS].run(read)
     except PoolFull as exc:
         return _busy(exc)
-    except sqlite3.Error as exc:
+    except store.ERRORS as exc:
         return _unreadable(exc)
     return web.json_response({"calls": calls})
 
@@ -239,8 +238,9 @@ async def transcript_store(app: web.Application) -> AsyncIterator[None]:
                 log.warning("transcripts.closed", dropped=store.dropped, write_failures=store.write_failures)
 
 
-async def _open_store(settings: Settings, clock: Clock) -> TranscriptStore | None:
-    """The store in ``server.data_dir``; None (logged) when it cannot be opened."""
+async def _open_store(settings: Settings, clock: Clock) -> RecordStore | None:
+    """The store in ``server.data_dir``, or PostgreSQL's (``BRIDGE_DATABASE_URL``); None (logged) when it
+    cannot be opened."""
     config = settings.transcripts
     loop = asyncio.get_running_loop()
     context = contextvars.copy_context()  # e.g. the worker's index, for lines logged from the writer thread
@@ -250,18 +250,11 @@ async def _open_store(settings: Settings, clock: Clock) -> TranscriptStore | Non
             loop.call_soon_threadsafe(_log_report, event, fields, context=context)
 
     try:
-        return await asyncio.to_thread(
-            TranscriptStore.in_dir,
-            settings.server.data_dir,
-            max_queue=config.max_queue,
-            busy_timeout=config.busy_timeout,
-            clock=clock.time,
-            report=report,
-        )
-    except (sqlite3.Error, OSError) as exc:
+        return await asyncio.to_thread(open_record_store, settings, clock.time, report)
+    except Exception as exc:  # any store's (sqlite3, psycopg, OSError): the calls go on without a record
         log.error(
             "transcripts.unavailable",
-            path=str(settings.server.data_dir),
+            path=str(settings.server.data_dir) if config.database_url is None else "BRIDGE_DATABASE_URL",
             reason=f"{type(exc).__name__}: {exc}"[:200],
             detail="no transcript is kept (calls are not affected); /v1/calls/{id}/transcript answers 503",
         )
@@ -275,7 +268,7 @@ def _log_report(event: str, fields: dict[str, Any]) -> None:
         log.info(event, detail=_DETAILS.get(event, ""), **fields)
 
 
-async def _purge_loop(store: TranscriptStore, pool: BlockingPool, config: TranscriptSettings, clock: Clock) -> None:
+async def _purge_loop(store: RecordStore, pool: BlockingPool, config: TranscriptSettings, clock: Clock) -> None:
     """Delete what is past retention, now and every ``purge_interval``. "Now" is ``clock.time()`` (tests
     move it); the interval is waited in real time (a virtual clock's sleep returns at once, so sleeping on
     it would spin)."""
@@ -283,7 +276,7 @@ async def _purge_loop(store: TranscriptStore, pool: BlockingPool, config: Transc
         cutoff = clock.time() - config.retention_days * 86400
         try:
             gone = await pool.run(store.purge, cutoff, bounded=False)
-        except sqlite3.Error as exc:
+        except store.ERRORS as exc:
             log.warning(
                 "transcripts.purge_failed",
                 reason=f"{type(exc).__name__}: {exc}"[:200],
