@@ -78,7 +78,13 @@ Report = Callable[[str, dict[str, Any]], None]
 
 
 def _text(value: Any) -> str | None:
-    return None if value is None else str(value)
+    return None if value is None else _utf8(str(value))
+
+
+def _utf8(text: str) -> str:
+    """``text`` as SQLite can store it: a lone surrogate (a JSON escape like ``\\ud800`` that a carrier's
+    parameters may carry) becomes ``?`` (SQLite refuses it, and the writer thread would stop on it)."""
+    return text if text.isascii() else text.encode("utf-8", "replace").decode("utf-8")
 
 
 class TranscriptStore:
@@ -173,7 +179,7 @@ class TranscriptStore:
                 _text(call.get("stream_sid")),
                 _text(call.get("from")),
                 _text(call.get("to")),
-                json.dumps(call.get("parameters") or {}, ensure_ascii=False, default=str),
+                _utf8(json.dumps(call.get("parameters") or {}, ensure_ascii=False, default=str)),
                 float(started_at),
             )
         except (KeyError, TypeError, ValueError) as exc:

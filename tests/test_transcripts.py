@@ -271,6 +271,23 @@ def test_an_utterance_or_end_without_a_start_still_lands(tmp_path: Path) -> None
     assert late is not None and late["end_reason"] == "socket_closed" and late["utterances"] == []
 
 
+def test_a_lone_surrogate_in_a_call_field_does_not_stop_the_writer(tmp_path: Path) -> None:
+    """A carrier's parameters may carry a JSON escape like \\ud800 (a lone surrogate, which SQLite refuses):
+    it is stored as "?", and the writes after it still land (it used to end the writer thread)."""
+    store = TranscriptStore(tmp_path / FILENAME, clock=lambda: STARTED)
+    try:
+        call = {"id": "c1", "provider": "twilio", "from": "+1555\ud800", "parameters": {"k": "v\udc00"}}
+        store.call_started(call, STARTED)
+        store.utterance("c1", utt("x", 0, 1.0, 2.0, "hello"))
+        store.call_ended("c1", STARTED + 5, "stop")
+        assert store.flush(5) and store.degraded is None
+        record = store.get("c1")
+    finally:
+        store.close()
+    assert record is not None and record["from"] == "+1555?" and record["parameters"] == {"k": "v?"}
+    assert len(record["utterances"]) == 1 and record["end_reason"] == "stop"
+
+
 def test_list_since_is_newest_first_and_bounded(tmp_path: Path) -> None:
     """Calls that started (or ended) at or after `since`, newest start first, at most `limit`."""
     store = TranscriptStore.in_dir(tmp_path)
