@@ -207,6 +207,7 @@ class ReplySettings(StrictModel):
     min_words: int = Field(2, ge=1, le=10)
     false_interruption_timeout: float = Field(2.0, gt=0, le=10)
     echo_guard_ms: int = Field(300, ge=0, le=5000)
+    sensitive_max_s: float = Field(120.0, gt=0, le=3600)  # a sensitive pause ends by itself after this
     api_token: SecretStr | None = None  # BRIDGE_API_TOKEN: unset, /v1/ answers 403
     play_url_hosts: tuple[str, ...] = ()  # hosts a `play` url may name (https only); nothing else is fetched
     max_play_bytes: int = Field(8 * 1024 * 1024, ge=1024)

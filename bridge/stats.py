@@ -70,6 +70,7 @@ class CallStats:
     reply_underruns: int = 0  # gaps over 40 ms inside a reply (audio came late)
     reply_cleared_ms: int = 0  # sent to the carrier, then cleared before it played
     barge_in_resumed: int = 0  # false interruptions: paused, then played on
+    sensitive_s: float = 0.0  # seconds of sensitive pauses
     # Not in the summary: what the metrics need besides it.
     carrier: str = ""
     stt_finals: int = 0

@@ -237,3 +237,7 @@ class CallFigures:
     @property
     def barge_in_resumed(self) -> int:
         return self._replied().barge_in_resumed
+
+    @property
+    def sensitive_s(self) -> float:
+        return self._replied().sensitive_s

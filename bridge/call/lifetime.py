@@ -116,6 +116,8 @@ class Call(FleetSide):
             on_hangup=self._bot_hung_up,
             tap=self.recorder,
         )
+        self.reply.pause.on_span = self.recorder.silence  # a sensitive pause: silent on both channels
+        self.reply.pause.audio_time = lambda: self.stt.replay.appended_bytes / self.stt_format.bytes_per_second
         # the reply's events out and the bot's answers to the call's events in (bridge.call.answers)
         self._answers = WebhookAnswers(self.reply, self._post, self.call_json)
         self.delivery: CallDelivery
@@ -284,7 +286,8 @@ class Call(FleetSide):
                 case Dtmf():
                     self.dtmf += 1
                     if not self.reply.caller_key(event.digit):  # a gather takes its keys: no call.dtmf
-                        self._post("call.dtmf", {"call": self.call_json(), "digit": event.digit})
+                        hush = {"sensitive": True} if self.reply.pause.active else {}  # in memory only
+                        self._post("call.dtmf", {"call": self.call_json(), "digit": event.digit, **hush})
                 case Gap() | CarrierError() | Ignored():
                     stream.note(event)
                 case MarkReached():
@@ -396,7 +399,9 @@ class Call(FleetSide):
         self._post(type_, {"call": self.call_json(), **payload})
 
     def _final(self, utterance: dict[str, Any]) -> None:
-        """A final for the record; an outbound call's first finals are a cue for its answering-machine detection."""
+        """A final for the record (none that touches a sensitive pause); a cue for answering-machine detection."""
+        if self.reply.pause.covers(float(utterance["start"]), float(utterance["end"])):
+            return
         for start, end in self.record.final(utterance):  # redacted: silent in the recording too
             self.recorder.silence(start, end)
         if self.answering is not None:

@@ -17,7 +17,7 @@ raises :class:`~bridge.errors.ActionError` whose message names the bad field (HT
 ``mark``       ``name``: a ``playback.mark`` event when playback reaches this point
 ``dtmf``       ``digits`` (0-9 * # A-D, ``w`` = 500 ms pause)
 ``hangup``     ``after``: now | playback (the default: when the carrier confirms the last audio played)
-``configure``  ``barge_in`` settings, ``voice``, ``stale_replies``
+``configure``  ``barge_in`` settings, ``voice``, ``stale_replies``, ``sensitive`` (a pause)
 ``transfer``   send the caller to a person: ``to`` (E.164 or a ``sip:`` URI), ``caller_id``,
                ``after`` (playback|now), ``announce`` (spoken to the person before the caller is
                connected), ``ring_timeout_s``, ``on_no_answer`` (return|hangup); see bridge.call.transfer
@@ -187,6 +187,7 @@ class Configure(_Action):
     barge_in: BargeIn | None = None
     voice: str | None = Field(None, max_length=128)
     stale_replies: Literal["drop", "play"] | None = None
+    sensitive: bool | None = None  # a PCI-style pause on (true) or off (false): bridge.reply.pausing
 
 
 E164 = re.compile(r"\+[1-9][0-9]{6,14}")  # ITU-T E.164: a + then at most 15 digits

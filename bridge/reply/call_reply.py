@@ -2,16 +2,13 @@
 
 :class:`CallReply`, what the call holds, accepts the bot's actions and hears what the caller does. It
 drives the pure pieces: :class:`~bridge.reply.playout.Playout` (what is sent when, what was heard),
-:class:`~bridge.reply.bargein.BargeIn` (what the caller's voice and keys do to it), through two tasks
-per call: the sending task (:mod:`bridge.reply.sender`, playout out to the carrier) and the producing
-task (:mod:`bridge.reply.producer`, actions made into audio, with the TTS
-:class:`~bridge.reply.tts.Speaker`). Nothing here is awaited by the phone's reading task: the caller's
-audio never waits for the way back.
+:class:`~bridge.reply.bargein.BargeIn` (what the caller's voice and keys do to it), through two tasks per
+call: sending (:mod:`bridge.reply.sender`) and producing (:mod:`bridge.reply.producer`, with the TTS
+:class:`~bridge.reply.tts.Speaker`). Nothing here is awaited by the phone's reading task.
 
 Actions are produced in order. ``stop``, ``hangup after=now``, ``configure`` and a ``queue: replace``
 act at once; the others wait their turn. Every ``say``, ``play`` and ``audio`` action ends with one
-``playback.finished``, ``playback.interrupted`` or ``action.failed`` event; ``mark`` actions with
-``playback.mark``.
+``playback.finished``, ``playback.interrupted`` or ``action.failed`` event; ``mark`` with ``playback.mark``.
 
 Exactly once: a webhook answer's actions are applied once per ``webhook-id`` (a retried event that
 the bot answered twice), a REST request's once per ``Idempotency-Key``.
@@ -48,6 +45,7 @@ from bridge.reply.bargein import BargeIn, BargeInPolicy
 from bridge.reply.figures import ReplyCounters, ReplyFigures, reply_figures, reply_state
 from bridge.reply.gathering import Gatherer
 from bridge.reply.outbound_audio import url_allowed
+from bridge.reply.pausing import Pausing
 from bridge.reply.playout import HandOverNow, HangupNow, Output, Playout
 from bridge.reply.producer import MAX_PENDING_ACTIONS, Producer
 from bridge.reply.sender import Emit, PlayoutTap, Send, Sender
@@ -92,7 +90,7 @@ class CallReply:
     # fmt: off
     __slots__ = (
         "_closed", "_earlier_playouts", "_finals", "_gather", "_keys", "_producer", "_sender", "_tasks", "_transfers",
-        "call_id", "counters", "emit", "http", "on_hangup", "policy", "settings", "speaker", "stale_replies",
+        "call_id", "counters", "emit", "http", "on_hangup", "pause", "policy", "settings", "speaker", "stale_replies",
         "transfer", "transferring"
     )
     # fmt: on
@@ -115,6 +113,7 @@ class CallReply:
         self.http = http
         self._gather = Gatherer(emit, fail=self.fail)  # the running gather: it sees every event of the reply
         self.emit = emit = self._gather.emit
+        self.pause = Pausing(settings.sensitive_max_s, emit)  # configure sensitive, a sensitive gather
         self.on_hangup = on_hangup
         self.policy = BargeInPolicy(
             settings.barge_in, settings.min_words, settings.false_interruption_timeout, settings.echo_guard_ms
@@ -286,6 +285,8 @@ class CallReply:
                     self.voice = action.voice
                 if action.stale_replies is not None:
                     self.stale_replies = action.stale_replies
+                if action.sensitive is not None:
+                    self.pause.set(action.sensitive, "configure")
                 return ActionResult(action.id, "done")
             case Play(url=str() as url) if not url_allowed(url, self.settings):
                 error = f"play url host {urlsplit(url).hostname!r} is not in BRIDGE_PLAY_URL_HOSTS"
@@ -398,8 +399,8 @@ class CallReply:
 
     @property
     def hushed(self) -> bool:
-        """A sensitive gather runs: the caller's audio reaches speech-to-text as silence."""
-        return self._gather.hushed
+        """A sensitive pause (or gather) runs: the caller's audio reaches speech-to-text as silence."""
+        return self.pause.hushed(self._gather.hushed)
 
     def caller_key(self, digit: str) -> bool:
         """A key the caller pressed: barge-in (``dtmf``), then a running gather's. True when a gather
@@ -423,7 +424,7 @@ class CallReply:
 
     def figures(self) -> ReplyFigures:
         """The reply loop's part of ``call.ended``'s summary."""
-        return reply_figures(self.counters, *self._playout_figures())
+        return reply_figures(self.counters, *self._playout_figures(), self.pause.paused_s())
 
     def state(self) -> dict[str, Any]:
         """For ``GET /v1/calls/{id}``: listening, speaking or paused; the queue; what was heard."""
@@ -440,6 +441,7 @@ class CallReply:
                 self.playout.interrupt(time.monotonic(), "hangup", only_interruptible=False), send=False
             )
         self._gather.end("hangup")  # before call.ended, like the playback events
+        self.pause.end()
         for task in self._tasks:
             task.cancel()
         if self._tasks:

@@ -36,9 +36,12 @@ class ReplyFigures:
     reply_underruns: int = 0  # gaps over 40 ms inside a reply (audio came late)
     reply_cleared_ms: int = 0  # sent to the carrier, then cleared before it played
     barge_in_resumed: int = 0  # false interruptions: paused, then played on
+    sensitive_s: float = 0.0  # seconds of sensitive pauses (configure sensitive, a sensitive gather)
 
 
-def reply_figures(counters: ReplyCounters, underruns: int, cleared_ms: float, resumed: int) -> ReplyFigures:
+def reply_figures(
+    counters: ReplyCounters, underruns: int, cleared_ms: float, resumed: int, sensitive_s: float = 0.0
+) -> ReplyFigures:
     """The reply loop's part of ``call.ended``'s summary: its counters and the playouts' figures."""
     return ReplyFigures(
         reply_actions=counters.actions,
@@ -48,6 +51,7 @@ def reply_figures(counters: ReplyCounters, underruns: int, cleared_ms: float, re
         reply_underruns=underruns,
         reply_cleared_ms=round(cleared_ms),
         barge_in_resumed=resumed,
+        sensitive_s=sensitive_s,
     )
 
 
