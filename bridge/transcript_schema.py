@@ -15,7 +15,10 @@ from __future__ import annotations
 
 from typing import Any
 
-SCHEMA = """
+from bridge.recording import index as recording_index
+
+SCHEMA = (
+    """
 CREATE TABLE IF NOT EXISTS calls (
     call_id     TEXT PRIMARY KEY,
     provider    TEXT,
@@ -53,6 +56,8 @@ CREATE TABLE IF NOT EXISTS analyses (
     body     TEXT NOT NULL          -- the post-call analysis as JSON
 );
 """
+    + recording_index.SCHEMA
+)
 
 CALL_STARTED = """
 INSERT INTO calls (call_id, provider, call_sid, stream_sid, caller, called, parameters, started_at)
@@ -82,6 +87,7 @@ EXPIRED = "SELECT call_id FROM calls WHERE coalesce(ended_at, started_at) < ? LI
 PURGE = (
     "DELETE FROM addons WHERE call_id = ?",
     "DELETE FROM analyses WHERE call_id = ?",
+    recording_index.PURGE,
     "DELETE FROM utterances WHERE call_id = ?",
     "DELETE FROM calls WHERE call_id = ?",
 )

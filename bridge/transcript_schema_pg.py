@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from bridge.recording import index as recording_index
 from bridge.transcript_schema import ADDON, ANALYSIS, CALL_COLUMNS, CALL_ENDED, CALL_SEEN, CALL_STARTED, UTTERANCE
 
 SCHEMA_VERSION = 1
@@ -65,6 +66,7 @@ CREATE TABLE IF NOT EXISTS analyses (
     call_id  TEXT PRIMARY KEY,
     body     TEXT NOT NULL
 );
+{recording_index.SCHEMA}
 """
 
 # The SQLite statements (bridge.transcript_schema) are the queued writes' names; these are what they are
@@ -96,6 +98,7 @@ STATEMENTS: dict[str, str] = {
         ON CONFLICT (call_id) DO UPDATE SET body = excluded.body
     """,
     CALL_ENDED: "UPDATE calls SET ended_at = %s, end_reason = %s WHERE call_id = %s",
+    recording_index.PART: recording_index.PART_PG,
 }
 
 # The expired calls of one purge batch and everything of theirs, in one statement.
@@ -109,6 +112,8 @@ WITH gone AS (
     DELETE FROM analyses WHERE call_id IN (SELECT call_id FROM gone)
 ), u AS (
     DELETE FROM utterances WHERE call_id IN (SELECT call_id FROM gone)
+), r AS (
+    DELETE FROM recording_parts WHERE call_id IN (SELECT call_id FROM gone)
 )
 DELETE FROM calls WHERE call_id IN (SELECT call_id FROM gone) RETURNING call_id
 """

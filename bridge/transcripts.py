@@ -53,6 +53,8 @@ from typing import Any
 import orjson
 
 from bridge.group_commit import GroupWriter
+from bridge.record_writes import QueuedWrites, Report
+from bridge.recording import index as recording_index
 from bridge.transcript_addons import addon_row, analysis_body, attach
 from bridge.transcript_render import call_seconds, iso
 from bridge.transcript_schema import (
@@ -74,8 +76,6 @@ FILENAME = "transcripts.sqlite3"
 MAX_UTTERANCES_READ = 50_000  # a transcript longer than this is served cut, with "truncated": true
 MAX_ADDONS_READ = 8 * MAX_UTTERANCES_READ  # add-on rows read with it (translations: one per language)
 
-Report = Callable[[str, dict[str, Any]], None]
-
 
 def _text(value: Any) -> str | None:
     return None if value is None else _utf8(str(value))
@@ -87,7 +87,7 @@ def _utf8(text: str) -> str:
     return text if text.isascii() else text.encode("utf-8", "replace").decode("utf-8")
 
 
-class TranscriptStore:
+class TranscriptStore(QueuedWrites):
     """The transcript file of a bridge (see the module docstring). Open it once per process, at
     start-up; :meth:`close` it at shutdown, after the calls have ended.
 
@@ -234,51 +234,6 @@ class TranscriptStore:
         call = str(call_id)
         self._queue(((CALL_SEEN, (call, ended)), (CALL_ENDED, (ended, str(end_reason), call))))
 
-    def _queue(self, op: Op) -> None:
-        if not self._writes.put(op):  # counted there
-            closing = self._writes.closing
-            self._dropped("the store is closed" if closing else f"the write queue is full ({self.max_queue})")
-
-    def _drop(self, reason: str) -> None:
-        self._refused += 1
-        self._dropped(reason)
-
-    def _dropped(self, reason: str) -> None:
-        if not self._dropping:
-            self._dropping = True
-            self._tell("transcripts.dropping", reason=reason[:200])
-
-    def _tell(self, event: str, **fields: Any) -> None:
-        if self._report is not None:
-            self._report(event, fields)
-
-    @property
-    def queued(self) -> int:
-        """Writes not yet committed (queued, or in the batch being written)."""
-        return self._writes.queued
-
-    # What the bridge reports: why writes fail (None when they work), failed commits, dropped writes.
-
-    @property
-    def degraded(self) -> str | None:
-        """Why writes fail (``transcripts.degraded``'s reason), None while they work."""
-        return self._writes.degraded
-
-    @property
-    def write_failures(self) -> int:
-        """Failed commits."""
-        return self._writes.write_failures
-
-    @property
-    def dropped(self) -> int:
-        """Writes never to be stored: refused, beyond the queue's bound, after close, left at close."""
-        return self._writes.dropped + self._refused
-
-    @property
-    def committed(self) -> int:
-        """Writes committed."""
-        return self._writes.committed
-
     # -- reads and the purge (a worker thread: bridge.blocking) -------------------------------
 
     def get(self, call_id: str) -> dict[str, Any] | None:
@@ -348,6 +303,17 @@ class TranscriptStore:
             ).fetchall()
         return [{**self._call(row), "utterances": row[10]} for row in rows]
 
+    def recording_index(self, call_ids: list[str]) -> dict[str, recording_index.Indexed]:
+        """These calls' recordings as the index lists them (:mod:`bridge.recording.index`); absent: none.
+
+        Raises:
+            sqlite3.Error: the file cannot be read.
+        """
+        ids = call_ids[: recording_index.MAX_IDS]
+        with self._read_lock:
+            rows = self._reader.execute(recording_index.read_sql(len(ids), "?"), ids).fetchall() if ids else []
+        return recording_index.indexed(rows, self._clock())
+
     def purge(self, before: float) -> int:
         """Delete the calls (with their utterances, add-ons and analysis, and through :attr:`on_purged` their
         recordings) that ended before ``before`` (unix seconds), or started before it when their end was never
@@ -380,10 +346,6 @@ class TranscriptStore:
 
     # -- lifetime ------------------------------------------------------------------------------
 
-    def flush(self, timeout: float) -> bool:
-        """Block until everything queued so far is committed, or ``timeout``; True when it was."""
-        return self._writes.flush(timeout)
-
     def close(self, timeout: float = 5.0) -> None:
         """Write what is queued (bounded by ``timeout``), stop the writer thread, close the file.
         Writes after this are dropped (and counted)."""
@@ -397,17 +359,6 @@ class TranscriptStore:
             self._reader.close()
 
     # -- the writer thread (bridge.group_commit.GroupWriter calls these) -----------------------
-
-    def _state_changed(self, reason: str | None) -> None:
-        if reason is None:
-            self._tell("transcripts.recovered")
-        else:
-            self._tell("transcripts.degraded", reason=reason)
-
-    def _committed(self, waiting: int) -> None:
-        if self._dropping and waiting == 0:
-            self._dropping = False
-            self._tell("transcripts.caught_up", dropped=self.dropped)
 
     def _commit(self, batch: list[Op]) -> None:
         db = self._writer

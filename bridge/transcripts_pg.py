@@ -53,6 +53,8 @@ from bridge import transcript_schema_pg as pg
 from bridge.backoff import Backoff
 from bridge.group_commit import GroupWriter
 from bridge.pg_connection import TRANSIENT, Connection, Reconnecting, T, connect_options
+from bridge.record_writes import QueuedWrites, Report
+from bridge.recording import index as recording_index
 from bridge.transcript_addons import addon_row, analysis_body, attach
 from bridge.transcript_render import call_seconds, iso
 from bridge.transcript_schema import ADDON, ANALYSIS, CALL_ENDED, CALL_SEEN, CALL_STARTED, UTTERANCE, Op, runs
@@ -66,10 +68,8 @@ STORE_ERRORS: tuple[type[Exception], ...] = (psycopg.Error, OSError)
 # A write whose content the server refuses (SQLSTATE classes 22 and 23): it would fail every time.
 REFUSED: tuple[type[Exception], ...] = (psycopg.DataError, psycopg.IntegrityError)
 
-Report = Callable[[str, dict[str, Any]], None]
 
-
-class PgTranscriptStore:
+class PgTranscriptStore(QueuedWrites):
     """The fleet's transcript record in PostgreSQL (see the module docstring). Open it once per process,
     at start-up; :meth:`close` it at shutdown, after the calls have ended.
 
@@ -211,50 +211,6 @@ class PgTranscriptStore:
         call = clean_text(str(call_id))
         self._queue(((CALL_SEEN, (call, ended)), (CALL_ENDED, (ended, clean_text(str(end_reason)), call))))
 
-    def _queue(self, op: Op) -> None:
-        if not self._writes.put(op):  # counted there
-            closing = self._writes.closing
-            self._dropped("the store is closed" if closing else f"the write queue is full ({self.max_queue})")
-
-    def _drop(self, reason: str) -> None:
-        self._refused += 1
-        self._dropped(reason)
-
-    def _dropped(self, reason: str) -> None:
-        if not self._dropping:
-            self._dropping = True
-            self._tell("transcripts.dropping", reason=reason[:200])
-
-    def _tell(self, event: str, **fields: Any) -> None:
-        if self._report is not None:
-            self._report(event, fields)
-
-    @property
-    def queued(self) -> int:
-        """Writes not yet committed (queued, or in the batch being written)."""
-        return self._writes.queued
-
-    @property
-    def degraded(self) -> str | None:
-        """Why writes fail (``transcripts.degraded``'s reason), None while they work."""
-        return self._writes.degraded
-
-    @property
-    def write_failures(self) -> int:
-        """Failed commits (and failed connection attempts of the writer)."""
-        return self._writes.write_failures
-
-    @property
-    def dropped(self) -> int:
-        """Writes never to be stored: refused (by the store or the server), beyond the queue's bound,
-        after close, left at close."""
-        return self._writes.dropped + self._refused
-
-    @property
-    def committed(self) -> int:
-        """Writes committed."""
-        return self._writes.committed
-
     # -- reads and the purge (a worker thread: bridge.blocking) ---------------------------------
 
     def _read(self, work: Callable[[Connection], T]) -> T:
@@ -325,6 +281,17 @@ class PgTranscriptStore:
         rows = self._read(read)
         return [{**self._call(row), "utterances": int(row[10])} for row in rows]
 
+    def recording_index(self, call_ids: list[str]) -> dict[str, recording_index.Indexed]:
+        """These calls' recordings as the index lists them (:mod:`bridge.recording.index`); absent: none.
+
+        Raises:
+            psycopg.Error: the database cannot be read.
+        """
+        ids = call_ids[: recording_index.MAX_IDS]
+        sql = recording_index.read_sql(len(ids), "%s")
+        rows = self._read(lambda db: db.execute(sql, ids).fetchall()) if ids else []
+        return recording_index.indexed(rows, self._clock())
+
     def purge(self, before: float) -> int:
         """Delete the calls (with their utterances, add-ons and analysis) that ended before ``before`` (unix
         seconds), or started before it when their end was never recorded; returns how many calls went
@@ -349,10 +316,6 @@ class PgTranscriptStore:
 
     # -- lifetime --------------------------------------------------------------------------------
 
-    def flush(self, timeout: float) -> bool:
-        """Block until everything queued so far is committed, or ``timeout``; True when it was."""
-        return self._writes.flush(timeout)
-
     def close(self, timeout: float = 5.0) -> None:
         """Write what is queued (bounded by ``timeout``), stop the writer thread, close the connections.
         Writes after this are dropped (and counted)."""
@@ -368,17 +331,6 @@ class PgTranscriptStore:
             self._reader.close()
 
     # -- the writer thread (bridge.group_commit.GroupWriter calls these) -------------------------
-
-    def _state_changed(self, reason: str | None) -> None:
-        if reason is None:
-            self._tell("transcripts.recovered")
-        else:
-            self._tell("transcripts.degraded", reason=reason)
-
-    def _committed(self, waiting: int) -> None:
-        if self._dropping and waiting == 0:
-            self._dropping = False
-            self._tell("transcripts.caught_up", dropped=self.dropped)
 
     def _idle(self) -> None:
         """Nothing to write: while degraded without a connection, try to make one (so that the store
