@@ -1,7 +1,7 @@
 // Live calls: the list (from GET /v1/calls, polled) and an open call's conversation as its events come
 // (GET /v1/calls/{id}/events).
 
-import { clock, duration, el, numbers, speakerClass, speakerOf, utteranceParts } from "./render.js";
+import { clock, duration, el, numbers, speakerClass, speakerOf, syncList, utteranceParts } from "./render.js";
 
 export class LiveList {
   constructor(list, empty, count, onOpen) {
@@ -15,15 +15,24 @@ export class LiveList {
     const now = new Map(calls.map((call) => [call.id, call]));
     const gone = [...this.calls.keys()].filter((id) => !now.has(id));
     this.calls = now;
-    this.list.replaceChildren(...calls.map((call) => this.item(call)));
+    syncList(this.list, calls, (call) => this.make(call), (li, call) => this.fill(li, call));
     this.empty.hidden = calls.length > 0;
     this.count.textContent = calls.length ? `(${calls.length})` : "";
     return gone;
   }
 
-  item(call) {
+  make() {
+    const li = el("li");
     const button = el("button", "call");
     button.type = "button";
+    button.addEventListener("click", () => this.onOpen(li.call));
+    li.append(button);
+    return li;
+  }
+
+  fill(li, call) {
+    li.call = call;
+    const button = li.firstChild;
     button.setAttribute("aria-pressed", String(call.id === this.selected));
     const first = el("span", "call-line");
     const state = call.state || "listening";
@@ -34,12 +43,7 @@ export class LiveList {
       el("span", "direction", call.direction || "inbound"),
       el("span", "duration", duration(call.duration_s)),
     );
-    button.append(first, second);
-    button.addEventListener("click", () => this.onOpen(call));
-    const li = el("li");
-    li.dataset.callId = call.id;
-    li.append(button);
-    return li;
+    button.replaceChildren(first, second);
   }
 
   select(id) {

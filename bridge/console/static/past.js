@@ -2,7 +2,7 @@
 // API's 1000), filtered by number here in the page; an open call's transcript beside its recording.
 
 import { blobOf, getJson } from "./api.js";
-import { duration, el, numbers, speakerClass, utteranceParts, when } from "./render.js";
+import { duration, el, numbers, speakerClass, syncList, utteranceParts, when } from "./render.js";
 
 const PAGE = 50;
 const MAX_LIMIT = 1000;
@@ -37,13 +37,22 @@ export class PastList {
   render() {
     const wanted = digits(this.filter.value);
     const shown = this.calls.filter((c) => !wanted || digits(c.from).includes(wanted) || digits(c.to).includes(wanted));
-    this.list.replaceChildren(...shown.map((call) => this.item(call)));
+    syncList(this.list, shown, () => this.make(), (li, call) => this.fill(li, call));
     this.empty.hidden = shown.length > 0;
   }
 
-  item(call) {
+  make() {
+    const li = el("li");
     const button = el("button", "call");
     button.type = "button";
+    button.addEventListener("click", () => this.onOpen(li.call));
+    li.append(button);
+    return li;
+  }
+
+  fill(li, call) {
+    li.call = call;
+    const button = li.firstChild;
     button.setAttribute("aria-pressed", String(call.id === this.selected));
     const first = el("span", "call-line");
     first.append(el("span", "numbers", numbers(call)));
@@ -57,12 +66,7 @@ export class PastList {
       el("span", "reason", call.end_reason || ""),
       el("span", "utterances", `${call.utterances} utterance${call.utterances === 1 ? "" : "s"}`),
     );
-    button.append(first, second);
-    button.addEventListener("click", () => this.onOpen(call));
-    const li = el("li");
-    li.dataset.callId = call.id;
-    li.append(button);
-    return li;
+    button.replaceChildren(first, second);
   }
 
   select(id) {

@@ -49,3 +49,21 @@ export function utteranceParts(node, utterance) {
   node.append(el("span", "time", clock(utterance.start)), el("span", "speaker", speaker), el("span", "text", utterance.text));
   return speaker;
 }
+
+// Show ``items`` in ``list`` as its <li>s, keyed by ``item.id``: an item already shown keeps its element
+// (refilled by ``fill``), so a focused button keeps the focus and a click in flight finds its target;
+// ``make`` creates the element of a new one; the elements of items no longer there are removed.
+export function syncList(list, items, make, fill) {
+  const old = new Map([...list.children].map((li) => [li.dataset.callId, li]));
+  items.forEach((item, i) => {
+    let li = old.get(item.id);
+    if (li) old.delete(item.id);
+    else {
+      li = make(item);
+      li.dataset.callId = item.id;
+    }
+    fill(li, item);
+    if (list.children[i] !== li) list.insertBefore(li, list.children[i] || null);
+  });
+  for (const li of old.values()) li.remove();
+}
