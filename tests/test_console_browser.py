@@ -59,6 +59,36 @@ import('/console/api.js').then(({sseParser}) => {
 }, (error) => done(String(error)));"""
 
 
+# The page's follow() of a call's events, its first stream cut after 3000 bytes (mid-event, as a dropped
+# connection): it resumes with Last-Event-ID and gets every event once, in order, then 204 ends it.
+RESUME_CHECK = """const [callId, done] = arguments;
+const real = window.fetch;
+const asked = [];
+let cut = true;
+window.fetch = async (url, init) => {
+  const resp = await real(url, init);
+  if (!String(url).endsWith('/events')) return resp;
+  asked.push([resp.status, (init.headers || {})['Last-Event-ID'] || null]);
+  if (!cut) return resp;
+  cut = false;
+  let left = 3000;
+  const body = resp.body.pipeThrough(new TransformStream({transform(chunk, out) {
+    out.enqueue(chunk.slice(0, left));
+    left -= chunk.length;
+    if (left <= 0) out.terminate();
+  }}));
+  return new Response(body, {status: resp.status, headers: resp.headers});
+};
+import('/console/api.js').then(({follow}) => {
+  const got = [];
+  follow(callId, (type, body, sequence) => got.push([sequence, type]), (state) => {
+    if (state === 'ended' || state === 'gone') {
+      window.fetch = real;
+      done({got, asked, state});
+    }
+  });
+});"""
+
 # The live list's button keeps the keyboard's focus across polls (its element is refilled, not replaced).
 KEEPS_FOCUS = """const button = document.querySelector('#live-list li button');
 button.focus();
@@ -364,6 +394,14 @@ async def test_the_console_follows_calls_live_and_plays_them_back(
             until, lambda: js(driver, "return document.getElementById('detail-state').textContent"), 10, ""
         )
         assert "ended" in state
+
+        # -- the page's event reader resumes a cut stream with Last-Event-ID: nothing lost, nothing twice -----
+        resumed = await step(driver.execute_async_script, RESUME_CHECK, call_a)
+        sent = sorted((e["sequence"], e["type"]) for e in hook.events() if e["call"]["id"] == call_a)
+        assert resumed["state"] == "ended" and [tuple(e) for e in resumed["got"]] == sent, resumed
+        (first, cut_at), *rest = resumed["asked"]
+        assert first == 200 and cut_at is None and rest[0][0] == 200 and int(rest[0][1]) >= 1, resumed["asked"]
+        assert rest[-1][0] == 204  # everything sent and the call over: the reader stops
 
         # -- a bot reply the caller interrupts ------------------------------------------------------------
         script_interruption(fake_gladia)
