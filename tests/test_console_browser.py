@@ -7,24 +7,24 @@ right one opens the console; the stereo sample, played as a two-party Twilio cal
 the live list within 1 s of its start and its finals come in, in order, under their speakers' labels,
 while it runs; a bot reply the caller interrupts shows what the caller heard; the call moves to the past
 list at its end; its transcript and recording open, a click on an utterance moves the player there
-(within 0.25 s) and highlights it, and a download is the API's file. It saves two screenshots for the
-README (``docs/console-live.png``, ``docs/console-past.png``) and prints the page's first paint.
+(within 0.25 s) and highlights it, and a download is the API's file; on the way, the page's SSE reader
+resumes a cut stream with Last-Event-ID, the live list's polls keep the keyboard's focus, a phone's width
+fits. It saves two screenshots for the README (``docs/console-live.png``, ``docs/console-past.png``) and
+prints the page's first paint. Another feeds the live conversation view events by hand (partials, order,
+replies, keys, transfers, text never read as HTML).
 
-Without Chromium, its driver or Selenium the browser test skips saying how to install them; with ``CI``
+Without Chromium, its driver or Selenium the browser tests skip saying how to install them; with ``CI``
 set it fails instead (``.ci/run`` installs them)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
-import shutil
 import time
-from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import aiohttp
 import pytest
@@ -33,81 +33,38 @@ from bridge.http.console import CSP, TYPES
 from bridge.tools.phone import TwilioPhone
 from bridge.tools.player import play_call, read_two_tracks
 from tests.support.bridge_process import start_bridge
+from tests.support.browser import (
+    CONVERSATION_CHECK,
+    KEEPS_FOCUS,
+    RESUME_CHECK,
+    SSE_CHECK,
+    at_least,
+    at_paint,
+    click,
+    error_text,
+    first_paint,
+    ids,
+    js,
+    keyboard_seek,
+    lines,
+    log_in,
+    make_driver,
+    need_browser,
+    screenshot,
+    shown,
+    until,
+)
 from tests.support.calls import BridgeFactory, wait_for
 from tests.support.fakes import FakeGladia, FakeWebhook
-from tests.support.process import ROOT, minimal_env
-
-T = TypeVar("T")
+from tests.support.process import minimal_env
 
 TOKEN = "console-test-token-0123456789"
-INSTALL = "apt-get install -y chromium chromium-driver (and pip install -e '.[test]' for selenium)"
 CALLER, LINE, BOT_CALLER = "+15550100", "+15550199", "+15550300"
 RATE = 8000
 LONG = (
     "Your balance is one thousand two hundred dollars. Your last payment was to the electricity company. "
     "Would you like to hear the other payments of this month?"
 )
-
-
-SSE_CHECK = """const done = arguments[arguments.length - 1];
-import('/console/api.js').then(({sseParser}) => {
-  const out = [];
-  const feed = sseParser((event) => out.push(event));
-  for (const piece of ['id: 1\\r', '\\nevent: a\\ndata: {"x"', ':1}\\n\\n: keepalive\\n\\nid: 2\\revent: b\\r',
-                       'data: l1\\ndata:l2\\r\\n\\r\\n']) feed(piece);
-  done(out);
-}, (error) => done(String(error)));"""
-
-
-# The page's follow() of a call's events, its first stream cut after 3000 bytes (mid-event, as a dropped
-# connection): it resumes with Last-Event-ID and gets every event once, in order, then 204 ends it.
-RESUME_CHECK = """const [callId, done] = arguments;
-const real = window.fetch;
-const asked = [];
-let cut = true;
-window.fetch = async (url, init) => {
-  const resp = await real(url, init);
-  if (!String(url).endsWith('/events')) return resp;
-  asked.push([resp.status, (init.headers || {})['Last-Event-ID'] || null]);
-  if (!cut) return resp;
-  cut = false;
-  let left = 3000;
-  const body = resp.body.pipeThrough(new TransformStream({transform(chunk, out) {
-    out.enqueue(chunk.slice(0, left));
-    left -= chunk.length;
-    if (left <= 0) out.terminate();
-  }}));
-  return new Response(body, {status: resp.status, headers: resp.headers});
-};
-import('/console/api.js').then(({follow}) => {
-  const got = [];
-  follow(callId, (type, body, sequence) => got.push([sequence, type]), (state) => {
-    if (state === 'ended' || state === 'gone') {
-      window.fetch = real;
-      done({got, asked, state});
-    }
-  });
-});"""
-
-# The live list's button keeps the keyboard's focus across polls (its element is refilled, not replaced).
-KEEPS_FOCUS = """const button = document.querySelector('#live-list li button');
-button.focus();
-const kept = () => document.activeElement === button && button.isConnected;
-return new Promise((resolve) => setTimeout(() => resolve(kept()), 1200));"""
-
-
-def need_browser() -> None:
-    """Skip (no ``CI``) or fail (``CI`` set) when the browser, its driver or Selenium is missing."""
-    missing = [name for name in ("chromium", "chromedriver") if shutil.which(name) is None]
-    try:
-        import selenium  # noqa: F401
-    except ImportError:
-        missing.append("selenium")
-    if missing:
-        message = f"the console's browser tests need {', '.join(missing)}: {INSTALL}"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
 
 
 # -- the routes, without a browser ----------------------------------------------------------------------
@@ -145,117 +102,7 @@ async def test_console_files_carry_a_strict_policy(make_bridge: BridgeFactory) -
     assert "<script>" not in page and "style=" not in page and "//" not in page.replace("<!doctype html>", "")
 
 
-# -- the browser ----------------------------------------------------------------------------------------
-
-
-def make_driver(downloads: Path) -> Any:
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = shutil.which("chromium") or "chromium"
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,860"):
-        options.add_argument(arg)
-    options.add_argument("--lang=en-GB")
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    options.add_experimental_option(
-        "prefs", {"download.default_directory": str(downloads), "download.prompt_for_download": False}
-    )
-    # The driver given by path: Selenium Manager (which would look for one online) is never run.
-    return webdriver.Chrome(service=Service(executable_path=shutil.which("chromedriver")), options=options)
-
-
-def until(predicate: Callable[[], T], timeout: float, what: str) -> T:
-    """Poll ``predicate`` (on the browser's thread) every 50 ms until it is truthy; its value."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout} s: {what}")
-        time.sleep(0.05)
-
-
-def js(driver: Any, script: str, *args: Any) -> Any:
-    return driver.execute_script(script, *args)
-
-
-def ids(driver: Any, list_id: str) -> list[str]:
-    return list(js(driver, f"return [...document.querySelectorAll('#{list_id} > li')].map(li => li.dataset.callId)"))
-
-
-def lines(driver: Any) -> list[dict[str, Any]]:
-    """The open call's utterances as shown: speaker, start, text."""
-    return list(
-        js(
-            driver,
-            """return [...document.querySelectorAll('#conversation li.utt:not(.partial)')].map(li => ({
-                 speaker: li.querySelector('.speaker').textContent, start: Number(li.dataset.start),
-                 text: li.querySelector('.text').textContent.trim(), playing: li.classList.contains('playing')}))""",
-        )
-    )
-
-
-def error_text(driver: Any) -> str:
-    return str(js(driver, "return document.getElementById('error').textContent")) if shown(driver, "error") else ""
-
-
-def at_paint(timings: dict[str, float]) -> dict[str, float]:
-    return timings if "first-contentful-paint" in timings else {}
-
-
-def at_least(items: list[dict[str, Any]], n: int) -> list[dict[str, Any]]:
-    return items if len(items) >= n else []
-
-
-def log_in(driver: Any, token: str) -> None:
-    from selenium.webdriver.common.by import By
-
-    field = driver.find_element(By.ID, "token")
-    field.clear()
-    field.send_keys(token)
-    driver.find_element(By.CSS_SELECTOR, "#login button[type=submit]").click()
-
-
-def click(driver: Any, css: str) -> None:
-    from selenium.webdriver.common.by import By
-
-    driver.find_element(By.CSS_SELECTOR, css).click()
-
-
-def keyboard_seek(driver: Any, k: int) -> None:
-    """Utterance ``k`` reached with the keyboard: focused, then Enter (a button: no mouse needed)."""
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.common.keys import Keys
-
-    driver.find_element(By.CSS_SELECTOR, f"#conversation li.utt:nth-child({k + 1}) button").send_keys(Keys.ENTER)
-
-
-def shown(driver: Any, element_id: str) -> bool:
-    return bool(js(driver, f"const e = document.getElementById('{element_id}'); return !!e && !e.hidden"))
-
-
-def screenshot(driver: Any, name: str, must_show: list[str]) -> None:
-    """The page's key elements are there (by DOM) before the picture is kept for the README."""
-    for css in must_show:
-        assert js(driver, "return !!document.querySelector(arguments[0])", css), css
-    path = ROOT / "docs" / name
-    assert driver.save_screenshot(str(path)), path
-    assert path.stat().st_size > 10_000
-
-
-def first_paint(driver: Any) -> dict[str, float]:
-    """The page's navigation and paint timings, in ms from the navigation's start."""
-    timings = js(
-        driver,
-        """const nav = performance.getEntriesByType('navigation')[0];
-           const out = {response_end: nav.responseEnd, dom_content_loaded: nav.domContentLoadedEventEnd,
-                        load: nav.loadEventEnd};
-           for (const p of performance.getEntriesByType('paint')) out[p.name] = p.startTime;
-           return out;""",
-    )
-    return {k: round(float(v), 1) for k, v in timings.items()}
+# -- the browser ------------------------------------------------------------------------------------
 
 
 async def bot_call(url: str, hook: FakeWebhook, done: asyncio.Event) -> None:
@@ -484,3 +331,22 @@ async def test_the_console_follows_calls_live_and_plays_them_back(
     finally:
         await step(driver.quit)
         await bridge.stop()
+
+
+async def test_the_conversation_view_orders_finals_and_greys_partials(make_bridge: BridgeFactory) -> None:
+    """The live conversation, fed events by hand: a partial greyed and replaced as it changes, then gone
+    when its speaker's final comes; finals in time order whatever their arrival; an interrupted reply with
+    what was heard; a key and a transfer; text never read as HTML."""
+    need_browser()
+    server = await make_bridge({"BRIDGE_API_TOKEN": TOKEN})
+    driver = await asyncio.to_thread(make_driver, Path("/nonexistent"))
+    try:
+        await asyncio.to_thread(driver.get, str(server.make_url("/console")))
+        (partials, after), bold = await asyncio.to_thread(driver.execute_async_script, CONVERSATION_CHECK)
+    finally:
+        await asyncio.to_thread(driver.quit)
+    assert partials == [["utt partial caller", "callerI would like"]]
+    assert [cls for cls, _ in after] == ["utt caller", "utt agent", "reply interrupted", "note", "note"]
+    assert after[0][1] == "0:01.0callerI would like <b>x</b>" and after[1][1] == "0:03.0agentSure."
+    assert "the caller heard: Your balance" in after[2][1] and after[3][1] == "key pressed: 5"
+    assert after[4][1] == "transfer to +15550142 (twiml)" and bold == 0
