@@ -103,6 +103,11 @@ async function openPast(call) {
 
 async function pollLive(mine) {
   while (session === mine) {
+    if (document.hidden) {
+      // a tab nobody looks at asks nothing of the bridge; the next poll comes once it is shown again
+      await new Promise((resolve) => document.addEventListener("visibilitychange", resolve, { once: true }));
+      continue;
+    }
     try {
       const { calls } = await getJson("/v1/calls");
       if (session !== mine) return;
@@ -134,7 +139,7 @@ async function refreshPast(mine) {
 async function pastLoop(mine) {
   while (session === mine) {
     await sleep(PAST_REFRESH_MS);
-    if (session === mine) await refreshPast(mine);
+    if (session === mine && !document.hidden) await refreshPast(mine);
   }
 }
 
