@@ -313,6 +313,9 @@ async def test_the_rest_api_acts_on_a_running_call(
     assert [e["action_id"] for e in hook.events("playback.started")] == ["now"]  # applied once
     assert [c["id"] for c in results["list"][1]["calls"]] == [results["call_id"]]
     assert results["one"][1]["state"] in ("speaking", "listening") and "queue" in results["one"][1]
+    one = results["one"][1]  # who and how long, for a list of live calls (the console's)
+    assert (one["from"], one["to"], one["direction"]) == ("+15550001", "+15550002", "inbound")
+    assert 0 < one["duration_s"] < 60 and results["list"][1]["calls"][0]["from"] == "+15550001"
     assert results["ended"][0] == 409
 
 

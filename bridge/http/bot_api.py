@@ -4,7 +4,8 @@
 ``POST /v1/calls/{call_id}/actions``       ``{"actions": [...]}`` -> ``202 {"actions": [{"id", "status"}]}``
 ``GET /v1/calls``                          the active calls (with ``?since=``: recent calls on record,
                                            see bridge.http.transcripts)
-``GET /v1/calls/{call_id}``                one call: ``state`` (listening, speaking, paused), ``queue``,
+``GET /v1/calls/{call_id}``                one call: ``from``, ``to``, ``direction``, ``duration_s`` (so
+                                           far), ``state`` (listening, speaking, paused), ``queue``,
                                            ``played_ms``
 =========================================  =========================================================
 
@@ -76,11 +77,16 @@ def authorized(request: web.Request) -> web.Response | None:
 
 
 def _call_json(call: Any) -> dict[str, Any]:
+    about = call.call_json()  # the ``call`` object of its events: the numbers and the direction too
     return {
         "id": call.id,
         "provider": call.started.carrier,
         "call_sid": call.started.call_sid,
         "stream_sid": call.started.stream_sid,
+        "from": about["from"],
+        "to": about["to"],
+        "direction": about["direction"],
+        "duration_s": call.stats().duration_s,
         "capabilities": call.transfer.capabilities(),
         **call.reply.state(),
     }

@@ -2,7 +2,8 @@
 
 * ``GET /healthz``: liveness and state (``ok``, ``degraded`` with what is wrong, ``draining`` 503);
 * ``GET /readyz``: readiness only (200 ready, 503 draining);
-* ``GET /metrics``: the Prometheus exposition.
+* ``GET /metrics``: the Prometheus exposition;
+* ``GET /console``: the operator's page (:mod:`bridge.http.console`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from aiohttp import web
 from bridge.app_keys import FLEET, WORKER
 from bridge.call.registry import CALLS
 from bridge.delivery.outbox import OUTBOX
+from bridge.http.console import add_routes as add_console
 from bridge.metrics import METRICS
 from bridge.recording.service import RECORDINGS
 from bridge.stt.admission import ADMISSION
@@ -87,7 +89,9 @@ async def metrics_endpoint(request: web.Request) -> web.Response:
 
 
 def add_routes(app: web.Application) -> None:
-    """``/healthz``, ``/readyz`` and ``/metrics``."""
+    """``/healthz``, ``/readyz`` and ``/metrics``; and the operator's page, ``/console``
+    (:mod:`bridge.http.console`: installed from here, the app's other page for people and probes)."""
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_endpoint)
+    add_console(app)

@@ -1,0 +1,196 @@
+// The console: log in with the API token, then the live calls (polled every 500 ms), the past calls, and
+// one open call at a time: live (its events as they come) or past (its transcript and recording).
+
+import { ApiError, follow, getJson, sleep, token } from "./api.js";
+import { Conversation, LiveList } from "./live.js";
+import { PastList, Transcript } from "./past.js";
+import { el, numbers, when } from "./render.js";
+
+const LIVE_POLL_MS = 500;
+const PAST_REFRESH_MS = 10_000;
+const $ = (id) => document.getElementById(id);
+
+const page = {
+  error: $("error"),
+  status: $("status"),
+  login: $("login"),
+  console: $("console"),
+  logout: $("logout"),
+  detail: $("detail"),
+  title: $("detail-title"),
+  meta: $("detail-meta"),
+  state: $("detail-state"),
+  conversation: $("conversation"),
+};
+
+let session = 0; // bumped at each log-in and log-out: loops of an earlier session stop
+let opened = null; // {id, kind: "live" | "past"}
+let stopFollowing = null;
+
+function showError(message) {
+  page.error.textContent = message;
+  page.error.hidden = !message;
+}
+
+function refused(error) {
+  return error instanceof ApiError && (error.status === 401 || error.status === 403);
+}
+
+const live = new LiveList($("live-list"), $("live-empty"), $("live-count"), (call) => openLive(call));
+const past = new PastList(
+  { list: $("past-list"), empty: $("past-empty"), more: $("past-more"), filter: $("past-filter"), range: $("past-window") },
+  (call) => openPast(call),
+);
+const transcript = new Transcript({ list: page.conversation, player: $("player"), playerBox: $("player-box"), downloads: $("downloads") });
+
+function closeDetail() {
+  if (stopFollowing) stopFollowing();
+  stopFollowing = null;
+  transcript.close();
+  opened = null;
+  live.select(null);
+  past.select(null);
+  page.conversation.replaceChildren();
+  page.detail.hidden = true;
+}
+
+function openDetail(call, kind) {
+  closeDetail();
+  opened = { id: call.id, kind };
+  page.detail.hidden = false;
+  page.detail.dataset.kind = kind;
+  page.detail.dataset.callId = call.id;
+  page.title.textContent = numbers(call);
+  page.state.textContent = "";
+  page.title.focus();
+}
+
+function openLive(call) {
+  openDetail(call, "live");
+  live.select(call.id);
+  page.meta.textContent = `${call.provider} · ${call.direction || "inbound"} · live`;
+  const conversation = new Conversation(page.conversation);
+  const mine = opened;
+  stopFollowing = follow(
+    call.id,
+    (type, body) => conversation.handle(type, body),
+    (state, error) => {
+      if (opened !== mine) return;
+      if (state === "ended") page.state.textContent = "The call has ended: find it under Past calls.";
+      else if (state === "gone") page.state.textContent = `No more events: ${error ? error.message : "gone"}.`;
+      else if (state === "retrying") page.state.textContent = "Reconnecting…";
+      else page.state.textContent = "";
+    },
+  );
+}
+
+async function openPast(call) {
+  openDetail(call, "past");
+  past.select(call.id);
+  const reason = call.end_reason ? ` · ${call.end_reason}` : "";
+  page.meta.textContent = `${call.provider} · ${when(call.started_at)}${reason}`;
+  const mine = opened;
+  page.state.textContent = "Loading…";
+  try {
+    await transcript.open(call, () => opened === mine);
+    if (opened === mine) page.state.textContent = call.recording ? "" : "No recording of this call.";
+  } catch (error) {
+    if (opened !== mine) return;
+    page.state.textContent = "";
+    page.conversation.replaceChildren(el("li", "note", `Could not open the call: ${error.message}`));
+  }
+}
+
+async function pollLive(mine) {
+  while (session === mine) {
+    if (document.hidden) {
+      // a tab nobody looks at asks nothing of the bridge; the next poll comes once it is shown again
+      await new Promise((resolve) => document.addEventListener("visibilitychange", resolve, { once: true }));
+      continue;
+    }
+    try {
+      const { calls } = await getJson("/v1/calls");
+      if (session !== mine) return;
+      const gone = live.update(calls);
+      live.select(opened && opened.kind === "live" ? opened.id : null);
+      page.status.textContent = `updated ${new Date().toLocaleTimeString()}`;
+      // an ended call joins the past list once its end is on record (and its recording written): now, and
+      // twice more shortly after
+      if (gone.length) for (const ms of [0, 1500, 5000]) setTimeout(() => session === mine && refreshPast(mine), ms);
+    } catch (error) {
+      if (session !== mine) return;
+      if (refused(error)) return logOut(`The bridge refused the token: ${error.message}`);
+      page.status.textContent = `live list: ${error.message}`;
+    }
+    await sleep(LIVE_POLL_MS);
+  }
+}
+
+async function refreshPast(mine) {
+  try {
+    await past.load();
+  } catch (error) {
+    if (session !== mine) return;
+    if (refused(error)) return logOut(`The bridge refused the token: ${error.message}`);
+    page.status.textContent = `past calls: ${error.message}`;
+  }
+}
+
+async function pastLoop(mine) {
+  while (session === mine) {
+    await sleep(PAST_REFRESH_MS);
+    if (session === mine && !document.hidden) await refreshPast(mine);
+  }
+}
+
+async function logIn() {
+  const mine = ++session;
+  showError("");
+  page.status.textContent = "Checking the token…";
+  try {
+    const { calls } = await getJson("/v1/calls");
+    if (session !== mine) return;
+    live.update(calls);
+  } catch (error) {
+    if (session !== mine) return;
+    return logOut(refused(error) ? `The bridge refused the token: ${error.message}` : `The bridge did not answer: ${error.message}`);
+  }
+  page.login.hidden = true;
+  page.console.hidden = false;
+  page.logout.hidden = false;
+  page.status.textContent = "";
+  pollLive(mine);
+  refreshPast(mine);
+  pastLoop(mine);
+}
+
+function logOut(message) {
+  session++;
+  token.clear();
+  closeDetail();
+  live.update([]);
+  past.calls = [];
+  past.render();
+  page.console.hidden = true;
+  page.logout.hidden = true;
+  page.login.hidden = false;
+  page.status.textContent = "";
+  showError(message || "");
+  $("token").value = "";
+  $("token").focus();
+}
+
+page.login.addEventListener("submit", (event) => {
+  event.preventDefault();
+  token.set($("token").value.trim());
+  logIn();
+});
+page.logout.addEventListener("click", () => logOut(""));
+$("detail-close").addEventListener("click", closeDetail);
+document.addEventListener("keydown", (event) => {
+  if (event.key === "Escape" && !page.detail.hidden) closeDetail();
+});
+window.addEventListener("unhandledrejection", (event) => showError(String(event.reason && event.reason.message)));
+
+if (token.get()) logIn();
+else $("token").focus();
