@@ -9,9 +9,9 @@ while it runs; a bot reply the caller interrupts shows what the caller heard; th
 list at its end; its transcript and recording open, a click on an utterance moves the player there
 (within 0.25 s) and highlights it, and a download is the API's file; on the way, the page's SSE reader
 resumes a cut stream with Last-Event-ID, the live list's polls keep the keyboard's focus, a phone's width
-fits. It takes two screenshots for the README (``docs/console-live.png``, ``docs/console-past.png``, rewritten with ``BRIDGE_UPDATE_SCREENSHOTS=1``) and
-prints the page's first paint. Another feeds the live conversation view events by hand (partials, order,
-replies, keys, transfers, text never read as HTML).
+fits. It takes two screenshots for the README (``docs/console-live.png``, ``docs/console-past.png``,
+rewritten with ``BRIDGE_UPDATE_SCREENSHOTS=1``) and prints the page's first paint. Another feeds the
+live conversation view events by hand (partials, order, replies, keys, transfers, text never read as HTML).
 
 Without Chromium, its driver or Selenium the browser tests skip saying how to install them; with ``CI``
 set it fails instead (``.ci/run`` installs them)."""
