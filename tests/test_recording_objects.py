@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import time
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -150,6 +151,25 @@ def test_list_follows_the_pages_and_stays_under_the_prefix(s3_server: S3Server) 
     assert objects.list(objects.key("CA2") + "/") == []
     oracle = s3_server.client().list_objects_v2(Bucket=BUCKET, Prefix="fleet/a/CA1/")
     assert [(o["Key"], o["Size"]) for o in oracle["Contents"]] == mine
+    # The server does page at that size (so the five pages above were followed, not one answer).
+    first = s3_server.client().list_objects_v2(Bucket=BUCKET, Prefix="fleet/a/CA1/", MaxKeys=5)
+    assert first["KeyCount"] == 5 and first["IsTruncated"]
+
+
+def test_one_store_serves_several_threads_at_once(s3_server: S3Server) -> None:
+    """One store (one boto3 client) used by eight threads at once: every part lands whole under its key."""
+    s3_server.create_bucket(BUCKET)
+    objects = store(s3_server)
+
+    def upload(n: int) -> bytes:
+        key = objects.key("CA1", f"{n:06d}.ogg")
+        objects.put(key, DATA[n:] * 3)
+        return objects.get(key, n, n + 100)
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        heads = list(pool.map(upload, range(32)))
+    assert heads == [(DATA[n:] * 3)[n : n + 100] for n in range(32)]
+    assert [size for _, size in objects.list(objects.key("CA1") + "/")] == [len(DATA[n:]) * 3 for n in range(32)]
 
 
 def test_delete_prefix_removes_only_that_prefix(s3_server: S3Server) -> None:
