@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ from bridge.settings import Settings
 from tests.support.calls import FAST, WEBHOOK_SECRET, BridgeFactory
 from tests.support.fakes import FakeGladia, FakeWebhook
 from tests.support.redis_server import RedisServer
+from tests.support.s3_server import FOREIGN, S3Server
 
 configure_logging("debug", "json")
 
@@ -128,3 +129,22 @@ async def redis_server(tmp_path: Path) -> AsyncIterator[RedisServer]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_process() -> Iterator[S3Server]:
+    """moto's S3-compatible server on a free loopback port, started once for the run (about half a second)."""
+    with S3Server() as server:
+        yield server
+
+
+@pytest.fixture
+def s3_server(s3_process: S3Server, monkeypatch: pytest.MonkeyPatch) -> S3Server:
+    """That server emptied for this test, and its dummy AWS credentials in this process's environment (the
+    developer's own AWS profile, token and endpoint settings removed) for boto3's standard chain."""
+    s3_process.reset()
+    for name in FOREIGN:
+        monkeypatch.delenv(name, raising=False)
+    for name, value in s3_process.env.items():
+        monkeypatch.setenv(name, value)
+    return s3_process
