@@ -62,9 +62,7 @@ def create_app(
         )
     app = web.Application(client_max_size=64 * 1024)
     secret = settings.server.secret
-    app[SETTINGS] = settings
-    app[CLOCK] = clock
-    app[WORKER] = worker
+    app[SETTINGS], app[CLOCK], app[WORKER] = settings, clock, worker
     app[RESUME_SECRET] = secret.get_secret_value().encode() if secret else secrets.token_bytes(32)
     app[METRICS] = Metrics()
     app[ADMISSION] = Admission(settings.gladia.max_sessions)
@@ -283,9 +281,8 @@ async def _fleet(app: web.Application) -> AsyncIterator[None]:
         return
     from bridge.fleet.fleet import Fleet, default_instance_id
 
-    worker = app[WORKER]
+    worker, configured = app[WORKER], settings.fleet.instance_id
     index = worker[0] if worker is not None else None
-    configured = settings.fleet.instance_id
     instance_id = (
         (configured + (f"-w{index}" if index is not None else "")) if configured else default_instance_id(index)
     )
@@ -293,6 +290,8 @@ async def _fleet(app: web.Application) -> AsyncIterator[None]:
     outbox_max_queued = settings.webhook.max_pending_events * 10 if settings.webhook.url else None
     app[FLEET] = fleet = Fleet(settings.fleet, instance_id, outbox_max_queued=outbox_max_queued)
     app[DESK] = fleet.desk  # a transfer's <Dial> in Redis: the carrier's next fetch may reach any instance
+    if (store := app[TRANSCRIPTS]) is not None:  # a call taken from a dead instance: ended on record here
+        fleet.on_lost = lambda call_id: store.call_ended(call_id, app[CLOCK].time(), "instance_lost")
     await fleet.start()
     try:
         yield

@@ -117,6 +117,8 @@ ENV_KEYS: dict[str, str] = {
     "BRIDGE_REDACT_EVENTS": "transcripts.redact_events",
     "BRIDGE_RECORDINGS": "recording.enabled",
     "BRIDGE_RECORDING_FORMAT": "recording.format",
+    "BRIDGE_RECORDINGS_URL": "recording.url",
+    "BRIDGE_RECORDINGS_S3_ENDPOINT": "recording.s3_endpoint_url",
     "TWILIO_VOICE_MODE": "twilio.voice_mode",
     "TWILIO_FORK_REDIRECT_URL": "twilio.fork_redirect_url",
     "BRIDGE_SPEAKER_LABELS": "parties.labels",
@@ -288,6 +290,11 @@ class Settings(StrictModel):
             raise ConfigError(
                 "TWILIO_AUTH_TOKEN is set but BRIDGE_PUBLIC_URL is not: Twilio signatures can only "
                 "be checked against the public URL Twilio calls (e.g. https://bridge.example.org)"
+            )
+        if settings.recording.url and not settings.transcripts.enabled:
+            raise ConfigError(
+                "BRIDGE_RECORDINGS_URL (recording.url) lists each recording's parts in the call record: "
+                "it needs BRIDGE_TRANSCRIPTS on"
             )
         return settings
 

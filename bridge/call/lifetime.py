@@ -317,15 +317,15 @@ class Call(FleetSide):
         await self._end_part(
             "call_ended", lambda: self._post("call.ended", {"call": self.call_json(), "summary": summary})
         )
+        transcripts, bot_socket, on_ended = self.transcripts, self.bot_socket, self.on_ended
+        if transcripts is not None:  # on record before recording.completed: a recording is served once its call ended
+            await self._end_part(
+                "transcript_record", lambda: transcripts.call_ended(self.id, time.time(), result.reason)
+            )
         await self._end_part("recording", lambda: self.recorder.finish(self._post_call))
         if self.stt.results.analysis.wanted:  # the phone's socket need not wait for the analysis
             self.ended_posted.set()
         await self._end_part("transcript_completed", self._transcript_completed)
-        transcripts, bot_socket, on_ended = self.transcripts, self.bot_socket, self.on_ended
-        if transcripts is not None:
-            await self._end_part(
-                "transcript_record", lambda: transcripts.call_ended(self.id, time.time(), result.reason)
-            )
         await self._end_part("delivery_close", self.delivery.close)
         if bot_socket is not None:
             await self._end_part("bot_socket_close", bot_socket.close)

@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import os
 import socket
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import redis.asyncio as aioredis
@@ -28,7 +29,7 @@ import structlog
 
 from bridge.fleet.actions import ActionStreams
 from bridge.fleet.handover import Adopted, HandOvers
-from bridge.fleet.leases import Leases, Owned, TakeOver
+from bridge.fleet.leases import Leases, Orphan, Owned, TakeOver
 from bridge.fleet.outbox import FleetOutbox
 from bridge.fleet.scripts import REDIS_FAILED, FleetCounters, FleetRedis
 from bridge.fleet.transfers import FleetDesk, TransferOutcomes
@@ -69,6 +70,9 @@ class Fleet:
         self.transfers = TransferOutcomes(self.redis)  # a transfer's outcome, to the call's owner
         self.actions = ActionStreams(self.redis, self.leases, self.handovers, self.transfers)
         self._tasks: list[asyncio.Task[None]] = []
+        # A call taken over from a dead instance mid-call: its record is ended here (the transcript store's
+        # call_ended with "instance_lost", which also completes its recording in object storage).
+        self.on_lost: Callable[[str], None] | None = None
 
     @property
     def settings(self) -> FleetSettings:
@@ -129,7 +133,16 @@ class Fleet:
         """Who delivers what a call taken over from a lapsed owner left: the outbox, once it runs
         (None: no call is taken over; without an outbox there is nothing to deliver)."""
         outbox = self.outbox
-        return outbox.take_over if outbox is not None and outbox.running else None
+        if outbox is None or not outbox.running:
+            return None
+        on_lost = self.on_lost
+
+        async def take_over(orphan: Orphan) -> None:
+            if not orphan.ended and on_lost is not None:
+                on_lost(orphan.call_id)  # the record says it ended with its instance (idempotent: any retry)
+            await outbox.take_over(orphan)
+
+        return take_over
 
     # -- the calls this instance owns ---------------------------------------------------------------
 

@@ -46,6 +46,10 @@ async def get_recording(request: web.Request) -> web.StreamResponse:
     service = request.app[RECORDINGS]
     if service is None:
         return _error(404, "recordings are off (BRIDGE_RECORDINGS=on to keep them)")
+    if service.remote is not None:  # in object storage: any instance serves any call's
+        from bridge.http.recording_objects import serve_from_objects
+
+        return await serve_from_objects(request, service, call_id)
     if call_id in service.open_calls:
         return _error(409, f"the recording of call {call_id[:64]} is still being written")
     path = await asyncio.to_thread(service.path_of, call_id)

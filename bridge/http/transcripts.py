@@ -185,8 +185,9 @@ async def recent_calls(request: web.Request) -> web.Response:
     def read() -> list[dict[str, Any]]:
         store.flush(READ_FLUSH_TIMEOUT)
         calls = store.list_since(since, limit)
+        found = recordings.describe_many([c["id"] for c in calls]) if recordings is not None else {}
         for call in calls:  # {format, duration_s, bytes} or null (bridge.recording.service)
-            call["recording"] = recordings.describe(call["id"]) if recordings is not None else None
+            call["recording"] = found.get(call["id"])
         return calls
 
     try:
@@ -219,8 +220,11 @@ async def transcript_store(app: web.Application) -> AsyncIterator[None]:
     # (A thread starts only when work comes: with transcripts off, none ever does.)
     app[TRANSCRIPT_READS] = pool = BlockingPool(name="transcript-read")
     app[TRANSCRIPTS] = store = await _open_store(settings, clock) if config.enabled else None
-    if store is not None and (recordings := app.get(RECORDINGS)) is not None:
+    recordings = app.get(RECORDINGS)
+    if store is not None and recordings is not None:
         store.on_purged = recordings.forget  # a call's recording goes with its transcript
+        if recordings.remote is not None:
+            recordings.remote.attach(store)  # the index of the parts in object storage
     purge = None
     if store is not None:
         purge = asyncio.create_task(_purge_loop(store, pool, config, clock), name="transcripts-purge")
@@ -232,6 +236,9 @@ async def transcript_store(app: web.Application) -> AsyncIterator[None]:
             with contextlib.suppress(asyncio.CancelledError):
                 await purge
         pool.close()
+        if store is not None and recordings is not None and recordings.remote is not None:
+            # The last parts are uploaded and listed before the store closes (the service stops again later: no-op).
+            await asyncio.to_thread(recordings.stop, CLOSE_TIMEOUT)
         if store is not None:
             await asyncio.to_thread(store.close, CLOSE_TIMEOUT)
             if store.dropped:

@@ -23,7 +23,7 @@ from typing import Any
 
 from bridge.recording.parts import Layout, Part, layout
 
-SETTLE_S = 60.0
+SETTLE_S = 600.0  # an owner that died after the call's end, before its last part: served as stored after this
 LOST = "instance_lost"
 MAX_IDS = 500  # call ids per read (the listing asks for at most a page)
 

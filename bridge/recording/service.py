@@ -31,7 +31,7 @@ import struct
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from aiohttp import web
@@ -39,6 +39,9 @@ from aiohttp import web
 from bridge.recording.formats import OPUS, WAV
 from bridge.recording.settings import RecordingSettings
 from bridge.recording.writer import DEGRADED, ClosedInfo, RecordingWriter, WriterStatus
+
+if TYPE_CHECKING:
+    from bridge.recording.remote import RemoteRecordings
 
 log = structlog.get_logger("bridge.recording")
 
@@ -54,6 +57,11 @@ class RecordingService:
     def __init__(self, settings: RecordingSettings, directory: Path, loop: asyncio.AbstractEventLoop) -> None:
         self.settings = settings
         self.directory = directory
+        self.remote: RemoteRecordings | None = None  # fleet mode: parts in object storage
+        if settings.url:
+            from bridge.recording.remote import RemoteRecordings  # boto3 only when it is used
+
+            self.remote = RemoteRecordings(settings)
         self.writer = RecordingWriter(
             flush_s=settings.flush_s,
             retry_s=settings.retry_s,
@@ -61,7 +69,9 @@ class RecordingService:
             max_queued_bytes=int(settings.max_queued_mb * (1 << 20)),
             on_change=self._changed,
             loop=loop,
+            parts=self.remote.cutter if self.remote is not None else None,
         )
+        self._loop = loop
         self.open_calls: set[str] = set()
         self.completed = 0
         self._closed: OrderedDict[str, dict[str, Any]] = OrderedDict()
@@ -69,13 +79,17 @@ class RecordingService:
     def start(self, recover: bool = True) -> None:
         """Create the directory, start the writer, and (``recover``) repair what a killed bridge left."""
         self.directory.mkdir(parents=True, exist_ok=True)
+        if self.remote is not None:  # a killed bridge's spool files are not the record (bridge.recording.remote)
+            self.remote.start(self.directory, discard_spool=recover)
         self.writer.start()
-        if recover:
+        if recover and self.remote is None:
             self.writer.recover(self.directory, _recovered)
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Write what is queued and close every recording (the calls have ended by now)."""
+        """Write what is queued and close every recording (the calls have ended by now); upload the rest."""
         self.writer.stop(timeout)
+        if self.remote is not None:
+            self.remote.stop(timeout)
 
     # -- a call's recording (the event loop; never blocks) --------------------------------------
 
@@ -101,7 +115,19 @@ class RecordingService:
                 self._closed.popitem(last=False)
             on_closed(info)
 
-        self.writer.close(call_id, closed)
+        remote = self.remote
+        if remote is None:
+            self.writer.close(call_id, closed)
+            return
+
+        def written(info: ClosedInfo) -> None:  # the loop: the file is closed, its last part queued
+            remote.finished(call_id, str(info["path"]), lambda: self._soon(closed, info))
+
+        self.writer.close(call_id, written)
+
+    def _soon(self, fn: Callable[[ClosedInfo], None], info: ClosedInfo) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is listening
+            self._loop.call_soon_threadsafe(fn, info)
 
     def status(self) -> WriterStatus:
         return self.writer.status()
@@ -117,9 +143,13 @@ class RecordingService:
             "dropped_bytes": s.dropped_bytes,
             "queued_bytes": s.queued_bytes,
         }
-        if s.state == DEGRADED:
-            body["reason"] = s.reason
-        return (s.reason or "degraded") if s.state == DEGRADED else None, body
+        reason = (s.reason or "degraded") if s.state == DEGRADED else None
+        if self.remote is not None:
+            upload_reason, body["uploads"] = self.remote.health()
+            reason = "; ".join(r for r in (reason, upload_reason) if r) or None
+        if reason:
+            body["reason"] = reason
+        return reason, body
 
     # -- reads and deletes (blocking: a worker thread) -----------------------------------------
 
@@ -145,8 +175,20 @@ class RecordingService:
             return None
         return {"format": path.suffix[1:], "duration_s": _wav_seconds(path), "bytes": _size(path)}
 
+    def describe_many(self, call_ids: list[str]) -> dict[str, dict[str, Any] | None]:
+        """:meth:`describe` of each call (object storage: from the shared index, one read for all)."""
+        if self.remote is None:
+            return {call_id: self.describe(call_id) for call_id in call_ids}
+        found = self.remote.indexed(call_ids)
+        return {c: (found[c].described() if c in found and found[c].complete else None) for c in call_ids}
+
     def forget(self, call_ids: Iterable[str]) -> int:
         """Delete these calls' recordings (retention, with their transcripts); returns how many files went."""
+        if self.remote is not None:
+            ids = list(call_ids)
+            for call_id in ids:
+                self._closed.pop(call_id, None)
+            return self.remote.forget(ids)
         gone = 0
         for call_id in call_ids:
             self._closed.pop(call_id, None)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from bridge.setting_sections import StrictModel
 
@@ -21,6 +21,28 @@ class RecordingSettings(StrictModel):
     retry_s: float = Field(10.0, gt=0, le=600)  # a failed recording (disk full) is tried again this often
     # per called number, on or off (overrides `enabled`), e.g. { "+15550100" = true, "+15550199" = false }
     numbers: dict[str, bool] = Field(default_factory=dict)
+    # Fleet mode: recordings go to S3-compatible object storage in parts while the call runs
+    # (bridge.recording.remote; credentials from the AWS environment: AWS_ACCESS_KEY_ID, ...).
+    url: str | None = None  # BRIDGE_RECORDINGS_URL, s3://bucket/prefix
+    s3_endpoint_url: str | None = None  # BRIDGE_RECORDINGS_S3_ENDPOINT: MinIO, Ceph... (None: AWS)
+    part_s: float = Field(10.0, ge=1, le=300)  # audio per uploaded part: what a killed instance may lose
+    upload_threads: int = Field(4, ge=1, le=32)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value:
+            from bridge.recording.objects import parse_s3_url  # boto3 is imported only when it is used
+
+            parse_s3_url(value)  # ValueError: says what is wrong
+        return value or None
+
+    @field_validator("s3_endpoint_url")
+    @classmethod
+    def _endpoint(cls, value: str | None) -> str | None:
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
+        return value or None
 
     def enabled_for(self, called: str | None) -> bool:
         """Whether a call to ``called`` is recorded: its number's entry, else ``enabled``."""

@@ -38,9 +38,12 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bridge.recording import formats
+
+if TYPE_CHECKING:
+    from bridge.recording.uploader import PartCutter
 
 OK, DEGRADED = "ok", "degraded"
 QUEUE_HOLD_S = 1.0  # a queue-full degradation lasts at least this long after the last drop
@@ -103,7 +106,9 @@ class RecordingWriter:
         batch_s: float = 0.0,
         on_change: Callable[[str, str], object] | None = None,
         loop: asyncio.AbstractEventLoop | None = None,
+        parts: PartCutter | None = None,
     ) -> None:
+        self.parts = parts  # fleet mode: the files are cut into parts for object storage (bridge.recording.uploader)
         self.flush_s, self.retry_s, self.fsync, self.batch_s = flush_s, retry_s, fsync, batch_s
         self.max_queued_bytes, self.max_gap_s = max_queued_bytes, max_gap_s
         self._on_change, self._loop = on_change, loop
@@ -326,6 +331,8 @@ class RecordingWriter:
         if rec.file is not None:
             try:
                 if rec.file.patch_silence(start, end):
+                    if self.parts is not None:
+                        self.parts.patched(call_id, start, end)
                     return
             except OSError as exc:
                 self._fail(rec, exc)
@@ -345,6 +352,8 @@ class RecordingWriter:
                 continue
             try:
                 rec.file.flush(fsync=self.fsync)
+                if self.parts is not None:
+                    self.parts.written(rec.call_id, rec.path, rec.fmt, rec.rate, rec.file.size, rec.file.frames)
             except OSError as exc:
                 self._fail(rec, exc)
 
@@ -364,6 +373,8 @@ class RecordingWriter:
             except OSError as exc:
                 self._fail(rec, exc)
         frames = rec.file.frames if rec.file is not None else _frames_on_disk(rec.path)
+        if self.parts is not None:
+            self.parts.closed(call_id, rec.path, rec.fmt, rec.rate, _size(rec.path), frames)
         info: ClosedInfo = {
             "path": rec.path,
             "format": rec.fmt,
