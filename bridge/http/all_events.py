@@ -37,7 +37,17 @@ from aiohttp import web
 from bridge.event_feed import FeedFollower, FeedLimit
 from bridge.event_tap import POLL_S, RETRY_AFTER, EventTap
 from bridge.http.bot_api import authorized
-from bridge.http.call_events import ENDINGS, EVENT_TAP, FROM_HEADER, Gone, drained, event_stream, send, sse_frame
+from bridge.http.call_events import (
+    ENDINGS,
+    EVENT_TAP,
+    FROM_HEADER,
+    Gone,
+    drained,
+    event_stream,
+    send,
+    send_frames,
+    sse_frame,
+)
 from bridge.http.call_events import add_routes as add_call_events
 from bridge.siblings import SIBLINGS
 
@@ -111,10 +121,6 @@ async def all_events(request: web.Request) -> web.StreamResponse:
     return resp
 
 
-def _frames(events: list[tuple[int, str, str, str]]) -> str:
-    return "".join(sse_frame(event_id, type_, body) for event_id, _, type_, body in events)
-
-
 async def _stream(request: web.Request, resp: web.StreamResponse, follower: FeedFollower, tap: EventTap) -> int:
     """Write the follower's events until it ends or the reader goes (raises :class:`Gone`); events sent."""
     loop = asyncio.get_running_loop()
@@ -127,7 +133,8 @@ async def _stream(request: web.Request, resp: web.StreamResponse, follower: Feed
     while True:
         events = follower.take()
         if events:
-            await send(request, resp, _frames(events), tap.send_timeout_s)
+            frames = (sse_frame(event_id, type_, body) for event_id, _, type_, body in events)
+            await send_frames(request, resp, frames, tap.send_timeout_s)
             sent += len(events)
             last_write = loop.time()
             continue

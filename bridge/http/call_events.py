@@ -7,6 +7,11 @@
     event: <type>
     data: <the event's JSON body, exactly what the webhook gets>
 
+and the call's notices (``speech.started``, ``utterance.partial``: what the bot's socket gets live, with
+``call_id`` and no ``sequence``) between them, as they happen, with no ``id`` line: a reader's last event
+id stays the event's before, so a resume is by sequence alone and a notice is never sent again (a partial
+of a gap is stale by then). Every call's events as one stream: ``GET /v1/events`` (:mod:`bridge.http.all_events`).
+
 Who reads it: ``bridge dial`` (:mod:`bridge.tools.dial_command`) following the call it placed, the console
 page (issue 32), a supervisor tool or a CRM. The same Bearer token as every ``/v1/`` route; a browser's
 ``EventSource`` cannot send that header, so the console reads the stream with ``fetch`` (which can, and can
@@ -31,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Iterable
 
 import structlog
 from aiohttp import web
@@ -114,6 +120,24 @@ async def send(request: web.Request, resp: web.StreamResponse, text: str, timeou
         raise Gone from None
 
 
+WRITE_BYTES = 64 * 1024  # frames are written this much at a time, each write awaited (drained)
+
+
+async def send_frames(request: web.Request, resp: web.StreamResponse, frames: Iterable[str], timeout: float) -> None:
+    """Write ``frames`` about :data:`WRITE_BYTES` at a time, each write within ``timeout``: what waits in the
+    socket's buffer for a slow reader is one write's worth, never a whole backlog joined at once."""
+    parts: list[str] = []
+    size = 0
+    for frame in frames:
+        parts.append(frame)
+        size += len(frame)
+        if size >= WRITE_BYTES:
+            await send(request, resp, "".join(parts), timeout)
+            parts, size = [], 0
+    if parts:
+        await send(request, resp, "".join(parts), timeout)
+
+
 async def call_events(request: web.Request) -> web.StreamResponse:
     """``GET /v1/calls/{call_id}/events``: the call's events as server-sent events (see the module docstring).
 
@@ -168,7 +192,7 @@ async def _stream(request: web.Request, resp: web.StreamResponse, follower: Foll
     while True:
         events = follower.take()
         if events:
-            await send(request, resp, "".join(sse_frame(*e) for e in events), tap.send_timeout_s)
+            await send_frames(request, resp, (sse_frame(*e) for e in events), tap.send_timeout_s)
             sent += len(events)
             last_write = loop.time()
             continue

@@ -30,7 +30,7 @@ from aiohttp import web
 
 from bridge.event_feed import FeedFollower, FeedLimit
 from bridge.event_tap import POLL_S, RETRY_AFTER, EventTap
-from bridge.http.call_events import ENDINGS, FROM_HEADER, Gone, drained, event_stream, send, sse_frame
+from bridge.http.call_events import ENDINGS, FROM_HEADER, Gone, drained, event_stream, send, send_frames, sse_frame
 from bridge.siblings import RELAYED_HEADERS, Siblings, socket_path
 
 log = structlog.get_logger("bridge.merged_events")
@@ -227,7 +227,7 @@ async def _write(
                 break
             item = queue.get_nowait()
         if parts:
-            await send(request, resp, "".join(parts), tap.send_timeout_s)
+            await send_frames(request, resp, parts, tap.send_timeout_s)
             last_write = loop.time()
         if ending is not None:
             worker, reason = ending
