@@ -30,6 +30,7 @@ from bridge.event_feed import EventFeed, FeedLimit
 from bridge.event_tap import EventTap
 from bridge.http.all_events import event_types, positions
 from bridge.http.call_events import EVENT_TAP, sse_frame
+from bridge.http.merged_events import SseBlocks
 from bridge.settings import Settings
 from bridge.sibling_socket import install
 from tests.support.calls import FAST, WEBHOOK_SECRET, BridgeFactory, caller_audio, play_call, wait_for
@@ -409,3 +410,46 @@ async def test_workers_merge_and_a_reader_resumes_on_the_other_worker(
         assert streamed == posted, call_id
     ids = [[int(p) for p in e.last_event_id.split(".")] for e in got + rest]
     assert all(a[0] <= b[0] and a[1] <= b[1] for a, b in itertools.pairwise(ids))
+
+
+def test_the_merging_reader_parses_our_frames_in_any_chunks() -> None:
+    """What a worker reads of a sibling's stream, fed a character at a time: events with their ids, a
+    notice with none (0), comments apart."""
+    stream = (
+        ": worker comment\n\n"
+        + sse_frame(5, "call.started", '{"a":"é"}')
+        + sse_frame(0, "utterance.partial", "{}")
+        + ": keepalive\n\n"
+        + sse_frame(6, "odd", "one\ntwo")
+    )
+    blocks = SseBlocks()
+    got = [item for ch in stream for item in blocks.feed(ch)]
+    assert got == [
+        (-1, "worker comment", ""),
+        (5, "call.started", '{"a":"é"}'),
+        (0, "utterance.partial", "{}"),
+        (-1, "keepalive", ""),
+        (6, "odd", "one\ntwo"),
+    ]
+
+
+@pytest.mark.timeout(30)
+async def test_a_resume_says_what_it_cannot_give(make_bridge: BridgeFactory) -> None:
+    """A resume from before the kept events starts with a comment naming the last id lost, then the kept
+    ones; an id this bridge never gave starts with a comment saying so, then live events only."""
+    _, tap, base = await bridge_with_token(make_bridge)
+    tap.feed.size = 2
+    tap.keepalive_s = 0.3
+    first = tap.feed.last_id + 1
+    for seq in range(1, 5):
+        tap.publish(A, seq, "utterance.final", json.dumps({"type": "utterance.final", "sequence": seq}))
+    async with aiohttp.ClientSession() as http:
+        old = Reader(await http.get(f"{base}/v1/events", headers={**AUTH, "Last-Event-ID": str(first)}))
+        events = await old.until(lambda _, c: " keepalive" in c)
+        assert [int(e.last_event_id) for e in events] == [first + 2, first + 3]
+        assert old.parsed()[1][0] == f" events up to id {first + 1} are no longer kept"
+        old.resp.close()
+        alien = Reader(await http.get(f"{base}/v1/events?after={first + 10**9}", headers=AUTH))
+        assert await alien.until(lambda _, c: " keepalive" in c) == []
+        assert alien.parsed()[1][0] == " that id is not one of this bridge's: following from now on"
+        alien.resp.close()

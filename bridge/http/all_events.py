@@ -41,6 +41,7 @@ from bridge.http.call_events import (
     ENDINGS,
     EVENT_TAP,
     FROM_HEADER,
+    UNKNOWN_ID,
     Gone,
     drained,
     event_stream,
@@ -128,7 +129,7 @@ async def _stream(request: web.Request, resp: web.StreamResponse, follower: Feed
     if follower.lost_upto:
         await send(request, resp, f": events up to id {follower.lost_upto} are no longer kept\n\n", 5.0)
     elif follower.unknown:
-        await send(request, resp, ": that id is not one of this bridge's: following from now on\n\n", 5.0)
+        await send(request, resp, f": {UNKNOWN_ID}\n\n", 5.0)
     last_write = loop.time()
     while True:
         events = follower.take()

@@ -56,6 +56,7 @@ Event = tuple[int, str, str]  # (sequence, type, body)
 
 EVENT_TAP = web.AppKey("event_tap", EventTap)
 
+UNKNOWN_ID = "that id is not one of this bridge's: following from now on"  # GET /v1/events, a comment
 FROM_HEADER = "X-Events-From"  # the id a stream starts after (a merging worker reads its siblings')
 ENDINGS = {
     "behind": ": behind: reconnect with Last-Event-ID\n\n",

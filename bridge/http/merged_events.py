@@ -22,6 +22,7 @@ stays as given. A sibling that does not answer within the forward timeout makes 
 from __future__ import annotations
 
 import asyncio
+import codecs
 import contextlib
 
 import aiohttp
@@ -30,7 +31,17 @@ from aiohttp import web
 
 from bridge.event_feed import FeedFollower, FeedLimit
 from bridge.event_tap import POLL_S, RETRY_AFTER, EventTap
-from bridge.http.call_events import ENDINGS, FROM_HEADER, Gone, drained, event_stream, send, send_frames, sse_frame
+from bridge.http.call_events import (
+    ENDINGS,
+    FROM_HEADER,
+    UNKNOWN_ID,
+    Gone,
+    drained,
+    event_stream,
+    send,
+    send_frames,
+    sse_frame,
+)
 from bridge.siblings import RELAYED_HEADERS, Siblings, socket_path
 
 log = structlog.get_logger("bridge.merged_events")
@@ -100,7 +111,10 @@ async def merged_events(
         await resp.prepare(request)
         with contextlib.suppress(Gone, ConnectionError):
             if follower.lost_upto:
-                await send(request, resp, f": events up to id {follower.lost_upto} are no longer kept\n\n", 5.0)
+                text = f": worker {index}: events up to id {follower.lost_upto} are no longer kept\n\n"
+                await send(request, resp, text, 5.0)
+            elif follower.unknown:
+                await send(request, resp, f": worker {index}: {UNKNOWN_ID}\n\n", 5.0)
             await _write(request, resp, tap, queue, position)
         return resp
     finally:
@@ -174,19 +188,20 @@ async def _pump_local(app: web.Application, index: int, follower: FeedFollower, 
 
 async def _pump_sibling(i: int, upstream: aiohttp.ClientResponse, queue: asyncio.Queue[Item]) -> None:
     blocks = SseBlocks()
+    decoder = codecs.getincrementaldecoder("utf-8")()  # a chunk may end inside a character
     ending = "ended"
     try:
         async for chunk in upstream.content.iter_any():
-            for event_id, type_, body in blocks.feed(chunk.decode()):
+            for event_id, type_, body in blocks.feed(decoder.decode(chunk)):
                 if event_id >= 0:
                     await queue.put((i, event_id, type_, body))
-                elif type_.startswith("events up to id"):
-                    await queue.put((i, 0, "", f": worker {i}: {type_}\n\n"))  # a comment, passed on
                 elif type_.startswith("behind"):
                     ending = "behind"
                 elif type_.startswith("the bridge is stopping"):
                     ending = "stopping"
-    except (aiohttp.ClientError, ConnectionError) as exc:
+                elif type_ != "keepalive":  # what was lost, an id not of that worker: passed on, named
+                    await queue.put((i, 0, "", f": worker {i}: {type_}\n\n"))
+    except (aiohttp.ClientError, ConnectionError, UnicodeDecodeError) as exc:
         ending = type(exc).__name__
     await queue.put((i, -1, ending, ""))
 
