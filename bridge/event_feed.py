@@ -130,12 +130,14 @@ class FeedFollower:
             if after < feed.dropped_upto and (after > 0 or feed.dropped_upto > feed.start):
                 self.lost_upto = feed.dropped_upto
             self._pending.extend(e for e in feed._ring if e[0] > after and matches(types, e[2]))
+        # the kept events it starts with (up to ``size``) do not count as falling behind until first taken
+        self._allowance = len(self._pending)
         feed._followers.append(self)
 
     def _push(self, event: FeedEvent) -> None:
         if not matches(self.types, event[2]):
             return
-        if len(self._pending) >= self._feed.max_behind:
+        if len(self._pending) >= self._feed.max_behind + self._allowance:
             self._feed.ended_behind += 1
             self._pending.clear()  # the memory goes now; the reader resumes from the last id it got
             self._stop("behind")
@@ -159,6 +161,7 @@ class FeedFollower:
         """Every event waiting for this follower, in order (never blocks)."""
         events = list(self._pending)
         self._pending.clear()
+        self._allowance = 0
         for event in reversed(events):
             if event[0]:
                 self.position = event[0]

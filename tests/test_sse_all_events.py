@@ -94,6 +94,20 @@ def test_feed_followers_are_bounded_and_the_slow_one_is_ended() -> None:
     feed.follow().close()  # its place is free again
 
 
+def test_a_long_resume_is_not_taken_for_falling_behind() -> None:
+    """A follower that starts with more kept events than ``max_behind`` is not ended by the next event
+    before it took them; once taken, the bound is the usual one."""
+    feed = EventFeed(max_behind=3, start=0)
+    for _ in range(10):
+        feed.publish(A, "utterance.final", "x")
+    follower = feed.follow(after=0)
+    feed.publish(A, "utterance.final", "x")
+    assert follower.reason is None and len(follower.take()) == 11
+    for _ in range(4):
+        feed.publish(A, "utterance.final", "x")
+    assert follower.reason == "behind"
+
+
 def test_type_filter() -> None:
     """``?types=`` keeps the names given and ``family.*``; anything else is 400."""
     feed = EventFeed(start=0)
