@@ -168,6 +168,10 @@ class FeedFollower:
                 break
         return events
 
+    def waiting(self) -> bool:
+        """Whether events wait to be taken."""
+        return bool(self._pending)
+
     def finished(self) -> bool:
         """Whether the follower has ended with nothing left to take."""
         return self.reason is not None and not self._pending

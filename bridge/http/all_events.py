@@ -29,13 +29,14 @@ a ``: keepalive`` comment every 15 s of quiet.
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 
 import structlog
 from aiohttp import web
 
 from bridge.event_feed import FeedFollower, FeedLimit
-from bridge.event_tap import POLL_S, RETRY_AFTER, EventTap
+from bridge.event_tap import COALESCE_S, POLL_S, RETRY_AFTER, EventTap
 from bridge.http.bot_api import authorized
 from bridge.http.call_events import (
     ENDINGS,
@@ -122,6 +123,13 @@ async def all_events(request: web.Request) -> web.StreamResponse:
     return resp
 
 
+@functools.lru_cache(maxsize=1024)
+def feed_frame(event_id: int, type_: str, body: str) -> str:
+    """An event's frame, made once for all its readers (the body's hash is cached by the string itself, and
+    a hit compares the same objects: a lookup costs less than the framing)."""
+    return sse_frame(event_id, type_, body)
+
+
 async def _stream(request: web.Request, resp: web.StreamResponse, follower: FeedFollower, tap: EventTap) -> int:
     """Write the follower's events until it ends or the reader goes (raises :class:`Gone`); events sent."""
     loop = asyncio.get_running_loop()
@@ -130,11 +138,14 @@ async def _stream(request: web.Request, resp: web.StreamResponse, follower: Feed
         await send(request, resp, f": events up to id {follower.lost_upto} are no longer kept\n\n", 5.0)
     elif follower.unknown:
         await send(request, resp, f": {UNKNOWN_ID}\n\n", 5.0)
-    last_write = loop.time()
+    last_write = loop.time() - COALESCE_S
     while True:
+        since = loop.time() - last_write
+        if since < COALESCE_S and follower.waiting():  # a write just went: let a few more events join the next
+            await asyncio.sleep(COALESCE_S - since)
         events = follower.take()
         if events:
-            frames = (sse_frame(event_id, type_, body) for event_id, _, type_, body in events)
+            frames = (feed_frame(event_id, type_, body) for event_id, _, type_, body in events)
             await send_frames(request, resp, frames, tap.send_timeout_s)
             sent += len(events)
             last_write = loop.time()

@@ -30,7 +30,7 @@ import structlog
 from aiohttp import web
 
 from bridge.event_feed import FeedFollower, FeedLimit
-from bridge.event_tap import POLL_S, RETRY_AFTER, EventTap
+from bridge.event_tap import COALESCE_S, POLL_S, RETRY_AFTER, EventTap
 from bridge.http.call_events import (
     ENDINGS,
     FROM_HEADER,
@@ -211,8 +211,11 @@ async def _write(
 ) -> None:
     """Write what the sources queue until one ends or the reader goes (raises :class:`Gone`)."""
     loop = asyncio.get_running_loop()
-    last_write = loop.time()
+    last_write = loop.time() - COALESCE_S
     while True:
+        since = loop.time() - last_write
+        if since < COALESCE_S and not queue.empty():  # a write just went: let a few more events join the next
+            await asyncio.sleep(COALESCE_S - since)
         idle = loop.time() - last_write
         try:
             item = await asyncio.wait_for(queue.get(), max(0.0, min(POLL_S, tap.keepalive_s - idle)))
