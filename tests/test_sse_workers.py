@@ -8,7 +8,9 @@ import asyncio
 import contextlib
 import itertools
 import shutil
+import signal
 import tempfile
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -19,8 +21,10 @@ import pytest
 from bridge.app import create_app
 from bridge.settings import Settings
 from bridge.sibling_socket import install
+from tests.support.bridge_process import start_bridge
 from tests.support.calls import FAST, WEBHOOK_SECRET, caller_audio, play_call, wait_for
 from tests.support.fakes import FakeGladia, FakeWebhook
+from tests.support.process import free_port, minimal_env
 from tests.test_sse_all_events import AUTH, TOKEN, Reader, bodies, has
 
 
@@ -86,3 +90,35 @@ async def test_workers_merge_and_a_reader_resumes_on_the_other_worker(
         assert streamed == posted, call_id
     ids = [[int(p) for p in e.last_event_id.split(".")] for e in got + rest]
     assert all(a[0] <= b[0] and a[1] <= b[1] for a, b in itertools.pairwise(ids))
+
+
+@pytest.mark.timeout(90)
+async def test_sigterm_ends_the_merged_streams_at_once(
+    fake_gladia: FakeGladia, webhook: tuple[FakeWebhook, str]
+) -> None:
+    """``bridge serve --workers 2`` (real processes): a reader of /v1/events gets its stream ended with
+    ``the bridge is stopping`` once SIGTERM has drained the calls, and the bridge exits well within its
+    shutdown timeout instead of waiting for the open stream."""
+    _, hook_url = webhook
+    env = minimal_env(
+        GLADIA_API_URL=fake_gladia.base_url,
+        GLADIA_API_KEY="test-key",
+        BOT_WEBHOOK_URL=hook_url,
+        BOT_WEBHOOK_SECRET=WEBHOOK_SECRET,
+        BRIDGE_API_TOKEN=TOKEN,
+    )
+    bridge = await start_bridge(env, "--workers", "2", port=free_port(), startup=30)
+    try:
+        async with aiohttp.ClientSession() as http:
+            reader = Reader(await http.get(f"{bridge.base}/v1/events", headers=AUTH))
+            assert reader.resp.status == 200 and len(reader.resp.headers["X-Events-From"].split(".")) == 2
+            await asyncio.sleep(0.5)  # the merged stream is open on both workers
+            started = time.monotonic()
+            bridge.send_signal(signal.SIGTERM)
+            await reader.until(lambda *_: False, timeout=20)  # to the stream's end
+            assert reader.ended and reader.parsed()[1][-1].startswith(" the bridge is stopping")
+        assert await bridge.wait(30) == 0
+        assert time.monotonic() - started < 15
+    finally:
+        if bridge.returncode is None:
+            await bridge.kill()
