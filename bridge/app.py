@@ -23,10 +23,10 @@ from bridge.delivery import DELIVERY, Delivery, EventStore
 from bridge.delivery.outbox import OUTBOX, Outbox, OutboxWriter
 from bridge.dialing import DIALER, Dialer
 from bridge.errors import ConfigError
+from bridge.http import all_events
 from bridge.http.bot_api import add_routes as add_bot_api
 from bridge.http.call_control import add_routes as add_call_control
 from bridge.http.call_events import EVENT_TAP
-from bridge.http.call_events import add_routes as add_call_events
 from bridge.http.health import add_routes as add_health_routes
 from bridge.http.outbound import add_routes as add_outbound
 from bridge.http.phone import phone_stream
@@ -73,7 +73,7 @@ def create_app(
     app.router.add_post("/twilio/voice", twilio_voice)
     add_call_control(app)
     add_outbound(app)
-    add_call_events(app)  # GET /v1/calls/{id}/events, and the tap every call publishes to
+    all_events.add_routes(app)  # GET /v1/calls/{id}/events and /v1/events, the tap every call publishes to
     app[DESK] = LocalDesk()
     app.router.add_get("/{carrier}/stream", phone_stream)
     # One cleanup_ctx per resource, each after what it uses: set up in this order, closed in the reverse.
@@ -259,7 +259,7 @@ async def _call_services(app: web.Application) -> AsyncIterator[None]:
         speaker=app[SPEAKER],
         transcripts=app[TRANSCRIPTS],
         desk=app[DESK],
-        publish=(tap := app[EVENT_TAP]).publish,
+        tap=(tap := app[EVENT_TAP]),
         stopping=asyncio.Event(),
         recordings=app[RECORDINGS],
     )

@@ -1,7 +1,12 @@
 """The latest events of each call, kept in memory for whoever follows them live (the I/O-free heart of
 ``GET /v1/calls/{call_id}/events``, :mod:`bridge.http.call_events`): every call's events are published to
 it as they are queued for the bot; followers read a call's kept events, then the live ones. Bounded in
-events per call, calls, bytes and followers; a slow follower is ended, never waited for."""
+events per call, calls, bytes and followers; a slow follower is ended, never waited for.
+
+Every event published is also handed to the tap's :class:`~bridge.event_feed.EventFeed` (``GET
+/v1/events``, all calls). Notices (``speech.started``, ``utterance.partial``: what the bot's socket gets
+live, with no ``sequence``) reach the followers of their call and the feed's, live only: never kept, never
+replayed (:meth:`EventTap.notice`). In a follower's queue a notice's sequence is 0."""
 
 from __future__ import annotations
 
@@ -12,12 +17,19 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import TracebackType
 
-Event = tuple[int, str, str]  # (sequence, type, body)
+from bridge.event_feed import EventFeed
+
+Event = tuple[int, str, str]  # (sequence, type, body); sequence 0: a notice (live only)
 
 KEEPALIVE_S = 15.0  # a comment line this often on an idle stream
 SEND_TIMEOUT_S = 20.0  # a write the reader does not take this long ends the connection
 LINGER_S = 2.0  # after call.ended, how long a follower waits for transcript.completed
 POLL_S = 1.0  # how often an idle stream checks that its reader is still connected
+# GET /v1/events: after a write, a reader's next one waits this long for more events to join it. One write (a
+# syscall, a task switch) per reader and event cost 17 us of CPU per event and reader, 4 us with this
+# (benchmarks/bench_sse.py: 20 readers, 200 events a second, a 2-core Xeon); for scale, a call costs the bridge
+# about 3 ms per call-second (README, "Recording calls"). The price: an event waits up to 0.1 s.
+COALESCE_S = 0.1
 MAX_BEHIND = 1000
 FOLLOWERS_PER_CALL = 8
 MAX_FOLLOWERS = 200
@@ -52,6 +64,7 @@ class EventTap:
             none has ended).
         keep_s: how long a call's events are kept after its ``call.ended``.
         clock: monotonic seconds (injected in tests).
+        feed: every call's events as one feed (default: a new :class:`~bridge.event_feed.EventFeed`).
         linger_s, max_behind, followers_per_call, max_followers, keepalive_s, send_timeout_s: the
             follower and stream bounds of the module docstring.
     """
@@ -70,6 +83,7 @@ class EventTap:
         max_followers: int = MAX_FOLLOWERS,
         keepalive_s: float = KEEPALIVE_S,
         send_timeout_s: float = SEND_TIMEOUT_S,
+        feed: EventFeed | None = None,
     ) -> None:
         if per_call < 1 or max_calls < 1 or max_behind < 1:
             raise ValueError("per_call, max_calls and max_behind must be at least 1")
@@ -85,6 +99,12 @@ class EventTap:
         self.dropped = 0  # events dropped from a call's ring, all calls
         self.out_of_order = 0  # events refused: a sequence not above the call's last
         self.ended_behind = 0  # followers ended for falling behind
+        self.feed = feed if feed is not None else EventFeed(max_behind=max_behind)
+
+    @property
+    def held_bytes(self) -> int:
+        """The bodies the tap keeps now: every call's and the feed's (each bounded by its own max_bytes)."""
+        return self.bytes + self.feed.bytes
 
     def publish(self, call_id: str, sequence: int, type_: str, body: str) -> None:
         """One event of a call, as the bot gets it (``body``: :func:`bridge.delivery.context.event_body`).
@@ -120,6 +140,25 @@ class EventTap:
             entry.completed_seq = sequence
         for follower in tuple(entry.followers):  # at most followers_per_call
             follower._push(event)
+        self.feed.publish(call_id, type_, body)
+
+    def hears(self, call_id: str) -> bool:
+        """Whether a notice of this call would reach anybody now (its followers, or the feed's): the
+        call builds a notice's body only then."""
+        if self.feed.hears():
+            return True
+        entry = self._calls.get(call_id)
+        return entry is not None and bool(entry.followers)
+
+    def notice(self, call_id: str, type_: str, body: str) -> None:
+        """A notice of a call (``speech.started``, ``utterance.partial``): to its followers and the feed's
+        now, never kept (a resumed follower does not get it again). O(followers), never blocks."""
+        entry = self._calls.get(call_id)
+        if entry is not None:
+            event = (0, type_, body)
+            for follower in tuple(entry.followers):
+                follower._push(event)
+        self.feed.notice(call_id, type_, body)
 
     def _drop_oldest(self, entry: _Call) -> None:
         sequence, _, body = entry.events.popleft()
@@ -287,7 +326,8 @@ class Follower:
         self._stop("closed")
 
     def _note(self, event: Event) -> None:
-        self.position = event[0]
+        if event[0]:  # a notice (0) moves no position: resuming is by sequence
+            self.position = event[0]
         self._saw_completed = self._saw_completed or event[1] == "transcript.completed"
 
     def __aiter__(self) -> Follower:

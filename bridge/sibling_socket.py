@@ -35,8 +35,8 @@ from bridge.call.desk import DESK
 from bridge.call.registry import CALLS
 from bridge.dial.report_fields import report_from_fields
 from bridge.dialing import DIALER
+from bridge.http.all_events import add_routes as add_event_streams
 from bridge.http.bot_api import add_routes as add_bot_api
-from bridge.http.call_events import add_routes as add_call_events
 from bridge.http.outbound import add_routes as add_outbound
 from bridge.http.phone import relayed_stream
 from bridge.http.transcripts import add_routes as add_transcript_api
@@ -109,7 +109,8 @@ def internal_app(app: web.Application) -> web.Application:
     internal.router.add_get(INTERNAL_OUTBOUND, _outbound)
     internal.router.add_post(INTERNAL_DIAL_REPORT, _dial_report)
     add_outbound(internal)  # DELETE /v1/calls/{id} sent here by a sibling
-    add_call_events(internal)  # a call's event stream, piped by a sibling
+    # a call's event stream, piped by a sibling; this worker's calls' events, merged by one (bridge.http.merged_events)
+    add_event_streams(internal)
     internal.router.add_get("/{carrier}/stream", relayed_stream)
     for key in app:  # settings, the call registry, the stores, and what the handlers keep (first answers)
         if key is not SIBLINGS:

@@ -496,8 +496,8 @@ async def run_dial(aiohttp_server: Any, fake: FakeBridge, *extra: str) -> int:
 
 
 async def test_dial_places_the_call_and_prints_its_events(aiohttp_server: Any, capsys: Any) -> None:
-    """The order is POSTed as asked (Idempotency-Key, Bearer), each event printed with its useful fields, a
-    broken stream resumed with Last-Event-ID, and the exit status is 0 at call.ended."""
+    """The order is POSTed as asked (Idempotency-Key, Bearer), each event printed with its useful fields (the
+    live notices skipped), a broken stream resumed with Last-Event-ID, and the exit status is 0 at call.ended."""
     fake = FakeBridge(
         [
             [sse(1, "call.dialing", data={"carrier_call_id": "CA77"}), b": keepalive\n\n"],  # then the connection ends
@@ -505,6 +505,7 @@ async def test_dial_places_the_call_and_prints_its_events(aiohttp_server: Any, c
                 sse(2, "call.started", call={"id": CALL, "direction": "outbound"}),
                 sse(3, "call.answered_by", answered_by="machine", detection_ms=2300),
                 sse(4, "call.beep", after_ms=5400),
+                b'event: utterance.partial\ndata: {"type":"utterance.partial","text":"Please"}\n\n',  # not printed
                 sse(5, "utterance.final", utterance={"text": "Please leave a message", "speaker": "caller"}),
                 sse(6, "playback.interrupted", action_id="first_say", played_ms=800, reason="machine"),
                 sse(7, "call.ended", summary={"end_reason": "hangup"}),

@@ -89,7 +89,7 @@ class Call(FleetSide):
         """``outbound``: the call the bot ordered whose stream this is (:mod:`bridge.call.dialed`)."""
         self.id = outbound.call_id if outbound else carried.call_id if carried is not None else uuid.uuid4().hex
         self.direction = "outbound" if outbound is not None else "inbound"
-        self.publish = services.publish  # the live event tap (GET /v1/calls/{id}/events)
+        self.publish = services.tap.publish if services.tap else None  # the live event tap (GET /v1/calls/{id}/events)
         self._stopping = services.stopping  # the bridge is stopping: no wait for the post-call analysis
         self.ended_posted = Event()  # call.ended is out, the analysis awaited: the phone's socket closes
         settings, http = services.settings, services.http
@@ -149,7 +149,7 @@ class Call(FleetSide):
         self.record = CallRecord(self.id, self.transcripts, services.redaction)  # ... and transcript.completed
         self._notices = SttNotices(  # what Gladia tells, to bot events
             self.id, self.call_json, self.speakers, self.both_parties, self.reply, self._post, self.bot_socket,
-            self._final, self.record.addon, services.live_redaction,
+            self._final, self.record.addon, services.live_redaction, services.tap,
         )  # fmt: skip
         body = call_payloads.stt_request(self.profile.request_body(self.stt_format), self.id, started)
         self.stt = SttStream(

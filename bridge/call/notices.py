@@ -4,19 +4,25 @@ The session task calls :class:`SttNotices` with each notice; it never awaits (po
 it). Finals become ``utterance.final`` (and go on record); an add-on's result about one becomes
 ``utterance.translation`` / ``.entities`` / ``.sentiment`` (on record too) or ``stt.addon_failed``; a
 replaced or lost session ``stt.session_replaced`` / ``stt.failed``; speech and partial words go to the
-bot's socket as realtime events. Only the caller's words (channel 0) steer the reply.
+bot's socket as realtime events, and to the live event streams (``GET /v1/calls/{id}/events``, ``GET
+/v1/events``) with the same body, built only when one of them has a reader (a partial comes several times a
+second: nobody pays for its JSON unless it goes somewhere). Only the caller's words (channel 0) steer the
+reply.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, assert_never
+from typing import TYPE_CHECKING, Any, assert_never
 
 from bridge.call.payloads import addon_json, utterance_json, who
 from bridge.call.redacting import Redaction
 from bridge.delivery import PendingEvent
-from bridge.reply.bot_socket import BotSocket
+from bridge.reply.bot_socket import BotSocket, realtime_body
 from bridge.reply.call_reply import CallReply
+
+if TYPE_CHECKING:
+    from bridge.call.services import LiveTap
 from bridge.stt.notices import (
     AddonResult,
     CallerSpeech,
@@ -34,7 +40,7 @@ class SttNotices:
     # fmt: off
     __slots__ = (
         "_describe", "_post", "_record", "_record_addon", "bot_socket", "both_parties", "call_id", "redaction",
-        "reply", "speakers", "utterances"
+        "reply", "speakers", "tap", "utterances"
     )
     # fmt: on
 
@@ -50,6 +56,7 @@ class SttNotices:
         record: Callable[[dict[str, Any]], None],
         record_addon: Callable[[str, dict[str, Any]], None] | None = None,
         redaction: Redaction | None = None,
+        tap: LiveTap | None = None,
     ) -> None:
         self.call_id = call_id
         self._describe = describe  # the call object of the events
@@ -61,6 +68,7 @@ class SttNotices:
         self._record = record  # a final's utterance, for the transcript
         self._record_addon = record_addon  # an add-on's result (type, payload without "call"), likewise
         self.redaction = redaction  # BRIDGE_REDACT_EVENTS: the live events' words redacted (the record's always are)
+        self.tap = tap  # the live event streams' tap (bridge.event_tap.EventTap), for the notices
         self.utterances = 0
 
     def __call__(self, notice: SttNotice) -> None:
@@ -98,16 +106,16 @@ class SttNotices:
             case CallerSpeech():
                 if notice.channel == 0:
                     self.reply.caller_speech(notice.started)
-                if notice.started and self.bot_socket is not None:
-                    self.bot_socket.realtime(
+                if notice.started and self._heard():
+                    self._notice(
                         "speech.started",
                         {"call_id": self.call_id, "call": self._describe(), **self._who(notice.channel)},
                     )
             case PartialUtterance():
                 if notice.channel == 0:
                     self.reply.caller_words(notice.text)
-                if self.bot_socket is not None:
-                    self.bot_socket.realtime(
+                if self._heard():
+                    self._notice(
                         "utterance.partial",
                         {
                             "call_id": self.call_id,
@@ -126,6 +134,18 @@ class SttNotices:
                     self._record_addon(type_, payload)
             case _:
                 assert_never(notice)
+
+    def _heard(self) -> bool:
+        """Whether a notice goes anywhere now: the bot's socket, or a reader of the live event streams."""
+        return self.bot_socket is not None or (self.tap is not None and self.tap.hears(self.call_id))
+
+    def _notice(self, type_: str, payload: dict[str, Any]) -> None:
+        """A notice (no sequence, live only), one body for the bot's socket and the live streams."""
+        body = realtime_body(type_, payload)
+        if self.bot_socket is not None:
+            self.bot_socket.send_event(body, durable=False)
+        if self.tap is not None:
+            self.tap.notice(self.call_id, type_, body)
 
     def _who(self, channel: int) -> dict[str, Any]:
         return who(self.both_parties, self.speakers, channel)

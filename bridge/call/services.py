@@ -9,7 +9,6 @@ it, so the fleet holds the call itself, not closures over it.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
@@ -41,8 +40,8 @@ class CallServices:
     speaker: Speaker | None = None  # speech for `say` (None: no engine installed or configured)
     transcripts: RecordStore | None = None  # the record kept after the call (None: off)
     desk: TransferDesk | None = None  # where a transfer leaves the markup its carrier fetches next
-    # the live event tap (GET /v1/calls/{id}/events): publish(call_id, sequence, type, body); never a sensitive event
-    publish: Callable[[str, int, str, str], None] | None = None
+    # the live event tap (GET /v1/calls/{id}/events, GET /v1/events): never a sensitive event
+    tap: LiveTap | None = None
     # set when the bridge starts to stop: a call's wait for Gladia's post-call analysis ends at once
     stopping: asyncio.Event | None = None
     recordings: RecordingService | None = None  # the calls' recordings (None: off for every number)
@@ -58,6 +57,19 @@ class CallServices:
     def live_redaction(self) -> Redaction | None:
         """The redaction of the live bot events too (``transcripts.redact_events``), else None."""
         return self.redaction if self.redaction is not None and self.redaction.events else None
+
+
+class LiveTap(Protocol):
+    """What a call needs of the live event tap (:class:`bridge.event_tap.EventTap`)."""
+
+    def publish(self, call_id: str, sequence: int, type_: str, body: str) -> None:
+        """A bot event of the call, as queued for the bot."""
+
+    def hears(self, call_id: str) -> bool:
+        """Whether a notice of the call would reach anybody now (its body is built only then)."""
+
+    def notice(self, call_id: str, type_: str, body: str) -> None:
+        """A notice (``speech.started``, ``utterance.partial``): live only, no sequence."""
 
 
 class FleetCall(Protocol):

@@ -7,6 +7,11 @@
     event: <type>
     data: <the event's JSON body, exactly what the webhook gets>
 
+and the call's notices (``speech.started``, ``utterance.partial``: what the bot's socket gets live, with
+``call_id`` and no ``sequence``) between them, as they happen, with no ``id`` line: a reader's last event
+id stays the event's before, so a resume is by sequence alone and a notice is never sent again (a partial
+of a gap is stale by then). Every call's events as one stream: ``GET /v1/events`` (:mod:`bridge.http.all_events`).
+
 Who reads it: ``bridge dial`` (:mod:`bridge.tools.dial_command`) following the call it placed, the console
 page (issue 32), a supervisor tool or a CRM. The same Bearer token as every ``/v1/`` route; a browser's
 ``EventSource`` cannot send that header, so the console reads the stream with ``fetch`` (which can, and can
@@ -31,11 +36,13 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Iterable
 
 import structlog
 from aiohttp import web
 
 from bridge.app_keys import FLEET
+from bridge.call.registry import CALLS
 from bridge.event_tap import POLL_S, RETRY_AFTER, EventTap, Follower, FollowerLimit
 from bridge.http.bot_api import authorized
 from bridge.ids import is_call_id
@@ -49,13 +56,41 @@ Event = tuple[int, str, str]  # (sequence, type, body)
 
 EVENT_TAP = web.AppKey("event_tap", EventTap)
 
+UNKNOWN_ID = "that id is not one of this bridge's: following from now on"  # GET /v1/events, a comment
+FROM_HEADER = "X-Events-From"  # the id a stream starts after (a merging worker reads its siblings')
+ENDINGS = {
+    "behind": ": behind: reconnect with Last-Event-ID\n\n",
+    "stopping": ": the bridge is stopping: reconnect with Last-Event-ID\n\n",
+}
 
-def sse_frame(sequence: int, type_: str, body: str) -> str:
+
+def event_stream() -> web.StreamResponse:
+    """An event stream's answer, not yet prepared: not to be cached, nor held back by a proxy (nginx buffers
+    an answer unless ``X-Accel-Buffering: no``, which would hold events back until its buffer fills)."""
+    resp = web.StreamResponse(headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    resp.content_type = "text/event-stream"
+    resp.charset = "utf-8"
+    return resp
+
+
+def drained(app: web.Application) -> bool:
+    """Whether the bridge is stopping and its calls are gone (:func:`bridge.app.drain_calls`): a reader
+    of every call's events has seen them end, and its stream ends now (it never ends by itself, and
+    aiohttp's shutdown would wait for it until its timeout)."""
+    registry = app.get(CALLS)
+    return registry is not None and registry.draining and not registry.streams
+
+
+def sse_frame(sequence: int | str, type_: str, body: str) -> str:
     """One event in the SSE wire format: ``id``, ``event``, then a ``data`` line per line of ``body`` (a JSON
-    body is one line; any CR, LF or CRLF in it still splits into data lines, which a reader joins with LF)."""
+    body is one line; any CR, LF or CRLF in it still splits into data lines, which a reader joins with LF).
+    A notice (``sequence`` 0) has no ``id`` line: a reader keeps the last id it had (WHATWG HTML, the last
+    event ID buffer is only set by an ``id`` field), so resuming after a notice resumes after the event
+    before it."""
     type_line = _LINE_BREAK.sub(" ", type_)
     data = "".join(f"data: {line}\n" for line in _LINE_BREAK.split(body))
-    return f"id: {sequence}\nevent: {type_line}\n{data}\n"
+    id_line = f"id: {sequence}\n" if sequence else ""
+    return f"{id_line}event: {type_line}\n{data}\n"
 
 
 def _error(status: int, message: str, **headers: str) -> web.Response:
@@ -70,20 +105,38 @@ def _after(request: web.Request) -> int | web.Response:
     return int(given)
 
 
-class _Gone(Exception):
+class Gone(Exception):
     """The reader went away or stopped reading."""
 
 
-async def _send(request: web.Request, resp: web.StreamResponse, text: str, timeout: float) -> None:
+async def send(request: web.Request, resp: web.StreamResponse, text: str, timeout: float) -> None:
     try:
         await asyncio.wait_for(resp.write(text.encode()), timeout)
     except TimeoutError:
         transport = request.transport
         if transport is not None:
             transport.abort()  # a reader that takes nothing holds no buffer of ours
-        raise _Gone from None
+        raise Gone from None
     except ConnectionError:
-        raise _Gone from None
+        raise Gone from None
+
+
+WRITE_BYTES = 64 * 1024  # frames are written this much at a time, each write awaited (drained)
+
+
+async def send_frames(request: web.Request, resp: web.StreamResponse, frames: Iterable[str], timeout: float) -> None:
+    """Write ``frames`` about :data:`WRITE_BYTES` at a time, each write within ``timeout``: what waits in the
+    socket's buffer for a slow reader is one write's worth, never a whole backlog joined at once."""
+    parts: list[str] = []
+    size = 0
+    for frame in frames:
+        parts.append(frame)
+        size += len(frame)
+        if size >= WRITE_BYTES:
+            await send(request, resp, "".join(parts), timeout)
+            parts, size = [], 0
+    if parts:
+        await send(request, resp, "".join(parts), timeout)
 
 
 async def call_events(request: web.Request) -> web.StreamResponse:
@@ -117,14 +170,12 @@ async def call_events(request: web.Request) -> web.StreamResponse:
         follower = tap.follow(call_id, after)
     except FollowerLimit as exc:
         return _error(429, str(exc), **{"Retry-After": RETRY_AFTER})
-    resp = web.StreamResponse(headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-    resp.content_type = "text/event-stream"
-    resp.charset = "utf-8"
+    resp = event_stream()
     sent = 0
     try:
         await resp.prepare(request)
         sent = await _stream(request, resp, follower, tap)
-    except (_Gone, ConnectionError):
+    except (Gone, ConnectionError):
         pass  # the reader went away: nothing more to write
     finally:
         follower.close()
@@ -133,16 +184,16 @@ async def call_events(request: web.Request) -> web.StreamResponse:
 
 
 async def _stream(request: web.Request, resp: web.StreamResponse, follower: Follower, tap: EventTap) -> int:
-    """Write the follower's events until it ends or the reader goes (raises :class:`_Gone`); events sent."""
+    """Write the follower's events until it ends or the reader goes (raises :class:`Gone`); events sent."""
     loop = asyncio.get_running_loop()
     sent = 0
     if follower.lost_upto:
-        await _send(request, resp, f": events up to sequence {follower.lost_upto} are no longer kept\n\n", 5.0)
+        await send(request, resp, f": events up to sequence {follower.lost_upto} are no longer kept\n\n", 5.0)
     last_write = loop.time()
     while True:
         events = follower.take()
         if events:
-            await _send(request, resp, "".join(sse_frame(*e) for e in events), tap.send_timeout_s)
+            await send_frames(request, resp, (sse_frame(*e) for e in events), tap.send_timeout_s)
             sent += len(events)
             last_write = loop.time()
             continue
@@ -150,15 +201,15 @@ async def _stream(request: web.Request, resp: web.StreamResponse, follower: Foll
             break
         transport = request.transport
         if transport is None or transport.is_closing():
-            raise _Gone
+            raise Gone
         idle = loop.time() - last_write
         if idle >= tap.keepalive_s:
-            await _send(request, resp, ": keepalive\n\n", tap.send_timeout_s)
+            await send(request, resp, ": keepalive\n\n", tap.send_timeout_s)
             last_write = loop.time()
             continue
         await follower.wait(min(POLL_S, tap.keepalive_s - idle))
     if follower.reason == "behind":
-        await _send(request, resp, ": behind: reconnect with Last-Event-ID\n\n", tap.send_timeout_s)
+        await send(request, resp, ": behind: reconnect with Last-Event-ID\n\n", tap.send_timeout_s)
     return sent
 
 

@@ -133,8 +133,7 @@ class BotSocket:
     def realtime(self, type_: str, payload: dict[str, Any]) -> None:
         """A real-time event (``speech.started``, ``utterance.partial``): ``type``, ``timestamp`` and the
         payload, no ``sequence``; sent only to an open socket, never kept or resent."""
-        body = {"type": type_, "timestamp": datetime.now(tz=UTC).isoformat(), **payload}
-        self.send_event(json.dumps(body, separators=(",", ":"), ensure_ascii=False), durable=False)
+        self.send_event(realtime_body(type_, payload), durable=False)
 
     async def close(self, timeout: float = 5.0) -> None:
         """After ``call.ended``: send what is left, wait (bounded) for the last ack, close with 1000."""
@@ -316,3 +315,9 @@ def bearer(settings: BotWsSettings) -> dict[str, str]:
     """``Authorization: Bearer <BOT_WS_TOKEN>`` when a token is set."""
     token = settings.token
     return {"Authorization": f"Bearer {token.get_secret_value()}"} if token else {}
+
+
+def realtime_body(type_: str, payload: dict[str, Any]) -> str:
+    """A real-time event's JSON body (:meth:`BotSocket.realtime`; the live event streams get the same)."""
+    body = {"type": type_, "timestamp": datetime.now(tz=UTC).isoformat(), **payload}
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False)

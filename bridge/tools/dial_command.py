@@ -24,6 +24,7 @@ from typing import Any, TextIO
 from bridge.dial.order import DIAL_CARRIERS
 
 FAILED_GRACE_S = 3.0  # after call.failed, how long to wait for its call.ended
+NOTICES = frozenset({"speech.started", "utterance.partial"})  # the stream's events with no sequence
 NOT_YET_S = 2.0  # a 404 this soon after the 201 is a call whose first event is not out yet: ask again
 RECONNECTS = 3  # event streams in a row that brought nothing before giving up
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
@@ -312,6 +313,8 @@ class _Follow:
             if not chunk:
                 return None
             for event in parser.feed(decoder.decode(chunk)):
+                if event.type in NOTICES:
+                    continue  # live notices (a partial several times a second): not what this prints
                 self.events += 1
                 self.last_id = event.id or self.last_id
                 print(event_line(time.monotonic() - self.started, event.type, event.data), file=self.out)
