@@ -93,10 +93,11 @@ class OpusEncoder:
         channels: int,
         *,
         bitrate: int,
-        complexity: int = COMPLEXITY,
+        complexity: int | None = None,
         application: int = OPUS_APPLICATION_VOIP,
     ) -> None:
-        """Raises OSError when libopus cannot be loaded or allocate, ValueError for what it refuses."""
+        """``complexity`` None: :data:`COMPLEXITY`, read now (the benchmark sets it to compare levels).
+        Raises OSError when libopus cannot be loaded or allocate, ValueError for what it refuses."""
         lib = library()
         if lib is None:
             raise OSError(f"libopus not found ({_SONAME}, Debian's libopus0)")
@@ -115,7 +116,7 @@ class OpusEncoder:
         self._finalizer = weakref.finalize(self, lib.opus_encoder_destroy, handle)
         lookahead = ctypes.c_int32()
         for request, arg in (
-            (_SET_COMPLEXITY, ctypes.c_int(complexity)),
+            (_SET_COMPLEXITY, ctypes.c_int(COMPLEXITY if complexity is None else complexity)),
             (_SET_BITRATE, ctypes.c_int(bitrate)),
             (_SET_SIGNAL, ctypes.c_int(_SIGNAL_VOICE)),
             (_GET_LOOKAHEAD, ctypes.pointer(lookahead)),

@@ -26,7 +26,7 @@ import secrets
 from pathlib import Path
 
 from bridge.recording import ogg
-from bridge.recording.opus_encoder import COMPLEXITY, OpusEncoder, version
+from bridge.recording.opus_encoder import OpusEncoder, version
 
 OPUS = "opus"  # formats.OPUS (this module sits below formats, which picks it)
 
@@ -66,7 +66,7 @@ class LibopusFile:
         *,
         start_frames: int = 0,
         bitrate_per_channel: int = 12000,
-        complexity: int = COMPLEXITY,
+        complexity: int | None = None,
     ) -> LibopusFile:
         """A new link at the end of ``path``: the whole file when it is new, else one more chained link
         after the ``start_frames`` the file holds, once the caller has repaired it
