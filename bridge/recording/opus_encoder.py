@@ -3,18 +3,19 @@ no logging; the Ogg pages are :mod:`.ogg`'s, the file is :mod:`.opus_file`'s).
 
 Why libopus directly: libsndfile (through soundfile) offers no control of the encoder's complexity and
 runs it at libopus's default (10), about 9 ms of CPU per call-second of 8 kHz stereo, three times the
-rest of the bridge. At complexity 0 the same encoder costs several times less for speech that sounds the
-same at this bitrate (figures from ``benchmarks/bench_recording.py`` in ``docs/recordings.md``).
+rest of the bridge. At complexity 0 the same encoder costs about a sixth of that (figures from
+``benchmarks/bench_recording.py`` in ``docs/recordings.md``).
 
 The choices, each measured on the shipped two-party call:
 
 * ``OPUS_APPLICATION_VOIP`` (SILK for narrowband speech), not ``RESTRICTED_LOWDELAY`` (CELT only):
-  CELT is cheaper, but at ~12 kb/s a channel it codes the upper bands as intensity stereo, so each
-  party leaks into the other's channel (about -16 dB, against below -75 dB with SILK). Two parties on
-  two channels are the point of the recording.
-* Complexity 0: 1 to 3 cost up to 1.7x as much for no difference in the decoded waveform's error.
+  CELT costs about a third less, but at ~12 kb/s a channel it codes the upper bands as intensity
+  stereo, so each party leaks into the other's channel (a silent channel gets the other's audio about
+  16 dB down; 80 dB with SILK). Two parties on two channels are the point of the recording.
+* Complexity 0: 1 to 3 cost up to 1.7x as much, and the decoded speech's signal-to-error ratio moves
+  by less than 0.2 dB (about 9.5 dB at every level: a perceptual codec, not a waveform one).
 * 12 kb/s a channel at 8 kHz (16 at 16 kHz), as the recordings had through libsndfile.
-* 20 ms frames: 40 and 60 ms save a few percent of CPU, not worth a longer tail held in the encoder.
+* 20 ms frames: 40 and 60 ms save about 3 % of CPU, not worth a longer tail held in the encoder.
 
 libopus takes 8, 12, 16, 24 and 48 kHz input natively (no resampling here); Ogg counts 48 kHz samples
 whatever the input rate, so :attr:`OpusEncoder.pre_skip` is the lookahead scaled to 48 kHz.
