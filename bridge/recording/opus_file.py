@@ -5,8 +5,8 @@ It behaves like the libsndfile :class:`~bridge.recording.formats.OpusFile` it re
 of its CPU (the encoder's complexity is ours to set):
 
 * A page goes to the file (an ``O_APPEND`` descriptor) once it holds a second of audio, and on every
-  :meth:`~LibopusFile.flush`: a ``SIGKILL`` loses at most that second plus what the encoder holds back
-  (its lookahead and a partial frame, under 30 ms), and nothing the writer flushed.
+  :meth:`~LibopusFile.flush`: a ``SIGKILL`` loses at most that second, and of what the writer flushed only
+  what the encoder still held (its lookahead and a partial frame, under 30 ms).
 * A failed write (ENOSPC, EFBIG) cuts the file back to its last whole page before raising.
 * Continuing a recording (the call moved, or the writer recovers from a full disk):
   :func:`~bridge.recording.formats.open_recording` repairs the file, and this appends a new logical
