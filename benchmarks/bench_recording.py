@@ -1,6 +1,12 @@
 """Benchmark of call recordings (not a test): CPU and disk per call-minute, WAV and Ogg/Opus.
 
     .venv/bin/python benchmarks/bench_recording.py [--calls 50] [--seconds 60] [--rate 8000] [--take-ms 1000]
+        [--complexities 0,1,2,3] [--no-libsndfile]
+
+Side by side in one run: WAV, Ogg/Opus through libsndfile (soundfile: the fallback, libopus's default
+complexity) and Ogg/Opus through the system's libopus at each ``--complexities`` level (the default is
+:data:`bridge.recording.opus_encoder.COMPLEXITY`); the machine (the CPU's model name, as lscpu shows it)
+first.
 
 Each call feeds a :class:`~bridge.recording.timeline.Timeline` as the call path would: the caller's
 audio in 20 ms frames (the carrier's cadence), the bot's playout in 2 s pieces placed ahead on its clock,
@@ -25,8 +31,10 @@ from typing import Any
 
 import numpy as np
 
+from bridge.recording import formats, opus_encoder
 from bridge.recording.timeline import Timeline
 from bridge.recording.writer import RecordingWriter
+from bridge.tools.runs import machine
 
 SAMPLE = Path(__file__).resolve().parent.parent / "bridge" / "samples" / "two_party_call.wav"
 
@@ -38,6 +46,22 @@ def speech(rate: int, frames: int) -> np.ndarray:
         x = np.arange(len(data) * rate // 8000) * 8000 / rate
         data = np.stack([np.interp(x, np.arange(len(data)), data[:, c]) for c in range(2)], 1).astype("<i2")
     return np.tile(data, (frames // len(data) + 1, 1))[:frames]
+
+
+def run_variant(variant: str, calls: int, seconds: float, rate: int, take_ms: int) -> dict[str, Any]:
+    """``variant``: ``wav``, ``opus-libsndfile`` or ``opus-libopus-c<N>``; picks the Opus encoder the way
+    a machine without libopus would (``formats.OPUS_ENCODER``) and the complexity, for this run only."""
+    encoder, complexity = formats.OPUS_ENCODER, opus_encoder.COMPLEXITY
+    if variant == "opus-libsndfile":
+        formats.OPUS_ENCODER = "libsndfile"
+    elif variant.startswith("opus-libopus-c"):
+        opus_encoder.COMPLEXITY = int(variant.removeprefix("opus-libopus-c"))
+    try:
+        with tempfile.TemporaryDirectory() as directory:
+            result = run(variant.split("-")[0], calls, seconds, rate, take_ms, directory)
+    finally:
+        formats.OPUS_ENCODER, opus_encoder.COMPLEXITY = encoder, complexity
+    return {**result, "variant": variant}
 
 
 def run(fmt: str, calls: int, seconds: float, rate: int, take_ms: int, directory: str) -> dict[str, Any]:
@@ -91,20 +115,26 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--rate", type=int, default=8000, choices=[8000, 16000])
     parser.add_argument("--take-ms", type=int, default=1000)
+    parser.add_argument("--complexities", default="0,1,2,3", help="libopus complexity levels to compare")
+    parser.add_argument("--no-libsndfile", action="store_true", help="skip Opus through libsndfile (slow)")
     args = parser.parse_args()
+    print(f"machine: {machine()}; Opus encoder in use: {formats.OPUS_ENCODER}")
     print(f"{args.calls} calls x {args.seconds:g} s at {args.rate} Hz, stereo, take every {args.take_ms} ms")
-    heads = ("loop ms/call-s", "writer ms/call-s", "CPU ms/call-min", "KiB/call-min")
-    print(f"{'format':<6}  {heads[0]:>14}  {heads[1]:>16}  {heads[2]:>15}  {heads[3]:>12}")
+    variants = ["wav"] + ([] if args.no_libsndfile else ["opus-libsndfile"])
+    if opus_encoder.version() is not None:
+        variants += [f"opus-libopus-c{int(c)}" for c in args.complexities.split(",") if c]
+    heads = ("loop ms/call-s", "writer ms/call-s", "CPU ms/call-s", "CPU ms/call-min", "KiB/call-min")
+    print(f"{'variant':<16}  {heads[0]:>14}  {heads[1]:>16}  {heads[2]:>13}  {heads[3]:>15}  {heads[4]:>12}")
     results = []
-    for fmt in ("wav", "opus"):
-        with tempfile.TemporaryDirectory() as directory:
-            r = run(fmt, args.calls, args.seconds, args.rate, args.take_ms, directory)
+    for variant in variants:
+        r = run_variant(variant, args.calls, args.seconds, args.rate, args.take_ms)
         results.append(r)
         print(
-            f"{fmt:<6}  {r['loop_cpu_ms_per_call_second']:>14.3f}  {r['writer_cpu_ms_per_call_second']:>16.3f}  "
-            f"{r['cpu_ms_per_call_minute']:>15.1f}  {r['bytes_per_call_minute'] / 1024:>12.1f}"
+            f"{variant:<16}  {r['loop_cpu_ms_per_call_second']:>14.3f}  {r['writer_cpu_ms_per_call_second']:>16.3f}  "
+            f"{r['cpu_ms_per_call_minute'] / 60:>13.3f}  {r['cpu_ms_per_call_minute']:>15.1f}  "
+            f"{r['bytes_per_call_minute'] / 1024:>12.1f}"
         )
-    print(json.dumps(results))
+    print(json.dumps({"machine": machine(), "opus_encoder": formats.OPUS_ENCODER, "results": results}))
 
 
 if __name__ == "__main__":

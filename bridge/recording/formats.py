@@ -1,5 +1,6 @@
-"""Recording files: 16-bit PCM WAV (written here) and Ogg/Opus (encoded by libsndfile through soundfile),
-one interface (:class:`RecordingFile`), called from the writer thread only.
+"""Recording files: 16-bit PCM WAV (written here) and Ogg/Opus (encoded by the system's libopus,
+:mod:`.opus_file`, else by libsndfile through soundfile, here), one interface (:class:`RecordingFile`),
+called from the writer thread only. :data:`OPUS_ENCODER` says which one encodes Opus.
 
 Both keep a file readable after a ``SIGKILL`` and let a later owner continue it:
 
@@ -15,11 +16,12 @@ Both keep a file readable after a ``SIGKILL`` and let a later owner continue it:
   logical stream (a chained Ogg file, RFC 7845 section 3), which ffmpeg decodes end to end. Opus cannot
   be silenced in place (packets are variable-length): :meth:`~RecordingFile.patch_silence` says False.
 
-Why soundfile for Opus: it is maintained (python-soundfile, BSD; libsndfile LGPL), its manylinux wheel
-bundles libsndfile 1.2 built with Opus and Ogg (no system library), it encodes 8 and 16 kHz directly (no
-upsampling before the encoder; the decoder's 48 kHz output is a reader's choice), and its pages come out
-on their own. Its cost: libsndfile gives no control over Opus complexity (figures in
-``benchmarks/bench_recording.py``).
+Why soundfile for Opus, as the fallback when the system has no libopus (Debian's ``libopus0``): it is
+maintained (python-soundfile, BSD; libsndfile LGPL), its manylinux wheel bundles libsndfile 1.2 built with
+Opus and Ogg (no system library), it encodes 8 and 16 kHz directly (no upsampling before the encoder; the
+decoder's 48 kHz output is a reader's choice), and its pages come out on their own. Its cost: libsndfile
+gives no control over Opus complexity (about 9 ms of CPU per call-second, against about 1.4 ms through
+libopus at complexity 0; ``benchmarks/bench_recording.py``).
 
 A failed write (ENOSPC, EFBIG past ``ulimit -f``: CPython ignores SIGXFSZ, so the write raises) cuts the
 file back to its last whole frame or page before raising: what is on disk stays readable, and the
@@ -39,11 +41,14 @@ from typing import Protocol
 import numpy as np
 import soundfile  # type: ignore[import-untyped]  # no stubs, no py.typed (0.14)
 
-from bridge.recording import ogg
+from bridge.recording import ogg, opus_encoder
+from bridge.recording.opus_file import LibopusFile
 
 WAV = "wav"
 OPUS = "opus"
 FORMATS = (WAV, OPUS)
+# Which encoder writes Ogg/Opus recordings: the system's libopus ("libopus 1.3.1") when it loads.
+OPUS_ENCODER = opus_encoder.version() or "libsndfile"
 _WAV_HEADER = 44
 _WAV_MAX_DATA = 0xFFFFFFFF - 36  # RIFF sizes are 32-bit: about 37 hours of 8 kHz stereo
 
@@ -286,12 +291,7 @@ class OpusFile:
         cls, path: str | os.PathLike[str], rate: int, channels: int = 2, *, bitrate_per_channel: int = 12000
     ) -> OpusFile:
         """A new file, or the recording at ``path`` repaired and continued as a new chained link."""
-        start = 0
-        if os.path.exists(path) and os.path.getsize(path) > 0:
-            found = repair_opus(path)
-            if found.frames and (found.rate, found.channels) != (rate, channels):
-                raise ValueError(f"{path}: {found.rate} Hz x{found.channels}, not {rate} Hz x{channels}")
-            start = found.frames
+        start = opus_continues_at(path, rate, channels)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
         try:
             return cls(fd, rate, channels, start, bitrate_per_channel)
@@ -380,12 +380,27 @@ def repair_opus(path: str | os.PathLike[str]) -> Repaired:
     return Repaired(frames, rate, plan.links[0].channels, len(data) - plan.keep, plan.clean)
 
 
+def opus_continues_at(path: str | os.PathLike[str], rate: int, channels: int) -> int:
+    """Frames the Ogg/Opus recording at ``path`` holds once repaired (0 for a new file): where the next
+    link starts. ValueError when it is not an Ogg file or was recorded at another rate or channel count."""
+    if not os.path.exists(path) or os.path.getsize(path) == 0:
+        return 0
+    found = repair_opus(path)
+    if found.frames and (found.rate, found.channels) != (rate, channels):
+        raise ValueError(f"{path}: {found.rate} Hz x{found.channels}, not {rate} Hz x{channels}")
+    return found.frames
+
+
 def open_recording(path: str | os.PathLike[str], fmt: str, rate: int, channels: int = 2) -> RecordingFile:
     """The format's file at ``path``: new, or an existing recording repaired and continued."""
     if fmt == WAV:
         return WavFile.open(path, rate, channels)
     if fmt == OPUS:
-        return OpusFile.open(path, rate, channels, bitrate_per_channel=12000 if rate <= 8000 else 16000)
+        bitrate = 12000 if rate <= 8000 else 16000
+        if OPUS_ENCODER == "libsndfile":
+            return OpusFile.open(path, rate, channels, bitrate_per_channel=bitrate)
+        start = opus_continues_at(path, rate, channels)
+        return LibopusFile.open(path, rate, channels, start_frames=start, bitrate_per_channel=bitrate)
     raise ValueError(f"recording format must be one of {FORMATS}, not {fmt!r}")
 
 

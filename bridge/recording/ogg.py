@@ -1,4 +1,4 @@
-"""Ogg pages, read and fixed up (pure: bytes in, bytes and numbers out).
+"""Ogg pages, read, fixed up and written (pure: bytes in, bytes and numbers out).
 
 The recording writer needs three things libsndfile does not offer on an Ogg/Opus file left by a crash:
 where the last complete page ends (a ``SIGKILL`` can leave half a page), how many samples the file
@@ -9,12 +9,16 @@ enough to read here; each page's CRC is checked so a torn page is never kept.
 A recording that was continued (the call moved, or the writer recovered from a full disk) is a *chained*
 Ogg file: one logical stream after another, each with its own serial number and OpusHead (RFC 7845
 section 3 allows it; ffmpeg decodes the whole chain). :func:`links` reports each of them.
+
+:class:`OpusStream` writes one such logical stream from Opus packets (RFC 7845: OpusHead, OpusTags, then
+audio pages whose granule positions count 48 kHz samples), for the libopus recordings (:mod:`.opus_file`).
 """
 
 from __future__ import annotations
 
 import struct
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 CAPTURE = b"OggS"
@@ -150,3 +154,100 @@ def plan_repair(data: bytes | bytearray | memoryview) -> Repair:
     clean = keep == len(data) and not unfinished
     page = None if last.flags & FLAG_EOS else with_eos(memoryview(data)[last.offset : last.end])
     return Repair(keep, last.offset, page, found_links, clean)
+
+
+def page(serial: int, sequence: int, granule: int, packets: Sequence[bytes], *, flags: int = 0) -> bytes:
+    """One page holding ``packets`` whole (RFC 3533 lacing: 255-byte segments, a shorter one ending each
+    packet), its CRC set. At most 255 segments: the caller splits its packets across pages."""
+    table = bytearray()
+    for packet in packets:
+        table += b"\xff" * (len(packet) // 255) + bytes([len(packet) % 255])
+    if len(table) > 255:
+        raise ValueError(f"{len(table)} segments do not fit one Ogg page (255)")
+    out = bytearray(HEADER.pack(CAPTURE, 0, flags, granule, serial, sequence, 0, len(table)))
+    out += table
+    for packet in packets:
+        out += packet
+    out[22:26] = struct.pack("<I", crc(out))
+    return bytes(out)
+
+
+def segments(packet: bytes) -> int:
+    """Lacing values ``packet`` takes in a page's segment table."""
+    return len(packet) // 255 + 1
+
+
+def opus_head(channels: int, pre_skip: int, input_rate: int) -> bytes:
+    """RFC 7845 section 5.1: version 1, no output gain, channel mapping family 0 (mono or stereo)."""
+    return b"OpusHead" + struct.pack("<BBHIhB", 1, channels, pre_skip, input_rate, 0, 0)
+
+
+def opus_tags(vendor: str) -> bytes:
+    """RFC 7845 section 5.2: the encoder's name, no user comments."""
+    name = vendor.encode()
+    return b"OpusTags" + struct.pack("<I", len(name)) + name + struct.pack("<I", 0)
+
+
+class OpusStream:
+    """One logical Ogg/Opus stream being written: packets in, whole pages out.
+
+    :meth:`headers` gives the two header pages; :meth:`add` collects audio packets and returns a page
+    once they hold ``page_samples`` (48 kHz; default one second, so a killed writer loses at most that
+    much from its encoder's output), else ``b""``; :meth:`flush` closes a page early (the writer's flush);
+    :meth:`close` gives the last page, with EOS and the granule position that trims the padding
+    the encoder added at the end (RFC 7845 section 4.5).
+    """
+
+    def __init__(
+        self, serial: int, channels: int, pre_skip: int, input_rate: int, vendor: str, page_samples: int = OPUS_RATE
+    ) -> None:
+        self.serial = serial
+        self._head = opus_head(channels, pre_skip, input_rate)
+        self._tags = opus_tags(vendor)
+        self._page_samples = page_samples
+        self._sequence = 0
+        self._granule = 0  # 48 kHz samples in the packets so far, pre-skip included
+        self._pending: list[bytes] = []
+        self._pending_segments = 0
+        self._pending_samples = 0
+
+    def headers(self) -> bytes:
+        """The OpusHead page (beginning of stream) and the OpusTags page: each on a page of its own."""
+        assert self._sequence == 0, "headers come first, once"
+        out = page(self.serial, 0, 0, [self._head], flags=FLAG_BOS)
+        out += page(self.serial, 1, 0, [self._tags])
+        self._sequence = 2
+        return out
+
+    @property
+    def granule(self) -> int:
+        """48 kHz samples in every packet added so far, pre-skip included."""
+        return self._granule
+
+    def add(self, packet: bytes, samples: int) -> bytes:
+        """Queue an audio packet holding ``samples`` (48 kHz); the pages it completes, or ``b""``."""
+        out = self.flush() if self._pending_segments + segments(packet) > 255 else b""
+        self._pending.append(packet)
+        self._pending_segments += segments(packet)
+        self._pending_samples += samples
+        self._granule += samples
+        if self._pending_samples >= self._page_samples:
+            out += self.flush()
+        return out
+
+    def flush(self) -> bytes:
+        """The queued packets as one page (``b""`` when none are queued)."""
+        return self._take(self._granule, 0) if self._pending else b""
+
+    def close(self, end_granule: int) -> bytes:
+        """The last page, with the queued packets and EOS. ``end_granule`` (pre-skip plus the samples
+        really written, at 48 kHz) trims the padding: it may not exceed :attr:`granule`."""
+        if not 0 <= end_granule <= self._granule:
+            raise ValueError(f"end granule {end_granule} outside 0..{self._granule}")
+        return self._take(end_granule, FLAG_EOS)
+
+    def _take(self, granule: int, flags: int) -> bytes:
+        out = page(self.serial, self._sequence, granule, self._pending, flags=flags)
+        self._sequence += 1
+        self._pending, self._pending_segments, self._pending_samples = [], 0, 0
+        return out

@@ -14,7 +14,7 @@ class RecordingSettings(StrictModel):
     the other party or what the bridge played. Off unless the operator asks (nothing kept unasked)."""
 
     enabled: bool = False  # BRIDGE_RECORDINGS=on|off
-    format: Literal["wav", "opus"] = "wav"  # BRIDGE_RECORDING_FORMAT; wav: ~0.1 ms CPU per call-second, opus ~9 ms
+    format: Literal["wav", "opus"] = "wav"  # BRIDGE_RECORDING_FORMAT; wav: ~0.1 ms CPU per call-second, opus ~1.5
     flush_s: float = Field(5.0, gt=0, le=60)  # at most this much of a recording is lost to a SIGKILL
     settle_s: float = Field(1.0, ge=0.2, le=10)  # audio kept in memory before it is written (late clears land)
     max_queued_mb: float = Field(32.0, gt=0, le=4096)  # audio waiting for the disk; beyond, dropped and counted
