@@ -68,6 +68,9 @@ PURE = [
     "bridge.dial.detector",
     "bridge.recording.timeline",  # a call recording's two channels, assembled without I/O
     "bridge.recording.ogg",
+    "bridge.recording.opus_encoder",  # libopus through ctypes: PCM in, packets out
+    "bridge.recording.parts",  # a recording's parts in object storage joined on read
+    "bridge.recording.index",  # the parts' index in the call record: SQL text and its rows read
     "bridge.redaction",  # BRIDGE_REDACT: cards, SSNs, phone numbers and emails found and replaced
     "bridge.redaction_numbers",
 ]
