@@ -162,6 +162,36 @@ async def test_a_call_carried_by_a_is_uploaded_in_parts_and_served_by_b(
     assert (await fetch(url))[0] == 404
 
 
+async def test_an_opus_recording_in_parts_decodes_as_one_stream(
+    make_bridge: BridgeFactory,
+    fake_gladia: FakeGladia,
+    webhook: tuple[FakeWebhook, str],
+    pg_url: str,  # noqa: F811
+    s3_server: S3Server,
+    tmp_path: Path,
+) -> None:
+    """Ogg/Opus parts are cut at page boundaries: joined, ffmpeg decodes them end to end, the whole call."""
+    hook, _ = webhook
+    fake_gladia.segment_seconds = 3600.0
+    s3_server.create_bucket(BUCKET)
+    env = {**recording_env(s3_server, pg_url, tmp_path / "a"), "BRIDGE_RECORDING_FORMAT": "opus"}
+    a = await make_bridge(env, **FAST)
+    await phone_call(str(a.make_url("/twilio/stream")), caller_ulaw(4.0), until=lambda c: c.now > 4.2)
+    await wait_for(lambda: bool(hook.events("recording.completed")), timeout=20)
+    call_id = hook.events("recording.completed")[0]["call"]["id"]
+    assert len(objects_of(s3_server, call_id)) >= 2
+    status, headers, body = await fetch(str(a.make_url(f"/v1/calls/{call_id}/recording")))
+    assert status == 200 and headers["Content-Type"] == "audio/ogg" and body[:4] == b"OggS"
+    path = tmp_path / "fetched.opus"
+    path.write_bytes(body)
+    decoded = decode(path, RATE, "ffmpeg")
+    assert abs(len(decoded) / RATE - 4.2) < 0.6, len(decoded) / RATE
+    sent = speech(4.0)
+    n = min(len(decoded), len(sent))
+    (score, _), _ = similarity(np.stack([sent[:n, 0], np.zeros(n, dtype="<i2")], axis=1), decoded[:n], max_lag=80)
+    assert score > 0.6, score  # a lossy codec at 12 kb/s: the same speech, not the same samples
+
+
 async def _process(
     name: str,
     s3: S3Server,
