@@ -141,6 +141,7 @@ class FuzzInput(random.Random):
         elif kind == "configure":
             action["barge_in"] = self.maybe({"min_words": self.choice([1, 3, 0, 11]), "enabled": True})
             action["stale_replies"] = self.maybe(self.choice(["drop", "play"]))
+            action["sensitive"] = self.maybe(self.choice([True, False, "yes", 1, None, {"on": True}]))
         for field in ("interrupt", "queue", "in_reply_to"):
             if self.random() < 0.15:
                 action[field] = self.value()
@@ -358,9 +359,15 @@ async def test_fuzzed_bot_input_on_every_channel_never_breaks_a_call(
             )
             assert len(bot.of(canary_id, "utterance.final")) - canary_finals_before >= FUZZ_SECONDS / 2
 
-            # the victim: after a stop, a reply still plays and finals still come
+            # the victim: after a stop (and the end of any sensitive pause the fuzz left on), a reply still plays
+            # and finals still come
             victim_finals = len(bot.of(victim_id, "utterance.final"))
-            for body in (b'{"actions": [{"type": "stop"}]}', b'{"actions": [{"type": "dtmf", "id": "after"}]}'):
+            unpause = b'{"actions": [{"type": "configure", "sensitive": false}]}'
+            for body in (
+                b'{"actions": [{"type": "stop"}]}',
+                unpause,
+                b'{"actions": [{"type": "dtmf", "id": "after"}]}',
+            ):
                 status, text = await post(http, base, f"/v1/calls/{victim_id}/actions", body, auth)
                 assert status in (202, 422), text
             body = json.dumps({"actions": [{"type": "dtmf", "id": "after-fuzz", "digits": "1"}]}).encode()
@@ -381,4 +388,5 @@ async def test_fuzzed_bot_input_on_every_channel_never_breaks_a_call(
         await wait_for(lambda c=call_id: bool(bot.of(c, "transcript.completed")), timeout=30)  # type: ignore[misc]
         (ended,) = bot.of(call_id, "call.ended")
         assert ended["summary"]["end_reason"] == "stop", ended["summary"]
+    assert bot.of(victim_id, "call.ended")[0]["summary"]["sensitive_s"] > 0  # the fuzz paused the victim, too
     assert bot.socket_messages > 10  # the bot socket was fuzzed too
