@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import os
 import struct
+import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -97,6 +98,10 @@ class RecordingService:
         return self.settings.enabled_for(called)
 
     def path_for(self, call_id: str) -> Path:
+        """The call's file; in object storage, a spool of its own per opening (a segment: a call reopened
+        here while its last segment's parts are still uploading never shares their file)."""
+        if self.remote is not None:
+            return self.directory / f"{call_id}~{uuid.uuid4().hex[:8]}{SUFFIX[self.settings.format]}"
         return self.directory / f"{call_id}{SUFFIX[self.settings.format]}"
 
     def open(self, call_id: str, rate: int, after_end: bool = False) -> None:
