@@ -28,7 +28,7 @@ import time
 import uuid
 import zlib
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -76,13 +76,20 @@ def segment_name() -> str:
 
 class PartCutter:
     """Cuts each open recording's spool file into parts (the writer thread only; see the module docstring).
-    :class:`bridge.recording.writer.RecordingWriter` calls :meth:`written` after each flush, :meth:`closed`
-    after closing a file and :meth:`patched` after a span was silenced in place."""
+    :class:`bridge.recording.writer.RecordingWriter` calls :meth:`offer` after each batch it wrote,
+    :meth:`closed` after closing a file and :meth:`patched` after a span was silenced in place."""
 
     def __init__(self, uploader: PartUploader, part_s: float) -> None:
         self.uploader = uploader
         self.part_s = part_s
         self._segments: dict[str, _Segment] = {}
+
+    def offer(self, recs: Iterable[Any]) -> None:
+        """After each batch the writer wrote (its open recordings): cut those with a part's worth of new audio
+        (on the file: WAV goes to the kernel as written, Opus in whole pages)."""
+        for rec in recs:
+            if rec.file is not None:
+                self.written(rec.call_id, rec.path, rec.fmt, rec.rate, rec.file.size, rec.file.frames)
 
     def written(self, call_id: str, path: str, fmt: str, rate: int, size: int, frames: int) -> None:
         """The file holds ``size`` bytes, ``frames`` frames, all flushed: cut if a part's worth is new."""

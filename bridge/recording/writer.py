@@ -242,6 +242,8 @@ class RecordingWriter:
                 except Exception as exc:  # a bug here must not kill the thread that owns every file
                     self._bug = f"writer: {type(exc).__name__}: {exc}"
                     self._bug_until = time.monotonic() + self.retry_s
+            if self.parts is not None:  # a part's worth of new audio goes to object storage now, not at a flush
+                self.parts.offer(self._recs.values())
             now = time.monotonic()
             if now >= next_flush or not running:
                 self._flush_all()
@@ -352,8 +354,6 @@ class RecordingWriter:
                 continue
             try:
                 rec.file.flush(fsync=self.fsync)
-                if self.parts is not None:
-                    self.parts.written(rec.call_id, rec.path, rec.fmt, rec.rate, rec.file.size, rec.file.frames)
             except OSError as exc:
                 self._fail(rec, exc)
 
