@@ -6,7 +6,8 @@ One end-to-end test walks the page as an operator would: a wrong token shows an 
 right one opens the console; the stereo sample, played as a two-party Twilio call in real time, is in
 the live list within 1 s of its start and its finals come in, in order, under their speakers' labels,
 while it runs; a bot reply the caller interrupts shows what the caller heard; the call moves to the past
-list at its end; its transcript and recording open, a click on an utterance moves the player there
+list at its end, where a search finds it by a word said and by number (on the bridge: ``&q=``); its
+transcript and recording open, a click on an utterance moves the player there
 (within 0.25 s) and highlights it, and a download is the API's file; on the way, the live list follows
 ``GET /v1/events`` (a bot's reply shows the call speaking; ``GET /v1/calls`` is read at most every 10 s),
 the page's SSE reader resumes a cut stream with Last-Event-ID, the live list's updates keep the keyboard's
@@ -57,6 +58,7 @@ from tests.support.browser import (
     need_browser,
     screenshot,
     shown,
+    type_into,
     until,
 )
 from tests.support.calls import BridgeFactory, wait_for
@@ -344,6 +346,14 @@ async def test_the_console_follows_calls_live_and_plays_them_back(
         await step(click, driver, '#downloads button[data-download="vtt"]')
         saved = downloads / f"call-{call_a}.vtt"
         await step(until, lambda: saved.exists() and saved.read_bytes() == vtt, 10, "the WebVTT download")
+
+        # -- the past calls searched on the bridge (&q=): by a word said, by a number, by nothing said -------
+        word = max(utterances[1]["text"].split(), key=len).strip(".,?!")
+        for q, wanted in ((word.upper(), [call_a]), (f"{BOT_CALLER[:5]} {BOT_CALLER[5:]}", [call_b]), ("zq%_", [])):
+            await step(type_into, driver, "past-filter", q)
+            await step(until, lambda: ids(driver, "past-list") == wanted, 5, f"the past calls holding {q!r}")  # noqa: B023
+        await step(type_into, driver, "past-filter", "")
+        await step(until, lambda: {call_a, call_b} <= set(ids(driver, "past-list")), 5, "every past call again")
 
         # -- a phone's width: one column, nothing wider than the screen ------------------------------------
         await step(driver.set_window_size, 390, 844)

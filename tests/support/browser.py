@@ -103,6 +103,18 @@ def log_in(driver: Any, token: str) -> None:
     driver.find_element(By.CSS_SELECTOR, "#login button[type=submit]").click()
 
 
+def type_into(driver: Any, element_id: str, text: str) -> None:
+    """The field emptied, then ``text`` typed into it key by key (an ``input`` event each)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    field = driver.find_element(By.ID, element_id)
+    field.send_keys(Keys.CONTROL, "a")
+    field.send_keys(Keys.BACKSPACE)
+    if text:
+        field.send_keys(text)
+
+
 def click(driver: Any, css: str) -> None:
     from selenium.webdriver.common.by import By
 

@@ -45,6 +45,7 @@ const live = new LiveList($("live-list"), $("live-empty"), $("live-count"), (cal
 const past = new PastList(
   { list: $("past-list"), empty: $("past-empty"), more: $("past-more"), filter: $("past-filter"), range: $("past-window") },
   (call) => openPast(call),
+  (error) => pastFailed(error, session),
 );
 const transcript = new Transcript({ list: page.conversation, player: $("player"), playerBox: $("player-box"), downloads: $("downloads") });
 
@@ -177,13 +178,17 @@ async function liveLoop(mine) {
   }
 }
 
+function pastFailed(error, mine) {
+  if (session !== mine) return;
+  if (refused(error)) return logOut(`The bridge refused the token: ${error.message}`);
+  page.status.textContent = `past calls: ${error.message}`;
+}
+
 async function refreshPast(mine) {
   try {
     await past.load();
   } catch (error) {
-    if (session !== mine) return;
-    if (refused(error)) return logOut(`The bridge refused the token: ${error.message}`);
-    page.status.textContent = `past calls: ${error.message}`;
+    pastFailed(error, mine);
   }
 }
 
