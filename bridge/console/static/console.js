@@ -1,6 +1,6 @@
 // The console: log in with the API token, then the live calls (GET /v1/events keeps the list, read from
 // GET /v1/calls at the start and after each reconnection, and again every 10 s for what no event says),
-// the past calls, and one open call at a time: live (its events as they come) or past (its transcript and
+// the past calls (read again when calls end, and every 60 s), and one open call at a time: live (its events as they come) or past (its transcript and
 // recording).
 
 import { ApiError, follow, followAll, getJson, sleep, token } from "./api.js";
@@ -10,7 +10,7 @@ import { el, numbers, when } from "./render.js";
 
 const LIVE_REFRESH_MS = 10_000; // GET /v1/calls again: a state no event of the list's types says (paused)
 const TICK_MS = 1000; // the durations, counted in the page
-const PAST_REFRESH_MS = 10_000;
+const PAST_REFRESH_MS = 60_000; // the past calls again (a call's end on GET /v1/events reads them at once)
 const $ = (id) => document.getElementById(id);
 
 const page = {
@@ -107,10 +107,19 @@ async function openPast(call) {
   }
 }
 
-// An ended call joins the past list once its end is on record (and its recording written): now, and twice
-// more shortly after.
+// An ended call joins the past list once its end is on record (and its recording written): now (at most one
+// read a second, however many calls end together), and 1.5 s and 5 s after the last end.
+let pastTimers = [];
+let pastAt = 0;
 function pastSoon(mine) {
-  for (const ms of [0, 1500, 5000]) setTimeout(() => session === mine && refreshPast(mine), ms);
+  for (const timer of pastTimers) clearTimeout(timer);
+  const first = Math.max(0, pastAt + 1000 - Date.now());
+  pastTimers = [first, 1500, 5000].map((ms) =>
+    setTimeout(() => {
+      pastAt = Date.now();
+      if (session === mine) refreshPast(mine);
+    }, ms),
+  );
 }
 
 function showLive(calls, mine) {
