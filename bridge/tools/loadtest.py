@@ -35,6 +35,12 @@ target language and a ``sentiment_analysis`` message, linked to the final by its
 ``utterance.sentiment`` and ``utterance.entities`` events the bot received) and ``addon_events_failed``
 (``stt.addon_failed``). The CPU ratio to a run without, side by side, is ``benchmarks/bench_addons.py``.
 
+``--console N``: the bridges get an API token, and N clients in one harness process ask of them what the
+console page asks while it is open (:mod:`bridge.tools.load_console`: ``GET /v1/events`` with the live
+list's types, ``GET /v1/calls`` every 10 s, the past calls every 60 s); the line adds ``console``, what they
+got. ``--console 0`` sets the token alone: compare it with ``--console 20``, side by side
+(``benchmarks/bench_console.py``).
+
 **Fleet mode** (``--instances N``, N > 1; or ``--fleet`` for a single instance in fleet mode, to compare
 with single mode): the bridges share a Redis, a ``redis-server`` started here on a free loopback port in
 a temporary directory (AOF, ``--appendfsync everysec`` unless ``--redis-appendfsync`` says otherwise),

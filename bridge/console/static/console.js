@@ -1,7 +1,8 @@
 // The console: log in with the API token, then the live calls (GET /v1/events keeps the list, read from
 // GET /v1/calls at the start and after each reconnection, and again every 10 s for what no event says),
-// the past calls (read again when calls end, and every 60 s), and one open call at a time: live (its events as they come) or past (its transcript and
-// recording).
+// the past calls (read again when calls end, and every 60 s), and one open call at a time: live (its events
+// as they come) or past (its transcript and recording). A hidden tab keeps its stream (an idle reader costs
+// the bridge next to nothing) but reads no list until it is shown again.
 
 import { ApiError, follow, followAll, getJson, sleep, token } from "./api.js";
 import { Conversation, LIVE_TYPES, LiveList } from "./live.js";
@@ -117,7 +118,7 @@ function pastSoon(mine) {
   pastTimers = [first, 1500, 5000].map((ms) =>
     setTimeout(() => {
       pastAt = Date.now();
-      if (session === mine) refreshPast(mine);
+      if (session === mine && !document.hidden) refreshPast(mine);
     }, ms),
   );
 }
@@ -258,6 +259,12 @@ page.logout.addEventListener("click", () => logOut(""));
 $("detail-close").addEventListener("click", closeDetail);
 document.addEventListener("keydown", (event) => {
   if (event.key === "Escape" && !page.detail.hidden) closeDetail();
+});
+document.addEventListener("visibilitychange", () => {
+  // shown again: what the hidden tab did not read
+  if (document.hidden || page.console.hidden) return;
+  readLive(session);
+  refreshPast(session);
 });
 window.addEventListener("unhandledrejection", (event) => showError(String(event.reason && event.reason.message)));
 
