@@ -233,6 +233,13 @@ def _parser() -> argparse.ArgumentParser:
         help="Gladia's add-ons on every call: the bridge's profile asks for translation (fr, es) and sentiment, "
         "the load Gladia sends them after each final, the bot counts the events (addon_events in the JSON)",
     )
+    load.add_argument(
+        "--console",
+        type=int,
+        metavar="N",
+        help="N clients doing what the console page does (GET /v1/events, GET /v1/calls every 10 s, the past "
+        "calls every 60 s); the bridge gets an API token (with 0 too: compare --console 0 and --console 20)",
+    )
 
     wait = sub.add_parser(
         "wait-calls",
@@ -346,6 +353,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             appendfsync=args.redis_appendfsync,
             pin=args.pin,
             addons=args.addons,
+            console=args.console,
         )
     if args.command == "wait-calls":
         from bridge.tools.wait_calls import wait_calls

@@ -26,6 +26,7 @@ FeedEvent = tuple[int, str, str, str]  # (id, call_id, type, body); id 0: a noti
 FEED_SIZE = 8192  # events kept for resuming readers, all calls
 FEED_BYTES = 8 * 1024 * 1024  # bodies kept for resuming readers, at most
 FEED_FOLLOWERS = 200  # readers of the whole feed at once (beyond: 429)
+NOTICES = ("speech.started", "utterance.partial")  # the notices' types (live only, built only when heard)
 
 
 class FeedLimit(Exception):
@@ -66,8 +67,9 @@ class EventFeed:
         return len(self._followers)
 
     def hears(self) -> bool:
-        """Whether anybody follows the feed now (a notice's body is built only then)."""
-        return bool(self._followers)
+        """Whether a follower of the feed would take a notice now (a notice's body is built only then): one
+        whose ``types`` keep a notice type (the console's live list, ``?types=call.*,...``, takes none)."""
+        return any(f.notices for f in self._followers)
 
     def publish(self, call_id: str, type_: str, body: str) -> int:
         """One event of a call (never blocks; O(followers)); returns its id."""
@@ -118,6 +120,7 @@ class FeedFollower:
 
     def __init__(self, feed: EventFeed, after: int | None, types: frozenset[str] | None) -> None:
         self.types = types
+        self.notices = any(matches(types, t) for t in NOTICES)  # whether it takes any notice
         self.reason: str | None = None
         self.lost_upto = 0
         self.unknown = after is not None and after > feed.last_id

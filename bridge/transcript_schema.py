@@ -94,6 +94,27 @@ PURGE = (
 
 CALL_COLUMNS = "call_id, provider, call_sid, stream_sid, caller, called, parameters, started_at, ended_at, end_reason"
 
+# The calls listed by ``GET /v1/calls?since=``: started or ended since, newest first; with ``&q=`` only those
+# whose numbers or utterance texts hold ``q`` (LIKE: ASCII letters in either case; the pattern from
+# :func:`like_pattern`, its wildcards escaped with a backslash).
+_LISTED = (
+    f"SELECT {CALL_COLUMNS}, (SELECT count(*) FROM utterances u WHERE u.call_id = c.call_id) "
+    "FROM calls c WHERE (started_at >= ? OR ended_at >= ?) "
+)
+_ORDER = "ORDER BY started_at DESC, call_id LIMIT ?"
+LIST_SINCE = _LISTED + _ORDER
+LIST_SINCE_MATCHING = (
+    _LISTED + "AND (caller LIKE ?3 ESCAPE '\\' OR called LIKE ?3 ESCAPE '\\' OR EXISTS (SELECT 1 FROM utterances t "
+    "WHERE t.call_id = c.call_id AND json_extract(t.body, '$.text') LIKE ?3 ESCAPE '\\')) " + _ORDER
+)
+
+
+def like_pattern(q: str) -> str:
+    """A LIKE pattern matching ``q`` anywhere in a text, ``q``'s own ``%``, ``_`` and ``\\`` taken literally
+    (escaped with ``\\``, the ``ESCAPE`` of :data:`LIST_SINCE_MATCHING` and its PostgreSQL twin)."""
+    return "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
 # One queued write: statements and their parameters, applied in order in the batch's transaction.
 Op = tuple[tuple[str, tuple[Any, ...]], ...]
 

@@ -127,9 +127,17 @@ READ_ADDONS = (
     "ORDER BY seq LIMIT %s"
 )
 READ_ANALYSIS = "SELECT body FROM analyses WHERE call_id = %s"
-LIST_SINCE = (
+_LISTED = (
     f"SELECT {CALL_COLUMNS}, (SELECT count(*) FROM utterances u WHERE u.call_id = c.call_id) "
-    "FROM calls c WHERE started_at >= %s OR ended_at >= %s ORDER BY started_at DESC, call_id LIMIT %s"
+    "FROM calls c WHERE (started_at >= %(since)s OR ended_at >= %(since)s) "
+)
+_ORDER = "ORDER BY started_at DESC, call_id LIMIT %(limit)s"
+LIST_SINCE = _LISTED + _ORDER
+# ``&q=``: ILIKE (any letter in either case), the pattern of bridge.transcript_schema.like_pattern.
+LIST_SINCE_MATCHING = (
+    _LISTED
+    + "AND (caller ILIKE %(q)s ESCAPE '\\' OR called ILIKE %(q)s ESCAPE '\\' OR EXISTS (SELECT 1 FROM utterances t "
+    "WHERE t.call_id = c.call_id AND (t.body::jsonb ->> 'text') ILIKE %(q)s ESCAPE '\\')) " + _ORDER
 )
 
 

@@ -65,10 +65,13 @@ from bridge.transcript_schema import (
     CALL_SEEN,
     CALL_STARTED,
     EXPIRED,
+    LIST_SINCE,
+    LIST_SINCE_MATCHING,
     PURGE,
     SCHEMA,
     UTTERANCE,
     Op,
+    like_pattern,
     runs,
 )
 
@@ -288,19 +291,20 @@ class TranscriptStore(QueuedWrites):
             "active": ended_at is None,
         }
 
-    def list_since(self, since: float, limit: int = 100) -> list[dict[str, Any]]:
+    def list_since(self, since: float, limit: int = 100, q: str | None = None) -> list[dict[str, Any]]:
         """Calls that started or ended at or after ``since`` (unix seconds), newest start first, at
-        most ``limit``: each the transcript's call fields and ``utterances``, their number.
+        most ``limit``: each the transcript's call fields and ``utterances``, their number. ``q``: only the
+        calls whose caller or called number, or the text of one of their utterances, holds it (ASCII
+        letters in either case, as SQLite's LIKE; ``%`` and ``_`` are themselves).
 
         Raises:
             sqlite3.Error: the file cannot be read.
         """
         with self._read_lock:
-            rows = self._reader.execute(
-                f"SELECT {CALL_COLUMNS}, (SELECT count(*) FROM utterances u WHERE u.call_id = c.call_id) "
-                "FROM calls c WHERE started_at >= ? OR ended_at >= ? ORDER BY started_at DESC, call_id LIMIT ?",
-                (since, since, limit),
-            ).fetchall()
+            if q:
+                rows = self._reader.execute(LIST_SINCE_MATCHING, (since, since, like_pattern(q), limit)).fetchall()
+            else:
+                rows = self._reader.execute(LIST_SINCE, (since, since, limit)).fetchall()
         return [{**self._call(row), "utterances": row[10]} for row in rows]
 
     def recording_index(self, call_ids: list[str]) -> dict[str, recording_index.Indexed]:

@@ -57,7 +57,17 @@ from bridge.record_writes import QueuedWrites, Report
 from bridge.recording import index as recording_index
 from bridge.transcript_addons import addon_row, analysis_body, attach
 from bridge.transcript_render import call_seconds, iso
-from bridge.transcript_schema import ADDON, ANALYSIS, CALL_ENDED, CALL_SEEN, CALL_STARTED, UTTERANCE, Op, runs
+from bridge.transcript_schema import (
+    ADDON,
+    ANALYSIS,
+    CALL_ENDED,
+    CALL_SEEN,
+    CALL_STARTED,
+    UTTERANCE,
+    Op,
+    like_pattern,
+    runs,
+)
 from bridge.transcript_schema_pg import clean_text, text_or_none
 
 MAX_UTTERANCES_READ = 50_000  # as bridge.transcripts: a longer transcript is served cut, "truncated": true
@@ -267,16 +277,21 @@ class PgTranscriptStore(QueuedWrites):
             "active": ended_at is None,
         }
 
-    def list_since(self, since: float, limit: int = 100) -> list[dict[str, Any]]:
+    def list_since(self, since: float, limit: int = 100, q: str | None = None) -> list[dict[str, Any]]:
         """Calls that started or ended at or after ``since`` (unix seconds), on any instance, newest start
-        first, at most ``limit``: each the transcript's call fields and ``utterances``, their number.
+        first, at most ``limit``: each the transcript's call fields and ``utterances``, their number. ``q``:
+        only the calls whose caller or called number, or the text of one of their utterances, holds it
+        (any letter in either case; ``%`` and ``_`` are themselves).
 
         Raises:
             psycopg.Error: the database cannot be read.
         """
+        args: dict[str, Any] = {"since": since, "limit": limit}
+        if q:
+            args["q"] = like_pattern(pg.clean_text(q))
 
         def read(db: Connection) -> list[tuple[Any, ...]]:
-            return db.execute(pg.LIST_SINCE, (since, since, limit)).fetchall()
+            return db.execute(pg.LIST_SINCE_MATCHING if q else pg.LIST_SINCE, args).fetchall()
 
         rows = self._read(read)
         return [{**self._call(row), "utterances": int(row[10])} for row in rows]

@@ -6,15 +6,18 @@ One end-to-end test walks the page as an operator would: a wrong token shows an 
 right one opens the console; the stereo sample, played as a two-party Twilio call in real time, is in
 the live list within 1 s of its start and its finals come in, in order, under their speakers' labels,
 while it runs; a bot reply the caller interrupts shows what the caller heard; the call moves to the past
-list at its end; its transcript and recording open, a click on an utterance moves the player there
-(within 0.25 s) and highlights it, and a download is the API's file; on the way, the page's SSE reader
-resumes a cut stream with Last-Event-ID, the live list's polls keep the keyboard's focus, a phone's width
-fits. It takes two screenshots for the README (``docs/console-live.png``, ``docs/console-past.png``,
-rewritten with ``BRIDGE_UPDATE_SCREENSHOTS=1``) and prints the page's first paint. Another feeds the
-live conversation view events by hand (partials, order, replies, keys, transfers, text never read as HTML).
+list at its end, where a search finds it by a word said and by number (on the bridge: ``&q=``); its
+transcript and recording open, a click on an utterance moves the player there
+(within 0.25 s) and highlights it, and a download is the API's file; on the way, the live list follows
+``GET /v1/events`` (a bot's reply shows the call speaking; ``GET /v1/calls`` is read at most every 10 s),
+the page's SSE reader resumes a cut stream with Last-Event-ID, the live list's updates keep the keyboard's
+focus, a phone's width fits. It takes two screenshots for the README (``docs/console-live.png``,
+``docs/console-past.png``, rewritten with ``BRIDGE_UPDATE_SCREENSHOTS=1``) and prints the page's first
+paint. Another feeds the live conversation view events by hand (partials, order, replies, keys, transfers,
+text never read as HTML).
 
-Without Chromium, its driver or Selenium the browser tests skip saying how to install them; with ``CI``
-set it fails instead (``.ci/run`` installs them)."""
+Without Chromium, its driver or Selenium the browser tests fail saying how to install them (``.ci/run``
+installs them)."""
 
 from __future__ import annotations
 
@@ -35,8 +38,11 @@ from bridge.tools.player import play_call, read_two_tracks
 from tests.support.bridge_process import start_bridge
 from tests.support.browser import (
     CONVERSATION_CHECK,
+    INSTALL,
     KEEPS_FOCUS,
+    LIST_READS,
     RESUME_CHECK,
+    SPEAKING,
     SSE_CHECK,
     at_least,
     at_paint,
@@ -52,6 +58,7 @@ from tests.support.browser import (
     need_browser,
     screenshot,
     shown,
+    type_into,
     until,
 )
 from tests.support.calls import BridgeFactory, wait_for
@@ -100,6 +107,20 @@ async def test_console_files_carry_a_strict_policy(make_bridge: BridgeFactory) -
         assert directive in CSP
     assert "unsafe" not in CSP and "http" not in CSP
     assert "<script>" not in page and "style=" not in page and "//" not in page.replace("<!doctype html>", "")
+
+
+def test_a_missing_browser_fails_with_the_install_command(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With no chromium or chromedriver on the PATH, the browser tests fail (never skip), CI or not, and
+    say how to install them."""
+    monkeypatch.setenv("PATH", "/nonexistent")
+    for ci in (None, "1"):
+        if ci is None:
+            monkeypatch.delenv("CI", raising=False)
+        else:
+            monkeypatch.setenv("CI", ci)
+        with pytest.raises(pytest.fail.Exception) as failed:
+            need_browser()
+        assert "chromium, chromedriver" in str(failed.value) and INSTALL in str(failed.value)
 
 
 # -- the browser ------------------------------------------------------------------------------------
@@ -223,7 +244,11 @@ async def test_the_console_follows_calls_live_and_plays_them_back(
         assert {u["speaker"] for u in shown_live} == {"caller", "agent"}
         finals = {(e["utterance"]["speaker"], e["utterance"]["text"].strip()) for e in hook.events("utterance.final")}
         assert all((u["speaker"], u["text"]) in finals for u in shown_live), (shown_live, finals)
-        assert await step(js, driver, KEEPS_FOCUS), "a poll of the live list took the focus away"
+        assert await step(js, driver, KEEPS_FOCUS), "an update of the live list took the focus away"
+        # -- the live list follows GET /v1/events: GET /v1/calls only at its (re)connections and every 10 s ----
+        reads = await step(js, driver, LIST_READS)
+        await asyncio.sleep(3.0)
+        assert await step(js, driver, LIST_READS) - reads <= 1, "GET /v1/calls more than every 10 s"
         await step(
             screenshot,
             driver,
@@ -257,6 +282,8 @@ async def test_the_console_follows_calls_live_and_plays_them_back(
         try:
             (call_b,) = await step(until, lambda: ids(driver, "live-list"), 5, "the bot's call in the live list")
             assert call_b != call_a
+            # playback.started on GET /v1/events: the bot is speaking (until the caller cuts it at 4 s)
+            await step(until, lambda: js(driver, SPEAKING), 4, "the bot's call shown speaking")
             await step(click, driver, "#live-list li button")
             heard = await step(
                 until,
@@ -319,6 +346,14 @@ async def test_the_console_follows_calls_live_and_plays_them_back(
         await step(click, driver, '#downloads button[data-download="vtt"]')
         saved = downloads / f"call-{call_a}.vtt"
         await step(until, lambda: saved.exists() and saved.read_bytes() == vtt, 10, "the WebVTT download")
+
+        # -- the past calls searched on the bridge (&q=): by a word said, by a number, by nothing said -------
+        word = max(utterances[1]["text"].split(), key=len).strip(".,?!")
+        for q, wanted in ((word.upper(), [call_a]), (f"{BOT_CALLER[:5]} {BOT_CALLER[5:]}", [call_b]), ("zq%_", [])):
+            await step(type_into, driver, "past-filter", q)
+            await step(until, lambda: ids(driver, "past-list") == wanted, 5, f"the past calls holding {q!r}")  # noqa: B023
+        await step(type_into, driver, "past-filter", "")
+        await step(until, lambda: {call_a, call_b} <= set(ids(driver, "past-list")), 5, "every past call again")
 
         # -- a phone's width: one column, nothing wider than the screen ------------------------------------
         await step(driver.set_window_size, 390, 844)

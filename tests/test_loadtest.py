@@ -126,6 +126,25 @@ async def test_a_short_loadtest_carries_every_frame_and_final_and_reports_its_fi
 
 
 @pytest.mark.timeout(120)
+async def test_console_clients_follow_the_bridge_under_load() -> None:
+    """``--console 2``: the bridge gets an API token and two console-like clients follow it: each gets
+    every call's call.started and call.ended on GET /v1/events and reads GET /v1/calls, without an error."""
+    result = await loadtest("--calls", "3", "--seconds", "4", "--console", "2")
+    assert result["frames_lost"] == 0 and result["failed_calls"] == 0
+    watched = result["console"]
+    assert result["console_clients"] == 2 and watched["clients"] == 2 and watched["errors"] == 0
+    assert watched["events"] == 2 * 3 * 2 and watched["streams"] == 2 and watched["requests"] >= 2 * 3
+
+
+@pytest.mark.parametrize("args", [["--console", "-1"], ["--console", "2", "--reference"]])
+def test_console_clients_need_a_bridge_started_here(args: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    from bridge.cli import main
+
+    assert main(["loadtest", *args]) == 2
+    assert "--console takes N >= 0 clients" in capsys.readouterr().err
+
+
+@pytest.mark.timeout(120)
 async def test_the_bridge_and_the_harness_run_on_cores_of_their_own_and_the_harness_load_is_reported() -> None:
     """By default, with more cores than bridge processes, the bridge (and every process and thread it
     starts: its workers, where the machine has a core for each) runs on cores the harness (stand-in,

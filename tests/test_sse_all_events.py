@@ -145,6 +145,23 @@ def test_tap_notices_reach_call_followers_without_an_id() -> None:
     assert events == [SpecEvent("call.started", "{}", "1"), SpecEvent("speech.started", "{}", "1")]
 
 
+def test_a_feed_reader_that_takes_no_notice_makes_no_call_build_one() -> None:
+    """A reader of every call's events whose ``?types=`` keep no notice type (the console's live list) makes
+    no call build a notice's body; one that keeps one (or all types) does, and so does none once it left."""
+    tap = EventTap()
+    listing = tap.feed.follow(None, frozenset({"call.*", "playback.started"}))
+    assert not tap.hears(A)
+    partials = tap.feed.follow(None, frozenset({"utterance.*"}))
+    assert tap.hears(A) and tap.hears(B)
+    partials.close()
+    assert not tap.hears(A)
+    everything = tap.feed.follow()
+    assert tap.hears(A)
+    everything.close()
+    listing.close()
+    assert not tap.hears(A)
+
+
 # -- a real bridge -------------------------------------------------------------------------------------
 
 

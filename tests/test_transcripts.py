@@ -543,6 +543,32 @@ async def test_recent_calls_are_listed_since_a_time(make_bridge: BridgeFactory) 
         assert status == 422 and "1 to 1000" in json.loads(body)["error"]
 
 
+async def test_recent_calls_are_searched_by_number_and_text(make_bridge: BridgeFactory) -> None:
+    """``&q=`` keeps the calls whose numbers or utterance texts hold it (any case, ``%`` and ``_`` as
+    themselves); a blank ``q`` is none; over 100 characters is 422."""
+    server = await make_bridge({"BRIDGE_API_TOKEN": TOKEN})
+    store = store_of(server)
+    now = time.time()
+    store.call_started({**CALL, "id": "a", "from": "+15557770001"}, now - 300)
+    store.utterance("a", utt("a-1", 0, 1.0, 2.0, "My Account number, please"))
+    store.call_started({**CALL, "id": "b"}, now - 200)
+    store.utterance("b", utt("b-1", 0, 1.0, 2.0, "50% off"))
+    assert await asyncio.to_thread(store.flush, 5)
+    async with aiohttp.ClientSession() as http:
+
+        async def ids(q: str) -> list[str]:
+            status, _, body = await _get(http, server, f"/v1/calls?since=0&q={q}")
+            assert status == 200, body
+            return [c["id"] for c in json.loads(body)["calls"]]
+
+        assert await ids("account%20NUMBER") == ["a"] and await ids("%2B1555777") == ["a"]
+        assert await ids("50%25") == ["b"] and await ids("5_%25") == [] and await ids("%20") == ["b", "a"]
+        too_long = await _get(http, server, "/v1/calls?since=0&q=" + "x" * 101)
+        longest = await _get(http, server, "/v1/calls?since=0&q=" + "x" * 100)
+    assert too_long[0] == 422 and "100 characters" in json.loads(too_long[2])["error"]
+    assert longest[0] == 200 and json.loads(longest[2])["calls"] == []
+
+
 async def test_without_since_the_active_calls_are_listed_as_before(make_bridge: BridgeFactory, tmp_path: Path) -> None:
     """GET /v1/calls with no since still answers with the live calls (the bot API's shape), while
     ?since= answers from the store."""

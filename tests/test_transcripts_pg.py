@@ -195,6 +195,42 @@ def test_list_since_is_newest_first_and_bounded(backend: Backend) -> None:
     }
 
 
+def test_list_since_finds_calls_by_number_and_by_what_was_said(backend: Backend) -> None:
+    """``q`` keeps the calls whose caller or called number, or one utterance's text, holds it, letters in
+    either case; ``%``, ``_`` and ``\\`` in ``q`` are themselves, never wildcards; the window still holds."""
+    store = backend.open()
+    said = {
+        "balance": "I'd like to check my BALANCE, please.",
+        "percent": "The rate is 100% fixed.",
+        "under": "my user_name is bob",
+        "slash": "a back\\slash",
+        "plain": "Nothing to see here: 100 percent, username.",
+    }
+    try:
+        for i, (name, text) in enumerate(said.items()):
+            store.call_started({**CALL, "id": name, "from": f"+1555000{i}", "to": "+15559999"}, STARTED + i)
+            store.utterance(name, utt(f"{name}-1", 0, 1.0, 2.0, "hello"))
+            store.utterance(name, utt(f"{name}-2", 1, 3.0, 4.0, text))
+        store.call_started({**CALL, "id": "old", "from": "+15550000"}, STARTED - 1000)
+        store.utterance("old", utt("old-1", 0, 1.0, 2.0, "balance"))
+        assert store.flush(5)
+
+        def found(q: str | None) -> list[str]:
+            return [c["id"] for c in store.list_since(STARTED, 100, q)]
+
+        assert found("balance") == ["balance"] and found("Balance") == ["balance"]
+        assert found("100%") == ["percent"] and found("%") == ["percent"] and found("_") == ["under"]
+        assert found("user_name") == ["under"] and found("r_n") == ["under"]
+        assert found("\\") == ["slash"] and found("k\\s") == ["slash"]
+        assert found("+15550003") == ["slash"] and found("5550001") == ["percent"]
+        assert found("9999") == list(reversed(said)) and found("hello") == list(reversed(said))
+        assert found("nobody said this") == [] and found(None) == found("") == list(reversed(said))
+        assert store.list_since(STARTED - 2000, 100, "balance")[-1]["id"] == "old"  # its window
+        assert [c["utterances"] for c in store.list_since(STARTED, 100, "bob")] == [2]
+    finally:
+        store.close()
+
+
 def test_purge_deletes_calls_past_retention_with_their_utterances(backend: Backend) -> None:
     store = backend.open()
     try:

@@ -17,6 +17,10 @@
                                                 "stream_sid", "from", "to", "started_at", "ended_at",
                                                 "end_reason", "active", "utterances"}]}`` (``utterances``:
                                                 how many). Without ``since``: the active calls, as before.
+``GET /v1/calls?since=<time>&q=<text>``         only the calls whose caller or called number, or the text of
+                                                one of their utterances, holds ``text`` (at most 100
+                                                characters, blanks around it dropped; letters in either case:
+                                                SQLite's only ASCII ones; ``%`` and ``_`` are themselves)
 ==============================================  ============================================================
 
 The JSON transcript is the call (``id``, ``provider``, ``call_sid``, ``stream_sid``, ``from``, ``to``,
@@ -31,7 +35,7 @@ carried them), and the call has ``analysis`` (``transcript.completed``'s: ``stat
 
 Same auth as the rest of ``/v1/``: ``Authorization: Bearer <BRIDGE_API_TOKEN>``; no token configured:
 403. Errors, each ``{"error": "..."}``: 401 bad token, 404 unknown call (or transcripts off), 422 a bad
-``format``, ``lang``, ``since`` or ``limit`` (the message names the allowed values), 503
+``format``, ``lang``, ``since``, ``limit`` or ``q`` (the message names the allowed values), 503
 the store cannot be read (or, with ``Retry-After: 1``, too many reads are already waiting for it: reads
 run on two threads of their own, :mod:`bridge.blocking`, never on those that make the calls' reply audio).
 
@@ -76,6 +80,7 @@ FORMATS: dict[str, tuple[str, Callable[[Mapping[str, Any]], str]]] = {
 }
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
+MAX_Q = 100  # characters of a search (?q=)
 CLOSE_TIMEOUT = 5.0  # seconds the last queued writes get at shutdown
 READ_FLUSH_TIMEOUT = 1.0  # a read first waits (at most this long) for the writes this process has queued
 
@@ -176,6 +181,9 @@ async def recent_calls(request: web.Request) -> web.Response:
     limit = int(raw_limit) if raw_limit.isdigit() and len(raw_limit) <= 4 else 0
     if not 1 <= limit <= MAX_LIMIT:
         return _error(422, f"limit must be a whole number from 1 to {MAX_LIMIT}")
+    q = request.query.get("q", "").strip() or None
+    if q is not None and len(q) > MAX_Q:
+        return _error(422, f"q must be at most {MAX_Q} characters")
     store = _store(request)
     if isinstance(store, web.Response):
         return store
@@ -184,7 +192,7 @@ async def recent_calls(request: web.Request) -> web.Response:
 
     def read() -> list[dict[str, Any]]:
         store.flush(READ_FLUSH_TIMEOUT)
-        calls = store.list_since(since, limit)
+        calls = store.list_since(since, limit, q)
         found = recordings.describe_many([c["id"] for c in calls]) if recordings is not None else {}
         for call in calls:  # {format, duration_s, bytes} or null (bridge.recording.service)
             call["recording"] = found.get(call["id"])

@@ -25,6 +25,7 @@ import aiohttp
 from bridge.tools import procs
 from bridge.tools.balancer import balancer
 from bridge.tools.load_callers import callers
+from bridge.tools.load_console import Consoles
 from bridge.tools.load_frames import FINAL_EVERY, FRAME, TRACKS, free_port
 from bridge.tools.load_redis import LoadRedis, commands_between
 from bridge.tools.load_reference import reference_forwarder
@@ -130,11 +131,14 @@ def run(
     appendfsync: str = "everysec",
     pin: bool = True,
     addons: bool = False,
+    console: int | None = None,
 ) -> dict[str, Any]:
     """One load test; the figures :func:`main` prints. ``instances > 1`` or ``fleet``: fleet mode (see
     :func:`main`). ``pin``: the bridge and the harness on cores of their own where this machine allows
     (:func:`bridge.tools.procs.plan_pinning`). ``addons``: the bridges started here get a profile asking
     for translation and sentiment (:func:`addons_config`), and the load Gladia sends them after each final.
+    ``console``: the bridges started here get an API token, and that many console-like clients
+    (:mod:`bridge.tools.load_console`; 0: none, the token alone) follow them from the harness's cores.
     Every process started here is stopped before it returns, or raises (and its settings file removed);
     this thread's own affinity is restored."""
     fleet = fleet or instances > 1
@@ -158,6 +162,7 @@ def run(
             config = os.path.join(settings_dir, "addons.toml")
             Path(config).write_text(addons_config(given))
         bridges = _Bridges()
+        token = ""  # the API's, with console clients
         redis: LoadRedis | None = None
         if fleet:
             redis = LoadRedis(redis_url, appendfsync)
@@ -178,6 +183,8 @@ def run(
             bridge_url = f"http://127.0.0.1:{port}"
         elif bridge_url is None:
             env = _bridge_env(fake_port, workers, config)
+            if console is not None:
+                env["BRIDGE_API_TOKEN"] = token = base64.b64encode(os.urandom(24)).decode()
             secret = base64.b64encode(os.urandom(24)).decode()  # a restarted stream may reach another instance
             ports = []
             for i in range(instances):
@@ -214,6 +221,9 @@ def run(
                 port = ports[0]
             bridge_url = f"http://127.0.0.1:{port}"
         asyncio.run(_wait_healthy(bridge_url))
+        watchers = Consoles(ctx, bridge_url, token, console, min(10.0, seconds / 4)) if console else None
+        if watchers is not None:
+            cleanup.callback(watchers.finish)
         measured = bool(bridges.procs)
         rss_idle = bridges.rss_bytes()
         redis_run0 = redis.info() if redis is not None else None
@@ -278,6 +288,7 @@ def run(
         for g in gens:
             g.join(timeout=30)
         time.sleep(1.0)  # let the last finals reach the sink
+        watched = watchers.finish() if watchers is not None else None
         redis_run1 = redis.info() if redis is not None else None
         stop.set()
         fake_result = results.get(timeout=60)
@@ -370,6 +381,7 @@ def run(
             per_call_second(bal1 - bal0, call_seconds, 1000) if balancer_proc is not None else None
         ),
         "balancer_connections": connections,  # per instance, in order (the health check through it included)
+        **({"console_clients": console, "console": watched} if console is not None else {}),
         **(
             {
                 "reply": True,

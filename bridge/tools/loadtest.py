@@ -35,6 +35,12 @@ target language and a ``sentiment_analysis`` message, linked to the final by its
 ``utterance.sentiment`` and ``utterance.entities`` events the bot received) and ``addon_events_failed``
 (``stt.addon_failed``). The CPU ratio to a run without, side by side, is ``benchmarks/bench_addons.py``.
 
+``--console N``: the bridges get an API token, and N clients in one harness process ask of them what the
+console page asks while it is open (:mod:`bridge.tools.load_console`: ``GET /v1/events`` with the live
+list's types, ``GET /v1/calls`` every 10 s, the past calls every 60 s); the line adds ``console``, what they
+got. ``--console 0`` sets the token alone: compare it with ``--console 20``, side by side
+(``benchmarks/bench_console.py``).
+
 **Fleet mode** (``--instances N``, N > 1; or ``--fleet`` for a single instance in fleet mode, to compare
 with single mode): the bridges share a Redis, a ``redis-server`` started here on a free loopback port in
 a temporary directory (AOF, ``--appendfsync everysec`` unless ``--redis-appendfsync`` says otherwise),
@@ -100,6 +106,7 @@ def main(
     appendfsync: str = "everysec",
     pin: bool = True,
     addons: bool = False,
+    console: int | None = None,
 ) -> int:
     """``bridge loadtest``: prints the JSON line of :func:`run`; 0 when no frame was lost and no call failed,
     1 otherwise, 2 for arguments that do not go together (one line on stderr).
@@ -113,6 +120,9 @@ def main(
 
     ``addons``: Gladia's translation (two languages) and sentiment on every call (see the module); refused
     with ``--reference``, and with a ``--config`` file that cannot take the profile.
+
+    ``console``: the bridges get an API token and that many console-like clients follow them
+    (:mod:`bridge.tools.load_console`); the line adds ``console`` (what they counted).
     """
     if tracks == "both" and (reference or reply):
         why = (
@@ -130,6 +140,8 @@ def main(
         problem = _addons_config_problem(config)
     elif instances < 1:
         problem = "--instances must be at least 1"
+    elif console is not None and (console < 0 or reference or bridge_url):
+        problem = "--console takes N >= 0 clients of a bridge started here (not with --reference or --bridge-url)"
     elif fleet and (reference or bridge_url):
         other = "--reference" if reference else "--bridge-url"
         problem = f"fleet mode (--instances, --fleet) starts its own bridges: not with {other}"
@@ -158,6 +170,7 @@ def main(
         appendfsync=appendfsync,
         pin=pin,
         addons=addons,
+        console=console,
     )
     print(json.dumps(result), flush=True)
     if result["limited_by"]:

@@ -1,6 +1,6 @@
 // The bridge's /v1/ API as the console uses it: the token from the tab's sessionStorage on every request
-// (Authorization: Bearer), errors as ApiError, and a call's server-sent events read with fetch() (an
-// EventSource cannot send the header), parsed here and resumed with Last-Event-ID.
+// (Authorization: Bearer), errors as ApiError, and the server-sent event streams (a call's, every call's)
+// read with fetch() (an EventSource cannot send the header), parsed here and resumed with Last-Event-ID.
 
 const KEY = "bridge-console-token";
 
@@ -73,6 +73,25 @@ export function sseParser(onEvent) {
   };
 }
 
+// Read a server-sent events answer to its end: onEvent({id, type, data}) for each event.
+async function readEvents(resp, onEvent) {
+  const reader = resp.body.pipeThrough(new TextDecoderStream()).getReader();
+  const feed = sseParser(onEvent);
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    feed(value);
+  }
+}
+
+function bodyOf(event) {
+  try {
+    return JSON.parse(event.data);
+  } catch {
+    return null;
+  }
+}
+
 // Follow GET /v1/calls/{id}/events: onEvent(type, body, sequence) for each event, in order, never twice;
 // onState("following" | "ended" | "gone" | "retrying", error?). A dropped stream is resumed with
 // Last-Event-ID; 204 (everything was sent and the call has ended) stops. Returns a function that stops.
@@ -90,24 +109,13 @@ export function follow(callId, onEvent, onState) {
           return;
         }
         onState("following");
-        const reader = resp.body.pipeThrough(new TextDecoderStream()).getReader();
-        const feed = sseParser((event) => {
+        await readEvents(resp, (event) => {
           const sequence = Number(event.id);
           if (!(sequence > last)) return;
           last = sequence;
-          let body;
-          try {
-            body = JSON.parse(event.data);
-          } catch {
-            return;
-          }
-          onEvent(event.type, body, sequence);
+          const body = bodyOf(event);
+          if (body !== null) onEvent(event.type, body, sequence);
         });
-        for (;;) {
-          const { value, done } = await reader.read();
-          if (done) break;
-          feed(value);
-        }
       } catch (error) {
         if (stopped || error.name === "AbortError") return;
         if ([401, 403, 404].includes(error.status)) {
@@ -117,6 +125,52 @@ export function follow(callId, onEvent, onState) {
         onState("retrying", error);
       }
       await sleep(500);
+    }
+  })();
+  return () => {
+    stopped = true;
+    controller.abort();
+  };
+}
+
+// Follow GET /v1/events (every call's events; ?types= those only): onOpen() each time a stream opens, the
+// first time and after every reconnection (the caller reads again what the gap may have hidden: events
+// come only from the stream's start on, and a resume may find some no longer kept), then
+// onEvent(type, body) for each event in the bridge's order; onState("following" | "retrying" | "gone",
+// error?). A dropped or ended stream is resumed with Last-Event-ID, the id as the bridge gave it (dotted
+// under --workers); the first stream's X-Events-From is the position before its first event. 401, 403
+// and 400 stop (onState "gone"); 429 and the rest are retried. Returns a function that stops.
+export function followAll(types, onOpen, onEvent, onState) {
+  const controller = new AbortController();
+  const path = `/v1/events?types=${encodeURIComponent(types.join(","))}`;
+  let last = null;
+  let stopped = false;
+  (async () => {
+    let wait = 500;
+    while (!stopped) {
+      try {
+        const headers = last ? { "Last-Event-ID": last } : {};
+        const resp = await api(path, { signal: controller.signal, headers });
+        const from = resp.headers.get("X-Events-From");
+        if (!last && from && /^[0-9.]+$/.test(from)) last = from;
+        onState("following");
+        wait = 500;
+        onOpen();
+        await readEvents(resp, (event) => {
+          if (event.id) last = event.id;
+          const body = bodyOf(event);
+          if (body !== null) onEvent(event.type, body);
+        });
+      } catch (error) {
+        if (stopped || error.name === "AbortError") return;
+        if ([400, 401, 403].includes(error.status)) {
+          onState("gone", error);
+          return;
+        }
+        onState("retrying", error);
+        wait = Math.min(10_000, wait * 2);
+      }
+      await sleep(wait);
     }
   })();
   return () => {

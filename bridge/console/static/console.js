@@ -1,13 +1,17 @@
-// The console: log in with the API token, then the live calls (polled every 500 ms), the past calls, and
-// one open call at a time: live (its events as they come) or past (its transcript and recording).
+// The console: log in with the API token, then the live calls (GET /v1/events keeps the list, read from
+// GET /v1/calls at the start and after each reconnection, and again every 10 s for what no event says),
+// the past calls (read again when calls end, and every 60 s), and one open call at a time: live (its events
+// as they come) or past (its transcript and recording). A hidden tab keeps its stream (an idle reader costs
+// the bridge next to nothing) but reads no list until it is shown again.
 
-import { ApiError, follow, getJson, sleep, token } from "./api.js";
-import { Conversation, LiveList } from "./live.js";
+import { ApiError, follow, followAll, getJson, sleep, token } from "./api.js";
+import { Conversation, LIVE_TYPES, LiveList } from "./live.js";
 import { PastList, Transcript } from "./past.js";
 import { el, numbers, when } from "./render.js";
 
-const LIVE_POLL_MS = 500;
-const PAST_REFRESH_MS = 10_000;
+const LIVE_REFRESH_MS = 10_000; // GET /v1/calls again: a state no event of the list's types says (paused)
+const TICK_MS = 1000; // the durations, counted in the page
+const PAST_REFRESH_MS = 60_000; // the past calls again (a call's end on GET /v1/events reads them at once)
 const $ = (id) => document.getElementById(id);
 
 const page = {
@@ -26,6 +30,8 @@ const page = {
 let session = 0; // bumped at each log-in and log-out: loops of an earlier session stop
 let opened = null; // {id, kind: "live" | "past"}
 let stopFollowing = null;
+let stopLive = null; // the GET /v1/events reader
+let lastRead = 0; // Date.now() of the last GET /v1/calls
 
 function showError(message) {
   page.error.textContent = message;
@@ -40,6 +46,7 @@ const live = new LiveList($("live-list"), $("live-empty"), $("live-count"), (cal
 const past = new PastList(
   { list: $("past-list"), empty: $("past-empty"), more: $("past-more"), filter: $("past-filter"), range: $("past-window") },
   (call) => openPast(call),
+  (error) => pastFailed(error, session),
 );
 const transcript = new Transcript({ list: page.conversation, player: $("player"), playerBox: $("player-box"), downloads: $("downloads") });
 
@@ -101,38 +108,97 @@ async function openPast(call) {
   }
 }
 
-async function pollLive(mine) {
-  while (session === mine) {
-    if (document.hidden) {
-      // a tab nobody looks at asks nothing of the bridge; the next poll comes once it is shown again
-      await new Promise((resolve) => document.addEventListener("visibilitychange", resolve, { once: true }));
-      continue;
-    }
-    try {
-      const { calls } = await getJson("/v1/calls");
-      if (session !== mine) return;
-      const gone = live.update(calls);
-      live.select(opened && opened.kind === "live" ? opened.id : null);
-      page.status.textContent = `updated ${new Date().toLocaleTimeString()}`;
-      // an ended call joins the past list once its end is on record (and its recording written): now, and
-      // twice more shortly after
-      if (gone.length) for (const ms of [0, 1500, 5000]) setTimeout(() => session === mine && refreshPast(mine), ms);
-    } catch (error) {
-      if (session !== mine) return;
-      if (refused(error)) return logOut(`The bridge refused the token: ${error.message}`);
-      page.status.textContent = `live list: ${error.message}`;
-    }
-    await sleep(LIVE_POLL_MS);
+// An ended call joins the past list once its end is on record (and its recording written): now (at most one
+// read a second, however many calls end together), and 1.5 s and 5 s after the last end.
+let pastTimers = [];
+let pastAt = 0;
+function pastSoon(mine) {
+  for (const timer of pastTimers) clearTimeout(timer);
+  const first = Math.max(0, pastAt + 1000 - Date.now());
+  pastTimers = [first, 1500, 5000].map((ms) =>
+    setTimeout(() => {
+      pastAt = Date.now();
+      if (session === mine && !document.hidden) refreshPast(mine);
+    }, ms),
+  );
+}
+
+function showLive(calls, mine) {
+  const gone = live.update(calls);
+  live.select(opened && opened.kind === "live" ? opened.id : null);
+  if (gone.length) pastSoon(mine);
+}
+
+let held = null; // the events of GET /v1/events that came while GET /v1/calls was being read
+
+function applyLive(type, body, mine) {
+  if (live.event(type, body) !== null) pastSoon(mine);
+  else if (type === "call.started") live.select(opened && opened.kind === "live" ? opened.id : null);
+}
+
+// GET /v1/calls, then the events that came while it was read applied on top of what it says (each sets a
+// state: applied late, it still holds).
+async function readLive(mine) {
+  const mineHeld = (held = held || []);
+  try {
+    const { calls } = await getJson("/v1/calls");
+    if (session !== mine) return;
+    lastRead = Date.now();
+    showLive(calls, mine);
+    page.status.textContent = `updated ${new Date().toLocaleTimeString()}`;
+  } catch (error) {
+    if (session !== mine) return;
+    if (refused(error)) return logOut(`The bridge refused the token: ${error.message}`);
+    page.status.textContent = `live list: ${error.message}`;
+  } finally {
+    if (held === mineHeld) held = null;
+    if (session === mine) for (const [type, body] of mineHeld) applyLive(type, body, mine);
   }
+}
+
+// The live list from GET /v1/events; each (re)connection reads GET /v1/calls (the stream has only what
+// comes after its start, and a resume may find some events no longer kept).
+function followLive(mine) {
+  stopLive = followAll(
+    LIVE_TYPES,
+    () => readLive(mine),
+    (type, body) => {
+      if (session !== mine) return;
+      if (held) held.push([type, body]);
+      else applyLive(type, body, mine);
+    },
+    (state, error) => {
+      if (session !== mine) return;
+      if (state === "gone" && refused(error)) logOut(`The bridge refused the token: ${error.message}`);
+      else if (state === "gone") page.status.textContent = `live list: ${error.message}`;
+      else if (state === "retrying") page.status.textContent = `live list: reconnecting (${error.message})`;
+    },
+  );
+}
+
+async function liveLoop(mine) {
+  while (session === mine) {
+    await sleep(TICK_MS);
+    if (session !== mine) return;
+    live.tick();
+    if (Date.now() - lastRead >= LIVE_REFRESH_MS && !document.hidden) {
+      lastRead = Date.now(); // a failed read waits its turn too
+      await readLive(mine);
+    }
+  }
+}
+
+function pastFailed(error, mine) {
+  if (session !== mine) return;
+  if (refused(error)) return logOut(`The bridge refused the token: ${error.message}`);
+  page.status.textContent = `past calls: ${error.message}`;
 }
 
 async function refreshPast(mine) {
   try {
     await past.load();
   } catch (error) {
-    if (session !== mine) return;
-    if (refused(error)) return logOut(`The bridge refused the token: ${error.message}`);
-    page.status.textContent = `past calls: ${error.message}`;
+    pastFailed(error, mine);
   }
 }
 
@@ -151,6 +217,7 @@ async function logIn() {
     const { calls } = await getJson("/v1/calls");
     if (session !== mine) return;
     live.update(calls);
+    lastRead = Date.now();
   } catch (error) {
     if (session !== mine) return;
     return logOut(refused(error) ? `The bridge refused the token: ${error.message}` : `The bridge did not answer: ${error.message}`);
@@ -159,13 +226,16 @@ async function logIn() {
   page.console.hidden = false;
   page.logout.hidden = false;
   page.status.textContent = "";
-  pollLive(mine);
+  followLive(mine);
+  liveLoop(mine);
   refreshPast(mine);
   pastLoop(mine);
 }
 
 function logOut(message) {
   session++;
+  if (stopLive) stopLive();
+  stopLive = null;
   token.clear();
   closeDetail();
   live.update([]);
@@ -189,6 +259,12 @@ page.logout.addEventListener("click", () => logOut(""));
 $("detail-close").addEventListener("click", closeDetail);
 document.addEventListener("keydown", (event) => {
   if (event.key === "Escape" && !page.detail.hidden) closeDetail();
+});
+document.addEventListener("visibilitychange", () => {
+  // shown again: what the hidden tab did not read
+  if (document.hidden || page.console.hidden) return;
+  readLive(session);
+  refreshPast(session);
 });
 window.addEventListener("unhandledrejection", (event) => showError(String(event.reason && event.reason.message)));
 

@@ -1,24 +1,71 @@
-// Live calls: the list (from GET /v1/calls, polled) and an open call's conversation as its events come
-// (GET /v1/calls/{id}/events).
+// Live calls: the list (from GET /v1/calls when the page opens and after each reconnection of its event
+// stream, kept up to date by GET /v1/events: call.started, call.ended, playback.*) and an open call's
+// conversation as its events come (GET /v1/calls/{id}/events).
 
 import { clock, duration, el, numbers, speakerClass, speakerOf, syncList, utteranceParts } from "./render.js";
+
+// What the list needs of every call's events (?types= of GET /v1/events: the bridge sends nothing else).
+export const LIVE_TYPES = ["call.started", "call.ended", "playback.started", "playback.finished", "playback.interrupted"];
+
+const ENDED_KEPT_MS = 30_000;
 
 export class LiveList {
   constructor(list, empty, count, onOpen) {
     Object.assign(this, { list, empty, count, onOpen });
-    this.calls = new Map();
+    this.calls = new Map(); // id -> the call as GET /v1/calls says, with `since` (Date.now() at its start)
+    this.ended = new Map(); // id -> Date.now() of its call.ended: a list read just before it does not bring it back
     this.selected = null;
   }
 
-  // Show these calls (GET /v1/calls's); returns the ids that were live and are not any more.
+  // Show these calls (GET /v1/calls's: what is live now); returns the ids that were live and are not any more.
   update(calls) {
-    const now = new Map(calls.map((call) => [call.id, call]));
-    const gone = [...this.calls.keys()].filter((id) => !now.has(id));
-    this.calls = now;
+    const now = Date.now();
+    for (const [id, at] of this.ended) if (now - at > ENDED_KEPT_MS) this.ended.delete(id);
+    const fresh = new Map(
+      calls.filter((call) => !this.ended.has(call.id)).map((call) => [call.id, { ...call, since: now - 1000 * (Number(call.duration_s) || 0) }]),
+    );
+    const gone = [...this.calls.keys()].filter((id) => !fresh.has(id));
+    this.calls = fresh;
+    this.render();
+    return gone;
+  }
+
+  // One event of GET /v1/events; returns the id of a call it ended (else null).
+  event(type, body) {
+    const call = body.call || {};
+    const known = this.calls.get(call.id);
+    if (type === "call.started") {
+      if (known) return null;
+      const { id, provider, from, to, direction } = call;
+      this.calls.set(id, { id, provider, from, to, direction, state: "listening", since: Date.now() });
+    } else if (type === "call.ended") {
+      this.ended.set(call.id, Date.now());
+      if (!known) return null;
+      this.calls.delete(call.id);
+      this.render();
+      return call.id;
+    } else if (!known) return null;
+    else if (type === "playback.started") known.state = "speaking";
+    else if (type === "playback.finished" || type === "playback.interrupted") known.state = "listening";
+    else return null;
+    this.render();
+    return null;
+  }
+
+  render() {
+    const calls = [...this.calls.values()];
     syncList(this.list, calls, (call) => this.make(call), (li, call) => this.fill(li, call));
     this.empty.hidden = calls.length > 0;
     this.count.textContent = calls.length ? `(${calls.length})` : "";
-    return gone;
+  }
+
+  // The durations only, counted here from each call's start (no request): every second.
+  tick() {
+    const now = Date.now();
+    for (const li of this.list.children) {
+      const span = li.querySelector(".duration");
+      if (span && li.call) span.textContent = duration((now - li.call.since) / 1000);
+    }
   }
 
   make() {
@@ -41,7 +88,7 @@ export class LiveList {
     second.append(
       el("span", "carrier", call.provider),
       el("span", "direction", call.direction || "inbound"),
-      el("span", "duration", duration(call.duration_s)),
+      el("span", "duration", duration((Date.now() - call.since) / 1000)),
     );
     button.replaceChildren(first, second);
   }

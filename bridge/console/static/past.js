@@ -1,44 +1,59 @@
 // Past calls: GET /v1/calls?since= (newest first; "Show more" asks for more of the window, up to the
-// API's 1000), filtered by number here in the page; an open call's transcript beside its recording.
+// API's 1000), searched by number and by what was said on the bridge (&q=, typed in the filter box: asked
+// 300 ms after the last key); an open call's transcript beside its recording.
 
 import { blobOf, getJson } from "./api.js";
 import { duration, el, numbers, speakerClass, syncList, utteranceParts, when } from "./render.js";
 
 const PAGE = 50;
 const MAX_LIMIT = 1000;
+const MAX_Q = 100; // the API's bound
+const DEBOUNCE_MS = 300;
 
-const digits = (text) => String(text || "").toLowerCase().replace(/[^0-9a-z@.:]/g, "");
+// What to ask for: the box's text, a phone number without its spaces, dashes, dots and brackets.
+export function searchOf(text) {
+  const q = String(text || "").trim().slice(0, MAX_Q);
+  return /^\+?[0-9][0-9 ().-]*$/.test(q) ? q.replace(/[ ().-]/g, "") : q;
+}
 
 export class PastList {
-  constructor({ list, empty, more, filter, range }, onOpen) {
-    Object.assign(this, { list, empty, more, filter, range, onOpen });
+  constructor({ list, empty, more, filter, range }, onOpen, onError) {
+    Object.assign(this, { list, empty, more, filter, range, onOpen, onError });
     this.limit = PAGE;
     this.calls = [];
     this.selected = null;
-    filter.addEventListener("input", () => this.render());
+    this.typing = null;
+    filter.addEventListener("input", () => {
+      clearTimeout(this.typing);
+      this.typing = setTimeout(() => {
+        this.limit = PAGE;
+        this.load().catch((error) => this.onError(error));
+      }, DEBOUNCE_MS);
+    });
     range.addEventListener("change", () => {
       this.limit = PAGE;
-      this.load();
+      this.load().catch((error) => this.onError(error));
     });
     more.addEventListener("click", () => {
       this.limit = Math.min(MAX_LIMIT, this.limit * 2);
-      this.load();
+      this.load().catch((error) => this.onError(error));
     });
   }
 
   async load() {
     const since = new Date(Date.now() - Number(this.range.value) * 1000).toISOString();
-    const answer = await getJson(`/v1/calls?since=${encodeURIComponent(since)}&limit=${this.limit}`);
+    const q = searchOf(this.filter.value);
+    const search = q ? `&q=${encodeURIComponent(q)}` : "";
+    const answer = await getJson(`/v1/calls?since=${encodeURIComponent(since)}&limit=${this.limit}${search}`);
+    if (q !== searchOf(this.filter.value)) return; // the box changed meanwhile: its own load follows
     this.calls = answer.calls.filter((call) => !call.active);
     this.more.hidden = answer.calls.length < this.limit || this.limit >= MAX_LIMIT;
     this.render();
   }
 
   render() {
-    const wanted = digits(this.filter.value);
-    const shown = this.calls.filter((c) => !wanted || digits(c.from).includes(wanted) || digits(c.to).includes(wanted));
-    syncList(this.list, shown, () => this.make(), (li, call) => this.fill(li, call));
-    this.empty.hidden = shown.length > 0;
+    syncList(this.list, this.calls, () => this.make(), (li, call) => this.fill(li, call));
+    this.empty.hidden = this.calls.length > 0;
   }
 
   make() {
