@@ -248,6 +248,9 @@ async def test_an_instance_killed_mid_call_leaves_a_recording_another_completes(
         await wait_for(lambda: bool(hook.events("call.started")), timeout=10)
         call_id = hook.events("call.started")[0]["call"]["id"]
         started = time.monotonic()
+        async with aiohttp.ClientSession(headers=AUTH) as http, http.get(f"{a.base}/v1/calls") as resp:
+            (live,) = (await resp.json())["calls"]
+        assert live["id"] == call_id and live["instance"] == "A"  # fleet mode: who holds the call
         await wait_for(lambda: len(objects_of(s3_server, call_id)) >= 4, timeout=15)
         await asyncio.sleep(1.0)
         a.proc.send_signal(signal.SIGKILL)  # mid-call

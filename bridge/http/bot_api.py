@@ -97,6 +97,10 @@ async def list_calls(request: web.Request) -> web.Response:
     if refused is not None:
         return refused
     calls = [_call_json(c) for c in request.app[CALLS].live.values()]
+    fleet = request.app.get(FLEET)
+    if fleet is not None:  # fleet mode: the instance holding each call (the console shows it)
+        for call in calls:
+            call["instance"] = fleet.instance_id
     siblings = request.app.get(SIBLINGS)
     if siblings is not None:  # --workers: every worker's calls (bridge.siblings)
         others = await siblings.live_calls(request)

@@ -90,6 +90,7 @@ export class LiveList {
       el("span", "direction", call.direction || "inbound"),
       el("span", "duration", duration((Date.now() - call.since) / 1000)),
     );
+    if (call.instance) second.append(el("span", "instance", call.instance));  // fleet mode: who holds it
     button.replaceChildren(first, second);
   }
 
