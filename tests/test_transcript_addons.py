@@ -351,7 +351,7 @@ def test_a_file_of_the_old_schema_opens_and_gains_the_new_tables(tmp_path: Path)
     with sqlite3.connect(path) as db:
         tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     db.close()
-    assert tables == {"calls", "utterances", "addons", "analyses"}
+    assert tables == {"calls", "utterances", "addons", "analyses", "recording_parts"}
 
 
 def test_the_purge_deletes_addons_and_analyses_with_their_call(tmp_path: Path) -> None:
