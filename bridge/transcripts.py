@@ -46,17 +46,18 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import orjson
 
 from bridge.group_commit import GroupWriter
+from bridge.record_reads import MAX_ADDONS_READ, MAX_UTTERANCES_READ, call_fields, transcript_of
 from bridge.record_writes import QueuedWrites, Report
 from bridge.recording import index as recording_index
-from bridge.transcript_addons import addon_row, analysis_body, attach
-from bridge.transcript_render import call_seconds, iso
+from bridge.transcript_addons import addon_row, analysis_body
+from bridge.transcript_render import call_seconds
 from bridge.transcript_schema import (
     ADDON,
     ANALYSIS,
@@ -76,8 +77,6 @@ from bridge.transcript_schema import (
 )
 
 FILENAME = "transcripts.sqlite3"
-MAX_UTTERANCES_READ = 50_000  # a transcript longer than this is served cut, with "truncated": true
-MAX_ADDONS_READ = 8 * MAX_UTTERANCES_READ  # add-on rows read with it (translations: one per language)
 
 
 def _text(value: Any) -> str | None:
@@ -264,32 +263,7 @@ class TranscriptStore(QueuedWrites):
                 analysis = db.execute("SELECT body FROM analyses WHERE call_id = ?", (call_id,)).fetchone()
             finally:
                 db.execute("COMMIT")
-        by_seq = {seq: json.loads(body) for seq, body in bodies[:MAX_UTTERANCES_READ]}  # in start order
-        attach(by_seq, addons[:MAX_ADDONS_READ])
-        transcript = self._call(row)
-        transcript["parameters"] = json.loads(row[6])
-        transcript["utterances"] = list(by_seq.values())
-        if analysis is not None:
-            transcript["analysis"] = json.loads(analysis[0])
-        if len(bodies) > MAX_UTTERANCES_READ or len(addons) > MAX_ADDONS_READ:
-            transcript["truncated"] = True
-        return transcript
-
-    @staticmethod
-    def _call(row: Sequence[Any]) -> dict[str, Any]:
-        call_id, provider, call_sid, stream_sid, caller, called, _, started_at, ended_at, end_reason = row[:10]
-        return {
-            "id": call_id,
-            "provider": provider,
-            "call_sid": call_sid,
-            "stream_sid": stream_sid,
-            "from": caller,
-            "to": called,
-            "started_at": iso(started_at),
-            "ended_at": iso(ended_at),
-            "end_reason": end_reason,
-            "active": ended_at is None,
-        }
+        return transcript_of(row, bodies, addons, analysis)
 
     def list_since(self, since: float, limit: int = 100, q: str | None = None) -> list[dict[str, Any]]:
         """Calls that started or ended at or after ``since`` (unix seconds), newest start first, at
@@ -305,7 +279,7 @@ class TranscriptStore(QueuedWrites):
                 rows = self._reader.execute(LIST_SINCE_MATCHING, (since, since, like_pattern(q), limit)).fetchall()
             else:
                 rows = self._reader.execute(LIST_SINCE, (since, since, limit)).fetchall()
-        return [{**self._call(row), "utterances": row[10]} for row in rows]
+        return [{**call_fields(row), "utterances": row[10]} for row in rows]
 
     def recording_index(self, call_ids: list[str]) -> dict[str, recording_index.Indexed]:
         """These calls' recordings as the index lists them (:mod:`bridge.recording.index`); absent: none.

@@ -43,7 +43,7 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import orjson
@@ -53,10 +53,11 @@ from bridge import transcript_schema_pg as pg
 from bridge.backoff import Backoff
 from bridge.group_commit import GroupWriter
 from bridge.pg_connection import TRANSIENT, Connection, Reconnecting, T, connect_options
+from bridge.record_reads import MAX_ADDONS_READ, MAX_UTTERANCES_READ, call_fields, transcript_of
 from bridge.record_writes import QueuedWrites, Report
 from bridge.recording import index as recording_index
-from bridge.transcript_addons import addon_row, analysis_body, attach
-from bridge.transcript_render import call_seconds, iso
+from bridge.transcript_addons import addon_row, analysis_body
+from bridge.transcript_render import call_seconds
 from bridge.transcript_schema import (
     ADDON,
     ANALYSIS,
@@ -69,9 +70,6 @@ from bridge.transcript_schema import (
     runs,
 )
 from bridge.transcript_schema_pg import clean_text, text_or_none
-
-MAX_UTTERANCES_READ = 50_000  # as bridge.transcripts: a longer transcript is served cut, "truncated": true
-MAX_ADDONS_READ = 8 * MAX_UTTERANCES_READ
 
 # A failed write or read (the connection, the server); OSError: the socket below it.
 STORE_ERRORS: tuple[type[Exception], ...] = (psycopg.Error, OSError)
@@ -250,32 +248,7 @@ class PgTranscriptStore(QueuedWrites):
         if found is None:
             return None
         row, bodies, addons, analysis = found
-        by_seq = {seq: json.loads(body) for seq, body in bodies[:MAX_UTTERANCES_READ]}  # in start order
-        attach(by_seq, [tuple(a) for a in addons[:MAX_ADDONS_READ]])
-        transcript = self._call(row)
-        transcript["parameters"] = json.loads(row[6])
-        transcript["utterances"] = list(by_seq.values())
-        if analysis is not None:
-            transcript["analysis"] = json.loads(analysis[0])
-        if len(bodies) > MAX_UTTERANCES_READ or len(addons) > MAX_ADDONS_READ:
-            transcript["truncated"] = True
-        return transcript
-
-    @staticmethod
-    def _call(row: Sequence[Any]) -> dict[str, Any]:
-        call_id, provider, call_sid, stream_sid, caller, called, _, started_at, ended_at, end_reason = row[:10]
-        return {
-            "id": call_id,
-            "provider": provider,
-            "call_sid": call_sid,
-            "stream_sid": stream_sid,
-            "from": caller,
-            "to": called,
-            "started_at": iso(started_at),
-            "ended_at": iso(ended_at),
-            "end_reason": end_reason,
-            "active": ended_at is None,
-        }
+        return transcript_of(row, bodies, addons, analysis)
 
     def list_since(self, since: float, limit: int = 100, q: str | None = None) -> list[dict[str, Any]]:
         """Calls that started or ended at or after ``since`` (unix seconds), on any instance, newest start
@@ -294,7 +267,7 @@ class PgTranscriptStore(QueuedWrites):
             return db.execute(pg.LIST_SINCE_MATCHING if q else pg.LIST_SINCE, args).fetchall()
 
         rows = self._read(read)
-        return [{**self._call(row), "utterances": int(row[10])} for row in rows]
+        return [{**call_fields(row), "utterances": int(row[10])} for row in rows]
 
     def recording_index(self, call_ids: list[str]) -> dict[str, recording_index.Indexed]:
         """These calls' recordings as the index lists them (:mod:`bridge.recording.index`); absent: none.
